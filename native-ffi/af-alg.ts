@@ -1,0 +1,200 @@
+/**
+ * AF_ALG sockets (linux/if_alg.h): the kernel crypto API from user space.
+ * A transform socket is bound to an algorithm and keyed; each accept() on it yields an operation
+ * socket that carries one request at a time (sendmsg with control messages, then read).
+ *
+ * Errno, common to these calls:
+ * - EAFNOSUPPORT: this kernel has no AF_ALG (CONFIG_CRYPTO_USER_API off, or blocked).
+ * - ENOENT (bind): the algorithm is not in the kernel, or af_alg_restrict refuses it to this caller.
+ * - ENOPROTOOPT (setsockopt): option unknown to this kernel (key by serial needs >= 6.2), or the key's
+ *   type cannot key a transform.
+ * - EACCES / ENOKEY / EKEYREVOKED / EKEYEXPIRED (key by serial): the key is not usable by this process.
+ * - EINVAL: wrong key length for the algorithm, bad IV length, assoclen beyond the data, bad tag size.
+ * - EBADMSG (read, decrypt): authentication failed.
+ * - ENOMEM / EAGAIN: the request exceeds the socket's buffers.
+ */
+import { addressOf, call, callAsync } from './libc.js';
+
+export const AF_ALG = 38;
+const SOCK_SEQPACKET = 5;
+const SOCK_CLOEXEC = 0o2000000;
+export const SOL_ALG = 279;
+const SOL_SOCKET = 1;
+
+export const AlgOpt = {
+  SET_KEY: 1,
+  SET_IV: 2,
+  SET_OP: 3,
+  SET_AEAD_ASSOCLEN: 4,
+  SET_AEAD_AUTHSIZE: 5,
+  SET_KEY_BY_KEY_SERIAL: 7,
+} as const;
+
+export const AlgOp = { DECRYPT: 0, ENCRYPT: 1 } as const;
+export const MSG_MORE = 0x8000;
+
+const SO = { SNDBUF: 7, RCVBUF: 8, SNDBUFFORCE: 32, RCVBUFFORCE: 33 } as const;
+
+export type AlgType = 'aead' | 'skcipher' | 'hash' | 'rng';
+
+/** struct sockaddr_alg: family u16, type[14], feat u32, mask u32, name[64]. */
+function sockaddrAlg(type: AlgType, name: string): Buffer {
+  const addr = Buffer.alloc(88);
+  addr.writeUInt16LE(AF_ALG, 0);
+  if (Buffer.byteLength(name) > 63) throw new RangeError(`algorithm name too long: ${name}`);
+  addr.write(type, 2, 13, 'ascii');
+  addr.write(name, 24, 63, 'ascii');
+  return addr;
+}
+
+/** socket(AF_ALG) + bind. Errno: EAFNOSUPPORT, ENOENT (see above). */
+export function openTransform(type: AlgType, name: string): number {
+  const fd = call('socket', [AF_ALG, SOCK_SEQPACKET | SOCK_CLOEXEC, 0], `AF_ALG ${type}`);
+  try {
+    call('bind', [fd, sockaddrAlg(type, name), 88], `${type} ${name}`);
+    return fd;
+  } catch (err) {
+    call('close', [fd]);
+    throw err;
+  }
+}
+
+/** ALG_SET_KEY with raw bytes. Used only by tests and the probe; ringfence keys transforms by serial. */
+export function setKey(tfm: number, key: Buffer): void {
+  call('setsockopt', [tfm, SOL_ALG, AlgOpt.SET_KEY, key, key.length], 'ALG_SET_KEY');
+}
+
+/** ALG_SET_KEY_BY_KEY_SERIAL (Linux >= 6.2): the kernel copies a user/logon/encrypted key's payload. */
+export function setKeyBySerial(tfm: number, serial: number): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(serial);
+  call('setsockopt', [tfm, SOL_ALG, AlgOpt.SET_KEY_BY_KEY_SERIAL, v, 4], `ALG_SET_KEY_BY_KEY_SERIAL ${serial}`);
+}
+
+/** ALG_SET_AEAD_AUTHSIZE: tag length; the option value is NULL and optlen carries the size. */
+export function setAeadAuthSize(tfm: number, tagBytes: number): void {
+  call('setsockopt', [tfm, SOL_ALG, AlgOpt.SET_AEAD_AUTHSIZE, null, tagBytes], `ALG_SET_AEAD_AUTHSIZE ${tagBytes}`);
+}
+
+/** accept(2) on a transform socket: a new operation socket sharing the transform's key. */
+export function acceptOp(tfm: number): number {
+  return call('accept4', [tfm, null, null, SOCK_CLOEXEC], 'AF_ALG operation socket');
+}
+
+export function closeFd(fd: number): void {
+  call('close', [fd]);
+}
+
+/**
+ * Raises the operation socket's buffers so one AEAD request of `bytes` fits: AF_ALG needs the whole
+ * message before it can compute, so a request larger than the send buffer would block for ever.
+ * SO_*BUFFORCE needs CAP_NET_ADMIN (which restricted kernels require of us anyway); without it the
+ * kernel caps at net.core.wmem_max / rmem_max. Returns the usable bytes (the smaller buffer).
+ */
+export function sizeBuffers(op: number, bytes: number): number {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(Math.min(bytes, 0x3fffffff));
+  for (const [force, plain] of [[SO.SNDBUFFORCE, SO.SNDBUF], [SO.RCVBUFFORCE, SO.RCVBUF]] as const) {
+    try {
+      call('setsockopt', [op, SOL_SOCKET, force, v, 4]);
+    } catch {
+      call('setsockopt', [op, SOL_SOCKET, plain, v, 4]);
+    }
+  }
+  return Math.min(getIntOpt(op, SO.SNDBUF) & ~4095, getIntOpt(op, SO.RCVBUF));
+}
+
+function getIntOpt(fd: number, opt: number): number {
+  const v = Buffer.alloc(4);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(4);
+  call('getsockopt', [fd, SOL_SOCKET, opt, v, len]);
+  return v.readInt32LE();
+}
+
+export interface OpHeader {
+  op?: (typeof AlgOp)[keyof typeof AlgOp];
+  iv?: Buffer;
+  assocLen?: number;
+}
+
+/**
+ * Builds a msghdr whose control messages set op / IV / assoclen and whose iovecs point at `data`.
+ * The returned `keep` array holds every buffer the kernel will dereference: keep it alive until the
+ * call returns (essential for async calls).
+ */
+export function buildMsg(header: OpHeader, data: Buffer[]): { msg: Buffer; keep: Buffer[] } {
+  const cmsgs: Buffer[] = [];
+  const cmsg = (type: number, payload: Buffer) => {
+    const space = 16 + ((payload.length + 7) & ~7);
+    const c = Buffer.alloc(space);
+    c.writeBigUInt64LE(BigInt(16 + payload.length), 0);
+    c.writeInt32LE(SOL_ALG, 8);
+    c.writeInt32LE(type, 12);
+    payload.copy(c, 16);
+    cmsgs.push(c);
+  };
+  if (header.op !== undefined) cmsg(AlgOpt.SET_OP, u32(header.op));
+  if (header.iv) {
+    const iv = Buffer.alloc(4 + header.iv.length);
+    iv.writeUInt32LE(header.iv.length, 0);
+    header.iv.copy(iv, 4);
+    cmsg(AlgOpt.SET_IV, iv);
+  }
+  if (header.assocLen !== undefined) cmsg(AlgOpt.SET_AEAD_ASSOCLEN, u32(header.assocLen));
+  const control = Buffer.concat(cmsgs);
+
+  const parts = data.filter((d) => d.length > 0);
+  const iov = Buffer.alloc(16 * Math.max(parts.length, 1));
+  parts.forEach((d, i) => {
+    iov.writeBigUInt64LE(addressOf(d), i * 16);
+    iov.writeBigUInt64LE(BigInt(d.length), i * 16 + 8);
+  });
+
+  const msg = Buffer.alloc(56); // struct msghdr on LP64
+  msg.writeBigUInt64LE(parts.length ? addressOf(iov) : 0n, 16);
+  msg.writeBigUInt64LE(BigInt(parts.length), 24);
+  msg.writeBigUInt64LE(control.length ? addressOf(control) : 0n, 32);
+  msg.writeBigUInt64LE(BigInt(control.length), 40);
+  return { msg, keep: [msg, iov, control, ...parts] };
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+function totalLength(data: Buffer[]): number {
+  return data.reduce((n, d) => n + d.length, 0);
+}
+
+/** sendmsg(2) of a request, synchronously. Returns bytes accepted (all of them, or it throws). */
+export function sendRequest(op: number, header: OpHeader, data: Buffer[], flags = 0): number {
+  const { msg, keep } = buildMsg(header, data);
+  const n = call('sendmsg', [op, msg, flags], 'AF_ALG request');
+  keep.length = 0;
+  return checkSent(n, totalLength(data));
+}
+
+export async function sendRequestAsync(op: number, header: OpHeader, data: Buffer[], flags = 0): Promise<number> {
+  const { msg, keep } = buildMsg(header, data);
+  const n = await callAsync('sendmsg', [op, msg, flags], 'AF_ALG request');
+  keep.length = 0;
+  return checkSent(n, totalLength(data));
+}
+
+function checkSent(n: number, want: number): number {
+  // AF_ALG sendmsg either takes everything or fails; a short count means the buffers were too small.
+  if (n !== want) throw new RangeError(`AF_ALG accepted ${n} of ${want} bytes: request exceeds socket buffers`);
+  return n;
+}
+
+/** read(2) of a result into `out`; returns the byte count. Errno: EBADMSG on authentication failure. */
+export function readResult(op: number, out: Buffer): number {
+  return call('read', [op, out, out.length], 'AF_ALG result');
+}
+
+export function readResultAsync(op: number, out: Buffer): Promise<number> {
+  return callAsync('read', [op, out, out.length], 'AF_ALG result');
+}

@@ -1,0 +1,71 @@
+/**
+ * The single syscall layer: every libc function ringfence calls is declared here, and every call
+ * goes through `call` / `callAsync`, which read errno immediately after a failing call.
+ *
+ * Sync vs async: a koffi sync call costs well under 1 us, an async one 40-60 us (libuv pool round trip,
+ * measured natively; see docs/benchmarks.md). Small crypto operations are therefore synchronous;
+ * only large ones go to the pool (the engine decides, by payload size).
+ */
+import koffi from 'koffi';
+import { SyscallError } from './syscall-error.js';
+
+const lib = koffi.load('libc.so.6');
+
+// Fixed-arity prototypes: variadic functions cannot be called with .async.
+export const fns = {
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
+  bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
+  setsockopt: lib.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)'),
+  getsockopt: lib.func('int getsockopt(int fd, int level, int optname, void *optval, void *optlen)'),
+  accept4: lib.func('int accept4(int fd, void *addr, void *addrlen, int flags)'),
+  sendmsg: lib.func('long sendmsg(int fd, const void *msg, int flags)'),
+  sendto: lib.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint32_t addrlen)'),
+  read: lib.func('long read(int fd, void *buf, size_t count)'),
+  close: lib.func('int close(int fd)'),
+  getrandom: lib.func('long getrandom(void *buf, size_t buflen, unsigned int flags)'),
+  // keyctl(2) and add_key(2) have no glibc wrappers; they go through syscall(2), which is variadic
+  // and therefore synchronous only. Key operations are rare and fast, so that costs nothing.
+  syscall: lib.func('long syscall(long number, ...)'),
+};
+
+type Fn = (typeof fns)[keyof typeof fns];
+
+function check(name: string, ret: number | bigint, detail?: string): number {
+  const n = Number(ret);
+  if (n < 0) throw new SyscallError(name, koffi.errno(), detail);
+  return n;
+}
+
+/** Calls a libc function synchronously; throws SyscallError on a negative return. */
+export function call(name: keyof typeof fns, args: unknown[], detail?: string): number {
+  const fn = fns[name] as (...a: unknown[]) => number | bigint;
+  return check(name, fn(...args), detail);
+}
+
+/**
+ * Calls a libc function on the libuv thread pool. koffi restores the worker's errno on the main
+ * thread before the callback runs, so errno is still read straight after the call.
+ * Buffers passed in must stay referenced until the promise settles (the caller holds them).
+ */
+export function callAsync(name: Exclude<keyof typeof fns, 'syscall'>, args: unknown[], detail?: string): Promise<number> {
+  const fn = fns[name] as Fn & { async: (...a: unknown[]) => void };
+  return new Promise((resolve, reject) => {
+    fn.async(...args, (err: unknown, ret: number | bigint) => {
+      if (err) return reject(err);
+      try {
+        resolve(check(name, ret, detail));
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
+
+/** syscall(2) with typed variadic arguments: pairs of (koffi type, value). */
+export function rawSyscall(name: string, nr: number, typedArgs: unknown[], detail?: string): number {
+  return check(name, fns.syscall(nr, ...typedArgs), detail);
+}
+
+export function addressOf(buf: Buffer): bigint {
+  return koffi.address(buf) as bigint;
+}
