@@ -198,3 +198,8 @@ export function readResult(op: number, out: Buffer): number {
 export function readResultAsync(op: number, out: Buffer): Promise<number> {
   return callAsync('read', [op, out, out.length], 'AF_ALG result');
 }
+
+/** socket(AF_ALG) alone: whether the address family exists for this process. Errno: EAFNOSUPPORT. */
+export function checkFamily(): void {
+  closeFd(call('socket', [AF_ALG, SOCK_SEQPACKET | SOCK_CLOEXEC, 0], 'AF_ALG'));
+}

@@ -1,0 +1,177 @@
+/**
+ * The capability probe: what this kernel lets this process do, said plainly. Used by `ringfence
+ * doctor` (no daemon needed) and by the daemon at start-up to choose default suites.
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import * as afAlg from '../../native-ffi/af-alg.js';
+import * as keyctl from '../../native-ffi/keyctl.js';
+import { isSyscallError } from '../../native-ffi/syscall-error.js';
+import { currentPrivilege, type Privilege } from './privilege.js';
+import { driverFor, readProcCrypto } from './proc-crypto.js';
+import { AEAD_SUITES, ALL_SUITES, MAC_SUITES, type KernelAlg, type Suite } from './suites.js';
+
+export const RESTRICT_SYSCTL = '/proc/sys/crypto/af_alg_restrict';
+
+/** available: binds; restricted: refused under af_alg_restrict; missing: not in this kernel; error: other. */
+export type AlgStatus = 'available' | 'restricted' | 'missing' | 'error';
+
+export interface AlgReport extends KernelAlg {
+  status: AlgStatus;
+  driver?: string;
+  module?: string;
+  errno?: string;
+}
+
+export interface SuiteReport {
+  name: string;
+  kind: Suite['kind'];
+  status: AlgStatus;
+  algorithms: AlgReport[];
+}
+
+export interface CapabilityReport {
+  kernel: { release: string };
+  afAlg: { present: boolean; errno?: string };
+  keySerial: { supported: boolean | null; verified: boolean; detail: string };
+  restrict: { sysctl: string; value: number | null };
+  privilege: Privilege & { required: boolean };
+  suites: SuiteReport[];
+  defaultAeadSuite: string | null;
+  defaultMacSuite: string | null;
+  summary: string[];
+}
+
+function readRestrict(): number | null {
+  try {
+    return Number(readFileSync(RESTRICT_SYSCTL, 'utf8').trim());
+  } catch {
+    return null;
+  }
+}
+
+function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
+  try {
+    afAlg.closeFd(afAlg.openTransform(alg.type, alg.name));
+  } catch (err) {
+    const errno = isSyscallError(err) ? err.code : String(err);
+    const status: AlgStatus = errno === 'ENOENT' ? (restricted ? 'restricted' : 'missing') : 'error';
+    return { ...alg, status, errno };
+  }
+  return { ...alg, status: 'available' };
+}
+
+const RANK: Record<AlgStatus, number> = { available: 0, restricted: 1, missing: 2, error: 3 };
+
+/** Keys an HMAC transform by a fresh logon key's serial and checks the result against node:crypto. */
+function probeKeySerial(algs: AlgReport[]): CapabilityReport['keySerial'] {
+  if (!algs.some((a) => a.name === 'hmac(sha256)' && a.status === 'available')) {
+    return { supported: null, verified: false, detail: 'not checked: hmac(sha256) is not available to this process' };
+  }
+  let ring: number | undefined;
+  let tfm: number | undefined;
+  const key = randomBytes(32);
+  try {
+    ring = keyctl.createKeyring(`ringfence-probe-${process.pid}`, keyctl.getKeyringId(keyctl.KeySpec.PROCESS, true));
+    const serial = keyctl.addKey('logon', `ringfence-probe:${process.pid}`, key, ring);
+    tfm = afAlg.openTransform('hash', 'hmac(sha256)');
+    afAlg.setKeyBySerial(tfm, serial);
+    const op = afAlg.acceptOp(tfm);
+    const out = Buffer.alloc(32);
+    try {
+      afAlg.sendRequest(op, {}, [Buffer.from('ringfence')]);
+      afAlg.readResult(op, out);
+    } finally {
+      afAlg.closeFd(op);
+    }
+    const verified = out.equals(createHmac('sha256', key).update('ringfence').digest());
+    return { supported: true, verified, detail: verified ? 'ALG_SET_KEY_BY_KEY_SERIAL keyed hmac(sha256) from a logon key; output matched node:crypto' : 'keyed by serial, but the output did not match node:crypto' };
+  } catch (err) {
+    if (isSyscallError(err, 'ENOPROTOOPT')) return { supported: false, verified: false, detail: 'ALG_SET_KEY_BY_KEY_SERIAL unknown to this kernel (needs Linux >= 6.2)' };
+    return { supported: null, verified: false, detail: `could not check: ${(err as Error).message}` };
+  } finally {
+    key.fill(0);
+    if (tfm !== undefined) afAlg.closeFd(tfm);
+    if (ring !== undefined) keyctl.invalidateKey(ring);
+  }
+}
+
+export function probeCapabilities(): CapabilityReport {
+  const restrictValue = readRestrict();
+  const restricted = restrictValue !== null && restrictValue !== 0;
+  const privilege = { ...currentPrivilege(), required: restricted };
+  let afAlgPresent = true;
+  let afAlgErrno: string | undefined;
+  try {
+    afAlg.checkFamily();
+  } catch (err) {
+    afAlgPresent = false;
+    afAlgErrno = isSyscallError(err) ? err.code : String(err);
+  }
+  const algCache = new Map<string, AlgReport>();
+  const procCrypto = () => readProcCrypto();
+  const suites: SuiteReport[] = ALL_SUITES.map((suite) => {
+    const algorithms = suite.algorithms.map((alg) => {
+      const id = `${alg.type}:${alg.name}`;
+      let r = algCache.get(id);
+      if (!r) {
+        r = afAlgPresent ? probeAlg(alg, restricted) : { ...alg, status: 'missing', errno: afAlgErrno };
+        algCache.set(id, r);
+      }
+      return r;
+    });
+    const status = algorithms.reduce<AlgStatus>((w, a) => (RANK[a.status] > RANK[w] ? a.status : w), 'available');
+    return { name: suite.name, kind: suite.kind, status, algorithms };
+  });
+  // Binding instantiates templates (gcm(aes) from gcm + aes), so read /proc/crypto afterwards.
+  const entries = procCrypto();
+  for (const a of algCache.values()) {
+    const e = driverFor(entries, a.name);
+    if (e) Object.assign(a, { driver: e.driver, module: e.module });
+  }
+  const keySerial = afAlgPresent ? probeKeySerial([...algCache.values()]) : { supported: null, verified: false, detail: 'not checked: no AF_ALG' };
+  const firstAvailable = (names: readonly { name: string }[]) => names.find((s) => suites.find((r) => r.name === s.name)?.status === 'available')?.name ?? null;
+  const report: CapabilityReport = {
+    kernel: { release: release() },
+    afAlg: afAlgErrno ? { present: afAlgPresent, errno: afAlgErrno } : { present: afAlgPresent },
+    keySerial,
+    restrict: { sysctl: RESTRICT_SYSCTL, value: restrictValue },
+    privilege,
+    suites,
+    defaultAeadSuite: firstAvailable(AEAD_SUITES),
+    defaultMacSuite: firstAvailable(MAC_SUITES),
+    summary: [],
+  };
+  report.summary = summarize(report);
+  return report;
+}
+
+export function summarize(r: CapabilityReport): string[] {
+  const out: string[] = [];
+  if (!r.afAlg.present) {
+    out.push(`AF_ALG is not available (${r.afAlg.errno}): this kernel lacks CONFIG_CRYPTO_USER_API_* or blocks the socket family. ringfence cannot serve cryptography here; on a machine like this, try it in the test VM (npm run vm -- ...).`);
+    return out;
+  }
+  out.push('AF_ALG is present. Note: upstream deprecated AF_ALG in 2026; ringfence mediates it for applications.');
+  if (r.keySerial.supported === false) out.push(`Keying by kernel key serial is not supported: ${r.keySerial.detail}. ringfence needs it.`);
+  else if (r.keySerial.supported === null) out.push(`Keying by kernel key serial: ${r.keySerial.detail}.`);
+  else out.push(`Keying by kernel key serial works${r.keySerial.verified ? ' (verified against node:crypto)' : ' but gave a WRONG result'}.`);
+  if (r.restrict.value === null) out.push(`No ${r.restrict.sysctl}: AF_ALG is not restricted on this kernel.`);
+  else if (r.restrict.value === 0) out.push(`${r.restrict.sysctl} = 0: AF_ALG is not restricted.`);
+  else {
+    out.push(`${r.restrict.sysctl} = ${r.restrict.value}: unprivileged processes get no AF_ALG, and privileged ones only an allowlist (no gcm(aes), no chacha20-poly1305).`);
+    out.push(
+      r.privilege.sufficientForRestricted
+        ? 'This process is privileged enough (CAP_NET_ADMIN in the initial user namespace, or CAP_SYS_ADMIN).'
+        : 'This process lacks the privilege restricted kernels require: run ringfenced as root or with AmbientCapabilities=CAP_NET_ADMIN (see deploy/).',
+    );
+  }
+  const by = (s: string) => r.suites.filter((x) => x.status === s).map((x) => x.name);
+  if (by('available').length) out.push(`Available: ${by('available').join(', ')}.`);
+  if (by('restricted').length) out.push(`Refused under af_alg_restrict: ${by('restricted').join(', ')}.`);
+  if (by('missing').length) out.push(`Not in this kernel: ${by('missing').join(', ')}.`);
+  if (by('error').length) out.push(`Failed to probe: ${by('error').join(', ')}.`);
+  out.push(r.defaultAeadSuite ? `Default AEAD suite for new keys: ${r.defaultAeadSuite}.` : 'No AEAD suite is usable: ringfence cannot encrypt here.');
+  return out;
+}

@@ -1,0 +1,125 @@
+/**
+ * The crypto engine: typed operations on kernel-held keys. It caches one keyed transform per
+ * (algorithm, key serial, tag size), each with a bounded pool of operation sockets, and never holds
+ * key bytes. Suite constructions (nonce layout, encrypt-then-MAC) live in suite-ops.ts.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { AlgOp } from '../../../native-ffi/af-alg.js';
+import type { KernelAlg } from '../../capabilities/suites.js';
+import { EngineError } from './errors.js';
+import { runDigest, runRequest } from './request.js';
+import { Transform, type TransformSpec } from './transform.js';
+
+export interface EngineOptions {
+  /** Keyed transforms kept open (least recently used closed beyond this). */
+  maxTransforms: number;
+  /** Operation sockets per transform, i.e. concurrent requests per key. */
+  maxOpSockets: number;
+  /** Largest AEAD/skcipher request (plaintext or ciphertext plus AAD). */
+  maxRequestBytes: number;
+  /** Requests up to this many bytes (in + out) run synchronously; larger ones on the libuv pool. */
+  asyncThresholdBytes: number;
+}
+
+export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
+  maxTransforms: 512,
+  maxOpSockets: 8,
+  maxRequestBytes: 4 * 1024 * 1024,
+  asyncThresholdBytes: 16 * 1024,
+};
+
+export type DigestInput = Buffer | readonly Buffer[] | AsyncIterable<Buffer> | Iterable<Buffer>;
+
+export class CryptoEngine {
+  readonly options: EngineOptions;
+  private readonly transforms = new Map<string, Transform>();
+
+  constructor(options: Partial<EngineOptions> = {}) {
+    this.options = { ...DEFAULT_ENGINE_OPTIONS, ...options };
+  }
+
+  /** AEAD encryption: returns ciphertext || tag. */
+  async aeadEncrypt(alg: KernelAlg, serial: number, tagBytes: number, iv: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer> {
+    const tfm = this.transform({ alg, serial, authSize: tagBytes });
+    const out = await runRequest(tfm, this.options, { op: AlgOp.ENCRYPT, iv, assocLen: aad.length }, [aad, plaintext], aad.length + plaintext.length + tagBytes);
+    return out.subarray(aad.length);
+  }
+
+  /** AEAD decryption of ciphertext || tag; EngineError AUTHENTICATION_FAILED when the tag does not verify. */
+  async aeadDecrypt(alg: KernelAlg, serial: number, tagBytes: number, iv: Buffer, aad: Buffer, sealed: Buffer): Promise<Buffer> {
+    if (sealed.length < tagBytes) {
+      throw new EngineError('AUTHENTICATION_FAILED', `${alg.name}: ciphertext shorter than its ${tagBytes}-byte tag`);
+    }
+    const tfm = this.transform({ alg, serial, authSize: tagBytes });
+    const out = await runRequest(tfm, this.options, { op: AlgOp.DECRYPT, iv, assocLen: aad.length }, [aad, sealed], aad.length + sealed.length - tagBytes);
+    return out.subarray(aad.length);
+  }
+
+  /** A raw symmetric cipher (e.g. ctr(aes)); output length equals input length. */
+  async skcipher(alg: KernelAlg, serial: number, encrypt: boolean, iv: Buffer, data: Buffer): Promise<Buffer> {
+    if (data.length === 0) return Buffer.alloc(0);
+    const tfm = this.transform({ alg, serial });
+    return runRequest(tfm, this.options, { op: encrypt ? AlgOp.ENCRYPT : AlgOp.DECRYPT, iv }, [data], data.length);
+  }
+
+  /** A hash, or a keyed hash (HMAC) when `serial` is given. */
+  async digest(alg: KernelAlg, serial: number | undefined, digestBytes: number, data: DigestInput): Promise<Buffer> {
+    const tfm = this.transform(serial === undefined ? { alg } : { alg, serial });
+    return runDigest(tfm, this.options, data, digestBytes);
+  }
+
+  /** Constant-time MAC comparison of the full-length MAC, or of a truncation the caller presents. */
+  async verifyDigest(alg: KernelAlg, serial: number, digestBytes: number, data: DigestInput, mac: Buffer, minBytes = digestBytes): Promise<boolean> {
+    const expected = await this.digest(alg, serial, digestBytes, data);
+    if (mac.length < minBytes || mac.length > expected.length) return false;
+    return timingSafeEqual(expected.subarray(0, mac.length), mac);
+  }
+
+  /** The transform for a spec, opened and keyed on first use. */
+  transform(spec: TransformSpec): Transform {
+    const id = `${spec.alg.type}|${spec.alg.name}|${spec.serial ?? ''}|${spec.authSize ?? ''}`;
+    const hit = this.transforms.get(id);
+    if (hit) {
+      // Re-insert: Map order is our LRU order.
+      this.transforms.delete(id);
+      this.transforms.set(id, hit);
+      return hit;
+    }
+    const tfm = new Transform(spec, this.options);
+    this.transforms.set(id, tfm);
+    if (this.transforms.size > this.options.maxTransforms) this.evictOne();
+    return tfm;
+  }
+
+  private evictOne(): void {
+    for (const [id, tfm] of this.transforms) {
+      if (tfm.inUse === 0) {
+        this.transforms.delete(id);
+        tfm.close();
+        return;
+      }
+    }
+  }
+
+  /**
+   * Closes every transform keyed by `serial`. Call when a key is destroyed: a keyed transform keeps
+   * its own copy of the key schedule, so revoking the kernel key alone would not stop it.
+   */
+  forgetKey(serial: number): void {
+    for (const [id, tfm] of this.transforms) {
+      if (tfm.spec.serial === serial) {
+        this.transforms.delete(id);
+        tfm.close();
+      }
+    }
+  }
+
+  get openTransforms(): number {
+    return this.transforms.size;
+  }
+
+  close(): void {
+    for (const tfm of this.transforms.values()) tfm.close();
+    this.transforms.clear();
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The engine's one error type, with a closed set of codes. Kernel errors (SyscallError) are
+ * converted here, where the engine knows what it was doing, and nowhere else. Messages name the
+ * algorithm or key serial, never key bytes or data.
+ */
+import { readFileSync } from 'node:fs';
+import { isSyscallError } from '../../../native-ffi/syscall-error.js';
+
+export type EngineErrorCode =
+  | 'AF_ALG_UNAVAILABLE' // no AF_ALG in this kernel, or it is blocked
+  | 'ALGORITHM_UNAVAILABLE' // the kernel lacks the algorithm or af_alg_restrict refuses it
+  | 'KEY_UNUSABLE' // the key serial is gone, revoked, expired or not ours
+  | 'AUTHENTICATION_FAILED' // tag or MAC mismatch
+  | 'INVALID_ARGUMENT' // a length the algorithm cannot take
+  | 'PAYLOAD_TOO_LARGE'
+  | 'INTERNAL';
+
+export class EngineError extends Error {
+  readonly code: EngineErrorCode;
+  /** The errno name, when the kernel said no. */
+  readonly errno: string | undefined;
+
+  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string }) {
+    super(message, options?.cause ? { cause: options.cause } : undefined);
+    this.name = 'EngineError';
+    this.code = code;
+    this.errno = options?.errno;
+  }
+}
+
+export function isEngineError(err: unknown, code?: EngineErrorCode): err is EngineError {
+  return err instanceof EngineError && (code === undefined || err.code === code);
+}
+
+/** What the engine was doing when the kernel said no. */
+export type Stage = 'open' | 'key' | 'authsize' | 'request';
+
+export function fromKernel(err: unknown, stage: Stage, what: string): EngineError {
+  if (err instanceof EngineError) return err;
+  if (!isSyscallError(err)) return new EngineError('INTERNAL', `${what}: ${String(err)}`, { cause: err });
+  const c = err.code;
+  const opts = { cause: err, errno: c };
+  if (c === 'EAFNOSUPPORT') {
+    return new EngineError('AF_ALG_UNAVAILABLE', 'this kernel has no AF_ALG (CONFIG_CRYPTO_USER_API*), or it is blocked', opts);
+  }
+  if (stage === 'open' && c === 'ENOENT') {
+    return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel to this process${restrictHint()}`, opts);
+  }
+  if (stage === 'key') {
+    if (c === 'ENOKEY') return new EngineError('KEY_UNUSABLE', `${what}: the kernel key no longer exists`, opts);
+    if (c === 'EKEYREVOKED') return new EngineError('KEY_UNUSABLE', `${what}: the kernel key was revoked`, opts);
+    if (c === 'EKEYEXPIRED') return new EngineError('KEY_UNUSABLE', `${what}: the kernel key has expired`, opts);
+    if (c === 'EACCES') return new EngineError('KEY_UNUSABLE', `${what}: this process may not use the kernel key`, opts);
+    if (c === 'ENOPROTOOPT') {
+      return new EngineError('KEY_UNUSABLE', `${what}: this kernel cannot key a transform by key serial (needs Linux >= 6.2 and a user, logon or encrypted key)`, opts);
+    }
+    if (c === 'EINVAL') return new EngineError('INVALID_ARGUMENT', `${what}: the key's length does not suit the algorithm`, opts);
+  }
+  if (stage === 'request') {
+    if (c === 'EBADMSG') return new EngineError('AUTHENTICATION_FAILED', `${what}: authentication failed`, opts);
+    if (c === 'EINVAL') return new EngineError('INVALID_ARGUMENT', `${what}: the kernel rejected the request's lengths`, opts);
+    if (c === 'ENOMEM' || c === 'EAGAIN') return new EngineError('PAYLOAD_TOO_LARGE', `${what}: request larger than the kernel will buffer`, opts);
+  }
+  if (stage === 'authsize' && c === 'EINVAL') return new EngineError('INVALID_ARGUMENT', `${what}: tag size not supported`, opts);
+  return new EngineError('INTERNAL', `${what}: ${err.message}`, opts);
+}
+
+let restrict: string | undefined;
+function restrictHint(): string {
+  if (restrict === undefined) {
+    try {
+      // Read lazily: only on the error path.
+      restrict = readFileSync('/proc/sys/crypto/af_alg_restrict', 'utf8').trim();
+    } catch {
+      restrict = '';
+    }
+  }
+  return restrict === '1'
+    ? ' (af_alg_restrict=1: unprivileged processes get no AF_ALG, and privileged ones only an allowlist that excludes e.g. gcm(aes))'
+    : '';
+}

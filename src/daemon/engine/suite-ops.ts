@@ -1,0 +1,87 @@
+/**
+ * Suite-level operations over the engine: how each suite lays out its IV, and the encrypt-then-MAC
+ * construction for kernels that refuse gcm(aes) (af_alg_restrict).
+ */
+import type { AeadSuite, HashSuite, MacSuite } from '../../capabilities/suites.js';
+import type { CryptoEngine, DigestInput } from './engine.js';
+import { EngineError } from './errors.js';
+
+function checkKeys(suite: AeadSuite | MacSuite, serials: readonly number[]): void {
+  if (serials.length !== suite.keyBytes.length) {
+    throw new EngineError('INVALID_ARGUMENT', `${suite.name} takes ${suite.keyBytes.length} kernel key(s), got ${serials.length}`);
+  }
+}
+
+function checkNonce(suite: AeadSuite, nonce: Buffer): void {
+  if (nonce.length !== suite.nonceBytes) {
+    throw new EngineError('INVALID_ARGUMENT', `${suite.name} takes a ${suite.nonceBytes}-byte nonce, got ${nonce.length}`);
+  }
+}
+
+/**
+ * The kernel's IV for a 12-byte nonce. CCM (RFC 3610) wants 16 bytes: flags byte L-1 (L = 15 - 12 = 3,
+ * so 2), the nonce, then the zeroed counter. CTR gets nonce || 32-bit block counter from 0.
+ */
+function kernelIv(suite: AeadSuite, nonce: Buffer): Buffer {
+  switch (suite.name) {
+    case 'aes-256-ccm':
+      return Buffer.concat([Buffer.from([2]), nonce, Buffer.alloc(3)]);
+    case 'aes-256-ctr-hmac-sha256':
+      return Buffer.concat([nonce, Buffer.alloc(4)]);
+    default:
+      return nonce;
+  }
+}
+
+/**
+ * Encrypt-then-MAC tag input, after RFC 7518 5.2.2.1: AAD || nonce || ciphertext || AL, where AL is the
+ * AAD length in bits as a 64-bit big-endian integer (so AAD and ciphertext cannot trade bytes).
+ * The tag is the full 32-byte HMAC-SHA256.
+ */
+function etmMacInput(aad: Buffer, nonce: Buffer, ct: Buffer): Buffer[] {
+  const al = Buffer.alloc(8);
+  al.writeBigUInt64BE(BigInt(aad.length) * 8n);
+  return [aad, nonce, ct, al];
+}
+
+/** Encrypts and authenticates; returns ciphertext || tag. */
+export async function seal(engine: CryptoEngine, suite: AeadSuite, serials: readonly number[], nonce: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer> {
+  checkKeys(suite, serials);
+  checkNonce(suite, nonce);
+  const iv = kernelIv(suite, nonce);
+  const [cipher, mac] = suite.algorithms;
+  if (suite.name !== 'aes-256-ctr-hmac-sha256') return engine.aeadEncrypt(cipher!, serials[0]!, suite.tagBytes, iv, aad, plaintext);
+  const ct = await engine.skcipher(cipher!, serials[0]!, true, iv, plaintext);
+  const tag = await engine.digest(mac!, serials[1]!, suite.tagBytes, etmMacInput(aad, nonce, ct));
+  return Buffer.concat([ct, tag]);
+}
+
+/** Verifies and decrypts ciphertext || tag; EngineError AUTHENTICATION_FAILED on any mismatch. */
+export async function open(engine: CryptoEngine, suite: AeadSuite, serials: readonly number[], nonce: Buffer, aad: Buffer, sealed: Buffer): Promise<Buffer> {
+  checkKeys(suite, serials);
+  checkNonce(suite, nonce);
+  const iv = kernelIv(suite, nonce);
+  const [cipher, mac] = suite.algorithms;
+  if (suite.name !== 'aes-256-ctr-hmac-sha256') return engine.aeadDecrypt(cipher!, serials[0]!, suite.tagBytes, iv, aad, sealed);
+  if (sealed.length < suite.tagBytes) throw new EngineError('AUTHENTICATION_FAILED', `${suite.name}: ciphertext shorter than its tag`);
+  const ct = sealed.subarray(0, sealed.length - suite.tagBytes);
+  const tag = sealed.subarray(sealed.length - suite.tagBytes);
+  // MAC first, in constant time; the cipher never sees unauthenticated data.
+  if (!(await engine.verifyDigest(mac!, serials[1]!, suite.tagBytes, etmMacInput(aad, nonce, ct), tag))) {
+    throw new EngineError('AUTHENTICATION_FAILED', `${suite.name}: authentication failed`);
+  }
+  return engine.skcipher(cipher!, serials[0]!, false, iv, ct);
+}
+
+export function computeMac(engine: CryptoEngine, suite: MacSuite, serial: number, data: DigestInput): Promise<Buffer> {
+  return engine.digest(suite.algorithms[0], serial, suite.macBytes, data);
+}
+
+/** Constant-time verification of a full-length MAC. */
+export function verifyMac(engine: CryptoEngine, suite: MacSuite, serial: number, data: DigestInput, mac: Buffer): Promise<boolean> {
+  return engine.verifyDigest(suite.algorithms[0], serial, suite.macBytes, data, mac);
+}
+
+export function hash(engine: CryptoEngine, suite: HashSuite, data: DigestInput): Promise<Buffer> {
+  return engine.digest(suite.algorithms[0], undefined, suite.digestBytes, data);
+}

@@ -1,0 +1,144 @@
+/**
+ * One AF_ALG transform: a socket bound to an algorithm and keyed by a kernel key serial, plus a
+ * bounded pool of operation sockets accepted from it. The key is copied into the transform by the
+ * kernel at keying time; ringfence never sees it.
+ */
+import * as afAlg from '../../../native-ffi/af-alg.js';
+import type { KernelAlg } from '../../capabilities/suites.js';
+import { EngineError, fromKernel } from './errors.js';
+
+export interface TransformSpec {
+  alg: KernelAlg;
+  /** Kernel key serial; absent for unkeyed hashes. */
+  serial?: number;
+  /** AEAD tag bytes (ALG_SET_AEAD_AUTHSIZE). */
+  authSize?: number;
+}
+
+export interface PoolOptions {
+  /** Operation sockets per transform; requests beyond wait their turn. */
+  maxOpSockets: number;
+  /** Largest single AEAD/skcipher request; operation socket buffers are sized for it. */
+  maxRequestBytes: number;
+}
+
+export function describeSpec(spec: TransformSpec): string {
+  return `${spec.alg.name}${spec.serial !== undefined ? ` with key ${spec.serial}` : ''}`;
+}
+
+export class Transform {
+  readonly spec: TransformSpec;
+  private readonly fd: number;
+  private readonly idle: number[] = [];
+  private busy = 0;
+  private readonly waiters: { resolve: (fd: number) => void; reject: (err: unknown) => void }[] = [];
+  private closed = false;
+  /** Bytes one request may carry on this transform's operation sockets (set on first accept). */
+  requestCapacity = 0;
+
+  constructor(spec: TransformSpec, private readonly opts: PoolOptions) {
+    this.spec = spec;
+    const what = describeSpec(spec);
+    let fd: number;
+    try {
+      fd = afAlg.openTransform(spec.alg.type, spec.alg.name);
+    } catch (err) {
+      throw fromKernel(err, 'open', spec.alg.name);
+    }
+    try {
+      if (spec.serial !== undefined) {
+        try {
+          afAlg.setKeyBySerial(fd, spec.serial);
+        } catch (err) {
+          throw fromKernel(err, 'key', what);
+        }
+      }
+      if (spec.authSize !== undefined) {
+        try {
+          afAlg.setAeadAuthSize(fd, spec.authSize);
+        } catch (err) {
+          throw fromKernel(err, 'authsize', what);
+        }
+      }
+    } catch (err) {
+      afAlg.closeFd(fd);
+      throw err;
+    }
+    this.fd = fd;
+  }
+
+  /** Takes an operation socket, waiting if all are busy. Pair with release() or discard(). */
+  async acquire(): Promise<number> {
+    const fd = this.tryAcquire();
+    if (fd !== undefined) return fd;
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** An operation socket now, or undefined if the pool is exhausted. */
+  tryAcquire(): number | undefined {
+    if (this.closed) throw new EngineError('INTERNAL', `${describeSpec(this.spec)}: transform closed`);
+    const fd = this.idle.pop();
+    if (fd !== undefined) {
+      this.busy++;
+      return fd;
+    }
+    if (this.busy >= this.opts.maxOpSockets) return undefined;
+    const op = this.accept();
+    this.busy++;
+    return op;
+  }
+
+  private accept(): number {
+    let op: number;
+    try {
+      op = afAlg.acceptOp(this.fd);
+    } catch (err) {
+      throw fromKernel(err, 'request', describeSpec(this.spec));
+    }
+    if (this.spec.alg.type !== 'hash') {
+      try {
+        // The kernel doubles the value asked for; the headroom covers AAD and tag.
+        this.requestCapacity = afAlg.sizeBuffers(op, this.opts.maxRequestBytes + 65536);
+      } catch (err) {
+        afAlg.closeFd(op);
+        throw fromKernel(err, 'request', describeSpec(this.spec));
+      }
+    }
+    return op;
+  }
+
+  /** Returns a socket after a request that completed normally. */
+  release(fd: number): void {
+    const next = this.waiters.shift();
+    if (next) return next.resolve(fd);
+    this.busy--;
+    if (this.closed) afAlg.closeFd(fd);
+    else this.idle.push(fd);
+  }
+
+  /** Closes a socket whose request failed: its kernel-side state is not trusted for reuse. */
+  discard(fd: number): void {
+    afAlg.closeFd(fd);
+    this.busy--;
+    const next = this.waiters.shift();
+    if (!next) return;
+    try {
+      next.resolve(this.tryAcquire()!);
+    } catch (err) {
+      next.reject(err);
+    }
+  }
+
+  get inUse(): number {
+    return this.busy;
+  }
+
+  /** Closes idle sockets now and busy ones as they are released. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const fd of this.idle.splice(0)) afAlg.closeFd(fd);
+    for (const w of this.waiters.splice(0)) w.reject(new EngineError('KEY_UNUSABLE', `${describeSpec(this.spec)}: transform closed`));
+    afAlg.closeFd(this.fd);
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * Runs a TypeScript ES module snippet in a separate Node process, optionally as another uid: the
+ * "second process trying what an attacker would". The snippet prints its findings as JSON on stdout.
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface RunResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runTs(code: string, opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv } = {}): RunResult {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+    cwd: PROJECT_ROOT,
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, HOME: '/tmp', TSX_TSCONFIG_PATH: `${PROJECT_ROOT}tsconfig.json`, ...opts.env },
+    ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs the snippet and parses the last stdout line as JSON. */
+export function runTsJson<T = unknown>(code: string, opts?: Parameters<typeof runTs>[1]): T {
+  const r = runTs(code, opts);
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(last) as T;
+  } catch {
+    throw new Error(`child exited ${r.status}; stdout: ${r.stdout.slice(-500)}; stderr: ${r.stderr.slice(-1500)}`);
+  }
+}
+
+/** An absolute import specifier for a project file, for use inside snippets. */
+export function projectModule(rel: string): string {
+  return JSON.stringify(`${PROJECT_ROOT}${rel}`);
+}
+
+export const NOBODY = 65534;
