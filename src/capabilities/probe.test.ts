@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import { driverFor, parseProcCrypto } from './proc-crypto.js';
+import { summarize, type CapabilityReport } from './probe.js';
+
+const PROC_CRYPTO = `name         : gcm(aes)
+driver       : generic-gcm-aesni
+module       : aesni_intel
+priority     : 400
+type         : aead
+
+name         : gcm(aes)
+driver       : gcm_base(ctr(aes-generic),ghash-generic)
+module       : gcm
+priority     : 100
+type         : aead
+
+name         : sha256
+driver       : sha256-generic
+module       : kernel
+priority     : 100
+type         : shash
+`;
+
+describe('/proc/crypto', () => {
+  it('picks the highest-priority driver for a name', () => {
+    const entries = parseProcCrypto(PROC_CRYPTO);
+    expect(entries).toHaveLength(3);
+    expect(driverFor(entries, 'gcm(aes)')).toMatchObject({ driver: 'generic-gcm-aesni', module: 'aesni_intel', priority: 400 });
+    expect(driverFor(entries, 'ccm(aes)')).toBeUndefined();
+  });
+});
+
+describe('summarize', () => {
+  const base: CapabilityReport = {
+    kernel: { release: '7.3-amd64' },
+    afAlg: { present: true },
+    keySerial: { supported: true, verified: true, detail: '' },
+    restrict: { sysctl: '/proc/sys/crypto/af_alg_restrict', value: 1 },
+    privilege: { uid: 1000, capNetAdmin: false, capSysAdmin: false, initialUserNamespace: true, sufficientForRestricted: false, required: true },
+    suites: [{ name: 'aes-256-gcm', kind: 'aead', status: 'restricted', algorithms: [] }],
+    defaultAeadSuite: null,
+    defaultMacSuite: null,
+    summary: [],
+  };
+
+  it('says plainly that an unprivileged process on a restricted kernel needs privilege', () => {
+    const text = summarize(base).join('\n');
+    expect(text).toMatch(/af_alg_restrict = 1/);
+    expect(text).toMatch(/lacks the privilege.*CAP_NET_ADMIN/);
+    expect(text).toMatch(/Refused under af_alg_restrict: aes-256-gcm/);
+    expect(text).toMatch(/No AEAD suite is usable/);
+  });
+
+  it('says when AF_ALG is absent and points at the VM', () => {
+    const text = summarize({ ...base, afAlg: { present: false, errno: 'EAFNOSUPPORT' } }).join('\n');
+    expect(text).toMatch(/AF_ALG is not available \(EAFNOSUPPORT\)/);
+    expect(text).toMatch(/npm run vm/);
+  });
+
+  it('names the default suite when one works', () => {
+    const text = summarize({ ...base, restrict: { ...base.restrict, value: null }, defaultAeadSuite: 'aes-256-gcm' }).join('\n');
+    expect(text).toMatch(/not restricted/);
+    expect(text).toMatch(/Default AEAD suite for new keys: aes-256-gcm/);
+  });
+});

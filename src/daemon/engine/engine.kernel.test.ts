@@ -1,0 +1,212 @@
+import { createCipheriv, createHmac, randomBytes, randomInt } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AEAD_SUITES, aeadSuite, MAC_SUITES, type AeadSuite } from '../../capabilities/suites.js';
+import { suiteExpectedAvailable } from '../../../test/support/kernel-matrix.js';
+import { NOBODY, projectModule, runTsJson } from '../../../test/support/run-ts.js';
+import { KernelKeystore } from '../keystore/kernel-keystore.js';
+import { CryptoEngine } from './engine.js';
+import { isEngineError } from './errors.js';
+import { computeMac, open, seal, verifyMac } from './suite-ops.js';
+
+const engine = new CryptoEngine();
+const store = new KernelKeystore({ keyringName: `rf-engine-test-${process.pid}` });
+store.loadMasterKey(randomBytes(32));
+afterAll(() => {
+  engine.close();
+  store.close();
+});
+
+let seq = 0;
+/** Imports known bytes as a logon key, so node:crypto can compute the same thing independently. */
+function knownKey(bytes: number): { key: Buffer; serial: number } {
+  const key = randomBytes(bytes);
+  return { key, serial: store.importRaw(`ringfence:test-${seq++}`, Buffer.from(key)) };
+}
+
+/** node:crypto's view of each suite: the independent truth. */
+function nodeSeal(suite: AeadSuite, keys: Buffer[], nonce: Buffer, aad: Buffer, pt: Buffer): Buffer {
+  switch (suite.name) {
+    case 'aes-256-gcm':
+    case 'chacha20-poly1305': {
+      const c = createCipheriv(suite.name as 'aes-256-gcm', keys[0]!, nonce, { authTagLength: 16 });
+      c.setAAD(aad);
+      return Buffer.concat([c.update(pt), c.final(), c.getAuthTag()]);
+    }
+    case 'aes-256-ccm': {
+      const c = createCipheriv('aes-256-ccm', keys[0]!, nonce, { authTagLength: 16 });
+      c.setAAD(aad, { plaintextLength: pt.length });
+      return Buffer.concat([c.update(pt), c.final(), c.getAuthTag()]);
+    }
+    case 'aes-256-ctr-hmac-sha256': {
+      const c = createCipheriv('aes-256-ctr', keys[0]!, Buffer.concat([nonce, Buffer.alloc(4)]));
+      const ct = Buffer.concat([c.update(pt), c.final()]);
+      const al = Buffer.alloc(8);
+      al.writeBigUInt64BE(BigInt(aad.length * 8));
+      return Buffer.concat([ct, createHmac('sha256', keys[1]!).update(aad).update(nonce).update(ct).update(al).digest()]);
+    }
+  }
+}
+
+const EDGE_LENGTHS = [0, 1, 15, 16, 17, 63, 64, 65, 255, 4095, 4096, 4097, 16383, 16384, 16385, 65536, 70 * 1024];
+const AAD_LENGTHS = [0, 1, 13, 16, 255, 1024];
+function cases(): { pt: number; aad: number }[] {
+  const out = EDGE_LENGTHS.map((pt, i) => ({ pt, aad: AAD_LENGTHS[i % AAD_LENGTHS.length]! }));
+  for (let i = 0; i < 24; i++) out.push({ pt: randomInt(0, 70 * 1024 + 1), aad: randomInt(0, 1025) });
+  return out;
+}
+
+describe.each(AEAD_SUITES.map((s) => [s.name, s] as const))('%s', (name, suite) => {
+  const available = suiteExpectedAvailable(name);
+
+  it.runIf(available)('matches node:crypto for message lengths 0..70 KiB and AAD 0..1 KiB, and round-trips', async () => {
+    const keys = suite.keyBytes.map((n) => knownKey(n));
+    for (const c of cases()) {
+      const nonce = randomBytes(12);
+      const aad = randomBytes(c.aad);
+      const pt = randomBytes(c.pt);
+      const sealed = await seal(engine, suite, keys.map((k) => k.serial), nonce, aad, pt);
+      expect(sealed.equals(nodeSeal(suite, keys.map((k) => k.key), nonce, aad, pt)), `pt ${c.pt} aad ${c.aad}`).toBe(true);
+      expect((await open(engine, suite, keys.map((k) => k.serial), nonce, aad, sealed)).equals(pt)).toBe(true);
+    }
+  });
+
+  it.runIf(available)('rejects a flipped bit in ciphertext, tag, nonce or AAD', async () => {
+    const serials = suite.keyBytes.map((n) => knownKey(n).serial);
+    const nonce = randomBytes(12);
+    const aad = Buffer.from('header');
+    const sealed = await seal(engine, suite, serials, nonce, aad, Buffer.from('attack at dawn'));
+    const flip = (b: Buffer, i: number) => {
+      const c = Buffer.from(b);
+      c[i]! ^= 1;
+      return c;
+    };
+    const attempts: [Buffer, Buffer, Buffer][] = [
+      [flip(sealed, 0), nonce, aad],
+      [flip(sealed, sealed.length - 1), nonce, aad],
+      [sealed, flip(nonce, 5), aad],
+      [sealed, nonce, flip(aad, 2)],
+      [sealed.subarray(0, sealed.length - 1), nonce, aad],
+      [sealed.subarray(0, 3), nonce, aad],
+    ];
+    for (const [ct, n, a] of attempts) {
+      await expect(open(engine, suite, serials, n, a, ct)).rejects.toSatisfy((e) => isEngineError(e, 'AUTHENTICATION_FAILED'));
+    }
+  });
+
+  it.runIf(!available)('is refused with a clear ALGORITHM_UNAVAILABLE on this kernel', async () => {
+    const serials = suite.keyBytes.map((n) => knownKey(n).serial);
+    const err = await seal(engine, suite, serials, randomBytes(12), Buffer.alloc(0), Buffer.from('x')).catch((e: unknown) => e);
+    expect(isEngineError(err, 'ALGORITHM_UNAVAILABLE')).toBe(true);
+    expect((err as Error).message).toMatch(/af_alg_restrict=1/);
+  });
+});
+
+describe('HMAC suites', () => {
+  it.each(MAC_SUITES.map((s) => [s.name, s] as const))('%s matches node:crypto and verifies in constant time', async (name, suite) => {
+    const { key, serial } = knownKey(suite.keyBytes[0]);
+    const alg = name.replace('hmac-', '');
+    for (const len of [0, 1, 127, 128, 129, 4096, 70 * 1024]) {
+      const data = randomBytes(len);
+      const mac = await computeMac(engine, suite, serial, data);
+      expect(mac.equals(createHmac(alg, key).update(data).digest())).toBe(true);
+      expect(await verifyMac(engine, suite, serial, data, mac)).toBe(true);
+      mac[mac.length - 1]! ^= 0x80;
+      expect(await verifyMac(engine, suite, serial, data, mac)).toBe(false);
+      expect(await verifyMac(engine, suite, serial, data, mac.subarray(0, 16))).toBe(false);
+    }
+  });
+
+  it('hashes a stream fed in pieces like one buffer', async () => {
+    const suite = MAC_SUITES[0]!;
+    const { key, serial } = knownKey(32);
+    const data = randomBytes(300_000);
+    async function* pieces() {
+      for (let i = 0; i < data.length; i += 77_777) yield data.subarray(i, i + 77_777);
+    }
+    const mac = await computeMac(engine, suite, serial, pieces());
+    expect(mac.equals(createHmac('sha256', key).update(data).digest())).toBe(true);
+  });
+});
+
+describe('kernel-held keys', () => {
+  const ccm = aeadSuite(suiteExpectedAvailable('aes-256-gcm') ? 'aes-256-gcm' : 'aes-256-ccm')!;
+
+  it('a key generated in the kernel and reloaded from its blob encrypts identically', async () => {
+    const { serial, blob } = store.generate('rf:gen:v1', 32);
+    const nonce = randomBytes(12);
+    const pt = randomBytes(1000);
+    const a = await seal(engine, ccm, [serial], nonce, Buffer.alloc(0), pt);
+    // Loaded again from the blob alone, as a restarted daemon would: a new serial, the same key.
+    const reloaded = store.load('rf:gen:v1-reloaded', blob);
+    expect(reloaded).not.toBe(serial);
+    const b = await seal(engine, ccm, [reloaded], nonce, Buffer.alloc(0), pt);
+    expect(b.equals(a)).toBe(true);
+    expect((await open(engine, ccm, [reloaded], nonce, Buffer.alloc(0), a)).equals(pt)).toBe(true);
+  });
+
+  it('a destroyed key is refused with KEY_UNUSABLE once its transforms are dropped', async () => {
+    const { serial } = knownKey(32);
+    await seal(engine, ccm, [serial], randomBytes(12), Buffer.alloc(0), Buffer.from('x'));
+    store.destroy(serial);
+    // A keyed transform keeps its copy of the key schedule: the engine must be told.
+    await expect(seal(engine, ccm, [serial], randomBytes(12), Buffer.alloc(0), Buffer.from('x'))).resolves.toBeDefined();
+    engine.forgetKey(serial);
+    const err = await seal(engine, ccm, [serial], randomBytes(12), Buffer.alloc(0), Buffer.from('x')).catch((e: unknown) => e);
+    expect(isEngineError(err, 'KEY_UNUSABLE')).toBe(true);
+    expect((err as Error).message).toMatch(/no longer exists/);
+  });
+
+  it('a revoked key is refused with KEY_UNUSABLE naming the revocation', async () => {
+    // Keys in the store have frozen permissions; revocation needs a key that still has SETATTR.
+    const keyctl = await import('../../../native-ffi/keyctl.js');
+    const serial = keyctl.addKey('logon', 'ringfence:revoke-me', randomBytes(32), store.keyring);
+    keyctl.revokeKey(serial);
+    const err = await seal(engine, ccm, [serial], randomBytes(12), Buffer.alloc(0), Buffer.from('x')).catch((e: unknown) => e);
+    expect(isEngineError(err, 'KEY_UNUSABLE')).toBe(true);
+    expect((err as Error).message).toMatch(/revoked/);
+  });
+
+  it('another process — same uid, or another uid — cannot key a transform with our serial', () => {
+    const { serial } = knownKey(32);
+    const attack = `import * as a from ${projectModule('native-ffi/af-alg.ts')};
+      let stage = 'bind';
+      try { const fd = a.openTransform('hash', 'hmac(sha256)'); stage = 'key'; a.setKeyBySerial(fd, ${serial}); console.log(JSON.stringify({ stage, result: 'KEYED' })); }
+      catch (e) { console.log(JSON.stringify({ stage, result: e.code })); }`;
+    expect(runTsJson(attack)).toEqual({ stage: 'key', result: 'EACCES' });
+    const asNobody = runTsJson<{ stage: string; result: string }>(attack, { uid: NOBODY });
+    // On a restricted kernel uid nobody does not even get AF_ALG; elsewhere the key is refused.
+    expect([JSON.stringify({ stage: 'key', result: 'EACCES' }), JSON.stringify({ stage: 'bind', result: 'ENOENT' })]).toContain(JSON.stringify(asNobody));
+  });
+});
+
+describe('limits and concurrency', () => {
+  const suite = aeadSuite(suiteExpectedAvailable('aes-256-gcm') ? 'aes-256-gcm' : 'aes-256-ccm')!;
+
+  it('refuses a request beyond maxRequestBytes with PAYLOAD_TOO_LARGE', async () => {
+    const small = new CryptoEngine({ maxRequestBytes: 64 * 1024 });
+    try {
+      const { serial } = knownKey(32);
+      const err = await seal(small, suite, [serial], randomBytes(12), Buffer.alloc(0), Buffer.alloc(64 * 1024 + 1)).catch((e: unknown) => e);
+      expect(isEngineError(err, 'PAYLOAD_TOO_LARGE')).toBe(true);
+      await expect(seal(small, suite, [serial], randomBytes(12), Buffer.alloc(0), Buffer.alloc(64 * 1024))).resolves.toHaveLength(64 * 1024 + 16);
+    } finally {
+      small.close();
+    }
+  });
+
+  it('runs many concurrent large requests through a bounded pool, each correct', async () => {
+    const { key, serial } = knownKey(32);
+    const jobs = Array.from({ length: 32 }, () => ({ nonce: randomBytes(12), pt: randomBytes(randomInt(16 * 1024, 256 * 1024)) }));
+    const results = await Promise.all(jobs.map((j) => seal(engine, suite, [serial], j.nonce, Buffer.alloc(0), j.pt)));
+    jobs.forEach((j, i) => expect(results[i]!.equals(nodeSeal(suite, [key], j.nonce, Buffer.alloc(0), j.pt))).toBe(true));
+    expect(engine.transform({ alg: suite.algorithms[0]!, serial, authSize: 16 }).inUse).toBe(0);
+  });
+
+  it('handles a 4 MiB request on the pool', async () => {
+    const { key, serial } = knownKey(32);
+    const nonce = randomBytes(12);
+    const pt = randomBytes(4 * 1024 * 1024 - 1024);
+    const sealed = await seal(engine, suite, [serial], nonce, Buffer.alloc(1024), pt);
+    expect(sealed.equals(nodeSeal(suite, [key], nonce, Buffer.alloc(1024), pt))).toBe(true);
+  });
+});
