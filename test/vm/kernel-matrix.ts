@@ -1,0 +1,110 @@
+// npm run test:kernel [-- --kernel lts|restricted] [-- <vitest args>]
+// Boots each kernel of the matrix in turn (2 host cores: in parallel they would only slow each
+// other down) and runs the *.kernel.test.ts files in it. The last line of output is the total,
+// "N passed, N failed", which CI reads; a kernel that cannot be fetched or booted, or that ran
+// no tests, counts as a failure.
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { GUEST_OUT } from "./guest-command.js";
+import { isKernelName, KERNEL_NAMES, type KernelName } from "./kernels.js";
+import { PROJECT_DIR, removeOutDir, runInGuest } from "./run-in-guest.js";
+
+interface Tally {
+  passed: number;
+  failed: number;
+  skipped: number;
+}
+
+/** The fields we use from vitest's (jest-compatible) JSON reporter. */
+interface JsonReport {
+  numPassedTests: number;
+  numFailedTests: number;
+  numPendingTests: number;
+  numTodoTests: number;
+}
+
+function parseArgs(argv: string[]): { kernels: KernelName[]; vitestArgs: string[] } {
+  const sep = argv.indexOf("--");
+  const own = sep < 0 ? argv : argv.slice(0, sep);
+  const vitestArgs = sep < 0 ? [] : argv.slice(sep + 1);
+  const picked: string[] = [];
+  for (let i = 0; i < own.length; i++) {
+    if (own[i] === "--kernel" || own[i] === "-k") picked.push(...(own[++i] ?? "").split(","));
+    else if (own[i] === "--help" || own[i] === "-h") {
+      console.log(`usage: npm run test:kernel -- [--kernel ${KERNEL_NAMES.join("|")}]... [-- <vitest args>]\n` +
+        "Env: RINGFENCE_KERNELS=lts,restricted selects kernels too. See test/vm/README.md.");
+      process.exit(0);
+    } else throw new Error(`unknown argument ${own[i]} (vitest arguments go after --)`);
+  }
+  if (picked.length === 0) picked.push(...(process.env.RINGFENCE_KERNELS?.split(",") ?? KERNEL_NAMES));
+  const kernels = picked.map((k) => k.trim()).filter(Boolean);
+  for (const k of kernels) if (!isKernelName(k)) throw new Error(`unknown kernel '${k}' (expected ${KERNEL_NAMES.join(", ")})`);
+  return { kernels: [...new Set(kernels)] as KernelName[], vitestArgs };
+}
+
+async function runKernel(name: KernelName, vitestArgs: string[]): Promise<{ tally: Tally; line: string }> {
+  const argv = [
+    // Not `npx vitest`: npx alone spends ~40 s under TCG before vitest even starts.
+    "node_modules/.bin/vitest", "run", "--config", "vitest.kernel.config.ts",
+    // The default loader writes the bundled config into node_modules/.vite-temp: read-only here.
+    "--configLoader", "runner",
+    "--reporter=default", "--reporter=json", `--outputFile=${GUEST_OUT}/results.json`,
+    ...vitestArgs,
+  ];
+  let result;
+  try {
+    result = await runInGuest({ kernel: name, argv, cwd: PROJECT_DIR });
+  } catch (e) {
+    console.error(`[ringfence-vm] ${e instanceof Error ? e.message : String(e)}`);
+    return { tally: { passed: 0, failed: 1, skipped: 0 }, line: `${name}: FAILED to fetch or boot the kernel (counted as 1 failure)` };
+  }
+  try {
+    const label = `${name} (${result.kernel.release}, ${result.kernel.version})`;
+    const file = path.join(result.outDir, "results.json");
+    if (!existsSync(file)) {
+      return { tally: { passed: 0, failed: 1, skipped: 0 }, line: `${label}: vitest wrote no results (exit ${result.exitCode}; counted as 1 failure)` };
+    }
+    const r = JSON.parse(readFileSync(file, "utf8")) as JsonReport;
+    const tally = { passed: r.numPassedTests, failed: r.numFailedTests, skipped: r.numPendingTests + r.numTodoTests };
+    let note = "";
+    if (tally.passed + tally.failed === 0) {
+      tally.failed += 1;
+      note = " (no tests ran: counted as 1 failure)";
+    } else if (result.exitCode !== 0 && tally.failed === 0) {
+      tally.failed += 1; // e.g. an unhandled error outside any test
+      note = ` (vitest exited ${result.exitCode}: counted as 1 failure)`;
+    }
+    return { tally, line: `${label}: ${tally.passed} passed, ${tally.failed} failed, ${tally.skipped} skipped${note}` };
+  } finally {
+    removeOutDir(result.outDir);
+  }
+}
+
+async function main(): Promise<number> {
+  const { kernels, vitestArgs } = parseArgs(process.argv.slice(2));
+  const started = performance.now();
+  const total: Tally = { passed: 0, failed: 0, skipped: 0 };
+  const lines: string[] = [];
+  for (const k of kernels) {
+    const t = performance.now();
+    console.error(`[ringfence-vm] === kernel ${k} ===`);
+    const { tally, line } = await runKernel(k, vitestArgs);
+    total.passed += tally.passed;
+    total.failed += tally.failed;
+    total.skipped += tally.skipped;
+    lines.push(`${line} [${((performance.now() - t) / 1000).toFixed(0)}s]`);
+  }
+  console.log("\nkernel matrix:");
+  for (const l of lines) console.log(`  ${l}`);
+  console.log(`  total time ${((performance.now() - started) / 1000).toFixed(0)}s`);
+  console.log(`${total.passed} passed, ${total.failed} failed`);
+  return total.failed > 0 ? 1 : 0;
+}
+
+try {
+  process.exitCode = await main();
+} catch (e) {
+  console.error(`test:kernel: ${e instanceof Error ? e.message : String(e)}`);
+  console.log("0 passed, 1 failed");
+  process.exitCode = 2;
+}

@@ -1,0 +1,133 @@
+// Boot a prepared kernel under qemu (TCG), stream its console, and report how the guest ended.
+// TCG only: /dev/kvm exists on the build hosts but stock kernels crash under nested KVM there.
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import type { PreparedKernel } from "./kernels.js";
+
+export interface QemuRun {
+  kernel: PreparedKernel;
+  initramfs: string;
+  /** Host dir shared read-write as tag rfout (boot.conf, cmd.sh, exit-code, results). */
+  outDir: string;
+  /** Host project dir to share read-only as tag rfproject, when the guest would hide it. */
+  projectShare?: string;
+  nonce: string;
+  interactive: boolean;
+  timeoutMs: number;
+  smp: number;
+  memoryMb: number;
+}
+
+export interface QemuResult {
+  exitCode: number;
+  /** From qemu start until the guest began the command. */
+  bootMs: number | undefined;
+  totalMs: number;
+}
+
+const TAIL_LINES = 40;
+
+/** qemu's option parser treats ',' as a separator; a literal comma is written ',,'. */
+const qarg = (s: string) => s.replace(/,/g, ",,");
+
+export function qemuArgs(r: QemuRun): string[] {
+  const share = (p: string, tag: string, opts: string) => ["-virtfs", `local,path=${qarg(p)},mount_tag=${tag},${opts},multidevs=remap`];
+  return [
+    ...["-accel", "tcg", "-cpu", "max", "-smp", String(r.smp), "-m", String(r.memoryMb)],
+    ...["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"],
+    ...["-kernel", r.kernel.vmlinuz, "-initrd", r.initramfs],
+    // panic=-1 + -no-reboot: a guest that panics makes qemu exit instead of hanging.
+    ...["-append", `console=ttyS0 quiet panic=-1 ${process.env.RINGFENCE_VM_APPEND ?? ""}`.trim()],
+    ...share("/", "hostroot", "security_model=passthrough,readonly=on"),
+    ...share(r.outDir, "rfout", "security_model=none"),
+    ...(r.projectShare ? share(r.projectShare, "rfproject", "security_model=passthrough,readonly=on") : []),
+  ];
+}
+
+export class GuestError extends Error {}
+
+export function runQemu(r: QemuRun): Promise<QemuResult> {
+  const started = performance.now();
+  const exitMarker = new RegExp(`@@RINGFENCE-EXIT-${r.nonce}=(\\d+)@@`);
+  const startMarker = `@@RINGFENCE-STARTED-${r.nonce}@@`;
+  const child = spawn("qemu-system-x86_64", qemuArgs(r), {
+    stdio: r.interactive ? "inherit" : ["ignore", "pipe", "pipe"],
+  });
+  const tail: string[] = [];
+  let bootMs: number | undefined;
+  let markerCode: number | undefined;
+  let initFailed = false;
+  let pending = "";
+  let shownPart = ""; // start of the current line, already printed
+  let flushTimer: NodeJS.Timeout | undefined;
+
+  const onLine = (raw: string, complete: boolean) => {
+    const line = raw.replace(/\r$/, "");
+    const exit = exitMarker.exec(line);
+    if (exit) markerCode = Number(exit[1]);
+    else if (line.includes(startMarker)) bootMs = performance.now() - started;
+    else if (/^\[[\s\d.]+\] (sysrq: Power Off|reboot: Power down)$/.test(line)) {
+      // our own power-off, not news
+    } else {
+      if (line.includes("@@RINGFENCE-INIT-FAILED@@")) initFailed = true;
+      process.stdout.write(complete ? `${line}\n` : line);
+      shownPart += line;
+      if (!complete) return;
+      tail.push(shownPart);
+      if (tail.length > TAIL_LINES) tail.shift();
+    }
+    shownPart = "";
+  };
+  child.stdout?.on("data", (chunk: Buffer) => {
+    pending += chunk.toString("utf8");
+    const lines = pending.split("\n");
+    pending = lines.pop() ?? "";
+    for (const l of lines) onLine(l, true);
+    // Show a prompt or progress output that stays without a newline (unless it may be a marker).
+    clearTimeout(flushTimer);
+    flushTimer = setTimeout(() => {
+      if (pending && !pending.includes("@")) onLine(pending, false);
+      if (!pending.includes("@")) pending = "";
+    }, 150);
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    tail.push(...chunk.toString("utf8").trimEnd().split("\n"));
+  });
+
+  const kill = () => child.kill("SIGKILL");
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  const onSignal = (sig: NodeJS.Signals) => {
+    kill();
+    process.exit(sig === "SIGINT" ? 130 : 143);
+  };
+  for (const s of signals) process.once(s, onSignal);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, r.timeoutMs);
+
+  return new Promise((resolve, reject) => {
+    child.on("error", (e) => reject(new GuestError(`cannot start qemu-system-x86_64: ${e.message} (install qemu-system-x86)`)));
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      clearTimeout(flushTimer);
+      for (const s of signals) process.off(s, onSignal);
+      if (pending) onLine(pending, true);
+      const totalMs = performance.now() - started;
+      // The exit-code file is authoritative; the console marker covers a share that failed to flush.
+      const file = path.join(r.outDir, "exit-code");
+      const fromFile = existsSync(file) ? Number.parseInt(readFileSync(file, "utf8"), 10) : undefined;
+      const exitCode = Number.isInteger(fromFile) ? fromFile : markerCode;
+      if (exitCode !== undefined && !timedOut) return resolve({ exitCode, bootMs, totalMs });
+      const why = timedOut
+        ? `timed out after ${Math.round(r.timeoutMs / 60000)} min`
+        : initFailed
+          ? "the initramfs could not set up the guest"
+          : `qemu ended (${signal ?? `exit ${code}`}) without the guest reporting an exit status (kernel panic?)`;
+      reject(new GuestError(`guest ${r.kernel.name} (${r.kernel.release}): ${why}\n--- last console lines ---\n${tail.join("\n")}`));
+    });
+  });
+}

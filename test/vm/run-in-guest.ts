@@ -1,0 +1,75 @@
+// One guest run end to end: kernel + initramfs + share dir + qemu. Used by vm-cli and kernel-matrix.
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, realpathSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { elapsed } from "./exec.js";
+import { writeGuestCommand } from "./guest-command.js";
+import { buildInitramfs } from "./initramfs.js";
+import { prepareKernel, type KernelName, type PreparedKernel } from "./kernels.js";
+import { runQemu, type QemuResult } from "./qemu.js";
+
+/** The repository root (this file is test/vm/run-in-guest.ts). */
+export const PROJECT_DIR = realpathSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../.."));
+
+export interface GuestRunOptions {
+  kernel: KernelName;
+  argv: readonly string[];
+  cwd?: string;
+  interactive?: boolean;
+  /** Default 40 min, or RINGFENCE_VM_TIMEOUT (seconds). */
+  timeoutMs?: number;
+}
+
+export interface GuestRunResult extends QemuResult {
+  kernel: PreparedKernel;
+  /** The host side of the guest's RINGFENCE_VM_OUT; remove it with removeOutDir(). */
+  outDir: string;
+}
+
+const envNumber = (name: string, fallback: number) => {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+};
+
+const log = (msg: string) => console.error(`[ringfence-vm] ${msg}`);
+
+export async function runInGuest(o: GuestRunOptions): Promise<GuestRunResult> {
+  let t = performance.now();
+  const kernel = prepareKernel(o.kernel);
+  log(`kernel ${kernel.name}: ${kernel.release} (${kernel.version}) ready in ${elapsed(t)}`);
+  t = performance.now();
+  const initramfs = buildInitramfs(kernel);
+  log(`initramfs ${path.basename(initramfs)} ready in ${elapsed(t)}`);
+
+  const outDir = mkdtempSync(path.join(tmpdir(), "ringfence-vm-"));
+  try {
+    const nonce = randomBytes(8).toString("hex");
+    const interactive = o.interactive ?? false;
+    const cwd = realpathSync(o.cwd ?? process.cwd());
+    const { shareProject } = writeGuestCommand(outDir, { kernel, argv: o.argv, cwd, projectDir: PROJECT_DIR, interactive, nonce });
+    const result = await runQemu({
+      kernel,
+      initramfs,
+      outDir,
+      projectShare: shareProject ? PROJECT_DIR : undefined,
+      nonce,
+      interactive,
+      timeoutMs: o.timeoutMs ?? envNumber("RINGFENCE_VM_TIMEOUT", 40 * 60) * 1000,
+      smp: envNumber("RINGFENCE_VM_SMP", 2),
+      memoryMb: envNumber("RINGFENCE_VM_MEMORY", 2048),
+    });
+    const boot = result.bootMs === undefined ? "" : `booted in ${(result.bootMs / 1000).toFixed(1)}s, `;
+    log(`guest ${kernel.name}: ${boot}exit ${result.exitCode} after ${(result.totalMs / 1000).toFixed(1)}s`);
+    return { ...result, kernel, outDir };
+  } catch (e) {
+    removeOutDir(outDir);
+    throw e;
+  }
+}
+
+export function removeOutDir(outDir: string): void {
+  if (process.env.RINGFENCE_VM_KEEP === "1") log(`kept guest share dir ${outDir}`);
+  else rmSync(outDir, { recursive: true, force: true });
+}
