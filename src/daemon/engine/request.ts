@@ -44,7 +44,9 @@ export async function runRequest(
     tfm.release(fd);
     throw new EngineError('PAYLOAD_TOO_LARGE', `${what}: ${inLen} bytes exceeds what this kernel lets one request buffer (${tfm.requestCapacity}; raising it needs CAP_NET_ADMIN or net.core.wmem_max)`);
   }
-  const out = Buffer.alloc(outLen);
+  // Never read into an empty buffer: recvmsg of 0 bytes returns at once without processing, which
+  // would skip tag verification of an empty-plaintext AEAD decryption and leave the request queued.
+  const out = Buffer.alloc(Math.max(outLen, 1));
   try {
     let n: number;
     if (sync) {
@@ -55,7 +57,7 @@ export async function runRequest(
       n = await afAlg.readResultAsync(fd, out);
     }
     tfm.release(fd);
-    return out.subarray(0, n);
+    return out.subarray(0, Math.min(n, outLen));
   } catch (err) {
     tfm.discard(fd);
     throw fromKernel(err, 'request', what);
