@@ -14,7 +14,7 @@ export function currentKernel(): MatrixKernel {
 }
 
 /** Suites af_alg_restrict=1 refuses even to root (everything else must work). */
-export const RESTRICTED_FOR_ROOT = new Set<string>(['aes-256-gcm', 'chacha20-poly1305', 'sha3-256', 'sha3-512']);
+export const RESTRICTED_FOR_ROOT = new Set<string>(['aes-256-gcm', 'chacha20-poly1305', 'sha3-256', 'sha3-512', 'blake2b-256', 'blake2b-512']);
 
 export function suiteExpectedAvailable(suite: string): boolean {
   return currentKernel() === 'lts' || !RESTRICTED_FOR_ROOT.has(suite);

@@ -1,0 +1,181 @@
+/**
+ * Known-answer tests through the engine, with keys loaded into the kernel and used by serial, so
+ * the whole path (key retention -> ALG_SET_KEY_BY_KEY_SERIAL -> AF_ALG) is what is checked.
+ * Vectors and their provenance: test/vectors/README.md.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { hashSuite, type KernelAlg } from '../../src/capabilities/suites.js';
+import { CryptoEngine } from '../../src/daemon/engine/engine.js';
+import { isEngineError } from '../../src/daemon/engine/errors.js';
+import { isKeystoreError } from '../../src/daemon/keystore/errors.js';
+import { KernelKeystore } from '../../src/daemon/keystore/kernel-keystore.js';
+import { currentKernel, suiteExpectedAvailable } from '../support/kernel-matrix.js';
+import { blake2bVectors, nistHash, wycheproofAead, wycheproofMac, type AeadVector, type MacVector } from '../vectors/load.js';
+
+const engine = new CryptoEngine();
+const store = new KernelKeystore({ keyringName: `rf-vectors-${process.pid}` });
+afterAll(() => {
+  engine.close();
+  store.close();
+});
+
+let seq = 0;
+/** Runs `fn` with the vector's key as a kernel logon key, destroyed afterwards. */
+async function withKernelKey<T>(key: Buffer, fn: (serial: number) => Promise<T>): Promise<T> {
+  const serial = store.importRaw(`ringfence:vector-${seq++}`, Buffer.from(key));
+  try {
+    return await fn(serial);
+  } finally {
+    engine.forgetKey(serial);
+    store.destroy(serial);
+  }
+}
+
+interface Tally {
+  valid: number;
+  invalidRejected: number;
+  acceptable: number;
+  ivRejectedByKernel: number;
+  keyNotRepresentable: number;
+}
+const tally = (): Tally => ({ valid: 0, invalidRejected: 0, acceptable: 0, ivRejectedByKernel: 0, keyNotRepresentable: 0 });
+
+async function runAead(alg: KernelAlg, v: AeadVector, t: Tally): Promise<void> {
+  const id = `tcId ${v.tcId} (${v.comment})`;
+  await withKernelKey(v.key, async (serial) => {
+    const tagBytes = v.tagSizeBits / 8;
+    const sealed = Buffer.concat([v.ct, v.tag]);
+    if (v.iv.length !== 12) {
+      // The kernel's gcm(aes) and rfc7539 take exactly 96-bit IVs; anything else must be refused, not misused.
+      const err = await engine.aeadDecrypt(alg, serial, tagBytes, v.iv, v.aad, sealed).catch((e: unknown) => e);
+      expect(isEngineError(err, 'INVALID_ARGUMENT'), `${id}: iv ${v.iv.length} bytes`).toBe(true);
+      t.ivRejectedByKernel++;
+      return;
+    }
+    const opened = await engine.aeadDecrypt(alg, serial, tagBytes, v.iv, v.aad, sealed).catch((e: unknown) => e);
+    if (v.result === 'invalid') {
+      expect(isEngineError(opened), `${id}: invalid vector accepted`).toBe(true);
+      expect((opened as { code: string }).code, id).toMatch(/AUTHENTICATION_FAILED|INVALID_ARGUMENT/);
+      t.invalidRejected++;
+      return;
+    }
+    if (v.result === 'acceptable' && isEngineError(opened)) {
+      t.acceptable++;
+      return;
+    }
+    expect(Buffer.isBuffer(opened) && opened.equals(v.msg), `${id}: decrypt`).toBe(true);
+    const out = await engine.aeadEncrypt(alg, serial, tagBytes, v.iv, v.aad, v.msg);
+    expect(out.equals(sealed), `${id}: encrypt`).toBe(true);
+    if (v.result === 'valid') t.valid++;
+    else t.acceptable++;
+  });
+}
+
+describe.each([
+  ['aes_gcm', 'aes-256-gcm', { type: 'aead', name: 'gcm(aes)' }],
+  ['chacha20_poly1305', 'chacha20-poly1305', { type: 'aead', name: 'rfc7539(chacha20,poly1305)' }],
+] as const)('Wycheproof %s', (file, suite, alg) => {
+  const vectors = wycheproofAead(file);
+
+  if (suiteExpectedAvailable(suite)) {
+    it('every valid vector matches and every invalid one is rejected', async () => {
+      const t = tally();
+      for (const v of vectors) await runAead(alg, v, t);
+      console.log(`${file} on ${currentKernel()}: ${JSON.stringify(t)} of ${vectors.length}`);
+      expect(t.valid + t.invalidRejected + t.acceptable + t.ivRejectedByKernel).toBe(vectors.length);
+      expect(t.valid).toBeGreaterThan(0);
+      expect(t.invalidRejected).toBeGreaterThan(0);
+    });
+  } else {
+    it('is refused by this kernel with ALGORITHM_UNAVAILABLE', async () => {
+      const v = vectors.find((x) => x.iv.length === 12 && x.result === 'valid')!;
+      const err = await withKernelKey(v.key, (s) => engine.aeadEncrypt(alg, s, 16, v.iv, v.aad, v.msg)).catch((e: unknown) => e);
+      expect(isEngineError(err, 'ALGORITHM_UNAVAILABLE')).toBe(true);
+    });
+  }
+});
+
+async function runMac(alg: KernelAlg, fullBytes: number, v: MacVector, t: Tally): Promise<void> {
+  const id = `tcId ${v.tcId} (${v.comment})`;
+  if (v.key.length === 0) {
+    // A kernel key cannot be empty (user/logon payloads are 1..32767 bytes): the store must say so.
+    expect(() => store.importRaw('ringfence:empty', Buffer.alloc(0)), id).toThrow();
+    t.keyNotRepresentable++;
+    return;
+  }
+  await withKernelKey(v.key, async (serial) => {
+    const ok = await engine.verifyDigest(alg, serial, fullBytes, v.msg, v.tag, 1);
+    if (v.result === 'invalid') {
+      expect(ok, `${id}: invalid vector accepted`).toBe(false);
+      t.invalidRejected++;
+    } else {
+      expect(ok, `${id}: valid vector rejected`).toBe(true);
+      const mac = await engine.digest(alg, serial, fullBytes, v.msg);
+      expect(mac.subarray(0, v.tag.length).equals(v.tag), id).toBe(true);
+      if (v.result === 'valid') t.valid++;
+      else t.acceptable++;
+    }
+  });
+}
+
+describe.each([
+  ['hmac_sha256', 'hmac-sha256', 'hmac(sha256)', 32],
+  ['hmac_sha384', 'hmac-sha384', 'hmac(sha384)', 48],
+  ['hmac_sha512', 'hmac-sha512', 'hmac(sha512)', 64],
+] as const)('Wycheproof %s', (file, suite, name, fullBytes) => {
+  const vectors = wycheproofMac(file);
+  const alg: KernelAlg = { type: 'hash', name };
+
+  if (suiteExpectedAvailable(suite)) {
+    it('every valid vector matches and every invalid one is rejected', async () => {
+      const t = tally();
+      for (const v of vectors) await runMac(alg, fullBytes, v, t);
+      console.log(`${file} on ${currentKernel()}: ${JSON.stringify(t)} of ${vectors.length}`);
+      expect(t.valid + t.invalidRejected + t.acceptable + t.keyNotRepresentable).toBe(vectors.length);
+      expect(t.valid).toBeGreaterThan(0);
+      expect(t.invalidRejected).toBeGreaterThan(0);
+    });
+  } else {
+    it('is refused by this kernel with ALGORITHM_UNAVAILABLE', async () => {
+      const err = await withKernelKey(Buffer.alloc(fullBytes, 1), (s) => engine.digest(alg, s, fullBytes, Buffer.from('x'))).catch((e: unknown) => e);
+      expect(isEngineError(err, 'ALGORITHM_UNAVAILABLE')).toBe(true);
+    });
+  }
+});
+
+describe.each([
+  ['sha256', () => nistHash('sha256')],
+  ['sha384', () => nistHash('sha384')],
+  ['sha512', () => nistHash('sha512')],
+  ['sha3-256', () => nistHash('sha3-256')],
+  ['sha3-512', () => nistHash('sha3-512')],
+  ['blake2b-256', () => blake2bVectors(256)],
+  ['blake2b-512', () => blake2bVectors(512)],
+] as const)('%s known answers', (name, load) => {
+  const suite = hashSuite(name)!;
+  const vectors = load();
+
+  if (suiteExpectedAvailable(name)) {
+    it(`matches every vector`, async () => {
+      expect(vectors.length).toBeGreaterThan(0);
+      for (const v of vectors) {
+        const md = await engine.digest(suite.algorithms[0], undefined, suite.digestBytes, v.msg);
+        expect(md.toString('hex'), `${v.source} ${v.id}`).toBe(v.md.toString('hex'));
+      }
+    });
+  } else {
+    it('is refused by this kernel with ALGORITHM_UNAVAILABLE', async () => {
+      const err = await engine.digest(suite.algorithms[0], undefined, suite.digestBytes, Buffer.from('abc')).catch((e: unknown) => e);
+      expect(isEngineError(err, 'ALGORITHM_UNAVAILABLE')).toBe(true);
+    });
+  }
+});
+
+it('the key store refuses an empty key outright', () => {
+  try {
+    store.importRaw('ringfence:empty', Buffer.alloc(0));
+    expect.fail('accepted');
+  } catch (err) {
+    expect(isKeystoreError(err, 'INVALID_KEY')).toBe(true);
+  }
+});
