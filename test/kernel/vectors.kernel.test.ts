@@ -47,8 +47,10 @@ async function runAead(alg: KernelAlg, v: AeadVector, t: Tally): Promise<void> {
     const sealed = Buffer.concat([v.ct, v.tag]);
     if (v.iv.length !== 12) {
       // The kernel's gcm(aes) and rfc7539 take exactly 96-bit IVs; anything else must be refused, not misused.
-      const err = await engine.aeadDecrypt(alg, serial, tagBytes, v.iv, v.aad, sealed).catch((e: unknown) => e);
-      expect(isEngineError(err, 'INVALID_ARGUMENT'), `${id}: iv ${v.iv.length} bytes`).toBe(true);
+      const enc = await engine.aeadEncrypt(alg, serial, tagBytes, v.iv, v.aad, v.msg).catch((e: unknown) => e);
+      expect(isEngineError(enc, 'INVALID_ARGUMENT'), `${id}: encrypt with a ${v.iv.length}-byte iv`).toBe(true);
+      const dec = await engine.aeadDecrypt(alg, serial, tagBytes, v.iv, v.aad, sealed).catch((e: unknown) => e);
+      expect(isEngineError(dec), `${id}: decrypt with a ${v.iv.length}-byte iv`).toBe(true);
       t.ivRejectedByKernel++;
       return;
     }
