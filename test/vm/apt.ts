@@ -68,7 +68,7 @@ export function updateSid(): void {
   if (sidUpdated) return;
   const t = performance.now();
   try {
-    apt("sid", "apt-get", ["-q", "update"]);
+    apt("sid", "apt-get", ["-q", "--error-on=any", "update"]);
   } catch (e) {
     throw new Error(`could not refresh Debian sid/experimental package lists (network to deb.debian.org?)\n${String(e)}`);
   }

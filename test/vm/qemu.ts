@@ -3,6 +3,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { StringDecoder } from "node:string_decoder";
 import type { PreparedKernel } from "./kernels.js";
 
 export interface QemuRun {
@@ -34,7 +35,7 @@ const qarg = (s: string) => s.replace(/,/g, ",,");
 export function qemuArgs(r: QemuRun): string[] {
   const share = (p: string, tag: string, opts: string) => ["-virtfs", `local,path=${qarg(p)},mount_tag=${tag},${opts},multidevs=remap`];
   return [
-    ...["-accel", "tcg", "-cpu", "max", "-smp", String(r.smp), "-m", String(r.memoryMb)],
+    ...["-accel", "tcg", "-cpu", process.env.RINGFENCE_VM_CPU ?? "max", "-smp", String(r.smp), "-m", String(r.memoryMb)],
     ...["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"],
     ...["-kernel", r.kernel.vmlinuz, "-initrd", r.initramfs],
     // panic=-1 + -no-reboot: a guest that panics makes qemu exit instead of hanging.
@@ -45,7 +46,15 @@ export function qemuArgs(r: QemuRun): string[] {
   ];
 }
 
-export class GuestError extends Error {}
+export class GuestError extends Error {
+  constructor(
+    message: string,
+    /** The guest crashed before the command began (so a retry cannot run it twice). */
+    readonly crashedBeforeStart = false,
+  ) {
+    super(message);
+  }
+}
 
 export function runQemu(r: QemuRun): Promise<QemuResult> {
   const started = performance.now();
@@ -61,6 +70,7 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
   let pending = "";
   let shownPart = ""; // start of the current line, already printed
   let flushTimer: NodeJS.Timeout | undefined;
+  const utf8 = new StringDecoder("utf8"); // a character may be split across chunks
 
   const onLine = (raw: string, complete: boolean) => {
     const line = raw.replace(/\r$/, "");
@@ -80,7 +90,7 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
     shownPart = "";
   };
   child.stdout?.on("data", (chunk: Buffer) => {
-    pending += chunk.toString("utf8");
+    pending += utf8.write(chunk);
     const lines = pending.split("\n");
     pending = lines.pop() ?? "";
     for (const l of lines) onLine(l, true);
@@ -123,11 +133,13 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
       const exitCode = Number.isInteger(fromFile) ? fromFile : markerCode;
       if (exitCode !== undefined && !timedOut) return resolve({ exitCode, bootMs, totalMs });
       const why = timedOut
-        ? `timed out after ${Math.round(r.timeoutMs / 60000)} min`
+        ? `timed out after ${r.timeoutMs / 1000}s (RINGFENCE_VM_TIMEOUT)`
         : initFailed
           ? "the initramfs could not set up the guest"
           : `qemu ended (${signal ?? `exit ${code}`}) without the guest reporting an exit status (kernel panic?)`;
-      reject(new GuestError(`guest ${r.kernel.name} (${r.kernel.release}): ${why}\n--- last console lines ---\n${tail.join("\n")}`));
+      const crashedBeforeStart = !r.interactive && !timedOut && !initFailed && bootMs === undefined;
+      const msg = `guest ${r.kernel.name} (${r.kernel.release}): ${why}\n--- last console lines ---\n${tail.join("\n")}`;
+      reject(new GuestError(msg, crashedBeforeStart));
     });
   });
 }

@@ -21,6 +21,8 @@ Environment: RINGFENCE_VM_CACHE (kernel cache dir), RINGFENCE_VM_TIMEOUT (second
 RINGFENCE_VM_SMP, RINGFENCE_VM_MEMORY (MiB), RINGFENCE_VM_OFFLINE=1 (use cached kernels),
 RINGFENCE_VM_KEEP=1 (keep the results share dir). See test/vm/README.md.`;
 
+class UsageError extends Error {}
+
 function parse(args: string[]): { kernel: KernelName; interactive: boolean; timeoutMs?: number; argv: string[] } {
   let kernel: KernelName = "lts";
   let interactive = false;
@@ -32,7 +34,7 @@ function parse(args: string[]): { kernel: KernelName; interactive: boolean; time
       process.exit(0);
     } else if (a === "--kernel" || a === "-k") {
       const k = args[1] ?? "";
-      if (!isKernelName(k)) throw new Error(`unknown kernel '${k}' (expected ${KERNEL_NAMES.join(" or ")})`);
+      if (!isKernelName(k)) throw new UsageError(`unknown kernel '${k}' (expected ${KERNEL_NAMES.join(" or ")})`);
       kernel = k;
       args = args.slice(2);
     } else if (a === "--interactive" || a === "-i") {
@@ -40,16 +42,16 @@ function parse(args: string[]): { kernel: KernelName; interactive: boolean; time
       args = args.slice(1);
     } else if (a === "--timeout") {
       timeoutMs = Number(args[1]) * 1000;
-      if (!(timeoutMs > 0)) throw new Error(`bad --timeout '${args[1]}'`);
+      if (!(timeoutMs > 0)) throw new UsageError(`bad --timeout '${args[1]}'`);
       args = args.slice(2);
     } else if (a === "--") {
       args = args.slice(1);
       break;
     } else if (a.startsWith("-")) {
-      throw new Error(`unknown option ${a}`);
+      throw new UsageError(`unknown option ${a}`);
     } else break;
   }
-  if (args.length === 0) throw new Error("no command given");
+  if (args.length === 0) throw new UsageError("no command given");
   return { kernel, interactive, timeoutMs, argv: args };
 }
 
@@ -60,9 +62,6 @@ try {
   process.exitCode = result.exitCode;
 } catch (e) {
   console.error(`vm: ${e instanceof Error ? e.message : String(e)}`);
-  if (!(e instanceof Error && /no command given|unknown|bad --timeout/.test(e.message))) process.exitCode = 1;
-  else {
-    console.error(USAGE);
-    process.exitCode = 2;
-  }
+  if (e instanceof UsageError) console.error(USAGE);
+  process.exitCode = e instanceof UsageError ? 2 : 1;
 }
