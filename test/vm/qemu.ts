@@ -72,11 +72,28 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
   let flushTimer: NodeJS.Timeout | undefined;
   const utf8 = new StringDecoder("utf8"); // a character may be split across chunks
 
+  const kill = () => child.kill("SIGKILL");
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  const onSignal = (sig: NodeJS.Signals) => {
+    kill();
+    process.exit(sig === "SIGINT" ? 130 : 143);
+  };
+  for (const s of signals) process.once(s, onSignal);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, r.timeoutMs);
+
   const onLine = (raw: string, complete: boolean) => {
     const line = raw.replace(/\r$/, "");
     const exit = exitMarker.exec(line);
-    if (exit) markerCode = Number(exit[1]);
-    else if (line.includes(startMarker)) bootMs = performance.now() - started;
+    if (exit) {
+      markerCode = Number(exit[1]);
+      // The command is done; a guest that then fails to power off must not cost the whole timeout.
+      clearTimeout(timer);
+      setTimeout(kill, 15_000).unref();
+    } else if (line.includes(startMarker)) bootMs = performance.now() - started;
     else if (/^\[[\s\d.]+\] (sysrq: Power Off|reboot: Power down)$/.test(line)) {
       // our own power-off, not news
     } else {
@@ -97,27 +114,15 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
     // Show a prompt or progress output that stays without a newline (unless it may be a marker).
     clearTimeout(flushTimer);
     flushTimer = setTimeout(() => {
-      if (pending && !pending.includes("@")) onLine(pending, false);
-      if (!pending.includes("@")) pending = "";
+      if (pending.includes("@@")) return;
+      if (pending) onLine(pending, false);
+      pending = "";
     }, 150);
   });
   child.stderr?.on("data", (chunk: Buffer) => {
     process.stderr.write(chunk);
     tail.push(...chunk.toString("utf8").trimEnd().split("\n"));
   });
-
-  const kill = () => child.kill("SIGKILL");
-  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-  const onSignal = (sig: NodeJS.Signals) => {
-    kill();
-    process.exit(sig === "SIGINT" ? 130 : 143);
-  };
-  for (const s of signals) process.once(s, onSignal);
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    kill();
-  }, r.timeoutMs);
 
   return new Promise((resolve, reject) => {
     child.on("error", (e) => reject(new GuestError(`cannot start qemu-system-x86_64: ${e.message} (install qemu-system-x86)`)));
