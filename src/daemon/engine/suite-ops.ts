@@ -6,6 +6,14 @@ import type { AeadSuite, HashSuite, MacSuite } from '../../capabilities/suites.j
 import type { CryptoEngine, DigestInput } from './engine.js';
 import { EngineError } from './errors.js';
 
+/** Checks the arguments and resolves what every AEAD call needs. */
+function prepare(suite: AeadSuite, serials: readonly number[], nonce: Buffer) {
+  checkKeys(suite, serials);
+  checkNonce(suite, nonce);
+  const [cipher, mac] = suite.algorithms;
+  return { iv: kernelIv(suite, nonce), cipher: cipher!, mac, key: serials[0]!, macKey: serials[1] };
+}
+
 function checkKeys(suite: AeadSuite | MacSuite, serials: readonly number[]): void {
   if (serials.length !== suite.keyBytes.length) {
     throw new EngineError('INVALID_ARGUMENT', `${suite.name} takes ${suite.keyBytes.length} kernel key(s), got ${serials.length}`);
@@ -46,31 +54,25 @@ function etmMacInput(aad: Buffer, nonce: Buffer, ct: Buffer): Buffer[] {
 
 /** Encrypts and authenticates; returns ciphertext || tag. */
 export async function seal(engine: CryptoEngine, suite: AeadSuite, serials: readonly number[], nonce: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer> {
-  checkKeys(suite, serials);
-  checkNonce(suite, nonce);
-  const iv = kernelIv(suite, nonce);
-  const [cipher, mac] = suite.algorithms;
-  if (suite.name !== 'aes-256-ctr-hmac-sha256') return engine.aeadEncrypt(cipher!, serials[0]!, suite.tagBytes, iv, aad, plaintext);
-  const ct = await engine.skcipher(cipher!, serials[0]!, true, iv, plaintext);
-  const tag = await engine.digest(mac!, serials[1]!, suite.tagBytes, etmMacInput(aad, nonce, ct));
+  const { iv, cipher, mac, key, macKey } = prepare(suite, serials, nonce);
+  if (!mac) return engine.aeadEncrypt(cipher, key, suite.tagBytes, iv, aad, plaintext);
+  const ct = await engine.skcipher(cipher, key, true, iv, plaintext);
+  const tag = await engine.digest(mac, macKey!, suite.tagBytes, etmMacInput(aad, nonce, ct));
   return Buffer.concat([ct, tag]);
 }
 
 /** Verifies and decrypts ciphertext || tag; EngineError AUTHENTICATION_FAILED on any mismatch. */
 export async function open(engine: CryptoEngine, suite: AeadSuite, serials: readonly number[], nonce: Buffer, aad: Buffer, sealed: Buffer): Promise<Buffer> {
-  checkKeys(suite, serials);
-  checkNonce(suite, nonce);
-  const iv = kernelIv(suite, nonce);
-  const [cipher, mac] = suite.algorithms;
-  if (suite.name !== 'aes-256-ctr-hmac-sha256') return engine.aeadDecrypt(cipher!, serials[0]!, suite.tagBytes, iv, aad, sealed);
+  const { iv, cipher, mac, key, macKey } = prepare(suite, serials, nonce);
+  if (!mac) return engine.aeadDecrypt(cipher, key, suite.tagBytes, iv, aad, sealed);
   if (sealed.length < suite.tagBytes) throw new EngineError('AUTHENTICATION_FAILED', `${suite.name}: ciphertext shorter than its tag`);
   const ct = sealed.subarray(0, sealed.length - suite.tagBytes);
   const tag = sealed.subarray(sealed.length - suite.tagBytes);
   // MAC first, in constant time; the cipher never sees unauthenticated data.
-  if (!(await engine.verifyDigest(mac!, serials[1]!, suite.tagBytes, etmMacInput(aad, nonce, ct), tag))) {
+  if (!(await engine.verifyDigest(mac, macKey!, suite.tagBytes, etmMacInput(aad, nonce, ct), tag))) {
     throw new EngineError('AUTHENTICATION_FAILED', `${suite.name}: authentication failed`);
   }
-  return engine.skcipher(cipher!, serials[0]!, false, iv, ct);
+  return engine.skcipher(cipher, key, false, iv, ct);
 }
 
 export function computeMac(engine: CryptoEngine, suite: MacSuite, serial: number, data: DigestInput): Promise<Buffer> {
