@@ -11,7 +11,7 @@
  * - EACCES / ENOKEY / EKEYREVOKED / EKEYEXPIRED (key by serial): the key is not usable by this process.
  * - EINVAL: wrong key length for the algorithm, bad IV length, assoclen beyond the data, bad tag size.
  * - EBADMSG (read, decrypt): authentication failed.
- * - ENOMEM / EAGAIN: the request exceeds the socket's buffers.
+ * - A request beyond the socket's buffers blocks (these sockets are blocking): size them first.
  */
 import { addressOf, call, callAsync } from './libc.js';
 
@@ -87,11 +87,12 @@ export function closeFd(fd: number): void {
 
 /**
  * Raises the operation socket's buffers so one AEAD request of `bytes` fits: AF_ALG needs the whole
- * message before it can compute, so a request larger than the send buffer would block for ever.
- * SO_*BUFFORCE needs CAP_NET_ADMIN (which restricted kernels require of us anyway); without it the
- * kernel caps at net.core.wmem_max / rmem_max. Returns the usable bytes (the smaller buffer).
+ * message before it can compute, so a request larger than the send buffer would block for ever, and
+ * output beyond the receive budget is silently left unprocessed. SO_*BUFFORCE needs CAP_NET_ADMIN
+ * (which restricted kernels require of us anyway); without it the kernel caps at net.core.wmem_max /
+ * rmem_max. Returns what one request may carry: input bytes and output bytes, with a page of slack.
  */
-export function sizeBuffers(op: number, bytes: number): number {
+export function sizeBuffers(op: number, bytes: number): { send: number; receive: number } {
   const v = Buffer.alloc(4);
   v.writeInt32LE(Math.min(bytes, 0x3fffffff));
   for (const [force, plain] of [[SO.SNDBUFFORCE, SO.SNDBUF], [SO.RCVBUFFORCE, SO.RCVBUF]] as const) {
@@ -101,7 +102,13 @@ export function sizeBuffers(op: number, bytes: number): number {
       call('setsockopt', [op, SOL_SOCKET, plain, v, 4]);
     }
   }
-  return Math.min(getIntOpt(op, SO.SNDBUF) & ~4095, getIntOpt(op, SO.RCVBUF));
+  // af_alg_sndbuf() counts whole pages; af_alg_get_rsgl() stops when less than a page of receive
+  // budget is left, so keep a page in reserve on both sides.
+  const page = 4096;
+  return {
+    send: Math.max(0, (getIntOpt(op, SO.SNDBUF) & ~(page - 1)) - page),
+    receive: Math.max(0, (getIntOpt(op, SO.RCVBUF) & ~(page - 1)) - page),
+  };
 }
 
 function getIntOpt(fd: number, opt: number): number {
@@ -195,8 +202,11 @@ export function readResult(op: number, out: Buffer): number {
   return call('read', [op, out, out.length], 'AF_ALG result');
 }
 
-export function readResultAsync(op: number, out: Buffer): Promise<number> {
-  return callAsync('read', [op, out, out.length], 'AF_ALG result');
+export async function readResultAsync(op: number, out: Buffer): Promise<number> {
+  const n = await callAsync('read', [op, out, out.length], 'AF_ALG result');
+  // The kernel wrote into `out` from another thread: keep it referenced until the call is over.
+  void out.length;
+  return n;
 }
 
 /** socket(AF_ALG) alone: whether the address family exists for this process. Errno: EAFNOSUPPORT. */

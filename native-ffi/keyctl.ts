@@ -6,9 +6,14 @@
  */
 import { rawSyscall } from './libc.js';
 
-const NR = process.arch === 'arm64'
-  ? { add_key: 217, keyctl: 219 }
-  : { add_key: 248, keyctl: 250 }; // x86_64
+// Syscall numbers differ per architecture; the structs in af-alg.ts assume LP64 as well.
+const NR_BY_ARCH: Partial<Record<NodeJS.Architecture, { add_key: number; keyctl: number }>> = {
+  x64: { add_key: 248, keyctl: 250 },
+  arm64: { add_key: 217, keyctl: 219 },
+};
+const NR = NR_BY_ARCH[process.arch] ?? (() => {
+  throw new Error(`ringfence supports x64 and arm64 Linux, not ${process.arch}`);
+})();
 
 export type KeySerial = number;
 

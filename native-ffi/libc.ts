@@ -43,22 +43,38 @@ export function call(name: keyof typeof fns, args: unknown[], detail?: string): 
 }
 
 /**
+ * At most this many async calls run at once; more wait here. koffi refuses calls beyond its own
+ * limit (max_async_calls, 256 by default) and the libuv pool has UV_THREADPOOL_SIZE threads (4 by
+ * default) shared with fs and dns, so queueing in JS is both safer and no slower.
+ */
+export const MAX_ASYNC_CALLS = 64;
+let running = 0;
+const queued: (() => void)[] = [];
+
+/**
  * Calls a libc function on the libuv thread pool. koffi restores the worker's errno on the main
  * thread before the callback runs, so errno is still read straight after the call.
  * Buffers passed in must stay referenced until the promise settles (the caller holds them).
  */
-export function callAsync(name: Exclude<keyof typeof fns, 'syscall'>, args: unknown[], detail?: string): Promise<number> {
-  const fn = fns[name] as Fn & { async: (...a: unknown[]) => void };
-  return new Promise((resolve, reject) => {
-    fn.async(...args, (err: unknown, ret: number | bigint) => {
-      if (err) return reject(err);
-      try {
-        resolve(check(name, ret, detail));
-      } catch (e) {
-        reject(e);
-      }
+export async function callAsync(name: Exclude<keyof typeof fns, 'syscall'>, args: unknown[], detail?: string): Promise<number> {
+  if (running >= MAX_ASYNC_CALLS) await new Promise<void>((resolve) => queued.push(resolve));
+  running++;
+  try {
+    const fn = fns[name] as Fn & { async: (...a: unknown[]) => void };
+    return await new Promise((resolve, reject) => {
+      fn.async(...args, (err: unknown, ret: number | bigint) => {
+        if (err) return reject(err);
+        try {
+          resolve(check(name, ret, detail));
+        } catch (e) {
+          reject(e);
+        }
+      });
     });
-  });
+  } finally {
+    running--;
+    queued.shift()?.();
+  }
 }
 
 /** syscall(2) with typed variadic arguments: pairs of (koffi type, value). */

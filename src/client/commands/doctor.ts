@@ -5,7 +5,8 @@ export function doctor(json: boolean, write: (s: string) => void): number {
   const report = probeCapabilities();
   write(json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
   // Exit 1 when ringfence could not work here, so scripts can gate on it.
-  return report.afAlg.present && report.defaultAeadSuite ? 0 : 1;
+  const keyedBySerial = report.keySerial.supported !== false && (report.keySerial.supported === null || report.keySerial.verified);
+  return report.afAlg.present && report.defaultAeadSuite && keyedBySerial ? 0 : 1;
 }
 
 export function formatReport(r: CapabilityReport): string {

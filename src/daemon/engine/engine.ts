@@ -87,13 +87,14 @@ export class CryptoEngine {
     }
     const tfm = new Transform(spec, this.options);
     this.transforms.set(id, tfm);
-    if (this.transforms.size > this.options.maxTransforms) this.evictOne();
+    if (this.transforms.size > this.options.maxTransforms) this.evictOne(id);
     return tfm;
   }
 
-  private evictOne(): void {
+  /** Closes the least recently used idle transform other than `keep` (the one just opened). */
+  private evictOne(keep: string): void {
     for (const [id, tfm] of this.transforms) {
-      if (tfm.inUse === 0) {
+      if (id !== keep && tfm.inUse === 0) {
         this.transforms.delete(id);
         tfm.close();
         return;

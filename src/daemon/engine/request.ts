@@ -2,7 +2,8 @@
  * Runs one request on an operation socket: send (with control messages), read the result.
  * Small requests run synchronously: a koffi sync call costs under 1 us against 40-60 us for a round
  * trip through the libuv pool, and the kernel finishes a few KiB in microseconds. Larger ones go to the
- * pool so the event loop stays free. The threshold is EngineOptions.asyncThresholdBytes (16 KiB).
+ * pool so the event loop stays free. The threshold is EngineOptions.asyncThresholdBytes: 16 KiB of
+ * input plus output, i.e. AEAD payloads up to about 8 KiB run synchronously.
  *
  * Measured with test/bench/engine-sync-async.ts in the lts guest (TCG, noisy; ratios only), AES-256-GCM:
  * at 1 KiB, async one-at-a-time ran at 0.20x the sync rate and 8-in-flight at 0.50x; at 16 KiB,
@@ -40,15 +41,16 @@ export async function runRequest(
   }
   const sync = inLen + outLen <= limits.asyncThresholdBytes;
   const fd = tfm.tryAcquire() ?? (await tfm.acquire());
-  if (inLen > tfm.requestCapacity && tfm.requestCapacity > 0) {
+  const cap = tfm.capacityOf(fd);
+  if (inLen > cap.send || outLen > cap.receive) {
     tfm.release(fd);
-    throw new EngineError('PAYLOAD_TOO_LARGE', `${what}: ${inLen} bytes exceeds what this kernel lets one request buffer (${tfm.requestCapacity}; raising it needs CAP_NET_ADMIN or net.core.wmem_max)`);
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what}: ${inLen} bytes exceeds what this kernel lets one request buffer (${Math.min(cap.send, cap.receive)}; raising it needs CAP_NET_ADMIN or net.core.wmem_max/rmem_max)`);
   }
   // Never read into an empty buffer: recvmsg of 0 bytes returns at once without processing, which
   // would skip tag verification of an empty-plaintext AEAD decryption and leave the request queued.
   const out = Buffer.alloc(Math.max(outLen, 1));
+  let n: number;
   try {
-    let n: number;
     if (sync) {
       afAlg.sendRequest(fd, header, input);
       n = afAlg.readResult(fd, out);
@@ -56,12 +58,18 @@ export async function runRequest(
       await afAlg.sendRequestAsync(fd, header, input);
       n = await afAlg.readResultAsync(fd, out);
     }
-    tfm.release(fd);
-    return out.subarray(0, Math.min(n, outLen));
   } catch (err) {
     tfm.discard(fd);
     throw fromKernel(err, 'request', what);
   }
+  if (n !== outLen) {
+    // The kernel processed only part of the request (AF_ALG does that when the output budget runs
+    // short). A partial result is never returned, and the socket with leftovers is not reused.
+    tfm.discard(fd);
+    throw new EngineError('INTERNAL', `${what}: the kernel returned ${n} of ${outLen} bytes`);
+  }
+  tfm.release(fd);
+  return out.subarray(0, outLen);
 }
 
 /**
@@ -77,6 +85,7 @@ export async function runDigest(
   const what = describeSpec(tfm.spec);
   const fd = tfm.tryAcquire() ?? (await tfm.acquire());
   const out = Buffer.alloc(digestBytes);
+  let n: number;
   try {
     if (Buffer.isBuffer(input) || Array.isArray(input)) {
       const parts = Buffer.isBuffer(input) ? [input] : (input as Buffer[]);
@@ -87,13 +96,17 @@ export async function runDigest(
       }
       afAlg.sendRequest(fd, {}, [], 0);
     }
-    const n = afAlg.readResult(fd, out);
-    tfm.release(fd);
-    return out.subarray(0, n);
+    n = afAlg.readResult(fd, out);
   } catch (err) {
     tfm.discard(fd);
     throw fromKernel(err, 'request', what);
   }
+  if (n !== digestBytes) {
+    tfm.discard(fd);
+    throw new EngineError('INTERNAL', `${what}: the kernel returned a ${n}-byte digest, expected ${digestBytes}`);
+  }
+  tfm.release(fd);
+  return out;
 }
 
 async function send(fd: number, parts: Buffer[], flags: number, limits: RequestLimits): Promise<void> {

@@ -18,6 +18,8 @@ function checkKeys(suite: AeadSuite | MacSuite, serials: readonly number[]): voi
   if (serials.length !== suite.keyBytes.length) {
     throw new EngineError('INVALID_ARGUMENT', `${suite.name} takes ${suite.keyBytes.length} kernel key(s), got ${serials.length}`);
   }
+  // Encrypt-then-MAC needs independent keys: one key as both cipher and MAC key is refused.
+  if (new Set(serials).size !== serials.length) throw new EngineError('INVALID_ARGUMENT', `${suite.name}: the same kernel key given twice`);
 }
 
 function checkNonce(suite: AeadSuite, nonce: Buffer): void {

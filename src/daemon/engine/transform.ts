@@ -33,8 +33,8 @@ export class Transform {
   private busy = 0;
   private readonly waiters: { resolve: (fd: number) => void; reject: (err: unknown) => void }[] = [];
   private closed = false;
-  /** Bytes one request may carry on this transform's operation sockets (set on first accept). */
-  requestCapacity = 0;
+  /** What one request may carry on each operation socket (its buffers, as the kernel granted them). */
+  private readonly capacity = new Map<number, { send: number; receive: number }>();
 
   constructor(spec: TransformSpec, private readonly opts: PoolOptions) {
     this.spec = spec;
@@ -98,7 +98,7 @@ export class Transform {
     if (this.spec.alg.type !== 'hash') {
       try {
         // The kernel doubles the value asked for; the headroom covers AAD and tag.
-        this.requestCapacity = afAlg.sizeBuffers(op, this.opts.maxRequestBytes + 65536);
+        this.capacity.set(op, afAlg.sizeBuffers(op, this.opts.maxRequestBytes + 65536));
       } catch (err) {
         afAlg.closeFd(op);
         throw fromKernel(err, 'request', describeSpec(this.spec));
@@ -107,25 +107,42 @@ export class Transform {
     return op;
   }
 
+  /** Input and output bytes one request may carry on `fd` (unlimited for hashes, which stream). */
+  capacityOf(fd: number): { send: number; receive: number } {
+    return this.capacity.get(fd) ?? { send: Infinity, receive: Infinity };
+  }
+
   /** Returns a socket after a request that completed normally. */
   release(fd: number): void {
     const next = this.waiters.shift();
     if (next) return next.resolve(fd);
     this.busy--;
-    if (this.closed) afAlg.closeFd(fd);
+    if (this.closed) this.closeOp(fd);
     else this.idle.push(fd);
   }
 
   /** Closes a socket whose request failed: its kernel-side state is not trusted for reuse. */
   discard(fd: number): void {
-    afAlg.closeFd(fd);
+    this.closeOp(fd);
     this.busy--;
-    const next = this.waiters.shift();
-    if (!next) return;
+    // Hand the freed slot on; if accepting fails, that waiter learns why and the next one tries.
+    while (this.waiters.length && this.busy < this.opts.maxOpSockets && !this.closed) {
+      const next = this.waiters.shift()!;
+      try {
+        next.resolve(this.tryAcquire()!);
+        return;
+      } catch (err) {
+        next.reject(err);
+      }
+    }
+  }
+
+  private closeOp(fd: number): void {
+    this.capacity.delete(fd);
     try {
-      next.resolve(this.tryAcquire()!);
-    } catch (err) {
-      next.reject(err);
+      afAlg.closeFd(fd);
+    } catch {
+      // EBADF cannot happen for a socket we own; nothing useful to do with any other close error.
     }
   }
 
@@ -137,7 +154,7 @@ export class Transform {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const fd of this.idle.splice(0)) afAlg.closeFd(fd);
+    for (const fd of this.idle.splice(0)) this.closeOp(fd);
     for (const w of this.waiters.splice(0)) w.reject(new EngineError('KEY_UNUSABLE', `${describeSpec(this.spec)}: transform closed`));
     afAlg.closeFd(this.fd);
   }

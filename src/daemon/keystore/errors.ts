@@ -7,6 +7,7 @@ export type KeystoreErrorCode =
   | 'KEY_TYPE_UNSUPPORTED' // the kernel lacks the key type
   | 'INVALID_KEY' // bad length or malformed blob
   | 'KEY_GONE'
+  | 'KEY_EXISTS' // a key of that type and description is already in the keyring
   | 'INTERNAL';
 
 /** Errors of the kernel key store; messages never contain key material or blobs. */
@@ -29,6 +30,10 @@ export function fromKeyctl(err: unknown, what: string): KeystoreError {
   if (isSyscallError(err)) {
     if (err.code === 'EDQUOT') {
       return new KeystoreError('QUOTA_EXHAUSTED', `${what}: the kernel key quota for uid ${process.getuid?.()} is exhausted; raise kernel.keys.maxkeys and kernel.keys.maxbytes (root: root_maxkeys / root_maxbytes)`, err);
+    }
+    if (err.code === 'EACCES' && err.syscall === 'add_key') {
+      // add_key of an existing type+description updates it, which needs WRITE; our keys have none.
+      return new KeystoreError('KEY_EXISTS', `${what}: a key with this description is already loaded`, err);
     }
     if (err.code === 'ENOKEY' || err.code === 'EKEYREVOKED' || err.code === 'EKEYEXPIRED') {
       return new KeystoreError('KEY_GONE', `${what}: the kernel key is gone (${err.code})`, err);

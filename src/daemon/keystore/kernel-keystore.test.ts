@@ -87,6 +87,15 @@ describe('KernelKeystore', () => {
     expect(code(() => s.importRaw('noprefix', Buffer.alloc(32)))).toBe('INVALID_KEY');
   });
 
+  it('refuses a second key of the same description, and a second master key, as KEY_EXISTS', () => {
+    const s = store(MASTER);
+    s.importRaw('ringfence:dup:v1', Buffer.alloc(32, 1));
+    expect(code(() => s.importRaw('ringfence:dup:v1', Buffer.alloc(32, 2)))).toBe('KEY_EXISTS');
+    s.generate('rf:dup:v1', 32);
+    expect(code(() => s.generate('rf:dup:v1', 32))).toBe('KEY_EXISTS');
+    expect(code(() => s.loadMasterKey(Buffer.alloc(32, 3)))).toBe('KEY_EXISTS');
+  });
+
   it('destroys keys; destroying twice is harmless', () => {
     const s = store();
     const serial = s.importRaw('ringfence:gone:v1', Buffer.alloc(32, 1));

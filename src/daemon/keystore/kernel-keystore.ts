@@ -9,7 +9,11 @@
  * this process possesses them. Each key keeps possessor VIEW+SEARCH and nothing else: no owner, group
  * or other rights, no WRITE/SETATTR (its permissions are frozen), and it is destroyed by INVALIDATE.
  * Note the kernel still lets a possessor with SEARCH read a readable type (user, and an encrypted key's
- * wrapped blob) — possession is the boundary, not the READ bit.
+ * wrapped blob) — possession is the boundary, not the READ bit: the daemon itself can read the master
+ * key back, so code running inside the daemon could unwrap blobs. Generated keys' plaintext never
+ * leaves the kernel; imported material and the master key pass through the daemon once and are wiped.
+ * Destroying a key does not stop transforms already keyed with it: callers must also call
+ * CryptoEngine.forgetKey().
  */
 import * as keyctl from '../../../native-ffi/keyctl.js';
 import { Perm } from '../../../native-ffi/keyctl.js';
@@ -55,11 +59,16 @@ export class KernelKeystore {
   /** Adds `payload` as a key and freezes its permissions at once. */
   private add(type: string, description: string, payload: Buffer): number {
     const serial = keyctl.addKey(type, description, payload, this.keyring);
-    keyctl.setPerm(serial, KEY_PERM);
+    try {
+      keyctl.setPerm(serial, KEY_PERM);
+    } catch (err) {
+      this.destroy(serial); // never leave a key behind with its default, wider permissions
+      throw err;
+    }
     return serial;
   }
 
-  /** Loads the master key (wiping the caller's buffer). A second call replaces it for new keys. */
+  /** Loads the master key (wiping the caller's buffer). Once per keystore: a second call is KEY_EXISTS. */
   loadMasterKey(material: Buffer): void {
     try {
       if (material.length < 32 || material.length > 4096) {
@@ -95,7 +104,13 @@ export class KernelKeystore {
       keyctl.setPerm(serial, KEY_PERM);
       return { serial, blob };
     } catch (err) {
-      if (serial !== undefined) this.destroy(serial);
+      if (serial !== undefined) {
+        try {
+          this.destroy(serial);
+        } catch {
+          // keep the original error
+        }
+      }
       throw this.encryptedError(err, `generating key ${description}`);
     }
   }
@@ -168,7 +183,7 @@ export class KernelKeystore {
     if (isSyscallError(err, 'ENOKEY')) {
       return new KeystoreError('MASTER_KEY_MISSING', `${what}: the master key "${this.masterName}" is not in the daemon keyring`, err);
     }
-    if (isSyscallError(err, 'EINVAL')) {
+    if (isSyscallError(err, 'EINVAL') && err.syscall === 'add_key' && what.startsWith('loading')) {
       return new KeystoreError('MASTER_KEY_MISMATCH', `${what}: the blob does not verify under the loaded master key (wrong master key, or the blob is corrupted)`, err);
     }
     return fromKeyctl(err, what);
