@@ -1,0 +1,106 @@
+/**
+ * The daemon's API error: a gRPC code, an ErrorReason and metadata (google.rpc.ErrorInfo on the
+ * wire, ItemStatus inside batch and session results). Every other error (engine, key store,
+ * ciphertext parsing, state store) is converted here, at the boundary, and nowhere else. Messages
+ * say what to do and name keys, fields and sizes, never key bytes, payloads or associated data.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { ErrorReason, ItemStatusSchema } from '../../gen/ringfence/v1/errors_pb.js';
+import { encodeStatusDetails, reasonName, STATUS_DETAILS_KEY } from '../../rpc/error-details.js';
+import { isEngineError } from '../engine/errors.js';
+import { KeystoreError } from '../keystore/errors.js';
+import { MalformedCiphertextError } from '../ciphertext/envelope.js';
+
+export { ErrorReason };
+export const Status = grpc.status;
+
+export class ApiError extends Error {
+  readonly code: grpc.status;
+  readonly reason: ErrorReason;
+  readonly metadata: Record<string, string>;
+
+  constructor(code: grpc.status, reason: ErrorReason, message: string, metadata: Record<string, string> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ApiError';
+    this.code = code;
+    this.reason = reason;
+    this.metadata = metadata;
+  }
+
+  /** What grpc-js sends: code, message, and the ErrorInfo trailer. */
+  toServiceError(): Partial<grpc.StatusObject> {
+    const metadata = new grpc.Metadata();
+    metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(this.code, this.message, { reason: this.reason, metadata: this.metadata }));
+    return { code: this.code, details: this.message, metadata };
+  }
+
+  toItemStatus(): MessageInitShape<typeof ItemStatusSchema> {
+    return create(ItemStatusSchema, { code: this.code, message: this.message, reason: this.reason, metadata: this.metadata });
+  }
+
+  /** For audit lines. */
+  get reasonName(): string {
+    return reasonName(this.reason);
+  }
+}
+
+export function isApiError(err: unknown): err is ApiError {
+  return err instanceof ApiError;
+}
+
+// Shorthands for the common cases; each names the field or key in metadata.
+export const invalidField = (field: string, message: string): ApiError =>
+  new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD, message, { field });
+export const keyNotFound = (name: string): ApiError =>
+  new ApiError(Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, `key "${name}" does not exist`, { key: name });
+export const payloadTooLarge = (field: string, bytes: number, limit: number): ApiError =>
+  new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${field} is ${bytes} bytes; the limit is ${limit} (use the streaming RPCs for larger data)`, {
+    field,
+    bytes: String(bytes),
+    limit: String(limit),
+  });
+export const shuttingDown = (): ApiError => new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, 'the daemon is shutting down; retry against the restarted daemon');
+
+/**
+ * Converts anything thrown below the API into an ApiError. `what` says what the daemon was doing
+ * ("encrypting with key orders v2") and goes into INTERNAL messages.
+ */
+export function toApiError(err: unknown, what = 'the operation'): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof MalformedCiphertextError) {
+    return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is malformed: ${err.message}`, { field: 'ciphertext' }, { cause: err });
+  }
+  if (isEngineError(err)) {
+    switch (err.code) {
+      case 'AUTHENTICATION_FAILED':
+        return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.AUTHENTICATION_FAILED, 'authentication failed: the ciphertext or its associated data was altered, or they do not belong together', {}, { cause: err });
+      case 'ALGORITHM_UNAVAILABLE':
+        return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL, err.message, {}, { cause: err });
+      case 'AF_ALG_UNAVAILABLE':
+        return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.AF_ALG_UNAVAILABLE, err.message, {}, { cause: err });
+      case 'PAYLOAD_TOO_LARGE':
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, err.message, {}, { cause: err });
+      default:
+        return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel failed ${what}: ${err.message}`, {}, { cause: err });
+    }
+  }
+  if (err instanceof KeystoreError) {
+    switch (err.code) {
+      case 'QUOTA_EXHAUSTED':
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.KERNEL_KEY_QUOTA, `${err.message} (raise kernel.keys.maxkeys / maxbytes, or delete keys)`, {}, { cause: err });
+      case 'INVALID_KEY':
+        return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, err.message, { field: 'material' }, { cause: err });
+      default:
+        return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel key store failed ${what}: ${err.message}`, {}, { cause: err });
+    }
+  }
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
+    return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.STATE_NOT_PERSISTED, `the state directory is full (${e.code}); nothing was changed — free space and retry`, {}, { cause: err });
+  }
+  if (e?.code === 'EIO' || e?.code === 'EROFS' || e?.code === 'EACCES') {
+    return new ApiError(Status.INTERNAL, ErrorReason.STATE_NOT_PERSISTED, `the state could not be written (${e.code}); nothing was changed`, {}, { cause: err });
+  }
+  return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `internal error while ${what}`, {}, { cause: err });
+}
