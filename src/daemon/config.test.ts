@@ -1,0 +1,202 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, DEFAULT_LIMITS, parseDuration, resolveConfig, type DaemonConfig } from './config.js';
+import { defaultSocketPath } from '../rpc/socket-path.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'ringfence-config-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+let n = 0;
+function configFile(doc: unknown): string {
+  const path = join(tmp, `c${n++}.json`);
+  writeFileSync(path, typeof doc === 'string' ? doc : JSON.stringify(doc));
+  return path;
+}
+
+const USER_ENV = { XDG_RUNTIME_DIR: '/run/user/1000', HOME: '/home/u' };
+
+function resolved(argv: string[], env: NodeJS.ProcessEnv = {}, uid = 0): DaemonConfig {
+  const r = resolveConfig(argv, env, uid);
+  if (r.help) throw new Error('unexpected help');
+  return r;
+}
+
+function configError(argv: string[], env: NodeJS.ProcessEnv = {}, uid = 0): ConfigError {
+  try {
+    resolveConfig(argv, env, uid);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('resolveConfig did not throw');
+}
+
+describe('parseDuration', () => {
+  it('parses each unit and compounds', () => {
+    expect(parseDuration('250ms')).toBe(250);
+    expect(parseDuration('30s')).toBe(30_000);
+    expect(parseDuration('15m')).toBe(900_000);
+    expect(parseDuration('1h')).toBe(3_600_000);
+    expect(parseDuration('7d')).toBe(604_800_000);
+    expect(parseDuration('1h30m')).toBe(5_400_000);
+    expect(parseDuration('0s')).toBe(0);
+  });
+
+  it('rejects anything else', () => {
+    for (const bad of ['', '1', 'h', '1.5h', '-1h', '1 h', '1w', '1H', ' 1h', '1h ']) {
+      expect(() => parseDuration(bad), bad).toThrow(/invalid duration/);
+    }
+    expect(() => parseDuration('99999999999999999d')).toThrow(/too large/);
+  });
+});
+
+describe('resolveConfig defaults', () => {
+  it('as root', () => {
+    expect(resolved([], {}, 0)).toEqual({
+      help: false,
+      socket: '/run/ringfence/ringfence.sock',
+      socketMode: 0o660,
+      stateDir: '/var/lib/ringfence',
+      logLevel: 'info',
+      limits: {
+        maxPayloadBytes: 1048576,
+        maxAssociatedDataBytes: 65536,
+        maxStreamChunkBytes: 1048576,
+        maxBatchItems: 1000,
+        maxSessionInFlight: 1024,
+        minRotationPeriod: 3_600_000,
+        minDeletionWaitingPeriod: 86_400_000,
+      },
+      configFile: undefined,
+    });
+  });
+
+  it('as a user: XDG_RUNTIME_DIR, XDG_STATE_HOME or ~/.local/state, mode 0600', () => {
+    const c = resolved([], USER_ENV, 1000);
+    expect(c.socket).toBe('/run/user/1000/ringfence.sock');
+    expect(c.stateDir).toBe('/home/u/.local/state/ringfence');
+    expect(c.socketMode).toBe(0o600);
+    expect(resolved([], { ...USER_ENV, XDG_STATE_HOME: '/xdg/state' }, 1000).stateDir).toBe('/xdg/state/ringfence');
+    // Relative XDG values are invalid per the spec and ignored.
+    expect(resolved([], { ...USER_ENV, XDG_STATE_HOME: 'rel' }, 1000).stateDir).toBe('/home/u/.local/state/ringfence');
+  });
+
+  it('a user without XDG_RUNTIME_DIR must set --socket', () => {
+    expect(configError([], { HOME: '/home/u' }, 1000).message).toMatch(/XDG_RUNTIME_DIR.*--socket/);
+    expect(configError([], { HOME: '/home/u', XDG_RUNTIME_DIR: 'relative' }, 1000).message).toMatch(/--socket/);
+    expect(resolved(['--socket', '/tmp/s.sock'], { HOME: '/home/u' }, 1000).socket).toBe('/tmp/s.sock');
+  });
+
+  it('a user without HOME or XDG_STATE_HOME must set --state-dir', () => {
+    expect(configError([], { XDG_RUNTIME_DIR: '/run/user/1' }, 1).message).toMatch(/--state-dir/);
+  });
+});
+
+describe('resolveConfig precedence', () => {
+  const file = configFile({ socket: '/file/s.sock', stateDir: '/file/state', logLevel: 'warn' });
+  const env = { RINGFENCE_SOCKET: '/env/s.sock', RINGFENCE_STATE_DIR: '/env/state', RINGFENCE_LOG_LEVEL: 'debug', RINGFENCE_CONFIG: file };
+
+  it('flags beat env beat file beat defaults', () => {
+    const flags = ['--socket', '/flag/s.sock', '--state-dir=/flag/state', '--log-level', 'trace'];
+    expect(resolved(flags, env)).toMatchObject({ socket: '/flag/s.sock', stateDir: '/flag/state', logLevel: 'trace', configFile: file });
+    expect(resolved([], env)).toMatchObject({ socket: '/env/s.sock', stateDir: '/env/state', logLevel: 'debug' });
+    expect(resolved([], { RINGFENCE_CONFIG: file })).toMatchObject({ socket: '/file/s.sock', stateDir: '/file/state', logLevel: 'warn' });
+    expect(resolved(['--config', file])).toMatchObject({ socket: '/file/s.sock', configFile: file });
+  });
+
+  it('--config beats RINGFENCE_CONFIG; empty env values count as unset', () => {
+    const other = configFile({ logLevel: 'error' });
+    expect(resolved(['--config', other], { RINGFENCE_CONFIG: file }).logLevel).toBe('error');
+    expect(resolved([], { RINGFENCE_SOCKET: '', RINGFENCE_CONFIG: file }).socket).toBe('/file/s.sock');
+  });
+
+  it('resolves relative paths: flags against the cwd, file values against the file', () => {
+    const rel = configFile({ socket: 'sub/s.sock', stateDir: '../state' });
+    expect(resolved(['--config', rel])).toMatchObject({ socket: join(tmp, 'sub/s.sock'), stateDir: join(tmp, '../state') });
+    expect(resolved(['--socket', 'x.sock']).socket).toBe(join(process.cwd(), 'x.sock'));
+  });
+
+  it('file limits and socketMode override defaults individually', () => {
+    const c = resolved(['--config', configFile({ socketMode: '0640', limits: { maxBatchItems: 10, minRotationPeriod: '30s' } })]);
+    expect(c.socketMode).toBe(0o640);
+    expect(c.limits).toEqual({ ...DEFAULT_LIMITS, maxBatchItems: 10, minRotationPeriod: 30_000 });
+    expect(resolved(['--config', configFile({ socketMode: '600' })]).socketMode).toBe(0o600);
+  });
+});
+
+describe('resolveConfig --help', () => {
+  it('returns the usage without resolving anything else', () => {
+    // A user without XDG_RUNTIME_DIR would otherwise fail.
+    const r = resolveConfig(['--help'], {}, 1000);
+    expect(r.help).toBe(true);
+    if (r.help) expect(r.usage).toMatch(/^Usage: ringfenced .*--socket PATH/);
+    expect(resolveConfig(['-h', '--config', '/nonexistent'], {}, 0).help).toBe(true);
+  });
+});
+
+describe('resolveConfig errors say what and where', () => {
+  it('flags', () => {
+    expect(configError(['--bogus']).message).toMatch(/--bogus[\s\S]*Usage:/);
+    expect(configError(['positional']).message).toMatch(/positional/);
+    expect(configError(['--socket']).message).toMatch(/--socket/);
+    expect(configError(['--socket', '']).message).toBe('--socket must not be empty');
+    expect(configError(['--log-level', 'verbose']).message).toMatch(/^--log-level: log level "verbose" is not one of fatal, error/);
+  });
+
+  it('environment', () => {
+    expect(configError([], { RINGFENCE_LOG_LEVEL: 'loud' }).message).toMatch(/^RINGFENCE_LOG_LEVEL: log level "loud"/);
+    expect(configError([], { RINGFENCE_CONFIG: join(tmp, 'missing.json') }).message).toMatch(/missing\.json \(from RINGFENCE_CONFIG\) cannot be read: ENOENT/);
+  });
+
+  it('a socket path longer than sun_path', () => {
+    expect(configError(['--socket', `/${'x'.repeat(107)}`]).message).toMatch(/^--socket: .*longer than 107 bytes/);
+    expect(resolved(['--socket', `/${'x'.repeat(106)}`]).socket).toHaveLength(107);
+  });
+
+  it('config file: syntax, shape and unknown keys', () => {
+    const bad = configFile('{"socket": ');
+    expect(configError(['--config', bad]).message).toMatch(/is not valid JSON/);
+    expect(configError(['--config', configFile([1])]).message).toMatch(/must contain a JSON object/);
+    const unknown = configFile({ sockett: '/x' });
+    expect(configError(['--config', unknown]).message).toBe(`${unknown}:sockett: unknown key (known: socket, stateDir, logLevel, socketMode, limits)`);
+    const unknownLimit = configFile({ limits: { maxPayload: 1 } });
+    expect(configError(['--config', unknownLimit]).message).toMatch(new RegExp(`^${unknownLimit}:limits\\.maxPayload: unknown key`));
+  });
+
+  it('config file: values, even when a flag overrides them', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ socket: 5 }, /:socket must be a non-empty string/],
+      [{ stateDir: '' }, /:stateDir must be a non-empty string/],
+      [{ logLevel: 'chatty' }, /:logLevel: log level "chatty"/],
+      [{ socketMode: 432 }, /:socketMode must be a non-empty string/],
+      [{ socketMode: '0999' }, /:socketMode: "0999" is not an octal permission string/],
+      [{ socketMode: '04660' }, /:socketMode: "04660" is not an octal/],
+      [{ socketMode: '0060' }, /:socketMode: mode 0060 must give the owner read and write/],
+      [{ limits: [] }, /:limits must be a JSON object/],
+      [{ limits: { maxPayloadBytes: 16 * 1024 * 1024 + 1 } }, /:limits\.maxPayloadBytes must be an integer from 1 to 16777216 \(got 16777217\)/],
+      [{ limits: { maxBatchItems: 0 } }, /:limits\.maxBatchItems must be an integer from 1/],
+      [{ limits: { maxSessionInFlight: 1.5 } }, /:limits\.maxSessionInFlight must be an integer/],
+      [{ limits: { maxAssociatedDataBytes: '64' } }, /:limits\.maxAssociatedDataBytes must be an integer/],
+      [{ limits: { minRotationPeriod: 3600000 } }, /:limits\.minRotationPeriod must be a duration string/],
+      [{ limits: { minDeletionWaitingPeriod: '1 day' } }, /:limits\.minDeletionWaitingPeriod: invalid duration "1 day"/],
+      [{ limits: { minDeletionWaitingPeriod: '3651d' } }, /:limits\.minDeletionWaitingPeriod: 3651d is more than the maximum of 3650d/],
+    ];
+    for (const [doc, re] of cases) {
+      const path = configFile(doc);
+      const msg = configError(['--config', path, '--socket', '/s', '--state-dir', '/d', '--log-level', 'info']).message;
+      expect(msg, JSON.stringify(doc)).toMatch(re);
+      expect(msg.startsWith(path), msg).toBe(true);
+    }
+  });
+});
+
+describe('defaultSocketPath (shared with the SDK)', () => {
+  it('honours RINGFENCE_SOCKET, then root, then XDG_RUNTIME_DIR', () => {
+    expect(defaultSocketPath({ RINGFENCE_SOCKET: '/custom.sock' }, 1000)).toBe('/custom.sock');
+    expect(defaultSocketPath({ RINGFENCE_SOCKET: '' }, 0)).toBe('/run/ringfence/ringfence.sock');
+    expect(defaultSocketPath({ XDG_RUNTIME_DIR: '/run/user/5' }, 5)).toBe('/run/user/5/ringfence.sock');
+    expect(() => defaultSocketPath({}, 5)).toThrow(/XDG_RUNTIME_DIR.*RINGFENCE_SOCKET/);
+  });
+});

@@ -1,0 +1,273 @@
+/**
+ * ringfenced's configuration: command-line flags > RINGFENCE_* environment > JSON config file >
+ * defaults. Everything is validated up front so the daemon fails at start, naming the flag,
+ * variable or file:key that is wrong, rather than misbehaving later.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { builtinSocketPath, MAX_SOCKET_PATH_BYTES } from '../rpc/socket-path.js';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** pino's levels. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Limits {
+  maxPayloadBytes: number;
+  maxAssociatedDataBytes: number;
+  maxStreamChunkBytes: number;
+  maxBatchItems: number;
+  maxSessionInFlight: number;
+  /** Milliseconds ("1h" in the config file). */
+  minRotationPeriod: number;
+  /** Milliseconds ("1d" in the config file). */
+  minDeletionWaitingPeriod: number;
+}
+
+export interface DaemonConfig {
+  readonly help: false;
+  socket: string;
+  socketMode: number;
+  stateDir: string;
+  logLevel: LogLevel;
+  limits: Limits;
+  /** The config file read, if any. */
+  configFile: string | undefined;
+}
+
+/** What resolveConfig returns for --help: print `usage` and exit 0. */
+export interface HelpRequest {
+  readonly help: true;
+  usage: string;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxPayloadBytes: MiB,
+  maxAssociatedDataBytes: 64 * KiB,
+  maxStreamChunkBytes: MiB,
+  maxBatchItems: 1000,
+  maxSessionInFlight: 1024,
+  minRotationPeriod: HOUR,
+  minDeletionWaitingPeriod: DAY,
+});
+
+// [min, max] per limit; the maxima keep one request's memory bounded.
+const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
+  maxPayloadBytes: [1, 16 * MiB],
+  maxAssociatedDataBytes: [1, MiB],
+  maxStreamChunkBytes: [1, 16 * MiB],
+  maxBatchItems: [1, 100_000],
+  maxSessionInFlight: [1, 65_536],
+  minRotationPeriod: [0, 3650 * DAY],
+  minDeletionWaitingPeriod: [0, 3650 * DAY],
+};
+const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod']);
+const FILE_KEYS = ['socket', 'stateDir', 'logLevel', 'socketMode', 'limits'] as const;
+
+export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--config FILE] [--log-level LEVEL] [--help]
+
+  --socket PATH      Unix socket to serve gRPC on (env RINGFENCE_SOCKET;
+                     default /run/ringfence/ringfence.sock as root, else $XDG_RUNTIME_DIR/ringfence.sock)
+  --state-dir DIR    state directory (env RINGFENCE_STATE_DIR;
+                     default /var/lib/ringfence as root, else $XDG_STATE_HOME/ringfence)
+  --config FILE      JSON config file (env RINGFENCE_CONFIG): socket, stateDir, logLevel,
+                     socketMode ("0660"), limits { maxPayloadBytes, maxAssociatedDataBytes,
+                     maxStreamChunkBytes, maxBatchItems, maxSessionInFlight,
+                     minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d") }
+  --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info)
+  --help             print this and exit
+`;
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: SECOND, m: MINUTE, h: HOUR, d: DAY };
+
+/** "90s", "1h30m", "7d" → milliseconds. Units: ms s m h d. Throws Error on anything else. */
+export function parseDuration(s: string): number {
+  if (typeof s !== 'string' || !/^(?:\d+(?:ms|s|m|h|d))+$/.test(s)) {
+    throw new Error(`invalid duration ${JSON.stringify(s)}: expected e.g. "500ms", "30s", "15m", "1h", "7d" or "1h30m"`);
+  }
+  let total = 0;
+  for (const [, n, unit] of s.matchAll(/(\d+)(ms|s|m|h|d)/g)) total += Number(n) * DURATION_UNITS[unit!]!;
+  if (!Number.isSafeInteger(total)) throw new Error(`duration ${JSON.stringify(s)} is too large`);
+  return total;
+}
+
+/**
+ * Resolves the daemon's configuration. Returns a HelpRequest for --help (nothing else is read
+ * then); throws ConfigError for anything invalid. Relative paths from flags and the environment
+ * are resolved against the working directory, those in the config file against the file's directory.
+ */
+export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: number = process.getuid!()): DaemonConfig | HelpRequest {
+  let flags;
+  try {
+    flags = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        socket: { type: 'string' },
+        'state-dir': { type: 'string' },
+        config: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }).values;
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}\n\n${USAGE}`);
+  }
+  if (flags.help) return { help: true, usage: USAGE };
+
+  // A value and where it came from, for error messages.
+  type Src<T> = { value: T; where: string };
+  const pick = (flag: string, envName: string): Src<string> | undefined => {
+    const fromFlag = (flags as Record<string, string | undefined>)[flag];
+    if (fromFlag !== undefined) {
+      if (fromFlag === '') throw new ConfigError(`--${flag} must not be empty`);
+      return { value: fromFlag, where: `--${flag}` };
+    }
+    // An empty variable counts as unset, as shells make that easy to do by accident.
+    const fromEnv = env[envName];
+    return fromEnv ? { value: fromEnv, where: envName } : undefined;
+  };
+
+  const configArg = pick('config', 'RINGFENCE_CONFIG');
+  const configFile = configArg ? resolve(configArg.value) : undefined;
+  const file = configFile ? readConfigFile(configFile, configArg!.where) : {};
+  const fileSrc = (key: string): string => `${configFile}:${key}`;
+  const fileString = (key: 'socket' | 'stateDir' | 'logLevel' | 'socketMode'): Src<string> | undefined => {
+    const v = file[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || v === '') throw new ConfigError(`${fileSrc(key)} must be a non-empty string`);
+    return { value: v, where: fileSrc(key) };
+  };
+  const filePath = (key: 'socket' | 'stateDir'): string | undefined => {
+    const v = fileString(key);
+    return v && resolve(dirname(configFile!), v.value);
+  };
+
+  // The whole file is validated even where flags or the environment override it, so that a
+  // mistake in it does not surface only once the override is gone.
+  const fileSocket = filePath('socket');
+  const fileStateDir = filePath('stateDir');
+  const fileLevelArg = fileString('logLevel');
+  const fileLevel = fileLevelArg && checkLogLevel(fileLevelArg);
+  const fileModeArg = fileString('socketMode');
+  const fileMode = fileModeArg && parseMode(fileModeArg);
+  const limits = parseLimits(file.limits, fileSrc('limits'));
+
+  const socketArg = pick('socket', 'RINGFENCE_SOCKET');
+  let socket = socketArg ? resolve(socketArg.value) : fileSocket;
+  let socketWhere = socketArg?.where ?? fileSrc('socket');
+  if (socket === undefined) {
+    try {
+      socket = builtinSocketPath(env, uid);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+    socketWhere = 'the default socket path';
+  }
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES) {
+    throw new ConfigError(`${socketWhere}: socket path ${socket} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the Unix socket limit`);
+  }
+
+  const stateArg = pick('state-dir', 'RINGFENCE_STATE_DIR');
+  const stateDir = stateArg ? resolve(stateArg.value) : fileStateDir ?? defaultStateDir(env, uid);
+
+  const levelArg = pick('log-level', 'RINGFENCE_LOG_LEVEL');
+  const logLevel = levelArg ? checkLogLevel(levelArg) : fileLevel ?? 'info';
+  const socketMode = fileMode ?? (uid === 0 ? 0o660 : 0o600);
+  return { help: false, socket, socketMode, stateDir, logLevel, limits, configFile };
+}
+
+function defaultStateDir(env: NodeJS.ProcessEnv, uid: number): string {
+  if (uid === 0) return '/var/lib/ringfence';
+  const xdg = env.XDG_STATE_HOME;
+  if (xdg && isAbsolute(xdg)) return join(xdg, 'ringfence');
+  if (!env.HOME || !isAbsolute(env.HOME)) {
+    throw new ConfigError(`cannot choose a state directory for uid ${uid}: neither XDG_STATE_HOME nor HOME is set; set --state-dir or RINGFENCE_STATE_DIR`);
+  }
+  return join(env.HOME, '.local', 'state', 'ringfence');
+}
+
+function readConfigFile(path: string, where: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`config file ${path} (from ${where}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    throw new ConfigError(`config file ${path} must contain a JSON object`);
+  }
+  for (const key of Object.keys(doc)) {
+    if (!(FILE_KEYS as readonly string[]).includes(key)) {
+      throw new ConfigError(`${path}:${key}: unknown key (known: ${FILE_KEYS.join(', ')})`);
+    }
+  }
+  return doc as Record<string, unknown>;
+}
+
+function checkLogLevel({ value, where }: { value: string; where: string }): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(value)) {
+    throw new ConfigError(`${where}: log level ${JSON.stringify(value)} is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+  return value as LogLevel;
+}
+
+function parseMode({ value, where }: { value: string; where: string }): number {
+  // A string, so that "0660" cannot be mistaken for the decimal number 660.
+  if (!/^0?[0-7]{3}$/.test(value)) {
+    throw new ConfigError(`${where}: ${JSON.stringify(value)} is not an octal permission string like "0660"`);
+  }
+  const mode = parseInt(value, 8);
+  if ((mode & 0o600) !== 0o600) throw new ConfigError(`${where}: mode ${value} must give the owner read and write (0600)`);
+  return mode;
+}
+
+function parseLimits(raw: unknown, where: string): Limits {
+  const limits: Limits = { ...DEFAULT_LIMITS };
+  if (raw === undefined) return limits;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${where} must be a JSON object`);
+  for (const [key, value] of Object.entries(raw)) {
+    const at = `${where}.${key}`;
+    if (!(key in LIMIT_RANGES)) throw new ConfigError(`${at}: unknown key (known: ${Object.keys(LIMIT_RANGES).join(', ')})`);
+    const k = key as keyof Limits;
+    const [min, max] = LIMIT_RANGES[k];
+    let n: number;
+    if (DURATION_LIMITS.has(k)) {
+      if (typeof value !== 'string') throw new ConfigError(`${at} must be a duration string like "1h" or "7d"`);
+      try {
+        n = parseDuration(value);
+      } catch (err) {
+        throw new ConfigError(`${at}: ${(err as Error).message}`);
+      }
+      if (n > max) throw new ConfigError(`${at}: ${value} is more than the maximum of ${max / DAY}d`);
+    } else {
+      if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+        throw new ConfigError(`${at} must be an integer from ${min} to ${max} (got ${JSON.stringify(value)})`);
+      }
+      n = value;
+    }
+    limits[k] = n;
+  }
+  return limits;
+}
