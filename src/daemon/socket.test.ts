@@ -1,0 +1,120 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { prepareSocketPath, probeSocket, setSocketMode } from './socket.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'ringfence-socket-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const servers: Server[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+});
+
+let n = 0;
+const sockPath = () => join(tmp, `s${n++}.sock`);
+
+function listen(path: string): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer((c) => c.destroy());
+    server.once('error', reject);
+    server.listen(path, () => {
+      servers.push(server);
+      resolve(server);
+    });
+  });
+}
+
+/** A socket file whose listener died without cleaning up, as after SIGKILL. */
+function staleSocket(path: string): void {
+  const script = `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`;
+  const r = spawnSync(process.execPath, ['-e', script]);
+  expect(r.signal).toBe('SIGKILL');
+  expect(lstatSync(path).isSocket()).toBe(true);
+}
+
+describe('probeSocket', () => {
+  it('tells a listening socket from a stale one', async () => {
+    const live = sockPath();
+    await listen(live);
+    expect(await probeSocket(live)).toBe('listening');
+    const stale = sockPath();
+    staleSocket(stale);
+    expect(await probeSocket(stale)).toBe('stale');
+  });
+});
+
+describe('prepareSocketPath', () => {
+  it('does nothing when the path is free, creating the parent with dirMode', async () => {
+    const dir = join(tmp, 'run', 'ringfence');
+    const path = join(dir, 'ringfence.sock');
+    const old = process.umask(0o077); // the mode is set exactly, whatever the umask
+    try {
+      await prepareSocketPath(path, { dirMode: 0o750 });
+    } finally {
+      process.umask(old);
+    }
+    expect(statSync(dir).mode & 0o7777).toBe(0o750);
+    expect(existsSync(path)).toBe(false);
+    await listen(path); // and listen() works there
+  });
+
+  it('defaults the parent directory to 0755 and leaves an existing directory alone', async () => {
+    const dir = join(tmp, 'default-mode');
+    await prepareSocketPath(join(dir, 'x.sock'));
+    expect(statSync(dir).mode & 0o7777).toBe(0o755);
+    const existing = join(tmp, 'existing');
+    mkdirSync(existing, { mode: 0o700 });
+    await prepareSocketPath(join(existing, 'x.sock'), { dirMode: 0o755 });
+    expect(statSync(existing).mode & 0o7777).toBe(0o700);
+  });
+
+  it('removes a stale socket and logs it', async () => {
+    const path = sockPath();
+    staleSocket(path);
+    const logs: [string, object | undefined][] = [];
+    await prepareSocketPath(path, { log: (m, f) => logs.push([m, f]) });
+    expect(existsSync(path)).toBe(false);
+    expect(logs).toEqual([['removed a stale socket left by a previous daemon', { path }]]);
+    await listen(path);
+  });
+
+  it('refuses a socket a daemon is listening on, and leaves it', async () => {
+    const path = sockPath();
+    await listen(path);
+    await expect(prepareSocketPath(path)).rejects.toThrow(`another daemon is listening on ${path}`);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    expect(await probeSocket(path)).toBe('listening');
+  });
+
+  it('refuses to remove a regular file or a directory', async () => {
+    const file = join(tmp, 'not-a-socket');
+    writeFileSync(file, 'precious');
+    await expect(prepareSocketPath(file)).rejects.toThrow(/exists and is not a socket; refusing to remove it/);
+    expect(existsSync(file)).toBe(true);
+    const dir = join(tmp, 'a-dir.sock');
+    mkdirSync(dir);
+    await expect(prepareSocketPath(dir)).rejects.toThrow(/is not a socket/);
+    expect(statSync(dir).isDirectory()).toBe(true);
+  });
+});
+
+describe('setSocketMode', () => {
+  it('sets the mode of a listening socket', async () => {
+    const path = sockPath();
+    await listen(path);
+    await setSocketMode(path, 0o660);
+    expect(statSync(path).mode & 0o7777).toBe(0o660);
+    await setSocketMode(path, 0o600);
+    expect(statSync(path).mode & 0o7777).toBe(0o600);
+  });
+
+  it('refuses something that is not a socket', async () => {
+    const file = join(tmp, 'plain');
+    writeFileSync(file, '');
+    await expect(setSocketMode(file, 0o600)).rejects.toThrow(/is not a socket/);
+  });
+});

@@ -1,0 +1,86 @@
+/**
+ * The gRPC Unix socket's path: make room for it before listening (removing only a stale socket
+ * left by a crashed daemon, never a live one or a file that is not a socket) and set its mode after.
+ */
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+
+export type Log = (msg: string, fields?: object) => void;
+
+export const PROBE_TIMEOUT_MS = 1000;
+
+/** What is at a socket path: a daemon accepting connections, or a stale socket file nobody binds. */
+export type SocketProbe = 'listening' | 'stale';
+
+/**
+ * Connects to `path` to tell a live daemon from a leftover socket. Rejects when the answer is
+ * neither (e.g. EACCES, or no answer within the timeout) so that the caller does not remove it.
+ */
+export function probeSocket(path: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<SocketProbe> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({ path });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`${path} did not accept or refuse a connection within ${timeoutMs} ms; refusing to remove it`));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve('listening');
+    });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      sock.destroy();
+      // ECONNREFUSED: a socket file with no listener; ENOENT: it vanished meanwhile.
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') resolve('stale');
+      else reject(new Error(`cannot probe ${path}: ${err.code ?? err.message}`, { cause: err }));
+    });
+  });
+}
+
+/**
+ * Readies `path` for listen(): creates its parent directory (mode `dirMode`, default 0755, as for
+ * /run/ringfence) if missing, and removes a stale socket there. Throws if a daemon is listening on
+ * it or if it is anything other than a socket.
+ */
+export async function prepareSocketPath(path: string, opts: { dirMode?: number; log?: Log } = {}): Promise<void> {
+  const dirMode = opts.dirMode ?? 0o755;
+  const dir = dirname(path);
+  const created = await mkdir(dir, { recursive: true, mode: dirMode });
+  // mkdir's mode is filtered by the umask; the socket directory's mode is what we say.
+  if (created !== undefined) await chmod(dir, dirMode);
+
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) {
+    throw new Error(`${path} exists and is not a socket; refusing to remove it (move it away or choose another --socket)`);
+  }
+  if ((await probeSocket(path)) === 'listening') {
+    throw new Error(`another daemon is listening on ${path}`);
+  }
+  try {
+    await unlink(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  opts.log?.('removed a stale socket left by a previous daemon', { path });
+}
+
+/**
+ * Sets the socket's permissions after listen() (bind creates it subject to the umask) and checks
+ * that they took: connecting needs write permission, so this mode is who may talk to the daemon.
+ */
+export async function setSocketMode(path: string, mode: number): Promise<void> {
+  if (!(await lstat(path)).isSocket()) throw new Error(`${path} is not a socket`);
+  await chmod(path, mode);
+  const actual = (await lstat(path)).mode & 0o7777;
+  if (actual !== mode) {
+    throw new Error(`${path} has mode 0${actual.toString(8)} after chmod 0${mode.toString(8)}`);
+  }
+}
