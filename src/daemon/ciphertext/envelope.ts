@@ -19,14 +19,14 @@ export const NONCE_BYTES = 12;
 export const HEADER_BYTES = MAGIC.length + 1 + 1 + KEY_ID_BYTES + 4 + NONCE_BYTES; // 36
 const TEXT_PREFIX = `ringfence:v${FORMAT_VERSION}:`;
 
-/** Wire ids of the suites; never reuse a number. */
-const SUITE_IDS: Record<AeadSuiteName, number> = {
+/** Wire ids of the suites, shared with the stream format (stream-format.ts); never reuse a number. */
+export const SUITE_IDS: Readonly<Record<AeadSuiteName, number>> = {
   'aes-256-gcm': 1,
   'chacha20-poly1305': 2,
   'aes-256-ccm': 3,
   'aes-256-ctr-hmac-sha256': 4,
 };
-const SUITE_BY_ID = new Map(Object.entries(SUITE_IDS).map(([name, id]) => [id, name as AeadSuiteName]));
+export const SUITE_BY_ID: ReadonlyMap<number, AeadSuiteName> = new Map(Object.entries(SUITE_IDS).map(([name, id]) => [id, name as AeadSuiteName]));
 
 export interface EnvelopeHeader {
   suite: AeadSuiteName;
