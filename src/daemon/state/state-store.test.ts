@@ -1,0 +1,295 @@
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { LOCK_FILE, STATE_FILE, StateStore } from './state-store.js';
+
+// Fault injection for errors a real filesystem will not produce on demand (EIO), and a trace of the
+// calls that make a save durable. Everything else passes through to the real node:fs/promises.
+const faults = vi.hoisted(() => ({
+  sync: undefined as string | undefined,
+  rename: undefined as string | undefined,
+  write: undefined as string | undefined,
+  trace: [] as string[],
+}));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const fail = (code: string) => Object.assign(new Error(`${code}: injected`), { code });
+  const name = (p: unknown) => String(p).split('/').pop();
+  return {
+    ...fs,
+    rename: async (from: string, to: string) => {
+      faults.trace.push(`rename ${name(from)} ${name(to)}`);
+      if (faults.rename) throw fail(faults.rename);
+      return fs.rename(from, to);
+    },
+    open: async (...args: Parameters<typeof fs.open>) => {
+      const fh = await fs.open(...args);
+      return new Proxy(fh, {
+        get(target, prop) {
+          if (prop === 'sync') {
+            return async () => {
+              faults.trace.push(`fsync ${name(args[0])}`);
+              if (faults.sync) throw fail(faults.sync);
+              return target.sync();
+            };
+          }
+          if (prop === 'writeFile' && faults.write) return async () => Promise.reject(fail(faults.write!));
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+    },
+  };
+});
+
+const tmp = mkdtempSync(join(tmpdir(), 'ringfence-state-'));
+const stores: StateStore[] = [];
+afterEach(async () => {
+  Object.assign(faults, { sync: undefined, rename: undefined, write: undefined, trace: [] });
+  await Promise.all(stores.splice(0).map((s) => s.close()));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+let n = 0;
+const newDir = () => join(tmp, `d${n++}`);
+
+async function open(dir: string, logs?: [string, object | undefined][]): Promise<StateStore> {
+  const store = await StateStore.open(dir, { log: (m, f) => logs?.push([m, f]) });
+  stores.push(store);
+  return store;
+}
+
+const stateText = (dir: string) => readFileSync(join(dir, STATE_FILE), 'utf8');
+const mode = (path: string) => statSync(path).mode & 0o7777;
+
+describe('StateStore directory', () => {
+  it('creates missing directories with mode 0700 whatever the umask', async () => {
+    const dir = join(newDir(), 'a', 'b');
+    const old = process.umask(0o000);
+    try {
+      await open(dir);
+    } finally {
+      process.umask(old);
+    }
+    expect(mode(dir)).toBe(0o700);
+    expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe(`${process.pid}\n`);
+  });
+
+  it('refuses a file, a group/other-writable directory and one of another uid', async () => {
+    const file = join(tmp, 'a-file');
+    writeFileSync(file, '');
+    await expect(StateStore.open(file)).rejects.toThrow(`state directory ${file} exists and is not a directory`);
+    for (const bad of [0o770, 0o702, 0o777]) {
+      const dir = newDir();
+      mkdirSync(dir);
+      chmodSync(dir, bad);
+      await expect(StateStore.open(dir)).rejects.toThrow(`is writable by group or others (mode 0${bad.toString(8)}); run chmod 700 ${dir}`);
+    }
+    const readable = newDir();
+    mkdirSync(readable, { mode: 0o755 });
+    chmodSync(readable, 0o755);
+    await open(readable); // readable by others is the operator's choice; writable is not
+    const foreign = newDir();
+    mkdirSync(foreign, { mode: 0o700 });
+    chownSync(foreign, 12345, 12345);
+    await expect(StateStore.open(foreign)).rejects.toThrow(/belongs to uid 12345, not to this daemon's uid 0/);
+  });
+});
+
+describe('StateStore load/save', () => {
+  it('round-trips a document in a 0600 file; no state is undefined', async () => {
+    const dir = newDir();
+    const store = await open(dir);
+    expect(store.load()).toBeUndefined();
+    const doc = { version: 1, keys: [{ id: 'k1', blob: 'AAEC', labels: { 'é': '✓' } }], n: null };
+    await store.save(doc);
+    expect(store.load()).toEqual(doc);
+    expect(mode(join(dir, STATE_FILE))).toBe(0o600);
+    await store.close();
+    expect((await open(dir)).load()).toEqual(doc);
+  });
+
+  it('fsyncs the temp file before the rename and the directory after', async () => {
+    const dir = newDir();
+    const store = await open(dir);
+    faults.trace = [];
+    await store.save({ a: 1 });
+    const tmpName = `${STATE_FILE}.tmp-${process.pid}`;
+    const leaf = dir.split('/').pop();
+    expect(faults.trace).toEqual([`fsync ${tmpName}`, `rename ${tmpName} ${STATE_FILE}`, `fsync ${leaf}`]);
+  });
+
+  it('serializes concurrent saves: all succeed, the last wins', async () => {
+    const dir = newDir();
+    const store = await open(dir);
+    await Promise.all(Array.from({ length: 25 }, (_, i) => store.save({ i })));
+    expect(store.load()).toEqual({ i: 24 });
+    expect(readdirSync(dir).sort()).toEqual([LOCK_FILE, STATE_FILE]);
+  });
+
+  for (const [fault, code] of [['write', 'EIO'], ['sync', 'EIO'], ['rename', 'EROFS']] as const) {
+    it(`a failing ${fault} (${code}) keeps the old state, removes the temp file and rethrows the errno error`, async () => {
+      const dir = newDir();
+      const store = await open(dir);
+      await store.save({ v: 1 });
+      faults[fault] = code;
+      const err = await store.save({ v: 2 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code });
+      expect(JSON.parse(stateText(dir))).toEqual({ v: 1 });
+      expect(readdirSync(dir).sort()).toEqual([LOCK_FILE, STATE_FILE]);
+      faults[fault] = undefined;
+      await store.save({ v: 3 }); // a failed save does not wedge the queue
+      expect(store.load()).toEqual({ v: 3 });
+    });
+  }
+
+  it('rejects documents JSON cannot represent without touching the state', async () => {
+    const dir = newDir();
+    const store = await open(dir);
+    await store.save({ v: 1 });
+    await expect(store.save(undefined)).rejects.toThrow(/not JSON-serializable/);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    await expect(store.save(cyclic)).rejects.toThrow(TypeError);
+    expect(store.load()).toEqual({ v: 1 });
+  });
+
+  it('refuses a corrupt file without echoing it and leaves it untouched', async () => {
+    const dir = newDir();
+    const corrupt = '{"keys": [{"blob": "c2VjcmV0"';
+    mkdirSync(dir, { mode: 0o700 });
+    writeFileSync(join(dir, STATE_FILE), corrupt);
+    const store = await open(dir);
+    expect(() => store.load()).toThrow(`${join(dir, STATE_FILE)} is corrupt (not valid JSON, ${corrupt.length} bytes); it was left untouched`);
+    let message = '';
+    try {
+      store.load();
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).not.toContain('c2VjcmV0');
+    expect(stateText(dir)).toBe(corrupt);
+  });
+
+  it('is unusable after close, and close is idempotent', async () => {
+    const store = await open(newDir());
+    await store.close();
+    await store.close();
+    expect(() => store.load()).toThrow(/is closed/);
+    expect(() => store.save({})).toThrow(/is closed/);
+  });
+});
+
+describe('StateStore crash recovery and lock', () => {
+  it('a crash between write and rename leaves the old state; the temp file is removed on open', async () => {
+    const dir = newDir();
+    const store = await open(dir);
+    await store.save({ v: 1 });
+    await store.close();
+    // What a daemon killed mid-save leaves: a partial temp file (and maybe its lock temp file).
+    writeFileSync(join(dir, `${STATE_FILE}.tmp-424242`), '{"v": 2, "ke');
+    writeFileSync(join(dir, `${LOCK_FILE}.tmp-424242`), '424242\n');
+    const logs: [string, object | undefined][] = [];
+    const reopened = await open(dir, logs);
+    expect(reopened.load()).toEqual({ v: 1 });
+    expect(readdirSync(dir).sort()).toEqual([LOCK_FILE, STATE_FILE]);
+    expect(logs).toEqual([['removed the temp file of an interrupted state write', { path: join(dir, `${STATE_FILE}.tmp-424242`) }]]);
+  });
+
+  it('refuses a directory locked by a live process, and leaves its lock', async () => {
+    const dir = newDir();
+    mkdirSync(dir, { mode: 0o700 });
+    const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      writeFileSync(join(dir, LOCK_FILE), `${sleeper.pid}\n`);
+      await expect(StateStore.open(dir)).rejects.toThrow(`another ringfenced (pid ${sleeper.pid}) uses ${dir}`);
+      expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe(`${sleeper.pid}\n`);
+      expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+  });
+
+  it('refuses a second store on the same directory until the first closes', async () => {
+    const dir = newDir();
+    const first = await open(dir);
+    await expect(StateStore.open(dir)).rejects.toThrow(`another ringfenced (pid ${process.pid}) uses ${dir}`);
+    await first.close();
+    expect(readdirSync(dir)).toEqual([]);
+    await open(dir);
+  });
+
+  it('takes over the lock of a dead process, or an empty lock', async () => {
+    const dead = spawnSync('true').pid!; // exited and reaped
+    for (const content of [`${dead}\n`, '']) {
+      const dir = newDir();
+      mkdirSync(dir, { mode: 0o700 });
+      writeFileSync(join(dir, LOCK_FILE), content);
+      const logs: [string, object | undefined][] = [];
+      await open(dir, logs);
+      expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe(`${process.pid}\n`);
+      expect(logs).toEqual([['took over the lock of a daemon that is gone', { path: join(dir, LOCK_FILE), pid: content ? dead : undefined }]]);
+    }
+  });
+
+  it('close leaves a lock that is no longer its own', async () => {
+    const dir = newDir();
+    const store = await open(dir);
+    writeFileSync(join(dir, LOCK_FILE), '1\n');
+    await store.close();
+    expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe('1\n');
+  });
+});
+
+/** Mounts a 64 KiB tmpfs on `dir`; false where this process may not mount (no CAP_SYS_ADMIN). */
+function mountSmallTmpfs(dir: string): boolean {
+  mkdirSync(dir);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', dir], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('StateStore on a full disk', () => {
+  // The tests run as root (see .ci/run), so this is a real full filesystem. Where root may not
+  // mount (a container without CAP_SYS_ADMIN) unshare(CLONE_NEWNS/NEWUSER) is refused too, so the
+  // same scenario then runs on an injected ENOSPC, and the test's name says so.
+  const mnt = newDir();
+  const real = mountSmallTmpfs(mnt);
+  afterAll(() => {
+    if (real) execFileSync('umount', [mnt]);
+  });
+
+  const how = real ? 'a real 64 KiB tmpfs' : 'INJECTED ENOSPC: this host cannot mount a tmpfs';
+  it(`save rejects with ENOSPC, keeps the old state, and works once space is freed (${how})`, async () => {
+    const store = await open(mnt);
+    await store.save({ v: 1 });
+    const filler = join(mnt, 'filler');
+    const fd = openSync(filler, 'w');
+    try {
+      if (!real) faults.write = 'ENOSPC';
+      const chunk = Buffer.alloc(4096, 1);
+      for (let i = 0; real; i++) {
+        writeSync(fd, chunk);
+        expect(i).toBeLessThan(16); // 64 KiB is 16 pages
+      }
+    } catch (err) {
+      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+    } finally {
+      closeSync(fd);
+    }
+    const err = await store.save({ v: 2, pad: 'x'.repeat(10_000) }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ENOSPC' });
+    expect(JSON.parse(stateText(mnt))).toEqual({ v: 1 });
+    expect(readdirSync(mnt).sort()).toEqual([LOCK_FILE, 'filler', STATE_FILE]);
+    unlinkSync(filler);
+    faults.write = undefined;
+    await store.save({ v: 3, pad: 'x'.repeat(10_000) });
+    await store.close();
+    expect((await open(mnt)).load()).toEqual({ v: 3, pad: 'x'.repeat(10_000) });
+  });
+});

@@ -1,0 +1,225 @@
+/**
+ * Crash-safe persistence of the daemon's state as one JSON document in a private directory.
+ *
+ * save() writes a temp file, fsyncs it, renames it over state.json and fsyncs the directory, so
+ * after a crash state.json is either the old or the new document, never a mix. A pid lock file keeps
+ * two daemons from sharing a directory (each would overwrite the other's keys).
+ */
+import { readFileSync } from 'node:fs';
+import { chmod, link, mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+
+export const STATE_FILE = 'state.json';
+export const LOCK_FILE = 'daemon.lock';
+/** Temp files are `state.json.tmp-<pid>`. */
+export const STATE_TMP_PREFIX = `${STATE_FILE}.tmp-`;
+/** The lock is written here first and then linked into place, so it is never seen empty. */
+const LOCK_TMP_PREFIX = `${LOCK_FILE}.tmp-`;
+
+export type Log = (msg: string, fields?: object) => void;
+
+function errnoCode(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** True if a process with this pid exists (EPERM: it exists but is not ours). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return errnoCode(err) === 'EPERM';
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fd = await open(dir, 'r');
+  try {
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+}
+
+/** Creates the directory (0700) or checks that an existing one is private to this uid. */
+async function ensurePrivateDir(dir: string): Promise<void> {
+  let created: string | undefined;
+  try {
+    created = await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    if (errnoCode(err) !== 'EEXIST') throw err; // a non-directory is there: reported below
+  }
+  // mkdir's mode is filtered by the umask; make ours exact.
+  if (created !== undefined) await chmod(dir, 0o700);
+  const st = await stat(dir);
+  if (!st.isDirectory()) throw new Error(`state directory ${dir} exists and is not a directory`);
+  if (st.mode & 0o022) {
+    throw new Error(`state directory ${dir} is writable by group or others (mode 0${(st.mode & 0o777).toString(8)}); run chmod 700 ${dir}`);
+  }
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new Error(`state directory ${dir} belongs to uid ${st.uid}, not to this daemon's uid ${uid}`);
+  }
+}
+
+async function readLockPid(path: string): Promise<number | undefined> {
+  try {
+    const pid = Number((await readFile(path, 'utf8')).trim());
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+async function acquireLock(dir: string, log: Log): Promise<void> {
+  const lock = join(dir, LOCK_FILE);
+  const tmp = join(dir, `${LOCK_TMP_PREFIX}${process.pid}`);
+  await writeFile(tmp, `${process.pid}\n`, { mode: 0o600 });
+  try {
+    // Two rounds: the second after removing a dead daemon's lock.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        // link(2) fails with EEXIST like O_EXCL create, and the lock appears with its content.
+        await link(tmp, lock);
+        return;
+      } catch (err) {
+        if (errnoCode(err) !== 'EEXIST') throw err;
+      }
+      const holder = await readLockPid(lock);
+      if (holder !== undefined && pidAlive(holder)) {
+        throw new Error(`another ringfenced (pid ${holder}) uses ${dir}; refusing to share a state directory`);
+      }
+      // Dead holder (or an unreadable lock: ours are never empty). Two daemons starting at the same
+      // instant over a dead lock could both get here; service managers start one at a time.
+      try {
+        await unlink(lock);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      }
+      log('took over the lock of a daemon that is gone', { path: lock, pid: holder });
+    }
+    throw new Error(`cannot take the lock ${lock}: another process keeps recreating it`);
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+}
+
+export class StateStore {
+  readonly dir: string;
+  readonly statePath: string;
+  private readonly lockPath: string;
+  private readonly log: Log;
+  private tail: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(dir: string, log: Log) {
+    this.dir = dir;
+    this.statePath = join(dir, STATE_FILE);
+    this.lockPath = join(dir, LOCK_FILE);
+    this.log = log;
+  }
+
+  /**
+   * Opens (creating if needed, mode 0700) a private state directory and takes its lock. Throws if
+   * the directory is not a directory, is writable by group/others or belongs to another uid, or if
+   * a live daemon holds the lock. Removes temp files an interrupted save left behind.
+   */
+  static async open(dir: string, opts: { log?: Log } = {}): Promise<StateStore> {
+    const log = opts.log ?? (() => {});
+    const abs = resolve(dir);
+    await ensurePrivateDir(abs);
+    await acquireLock(abs, log);
+    const store = new StateStore(abs, log);
+    try {
+      await store.removeLeftovers();
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    return store;
+  }
+
+  private async removeLeftovers(): Promise<void> {
+    for (const name of await readdir(this.dir)) {
+      const stateTmp = name.startsWith(STATE_TMP_PREFIX);
+      // Another daemon's lock temp file is a leftover only if that daemon is gone.
+      const lockTmp = name.startsWith(LOCK_TMP_PREFIX) && !pidAlive(Number(name.slice(LOCK_TMP_PREFIX.length)));
+      if (!stateTmp && !lockTmp) continue;
+      await unlink(join(this.dir, name));
+      if (stateTmp) this.log('removed the temp file of an interrupted state write', { path: join(this.dir, name) });
+    }
+  }
+
+  /**
+   * The parsed state.json, or undefined if there is none yet. A file that does not parse is an
+   * error, never an empty state: resetting would forget every key.
+   */
+  load(): unknown | undefined {
+    this.assertOpen();
+    let text: string;
+    try {
+      text = readFileSync(this.statePath, 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      throw err;
+    }
+    try {
+      return JSON.parse(text);
+    } catch {
+      // The parser's message quotes the content, which holds wrapped key blobs: leave it out.
+      throw new Error(
+        `${this.statePath} is corrupt (not valid JSON, ${Buffer.byteLength(text)} bytes); it was left untouched — restore it from a backup or move it away to start empty`,
+      );
+    }
+  }
+
+  /**
+   * Atomically and durably replaces state.json with `doc`. Saves run one at a time in call order.
+   * On failure state.json is unchanged, the temp file is gone and the fs error (with its code) is
+   * rethrown — except when only the final directory fsync fails: the new file is then in place but
+   * may not survive a power loss.
+   */
+  save(doc: unknown): Promise<void> {
+    this.assertOpen();
+    const run = this.tail.then(() => this.write(doc));
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  private async write(doc: unknown): Promise<void> {
+    const text = JSON.stringify(doc, null, 2);
+    if (text === undefined) throw new TypeError('state document is not JSON-serializable');
+    const tmp = join(this.dir, `${STATE_TMP_PREFIX}${process.pid}`);
+    let renamed = false;
+    try {
+      // 'w' truncates a leftover of ours; the directory is private and locked, so nobody else writes here.
+      const fh = await open(tmp, 'w', 0o600);
+      try {
+        await fh.writeFile(`${text}\n`);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, this.statePath);
+      renamed = true;
+      await fsyncDir(this.dir);
+    } catch (err) {
+      if (!renamed) await unlink(tmp).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Waits for pending saves and releases the lock. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.tail;
+    // Only remove the lock if it is still ours.
+    if ((await readLockPid(this.lockPath)) === process.pid) await unlink(this.lockPath).catch(() => {});
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new Error(`state store ${this.dir} is closed`);
+  }
+}
