@@ -1,0 +1,184 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { decodeKey, loadOrCreateMasterKey, MASTER_KEY_FILE } from './master-key.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'ringfence-master-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+afterEach(() => {
+  vi.unstubAllEnvs();
+});
+
+let n = 0;
+/** A state dir holding master.key with these contents (mode 0600). */
+function stateDirWith(contents?: Buffer | string, mode = 0o600): string {
+  const dir = join(tmp, `s${n++}`);
+  mkdirSync(dir, { mode: 0o700 });
+  if (contents !== undefined) {
+    writeFileSync(join(dir, MASTER_KEY_FILE), contents);
+    chmodSync(join(dir, MASTER_KEY_FILE), mode);
+  }
+  return dir;
+}
+
+// No test may pick up a CREDENTIALS_DIRECTORY from the environment it runs in.
+const load = (stateDir: string, extra: { credentialsDirectory?: string; log?: (m: string, f?: object) => void } = {}) =>
+  loadOrCreateMasterKey({ credentialsDirectory: '', ...extra, stateDir });
+
+const KEY = randomBytes(32);
+
+describe('loadOrCreateMasterKey: accepted formats', () => {
+  const keyEndingInNewline = Buffer.concat([randomBytes(31), Buffer.from('\n')]);
+  const cases: [string, Buffer | string, Buffer][] = [
+    ['32 raw bytes', KEY, KEY],
+    ['32 raw bytes and a newline', Buffer.concat([KEY, Buffer.from('\n')]), KEY],
+    ['32 raw bytes, the last one 0x0a', keyEndingInNewline, keyEndingInNewline],
+    ['lowercase hex', KEY.toString('hex'), KEY],
+    ['uppercase hex and a newline', `${KEY.toString('hex').toUpperCase()}\n`, KEY],
+    ['base64', KEY.toString('base64'), KEY],
+    ['base64 and a newline', `${KEY.toString('base64')}\n`, KEY],
+  ];
+  for (const [name, contents, expected] of cases) {
+    it(name, async () => {
+      const dir = stateDirWith(contents);
+      const key = await load(dir);
+      expect(key).toEqual({ material: expected, source: 'state-dir', path: join(dir, MASTER_KEY_FILE), created: false });
+    });
+  }
+
+  it('decodes known vectors (all zero, all 0xff)', () => {
+    expect(decodeKey(Buffer.from(`${'0'.repeat(64)}\n`))).toEqual(Buffer.alloc(32));
+    expect(decodeKey(Buffer.from('f'.repeat(64)))).toEqual(Buffer.alloc(32, 0xff));
+    expect(decodeKey(Buffer.from(`${'/'.repeat(42)}8=`))).toEqual(Buffer.alloc(32, 0xff));
+    expect(decodeKey(Buffer.from(`${'A'.repeat(43)}=`))).toEqual(Buffer.alloc(32));
+  });
+});
+
+describe('loadOrCreateMasterKey: rejected contents', () => {
+  const hex = KEY.toString('hex');
+  const b64 = KEY.toString('base64');
+  const cases: [string, Buffer | string][] = [
+    ['an empty file', ''],
+    ['31 bytes', randomBytes(31)],
+    ['33 bytes not ending in a newline', Buffer.concat([KEY, Buffer.from('x')])],
+    ['34 bytes', randomBytes(34)],
+    ['63 hex digits and a newline', `${hex.slice(1)}\n`],
+    ['64 characters with a non-hex one', `${hex.slice(1)}g`],
+    ['hex and two newlines', `${hex}\n\n`],
+    ['hex and CRLF', `${hex}\r\n`],
+    ['hex with 0x', `0x${hex.slice(2)}`],
+    ['base64 without padding', b64.slice(0, 43)],
+    ['base64url', `${'-'.repeat(43)}=`],
+    ['base64 with non-zero spare bits', `${'A'.repeat(42)}B=`],
+    ['base64 of 33 bytes', randomBytes(33).toString('base64')],
+    ['a long text file', 'correct horse battery staple\n'.repeat(20)],
+  ];
+  for (const [name, contents] of cases) {
+    it(name, async () => {
+      const dir = stateDirWith(contents);
+      const err = (await load(dir).then(() => undefined, (e: unknown) => e)) as Error;
+      expect(err).toBeInstanceOf(Error);
+      expect(err.message).toMatch(/is not in an accepted format .*accepted: exactly 32 raw bytes, 64 hex digits, or base64 of 32 bytes/);
+      // The message never echoes the contents.
+      const text = Buffer.from(contents).toString('latin1');
+      if (text.length >= 8) expect(err.message).not.toContain(text.slice(0, 8));
+      // And the file is left for the operator to fix.
+      expect(readFileSync(join(dir, MASTER_KEY_FILE))).toEqual(Buffer.from(contents));
+    });
+  }
+
+  it('refuses a directory in place of the file', async () => {
+    const dir = stateDirWith();
+    mkdirSync(join(dir, MASTER_KEY_FILE));
+    await expect(load(dir)).rejects.toThrow(/master\.key is not a regular file/);
+  });
+});
+
+describe('loadOrCreateMasterKey: creation', () => {
+  it('creates a 32-byte 0600 key file once, logging where without the bytes', async () => {
+    const dir = join(tmp, 'new', 'state'); // missing parents too
+    const logs: [string, object | undefined][] = [];
+    const first = await load(dir, { log: (m, f) => logs.push([m, f]) });
+    const path = join(dir, MASTER_KEY_FILE);
+    expect(first).toMatchObject({ source: 'state-dir', path, created: true });
+    expect(first.material).toHaveLength(32);
+    expect(first.material.equals(Buffer.alloc(32))).toBe(false);
+    expect(readFileSync(path)).toEqual(first.material);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(logs).toEqual([[`created a new master key at ${path}; back it up together with the state directory, without it the keys saved there cannot be recovered`, { path }]]);
+
+    const second = await load(dir, { log: (m, f) => logs.push([m, f]) });
+    expect(second).toEqual({ material: first.material, source: 'state-dir', path, created: false });
+    expect(logs).toHaveLength(1);
+  });
+
+  it('removes the temp file of a process that died while creating a key', async () => {
+    const dir = stateDirWith();
+    writeFileSync(join(dir, `${MASTER_KEY_FILE}.tmp-4194304-0`), randomBytes(32)); // above pid_max
+    const live = join(dir, `${MASTER_KEY_FILE}.tmp-1-0`); // init is alive: not ours to remove
+    writeFileSync(live, '');
+    await load(dir);
+    expect(readdirSync(dir).sort()).toEqual([MASTER_KEY_FILE, `${MASTER_KEY_FILE}.tmp-1-0`]);
+  });
+
+  it('concurrent first starts agree on one key, and nobody reads a partial one', async () => {
+    const dir = stateDirWith();
+    const keys = await Promise.all(Array.from({ length: 8 }, () => load(dir)));
+    expect(keys.filter((k) => k.created)).toHaveLength(1);
+    for (const k of keys) expect(k.material).toEqual(keys[0]!.material);
+  });
+});
+
+describe('loadOrCreateMasterKey: permissions', () => {
+  for (const mode of [0o640, 0o604, 0o620, 0o660]) {
+    it(`refuses a state-dir key with mode 0${mode.toString(8)}`, async () => {
+      const dir = stateDirWith(KEY, mode);
+      const path = join(dir, MASTER_KEY_FILE);
+      await expect(load(dir)).rejects.toThrow(`master key ${path} is accessible by group or others (mode 0${mode.toString(8)}); run chmod 600 ${path}`);
+    });
+  }
+
+  it('accepts 0400', async () => {
+    expect((await load(stateDirWith(KEY, 0o400))).material).toEqual(KEY);
+  });
+});
+
+describe('loadOrCreateMasterKey: systemd credentials', () => {
+  const credDir = stateDirWith(); // reused as a credentials directory
+  const credKey = randomBytes(32);
+  writeFileSync(join(credDir, MASTER_KEY_FILE), credKey.toString('hex'));
+  chmodSync(join(credDir, MASTER_KEY_FILE), 0o400);
+
+  it('prefers the credential over the state-dir key, creating nothing', async () => {
+    const stateDir = stateDirWith(KEY);
+    const key = await load(stateDir, { credentialsDirectory: credDir });
+    expect(key).toEqual({ material: credKey, source: 'credentials', path: join(credDir, MASTER_KEY_FILE), created: false });
+    const empty = stateDirWith();
+    await load(empty, { credentialsDirectory: credDir });
+    expect(() => statSync(join(empty, MASTER_KEY_FILE))).toThrow(/ENOENT/);
+  });
+
+  it('reads $CREDENTIALS_DIRECTORY by default', async () => {
+    vi.stubEnv('CREDENTIALS_DIRECTORY', credDir);
+    const key = await loadOrCreateMasterKey({ stateDir: stateDirWith(KEY) });
+    expect(key.source).toBe('credentials');
+    expect(key.material).toEqual(credKey);
+  });
+
+  it('falls back to the state dir, saying so, when the credential is absent', async () => {
+    const otherCreds = stateDirWith();
+    const logs: [string, object | undefined][] = [];
+    const key = await load(stateDirWith(KEY), { credentialsDirectory: otherCreds, log: (m, f) => logs.push([m, f]) });
+    expect(key.source).toBe('state-dir');
+    expect(key.material).toEqual(KEY);
+    expect(logs).toEqual([['no master.key credential in the credentials directory; using the state directory', { credentialsDirectory: otherCreds }]]);
+  });
+
+  it('validates the credential the same way', async () => {
+    const bad = stateDirWith('not a key');
+    await expect(load(stateDirWith(KEY), { credentialsDirectory: bad })).rejects.toThrow(/is not in an accepted format/);
+  });
+});

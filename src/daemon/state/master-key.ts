@@ -1,0 +1,229 @@
+/**
+ * The master key that wraps every key generated in the kernel. It comes from systemd credentials
+ * (LoadCredential= / LoadCredentialEncrypted=, in $CREDENTIALS_DIRECTORY) when given there, else
+ * from <stateDir>/master.key, which is created on first start. Losing it loses every generated key.
+ *
+ * Decoding works on bytes, never strings: a JS string of key material cannot be wiped.
+ */
+import { randomFillSync } from 'node:crypto';
+import { link, mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export const MASTER_KEY_FILE = 'master.key';
+export const MASTER_KEY_BYTES = 32;
+/** The longest accepted file: 64 hex digits and a newline. */
+const MAX_FILE_BYTES = 2 * MASTER_KEY_BYTES + 1;
+const BASE64_CHARS = 44; // 43 significant characters and one "="
+
+export type Log = (msg: string, fields?: object) => void;
+
+export interface MasterKey {
+  /** 32 bytes; the caller owns it and must wipe it (fill(0)) once the kernel has it. */
+  material: Buffer;
+  source: 'credentials' | 'state-dir';
+  path: string;
+  created: boolean;
+}
+
+export interface MasterKeyOptions {
+  stateDir: string;
+  /** Default: $CREDENTIALS_DIRECTORY. An empty string means none. */
+  credentialsDirectory?: string;
+  log?: Log;
+}
+
+const FORMATS =
+  'accepted: exactly 32 raw bytes, 64 hex digits, or base64 of 32 bytes (44 characters), each optionally followed by one newline';
+
+/**
+ * Loads the master key from the credentials directory, else from <stateDir>/master.key, creating
+ * the latter (32 random bytes, mode 0600) if missing. Refuses a state-dir key that group or others
+ * may access and any file in no accepted format; messages never include the file's contents.
+ */
+export async function loadOrCreateMasterKey(opts: MasterKeyOptions): Promise<MasterKey> {
+  const log = opts.log ?? (() => {});
+  const credDir = opts.credentialsDirectory ?? process.env.CREDENTIALS_DIRECTORY;
+  if (credDir) {
+    const path = join(credDir, MASTER_KEY_FILE);
+    // systemd makes credential files private to the service; their mode is not ours to judge.
+    const material = await readKeyFile(path, false);
+    if (material) return { material, source: 'credentials', path, created: false };
+    log(`no ${MASTER_KEY_FILE} credential in the credentials directory; using the state directory`, { credentialsDirectory: credDir });
+  }
+
+  const path = join(opts.stateDir, MASTER_KEY_FILE);
+  for (;;) {
+    const existing = await readKeyFile(path, true);
+    if (existing) return { material: existing, source: 'state-dir', path, created: false };
+    const material = await createKeyFile(opts.stateDir, path);
+    if (material) {
+      log(`created a new master key at ${path}; back it up together with the state directory, without it the keys saved there cannot be recovered`, { path });
+      return { material, source: 'state-dir', path, created: true };
+    }
+    // Another process created it since we looked: read theirs.
+  }
+}
+
+let tmpCounter = 0;
+
+/**
+ * A new random key written durably to `path` (mode 0600), or undefined if `path` already exists.
+ * The key is written to a temp file and linked into place (exclusive, like O_EXCL), so nobody ever
+ * reads a partial key and a crash mid-write leaves no master.key that the next start would refuse.
+ */
+async function createKeyFile(dir: string, path: string): Promise<Buffer | undefined> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await removeDeadTemps(dir);
+  const tmp = `${path}${TMP_INFIX}${process.pid}-${tmpCounter++}`;
+  const material = randomFillSync(Buffer.alloc(MASTER_KEY_BYTES));
+  try {
+    const fh = await open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(material);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    try {
+      await link(tmp, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      material.fill(0);
+      return undefined;
+    }
+    await unlink(tmp);
+    await fsyncDir(dir);
+    return material;
+  } catch (err) {
+    material.fill(0);
+    throw err;
+  } finally {
+    await unlink(tmp).catch(() => {});
+  }
+}
+
+const TMP_INFIX = '.tmp-';
+
+/** Temp files of processes that died while creating a key (each holds a never-used key). */
+async function removeDeadTemps(dir: string): Promise<void> {
+  const prefix = `${MASTER_KEY_FILE}${TMP_INFIX}`;
+  for (const name of await readdir(dir)) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number.parseInt(name.slice(prefix.length), 10);
+    if (pid > 0 && pidAlive(pid)) continue;
+    await unlink(join(dir, name)).catch(() => {});
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The decoded key, or undefined if the file does not exist. */
+async function readKeyFile(path: string, checkMode: boolean): Promise<Buffer | undefined> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  const buf = Buffer.alloc(MAX_FILE_BYTES + 1); // one more, to tell a longer file
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new Error(`master key ${path} is not a regular file`);
+    if (checkMode && st.mode & 0o077) {
+      throw new Error(`master key ${path} is accessible by group or others (mode 0${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
+    }
+    let len = 0;
+    while (len < buf.length) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+    }
+    const key = decodeKey(buf.subarray(0, len));
+    if (!key) throw new Error(`master key ${path} is not in an accepted format (${len > MAX_FILE_BYTES ? 'too long' : `${len} bytes`}); ${FORMATS}`);
+    return key;
+  } finally {
+    buf.fill(0);
+    await fh.close();
+  }
+}
+
+/**
+ * Decodes a key file's bytes into a fresh 32-byte Buffer, or undefined if they are in no accepted
+ * form. Exported for tests.
+ */
+export function decodeKey(data: Buffer): Buffer | undefined {
+  // Raw first: 32 raw bytes may well end in 0x0a, and no text form is 32 or 33 bytes long.
+  if (data.length === MASTER_KEY_BYTES) return Buffer.from(data);
+  const text = data.at(-1) === 0x0a ? data.subarray(0, -1) : data;
+  if (data.length === MASTER_KEY_BYTES + 1 && text.length === MASTER_KEY_BYTES) return Buffer.from(text);
+  const out = Buffer.alloc(MASTER_KEY_BYTES);
+  const ok =
+    text.length === 2 * MASTER_KEY_BYTES ? decodeHex(text, out) : text.length === BASE64_CHARS ? decodeBase64(text, out) : false;
+  if (ok) return out;
+  out.fill(0);
+  return undefined;
+}
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30; // 0-9
+  const lower = c | 0x20;
+  if (lower >= 0x61 && lower <= 0x66) return lower - 0x61 + 10; // a-f, A-F
+  return -1;
+}
+
+function decodeHex(text: Buffer, out: Buffer): boolean {
+  for (let i = 0; i < out.length; i++) {
+    const hi = hexValue(text[2 * i]!);
+    const lo = hexValue(text[2 * i + 1]!);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = (hi << 4) | lo;
+  }
+  return true;
+}
+
+function base64Value(c: number): number {
+  if (c >= 0x41 && c <= 0x5a) return c - 0x41; // A-Z
+  if (c >= 0x61 && c <= 0x7a) return c - 0x61 + 26; // a-z
+  if (c >= 0x30 && c <= 0x39) return c - 0x30 + 52; // 0-9
+  if (c === 0x2b) return 62; // +
+  if (c === 0x2f) return 63; // /
+  return -1;
+}
+
+/** Standard base64 of exactly 32 bytes: 43 characters, then "=", the 2 spare bits zero. */
+function decodeBase64(text: Buffer, out: Buffer): boolean {
+  if (text[BASE64_CHARS - 1] !== 0x3d) return false;
+  let acc = 0;
+  let bits = 0;
+  let o = 0;
+  for (let i = 0; i < BASE64_CHARS - 1; i++) {
+    const v = base64Value(text[i]!);
+    if (v < 0) return false;
+    acc = ((acc << 6) | v) & 0xfff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >> bits) & 0xff;
+    }
+  }
+  const canonical = (acc & ((1 << bits) - 1)) === 0;
+  acc = 0;
+  return canonical && o === MASTER_KEY_BYTES;
+}
