@@ -68,6 +68,7 @@ describe('resolveConfig defaults', () => {
         maxSessionInFlight: 1024,
         minRotationPeriod: 3_600_000,
         minDeletionWaitingPeriod: 86_400_000,
+        encryptionsPerVersion: 4_294_967_296,
       },
       configFile: undefined,
     });

@@ -29,6 +29,11 @@ export interface Limits {
   minRotationPeriod: number;
   /** Milliseconds ("1d" in the config file). */
   minDeletionWaitingPeriod: number;
+  /**
+   * Encryptions per key version before a generated key rotates (imported ones refuse); at most the
+   * suites' 2^32 random-nonce limit. Lowering it shortens versions' lives (and lets tests see rotation).
+   */
+  encryptionsPerVersion: number;
 }
 
 export interface DaemonConfig {
@@ -63,6 +68,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxSessionInFlight: 1024,
   minRotationPeriod: HOUR,
   minDeletionWaitingPeriod: DAY,
+  encryptionsPerVersion: 2 ** 32,
 });
 
 // [min, max] per limit; the maxima keep one request's memory bounded.
@@ -74,6 +80,7 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxSessionInFlight: [1, 65_536],
   minRotationPeriod: [0, 3650 * DAY],
   minDeletionWaitingPeriod: [0, 3650 * DAY],
+  encryptionsPerVersion: [1, 2 ** 32],
 };
 const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod']);
 const FILE_KEYS = ['socket', 'stateDir', 'logLevel', 'socketMode', 'limits'] as const;
@@ -87,7 +94,8 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
   --config FILE      JSON config file (env RINGFENCE_CONFIG): socket, stateDir, logLevel,
                      socketMode ("0660"), limits { maxPayloadBytes, maxAssociatedDataBytes,
                      maxStreamChunkBytes, maxBatchItems, maxSessionInFlight,
-                     minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d") }
+                     minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d"),
+                     encryptionsPerVersion (4294967296) }
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info)
   --help             print this and exit
 `;

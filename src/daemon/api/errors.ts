@@ -53,12 +53,12 @@ export function isApiError(err: unknown): err is ApiError {
 export const invalidField = (field: string, message: string): ApiError =>
   new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD, message, { field });
 export const keyNotFound = (name: string): ApiError =>
-  new ApiError(Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, `key "${name}" does not exist`, { key: name });
+  new ApiError(Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, `key "${name}" does not exist`, { key_name: name });
 export const payloadTooLarge = (field: string, bytes: number, limit: number): ApiError =>
   new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${field} is ${bytes} bytes; the limit is ${limit} (use the streaming RPCs for larger data)`, {
     field,
-    bytes: String(bytes),
-    limit: String(limit),
+    actual_bytes: String(bytes),
+    limit_bytes: String(limit),
   });
 export const shuttingDown = (): ApiError => new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, 'the daemon is shutting down; retry against the restarted daemon');
 
@@ -69,7 +69,7 @@ export const shuttingDown = (): ApiError => new ApiError(Status.UNAVAILABLE, Err
 export function toApiError(err: unknown, what = 'the operation'): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof MalformedCiphertextError) {
-    return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is malformed: ${err.message}`, { field: 'ciphertext' }, { cause: err });
+    return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, err.message, { detail: err.message }, { cause: err });
   }
   if (isEngineError(err)) {
     switch (err.code) {
@@ -82,13 +82,13 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
       case 'PAYLOAD_TOO_LARGE':
         return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, err.message, {}, { cause: err });
       default:
-        return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel failed ${what}: ${err.message}`, {}, { cause: err });
+        return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel failed ${what}: ${err.message}`, err.errno ? { errno: err.errno } : {}, { cause: err });
     }
   }
   if (err instanceof KeystoreError) {
     switch (err.code) {
       case 'QUOTA_EXHAUSTED':
-        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.KERNEL_KEY_QUOTA, `${err.message} (raise kernel.keys.maxkeys / maxbytes, or delete keys)`, {}, { cause: err });
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.KERNEL_KEY_QUOTA, `${err.message} (raise kernel.keys.maxkeys / maxbytes, or delete keys)`, { sysctl: process.getuid?.() === 0 ? 'kernel.keys.root_maxkeys' : 'kernel.keys.maxkeys' }, { cause: err });
       case 'INVALID_KEY':
         return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, err.message, { field: 'material' }, { cause: err });
       default:
@@ -97,10 +97,10 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
   }
   const e = err as NodeJS.ErrnoException | undefined;
   if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
-    return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.STATE_NOT_PERSISTED, `the state directory is full (${e.code}); nothing was changed — free space and retry`, {}, { cause: err });
+    return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.STATE_NOT_PERSISTED, `the state directory is full (${e.code}); nothing was changed — free space and retry`, { errno: e.code }, { cause: err });
   }
   if (e?.code === 'EIO' || e?.code === 'EROFS' || e?.code === 'EACCES') {
-    return new ApiError(Status.INTERNAL, ErrorReason.STATE_NOT_PERSISTED, `the state could not be written (${e.code}); nothing was changed`, {}, { cause: err });
+    return new ApiError(Status.INTERNAL, ErrorReason.STATE_NOT_PERSISTED, `the state could not be written (${e.code}); nothing was changed`, { errno: e.code }, { cause: err });
   }
   return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `internal error while ${what}`, {}, { cause: err });
 }

@@ -86,6 +86,12 @@ export class KernelKeystore {
     return this.masterSerial !== undefined;
   }
 
+  /** The master key's serial, for AF_ALG transforms that wrap imported material (never its bytes). */
+  get masterKeySerial(): number {
+    this.requireMaster();
+    return this.masterSerial!;
+  }
+
   /**
    * Generates a key of `bytes` random bytes inside the kernel, wrapped by the master key. Returns its
    * serial and the wrapped blob to persist (safe to store: it is useless without the master key).

@@ -1,0 +1,48 @@
+/**
+ * The audit trail: one JSON line per operation (pino), with what was done and how it ended —
+ * never the data: byte counts only, no plaintext, ciphertext, associated data or key bytes.
+ */
+import type { Logger } from 'pino';
+
+export interface AuditEntry {
+  rpc: string;
+  key?: string | undefined;
+  version?: number | undefined;
+  bytesIn: number;
+  bytesOut: number;
+  /** "OK" or the gRPC status name. */
+  outcome: string;
+  reason?: string | undefined;
+  durationMs: number;
+  items?: number | undefined;
+  /** The caller, when known (peer credentials). */
+  peer?: { uid: number; gid: number; pid: number } | undefined;
+}
+
+export type Audit = (entry: AuditEntry) => void;
+
+export function pinoAudit(logger: Logger): Audit {
+  const audit = logger.child({ log: 'audit' });
+  return (entry) => audit.info(entry, entry.rpc);
+}
+
+/** Total size of a message's top-level bytes fields (and of repeated items' bytes fields, one level down). */
+export function payloadBytes(message: unknown): number {
+  let n = 0;
+  if (!message || typeof message !== 'object') return 0;
+  for (const value of Object.values(message)) {
+    if (value instanceof Uint8Array) n += value.byteLength;
+    else if (Array.isArray(value)) for (const item of value) n += payloadBytes(item);
+    else if (value && typeof value === 'object' && 'case' in value && 'value' in value) n += payloadBytes((value as { value: unknown }).value);
+  }
+  return n;
+}
+
+/** The key a request or response names, for the audit line (never the data). */
+export function keyOf(request: unknown, response?: unknown): { key?: string; version?: number } {
+  const res = response as { keyName?: string; keyVersion?: number; key?: { name?: string; primaryVersion?: number } } | undefined;
+  const req = request as { keyName?: string; name?: string; destinationKeyName?: string } | undefined;
+  const key = res?.keyName || res?.key?.name || req?.keyName || req?.name || req?.destinationKeyName || undefined;
+  const version = res?.keyVersion || res?.key?.primaryVersion || undefined;
+  return { key, version };
+}

@@ -1,0 +1,97 @@
+/**
+ * Turns operations into grpc-js handlers. Every handler catches everything (grpc-js does not catch a
+ * rejected async handler, and an uncaught rejection would kill the daemon), converts errors at this
+ * boundary (toApiError), and writes one audit line per call.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { create, type DescMethod, type DescMessage, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
+import { performance } from 'node:perf_hooks';
+import { toApiError, type ApiError } from './errors.js';
+import { keyOf, payloadBytes, type Audit, type AuditEntry } from './audit.js';
+import type { Logger } from 'pino';
+
+export interface HandlerDeps {
+  audit: Audit;
+  log: Logger;
+}
+
+/** The status name ("NOT_FOUND") of a code. */
+export function statusName(code: grpc.status): string {
+  return grpc.status[code] ?? String(code);
+}
+
+/** Logs what an INTERNAL error hides from the client (the cause chain; never payloads). */
+export function logInternal(deps: HandlerDeps, rpc: string, e: ApiError): void {
+  if (e.code === grpc.status.INTERNAL) deps.log.error({ rpc, reason: e.reasonName, err: e.cause ?? e }, `internal error in ${rpc}`);
+}
+
+export function unary<I extends DescMessage, O extends DescMessage>(
+  method: DescMethod & { input: I; output: O },
+  deps: HandlerDeps,
+  fn: (request: MessageShape<I>, call: grpc.ServerUnaryCall<MessageShape<I>, MessageShape<O>>) => Promise<MessageInitShape<O>>,
+): grpc.handleUnaryCall<MessageShape<I>, MessageShape<O>> {
+  const rpc = `${method.parent.name}/${method.name}`;
+  return (call, callback) => {
+    const start = performance.now();
+    const request = call.request;
+    const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, bytesIn: payloadBytes(request), bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
+    Promise.resolve()
+      .then(() => fn(request, call))
+      .then(
+        (init) => {
+          const response = create(method.output, init) as MessageShape<O>;
+          callback(null, response);
+          done({ ...keyOf(request, response), bytesOut: payloadBytes(response), items: itemCount(request) });
+        },
+        (err: unknown) => {
+          const e = toApiError(err, rpc);
+          callback(e.toServiceError());
+          logInternal(deps, rpc, e);
+          done({ ...keyOf(request), outcome: statusName(e.code), reason: e.reasonName, items: itemCount(request) });
+        },
+      )
+      .catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to answer a call'));
+  };
+}
+
+function itemCount(request: unknown): number | undefined {
+  const items = (request as { requests?: unknown[] }).requests;
+  return Array.isArray(items) ? items.length : undefined;
+}
+
+/** A client-streaming RPC: `fn` consumes the messages; a cancelled call ends its iteration with an error. */
+export function clientStreaming<I extends DescMessage, O extends DescMessage>(
+  method: DescMethod & { input: I; output: O },
+  deps: HandlerDeps,
+  fn: (messages: AsyncIterable<MessageShape<I>>, call: grpc.ServerReadableStream<MessageShape<I>, MessageShape<O>>) => Promise<MessageInitShape<O>>,
+): grpc.handleClientStreamingCall<MessageShape<I>, MessageShape<O>> {
+  const rpc = `${method.parent.name}/${method.name}`;
+  return (call, callback) => {
+    const start = performance.now();
+    let bytesIn = 0;
+    // A vanished client must not leave the operation (and its kernel op socket) waiting forever.
+    call.on('cancelled', () => call.destroy(new Error('the client cancelled the call')));
+    async function* messages(): AsyncGenerator<MessageShape<I>> {
+      for await (const m of call as AsyncIterable<MessageShape<I>>) {
+        bytesIn += payloadBytes(m);
+        yield m;
+      }
+    }
+    Promise.resolve()
+      .then(() => fn(messages(), call))
+      .then(
+        (init) => {
+          const response = create(method.output, init) as MessageShape<O>;
+          callback(null, response);
+          deps.audit({ rpc, bytesIn, bytesOut: payloadBytes(response), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+        },
+        (err: unknown) => {
+          const e = toApiError(err, rpc);
+          callback(e.toServiceError());
+          logInternal(deps, rpc, e);
+          deps.audit({ rpc, bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+        },
+      )
+      .catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to answer a call'));
+  };
+}

@@ -1,0 +1,93 @@
+/** KeyService: each RPC validates its request, calls the KeyManager, and returns the Key message. */
+import type * as grpc from '@grpc/grpc-js';
+import type { Duration } from '@bufbuild/protobuf/wkt';
+import { KeyService } from '../../gen/ringfence/v1/key_service_pb.js';
+import { KeyView } from '../../gen/ringfence/v1/key_pb.js';
+import type { KeyManager } from '../keys/key-manager.js';
+import { ApiError, ErrorReason, Status, invalidField } from './errors.js';
+import { unary, type HandlerDeps } from './handler.js';
+import { keyMessage } from './key-message.js';
+import { purposeName, suiteName } from './suite-enum.js';
+import { buf, requireName } from '../ops/context.js';
+
+const MAX_PAGE = 1000;
+const DEFAULT_PAGE = 100;
+
+/** A Duration in ms; negative or malformed ones are INVALID_FIELD. */
+export function durationMs(field: string, d: Duration | undefined): number | undefined {
+  if (!d) return undefined;
+  if (d.seconds < 0n || d.nanos < 0 || d.nanos > 999_999_999) throw invalidField(field, `${field} must be a non-negative duration`);
+  if (d.seconds > 10n ** 12n) throw invalidField(field, `${field} is too long`);
+  return Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
+}
+
+function pageAfter(token: string): string {
+  if (!token) return '';
+  const m = /^k1\.([A-Za-z0-9_-]*)$/.exec(token);
+  const after = m ? Buffer.from(m[1]!, 'base64url').toString('utf8') : undefined;
+  if (after === undefined) throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN, 'page_token is not one ListKeys returned', { field: 'page_token' });
+  return after;
+}
+
+export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.UntypedServiceImplementation {
+  const m = KeyService.method;
+  return {
+    createKey: unary(m.createKey, deps, async (req) => ({
+      key: keyMessage(
+        keys,
+        await keys.create({
+          name: req.name,
+          purpose: purposeName(req.purpose),
+          suite: suiteName(req.suite),
+          rotationPeriodMs: durationMs('rotation_period', req.rotationPeriod) ?? null,
+          deletionProtection: req.deletionProtection,
+        }),
+      ),
+    })),
+    importKey: unary(m.importKey, deps, async (req) => {
+      const material = buf(req.material);
+      try {
+        if (material.length === 0) throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, 'material is required', { field: 'material' });
+        const record = await keys.import({ name: req.name, purpose: purposeName(req.purpose), suite: suiteName(req.suite), material, deletionProtection: req.deletionProtection });
+        return { key: keyMessage(keys, record) };
+      } finally {
+        material.fill(0); // also wipes the request message's copy: `buf` is a view of it
+      }
+    }),
+    getKey: unary(m.getKey, deps, async (req) => ({ key: keyMessage(keys, keys.get(requireName('name', req.name)), req.view || KeyView.FULL) })),
+    listKeys: unary(m.listKeys, deps, async (req) => {
+      if (req.pageSize < 0) throw invalidField('page_size', 'page_size must not be negative');
+      const size = Math.min(req.pageSize || DEFAULT_PAGE, MAX_PAGE);
+      const { keys: page, more } = keys.list(pageAfter(req.pageToken), size);
+      const last = page[page.length - 1];
+      return {
+        keys: page.map((r) => keyMessage(keys, r, req.view || KeyView.BASIC)),
+        nextPageToken: more && last ? `k1.${Buffer.from(last.name).toString('base64url')}` : '',
+      };
+    }),
+    rotateKey: unary(m.rotateKey, deps, async (req) => {
+      const material = buf(req.material);
+      try {
+        return { key: keyMessage(keys, await keys.rotate(requireName('name', req.name), material.length ? material : undefined)) };
+      } finally {
+        material.fill(0);
+      }
+    }),
+    updateKey: unary(m.updateKey, deps, async (req) => {
+      const name = requireName('name', req.name);
+      const period = durationMs('rotation_period', req.rotationPeriod);
+      const record = await keys.update(name, {
+        ...(req.minDecryptionVersion !== undefined ? { minDecryptionVersion: req.minDecryptionVersion } : {}),
+        ...(period !== undefined ? { rotationPeriodMs: period || null } : {}),
+        ...(req.deletionProtection !== undefined ? { deletionProtection: req.deletionProtection } : {}),
+      });
+      return { key: keyMessage(keys, record) };
+    }),
+    disableKey: unary(m.disableKey, deps, async (req) => ({ key: keyMessage(keys, await keys.setEnabled(requireName('name', req.name), false)) })),
+    enableKey: unary(m.enableKey, deps, async (req) => ({ key: keyMessage(keys, await keys.setEnabled(requireName('name', req.name), true)) })),
+    scheduleKeyDeletion: unary(m.scheduleKeyDeletion, deps, async (req) => ({
+      key: keyMessage(keys, await keys.scheduleDeletion(requireName('name', req.name), durationMs('waiting_period', req.waitingPeriod))),
+    })),
+    cancelKeyDeletion: unary(m.cancelKeyDeletion, deps, async (req) => ({ key: keyMessage(keys, await keys.cancelDeletion(requireName('name', req.name))) })),
+  };
+}

@@ -1,0 +1,68 @@
+/** StatusService.GetStatus: the daemon's version, what its kernel allows it, its key count and limits. */
+import type * as grpc from '@grpc/grpc-js';
+import { durationFromMs, timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { Availability, StatusService } from '../../gen/ringfence/v1/status_service_pb.js';
+import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
+import type { AlgStatus, CapabilityReport, SuiteReport } from '../../capabilities/probe.js';
+import type { KeyManager } from '../keys/key-manager.js';
+import type { OpLimits } from '../ops/context.js';
+import { unary, type HandlerDeps } from './handler.js';
+import { suiteEnum } from './suite-enum.js';
+
+const AVAILABILITY: Record<AlgStatus, Availability> = {
+  available: Availability.AVAILABLE,
+  restricted: Availability.RESTRICTED,
+  missing: Availability.MISSING,
+  error: Availability.ERROR,
+};
+
+const HASHES: Record<string, HashAlgorithm> = {
+  sha256: HashAlgorithm.SHA256,
+  sha384: HashAlgorithm.SHA384,
+  sha512: HashAlgorithm.SHA512,
+  'sha3-256': HashAlgorithm.SHA3_256,
+  'sha3-512': HashAlgorithm.SHA3_512,
+  'blake2b-256': HashAlgorithm.BLAKE2B_256,
+  'blake2b-512': HashAlgorithm.BLAKE2B_512,
+};
+
+function describe(s: SuiteReport) {
+  const drivers = s.algorithms.map((a) => a.driver).filter(Boolean).join(',');
+  const detail = s.status === 'available' ? '' : s.algorithms.filter((a) => a.status !== 'available').map((a) => `${a.name}: ${a.errno ?? a.status}${a.status === 'restricted' ? ' under af_alg_restrict=1' : ''}`).join('; ');
+  return { availability: AVAILABILITY[s.status], driver: s.status === 'available' ? drivers : '', detail };
+}
+
+export interface StatusInfo {
+  version: string;
+  startTime: number;
+  report: CapabilityReport;
+  limits: OpLimits & { maxMessageBytes: number; minRotationPeriodMs: number; minDeletionWaitingPeriodMs: number };
+}
+
+export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: HandlerDeps): grpc.UntypedServiceImplementation {
+  const { report, limits } = info;
+  return {
+    getStatus: unary(StatusService.method.getStatus, deps, async () => ({
+      daemonVersion: info.version,
+      startTime: timestampFromMs(info.startTime),
+      pid: process.pid,
+      kernelRelease: report.kernel.release,
+      afAlgRestricted: report.restrict.value === 1,
+      suites: report.suites.filter((s) => s.kind !== 'hash').map((s) => ({ suite: suiteEnum(s.name), ...describe(s) })),
+      hashAlgorithms: report.suites.filter((s) => s.kind === 'hash').map((s) => ({ algorithm: HASHES[s.name] ?? HashAlgorithm.UNSPECIFIED, ...describe(s) })),
+      defaultAeadSuite: suiteEnum(report.defaultAeadSuite ?? ''),
+      defaultMacSuite: suiteEnum(report.defaultMacSuite ?? ''),
+      keyCount: keys.size,
+      limits: {
+        maxPayloadBytes: limits.maxPayloadBytes,
+        maxAssociatedDataBytes: limits.maxAssociatedDataBytes,
+        maxStreamChunkBytes: limits.maxStreamChunkBytes,
+        maxBatchItems: limits.maxBatchItems,
+        maxSessionInFlight: limits.maxSessionInFlight,
+        maxMessageBytes: limits.maxMessageBytes,
+        minRotationPeriod: durationFromMs(limits.minRotationPeriodMs),
+        minDeletionWaitingPeriod: durationFromMs(limits.minDeletionWaitingPeriodMs),
+      },
+    })),
+  };
+}

@@ -1,0 +1,155 @@
+/**
+ * CryptoService.EncryptStream / DecryptStream: payloads of any size in authenticated chunks
+ * (format: src/daemon/ciphertext/stream-format.ts). One message is processed at a time and the next
+ * is read only after the previous response was accepted by grpc-js (awaiting 'drain'), so a stream
+ * holds at most a chunk or two in memory whatever its size; a vanished client ends the loop.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { create } from '@bufbuild/protobuf';
+import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { DecryptStreamResponseSchema, EncryptStreamResponseSchema, type DecryptStreamRequest, type DecryptStreamResponse, type EncryptStreamRequest, type EncryptStreamResponse } from '../../gen/ringfence/v1/stream_pb.js';
+import { getRandom } from '../../../native-ffi/random.js';
+import { StreamDecryptor, StreamEncryptor, StreamFormatError, encodeStreamHeader, type StreamHeader } from '../ciphertext/stream-format.js';
+import { open, seal } from '../engine/suite-ops.js';
+import type { AeadSuite } from '../../capabilities/suites.js';
+import type { ResolvedVersion } from '../keys/key-manager.js';
+import { ApiError, ErrorReason, Status, toApiError } from './errors.js';
+import { checkSize, requireName, type OpContext } from '../ops/context.js';
+import { logInternal, statusName, type HandlerDeps } from './handler.js';
+
+type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
+
+const violation = (message: string) => new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_PROTOCOL_VIOLATION, message, { detail: message });
+
+export function streamError(err: unknown, what: string): ApiError {
+  if (err instanceof StreamFormatError) {
+    switch (err.kind) {
+      case 'malformed':
+        return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, err.message, { detail: err.detail });
+      case 'unsupported':
+        return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_FORMAT_UNSUPPORTED, err.message, { format_version: String(err.formatVersion ?? '') });
+      case 'truncated':
+        return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_TRUNCATED, `${err.message}; discard everything this stream returned`, { chunks_received: String(err.chunksReceived ?? 0) });
+      case 'protocol':
+        return violation(err.message);
+    }
+  }
+  return toApiError(err, what);
+}
+
+/** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
+function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, body: (write: (m: O) => Promise<void>, audit: { key?: string; version?: number; bytesIn: number; bytesOut: number }) => Promise<void>): void {
+  const start = performance.now();
+  const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
+  let gone = false;
+  call.on('cancelled', () => {
+    gone = true;
+    call.destroy(new Error('the client cancelled the stream'));
+  });
+  const write = async (m: O) => {
+    if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
+    if (!call.write(m)) await once(call, 'drain');
+  };
+  body(write, audit).then(
+    () => {
+      call.end();
+      deps.audit({ rpc, ...audit, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+    },
+    (err: unknown) => {
+      const e = streamError(err, rpc);
+      if (!gone) call.emit('error', e.toServiceError());
+      logInternal(deps, rpc, e);
+      deps.audit({ rpc, ...audit, outcome: gone ? 'CANCELLED' : statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+    },
+  ).catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to end a stream'));
+}
+
+export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<EncryptStreamRequest, EncryptStreamResponse> {
+  return (call) =>
+    runStream(call, deps, 'CryptoService/EncryptStream', async (write, audit) => {
+      let encryptor: StreamEncryptor | undefined;
+      let r: ResolvedVersion<AeadSuite> | undefined;
+      for await (const m of call as AsyncIterable<EncryptStreamRequest>) {
+        if (!encryptor) {
+          if (m.frame.case !== 'header') throw violation('the first EncryptStream message must be a header');
+          const name = requireName('key_name', m.frame.value.keyName);
+          const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes);
+          // Resolving counts the first chunk's encryption (and rotates first if the version is spent).
+          r = await ctx.keys.forEncrypt(name, 1);
+          const resolved = r;
+          let prepaid = 1;
+          const header = encodeStreamHeader({ suite: r.suite.name, keyId: Buffer.from(r.key.id, 'hex'), keyVersion: r.version, streamId: getRandom(16) });
+          encryptor = new StreamEncryptor({
+            header,
+            callerAad: Buffer.from(aad),
+            maxChunkBytes: ctx.limits.maxStreamChunkBytes,
+            nonce: () => getRandom(12),
+            seal: async (nonce, chunkAad, plaintext) => {
+              if (prepaid > 0) prepaid--;
+              else await ctx.keys.countEncryptions(resolved, 1);
+              return seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext);
+            },
+          });
+          audit.key = r.key.name;
+          audit.version = r.version;
+          audit.bytesOut += header.length;
+          await write(create(EncryptStreamResponseSchema, { ciphertext: header, keyName: r.key.name, keyVersion: r.version }));
+          continue;
+        }
+        if (m.frame.case !== 'chunk') throw violation('every EncryptStream message after the first must be a chunk');
+        if (encryptor.finished) throw violation('a chunk after the final chunk');
+        const plaintext = checkSize('plaintext', m.frame.value.plaintext, ctx.limits.maxStreamChunkBytes);
+        audit.bytesIn += plaintext.length;
+        const chunk = await encryptor.push(plaintext, m.frame.value.final);
+        if (chunk) {
+          audit.bytesOut += chunk.length;
+          await write(create(EncryptStreamResponseSchema, { ciphertext: chunk, final: m.frame.value.final }));
+        }
+      }
+      if (!encryptor) throw violation('the stream ended before its header');
+      const last = await encryptor.finish();
+      if (last) {
+        audit.bytesOut += last.length;
+        await write(create(EncryptStreamResponseSchema, { ciphertext: last, final: true }));
+      }
+    });
+}
+
+export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<DecryptStreamRequest, DecryptStreamResponse> {
+  return (call) =>
+    runStream(call, deps, 'CryptoService/DecryptStream', async (write, audit) => {
+      let decryptor: StreamDecryptor | undefined;
+      let r: ResolvedVersion<AeadSuite> | undefined;
+      let first = true;
+      for await (const m of call as AsyncIterable<DecryptStreamRequest>) {
+        if (!decryptor) {
+          if (m.frame.case !== 'header') throw violation('the first DecryptStream message must be a header');
+          const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes);
+          decryptor = new StreamDecryptor({
+            callerAad: Buffer.from(aad),
+            maxChunkBytes: ctx.limits.maxStreamChunkBytes,
+            onHeader: (h: StreamHeader) => {
+              r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
+              audit.key = r.key.name;
+              audit.version = r.version;
+            },
+            open: (_h, nonce, chunkAad, sealed) => open(ctx.engine, r!.suite, r!.serials, nonce, chunkAad, sealed),
+          });
+          continue;
+        }
+        if (m.frame.case !== 'chunk') throw violation('every DecryptStream message after the first must be a chunk');
+        const bytes = checkSize('ciphertext', m.frame.value.ciphertext, ctx.limits.maxStreamChunkBytes + 64 * 1024);
+        audit.bytesIn += bytes.length;
+        for (const chunk of await decryptor.push(bytes)) {
+          audit.bytesOut += chunk.plaintext.length;
+          await write(
+            create(DecryptStreamResponseSchema, { plaintext: chunk.plaintext, final: chunk.final, ...(first ? { keyName: r!.key.name, keyVersion: r!.version } : {}) }),
+          );
+          first = false;
+        }
+      }
+      if (!decryptor) throw violation('the stream ended before its header');
+      decryptor.end();
+    });
+}

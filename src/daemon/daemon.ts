@@ -1,0 +1,189 @@
+/**
+ * Assembles and runs the daemon: capability probe, state directory, master key, kernel key store,
+ * engine, keys, gRPC services (ringfence + grpc.health.v1 + reflection) on the Unix socket, the
+ * scheduler for rotations and deletions, and an orderly stop.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { ReflectionService } from '@grpc/reflection';
+import { toBinary } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
+import type { DescFile } from '@bufbuild/protobuf';
+import type { Logger } from 'pino';
+import { probeCapabilities, type AlgStatus, type CapabilityReport } from '../capabilities/probe.js';
+import { CryptoService } from '../gen/ringfence/v1/crypto_service_pb.js';
+import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
+import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
+import { serviceDefinition } from '../rpc/service-definition.js';
+import { sdNotify } from '../../native-ffi/sd-notify.js';
+import type { DaemonConfig } from './config.js';
+import { CryptoEngine } from './engine/engine.js';
+import { KernelKeystore } from './keystore/kernel-keystore.js';
+import { KeyManager } from './keys/key-manager.js';
+import { KeyMaterial, WRAP_SUITES } from './keys/material.js';
+import { EMPTY_STATE, validateState } from './keys/model.js';
+import { StateStore } from './state/state-store.js';
+import { loadOrCreateMasterKey } from './state/master-key.js';
+import { prepareSocketPath, setSocketMode } from './socket.js';
+import { pinoAudit } from './api/audit.js';
+import { cryptoServiceHandlers } from './api/crypto-service.js';
+import { keyServiceHandlers } from './api/key-service.js';
+import { statusServiceHandlers } from './api/status-service.js';
+import type { OpContext } from './ops/context.js';
+import { VERSION } from './version.js';
+
+/** gRPC's own framing on top of the largest payload (4 MiB + 64 KiB, as Limits documents). */
+const MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024;
+/** How long SIGTERM waits for calls in progress before cutting them off. */
+const DRAIN_MS = 10_000;
+const SCHEDULER_MAX_SLEEP_MS = 60_000;
+
+const SERVICE_NAMES = [KeyService.typeName, CryptoService.typeName, StatusService.typeName];
+
+export interface Daemon {
+  readonly socket: string;
+  readonly report: CapabilityReport;
+  stop(): Promise<void>;
+}
+
+function suiteStatusFrom(report: CapabilityReport): (name: string) => AlgStatus {
+  const byName = new Map(report.suites.map((s) => [s.name, s.status]));
+  return (name) => byName.get(name) ?? 'missing';
+}
+
+/** Every file descriptor the services need, dependencies first, encoded for @grpc/reflection. */
+function reflectionPackage(): ConstructorParameters<typeof ReflectionService>[0] {
+  const seen = new Map<string, DescFile>();
+  const visit = (f: DescFile) => {
+    if (seen.has(f.name)) return;
+    for (const d of f.dependencies) visit(d);
+    seen.set(f.name, f);
+  };
+  for (const s of [KeyService, CryptoService, StatusService]) visit(s.file);
+  const fileDescriptorProtos = [...seen.values()].map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
+  // @grpc/reflection reads only `fileDescriptorProtos` from each entry of a proto-loader package.
+  return { ringfence: { format: 'Protocol Buffer 3 FileDescriptorProto', type: {}, fileDescriptorProtos } } as unknown as ConstructorParameters<typeof ReflectionService>[0];
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Daemon> {
+  const startTime = Date.now();
+  const report = probeCapabilities();
+  for (const line of report.summary) log.info({ kernel: report.kernel.release }, line);
+  if (!report.afAlg.present) throw new Error(`this kernel has no AF_ALG (${report.afAlg.errno ?? 'unknown'}); ringfenced cannot serve cryptography here — see \`ringfence doctor\``);
+
+  const plain = (msg: string, fields?: object) => log.info(fields ?? {}, msg);
+  const store = await StateStore.open(config.stateDir, { log: plain });
+  const cleanups: (() => void | Promise<void>)[] = [() => store.close()];
+  const cleanup = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+  };
+  try {
+    const master = await loadOrCreateMasterKey({ stateDir: config.stateDir, log: plain });
+    const keystore = new KernelKeystore();
+    cleanups.push(() => keystore.close());
+    keystore.loadMasterKey(master.material); // wipes it
+    const engine = new CryptoEngine({ maxRequestBytes: Math.max(4 * 1024 * 1024, config.limits.maxPayloadBytes + 128 * 1024, config.limits.maxStreamChunkBytes + 128 * 1024) });
+    cleanups.push(() => engine.close());
+    const suiteStatus = suiteStatusFrom(report);
+    const material = new KeyMaterial(keystore, engine, WRAP_SUITES.find((s) => suiteStatus(s.name) === 'available'));
+    const keys = new KeyManager({
+      material,
+      persist: (state) => store.save(state),
+      suiteStatus,
+      limits: {
+        minRotationPeriodMs: config.limits.minRotationPeriod,
+        minDeletionWaitingPeriodMs: config.limits.minDeletionWaitingPeriod,
+        encryptionLimit: config.limits.encryptionsPerVersion,
+      },
+      log: plain,
+    });
+    await keys.open(validateState(store.load() ?? EMPTY_STATE, store.statePath));
+    cleanups.push(() => keys.close());
+
+    const opLimits = { ...config.limits };
+    const ctx: OpContext = { keys, engine, limits: opLimits, suiteStatus };
+    const deps = { audit: pinoAudit(log), log };
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+      'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    });
+    server.addService(serviceDefinition(KeyService), keyServiceHandlers(keys, deps));
+    server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, deps));
+    server.addService(
+      serviceDefinition(StatusService),
+      statusServiceHandlers(keys, {
+        version: VERSION,
+        startTime,
+        report,
+        limits: { ...opLimits, maxMessageBytes: MAX_MESSAGE_BYTES, minRotationPeriodMs: config.limits.minRotationPeriod, minDeletionWaitingPeriodMs: config.limits.minDeletionWaitingPeriod },
+      }, deps),
+    );
+    const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((n) => [n, 'NOT_SERVING'])) });
+    health.addToServer(server);
+    new ReflectionService(reflectionPackage()).addToServer(server);
+
+    await prepareSocketPath(config.socket, { log: plain });
+    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${config.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+    cleanups.push(() => server.forceShutdown());
+    await setSocketMode(config.socket, config.socketMode);
+
+    // Rotations and deletions that come due, also those due while the daemon was down.
+    let timer: NodeJS.Timeout | undefined;
+    let stopped = false;
+    const schedule = () => {
+      if (stopped) return;
+      const next = keys.nextDueTime();
+      const wait = next === null ? SCHEDULER_MAX_SLEEP_MS : Math.min(Math.max(next - Date.now(), 0), SCHEDULER_MAX_SLEEP_MS);
+      timer = setTimeout(() => {
+        keys
+          .runDueWork()
+          .catch((err: unknown) => log.error({ err }, 'scheduled rotation or deletion failed; will retry'))
+          .finally(schedule);
+      }, wait + 5);
+      timer.unref();
+    };
+    await keys.runDueWork();
+    schedule();
+
+    for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'SERVING');
+    log.info({ socket: config.socket, stateDir: config.stateDir, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
+    notify(log, `READY=1\nSTATUS=serving ${keys.size} keys on ${config.socket}\nMAINPID=${process.pid}`);
+
+    return {
+      socket: config.socket,
+      report,
+      async stop() {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        notify(log, 'STOPPING=1\nSTATUS=draining calls');
+        for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'NOT_SERVING');
+        await new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            log.warn({ drainMs: DRAIN_MS }, 'calls still running after the drain period; cutting them off');
+            server.forceShutdown();
+            resolve();
+          }, DRAIN_MS);
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        });
+        await cleanup();
+        log.info('ringfenced stopped');
+      },
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+function notify(log: Logger, state: string): void {
+  const socket = process.env.NOTIFY_SOCKET;
+  if (!socket) return;
+  try {
+    sdNotify(state, socket);
+  } catch (err) {
+    log.warn({ err }, 'sd_notify failed');
+  }
+}

@@ -1,0 +1,499 @@
+/**
+ * The daemon's keys: lifecycle (create, import, rotate, update, disable, enable, scheduled deletion),
+ * persistence, and resolving a key for a cryptographic operation. Every change is persisted before
+ * it takes effect in memory, so what a client saw acknowledged survives kill -9; a failed write
+ * changes nothing. Changes are serialized by one lock; the encryption hot path only takes it when a
+ * new block of encryptions must be reserved.
+ */
+import { randomBytes } from 'node:crypto';
+import type { AeadSuite, MacSuite } from '../../capabilities/suites.js';
+import { AEAD_SUITES, MAC_SUITES, aeadSuite, macSuite } from '../../capabilities/suites.js';
+import type { AlgStatus } from '../../capabilities/probe.js';
+import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api/errors.js';
+import { Mutex } from './mutex.js';
+import type { KeyMaterial } from './material.js';
+import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, nextRotationTime, primaryVersion, suiteOf } from './model.js';
+
+export interface KeyPolicyLimits {
+  minRotationPeriodMs: number;
+  minDeletionWaitingPeriodMs: number;
+  /** Encryptions per version; the suite's limit unless lowered (tests lower it to see rotation). */
+  encryptionLimit?: number;
+  /** Encryptions reserved per state write on the hot path. */
+  reservationBlock?: number;
+}
+
+export interface KeyManagerDeps {
+  material: KeyMaterial;
+  persist: (state: PersistedState) => Promise<void>;
+  /** How the kernel treats a suite for this daemon (from the capability probe). */
+  suiteStatus: (suite: string) => AlgStatus;
+  limits: KeyPolicyLimits;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+  now?: () => number;
+}
+
+/** A key version resolved for one operation: everything the crypto layer needs. */
+export interface ResolvedVersion<S extends AeadSuite | MacSuite = AeadSuite | MacSuite> {
+  key: KeyRecord;
+  version: number;
+  suite: S;
+  serials: readonly number[];
+}
+
+const MAX_ROTATION_PERIOD_MS = 3_155_760_000_000; // 100 years
+const MAX_DELETION_WAIT_MS = 365 * 86_400_000;
+export const DEFAULT_DELETION_WAIT_MS = 7 * 86_400_000;
+
+export class KeyManager {
+  private readonly byName = new Map<string, KeyRecord>();
+  private readonly byId = new Map<string, KeyRecord>();
+  /** Kernel serials per key id, per version (index = version - 1). */
+  private readonly serials = new Map<string, number[][]>();
+  /** Encryptions made per key id, per version (in memory; persisted as reservations). */
+  private readonly counts = new Map<string, number[]>();
+  private readonly lock = new Mutex();
+  private masterCheck: string | null = null;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: KeyManagerDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Loads every persisted key version into the kernel; checks the master key first. */
+  async open(state: PersistedState): Promise<void> {
+    const { material } = this.deps;
+    if (state.masterCheck) await material.verifyMasterCheck(state.masterCheck);
+    this.masterCheck = state.masterCheck ?? (await material.masterCheck());
+    for (const record of state.keys) {
+      const versions: number[][] = [];
+      try {
+        for (const v of record.versions) versions.push(await material.restore(record.id, v.version, record.origin, v.blobs));
+      } catch (err) {
+        for (const s of versions) material.destroy(s);
+        throw err;
+      }
+      this.index(record, versions, record.versions.map((v) => v.encryptionsReserved));
+    }
+    if (!state.masterCheck) await this.persistWith();
+    this.deps.log('keys loaded into the kernel', { keys: state.keys.length, versions: state.keys.reduce((n, k) => n + k.versions.length, 0) });
+  }
+
+  get size(): number {
+    return this.byName.size;
+  }
+
+  // ---- queries ----
+
+  get(name: string): KeyRecord {
+    const record = this.byName.get(name);
+    if (!record) throw keyNotFound(name);
+    return record;
+  }
+
+  /** Keys in ascending order of name, after `after`. */
+  list(after: string, limit: number): { keys: KeyRecord[]; more: boolean } {
+    const names = [...this.byName.keys()].filter((n) => n > after).sort();
+    return { keys: names.slice(0, limit).map((n) => this.byName.get(n)!), more: names.length > limit };
+  }
+
+  encryptionCount(record: KeyRecord, version: number): number {
+    return this.counts.get(record.id)?.[version - 1] ?? 0;
+  }
+
+  encryptionLimit(record: KeyRecord): number {
+    const suite = suiteOf(record);
+    if (suite.kind !== 'aead') return 0;
+    return Math.min(suite.invocationLimit, this.deps.limits.encryptionLimit ?? Infinity);
+  }
+
+  // ---- lifecycle ----
+
+  async create(req: { name: string; purpose?: Purpose; suite?: string; rotationPeriodMs?: number | null; deletionProtection?: boolean }): Promise<KeyRecord> {
+    return this.lock.run(async () => {
+      const suite = this.chooseSuite(req.name, req.purpose, req.suite);
+      const rotationPeriodMs = this.checkRotationPeriod(req.rotationPeriodMs ?? null);
+      const id = this.newId();
+      const { serials, blobs } = this.deps.material.generate(id, 1, suite);
+      return this.addRecord(this.newRecord(id, req.name, suite, 'generated', rotationPeriodMs, req.deletionProtection ?? false, blobs), serials);
+    });
+  }
+
+  async import(req: { name: string; purpose?: Purpose; suite?: string; material: Buffer; deletionProtection?: boolean }): Promise<KeyRecord> {
+    try {
+      return await this.lock.run(async () => {
+        const suite = this.chooseSuite(req.name, req.purpose, req.suite, req.material.length);
+        checkMaterial(suite, req.material);
+        const id = this.newId();
+        const { serials, blobs } = await this.deps.material.import(id, 1, suite, req.material);
+        return this.addRecord(this.newRecord(id, req.name, suite, 'imported', null, req.deletionProtection ?? false, blobs), serials);
+      });
+    } finally {
+      req.material.fill(0);
+    }
+  }
+
+  async rotate(name: string, material?: Buffer): Promise<KeyRecord> {
+    try {
+      return await this.lock.run(() => this.rotateLocked(this.changeable(name), material, 'requested'));
+    } finally {
+      material?.fill(0);
+    }
+  }
+
+  async update(name: string, req: { minDecryptionVersion?: number; rotationPeriodMs?: number | null; deletionProtection?: boolean }): Promise<KeyRecord> {
+    return this.lock.run(async () => {
+      const record = this.changeable(name);
+      const next = structuredClone(record);
+      if (req.minDecryptionVersion !== undefined) {
+        if (!Number.isInteger(req.minDecryptionVersion) || req.minDecryptionVersion < 1 || req.minDecryptionVersion > record.versions.length) {
+          throw invalidField('min_decryption_version', `min_decryption_version must be 1..${record.versions.length} (the primary version) for key "${name}"`);
+        }
+        next.minDecryptionVersion = req.minDecryptionVersion;
+      }
+      if (req.rotationPeriodMs !== undefined) {
+        if (record.origin !== 'generated' && req.rotationPeriodMs) {
+          throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, `key "${name}" is imported: only generated keys rotate automatically (rotate it with new material instead)`, { key_name: name });
+        }
+        next.rotationPeriodMs = this.checkRotationPeriod(req.rotationPeriodMs);
+      }
+      if (req.deletionProtection !== undefined) next.deletionProtection = req.deletionProtection;
+      return this.replace(next);
+    });
+  }
+
+  async setEnabled(name: string, enabled: boolean): Promise<KeyRecord> {
+    return this.lock.run(async () => {
+      const record = this.changeable(name);
+      const state = enabled ? 'enabled' : 'disabled';
+      if (record.state === state) return record;
+      return this.replace({ ...structuredClone(record), state });
+    });
+  }
+
+  async scheduleDeletion(name: string, waitingPeriodMs: number | undefined): Promise<KeyRecord> {
+    return this.lock.run(async () => {
+      const record = this.changeable(name);
+      if (record.deletionProtection) {
+        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.DELETION_PROTECTED, `key "${name}" has deletion protection; turn it off with UpdateKey first`, { key_name: name });
+      }
+      const wait = waitingPeriodMs ?? DEFAULT_DELETION_WAIT_MS;
+      const min = this.deps.limits.minDeletionWaitingPeriodMs;
+      if (!Number.isFinite(wait) || wait < min || wait > MAX_DELETION_WAIT_MS) {
+        throw invalidField('waiting_period', `the deletion waiting period must be between ${min / 1000} s and 365 days`);
+      }
+      return this.replace({ ...structuredClone(record), state: 'pending_deletion', deletionTime: this.now() + wait });
+    });
+  }
+
+  async cancelDeletion(name: string): Promise<KeyRecord> {
+    return this.lock.run(async () => {
+      const record = this.get(name);
+      if (record.state !== 'pending_deletion') {
+        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_NOT_PENDING_DELETION, `key "${name}" is not scheduled for deletion`, { key_name: name });
+      }
+      return this.replace({ ...structuredClone(record), state: 'disabled', deletionTime: null });
+    });
+  }
+
+  /** Destroys keys whose deletion time has passed, and rotates keys that are due. Returns what it did. */
+  async runDueWork(): Promise<{ deleted: string[]; rotated: string[] }> {
+    const deleted: string[] = [];
+    const rotated: string[] = [];
+    const now = this.now();
+    for (const record of [...this.byName.values()]) {
+      if (record.state === 'pending_deletion' && record.deletionTime !== null && record.deletionTime <= now) {
+        await this.lock.run(async () => {
+          const current = this.byId.get(record.id);
+          if (current?.state !== 'pending_deletion' || current.deletionTime === null || current.deletionTime > this.now()) return;
+          await this.persistWith({ remove: current });
+          this.unindex(current);
+          deleted.push(current.name);
+          this.deps.log('key deleted after its waiting period', { key_name: current.name, keyId: current.id });
+        });
+      } else {
+        const due = nextRotationTime(record);
+        if (due !== null && due <= now && record.state !== 'pending_deletion') {
+          await this.lock.run(async () => {
+            const current = this.byId.get(record.id);
+            const stillDue = current && nextRotationTime(current);
+            if (!current || stillDue === null || stillDue === undefined || stillDue > this.now() || current.state === 'pending_deletion') return;
+            await this.rotateLocked(current, undefined, 'rotation period');
+            rotated.push(current.name);
+          });
+        }
+      }
+    }
+    return { deleted, rotated };
+  }
+
+  /** The earliest time runDueWork has something to do, for the scheduler. */
+  nextDueTime(): number | null {
+    let next: number | null = null;
+    for (const r of this.byName.values()) {
+      const t = r.state === 'pending_deletion' ? r.deletionTime : r.state === 'enabled' || r.state === 'disabled' ? nextRotationTime(r) : null;
+      if (t !== null && (next === null || t < next)) next = t;
+    }
+    return next;
+  }
+
+  // ---- resolving keys for operations ----
+
+  /** The primary version of an enabled AEAD key, with `n` encryptions counted (persisted first when a new block is needed). */
+  async forEncrypt(name: string, n = 1): Promise<ResolvedVersion<AeadSuite>> {
+    let record = this.usable(name, 'aead');
+    let v = record.versions.length;
+    const limit = this.encryptionLimit(record);
+    let counts = this.counts.get(record.id)!;
+    if (counts[v - 1]! + n > limit || counts[v - 1]! + n > record.versions[v - 1]!.encryptionsReserved) {
+      await this.lock.run(async () => {
+        record = this.usable(name, 'aead');
+        v = record.versions.length;
+        counts = this.counts.get(record.id)!;
+        if (counts[v - 1]! + n > limit) {
+          if (record.origin !== 'generated') {
+            throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${name}" version ${v} has made its ${limit} encryptions; rotate it with new material`, { key_name: name, key_version: String(v) });
+          }
+          record = await this.rotateLocked(record, undefined, 'encryption limit');
+          v = record.versions.length;
+          counts = this.counts.get(record.id)!;
+        }
+        if (counts[v - 1]! + n > record.versions[v - 1]!.encryptionsReserved) {
+          const next = structuredClone(record);
+          const block = this.deps.limits.reservationBlock ?? 4096;
+          next.versions[v - 1]!.encryptionsReserved = Math.min(limit, counts[v - 1]! + n + block);
+          record = await this.replace(next, false);
+        }
+      });
+    }
+    counts[v - 1]! += n;
+    return { key: record, version: v, suite: suiteOf(record) as AeadSuite, serials: this.serials.get(record.id)![v - 1]! };
+  }
+
+  /**
+   * Counts `n` more encryptions on a version resolved earlier (a stream keeps its version to the
+   * end): no rotation mid-stream, so at the limit it fails with ENCRYPTION_LIMIT_REACHED.
+   */
+  async countEncryptions(r: ResolvedVersion<AeadSuite>, n: number): Promise<void> {
+    const counts = this.counts.get(r.key.id);
+    if (!counts) throw keyNotFound(r.key.name);
+    const limit = this.encryptionLimit(r.key);
+    if (counts[r.version - 1]! + n > limit) {
+      throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${r.key.name}" version ${r.version} reached its encryption limit mid-stream; start a new stream (it will use the rotated version)`, { key_name: r.key.name, key_version: String(r.version) });
+    }
+    const reserved = () => this.byId.get(r.key.id)?.versions[r.version - 1]?.encryptionsReserved ?? 0;
+    if (counts[r.version - 1]! + n > reserved()) {
+      await this.lock.run(async () => {
+        const current = this.byId.get(r.key.id);
+        if (!current) throw keyNotFound(r.key.name);
+        if (counts[r.version - 1]! + n <= reserved()) return;
+        const next = structuredClone(current);
+        next.versions[r.version - 1]!.encryptionsReserved = Math.min(limit, counts[r.version - 1]! + n + (this.deps.limits.reservationBlock ?? 4096));
+        await this.replace(next, false);
+      });
+    }
+    counts[r.version - 1]! += n;
+  }
+
+  /** A version of an AEAD key that may decrypt (found by the id in a ciphertext). */
+  forDecrypt(keyId: Buffer, version: number, suiteName: string): ResolvedVersion<AeadSuite> {
+    const record = this.byId.get(keyId.toString('hex'));
+    if (!record) {
+      throw new ApiError(Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, 'the key that made this ciphertext does not exist in this daemon (deleted, or another daemon\'s)', { key_id: keyId.toString('hex') });
+    }
+    this.usable(record.name, 'aead');
+    if (record.suite !== suiteName) {
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext claims suite ${suiteName}, but key "${record.name}" is ${record.suite}`, { key_name: record.name });
+    }
+    return { ...this.checkVersion(record, version), suite: suiteOf(record) as AeadSuite };
+  }
+
+  forMac(name: string): ResolvedVersion<MacSuite> {
+    const record = this.usable(name, 'mac');
+    const v = record.versions.length;
+    return { key: record, version: v, suite: suiteOf(record) as MacSuite, serials: this.serials.get(record.id)![v - 1]! };
+  }
+
+  forVerify(name: string, version: number | undefined): ResolvedVersion<MacSuite> {
+    const record = this.usable(name, 'mac');
+    return { ...this.checkVersion(record, version || record.versions.length), suite: suiteOf(record) as MacSuite };
+  }
+
+  // ---- internals ----
+
+  private checkVersion(record: KeyRecord, version: number): Omit<ResolvedVersion, 'suite'> {
+    if (!Number.isInteger(version) || version < 1 || version > record.versions.length) {
+      throw new ApiError(Status.NOT_FOUND, ErrorReason.KEY_VERSION_NOT_FOUND, `key "${record.name}" has no version ${version}`, { key_name: record.name, key_version: String(version) });
+    }
+    if (version < record.minDecryptionVersion) {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${record.name}" version ${version} is below its min_decryption_version ${record.minDecryptionVersion}`, { key_name: record.name, key_version: String(version) });
+    }
+    return { key: record, version, serials: this.serials.get(record.id)![version - 1]! };
+  }
+
+  /** An enabled key of the purpose, else the error that says why not. */
+  private usable(name: string, purpose: Purpose): KeyRecord {
+    const record = this.get(name);
+    if (record.state === 'pending_deletion') {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION, `key "${name}" is scheduled for deletion; cancel the deletion to use it`, { key_name: name });
+    }
+    if (record.state === 'disabled') throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED, `key "${name}" is disabled; enable it to use it`, { key_name: name });
+    if (record.purpose !== purpose) {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH, `key "${name}" is a ${record.purpose.toUpperCase()} key; this operation needs a ${purpose.toUpperCase()} key`, { key_name: name, purpose: record.purpose.toUpperCase() });
+    }
+    return record;
+  }
+
+  /** A key that may change (not pending deletion). */
+  private changeable(name: string): KeyRecord {
+    const record = this.get(name);
+    if (record.state === 'pending_deletion') {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION, `key "${name}" is scheduled for deletion; cancel the deletion first`, { key_name: name });
+    }
+    return record;
+  }
+
+  private async rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string): Promise<KeyRecord> {
+    const suite = suiteOf(record);
+    const version = record.versions.length + 1;
+    let made: { serials: number[]; blobs: string[] };
+    if (record.origin === 'generated') {
+      if (material?.length) {
+        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, `key "${record.name}" is generated in the kernel: rotate it without material`, { key_name: record.name });
+      }
+      made = this.deps.material.generate(record.id, version, suite);
+    } else {
+      if (!material?.length) {
+        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, `key "${record.name}" is imported: rotating it needs new material`, { key_name: record.name });
+      }
+      checkMaterial(suite, material);
+      made = await this.deps.material.import(record.id, version, suite, material);
+    }
+    const now = this.now();
+    const next = structuredClone(record);
+    next.versions.push({ version, createTime: now, blobs: made.blobs, encryptionsReserved: 0 });
+    next.rotateTime = now;
+    try {
+      const updated = await this.replace(next);
+      this.serials.get(record.id)!.push(made.serials);
+      this.counts.get(record.id)!.push(0);
+      this.deps.log('key rotated', { key_name: record.name, version, reason: why });
+      return updated;
+    } catch (err) {
+      this.deps.material.destroy(made.serials);
+      throw err;
+    }
+  }
+
+  private chooseSuite(name: string, purpose: Purpose | undefined, suiteName: string | undefined, materialBytes?: number): AeadSuite | MacSuite {
+    if (!isValidKeyName(name)) throw invalidField('name', 'key names are 1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit');
+    if (this.byName.has(name)) throw new ApiError(Status.ALREADY_EXISTS, ErrorReason.KEY_ALREADY_EXISTS, `key "${name}" already exists`, { key_name: name });
+    let suite: AeadSuite | MacSuite | undefined;
+    if (suiteName) {
+      suite = aeadSuite(suiteName) ?? macSuite(suiteName);
+      if (!suite) throw invalidField('suite', `unknown suite "${suiteName}"`);
+      const suitePurpose = suite.kind === 'aead' ? 'aead' : 'mac';
+      if (purpose && purpose !== suitePurpose) {
+        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.SUITE_PURPOSE_MISMATCH, `suite ${suite.name} is for ${suitePurpose.toUpperCase()} keys, not ${purpose.toUpperCase()}`, { suite: suite.name });
+      }
+    } else {
+      const candidates: readonly (AeadSuite | MacSuite)[] = (purpose ?? 'aead') === 'aead' ? AEAD_SUITES : MAC_SUITES;
+      const fits = candidates.filter((s) => materialBytes === undefined || s.keyBytes.reduce((a, b) => a + b, 0) === materialBytes);
+      suite = fits.find((s) => this.deps.suiteStatus(s.name) === 'available');
+      if (!suite) {
+        if (materialBytes !== undefined && fits.length === 0) {
+          throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `no ${(purpose ?? 'aead').toUpperCase()} suite takes ${materialBytes}-byte keys`, { field: 'material' });
+        }
+        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel allows none of the ${(purpose ?? 'aead').toUpperCase()} suites${materialBytes !== undefined ? ` for ${materialBytes}-byte keys` : ''}; see \`ringfence doctor\``);
+      }
+    }
+    const status = this.deps.suiteStatus(suite.name);
+    if (status === 'restricted') {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL, `this kernel refuses ${suite.name} to the daemon (af_alg_restrict=1 allows privileged processes only an allowlist that excludes it); choose another suite, e.g. the default`, { suite: suite.name });
+    }
+    if (status !== 'available') {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${status}); see \`ringfence doctor\``, { suite: suite.name });
+    }
+    return suite;
+  }
+
+  private checkRotationPeriod(ms: number | null): number | null {
+    if (!ms) return null;
+    const min = this.deps.limits.minRotationPeriodMs;
+    if (!Number.isFinite(ms) || ms < min || ms > MAX_ROTATION_PERIOD_MS) {
+      throw invalidField('rotation_period', `the rotation period must be between ${min / 1000} s and 100 years`);
+    }
+    return ms;
+  }
+
+  private newId(): string {
+    let id: string;
+    do id = randomBytes(16).toString('hex');
+    while (this.byId.has(id));
+    return id;
+  }
+
+  private newRecord(id: string, name: string, suite: AeadSuite | MacSuite, origin: 'generated' | 'imported', rotationPeriodMs: number | null, deletionProtection: boolean, blobs: string[]): KeyRecord {
+    const now = this.now();
+    const version: VersionRecord = { version: 1, createTime: now, blobs, encryptionsReserved: 0 };
+    return {
+      id, name, purpose: suite.kind === 'aead' ? 'aead' : 'mac', suite: suite.name, origin, state: 'enabled', minDecryptionVersion: 1, rotationPeriodMs,
+      deletionProtection, createTime: now, rotateTime: null, updateTime: now, deletionTime: null, versions: [version],
+    };
+  }
+
+  private async addRecord(record: KeyRecord, serials: number[]): Promise<KeyRecord> {
+    try {
+      await this.persistWith({ put: record });
+    } catch (err) {
+      this.deps.material.destroy(serials);
+      throw err;
+    }
+    this.index(record, [serials], [0]);
+    this.deps.log('key created', { key_name: record.name, keyId: record.id, suite: record.suite, origin: record.origin });
+    return record;
+  }
+
+  /** Persists `next` in place of the record with its id, then swaps it in. */
+  private async replace(next: KeyRecord, touch = true): Promise<KeyRecord> {
+    if (touch) next.updateTime = this.now();
+    await this.persistWith({ put: next });
+    this.byName.set(next.name, next);
+    this.byId.set(next.id, next);
+    return next;
+  }
+
+  private persistWith(change: { put?: KeyRecord; remove?: KeyRecord } = {}): Promise<void> {
+    const keys = [...this.byId.values()].filter((r) => r.id !== change.remove?.id && r.id !== change.put?.id);
+    if (change.put) keys.push(change.put);
+    keys.sort((a, b) => (a.name < b.name ? -1 : 1));
+    return this.deps.persist({ format: 1, masterCheck: this.masterCheck, keys });
+  }
+
+  private index(record: KeyRecord, serials: number[][], counts: number[]): void {
+    this.byName.set(record.name, record);
+    this.byId.set(record.id, record);
+    this.serials.set(record.id, serials);
+    this.counts.set(record.id, counts);
+  }
+
+  private unindex(record: KeyRecord): void {
+    for (const s of this.serials.get(record.id) ?? []) this.deps.material.destroy(s);
+    this.byName.delete(record.name);
+    this.byId.delete(record.id);
+    this.serials.delete(record.id);
+    this.counts.delete(record.id);
+  }
+
+  /** Destroys every kernel key this manager loaded (daemon shutdown). */
+  close(): void {
+    for (const record of [...this.byId.values()]) this.unindex(record);
+  }
+}
+
+function checkMaterial(suite: AeadSuite | MacSuite, material: Buffer): void {
+  const want = suite.keyBytes.reduce((a, b) => a + b, 0);
+  if (material.length !== want) {
+    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} keys are ${want} bytes${suite.keyBytes.length > 1 ? ` (${suite.keyBytes.join(' + ')})` : ''}; got ${material.length}`, { suite: suite.name, expected_bytes: String(want), actual_bytes: String(material.length) });
+  }
+}

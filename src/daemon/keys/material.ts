@@ -1,0 +1,146 @@
+/**
+ * The kernel side of key versions: creating, persisting and restoring the kernel keys behind them.
+ *
+ * - Generated versions are `encrypted` keys the kernel creates from its own RNG, wrapped by the master
+ *   key; the wrapped blob the kernel hands back is what we persist.
+ * - Imported versions are `logon` keys, which the kernel never returns to user space. To survive a
+ *   restart their material is sealed, at import, by an AF_ALG AEAD transform keyed by the master
+ *   key's serial (so the master key is used without its bytes in this process) and opened again at
+ *   start-up, just before it goes back into the kernel. So imported material crosses user space at
+ *   import and at each start-up, and is wiped each time; generated material never does.
+ */
+import { AEAD_SUITES, aeadSuite, type AeadSuite, type MacSuite } from '../../capabilities/suites.js';
+import { getRandom } from '../../../native-ffi/random.js';
+import type { CryptoEngine } from '../engine/engine.js';
+import { open, seal } from '../engine/suite-ops.js';
+import type { KernelKeystore } from '../keystore/kernel-keystore.js';
+import { KeystoreError } from '../keystore/errors.js';
+import { isEngineError } from '../engine/errors.js';
+
+const SEALED_PREFIX = 'sealed';
+
+/** Suites that can seal under the 32-byte master key: single-key AEADs, in order of preference. */
+export const WRAP_SUITES = AEAD_SUITES.filter((s) => s.keyBytes.length === 1 && s.keyBytes[0] === 32);
+
+export class KeyMaterial {
+  constructor(
+    private readonly keystore: KernelKeystore,
+    private readonly engine: CryptoEngine,
+    /** The suite that seals imported material; the first of WRAP_SUITES this kernel allows. */
+    private readonly wrapSuite: AeadSuite | undefined,
+  ) {}
+
+  private static description(keyId: string, version: number, part: number): string {
+    return `ringfence:${keyId}:${version}:${part}`;
+  }
+
+  /** New kernel-generated material for one version: one kernel key per suite key. */
+  generate(keyId: string, version: number, suite: AeadSuite | MacSuite): { serials: number[]; blobs: string[] } {
+    const serials: number[] = [];
+    const blobs: string[] = [];
+    try {
+      for (const [part, bytes] of suite.keyBytes.entries()) {
+        const { serial, blob } = this.keystore.generate(KeyMaterial.description(keyId, version, part), bytes);
+        serials.push(serial);
+        blobs.push(blob);
+      }
+    } catch (err) {
+      this.destroy(serials);
+      throw err;
+    }
+    return { serials, blobs };
+  }
+
+  /** Imports caller material (wiped here, whatever happens) for one version. */
+  async import(keyId: string, version: number, suite: AeadSuite | MacSuite, material: Buffer): Promise<{ serials: number[]; blobs: string[] }> {
+    const serials: number[] = [];
+    const blobs: string[] = [];
+    try {
+      let offset = 0;
+      for (const [part, bytes] of suite.keyBytes.entries()) {
+        const piece = Buffer.from(material.subarray(offset, offset + bytes));
+        offset += bytes;
+        blobs.push(await this.sealMaterial(piece, aadFor(keyId, version, part)));
+        serials.push(this.keystore.importRaw(KeyMaterial.description(keyId, version, part), piece)); // wipes piece
+      }
+      return { serials, blobs };
+    } catch (err) {
+      this.destroy(serials);
+      throw err;
+    } finally {
+      material.fill(0);
+    }
+  }
+
+  /** Brings one persisted version back into the kernel. */
+  async restore(keyId: string, version: number, origin: 'generated' | 'imported', blobs: readonly string[]): Promise<number[]> {
+    const serials: number[] = [];
+    try {
+      for (const [part, blob] of blobs.entries()) {
+        const description = KeyMaterial.description(keyId, version, part);
+        if (origin === 'generated') {
+          serials.push(this.keystore.load(description, blob));
+        } else {
+          const piece = await this.openMaterial(blob, aadFor(keyId, version, part));
+          serials.push(this.keystore.importRaw(description, piece)); // wipes piece
+        }
+      }
+      return serials;
+    } catch (err) {
+      this.destroy(serials);
+      throw err;
+    }
+  }
+
+  /** Destroys kernel keys and every transform keyed by them. Best effort: the kernel frees them with the keyring anyway. */
+  destroy(serials: readonly number[]): void {
+    for (const serial of serials) {
+      this.engine.forgetKey(serial);
+      try {
+        this.keystore.destroy(serial);
+      } catch {
+        // Already gone, or the keyring is closing.
+      }
+    }
+  }
+
+  /** A fresh canary sealed under the master key (persisted as masterCheck). */
+  async masterCheck(): Promise<string> {
+    return this.sealMaterial(getRandom(32), Buffer.from('ringfence:master-check'));
+  }
+
+  /** Throws MASTER_KEY_MISMATCH unless `check` opens with the loaded master key. */
+  async verifyMasterCheck(check: string): Promise<void> {
+    const opened = await this.openMaterial(check, Buffer.from('ringfence:master-check'));
+    opened.fill(0);
+  }
+
+  private async sealMaterial(piece: Buffer, aad: Buffer): Promise<string> {
+    const suite = this.wrapSuite;
+    if (!suite) {
+      throw new KeystoreError('KEY_TYPE_UNSUPPORTED', `none of ${WRAP_SUITES.map((s) => s.name).join(', ')} is available to seal imported keys under the master key`);
+    }
+    const nonce = getRandom(suite.nonceBytes);
+    const sealed = await seal(this.engine, suite, [this.keystore.masterKeySerial], nonce, aad, piece);
+    return `${SEALED_PREFIX}:${suite.name}:${Buffer.concat([nonce, sealed]).toString('base64')}`;
+  }
+
+  private async openMaterial(blob: string, aad: Buffer): Promise<Buffer> {
+    const [prefix, suiteName, data] = blob.split(':');
+    const suite = suiteName ? aeadSuite(suiteName) : undefined;
+    if (prefix !== SEALED_PREFIX || !suite || !data) throw new KeystoreError('INVALID_KEY', 'a sealed key in the state file is malformed');
+    const bytes = Buffer.from(data, 'base64');
+    try {
+      return await open(this.engine, suite, [this.keystore.masterKeySerial], bytes.subarray(0, suite.nonceBytes), aad, bytes.subarray(suite.nonceBytes));
+    } catch (err) {
+      if (isEngineError(err, 'AUTHENTICATION_FAILED')) {
+        throw new KeystoreError('MASTER_KEY_MISMATCH', 'the master key does not open the keys in the state directory (wrong master.key?)', err);
+      }
+      throw err;
+    }
+  }
+}
+
+function aadFor(keyId: string, version: number, part: number): Buffer {
+  return Buffer.from(`ringfence:import:${keyId}:${version}:${part}`);
+}

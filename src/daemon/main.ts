@@ -1,0 +1,57 @@
+/**
+ * `ringfenced`: the daemon's entry point. Thin: configuration, logger, signals; daemon.ts does the rest.
+ * Exit codes: 0 after a clean stop, 1 when it cannot start (the reason on stderr and in the log), 2 usage.
+ */
+import { pino } from 'pino';
+import { ConfigError, resolveConfig } from './config.js';
+import { startDaemon } from './daemon.js';
+
+async function main(argv: string[]): Promise<number> {
+  let config;
+  try {
+    config = resolveConfig(argv, process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`ringfenced: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (config.help) {
+    process.stdout.write(config.usage);
+    return 0;
+  }
+  const log = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+  // Handlers catch their own errors; anything that still escapes is logged, never fatal to other callers.
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+
+  let daemon;
+  try {
+    daemon = await startDaemon(config, log);
+  } catch (err) {
+    const message = (err as Error).message;
+    log.fatal({ err }, `cannot start: ${message}`);
+    process.stderr.write(`ringfenced: cannot start: ${message}\n`);
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stopping');
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  await daemon.stop();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`ringfenced: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,48 @@
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { BatchComputeMacRequest, BatchComputeMacResponseSchema, BatchDecryptRequest, BatchDecryptResponseSchema, BatchEncryptRequest, BatchEncryptResponseSchema } from '../../gen/ringfence/v1/batch_pb.js';
+import { ApiError, ErrorReason, Status, toApiError } from '../api/errors.js';
+import type { OpContext } from './context.js';
+import { decrypt } from './decrypt.js';
+import { encrypt } from './encrypt.js';
+import { computeMac } from './mac.js';
+
+/** Items run concurrently, this many at a time: enough to keep the engine's op sockets busy. */
+const CONCURRENCY = 16;
+
+type ItemResult<R> = { case: 'response'; value: R } | { case: 'error'; value: ReturnType<ApiError['toItemStatus']> };
+
+/** Runs every item on its own; one failure never fails the batch. Results keep the items' order. */
+async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string, op: (ctx: OpContext, item: T) => Promise<R>): Promise<{ result: ItemResult<R> }[]> {
+  if (items.length > ctx.limits.maxBatchItems) {
+    throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.BATCH_TOO_LARGE, `the batch has ${items.length} items; the limit is ${ctx.limits.maxBatchItems} — split it`, {
+      actual_items: String(items.length),
+      limit_items: String(ctx.limits.maxBatchItems),
+    });
+  }
+  const results = new Array<{ result: ItemResult<R> }>(items.length);
+  let next = 0;
+  async function worker(): Promise<void> {
+    while (next < items.length) {
+      const i = next++;
+      try {
+        results[i] = { result: { case: 'response', value: await op(ctx, items[i]!) } };
+      } catch (err) {
+        results[i] = { result: { case: 'error', value: toApiError(err, what).toItemStatus() } };
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, worker));
+  return results;
+}
+
+export async function batchEncrypt(ctx: OpContext, req: BatchEncryptRequest): Promise<MessageInitShape<typeof BatchEncryptResponseSchema>> {
+  return { results: await runItems(ctx, req.requests, 'encrypting', encrypt) };
+}
+
+export async function batchDecrypt(ctx: OpContext, req: BatchDecryptRequest): Promise<MessageInitShape<typeof BatchDecryptResponseSchema>> {
+  return { results: await runItems(ctx, req.requests, 'decrypting', decrypt) };
+}
+
+export async function batchComputeMac(ctx: OpContext, req: BatchComputeMacRequest): Promise<MessageInitShape<typeof BatchComputeMacResponseSchema>> {
+  return { results: await runItems(ctx, req.requests, 'computing a MAC', computeMac) };
+}

@@ -1,0 +1,40 @@
+/**
+ * What every operation needs: the keys, the kernel engine, the limits, and what the kernel allows.
+ * Operations are plain async functions of (context, request) -> response, shared by the unary RPCs,
+ * the batch RPCs and the Session stream, so all three behave exactly alike.
+ */
+import type { AlgStatus } from '../../capabilities/probe.js';
+import type { CryptoEngine } from '../engine/engine.js';
+import type { KeyManager } from '../keys/key-manager.js';
+import { payloadTooLarge, invalidField } from '../api/errors.js';
+
+export interface OpLimits {
+  maxPayloadBytes: number;
+  maxAssociatedDataBytes: number;
+  maxStreamChunkBytes: number;
+  maxBatchItems: number;
+  maxSessionInFlight: number;
+}
+
+export interface OpContext {
+  keys: KeyManager;
+  engine: CryptoEngine;
+  limits: OpLimits;
+  suiteStatus: (name: string) => AlgStatus;
+}
+
+/** A Buffer view of a protobuf bytes field (no copy). */
+export function buf(u8: Uint8Array): Buffer {
+  return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+}
+
+export function checkSize(field: string, data: Uint8Array, limit: number): Buffer {
+  if (data.byteLength > limit) throw payloadTooLarge(field, data.byteLength, limit);
+  return buf(data);
+}
+
+export function requireName(field: string, name: string): string {
+  if (!name) throw invalidField(field, `${field} is required`);
+  if (name.length > 64) throw invalidField(field, `${field} is longer than 64 characters`);
+  return name;
+}

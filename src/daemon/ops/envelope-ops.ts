@@ -1,0 +1,33 @@
+/**
+ * Sealing and opening the unary ciphertext envelope (src/daemon/ciphertext/envelope.ts) with a key
+ * version: shared by Encrypt, Decrypt, ReEncrypt and GenerateDataKey.
+ */
+import { getRandom } from '../../../native-ffi/random.js';
+import { associatedData, decodeEnvelope, encodeEnvelope, encodeHeader, FORMAT_VERSION, HEADER_BYTES } from '../ciphertext/envelope.js';
+import { open, seal } from '../engine/suite-ops.js';
+import { ApiError, ErrorReason, Status } from '../api/errors.js';
+import type { AeadSuite } from '../../capabilities/suites.js';
+import type { ResolvedVersion } from '../keys/key-manager.js';
+import type { OpContext } from './context.js';
+
+export async function sealEnvelope(ctx: OpContext, r: ResolvedVersion<AeadSuite>, plaintext: Buffer, aad: Buffer): Promise<Buffer> {
+  const nonce = getRandom(r.suite.nonceBytes);
+  const header = encodeHeader({ suite: r.suite.name, keyId: Buffer.from(r.key.id, 'hex'), keyVersion: r.version, nonce });
+  const sealed = await seal(ctx.engine, r.suite, r.serials, nonce, associatedData(header, aad), plaintext);
+  return encodeEnvelope(header, sealed);
+}
+
+/** Opens a client's ciphertext: format, key, version and suite are all checked before the kernel sees it. */
+export async function openEnvelope(ctx: OpContext, ciphertext: Buffer, aad: Buffer): Promise<{ plaintext: Buffer; r: ResolvedVersion<AeadSuite> }> {
+  if (ciphertext.length >= 3 && ciphertext[0] === 0x52 && ciphertext[1] === 0x46 && ciphertext[2] !== FORMAT_VERSION) {
+    const hint = ciphertext[2] === 2 ? ': this is a stream ciphertext; decrypt it with DecryptStream' : '';
+    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_FORMAT_UNSUPPORTED, `ciphertext format ${ciphertext[2]} is not one Decrypt reads (format ${FORMAT_VERSION})${hint}`, { format_version: String(ciphertext[2]) });
+  }
+  const env = decodeEnvelope(ciphertext);
+  const r = ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite);
+  if (env.sealed.length < r.suite.tagBytes) {
+    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is shorter than its ${HEADER_BYTES}-byte header and ${r.suite.tagBytes}-byte tag`, { detail: 'shorter than header and tag' });
+  }
+  const plaintext = await open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed);
+  return { plaintext, r };
+}

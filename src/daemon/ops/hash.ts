@@ -1,0 +1,67 @@
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { HashRequest, HashResponseSchema, HashStreamRequest, HashStreamResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
+import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
+import { hashSuite, type HashName, type HashSuite } from '../../capabilities/suites.js';
+import { hash as kernelHash } from '../engine/suite-ops.js';
+import { ApiError, ErrorReason, Status, invalidField } from '../api/errors.js';
+import { checkSize, type OpContext } from './context.js';
+
+const NAMES: Record<Exclude<HashAlgorithm, HashAlgorithm.UNSPECIFIED>, HashName> = {
+  [HashAlgorithm.SHA256]: 'sha256',
+  [HashAlgorithm.SHA384]: 'sha384',
+  [HashAlgorithm.SHA512]: 'sha512',
+  [HashAlgorithm.SHA3_256]: 'sha3-256',
+  [HashAlgorithm.SHA3_512]: 'sha3-512',
+  [HashAlgorithm.BLAKE2B_256]: 'blake2b-256',
+  [HashAlgorithm.BLAKE2B_512]: 'blake2b-512',
+};
+
+/** The suite for a requested algorithm (unspecified = SHA-256), if this kernel lets the daemon use it. */
+export function hashSuiteFor(ctx: OpContext, algorithm: HashAlgorithm): { suite: HashSuite; algorithm: HashAlgorithm } {
+  const alg = algorithm === HashAlgorithm.UNSPECIFIED ? HashAlgorithm.SHA256 : algorithm;
+  const name = NAMES[alg as keyof typeof NAMES];
+  const suite = name ? hashSuite(name) : undefined;
+  if (!suite) throw invalidField('algorithm', `unknown hash algorithm ${algorithm}`);
+  const status = ctx.suiteStatus(suite.name);
+  if (status === 'restricted') {
+    throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL, `this kernel refuses ${suite.name} to the daemon (af_alg_restrict=1); use sha256, sha384 or sha512`, { algorithm: suite.name });
+  }
+  if (status !== 'available') {
+    throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${status})`, { algorithm: suite.name });
+  }
+  return { suite, algorithm: alg };
+}
+
+/** CryptoService.Hash. */
+export async function hash(ctx: OpContext, req: HashRequest): Promise<MessageInitShape<typeof HashResponseSchema>> {
+  const { suite, algorithm } = hashSuiteFor(ctx, req.algorithm);
+  const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes);
+  return { digest: await kernelHash(ctx.engine, suite, data), algorithm };
+}
+
+/**
+ * CryptoService.HashStream: the kernel hashes the messages as they arrive (MSG_MORE), holding one op
+ * socket for the stream; gRPC flow control bounds what is buffered.
+ */
+export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStreamRequest>): Promise<MessageInitShape<typeof HashStreamResponseSchema>> {
+  const it = messages[Symbol.asyncIterator]();
+  const first = await it.next();
+  const { suite, algorithm } = hashSuiteFor(ctx, first.done ? HashAlgorithm.UNSPECIFIED : first.value.algorithm);
+  let total = 0;
+  const limit = ctx.limits.maxStreamChunkBytes;
+  async function* pieces(): AsyncGenerator<Buffer> {
+    let next = first;
+    while (!next.done) {
+      const m = next.value;
+      if (m.algorithm !== HashAlgorithm.UNSPECIFIED && m.algorithm !== algorithm) {
+        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_PROTOCOL_VIOLATION, 'a later HashStream message names a different algorithm', { field: 'algorithm' });
+      }
+      const data = checkSize('data', m.data, limit);
+      total += data.length;
+      if (data.length) yield data;
+      next = await it.next();
+    }
+  }
+  const digest = await kernelHash(ctx.engine, suite, pieces());
+  return { digest, algorithm, dataBytes: BigInt(total) };
+}

@@ -1,0 +1,26 @@
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { ReEncryptRequest, ReEncryptResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
+import { invalidField } from '../api/errors.js';
+import { checkSize, type OpContext } from './context.js';
+import { openEnvelope, sealEnvelope } from './envelope-ops.js';
+
+/** CryptoService.ReEncrypt: open, then seal under the destination's primary version; the plaintext never leaves. */
+export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<MessageInitShape<typeof ReEncryptResponseSchema>> {
+  if (req.ciphertext.byteLength === 0) throw invalidField('ciphertext', 'ciphertext is required');
+  const ciphertext = checkSize('ciphertext', req.ciphertext, ctx.limits.maxPayloadBytes + 1024);
+  const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);
+  const newAad = req.destinationAssociatedData === undefined ? aad : checkSize('destination_associated_data', req.destinationAssociatedData, ctx.limits.maxAssociatedDataBytes);
+  const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad);
+  try {
+    const dest = await ctx.keys.forEncrypt(req.destinationKeyName || source.key.name);
+    return {
+      ciphertext: await sealEnvelope(ctx, dest, plaintext, newAad),
+      keyName: dest.key.name,
+      keyVersion: dest.version,
+      sourceKeyName: source.key.name,
+      sourceKeyVersion: source.version,
+    };
+  } finally {
+    plaintext.fill(0);
+  }
+}
