@@ -1,0 +1,214 @@
+/**
+ * Binary-safe input and output for the commands: everything is Buffers, never strings.
+ *
+ * Input: a file or stdin, of which a command first reads a bounded head (to choose unary or
+ * streaming, or to sniff a ciphertext's form) and then, if there is more, streams the rest without
+ * ever holding it all. Output: stdout with backpressure, or a file written to a temporary name in
+ * the same directory and renamed into place only once complete, so a failed or interrupted run
+ * never leaves a partial (or unauthenticated) result under the requested name.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, fstatSync, statSync, unlinkSync, type WriteStream } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { Readable, type Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { CommandError } from './args.js';
+
+export interface Input {
+  /** "stdin" or the path, for messages. */
+  readonly label: string;
+  /** Size when the input is a regular file (also stdin redirected from one), else undefined. */
+  readonly size: number | undefined;
+  /** Reads until more than `limit` bytes arrived or the input ended. */
+  readHead(limit: number): Promise<Head>;
+  /** What readHead returned followed by the rest of the input, streamed with backpressure. */
+  rest(): Readable;
+  /** Releases the input (closes a file) when the command stops early. */
+  close(): void;
+}
+
+export interface Head {
+  bytes: Buffer;
+  /** True when `bytes` is the whole input. */
+  complete: boolean;
+}
+
+/** Opens `path` ("-" or undefined: stdin); a missing or unreadable file is an operation failure. */
+export function openInput(path: string | undefined, stdin: Readable & { fd?: number } = process.stdin): Input {
+  if (path === undefined || path === '-') return new StreamInput(stdin, 'stdin', regularFileSize(() => fstatSync(0)));
+  let size: number | undefined;
+  try {
+    const st = statSync(path);
+    if (st.isDirectory()) throw new CommandError(`cannot read ${path}: it is a directory`);
+    size = st.isFile() ? st.size : undefined;
+  } catch (err) {
+    if (err instanceof CommandError) throw err;
+    throw new CommandError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return new StreamInput(createReadStream(path), path, size);
+}
+
+function regularFileSize(stat: () => { isFile(): boolean; size: number }): number | undefined {
+  try {
+    const st = stat();
+    return st.isFile() ? st.size : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+class StreamInput implements Input {
+  private readonly chunks: Buffer[] = [];
+  private buffered = 0;
+  private ended = false;
+  private readonly iterator: AsyncIterator<Buffer | string>;
+
+  constructor(
+    private readonly stream: Readable,
+    readonly label: string,
+    readonly size: number | undefined,
+  ) {
+    // next() by hand, not for-await: leaving a for-await loop would destroy the stream.
+    this.iterator = stream[Symbol.asyncIterator]();
+  }
+
+  async readHead(limit: number): Promise<Head> {
+    while (!this.ended && this.buffered <= limit) {
+      const r = await this.next();
+      if (r === undefined) this.ended = true;
+      else if (r.length > 0) {
+        this.chunks.push(r);
+        this.buffered += r.length;
+      }
+    }
+    const bytes = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    this.chunks.splice(0, this.chunks.length, bytes);
+    return { bytes, complete: this.ended };
+  }
+
+  rest(): Readable {
+    const head = this.chunks.splice(0);
+    const self = this;
+    return Readable.from(
+      (async function* () {
+        yield* head;
+        for (let r = await self.next(); r !== undefined; r = await self.next()) yield r;
+      })(),
+      { objectMode: false },
+    );
+  }
+
+  close(): void {
+    if (this.stream !== process.stdin) this.stream.destroy();
+  }
+
+  private async next(): Promise<Buffer | undefined> {
+    let r: IteratorResult<Buffer | string>;
+    try {
+      r = await this.iterator.next();
+    } catch (err) {
+      throw new CommandError(`cannot read ${this.label}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    if (r.done) return undefined;
+    return typeof r.value === 'string' ? Buffer.from(r.value, 'latin1') : r.value;
+  }
+}
+
+/** Where a command's result goes: stdout, or a file that appears only once complete. */
+export interface Output {
+  readonly label: string;
+  readonly stream: Writable;
+  readonly isStdout: boolean;
+  /** Flushes and, for a file, renames the temporary file into place. */
+  commit(): Promise<void>;
+  /** Removes the temporary file; stdout cannot be taken back. */
+  abort(): Promise<void>;
+}
+
+// Temporary files of outputs still in progress, removed if the process is interrupted.
+const pending = new Set<string>();
+let hooked = false;
+function hookSignals(): void {
+  if (hooked) return;
+  hooked = true;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      for (const path of pending) {
+        try {
+          unlinkSync(path);
+        } catch {
+          // already gone
+        }
+      }
+      process.exit(signal === 'SIGINT' ? 130 : signal === 'SIGTERM' ? 143 : 129);
+    });
+  }
+}
+
+/** Opens `path` ("-" or undefined: stdout). Files are created 0600: outputs may be plaintext. */
+export function openOutput(path: string | undefined, stdout: Writable = process.stdout): Output {
+  if (path === undefined || path === '-') {
+    return { label: 'stdout', stream: stdout, isStdout: true, commit: () => drain(stdout), abort: async () => {} };
+  }
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
+  hookSignals();
+  pending.add(tmp);
+  const stream: WriteStream = createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
+  const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  return {
+    label: path,
+    stream,
+    isStdout: false,
+    async commit() {
+      try {
+        if (!stream.writableEnded) stream.end();
+        await finished(stream);
+        // Durable before it becomes visible under its name.
+        const fh = await open(tmp, 'r');
+        await fh.sync().finally(() => fh.close());
+        await rename(tmp, path);
+        pending.delete(tmp);
+      } catch (err) {
+        await this.abort();
+        throw fail(err);
+      }
+    },
+    async abort() {
+      stream.destroy();
+      await unlink(tmp).catch(() => {});
+      pending.delete(tmp);
+    },
+  };
+}
+
+/** Writes `bytes` and completes the output (stdout: waits until the data is handed to the OS). */
+export async function writeAll(out: Output, bytes: Uint8Array | string): Promise<void> {
+  try {
+    await writeChunk(out.stream, bytes);
+    await out.commit();
+  } catch (err) {
+    await out.abort();
+    throw err instanceof CommandError ? err : new CommandError(`cannot write ${out.label}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+function writeChunk(stream: Writable, bytes: Uint8Array | string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    stream.once('error', onError);
+    stream.write(bytes, (err) => {
+      stream.off('error', onError);
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
+
+function drain(stream: Writable): Promise<void> {
+  if (!stream.writableNeedDrain) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    stream.once('drain', resolve);
+    stream.once('error', reject);
+  });
+}

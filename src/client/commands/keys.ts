@@ -1,0 +1,207 @@
+/**
+ * `ringfence key ...`: create, import, list, show, rotate, disable, enable, delete, cancel-delete.
+ * Each prints one line (or the key table / key sheet); with --json, the key as one JSON document
+ * ({"keys": [...]} for list).
+ */
+import type { Key } from '../../gen/ringfence/v1/key_pb.js';
+import { SUITE_NAMES } from '../sdk/names.js';
+import { CommandError, parseChoice, parseDuration, parseKeyName, UsageError } from './args.js';
+import { str, type CommandSpec, type Context, type Values } from './command.js';
+import { keyJson, keyTable, keyText } from './format.js';
+import { openInput } from './io.js';
+
+const PURPOSES = ['aead', 'mac'] as const;
+/** Raw key length of each suite, to refuse a wrong file before it travels (ImportKeyRequest). */
+const KEY_BYTES: Record<string, number> = {
+  'aes-256-gcm': 32,
+  'chacha20-poly1305': 32,
+  'aes-256-ccm': 32,
+  'aes-256-ctr-hmac-sha256': 64,
+  'hmac-sha256': 32,
+  'hmac-sha384': 48,
+  'hmac-sha512': 64,
+};
+/** More than any suite takes: a bigger file is surely not raw key material. */
+const MAX_MATERIAL_BYTES = 1024;
+
+const suiteOpt = (v: Values) => {
+  const s = str(v, 'suite');
+  return s === undefined ? undefined : parseChoice(s, '--suite', SUITE_NAMES);
+};
+const purposeOpt = (v: Values) => {
+  const p = str(v, 'purpose');
+  return p === undefined ? undefined : parseChoice(p, '--purpose', PURPOSES);
+};
+
+/** Key bytes from FILE or "-" (stdin), checked against the suite's length when one is given. */
+async function readMaterial(ctx: Context, from: string, suite: string | undefined): Promise<Buffer> {
+  const input = openInput(from, ctx.io.stdin);
+  const { bytes, complete } = await input.readHead(MAX_MATERIAL_BYTES);
+  input.close();
+  const label = from === '-' ? 'stdin' : from;
+  if (!complete) {
+    bytes.fill(0);
+    throw new CommandError(`${label} holds more than ${MAX_MATERIAL_BYTES} bytes: key material must be the raw key (32, 48 or 64 bytes)`);
+  }
+  const expected = suite === undefined ? undefined : KEY_BYTES[suite];
+  const lengths = expected === undefined ? [32, 48, 64] : [expected];
+  if (!lengths.includes(bytes.length)) {
+    const hint = bytes.length > 0 && (bytes[bytes.length - 1] === 0x0a || /^[0-9a-fA-F\s]+$/.test(bytes.toString('latin1'))) ? ' (it must hold raw bytes, not hex or base64 text and no trailing newline)' : '';
+    bytes.fill(0);
+    throw new CommandError(`${label} holds ${bytes.length} bytes, but ${suite ?? 'a key'} takes ${lengths.join(', ')} bytes of raw key material${hint}`);
+  }
+  return bytes;
+}
+
+/** Runs `fn` with the key material, wiping it afterwards whatever happens. */
+async function withMaterial<T>(material: Buffer, fn: (m: Buffer) => Promise<T>): Promise<T> {
+  try {
+    return await fn(material);
+  } finally {
+    material.fill(0);
+  }
+}
+
+const name = (args: string[]) => parseKeyName(args[0]!);
+
+function printKey(ctx: Context, key: Key, line: string): number {
+  if (ctx.json) ctx.printJson(keyJson(key));
+  else ctx.print(line);
+  return 0;
+}
+
+const describe = (k: Key) => {
+  const j = keyJson(k, false);
+  return `${j.purpose}, ${j.suite}, ${j.origin === 'generated' ? 'generated in the kernel' : 'imported'}, version ${k.primaryVersion}`;
+};
+
+export const keyCommands: CommandSpec[] = [
+  {
+    name: 'key create',
+    synopsis: 'key create NAME [--purpose aead|mac] [--suite S] [--rotate-every DUR]',
+    summary: 'create a key whose material the kernel generates',
+    options: ['purpose', 'suite', 'rotate-every'],
+    args: ['NAME'],
+    what: (a) => `create key ${a[0]}`,
+    async run(ctx, args, v) {
+      const every = str(v, 'rotate-every');
+      const rotationPeriodMs = every === undefined ? undefined : parseDuration(every, '--rotate-every');
+      const key = await ctx.client().createKey(name(args), { purpose: purposeOpt(v), suite: suiteOpt(v), rotationPeriodMs });
+      return printKey(ctx, key, `created key ${key.name}: ${describe(key)}`);
+    },
+  },
+  {
+    name: 'key import',
+    synopsis: 'key import NAME --from FILE [--suite S] [--purpose aead|mac]',
+    summary: 'import raw key bytes from FILE ("-": stdin)',
+    options: ['from', 'suite', 'purpose'],
+    args: ['NAME'],
+    what: (a) => `import key ${a[0]}`,
+    async run(ctx, args, v) {
+      const from = str(v, 'from');
+      if (from === undefined) throw new UsageError('key import needs --from FILE (raw key bytes; "-" reads stdin)');
+      const keyName = name(args);
+      const suite = suiteOpt(v);
+      const purpose = purposeOpt(v);
+      const material = await readMaterial(ctx, from, suite);
+      const key = await withMaterial(material, (m) => ctx.client().importKey(keyName, m, { suite, purpose }));
+      return printKey(ctx, key, `imported key ${key.name}: ${describe(key)}`);
+    },
+  },
+  {
+    name: 'key list',
+    synopsis: 'key list',
+    summary: 'list every key (name, purpose, suite, state, primary version, origin)',
+    options: [],
+    args: [],
+    what: () => 'list keys',
+    async run(ctx) {
+      const keys: Key[] = [];
+      for await (const key of ctx.client().keys({ pageSize: 1000 })) keys.push(key);
+      if (ctx.json) ctx.printJson({ keys: keys.map((k) => keyJson(k, false)) });
+      else ctx.print(keyTable(keys));
+      return 0;
+    },
+  },
+  {
+    name: 'key show',
+    synopsis: 'key show NAME',
+    summary: "print every field of a key, with its versions' encryption counts",
+    options: [],
+    args: ['NAME'],
+    what: (a) => `show key ${a[0]}`,
+    async run(ctx, args) {
+      const key = await ctx.client().getKey(name(args), { view: 'full' });
+      return printKey(ctx, key, keyText(key));
+    },
+  },
+  {
+    name: 'key rotate',
+    synopsis: 'key rotate NAME [--from FILE]',
+    summary: 'add a new primary version (imported keys: new material from FILE)',
+    options: ['from'],
+    args: ['NAME'],
+    what: (a) => `rotate key ${a[0]}`,
+    async run(ctx, args, v) {
+      const keyName = name(args);
+      const from = str(v, 'from');
+      const client = ctx.client();
+      const key =
+        from === undefined
+          ? await client.rotateKey(keyName)
+          : await withMaterial(await readMaterial(ctx, from, undefined), (m) => client.rotateKey(keyName, m));
+      return printKey(ctx, key, `rotated key ${key.name}: primary version ${key.primaryVersion}`);
+    },
+  },
+  {
+    name: 'key disable',
+    synopsis: 'key disable NAME',
+    summary: 'refuse every operation with the key until enabled',
+    options: [],
+    args: ['NAME'],
+    what: (a) => `disable key ${a[0]}`,
+    async run(ctx, args) {
+      const key = await ctx.client().disableKey(name(args));
+      return printKey(ctx, key, `disabled key ${key.name}`);
+    },
+  },
+  {
+    name: 'key enable',
+    synopsis: 'key enable NAME',
+    summary: 'enable a disabled key',
+    options: [],
+    args: ['NAME'],
+    what: (a) => `enable key ${a[0]}`,
+    async run(ctx, args) {
+      const key = await ctx.client().enableKey(name(args));
+      return printKey(ctx, key, `enabled key ${key.name}`);
+    },
+  },
+  {
+    name: 'key delete',
+    synopsis: 'key delete NAME [--after DUR]',
+    summary: 'schedule the deletion of a key (default after 7d); prints when',
+    options: ['after'],
+    args: ['NAME'],
+    what: (a) => `schedule deletion of key ${a[0]}`,
+    async run(ctx, args, v) {
+      const after = str(v, 'after');
+      const waitingPeriodMs = after === undefined ? undefined : parseDuration(after, '--after');
+      const key = await ctx.client().scheduleKeyDeletion(name(args), { waitingPeriodMs });
+      const when = keyJson(key).deletionTime ?? 'an unknown time';
+      return printKey(ctx, key, `key ${key.name} will be deleted at ${when} (until then: ringfence key cancel-delete ${key.name})`);
+    },
+  },
+  {
+    name: 'key cancel-delete',
+    synopsis: 'key cancel-delete NAME',
+    summary: 'cancel a scheduled deletion (the key stays disabled)',
+    options: [],
+    args: ['NAME'],
+    what: (a) => `cancel deletion of key ${a[0]}`,
+    async run(ctx, args) {
+      const key = await ctx.client().cancelKeyDeletion(name(args));
+      return printKey(ctx, key, `cancelled the deletion of key ${key.name}; it is disabled (enable it with: ringfence key enable ${key.name})`);
+    },
+  },
+];
