@@ -1,0 +1,33 @@
+/** Per-call options every SDK method takes last: cancellation and deadlines. */
+
+export interface CallOptions {
+  /** Aborting cancels the RPC (the daemon sees the cancellation); the call rejects with CANCELLED. */
+  signal?: AbortSignal;
+  /**
+   * Fail with DEADLINE_EXCEEDED after this many milliseconds. Overrides the client's
+   * defaultTimeoutMs; 0 or Infinity means no timeout. With `deadline` too, the earlier one wins.
+   */
+  timeoutMs?: number;
+  /** Fail with DEADLINE_EXCEEDED at this time. */
+  deadline?: Date;
+}
+
+/** The grpc deadline for a call, or undefined for none. */
+export function callDeadline(opts: CallOptions | undefined, defaultTimeoutMs?: number): Date | undefined {
+  let at = opts?.deadline?.getTime() ?? Infinity;
+  // An explicit deadline replaces the default timeout rather than racing it.
+  const timeout = opts?.timeoutMs ?? (opts?.deadline ? undefined : defaultTimeoutMs);
+  if (timeout !== undefined && timeout > 0 && Number.isFinite(timeout)) at = Math.min(at, Date.now() + timeout);
+  return Number.isFinite(at) ? new Date(at) : undefined;
+}
+
+/** Runs `fn` once when `signal` aborts (at once if it already has); returns the un-registration. */
+export function onAbort(signal: AbortSignal | undefined, fn: () => void): () => void {
+  if (!signal) return () => {};
+  if (signal.aborted) {
+    queueMicrotask(fn);
+    return () => {};
+  }
+  signal.addEventListener('abort', fn, { once: true });
+  return () => signal.removeEventListener('abort', fn);
+}

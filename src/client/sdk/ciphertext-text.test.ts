@@ -1,0 +1,45 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { CIPHERTEXT_TEXT_PREFIX, ciphertextFromText, ciphertextToText } from './ciphertext-text.js';
+
+describe('ciphertext text form', () => {
+  it('is "ringfence:v1:" + unpadded base64url and round-trips every length', () => {
+    for (let n = 0; n < 70; n++) {
+      const bytes = randomBytes(n);
+      const text = ciphertextToText(bytes);
+      expect(text).toBe(`ringfence:v1:${bytes.toString('base64url')}`);
+      expect(text).not.toMatch(/[=+/]/);
+      expect(ciphertextFromText(text).equals(bytes)).toBe(true);
+    }
+    expect(CIPHERTEXT_TEXT_PREFIX).toBe('ringfence:v1:');
+  });
+
+  it('encodes a Uint8Array view, not its whole buffer', () => {
+    const backing = new Uint8Array([9, 1, 2, 3, 9]);
+    expect(ciphertextToText(backing.subarray(1, 4))).toBe('ringfence:v1:AQID');
+  });
+
+  it('ignores surrounding whitespace (a trailing newline from a file)', () => {
+    expect([...ciphertextFromText('  ringfence:v1:AQID\n')]).toEqual([1, 2, 3]);
+  });
+
+  it.each([
+    ['', /must start with "ringfence:v1:"/],
+    ['vault:v1:AQID', /must start with "ringfence:v1:"/],
+    ['ringfence:v2:AQID', /must start with/],
+    ['RINGFENCE:v1:AQID', /must start with/],
+    ['AQID', /must start with/],
+    ['ringfence:v1:AQI=', /not base64url/],
+    ['ringfence:v1:+/8', /not base64url/],
+    ['ringfence:v1:AQ ID', /not base64url/],
+    ['ringfence:v1:AQID!', /not base64url/],
+    ['ringfence:v1:AQIDB', /truncated or not canonical/], // 4n+1 characters
+    ['ringfence:v1:AB', /truncated or not canonical/], // stray low bits in the last character
+  ])('refuses %j', (text, message) => {
+    expect(() => ciphertextFromText(text)).toThrow(message);
+  });
+
+  it('accepts the empty ciphertext text (the daemon rejects it, not the parser)', () => {
+    expect(ciphertextFromText('ringfence:v1:').length).toBe(0);
+  });
+});

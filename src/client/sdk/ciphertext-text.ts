@@ -1,0 +1,37 @@
+/**
+ * The text form of ciphertexts, for the CLI, JSON and config files: "ringfence:v1:" + base64url of
+ * the binary ciphertext, without padding. Dependency-free on purpose: the daemon's envelope module
+ * imports these so both sides agree byte for byte.
+ *
+ * The "v1" is the envelope's format version (the binary header repeats it); a future format gets a
+ * new prefix, so old tools refuse new text instead of mis-decoding it.
+ */
+
+export const CIPHERTEXT_TEXT_PREFIX = 'ringfence:v1:';
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
+/** `"ringfence:v1:" + base64url(bytes)`, no padding. Works for unary and stream ciphertexts. */
+export function ciphertextToText(bytes: Uint8Array): string {
+  return CIPHERTEXT_TEXT_PREFIX + Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64url');
+}
+
+/**
+ * Parses the text form. Surrounding whitespace is ignored (a trailing newline from a file or a
+ * shell is common); anything else is refused: a missing or different prefix, characters outside
+ * the base64url alphabet (including `=` padding and the `+` `/` of plain base64), and non-canonical
+ * encodings (a length of 4n+1, or stray low bits in the last character) that Buffer would silently
+ * truncate, so each ciphertext has exactly one text form.
+ */
+export function ciphertextFromText(text: string): Buffer {
+  const t = text.trim();
+  if (!t.startsWith(CIPHERTEXT_TEXT_PREFIX)) {
+    const shown = t.length > 20 ? `${t.slice(0, 20)}...` : t;
+    throw new Error(`not a ringfence ciphertext: text form must start with "${CIPHERTEXT_TEXT_PREFIX}" (got "${shown}")`);
+  }
+  const body = t.slice(CIPHERTEXT_TEXT_PREFIX.length);
+  if (!BASE64URL.test(body)) throw new Error('not a ringfence ciphertext: the text after the prefix is not base64url (A-Z a-z 0-9 - _, no padding)');
+  const bytes = Buffer.from(body, 'base64url');
+  if (bytes.toString('base64url') !== body) throw new Error('not a ringfence ciphertext: the base64url text is truncated or not canonical');
+  return bytes;
+}

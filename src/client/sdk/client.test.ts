@@ -1,0 +1,182 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ciphertextToText,
+  HashAlgorithm,
+  isFailedPrecondition,
+  KeyPurpose,
+  KeyState,
+  KeyView,
+  parseHashAlgorithm,
+  parseSuite,
+  RingfenceClient,
+  Suite,
+  suiteName,
+} from './index.js';
+import { startFakeServer, type FakeServer } from './test-server.js';
+
+let fake: FakeServer;
+let client: RingfenceClient;
+
+beforeAll(async () => {
+  fake = await startFakeServer();
+  client = new RingfenceClient({ socketPath: fake.socketPath });
+});
+afterAll(async () => {
+  await client.close();
+  await fake.close();
+});
+
+describe('unary cryptography', () => {
+  it('encrypt / decrypt round trip with associated data, binary or text form', async () => {
+    const enc = await client.encrypt('app', 'hello', { associatedData: 'user:42' });
+    expect(enc.keyName).toBe('app');
+    expect(enc.keyVersion).toBe(1);
+    const dec = await client.decrypt(enc.ciphertext, { associatedData: 'user:42' });
+    expect(Buffer.from(dec.plaintext).toString()).toBe('hello');
+    const fromText = await client.decrypt(ciphertextToText(enc.ciphertext), { associatedData: Buffer.from('user:42') });
+    expect(Buffer.from(fromText.plaintext).toString()).toBe('hello');
+    await expect(client.decrypt('vault:v1:abc')).rejects.toThrow(/must start with "ringfence:v1:"/);
+    await expect(client.pipelined.decrypt('vault:v1:abc')).rejects.toThrow(/must start with "ringfence:v1:"/);
+  });
+
+  it('passes 1 MiB payloads both ways (raised message limits)', async () => {
+    const plaintext = randomBytes(1024 * 1024);
+    const { ciphertext } = await client.encrypt('big', plaintext);
+    expect(ciphertext.length).toBeGreaterThan(1024 * 1024);
+    expect(Buffer.from((await client.decrypt(ciphertext)).plaintext).equals(plaintext)).toBe(true);
+    expect((await client.generateRandom(1024 * 1024)).data.length).toBe(1024 * 1024);
+  });
+
+  it('reEncrypt, generateDataKey, MACs, random', async () => {
+    const { ciphertext } = await client.encrypt('a', 'moved', { associatedData: 'x' });
+    const re = await client.reEncrypt(ciphertext, { associatedData: 'x', destinationKeyName: 'b', destinationAssociatedData: 'y' });
+    expect([re.sourceKeyName, re.keyName]).toEqual(['a', 'b']);
+    expect(Buffer.from((await client.decrypt(re.ciphertext, { associatedData: 'y' })).plaintext).toString()).toBe('moved');
+
+    const dk = await client.generateDataKey('a', { lengthBytes: 16 });
+    expect(dk.plaintext.length).toBe(16);
+    expect(Buffer.from((await client.decrypt(dk.ciphertext)).plaintext).equals(Buffer.from(dk.plaintext))).toBe(true);
+    expect((await client.generateDataKey('a', { omitPlaintext: true })).plaintext.length).toBe(0);
+
+    const { mac } = await client.computeMac('m', 'data');
+    expect((await client.verifyMac('m', 'data', mac)).valid).toBe(true);
+    expect((await client.verifyMac('m', 'other', mac, { keyVersion: 1 })).valid).toBe(false);
+    expect((fake.stats.lastRequest.VerifyMac as { keyVersion: number }).keyVersion).toBe(1);
+  });
+
+  it('hash takes the enum or its name', async () => {
+    const sha = (alg: string) => createHash(alg).update('abc').digest();
+    expect(Buffer.from((await client.hash('abc')).digest).equals(sha('sha256'))).toBe(true);
+    const r = await client.hash('abc', 'sha3-256');
+    expect(r.algorithm).toBe(HashAlgorithm.SHA3_256);
+    expect(Buffer.from(r.digest).equals(sha('sha3-256'))).toBe(true);
+    expect(Buffer.from((await client.hash('abc', HashAlgorithm.SHA512)).digest).equals(sha('sha512'))).toBe(true);
+    expect(Buffer.from((await client.hash('abc', 'blake2b-512')).digest).equals(sha('blake2b512'))).toBe(true);
+    expect(isFailedPrecondition(await client.hash('abc', 'blake2b-256').catch((e: unknown) => e))).toBe(true);
+    await expect(client.hash('abc', 'md5' as 'sha256')).rejects.toThrow(/unknown hash algorithm "md5"/);
+  });
+
+  it('hashStream hashes a Readable or an async iterable in pieces of at most 1 MiB', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 5);
+    const expected = createHash('sha384').update(data).digest();
+    fake.stats.chunkSizes.hash.length = 0;
+    const r = await client.hashStream(Readable.from([data.subarray(0, 10), data.subarray(10)]), 'sha384');
+    expect(Buffer.from(r.digest).equals(expected)).toBe(true);
+    expect(r.dataBytes).toBe(BigInt(data.length));
+    expect(Math.max(...fake.stats.chunkSizes.hash)).toBeLessThanOrEqual(1024 * 1024);
+
+    async function* pieces() {
+      for (let i = 0; i < data.length; i += 100_000) yield data.subarray(i, i + 100_000);
+    }
+    expect(Buffer.from((await client.hashStream(pieces(), HashAlgorithm.SHA384)).digest).equals(expected)).toBe(true);
+    const empty = await client.hashStream(Readable.from([]));
+    expect(Buffer.from(empty.digest).equals(createHash('sha256').digest())).toBe(true);
+  });
+
+  it('hashStream: a failing source cancels the RPC and rethrows the source error', async () => {
+    async function* broken() {
+      yield Buffer.from('a');
+      throw new Error('disk on fire');
+    }
+    await expect(client.hashStream(broken())).rejects.toThrow('disk on fire');
+  });
+
+  it('hashStream: a refused algorithm rejects with the typed error', async () => {
+    const err = await client.hashStream(Readable.from([Buffer.from('x')]), 'blake2b-256').catch((e: unknown) => e);
+    expect(isFailedPrecondition(err)).toBe(true);
+  });
+});
+
+describe('keys', () => {
+  it('createKey maps names and milliseconds to the request', async () => {
+    const key = await client.createKey('rotating', { suite: 'aes-256-ccm', rotationPeriodMs: 3_600_000, deletionProtection: true });
+    expect(key.suite).toBe(Suite.AES_256_CCM);
+    expect(key.rotationPeriod?.seconds).toBe(3600n);
+    expect(key.deletionProtection).toBe(true);
+    const mac = await client.createKey('mac', { purpose: 'mac' });
+    expect(mac.purpose).toBe(KeyPurpose.MAC);
+    const imported = await client.importKey('imported', randomBytes(32), { suite: Suite.HMAC_SHA256 });
+    expect((fake.stats.lastRequest.ImportKey as { material: Uint8Array }).material.length).toBe(32);
+    expect(imported.suite).toBe(Suite.HMAC_SHA256);
+  });
+
+  it('lifecycle calls return the updated key', async () => {
+    await client.createKey('life');
+    expect((await client.rotateKey('life')).primaryVersion).toBe(2);
+    const updated = await client.updateKey('life', { minDecryptionVersion: 2, rotationPeriodMs: 0, deletionProtection: false });
+    const sent = fake.stats.lastRequest.UpdateKey as { minDecryptionVersion?: number; rotationPeriod?: { seconds: bigint }; deletionProtection?: boolean };
+    expect(sent.minDecryptionVersion).toBe(2);
+    expect(sent.rotationPeriod?.seconds).toBe(0n); // 0 is sent: it turns rotation off
+    expect(sent.deletionProtection).toBe(false);
+    expect(updated.minDecryptionVersion).toBe(2);
+    await client.updateKey('life', {});
+    const unchanged = fake.stats.lastRequest.UpdateKey as { minDecryptionVersion?: number; rotationPeriod?: unknown; deletionProtection?: boolean };
+    expect([unchanged.minDecryptionVersion, unchanged.rotationPeriod, unchanged.deletionProtection]).toEqual([undefined, undefined, undefined]);
+    expect((await client.disableKey('life')).state).toBe(KeyState.DISABLED);
+    expect((await client.enableKey('life')).state).toBe(KeyState.ENABLED);
+    const pending = await client.scheduleKeyDeletion('life', { waitingPeriodMs: 2 * 86_400_000 });
+    expect(pending.state).toBe(KeyState.PENDING_DELETION);
+    expect((fake.stats.lastRequest.ScheduleKeyDeletion as { waitingPeriod?: { seconds: bigint } }).waitingPeriod?.seconds).toBe(172_800n);
+    expect((await client.cancelKeyDeletion('life')).state).toBe(KeyState.DISABLED);
+    await client.getKey('life', { view: 'basic' });
+    expect((fake.stats.lastRequest.GetKey as { view: KeyView }).view).toBe(KeyView.BASIC);
+  });
+
+  it('keys() walks every page', async () => {
+    const names = Array.from({ length: 120 }, (_, i) => `page-${String(i).padStart(3, '0')}`);
+    await Promise.all(names.map((n) => client.createKey(n)));
+    const listed: string[] = [];
+    for await (const key of client.keys({ pageSize: 25 })) if (key.name.startsWith('page-')) listed.push(key.name);
+    expect(listed).toEqual(names);
+    const first = await client.listKeys({ pageSize: 10, view: 'full' });
+    expect(first.keys).toHaveLength(10);
+    expect(first.nextPageToken).not.toBe('');
+  });
+
+  it('refuses bad arguments before calling (as rejections)', async () => {
+    const calls = fake.stats.calls.CreateKey;
+    await expect(client.createKey('x', { suite: 'des' as 'aes-256-gcm' })).rejects.toThrow(/unknown suite "des"/);
+    await expect(client.updateKey('x', { rotationPeriodMs: -1 })).rejects.toThrow(RangeError);
+    expect(fake.stats.calls.CreateKey).toBe(calls);
+  });
+});
+
+describe('names', () => {
+  it('parse and print the CLI spellings', () => {
+    expect(parseSuite('AES-256-GCM')).toBe(Suite.AES_256_GCM);
+    expect(suiteName(Suite.CHACHA20_POLY1305)).toBe('chacha20-poly1305');
+    expect(suiteName(Suite.UNSPECIFIED)).toBeUndefined();
+    expect(parseHashAlgorithm('blake2b-512')).toBe(HashAlgorithm.BLAKE2B_512);
+    expect(() => parseHashAlgorithm('constructor')).toThrow(/unknown hash algorithm/);
+  });
+});
+
+describe('status', () => {
+  it('getStatus returns the response message', async () => {
+    const s = await client.getStatus();
+    expect(s.daemonVersion).toBe('fake');
+    expect(s.pid).toBe(process.pid);
+  });
+});

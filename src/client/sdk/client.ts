@@ -1,0 +1,161 @@
+/**
+ * RingfenceClient: the typed client of the ringfence daemon over its Unix socket. Unary methods
+ * take plain arguments and return the generated response messages; streams are node:stream
+ * Duplexes; session() pipelines many small operations over one stream.
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type * as grpc from '@grpc/grpc-js';
+import type {
+  BatchComputeMacResponse,
+  BatchDecryptResponse,
+  BatchEncryptResponse,
+} from '../../gen/ringfence/v1/batch_pb.js';
+import type * as pb from '../../gen/ringfence/v1/crypto_pb.js';
+import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import { StatusService, type GetStatusResponse } from '../../gen/ringfence/v1/status_service_pb.js';
+import { defaultSocketPath } from '../../rpc/socket-path.js';
+import type { CallOptions } from './call-options.js';
+import { DecryptStream, type DecryptStreamOptions } from './decrypt-stream.js';
+import { EncryptStream, type EncryptStreamOptions } from './encrypt-stream.js';
+import { hashStream, type HashSource } from './hash-stream.js';
+import { KeyMethods } from './key-methods.js';
+import * as req from './requests.js';
+import { checkChunkBytes } from './rpc-duplex.js';
+import { RingfenceSession, type SessionOptions } from './session.js';
+import { Transport } from './transport.js';
+
+export interface RingfenceClientOptions {
+  /** Default: RINGFENCE_SOCKET, else /run/ringfence/ringfence.sock as root, else
+   * $XDG_RUNTIME_DIR/ringfence.sock (throws if a non-root user has no XDG_RUNTIME_DIR). */
+  socketPath?: string;
+  /** Timeout of unary calls and session operations unless a call says otherwise; default 30 s;
+   * 0 or Infinity: none. Streams have no default timeout. */
+  defaultTimeoutMs?: number;
+  /** Merged over the SDK's defaults (send 4 MiB + 64 KiB, receive 16 MiB). */
+  grpcOptions?: grpc.ChannelOptions;
+}
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+export class RingfenceClient extends KeyMethods {
+  readonly socketPath: string;
+  private readonly sessions = new Set<RingfenceSession>();
+  private defaultSession: RingfenceSession | undefined;
+
+  constructor(opts: RingfenceClientOptions = {}) {
+    const socketPath = opts.socketPath ?? defaultSocketPath(process.env, process.getuid?.() ?? -1);
+    super(new Transport(socketPath, opts.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS, opts.grpcOptions));
+    this.socketPath = socketPath;
+  }
+
+  // ---- CryptoService, unary ----
+
+  async encrypt(keyName: string, plaintext: req.Data, opts: req.EncryptOptions & CallOptions = {}): Promise<pb.EncryptResponse> {
+    return this.transport.unary(CryptoService.method.encrypt, req.encryptRequest(keyName, plaintext, opts), opts);
+  }
+
+  /** `ciphertext`: bytes, or the text form "ringfence:v1:...". */
+  async decrypt(ciphertext: req.CiphertextInput, opts: req.DecryptOptions & CallOptions = {}): Promise<pb.DecryptResponse> {
+    return this.transport.unary(CryptoService.method.decrypt, req.decryptRequest(ciphertext, opts), opts);
+  }
+
+  async reEncrypt(ciphertext: req.CiphertextInput, opts: req.ReEncryptOptions & CallOptions = {}): Promise<pb.ReEncryptResponse> {
+    return this.transport.unary(CryptoService.method.reEncrypt, req.reEncryptRequest(ciphertext, opts), opts);
+  }
+
+  async generateDataKey(keyName: string, opts: req.GenerateDataKeyOptions & CallOptions = {}): Promise<pb.GenerateDataKeyResponse> {
+    return this.transport.unary(CryptoService.method.generateDataKey, req.generateDataKeyRequest(keyName, opts), opts);
+  }
+
+  async computeMac(keyName: string, data: req.Data, opts: CallOptions = {}): Promise<pb.ComputeMacResponse> {
+    return this.transport.unary(CryptoService.method.computeMac, req.computeMacRequest(keyName, data), opts);
+  }
+
+  /** A wrong MAC resolves with `valid: false`; only failures to verify reject. */
+  async verifyMac(keyName: string, data: req.Data, mac: Uint8Array, opts: req.VerifyMacOptions & CallOptions = {}): Promise<pb.VerifyMacResponse> {
+    return this.transport.unary(CryptoService.method.verifyMac, req.verifyMacRequest(keyName, data, mac, opts), opts);
+  }
+
+  /** `algorithm`: HashAlgorithm or its name ('sha256', 'sha3-256', 'blake2b-512', ...); default sha256. */
+  async hash(data: req.Data, algorithm?: req.HashAlgorithmInput, opts: CallOptions = {}): Promise<pb.HashResponse> {
+    return this.transport.unary(CryptoService.method.hash, req.hashRequest(data, algorithm), opts);
+  }
+
+  /** Hashes a source of any size (sent in pieces of at most 1 MiB, with backpressure). If the
+   * source throws, the RPC is cancelled and the source's error rethrown. */
+  async hashStream(source: HashSource, algorithm?: req.HashAlgorithmInput, opts: CallOptions = {}): Promise<pb.HashStreamResponse> {
+    return hashStream(this.transport, source, algorithm, opts);
+  }
+
+  async generateRandom(lengthBytes: number, opts: CallOptions = {}): Promise<pb.GenerateRandomResponse> {
+    return this.transport.unary(CryptoService.method.generateRandom, req.generateRandomRequest(lengthBytes), opts);
+  }
+
+  // ---- batches: one result per item, in order; see batchResults() ----
+
+  async batchEncrypt(items: MessageInitShape<typeof pb.EncryptRequestSchema>[], opts: CallOptions = {}): Promise<BatchEncryptResponse> {
+    return this.transport.unary(CryptoService.method.batchEncrypt, { requests: items }, opts);
+  }
+
+  async batchDecrypt(items: MessageInitShape<typeof pb.DecryptRequestSchema>[], opts: CallOptions = {}): Promise<BatchDecryptResponse> {
+    return this.transport.unary(CryptoService.method.batchDecrypt, { requests: items }, opts);
+  }
+
+  async batchComputeMac(items: MessageInitShape<typeof pb.ComputeMacRequestSchema>[], opts: CallOptions = {}): Promise<BatchComputeMacResponse> {
+    return this.transport.unary(CryptoService.method.batchComputeMac, { requests: items }, opts);
+  }
+
+  // ---- streams ----
+
+  /** Write plaintext, read the stream ciphertext; `await stream.key` (or the 'key' event) gives the
+   * key name and version. The ciphertext is complete only when the readable side ends. */
+  encryptStream(keyName: string, opts: EncryptStreamOptions = {}): EncryptStream {
+    checkChunkBytes(opts.chunkBytes); // before the RPC starts
+    return new EncryptStream(this.transport.bidi(CryptoService.method.encryptStream, opts), keyName, opts);
+  }
+
+  /** Write a stream ciphertext (any slicing), read the plaintext. If the Duplex errors, discard
+   * everything it produced: only a readable side that ended means the whole stream authenticated. */
+  decryptStream(opts: DecryptStreamOptions = {}): DecryptStream {
+    checkChunkBytes(opts.chunkBytes);
+    return new DecryptStream(this.transport.bidi(CryptoService.method.decryptStream, opts), opts);
+  }
+
+  // ---- pipelining ----
+
+  /** A new pipelined session (one Session stream); close it when done. */
+  session(opts: SessionOptions = {}): RingfenceSession {
+    const session = new RingfenceSession(this.transport, opts, () => this.sessions.delete(session));
+    this.sessions.add(session);
+    return session;
+  }
+
+  /** A shared session, created on first use and closed by close(). */
+  get pipelined(): RingfenceSession {
+    // A default session that was aborted or closed is replaced by a fresh one.
+    if (!this.defaultSession || !this.sessions.has(this.defaultSession)) this.defaultSession = this.session();
+    return this.defaultSession;
+  }
+
+  // ---- StatusService ----
+
+  async getStatus(opts: CallOptions = {}): Promise<GetStatusResponse> {
+    return this.transport.unary(StatusService.method.getStatus, {}, opts);
+  }
+
+  /**
+   * Closes the sessions this client made (waiting for their operations to settle), then the
+   * channel. Streams still running are not waited for: finish them first.
+   */
+  async close(): Promise<void> {
+    const sessions = [...this.sessions];
+    this.sessions.clear();
+    this.defaultSession = undefined;
+    await Promise.all(sessions.map((s) => s.close()));
+    this.transport.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,193 @@
+import * as grpc from '@grpc/grpc-js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  batchResults,
+  ErrorReason,
+  isAlreadyExists,
+  isAuthenticationFailed,
+  isCancelled,
+  isDaemonUnreachable,
+  isDeadlineExceeded,
+  isFailedPrecondition,
+  isInvalidArgument,
+  isNotFound,
+  isPermissionDenied,
+  isResourceExhausted,
+  isUnavailable,
+  RingfenceClient,
+  RingfenceError,
+} from './index.js';
+import { startFakeServer, type FakeServer } from './test-server.js';
+
+let fake: FakeServer;
+let client: RingfenceClient;
+
+beforeAll(async () => {
+  fake = await startFakeServer();
+  client = new RingfenceClient({ socketPath: fake.socketPath });
+});
+afterAll(async () => {
+  await client.close();
+  await fake.close();
+});
+
+async function failure(p: Promise<unknown>): Promise<RingfenceError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(RingfenceError);
+  return err as RingfenceError;
+}
+
+describe('typed errors from the ErrorInfo trailer', () => {
+  it('NOT_FOUND with reason and metadata', async () => {
+    const err = await failure(client.getKey('nope'));
+    expect(err.code).toBe(grpc.status.NOT_FOUND);
+    expect(err.codeName).toBe('NOT_FOUND');
+    expect(err.reason).toBe(ErrorReason.KEY_NOT_FOUND);
+    expect(err.reasonName).toBe('KEY_NOT_FOUND');
+    expect(err.metadata).toEqual({ key_name: 'nope' });
+    expect(err.message).toBe('key "nope" does not exist');
+    expect(err.rpc).toBe('ringfence.v1.KeyService/GetKey');
+    expect(isNotFound(err)).toBe(true);
+    expect(isAlreadyExists(err) || isInvalidArgument(err) || isUnavailable(err) || isDaemonUnreachable(err)).toBe(false);
+  });
+
+  it('each predicate matches its code', async () => {
+    await client.createKey('dup');
+    expect(isAlreadyExists(await failure(client.createKey('dup')))).toBe(true);
+    const disabled = await failure(client.encrypt('disabled', 'x'));
+    expect(isFailedPrecondition(disabled) && disabled.reasonName === 'KEY_DISABLED').toBe(true);
+    const denied = await failure(client.computeMac('denied', 'x'));
+    expect(isPermissionDenied(denied)).toBe(true);
+    expect(denied.metadata.uid).toBe('1000');
+    const big = await failure(client.encrypt('k', new Uint8Array(1024 * 1024 + 1)));
+    expect(isResourceExhausted(big) && big.reason === ErrorReason.PAYLOAD_TOO_LARGE).toBe(true);
+  });
+
+  it('AUTHENTICATION_FAILED is INVALID_ARGUMENT with its own predicate', async () => {
+    const { ciphertext } = await client.encrypt('k', 'secret', { associatedData: 'ctx-1' });
+    const err = await failure(client.decrypt(ciphertext, { associatedData: 'ctx-2' }));
+    expect(isInvalidArgument(err)).toBe(true);
+    expect(isAuthenticationFailed(err)).toBe(true);
+    const tampered = Uint8Array.from(ciphertext);
+    tampered[tampered.length - 1]! ^= 1;
+    expect(isAuthenticationFailed(await failure(client.decrypt(tampered)))).toBe(true);
+  });
+
+  it('an error without ErrorInfo keeps its code with reason UNSPECIFIED', async () => {
+    const err = await failure(client.encrypt('no-details', 'x'));
+    expect(err.code).toBe(grpc.status.INTERNAL);
+    expect(err.reason).toBe(ErrorReason.UNSPECIFIED);
+    expect(err.reasonName).toBe('UNSPECIFIED');
+    expect(err.metadata).toEqual({});
+  });
+
+  it('predicates are false for anything but a RingfenceError', () => {
+    const lookalike = Object.assign(new Error('x'), { code: grpc.status.NOT_FOUND, reason: ErrorReason.AUTHENTICATION_FAILED });
+    for (const value of [lookalike, undefined, null, 'NOT_FOUND', 5]) {
+      expect(isNotFound(value)).toBe(false);
+      expect(isAuthenticationFailed(value)).toBe(false);
+    }
+  });
+
+  it('batch items carry their own errors (ItemStatus), the batch itself succeeds', async () => {
+    const res = await client.batchEncrypt([
+      { keyName: 'k', plaintext: Buffer.from('a') },
+      { keyName: 'missing-1', plaintext: Buffer.from('b') },
+      { keyName: 'k', plaintext: Buffer.from('c') },
+    ]);
+    const [a, b, c] = batchResults(res);
+    expect(a).not.toBeInstanceOf(RingfenceError);
+    expect(c).not.toBeInstanceOf(RingfenceError);
+    expect(isNotFound(b)).toBe(true);
+    expect((b as RingfenceError).reasonName).toBe('KEY_NOT_FOUND');
+    expect((b as RingfenceError).metadata).toEqual({ key_name: 'missing-1' });
+    const decrypted = batchResults(await client.batchDecrypt([{ ciphertext: (a as { ciphertext: Uint8Array }).ciphertext }, { ciphertext: new Uint8Array(3) }]));
+    expect(Buffer.from((decrypted[0] as { plaintext: Uint8Array }).plaintext).toString()).toBe('a');
+    expect(isInvalidArgument(decrypted[1])).toBe(true);
+  });
+});
+
+describe('no daemon at the socket', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ringfence-nodaemon-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('names the socket path and says the daemon is not running', async () => {
+    const socketPath = join(dir, 'absent.sock');
+    const c = new RingfenceClient({ socketPath });
+    const err = await failure(c.getStatus());
+    await c.close();
+    expect(isUnavailable(err)).toBe(true);
+    expect(isDaemonUnreachable(err)).toBe(true);
+    expect(err.message).toContain(socketPath);
+    expect(err.message).toMatch(/not running or not reachable/);
+    expect(err.message).toContain('ENOENT');
+  });
+
+  it('says the same when nothing listens on the path (ECONNREFUSED)', async () => {
+    const socketPath = join(dir, 'stale.sock');
+    writeFileSync(socketPath, '');
+    const c = new RingfenceClient({ socketPath });
+    const err = await failure(c.encrypt('k', 'x'));
+    await c.close();
+    expect(isDaemonUnreachable(err)).toBe(true);
+    expect(err.message).toContain(socketPath);
+    expect(err.message).toMatch(/not running or not reachable.*ECONNREFUSED/);
+  });
+
+  it('streams and sessions fail the same way', async () => {
+    const c = new RingfenceClient({ socketPath: join(dir, 'absent.sock') });
+    const stream = c.encryptStream('k');
+    const streamErr = await new Promise<unknown>((resolve) => stream.on('error', resolve).resume().end('data'));
+    expect(isDaemonUnreachable(streamErr)).toBe(true);
+    expect(isDaemonUnreachable(await failure(c.pipelined.hash('x')))).toBe(true);
+    await c.close();
+  });
+});
+
+describe('cancellation and deadlines', () => {
+  it('an AbortSignal cancels the call: CANCELLED, and the daemon sees the cancellation', async () => {
+    const before = fake.stats.cancelled;
+    const ac = new AbortController();
+    const started = Date.now();
+    const pending = client.encrypt('slow', 'x', { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('user pressed ^C')), 50);
+    const err = await failure(pending);
+    expect(isCancelled(err)).toBe(true);
+    expect(err.message).toMatch(/aborted by the caller: user pressed \^C/);
+    expect(Date.now() - started).toBeLessThan(2000);
+    await expect.poll(() => fake.stats.cancelled).toBe(before + 1);
+  });
+
+  it('an already aborted signal fails without calling the daemon', async () => {
+    const calls = fake.stats.calls.Encrypt ?? 0;
+    const err = await failure(client.encrypt('k', 'x', { signal: AbortSignal.abort() }));
+    expect(isCancelled(err)).toBe(true);
+    expect(fake.stats.calls.Encrypt ?? 0).toBe(calls);
+  });
+
+  it('timeoutMs and deadline map to grpc deadlines', async () => {
+    let started = Date.now();
+    expect(isDeadlineExceeded(await failure(client.encrypt('slow', 'x', { timeoutMs: 100 })))).toBe(true);
+    expect(Date.now() - started).toBeLessThan(2000);
+    started = Date.now();
+    expect(isDeadlineExceeded(await failure(client.encrypt('slow', 'x', { deadline: new Date(Date.now() + 100) })))).toBe(true);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('the client default timeout applies unless the call says otherwise', async () => {
+    const c = new RingfenceClient({ socketPath: fake.socketPath, defaultTimeoutMs: 100 });
+    expect(isDeadlineExceeded(await failure(c.encrypt('slow', 'x')))).toBe(true);
+    const ac = new AbortController();
+    const noTimeout = c.encrypt('slow', 'x', { timeoutMs: Infinity, signal: ac.signal });
+    await new Promise((r) => setTimeout(r, 300)); // well past the default
+    ac.abort();
+    expect(isCancelled(await failure(noTimeout))).toBe(true);
+    await c.close();
+  });
+});

@@ -1,0 +1,134 @@
+/**
+ * Typed errors: every failed call, batch item or session operation surfaces as a RingfenceError
+ * carrying the gRPC code and the daemon's ErrorReason + metadata (from the google.rpc.ErrorInfo in
+ * the trailers, or from an ItemStatus), so callers branch on `reason`, never on message text.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { ErrorReason, type ItemStatus } from '../../gen/ringfence/v1/errors_pb.js';
+import { decodeStatusDetails, reasonName as nameOfReason } from '../../rpc/error-details.js';
+
+export interface RingfenceErrorInit {
+  code: grpc.status;
+  message: string;
+  reason?: ErrorReason;
+  metadata?: Record<string, string>;
+  /** The RPC that failed, e.g. "ringfence.v1.CryptoService/Encrypt". */
+  rpc?: string;
+  unreachable?: boolean;
+  cause?: unknown;
+}
+
+export class RingfenceError extends Error {
+  override readonly name = 'RingfenceError';
+  readonly code: grpc.status;
+  /** "NOT_FOUND" for grpc.status.NOT_FOUND. */
+  readonly codeName: string;
+  /** UNSPECIFIED when the daemon gave none, or one newer than this SDK (go by `code` then). */
+  readonly reason: ErrorReason;
+  /** "KEY_NOT_FOUND" for ErrorReason.KEY_NOT_FOUND, as in the ErrorInfo on the wire. */
+  readonly reasonName: string;
+  /** The reason's metadata (keys listed per reason in errors.proto); never secrets. */
+  readonly metadata: Record<string, string>;
+  readonly rpc: string | undefined;
+  /** True when no daemon answered at the socket (not running, refused, no permission on it). */
+  readonly unreachable: boolean;
+
+  constructor(init: RingfenceErrorInit) {
+    super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
+    this.code = init.code;
+    this.codeName = grpc.status[init.code] ?? `CODE_${init.code}`;
+    // Reasons are only ever added: one this SDK does not know counts as UNSPECIFIED.
+    this.reason = init.reason !== undefined && ErrorReason[init.reason] !== undefined ? init.reason : ErrorReason.UNSPECIFIED;
+    this.reasonName = nameOfReason(this.reason);
+    this.metadata = init.metadata ?? {};
+    this.rpc = init.rpc;
+    this.unreachable = init.unreachable ?? false;
+  }
+}
+
+function isServiceError(err: unknown): err is grpc.ServiceError {
+  return err instanceof Error && typeof (err as Partial<grpc.ServiceError>).code === 'number' && 'details' in err;
+}
+
+export interface ErrorContext {
+  rpc?: string;
+  socketPath: string;
+  /** Set when the caller's AbortSignal fired: the CANCELLED status is ours, not the daemon's. */
+  abortReason?: unknown;
+  aborted?: boolean;
+}
+
+// grpc-js reports a failed connect as UNAVAILABLE with no status details and this text.
+const CONNECT_FAILURE = /No connection established|connect (E[A-Z]+)/;
+
+/** A RingfenceError for whatever a grpc-js call failed with (passes RingfenceErrors through). */
+export function toRingfenceError(err: unknown, ctx: ErrorContext): RingfenceError {
+  if (err instanceof RingfenceError) return err;
+  // The signal may fire after the daemon already failed the call: only CANCELLED is the abort's.
+  if (ctx.aborted && (!isServiceError(err) || err.code === grpc.status.CANCELLED)) {
+    const why = ctx.abortReason instanceof Error ? `: ${ctx.abortReason.message}` : '';
+    return new RingfenceError({ code: grpc.status.CANCELLED, message: `aborted by the caller${why}`, rpc: ctx.rpc, cause: ctx.abortReason });
+  }
+  if (!isServiceError(err)) {
+    const message = err instanceof Error ? err.message : String(err);
+    return new RingfenceError({ code: grpc.status.UNKNOWN, message, rpc: ctx.rpc, cause: err });
+  }
+  const details = decodeStatusDetails(err.metadata);
+  const match = CONNECT_FAILURE.exec(err.details ?? '');
+  if (err.code === grpc.status.UNAVAILABLE && !details && match) {
+    const errno = match[1] ?? /\b(E[A-Z]{3,})\b/.exec(err.details)?.[1];
+    const message =
+      errno === 'EACCES' || errno === 'EPERM'
+        ? `permission denied on the ringfence daemon's socket ${ctx.socketPath} (${errno}): the daemon is running but this user may not connect`
+        : `the ringfence daemon is not running or not reachable at ${ctx.socketPath}${errno ? ` (${errno})` : ''}: start ringfenced, or set RINGFENCE_SOCKET to its socket`;
+    return new RingfenceError({ code: err.code, message, rpc: ctx.rpc, unreachable: true, cause: err });
+  }
+  return new RingfenceError({
+    code: err.code,
+    message: err.details || (grpc.status[err.code] ?? `code ${err.code}`),
+    reason: details?.reason,
+    metadata: details?.metadata,
+    rpc: ctx.rpc,
+    cause: err,
+  });
+}
+
+/** The error a failed batch item or session operation stands for. */
+export function itemStatusError(status: ItemStatus, rpc?: string): RingfenceError {
+  return new RingfenceError({
+    code: status.code as grpc.status,
+    message: status.message || (grpc.status[status.code] ?? `code ${status.code}`),
+    reason: status.reason,
+    metadata: { ...status.metadata },
+    rpc,
+  });
+}
+
+export function isRingfenceError(err: unknown): err is RingfenceError {
+  return err instanceof RingfenceError;
+}
+
+const byCode =
+  (code: grpc.status) =>
+  (err: unknown): err is RingfenceError =>
+    err instanceof RingfenceError && err.code === code;
+
+export const isNotFound = byCode(grpc.status.NOT_FOUND);
+export const isAlreadyExists = byCode(grpc.status.ALREADY_EXISTS);
+export const isPermissionDenied = byCode(grpc.status.PERMISSION_DENIED);
+export const isInvalidArgument = byCode(grpc.status.INVALID_ARGUMENT);
+export const isFailedPrecondition = byCode(grpc.status.FAILED_PRECONDITION);
+export const isResourceExhausted = byCode(grpc.status.RESOURCE_EXHAUSTED);
+export const isUnavailable = byCode(grpc.status.UNAVAILABLE);
+export const isDeadlineExceeded = byCode(grpc.status.DEADLINE_EXCEEDED);
+export const isCancelled = byCode(grpc.status.CANCELLED);
+
+/** Tampered ciphertext or wrong associated data (INVALID_ARGUMENT, AUTHENTICATION_FAILED). */
+export function isAuthenticationFailed(err: unknown): err is RingfenceError {
+  return err instanceof RingfenceError && err.reason === ErrorReason.AUTHENTICATION_FAILED;
+}
+
+/** No daemon at the socket (also `isUnavailable`). */
+export function isDaemonUnreachable(err: unknown): err is RingfenceError {
+  return err instanceof RingfenceError && err.unreachable;
+}

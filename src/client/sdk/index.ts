@@ -1,0 +1,95 @@
+/**
+ * The ringfence SDK: a typed client for the ringfence daemon (ringfenced) over its Unix socket.
+ *
+ *   const client = new RingfenceClient();
+ *   const { ciphertext } = await client.encrypt('app-key', 'secret', { associatedData: 'user:42' });
+ *   const { plaintext } = await client.decrypt(ciphertext, { associatedData: 'user:42' });
+ *   await client.close();
+ *
+ * Failures are RingfenceErrors (gRPC code + ErrorReason + metadata); test them with the is*()
+ * predicates. Request and response types are the generated protobuf-es messages, re-exported here.
+ */
+export { RingfenceClient, DEFAULT_TIMEOUT_MS, type RingfenceClientOptions } from './client.js';
+export type {
+  CreateKeyOptions,
+  GetKeyOptions,
+  ImportKeyOptions,
+  ListKeysOptions,
+  ScheduleKeyDeletionOptions,
+  UpdateKeyOptions,
+} from './key-methods.js';
+export type {
+  CiphertextInput,
+  Data,
+  DecryptOptions,
+  EncryptOptions,
+  GenerateDataKeyOptions,
+  HashAlgorithmInput,
+  ReEncryptOptions,
+  VerifyMacOptions,
+} from './requests.js';
+export type { CallOptions } from './call-options.js';
+export { RingfenceSession, type SessionOptions } from './session.js';
+export { EncryptStream, type EncryptStreamOptions } from './encrypt-stream.js';
+export { DecryptStream, type DecryptStreamOptions } from './decrypt-stream.js';
+export { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, type StreamKeyInfo } from './rpc-duplex.js';
+export type { HashSource } from './hash-stream.js';
+export { batchResults } from './batch.js';
+export {
+  RingfenceError,
+  isAlreadyExists,
+  isAuthenticationFailed,
+  isCancelled,
+  isDaemonUnreachable,
+  isDeadlineExceeded,
+  isFailedPrecondition,
+  isInvalidArgument,
+  isNotFound,
+  isPermissionDenied,
+  isResourceExhausted,
+  isRingfenceError,
+  isUnavailable,
+} from './errors.js';
+export { CIPHERTEXT_TEXT_PREFIX, ciphertextFromText, ciphertextToText } from './ciphertext-text.js';
+export {
+  HASH_ALGORITHM_NAMES,
+  SUITE_NAMES,
+  hashAlgorithmName,
+  keyPurposeName,
+  parseHashAlgorithm,
+  parseKeyPurpose,
+  parseKeyView,
+  parseSuite,
+  suiteName,
+  type HashAlgorithmName,
+  type KeyPurposeName,
+  type KeyViewName,
+  type SuiteName,
+} from './names.js';
+export { defaultSocketPath } from '../../rpc/socket-path.js';
+
+// The API's messages and enums, so callers need not reach into src/gen.
+export { ErrorReason, type ItemStatus } from '../../gen/ringfence/v1/errors_pb.js';
+export {
+  Availability,
+  type GetStatusResponse,
+  type HashAlgorithmStatus,
+  type Limits,
+  type SuiteStatus,
+} from '../../gen/ringfence/v1/status_service_pb.js';
+export { HashAlgorithm, Suite } from '../../gen/ringfence/v1/suite_pb.js';
+export { KeyOrigin, KeyPurpose, KeyState, KeyVersionState, KeyView, type Key, type KeyVersion } from '../../gen/ringfence/v1/key_pb.js';
+export type { ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
+export type {
+  ComputeMacResponse,
+  DecryptResponse,
+  EncryptResponse,
+  GenerateDataKeyResponse,
+  GenerateRandomResponse,
+  HashResponse,
+  HashStreamResponse,
+  ReEncryptResponse,
+  VerifyMacResponse,
+} from '../../gen/ringfence/v1/crypto_pb.js';
+export type { BatchComputeMacResponse, BatchDecryptResponse, BatchEncryptResponse } from '../../gen/ringfence/v1/batch_pb.js';
+export { status as GrpcStatus } from '@grpc/grpc-js';

@@ -1,0 +1,134 @@
+/** KeyService methods of RingfenceClient (kept apart from the cryptographic ones for size). */
+import { durationFromMs } from '@bufbuild/protobuf/wkt';
+import * as grpc from '@grpc/grpc-js';
+import type { Key, KeyPurpose, KeyView } from '../../gen/ringfence/v1/key_pb.js';
+import { KeyService, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
+import type { Suite } from '../../gen/ringfence/v1/suite_pb.js';
+import type { CallOptions } from './call-options.js';
+import { RingfenceError } from './errors.js';
+import { parseKeyPurpose, parseKeyView, parseSuite, type KeyPurposeName, type KeyViewName, type SuiteName } from './names.js';
+import type { Transport } from './transport.js';
+
+export interface CreateKeyOptions extends CallOptions {
+  /** Default: the suite's purpose, else AEAD. */
+  purpose?: KeyPurpose | KeyPurposeName;
+  /** Default: the best suite for the purpose that the daemon's kernel allows. */
+  suite?: Suite | SuiteName;
+  /** Automatic rotation period; unset or 0: none. At least 1 hour by default. */
+  rotationPeriodMs?: number;
+  deletionProtection?: boolean;
+}
+export interface ImportKeyOptions extends CallOptions {
+  purpose?: KeyPurpose | KeyPurposeName;
+  /** Default: chosen from the purpose and the material's length. */
+  suite?: Suite | SuiteName;
+  deletionProtection?: boolean;
+}
+export interface GetKeyOptions extends CallOptions {
+  /** Default 'full' (with versions). */
+  view?: KeyView | KeyViewName;
+}
+export interface ListKeysOptions extends CallOptions {
+  /** 0 or unset: 100; at most 1000. A page may hold fewer keys even when more follow. */
+  pageSize?: number;
+  pageToken?: string;
+  /** Default 'basic' (no versions). */
+  view?: KeyView | KeyViewName;
+}
+/** Only the fields given change. */
+export interface UpdateKeyOptions extends CallOptions {
+  minDecryptionVersion?: number;
+  /** 0 turns time-based rotation off. */
+  rotationPeriodMs?: number;
+  deletionProtection?: boolean;
+}
+export interface ScheduleKeyDeletionOptions extends CallOptions {
+  /** Default 7 days; at least 1 day, at most 365 days. */
+  waitingPeriodMs?: number;
+}
+
+function duration(field: string, ms: number | undefined) {
+  if (ms === undefined) return undefined;
+  if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`${field} must be a non-negative number of milliseconds, got ${ms}`);
+  return durationFromMs(ms);
+}
+
+function keyOf(res: { key?: Key }): Key {
+  if (!res.key) throw new RingfenceError({ code: grpc.status.INTERNAL, message: 'the daemon answered without the key' });
+  return res.key;
+}
+
+const enumOr = <E>(value: E | string | undefined, parse: (v: E | string) => E) => (value === undefined ? undefined : parse(value));
+
+export class KeyMethods {
+  constructor(protected readonly transport: Transport) {}
+
+  async createKey(name: string, opts: CreateKeyOptions = {}): Promise<Key> {
+    const request = {
+      name,
+      purpose: enumOr(opts.purpose, parseKeyPurpose),
+      suite: enumOr(opts.suite, parseSuite),
+      rotationPeriod: opts.rotationPeriodMs ? duration('rotationPeriodMs', opts.rotationPeriodMs) : undefined,
+      deletionProtection: opts.deletionProtection,
+    };
+    return keyOf(await this.transport.unary(KeyService.method.createKey, request, opts));
+  }
+
+  /** `material` is the raw key (32 bytes; 64 for aes-256-ctr-hmac-sha256 and hmac-sha512; 48 for
+   * hmac-sha384). Wipe your copy afterwards. */
+  async importKey(name: string, material: Uint8Array, opts: ImportKeyOptions = {}): Promise<Key> {
+    const request = { name, material, purpose: enumOr(opts.purpose, parseKeyPurpose), suite: enumOr(opts.suite, parseSuite), deletionProtection: opts.deletionProtection };
+    return keyOf(await this.transport.unary(KeyService.method.importKey, request, opts));
+  }
+
+  async getKey(name: string, opts: GetKeyOptions = {}): Promise<Key> {
+    return keyOf(await this.transport.unary(KeyService.method.getKey, { name, view: enumOr(opts.view, parseKeyView) }, opts));
+  }
+
+  async listKeys(opts: ListKeysOptions = {}): Promise<ListKeysResponse> {
+    const request = { pageSize: opts.pageSize, pageToken: opts.pageToken, view: enumOr(opts.view, parseKeyView) };
+    return this.transport.unary(KeyService.method.listKeys, request, opts);
+  }
+
+  /** Every key, in name order, fetching pages as the iteration goes. */
+  async *keys(opts: Omit<ListKeysOptions, 'pageToken'> = {}): AsyncGenerator<Key, void, undefined> {
+    let pageToken = '';
+    do {
+      const page = await this.listKeys({ ...opts, pageToken });
+      yield* page.keys;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  /** Generated keys: no material. Imported keys: the new version's material. */
+  async rotateKey(name: string, material?: Uint8Array, opts: CallOptions = {}): Promise<Key> {
+    return keyOf(await this.transport.unary(KeyService.method.rotateKey, { name, material }, opts));
+  }
+
+  async updateKey(name: string, opts: UpdateKeyOptions = {}): Promise<Key> {
+    const request = {
+      name,
+      minDecryptionVersion: opts.minDecryptionVersion,
+      rotationPeriod: duration('rotationPeriodMs', opts.rotationPeriodMs),
+      deletionProtection: opts.deletionProtection,
+    };
+    return keyOf(await this.transport.unary(KeyService.method.updateKey, request, opts));
+  }
+
+  async disableKey(name: string, opts: CallOptions = {}): Promise<Key> {
+    return keyOf(await this.transport.unary(KeyService.method.disableKey, { name }, opts));
+  }
+
+  async enableKey(name: string, opts: CallOptions = {}): Promise<Key> {
+    return keyOf(await this.transport.unary(KeyService.method.enableKey, { name }, opts));
+  }
+
+  async scheduleKeyDeletion(name: string, opts: ScheduleKeyDeletionOptions = {}): Promise<Key> {
+    const request = { name, waitingPeriod: duration('waitingPeriodMs', opts.waitingPeriodMs) };
+    return keyOf(await this.transport.unary(KeyService.method.scheduleKeyDeletion, request, opts));
+  }
+
+  async cancelKeyDeletion(name: string, opts: CallOptions = {}): Promise<Key> {
+    return keyOf(await this.transport.unary(KeyService.method.cancelKeyDeletion, { name }, opts));
+  }
+}

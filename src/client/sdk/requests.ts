@@ -1,0 +1,100 @@
+/**
+ * Ergonomic arguments -> request init objects for the cryptographic operations, shared by the
+ * unary methods of RingfenceClient and the pipelined RingfenceSession so both accept the same.
+ */
+import type { DescMessage, MessageInitShape } from '@bufbuild/protobuf';
+import type {
+  ComputeMacRequestSchema,
+  DecryptRequestSchema,
+  EncryptRequestSchema,
+  GenerateDataKeyRequestSchema,
+  GenerateRandomRequestSchema,
+  HashRequestSchema,
+  ReEncryptRequestSchema,
+  VerifyMacRequestSchema,
+} from '../../gen/ringfence/v1/crypto_pb.js';
+import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
+import { ciphertextFromText } from './ciphertext-text.js';
+import { parseHashAlgorithm, type HashAlgorithmName } from './names.js';
+
+/** Bytes, or a string taken as UTF-8. */
+export type Data = Uint8Array | string;
+/** Binary ciphertext, or its text form "ringfence:v1:..." (parsed strictly). */
+export type CiphertextInput = Uint8Array | string;
+export type HashAlgorithmInput = HashAlgorithm | HashAlgorithmName;
+
+export function toBytes(data: Data): Uint8Array {
+  return typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+}
+
+export function toCiphertext(ciphertext: CiphertextInput): Uint8Array {
+  return typeof ciphertext === 'string' ? ciphertextFromText(ciphertext) : ciphertext;
+}
+
+const optionalBytes = (data: Data | undefined) => (data === undefined ? undefined : toBytes(data));
+
+export interface EncryptOptions {
+  /** Authenticated, not encrypted nor stored: decrypt needs the same bytes. */
+  associatedData?: Data;
+}
+export interface DecryptOptions {
+  associatedData?: Data;
+}
+export interface ReEncryptOptions {
+  /** The associated data the ciphertext was made with. */
+  associatedData?: Data;
+  /** Encrypt under this key instead of the ciphertext's own (its primary version either way). */
+  destinationKeyName?: string;
+  /** Associated data for the new ciphertext; unset: the same as associatedData. */
+  destinationAssociatedData?: Data;
+}
+export interface GenerateDataKeyOptions {
+  /** 1 to 1024; default 32. */
+  lengthBytes?: number;
+  associatedData?: Data;
+  /** Return only the encrypted data key. */
+  omitPlaintext?: boolean;
+}
+export interface VerifyMacOptions {
+  /** The key version to verify with; default the primary. */
+  keyVersion?: number;
+}
+
+type Init<S extends DescMessage> = MessageInitShape<S>;
+
+export function encryptRequest(keyName: string, plaintext: Data, o: EncryptOptions = {}): Init<typeof EncryptRequestSchema> {
+  return { keyName, plaintext: toBytes(plaintext), associatedData: optionalBytes(o.associatedData) };
+}
+
+export function decryptRequest(ciphertext: CiphertextInput, o: DecryptOptions = {}): Init<typeof DecryptRequestSchema> {
+  return { ciphertext: toCiphertext(ciphertext), associatedData: optionalBytes(o.associatedData) };
+}
+
+export function reEncryptRequest(ciphertext: CiphertextInput, o: ReEncryptOptions = {}): Init<typeof ReEncryptRequestSchema> {
+  return {
+    ciphertext: toCiphertext(ciphertext),
+    associatedData: optionalBytes(o.associatedData),
+    destinationKeyName: o.destinationKeyName,
+    destinationAssociatedData: optionalBytes(o.destinationAssociatedData),
+  };
+}
+
+export function generateDataKeyRequest(keyName: string, o: GenerateDataKeyOptions = {}): Init<typeof GenerateDataKeyRequestSchema> {
+  return { keyName, lengthBytes: o.lengthBytes, associatedData: optionalBytes(o.associatedData), omitPlaintext: o.omitPlaintext };
+}
+
+export function computeMacRequest(keyName: string, data: Data): Init<typeof ComputeMacRequestSchema> {
+  return { keyName, data: toBytes(data) };
+}
+
+export function verifyMacRequest(keyName: string, data: Data, mac: Uint8Array, o: VerifyMacOptions = {}): Init<typeof VerifyMacRequestSchema> {
+  return { keyName, data: toBytes(data), mac, keyVersion: o.keyVersion };
+}
+
+export function hashRequest(data: Data, algorithm: HashAlgorithmInput = HashAlgorithm.SHA256): Init<typeof HashRequestSchema> {
+  return { algorithm: parseHashAlgorithm(algorithm), data: toBytes(data) };
+}
+
+export function generateRandomRequest(lengthBytes: number): Init<typeof GenerateRandomRequestSchema> {
+  return { lengthBytes };
+}

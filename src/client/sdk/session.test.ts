@@ -1,0 +1,164 @@
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { isCancelled, isDeadlineExceeded, isNotFound, isUnavailable, RingfenceClient, RingfenceError, ErrorReason } from './index.js';
+import { startFakeServer, type FakeServer } from './test-server.js';
+
+let fake: FakeServer;
+let client: RingfenceClient;
+
+beforeAll(async () => {
+  fake = await startFakeServer();
+  client = new RingfenceClient({ socketPath: fake.socketPath });
+});
+afterAll(async () => {
+  await client.close();
+  await fake.close();
+});
+beforeEach(() => {
+  fake.sessionDelayMs = 3;
+  fake.stats.sessionMaxOutstanding = 0;
+  fake.stats.sessionOutOfOrder = 0;
+});
+
+const text = (bytes: Uint8Array) => Buffer.from(bytes).toString();
+
+describe('session pipelining', () => {
+  it('matches out-of-order responses to their calls by id, over one stream', async () => {
+    const session = client.session();
+    const streamsBefore = fake.stats.sessionStreams;
+    const inputs = Array.from({ length: 300 }, (_, i) => `message ${i}`);
+    const encrypted = await Promise.all(inputs.map((m, i) => session.encrypt('k', m, { associatedData: `ad-${i}` })));
+    const decrypted = await Promise.all(encrypted.map((e, i) => session.decrypt(e.ciphertext, { associatedData: `ad-${i}` })));
+    expect(decrypted.map((d) => text(d.plaintext))).toEqual(inputs);
+    const digests = await Promise.all(inputs.map((m) => session.hash(m, 'sha512')));
+    expect(digests.map((d) => Buffer.from(d.digest).toString('hex'))).toEqual(inputs.map((m) => createHash('sha512').update(m).digest('hex')));
+    expect(fake.stats.sessionOutOfOrder).toBeGreaterThan(0); // the fake really did reorder
+    expect(fake.stats.sessionStreams - streamsBefore).toBe(1);
+    await session.close();
+  });
+
+  it('every operation kind goes through', async () => {
+    const s = client.session();
+    const { mac } = await s.computeMac('m', 'data');
+    expect((await s.verifyMac('m', 'data', mac)).valid).toBe(true);
+    expect((await s.verifyMac('m', 'data!', mac)).valid).toBe(false);
+    expect((await s.generateRandom(33)).data.length).toBe(33);
+    const dk = await s.generateDataKey('k', { lengthBytes: 24 });
+    expect(dk.plaintext.length).toBe(24);
+    const re = await s.reEncrypt(dk.ciphertext, { destinationKeyName: 'k2' });
+    expect(re.keyName).toBe('k2');
+    expect(Buffer.from((await s.decrypt(re.ciphertext)).plaintext).equals(Buffer.from(dk.plaintext))).toBe(true);
+    await s.close();
+  });
+
+  it('a failed operation rejects only its own promise, with the ItemStatus as a typed error', async () => {
+    const s = client.session();
+    const results = await Promise.allSettled([s.encrypt('k', 'a'), s.encrypt('missing-x', 'b'), s.encrypt('k', 'c')]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    const err = (results[1] as PromiseRejectedResult).reason as RingfenceError;
+    expect(isNotFound(err)).toBe(true);
+    expect(err.reason).toBe(ErrorReason.KEY_NOT_FOUND);
+    expect(err.metadata).toEqual({ key_name: 'missing-x' });
+    expect(err.rpc).toBe('ringfence.v1.CryptoService/Session');
+    await s.close();
+  });
+
+  it('keeps at most maxInFlight operations outstanding at the daemon', async () => {
+    const s = client.session({ maxInFlight: 8 });
+    fake.sessionDelayMs = 5;
+    let maxSeenByClient = 0;
+    const all = Array.from({ length: 400 }, (_, i) =>
+      s.hash(`x${i}`).finally(() => {
+        maxSeenByClient = Math.max(maxSeenByClient, s.outstanding);
+      }),
+    );
+    await Promise.all(all);
+    expect(fake.stats.sessionMaxOutstanding).toBe(8);
+    expect(maxSeenByClient).toBeLessThanOrEqual(8);
+    await s.close();
+  });
+
+  it('pipelines 10,000 operations', async () => {
+    const s = client.session();
+    fake.sessionDelayMs = 1;
+    const n = 10_000;
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => s.hash(String(i))));
+    expect(results).toHaveLength(n);
+    expect(Buffer.from(results[9_999]!.digest).equals(createHash('sha256').update('9999').digest())).toBe(true);
+    expect(fake.stats.sessionMaxOutstanding).toBeLessThanOrEqual(256);
+    await s.close();
+  });
+
+  it('when the stream dies, its pending operations reject with its error; the next call reopens', async () => {
+    const s = client.session();
+    fake.sessionDelayMs = 20;
+    const streamsBefore = fake.stats.sessionStreams;
+    const doomed = Array.from({ length: 20 }, (_, i) => s.hash(`h${i}`).catch((e: unknown) => e));
+    const killer = s.encrypt('kill-session', 'x').catch((e: unknown) => e);
+    const outcomes = [...(await Promise.all(doomed)), await killer];
+    const errors = outcomes.filter((o): o is RingfenceError => o instanceof RingfenceError);
+    expect(errors.length).toBeGreaterThan(0);
+    for (const e of errors) {
+      expect(isUnavailable(e)).toBe(true);
+      expect(e.reasonName).toBe('SHUTTING_DOWN');
+    }
+    expect(isUnavailable(outcomes.at(-1))).toBe(true);
+    fake.sessionDelayMs = 1;
+    expect(text((await s.decrypt((await s.encrypt('k', 'again')).ciphertext)).plaintext)).toBe('again');
+    expect(fake.stats.sessionStreams).toBe(streamsBefore + 2);
+    await s.close();
+  });
+
+  it('close() waits for outstanding operations, then refuses new ones', async () => {
+    const s = client.session();
+    fake.sessionDelayMs = 30;
+    let done = 0;
+    const ops = Array.from({ length: 50 }, () => s.generateRandom(8).then(() => done++));
+    await s.close();
+    expect(done).toBe(50);
+    await Promise.all(ops);
+    const err = await s.hash('late').catch((e: unknown) => e);
+    expect(isCancelled(err)).toBe(true);
+    expect((err as Error).message).toMatch(/session is closed/);
+  });
+
+  it('per-operation abort and deadline settle just that operation', async () => {
+    const s = client.session({ maxInFlight: 4 });
+    fake.sessionDelayMs = 200;
+    const ac = new AbortController();
+    const aborted = s.hash('a', 'sha256', { signal: ac.signal });
+    const expired = s.hash('b', 'sha256', { timeoutMs: 20 });
+    const fine = s.hash('c');
+    ac.abort();
+    expect(isCancelled(await aborted.catch((e: unknown) => e))).toBe(true);
+    expect(isDeadlineExceeded(await expired.catch((e: unknown) => e))).toBe(true);
+    expect((await fine).digest.length).toBe(32);
+    expect(isCancelled(await s.hash('d', 'sha256', { signal: AbortSignal.abort() }).catch((e: unknown) => e))).toBe(true);
+    await s.close();
+  });
+
+  it('aborting the session signal fails queued and pending operations and closes it', async () => {
+    const ac = new AbortController();
+    const s = client.session({ maxInFlight: 2, signal: ac.signal });
+    fake.sessionDelayMs = 200;
+    const ops = Array.from({ length: 6 }, (_, i) => s.hash(`x${i}`).catch((e: unknown) => e));
+    setTimeout(() => ac.abort(), 20);
+    for (const outcome of await Promise.all(ops)) expect(isCancelled(outcome)).toBe(true);
+    expect(isCancelled(await s.hash('after').catch((e: unknown) => e))).toBe(true);
+  });
+
+  it('client.pipelined is one shared session', async () => {
+    expect(client.pipelined).toBe(client.pipelined);
+    expect(text((await client.pipelined.decrypt((await client.pipelined.encrypt('k', 'shared')).ciphertext)).plaintext)).toBe('shared');
+  });
+
+  it('an idle session half-closes its stream and reopens on demand', async () => {
+    const s = client.session({ idleTimeoutMs: 20 });
+    const before = fake.stats.sessionStreams;
+    await s.hash('one');
+    await new Promise((r) => setTimeout(r, 100));
+    await s.hash('two');
+    expect(fake.stats.sessionStreams).toBe(before + 2);
+    await s.close();
+  });
+});

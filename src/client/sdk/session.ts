@@ -1,0 +1,266 @@
+/**
+ * Pipelining over CryptoService.Session: many small operations multiplexed on one bidi stream,
+ * matched to their responses by id (the daemon answers in any order). At most maxInFlight are sent
+ * and unanswered at a time; later calls wait in a FIFO queue, and sending also waits while the
+ * grpc-js call reports write backpressure, so nothing is buffered without bound below the queue.
+ *
+ * If the stream fails, the operations it carried reject with its error and the next call opens a
+ * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
+ * process alive); it reopens on demand. close() is final.
+ */
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import type * as pb from '../../gen/ringfence/v1/crypto_pb.js';
+import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import { SessionRequestSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
+import { callDeadline, onAbort, type CallOptions } from './call-options.js';
+import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
+import * as req from './requests.js';
+import type { StreamCall, Transport } from './transport.js';
+
+type OpCase = Exclude<SessionRequest['op']['case'], undefined>;
+type OpResult<K extends OpCase> = Extract<SessionResponse['result'], { case: K }>['value'];
+type OpInit<K extends OpCase> = Extract<NonNullable<MessageInitShape<typeof SessionRequestSchema>['op']>, { case: K }>['value'];
+
+const RPC = 'ringfence.v1.CryptoService/Session';
+
+export interface SessionOptions {
+  /** Operations sent and not yet answered, at most; default 256 (the daemon allows 1024). */
+  maxInFlight?: number;
+  /** Half-close the stream after this long without operations; default 2000 ms. */
+  idleTimeoutMs?: number;
+  /** Aborting fails every queued and pending operation with CANCELLED and closes the session. */
+  signal?: AbortSignal;
+}
+
+interface Op {
+  kind: OpCase;
+  request: SessionRequest;
+  settled: boolean;
+  settle(value: unknown, error?: RingfenceError): void;
+}
+
+interface Stream {
+  rpc: StreamCall<grpc.ClientDuplexStream<SessionRequest, SessionResponse>>;
+  /** Sent, unanswered operations by id (including ones that timed out locally meanwhile). */
+  pending: Map<bigint, Op>;
+  /** Set while grpc-js's write() said to wait for 'drain'. */
+  blocked?: { wait: Promise<void>; release(): void; pumpScheduled: boolean };
+  over: boolean;
+  done: Promise<void>;
+  markDone(): void;
+}
+
+export class RingfenceSession {
+  readonly maxInFlight: number;
+  private readonly idleTimeoutMs: number;
+  private readonly signal: AbortSignal | undefined;
+  private stream: Stream | undefined;
+  private readonly queue: Op[] = [];
+  private inFlight = 0;
+  private unsettled = 0;
+  private nextId = 1n;
+  private pumping = false;
+  private closing = false;
+  private closed: Promise<void> | undefined;
+  private finishClose: (() => void) | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly transport: Transport,
+    opts: SessionOptions = {},
+    private readonly onClosed: () => void = () => {},
+  ) {
+    this.maxInFlight = opts.maxInFlight ?? 256;
+    if (!Number.isInteger(this.maxInFlight) || this.maxInFlight < 1) throw new RangeError(`maxInFlight must be a positive integer, got ${opts.maxInFlight}`);
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 2000;
+    this.signal = opts.signal;
+    onAbort(this.signal, () => this.abort());
+  }
+
+  /** Operations sent and not yet answered. */
+  get outstanding(): number {
+    return this.inFlight;
+  }
+
+  async encrypt(keyName: string, plaintext: req.Data, opts?: req.EncryptOptions & CallOptions): Promise<pb.EncryptResponse> {
+    return this.run('encrypt', req.encryptRequest(keyName, plaintext, opts), opts);
+  }
+  async decrypt(ciphertext: req.CiphertextInput, opts?: req.DecryptOptions & CallOptions): Promise<pb.DecryptResponse> {
+    return this.run('decrypt', req.decryptRequest(ciphertext, opts), opts);
+  }
+  async reEncrypt(ciphertext: req.CiphertextInput, opts?: req.ReEncryptOptions & CallOptions): Promise<pb.ReEncryptResponse> {
+    return this.run('reEncrypt', req.reEncryptRequest(ciphertext, opts), opts);
+  }
+  async generateDataKey(keyName: string, opts?: req.GenerateDataKeyOptions & CallOptions): Promise<pb.GenerateDataKeyResponse> {
+    return this.run('generateDataKey', req.generateDataKeyRequest(keyName, opts), opts);
+  }
+  async computeMac(keyName: string, data: req.Data, opts?: CallOptions): Promise<pb.ComputeMacResponse> {
+    return this.run('computeMac', req.computeMacRequest(keyName, data), opts);
+  }
+  async verifyMac(keyName: string, data: req.Data, mac: Uint8Array, opts?: req.VerifyMacOptions & CallOptions): Promise<pb.VerifyMacResponse> {
+    return this.run('verifyMac', req.verifyMacRequest(keyName, data, mac, opts), opts);
+  }
+  async hash(data: req.Data, algorithm?: req.HashAlgorithmInput, opts?: CallOptions): Promise<pb.HashResponse> {
+    return this.run('hash', req.hashRequest(data, algorithm), opts);
+  }
+  async generateRandom(lengthBytes: number, opts?: CallOptions): Promise<pb.GenerateRandomResponse> {
+    return this.run('generateRandom', req.generateRandomRequest(lengthBytes), opts);
+  }
+
+  /** Stops taking operations, waits for those already made to settle, then ends the stream. */
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closing = true;
+      this.closed = new Promise<void>((resolve) => (this.finishClose = resolve)).then(this.onClosed);
+      if (this.unsettled === 0) this.endAfterClose();
+    }
+    return this.closed;
+  }
+
+  private run<K extends OpCase>(kind: K, init: OpInit<K>, opts: CallOptions = {}): Promise<OpResult<K>> {
+    if (this.closing) return Promise.reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the session is closed', rpc: RPC }));
+    if (opts.signal?.aborted) return Promise.reject(this.abortError(opts.signal));
+    const request = create(SessionRequestSchema, { op: { case: kind, value: init } } as MessageInitShape<typeof SessionRequestSchema>);
+    clearTimeout(this.idleTimer);
+    this.unsettled++;
+    return new Promise<OpResult<K>>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      let release = () => {};
+      const op: Op = {
+        kind,
+        request,
+        settled: false,
+        settle: (value, error) => {
+          if (op.settled) return;
+          op.settled = true;
+          clearTimeout(timer);
+          release();
+          if (error) reject(error);
+          else (resolve as (v: unknown) => void)(value); // the response case matched `kind`
+          if (--this.unsettled === 0 && this.closing) this.endAfterClose();
+        },
+      };
+      // Local deadlines and aborts settle the caller's promise at once; an operation already sent
+      // keeps its slot until the daemon answers it, so maxInFlight stays true on the wire.
+      const deadline = callDeadline(opts, this.transport.defaultTimeoutMs);
+      if (deadline) {
+        const expire = () => op.settle(undefined, new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc: RPC }));
+        timer = setTimeout(expire, Math.max(0, deadline.getTime() - Date.now()));
+      }
+      const { signal } = opts;
+      release = onAbort(signal, () => op.settle(undefined, this.abortError(signal)));
+      this.queue.push(op);
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
+        const stream = this.stream ?? this.open();
+        if (stream.blocked) {
+          if (!stream.blocked.pumpScheduled) void stream.blocked.wait.then(() => this.pump());
+          stream.blocked.pumpScheduled = true;
+          return;
+        }
+        const op = this.queue.shift()!;
+        if (op.settled) continue; // aborted or expired while queued: never sent
+        const id = this.nextId++;
+        op.request.id = id;
+        stream.pending.set(id, op);
+        this.inFlight++;
+        if (!stream.rpc.call.write(op.request)) this.block(stream);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private block(stream: Stream): void {
+    let release = () => {};
+    const wait = new Promise<void>((resolve) => (release = resolve));
+    const drained = () => {
+      stream.blocked = undefined;
+      release();
+    };
+    stream.rpc.call.once('drain', drained);
+    stream.blocked = { wait, release: drained, pumpScheduled: false };
+  }
+
+  private open(): Stream {
+    const rpc = this.transport.bidi(CryptoService.method.session, { signal: this.signal });
+    let markDone = () => {};
+    const done = new Promise<void>((resolve) => (markDone = resolve));
+    const stream: Stream = { rpc, pending: new Map(), over: false, done, markDone };
+    rpc.call.on('data', (res: SessionResponse) => this.onResponse(stream, res));
+    rpc.call.on('error', (err: unknown) => this.onStreamEnd(stream, rpc.toError(err)));
+    rpc.call.on('end', () => this.onStreamEnd(stream, undefined));
+    this.stream = stream;
+    return stream;
+  }
+
+  private onResponse(stream: Stream, res: SessionResponse): void {
+    const op = stream.pending.get(res.id);
+    if (!op) return; // not an id in flight on this stream: nothing waits for it
+    stream.pending.delete(res.id);
+    this.inFlight--;
+    const { result } = res;
+    if (result.case === 'error') op.settle(undefined, itemStatusError(result.value, RPC));
+    else if (result.case === op.kind) op.settle(result.value);
+    else op.settle(undefined, new RingfenceError({ code: grpc.status.INTERNAL, message: `the daemon answered a ${op.kind} operation with ${result.case ?? 'no result'}`, rpc: RPC }));
+    this.pump();
+    this.maybeIdle(stream);
+  }
+
+  private onStreamEnd(stream: Stream, error: RingfenceError | undefined): void {
+    if (stream.over) return;
+    stream.over = true;
+    stream.rpc.release();
+    if (this.stream === stream) this.stream = undefined;
+    stream.blocked?.release();
+    const err = error ?? new RingfenceError({ code: grpc.status.INTERNAL, message: 'the session stream ended with operations unanswered', rpc: RPC });
+    const orphans = [...stream.pending.values()];
+    stream.pending.clear();
+    this.inFlight -= orphans.length;
+    for (const op of orphans) op.settle(undefined, err);
+    stream.markDone();
+    this.pump(); // queued operations go out on a new stream
+  }
+
+  private maybeIdle(stream: Stream): void {
+    if (this.inFlight > 0 || this.unsettled > 0 || this.closing || this.stream !== stream) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (this.inFlight > 0 || this.unsettled > 0 || this.stream !== stream) return;
+      this.stream = undefined;
+      stream.rpc.call.end();
+    }, this.idleTimeoutMs);
+    this.idleTimer.unref();
+  }
+
+  private endAfterClose(): void {
+    clearTimeout(this.idleTimer);
+    const stream = this.stream;
+    this.stream = undefined;
+    if (!stream) return this.finishClose?.();
+    // Entries left are operations the caller gave up on (deadline, abort): don't wait for them.
+    if (stream.pending.size > 0) stream.rpc.call.cancel();
+    else stream.rpc.call.end();
+    void stream.done.then(() => this.finishClose?.());
+  }
+
+  private abort(): void {
+    if (!this.closing) this.onClosed();
+    this.closing = true;
+    const err = this.abortError(this.signal);
+    for (const op of this.queue.splice(0)) op.settle(undefined, err);
+    this.stream?.rpc.call.cancel();
+  }
+
+  private abortError(signal: AbortSignal | undefined): RingfenceError {
+    return toRingfenceError(undefined, { rpc: RPC, socketPath: this.transport.socketPath, aborted: true, abortReason: signal?.reason });
+  }
+}

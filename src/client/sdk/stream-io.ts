@@ -1,0 +1,113 @@
+/**
+ * Flow-control helpers for the streaming RPCs: cutting written bytes into message-sized pieces, and
+ * writing to a grpc-js call with at most a couple of messages not yet taken by the transport.
+ */
+import type { Readable, Writable } from 'node:stream';
+
+/** Collects written bytes and cuts them into pieces of exactly `size` bytes (the rest at the end). */
+export class Rechunker {
+  private parts: Buffer[] = [];
+  private length = 0;
+
+  constructor(readonly size: number) {}
+
+  get bufferedBytes(): number {
+    return this.length;
+  }
+
+  push(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.parts.push(bytes);
+    this.length += bytes.length;
+  }
+
+  /**
+   * Takes full pieces. With `holdBack`, keeps at least one byte buffered, so the piece sent at the
+   * end (which carries the final flag) is never empty unless nothing was written at all.
+   */
+  *take(holdBack: boolean): Generator<Buffer> {
+    while (this.length > this.size || (!holdBack && this.length >= this.size && this.length > 0)) yield this.cut(this.size);
+  }
+
+  /** Everything still buffered (possibly empty). */
+  rest(): Buffer {
+    return this.cut(this.length);
+  }
+
+  private cut(n: number): Buffer {
+    const first = this.parts[0];
+    // The common case (writes of at least `size`) slices without copying.
+    if (first && first.length >= n) {
+      const piece = first.subarray(0, n);
+      if (first.length === n) this.parts.shift();
+      else this.parts[0] = first.subarray(n);
+      this.length -= n;
+      return piece;
+    }
+    const piece = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const part = this.parts[0]!;
+      const used = Math.min(part.length, n - filled);
+      part.copy(piece, filled, 0, used);
+      filled += used;
+      if (used === part.length) this.parts.shift();
+      else this.parts[0] = part.subarray(used);
+    }
+    this.length -= n;
+    return piece;
+  }
+}
+
+/**
+ * Writes messages to a grpc-js call, waiting whenever `window` messages are still queued in it.
+ * grpc-js calls a write's callback once the message went to the HTTP/2 stream (which HTTP/2 flow
+ * control holds back when the daemon stops reading), so this is tighter than write() returning
+ * false, which only happens after 16 queued messages (16 MiB of 1 MiB chunks).
+ */
+export class CallWriter<T> {
+  private queued = 0;
+  private wake: (() => void) | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly call: Writable,
+    private readonly window = 2,
+  ) {}
+
+  /** Resolves once the message is queued and the window has room for the next one. */
+  async write(message: T): Promise<void> {
+    if (this.stopped) return;
+    this.queued++;
+    this.call.write(message, () => {
+      this.queued--;
+      this.wakeUp();
+    });
+    while (!this.stopped && this.queued >= this.window) await new Promise<void>((resolve) => (this.wake = resolve));
+  }
+
+  /** The call is over: release any waiting writer; further writes are dropped. */
+  stop(): void {
+    this.stopped = true;
+    this.wakeUp();
+  }
+
+  private wakeUp(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+}
+
+/**
+ * grpc-js reads ahead into its object-mode buffer up to 16 messages (16 MiB of 1 MiB chunks) even
+ * while paused. Lowering the mark to one message makes it stop asking the transport for more as
+ * soon as one response waits, so HTTP/2 flow control holds the daemon back instead. Only the
+ * buffering changes; if a future grpc-js hides the state, we keep its default.
+ */
+export function limitReadAhead(call: Readable): void {
+  const state = (call as unknown as { _readableState?: { highWaterMark?: unknown } })._readableState;
+  if (state && typeof state.highWaterMark === 'number') state.highWaterMark = 1;
+}
+
+export const toBuffer = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

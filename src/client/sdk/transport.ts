@@ -1,0 +1,128 @@
+/**
+ * The grpc-js plumbing under RingfenceClient: one channel to the daemon's Unix socket, typed unary
+ * calls built from protobuf-es descriptors, and stream calls wired to AbortSignals and deadlines.
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  create,
+  type DescMessage,
+  type DescMethodBiDiStreaming,
+  type DescMethodClientStreaming,
+  type DescMethodUnary,
+  type MessageInitShape,
+  type MessageShape,
+} from '@bufbuild/protobuf';
+import { methodDefinition, type MethodDefinition } from '../../rpc/service-definition.js';
+import { callDeadline, onAbort, type CallOptions } from './call-options.js';
+import { RingfenceError, toRingfenceError } from './errors.js';
+
+export const MiB = 1024 * 1024;
+
+/** Defaults sized for the daemon's limits: 1 MiB payloads, 4 MiB + 64 KiB requests; batch
+ * responses can be somewhat larger than their request, hence the wider receive limit. */
+const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_send_message_length': 4 * MiB + 64 * 1024,
+  'grpc.max_receive_message_length': 16 * MiB,
+};
+
+const definitions = new WeakMap<object, MethodDefinition>();
+function definitionOf(method: Parameters<typeof methodDefinition>[0]): MethodDefinition {
+  let def = definitions.get(method);
+  if (!def) definitions.set(method, (def = methodDefinition(method)));
+  return def;
+}
+
+/** A started stream call plus what its owner needs to turn its failure into a RingfenceError. */
+export interface StreamCall<C> {
+  call: C;
+  rpc: string;
+  toError(err: unknown): RingfenceError;
+  /** Drop the AbortSignal listener once the call is over. */
+  release(): void;
+}
+
+export class Transport {
+  readonly client: grpc.Client;
+
+  constructor(
+    readonly socketPath: string,
+    readonly defaultTimeoutMs: number | undefined,
+    grpcOptions: grpc.ChannelOptions = {},
+  ) {
+    this.client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure(), { ...DEFAULT_CHANNEL_OPTIONS, ...grpcOptions });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  unary<I extends DescMessage, O extends DescMessage>(method: DescMethodUnary<I, O>, init: MessageInitShape<I>, opts: CallOptions = {}): Promise<MessageShape<O>> {
+    const def = definitionOf(method);
+    const rpc = def.path.slice(1);
+    const { signal } = opts;
+    if (signal?.aborted) return Promise.reject(toRingfenceError(undefined, { rpc, socketPath: this.socketPath, aborted: true, abortReason: signal.reason }));
+    const request = create(method.input, init);
+    return new Promise((resolve, reject) => {
+      let release = () => {};
+      const call = this.client.makeUnaryRequest(
+        def.path,
+        def.requestSerialize,
+        def.responseDeserialize,
+        request,
+        new grpc.Metadata(),
+        { deadline: callDeadline(opts, this.defaultTimeoutMs) ?? Infinity },
+        (err, response) => {
+          release();
+          if (err || !response) reject(toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
+          else resolve(response as MessageShape<O>);
+        },
+      );
+      release = onAbort(signal, () => call.cancel());
+    });
+  }
+
+  /** Streams have no default timeout (a 20 GiB stream may run for minutes): only what opts say. */
+  bidi<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodBiDiStreaming<I, O>,
+    opts: CallOptions = {},
+  ): StreamCall<grpc.ClientDuplexStream<MessageShape<I>, MessageShape<O>>> {
+    const def = definitionOf(method);
+    const call = this.client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, new grpc.Metadata(), {
+      deadline: callDeadline(opts) ?? Infinity,
+    }) as unknown as grpc.ClientDuplexStream<MessageShape<I>, MessageShape<O>>;
+    return this.wire(call, def.path.slice(1), opts.signal);
+  }
+
+  clientStream<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodClientStreaming<I, O>,
+    opts: CallOptions,
+    callback: (err: RingfenceError | undefined, response: MessageShape<O> | undefined) => void,
+  ): StreamCall<grpc.ClientWritableStream<MessageShape<I>>> {
+    const def = definitionOf(method);
+    let wired: StreamCall<grpc.ClientWritableStream<MessageShape<I>>> | undefined;
+    const call = this.client.makeClientStreamRequest(
+      def.path,
+      def.requestSerialize,
+      def.responseDeserialize,
+      new grpc.Metadata(),
+      { deadline: callDeadline(opts) ?? Infinity },
+      (err, response) => {
+        wired?.release();
+        if (err || !response) callback(wired?.toError(err) ?? toRingfenceError(err, { socketPath: this.socketPath }), undefined);
+        else callback(undefined, response as MessageShape<O>);
+      },
+    ) as unknown as grpc.ClientWritableStream<MessageShape<I>>;
+    wired = this.wire(call, def.path.slice(1), opts.signal);
+    return wired;
+  }
+
+  private wire<C extends { cancel(): void }>(call: C, rpc: string, signal: AbortSignal | undefined): StreamCall<C> {
+    const release = onAbort(signal, () => call.cancel());
+    return {
+      call,
+      rpc,
+      release,
+      toError: (err) => toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }),
+    };
+  }
+}
