@@ -10,8 +10,9 @@ import type { AeadSuite, MacSuite } from '../../capabilities/suites.js';
 import { AEAD_SUITES, MAC_SUITES, aeadSuite, macSuite } from '../../capabilities/suites.js';
 import type { AlgStatus } from '../../capabilities/probe.js';
 import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api/errors.js';
+import { KeystoreError } from '../keystore/errors.js';
 import { Mutex } from './mutex.js';
-import type { KeyMaterial } from './material.js';
+import { WRAP_SUITES, type KeyMaterial } from './material.js';
 import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, nextRotationTime, primaryVersion, suiteOf } from './model.js';
 
 export interface KeyPolicyLimits {
@@ -63,19 +64,28 @@ export class KeyManager {
   /** Loads every persisted key version into the kernel; checks the master key first. */
   async open(state: PersistedState): Promise<void> {
     const { material } = this.deps;
-    if (state.masterCheck) await material.verifyMasterCheck(state.masterCheck);
-    this.masterCheck = state.masterCheck ?? (await material.masterCheck());
-    for (const record of state.keys) {
-      const versions: number[][] = [];
-      try {
-        for (const v of record.versions) versions.push(await material.restore(record.id, v.version, record.origin, v.blobs));
-      } catch (err) {
-        for (const s of versions) material.destroy(s);
-        throw err;
+    // The check is sealed by an AF_ALG AEAD: a kernel that allows no sealing suite can neither open
+    // nor make one (the check stays as it is). Generated keys prove the master key anyway: the
+    // kernel verifies each blob's HMAC when it loads it (MASTER_KEY_MISMATCH below).
+    if (state.masterCheck && material.canSeal) await material.verifyMasterCheck(state.masterCheck);
+    this.masterCheck = state.masterCheck ?? (material.canSeal ? await material.masterCheck() : null);
+    try {
+      for (const record of state.keys) {
+        const versions: number[][] = [];
+        try {
+          for (const v of record.versions) versions.push(await material.restore(record.id, v.version, record.origin, v.blobs));
+        } catch (err) {
+          for (const s of versions) material.destroy(s);
+          if (err instanceof KeystoreError) throw new KeystoreError(err.code, `key "${record.name}" version ${versions.length + 1}: ${err.message}`, err);
+          throw err;
+        }
+        this.index(record, versions, record.versions.map((v) => v.encryptionsReserved));
       }
-      this.index(record, versions, record.versions.map((v) => v.encryptionsReserved));
+      if (!state.masterCheck && this.masterCheck) await this.persistWith();
+    } catch (err) {
+      this.close(); // the keys loaded so far: nothing stays in the kernel for a daemon that did not start
+      throw err;
     }
-    if (!state.masterCheck) await this.persistWith();
     this.deps.log('keys loaded into the kernel', { keys: state.keys.length, versions: state.keys.reduce((n, k) => n + k.versions.length, 0) });
   }
 
@@ -124,6 +134,7 @@ export class KeyManager {
       return await this.lock.run(async () => {
         const suite = this.chooseSuite(req.name, req.purpose, req.suite, req.material.length);
         checkMaterial(suite, req.material);
+        this.checkCanSeal(req.name);
         const id = this.newId();
         const { serials, blobs } = await this.deps.material.import(id, 1, suite, req.material);
         return this.addRecord(this.newRecord(id, req.name, suite, 'imported', null, req.deletionProtection ?? false, blobs), serials);
@@ -153,11 +164,15 @@ export class KeyManager {
       }
       if (req.rotationPeriodMs !== undefined) {
         if (record.origin !== 'generated' && req.rotationPeriodMs) {
-          throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, `key "${name}" is imported: only generated keys rotate automatically (rotate it with new material instead)`, { key_name: name });
+          throw originMismatch(record, `key "${name}" is imported: only generated keys rotate automatically (rotate it with new material instead)`);
         }
         next.rotationPeriodMs = this.checkRotationPeriod(req.rotationPeriodMs);
       }
       if (req.deletionProtection !== undefined) next.deletionProtection = req.deletionProtection;
+      // Nothing to change (no field set, or each set to its current value): no write, update_time kept.
+      if (next.minDecryptionVersion === record.minDecryptionVersion && next.rotationPeriodMs === record.rotationPeriodMs && next.deletionProtection === record.deletionProtection) {
+        return record;
+      }
       return this.replace(next);
     });
   }
@@ -200,31 +215,47 @@ export class KeyManager {
   async runDueWork(): Promise<{ deleted: string[]; rotated: string[] }> {
     const deleted: string[] = [];
     const rotated: string[] = [];
+    const failed: { name: string; err: unknown }[] = [];
     const now = this.now();
     for (const record of [...this.byName.values()]) {
-      if (record.state === 'pending_deletion' && record.deletionTime !== null && record.deletionTime <= now) {
-        await this.lock.run(async () => {
-          const current = this.byId.get(record.id);
-          if (current?.state !== 'pending_deletion' || current.deletionTime === null || current.deletionTime > this.now()) return;
-          await this.persistWith({ remove: current });
-          this.unindex(current);
-          deleted.push(current.name);
-          this.deps.log('key deleted after its waiting period', { key_name: current.name, keyId: current.id });
-        });
-      } else {
-        const due = nextRotationTime(record);
-        if (due !== null && due <= now && record.state !== 'pending_deletion') {
-          await this.lock.run(async () => {
-            const current = this.byId.get(record.id);
-            const stillDue = current && nextRotationTime(current);
-            if (!current || stillDue === null || stillDue === undefined || stillDue > this.now() || current.state === 'pending_deletion') return;
-            await this.rotateLocked(current, undefined, 'rotation period');
-            rotated.push(current.name);
-          });
-        }
+      // One key's failure (a full disk, the kernel key quota) must not hold up the others: a deletion
+      // further down may be what frees the quota.
+      try {
+        await this.dueWorkFor(record, now, deleted, rotated);
+      } catch (err) {
+        failed.push({ name: record.name, err });
       }
     }
+    if (failed.length === 1) throw failed[0]!.err;
+    if (failed.length > 1) {
+      throw new AggregateError(failed.map((f) => f.err), `scheduled work failed for ${failed.length} keys: ${failed.map((f) => `"${f.name}": ${(f.err as Error)?.message}`).join('; ')}`);
+    }
     return { deleted, rotated };
+  }
+
+  /** The due work of one key, re-checked under the lock (the key may have changed or gone meanwhile). */
+  private async dueWorkFor(record: KeyRecord, now: number, deleted: string[], rotated: string[]): Promise<void> {
+    if (record.state === 'pending_deletion' && record.deletionTime !== null && record.deletionTime <= now) {
+      await this.lock.run(async () => {
+        const current = this.byId.get(record.id);
+        if (current?.state !== 'pending_deletion' || current.deletionTime === null || current.deletionTime > this.now()) return;
+        await this.persistWith({ remove: current });
+        this.unindex(current);
+        deleted.push(current.name);
+        this.deps.log('key deleted after its waiting period', { key_name: current.name, keyId: current.id });
+      });
+      return;
+    }
+    const due = nextRotationTime(record);
+    if (due === null || due > now || record.state === 'pending_deletion') return;
+    await this.lock.run(async () => {
+      const current = this.byId.get(record.id);
+      if (!current || current.state === 'pending_deletion') return;
+      const stillDue = nextRotationTime(current);
+      if (stillDue === null || stillDue > this.now()) return;
+      await this.rotateLocked(current, undefined, 'rotation period');
+      rotated.push(current.name);
+    });
   }
 
   /** The earliest time runDueWork has something to do, for the scheduler. */
@@ -239,35 +270,34 @@ export class KeyManager {
 
   // ---- resolving keys for operations ----
 
-  /** The primary version of an enabled AEAD key, with `n` encryptions counted (persisted first when a new block is needed). */
+  /**
+   * The primary version of an enabled AEAD key, with `n` encryptions counted. The count never passes
+   * what the state file has reserved: a new block is persisted first when needed (under the lock),
+   * and a generated key is rotated first when its primary version would pass its encryption limit.
+   */
   async forEncrypt(name: string, n = 1): Promise<ResolvedVersion<AeadSuite>> {
-    let record = this.usable(name, 'aead');
-    let v = record.versions.length;
-    const limit = this.encryptionLimit(record);
-    let counts = this.counts.get(record.id)!;
-    if (counts[v - 1]! + n > limit || counts[v - 1]! + n > record.versions[v - 1]!.encryptionsReserved) {
-      await this.lock.run(async () => {
-        record = this.usable(name, 'aead');
-        v = record.versions.length;
-        counts = this.counts.get(record.id)!;
-        if (counts[v - 1]! + n > limit) {
-          if (record.origin !== 'generated') {
-            throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${name}" version ${v} has made its ${limit} encryptions; rotate it with new material`, { key_name: name, key_version: String(v) });
+    const record = this.usable(name, 'aead');
+    // Fast path: within the persisted reservation, counted at once (no await between check and count).
+    if (this.tryCount(record, record.versions.length, n)) return this.resolved(record, record.versions.length);
+    return this.lock.run(async () => {
+      // Re-resolved each round: a rotation or another caller may have changed the key meanwhile.
+      for (;;) {
+        const current = this.usable(name, 'aead');
+        const v = current.versions.length;
+        const limit = this.encryptionLimit(current);
+        const count = this.encryptionCount(current, v);
+        if (count + n > limit) {
+          if (current.origin !== 'generated') throw limitReached(current, v, limit, 'rotate it with new material');
+          if (n > limit) {
+            throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${name}" cannot count ${n} encryptions at once: a version makes at most ${limit}`, { key_name: name, key_version: String(v), encryption_limit: String(limit) });
           }
-          record = await this.rotateLocked(record, undefined, 'encryption limit');
-          v = record.versions.length;
-          counts = this.counts.get(record.id)!;
+          await this.rotateLocked(current, undefined, 'encryption limit');
+          continue;
         }
-        if (counts[v - 1]! + n > record.versions[v - 1]!.encryptionsReserved) {
-          const next = structuredClone(record);
-          const block = this.deps.limits.reservationBlock ?? 4096;
-          next.versions[v - 1]!.encryptionsReserved = Math.min(limit, counts[v - 1]! + n + block);
-          record = await this.replace(next, false);
-        }
-      });
-    }
-    counts[v - 1]! += n;
-    return { key: record, version: v, suite: suiteOf(record) as AeadSuite, serials: this.serials.get(record.id)![v - 1]! };
+        if (this.tryCount(current, v, n)) return this.resolved(current, v);
+        await this.reserve(current, v, count + n);
+      }
+    });
   }
 
   /**
@@ -275,24 +305,43 @@ export class KeyManager {
    * end): no rotation mid-stream, so at the limit it fails with ENCRYPTION_LIMIT_REACHED.
    */
   async countEncryptions(r: ResolvedVersion<AeadSuite>, n: number): Promise<void> {
-    const counts = this.counts.get(r.key.id);
-    if (!counts) throw keyNotFound(r.key.name);
-    const limit = this.encryptionLimit(r.key);
-    if (counts[r.version - 1]! + n > limit) {
-      throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${r.key.name}" version ${r.version} reached its encryption limit mid-stream; start a new stream (it will use the rotated version)`, { key_name: r.key.name, key_version: String(r.version) });
-    }
-    const reserved = () => this.byId.get(r.key.id)?.versions[r.version - 1]?.encryptionsReserved ?? 0;
-    if (counts[r.version - 1]! + n > reserved()) {
-      await this.lock.run(async () => {
-        const current = this.byId.get(r.key.id);
-        if (!current) throw keyNotFound(r.key.name);
-        if (counts[r.version - 1]! + n <= reserved()) return;
-        const next = structuredClone(current);
-        next.versions[r.version - 1]!.encryptionsReserved = Math.min(limit, counts[r.version - 1]! + n + (this.deps.limits.reservationBlock ?? 4096));
-        await this.replace(next, false);
-      });
-    }
-    counts[r.version - 1]! += n;
+    const check = (): KeyRecord => {
+      const current = this.byId.get(r.key.id);
+      if (!current) throw keyNotFound(r.key.name);
+      const limit = this.encryptionLimit(current);
+      if (this.encryptionCount(current, r.version) + n > limit) {
+        throw limitReached(current, r.version, limit, 'start a new stream (it will use the rotated version)', 'mid-stream');
+      }
+      return current;
+    };
+    if (this.tryCount(check(), r.version, n)) return;
+    await this.lock.run(async () => {
+      for (;;) {
+        const current = check();
+        if (this.tryCount(current, r.version, n)) return;
+        await this.reserve(current, r.version, this.encryptionCount(current, r.version) + n);
+      }
+    });
+  }
+
+  /** Counts `n` encryptions of version `v` if the limit and the persisted reservation allow them. */
+  private tryCount(record: KeyRecord, v: number, n: number): boolean {
+    const counts = this.counts.get(record.id);
+    const reserved = record.versions[v - 1]?.encryptionsReserved;
+    if (!counts || reserved === undefined || counts[v - 1]! + n > Math.min(reserved, this.encryptionLimit(record))) return false;
+    counts[v - 1]! += n;
+    return true;
+  }
+
+  /** Persists a reservation of at least `upTo` encryptions (plus a block, up to the limit) for version `v`. Under the lock. */
+  private async reserve(record: KeyRecord, v: number, upTo: number): Promise<void> {
+    const next = structuredClone(record);
+    next.versions[v - 1]!.encryptionsReserved = Math.min(this.encryptionLimit(record), upTo + (this.deps.limits.reservationBlock ?? 4096));
+    await this.replace(next, false);
+  }
+
+  private resolved(record: KeyRecord, v: number): ResolvedVersion<AeadSuite> {
+    return { key: record, version: v, suite: suiteOf(record) as AeadSuite, serials: this.serials.get(record.id)![v - 1]! };
   }
 
   /** A version of an AEAD key that may decrypt (found by the id in a ciphertext). */
@@ -326,7 +375,11 @@ export class KeyManager {
       throw new ApiError(Status.NOT_FOUND, ErrorReason.KEY_VERSION_NOT_FOUND, `key "${record.name}" has no version ${version}`, { key_name: record.name, key_version: String(version) });
     }
     if (version < record.minDecryptionVersion) {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${record.name}" version ${version} is below its min_decryption_version ${record.minDecryptionVersion}`, { key_name: record.name, key_version: String(version) });
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${record.name}" version ${version} is below its min_decryption_version ${record.minDecryptionVersion}`, {
+        key_name: record.name,
+        key_version: String(version),
+        min_decryption_version: String(record.minDecryptionVersion),
+      });
     }
     return { key: record, version, serials: this.serials.get(record.id)![version - 1]! };
   }
@@ -334,9 +387,7 @@ export class KeyManager {
   /** An enabled key of the purpose, else the error that says why not. */
   private usable(name: string, purpose: Purpose): KeyRecord {
     const record = this.get(name);
-    if (record.state === 'pending_deletion') {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION, `key "${name}" is scheduled for deletion; cancel the deletion to use it`, { key_name: name });
-    }
+    if (record.state === 'pending_deletion') throw pendingDeletion(record, 'cancel the deletion to use it');
     if (record.state === 'disabled') throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED, `key "${name}" is disabled; enable it to use it`, { key_name: name });
     if (record.purpose !== purpose) {
       throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH, `key "${name}" is a ${record.purpose.toUpperCase()} key; this operation needs a ${purpose.toUpperCase()} key`, { key_name: name, purpose: record.purpose.toUpperCase() });
@@ -347,9 +398,7 @@ export class KeyManager {
   /** A key that may change (not pending deletion). */
   private changeable(name: string): KeyRecord {
     const record = this.get(name);
-    if (record.state === 'pending_deletion') {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION, `key "${name}" is scheduled for deletion; cancel the deletion first`, { key_name: name });
-    }
+    if (record.state === 'pending_deletion') throw pendingDeletion(record, 'cancel the deletion first');
     return record;
   }
 
@@ -359,30 +408,36 @@ export class KeyManager {
     let made: { serials: number[]; blobs: string[] };
     if (record.origin === 'generated') {
       if (material?.length) {
-        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, `key "${record.name}" is generated in the kernel: rotate it without material`, { key_name: record.name });
+        throw originMismatch(record, `key "${record.name}" is generated in the kernel: rotate it without material`);
       }
       made = this.deps.material.generate(record.id, version, suite);
     } else {
       if (!material?.length) {
-        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, `key "${record.name}" is imported: rotating it needs new material`, { key_name: record.name });
+        throw originMismatch(record, `key "${record.name}" is imported: rotating it needs new material`);
       }
       checkMaterial(suite, material);
+      this.checkCanSeal(record.name);
       made = await this.deps.material.import(record.id, version, suite, material);
     }
     const now = this.now();
     const next = structuredClone(record);
     next.versions.push({ version, createTime: now, blobs: made.blobs, encryptionsReserved: 0 });
     next.rotateTime = now;
+    next.updateTime = now;
     try {
-      const updated = await this.replace(next);
-      this.serials.get(record.id)!.push(made.serials);
-      this.counts.get(record.id)!.push(0);
-      this.deps.log('key rotated', { key_name: record.name, version, reason: why });
-      return updated;
+      await this.persistWith({ put: next });
     } catch (err) {
       this.deps.material.destroy(made.serials);
       throw err;
     }
+    // All at once, with no await in between: nobody may see the new version before its kernel keys
+    // and its count are there (forEncrypt's fast path would resolve it without serials).
+    this.serials.get(record.id)!.push(made.serials);
+    this.counts.get(record.id)!.push(0);
+    this.byName.set(next.name, next);
+    this.byId.set(next.id, next);
+    this.deps.log('key rotated', { key_name: record.name, version, reason: why });
+    return next;
   }
 
   private chooseSuite(name: string, purpose: Purpose | undefined, suiteName: string | undefined, materialBytes?: number): AeadSuite | MacSuite {
@@ -394,7 +449,7 @@ export class KeyManager {
       if (!suite) throw invalidField('suite', `unknown suite "${suiteName}"`);
       const suitePurpose = suite.kind === 'aead' ? 'aead' : 'mac';
       if (purpose && purpose !== suitePurpose) {
-        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.SUITE_PURPOSE_MISMATCH, `suite ${suite.name} is for ${suitePurpose.toUpperCase()} keys, not ${purpose.toUpperCase()}`, { suite: suite.name });
+        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.SUITE_PURPOSE_MISMATCH, `suite ${suite.name} is for ${suitePurpose.toUpperCase()} keys, not ${purpose.toUpperCase()}`, { suite: suite.name, purpose: purpose.toUpperCase() });
       }
     } else {
       const candidates: readonly (AeadSuite | MacSuite)[] = (purpose ?? 'aead') === 'aead' ? AEAD_SUITES : MAC_SUITES;
@@ -408,17 +463,34 @@ export class KeyManager {
       }
     }
     const status = this.deps.suiteStatus(suite.name);
+    const kernelAlgorithm = suite.algorithms.map((a) => a.name).join(',');
     if (status === 'restricted') {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL, `this kernel refuses ${suite.name} to the daemon (af_alg_restrict=1 allows privileged processes only an allowlist that excludes it); choose another suite, e.g. the default`, { suite: suite.name });
+      const allowed = (suite.kind === 'aead' ? AEAD_SUITES : MAC_SUITES).filter((s) => this.deps.suiteStatus(s.name) === 'available').map((s) => s.name);
+      throw new ApiError(
+        Status.FAILED_PRECONDITION,
+        ErrorReason.SUITE_RESTRICTED_BY_KERNEL,
+        `this kernel refuses ${suite.name} (${kernelAlgorithm}) to the daemon: under af_alg_restrict=1 it allows privileged processes only an allowlist that excludes it; ${allowed.length ? `choose one it allows (${allowed.join(', ')}) or leave the suite unset for the default` : 'it allows no suite for this purpose'}`,
+        { suite: suite.name, kernel_algorithm: kernelAlgorithm, allowed: allowed.join(',') },
+      );
     }
     if (status !== 'available') {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${status}); see \`ringfence doctor\``, { suite: suite.name });
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${kernelAlgorithm}: ${status}); see \`ringfence doctor\``, { suite: suite.name, kernel_algorithm: kernelAlgorithm });
     }
     return suite;
   }
 
+  /** Imported material is persisted sealed under the master key, which needs a sealing suite. */
+  private checkCanSeal(name: string): void {
+    if (this.deps.material.canSeal) return;
+    const names = WRAP_SUITES.map((s) => s.name).join(', ');
+    throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `cannot import key material for "${name}": it is kept sealed under the master key with one of ${names}, and this kernel allows none of them; see \`ringfence doctor\``, {
+      key_name: name,
+      suite: WRAP_SUITES.map((s) => s.name).join(','),
+    });
+  }
+
   private checkRotationPeriod(ms: number | null): number | null {
-    if (!ms) return null;
+    if (ms === null || ms === 0) return null;
     const min = this.deps.limits.minRotationPeriodMs;
     if (!Number.isFinite(ms) || ms < min || ms > MAX_ROTATION_PERIOD_MS) {
       throw invalidField('rotation_period', `the rotation period must be between ${min / 1000} s and 100 years`);
@@ -489,6 +561,26 @@ export class KeyManager {
   close(): void {
     for (const record of [...this.byId.values()]) this.unindex(record);
   }
+}
+
+function limitReached(record: KeyRecord, version: number, limit: number, what: string, when = ''): ApiError {
+  return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${record.name}" version ${version} reached its limit of ${limit} encryptions${when ? ` ${when}` : ''}; ${what}`, {
+    key_name: record.name,
+    key_version: String(version),
+    encryption_limit: String(limit),
+  });
+}
+
+function pendingDeletion(record: KeyRecord, what: string): ApiError {
+  const when = record.deletionTime !== null ? new Date(record.deletionTime).toISOString() : '';
+  return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION, `key "${record.name}" is scheduled for deletion${when ? ` at ${when}` : ''}; ${what}`, {
+    key_name: record.name,
+    ...(when ? { deletion_time: when } : {}),
+  });
+}
+
+function originMismatch(record: KeyRecord, message: string): ApiError {
+  return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, message, { key_name: record.name, origin: record.origin === 'generated' ? 'GENERATED_IN_KERNEL' : 'IMPORTED' });
 }
 
 function checkMaterial(suite: AeadSuite | MacSuite, material: Buffer): void {

@@ -30,6 +30,11 @@ export class KeyMaterial {
     private readonly wrapSuite: AeadSuite | undefined,
   ) {}
 
+  /** Whether imported material (and the master check) can be sealed under the master key on this kernel. */
+  get canSeal(): boolean {
+    return this.wrapSuite !== undefined;
+  }
+
   private static description(keyId: string, version: number, part: number): string {
     return `ringfence:${keyId}:${version}:${part}`;
   }

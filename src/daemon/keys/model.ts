@@ -70,42 +70,67 @@ export function isValidKeyName(name: string): boolean {
   return NAME.test(name);
 }
 
+/** A value from the state file fit to quote in an error: short identifiers only, never anything blob-like. */
+function quote(value: unknown): string {
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value);
+  if (typeof value === 'string' && /^[A-Za-z0-9._-]{0,40}$/.test(value)) return JSON.stringify(value);
+  return `a ${Array.isArray(value) ? 'array' : typeof value} value`;
+}
+
+const isTime = (t: unknown): t is number => typeof t === 'number' && Number.isFinite(t);
+const isObject = (o: unknown): o is Record<string, unknown> => typeof o === 'object' && o !== null && !Array.isArray(o);
+
 /** Checks a parsed state.json; throws naming the first problem (never echoing blobs). */
 export function validateState(doc: unknown, file: string): PersistedState {
   const fail = (what: string): never => {
     throw new Error(`${file}: ${what}; the file was left untouched — restore it from a backup or move it away to start empty`);
   };
-  if (typeof doc !== 'object' || doc === null) fail('not a JSON object');
-  const d = doc as Record<string, unknown>;
-  if (d.format !== 1) fail(`unsupported format ${JSON.stringify(d.format)} (this daemon reads format 1)`);
+  if (!isObject(doc)) return fail('not a JSON object');
+  const d = doc;
+  if (d.format !== 1) fail(`unsupported format ${quote(d.format)} (this daemon reads format 1)`);
   if (d.masterCheck !== null && typeof d.masterCheck !== 'string') fail('masterCheck is not a string');
   if (!Array.isArray(d.keys)) fail('keys is not an array');
   const names = new Set<string>();
   const ids = new Set<string>();
   for (const [i, k] of (d.keys as unknown[]).entries()) {
-    const r = k as KeyRecord;
     const at = `keys[${i}]`;
-    if (typeof r !== 'object' || r === null) fail(`${at} is not an object`);
-    if (typeof r.name !== 'string' || !isValidKeyName(r.name) || names.has(r.name)) fail(`${at}.name is invalid or repeated`);
-    if (typeof r.id !== 'string' || !/^[0-9a-f]{32}$/.test(r.id) || ids.has(r.id)) fail(`${at}.id is invalid or repeated`);
+    if (!isObject(k)) return fail(`${at} is not an object`);
+    const r = k as unknown as KeyRecord;
+    if (typeof r.name !== 'string' || !isValidKeyName(r.name)) fail(`${at}.name is not a valid key name`);
+    if (names.has(r.name)) fail(`${at}.name "${r.name}" is repeated`);
+    if (typeof r.id !== 'string' || !/^[0-9a-f]{32}$/.test(r.id)) fail(`${at}.id is not 32 lowercase hex digits`);
+    if (ids.has(r.id)) fail(`${at}.id is repeated`);
     names.add(r.name);
     ids.add(r.id);
-    if (r.purpose !== 'aead' && r.purpose !== 'mac') fail(`${at}.purpose is invalid`);
+    if (r.purpose !== 'aead' && r.purpose !== 'mac') fail(`${at}.purpose ${quote(r.purpose)} is neither "aead" nor "mac"`);
+    let suite: AeadSuite | MacSuite;
     try {
-      suiteOf(r);
+      suite = suiteOf(r);
     } catch {
-      fail(`${at}.suite "${String(r.suite)}" is not a ${r.purpose} suite`);
+      return fail(`${at}.suite ${quote(r.suite)} is not a ${r.purpose} suite`);
     }
-    if (r.origin !== 'generated' && r.origin !== 'imported') fail(`${at}.origin is invalid`);
-    if (!['enabled', 'disabled', 'pending_deletion'].includes(r.state)) fail(`${at}.state is invalid`);
-    if (!Array.isArray(r.versions) || r.versions.length === 0) fail(`${at}.versions is empty`);
-    for (const [j, v] of r.versions.entries()) {
-      if (v.version !== j + 1) fail(`${at}.versions[${j}].version is not ${j + 1}`);
-      if (!Array.isArray(v.blobs) || v.blobs.length !== suiteOf(r).keyBytes.length || !v.blobs.every((b) => typeof b === 'string')) fail(`${at}.versions[${j}].blobs is invalid`);
-      if (!Number.isSafeInteger(v.encryptionsReserved) || v.encryptionsReserved < 0) fail(`${at}.versions[${j}].encryptionsReserved is invalid`);
+    if (r.origin !== 'generated' && r.origin !== 'imported') fail(`${at}.origin ${quote(r.origin)} is neither "generated" nor "imported"`);
+    if (!['enabled', 'disabled', 'pending_deletion'].includes(r.state)) fail(`${at}.state ${quote(r.state)} is invalid`);
+    if (typeof r.deletionProtection !== 'boolean') fail(`${at}.deletionProtection is not a boolean`);
+    if (!isTime(r.createTime)) fail(`${at}.createTime is not a time`);
+    if (!isTime(r.updateTime)) fail(`${at}.updateTime is not a time`);
+    if (r.rotateTime !== null && !isTime(r.rotateTime)) fail(`${at}.rotateTime is neither null nor a time`);
+    if (r.deletionTime !== null && !isTime(r.deletionTime)) fail(`${at}.deletionTime is neither null nor a time`);
+    if (r.rotationPeriodMs !== null && !(isTime(r.rotationPeriodMs) && r.rotationPeriodMs > 0)) fail(`${at}.rotationPeriodMs is neither null nor a positive number`);
+    if (!Array.isArray(r.versions) || r.versions.length === 0) fail(`${at}.versions is not a non-empty array`);
+    for (const [j, v] of (r.versions as unknown[]).entries()) {
+      const vat = `${at}.versions[${j}]`;
+      if (!isObject(v)) return fail(`${vat} is not an object`);
+      if (v.version !== j + 1) fail(`${vat}.version is not ${j + 1}`);
+      if (!isTime(v.createTime)) fail(`${vat}.createTime is not a time`);
+      if (!Array.isArray(v.blobs) || !v.blobs.every((b) => typeof b === 'string' && b.length > 0)) fail(`${vat}.blobs is not an array of non-empty strings`);
+      if ((v.blobs as unknown[]).length !== suite.keyBytes.length) fail(`${vat}.blobs has ${(v.blobs as unknown[]).length} entries, but suite ${suite.name} needs ${suite.keyBytes.length}`);
+      if (!Number.isSafeInteger(v.encryptionsReserved) || (v.encryptionsReserved as number) < 0) fail(`${vat}.encryptionsReserved is not a non-negative integer`);
     }
-    if (!Number.isInteger(r.minDecryptionVersion) || r.minDecryptionVersion < 1 || r.minDecryptionVersion > r.versions.length) fail(`${at}.minDecryptionVersion is out of range`);
-    if (r.state === 'pending_deletion' && typeof r.deletionTime !== 'number') fail(`${at} is pending deletion without a deletionTime`);
+    if (!Number.isInteger(r.minDecryptionVersion) || r.minDecryptionVersion < 1 || r.minDecryptionVersion > r.versions.length) {
+      fail(`${at}.minDecryptionVersion ${quote(r.minDecryptionVersion)} is not between 1 and ${r.versions.length} (the primary version)`);
+    }
+    if (r.state === 'pending_deletion' && r.deletionTime === null) fail(`${at} is pending deletion without a deletionTime`);
   }
   return d as unknown as PersistedState;
 }

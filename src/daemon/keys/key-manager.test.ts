@@ -1,0 +1,1145 @@
+/**
+ * KeyManager on the host kernel, with everything real: a KernelKeystore (keyrings, `encrypted` keys
+ * wrapped by a master key), KeyMaterial, a StateStore in a temp dir, and a clock the tests move.
+ * What the manager claims is checked against independent truth: the state file as it is on disk,
+ * and the kernel (KEYCTL_DESCRIBE / KEYCTL_READ on the keys and the daemon keyring).
+ *
+ * The host has no AF_ALG, so KeyMaterial gets no sealing suite: imported keys are refused here (and
+ * tested with AF_ALG in the VM guests); everything about generated keys runs here.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import * as keyctl from '../../../native-ffi/keyctl.js';
+import type { AlgStatus } from '../../capabilities/probe.js';
+import type { AeadSuite } from '../../capabilities/suites.js';
+import { ApiError, ErrorReason, Status } from '../api/errors.js';
+import { CryptoEngine } from '../engine/engine.js';
+import { isKeystoreError, KeystoreError } from '../keystore/errors.js';
+import { KernelKeystore } from '../keystore/kernel-keystore.js';
+import { StateStore } from '../state/state-store.js';
+import { DEFAULT_DELETION_WAIT_MS, KeyManager, type KeyPolicyLimits, type ResolvedVersion } from './key-manager.js';
+import { KeyMaterial } from './material.js';
+import { EMPTY_STATE, validateState, type KeyRecord, type PersistedState } from './model.js';
+
+const SECOND = 1000;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const YEARS_100 = 3_155_760_000_000;
+const T0 = Date.UTC(2026, 0, 1, 12);
+
+/** Key bytes per kernel key of each suite, written out here rather than read from suites.ts. */
+const PARTS: Record<string, number[]> = {
+  'aes-256-gcm': [32],
+  'chacha20-poly1305': [32],
+  'aes-256-ccm': [32],
+  'aes-256-ctr-hmac-sha256': [32, 32],
+  'hmac-sha256': [32],
+  'hmac-sha384': [48],
+  'hmac-sha512': [64],
+};
+
+const enospc = (): NodeJS.ErrnoException => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+
+let worlds = 0;
+
+/**
+ * One daemon's world: a state directory that outlives "processes", and per boot a fresh keyring,
+ * master key, engine and KeyManager. crash() is kill -9: the kernel drops the keyring, nothing is
+ * flushed or closed by the manager.
+ */
+class World {
+  readonly dir = mkdtempSync(join(tmpdir(), 'rf-km-'));
+  readonly n = worlds++;
+  readonly masterName = `rf-km-${process.pid}-${this.n}-master`;
+  master = randomBytes(32);
+  clock = T0;
+  limits: KeyPolicyLimits = { minRotationPeriodMs: HOUR, minDeletionWaitingPeriodMs: DAY };
+  /** Suites the "kernel" does not give as available. */
+  status = new Map<string, AlgStatus>();
+  /** Every document persisted, in order, as it was handed to persist. */
+  persisted: PersistedState[] = [];
+  persistCalls = 0;
+  inFlight = 0;
+  maxInFlight = 0;
+  /** Makes persist fail (before anything is written) when it returns an error. */
+  failWith: ((doc: PersistedState) => Error | undefined) | undefined;
+  /** Awaited by persist before it writes (to interleave concurrent callers). */
+  delay: (() => Promise<void>) | undefined;
+  /** Called once a document is on disk, just before persist returns to the manager. */
+  afterSave: ((doc: PersistedState) => void) | undefined;
+  store!: StateStore;
+  keystore!: KernelKeystore;
+  engine!: CryptoEngine;
+  km!: KeyManager;
+  private boots = 0;
+  private live = false;
+
+  static async create(setup: (w: World) => void = () => {}): Promise<World> {
+    const w = new World();
+    setup(w);
+    w.store = await StateStore.open(join(w.dir, 'state'));
+    await w.boot();
+    return w;
+  }
+
+  /** Starts a "daemon process" on the state file as it is on disk. */
+  async boot(opts: { master?: Buffer; masterName?: string } = {}): Promise<void> {
+    if (this.live) throw new Error('crash() first');
+    this.keystore = new KernelKeystore({ keyringName: `rf-km-${process.pid}-${this.n}-ring${this.boots++}`, masterName: opts.masterName ?? this.masterName });
+    this.live = true;
+    this.keystore.loadMasterKey(Buffer.from(opts.master ?? this.master));
+    this.engine = new CryptoEngine();
+    this.km = new KeyManager({
+      material: new KeyMaterial(this.keystore, this.engine, undefined),
+      persist: (doc) => this.persist(doc),
+      suiteStatus: (name) => this.status.get(name) ?? 'available',
+      limits: this.limits,
+      log: () => {},
+      now: () => this.clock,
+    });
+    await this.km.open(validateState(this.store.load() ?? EMPTY_STATE, this.store.statePath));
+  }
+
+  /** kill -9: the process's keyring goes, the manager is not closed. */
+  crash(): void {
+    if (!this.live) return;
+    this.live = false;
+    this.keystore.close();
+    this.engine.close();
+  }
+
+  async restart(): Promise<void> {
+    this.crash();
+    await this.boot();
+  }
+
+  async dispose(): Promise<void> {
+    if (this.live) {
+      this.km.close();
+      this.crash();
+    }
+    await this.store.close();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private async persist(doc: PersistedState): Promise<void> {
+    this.persistCalls++;
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      const snapshot = structuredClone(doc);
+      if (this.delay) await this.delay();
+      const err = this.failWith?.(snapshot);
+      if (err) throw err;
+      await this.store.save(snapshot);
+      this.persisted.push(snapshot);
+      this.afterSave?.(snapshot);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** state.json as it is on disk. */
+  file(): PersistedState {
+    return JSON.parse(readFileSync(this.store.statePath, 'utf8')) as PersistedState;
+  }
+
+  fileText(): string | undefined {
+    return existsSync(this.store.statePath) ? readFileSync(this.store.statePath, 'utf8') : undefined;
+  }
+
+  fileKey(name: string): KeyRecord | undefined {
+    return this.file().keys.find((k) => k.name === name);
+  }
+
+  /** The ringfence keys the kernel holds in this boot's keyring: description -> serial (read from the keyring itself). */
+  kernelKeys(): Map<string, number> {
+    const ring = keyctl.readKey(this.keystore.keyring);
+    const out = new Map<string, number>();
+    for (let i = 0; i + 4 <= ring.length; i += 4) {
+      const serial = ring.readInt32LE(i);
+      try {
+        const d = keyctl.describeKey(serial);
+        if (d.description.startsWith('ringfence:')) out.set(d.description, serial);
+      } catch {
+        // invalidated, waiting for the kernel's garbage collector
+      }
+    }
+    return out;
+  }
+}
+
+let current: World[] = [];
+async function world(setup?: (w: World) => void): Promise<World> {
+  // One world at a time: the `encrypted` key type finds its master key by name in all of this
+  // process's keyrings, and the names are unique per world anyway.
+  const w = await World.create(setup);
+  current.push(w);
+  return w;
+}
+afterEach(async () => {
+  for (const w of current.splice(0)) await w.dispose();
+});
+
+async function apiError(op: Promise<unknown> | (() => unknown)): Promise<ApiError> {
+  try {
+    await (typeof op === 'function' ? op() : op);
+  } catch (err) {
+    if (err instanceof ApiError) return err;
+    throw err;
+  }
+  throw new Error('expected an ApiError, but the call succeeded');
+}
+
+async function expectApi(op: Promise<unknown> | (() => unknown), code: (typeof Status)[keyof typeof Status], reason: ErrorReason): Promise<ApiError> {
+  const err = await apiError(op);
+  expect({ code: Status[err.code], reason: ErrorReason[err.reason], message: err.message }).toMatchObject({ code: Status[code], reason: ErrorReason[reason] });
+  return err;
+}
+
+const desc = (id: string, version: number, part: number) => `ringfence:${id}:${version}:${part}`;
+const idBuf = (r: KeyRecord) => Buffer.from(r.id, 'hex');
+
+/** The errno KEYCTL_DESCRIBE gives for a serial, or 'ok'. */
+function describeCode(serial: number): string {
+  try {
+    keyctl.describeKey(serial);
+    return 'ok';
+  } catch (err) {
+    return String((err as NodeJS.ErrnoException).code);
+  }
+}
+
+/** Whether a kernel key exists; a destroyed (invalidated) one is ENOKEY. */
+function alive(serial: number): boolean {
+  try {
+    keyctl.describeKey(serial);
+    return true;
+  } catch (err) {
+    expect((err as NodeJS.ErrnoException).code).toBe('ENOKEY');
+    return false;
+  }
+}
+
+/** The key length an `encrypted` key blob declares ("default user:<master> <bytes> <hex>"). */
+function blobBytes(blob: string): { master: string; bytes: number } {
+  const m = /^default user:(\S+) (\d+) [0-9a-f]+$/.exec(blob);
+  if (!m) throw new Error('not an encrypted key blob');
+  return { master: m[1]!, bytes: Number(m[2]) };
+}
+
+/** Serials of one version of a key, resolved the way operations resolve them (without counting). */
+function serialsOf(w: World, r: KeyRecord, version: number): readonly number[] {
+  return r.purpose === 'aead' ? w.km.forDecrypt(idBuf(r), version, r.suite).serials : w.km.forVerify(r.name, version).serials;
+}
+
+describe('KeyManager.create', () => {
+  it('creates an enabled generated key, persists it, and holds it in the kernel as an encrypted key under the master key', async () => {
+    const w = await world();
+    w.clock = T0 + 5;
+    const r = await w.km.create({ name: 'orders' });
+    expect(r).toMatchObject({
+      name: 'orders',
+      purpose: 'aead',
+      suite: 'aes-256-gcm',
+      origin: 'generated',
+      state: 'enabled',
+      minDecryptionVersion: 1,
+      rotationPeriodMs: null,
+      deletionProtection: false,
+      createTime: T0 + 5,
+      updateTime: T0 + 5,
+      rotateTime: null,
+      deletionTime: null,
+    });
+    expect(r.id).toMatch(/^[0-9a-f]{32}$/);
+    expect(r.versions).toEqual([{ version: 1, createTime: T0 + 5, blobs: [expect.any(String)], encryptionsReserved: 0 }]);
+    // The file holds exactly what the manager returned.
+    expect(w.file().keys).toEqual([r]);
+    // The kernel: one encrypted key, described by key id/version/part, whose blob is the persisted one.
+    const kernel = w.kernelKeys();
+    expect([...kernel.keys()]).toEqual([desc(r.id, 1, 0)]);
+    const serial = kernel.get(desc(r.id, 1, 0))!;
+    expect(keyctl.describeKey(serial).type).toBe('encrypted');
+    expect(keyctl.readKey(serial).toString('latin1')).toBe(w.file().keys[0]!.versions[0]!.blobs[0]);
+    expect(blobBytes(r.versions[0]!.blobs[0]!)).toEqual({ master: w.masterName, bytes: 32 });
+    expect(serialsOf(w, r, 1)).toEqual([serial]);
+    expect(w.km.get('orders')).toBe(r);
+    expect(w.km.size).toBe(1);
+  });
+
+  it('gives every suite one kernel key of the right length per suite key (encrypt-then-MAC: two distinct keys)', async () => {
+    const w = await world();
+    for (const suite of Object.keys(PARTS)) {
+      const r = await w.km.create({ name: `k-${suite}`, suite });
+      expect(r.purpose).toBe(suite.startsWith('hmac') ? 'mac' : 'aead'); // purpose follows the suite
+      const persisted = w.fileKey(`k-${suite}`)!;
+      expect(persisted.versions[0]!.blobs.map((b) => blobBytes(b).bytes)).toEqual(PARTS[suite]);
+      const serials = serialsOf(w, r, 1);
+      expect(serials).toHaveLength(PARTS[suite]!.length);
+      expect(new Set(serials).size).toBe(serials.length);
+      serials.forEach((s, part) => {
+        expect(keyctl.describeKey(s)).toMatchObject({ type: 'encrypted', description: desc(r.id, 1, part) });
+        expect(keyctl.readKey(s).toString('latin1')).toBe(persisted.versions[0]!.blobs[part]);
+      });
+    }
+    // Encrypt-then-MAC's two keys are different material (different wrapped payloads).
+    const etm = w.fileKey('k-aes-256-ctr-hmac-sha256')!.versions[0]!.blobs;
+    expect(etm[0]!.split(' ')[3]).not.toBe(etm[1]!.split(' ')[3]);
+    expect(w.kernelKeys().size).toBe(8);
+  });
+
+  it('validates names', async () => {
+    const w = await world();
+    for (const name of ['', '-lead', '.lead', '_lead', 'a b', 'a/b', 'a:b', 'ключ', 'x'.repeat(65)]) {
+      const err = await expectApi(w.km.create({ name }), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+      expect(err.metadata.field).toBe('name');
+    }
+    expect(w.fileText()).toBeUndefined();
+    expect(w.kernelKeys().size).toBe(0);
+    for (const name of ['a', '9', 'A.b_c-9', 'x'.repeat(64)]) await w.km.create({ name });
+    expect(w.file().keys.map((k) => k.name).sort()).toEqual(['9', 'A.b_c-9', 'a', 'x'.repeat(64)].sort());
+  });
+
+  it('refuses a name in use (also by a key pending deletion) with ALREADY_EXISTS and changes nothing', async () => {
+    const w = await world();
+    const first = await w.km.create({ name: 'dup' });
+    const before = w.fileText();
+    const err = await expectApi(w.km.create({ name: 'dup', suite: 'hmac-sha256' }), Status.ALREADY_EXISTS, ErrorReason.KEY_ALREADY_EXISTS);
+    expect(err.metadata.key_name).toBe('dup');
+    await w.km.scheduleDeletion('dup', undefined);
+    const pending = w.fileText();
+    expect(pending).not.toBe(before);
+    await expectApi(w.km.create({ name: 'dup' }), Status.ALREADY_EXISTS, ErrorReason.KEY_ALREADY_EXISTS);
+    expect(w.fileText()).toBe(pending);
+    expect(w.km.get('dup').id).toBe(first.id);
+    expect([...w.kernelKeys().keys()]).toEqual([desc(first.id, 1, 0)]);
+  });
+
+  it('chooses the first available AEAD suite by default, and never silently replaces a suite asked for', async () => {
+    const w = await world();
+    expect((await w.km.create({ name: 'd1' })).suite).toBe('aes-256-gcm');
+    expect((await w.km.create({ name: 'm1', purpose: 'mac' })).suite).toBe('hmac-sha256');
+
+    w.status.set('aes-256-gcm', 'restricted');
+    expect((await w.km.create({ name: 'd2' })).suite).toBe('chacha20-poly1305');
+    w.status.set('chacha20-poly1305', 'missing');
+    expect((await w.km.create({ name: 'd3', purpose: 'aead' })).suite).toBe('aes-256-ccm');
+
+    const before = w.fileText();
+    const kernelBefore = w.kernelKeys().size;
+    const err = await expectApi(w.km.create({ name: 'g', suite: 'aes-256-gcm' }), Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL);
+    expect(err.message).toMatch(/refuses aes-256-gcm/);
+    expect(err.message).toMatch(/af_alg_restrict/);
+    expect(err.message).toMatch(/aes-256-ccm/); // says what it does allow
+    expect(err.metadata).toEqual({ suite: 'aes-256-gcm', kernel_algorithm: 'gcm(aes)', allowed: 'aes-256-ccm,aes-256-ctr-hmac-sha256' });
+    const missing = await expectApi(w.km.create({ name: 'c', suite: 'chacha20-poly1305' }), Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE);
+    expect(missing.metadata).toMatchObject({ suite: 'chacha20-poly1305', kernel_algorithm: 'rfc7539(chacha20,poly1305)' });
+
+    for (const s of ['aes-256-ccm', 'aes-256-ctr-hmac-sha256']) w.status.set(s, 'restricted');
+    await expectApi(w.km.create({ name: 'none' }), Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE);
+    expect(w.fileText()).toBe(before);
+    expect(w.kernelKeys().size).toBe(kernelBefore);
+  });
+
+  it('refuses a suite that does not fit the purpose, and unknown suites', async () => {
+    const w = await world();
+    const a = await expectApi(w.km.create({ name: 'x', purpose: 'aead', suite: 'hmac-sha256' }), Status.INVALID_ARGUMENT, ErrorReason.SUITE_PURPOSE_MISMATCH);
+    expect(a.metadata).toEqual({ suite: 'hmac-sha256', purpose: 'AEAD' });
+    const m = await expectApi(w.km.create({ name: 'x', purpose: 'mac', suite: 'aes-256-gcm' }), Status.INVALID_ARGUMENT, ErrorReason.SUITE_PURPOSE_MISMATCH);
+    expect(m.metadata).toEqual({ suite: 'aes-256-gcm', purpose: 'MAC' });
+    const u = await expectApi(w.km.create({ name: 'x', suite: 'aes-128-gcm' }), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+    expect(u.metadata.field).toBe('suite');
+    expect(w.fileText()).toBeUndefined();
+    expect(w.kernelKeys().size).toBe(0);
+  });
+
+  it('takes rotation periods from the minimum to 100 years; zero or unset means none', async () => {
+    const w = await world();
+    for (const bad of [HOUR - 1, YEARS_100 + 1, -HOUR, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const err = await expectApi(w.km.create({ name: 'r', rotationPeriodMs: bad }), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+      expect(err.metadata.field).toBe('rotation_period');
+    }
+    expect(w.fileText()).toBeUndefined();
+    expect((await w.km.create({ name: 'min', rotationPeriodMs: HOUR })).rotationPeriodMs).toBe(HOUR);
+    expect((await w.km.create({ name: 'max', rotationPeriodMs: YEARS_100 })).rotationPeriodMs).toBe(YEARS_100);
+    expect((await w.km.create({ name: 'zero', rotationPeriodMs: 0 })).rotationPeriodMs).toBeNull();
+    expect((await w.km.create({ name: 'unset' })).rotationPeriodMs).toBeNull();
+    expect(w.km.nextDueTime()).toBe(T0 + HOUR);
+    expect(w.fileKey('max')!.rotationPeriodMs).toBe(YEARS_100);
+  });
+
+  it('refuses imports without a suite to seal them under the master key (no AF_ALG here), wiping the material and changing nothing', async () => {
+    const w = await world();
+    const material = Buffer.alloc(32, 0xab);
+    const err = await expectApi(w.km.import({ name: 'imp', material }), Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE);
+    expect(err.message).toMatch(/sealed under the master key/);
+    expect(material.equals(Buffer.alloc(32))).toBe(true);
+    const short = Buffer.alloc(31, 0xcd);
+    const bad = await expectApi(w.km.import({ name: 'imp', suite: 'aes-256-gcm', material: short }), Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID);
+    expect(bad.metadata).toMatchObject({ expected_bytes: '32', actual_bytes: '31' });
+    expect(short.equals(Buffer.alloc(31))).toBe(true);
+    expect(w.fileText()).toBeUndefined();
+    expect(w.kernelKeys().size).toBe(0);
+    expect(w.km.size).toBe(0);
+  });
+});
+
+describe('KeyManager: persistence before effect', () => {
+  it('a create whose write fails leaves nothing: no key in memory or on disk, its kernel keys destroyed', async () => {
+    const w = await world();
+    const kept = await w.km.create({ name: 'kept' });
+    const before = w.fileText();
+    w.failWith = () => enospc();
+    for (const suite of ['aes-256-gcm', 'aes-256-ctr-hmac-sha256', 'hmac-sha512']) {
+      await expect(w.km.create({ name: 'lost', suite })).rejects.toMatchObject({ code: 'ENOSPC' });
+    }
+    expect(w.km.size).toBe(1);
+    await expectApi(() => w.km.get('lost'), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+    expect(w.fileText()).toBe(before);
+    expect([...w.kernelKeys().keys()]).toEqual([desc(kept.id, 1, 0)]);
+    w.failWith = undefined;
+    await w.km.create({ name: 'lost' });
+    expect(w.file().keys.map((k) => k.name)).toEqual(['kept', 'lost']);
+  });
+
+  it('a rotation whose write fails keeps the key as it was and destroys the new version\'s kernel keys', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k', suite: 'aes-256-ctr-hmac-sha256' });
+    const before = w.fileText();
+    w.clock += HOUR;
+    w.failWith = () => enospc();
+    await expect(w.km.rotate('k')).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(w.km.get('k')).toBe(r);
+    expect(w.fileText()).toBe(before);
+    expect([...w.kernelKeys().keys()].sort()).toEqual([desc(r.id, 1, 0), desc(r.id, 1, 1)]);
+    expect(serialsOf(w, r, 1).every(alive)).toBe(true);
+    await expectApi(() => w.km.forDecrypt(idBuf(r), 2, r.suite), Status.NOT_FOUND, ErrorReason.KEY_VERSION_NOT_FOUND);
+    w.failWith = undefined;
+    const rotated = await w.km.rotate('k');
+    expect(rotated.versions.map((v) => v.version)).toEqual([1, 2]);
+    expect(w.fileKey('k')!.versions).toHaveLength(2);
+    expect(w.kernelKeys().size).toBe(4);
+  });
+
+  it('metadata changes whose write fails change nothing', async () => {
+    const w = await world();
+    await w.km.create({ name: 'k', rotationPeriodMs: HOUR });
+    await w.km.rotate('k');
+    await w.km.create({ name: 'p' });
+    await w.km.scheduleDeletion('p', DAY);
+    const before = w.fileText();
+    const snapshot = structuredClone([w.km.get('k'), w.km.get('p')]);
+    w.clock += 10 * SECOND;
+    w.failWith = () => enospc();
+    const attempts: (() => Promise<unknown>)[] = [
+      () => w.km.update('k', { minDecryptionVersion: 2 }),
+      () => w.km.update('k', { rotationPeriodMs: null }),
+      () => w.km.update('k', { deletionProtection: true }),
+      () => w.km.setEnabled('k', false),
+      () => w.km.scheduleDeletion('k', DAY),
+      () => w.km.cancelDeletion('p'),
+    ];
+    for (const attempt of attempts) await expect(attempt()).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect([w.km.get('k'), w.km.get('p')]).toEqual(snapshot);
+    expect(w.fileText()).toBe(before);
+    w.clock += 2 * DAY; // the deletion of "p" and the rotation of "k" are due, but cannot be written
+    await expect(w.km.runDueWork()).rejects.toSatisfy(
+      (err: unknown) => err instanceof AggregateError && err.errors.length === 2 && err.errors.every((e: NodeJS.ErrnoException) => e.code === 'ENOSPC') && /"k": ENOSPC.*"p": ENOSPC/.test(err.message),
+    );
+    expect([w.km.get('k'), w.km.get('p')]).toEqual(snapshot);
+    expect(serialsOf(w, w.km.get('k'), 2).every(alive)).toBe(true);
+    expect(w.kernelKeys().has(desc(w.km.get('p').id, 1, 0))).toBe(true);
+    expect(w.fileText()).toBe(before);
+  });
+
+  it('an encryption whose reservation cannot be written is refused and not counted', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 2 }));
+    const r = await w.km.create({ name: 'k' });
+    for (let i = 0; i < 3; i++) await w.km.forEncrypt('k');
+    expect(w.km.encryptionCount(r, 1)).toBe(3);
+    expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBe(3);
+    w.failWith = () => enospc();
+    await expect(w.km.forEncrypt('k')).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(3);
+    w.failWith = undefined;
+    await w.km.forEncrypt('k');
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(4);
+    expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBeGreaterThanOrEqual(4);
+  });
+
+  it('what a fresh daemon opens is what the old one acknowledged: ids, versions, states, times, settings, counts', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 5 }));
+    await w.km.create({ name: 'a', rotationPeriodMs: 2 * HOUR, deletionProtection: true });
+    w.clock += 1000;
+    await w.km.create({ name: 'etm', suite: 'aes-256-ctr-hmac-sha256' });
+    await w.km.create({ name: 'mac', suite: 'hmac-sha384' });
+    await w.km.create({ name: 'off' });
+    await w.km.create({ name: 'gone-later' });
+    w.clock += HOUR;
+    await w.km.rotate('etm');
+    await w.km.rotate('etm');
+    await w.km.update('etm', { minDecryptionVersion: 2 });
+    await w.km.setEnabled('off', false);
+    await w.km.scheduleDeletion('gone-later', 3 * DAY);
+    for (let i = 0; i < 7; i++) await w.km.forEncrypt('a');
+    for (let i = 0; i < 3; i++) await w.km.forEncrypt('etm');
+    const before = w.km.list('', 100).keys.map((k) => structuredClone(k));
+    const oldSerials = [...w.kernelKeys().values()];
+    expect(oldSerials).toHaveLength(10); // a, mac, off, gone-later: 1 each; etm: 3 versions x 2
+
+    await w.restart();
+    const after = w.km.list('', 100).keys;
+    expect(after).toEqual(before);
+    expect(w.km.encryptionCount(w.km.get('a'), 1)).toBeGreaterThanOrEqual(7);
+    expect(w.km.encryptionCount(w.km.get('etm'), 3)).toBeGreaterThanOrEqual(3);
+    expect(w.km.encryptionCount(w.km.get('etm'), 1)).toBe(0);
+    // Every version is back in the (new) kernel keyring under its description.
+    const kernel = w.kernelKeys();
+    const expected = after.flatMap((k) => k.versions.flatMap((v) => v.blobs.map((_, p) => desc(k.id, v.version, p))));
+    expect([...kernel.keys()].sort()).toEqual(expected.sort());
+    for (const k of after) for (const v of k.versions) v.blobs.forEach((blob, p) => expect(keyctl.readKey(kernel.get(desc(k.id, v.version, p))!).toString('latin1')).toBe(blob));
+    // The old process's keys went with its keyring: gone, or at least no longer possessed by anyone
+    // (the kernel collects unlinked keys lazily; meanwhile they grant nothing to non-possessors).
+    for (const s of oldSerials) expect(['ENOKEY', 'EACCES']).toContain(describeCode(s));
+    // And the reopened keys behave as before.
+    await expectApi(() => w.km.forDecrypt(idBuf(w.km.get('etm')), 1, 'aes-256-ctr-hmac-sha256'), Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED);
+    await expectApi(w.km.forEncrypt('off'), Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED);
+    await expectApi(w.km.forEncrypt('gone-later'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    await expectApi(w.km.scheduleDeletion('a', DAY), Status.FAILED_PRECONDITION, ErrorReason.DELETION_PROTECTED);
+    expect(w.km.nextDueTime()).toBe(T0 + 2 * HOUR);
+  });
+});
+
+describe('KeyManager: encryption counts', () => {
+  it('reserves encryptions in blocks, persisted before an encryption beyond the reservation is returned', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 10 }));
+    const r = await w.km.create({ name: 'k' });
+    const writes = w.persistCalls;
+    const reservedOnDisk = () => w.fileKey('k')!.versions[0]!.encryptionsReserved;
+    const seen: number[] = [];
+    for (let i = 1; i <= 25; i++) {
+      const got = await w.km.forEncrypt('k');
+      expect(got.version).toBe(1);
+      expect(w.km.encryptionCount(r, 1)).toBe(i);
+      expect(reservedOnDisk()).toBeGreaterThanOrEqual(i); // never counts past what the disk has
+      seen.push(reservedOnDisk());
+    }
+    // 1 -> 11, 12 -> 22, 23 -> 33: three writes for 25 encryptions.
+    expect([...new Set(seen)]).toEqual([11, 22, 33]);
+    expect(w.persistCalls - writes).toBe(3);
+  });
+
+  it('after a crash the count resumes at or above every encryption made (it may overcount, never undercount)', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 10 }));
+    await w.km.create({ name: 'k' });
+    for (let i = 0; i < 25; i++) await w.km.forEncrypt('k');
+    await w.restart();
+    const count = w.km.encryptionCount(w.km.get('k'), 1);
+    expect(count).toBeGreaterThanOrEqual(25);
+    expect(count).toBeLessThanOrEqual(25 + 10 + 1);
+    await w.km.forEncrypt('k');
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(count + 1);
+    expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBeGreaterThanOrEqual(count + 1);
+    // A second crash right after: still never below.
+    await w.restart();
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBeGreaterThanOrEqual(count + 1);
+  });
+
+  it('rotates a generated key before its primary version passes the encryption limit', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 5 }));
+    const r = await w.km.create({ name: 'k' });
+    expect(w.km.encryptionLimit(r)).toBe(5);
+    for (let i = 0; i < 5; i++) expect((await w.km.forEncrypt('k')).version).toBe(1);
+    expect(w.fileKey('k')!.versions).toHaveLength(1);
+    expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBe(5); // capped at the limit
+    w.clock += 60 * SECOND;
+    const sixth = await w.km.forEncrypt('k');
+    expect(sixth.version).toBe(2);
+    expect(keyctl.describeKey(sixth.serials[0]!).description).toBe(desc(r.id, 2, 0));
+    const onDisk = w.fileKey('k')!;
+    expect(onDisk.versions.map((v) => [v.version, v.encryptionsReserved])).toEqual([[1, 5], [2, expect.any(Number)]]);
+    expect(onDisk.versions[1]!.encryptionsReserved).toBeGreaterThanOrEqual(1);
+    expect(onDisk.rotateTime).toBe(T0 + 60 * SECOND);
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(5);
+    expect(w.km.encryptionCount(w.km.get('k'), 2)).toBe(1);
+    // Version 1 still decrypts.
+    expect(serialsOf(w, w.km.get('k'), 1).every(alive)).toBe(true);
+    // More at once than any version may make: refused, not an endless series of rotations.
+    const versions = w.km.get('k').versions.length;
+    const tooMany = await expectApi(w.km.forEncrypt('k', 6), Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    expect(tooMany.metadata.encryption_limit).toBe('5');
+    expect(w.fileKey('k')!.versions).toHaveLength(versions);
+    // After a crash at the limit the next encryption still goes to a fresh version.
+    for (let i = 0; i < 4; i++) await w.km.forEncrypt('k');
+    await w.restart();
+    expect((await w.km.forEncrypt('k')).version).toBe(3);
+  });
+
+  it('countEncryptions on a fixed version refuses at the limit with ENCRYPTION_LIMIT_REACHED and counts nothing', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 5, reservationBlock: 1 }));
+    await w.km.create({ name: 'k' });
+    const stream = await w.km.forEncrypt('k');
+    for (let i = 0; i < 4; i++) {
+      await w.km.countEncryptions(stream, 1);
+      expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBeGreaterThanOrEqual(w.km.encryptionCount(w.km.get('k'), 1));
+    }
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(5);
+    const err = await expectApi(w.km.countEncryptions(stream, 1), Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    expect(err.metadata).toEqual({ key_name: 'k', key_version: '1', encryption_limit: '5' });
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(5);
+    // The unary path rotates instead; the old stream stays at its limit.
+    const next = await w.km.forEncrypt('k');
+    expect(next.version).toBe(2);
+    await expectApi(w.km.countEncryptions(stream, 1), Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    await w.km.countEncryptions(next, 3);
+    expect(w.km.encryptionCount(w.km.get('k'), 2)).toBe(4);
+    await expectApi(w.km.countEncryptions(next, 2), Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    // A key deleted under a running stream: NOT_FOUND.
+    await w.km.scheduleDeletion('k', DAY);
+    w.clock += DAY;
+    await w.km.runDueWork();
+    await expectApi(w.km.countEncryptions(next, 1), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+  });
+
+  it('concurrent chunks of streams on one version never count past its limit or past what the disk reserved', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 5, reservationBlock: 1 }));
+    await w.km.create({ name: 'k' });
+    w.delay = () => new Promise((resolve) => setTimeout(resolve, Math.random() * 2));
+    const a = await w.km.forEncrypt('k');
+    const b = await w.km.forEncrypt('k');
+    const outcomes = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => w.km.countEncryptions(i % 2 ? a : b, 1)));
+    const refused = outcomes.filter((o) => o.status === 'rejected');
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(3);
+    for (const o of refused) expect((o as PromiseRejectedResult).reason).toMatchObject({ reason: ErrorReason.ENCRYPTION_LIMIT_REACHED });
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(5);
+    expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBe(5);
+  });
+
+  it('MAC keys have no encryptions', async () => {
+    const w = await world();
+    const m = await w.km.create({ name: 'm', purpose: 'mac' });
+    expect(w.km.encryptionLimit(m)).toBe(0);
+    const err = await expectApi(w.km.forEncrypt('m'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
+    expect(err.metadata).toEqual({ key_name: 'm', purpose: 'MAC' });
+    const a = await w.km.create({ name: 'a' });
+    await expectApi(() => w.km.forMac('a'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
+    await expectApi(() => w.km.forVerify('a', 1), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
+    await expectApi(() => w.km.forDecrypt(idBuf(m), 1, 'hmac-sha256'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
+    expect(w.km.forMac('m').serials).toEqual(serialsOf(w, m, 1));
+    expect(a.purpose).toBe('aead');
+  });
+});
+
+describe('KeyManager: lifecycle', () => {
+  it('rotates: a new primary version in the kernel, older versions kept; allowed while disabled', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k' });
+    w.clock += HOUR;
+    const r2 = await w.km.rotate('k');
+    expect(r2).toMatchObject({ id: r.id, rotateTime: T0 + HOUR, updateTime: T0 + HOUR, createTime: T0 });
+    expect(r2.versions.map((v) => [v.version, v.createTime])).toEqual([[1, T0], [2, T0 + HOUR]]);
+    expect(w.fileKey('k')).toEqual(r2);
+    expect((await w.km.forEncrypt('k')).version).toBe(2);
+    expect([...w.kernelKeys().keys()].sort()).toEqual([desc(r.id, 1, 0), desc(r.id, 2, 0)]);
+    await w.km.setEnabled('k', false);
+    const r3 = await w.km.rotate('k');
+    expect(r3.state).toBe('disabled');
+    expect(r3.versions).toHaveLength(3);
+
+    const material = Buffer.alloc(32, 7);
+    const err = await expectApi(w.km.rotate('k', material), Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH);
+    expect(err.metadata).toEqual({ key_name: 'k', origin: 'GENERATED_IN_KERNEL' });
+    expect(material.equals(Buffer.alloc(32))).toBe(true);
+    await expectApi(w.km.rotate('nope'), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+    expect(w.fileKey('k')!.versions).toHaveLength(3);
+  });
+
+  it('updates min_decryption_version within 1..primary: older versions stop decrypting, and start again when lowered', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k' });
+    await w.km.rotate('k');
+    await w.km.rotate('k');
+    for (const bad of [0, 4, -1, 1.5, Number.NaN]) {
+      const err = await expectApi(w.km.update('k', { minDecryptionVersion: bad }), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+      expect(err.metadata.field).toBe('min_decryption_version');
+    }
+    w.clock += 5 * SECOND;
+    const u = await w.km.update('k', { minDecryptionVersion: 3 });
+    expect(u).toMatchObject({ minDecryptionVersion: 3, updateTime: T0 + 5 * SECOND });
+    expect(w.fileKey('k')!.minDecryptionVersion).toBe(3);
+    for (const v of [1, 2]) {
+      const err = await expectApi(() => w.km.forDecrypt(idBuf(r), v, r.suite), Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED);
+      expect(err.metadata).toEqual({ key_name: 'k', key_version: String(v), min_decryption_version: '3' });
+    }
+    expect(w.km.forDecrypt(idBuf(r), 3, r.suite).version).toBe(3);
+    // Disabled versions are kept in the kernel, not destroyed.
+    expect(w.kernelKeys().size).toBe(3);
+    await w.km.update('k', { minDecryptionVersion: 1 });
+    const v1 = w.km.forDecrypt(idBuf(r), 1, r.suite);
+    expect(keyctl.describeKey(v1.serials[0]!).description).toBe(desc(r.id, 1, 0));
+  });
+
+  it('updates the rotation period and deletion protection; an update that changes nothing writes nothing', async () => {
+    const w = await world();
+    await w.km.create({ name: 'k' });
+    w.clock += 10 * SECOND;
+    const u = await w.km.update('k', { rotationPeriodMs: 3 * HOUR });
+    expect(u).toMatchObject({ rotationPeriodMs: 3 * HOUR, updateTime: T0 + 10 * SECOND });
+    expect(w.km.nextDueTime()).toBe(T0 + 3 * HOUR); // from creation: never rotated
+    await expectApi(w.km.update('k', { rotationPeriodMs: HOUR - 1 }), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+    await expectApi(w.km.update('k', { rotationPeriodMs: YEARS_100 + 1 }), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+    w.clock += HOUR;
+    await w.km.rotate('k');
+    expect(w.km.nextDueTime()).toBe(w.clock + 3 * HOUR); // from the last rotation
+    expect((await w.km.update('k', { rotationPeriodMs: null })).rotationPeriodMs).toBeNull();
+    expect(w.km.nextDueTime()).toBeNull();
+    expect((await w.km.update('k', { deletionProtection: true })).deletionProtection).toBe(true);
+    expect(w.fileKey('k')).toMatchObject({ rotationPeriodMs: null, deletionProtection: true });
+
+    const writes = w.persistCalls;
+    const text = w.fileText();
+    const before = w.km.get('k');
+    w.clock += HOUR;
+    expect(await w.km.update('k', {})).toBe(before);
+    expect(await w.km.update('k', { deletionProtection: true, rotationPeriodMs: null, minDecryptionVersion: 1 })).toBe(before);
+    expect(w.persistCalls).toBe(writes);
+    expect(w.fileText()).toBe(text);
+    await expectApi(w.km.update('nope', {}), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+  });
+
+  it('disables and enables (idempotently): a disabled key refuses every operation, its metadata still changes', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k' });
+    const m = await w.km.create({ name: 'm', purpose: 'mac' });
+    w.clock += SECOND;
+    expect((await w.km.setEnabled('k', false)).state).toBe('disabled');
+    await w.km.setEnabled('m', false);
+    expect(w.fileKey('k')!.state).toBe('disabled');
+    const writes = w.persistCalls;
+    w.clock += SECOND;
+    const again = await w.km.setEnabled('k', false);
+    expect(again.updateTime).toBe(T0 + SECOND);
+    expect(w.persistCalls).toBe(writes);
+    const err = await expectApi(w.km.forEncrypt('k'), Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED);
+    expect(err.metadata).toEqual({ key_name: 'k' });
+    await expectApi(() => w.km.forDecrypt(idBuf(r), 1, r.suite), Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED);
+    await expectApi(() => w.km.forMac('m'), Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED);
+    await expectApi(() => w.km.forVerify('m', 1), Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED);
+    expect((await w.km.update('k', { deletionProtection: true })).state).toBe('disabled');
+    expect((await w.km.setEnabled('k', true)).state).toBe('enabled');
+    expect(w.fileKey('k')!.state).toBe('enabled');
+    expect((await w.km.forEncrypt('k')).version).toBe(1);
+    await expectApi(() => w.km.forVerify('m', undefined), Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED);
+    expect(m.state).toBe('enabled'); // records are replaced, never mutated
+  });
+
+  it('schedules deletion after a waiting period within bounds; a key pending deletion refuses use and change until cancelled (then disabled)', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k', deletionProtection: true });
+    const prot = await expectApi(w.km.scheduleDeletion('k', DAY), Status.FAILED_PRECONDITION, ErrorReason.DELETION_PROTECTED);
+    expect(prot.metadata).toEqual({ key_name: 'k' });
+    await w.km.update('k', { deletionProtection: false });
+    for (const bad of [DAY - 1, 365 * DAY + 1, -DAY, Number.NaN]) {
+      const err = await expectApi(w.km.scheduleDeletion('k', bad), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+      expect(err.metadata.field).toBe('waiting_period');
+    }
+    expect(w.fileKey('k')!.state).toBe('enabled');
+    w.clock += SECOND;
+    const p = await w.km.scheduleDeletion('k', undefined);
+    expect(DEFAULT_DELETION_WAIT_MS).toBe(7 * DAY);
+    expect(p).toMatchObject({ state: 'pending_deletion', deletionTime: T0 + SECOND + 7 * DAY, updateTime: T0 + SECOND });
+    expect(w.fileKey('k')).toMatchObject({ state: 'pending_deletion', deletionTime: T0 + SECOND + 7 * DAY });
+    expect(w.km.nextDueTime()).toBe(T0 + SECOND + 7 * DAY);
+
+    const when = new Date(T0 + SECOND + 7 * DAY).toISOString();
+    const use = await expectApi(w.km.forEncrypt('k'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    expect(use.metadata).toEqual({ key_name: 'k', deletion_time: when });
+    await expectApi(() => w.km.forDecrypt(idBuf(r), 1, r.suite), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    const text = w.fileText();
+    for (const change of [
+      () => w.km.rotate('k'),
+      () => w.km.update('k', { deletionProtection: true }),
+      () => w.km.update('k', {}),
+      () => w.km.setEnabled('k', true),
+      () => w.km.setEnabled('k', false),
+      () => w.km.scheduleDeletion('k', DAY),
+    ]) {
+      await expectApi(change(), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    }
+    expect(w.fileText()).toBe(text);
+    // Still visible, and its material still in the kernel until the deletion time.
+    expect(w.km.get('k').state).toBe('pending_deletion');
+    expect(w.km.list('', 10).keys.map((k) => k.name)).toEqual(['k']);
+    expect(w.kernelKeys().has(desc(r.id, 1, 0))).toBe(true);
+
+    w.clock += HOUR;
+    const c = await w.km.cancelDeletion('k');
+    expect(c).toMatchObject({ state: 'disabled', deletionTime: null, updateTime: w.clock });
+    expect(w.fileKey('k')).toMatchObject({ state: 'disabled', deletionTime: null });
+    expect(w.km.nextDueTime()).toBeNull();
+    const notPending = await expectApi(w.km.cancelDeletion('k'), Status.FAILED_PRECONDITION, ErrorReason.KEY_NOT_PENDING_DELETION);
+    expect(notPending.metadata).toEqual({ key_name: 'k' });
+    await expectApi(w.km.cancelDeletion('nope'), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+    // A disabled key may be scheduled again, for the longest period allowed.
+    expect((await w.km.scheduleDeletion('k', 365 * DAY)).deletionTime).toBe(w.clock + 365 * DAY);
+    expect((await w.km.cancelDeletion('k')).state).toBe('disabled');
+    expect((await w.km.scheduleDeletion('k', DAY)).deletionTime).toBe(w.clock + DAY);
+  });
+
+  it('resolves versions for decryption and verification as the ciphertext says, or says why not', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k' });
+    await w.km.rotate('k');
+    const m = await w.km.create({ name: 'm', suite: 'hmac-sha512' });
+    await w.km.rotate('m');
+    await w.km.rotate('m');
+
+    const unknown = await expectApi(() => w.km.forDecrypt(randomBytes(16), 1, 'aes-256-gcm'), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+    expect(Object.keys(unknown.metadata)).toEqual(['key_id']);
+    for (const v of [0, 3, -1, 1.5]) {
+      const err = await expectApi(() => w.km.forDecrypt(idBuf(r), v, r.suite), Status.NOT_FOUND, ErrorReason.KEY_VERSION_NOT_FOUND);
+      expect(err.metadata).toEqual({ key_name: 'k', key_version: String(v) });
+    }
+    await expectApi(() => w.km.forDecrypt(idBuf(r), 1, 'chacha20-poly1305'), Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED);
+    for (const v of [1, 2]) {
+      const got = w.km.forDecrypt(idBuf(r), v, 'aes-256-gcm');
+      expect(got).toMatchObject({ version: v, suite: { name: 'aes-256-gcm' } });
+      expect(keyctl.describeKey(got.serials[0]!).description).toBe(desc(r.id, v, 0));
+    }
+
+    expect(w.km.forVerify('m', undefined).version).toBe(3);
+    expect(w.km.forVerify('m', 0).version).toBe(3);
+    expect(keyctl.describeKey(w.km.forVerify('m', 2).serials[0]!).description).toBe(desc(m.id, 2, 0));
+    expect(w.km.forMac('m').version).toBe(3);
+    await expectApi(() => w.km.forVerify('m', 4), Status.NOT_FOUND, ErrorReason.KEY_VERSION_NOT_FOUND);
+    await w.km.update('m', { minDecryptionVersion: 2 });
+    await expectApi(() => w.km.forVerify('m', 1), Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED);
+    await expectApi(() => w.km.forMac('nope'), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+  });
+
+  it('lists keys in name order, a page at a time', async () => {
+    const w = await world();
+    for (const name of ['c', 'a', 'b', 'd']) await w.km.create({ name });
+    expect(w.km.list('', 3)).toMatchObject({ more: true, keys: [{ name: 'a' }, { name: 'b' }, { name: 'c' }] });
+    expect(w.km.list('c', 3)).toMatchObject({ more: false, keys: [{ name: 'd' }] });
+    expect(w.file().keys.map((k) => k.name)).toEqual(['a', 'b', 'c', 'd']);
+  });
+});
+
+describe('KeyManager.runDueWork', () => {
+  it('deletes a key once its deletion time has passed, never before: from the state file and from the kernel', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k', suite: 'aes-256-ctr-hmac-sha256' });
+    await w.km.rotate('k');
+    const other = await w.km.create({ name: 'other' });
+    const serials = [...serialsOf(w, w.km.get('k'), 1), ...serialsOf(w, w.km.get('k'), 2)];
+    expect(serials).toHaveLength(4);
+    await w.km.scheduleDeletion('k', DAY);
+    const due = T0 + DAY;
+    expect(w.km.nextDueTime()).toBe(due);
+
+    w.clock = due - 1;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+    expect(w.fileKey('k')).toBeDefined();
+    expect(serials.every(alive)).toBe(true);
+
+    w.clock = due;
+    expect(await w.km.runDueWork()).toEqual({ deleted: ['k'], rotated: [] });
+    expect(w.file().keys.map((k) => k.name)).toEqual(['other']);
+    expect(serials.some(alive)).toBe(false);
+    expect([...w.kernelKeys().keys()]).toEqual([desc(other.id, 1, 0)]);
+    await expectApi(() => w.km.get('k'), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+    await expectApi(() => w.km.forDecrypt(idBuf(r), 1, r.suite), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+    expect(w.km.nextDueTime()).toBeNull();
+    // The name may be used again, by a new key with a new id.
+    const again = await w.km.create({ name: 'k' });
+    expect(again.id).not.toBe(r.id);
+    await expectApi(() => w.km.forDecrypt(idBuf(r), 1, r.suite), Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND);
+    // And a restart does not bring the deleted key back.
+    await w.restart();
+    expect(w.km.get('k').id).toBe(again.id);
+    expect(w.km.size).toBe(2);
+  });
+
+  it('honours deletion times across restarts: not before the time, and at the first run after it', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k' });
+    await w.km.scheduleDeletion('k', 2 * DAY);
+    w.clock = T0 + DAY;
+    await w.restart();
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+    expect(w.km.get('k')).toMatchObject({ state: 'pending_deletion', deletionTime: T0 + 2 * DAY });
+    w.crash();
+    w.clock = T0 + 30 * DAY; // the daemon was down when the time passed
+    await w.boot();
+    const serial = w.kernelKeys().get(desc(r.id, 1, 0))!;
+    expect(alive(serial)).toBe(true);
+    expect(w.km.nextDueTime()).toBe(T0 + 2 * DAY);
+    expect(await w.km.runDueWork()).toEqual({ deleted: ['k'], rotated: [] });
+    expect(w.file().keys).toEqual([]);
+    expect(alive(serial)).toBe(false);
+  });
+
+  it('rotates keys whose rotation period has passed (also disabled ones, not those pending deletion), from the last rotation', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k', rotationPeriodMs: 2 * HOUR });
+    await w.km.create({ name: 'off', rotationPeriodMs: 2 * HOUR });
+    await w.km.setEnabled('off', false);
+    await w.km.create({ name: 'pend', rotationPeriodMs: 2 * HOUR });
+    await w.km.scheduleDeletion('pend', 30 * DAY);
+    await w.km.create({ name: 'never' });
+    expect(w.km.nextDueTime()).toBe(T0 + 2 * HOUR);
+
+    w.clock = T0 + 2 * HOUR - 1;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+    w.clock = T0 + 2 * HOUR + 5;
+    const done = await w.km.runDueWork();
+    expect(done.rotated.sort()).toEqual(['k', 'off']);
+    expect(w.fileKey('k')).toMatchObject({ rotateTime: T0 + 2 * HOUR + 5, versions: [{ version: 1 }, { version: 2, createTime: T0 + 2 * HOUR + 5 }] });
+    expect(w.fileKey('off')!.state).toBe('disabled');
+    expect(w.fileKey('pend')!.versions).toHaveLength(1);
+    expect(w.fileKey('never')!.versions).toHaveLength(1);
+    expect(w.kernelKeys().has(desc(r.id, 2, 0))).toBe(true);
+    expect(w.km.nextDueTime()).toBe(T0 + 4 * HOUR + 5);
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+
+    // Due while the daemon was down: one rotation at the first run, then due a period later.
+    w.crash();
+    w.clock = T0 + 100 * HOUR;
+    await w.boot();
+    expect((await w.km.runDueWork()).rotated.sort()).toEqual(['k', 'off']);
+    expect(w.fileKey('k')!.versions).toHaveLength(3);
+    expect(w.km.nextDueTime()).toBe(T0 + 102 * HOUR);
+  });
+
+  it('one key\'s failure does not hold up the others', async () => {
+    const w = await world();
+    await w.km.create({ name: 'a', rotationPeriodMs: HOUR });
+    const z = await w.km.create({ name: 'z' });
+    await w.km.scheduleDeletion('z', DAY);
+    w.clock = T0 + DAY;
+    // The rotation of "a" (first in order) cannot be written; the deletion of "z" can.
+    w.failWith = (doc) => (doc.keys.find((k) => k.name === 'a')?.versions.length === 2 ? enospc() : undefined);
+    await expect(w.km.runDueWork()).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(w.file().keys.map((k) => k.name)).toEqual(['a']);
+    expect(w.kernelKeys().has(desc(z.id, 1, 0))).toBe(false);
+    expect(w.km.get('a').versions).toHaveLength(1);
+    expect(w.kernelKeys().size).toBe(1);
+    w.failWith = undefined;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: ['a'] });
+  });
+
+  it('re-checks each key under the lock: a deletion cancelled, or a key scheduled for deletion, while it waited is left alone', async () => {
+    const w = await world();
+    await w.km.create({ name: 'del' });
+    await w.km.scheduleDeletion('del', DAY);
+    await w.km.create({ name: 'rot', rotationPeriodMs: HOUR });
+    w.clock = T0 + DAY;
+    // Hold the lock with a slow write, queue the changes, then the scheduler's run behind them.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    w.delay = () => gate;
+    const slow = w.km.create({ name: 'slow' });
+    const cancel = w.km.cancelDeletion('del');
+    const schedule = w.km.scheduleDeletion('rot', DAY);
+    const run = w.km.runDueWork();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    w.delay = undefined;
+    release();
+    await Promise.all([slow, cancel, schedule]);
+    expect(await run).toEqual({ deleted: [], rotated: [] });
+    expect(w.fileKey('del')).toMatchObject({ state: 'disabled', deletionTime: null });
+    expect(w.fileKey('rot')).toMatchObject({ state: 'pending_deletion', versions: [{ version: 1 }] });
+    expect(w.kernelKeys().size).toBe(3);
+
+    // Two runs at once (the scheduler and start-up): each key is deleted once, the other run finds it gone.
+    await w.km.scheduleDeletion('del', DAY);
+    w.clock += DAY; // "rot" (scheduled above) is due too
+    const runs = await Promise.all([w.km.runDueWork(), w.km.runDueWork()]);
+    expect(runs.flatMap((r) => r.deleted).sort()).toEqual(['del', 'rot']);
+    expect(w.file().keys.map((k) => k.name)).toEqual(['slow']);
+    expect(w.kernelKeys().size).toBe(1);
+  });
+});
+
+describe('KeyManager: concurrency', () => {
+  it('200 concurrent encryptions and a rotation in the middle: counts add up, the disk never falls behind, no change is lost', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 7 }));
+    await w.km.create({ name: 'k' });
+    w.delay = () => new Promise((resolve) => setTimeout(resolve, Math.random() * 2));
+    const reservedOnDisk = (v: number) => w.persisted.at(-1)!.keys.find((k) => k.name === 'k')!.versions[v - 1]?.encryptionsReserved ?? 0;
+    const violations: string[] = [];
+    const encrypt = () =>
+      w.km.forEncrypt('k').then((r) => {
+        // When an encryption is handed out, the disk already covers it.
+        if (reservedOnDisk(r.version) < w.km.encryptionCount(r.key, r.version)) violations.push(`v${r.version}`);
+        return r.version;
+      });
+    const ops: Promise<unknown>[] = [];
+    for (let i = 0; i < 100; i++) ops.push(encrypt());
+    ops.push(w.km.rotate('k'));
+    for (let i = 0; i < 100; i++) ops.push(encrypt());
+    const results = await Promise.all(ops);
+    const versions = results.filter((x): x is number => typeof x === 'number');
+    expect(versions).toHaveLength(200);
+    expect(violations).toEqual([]);
+    expect(w.maxInFlight).toBe(1); // every write under the one lock
+
+    const k = w.km.get('k');
+    expect(k.versions).toHaveLength(2);
+    const c1 = w.km.encryptionCount(k, 1);
+    const c2 = w.km.encryptionCount(k, 2);
+    expect(c1 + c2).toBe(200);
+    expect(versions.filter((v) => v === 1)).toHaveLength(c1);
+    expect(versions.filter((v) => v === 2)).toHaveLength(c2);
+    expect(c2).toBeGreaterThan(0);
+
+    const disk = w.fileKey('k')!;
+    expect(disk).toEqual(k);
+    expect(disk.versions[0]!.encryptionsReserved).toBeGreaterThanOrEqual(c1);
+    expect(disk.versions[1]!.encryptionsReserved).toBeGreaterThanOrEqual(c2);
+    expect(disk.versions[1]!.encryptionsReserved).toBeLessThanOrEqual(c2 + 1 + 7);
+    // No write ever undid an earlier one: versions and reservations only grow.
+    for (let i = 1; i < w.persisted.length; i++) {
+      const prev = w.persisted[i - 1]!.keys[0]!;
+      const next = w.persisted[i]!.keys[0]!;
+      expect(next.versions.length).toBeGreaterThanOrEqual(prev.versions.length);
+      prev.versions.forEach((v, j) => expect(next.versions[j]!.encryptionsReserved).toBeGreaterThanOrEqual(v.encryptionsReserved));
+    }
+    // And a crash now resumes at or above what was handed out.
+    await w.restart();
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBeGreaterThanOrEqual(c1);
+    expect(w.km.encryptionCount(w.km.get('k'), 2)).toBeGreaterThanOrEqual(c2);
+  });
+
+  it('200 concurrent encryptions against a small limit rotate exactly when needed and never pass the limit', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 50, reservationBlock: 7 }));
+    await w.km.create({ name: 'k' });
+    w.delay = () => new Promise((resolve) => setTimeout(resolve, Math.random() * 2));
+    const ops: Promise<number>[] = [];
+    for (let i = 0; i < 200; i++) ops.push(w.km.forEncrypt('k').then((r) => r.version));
+    const versions = await Promise.all(ops);
+    const k = w.km.get('k');
+    expect(k.versions).toHaveLength(4);
+    for (const v of [1, 2, 3, 4]) {
+      expect(w.km.encryptionCount(k, v)).toBe(50);
+      expect(versions.filter((x) => x === v)).toHaveLength(50);
+    }
+    expect(w.fileKey('k')!.versions.map((v) => v.encryptionsReserved)).toEqual([50, 50, 50, 50]);
+    expect(w.kernelKeys().size).toBe(4);
+    expect(w.maxInFlight).toBe(1);
+  });
+
+  it('an encryption that runs while a rotation is being applied gets a complete version, counted', async () => {
+    // Requests arrive between any two steps of the manager's async code. Poll, one microtask at a
+    // time, from the moment the rotation is on disk: as soon as the key shows version 2, encrypt.
+    const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 1000 }));
+    const r = await w.km.create({ name: 'k' });
+    await w.km.forEncrypt('k'); // version 1 has a reservation
+    let during: Promise<ResolvedVersion<AeadSuite>> | undefined;
+    w.afterSave = (doc) => {
+      if (doc.keys[0]!.versions.length !== 2 || during) return;
+      let polls = 0;
+      const poll = () => {
+        if (w.km.get('k').versions.length === 2) during = w.km.forEncrypt('k');
+        else if (++polls < 100) queueMicrotask(poll);
+      };
+      queueMicrotask(poll);
+    };
+    const rotated = await w.km.rotate('k');
+    expect(during).toBeDefined();
+    const got = await during!;
+    expect(got.version).toBe(2);
+    expect(got.serials).toHaveLength(1);
+    expect(keyctl.describeKey(got.serials[0]!).description).toBe(desc(r.id, 2, 0));
+    expect(w.km.encryptionCount(rotated, 1)).toBe(1);
+    expect(w.km.encryptionCount(rotated, 2)).toBe(1);
+    expect(w.fileKey('k')!.versions[1]!.encryptionsReserved).toBeGreaterThanOrEqual(1);
+    await w.km.forEncrypt('k');
+    expect(w.km.encryptionCount(w.km.get('k'), 2)).toBe(2);
+  });
+
+  it('concurrent lifecycle changes and encryptions all land, on disk as in memory', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 3 }));
+    await w.km.create({ name: 'k' });
+    w.delay = () => new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+    const ops: Promise<unknown>[] = [];
+    for (let i = 0; i < 20; i++) ops.push(w.km.forEncrypt('k'));
+    ops.push(w.km.rotate('k'), w.km.update('k', { deletionProtection: true }), w.km.create({ name: 'k2' }));
+    for (let i = 0; i < 20; i++) ops.push(w.km.forEncrypt('k'));
+    ops.push(w.km.rotate('k'), w.km.update('k', { minDecryptionVersion: 2, rotationPeriodMs: 5 * HOUR }), w.km.setEnabled('k2', false));
+    for (let i = 0; i < 20; i++) ops.push(w.km.forEncrypt('k'));
+    await Promise.all(ops);
+    const k = w.km.get('k');
+    expect(k).toMatchObject({ deletionProtection: true, minDecryptionVersion: 2, rotationPeriodMs: 5 * HOUR, state: 'enabled' });
+    expect(k.versions).toHaveLength(3);
+    expect([1, 2, 3].reduce((n, v) => n + w.km.encryptionCount(k, v), 0)).toBe(60);
+    expect(w.file().keys).toEqual([k, w.km.get('k2')]);
+    expect(w.km.get('k2').state).toBe('disabled');
+    expect(w.maxInFlight).toBe(1);
+  });
+});
+
+describe('KeyManager.open and close', () => {
+  it('close() destroys every kernel key it loaded', async () => {
+    const w = await world();
+    await w.km.create({ name: 'a', suite: 'aes-256-ctr-hmac-sha256' });
+    await w.km.rotate('a');
+    await w.km.create({ name: 'm', suite: 'hmac-sha384' });
+    const serials = [...w.kernelKeys().values()];
+    expect(serials).toHaveLength(5);
+    expect(serials.every(alive)).toBe(true);
+    w.km.close();
+    expect(serials.some(alive)).toBe(false);
+    expect(w.kernelKeys().size).toBe(0);
+    expect(w.km.size).toBe(0);
+    expect(w.keystore.hasMasterKey).toBe(true); // the master key is the keystore's, not the manager's
+    expect(w.file().keys.map((k) => k.name)).toEqual(['a', 'm']); // closing is not deleting
+  });
+
+  it('refuses to start with another master key (MASTER_KEY_MISMATCH) and leaves no key loaded', async () => {
+    const w = await world();
+    await w.km.create({ name: 'a' });
+    await w.km.create({ name: 'b' });
+    w.crash();
+    await expect(w.boot({ master: randomBytes(32) })).rejects.toSatisfy(
+      (err: unknown) => isKeystoreError(err, 'MASTER_KEY_MISMATCH') && /key "a" version 1/.test((err as Error).message) && !(err as Error).message.includes(w.file().keys[0]!.versions[0]!.blobs[0]!),
+    );
+    expect(w.kernelKeys().size).toBe(0);
+    w.crash();
+    await expect(w.boot({ masterName: `${w.masterName}-other` })).rejects.toSatisfy((err: unknown) => isKeystoreError(err, 'MASTER_KEY_MISMATCH'));
+    w.crash();
+    await w.boot();
+    expect(w.km.size).toBe(2);
+  });
+
+  it('a key that fails to load unloads the keys loaded before it', async () => {
+    const w = await world();
+    const a = await w.km.create({ name: 'a' });
+    await w.km.create({ name: 'b' });
+    await w.km.rotate('b');
+    w.crash();
+    // Corrupt version 2 of "b" on disk (the last hex digit of its wrapped blob).
+    const doc = w.file();
+    const blob = doc.keys[1]!.versions[1]!.blobs[0]!;
+    doc.keys[1]!.versions[1]!.blobs[0] = blob.slice(0, -1) + (blob.endsWith('0') ? '1' : '0');
+    await w.store.save(doc);
+    await expect(w.boot()).rejects.toSatisfy((err: unknown) => err instanceof KeystoreError && err.code === 'MASTER_KEY_MISMATCH' && /key "b" version 2/.test(err.message));
+    // "a" and version 1 of "b" had loaded before version 2 failed: all unloaded again.
+    expect(w.kernelKeys().has(desc(a.id, 1, 0))).toBe(false);
+    expect(w.kernelKeys().size).toBe(0);
+  });
+
+  it('opens an empty state without a sealing suite and writes nothing', async () => {
+    const w = await world();
+    expect(w.km.size).toBe(0);
+    expect(w.persistCalls).toBe(0);
+    expect(w.fileText()).toBeUndefined();
+    expect(w.km.nextDueTime()).toBeNull();
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+  });
+});
