@@ -6,7 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isDaemonUnreachable } from './sdk/errors.js';
+import { isDaemonUnreachable } from './sdk/index.js';
 import { noteOf, UsageError } from './commands/args.js';
 import { Context, GLOBAL_OPTIONS, OPTIONS, type CommandSpec, type Stdio, type Values } from './commands/command.js';
 import { encryptionCommands } from './commands/encryption.js';

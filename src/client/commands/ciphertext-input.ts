@@ -4,7 +4,7 @@
  * (EncryptStream). Both kinds start with the magic "RF". Only as much is read as the decision
  * needs; a stream ciphertext is left in the Input to be streamed on.
  */
-import { CIPHERTEXT_TEXT_PREFIX, ciphertextFromText } from '../sdk/ciphertext-text.js';
+import { CIPHERTEXT_TEXT_PREFIX, ciphertextFromText } from '../sdk/index.js';
 import { CommandError, MiB } from './args.js';
 import type { Input } from './io.js';
 

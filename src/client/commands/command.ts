@@ -4,7 +4,7 @@
  * from which cli.ts builds the usage text and checks each invocation before running it.
  */
 import type { Readable, Writable } from 'node:stream';
-import { RingfenceClient } from '../sdk/client.js';
+import { RingfenceClient } from '../sdk/index.js';
 
 /** Every option any command takes; cli.ts parses them all, then checks them against the command. */
 export const OPTIONS = {

@@ -4,9 +4,7 @@
  * unary limit) encrypt uses one Encrypt call; more goes through EncryptStream without ever being
  * held in memory. decrypt tells the kinds apart by their header.
  */
-import { ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
-import { ciphertextToText } from '../sdk/ciphertext-text.js';
-import { isRingfenceError } from '../sdk/errors.js';
+import { ciphertextToText, ErrorReason, isRingfenceError } from '../sdk/index.js';
 import { CommandError, MiB, parseInteger, parseKeyName, UsageError } from './args.js';
 import { readCiphertext, STREAM_FORMAT } from './ciphertext-input.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';

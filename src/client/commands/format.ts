@@ -4,9 +4,19 @@
  * seconds, counters as numbers) and the human text forms.
  */
 import { timestampDate, type Timestamp } from '@bufbuild/protobuf/wkt';
-import { KeyOrigin, KeyState, KeyVersionState, type Key, type KeyVersion } from '../../gen/ringfence/v1/key_pb.js';
-import { Availability, type GetStatusResponse, type Limits } from '../../gen/ringfence/v1/status_service_pb.js';
-import { hashAlgorithmName, keyPurposeName, suiteName } from '../sdk/names.js';
+import {
+  Availability,
+  hashAlgorithmName,
+  KeyOrigin,
+  keyPurposeName,
+  KeyState,
+  KeyVersionState,
+  suiteName,
+  type GetStatusResponse,
+  type Key,
+  type KeyVersion,
+  type Limits,
+} from '../sdk/index.js';
 import { durationMs, formatDuration } from './args.js';
 
 const STATES: Record<KeyState, string> = {

@@ -155,6 +155,9 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
   hookSignals();
   pending.add(tmp);
   const stream: WriteStream = createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
+  // Errors (a missing directory, a full disk) surface through write callbacks, pipeline or
+  // commit; this listener only keeps an unobserved one from crashing the process.
+  stream.on('error', () => {});
   const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   return {
     label: path,
@@ -175,7 +178,13 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
       }
     },
     async abort() {
-      stream.destroy();
+      // The file is opened asynchronously: unlink only once the stream has closed, or the open
+      // could create it again after the unlink.
+      if (!stream.closed) {
+        const closed = new Promise((resolve) => stream.once('close', resolve));
+        stream.destroy();
+        await closed;
+      }
       await unlink(tmp).catch(() => {});
       pending.delete(tmp);
     },

@@ -3,8 +3,7 @@
  * Each prints one line (or the key table / key sheet); with --json, the key as one JSON document
  * ({"keys": [...]} for list).
  */
-import type { Key } from '../../gen/ringfence/v1/key_pb.js';
-import { SUITE_NAMES } from '../sdk/names.js';
+import { SUITE_NAMES, type Key } from '../sdk/index.js';
 import { CommandError, parseChoice, parseDuration, parseKeyName, UsageError } from './args.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { keyJson, keyTable, keyText } from './format.js';

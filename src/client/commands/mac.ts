@@ -3,7 +3,7 @@
  * VerifyMac); hashes stream input of any size through HashStream. MACs and digests print as
  * lowercase hex; `verify` prints "valid" or "invalid" and exits 1 when invalid, for scripts.
  */
-import { HASH_ALGORITHM_NAMES, hashAlgorithmName } from '../sdk/names.js';
+import { HASH_ALGORITHM_NAMES, hashAlgorithmName } from '../sdk/index.js';
 import { CommandError, MiB, parseChoice, parseHex, parseInteger, parseKeyName, UsageError } from './args.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { openInput, openOutput, writeAll } from './io.js';

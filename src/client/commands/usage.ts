@@ -1,5 +1,5 @@
 /** The usage texts: the whole CLI's, a command group's ("key"), and one command's. */
-import { HASH_ALGORITHM_NAMES, SUITE_NAMES } from '../sdk/names.js';
+import { HASH_ALGORITHM_NAMES, SUITE_NAMES } from '../sdk/index.js';
 import type { CommandSpec } from './command.js';
 
 const HEAD = 'usage: ringfence [--socket PATH] [--json] COMMAND [ARGS]';
