@@ -44,7 +44,7 @@ function usageError(io: Stdio, message: string, found: Found): number {
 /** parseArgs' messages, shortened to what the user typed wrong. */
 function parseMessage(err: unknown): string {
   const e = err as Error & { code?: string };
-  const opt = /'(-[^' ]+)/.exec(e.message)?.[1];
+  const opt = /'(-[^' ,]+)/.exec(e.message)?.[1]; // from "'-i, --in <value>'"
   if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && opt) return `unknown option ${opt}`;
   if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && opt) {
     return /argument missing/.test(e.message) ? `option ${opt} needs a value` : /ambiguous/.test(e.message) ? `option ${opt} needs a value (write ${opt}=VALUE for one starting with "-")` : `option ${opt} takes no value`;
