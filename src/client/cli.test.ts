@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildCli, CLI_SOURCE, runNode, type CliRunner } from './commands/cli-runner.test-support.js';
 import { startFakeDaemon, type FakeDaemon } from './commands/fake-daemon.test-support.js';
 
+// Child processes on a loaded 2-core machine: seconds each, several at once.
+const SLOW = { timeout: 60_000 };
 let cli: CliRunner;
 let daemon: FakeDaemon;
 const NO_DAEMON = '/nonexistent-ringfence-dir/ringfence.sock';
@@ -19,7 +21,7 @@ afterAll(async () => {
   await daemon.close();
 });
 
-describe.concurrent('usage errors exit 2 with the message and the usage on stderr, nothing on stdout, no daemon contacted', () => {
+describe.concurrent('usage errors exit 2 with the message and the usage on stderr, nothing on stdout, no daemon contacted', SLOW, () => {
   test.each([
     [[], /missing command/],
     [['frobnicate'], /unknown command "frobnicate"/],
@@ -92,7 +94,7 @@ describe.concurrent('usage errors exit 2 with the message and the usage on stder
   });
 });
 
-describe.concurrent('help', () => {
+describe.concurrent('help', SLOW, () => {
   test('--help and -h print the whole usage on stdout and exit 0', async () => {
     for (const flag of ['--help', '-h']) {
       const r = await cli.run([flag]);
@@ -132,7 +134,7 @@ describe.concurrent('help', () => {
   });
 });
 
-describe.concurrent('the daemon socket', () => {
+describe.concurrent('the daemon socket', SLOW, () => {
   test('no daemon: exit 1, one line naming the operation and the socket, with the hint to start ringfenced', async () => {
     const r = await cli.run(['status', '--socket', NO_DAEMON]);
     expect(r.code).toBe(1);

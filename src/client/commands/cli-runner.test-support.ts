@@ -6,8 +6,9 @@
  * own event loop and must keep answering while the CLI runs.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -17,10 +18,16 @@ export interface CliResult {
   code: number | null;
   stdout: Buffer;
   stderr: string;
+  /** The child's peak resident set size in bytes, with `measureRss`. */
+  maxRss?: number;
 }
 
 export interface RunOptions {
   stdin?: Buffer | string;
+  /** Stdin opened from this file (a regular file, as with `< FILE`), instead of a pipe. */
+  stdinFile?: string;
+  /** Report the child's peak RSS (written to fd 3 at exit). */
+  measureRss?: boolean;
   env?: Record<string, string | undefined>;
   cwd?: string;
 }
@@ -45,6 +52,9 @@ export async function buildCli(): Promise<CliRunner> {
   };
 }
 
+// maxRSS is in KiB.
+const RSS_REPORTER = "import { writeSync } from 'node:fs'; process.on('exit', () => writeSync(3, String(process.resourceUsage().maxRSS)));";
+
 /** Runs node with `args`; stdin is closed after `opts.stdin` (or at once). */
 export function runNode(args: string[], opts: RunOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
@@ -54,14 +64,24 @@ export function runNode(args: string[], opts: RunOptions = {}): Promise<CliResul
       if (v === undefined) delete env[k];
       else env[k] = v;
     }
-    const child = spawn(process.execPath, args, { cwd: opts.cwd ?? REPO, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const stdinFd = opts.stdinFile === undefined ? undefined : openSync(opts.stdinFile, 'r');
+    const preload = opts.measureRss ? ['--import', `data:text/javascript,${encodeURIComponent(RSS_REPORTER)}`] : [];
+    const child = spawn(process.execPath, [...preload, ...args], { cwd: opts.cwd ?? REPO, env, stdio: [stdinFd ?? 'pipe', 'pipe', 'pipe', 'pipe'] });
+    if (stdinFd !== undefined) closeSync(stdinFd);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.stdin.on('error', () => {}); // the CLI may exit without reading stdin
+    const rss: Buffer[] = [];
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    (child.stdio[3] as Readable).on('data', (b: Buffer) => rss.push(b));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') }));
-    child.stdin.end(opts.stdin ?? Buffer.alloc(0));
+    child.on('close', (code) => {
+      const maxRss = opts.measureRss ? Number(Buffer.concat(rss).toString()) * 1024 : undefined;
+      resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), ...(maxRss === undefined ? {} : { maxRss }) });
+    });
+    if (child.stdin) {
+      child.stdin.on('error', () => {}); // the CLI may exit without reading stdin
+      child.stdin.end(opts.stdin ?? Buffer.alloc(0));
+    }
   });
 }

@@ -35,10 +35,15 @@ function tooLarge(field: string, n: number, limit: number): void {
   if (n > limit) throw new FakeError(grpc.status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${field} of ${n} bytes exceeds the limit of ${limit}`, { field, limit_bytes: String(limit), actual_bytes: String(n) });
 }
 
-function cryptoService(keys: FakeKeys, rec: Recorder): grpc.UntypedServiceImplementation {
+export interface FakeOptions {
+  /** Limits.max_payload_bytes of this daemon (default 1 MiB). */
+  maxPayloadBytes?: number;
+}
+
+function cryptoService(keys: FakeKeys, rec: Recorder, limit: number): grpc.UntypedServiceImplementation {
   const m = CryptoService.method;
   const encryptWith = (fk: FakeKey, plaintext: Uint8Array, aad: Uint8Array) => {
-    tooLarge('plaintext', plaintext.length, MiB);
+    tooLarge('plaintext', plaintext.length, limit);
     tooLarge('associated_data', aad.length, 64 * 1024);
     const sealer = keys.sealer(fk);
     return { ciphertext: encryptUnary(sealer, plaintext, aad), keyName: fk.key.name, keyVersion: sealer.version };
@@ -134,14 +139,14 @@ function statusService(keys: FakeKeys, rec: Recorder, startTime = timestampNow()
   };
 }
 
-export async function startFakeDaemon(): Promise<FakeDaemon> {
+export async function startFakeDaemon(opts: FakeOptions = {}): Promise<FakeDaemon> {
   const dir = mkdtempSync(join(tmpdir(), 'ringfence-cli-'));
   const socketPath = join(dir, 'ringfence.sock');
   const keys = new FakeKeys();
   const rec: Recorder = { calls: {}, lastRequest: {} };
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * MiB + 64 * 1024 });
   server.addService(serviceDefinition(StatusService), statusService(keys, rec));
-  server.addService(serviceDefinition(CryptoService), cryptoService(keys, rec));
+  server.addService(serviceDefinition(CryptoService), cryptoService(keys, rec, opts.maxPayloadBytes ?? MiB));
   server.addService(serviceDefinition(KeyService), keyService(keys, rec));
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
   return {

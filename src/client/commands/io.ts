@@ -181,7 +181,7 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
       // The file is opened asynchronously: unlink only once the stream has closed, or the open
       // could create it again after the unlink.
       if (!stream.closed) {
-        const closed = new Promise((resolve) => stream.once('close', resolve));
+        const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
         stream.destroy();
         await closed;
       }

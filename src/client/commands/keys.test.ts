@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildCli, type CliRunner, type RunOptions } from './cli-runner.test-support.js';
 import { startFakeDaemon, type FakeDaemon } from './fake-daemon.test-support.js';
 
+// Child processes on a loaded 2-core machine: seconds each, several at once.
+const SLOW = { timeout: 60_000 };
 let cli: CliRunner;
 let daemon: FakeDaemon;
 let dir: string;
@@ -33,7 +35,7 @@ async function ok(args: string[], opts?: RunOptions): Promise<string> {
 }
 const okJson = async (args: string[], opts?: RunOptions) => JSON.parse(await ok(['--json', ...args], opts));
 
-describe.concurrent('key create', () => {
+describe.concurrent('key create', SLOW, () => {
   test('defaults: an AEAD key; one line of text', async () => {
     expect(await ok(['key', 'create', 'c-default'])).toBe('created key c-default: aead, aes-256-gcm, generated in the kernel, version 1\n');
   });
@@ -58,7 +60,7 @@ describe.concurrent('key create', () => {
   });
 });
 
-describe('key import', () => {
+describe('key import', SLOW, () => {
   test('raw bytes from a file; the suite follows the length; the key is marked imported', async () => {
     const file = join(dir, 'k64.bin');
     writeFileSync(file, randomBytes(64));
@@ -93,7 +95,7 @@ describe('key import', () => {
   });
 });
 
-describe('key lifecycle', () => {
+describe('key lifecycle', SLOW, () => {
   test('show, rotate, disable, enable, delete, cancel-delete', async () => {
     await ok(['key', 'create', 'life']);
     await ok(['encrypt', 'life'], { stdin: 'one' });
@@ -155,7 +157,7 @@ describe('key lifecycle', () => {
   });
 });
 
-describe('key list', () => {
+describe('key list', SLOW, () => {
   test('follows page tokens through every key, a table in name order, and {"keys": [...]} in JSON', async () => {
     const names = ['list-e', 'list-a', 'list-d', 'list-c', 'list-b'];
     for (const name of names) await ok(['key', 'create', name, ...(name === 'list-c' ? ['--purpose', 'mac'] : [])]);

@@ -1,0 +1,204 @@
+/**
+ * encrypt / decrypt / reencrypt / datakey through the real CLI and the fake daemon: binary round
+ * trips through stdin/stdout and files, the unary/stream switch at 1 MiB, text forms, --json, and
+ * what is left behind when a streamed decryption fails.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ciphertextToText } from '../sdk/index.js';
+import { buildCli, type CliRunner, type RunOptions } from './cli-runner.test-support.js';
+import { startFakeDaemon, type FakeDaemon } from './fake-daemon.test-support.js';
+
+const MiB = 1024 * 1024;
+// Child processes on a loaded 2-core machine: seconds each, several at once.
+const SLOW = { timeout: 60_000 };
+let cli: CliRunner;
+let daemon: FakeDaemon;
+let dir: string;
+
+beforeAll(async () => {
+  [cli, daemon] = await Promise.all([buildCli(), startFakeDaemon()]);
+  dir = mkdtempSync(join(tmpdir(), 'ringfence-enc-'));
+  for (const k of ['k', 'k2', 'rot', 'dk']) daemon.keys.add(k, 1, { purpose: 1, suite: 1 });
+});
+afterAll(async () => {
+  cli.close();
+  await daemon.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const rf = (args: string[], opts?: RunOptions) => cli.run(['--socket', daemon.socketPath, ...args], opts);
+async function ok(args: string[], opts?: RunOptions): Promise<Buffer> {
+  const r = await rf(args, opts);
+  expect(r.stderr, args.join(' ')).toBe('');
+  expect(r.code, args.join(' ')).toBe(0);
+  return r.stdout;
+}
+/** Bytes with every value, 0x00 and 0xff included, then random ones. */
+const binary = (n: number) => Buffer.concat([Buffer.from(Array.from({ length: Math.min(n, 256) }, (_, i) => i)), randomBytes(Math.max(n - 256, 0))]);
+const same = (a: Buffer, b: Buffer) => expect(a.length === b.length && a.equals(b), `${a.length} vs ${b.length} bytes`).toBe(true);
+
+/** Offsets of a stream ciphertext's chunks (40-byte header, then flags | len u32 | nonce | sealed). */
+function chunks(ct: Buffer): { start: number; end: number; final: boolean }[] {
+  const out = [];
+  for (let at = 40; at < ct.length; ) {
+    const end = at + 17 + ct.readUInt32BE(at + 1);
+    out.push({ start: at, end, final: ct[at] === 1 });
+    at = end;
+  }
+  return out;
+}
+
+describe.concurrent('round trips through stdin and stdout', SLOW, () => {
+  test.each([0, 1, 1000, MiB])('%d bytes: one Encrypt, a binary unary ciphertext, and back', async (n) => {
+    const plaintext = binary(n);
+    const ct = await ok(['encrypt', 'k'], { stdin: plaintext });
+    expect(ct.subarray(0, 3)).toEqual(Buffer.from([0x52, 0x46, 1])); // "RF", format 1
+    expect(ct.subarray(4, 20).toString('hex')).toBe(daemon.keys.find('k').key.id);
+    expect(ct.length).toBe(n + 36 + 16);
+    same(await ok(['decrypt'], { stdin: ct }), plaintext);
+  });
+
+  test.each([MiB + 1, 3 * MiB + 5])('%d bytes: streamed (format 2) and back', async (n) => {
+    const plaintext = binary(n);
+    const ct = await ok(['encrypt', 'k'], { stdin: plaintext });
+    expect(ct.subarray(0, 3)).toEqual(Buffer.from([0x52, 0x46, 2]));
+    expect(chunks(ct).at(-1)!.final).toBe(true);
+    same(await ok(['decrypt'], { stdin: ct }), plaintext);
+  });
+
+  test('the 1 MiB switch: Encrypt for 1 MiB, EncryptStream for one byte more', async () => {
+    const fresh = await startFakeDaemon();
+    try {
+      fresh.keys.add('k', 1, { purpose: 1, suite: 1 });
+      const run = (n: number) => cli.run(['--socket', fresh.socketPath, 'encrypt', 'k'], { stdin: Buffer.alloc(n) });
+      expect((await run(MiB)).code).toBe(0);
+      expect(fresh.calls).toMatchObject({ Encrypt: 1 });
+      expect((await run(MiB + 1)).code).toBe(0);
+      expect(fresh.calls).toMatchObject({ Encrypt: 1, EncryptStream: 1 });
+    } finally {
+      await fresh.close();
+    }
+  });
+
+  test('a daemon with a lower payload limit: encrypt falls back to streaming', async () => {
+    const small = await startFakeDaemon({ maxPayloadBytes: 1000 });
+    try {
+      small.keys.add('k', 1, { purpose: 1, suite: 1 });
+      const plaintext = binary(5000);
+      const ct = (await cli.run(['--socket', small.socketPath, 'encrypt', 'k'], { stdin: plaintext })).stdout;
+      expect(ct[2]).toBe(2);
+      expect(small.calls).toMatchObject({ Encrypt: 1, EncryptStream: 1 });
+      same((await cli.run(['--socket', small.socketPath, 'decrypt'], { stdin: ct })).stdout, plaintext);
+      const json = await cli.run(['--socket', small.socketPath, '--json', 'encrypt', 'k'], { stdin: plaintext });
+      expect([json.code, json.stdout.length]).toEqual([1, 0]);
+      expect(json.stderr).toMatch(/^ringfence: encrypt with key k: plaintext of 5000 bytes exceeds the limit of 1000\n$/);
+    } finally {
+      await small.close();
+    }
+  });
+
+  test('--aad: needed to decrypt; a different or missing one fails authentication', async () => {
+    for (const n of [100, 2 * MiB]) {
+      const plaintext = binary(n);
+      const ct = await ok(['encrypt', 'k', '--aad', 'user:42 ✓'], { stdin: plaintext });
+      same(await ok(['decrypt', '--aad', 'user:42 ✓'], { stdin: ct }), plaintext);
+      for (const args of [['decrypt', '--aad', 'user:43'], ['decrypt']]) {
+        const wrong = await rf(args, { stdin: ct });
+        expect(wrong.code).toBe(1);
+        expect(wrong.stderr).toMatch(/^ringfence: decrypt: authentication failed/);
+        expect(wrong.stdout.length).toBe(0); // a stream fails on its first chunk, before any output
+      }
+    }
+  });
+
+  test('large input produces nothing on stderr when it is not a terminal', async () => {
+    const r = await rf(['encrypt', 'k'], { stdin: Buffer.alloc(9 * MiB) });
+    expect([r.code, r.stderr]).toEqual([0, '']);
+  });
+});
+
+describe.concurrent('files: -i and -o', SLOW, () => {
+  test('encrypt -i -o, decrypt -i -o: same bytes, outputs 0600, no temporary files left', async () => {
+    for (const n of [10, 5 * MiB]) {
+      const sub = mkdtempSync(join(dir, 'files-'));
+      const plain = join(sub, 'plain.bin');
+      writeFileSync(plain, binary(n));
+      expect((await ok(['encrypt', 'k', '-i', plain, '-o', join(sub, 'ct.bin')])).length).toBe(0);
+      expect((await ok(['decrypt', '--in', join(sub, 'ct.bin'), '--out', join(sub, 'back.bin')])).length).toBe(0);
+      same(readFileSync(join(sub, 'back.bin')), readFileSync(plain));
+      expect(statSync(join(sub, 'back.bin')).mode & 0o777).toBe(0o600);
+      expect(readdirSync(sub).sort()).toEqual(['back.bin', 'ct.bin', 'plain.bin']);
+    }
+  });
+
+  test('-o replaces an existing file; "-" means stdin and stdout', async () => {
+    const out = join(dir, 'replace.bin');
+    writeFileSync(out, 'OLD CONTENT');
+    await ok(['encrypt', 'k', '-o', out], { stdin: 'new' });
+    same(await ok(['decrypt', '-i', out, '-o', '-']), Buffer.from('new'));
+    same(await ok(['decrypt', '-i', '-'], { stdin: readFileSync(out) }), Buffer.from('new'));
+  });
+
+  test('stdin redirected from a large file (< FILE) streams too', async () => {
+    const file = join(dir, 'redirect.bin');
+    writeFileSync(file, binary(2 * MiB));
+    const ct = await ok(['encrypt', 'k'], { stdinFile: file });
+    expect(ct[2]).toBe(2);
+    same(await ok(['decrypt'], { stdin: ct }), readFileSync(file));
+  });
+
+  test('a missing input file: exit 1 naming it, and no output file', async () => {
+    const r = await rf(['encrypt', 'k', '-i', join(dir, 'absent'), '-o', join(dir, 'never.bin')]);
+    expect([r.code, r.stderr]).toEqual([1, `ringfence: encrypt with key k: cannot read ${join(dir, 'absent')}: ENOENT\n`]);
+    expect(existsSync(join(dir, 'never.bin'))).toBe(false);
+  });
+
+  test('a failed encrypt leaves no output file', async () => {
+    const r = await rf(['encrypt', 'nokey', '-o', join(dir, 'nokey.bin')], { stdin: 'x' });
+    expect([r.code, r.stderr]).toEqual([1, 'ringfence: encrypt with key nokey: key "nokey" not found\n']);
+    expect(existsSync(join(dir, 'nokey.bin'))).toBe(false);
+  });
+});
+
+describe.concurrent('--json', SLOW, () => {
+  test('encrypt: {ciphertext (text form), key, version}; decrypt takes the text back, with or without a newline', async () => {
+    const plaintext = binary(700);
+    const doc = JSON.parse((await ok(['--json', 'encrypt', 'k'], { stdin: plaintext })).toString());
+    expect(Object.keys(doc)).toEqual(['ciphertext', 'key', 'version']);
+    expect(doc).toMatchObject({ key: 'k', version: 1, ciphertext: expect.stringMatching(/^ringfence:v1:[A-Za-z0-9_-]+$/) });
+    same(await ok(['decrypt'], { stdin: doc.ciphertext }), plaintext);
+    same(await ok(['decrypt'], { stdin: `  ${doc.ciphertext}\n` }), plaintext);
+    const dec = JSON.parse((await ok(['decrypt', '--json'], { stdin: doc.ciphertext })).toString());
+    expect(dec).toEqual({ plaintext: plaintext.toString('base64'), key: 'k', version: 1 });
+  });
+
+  test('encrypt --json of more than 1 MiB is a usage error, refused before reading a file', async () => {
+    const file = join(dir, 'big-json.bin');
+    writeFileSync(file, Buffer.alloc(MiB + 1));
+    for (const opts of [{ stdin: Buffer.alloc(MiB + 1) }, { stdinFile: file }]) {
+      const r = await rf(['encrypt', 'k', '--json'], opts);
+      expect(r.code).toBe(2);
+      expect(r.stdout.length).toBe(0);
+      expect(r.stderr).toMatch(/^ringfence: --json needs input of at most 1 MiB.*\nusage: ringfence \[--socket PATH\] \[--json\] encrypt KEY/);
+    }
+    const fileRun = await rf(['encrypt', 'k', '--json', '-i', file]);
+    expect(fileRun.code).toBe(2);
+  });
+
+  test('decrypt --json of a stream ciphertext is a usage error', async () => {
+    const ct = await ok(['encrypt', 'k'], { stdin: Buffer.alloc(MiB + 1) });
+    const r = await rf(['decrypt', '--json'], { stdin: ct });
+    expect([r.code, r.stdout.length]).toEqual([2, 0]);
+    expect(r.stderr).toMatch(/^ringfence: --json needs a ciphertext from unary encryption/);
+  });
+
+  test('the text form of a stream ciphertext decrypts too', async () => {
+    const plaintext = binary(MiB + 100);
+    const ct = await ok(['encrypt', 'k'], { stdin: plaintext });
+    same(await ok(['decrypt'], { stdin: `${ciphertextToText(ct)}\n` }), plaintext);
+  });
+});
