@@ -18,7 +18,7 @@ export interface CliResult {
   code: number | null;
   stdout: Buffer;
   stderr: string;
-  /** The child's peak resident set size in bytes, with `measureRss`. */
+  /** The child's peak resident set size in bytes (sampled every 10 ms), with `measureRss`. */
   maxRss?: number;
 }
 
@@ -26,7 +26,7 @@ export interface RunOptions {
   stdin?: Buffer | string;
   /** Stdin opened from this file (a regular file, as with `< FILE`), instead of a pipe. */
   stdinFile?: string;
-  /** Report the child's peak RSS (written to fd 3 at exit). */
+  /** Report the child's peak RSS (sampled, written to fd 3 at exit). */
   measureRss?: boolean;
   env?: Record<string, string | undefined>;
   cwd?: string;
@@ -52,8 +52,13 @@ export async function buildCli(): Promise<CliRunner> {
   };
 }
 
-// maxRSS is in KiB.
-const RSS_REPORTER = "import { writeSync } from 'node:fs'; process.on('exit', () => writeSync(3, String(process.resourceUsage().maxRSS)));";
+// Samples the child's own RSS: getrusage's maxrss would include the parent's pages inherited
+// across fork and exec (the test worker's), hiding the child's own use.
+const RSS_REPORTER = `import { writeSync } from 'node:fs';
+let max = 0;
+const sample = () => { max = Math.max(max, process.memoryUsage.rss()); };
+setInterval(sample, 10).unref();
+process.on('exit', () => { sample(); writeSync(3, String(max)); });`;
 
 /** Runs node with `args`; stdin is closed after `opts.stdin` (or at once). */
 export function runNode(args: string[], opts: RunOptions = {}): Promise<CliResult> {
@@ -76,7 +81,7 @@ export function runNode(args: string[], opts: RunOptions = {}): Promise<CliResul
     (child.stdio[3] as Readable).on('data', (b: Buffer) => rss.push(b));
     child.on('error', reject);
     child.on('close', (code) => {
-      const maxRss = opts.measureRss ? Number(Buffer.concat(rss).toString()) * 1024 : undefined;
+      const maxRss = opts.measureRss ? Number(Buffer.concat(rss).toString()) : undefined;
       resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8'), ...(maxRss === undefined ? {} : { maxRss }) });
     });
     if (child.stdin) {
