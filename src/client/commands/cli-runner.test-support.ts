@@ -33,6 +33,8 @@ export interface RunOptions {
 }
 
 export interface CliRunner {
+  /** The bundled CLI, for tests that spawn it themselves. */
+  entry: string;
   run(args: string[], opts?: RunOptions): Promise<CliResult>;
   close(): void;
 }
@@ -47,6 +49,7 @@ export async function buildCli(): Promise<CliRunner> {
   const outfile = join(dir, 'cli.mjs');
   await build({ entryPoints: [CLI_SOURCE], bundle: true, platform: 'node', format: 'esm', target: 'node20', packages: 'external', outfile, logLevel: 'error' });
   return {
+    entry: outfile,
     run: (args, opts) => runNode([outfile, ...args], opts),
     close: () => rmSync(dir, { recursive: true, force: true }),
   };

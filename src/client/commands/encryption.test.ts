@@ -157,6 +157,21 @@ describe.concurrent('files: -i and -o', SLOW, () => {
     expect(existsSync(join(dir, 'never.bin'))).toBe(false);
   });
 
+  test('interrupted (SIGINT) mid-stream: exit 130 and the temporary -o file is removed', async () => {
+    const sub = mkdtempSync(join(dir, 'sigint-'));
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [cli.entry, '--socket', daemon.socketPath, 'encrypt', 'k', '-o', join(sub, 'out.bin')], { stdio: ['pipe', 'ignore', 'pipe'] });
+    child.stdin.on('error', () => {}); // EPIPE once the child is gone
+    child.stdin.write(Buffer.alloc(2 * MiB)); // more than 1 MiB: streaming starts, stdin stays open
+    const deadline = Date.now() + 30_000;
+    while (readdirSync(sub).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(readdirSync(sub)[0]).toMatch(/^\.out\.bin\.[0-9a-f]{12}\.ringfence-tmp$/);
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(readdirSync(sub)).toEqual([]);
+  });
+
   test('a failed encrypt leaves no output file', async () => {
     const r = await rf(['encrypt', 'nokey', '-o', join(dir, 'nokey.bin')], { stdin: 'x' });
     expect([r.code, r.stderr]).toEqual([1, 'ringfence: encrypt with key nokey: key "nokey" not found\n']);
