@@ -71,7 +71,10 @@ function check(spec: CommandSpec, args: string[], tokens: { kind: string; name?:
 /** Make a daemon's message one line, and make sure a missing daemon comes with the way out. */
 function reason(err: unknown): string {
   let message = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ');
-  if (isDaemonUnreachable(err) && !message.includes('ringfenced')) message += ': is ringfenced running? start it, or pass --socket / set RINGFENCE_SOCKET';
+  // Not for "permission denied on the socket": that daemon is running.
+  if (isDaemonUnreachable(err) && !message.includes('ringfenced') && !/permission denied/i.test(message)) {
+    message += ': is ringfenced running? start it, or pass --socket / set RINGFENCE_SOCKET';
+  }
   return message;
 }
 

@@ -21,7 +21,8 @@ const VALUES = `values:
 input and output:
   encrypt, decrypt, reencrypt, mac and verify read stdin and write stdout unless -i / -o; bytes
   pass unchanged (binary safe). -o FILE is written under a temporary name and renamed into place
-  when complete: a failed run leaves no output file. encrypt sends up to 1 MiB in one call and
+  when complete: a failed or interrupted run leaves no output file (an existing FILE stays as it
+  was). encrypt sends up to 1 MiB in one call and
   streams anything larger in authenticated chunks (constant memory); decrypt recognises binary and
   text ("ringfence:v1:...") ciphertexts of either kind. If a streamed decrypt fails, the plaintext
   already written to stdout must be discarded (ringfence says so on stderr). Large files show a
