@@ -156,7 +156,7 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
   const lines = [
     `daemon      ringfenced ${s.daemonVersion}, pid ${s.pid}, started ${j.startTime ?? '-'}`,
     `socket      ${socketPath}`,
-    `kernel      ${s.kernelRelease}${s.afAlgRestricted ? ', af_alg_restrict=1' : ''}`,
+    `kernel      ${s.kernelRelease}, af_alg_restrict=${s.afAlgRestricted ? 1 : 0}`,
     `defaults    aead ${j.defaultAeadSuite ?? 'none available'}, mac ${j.defaultMacSuite ?? 'none available'}`,
     `keys        ${s.keyCount}`,
   ];

@@ -47,6 +47,16 @@ describe('openInput', () => {
     expect(all.bytes.equals(data)).toBe(true);
   });
 
+  test('with wipeCopies, pieces copied into one buffer are zeroed (for key material)', async () => {
+    const pieces = [Buffer.from([1, 2, 3]), Buffer.from([4, 5])];
+    const head = await openInput('-', Readable.from(pieces)).readHead(100, true);
+    expect(head.bytes).toEqual(Buffer.from([1, 2, 3, 4, 5]));
+    expect(pieces).toEqual([Buffer.alloc(3), Buffer.alloc(2)]);
+    const kept = [Buffer.from([1]), Buffer.from([2])];
+    await openInput('-', Readable.from(kept)).readHead(100);
+    expect(kept).toEqual([Buffer.from([1]), Buffer.from([2])]);
+  });
+
   test('empty input', async () => {
     const input = openInput(undefined, Readable.from([]));
     expect(await input.readHead(10)).toEqual({ bytes: Buffer.alloc(0), complete: true });

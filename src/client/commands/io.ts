@@ -20,8 +20,12 @@ export interface Input {
   readonly label: string;
   /** Size when the input is a regular file (also stdin redirected from one), else undefined. */
   readonly size: number | undefined;
-  /** Reads until more than `limit` bytes arrived or the input ended. */
-  readHead(limit: number): Promise<Head>;
+  /**
+   * Reads until more than `limit` bytes arrived or the input ended. `wipeCopies` zeroes the pieces
+   * once copied into the returned buffer (for key material, which the caller wipes in turn); only
+   * for a single call, as it also zeroes what an earlier call returned.
+   */
+  readHead(limit: number, wipeCopies?: boolean): Promise<Head>;
   /** What readHead returned followed by the rest of the input, streamed with backpressure. */
   rest(): Readable;
   /** Releases the input (closes a file) when the command stops early. */
@@ -73,7 +77,7 @@ class StreamInput implements Input {
     this.iterator = stream[Symbol.asyncIterator]();
   }
 
-  async readHead(limit: number): Promise<Head> {
+  async readHead(limit: number, wipeCopies = false): Promise<Head> {
     while (!this.ended && this.buffered <= limit) {
       const r = await this.next();
       if (r === undefined) this.ended = true;
@@ -82,8 +86,10 @@ class StreamInput implements Input {
         this.buffered += r.length;
       }
     }
-    const bytes = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    this.chunks.splice(0, this.chunks.length, bytes);
+    if (this.chunks.length === 1) return { bytes: this.chunks[0]!, complete: this.ended };
+    const bytes = Buffer.concat(this.chunks, this.buffered);
+    const pieces = this.chunks.splice(0, this.chunks.length, bytes);
+    if (wipeCopies) for (const piece of pieces) piece.fill(0);
     return { bytes, complete: this.ended };
   }
 

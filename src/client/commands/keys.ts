@@ -35,7 +35,7 @@ const purposeOpt = (v: Values) => {
 /** Key bytes from FILE or "-" (stdin), checked against the suite's length when one is given. */
 async function readMaterial(ctx: Context, from: string, suite: string | undefined): Promise<Buffer> {
   const input = openInput(from, ctx.io.stdin);
-  const { bytes, complete } = await input.readHead(MAX_MATERIAL_BYTES);
+  const { bytes, complete } = await input.readHead(MAX_MATERIAL_BYTES, true);
   input.close();
   const label = from === '-' ? 'stdin' : from;
   if (!complete) {

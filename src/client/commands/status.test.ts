@@ -24,7 +24,7 @@ describe.concurrent('status', SLOW, () => {
     const text = r.stdout.toString();
     expect(text).toMatch(new RegExp(`^daemon {6}ringfenced 0\\.1\\.0-fake, pid ${process.pid}, started \\d{4}-\\S+Z\\n`));
     expect(text).toContain(`\nsocket      ${daemon.socketPath}\n`);
-    expect(text).toContain('\nkernel      6.12.48+deb13-amd64\n');
+    expect(text).toContain('\nkernel      6.12.48+deb13-amd64, af_alg_restrict=0\n');
     expect(text).toContain('\ndefaults    aead aes-256-gcm, mac hmac-sha256\n');
     expect(text).toContain('\nkeys        1\n');
     expect(text).toContain('\nlimits      payload 1048576 B, associated data 65536 B, stream chunk 1048576 B, message 4259840 B\n');
