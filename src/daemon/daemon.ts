@@ -36,7 +36,8 @@ import { VERSION } from './version.js';
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024;
 /** How long SIGTERM waits for calls in progress before cutting them off. */
 const DRAIN_MS = 10_000;
-const SCHEDULER_MAX_SLEEP_MS = 60_000;
+/** The scheduler looks at least this often, so keys created or changed meanwhile are seen in time. */
+const SCHEDULER_MAX_SLEEP_MS = 1000;
 
 const SERVICE_NAMES = [KeyService.typeName, CryptoService.typeName, StatusService.typeName];
 

@@ -16,6 +16,14 @@ export interface HandlerDeps {
 }
 
 /** The status name ("NOT_FOUND") of a code. */
+/**
+ * The messages of a call. A plain `for await` over a grpc-js call destroys the call when the loop
+ * ends (Readable's default destroyOnReturn), which drops queued responses and the OK status.
+ */
+export function readAll<T>(call: NodeJS.ReadableStream & { iterator(options?: { destroyOnReturn?: boolean }): AsyncIterableIterator<unknown> }): AsyncIterable<T> {
+  return call.iterator({ destroyOnReturn: false }) as AsyncIterable<T>;
+}
+
 export function statusName(code: grpc.status): string {
   return grpc.status[code] ?? String(code);
 }
@@ -72,7 +80,7 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
     // A vanished client must not leave the operation (and its kernel op socket) waiting forever.
     call.on('cancelled', () => call.destroy(new Error('the client cancelled the call')));
     async function* messages(): AsyncGenerator<MessageShape<I>> {
-      for await (const m of call as AsyncIterable<MessageShape<I>>) {
+      for await (const m of readAll<MessageShape<I>>(call)) {
         bytesIn += payloadBytes(m);
         yield m;
       }

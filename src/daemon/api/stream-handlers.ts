@@ -16,7 +16,7 @@ import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, requireName, type OpContext } from '../ops/context.js';
-import { logInternal, statusName, type HandlerDeps } from './handler.js';
+import { logInternal, readAll, statusName, type HandlerDeps } from './handler.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
 
@@ -70,7 +70,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
     runStream(call, deps, 'CryptoService/EncryptStream', async (write, audit) => {
       let encryptor: StreamEncryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
-      for await (const m of call as AsyncIterable<EncryptStreamRequest>) {
+      for await (const m of readAll<EncryptStreamRequest>(call)) {
         if (!encryptor) {
           if (m.frame.case !== 'header') throw violation('the first EncryptStream message must be a header');
           const name = requireName('key_name', m.frame.value.keyName);
@@ -122,7 +122,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
       let decryptor: StreamDecryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let first = true;
-      for await (const m of call as AsyncIterable<DecryptStreamRequest>) {
+      for await (const m of readAll<DecryptStreamRequest>(call)) {
         if (!decryptor) {
           if (m.frame.case !== 'header') throw violation('the first DecryptStream message must be a header');
           const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes);

@@ -48,7 +48,8 @@ export async function runRequest(
   }
   // Never read into an empty buffer: recvmsg of 0 bytes returns at once without processing, which
   // would skip tag verification of an empty-plaintext AEAD decryption and leave the request queued.
-  const out = Buffer.alloc(Math.max(outLen, 1));
+  // Not zero-filled: the kernel overwrites all outLen bytes, and anything shorter is discarded below.
+  const out = Buffer.allocUnsafe(Math.max(outLen, 1));
   let n: number;
   try {
     if (sync) {

@@ -41,7 +41,8 @@ export type CreateKeyRequest = Message<"ringfence.v1.CreateKeyRequest"> & {
 
   /**
    * The key's suite. Unspecified: the best suite for the purpose that the daemon's kernel allows
-   * (aes-256-gcm where allowed, else aes-256-ccm; hmac-sha256 for MAC), as reported by
+   * (AEAD: the first of aes-256-gcm, chacha20-poly1305, aes-256-ccm, aes-256-ctr-hmac-sha256 the
+   * kernel allows, so aes-256-ccm under af_alg_restrict=1; MAC: hmac-sha256), as reported by
    * StatusService.GetStatus. A suite the kernel refuses fails with SUITE_RESTRICTED_BY_KERNEL
    * rather than silently falling back.
    *

@@ -1,0 +1,142 @@
+/**
+ * EncryptStream / DecryptStream end to end: round trips of any size, detection of truncation,
+ * reordering, duplication and splicing, and bounded daemon memory on a 1 GiB stream (the daemon's
+ * RSS, read from /proc, is the independent truth).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorReason, RingfenceClient, isInvalidArgument, type RingfenceError } from '../../src/client/sdk/index.js';
+import { TestDaemon } from '../support/daemon.js';
+
+const HEADER = 40;
+const PREFIX = 17;
+
+async function encryptAll(client: RingfenceClient, key: string, data: Buffer, aad: string, chunkBytes: number): Promise<Buffer> {
+  const out: Buffer[] = [];
+  await pipeline(Readable.from([data]), client.encryptStream(key, { associatedData: aad, chunkBytes }), new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) }));
+  return Buffer.concat(out);
+}
+
+async function decryptAll(client: RingfenceClient, ct: Buffer, aad: string, slice = 100_003): Promise<Buffer> {
+  const out: Buffer[] = [];
+  const pieces = function* () {
+    for (let i = 0; i < ct.length; i += slice) yield ct.subarray(i, i + slice);
+  };
+  await pipeline(Readable.from(pieces()), client.decryptStream({ associatedData: aad }), new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) }));
+  return Buffer.concat(out);
+}
+
+/** The chunks of a stream ciphertext: [start, end) of each, after the header. */
+function chunks(ct: Buffer): [number, number][] {
+  const list: [number, number][] = [];
+  for (let at = HEADER; at < ct.length; ) {
+    const end = at + PREFIX + ct.readUInt32BE(at + 1);
+    list.push([at, end]);
+    at = end;
+  }
+  return list;
+}
+
+async function failure(p: Promise<unknown>): Promise<RingfenceError> {
+  return p.then(
+    () => {
+      throw new Error('expected the stream to fail');
+    },
+    (e: unknown) => e as RingfenceError,
+  );
+}
+
+function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]) * 1024;
+}
+
+describe('streaming encryption end to end', () => {
+  let daemon: TestDaemon;
+  let client: RingfenceClient;
+
+  beforeAll(async () => {
+    daemon = await TestDaemon.start();
+    client = new RingfenceClient({ socketPath: daemon.socket });
+    await client.createKey('s');
+    await client.createKey('other');
+  });
+  afterAll(async () => {
+    await client?.close();
+    expect(await daemon?.stop()).toBe(0);
+  });
+
+  it('round-trips empty, small and multi-chunk payloads, sliced anywhere', async () => {
+    for (const size of [0, 1, 65_536, 3 * 1024 * 1024 + 7]) {
+      const data = randomBytes(size);
+      const ct = await encryptAll(client, 's', data, 'aad', 256 * 1024);
+      expect(ct.subarray(0, 3).equals(Buffer.from([0x52, 0x46, 2]))).toBe(true);
+      expect((await decryptAll(client, ct, 'aad')).equals(data)).toBe(true);
+      if (size <= 65_536) expect((await decryptAll(client, ct, 'aad', 4099)).equals(data)).toBe(true);
+    }
+  });
+
+  it('detects truncation, reordering, duplication, splicing and wrong associated data', async () => {
+    const data = randomBytes(5 * 64 * 1024);
+    const ct = await encryptAll(client, 's', data, 'aad', 64 * 1024);
+    const list = chunks(ct);
+    expect(list.length).toBeGreaterThanOrEqual(5);
+    const part = (i: number) => ct.subarray(list[i]![0], list[i]![1]);
+    const header = ct.subarray(0, HEADER);
+    const reason = async (bytes: Buffer, aad = 'aad') => {
+      const err = await failure(decryptAll(client, bytes, aad));
+      expect(isInvalidArgument(err), String(err)).toBe(true);
+      return ErrorReason[err.reason];
+    };
+    expect(await reason(ct.subarray(0, list.at(-1)![0]))).toBe('STREAM_TRUNCATED'); // final chunk dropped
+    expect(await reason(ct.subarray(0, ct.length - 5))).toBe('STREAM_TRUNCATED'); // cut inside the final chunk
+    expect(await reason(Buffer.concat([header, part(1), part(0), ...list.slice(2).map((_, i) => part(i + 2))]))).toBe('AUTHENTICATION_FAILED');
+    expect(await reason(Buffer.concat([header, part(0), part(0), ...list.slice(1).map((_, i) => part(i + 1))]))).toBe('AUTHENTICATION_FAILED');
+    const other = await encryptAll(client, 's', randomBytes(data.length), 'aad', 64 * 1024);
+    const otherChunks = chunks(other);
+    expect(await reason(Buffer.concat([header, part(0), other.subarray(otherChunks[1]![0], otherChunks[1]![1]), ...list.slice(2).map((_, i) => part(i + 2))]))).toBe('AUTHENTICATION_FAILED');
+    expect(await reason(Buffer.concat([ct, Buffer.from([0])]))).toBe('STREAM_PROTOCOL_VIOLATION');
+    expect(await reason(ct, 'other aad')).toBe('AUTHENTICATION_FAILED');
+    const unary = Buffer.from((await client.encrypt('s', 'x')).ciphertext);
+    expect(await reason(unary)).toMatch(/CIPHERTEXT_MALFORMED|CIPHERTEXT_FORMAT_UNSUPPORTED/);
+  });
+
+  it('a 1 GiB stream round-trips with daemon memory growth under 64 MiB', async () => {
+    const total = Number(process.env.RINGFENCE_BIG_STREAM_BYTES ?? 1024 ** 3);
+    const block = randomBytes(1024 * 1024);
+    const source = function* () {
+      for (let sent = 0, i = 0; sent < total; sent += block.length, i++) {
+        const b = Buffer.from(block);
+        b.writeUInt32BE(i, 0); // every block differs, so reordering would show
+        yield b.subarray(0, Math.min(block.length, total - sent));
+      }
+    };
+    const expected = createHash('sha256');
+    for (const b of source()) expected.update(b);
+    const got = createHash('sha256');
+    let received = 0;
+    const pid = daemon.pid!;
+    const baseline = rssBytes(pid);
+    let peak = baseline;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 250);
+    const started = Date.now();
+    try {
+      await pipeline(
+        Readable.from(source()),
+        client.encryptStream('s', { associatedData: 'big', chunkBytes: 1024 * 1024 }),
+        client.decryptStream({ associatedData: 'big' }),
+        new Writable({ write: (c: Buffer, _e, cb) => (got.update(c), (received += c.length), cb()) }),
+      );
+    } finally {
+      clearInterval(sampler);
+    }
+    const seconds = (Date.now() - started) / 1000;
+    console.log(`big stream: ${total} bytes in ${seconds.toFixed(1)} s (${(total / 1024 / 1024 / seconds).toFixed(1)} MiB/s through encrypt+decrypt), daemon RSS ${(baseline / 2 ** 20).toFixed(1)} -> peak ${(peak / 2 ** 20).toFixed(1)} MiB`);
+    expect(received).toBe(total);
+    expect(got.digest('hex')).toBe(expected.digest('hex'));
+    expect(peak - baseline).toBeLessThan(64 * 1024 * 1024);
+  }, 1_800_000); // qemu TCG: about 10 minutes for the two gigabytes of AES and copies
+});

@@ -1,0 +1,116 @@
+/**
+ * Runs a real ringfenced (the compiled build, dist/) as a child process for end-to-end tests in the
+ * kernel guests: its own socket and state directory, logs captured for assertions (e.g. that no key
+ * or payload bytes appear), and the ways a daemon ends — SIGTERM, kill -9 — plus restart on the same
+ * state.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PROJECT_ROOT } from './run-ts.js';
+
+export const DAEMON_MAIN = join(PROJECT_ROOT, 'dist/src/daemon/main.js');
+export const CLI_MAIN = join(PROJECT_ROOT, 'dist/src/client/cli.js');
+
+export interface TestDaemonOptions {
+  /** Reuse a directory (restart); default: a fresh temp dir holding socket, state and config. */
+  dir?: string;
+  /** Written as the JSON config file (e.g. { limits: { minDeletionWaitingPeriod: '1s' } }). */
+  config?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  uid?: number;
+  gid?: number;
+  readyTimeoutMs?: number;
+}
+
+export class TestDaemon {
+  readonly dir: string;
+  readonly socket: string;
+  readonly stateDir: string;
+  /** Everything the daemon wrote to stdout and stderr, across restarts. */
+  output = '';
+  private child: ChildProcess | undefined;
+  private exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> | undefined;
+
+  private constructor(private readonly opts: TestDaemonOptions) {
+    this.dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'rf-e2e-'));
+    this.socket = join(this.dir, 'rf.sock');
+    this.stateDir = join(this.dir, 'state');
+  }
+
+  static async start(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
+    const d = new TestDaemon(opts);
+    await d.restart();
+    return d;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Starts the daemon (again) on the same socket and state; resolves once it logged "ringfenced ready". */
+  async restart(extra: Partial<TestDaemonOptions> = {}): Promise<void> {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) throw new Error('the daemon is still running');
+    mkdirSync(this.dir, { recursive: true });
+    const args = [DAEMON_MAIN, '--socket', this.socket, '--state-dir', this.stateDir, '--log-level', 'info'];
+    const config = extra.config ?? this.opts.config;
+    if (config) {
+      const file = join(this.dir, 'config.json');
+      writeFileSync(file, JSON.stringify(config));
+      args.push('--config', file);
+    }
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...this.opts.env, ...extra.env },
+      ...(this.opts.uid !== undefined ? { uid: this.opts.uid, gid: this.opts.gid ?? this.opts.uid } : {}),
+    });
+    this.child = child;
+    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    let seen = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`ringfenced not ready after ${this.opts.readyTimeoutMs ?? 60_000} ms:\n${seen.slice(-3000)}`)), this.opts.readyTimeoutMs ?? 60_000);
+      const onData = (b: Buffer) => {
+        const s = b.toString();
+        this.output += s;
+        seen += s;
+        if (seen.includes('"msg":"ringfenced ready"')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      void this.exited!.then(({ code, signal }) => {
+        clearTimeout(timer);
+        reject(new Error(`ringfenced exited (${code ?? signal}) before it was ready:\n${seen.slice(-3000)}`));
+      });
+    });
+  }
+
+  /** SIGTERM and wait: resolves with the exit code (0 expected). */
+  async stop(): Promise<number | null> {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return this.child?.exitCode ?? null;
+    this.child.kill('SIGTERM');
+    return (await this.exited!).code;
+  }
+
+  async kill9(): Promise<void> {
+    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+
+  /** Waits for the daemon to exit on its own (e.g. a start-up failure). */
+  async exit(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.exited!;
+  }
+
+  /** The audit lines logged so far, parsed. */
+  auditLines(): Record<string, unknown>[] {
+    return this.output
+      .split('\n')
+      .filter((l) => l.includes('"log":"audit"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+}
