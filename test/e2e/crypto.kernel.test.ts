@@ -181,16 +181,16 @@ describe('CryptoService end to end', () => {
     expect(isResourceExhausted(tooMany) && ErrorReason[tooMany.reason] === 'BATCH_TOO_LARGE').toBe(true);
 
     const session = client.session({ maxInFlight: 128 });
-    const inputs = Array.from({ length: 2000 }, (_, i) => Buffer.from(`item-${i}`));
-    // All 4000 operations are issued at once; under qemu TCG the daemon does ~60/s, so the per-call
+    const inputs = Array.from({ length: 1000 }, (_, i) => Buffer.from(`item-${i}`));
+    // All 2000 operations are issued at once; under qemu TCG the daemon does 20-60/s, so the per-call
     // deadline (which starts when the call is made, queued or not) must cover the whole run.
     const slow = { timeoutMs: 600_000 };
     const started = Date.now();
     const cts = await Promise.all(inputs.map((p) => session.encrypt('gen', p, slow)));
     const pts = await Promise.all(cts.map((c) => session.decrypt(c.ciphertext, slow)));
-    console.log(`session: 4000 operations in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    console.log(`session: 2000 operations in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     expect(pts.every((p, i) => Buffer.from(p.plaintext).equals(inputs[i]!))).toBe(true);
-    expect(new Set(cts.map((c) => Buffer.from(c.ciphertext).toString('hex'))).size).toBe(2000); // fresh nonces
+    expect(new Set(cts.map((c) => Buffer.from(c.ciphertext).toString('hex'))).size).toBe(1000); // fresh nonces
     const bad = await failure(session.encrypt('missing', 'x'));
     expect(isNotFound(bad)).toBe(true);
     expect((await session.hash('abc', 'sha256')).digest).toHaveLength(32); // the stream survived the error

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { PROJECT_ROOT } from './run-ts.js';
 
 export const DAEMON_MAIN = join(PROJECT_ROOT, 'dist/src/daemon/main.js');
-export const CLI_MAIN = join(PROJECT_ROOT, 'dist/src/client/cli.js');
+/** The CLI as installed: bin/ringfence runs the bundle npm run build makes (dist/ringfence.mjs). */
+export const CLI_MAIN = join(PROJECT_ROOT, 'bin/ringfence');
 
 export interface TestDaemonOptions {
   /** Reuse a directory (restart); default: a fresh temp dir holding socket, state and config. */
