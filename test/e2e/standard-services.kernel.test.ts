@@ -16,7 +16,7 @@ const REFLECTION_PROTO = join(dirname(require.resolve('@grpc/reflection/package.
 
 type Ctor = new (address: string, creds: grpc.ChannelCredentials) => grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 function serviceClient(proto: string, path: string[], socket: string): grpc.Client & Record<string, (...args: unknown[]) => unknown> {
-  let pkg = grpc.loadPackageDefinition(protoLoader.loadSync(proto, { keepCase: true })) as unknown as Record<string, unknown>;
+  let pkg = grpc.loadPackageDefinition(protoLoader.loadSync(proto, { keepCase: true, enums: String })) as unknown as Record<string, unknown>;
   for (const p of path.slice(0, -1)) pkg = pkg[p] as Record<string, unknown>;
   const C = pkg[path.at(-1)!] as Ctor;
   return new C(`unix:${socket}`, grpc.credentials.createInsecure());
