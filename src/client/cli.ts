@@ -12,10 +12,11 @@ import { Context, GLOBAL_OPTIONS, OPTIONS, type CommandSpec, type Stdio, type Va
 import { encryptionCommands } from './commands/encryption.js';
 import { keyCommands } from './commands/keys.js';
 import { macCommands } from './commands/mac.js';
+import { policyCommands } from './commands/policy.js';
 import { statusCommands } from './commands/status.js';
 import { commandUsage, fullUsage, groupUsage } from './commands/usage.js';
 
-const COMMANDS: readonly CommandSpec[] = [...statusCommands, ...keyCommands, ...encryptionCommands, ...macCommands];
+const COMMANDS: readonly CommandSpec[] = [...statusCommands, ...keyCommands, ...encryptionCommands, ...macCommands, ...policyCommands];
 const GROUPS = new Set(COMMANDS.filter((c) => c.name.includes(' ')).map((c) => c.name.split(' ')[0]!));
 /** String options whose empty value means something ("--aad ''" is empty associated data). */
 const EMPTY_OK = new Set(['aad']);

@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_LIMITS, parseDuration, resolveConfig, type DaemonConfig } from './config.js';
 import { defaultSocketPath } from '../rpc/socket-path.js';
@@ -71,7 +71,18 @@ describe('resolveConfig defaults', () => {
         encryptionsPerVersion: 4_294_967_296,
       },
       configFile: undefined,
+      policy: '/etc/ringfence/policy.json',
     });
+  });
+
+  it('policy: flag > env > config file (relative to it) > <config dir>/policy.json', () => {
+    expect(resolved([], USER_ENV, 1000).policy).toBe('/home/u/.config/ringfence/policy.json');
+    expect(resolved([], { ...USER_ENV, XDG_CONFIG_HOME: '/xdg/cfg' }, 1000).policy).toBe('/xdg/cfg/ringfence/policy.json');
+    const file = configFile({ policy: 'p.json' });
+    expect(resolved(['--config', file]).policy).toBe(join(dirname(file), 'p.json'));
+    expect(resolved(['--config', file], { RINGFENCE_POLICY: '/env/p.json' }).policy).toBe('/env/p.json');
+    expect(resolved(['--config', file, '--policy', '/flag/p.json'], { RINGFENCE_POLICY: '/env/p.json' }).policy).toBe('/flag/p.json');
+    expect(configError(['--config', configFile({ policy: 3 })]).message).toMatch(/:policy must be a non-empty string/);
   });
 
   it('as a user: XDG_RUNTIME_DIR, XDG_STATE_HOME or ~/.local/state, mode 0600', () => {
@@ -161,7 +172,7 @@ describe('resolveConfig errors say what and where', () => {
     expect(configError(['--config', bad]).message).toMatch(/is not valid JSON/);
     expect(configError(['--config', configFile([1])]).message).toMatch(/must contain a JSON object/);
     const unknown = configFile({ sockett: '/x' });
-    expect(configError(['--config', unknown]).message).toBe(`${unknown}:sockett: unknown key (known: socket, stateDir, logLevel, socketMode, limits)`);
+    expect(configError(['--config', unknown]).message).toBe(`${unknown}:sockett: unknown key (known: socket, stateDir, logLevel, socketMode, limits, policy)`);
     const unknownLimit = configFile({ limits: { maxPayload: 1 } });
     expect(configError(['--config', unknownLimit]).message).toMatch(new RegExp(`^${unknownLimit}:limits\\.maxPayload: unknown key`));
   });

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinSocketPath, MAX_SOCKET_PATH_BYTES } from '../rpc/socket-path.js';
+import { defaultPolicyPath } from '../policy/default-path.js';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -45,6 +46,8 @@ export interface DaemonConfig {
   limits: Limits;
   /** The config file read, if any. */
   configFile: string | undefined;
+  /** The access policy file (docs/policy.md); it need not exist (then only root and the daemon's uid). */
+  policy: string;
 }
 
 /** What resolveConfig returns for --help: print `usage` and exit 0. */
@@ -83,15 +86,18 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   encryptionsPerVersion: [1, 2 ** 32],
 };
 const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod']);
-const FILE_KEYS = ['socket', 'stateDir', 'logLevel', 'socketMode', 'limits'] as const;
+const FILE_KEYS = ['socket', 'stateDir', 'logLevel', 'socketMode', 'limits', 'policy'] as const;
 
-export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--config FILE] [--log-level LEVEL] [--help]
+export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--config FILE] [--policy FILE] [--log-level LEVEL] [--help]
 
   --socket PATH      Unix socket to serve gRPC on (env RINGFENCE_SOCKET;
                      default /run/ringfence/ringfence.sock as root, else $XDG_RUNTIME_DIR/ringfence.sock)
   --state-dir DIR    state directory (env RINGFENCE_STATE_DIR;
                      default /var/lib/ringfence as root, else $XDG_STATE_HOME/ringfence)
-  --config FILE      JSON config file (env RINGFENCE_CONFIG): socket, stateDir, logLevel,
+  --policy FILE      access policy, JSON (env RINGFENCE_POLICY; default /etc/ringfence/policy.json
+                     as root, else $XDG_CONFIG_HOME/ringfence/policy.json); reloaded on SIGHUP and
+                     on change; without it only root and the daemon's uid may use ringfenced
+  --config FILE      JSON config file (env RINGFENCE_CONFIG): socket, stateDir, logLevel, policy,
                      socketMode ("0660"), limits { maxPayloadBytes, maxAssociatedDataBytes,
                      maxStreamChunkBytes, maxBatchItems, maxSessionInFlight,
                      minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d"),
@@ -130,6 +136,7 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
         'state-dir': { type: 'string' },
         config: { type: 'string' },
         'log-level': { type: 'string' },
+        policy: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -155,13 +162,13 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
   const configFile = configArg ? resolve(configArg.value) : undefined;
   const file = configFile ? readConfigFile(configFile, configArg!.where) : {};
   const fileSrc = (key: string): string => `${configFile}:${key}`;
-  const fileString = (key: 'socket' | 'stateDir' | 'logLevel' | 'socketMode'): Src<string> | undefined => {
+  const fileString = (key: 'socket' | 'stateDir' | 'logLevel' | 'socketMode' | 'policy'): Src<string> | undefined => {
     const v = file[key];
     if (v === undefined) return undefined;
     if (typeof v !== 'string' || v === '') throw new ConfigError(`${fileSrc(key)} must be a non-empty string`);
     return { value: v, where: fileSrc(key) };
   };
-  const filePath = (key: 'socket' | 'stateDir'): string | undefined => {
+  const filePath = (key: 'socket' | 'stateDir' | 'policy'): string | undefined => {
     const v = fileString(key);
     return v && resolve(dirname(configFile!), v.value);
   };
@@ -170,6 +177,7 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
   // mistake in it does not surface only once the override is gone.
   const fileSocket = filePath('socket');
   const fileStateDir = filePath('stateDir');
+  const filePolicy = filePath('policy');
   const fileLevelArg = fileString('logLevel');
   const fileLevel = fileLevelArg && checkLogLevel(fileLevelArg);
   const fileModeArg = fileString('socketMode');
@@ -197,7 +205,15 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
   const levelArg = pick('log-level', 'RINGFENCE_LOG_LEVEL');
   const logLevel = levelArg ? checkLogLevel(levelArg) : fileLevel ?? 'info';
   const socketMode = fileMode ?? (uid === 0 ? 0o660 : 0o600);
-  return { help: false, socket, socketMode, stateDir, logLevel, limits, configFile };
+  const policyArg = pick('policy', 'RINGFENCE_POLICY');
+  const policy = policyArg ? resolve(policyArg.value) : filePolicy ?? policyPath(env, uid);
+  return { help: false, socket, socketMode, stateDir, logLevel, limits, configFile, policy };
+}
+
+function policyPath(env: NodeJS.ProcessEnv, uid: number): string {
+  const path = defaultPolicyPath(env, uid);
+  if (path === undefined) throw new ConfigError(`cannot choose a policy file for uid ${uid}: neither XDG_CONFIG_HOME nor HOME is set; set --policy or RINGFENCE_POLICY`);
+  return path;
 }
 
 function defaultStateDir(env: NodeJS.ProcessEnv, uid: number): string {

@@ -24,13 +24,17 @@ import { KeyMaterial, WRAP_SUITES } from './keys/material.js';
 import { EMPTY_STATE, validateState } from './keys/model.js';
 import { StateStore } from './state/state-store.js';
 import { loadOrCreateMasterKey } from './state/master-key.js';
-import { prepareSocketPath, setSocketMode } from './socket.js';
+import { Connections } from './identity/connections.js';
+import { openListener } from './identity/listener.js';
+import { Access, DENY_ALL } from './policy/access.js';
+import { PolicyStore } from './policy/policy-store.js';
 import { pinoAudit } from './api/audit.js';
 import { cryptoServiceHandlers } from './api/crypto-service.js';
 import { keyServiceHandlers } from './api/key-service.js';
 import { statusServiceHandlers } from './api/status-service.js';
 import type { OpContext } from './ops/context.js';
 import { VERSION } from './version.js';
+import { startWatchdog } from './watchdog.js';
 
 /** gRPC's own framing on top of the largest payload (4 MiB + 64 KiB, as Limits documents). */
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024;
@@ -44,6 +48,8 @@ const SERVICE_NAMES = [KeyService.typeName, CryptoService.typeName, StatusServic
 export interface Daemon {
   readonly socket: string;
   readonly report: CapabilityReport;
+  /** Reloads the policy file (SIGHUP); an invalid file keeps the policy in force. */
+  reloadPolicy(): void;
   stop(): Promise<void>;
 }
 
@@ -73,8 +79,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   if (!report.afAlg.present) throw new Error(`this kernel has no AF_ALG (${report.afAlg.errno ?? 'unknown'}); ringfenced cannot serve cryptography here — see \`ringfence doctor\``);
 
   const plain = (msg: string, fields?: object) => log.info(fields ?? {}, msg);
+  // Root and the daemon's own uid administer everything; the policy grants the rest.
+  const policy = new PolicyStore({ path: config.policy, admins: new Set([0, process.getuid!()]), log: (level, msg, fields) => log[level](fields ?? {}, msg) });
+  policy.load();
   const store = await StateStore.open(config.stateDir, { log: plain });
-  const cleanups: (() => void | Promise<void>)[] = [() => store.close()];
+  const cleanups: (() => void | Promise<void>)[] = [() => store.close(), () => policy.close()];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
   };
@@ -102,8 +111,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     cleanups.push(() => keys.close());
 
     const opLimits = { ...config.limits };
-    const ctx: OpContext = { keys, engine, limits: opLimits, suiteStatus };
-    const deps = { audit: pinoAudit(log), log };
+    // Handlers replace `authorize` per call with the caller's (api/handler.ts callContext).
+    const ctx: OpContext = { keys, engine, limits: opLimits, suiteStatus, authorize: DENY_ALL };
+    const connections = new Connections();
+    const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
@@ -123,10 +134,28 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     health.addToServer(server);
     new ReflectionService(reflectionPackage()).addToServer(server);
 
-    await prepareSocketPath(config.socket, { log: plain });
-    await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${config.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+    // Connections are accepted here, identified (SO_PEERCRED), and only then handed to grpc-js.
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     cleanups.push(() => server.forceShutdown());
-    await setSocketMode(config.socket, config.socketMode);
+    const listener = await openListener({
+      socket: config.socket,
+      socketMode: config.socketMode,
+      env: process.env,
+      log: plain,
+      onConnection: (sock) => {
+        sock.on('error', () => undefined); // a client's reset must not become an uncaught error
+        try {
+          connections.register(sock);
+        } catch (err) {
+          log.warn({ err: (err as Error).message }, 'cannot read the peer credentials of a connection; closing it');
+          sock.destroy();
+          return;
+        }
+        injector.injectConnection(sock);
+      },
+    });
+    cleanups.push(() => listener.close());
+    policy.watch();
 
     // Rotations and deletions that come due, also those due while the daemon was down.
     let timer: NodeJS.Timeout | undefined;
@@ -147,14 +176,19 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     schedule();
 
     for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'SERVING');
-    log.info({ socket: config.socket, stateDir: config.stateDir, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
+    log.info({ socket: listener.activated ? 'systemd (LISTEN_FDS)' : config.socket, policy: config.policy, stateDir: config.stateDir, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
     notify(log, `READY=1\nSTATUS=serving ${keys.size} keys on ${config.socket}\nMAINPID=${process.pid}`);
+    // systemd: WATCHDOG=1 every WATCHDOG_USEC/2 and STATUS= updates (watchdog.ts); it stops after the drain.
+    const watchdog = startWatchdog({ status: () => `serving ${keys.size} keys on ${config.socket}`, warn: (m, f) => log.warn(f ?? {}, m) });
+    cleanups.push(() => watchdog.stop());
 
     return {
       socket: config.socket,
       report,
+      reloadPolicy: () => void policy.reload('SIGHUP'),
       async stop() {
         stopped = true;
+        listener.close(); // no new connections; those open drain below
         if (timer) clearTimeout(timer);
         notify(log, 'STOPPING=1\nSTATUS=draining calls');
         for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'NOT_SERVING');

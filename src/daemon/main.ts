@@ -41,6 +41,10 @@ async function main(argv: string[]): Promise<number> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      log.info({ signal: 'SIGHUP' }, 'reloading the policy');
+      daemon.reloadPolicy();
+    });
   });
   await daemon.stop();
   return 0;

@@ -25,6 +25,12 @@ export const OPTIONS = {
   mac: { type: 'string' },
   'key-version': { type: 'string' },
   alg: { type: 'string' },
+  uid: { type: 'string' },
+  gid: { type: 'string' },
+  op: { type: 'string' },
+  key: { type: 'string' },
+  policy: { type: 'string' },
+  'daemon-uid': { type: 'string' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;

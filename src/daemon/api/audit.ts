@@ -15,8 +15,8 @@ export interface AuditEntry {
   reason?: string | undefined;
   durationMs: number;
   items?: number | undefined;
-  /** The caller, when known (peer credentials). */
-  peer?: { uid: number; gid: number; pid: number } | undefined;
+  /** The caller (SO_PEERCRED at accept, exe from /proc when readable); absent if unidentified. */
+  principal?: { uid: number; gid: number; pid: number; exe?: string } | undefined;
 }
 
 export type Audit = (entry: AuditEntry) => void;

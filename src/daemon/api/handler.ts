@@ -9,10 +9,24 @@ import { performance } from 'node:perf_hooks';
 import { toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes, type Audit, type AuditEntry } from './audit.js';
 import type { Logger } from 'pino';
+import type { Access, CallAccess } from '../policy/access.js';
+import type { OpContext } from '../ops/context.js';
 
 export interface HandlerDeps {
   audit: Audit;
   log: Logger;
+  /** Who each call is and what it may do; every handler asks it (src/daemon/policy/access.ts). */
+  access: Access;
+}
+
+/** The operation context of one call: the daemon's, with the caller's policy check. */
+export function callContext(ctx: OpContext, access: CallAccess): OpContext {
+  return { ...ctx, authorize: access.authorize };
+}
+
+/** The principal as audit lines carry it. */
+export function auditPrincipal(access: CallAccess): Pick<AuditEntry, 'principal'> {
+  return access.principal ? { principal: access.principal } : {};
 }
 
 /** The status name ("NOT_FOUND") of a code. */
@@ -36,15 +50,16 @@ export function logInternal(deps: HandlerDeps, rpc: string, e: ApiError): void {
 export function unary<I extends DescMessage, O extends DescMessage>(
   method: DescMethod & { input: I; output: O },
   deps: HandlerDeps,
-  fn: (request: MessageShape<I>, call: grpc.ServerUnaryCall<MessageShape<I>, MessageShape<O>>) => Promise<MessageInitShape<O>>,
+  fn: (request: MessageShape<I>, access: CallAccess, call: grpc.ServerUnaryCall<MessageShape<I>, MessageShape<O>>) => Promise<MessageInitShape<O>>,
 ): grpc.handleUnaryCall<MessageShape<I>, MessageShape<O>> {
   const rpc = `${method.parent.name}/${method.name}`;
   return (call, callback) => {
     const start = performance.now();
     const request = call.request;
-    const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, bytesIn: payloadBytes(request), bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
+    const access = deps.access.forCall(call);
+    const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn: payloadBytes(request), bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
     Promise.resolve()
-      .then(() => fn(request, call))
+      .then(() => fn(request, access, call))
       .then(
         (init) => {
           const response = create(method.output, init) as MessageShape<O>;
@@ -71,11 +86,12 @@ function itemCount(request: unknown): number | undefined {
 export function clientStreaming<I extends DescMessage, O extends DescMessage>(
   method: DescMethod & { input: I; output: O },
   deps: HandlerDeps,
-  fn: (messages: AsyncIterable<MessageShape<I>>, call: grpc.ServerReadableStream<MessageShape<I>, MessageShape<O>>) => Promise<MessageInitShape<O>>,
+  fn: (messages: AsyncIterable<MessageShape<I>>, access: CallAccess, call: grpc.ServerReadableStream<MessageShape<I>, MessageShape<O>>) => Promise<MessageInitShape<O>>,
 ): grpc.handleClientStreamingCall<MessageShape<I>, MessageShape<O>> {
   const rpc = `${method.parent.name}/${method.name}`;
   return (call, callback) => {
     const start = performance.now();
+    const access = deps.access.forCall(call);
     let bytesIn = 0;
     // A vanished client must not leave the operation (and its kernel op socket) waiting forever.
     call.on('cancelled', () => call.destroy(new Error('the client cancelled the call')));
@@ -86,18 +102,18 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
       }
     }
     Promise.resolve()
-      .then(() => fn(messages(), call))
+      .then(() => fn(messages(), access, call))
       .then(
         (init) => {
           const response = create(method.output, init) as MessageShape<O>;
           callback(null, response);
-          deps.audit({ rpc, bytesIn, bytesOut: payloadBytes(response), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+          deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: payloadBytes(response), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
         },
         (err: unknown) => {
           const e = toApiError(err, rpc);
           callback(e.toServiceError());
           logInternal(deps, rpc, e);
-          deps.audit({ rpc, bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+          deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
         },
       )
       .catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to answer a call'));

@@ -9,6 +9,8 @@ import { unary, type HandlerDeps } from './handler.js';
 import { keyMessage } from './key-message.js';
 import { purposeName, suiteName } from './suite-enum.js';
 import { buf, requireName } from '../ops/context.js';
+import type { CallAccess } from '../policy/access.js';
+import type { Operation } from '../../policy/index.js';
 
 const MAX_PAGE = 1000;
 const DEFAULT_PAGE = 100;
@@ -29,24 +31,31 @@ function pageAfter(token: string): string {
   return after;
 }
 
+/** The request's key name, once the caller may do `op` on it. */
+function named(access: CallAccess, op: Operation, name: string): string {
+  const n = requireName('name', name);
+  access.authorize(op, n);
+  return n;
+}
+
 export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.UntypedServiceImplementation {
   const m = KeyService.method;
   return {
-    createKey: unary(m.createKey, deps, async (req) => ({
-      key: keyMessage(
-        keys,
-        await keys.create({
-          name: req.name,
-          purpose: purposeName(req.purpose),
-          suite: suiteName(req.suite),
-          rotationPeriodMs: durationMs('rotation_period', req.rotationPeriod) ?? null,
-          deletionProtection: req.deletionProtection,
-        }),
-      ),
-    })),
-    importKey: unary(m.importKey, deps, async (req) => {
+    createKey: unary(m.createKey, deps, async (req, a) => {
+      a.authorize('create', req.name);
+      const record = await keys.create({
+        name: req.name,
+        purpose: purposeName(req.purpose),
+        suite: suiteName(req.suite),
+        rotationPeriodMs: durationMs('rotation_period', req.rotationPeriod) ?? null,
+        deletionProtection: req.deletionProtection,
+      });
+      return { key: keyMessage(keys, record) };
+    }),
+    importKey: unary(m.importKey, deps, async (req, a) => {
       const material = buf(req.material);
       try {
+        a.authorize('import', req.name);
         if (material.length === 0) throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, 'material is required', { field: 'material' });
         const record = await keys.import({ name: req.name, purpose: purposeName(req.purpose), suite: suiteName(req.suite), material, deletionProtection: req.deletionProtection });
         return { key: keyMessage(keys, record) };
@@ -54,27 +63,36 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.Un
         material.fill(0); // also wipes the request message's copy: `buf` is a view of it
       }
     }),
-    getKey: unary(m.getKey, deps, async (req) => ({ key: keyMessage(keys, keys.get(requireName('name', req.name)), req.view || KeyView.FULL) })),
-    listKeys: unary(m.listKeys, deps, async (req) => {
+    getKey: unary(m.getKey, deps, async (req, a) => {
+      const name = requireName('name', req.name);
+      a.authorize('read', name);
+      return { key: keyMessage(keys, keys.get(name), req.view || KeyView.FULL) };
+    }),
+    listKeys: unary(m.listKeys, deps, async (req, a) => {
+      // Only keys the caller may read are listed; a caller who may read none is refused outright.
+      if (!a.mayEverDo('read')) a.authorize('read');
       if (req.pageSize < 0) throw invalidField('page_size', 'page_size must not be negative');
       const size = Math.min(req.pageSize || DEFAULT_PAGE, MAX_PAGE);
       const { keys: page, more } = keys.list(pageAfter(req.pageToken), size);
       const last = page[page.length - 1];
       return {
-        keys: page.map((r) => keyMessage(keys, r, req.view || KeyView.BASIC)),
+        keys: page.filter((r) => a.allows('read', r.name)).map((r) => keyMessage(keys, r, req.view || KeyView.BASIC)),
         nextPageToken: more && last ? `k1.${Buffer.from(last.name).toString('base64url')}` : '',
       };
     }),
-    rotateKey: unary(m.rotateKey, deps, async (req) => {
+    rotateKey: unary(m.rotateKey, deps, async (req, a) => {
       const material = buf(req.material);
       try {
-        return { key: keyMessage(keys, await keys.rotate(requireName('name', req.name), material.length ? material : undefined)) };
+        const name = requireName('name', req.name);
+        a.authorize('rotate', name);
+        return { key: keyMessage(keys, await keys.rotate(name, material.length ? material : undefined)) };
       } finally {
         material.fill(0);
       }
     }),
-    updateKey: unary(m.updateKey, deps, async (req) => {
+    updateKey: unary(m.updateKey, deps, async (req, a) => {
       const name = requireName('name', req.name);
+      a.authorize('update', name);
       const period = durationMs('rotation_period', req.rotationPeriod);
       const record = await keys.update(name, {
         ...(req.minDecryptionVersion !== undefined ? { minDecryptionVersion: req.minDecryptionVersion } : {}),
@@ -83,11 +101,11 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.Un
       });
       return { key: keyMessage(keys, record) };
     }),
-    disableKey: unary(m.disableKey, deps, async (req) => ({ key: keyMessage(keys, await keys.setEnabled(requireName('name', req.name), false)) })),
-    enableKey: unary(m.enableKey, deps, async (req) => ({ key: keyMessage(keys, await keys.setEnabled(requireName('name', req.name), true)) })),
-    scheduleKeyDeletion: unary(m.scheduleKeyDeletion, deps, async (req) => ({
-      key: keyMessage(keys, await keys.scheduleDeletion(requireName('name', req.name), durationMs('waiting_period', req.waitingPeriod))),
+    disableKey: unary(m.disableKey, deps, async (req, a) => ({ key: keyMessage(keys, await keys.setEnabled(named(a, 'disable', req.name), false)) })),
+    enableKey: unary(m.enableKey, deps, async (req, a) => ({ key: keyMessage(keys, await keys.setEnabled(named(a, 'enable', req.name), true)) })),
+    scheduleKeyDeletion: unary(m.scheduleKeyDeletion, deps, async (req, a) => ({
+      key: keyMessage(keys, await keys.scheduleDeletion(named(a, 'delete', req.name), durationMs('waiting_period', req.waitingPeriod))),
     })),
-    cancelKeyDeletion: unary(m.cancelKeyDeletion, deps, async (req) => ({ key: keyMessage(keys, await keys.cancelDeletion(requireName('name', req.name))) })),
+    cancelKeyDeletion: unary(m.cancelKeyDeletion, deps, async (req, a) => ({ key: keyMessage(keys, await keys.cancelDeletion(named(a, 'delete', req.name))) })),
   };
 }

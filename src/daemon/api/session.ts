@@ -18,7 +18,7 @@ import { hash } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
 import { invalidField, toApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
-import { logInternal, statusName, type HandlerDeps } from './handler.js';
+import { auditPrincipal, callContext, logInternal, statusName, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
 
@@ -45,8 +45,12 @@ async function run(ctx: OpContext, op: SessionRequest['op']): Promise<Result> {
   }
 }
 
-export function sessionHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> {
+export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> {
   return (call) => {
+    // One principal per call; each operation checks its own access (a denied one is that item's error).
+    const access = deps.access.forCall(call);
+    const who = auditPrincipal(access);
+    const ctx = callContext(daemonCtx, access);
     const max = ctx.limits.maxSessionInFlight;
     let inFlight = 0;
     let readEnded = false;
@@ -87,13 +91,13 @@ export function sessionHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBi
       run(ctx, req.op)
         .then(
           (result) => {
-            deps.audit({ rpc, ...keyOf(req.op.value, result?.value), bytesIn: payloadBytes(req.op.value), bytesOut: payloadBytes(result?.value), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(req.op.value, result?.value), bytesIn: payloadBytes(req.op.value), bytesOut: payloadBytes(result?.value), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
             return result;
           },
           (err: unknown): Result => {
             const e = toApiError(err, rpc);
             logInternal(deps, rpc, e);
-            deps.audit({ rpc, ...keyOf(req.op.value), bytesIn: payloadBytes(req.op.value), bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(req.op.value), bytesIn: payloadBytes(req.op.value), bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
             return { case: 'error', value: e.toItemStatus() };
           },
         )

@@ -16,7 +16,8 @@ import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, requireName, type OpContext } from '../ops/context.js';
-import { logInternal, readAll, statusName, type HandlerDeps } from './handler.js';
+import { auditPrincipal, logInternal, readAll, statusName, type HandlerDeps } from './handler.js';
+import type { Authorize } from '../policy/access.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
 
@@ -39,8 +40,10 @@ export function streamError(err: unknown, what: string): ApiError {
 }
 
 /** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
-function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, body: (write: (m: O) => Promise<void>, audit: { key?: string; version?: number; bytesIn: number; bytesOut: number }) => Promise<void>): void {
+function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, body: (write: (m: O) => Promise<void>, audit: { key?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize) => Promise<void>): void {
   const start = performance.now();
+  const access = deps.access.forCall(call);
+  const who = auditPrincipal(access);
   const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
   let gone = false;
   call.on('cancelled', () => {
@@ -51,29 +54,30 @@ function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, bod
     if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
     if (!call.write(m)) await once(call, 'drain');
   };
-  body(write, audit).then(
+  body(write, audit, access.authorize).then(
     () => {
       call.end();
-      deps.audit({ rpc, ...audit, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+      deps.audit({ rpc, ...who, ...audit, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
     },
     (err: unknown) => {
       const e = streamError(err, rpc);
       if (!gone) call.emit('error', e.toServiceError());
       logInternal(deps, rpc, e);
-      deps.audit({ rpc, ...audit, outcome: gone ? 'CANCELLED' : statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+      deps.audit({ rpc, ...who, ...audit, outcome: gone ? 'CANCELLED' : statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
     },
   ).catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to end a stream'));
 }
 
 export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<EncryptStreamRequest, EncryptStreamResponse> {
   return (call) =>
-    runStream(call, deps, 'CryptoService/EncryptStream', async (write, audit) => {
+    runStream(call, deps, 'CryptoService/EncryptStream', async (write, audit, authorize) => {
       let encryptor: StreamEncryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       for await (const m of readAll<EncryptStreamRequest>(call)) {
         if (!encryptor) {
           if (m.frame.case !== 'header') throw violation('the first EncryptStream message must be a header');
           const name = requireName('key_name', m.frame.value.keyName);
+          authorize('encrypt', name);
           const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes);
           // Resolving counts the first chunk's encryption (and rotates first if the version is spent).
           r = await ctx.keys.forEncrypt(name, 1);
@@ -118,7 +122,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
 
 export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<DecryptStreamRequest, DecryptStreamResponse> {
   return (call) =>
-    runStream(call, deps, 'CryptoService/DecryptStream', async (write, audit) => {
+    runStream(call, deps, 'CryptoService/DecryptStream', async (write, audit, authorize) => {
       let decryptor: StreamDecryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let first = true;
@@ -130,6 +134,8 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             callerAad: Buffer.from(aad),
             maxChunkBytes: ctx.limits.maxStreamChunkBytes,
             onHeader: (h: StreamHeader) => {
+              const name = ctx.keys.nameOfId(h.keyId);
+              if (name !== undefined) authorize('decrypt', name);
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
               audit.key = r.key.name;
               audit.version = r.version;

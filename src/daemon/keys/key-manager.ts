@@ -344,6 +344,11 @@ export class KeyManager {
     return { key: record, version: v, suite: suiteOf(record) as AeadSuite, serials: this.serials.get(record.id)![v - 1]! };
   }
 
+  /** The name of the key with this id (from a ciphertext), if it exists: access is checked by name before anything else. */
+  nameOfId(keyId: Buffer): string | undefined {
+    return this.byId.get(keyId.toString('hex'))?.name;
+  }
+
   /** A version of an AEAD key that may decrypt (found by the id in a ciphertext). */
   forDecrypt(keyId: Buffer, version: number, suiteName: string): ResolvedVersion<AeadSuite> {
     const record = this.byId.get(keyId.toString('hex'));

@@ -7,6 +7,7 @@ import type { AlgStatus } from '../../capabilities/probe.js';
 import type { CryptoEngine } from '../engine/engine.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import { payloadTooLarge, invalidField } from '../api/errors.js';
+import type { Authorize } from '../policy/access.js';
 
 export interface OpLimits {
   maxPayloadBytes: number;
@@ -21,6 +22,8 @@ export interface OpContext {
   engine: CryptoEngine;
   limits: OpLimits;
   suiteStatus: (name: string) => AlgStatus;
+  /** The calling principal's policy check (per call; see daemon/policy/access.ts). */
+  authorize: Authorize;
 }
 
 /** A Buffer view of a protobuf bytes field (no copy). */

@@ -9,6 +9,6 @@ export async function decrypt(ctx: OpContext, req: DecryptRequest): Promise<Mess
   if (req.ciphertext.byteLength === 0) throw invalidField('ciphertext', 'ciphertext is required');
   const ciphertext = checkSize('ciphertext', req.ciphertext, ctx.limits.maxPayloadBytes + 1024);
   const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);
-  const { plaintext, r } = await openEnvelope(ctx, ciphertext, aad);
+  const { plaintext, r } = await openEnvelope(ctx, ciphertext, aad, 'decrypt');
   return { plaintext, keyName: r.key.name, keyVersion: r.version };
 }

@@ -8,6 +8,7 @@ export async function encrypt(ctx: OpContext, req: EncryptRequest): Promise<Mess
   const name = requireName('key_name', req.keyName);
   const plaintext = checkSize('plaintext', req.plaintext, ctx.limits.maxPayloadBytes);
   const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);
+  ctx.authorize('encrypt', name);
   const r = await ctx.keys.forEncrypt(name);
   return { ciphertext: await sealEnvelope(ctx, r, plaintext, aad), keyName: r.key.name, keyVersion: r.version };
 }

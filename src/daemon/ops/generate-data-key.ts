@@ -10,6 +10,7 @@ const MAX_DATA_KEY_BYTES = 1024;
 /** CryptoService.GenerateDataKey: getrandom bytes, sealed under the key; the plaintext copy only if asked. */
 export async function generateDataKey(ctx: OpContext, req: GenerateDataKeyRequest): Promise<MessageInitShape<typeof GenerateDataKeyResponseSchema>> {
   const name = requireName('key_name', req.keyName);
+  ctx.authorize('datakey', name);
   const length = req.lengthBytes || 32;
   if (length > MAX_DATA_KEY_BYTES) throw invalidField('length_bytes', `length_bytes must be 1..${MAX_DATA_KEY_BYTES}`);
   const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);

@@ -34,6 +34,7 @@ export function hashSuiteFor(ctx: OpContext, algorithm: HashAlgorithm): { suite:
 
 /** CryptoService.Hash. */
 export async function hash(ctx: OpContext, req: HashRequest): Promise<MessageInitShape<typeof HashResponseSchema>> {
+  ctx.authorize('hash');
   const { suite, algorithm } = hashSuiteFor(ctx, req.algorithm);
   const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes);
   return { digest: await kernelHash(ctx.engine, suite, data), algorithm };
@@ -44,6 +45,7 @@ export async function hash(ctx: OpContext, req: HashRequest): Promise<MessageIni
  * socket for the stream; gRPC flow control bounds what is buffered.
  */
 export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStreamRequest>): Promise<MessageInitShape<typeof HashStreamResponseSchema>> {
+  ctx.authorize('hash');
   const it = messages[Symbol.asyncIterator]();
   const first = await it.next();
   const { suite, algorithm } = hashSuiteFor(ctx, first.done ? HashAlgorithm.UNSPECIFIED : first.value.algorithm);

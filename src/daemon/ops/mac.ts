@@ -7,6 +7,7 @@ import { checkSize, requireName, type OpContext } from './context.js';
 /** CryptoService.ComputeMac: HMAC with the primary version, in the kernel. */
 export async function computeMac(ctx: OpContext, req: ComputeMacRequest): Promise<MessageInitShape<typeof ComputeMacResponseSchema>> {
   const name = requireName('key_name', req.keyName);
+  ctx.authorize('mac', name);
   const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes);
   const r = ctx.keys.forMac(name);
   return { mac: await kernelMac(ctx.engine, r.suite, r.serials[0]!, data), keyName: r.key.name, keyVersion: r.version };
@@ -15,6 +16,7 @@ export async function computeMac(ctx: OpContext, req: ComputeMacRequest): Promis
 /** CryptoService.VerifyMac: a wrong MAC is `valid: false`; the comparison is constant-time. */
 export async function verifyMac(ctx: OpContext, req: VerifyMacRequest): Promise<MessageInitShape<typeof VerifyMacResponseSchema>> {
   const name = requireName('key_name', req.keyName);
+  ctx.authorize('verify', name);
   const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes);
   if (req.mac.byteLength === 0) throw invalidField('mac', 'mac is required');
   const r = ctx.keys.forVerify(name, req.keyVersion);

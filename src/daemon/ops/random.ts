@@ -6,6 +6,7 @@ import type { OpContext } from './context.js';
 
 /** CryptoService.GenerateRandom: getrandom(2), no key. */
 export async function generateRandom(ctx: OpContext, req: GenerateRandomRequest): Promise<MessageInitShape<typeof GenerateRandomResponseSchema>> {
+  ctx.authorize('random');
   if (req.lengthBytes < 1 || req.lengthBytes > ctx.limits.maxPayloadBytes) {
     throw invalidField('length_bytes', `length_bytes must be 1..${ctx.limits.maxPayloadBytes}`);
   }

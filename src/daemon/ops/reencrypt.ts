@@ -10,9 +10,12 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
   const ciphertext = checkSize('ciphertext', req.ciphertext, ctx.limits.maxPayloadBytes + 1024);
   const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);
   const newAad = req.destinationAssociatedData === undefined ? aad : checkSize('destination_associated_data', req.destinationAssociatedData, ctx.limits.maxAssociatedDataBytes);
-  const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad);
+  // Both keys are checked before anything is decrypted (the source inside openEnvelope).
+  if (req.destinationKeyName) ctx.authorize('reencrypt', req.destinationKeyName);
+  const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad, 'reencrypt');
   try {
-    const dest = await ctx.keys.forEncrypt(req.destinationKeyName || source.key.name);
+    const destName = req.destinationKeyName || source.key.name;
+    const dest = await ctx.keys.forEncrypt(destName);
     return {
       ciphertext: await sealEnvelope(ctx, dest, plaintext, newAad),
       keyName: dest.key.name,

@@ -303,7 +303,8 @@ export enum ErrorReason {
 
   /**
    * PERMISSION_DENIED: the daemon's policy does not let this caller (identified by SO_PEERCRED
-   * uid/gid/pid) make this request on this key. Metadata: `uid`, `rpc`, `key_name` (if any).
+   * uid/gid/pid) make this request on this key. Metadata: `operation` (the policy's verb, e.g.
+   * `encrypt`, `read`; see docs/policy.md), `key_name` (if any), `uid`. Never the rules.
    *
    * @generated from enum value: ERROR_REASON_PERMISSION_DENIED = 60;
    */

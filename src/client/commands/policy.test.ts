@@ -1,0 +1,56 @@
+/** `ringfence policy check`: reads a policy file and explains the decision; no daemon involved. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { buildCli, type CliRunner } from './cli-runner.test-support.js';
+
+const SLOW = { timeout: 60_000 };
+const dir = mkdtempSync(join(tmpdir(), 'rf-policy-cli-'));
+const policy = join(dir, 'policy.json');
+writeFileSync(policy, JSON.stringify({ rules: [{ id: 'app', principals: ['uid:4321', 'gid:77'], operations: ['encrypt', 'decrypt'], keys: ['app-*'] }, { principals: ['*'], operations: ['hash'] }] }));
+const invalid = join(dir, 'invalid.json');
+writeFileSync(invalid, JSON.stringify({ rules: [{ principals: ['uid:1'], operations: ['encrpyt'], keys: ['k'] }] }));
+
+let cli: CliRunner;
+beforeAll(async () => {
+  cli = await buildCli();
+});
+afterAll(() => cli.close());
+
+describe.concurrent('policy check', SLOW, () => {
+  test('allowed: names the rule and pattern, exit 0', async () => {
+    const r = await cli.run(['policy', 'check', '--policy', policy, '--uid', '4321', '--gid', '4321', '--op', 'encrypt', '--key', 'app-orders']);
+    expect([r.code, r.stderr, r.stdout.toString()]).toEqual([0, '', 'allowed: rule "app" grants encrypt on keys matching "app-*"\n']);
+  });
+
+  test('allowed by group, keyless operation by "*"', async () => {
+    expect((await cli.run(['policy', 'check', '--policy', policy, '--uid', '9999', '--gid', '77', '--op', 'decrypt', '--key', 'app-1'])).code).toBe(0);
+    const r = await cli.run(['policy', 'check', '--policy', policy, '--uid', '9999', '--gid', '9999', '--op', 'hash']);
+    expect(r.stdout.toString()).toBe('allowed: rule "rules[1]" grants hash\n');
+  });
+
+  test('denied: says no rule did, exit 1; --json', async () => {
+    const r = await cli.run(['policy', 'check', '--policy', policy, '--uid', '4321', '--gid', '4321', '--op', 'mac', '--key', 'app-orders']);
+    expect([r.code, r.stdout.toString()]).toEqual([1, 'denied: no rule grants uid 4321 (groups 4321) mac on key "app-orders"\n']);
+    const j = await cli.run(['policy', 'check', '--policy', policy, '--uid', '4321', '--gid', '1', '--op', 'encrypt', '--key', 'other', '--json']);
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stdout.toString())).toMatchObject({ allowed: false, rule: null, uid: 4321, gid: 1, operation: 'encrypt', key: 'other', policy, policyFound: true });
+  });
+
+  test('root administers; no policy file means administrators only', async () => {
+    expect((await cli.run(['policy', 'check', '--policy', policy, '--uid', '0', '--gid', '0', '--op', 'delete', '--key', 'x'])).code).toBe(0);
+    const r = await cli.run(['policy', 'check', '--policy', join(dir, 'missing.json'), '--uid', '4321', '--gid', '1', '--op', 'hash']);
+    expect([r.code, r.stdout.toString()]).toEqual([1, `no policy file at ${join(dir, 'missing.json')}: only root may act\ndenied: no policy is loaded, so only administrators may act; uid 4321 may not hash\n`]);
+    expect((await cli.run(['policy', 'check', '--policy', join(dir, 'missing.json'), '--uid', '4321', '--gid', '1', '--op', 'hash', '--daemon-uid', '4321'])).code).toBe(0);
+  });
+
+  test('an invalid policy file fails with the field; usage errors exit 2', async () => {
+    const r = await cli.run(['policy', 'check', '--policy', invalid, '--uid', '1', '--gid', '1', '--op', 'hash']);
+    expect([r.code, r.stderr]).toEqual([1, `ringfence: policy check: policy file ${invalid} is invalid: rules[0].operations[0]: "encrpyt" is not an operation (encrypt, decrypt, reencrypt, datakey, mac, verify, hash, random, create, import, read, rotate, update, disable, enable, delete, or *, use, admin)\n`]);
+    for (const args of [['--op', 'hash'], ['--uid', '1', '--gid', '1'], ['--uid', '1', '--gid', '1', '--op', 'nope'], ['--uid', '1', '--gid', '1', '--op', 'encrypt'], ['--uid', 'no-such-user-x', '--op', 'hash']]) {
+      const u = await cli.run(['policy', 'check', '--policy', policy, ...args]);
+      expect([args, u.code]).toEqual([args, 2]);
+    }
+  });
+});

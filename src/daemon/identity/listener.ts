@@ -1,0 +1,63 @@
+/**
+ * The daemon's own listening socket, whose connections are handed to grpc-js (so that each is
+ * identified first). Either systemd passed one (LISTEN_FDS: used as is, never unlinked or
+ * chmod-ed — the .socket unit owns its path and mode), or the daemon binds its path: stale socket
+ * probed and removed, mode set and verified after listen().
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { prepareSocketPath, setSocketMode, type Log } from '../socket.js';
+import { clearListenEnv, listenFdFromEnv } from './listen-fds.js';
+
+export interface Listener {
+  readonly server: Server;
+  /** True when systemd passed the socket. */
+  readonly activated: boolean;
+  /** Stops accepting; connections already accepted go on (grpc-js drains them). */
+  close(): void;
+}
+
+export interface ListenOptions {
+  socket: string;
+  socketMode: number;
+  env: NodeJS.ProcessEnv;
+  log: Log;
+  onConnection: (socket: Socket) => void;
+  pid?: number;
+}
+
+export async function openListener(opts: ListenOptions): Promise<Listener> {
+  const fd = listenFdFromEnv(opts.env, opts.pid);
+  const server = createServer({ allowHalfOpen: true }, opts.onConnection);
+  // Accept errors (EMFILE and the like) must not end the daemon; they are logged and accepting goes on.
+  server.on('error', (err) => opts.log('accepting a connection failed', { err: (err as Error).message }));
+  const listening = (arg: object) =>
+    new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      server.once('error', onError);
+      server.listen(arg, () => {
+        server.off('error', onError);
+        resolve();
+      });
+    });
+  if (fd !== undefined) {
+    clearListenEnv(opts.env);
+    await listening({ fd });
+    opts.log('listening on the socket passed by systemd (LISTEN_FDS)', { fd });
+  } else {
+    await prepareSocketPath(opts.socket, { log: opts.log });
+    await listening({ path: opts.socket });
+    try {
+      await setSocketMode(opts.socket, opts.socketMode);
+    } catch (err) {
+      server.close();
+      throw err;
+    }
+  }
+  return {
+    server,
+    activated: fd !== undefined,
+    close: () => {
+      if (server.listening) server.close();
+    },
+  };
+}

@@ -1,0 +1,111 @@
+import { chmodSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseAccounts } from '../../policy/index.js';
+import { PolicyStore } from './policy-store.js';
+import { Access, permissionDenied } from './access.js';
+import { ErrorReason, Status } from '../api/errors.js';
+
+const accounts = () => parseAccounts('app:x:1000:1000::/:/bin/sh\n', 'app:x:1000:\n');
+const grant = (op: string, keys = ['k-*']) => JSON.stringify({ rules: [{ id: 'r', principals: ['user:app'], operations: [op], keys }] });
+const app = { uid: 1000, gid: 1000, pid: 1 };
+
+function setup(initial?: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-policy-'));
+  const path = join(dir, 'policy.json');
+  if (initial !== undefined) writeFileSync(path, initial);
+  const logs: { level: string; msg: string }[] = [];
+  const store = new PolicyStore({ path, admins: new Set([0, 999]), log: (level, msg) => logs.push({ level, msg }), accounts, debounceMs: 20 });
+  return { dir, path, logs, store };
+}
+
+describe('PolicyStore', () => {
+  it('without a file: only administrators, said plainly', () => {
+    const { store, logs } = setup();
+    store.load();
+    expect(store.decide({ uid: 0, gid: 0 }, 'create', 'x').allowed).toBe(true);
+    expect(store.decide({ uid: 999, gid: 999 }, 'encrypt', 'x').allowed).toBe(true);
+    expect(store.decide(app, 'hash').allowed).toBe(false);
+    expect(logs).toContainEqual({ level: 'warn', msg: expect.stringMatching(/no policy file at .*only root and the daemon's uid \(0, 999\)/) });
+  });
+
+  it('refuses to start on an invalid file, naming the field', () => {
+    const { store, path } = setup(grant('encrpyt'));
+    expect(() => store.load()).toThrow(`policy file ${path}: rules[0].operations[0]: "encrpyt" is not an operation`);
+  });
+
+  it('refuses a world-writable file', () => {
+    const { store, path } = setup(grant('encrypt'));
+    chmodSync(path, 0o666);
+    expect(() => store.load()).toThrow(`policy file ${path}: it is writable by every user (chmod o-w it)`);
+    chmodSync(path, 0o644);
+    expect(() => store.load()).not.toThrow();
+  });
+
+  it('reload applies a valid file and keeps the old policy when the new one is invalid', () => {
+    const { store, path, logs } = setup(grant('encrypt'));
+    store.load();
+    expect(store.decide(app, 'encrypt', 'k-1').allowed).toBe(true);
+    writeFileSync(path, '{"rules": [ {');
+    expect(store.reload('SIGHUP')).toBe(false);
+    expect(store.decide(app, 'encrypt', 'k-1').allowed).toBe(true);
+    expect(logs.at(-1)).toEqual({ level: 'error', msg: expect.stringMatching(/is invalid; keeping the policy in force: line 1, column \d+/) });
+    writeFileSync(path, grant('decrypt'));
+    expect(store.reload('SIGHUP')).toBe(true);
+    expect(store.decide(app, 'encrypt', 'k-1').allowed).toBe(false);
+    expect(store.decide(app, 'decrypt', 'k-1').allowed).toBe(true);
+    rmSync(path);
+    expect(store.reload('SIGHUP')).toBe(true);
+    expect(store.decide(app, 'decrypt', 'k-1').allowed).toBe(false);
+  });
+
+  it('reloads when the file is replaced (rename into place, as editors do)', async () => {
+    const { store, dir, path } = setup(grant('encrypt'));
+    store.load();
+    store.watch();
+    try {
+      const tmp = join(dir, '.policy.json.tmp');
+      writeFileSync(tmp, grant('mac'));
+      renameSync(tmp, path);
+      await expect.poll(() => store.decide(app, 'mac', 'k-2').allowed, { timeout: 5000 }).toBe(true);
+      expect(store.decide(app, 'encrypt', 'k-2').allowed).toBe(false);
+      const before = store.generation;
+      writeFileSync(path, 'not json');
+      await expect.poll(() => store.generation, { timeout: 5000 }).toBeGreaterThan(before);
+      expect(store.decide(app, 'mac', 'k-2').allowed).toBe(true);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe('Access', () => {
+  it('denies with PERMISSION_DENIED naming the operation and key, never the rule', () => {
+    const { store } = setup(grant('encrypt'));
+    store.load();
+    const access = new Access(store, (call) => (call.getPeer() === 'p1' ? app : undefined));
+    const a = access.forCall({ getPeer: () => 'p1' });
+    expect(() => a.authorize('encrypt', 'k-1')).not.toThrow();
+    let err: unknown;
+    try {
+      a.authorize('decrypt', 'k-1');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: Status.PERMISSION_DENIED, reason: ErrorReason.PERMISSION_DENIED, message: 'the policy does not allow uid 1000 to decrypt with key "k-1"', metadata: { operation: 'decrypt', key_name: 'k-1', uid: '1000' } });
+    expect(JSON.stringify(err)).not.toContain('"r"');
+    expect(a.allows('encrypt', 'other')).toBe(false);
+    expect(a.mayEverDo('encrypt')).toBe(true);
+    expect(a.mayEverDo('read')).toBe(false);
+  });
+
+  it('an unidentified call may do nothing, not even what administrators may', () => {
+    const { store } = setup();
+    store.load();
+    const a = new Access(store, () => undefined).forCall({ getPeer: () => 'x' });
+    expect(() => a.authorize('hash')).toThrow('the policy does not allow an unidentified caller to use hash');
+    expect(a.principal).toBeUndefined();
+    expect(permissionDenied(undefined, 'random').metadata).toEqual({ operation: 'random' });
+  });
+});

@@ -1,0 +1,114 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { startWatchdog, watchdogIntervalMs, type Watchdog } from './watchdog.js';
+
+const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'rf-watchdog-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A real AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET (Python, independent of our FFI). */
+async function notifySocket(name: string): Promise<{ path: string; messages: string[]; close(): void }> {
+  const path = join(dir, name);
+  const py = `import socket,sys
+s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print('bound',flush=True)
+while True:
+    print(repr(s.recv(4096).decode()),flush=True)`;
+  const child: ChildProcess = spawn('python3', ['-c', py, path]);
+  const messages: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line === 'bound') resolve();
+        else messages.push(line.slice(1, -1).replace(/\\n/g, '\n'));
+      }
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`notify receiver exited ${code}`)));
+  });
+  return { path, messages, close: () => child.kill() };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let running: Watchdog | undefined;
+afterEach(() => running?.stop());
+
+describe('watchdogIntervalMs', () => {
+  it('is half of WATCHDOG_USEC, for us or for anyone', () => {
+    expect(watchdogIntervalMs({ WATCHDOG_USEC: '30000000' }, 42)).toBe(15_000);
+    expect(watchdogIntervalMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '42' }, 42)).toBe(15_000);
+  });
+  it('is off without WATCHDOG_USEC, for another pid, or for nonsense', () => {
+    expect(watchdogIntervalMs({}, 42)).toBeNull();
+    expect(watchdogIntervalMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '43' }, 42)).toBeNull();
+    expect(watchdogIntervalMs({ WATCHDOG_USEC: '0' }, 42)).toBeNull();
+    expect(watchdogIntervalMs({ WATCHDOG_USEC: '-5' }, 42)).toBeNull();
+    expect(watchdogIntervalMs({ WATCHDOG_USEC: '3e7' }, 42)).toBeNull();
+  });
+});
+
+describe('startWatchdog over a real NOTIFY_SOCKET', () => {
+  it('sends WATCHDOG=1 every half interval and STATUS= when it changes', async () => {
+    const sock = await notifySocket('ping');
+    try {
+      let keys = 1;
+      running = startWatchdog({ env: { NOTIFY_SOCKET: sock.path, WATCHDOG_USEC: '200000', WATCHDOG_PID: String(process.pid) }, status: () => `serving ${keys} keys` });
+      expect(running.intervalMs).toBe(100);
+      await sleep(350);
+      keys = 2;
+      await sleep(300);
+      running.stop();
+      await sleep(150);
+      const count = sock.messages.length;
+      await sleep(250);
+      expect(sock.messages.length).toBe(count); // stop() stops
+      expect(count).toBeGreaterThanOrEqual(4);
+      expect(count).toBeLessThanOrEqual(8);
+      for (const m of sock.messages) expect(m.split('\n')[0]).toBe('WATCHDOG=1');
+      const statuses = sock.messages.filter((m) => m.includes('STATUS='));
+      expect(statuses).toEqual(['WATCHDOG=1\nSTATUS=serving 2 keys']);
+    } finally {
+      sock.close();
+    }
+  });
+
+  it('sends nothing when WATCHDOG_PID names another process', async () => {
+    const sock = await notifySocket('other');
+    try {
+      running = startWatchdog({ env: { NOTIFY_SOCKET: sock.path, WATCHDOG_USEC: '100000', WATCHDOG_PID: String(process.pid + 1) } });
+      expect(running.intervalMs).toBeNull();
+      await sleep(300);
+      expect(sock.messages).toEqual([]);
+    } finally {
+      sock.close();
+    }
+  });
+
+  it('sends STATUS= changes without a watchdog', async () => {
+    const sock = await notifySocket('status');
+    try {
+      let n = 0;
+      running = startWatchdog({ env: { NOTIFY_SOCKET: sock.path }, status: () => `step ${n}`, statusIntervalMs: 50 });
+      await sleep(120);
+      n = 1;
+      await sleep(150);
+      expect(sock.messages).toEqual(['STATUS=step 1']);
+    } finally {
+      sock.close();
+    }
+  });
+
+  it('warns once, and keeps running, when the socket is gone', async () => {
+    const warnings: string[] = [];
+    running = startWatchdog({ env: { NOTIFY_SOCKET: join(dir, 'absent'), WATCHDOG_USEC: '100000' }, warn: (m) => warnings.push(m) });
+    await sleep(300);
+    expect(warnings).toEqual(['sd_notify failed (watchdog/status)']);
+  });
+});

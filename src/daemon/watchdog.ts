@@ -1,0 +1,68 @@
+/**
+ * systemd's service watchdog and STATUS= updates (sd_watchdog_enabled(3) semantics): when
+ * WATCHDOG_USEC is set, and WATCHDOG_PID is unset or ours, send WATCHDOG=1 every half interval
+ * from the event loop, so a wedged loop gets the daemon restarted. STATUS= is re-sent when the
+ * status text changes. Without NOTIFY_SOCKET nothing is sent.
+ */
+import { sdNotify } from '../../native-ffi/sd-notify.js';
+
+export interface WatchdogOptions {
+  env?: NodeJS.ProcessEnv;
+  pid?: number;
+  /** The STATUS= text; sent when it changes. */
+  status?: () => string;
+  /** How often STATUS= is checked when there is no watchdog (ms). */
+  statusIntervalMs?: number;
+  send?: (state: string, socket: string) => void;
+  warn?: (msg: string, fields?: object) => void;
+}
+
+export interface Watchdog {
+  /** The ping interval in ms, or null when systemd asked for no watchdog. */
+  readonly intervalMs: number | null;
+  stop(): void;
+}
+
+/** Half of WATCHDOG_USEC in ms, or null when the watchdog is off or not meant for `pid`. */
+export function watchdogIntervalMs(env: NodeJS.ProcessEnv, pid: number): number | null {
+  const usec = env.WATCHDOG_USEC;
+  if (!usec || !/^\d+$/.test(usec) || Number(usec) === 0) return null;
+  const owner = env.WATCHDOG_PID;
+  if (owner !== undefined && owner !== '' && owner !== String(pid)) return null;
+  return Math.max(1, Math.floor(Number(usec) / 2000));
+}
+
+export function startWatchdog(opts: WatchdogOptions = {}): Watchdog {
+  const env = opts.env ?? process.env;
+  const socket = env.NOTIFY_SOCKET;
+  const intervalMs = watchdogIntervalMs(env, opts.pid ?? process.pid);
+  if (!socket || (intervalMs === null && !opts.status)) return { intervalMs: null, stop() {} };
+  const send = opts.send ?? ((state, path) => void sdNotify(state, path));
+  let warned = false;
+  let lastStatus = opts.status?.();
+  const tick = () => {
+    const parts: string[] = [];
+    if (intervalMs !== null) parts.push('WATCHDOG=1');
+    const status = opts.status?.();
+    if (status !== undefined && status !== lastStatus) {
+      parts.push(`STATUS=${status}`);
+      lastStatus = status;
+    }
+    if (parts.length === 0) return;
+    try {
+      send(parts.join('\n'), socket);
+      warned = false;
+    } catch (err) {
+      if (!warned) opts.warn?.('sd_notify failed (watchdog/status)', { err });
+      warned = true;
+    }
+  };
+  const timer = setInterval(tick, intervalMs ?? opts.statusIntervalMs ?? 5000);
+  timer.unref();
+  return {
+    intervalMs,
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}

@@ -1,0 +1,108 @@
+/**
+ * The policy file: JSON, validated strictly (unknown fields, unknown operations, unknown user or
+ * group names are errors, each naming its place, e.g. `rules[2].operations[1]`, or line:column for
+ * a syntax error). Names are resolved to ids here, once per load. Format: docs/policy.md.
+ */
+import { compileGlob } from './glob.js';
+import { KEYLESS_OPERATIONS, OPERATION_GROUPS, OPERATIONS, isOperation, type Operation } from './operations.js';
+import type { Accounts } from './accounts.js';
+
+export class PolicyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PolicyError';
+  }
+}
+
+export type PrincipalMatcher = { kind: 'any'; text: string } | { kind: 'uid'; id: number; text: string } | { kind: 'gid'; id: number; text: string };
+
+export interface Rule {
+  /** The rule's `id`, or `rules[N]`: used in explanations and logs, never sent to clients. */
+  id: string;
+  principals: PrincipalMatcher[];
+  operations: ReadonlySet<Operation>;
+  keys: { pattern: string; match: (name: string) => boolean }[];
+}
+
+export interface Policy {
+  rules: Rule[];
+  /** uid -> supplementary gids, from /etc/group at load time. */
+  memberOf: ReadonlyMap<number, readonly number[]>;
+}
+
+const RULE_FIELDS = ['id', 'principals', 'operations', 'keys', 'comment'];
+const MAX_RULES = 10_000;
+
+/** "at position 17" in JSON.parse's message -> line:column. */
+function syntaxError(text: string, err: Error): PolicyError {
+  const pos = /position (\d+)/.exec(err.message)?.[1] ?? (/end of JSON/.test(err.message) ? String(text.length) : undefined);
+  if (pos === undefined) return new PolicyError(`not valid JSON: ${err.message}`);
+  const before = text.slice(0, Number(pos));
+  const line = before.split('\n').length;
+  const column = Number(pos) - before.lastIndexOf('\n');
+  return new PolicyError(`line ${line}, column ${column}: not valid JSON (${err.message.replace(/ in JSON at position \d+.*$/s, '')})`);
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function stringList(v: unknown, at: string): string[] {
+  if (!Array.isArray(v) || v.length === 0) throw new PolicyError(`${at}: must be a non-empty array of strings`);
+  return v.map((s, i) => {
+    if (typeof s !== 'string' || s === '') throw new PolicyError(`${at}[${i}]: must be a non-empty string`);
+    return s;
+  });
+}
+
+function principal(text: string, at: string, accounts: Accounts): PrincipalMatcher {
+  if (text === '*') return { kind: 'any', text };
+  const m = /^(uid|gid|user|group):(.+)$/.exec(text);
+  if (!m) throw new PolicyError(`${at}: ${JSON.stringify(text)} is not a principal (uid:N, gid:N, user:NAME, group:NAME or *)`);
+  const [, kind, value] = m as unknown as [string, string, string];
+  if (kind === 'uid' || kind === 'gid') {
+    if (!/^\d{1,10}$/.test(value) || Number(value) > 0xffffffff) throw new PolicyError(`${at}: ${JSON.stringify(value)} is not a numeric ${kind}`);
+    return { kind, id: Number(value), text };
+  }
+  const id = (kind === 'user' ? accounts.users : accounts.groups).get(value);
+  if (id === undefined) throw new PolicyError(`${at}: no ${kind} named ${JSON.stringify(value)} in /etc/${kind === 'user' ? 'passwd' : 'group'}`);
+  return { kind: kind === 'user' ? 'uid' : 'gid', id, text };
+}
+
+function parseRule(raw: unknown, index: number, accounts: Accounts): Rule {
+  const at = `rules[${index}]`;
+  if (!isObject(raw)) throw new PolicyError(`${at}: must be an object`);
+  for (const k of Object.keys(raw)) if (!RULE_FIELDS.includes(k)) throw new PolicyError(`${at}.${k}: unknown field (known: ${RULE_FIELDS.join(', ')})`);
+  if (raw.id !== undefined && (typeof raw.id !== 'string' || raw.id === '')) throw new PolicyError(`${at}.id: must be a non-empty string`);
+  if (raw.comment !== undefined && typeof raw.comment !== 'string') throw new PolicyError(`${at}.comment: must be a string`);
+  const principals = stringList(raw.principals, `${at}.principals`).map((p, i) => principal(p, `${at}.principals[${i}]`, accounts));
+  const operations = new Set<Operation>();
+  stringList(raw.operations, `${at}.operations`).forEach((o, i) => {
+    const group = OPERATION_GROUPS[o];
+    if (group) group.forEach((g) => operations.add(g));
+    else if (isOperation(o)) operations.add(o);
+    else throw new PolicyError(`${at}.operations[${i}]: ${JSON.stringify(o)} is not an operation (${OPERATIONS.join(', ')}, or ${Object.keys(OPERATION_GROUPS).join(', ')})`);
+  });
+  const keyed = [...operations].some((o) => !KEYLESS_OPERATIONS.has(o));
+  if (raw.keys === undefined && keyed) throw new PolicyError(`${at}.keys: required when operations name keys (use ["*"] for every key)`);
+  const keys = raw.keys === undefined ? [] : stringList(raw.keys, `${at}.keys`).map((pattern) => ({ pattern, match: compileGlob(pattern) }));
+  return { id: (raw.id as string | undefined) ?? at, principals, operations, keys };
+}
+
+export function parsePolicy(text: string, accounts: Accounts): Policy {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw syntaxError(text, err as Error);
+  }
+  if (!isObject(doc)) throw new PolicyError('the policy must be a JSON object with a "rules" array');
+  for (const k of Object.keys(doc)) if (k !== 'rules' && k !== 'comment') throw new PolicyError(`${k}: unknown field (known: rules, comment)`);
+  if (!Array.isArray(doc.rules)) throw new PolicyError('rules: must be an array');
+  if (doc.rules.length > MAX_RULES) throw new PolicyError(`rules: more than ${MAX_RULES} rules`);
+  const rules = doc.rules.map((r, i) => parseRule(r, i, accounts));
+  const ids = new Set<string>();
+  rules.forEach((r, i) => {
+    if (ids.has(r.id)) throw new PolicyError(`rules[${i}].id: ${JSON.stringify(r.id)} is used by an earlier rule`);
+    ids.add(r.id);
+  });
+  return { rules, memberOf: accounts.memberOf };
+}
