@@ -1,9 +1,11 @@
 // npm run test:kernel [-- --kernel lts|restricted] [-- <vitest args>]
-// Boots each kernel of the matrix in turn (2 host cores: in parallel they would only slow each
-// other down) and runs the *.kernel.test.ts files in it. The last line of output is the total,
+// Boots each kernel of the matrix and runs the *.kernel.test.ts files in it. A guest has one vCPU
+// (TCG runs it on one host thread), so kernels run side by side, one per host core
+// (RINGFENCE_KERNEL_JOBS overrides; 1 = one after the other), their console lines prefixed. The last line of output is the total,
 // "N passed, N failed", which CI reads; a kernel that cannot be fetched or booted, or that ran
 // no tests, counts as a failure.
 import { existsSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { GUEST_OUT } from "./guest-command.js";
 import { isKernelName, KERNEL_NAMES, type KernelName } from "./kernels.js";
@@ -42,7 +44,7 @@ function parseArgs(argv: string[]): { kernels: KernelName[]; vitestArgs: string[
   return { kernels: [...new Set(kernels)] as KernelName[], vitestArgs };
 }
 
-async function runKernel(name: KernelName, vitestArgs: string[]): Promise<{ tally: Tally; line: string }> {
+async function runKernel(name: KernelName, vitestArgs: string[], linePrefix?: string): Promise<{ tally: Tally; line: string }> {
   const argv = [
     // Not `npx vitest`: npx alone spends ~40 s under TCG before vitest even starts.
     "node_modules/.bin/vitest", "run", "--config", "vitest.kernel.config.ts",
@@ -53,7 +55,7 @@ async function runKernel(name: KernelName, vitestArgs: string[]): Promise<{ tall
   ];
   let result;
   try {
-    result = await runInGuest({ kernel: name, argv, cwd: PROJECT_DIR });
+    result = await runInGuest({ kernel: name, argv, cwd: PROJECT_DIR, linePrefix });
   } catch (e) {
     console.error(`[ringfence-vm] ${e instanceof Error ? e.message : String(e)}`);
     return { tally: { passed: 0, failed: 1, skipped: 0 }, line: `${name}: FAILED to fetch or boot the kernel (counted as 1 failure)` };
@@ -80,22 +82,38 @@ async function runKernel(name: KernelName, vitestArgs: string[]): Promise<{ tall
   }
 }
 
+function jobCount(kernels: number): number {
+  const env = Number(process.env.RINGFENCE_KERNEL_JOBS);
+  const jobs = Number.isInteger(env) && env > 0 ? env : availableParallelism();
+  return Math.max(1, Math.min(jobs, kernels));
+}
+
 async function main(): Promise<number> {
   const { kernels, vitestArgs } = parseArgs(process.argv.slice(2));
   const started = performance.now();
+  const jobs = jobCount(kernels.length);
+  const width = Math.max(...kernels.map((k) => k.length));
+  const queue = [...kernels];
+  const results = new Map<KernelName, { tally: Tally; line: string }>();
+  console.error(`[ringfence-vm] kernels ${kernels.join(", ")}: ${jobs} at a time`);
+  const worker = async () => {
+    for (let k = queue.shift(); k !== undefined; k = queue.shift()) {
+      const t = performance.now();
+      console.error(`[ringfence-vm] === kernel ${k} ===`);
+      const r = await runKernel(k, vitestArgs, jobs > 1 ? `${k.padEnd(width)} | ` : undefined);
+      results.set(k, { tally: r.tally, line: `${r.line} [${((performance.now() - t) / 1000).toFixed(0)}s]` });
+    }
+  };
+  await Promise.all(Array.from({ length: jobs }, worker));
   const total: Tally = { passed: 0, failed: 0, skipped: 0 };
-  const lines: string[] = [];
+  console.log("\nkernel matrix:");
   for (const k of kernels) {
-    const t = performance.now();
-    console.error(`[ringfence-vm] === kernel ${k} ===`);
-    const { tally, line } = await runKernel(k, vitestArgs);
+    const { tally, line } = results.get(k)!;
     total.passed += tally.passed;
     total.failed += tally.failed;
     total.skipped += tally.skipped;
-    lines.push(`${line} [${((performance.now() - t) / 1000).toFixed(0)}s]`);
+    console.log(`  ${line}`);
   }
-  console.log("\nkernel matrix:");
-  for (const l of lines) console.log(`  ${l}`);
   console.log(`  total time ${((performance.now() - started) / 1000).toFixed(0)}s`);
   console.log(`${total.passed} passed, ${total.failed} failed`);
   return total.failed > 0 ? 1 : 0;

@@ -18,6 +18,8 @@ export interface QemuRun {
   timeoutMs: number;
   smp: number;
   memoryMb: number;
+  /** Put before every console line, and print only whole lines: guests running side by side. */
+  linePrefix?: string;
 }
 
 export interface QemuResult {
@@ -98,7 +100,8 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
       // our own power-off, not news
     } else {
       if (line.includes("@@RINGFENCE-INIT-FAILED@@")) initFailed = true;
-      process.stdout.write(complete ? `${line}\n` : line);
+      if (r.linePrefix === undefined) process.stdout.write(complete ? `${line}\n` : line);
+      else if (complete) process.stdout.write(`${r.linePrefix}${line}\n`);
       shownPart += line;
       if (!complete) return;
       tail.push(shownPart);
@@ -113,6 +116,7 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
     for (const l of lines) onLine(l, true);
     // Show a prompt or progress output that stays without a newline (unless it may be a marker).
     clearTimeout(flushTimer);
+    if (r.linePrefix !== undefined) return; // interleaved guests: whole lines only
     flushTimer = setTimeout(() => {
       if (pending.includes("@@")) return;
       if (pending) onLine(pending, false);
@@ -120,7 +124,7 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
     }, 150);
   });
   child.stderr?.on("data", (chunk: Buffer) => {
-    process.stderr.write(chunk);
+    process.stderr.write(r.linePrefix === undefined ? chunk : chunk.toString("utf8").replace(/^(?=.)/gm, r.linePrefix));
     tail.push(...chunk.toString("utf8").trimEnd().split("\n"));
   });
 

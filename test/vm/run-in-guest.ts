@@ -20,6 +20,8 @@ export interface GuestRunOptions {
   interactive?: boolean;
   /** Default 40 min, or RINGFENCE_VM_TIMEOUT (seconds). */
   timeoutMs?: number;
+  /** Prefix the guest's console lines (whole lines only): set when guests run side by side. */
+  linePrefix?: string;
 }
 
 export interface GuestRunResult extends QemuResult {
@@ -62,6 +64,7 @@ export async function runInGuest(o: GuestRunOptions): Promise<GuestRunResult> {
         // int3 from the kernel's live code patching and panics; 2 was not faster on 2 host cores.
         smp: envNumber("RINGFENCE_VM_SMP", 1),
         memoryMb: envNumber("RINGFENCE_VM_MEMORY", 2048),
+        linePrefix: o.linePrefix,
       });
     let result: QemuResult;
     try {
