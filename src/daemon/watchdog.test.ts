@@ -1,40 +1,14 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { startNotifyReceiver } from '../../test/support/notify-receiver.js';
 import { startWatchdog, watchdogIntervalMs, type Watchdog } from './watchdog.js';
 
 const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'rf-watchdog-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A real AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET (Python, independent of our FFI). */
-async function notifySocket(name: string): Promise<{ path: string; messages: string[]; close(): void }> {
-  const path = join(dir, name);
-  const py = `import socket,sys
-s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print('bound',flush=True)
-while True:
-    print(repr(s.recv(4096).decode()),flush=True)`;
-  const child: ChildProcess = spawn('python3', ['-c', py, path]);
-  const messages: string[] = [];
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line === 'bound') resolve();
-        else messages.push(line.slice(1, -1).replace(/\\n/g, '\n'));
-      }
-    });
-    child.on('error', reject);
-    child.on('exit', (code) => reject(new Error(`notify receiver exited ${code}`)));
-  });
-  return { path, messages, close: () => child.kill() };
-}
+/** A real NOTIFY_SOCKET (Python, independent of our FFI) in this test's directory. */
+const notifySocket = (name: string) => startNotifyReceiver(join(dir, name));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let running: Watchdog | undefined;

@@ -2,43 +2,17 @@
  * The daemon speaks systemd's notify protocol itself (what Type=notify and WatchdogSec= in
  * deploy/ringfenced.service rely on): READY=1 with STATUS= and MAINPID= once serving, WATCHDOG=1 every
  * WATCHDOG_USEC/2, STATUS= when the key count changes, STOPPING=1 on SIGTERM. A Python datagram
- * socket stands in for systemd's NOTIFY_SOCKET.
+ * socket (test/support/notify-receiver.ts) stands in for systemd's NOTIFY_SOCKET.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RingfenceClient } from '../../src/client/sdk/index.js';
 import { TestDaemon } from '../support/daemon.js';
+import { startNotifyReceiver, type NotifyReceiver } from '../support/notify-receiver.js';
 
 const WATCHDOG_USEC = 1_000_000; // pings every 500 ms
-
-async function notifySocket(path: string): Promise<{ messages: string[]; child: ChildProcess }> {
-  const py = `import socket,sys
-s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print('bound',flush=True)
-while True:
-    print(repr(s.recv(4096).decode()),flush=True)`;
-  const child = spawn('python3', ['-c', py, path]);
-  const messages: string[] = [];
-  await new Promise<void>((resolve, reject) => {
-    let buf = '';
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line === 'bound') resolve();
-        else messages.push(line.slice(1, -1).replace(/\\n/g, '\n'));
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`notify receiver exited ${code}`)));
-  });
-  return { messages, child };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const until = async (what: string, cond: () => boolean, ms = 30_000) => {
@@ -50,13 +24,14 @@ const until = async (what: string, cond: () => boolean, ms = 30_000) => {
 };
 
 describe('sd_notify from ringfenced', () => {
-  const receivers: ChildProcess[] = [];
-  afterAll(() => receivers.forEach((c) => c.kill()));
+  const receivers: NotifyReceiver[] = [];
+  afterAll(() => receivers.forEach((r) => r.close()));
 
   it('READY, watchdog pings, STATUS updates, STOPPING', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'rf-notify-')), 'notify');
-    const { messages, child } = await notifySocket(path);
-    receivers.push(child);
+    const receiver = await startNotifyReceiver(path);
+    receivers.push(receiver);
+    const { messages } = receiver;
     const daemon = await TestDaemon.start({ env: { NOTIFY_SOCKET: path, WATCHDOG_USEC: String(WATCHDOG_USEC) } });
     try {
       await until('READY=1', () => messages.some((m) => m.includes('READY=1')));
