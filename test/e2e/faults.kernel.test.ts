@@ -503,8 +503,8 @@ describe('a client vanishing mid-stream', () => {
     await waitFor(() => out, (o) => o.includes('READY') || child.exitCode !== null, 60_000);
     expect(out).toContain('READY');
     // The calls hold resources now (connection, AF_ALG sockets), else the test would prove nothing.
-    const during = await waitFor(() => fdCount(pid), (n) => n >= baseline + 2, 5000);
-    expect(during).toBeGreaterThanOrEqual(baseline + 2); // the connection and the hash stream's op socket
+    const during = await waitFor(() => fdCount(pid), (n) => n > baseline, 5000);
+    expect(during).toBeGreaterThan(baseline); // at least its connection (op sockets come from warm pools)
 
     child.kill('SIGKILL');
     await exited;
