@@ -23,7 +23,8 @@ import { KeyManager } from './keys/key-manager.js';
 import { KeyMaterial, WRAP_SUITES } from './keys/material.js';
 import { EMPTY_STATE, validateState } from './keys/model.js';
 import { StateStore } from './state/state-store.js';
-import { loadOrCreateMasterKey } from './state/master-key.js';
+import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-key.js';
+import { KeystoreError } from './keystore/errors.js';
 import { Connections } from './identity/connections.js';
 import { openListener } from './identity/listener.js';
 import { Access, DENY_ALL } from './policy/access.js';
@@ -88,7 +89,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
   };
   try {
-    const master = await loadOrCreateMasterKey({ stateDir: config.stateDir, log: plain });
+    // Read first: keys saved under a master key forbid making a new one in its place.
+    const state = validateState(store.load() ?? EMPTY_STATE, store.statePath);
+    const requiredBy = state.keys.length > 0 ? `${store.statePath} holds ${state.keys.length} keys` : state.masterCheck ? `${store.statePath} holds a master-key check` : undefined;
+    const master = await loadOrCreateMasterKey({ stateDir: config.stateDir, requiredBy, log: plain });
     const keystore = new KernelKeystore();
     cleanups.push(() => keystore.close());
     keystore.loadMasterKey(master.material); // wipes it
@@ -107,7 +111,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       },
       log: plain,
     });
-    await keys.open(validateState(store.load() ?? EMPTY_STATE, store.statePath));
+    await keys.open(state).catch((err: unknown) => {
+      if (err instanceof KeystoreError && err.code === 'MASTER_KEY_MISMATCH') throw new Error(masterKeyMismatchMessage(master.path, store.statePath, err.message), { cause: err });
+      throw err;
+    });
     cleanups.push(() => keys.close());
 
     const opLimits = { ...config.limits };

@@ -22,6 +22,8 @@ export interface TestDaemonOptions {
   env?: NodeJS.ProcessEnv;
   uid?: number;
   gid?: number;
+  /** Runs the daemon through this command, e.g. setpriv to drop to a uid keeping CAP_NET_ADMIN. */
+  wrapper?: string[];
   readyTimeoutMs?: number;
 }
 
@@ -61,7 +63,8 @@ export class TestDaemon {
       writeFileSync(file, JSON.stringify(config));
       args.push('--config', file);
     }
-    const child = spawn(process.execPath, args, {
+    const [cmd, ...cmdArgs] = [...(this.opts.wrapper ?? []), process.execPath, ...args];
+    const child = spawn(cmd!, cmdArgs, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...this.opts.env, ...extra.env },
       ...(this.opts.uid !== undefined ? { uid: this.opts.uid, gid: this.opts.gid ?? this.opts.uid } : {}),

@@ -94,7 +94,11 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
     const access = deps.access.forCall(call);
     let bytesIn = 0;
     // A vanished client must not leave the operation (and its kernel op socket) waiting forever.
-    call.on('cancelled', () => call.destroy(new Error('the client cancelled the call')));
+    let cancelled = false;
+    call.on('cancelled', () => {
+      cancelled = true;
+      call.destroy(new Error('the client cancelled the call'));
+    });
     async function* messages(): AsyncGenerator<MessageShape<I>> {
       for await (const m of readAll<MessageShape<I>>(call)) {
         bytesIn += payloadBytes(m);
@@ -111,6 +115,11 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
         },
         (err: unknown) => {
           const e = toApiError(err, rpc);
+          // A cancelled call is the client's doing, not an internal error: audited as such, not logged.
+          if (cancelled) {
+            deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: 'CANCELLED', durationMs: +(performance.now() - start).toFixed(3) });
+            return;
+          }
           callback(e.toServiceError());
           logInternal(deps, rpc, e);
           deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });

@@ -61,8 +61,11 @@ function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, bod
     },
     (err: unknown) => {
       const e = streamError(err, rpc);
-      if (!gone) call.emit('error', e.toServiceError());
-      logInternal(deps, rpc, e);
+      // A client that went away is audited CANCELLED below; its stream's end is no internal error.
+      if (!gone) {
+        call.emit('error', e.toServiceError());
+        logInternal(deps, rpc, e);
+      }
       deps.audit({ rpc, ...who, ...audit, outcome: gone ? 'CANCELLED' : statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
     },
   ).catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to end a stream'));

@@ -95,6 +95,18 @@ describe('identity by SO_PEERCRED through the connection injector', () => {
     expect(conns.principalOf({ getPeer: () => 'ringfence-conn:1' })).toBeUndefined();
   });
 
+  it('drops the connection of a client that vanished (kill -9)', async () => {
+    const { path, connections } = await start();
+    // The peer's EOF is all the daemon hears of a killed client; a half-open socket would keep the
+    // connection, its calls and their fds forever.
+    const child = spawn(process.execPath, ['-e', `require('net').connect(${JSON.stringify(path)}).on('connect', () => console.log('up'))`]);
+    cleanups.push(() => child.kill('SIGKILL'));
+    await new Promise((r) => child.stdout.once('data', r));
+    await expect.poll(() => connections.size, { timeout: 5000 }).toBe(1);
+    child.kill('SIGKILL');
+    await expect.poll(() => connections.size, { timeout: 5000 }).toBe(0);
+  });
+
   it('refuses to replace a live socket (stale ones: socket.test.ts)', async () => {
     const { path } = await start();
     await expect(openListener({ socket: path, socketMode: 0o600, env: {}, log: () => {}, onConnection: () => {} })).rejects.toThrow(/another daemon is listening/);

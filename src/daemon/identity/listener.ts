@@ -27,7 +27,9 @@ export interface ListenOptions {
 
 export async function openListener(opts: ListenOptions): Promise<Listener> {
   const fd = listenFdFromEnv(opts.env, opts.pid);
-  const server = createServer({ allowHalfOpen: true }, opts.onConnection);
+  // Not half-open: the peer's EOF is all a vanished (killed) client leaves, and grpc-js does not
+  // close a connection on EOF itself; kept half-open, its calls and their fds would never be freed.
+  const server = createServer({ allowHalfOpen: false }, opts.onConnection);
   // Accept errors (EMFILE and the like) must not end the daemon; they are logged and accepting goes on.
   server.on('error', (err) => opts.log('accepting a connection failed', { err: (err as Error).message }));
   const listening = (arg: object) =>

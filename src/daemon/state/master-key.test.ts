@@ -24,7 +24,7 @@ function stateDirWith(contents?: Buffer | string, mode = 0o600): string {
 }
 
 // No test may pick up a CREDENTIALS_DIRECTORY from the environment it runs in.
-const load = (stateDir: string, extra: { credentialsDirectory?: string; log?: (m: string, f?: object) => void } = {}) =>
+const load = (stateDir: string, extra: { credentialsDirectory?: string; requiredBy?: string; log?: (m: string, f?: object) => void } = {}) =>
   loadOrCreateMasterKey({ credentialsDirectory: '', ...extra, stateDir });
 
 const KEY = randomBytes(32);
@@ -180,5 +180,20 @@ describe('loadOrCreateMasterKey: systemd credentials', () => {
   it('validates the credential the same way', async () => {
     const bad = stateDirWith('not a key');
     await expect(load(stateDirWith(KEY), { credentialsDirectory: bad })).rejects.toThrow(/is not in an accepted format/);
+  });
+});
+
+describe('loadOrCreateMasterKey: keys already saved', () => {
+  it('refuses to replace a missing master.key when the state holds keys, and writes nothing', async () => {
+    const dir = stateDirWith();
+    await expect(load(dir, { requiredBy: '/x/state.json holds 2 keys' })).rejects.toThrow(
+      /master\.key is missing, but \/x\/state\.json holds 2 keys wrapped by it: restore master\.key from your backup/,
+    );
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('uses an existing master.key as usual', async () => {
+    const dir = stateDirWith(KEY);
+    expect((await load(dir, { requiredBy: 'state.json holds 1 keys' })).material).toEqual(KEY);
   });
 });

@@ -29,6 +29,11 @@ export interface MasterKeyOptions {
   stateDir: string;
   /** Default: $CREDENTIALS_DIRECTORY. An empty string means none. */
   credentialsDirectory?: string;
+  /**
+   * Set when the state directory already holds data wrapped by a master key (e.g. "state.json holds
+   * 3 keys"): a missing master.key is then an error, never replaced by a new key that opens nothing.
+   */
+  requiredBy?: string;
   log?: Log;
 }
 
@@ -55,6 +60,11 @@ export async function loadOrCreateMasterKey(opts: MasterKeyOptions): Promise<Mas
   for (;;) {
     const existing = await readKeyFile(path, true);
     if (existing) return { material: existing, source: 'state-dir', path, created: false };
+    if (opts.requiredBy) {
+      throw new Error(
+        `${path} is missing, but ${opts.requiredBy} wrapped by it: restore master.key from your backup (mode 0600) or provide it as the systemd credential master.key; to start empty instead, move the state directory away. Nothing was changed`,
+      );
+    }
     const material = await createKeyFile(opts.stateDir, path);
     if (material) {
       log(`created a new master key at ${path}; back it up together with the state directory, without it the keys saved there cannot be recovered`, { path });
@@ -62,6 +72,14 @@ export async function loadOrCreateMasterKey(opts: MasterKeyOptions): Promise<Mas
     }
     // Another process created it since we looked: read theirs.
   }
+}
+
+/**
+ * What the daemon says when the master key does not open the saved keys (KeystoreError
+ * MASTER_KEY_MISMATCH while loading them): which files disagree and what to do.
+ */
+export function masterKeyMismatchMessage(masterPath: string, statePath: string, detail: string): string {
+  return `the master key ${masterPath} does not open the keys in ${statePath}: it is not the key they were saved with (${detail}). Restore the master.key that belongs to this state directory from your backup; both files were left untouched`;
 }
 
 let tmpCounter = 0;
