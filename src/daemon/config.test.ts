@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_LIMITS, parseDuration, resolveConfig, type DaemonConfig } from './config.js';
+import { ConfigError, DEFAULT_LIMITS, minMessageBytes, parseDuration, resolveConfig, type DaemonConfig } from './config.js';
+import { serverOptions } from './daemon.js';
 import { defaultSocketPath } from '../rpc/socket-path.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ringfence-config-'));
@@ -69,6 +70,13 @@ describe('resolveConfig defaults', () => {
         minRotationPeriod: 3_600_000,
         minDeletionWaitingPeriod: 86_400_000,
         encryptionsPerVersion: 4_294_967_296,
+        maxMessageBytes: 4 * 1024 * 1024 + 65_536,
+        maxConcurrentStreamsPerConnection: 128,
+        maxConnections: 1024,
+        maxSessionBufferedBytes: 16 * 1024 * 1024,
+        connectionIdleTimeout: 3_600_000,
+        connectionMaxAge: 0,
+        connectionMaxAgeGrace: 60_000,
       },
       configFile: undefined,
       policy: '/etc/ringfence/policy.json',
@@ -136,6 +144,34 @@ describe('resolveConfig precedence', () => {
     expect(c.limits).toEqual({ ...DEFAULT_LIMITS, maxBatchItems: 10, minRotationPeriod: 30_000 });
     expect(resolved(['--config', configFile({ socketMode: '600' })]).socketMode).toBe(0o600);
   });
+
+  it('connection and message limits: durations, "0s" to switch a timer off, and the message-size floor', () => {
+    const c = resolved([
+      '--config',
+      configFile({ limits: { connectionIdleTimeout: '0s', connectionMaxAge: '2h', connectionMaxAgeGrace: '500ms', maxConnections: 8, maxConcurrentStreamsPerConnection: 4, maxSessionBufferedBytes: 65_536 } }),
+    ]);
+    expect(c.limits).toMatchObject({ connectionIdleTimeout: 0, connectionMaxAge: 7_200_000, connectionMaxAgeGrace: 500, maxConnections: 8, maxConcurrentStreamsPerConnection: 4, maxSessionBufferedBytes: 65_536 });
+    // Exactly the floor is enough: max(payload, chunk) + associated data + 64 KiB.
+    const floor = resolved(['--config', configFile({ limits: { maxPayloadBytes: 1000, maxStreamChunkBytes: 2000, maxAssociatedDataBytes: 100, maxMessageBytes: 65_536 + 2100 } })]);
+    expect(floor.limits.maxMessageBytes).toBe(67_636);
+    expect(minMessageBytes(floor.limits)).toBe(67_636);
+  });
+
+  it('serverOptions maps the limits onto grpc-js options, leaving out the timers that are off', () => {
+    expect(serverOptions(DEFAULT_LIMITS)).toEqual({
+      'grpc.max_receive_message_length': 4_259_840,
+      'grpc.max_send_message_length': 4_259_840,
+      'grpc.max_concurrent_streams': 128,
+      'grpc.max_connection_idle_ms': 3_600_000,
+    });
+    expect(serverOptions({ ...DEFAULT_LIMITS, connectionIdleTimeout: 0, connectionMaxAge: 60_000, connectionMaxAgeGrace: 5000 })).toEqual({
+      'grpc.max_receive_message_length': 4_259_840,
+      'grpc.max_send_message_length': 4_259_840,
+      'grpc.max_concurrent_streams': 128,
+      'grpc.max_connection_age_ms': 60_000,
+      'grpc.max_connection_age_grace_ms': 5000,
+    });
+  });
 });
 
 describe('resolveConfig --help', () => {
@@ -194,6 +230,17 @@ describe('resolveConfig errors say what and where', () => {
       [{ limits: { minRotationPeriod: 3600000 } }, /:limits\.minRotationPeriod must be a duration string/],
       [{ limits: { minDeletionWaitingPeriod: '1 day' } }, /:limits\.minDeletionWaitingPeriod: invalid duration "1 day"/],
       [{ limits: { minDeletionWaitingPeriod: '3651d' } }, /:limits\.minDeletionWaitingPeriod: 3651d is more than the maximum of 3650d/],
+      [{ limits: { maxMessageBytes: 65_535 } }, /:limits\.maxMessageBytes must be an integer from 65536 to 67108864/],
+      [{ limits: { maxConcurrentStreamsPerConnection: 0 } }, /:limits\.maxConcurrentStreamsPerConnection must be an integer from 1 to 65536/],
+      [{ limits: { maxConnections: 100_001 } }, /:limits\.maxConnections must be an integer from 1 to 100000/],
+      [{ limits: { maxSessionBufferedBytes: 1024 } }, /:limits\.maxSessionBufferedBytes must be an integer from 65536/],
+      [{ limits: { connectionIdleTimeout: 1000 } }, /:limits\.connectionIdleTimeout must be a duration string/],
+      // Node timers hold at most 2^31-1 ms (about 24.8 days); longer would fire at once.
+      [{ limits: { connectionMaxAge: '25d' } }, /:limits\.connectionMaxAge: 25d is more than the maximum of 24d/],
+      [{ limits: { connectionMaxAgeGrace: 'soon' } }, /:limits\.connectionMaxAgeGrace: invalid duration "soon"/],
+      // A message must carry the largest payload plus associated data plus the envelope.
+      [{ limits: { maxPayloadBytes: 4 * 1024 * 1024 } }, /:limits\.maxMessageBytes: 4259840 is too small for the payload limits: .* at least 4325376$/],
+      [{ limits: { maxStreamChunkBytes: 2 * 1024 * 1024, maxAssociatedDataBytes: 65_536, maxMessageBytes: 2 * 1024 * 1024 + 131_071 } }, /:limits\.maxMessageBytes: 2228223 is too small .* at least 2228224$/],
     ];
     for (const [doc, re] of cases) {
       const path = configFile(doc);

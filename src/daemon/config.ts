@@ -35,6 +35,23 @@ export interface Limits {
    * suites' 2^32 random-nonce limit. Lowering it shortens versions' lives (and lets tests see rotation).
    */
   encryptionsPerVersion: number;
+  /** Largest gRPC message received or sent (grpc.max_receive/send_message_length). */
+  maxMessageBytes: number;
+  /** HTTP/2 streams (calls) open at once on one connection (grpc.max_concurrent_streams). */
+  maxConcurrentStreamsPerConnection: number;
+  /** Connections open at once; more are closed on accept (net.Server maxConnections). */
+  maxConnections: number;
+  /**
+   * Bytes one Session stream may hold: payloads of operations read and not yet answered, plus
+   * answers not yet taken by the connection. At the cap the stream stops reading (backpressure).
+   */
+  maxSessionBufferedBytes: number;
+  /** Milliseconds ("1h"); a connection without calls for this long is closed (GOAWAY). 0: never. */
+  connectionIdleTimeout: number;
+  /** Milliseconds ("0s" = no limit); a connection is asked to go away (GOAWAY) at this age. */
+  connectionMaxAge: number;
+  /** Milliseconds ("1m"); calls still running this long after the max-age GOAWAY are cut off. */
+  connectionMaxAgeGrace: number;
 }
 
 export interface DaemonConfig {
@@ -72,7 +89,23 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   minRotationPeriod: HOUR,
   minDeletionWaitingPeriod: DAY,
   encryptionsPerVersion: 2 ** 32,
+  maxMessageBytes: 4 * MiB + 64 * KiB,
+  maxConcurrentStreamsPerConnection: 128,
+  maxConnections: 1024,
+  maxSessionBufferedBytes: 16 * MiB,
+  connectionIdleTimeout: HOUR,
+  connectionMaxAge: 0,
+  connectionMaxAgeGrace: MINUTE,
 });
+
+/**
+ * Room in a gRPC message beyond its payload and associated data: the envelope (ciphertext header,
+ * nonce, tag, stream chunk prefix), key names and protobuf framing. Streams accept chunks of
+ * maxStreamChunkBytes + this much ciphertext (api/stream-handlers.ts).
+ */
+export const ENVELOPE_OVERHEAD_BYTES = 64 * KiB;
+/** Node's setTimeout holds at most 2^31-1 ms (longer fires at once); grpc-js treats that as "no limit". */
+const MAX_TIMER_MS = 24 * DAY;
 
 // [min, max] per limit; the maxima keep one request's memory bounded.
 const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
@@ -84,8 +117,15 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   minRotationPeriod: [0, 3650 * DAY],
   minDeletionWaitingPeriod: [0, 3650 * DAY],
   encryptionsPerVersion: [1, 2 ** 32],
+  maxMessageBytes: [64 * KiB, 64 * MiB],
+  maxConcurrentStreamsPerConnection: [1, 65_536],
+  maxConnections: [1, 100_000],
+  maxSessionBufferedBytes: [64 * KiB, 1024 * MiB],
+  connectionIdleTimeout: [0, MAX_TIMER_MS],
+  connectionMaxAge: [0, MAX_TIMER_MS],
+  connectionMaxAgeGrace: [0, MAX_TIMER_MS],
 };
-const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod']);
+const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod', 'connectionIdleTimeout', 'connectionMaxAge', 'connectionMaxAgeGrace']);
 const FILE_KEYS = ['socket', 'stateDir', 'logLevel', 'socketMode', 'limits', 'policy'] as const;
 
 export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--config FILE] [--policy FILE] [--log-level LEVEL] [--help]
@@ -101,7 +141,11 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      socketMode ("0660"), limits { maxPayloadBytes, maxAssociatedDataBytes,
                      maxStreamChunkBytes, maxBatchItems, maxSessionInFlight,
                      minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d"),
-                     encryptionsPerVersion (4294967296) }
+                     encryptionsPerVersion (4294967296), maxMessageBytes (4259840),
+                     maxConcurrentStreamsPerConnection (128), maxConnections (1024),
+                     maxSessionBufferedBytes (16777216), connectionIdleTimeout ("1h"; "0s" never),
+                     connectionMaxAge ("0s" = none), connectionMaxAgeGrace ("1m") }
+                     (docs/operations.md, "Limits")
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info)
   --help             print this and exit
 `;
@@ -293,5 +337,16 @@ function parseLimits(raw: unknown, where: string): Limits {
     }
     limits[k] = n;
   }
+  const needed = minMessageBytes(limits);
+  if (limits.maxMessageBytes < needed) {
+    throw new ConfigError(
+      `${where}.maxMessageBytes: ${limits.maxMessageBytes} is too small for the payload limits: a message must hold max(maxPayloadBytes, maxStreamChunkBytes) + maxAssociatedDataBytes + ${ENVELOPE_OVERHEAD_BYTES} bytes of envelope, at least ${needed}`,
+    );
+  }
   return limits;
+}
+
+/** The smallest maxMessageBytes that carries the largest request or response the other limits allow. */
+export function minMessageBytes(l: Pick<Limits, 'maxPayloadBytes' | 'maxStreamChunkBytes' | 'maxAssociatedDataBytes'>): number {
+  return Math.max(l.maxPayloadBytes, l.maxStreamChunkBytes) + l.maxAssociatedDataBytes + ENVELOPE_OVERHEAD_BYTES;
 }

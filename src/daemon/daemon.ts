@@ -16,7 +16,7 @@ import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { serviceDefinition } from '../rpc/service-definition.js';
 import { sdNotify } from '../../native-ffi/sd-notify.js';
-import type { DaemonConfig } from './config.js';
+import type { DaemonConfig, Limits } from './config.js';
 import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
@@ -37,8 +37,6 @@ import type { OpContext } from './ops/context.js';
 import { VERSION } from './version.js';
 import { startWatchdog } from './watchdog.js';
 
-/** gRPC's own framing on top of the largest payload (4 MiB + 64 KiB, as Limits documents). */
-const MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024;
 /** How long SIGTERM waits for calls in progress before cutting them off. */
 const DRAIN_MS = 10_000;
 /** The scheduler looks at least this often, so keys created or changed meanwhile are seen in time. */
@@ -122,10 +120,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const ctx: OpContext = { keys, engine, limits: opLimits, suiteStatus, authorize: DENY_ALL };
     const connections = new Connections();
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
-    const server = new grpc.Server({
-      'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-      'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-    });
+    const server = new grpc.Server(serverOptions(config.limits));
     server.addService(serviceDefinition(KeyService), keyServiceHandlers(keys, deps));
     server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, deps));
     server.addService(
@@ -134,7 +129,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
         version: VERSION,
         startTime,
         report,
-        limits: { ...opLimits, maxMessageBytes: MAX_MESSAGE_BYTES, minRotationPeriodMs: config.limits.minRotationPeriod, minDeletionWaitingPeriodMs: config.limits.minDeletionWaitingPeriod },
+        limits: { ...opLimits, maxMessageBytes: config.limits.maxMessageBytes, minRotationPeriodMs: config.limits.minRotationPeriod, minDeletionWaitingPeriodMs: config.limits.minDeletionWaitingPeriod },
       }, deps),
     );
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((n) => [n, 'NOT_SERVING'])) });
@@ -149,6 +144,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       socketMode: config.socketMode,
       env: process.env,
       log: plain,
+      warn: (msg, fields) => log.warn(fields ?? {}, msg),
+      maxConnections: config.limits.maxConnections,
       onConnection: (sock) => {
         sock.on('error', () => undefined); // a client's reset must not become an uncaught error
         try {
@@ -218,6 +215,26 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     await cleanup();
     throw err;
   }
+}
+
+/**
+ * grpc-js server options from the limits. Oversized messages fail the call with RESOURCE_EXHAUSTED;
+ * streams beyond max_concurrent_streams wait in the client (HTTP/2 SETTINGS) rather than fail;
+ * idle and aged connections get a GOAWAY (clients reconnect for their next call).
+ */
+export function serverOptions(limits: Limits): grpc.ServerOptions {
+  const options: grpc.ServerOptions = {
+    'grpc.max_receive_message_length': limits.maxMessageBytes,
+    'grpc.max_send_message_length': limits.maxMessageBytes,
+    'grpc.max_concurrent_streams': limits.maxConcurrentStreamsPerConnection,
+  };
+  // Absent options mean "no limit" to grpc-js; 0 means that in the config.
+  if (limits.connectionIdleTimeout > 0) options['grpc.max_connection_idle_ms'] = limits.connectionIdleTimeout;
+  if (limits.connectionMaxAge > 0) {
+    options['grpc.max_connection_age_ms'] = limits.connectionMaxAge;
+    options['grpc.max_connection_age_grace_ms'] = limits.connectionMaxAgeGrace;
+  }
+  return options;
 }
 
 function notify(log: Logger, state: string): void {

@@ -25,7 +25,7 @@ export const ECHO_UNARY: grpc.MethodDefinition<Buffer, Buffer> = {
 
 export const ECHO_BIDI: grpc.MethodDefinition<Buffer, Buffer> = { ...ECHO_UNARY, path: '/ringfence.bench.Echo/Bidi', requestStream: true, responseStream: true };
 
-/** As ringfenced's server (src/daemon/daemon.ts MAX_MESSAGE_BYTES). */
+/** As ringfenced's server by default (src/daemon/config.ts DEFAULT_LIMITS.maxMessageBytes). */
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024;
 
 /** A request of `requestBytes` bytes asking for a response of `responseBytes` bytes. */

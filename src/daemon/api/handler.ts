@@ -35,7 +35,53 @@ export function auditPrincipal(access: CallAccess): Pick<AuditEntry, 'principal'
  * ends (Readable's default destroyOnReturn), which drops queued responses and the OK status.
  */
 export function readAll<T>(call: NodeJS.ReadableStream & { iterator(options?: { destroyOnReturn?: boolean }): AsyncIterableIterator<unknown> }): AsyncIterable<T> {
+  limitReadAhead(call);
   return call.iterator({ destroyOnReturn: false }) as AsyncIterable<T>;
+}
+
+/**
+ * Lets a call read at most one message ahead of its handler. grpc-js calls are object-mode
+ * Readables with Node's default highWaterMark of 16, so a handler that is busy (or has paused the
+ * call) would otherwise have up to 16 messages of up to maxMessageBytes each pulled into memory.
+ * There is no public setter; _readableState.highWaterMark is what Readable reads on every pull.
+ */
+export function limitReadAhead(call: object): void {
+  const state = (call as { _readableState?: { highWaterMark?: unknown } })._readableState;
+  if (state && typeof state.highWaterMark === 'number') state.highWaterMark = 1;
+}
+
+/**
+ * Makes call.write() report backpressure (false, then 'drain') once `messages` answers wait
+ * unflushed, instead of the default 16: with chunks of up to maxStreamChunkBytes a stream to a
+ * client that does not read then holds two chunks, not sixteen.
+ */
+export function limitWriteBehind(call: object, messages: number): void {
+  const state = (call as { _writableState?: { highWaterMark?: unknown } })._writableState;
+  if (state && typeof state.highWaterMark === 'number') state.highWaterMark = messages;
+}
+
+/**
+ * Calls `gone` once when the call ends without the handler: cancelled by the client, or its
+ * deadline passed. grpc-js answers DEADLINE_EXCEEDED itself, but emits 'cancelled' only once that
+ * status is flushed, which a client that stopped reading never lets happen; the handler's own timer
+ * makes sure a stream blocked on such a client is ended all the same. Returns a disposer.
+ */
+export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancelled', listener: () => void): unknown }, gone: (why: 'CANCELLED' | 'DEADLINE_EXCEEDED') => void): () => void {
+  const d = call.getDeadline();
+  const deadline = d instanceof Date ? d.getTime() : d;
+  let done = false;
+  const fire = () => {
+    if (done) return;
+    done = true;
+    gone(Number.isFinite(deadline) && Date.now() >= deadline ? 'DEADLINE_EXCEEDED' : 'CANCELLED');
+  };
+  call.on('cancelled', fire);
+  const timer = Number.isFinite(deadline) ? setTimeout(fire, Math.max(0, deadline - Date.now())) : undefined;
+  timer?.unref();
+  return () => {
+    done = true;
+    if (timer) clearTimeout(timer);
+  };
 }
 
 export function statusName(code: grpc.status): string {

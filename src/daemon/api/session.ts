@@ -1,8 +1,10 @@
 /**
  * CryptoService.Session: many small operations on one bidi stream, each answered (in any order) by
- * the same function its unary RPC uses. Flow control both ways: no more than max_session_in_flight
- * operations run at once (the stream stops reading until one finishes), and reading also stops while
- * grpc-js holds responses the client is not taking.
+ * the same function its unary RPC uses. Flow control both ways: the stream stops reading while
+ * max_session_in_flight operations run, while the operations read and not yet flushed to the
+ * connection hold maxSessionBufferedBytes or more (their payloads plus their answers), and while
+ * grpc-js holds responses the client is not taking. So a session's memory stays below about
+ * maxSessionBufferedBytes + one operation, however fast the client sends or slowly it reads.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
@@ -18,7 +20,7 @@ import { hash } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
 import { invalidField, toApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
-import { auditPrincipal, callContext, logInternal, statusName, type HandlerDeps } from './handler.js';
+import { auditPrincipal, callContext, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
 
@@ -45,6 +47,17 @@ async function run(ctx: OpContext, op: SessionRequest['op']): Promise<Result> {
   }
 }
 
+/**
+ * What an operation holds while it runs: its request's payload, and room for its answer (random
+ * data is as long as asked; other answers are about as large as their input). Corrected to the
+ * answer's real size once known.
+ */
+export function reservedBytes(op: SessionRequest['op'], maxPayloadBytes: number): number {
+  const input = payloadBytes(op.value);
+  if (op.case === 'generateRandom') return input + Math.min(Math.max(op.value.lengthBytes, 0), maxPayloadBytes);
+  return 2 * input;
+}
+
 export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> {
   return (call) => {
     // One principal per call; each operation checks its own access (a denied one is that item's error).
@@ -52,14 +65,18 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     const who = auditPrincipal(access);
     const ctx = callContext(daemonCtx, access);
     const max = ctx.limits.maxSessionInFlight;
+    const maxBytes = ctx.limits.maxSessionBufferedBytes;
+    limitReadAhead(call);
     let inFlight = 0;
+    // Bytes of operations read and not yet flushed (reservedBytes, then request + answer).
+    let held = 0;
     let readEnded = false;
     let waitingDrain = false;
     let paused = false;
     let closed = false;
 
     const flow = () => {
-      const shouldPause = inFlight >= max || waitingDrain;
+      const shouldPause = inFlight >= max || held >= maxBytes || waitingDrain;
       if (shouldPause && !paused) call.pause();
       else if (!shouldPause && paused) call.resume();
       paused = shouldPause;
@@ -77,14 +94,23 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     const stop = () => {
       closed = true;
     };
-    call.on('cancelled', stop);
+    // Operations already running finish (each is bounded); nothing more is read or answered.
+    const dispose = whenGone(call, stop);
     call.on('error', stop);
+    call.on('close', dispose);
     call.on('end', () => {
       readEnded = true;
       maybeEnd();
     });
     call.on('data', (req: SessionRequest) => {
       inFlight++;
+      let cost = reservedBytes(req.op, ctx.limits.maxPayloadBytes);
+      held += cost;
+      const release = () => {
+        held -= cost;
+        cost = 0;
+        flow();
+      };
       flow();
       const start = performance.now();
       const rpc = `Session/${req.op.case ?? 'none'}`;
@@ -102,10 +128,18 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           },
         )
         .then((result) => {
-          if (closed) return;
-          if (!call.write(create(SessionResponseSchema, { id: req.id, result }))) waitingDrain = true;
+          if (closed) return release();
+          const actual = payloadBytes(req.op.value) + payloadBytes(result?.value);
+          held += actual - cost;
+          cost = actual;
+          // Released once grpc-js has handed the answer to the connection (HTTP/2 flow control
+          // holds it back while the client does not read), not when it is merely queued.
+          if (!call.write(create(SessionResponseSchema, { id: req.id, result }), release)) waitingDrain = true;
         })
-        .catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to answer a session operation'))
+        .catch((err: unknown) => {
+          release();
+          deps.log.error({ rpc, err }, 'failed to answer a session operation');
+        })
         .finally(() => {
           inFlight--;
           flow();

@@ -1,8 +1,10 @@
 /**
  * CryptoService.EncryptStream / DecryptStream: payloads of any size in authenticated chunks
- * (format: src/daemon/ciphertext/stream-format.ts). One message is processed at a time and the next
- * is read only after the previous response was accepted by grpc-js (awaiting 'drain'), so a stream
- * holds at most a chunk or two in memory whatever its size; a vanished client ends the loop.
+ * (format: src/daemon/ciphertext/stream-format.ts). One message is processed at a time, one more is
+ * read ahead (readAll), and the next is read only once no more than two answers wait unflushed
+ * (limitWriteBehind, awaiting 'drain'; HTTP/2 flow control holds them while the client does not
+ * read), so a stream holds a few chunks in memory whatever its size and however slow its reader;
+ * a vanished client, or a passed deadline, ends the loop.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
@@ -16,7 +18,7 @@ import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, requireName, type OpContext } from '../ops/context.js';
-import { auditPrincipal, logInternal, readAll, statusName, type HandlerDeps } from './handler.js';
+import { auditPrincipal, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import type { Authorize } from '../policy/access.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
@@ -45,28 +47,30 @@ function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, bod
   const access = deps.access.forCall(call);
   const who = auditPrincipal(access);
   const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
-  let gone = false;
-  call.on('cancelled', () => {
-    gone = true;
-    call.destroy(new Error('the client cancelled the stream'));
+  let gone: 'CANCELLED' | 'DEADLINE_EXCEEDED' | undefined;
+  limitWriteBehind(call, 2);
+  // Ends the loop (a pending read or 'drain' wait rejects), so a gone call stops consuming work.
+  const dispose = whenGone(call, (why) => {
+    gone = why;
+    call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the stream' : 'the deadline passed'));
   });
   const write = async (m: O) => {
     if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
     if (!call.write(m)) await once(call, 'drain');
   };
-  body(write, audit, access.authorize).then(
+  body(write, audit, access.authorize).finally(dispose).then(
     () => {
       call.end();
       deps.audit({ rpc, ...who, ...audit, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
     },
     (err: unknown) => {
       const e = streamError(err, rpc);
-      // A client that went away is audited CANCELLED below; its stream's end is no internal error.
+      // A client that went away (cancel, deadline) is audited so below; its stream's end is no internal error.
       if (!gone) {
         call.emit('error', e.toServiceError());
         logInternal(deps, rpc, e);
       }
-      deps.audit({ rpc, ...who, ...audit, outcome: gone ? 'CANCELLED' : statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+      deps.audit({ rpc, ...who, ...audit, outcome: gone ?? statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
     },
   ).catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to end a stream'));
 }

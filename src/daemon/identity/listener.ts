@@ -14,13 +14,21 @@ export interface Listener {
   readonly activated: boolean;
   /** Stops accepting; connections already accepted go on (grpc-js drains them). */
   close(): void;
+  /** Connections closed at accept because maxConnections were open. */
+  readonly dropped: number;
 }
+
+/** At most one warning per this many ms about refused connections, so a flood cannot flood the log. */
+const DROP_WARN_INTERVAL_MS = 10_000;
 
 export interface ListenOptions {
   socket: string;
   socketMode: number;
   env: NodeJS.ProcessEnv;
   log: Log;
+  warn?: Log;
+  /** Connections open at once (net.Server maxConnections); more are closed at accept. */
+  maxConnections?: number;
   onConnection: (socket: Socket) => void;
   pid?: number;
 }
@@ -32,6 +40,23 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
   const server = createServer({ allowHalfOpen: false }, opts.onConnection);
   // Accept errors (EMFILE and the like) must not end the daemon; they are logged and accepting goes on.
   server.on('error', (err) => opts.log('accepting a connection failed', { err: (err as Error).message }));
+  // Node closes a connection beyond maxConnections right at accept (before onConnection) and emits 'drop'.
+  let dropped = 0;
+  let droppedSinceWarn = 0;
+  let lastWarn = -Infinity;
+  if (opts.maxConnections !== undefined) {
+    server.maxConnections = opts.maxConnections;
+    server.on('drop', () => {
+      dropped++;
+      droppedSinceWarn++;
+      const now = Date.now();
+      if (now - lastWarn >= DROP_WARN_INTERVAL_MS) {
+        (opts.warn ?? opts.log)('too many connections: closed new ones at accept', { maxConnections: opts.maxConnections, closed: droppedSinceWarn, closedTotal: dropped });
+        lastWarn = now;
+        droppedSinceWarn = 0;
+      }
+    });
+  }
   const listening = (arg: object) =>
     new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(err);
@@ -58,6 +83,9 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
   return {
     server,
     activated: fd !== undefined,
+    get dropped() {
+      return dropped;
+    },
     close: () => {
       if (server.listening) server.close();
     },

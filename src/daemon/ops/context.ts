@@ -15,6 +15,7 @@ export interface OpLimits {
   maxStreamChunkBytes: number;
   maxBatchItems: number;
   maxSessionInFlight: number;
+  maxSessionBufferedBytes: number;
 }
 
 export interface OpContext {

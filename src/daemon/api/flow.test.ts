@@ -1,0 +1,97 @@
+/**
+ * The pure parts of the daemon's flow control: what a session operation reserves, how far a call
+ * reads ahead and writes behind, and when a call counts as gone (cancelled or past its deadline).
+ * test/e2e/limits.kernel.test.ts checks the whole against a real daemon.
+ */
+import { EventEmitter } from 'node:events';
+import { Duplex } from 'node:stream';
+import { create } from '@bufbuild/protobuf';
+import { describe, expect, it, vi } from 'vitest';
+import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
+import { limitReadAhead, limitWriteBehind, whenGone } from './handler.js';
+import { reservedBytes } from './session.js';
+
+describe('reservedBytes (session byte cap)', () => {
+  const op = (init: Parameters<typeof create<typeof SessionRequestSchema>>[1]) => create(SessionRequestSchema, init).op;
+
+  it('reserves the answer of GenerateRandom up front, capped at maxPayloadBytes', () => {
+    expect(reservedBytes(op({ op: { case: 'generateRandom', value: { lengthBytes: 65_536 } } }), 1 << 20)).toBe(65_536);
+    expect(reservedBytes(op({ op: { case: 'generateRandom', value: { lengthBytes: 5 << 20 } } }), 1 << 20)).toBe(1 << 20);
+  });
+
+  it('reserves twice the input for other operations (the request and an answer about as large)', () => {
+    const aad = new Uint8Array(10);
+    expect(reservedBytes(op({ op: { case: 'encrypt', value: { keyName: 'k', plaintext: new Uint8Array(1000), associatedData: aad } } }), 1 << 20)).toBe(2020);
+    expect(reservedBytes(op({}), 1 << 20)).toBe(0);
+  });
+});
+
+describe('limitReadAhead / limitWriteBehind', () => {
+  it('a duplex reads one message ahead and reports backpressure after two unflushed writes', async () => {
+    let reads = 0;
+    const pending: (() => void)[] = [];
+    const d = new Duplex({
+      objectMode: true,
+      read() {
+        reads++;
+        this.push({ n: reads });
+      },
+      write(_m, _e, cb) {
+        pending.push(cb);
+      },
+    });
+    limitReadAhead(d);
+    limitWriteBehind(d, 2);
+    d.read(0);
+    await new Promise((r) => setImmediate(r));
+    // With the default objectMode highWaterMark (16) Readable would have pulled 16 messages by now.
+    expect(d.readableLength).toBe(1);
+    expect(d.write({})).toBe(true);
+    expect(d.write({})).toBe(false);
+    const drained = vi.fn();
+    d.on('drain', drained);
+    // Flushing both (one at a time, as Writable hands them over) brings 'drain'.
+    while (pending.length > 0) {
+      pending.shift()!();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(drained).toHaveBeenCalledOnce();
+    d.destroy();
+  });
+});
+
+describe('whenGone', () => {
+  function fakeCall(deadline: number) {
+    return Object.assign(new EventEmitter(), { getDeadline: () => deadline });
+  }
+
+  it('fires DEADLINE_EXCEEDED at the deadline even without a cancel event', async () => {
+    vi.useFakeTimers();
+    try {
+      const gone = vi.fn();
+      whenGone(fakeCall(Date.now() + 1000), gone);
+      vi.advanceTimersByTime(999);
+      expect(gone).not.toHaveBeenCalled();
+      vi.advanceTimersByTime(1);
+      expect(gone).toHaveBeenCalledExactlyOnceWith('DEADLINE_EXCEEDED');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('fires CANCELLED once on a cancel before the deadline, and nothing after dispose', () => {
+    const gone = vi.fn();
+    const call = fakeCall(Infinity);
+    whenGone(call, gone);
+    call.emit('cancelled');
+    call.emit('cancelled');
+    expect(gone).toHaveBeenCalledExactlyOnceWith('CANCELLED');
+
+    const later = vi.fn();
+    const call2 = fakeCall(Date.now() + 60_000);
+    const dispose = whenGone(call2, later);
+    dispose();
+    call2.emit('cancelled');
+    expect(later).not.toHaveBeenCalled();
+  });
+});

@@ -1,0 +1,461 @@
+/**
+ * Limits and backpressure end to end (issue 4), against a real ringfenced with small limits:
+ * message size, concurrent streams per connection, connection count, idle connections, the
+ * session byte cap, streams to a client that reads nothing, and deadlines. Raw grpc-js clients
+ * (one connection each) and raw sockets, so that nothing in the SDK hides what the daemon does;
+ * what the daemon did is read from its audit lines and its RSS (/proc), the independent truth.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
+import { createConnection, type Socket } from 'node:net';
+import { connect as http2Connect, constants as httpConstants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { CryptoService } from '../../src/gen/ringfence/v1/crypto_service_pb.js';
+import { EncryptRequestSchema } from '../../src/gen/ringfence/v1/crypto_pb.js';
+import { SessionRequestSchema, SessionResponseSchema, type SessionResponse } from '../../src/gen/ringfence/v1/session_pb.js';
+import { EncryptStreamRequestSchema, type EncryptStreamResponse } from '../../src/gen/ringfence/v1/stream_pb.js';
+import { serviceDefinition } from '../../src/rpc/service-definition.js';
+import { RingfenceClient } from '../../src/client/sdk/index.js';
+import { TestDaemon } from '../support/daemon.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const LIMITS = {
+  maxPayloadBytes: 64 * KiB,
+  maxStreamChunkBytes: 64 * KiB,
+  maxAssociatedDataBytes: KiB,
+  maxMessageBytes: 256 * KiB, // >= 64 KiB + 1 KiB + 64 KiB of envelope
+  maxConcurrentStreamsPerConnection: 4,
+  maxSessionBufferedBytes: 512 * KiB,
+  connectionIdleTimeout: '0s', // the idle test has its own daemon
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+const CryptoClient = grpc.makeGenericClientConstructor(serviceDefinition(CryptoService), 'CryptoService') as unknown as new (
+  address: string,
+  creds: grpc.ChannelCredentials,
+  options: grpc.ChannelOptions,
+) => AnyClient;
+
+/** A client with a connection of its own (no shared subchannel) and no client-side size limits. */
+function cryptoClient(socket: string): AnyClient {
+  return new CryptoClient(`unix:${socket}`, grpc.credentials.createInsecure(), {
+    'grpc.use_local_subchannel_pool': 1,
+    'grpc.max_receive_message_length': -1,
+    'grpc.max_send_message_length': -1,
+  });
+}
+
+function msg<T extends DescMessage>(schema: T, init: MessageInitShape<T>) {
+  return create(schema, init);
+}
+
+function unaryEncrypt(c: AnyClient, plaintext: Buffer, deadline?: number): Promise<grpc.ServiceError | null> {
+  return new Promise((resolve) =>
+    (c.encrypt as (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void) => void)(
+      msg(EncryptRequestSchema, { keyName: 'k', plaintext }),
+      new grpc.Metadata(),
+      deadline ? { deadline } : {},
+      (e) => resolve(e),
+    ),
+  );
+}
+
+type Bidi<O> = grpc.ClientDuplexStream<unknown, O>;
+function encryptStream(c: AnyClient, options: grpc.CallOptions = {}): Bidi<EncryptStreamResponse> {
+  return (c.encryptStream as (m: grpc.Metadata, o: grpc.CallOptions) => Bidi<EncryptStreamResponse>)(new grpc.Metadata(), options);
+}
+const header = () => msg(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'k' } } });
+const chunk = (plaintext: Buffer, final = false) => msg(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final } } });
+
+/** Resolves with the call's status (its error's code, or OK). */
+function statusOf(call: grpc.ClientDuplexStream<unknown, unknown>): Promise<grpc.status> {
+  return new Promise((resolve) => {
+    call.on('error', (e: grpc.ServiceError) => resolve(e.code));
+    call.on('status', (s: grpc.StatusObject) => resolve(s.code));
+  });
+}
+
+function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m![1]) * 1024;
+}
+
+async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** Waits until `value()` has not changed for `quietMs` (the daemon stopped making progress). */
+async function settled(value: () => number, quietMs: number, timeoutMs = 120_000): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  let last = value();
+  let since = Date.now();
+  for (;;) {
+    await sleep(100);
+    const v = value();
+    if (v !== last) {
+      last = v;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return v;
+    if (Date.now() > end) throw new Error('the value never settled');
+  }
+}
+
+/**
+ * A raw connection that speaks no gRPC. An accepted connection gets the server's HTTP/2 SETTINGS
+ * at once; one refused at accept is closed without a byte.
+ */
+interface Raw {
+  sock: Socket;
+  first: Promise<'accepted' | 'refused'>;
+  closed: Promise<void>;
+  bytes(): Buffer;
+}
+function rawConnect(path: string, preface = false): Raw {
+  const sock = createConnection(path);
+  const chunks: Buffer[] = [];
+  sock.on('error', () => undefined);
+  const closed = new Promise<void>((r) => sock.on('close', () => r()));
+  const first = new Promise<'accepted' | 'refused'>((resolve) => {
+    sock.on('data', (b: Buffer) => {
+      chunks.push(b);
+      resolve('accepted');
+    });
+    void closed.then(() => resolve(chunks.length > 0 ? 'accepted' : 'refused'));
+  });
+  if (preface) {
+    // The client connection preface and an empty SETTINGS frame: a well-behaved, idle HTTP/2 client.
+    sock.on('connect', () => sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])));
+  }
+  return { sock, first, closed, bytes: () => Buffer.concat(chunks) };
+}
+
+/** HTTP/2 frame types in a byte stream from the server. */
+function frameTypes(b: Buffer): number[] {
+  const types: number[] = [];
+  for (let at = 0; at + 9 <= b.length; at += 9 + b.readUIntBE(at, 3)) types.push(b[at + 3]!);
+  return types;
+}
+
+/**
+ * A gRPC call over a raw HTTP/2 stream that reads nothing until told to. A grpc-js client cannot
+ * play a slow reader: with no reader it goes on taking messages into its own memory
+ * (subchannel-call.ts unpushedReadMessages), so the daemon would never see backpressure.
+ */
+interface RawCall {
+  session: ClientHttp2Session;
+  stream: ClientHttp2Stream;
+  /** Writes one gRPC message; false when HTTP/2 flow control holds it back (then 'drain'). */
+  send(body: Uint8Array): boolean;
+  /** Starts reading; the messages read so far. */
+  read(): Buffer[];
+  /** grpc-status from the trailers (or a trailers-only answer); undefined if the stream just closed. */
+  status: Promise<string | undefined>;
+}
+function rawCall(socket: string, method: string, headers: Record<string, string> = {}): RawCall {
+  const session = http2Connect('http://localhost', { createConnection: () => createConnection(socket) });
+  session.on('error', () => undefined);
+  const stream = session.request({ ':method': 'POST', ':path': `/ringfence.v1.CryptoService/${method}`, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+  stream.on('error', () => undefined);
+  stream.pause();
+  const messages: Buffer[] = [];
+  let pending = Buffer.alloc(0);
+  let reading = false;
+  const status = new Promise<string | undefined>((resolve) => {
+    stream.on('response', (h) => h['grpc-status'] !== undefined && resolve(String(h['grpc-status'])));
+    stream.on('trailers', (t) => resolve(String(t['grpc-status'])));
+    stream.on('close', () => resolve(undefined));
+  });
+  return {
+    session,
+    stream,
+    status,
+    send: (body) => {
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(body.length, 1);
+      return stream.write(Buffer.concat([prefix, body]));
+    },
+    read: () => {
+      if (!reading) {
+        reading = true;
+        stream.on('data', (b: Buffer) => {
+          pending = Buffer.concat([pending, b]);
+          while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+            const n = pending.readUInt32BE(1);
+            messages.push(pending.subarray(5, 5 + n));
+            pending = pending.subarray(5 + n);
+          }
+        });
+        stream.resume();
+      }
+      return messages;
+    },
+  };
+}
+
+/** SIGTERM; a daemon that does not exit within 60 s is killed and its log tail shown. */
+async function stopOrExplain(daemon: TestDaemon | undefined): Promise<number | null | undefined> {
+  if (!daemon) return undefined;
+  const code = await Promise.race([daemon.stop(), sleep(60_000).then(() => 'hung' as const)]);
+  if (code !== 'hung') return code;
+  await daemon.kill9();
+  throw new Error(`ringfenced did not exit within 60 s of SIGTERM:\n${daemon.output.slice(-4000)}`);
+}
+
+describe('limits and backpressure', () => {
+  let daemon: TestDaemon;
+  let admin: RingfenceClient;
+
+  beforeAll(async () => {
+    daemon = await TestDaemon.start({ config: { limits: LIMITS } });
+    admin = new RingfenceClient({ socketPath: daemon.socket });
+    await admin.createKey('k');
+  });
+  afterAll(async () => {
+    await admin?.close();
+    expect(await stopOrExplain(daemon)).toBe(0);
+  });
+
+  it('reports the configured message size and refuses a larger message with RESOURCE_EXHAUSTED', async () => {
+    expect((await admin.getStatus()).limits?.maxMessageBytes).toBe(256 * KiB);
+    const c = cryptoClient(daemon.socket);
+    try {
+      // Larger than maxMessageBytes: grpc-js refuses it before decoding.
+      const tooBig = await unaryEncrypt(c, randomBytes(300 * KiB));
+      expect(tooBig?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(tooBig?.details).toMatch(/larger than max/);
+      // Fits the message but not maxPayloadBytes: the daemon's own PAYLOAD_TOO_LARGE.
+      const overPayload = await unaryEncrypt(c, randomBytes(64 * KiB + 1));
+      expect(overPayload?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(overPayload?.details).not.toMatch(/larger than max/);
+      // And the connection and daemon go on serving.
+      expect(await unaryEncrypt(c, randomBytes(64 * KiB))).toBeNull();
+    } finally {
+      c.close();
+    }
+  });
+
+  it('advertises maxConcurrentStreamsPerConnection, and streams beyond it wait for one to end', async () => {
+    // The HTTP/2 SETTINGS the daemon sends: what every client obeys.
+    const session = http2Connect('http://localhost', { createConnection: () => createConnection(daemon.socket) });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        session.once('remoteSettings', () => resolve());
+        session.once('error', reject);
+      });
+      expect(session.remoteSettings.maxConcurrentStreams).toBe(4);
+    } finally {
+      session.destroy();
+    }
+
+    // grpc-js (nghttp2) queues the fifth and sixth calls on the connection until a slot frees.
+    const c = cryptoClient(daemon.socket);
+    try {
+      const events: string[] = [];
+      const calls = Array.from({ length: 6 }, (_, i) => {
+        const call = encryptStream(c);
+        const status = statusOf(call);
+        call.once('data', () => events.push(`header ${i}`));
+        call.on('data', () => undefined);
+        call.write(header());
+        return { call, status };
+      });
+      await until('four streams answered', () => events.length >= 4);
+      // Time for the queued ones to be answered, were they not held back.
+      await sleep(2000);
+      expect(events.sort()).toEqual(['header 0', 'header 1', 'header 2', 'header 3']);
+      events.push('end 0');
+      calls[0]!.call.end();
+      await until('a fifth stream answered', () => events.length >= 6);
+      expect(events[4]).toBe('end 0');
+      expect(events[5]).toMatch(/^header [45]$/);
+      for (const { call } of calls.slice(1)) call.end();
+      expect(await Promise.all(calls.map((x) => x.status))).toEqual(Array(6).fill(grpc.status.OK));
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a session stops reading at maxSessionBufferedBytes while its client reads nothing, then answers everything', async () => {
+    const before = daemon.auditLines().length;
+    const randoms = () => daemon.auditLines().slice(before).filter((l) => l.rpc === 'Session/generateRandom').length;
+    const pid = daemon.pid!;
+    const rssBefore = rssBytes(pid);
+    const call = rawCall(daemon.socket, 'Session');
+    onTestFinished(() => void call.session.destroy());
+    // 200 tiny requests asking 64 KiB each (12.5 MiB of answers); maxSessionInFlight (1024)
+    // alone would let all of them run and their answers pile up in the daemon.
+    const N = 200;
+    for (let i = 0; i < N; i++) call.send(toBinary(SessionRequestSchema, msg(SessionRequestSchema, { id: BigInt(i), op: { case: 'generateRandom', value: { lengthBytes: 64 * KiB } } })));
+    call.stream.end();
+    const done = await settled(randoms, 3000);
+    // 512 KiB / 64 KiB = 8 answers held unflushed, plus what the HTTP/2 window (64 KiB) let through.
+    expect(done).toBeGreaterThan(0);
+    expect(done).toBeLessThanOrEqual(16);
+    expect(rssBytes(pid) - rssBefore).toBeLessThan(16 * MiB);
+    // Reading resumes the session: every operation is answered, each once, then OK.
+    const got = call.read();
+    expect(await call.status).toBe('0');
+    const answers = got.map((b) => fromBinary(SessionResponseSchema, b));
+    expect(new Set(answers.map((a) => a.id)).size).toBe(N);
+    expect(new Set(answers.map((a) => a.result.case))).toEqual(new Set(['generateRandom']));
+    call.session.close();
+  });
+
+  it('a stream whose client reads nothing stops taking input: bounded daemon memory, then cancel', async () => {
+    const pid = daemon.pid!;
+    const rssBefore = rssBytes(pid);
+    const call = rawCall(daemon.socket, 'EncryptStream');
+    onTestFinished(() => void call.session.destroy());
+    const piece = randomBytes(64 * KiB);
+    // Offer up to 64 MiB, honouring HTTP/2 flow control (so the client holds little), and stop
+    // once the daemon has taken nothing for 5 s.
+    let offered = 0;
+    let stalled = false;
+    call.send(toBinary(EncryptStreamRequestSchema, header()));
+    while (offered < 64 * MiB) {
+      offered += piece.length;
+      if (!call.send(toBinary(EncryptStreamRequestSchema, chunk(piece)))) {
+        const drained = await Promise.race([new Promise((r) => call.stream.once('drain', () => r(true))), sleep(5000).then(() => false)]);
+        if (!drained) {
+          stalled = true;
+          break;
+        }
+      }
+    }
+    const rssStalled = rssBytes(pid);
+    expect(stalled).toBe(true);
+    expect(offered).toBeLessThan(4 * MiB);
+    // A buffering daemon would hold most of what was offered; this one holds a few chunks.
+    expect(rssStalled - rssBefore).toBeLessThan(16 * MiB);
+    call.stream.close(httpConstants.NGHTTP2_CANCEL); // what gRPC clients send to cancel
+    await until('the cancelled stream audited', () => daemon.auditLines().some((l) => l.rpc === 'CryptoService/EncryptStream' && l.outcome === 'CANCELLED'));
+    const line = daemon.auditLines().findLast((l) => l.rpc === 'CryptoService/EncryptStream' && l.outcome === 'CANCELLED')!;
+    // The daemon encrypted only what two unflushed answers and the HTTP/2 window allowed.
+    expect(line.bytesIn as number).toBeGreaterThan(0);
+    expect(line.bytesIn as number).toBeLessThanOrEqual(MiB);
+    call.session.close();
+    expect((await admin.encrypt('k', 'still serving')).ciphertext.length).toBeGreaterThan(0);
+  });
+
+  it('a deadline that passes ends the call with DEADLINE_EXCEEDED, and the daemon serves on', async () => {
+    const c = cryptoClient(daemon.socket);
+    try {
+      // A stream that went quiet after its header.
+      const quiet = encryptStream(c, { deadline: Date.now() + 1500 });
+      const quietStatus = statusOf(quiet);
+      quiet.on('data', () => undefined);
+      quiet.write(header());
+      expect(await quietStatus).toBe(grpc.status.DEADLINE_EXCEEDED);
+      // A session whose client stopped sending.
+      const session = (c.session as (m: grpc.Metadata, o: grpc.CallOptions) => Bidi<SessionResponse>)(new grpc.Metadata(), { deadline: Date.now() + 1500 });
+      const sessionStatus = statusOf(session);
+      session.on('data', () => undefined);
+      session.write(msg(SessionRequestSchema, { id: 1n, op: { case: 'generateRandom', value: { lengthBytes: 16 } } }));
+      expect(await sessionStatus).toBe(grpc.status.DEADLINE_EXCEEDED);
+      expect(await unaryEncrypt(c, randomBytes(1000))).toBeNull();
+    } finally {
+      c.close();
+    }
+  });
+
+  it('a stream blocked on a client that neither reads nor cancels is ended by the daemon at its deadline', async () => {
+    // grpc-js clients cancel at their deadline; this raw HTTP/2 client does not, and reads nothing,
+    // so the daemon's answer (data, then the DEADLINE_EXCEEDED trailers) can never be flushed.
+    const before = daemon.auditLines().length;
+    const call = rawCall(daemon.socket, 'EncryptStream', { 'grpc-timeout': '3S' });
+    onTestFinished(() => void call.session.destroy());
+    call.send(toBinary(EncryptStreamRequestSchema, header()));
+    for (let i = 0; i < 64; i++) call.send(toBinary(EncryptStreamRequestSchema, chunk(randomBytes(64 * KiB))));
+    // This stream's line: the previous test's quiet stream ended by its deadline too, but took no chunk.
+    const mine = () => daemon.auditLines().slice(before).filter((l) => l.rpc === 'CryptoService/EncryptStream' && (l.bytesIn as number) > 0);
+    await until('the blocked stream ended', () => mine().length > 0, 60_000);
+    const line = mine()[0]!;
+    expect(line.outcome).toBe('DEADLINE_EXCEEDED');
+    expect(line.bytesIn as number).toBeLessThanOrEqual(MiB);
+    call.session.destroy();
+    expect((await admin.encrypt('k', 'still serving')).ciphertext.length).toBeGreaterThan(0);
+  });
+});
+
+describe('connection limits', () => {
+  let daemon: TestDaemon;
+
+  beforeAll(async () => {
+    daemon = await TestDaemon.start({ config: { limits: { maxConnections: 3, connectionIdleTimeout: '2s' } } });
+  });
+  afterAll(async () => {
+    expect(await stopOrExplain(daemon)).toBe(0);
+  });
+
+  it('closes connections beyond maxConnections at accept, with a warning, and accepts again once some close', async () => {
+    const open = [rawConnect(daemon.socket), rawConnect(daemon.socket), rawConnect(daemon.socket)];
+    expect(await Promise.all(open.map((r) => r.first))).toEqual(['accepted', 'accepted', 'accepted']);
+    const extra = rawConnect(daemon.socket);
+    expect(await extra.first).toBe('refused');
+    await extra.closed;
+    await until('the warning', () => daemon.output.includes('too many connections'));
+    const warn = daemon.output.split('\n').find((l) => l.includes('too many connections'))!;
+    expect(JSON.parse(warn)).toMatchObject({ level: 40, maxConnections: 3, closedTotal: 1 });
+
+    for (const r of open) r.sock.destroy();
+    await Promise.all(open.map((r) => r.closed));
+    // The daemon notices the closes asynchronously; a real client then gets through.
+    const client = new RingfenceClient({ socketPath: daemon.socket });
+    try {
+      let status;
+      for (let i = 0; !status; i++) {
+        status = await client.getStatus().catch((e: unknown) => {
+          if (i > 100) throw e;
+          return sleep(100).then(() => undefined);
+        });
+      }
+      expect(status.keyCount).toBe(0);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('closes a connection idle for connectionIdleTimeout with a GOAWAY', async () => {
+    const t0 = Date.now();
+    const raw = rawConnect(daemon.socket, true);
+    expect(await raw.first).toBe('accepted');
+    await raw.closed;
+    // Closed by the daemon (we never close it) no sooner than the idle timeout, after a GOAWAY (type 7).
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1900);
+    const types = frameTypes(raw.bytes());
+    expect(types[0]).toBe(4); // SETTINGS
+    expect(types.at(-1)).toBe(7); // GOAWAY
+  });
+
+  it('a connection with a call in progress is not idle', async () => {
+    const admin = new RingfenceClient({ socketPath: daemon.socket });
+    await admin.createKey('k');
+    await admin.close();
+    const c = cryptoClient(daemon.socket);
+    try {
+      const call = encryptStream(c);
+      const status = statusOf(call);
+      const got: EncryptStreamResponse[] = [];
+      call.on('data', (r: EncryptStreamResponse) => got.push(r));
+      call.write(header());
+      await until('the header answered', () => got.length === 1);
+      // Quiet for longer than the idle timeout, but with a stream open: the connection stays.
+      await sleep(3500);
+      call.write(chunk(Buffer.from('late'), true));
+      call.end();
+      expect(await status).toBe(grpc.status.OK);
+      expect(got.at(-1)?.final).toBe(true);
+    } finally {
+      c.close();
+    }
+  });
+});
