@@ -69,6 +69,7 @@ describe('resolveConfig defaults', () => {
         minRotationPeriod: 3_600_000,
         minDeletionWaitingPeriod: 86_400_000,
         encryptionsPerVersion: 4_294_967_296,
+        connectionIdleTimeout: 300_000,
       },
       configFile: undefined,
       policy: '/etc/ringfence/policy.json',

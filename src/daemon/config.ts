@@ -35,6 +35,12 @@ export interface Limits {
    * suites' 2^32 random-nonce limit. Lowering it shortens versions' lives (and lets tests see rotation).
    */
   encryptionsPerVersion: number;
+  /**
+   * Milliseconds ("5m") a connection may carry no call before the daemon closes it (GOAWAY). Also
+   * what reclaims the fd of a connection that broke the HTTP/2 protocol (node stops reading it after
+   * its GOAWAY, so it never sees the peer close) or that was left half-open.
+   */
+  connectionIdleTimeout: number;
 }
 
 export interface DaemonConfig {
@@ -72,6 +78,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   minRotationPeriod: HOUR,
   minDeletionWaitingPeriod: DAY,
   encryptionsPerVersion: 2 ** 32,
+  connectionIdleTimeout: 5 * MINUTE,
 });
 
 // [min, max] per limit; the maxima keep one request's memory bounded.
@@ -83,9 +90,10 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxSessionInFlight: [1, 65_536],
   minRotationPeriod: [0, 3650 * DAY],
   minDeletionWaitingPeriod: [0, 3650 * DAY],
+  connectionIdleTimeout: [1, DAY],
   encryptionsPerVersion: [1, 2 ** 32],
 };
-const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod']);
+const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod', 'connectionIdleTimeout']);
 const FILE_KEYS = ['socket', 'stateDir', 'logLevel', 'socketMode', 'limits', 'policy'] as const;
 
 export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--config FILE] [--policy FILE] [--log-level LEVEL] [--help]
@@ -101,7 +109,7 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      socketMode ("0660"), limits { maxPayloadBytes, maxAssociatedDataBytes,
                      maxStreamChunkBytes, maxBatchItems, maxSessionInFlight,
                      minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d"),
-                     encryptionsPerVersion (4294967296) }
+                     encryptionsPerVersion (4294967296), connectionIdleTimeout ("5m") }
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info)
   --help             print this and exit
 `;

@@ -118,6 +118,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const server = new grpc.Server({
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+      // Closes connections without calls, incl. broken or half-open ones whose fd nothing else frees.
+      'grpc.max_connection_idle_ms': config.limits.connectionIdleTimeout,
     });
     server.addService(daemonServiceDefinition(KeyService), keyServiceHandlers(keys, deps));
     server.addService(daemonServiceDefinition(CryptoService), cryptoServiceHandlers(ctx, deps));
