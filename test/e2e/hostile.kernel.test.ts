@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary, ScalarType, type DescField, type DescMessage, type DescMethod } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -370,6 +370,7 @@ describe('hostile input', () => {
       return last;
     };
     const before = await settled();
+    const fdsBefore = new Set(fdTargets(pid));
     const closed = (s: net.Socket, ms: number) => new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), ms);
       s.on('close', () => (clearTimeout(t), resolve(true)));
@@ -496,10 +497,27 @@ describe('hostile input', () => {
     openStream.stream.close(0x8);
     session.destroy();
     // Broken connections (GOAWAY sent) go at the 2 s idle timeout; everything else at once.
-    await expect.poll(() => fdCount(pid), { timeout: 10_000, interval: 200 }).toBe(before);
     client = new RingfenceClient({ socketPath: daemon.socket, defaultTimeoutMs: 120_000 });
     raw = new RawGrpcClient(daemon.socket);
+    try {
+      await expect.poll(() => fdCount(pid), { timeout: 10_000, interval: 200 }).toBe(before);
+    } catch (err) {
+      // Which fds stayed: unix sockets are connections, other sockets AF_ALG.
+      const unix = new Set(readFileSync('/proc/net/unix', 'utf8').split('\n').map((l) => l.trim().split(/\s+/)[6]));
+      console.log('fds left over:', fdTargets(pid).filter((t) => !fdsBefore.has(t)).map((t) => `${t}${unix.has(/\d+/.exec(t)?.[0] ?? '') ? ' (unix)' : ''}`));
+      throw err;
+    }
   });
+
+  function fdTargets(pid: number): string[] {
+    return readdirSync(`/proc/${pid}/fd`).flatMap((fd) => {
+      try {
+        return [readlinkSync(`/proc/${pid}/fd/${fd}`)];
+      } catch {
+        return [];
+      }
+    });
+  }
 
   // ---- 4. no secrets in logs or state ------------------------------------------------------------
 
