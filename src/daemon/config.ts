@@ -46,7 +46,11 @@ export interface Limits {
    * answers not yet taken by the connection. At the cap the stream stops reading (backpressure).
    */
   maxSessionBufferedBytes: number;
-  /** Milliseconds ("1h"); a connection without calls for this long is closed (GOAWAY). 0: never. */
+  /**
+   * Milliseconds ("5m"; "0s" never) a connection may carry no call before the daemon closes it
+   * (GOAWAY). Also what reclaims the fd of a connection that broke the HTTP/2 protocol (node stops
+   * reading it after its GOAWAY, so it never sees the peer close) or that was left half-open.
+   */
   connectionIdleTimeout: number;
   /** Milliseconds ("0s" = no limit); a connection is asked to go away (GOAWAY) at this age. */
   connectionMaxAge: number;
@@ -93,7 +97,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxConcurrentStreamsPerConnection: 128,
   maxConnections: 1024,
   maxSessionBufferedBytes: 16 * MiB,
-  connectionIdleTimeout: HOUR,
+  connectionIdleTimeout: 5 * MINUTE,
   connectionMaxAge: 0,
   connectionMaxAgeGrace: MINUTE,
 });
@@ -143,7 +147,7 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d"),
                      encryptionsPerVersion (4294967296), maxMessageBytes (4259840),
                      maxConcurrentStreamsPerConnection (128), maxConnections (1024),
-                     maxSessionBufferedBytes (16777216), connectionIdleTimeout ("1h"; "0s" never),
+                     maxSessionBufferedBytes (16777216), connectionIdleTimeout ("5m"; "0s" never),
                      connectionMaxAge ("0s" = none), connectionMaxAgeGrace ("1m") }
                      (docs/operations.md, "Limits")
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info)

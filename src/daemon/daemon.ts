@@ -14,7 +14,7 @@ import { probeCapabilities, type AlgStatus, type CapabilityReport } from '../cap
 import { CryptoService } from '../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
-import { serviceDefinition } from '../rpc/service-definition.js';
+import { daemonServiceDefinition } from './api/decode.js';
 import { sdNotify } from '../../native-ffi/sd-notify.js';
 import type { DaemonConfig, Limits } from './config.js';
 import { CryptoEngine } from './engine/engine.js';
@@ -121,10 +121,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const connections = new Connections();
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
     const server = new grpc.Server(serverOptions(config.limits));
-    server.addService(serviceDefinition(KeyService), keyServiceHandlers(keys, deps));
-    server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, deps));
+    server.addService(daemonServiceDefinition(KeyService), keyServiceHandlers(keys, deps));
+    server.addService(daemonServiceDefinition(CryptoService), cryptoServiceHandlers(ctx, deps));
     server.addService(
-      serviceDefinition(StatusService),
+      daemonServiceDefinition(StatusService),
       statusServiceHandlers(keys, {
         version: VERSION,
         startTime,

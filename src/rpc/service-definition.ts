@@ -14,8 +14,8 @@ function asBuffer(u8: Uint8Array): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
-/** Binary decoding rejects malformed input by throwing; grpc-js turns that into INTERNAL, so the
- * daemon's handler wrapper re-checks nothing here: protobuf-es' decoder is the validator. */
+/** Binary decoding rejects malformed input by throwing; protobuf-es' decoder is the validator. A
+ * server's grpc-js would turn that into INTERNAL; the daemon wraps these (src/daemon/api/decode.ts). */
 export function methodDefinition(method: DescMethod): MethodDefinition {
   const { input, output } = method;
   return {

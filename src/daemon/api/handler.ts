@@ -11,6 +11,7 @@ import { keyOf, payloadBytes, type Audit, type AuditEntry } from './audit.js';
 import type { Logger } from 'pino';
 import type { Access, CallAccess } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
+import { decoded } from './decode.js';
 
 export interface HandlerDeps {
   audit: Audit;
@@ -34,9 +35,10 @@ export function auditPrincipal(access: CallAccess): Pick<AuditEntry, 'principal'
  * The messages of a call. A plain `for await` over a grpc-js call destroys the call when the loop
  * ends (Readable's default destroyOnReturn), which drops queued responses and the OK status.
  */
-export function readAll<T>(call: NodeJS.ReadableStream & { iterator(options?: { destroyOnReturn?: boolean }): AsyncIterableIterator<unknown> }): AsyncIterable<T> {
+export async function* readAll<T>(call: NodeJS.ReadableStream & { iterator(options?: { destroyOnReturn?: boolean }): AsyncIterableIterator<unknown> }): AsyncIterable<T> {
   limitReadAhead(call);
-  return call.iterator({ destroyOnReturn: false }) as AsyncIterable<T>;
+  // A message that did not decode (decode.ts) ends the loop with INVALID_ARGUMENT.
+  for await (const m of call.iterator({ destroyOnReturn: false })) yield decoded(m as T);
 }
 
 /**
@@ -105,7 +107,7 @@ export function unary<I extends DescMessage, O extends DescMessage>(
     const access = deps.access.forCall(call);
     const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn: payloadBytes(request), bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
     Promise.resolve()
-      .then(() => fn(request, access, call))
+      .then(() => fn(decoded(request), access, call))
       .then(
         (init) => {
           const response = create(method.output, init) as MessageShape<O>;

@@ -20,6 +20,7 @@ import { hash } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
 import { invalidField, toApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
+import { UndecodableRequest, undecodable } from './decode.js';
 import { auditPrincipal, callContext, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
@@ -102,7 +103,16 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       readEnded = true;
       maybeEnd();
     });
-    call.on('data', (req: SessionRequest) => {
+    call.on('data', (req: SessionRequest | UndecodableRequest) => {
+      if (closed) return;
+      if (req instanceof UndecodableRequest) {
+        // Without an id it cannot be one item's error: the whole stream ends, as grpc-js would end it.
+        const e = undecodable(req);
+        closed = true;
+        call.emit('error', e.toServiceError());
+        deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: 0 });
+        return;
+      }
       inFlight++;
       let cost = reservedBytes(req.op, ctx.limits.maxPayloadBytes);
       held += cost;

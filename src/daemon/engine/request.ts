@@ -87,12 +87,22 @@ export async function runDigest(
   const fd = tfm.tryAcquire() ?? (await tfm.acquire());
   const out = Buffer.alloc(digestBytes);
   let n: number;
+  // An error of the caller's input (e.g. a stream's bad message) is its own, not the kernel's.
+  let inputFailed = false;
+  async function* pieces(): AsyncGenerator<Buffer> {
+    try {
+      yield* input as AsyncIterable<Buffer>;
+    } catch (err) {
+      inputFailed = true;
+      throw err;
+    }
+  }
   try {
     if (Buffer.isBuffer(input) || Array.isArray(input)) {
       const parts = Buffer.isBuffer(input) ? [input] : (input as Buffer[]);
       await send(fd, parts, 0, limits);
     } else {
-      for await (const chunk of input as AsyncIterable<Buffer>) {
+      for await (const chunk of pieces()) {
         if (chunk.length) await send(fd, [chunk], afAlg.MSG_MORE, limits);
       }
       afAlg.sendRequest(fd, {}, [], 0);
@@ -100,7 +110,7 @@ export async function runDigest(
     n = afAlg.readResult(fd, out);
   } catch (err) {
     tfm.discard(fd);
-    throw fromKernel(err, 'request', what);
+    throw inputFailed ? err : fromKernel(err, 'request', what);
   }
   if (n !== digestBytes) {
     tfm.discard(fd);
