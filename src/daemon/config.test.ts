@@ -162,7 +162,7 @@ describe('resolveConfig precedence', () => {
       'grpc.max_receive_message_length': 4_259_840,
       'grpc.max_send_message_length': 4_259_840,
       'grpc.max_concurrent_streams': 128,
-      'grpc.max_connection_idle_ms': 3_600_000,
+      'grpc.max_connection_idle_ms': 300_000,
     });
     expect(serverOptions({ ...DEFAULT_LIMITS, connectionIdleTimeout: 0, connectionMaxAge: 60_000, connectionMaxAgeGrace: 5000 })).toEqual({
       'grpc.max_receive_message_length': 4_259_840,
