@@ -10,12 +10,13 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason, RingfenceClient, Suite, isFailedPrecondition, isInvalidArgument, isNotFound, isResourceExhausted, type RingfenceError } from '../../src/client/sdk/index.js';
+import { ErrorReason, RingfenceClient, Suite, isFailedPrecondition, isInvalidArgument, isNotFound, isResourceExhausted } from '../../src/client/sdk/index.js';
 import { HashAlgorithm } from '../../src/gen/ringfence/v1/suite_pb.js';
 import { Availability } from '../../src/gen/ringfence/v1/status_service_pb.js';
 import { blake2bVectors } from '../vectors/load.js';
 import { currentKernel, suiteExpectedAvailable } from '../support/kernel-matrix.js';
 import { TestDaemon } from '../support/daemon.js';
+import { failure } from '../support/failure.js';
 
 const AEADS = ['aes-256-gcm', 'chacha20-poly1305', 'aes-256-ccm', 'aes-256-ctr-hmac-sha256'].filter(suiteExpectedAvailable);
 const HEADER = 36;
@@ -49,15 +50,6 @@ function nodeSeal(suite: string, key: Buffer, header: Buffer, aad: Buffer, plain
   const c = createCipheriv(name as 'aes-256-gcm', key, nonce, { authTagLength: 16 } as never);
   c.setAAD(Buffer.concat([header, aad]), { plaintextLength: plaintext.length } as never);
   return Buffer.concat([header, c.update(plaintext), c.final(), c.getAuthTag()]);
-}
-
-async function failure(p: Promise<unknown>): Promise<RingfenceError> {
-  return p.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as RingfenceError,
-  );
 }
 
 describe('CryptoService end to end', () => {

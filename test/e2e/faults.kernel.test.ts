@@ -12,22 +12,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ErrorReason, GrpcStatus, KeyState, RingfenceClient, type Key, type RingfenceError } from '../../src/client/sdk/index.js';
 import { TestDaemon } from '../support/daemon.js';
+import { failure } from '../support/failure.js';
+import { fdCount } from '../support/raw-grpc.js';
 import { NOBODY, PROJECT_ROOT, projectModule } from '../support/run-ts.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function failure(p: Promise<unknown>): Promise<RingfenceError> {
-  return p.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as RingfenceError,
-  );
-}
-
-function fdCount(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
 
 /** Polls until `check` holds or `ms` passed; returns the last value seen. */
 async function waitFor<T>(read: () => T, check: (v: T) => boolean, ms: number): Promise<T> {

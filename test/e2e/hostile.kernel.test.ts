@@ -12,6 +12,7 @@ import { create, fromBinary, toBinary, ScalarType, type DescField, type DescMess
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -24,7 +25,7 @@ import { CryptoService } from '../../src/gen/ringfence/v1/crypto_service_pb.js';
 import { StatusService } from '../../src/gen/ringfence/v1/status_service_pb.js';
 import type { ItemStatus } from '../../src/gen/ringfence/v1/errors_pb.js';
 import { TestDaemon } from '../support/daemon.js';
-import { RawGrpcClient, fdCount, grpcFrame, h2Connect, h2Request, leakForms, type RawOutcome } from '../support/raw-grpc.js';
+import { RawGrpcClient, fdCount, grpcFrame, h2Connect, h2Request, leakForms, type H2Outcome, type RawOutcome } from '../support/raw-grpc.js';
 
 // RINGFENCE_FUZZ_SCALE=10 for a longer local run; 1 keeps the file near 4 minutes per kernel under TCG.
 const SCALE = Number(process.env.RINGFENCE_FUZZ_SCALE ?? 1);
@@ -79,6 +80,23 @@ describe('hostile input', () => {
 
   const alive = () => {
     expect(() => process.kill(daemon.pid!, 0)).not.toThrow();
+  };
+
+  /**
+   * Bounds one awaited step of a test, so that a hang fails with the step's name and the daemon's
+   * last words instead of the test's timeout (after which later tests would find closed clients).
+   */
+  const STEP_MS = 60_000;
+  const step = async <T>(name: string, p: Promise<T>, ms = STEP_MS): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`step "${name}" did not finish in ${ms} ms; the daemon's last output:\n${daemon.output.split('\n').slice(-15).join('\n')}`)), ms);
+    });
+    try {
+      return await Promise.race([p, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   };
 
   function check(what: string, o: RawOutcome, inputs: Uint8Array[]): void {
@@ -353,12 +371,17 @@ describe('hostile input', () => {
 
   it('survives garbage, lying length prefixes, abrupt and half-open connections, and gives back every fd', async () => {
     // Warm the paths used below (the engine keeps one transform per key version open).
-    await client.encrypt('steady', 'warm');
-    await pipeline(Readable.from([Buffer.from('warm')]), client.encryptStream('steady'), new Writable({ write: (_c, _e, cb) => cb() }));
+    await step('warm Encrypt', client.encrypt('steady', 'warm'));
+    await step('warm EncryptStream', pipeline(Readable.from([Buffer.from('warm')]), client.encryptStream('steady', { timeoutMs: STEP_MS }), new Writable({ write: (_c, _e, cb) => cb() })));
     const pid = daemon.pid!;
-    // The baseline without client connections (idle ones are closed after 2 s; ours are reopened after).
+    // The baseline without client connections (idle ones are closed after 2 s). The replacements
+    // connect only when first used (after the count), and are in place at once so that the next test
+    // has clients even if this one fails.
     raw.close();
-    await client.close();
+    const old = client;
+    client = new RingfenceClient({ socketPath: daemon.socket, defaultTimeoutMs: 120_000 });
+    raw = new RawGrpcClient(daemon.socket);
+    await step('closing the client', old.close());
     const settled = async () => {
       let last = -1;
       for (let i = 0; i < 50; i++) {
@@ -411,50 +434,57 @@ describe('hostile input', () => {
       s.destroy();
     }
 
-    const session = h2Connect(daemon.socket);
+    let session = h2Connect(daemon.socket);
+    /** The connection, or a new one once the daemon's idle timeout has closed it. */
+    const live = () => (session.closed || session.destroyed ? (session = h2Connect(daemon.socket)) : session);
+    /**
+     * One hand-made request, its answer bounded by step(). A stream the daemon refused unprocessed
+     * (REFUSED_STREAM: its 2 s idle GOAWAY crossed our HEADERS, which a slow guest makes likely) is
+     * sent again on a new connection, as HTTP/2 clients do.
+     */
+    const ask = async (what: string, path: string, send: (s: http2.ClientHttp2Stream) => void): Promise<H2Outcome> => {
+      for (let attempt = 1; ; attempt++) {
+        const { stream, outcome } = h2Request(live(), path);
+        send(stream);
+        const o = await step(`${what} answer`, outcome);
+        if (o.status !== undefined || !/REFUSED_STREAM|GOAWAY/.test(o.aborted ?? '') || attempt === 3) return o;
+      }
+    };
     const encrypt = '/ringfence.v1.CryptoService/Encrypt';
+    const generateRandom = '/ringfence.v1.CryptoService/GenerateRandom';
     const random16 = Buffer.from(toBinary(CryptoService.method.generateRandom.input, create(CryptoService.method.generateRandom.input, { lengthBytes: 16 })));
     // A length prefix declaring 4 GiB - 1: refused before anything is buffered.
-    {
-      const { stream, outcome } = h2Request(session, encrypt);
-      stream.end(grpcFrame(Buffer.alloc(20), { declaredLength: 0xffffffff }));
-      expect((await outcome).status).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    }
+    expect((await ask('a 4 GiB length prefix', encrypt, (s) => s.end(grpcFrame(Buffer.alloc(20), { declaredLength: 0xffffffff })))).status).toBe(grpc.status.RESOURCE_EXHAUSTED);
     // Declares 100 bytes, sends 10, ends: no complete request message.
     {
-      const { stream, outcome } = h2Request(session, encrypt);
-      stream.end(grpcFrame(Buffer.alloc(10), { declaredLength: 100 }));
-      const o = await outcome;
+      const o = await ask('a message cut short', encrypt, (s) => s.end(grpcFrame(Buffer.alloc(10), { declaredLength: 100 })));
       // grpc-js' own answer to a unary call without a (complete) message.
-      expect(o.status).toBe(grpc.status.UNIMPLEMENTED);
+      expect(o.status, `${o.status} ${o.message} ${o.aborted ?? ''}`).toBe(grpc.status.UNIMPLEMENTED);
       expect(o.message).toMatch(/no request message/);
     }
     // Declares 1 byte, sends more: a truncated message, and the rest read as a second one.
     {
-      const { stream, outcome } = h2Request(session, '/ringfence.v1.CryptoService/GenerateRandom');
-      stream.end(grpcFrame(Buffer.concat([Buffer.from([0x08]), grpcFrame(random16)]), { declaredLength: 1 }));
-      const o = await outcome;
+      const o = await ask('a length prefix shorter than its message', generateRandom, (s) => s.end(grpcFrame(Buffer.concat([Buffer.from([0x08]), grpcFrame(random16)]), { declaredLength: 1 })));
       // Whichever grpc-js notices first: the undecodable first message, or a second one on a unary call.
-      expect([grpc.status.INVALID_ARGUMENT, grpc.status.UNIMPLEMENTED], `${o.status} ${o.message}`).toContain(o.status);
+      expect([grpc.status.INVALID_ARGUMENT, grpc.status.UNIMPLEMENTED], `${o.status} ${o.message} ${o.aborted ?? ''}`).toContain(o.status);
     }
     // The compressed flag with no grpc-encoding: identity, so the message is read as it is.
     {
-      const { stream, outcome } = h2Request(session, '/ringfence.v1.CryptoService/GenerateRandom');
-      stream.end(grpcFrame(random16, { compressed: true }));
-      const o = await outcome;
-      expect(ALLOWED.has(o.status!), `compressed flag: ${o.status} ${o.message}`).toBe(true);
+      const o = await ask('the compressed flag', generateRandom, (s) => s.end(grpcFrame(random16, { compressed: true })));
+      expect(ALLOWED.has(o.status!), `compressed flag: ${o.status} ${o.message} ${o.aborted ?? ''}`).toBe(true);
     }
     // A stream whose second message lies about its length.
     {
-      const { stream, outcome } = h2Request(session, '/ringfence.v1.CryptoService/EncryptStream');
       const m = CryptoService.method.encryptStream.input;
-      stream.write(grpcFrame(Buffer.from(toBinary(m, create(m, { frame: { case: 'header', value: { keyName: 'steady' } } })))));
-      stream.end(grpcFrame(randomBytes(10), { declaredLength: 0xfffffff0 }));
-      expect((await outcome).status).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      const o = await ask('a stream message lying about its length', '/ringfence.v1.CryptoService/EncryptStream', (s) => {
+        s.write(grpcFrame(Buffer.from(toBinary(m, create(m, { frame: { case: 'header', value: { keyName: 'steady' } } })))));
+        s.end(grpcFrame(randomBytes(10), { declaredLength: 0xfffffff0 }));
+      });
+      expect(o.status, `${o.status} ${o.message} ${o.aborted ?? ''}`).toBe(grpc.status.RESOURCE_EXHAUSTED);
     }
     // Abandoned mid-request and mid-stream: RST_STREAM, then whole connections cut.
     {
-      const { stream } = h2Request(session, encrypt);
+      const { stream } = h2Request(live(), encrypt);
       stream.write(grpcFrame(Buffer.alloc(10), { declaredLength: 1000 }));
       stream.close(0x8); // CANCEL
       const m = CryptoService.method.encryptStream.input;
@@ -482,14 +512,14 @@ describe('hostile input', () => {
     half.end(Buffer.concat([PREFACE, SETTINGS]));
     const idle = net.connect(daemon.socket);
     idle.on('error', () => undefined);
-    const openStream = h2Request(session, '/ringfence.v1.CryptoService/Session'); // headers only, never ended
+    const openStream = h2Request(live(), '/ringfence.v1.CryptoService/Session'); // headers only, never ended
     await new Promise((r) => setTimeout(r, 500));
 
     // Still serving.
-    const fresh = new RingfenceClient({ socketPath: daemon.socket });
-    const { ciphertext } = await fresh.encrypt('steady', 'after the abuse');
-    expect(Buffer.from((await fresh.decrypt(ciphertext)).plaintext).toString()).toBe('after the abuse');
-    await fresh.close();
+    const fresh = new RingfenceClient({ socketPath: daemon.socket, defaultTimeoutMs: STEP_MS });
+    const { ciphertext } = await step('Encrypt after the abuse', fresh.encrypt('steady', 'after the abuse'));
+    expect(Buffer.from((await step('Decrypt after the abuse', fresh.decrypt(ciphertext))).plaintext).toString()).toBe('after the abuse');
+    await step('closing the second client', fresh.close());
     alive();
 
     half.destroy();
@@ -497,8 +527,6 @@ describe('hostile input', () => {
     openStream.stream.close(0x8);
     session.destroy();
     // Broken connections (GOAWAY sent) go at the 2 s idle timeout; everything else at once.
-    client = new RingfenceClient({ socketPath: daemon.socket, defaultTimeoutMs: 120_000 });
-    raw = new RawGrpcClient(daemon.socket);
     try {
       await expect.poll(() => fdCount(pid), { timeout: 10_000, interval: 200 }).toBe(before);
     } catch (err) {

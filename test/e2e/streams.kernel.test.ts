@@ -8,8 +8,9 @@ import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason, RingfenceClient, isInvalidArgument, type RingfenceError } from '../../src/client/sdk/index.js';
+import { ErrorReason, RingfenceClient, isInvalidArgument } from '../../src/client/sdk/index.js';
 import { TestDaemon } from '../support/daemon.js';
+import { failure } from '../support/failure.js';
 
 const HEADER = 40;
 const PREFIX = 17;
@@ -38,15 +39,6 @@ function chunks(ct: Buffer): [number, number][] {
     at = end;
   }
   return list;
-}
-
-async function failure(p: Promise<unknown>): Promise<RingfenceError> {
-  return p.then(
-    () => {
-      throw new Error('expected the stream to fail');
-    },
-    (e: unknown) => e as RingfenceError,
-  );
 }
 
 function rssBytes(pid: number): number {
