@@ -96,10 +96,11 @@ describe('streaming encryption end to end', () => {
     expect(await reason(unary)).toMatch(/CIPHERTEXT_MALFORMED|CIPHERTEXT_FORMAT_UNSUPPORTED/);
   });
 
-  // 1 GiB takes over 20 minutes per kernel under qemu TCG (~0.8 MB/s through encrypt and decrypt in
-  // one guest CPU), so CI streams 160 MiB: a daemon holding even 40 % of a stream would exceed the
-  // bound. RINGFENCE_BIG_STREAM_BYTES=1073741824 runs the full gigabyte.
-  const total = Number(process.env.RINGFENCE_BIG_STREAM_BYTES ?? 160 * 1024 * 1024);
+  // The full gigabyte, as issue 3 asks, on every kernel: under qemu TCG (one guest CPU carries client,
+  // daemon and kernel crypto) that takes 12-16 minutes per kernel (2026-12-02: lts 753 s, restricted
+  // 918 s; daemon RSS growth 48.6 and 47.6 MiB). RINGFENCE_BIG_STREAM_BYTES=167772160 (160 MiB) is
+  // enough to see a daemon that buffers (it would hold more than 64 MiB) in a quicker local run.
+  const total = Number(process.env.RINGFENCE_BIG_STREAM_BYTES ?? 1024 * 1024 * 1024);
   it(`a ${(total / 2 ** 20).toFixed(0)} MiB stream round-trips with daemon memory growth under 64 MiB`, async () => {
     const block = randomBytes(1024 * 1024);
     const source = function* () {
