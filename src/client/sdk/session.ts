@@ -6,8 +6,8 @@
  *
  * Operations queued in the same turn of the event loop go out packed in one message (the first at
  * the top level, the others in `more`; session.proto, "Packing"), up to PACK_OPS operations and
- * PACK_BYTES of payload; an operation larger than that goes alone, as every operation did before
- * packing. The daemon packs its answers the same way.
+ * PACK_BYTES (60 KiB, which fits any daemon's max_message_bytes); an operation larger than that
+ * goes alone, as every operation did before packing. The daemon packs its answers the same way.
  *
  * If the stream fails, the operations it carried reject with its error and the next call opens a
  * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
@@ -22,7 +22,7 @@ import { callDeadline, onAbort, type CallOptions } from './call-options.js';
 import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
 import type { StreamCall, Transport } from './transport.js';
-import { payloadOf, takeBatch, type SessionCounts } from './session-packing.js';
+import { opBytes, takeBatch, type SessionCounts } from './session-packing.js';
 
 type OpCase = Exclude<SessionRequest['op']['case'], undefined>;
 type OpResult<K extends OpCase> = Extract<SessionResponse['result'], { case: K }>['value'];
@@ -140,7 +140,7 @@ export class RingfenceSession {
       const op: Op = {
         kind,
         request,
-        bytes: payloadOf(request.op.value ?? {}),
+        bytes: opBytes(request.op.value ?? {}),
         settled: false,
         settle: (value, error) => {
           if (op.settled) return;

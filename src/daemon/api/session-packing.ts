@@ -53,12 +53,33 @@ function tooMany(atLeast: number, limit: number): ApiError {
 export interface PackingCaps {
   /** Most answers in one SessionResponse. */
   maxOps: number;
-  /** Most payload bytes in one SessionResponse; a larger answer goes alone. */
+  /** Most bytes in one SessionResponse, as answerBytes() estimates them; a larger answer goes alone. */
   maxBytes: number;
 }
 
-/** 64 answers or 256 KiB of payload: far below any client's receive limit and maxMessageBytes. */
-export const DEFAULT_PACKING: PackingCaps = { maxOps: 64, maxBytes: 256 * 1024 };
+/**
+ * 64 answers or 60 KiB. maxMessageBytes (the daemon's send limit too) is always at least 64 KiB
+ * more than the largest single answer (config.ts minMessageBytes), so a packed message fits
+ * whatever the limits, and so does a lone answer of any size the limits allow.
+ */
+export const DEFAULT_PACKING: PackingCaps = { maxOps: 64, maxBytes: 60 * 1024 };
+
+/**
+ * An upper bound on the wire size of an answer inside `more`: its bytes fields, its strings (key
+ * names, an error's message and metadata; 3 bytes a character at most in UTF-8), 32 bytes for id,
+ * tags, lengths and numbers.
+ */
+export function answerBytes(value: unknown): number {
+  let n = 32;
+  if (!value || typeof value !== 'object') return n;
+  for (const v of Object.values(value)) {
+    if (v instanceof Uint8Array) n += v.byteLength + 4;
+    else if (typeof v === 'string') n += 3 * v.length + 2;
+    else if (typeof v !== 'object' || v === null) n += 10;
+    else n += answerBytes(v); // metadata map, nested messages
+  }
+  return n;
+}
 
 interface Pending {
   answers: SessionResponse[];
@@ -88,12 +109,13 @@ export class AnswerPacker {
     return this.pending === undefined;
   }
 
-  add(id: bigint, result: MessageInitShape<typeof SessionResponseSchema>['result'], payloadBytes: number, written: () => void): void {
+  /** Queues an answer; `bytes` is answerBytes() of its result's value. */
+  add(id: bigint, result: MessageInitShape<typeof SessionResponseSchema>['result'], bytes: number, written: () => void): void {
     const answer = create(SessionResponseSchema, { id, result });
-    if (this.pending && (this.pending.answers.length >= this.caps.maxOps || this.pending.bytes + payloadBytes > this.caps.maxBytes)) this.flush();
+    if (this.pending && (this.pending.answers.length >= this.caps.maxOps || this.pending.bytes + bytes > this.caps.maxBytes)) this.flush();
     const p = (this.pending ??= { answers: [], bytes: 0, written: [] });
     p.answers.push(answer);
-    p.bytes += payloadBytes;
+    p.bytes += bytes;
     p.written.push(written);
     this.scheduled ??= setImmediate(() => this.flush());
   }

@@ -12,7 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { performance } from 'node:perf_hooks';
 import type { SessionResponseSchema, SessionRequest, SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
-import { AnswerPacker, unpack, type SessionItem } from './session-packing.js';
+import { AnswerPacker, answerBytes, unpack, type SessionItem } from './session-packing.js';
 import type { OpContext } from '../ops/context.js';
 import { encrypt } from '../ops/encrypt.js';
 import { decrypt } from '../ops/decrypt.js';
@@ -160,11 +160,10 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
         )
         .then((result) => {
           if (closed) return release();
-          const out = payloadBytes(result?.value);
-          const actual = payloadBytes(op.value) + out;
+          const actual = payloadBytes(op.value) + payloadBytes(result?.value);
           held += actual - cost;
           cost = actual;
-          answers.add(id, result, out, release);
+          answers.add(id, result, answerBytes(result?.value), release);
         })
         .catch((err: unknown) => {
           release();
