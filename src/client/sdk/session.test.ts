@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isCancelled, isDeadlineExceeded, isNotFound, isUnavailable, RingfenceClient, RingfenceError, ErrorReason } from './index.js';
 import { startFakeServer, type FakeServer } from './test-server.js';
-import { PACK_BYTES, PACK_OPS, takeBatch } from './session-packing.js';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
+import { opBytes, PACK_BYTES, PACK_OPS, takeBatch } from './session-packing.js';
 
 let fake: FakeServer;
 let client: RingfenceClient;
@@ -222,5 +224,20 @@ describe('session packing', () => {
     expect(takeBatch(q, 0)).toEqual([]);
     expect(takeBatch(q, 1)).toEqual([{ bytes: 10, settled: false }]);
     expect(q).toEqual([]);
+  });
+
+  it('opBytes is never below what an operation adds to a packed message', () => {
+    const ops = [
+      { case: 'encrypt' as const, value: { keyName: 'k'.repeat(64), plaintext: new Uint8Array(1024), associatedData: new Uint8Array(100) } },
+      { case: 'decrypt' as const, value: { ciphertext: new Uint8Array(1076), associatedData: new Uint8Array(3) } },
+      { case: 'verifyMac' as const, value: { keyName: 'ключ', data: new Uint8Array(5), mac: new Uint8Array(32), keyVersion: 4_000_000_000 } },
+      { case: 'generateRandom' as const, value: { lengthBytes: 1 << 20 } },
+    ];
+    for (const op of ops) {
+      const msg = create(SessionRequestSchema, { id: 1n, op } as never);
+      const alone = toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n }));
+      const packed = toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, more: [{ ...msg, id: 0xffff_ffff_ffff_ffffn }] }));
+      expect(opBytes(msg.op.value!), op.case).toBeGreaterThanOrEqual(packed.length - alone.length);
+    }
   });
 });

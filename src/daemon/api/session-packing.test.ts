@@ -1,8 +1,9 @@
 import { create } from '@bufbuild/protobuf';
 import { describe, expect, it, vi } from 'vitest';
-import { SessionRequestSchema, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
+import { toBinary } from '@bufbuild/protobuf';
+import { SessionRequestSchema, SessionResponseSchema, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
 import { ApiError, Status } from './errors.js';
-import { AnswerPacker, unpack } from './session-packing.js';
+import { AnswerPacker, answerBytes, unpack } from './session-packing.js';
 
 const hash = (id: bigint, more: ReturnType<typeof req>[] = []) => req(id, more);
 function req(id: bigint, more: ReturnType<typeof create<typeof SessionRequestSchema>>[]) {
@@ -99,5 +100,22 @@ describe('AnswerPacker', () => {
     expect(dropped).toHaveBeenCalledOnce();
     expect(messages).toHaveLength(1);
     expect(p.empty).toBe(true);
+  });
+});
+
+describe('answerBytes', () => {
+  it('is never below what an answer adds to a packed message', () => {
+    const e = new ApiError(Status.NOT_FOUND, 0, 'key "ключ-é" does not exist — a message with non-ASCII', { key_name: 'ключ-é', field: 'x'.repeat(64) });
+    const results = [
+      { case: 'encrypt' as const, value: { ciphertext: new Uint8Array(1076), keyName: 'k'.repeat(64), keyVersion: 4_000_000_000 } },
+      { case: 'generateRandom' as const, value: { data: new Uint8Array(200_000) } },
+      { case: 'verifyMac' as const, value: { valid: true, keyName: 'm', keyVersion: 1 } },
+      { case: 'error' as const, value: e.toItemStatus() },
+    ];
+    for (const result of results) {
+      const alone = toBinary(SessionResponseSchema, create(SessionResponseSchema, { id: 1n }));
+      const packed = toBinary(SessionResponseSchema, create(SessionResponseSchema, { id: 1n, more: [{ id: 0xffff_ffff_ffff_ffffn, result }] }));
+      expect(answerBytes(result.value), result.case).toBeGreaterThanOrEqual(packed.length - alone.length);
+    }
   });
 });
