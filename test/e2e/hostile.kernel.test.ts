@@ -108,8 +108,8 @@ describe('hostile input', () => {
   /** Per-item statuses inside OK batch and session responses obey the same rules. */
   function checkItems(what: string, method: DescMethod, o: RawOutcome, inputs: Uint8Array[]): void {
     for (const body of o.responses) {
-      const res = fromBinary(method.output, body) as unknown as { results?: { result: { case?: string; value?: unknown } }[]; result?: { case?: string; value?: unknown } };
-      const items = res.results ?? (res.result ? [{ result: res.result }] : []);
+      const res = fromBinary(method.output, body) as unknown as { results?: { result: { case?: string; value?: unknown } }[]; result?: { case?: string; value?: unknown }; more?: { result: { case?: string; value?: unknown } }[] };
+      const items = res.results ?? (res.result ? [{ result: res.result }, ...(res.more ?? [])] : []);
       for (const { result } of items) {
         if (result.case !== 'error') continue;
         const st = result.value as ItemStatus;
@@ -203,8 +203,9 @@ describe('hostile input', () => {
 
   const messageArbs = new Map<string, fc.Arbitrary<Record<string, unknown>>>();
   /** Random values for every field of a message, built from its descriptor (so new fields are fuzzed too). */
-  function messageArb(desc: DescMessage): fc.Arbitrary<Record<string, unknown>> {
-    const cached = messageArbs.get(desc.typeName);
+  function messageArb(desc: DescMessage, depth = 0): fc.Arbitrary<Record<string, unknown>> {
+    const key = `${desc.typeName}/${depth}`;
+    const cached = messageArbs.get(key);
     if (cached) return cached;
     const fieldArb = (f: DescField): fc.Arbitrary<unknown> => {
       switch (f.fieldKind) {
@@ -216,8 +217,10 @@ describe('hostile input', () => {
           return f.message.typeName === 'google.protobuf.Duration' ? durationArb : messageArb(f.message);
         case 'list':
           if (f.listKind !== 'message') throw new Error(`no arbitrary for ${f.toString()}`);
+          // A message that holds itself (SessionRequest.more): two levels, so nesting is fuzzed too.
+          if (f.message.typeName === desc.typeName && depth >= 2) return fc.constant([]);
           // Batches: a few items, or one more than the 1000 allowed.
-          return fc.oneof({ weight: 15, arbitrary: fc.array(messageArb(f.message), { maxLength: 4 }) }, { weight: 1, arbitrary: fc.constant(null).map(() => Array.from({ length: 1001 }, () => ({}))) });
+          return fc.oneof({ weight: 15, arbitrary: fc.array(messageArb(f.message, depth + 1), { maxLength: 4 }) }, { weight: 1, arbitrary: fc.constant(null).map(() => Array.from({ length: 1001 }, () => ({}))) });
         default:
           throw new Error(`no arbitrary for ${f.toString()}`);
       }
@@ -229,7 +232,7 @@ describe('hostile input', () => {
       parts[o.localName] = fc.oneof(fc.constant(undefined), ...o.fields.map((f) => fieldArb(f).map((value) => ({ case: f.localName, value }))));
     }
     const arb = fc.record(parts).map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)));
-    messageArbs.set(desc.typeName, arb);
+    messageArbs.set(key, arb);
     return arb;
   }
 
@@ -282,8 +285,10 @@ describe('hostile input', () => {
         if (m === session) {
           checkItems(m.name, m, o, inputs);
           if (o.code === grpc.status.OK) {
-            const ids = o.responses.map((b) => fromBinary(session.output, b).id).sort();
-            const sent = inits.map((i) => BigInt((i.id as bigint | undefined) ?? 0n)).sort();
+            // Operations packed in `more` (at any depth) are answered one by one, packed as the daemon likes.
+            const flat = <T extends { more?: T[] }>(m: T): T[] => [m, ...(m.more ?? []).flatMap(flat)];
+            const ids = o.responses.flatMap((b) => flat(fromBinary(session.output, b)).map((r) => r.id)).sort();
+            const sent = inits.flatMap((i) => flat(i as { id?: bigint; more?: never[] })).map((i) => BigInt(i.id ?? 0n)).sort();
             expect(ids).toEqual(sent);
           }
         }

@@ -30,6 +30,7 @@ export type {
 } from './requests.js';
 export type { CallOptions } from './call-options.js';
 export { RingfenceSession, type SessionOptions } from './session.js';
+export type { SessionCounts } from './session-packing.js';
 export { EncryptStream, type EncryptStreamOptions } from './encrypt-stream.js';
 export { DecryptStream, type DecryptStreamOptions } from './decrypt-stream.js';
 export { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, type StreamKeyInfo } from './rpc-duplex.js';

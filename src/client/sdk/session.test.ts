@@ -2,6 +2,9 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isCancelled, isDeadlineExceeded, isNotFound, isUnavailable, RingfenceClient, RingfenceError, ErrorReason } from './index.js';
 import { startFakeServer, type FakeServer } from './test-server.js';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
+import { opBytes, PACK_BYTES, PACK_OPS, takeBatch } from './session-packing.js';
 
 let fake: FakeServer;
 let client: RingfenceClient;
@@ -18,6 +21,7 @@ beforeEach(() => {
   fake.sessionDelayMs = 3;
   fake.stats.sessionMaxOutstanding = 0;
   fake.stats.sessionOutOfOrder = 0;
+  fake.stats.sessionMaxOpsPerMessage = 0;
 });
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString();
@@ -160,5 +164,80 @@ describe('session pipelining', () => {
     await s.hash('two');
     expect(fake.stats.sessionStreams).toBe(before + 2);
     await s.close();
+  });
+});
+
+describe('session packing', () => {
+  it('operations queued in one turn share messages (up to PACK_OPS), and packed answers reach their callers by id', async () => {
+    const s = client.session();
+    const before = { messages: fake.stats.sessionMessages, answers: fake.stats.sessionAnswerMessages };
+    const inputs = Array.from({ length: 200 }, (_, i) => `packed ${i}`);
+    const digests = await Promise.all(inputs.map((m) => s.hash(m, 'sha256')));
+    expect(digests.map((d) => Buffer.from(d.digest).toString('hex'))).toEqual(inputs.map((m) => createHash('sha256').update(m).digest('hex')));
+    expect(fake.stats.sessionMessages - before.messages).toBe(Math.ceil(200 / PACK_OPS));
+    expect(fake.stats.sessionMaxOpsPerMessage).toBe(PACK_OPS);
+    expect(s.counts).toMatchObject({ messagesSent: 4, operationsSent: 200, answersReceived: 200 });
+    // The fake packs the answers due in the same turn: fewer messages came back than answers.
+    expect(s.counts.messagesReceived).toBe(fake.stats.sessionAnswerMessages - before.answers);
+    expect(s.counts.messagesReceived).toBeLessThan(200);
+    expect(fake.stats.sessionOutOfOrder).toBeGreaterThan(0);
+    await s.close();
+  });
+
+  it('a packed message with successes and failures settles each operation on its own', async () => {
+    const s = client.session();
+    const results = await Promise.allSettled([s.hash('a'), s.encrypt('missing-1', 'x'), s.generateRandom(3), s.encrypt('denied', 'y'), s.hash('b')]);
+    expect(fake.stats.sessionMaxOpsPerMessage).toBe(5);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+    expect(isNotFound((results[1] as PromiseRejectedResult).reason)).toBe(true);
+    expect(((results[3] as PromiseRejectedResult).reason as RingfenceError).code).toBe(7);
+    expect(((results[2] as PromiseFulfilledResult<{ data: Uint8Array }>).value.data).length).toBe(3);
+    await s.close();
+  });
+
+  it('packs at most PACK_BYTES per message; a larger operation goes alone', async () => {
+    const s = client.session();
+    const sent = fake.stats.sessionMessages;
+    const big = Buffer.alloc(25 * 1024, 1);
+    await Promise.all([s.hash(big), s.hash(big), s.hash(big), s.hash(Buffer.alloc(PACK_BYTES + 1)), s.hash('small')]);
+    expect(fake.stats.sessionMaxOpsPerMessage).toBe(2);
+    // [big, big] [big] [oversized] [small]
+    expect(fake.stats.sessionMessages - sent).toBe(4);
+    await s.close();
+  });
+
+  it('never packs more than maxInFlight leaves room for', async () => {
+    const s = client.session({ maxInFlight: 5 });
+    await Promise.all(Array.from({ length: 40 }, (_, i) => s.hash(`q${i}`)));
+    expect(fake.stats.sessionMaxOpsPerMessage).toBeLessThanOrEqual(5);
+    expect(fake.stats.sessionMaxOutstanding).toBeLessThanOrEqual(5);
+    await s.close();
+  });
+
+  it('takeBatch skips operations settled while queued and always takes one, however large', () => {
+    const q = [
+      { bytes: 10, settled: true },
+      { bytes: PACK_BYTES * 2, settled: false },
+      { bytes: 10, settled: false },
+    ];
+    expect(takeBatch(q, 10)).toEqual([{ bytes: PACK_BYTES * 2, settled: false }]);
+    expect(takeBatch(q, 0)).toEqual([]);
+    expect(takeBatch(q, 1)).toEqual([{ bytes: 10, settled: false }]);
+    expect(q).toEqual([]);
+  });
+
+  it('opBytes is never below what an operation adds to a packed message', () => {
+    const ops = [
+      { case: 'encrypt' as const, value: { keyName: 'k'.repeat(64), plaintext: new Uint8Array(1024), associatedData: new Uint8Array(100) } },
+      { case: 'decrypt' as const, value: { ciphertext: new Uint8Array(1076), associatedData: new Uint8Array(3) } },
+      { case: 'verifyMac' as const, value: { keyName: 'ключ', data: new Uint8Array(5), mac: new Uint8Array(32), keyVersion: 4_000_000_000 } },
+      { case: 'generateRandom' as const, value: { lengthBytes: 1 << 20 } },
+    ];
+    for (const op of ops) {
+      const msg = create(SessionRequestSchema, { id: 1n, op } as never);
+      const alone = toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n }));
+      const packed = toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, more: [{ ...msg, id: 0xffff_ffff_ffff_ffffn }] }));
+      expect(opBytes(msg.op.value!), op.case).toBeGreaterThanOrEqual(packed.length - alone.length);
+    }
   });
 });

@@ -4,6 +4,11 @@
  * and unanswered at a time; later calls wait in a FIFO queue, and sending also waits while the
  * grpc-js call reports write backpressure, so nothing is buffered without bound below the queue.
  *
+ * Operations queued in the same turn of the event loop go out packed in one message (the first at
+ * the top level, the others in `more`; session.proto, "Packing"), up to PACK_OPS operations and
+ * PACK_BYTES (60 KiB, which fits any daemon's max_message_bytes); an operation larger than that
+ * goes alone, as every operation did before packing. The daemon packs its answers the same way.
+ *
  * If the stream fails, the operations it carried reject with its error and the next call opens a
  * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
  * process alive); it reopens on demand. close() is final.
@@ -17,6 +22,7 @@ import { callDeadline, onAbort, type CallOptions } from './call-options.js';
 import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
 import type { StreamCall, Transport } from './transport.js';
+import { opBytes, takeBatch, type SessionCounts } from './session-packing.js';
 
 type OpCase = Exclude<SessionRequest['op']['case'], undefined>;
 type OpResult<K extends OpCase> = Extract<SessionResponse['result'], { case: K }>['value'];
@@ -36,6 +42,7 @@ export interface SessionOptions {
 interface Op {
   kind: OpCase;
   request: SessionRequest;
+  bytes: number;
   settled: boolean;
   settle(value: unknown, error?: RingfenceError): void;
 }
@@ -61,6 +68,9 @@ export class RingfenceSession {
   private unsettled = 0;
   private nextId = 1n;
   private pumping = false;
+  private pumpScheduled: NodeJS.Immediate | undefined;
+  /** Messages and operations sent and received so far (all streams of this session). */
+  readonly counts: SessionCounts = { messagesSent: 0, operationsSent: 0, messagesReceived: 0, answersReceived: 0 };
   private closing = false;
   private closed: Promise<void> | undefined;
   private finishClose: (() => void) | undefined;
@@ -130,6 +140,7 @@ export class RingfenceSession {
       const op: Op = {
         kind,
         request,
+        bytes: opBytes(request.op.value ?? {}),
         settled: false,
         settle: (value, error) => {
           if (op.settled) return;
@@ -151,7 +162,11 @@ export class RingfenceSession {
       const { signal } = opts;
       release = onAbort(signal, () => op.settle(undefined, this.abortError(signal)));
       this.queue.push(op);
-      this.pump();
+      // On the next turn, so that every operation queued in this one can share a message.
+      this.pumpScheduled ??= setImmediate(() => {
+        this.pumpScheduled = undefined;
+        this.pump();
+      });
     });
   }
 
@@ -166,13 +181,20 @@ export class RingfenceSession {
           stream.blocked.pumpScheduled = true;
           return;
         }
-        const op = this.queue.shift()!;
-        if (op.settled) continue; // aborted or expired while queued: never sent
-        const id = this.nextId++;
-        op.request.id = id;
-        stream.pending.set(id, op);
-        this.inFlight++;
-        if (!stream.rpc.call.write(op.request)) this.block(stream);
+        const batch = takeBatch(this.queue, this.maxInFlight - this.inFlight);
+        if (batch.length === 0) continue;
+        for (const op of batch) {
+          const id = this.nextId++;
+          op.request.id = id;
+          stream.pending.set(id, op);
+        }
+        this.inFlight += batch.length;
+        const [first, ...rest] = batch;
+        const message = first!.request;
+        message.more = rest.map((op) => op.request);
+        this.counts.messagesSent++;
+        this.counts.operationsSent += batch.length;
+        if (!stream.rpc.call.write(message)) this.block(stream);
       }
     } finally {
       this.pumping = false;
@@ -203,6 +225,15 @@ export class RingfenceSession {
   }
 
   private onResponse(stream: Stream, res: SessionResponse): void {
+    this.counts.messagesReceived++;
+    this.answer(stream, res);
+    for (const more of res.more) this.answer(stream, more);
+    this.pump();
+    this.maybeIdle(stream);
+  }
+
+  private answer(stream: Stream, res: SessionResponse): void {
+    this.counts.answersReceived++;
     const op = stream.pending.get(res.id);
     if (!op) return; // not an id in flight on this stream: nothing waits for it
     stream.pending.delete(res.id);
@@ -211,8 +242,6 @@ export class RingfenceSession {
     if (result.case === 'error') op.settle(undefined, itemStatusError(result.value, RPC));
     else if (result.case === op.kind) op.settle(result.value);
     else op.settle(undefined, new RingfenceError({ code: grpc.status.INTERNAL, message: `the daemon answered a ${op.kind} operation with ${result.case ?? 'no result'}`, rpc: RPC }));
-    this.pump();
-    this.maybeIdle(stream);
   }
 
   private onStreamEnd(stream: Stream, error: RingfenceError | undefined): void {

@@ -204,7 +204,10 @@ export function streamHandlers(stats: FakeStats): grpc.UntypedServiceImplementat
   return { encryptStream: encryptStream(stats), decryptStream: decryptStream(stats), hashStream: hashStream(stats) };
 }
 
-/** Session: each operation answered after a random delay (so out of order) by the shared ops. */
+/**
+ * Session: each operation (top level or in `more`) answered after a random delay (so out of order)
+ * by the shared ops; answers due in the same turn of the event loop go out packed in one message.
+ */
 export function sessionHandler(fake: FakeServer, ops: CryptoOps) {
   const { stats } = fake;
   return (call: grpc.ServerDuplexStream<SessionRequest, SessionResponse>) => {
@@ -213,33 +216,48 @@ export function sessionHandler(fake: FakeServer, ops: CryptoOps) {
     let lastId = 0n;
     let halfClosed = false;
     let dead = false;
+    let due: SessionResponse[] = [];
+    const flush = () => {
+      const [first, ...rest] = due;
+      due = [];
+      if (!first || dead) return;
+      first.more = rest;
+      stats.sessionAnswerMessages++;
+      call.write(first);
+      if (halfClosed && outstanding === 0) call.end();
+    };
     call.on('cancelled', () => (dead = true));
-    call.on('data', (r: SessionRequest) => {
-      outstanding++;
-      stats.sessionMaxOutstanding = Math.max(stats.sessionMaxOutstanding, outstanding);
-      setTimeout(() => {
-        if (dead) return;
-        if (r.op.case === 'encrypt' && r.op.value.keyName === 'kill-session') {
-          dead = true;
-          call.emit('error', toStatus(new FakeError(grpc.status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, 'the daemon is shutting down')));
-          return;
-        }
-        let result: unknown;
-        try {
-          result = r.op.case === undefined ? undefined : { case: r.op.case, value: (ops[r.op.case] as (v: unknown) => unknown)(r.op.value) };
-        } catch (err) {
-          result = { case: 'error', value: itemStatus(err) };
-        }
-        if (r.id < lastId) stats.sessionOutOfOrder++;
-        lastId = r.id;
-        outstanding--;
-        call.write(create(SessionResponseSchema, { id: r.id, result } as Parameters<typeof create<typeof SessionResponseSchema>>[1]));
-        if (halfClosed && outstanding === 0) call.end();
-      }, fake.sessionDelayMs * (0.5 + Math.random() / 2));
+    call.on('data', (message: SessionRequest) => {
+      const all = [message, ...message.more];
+      stats.sessionMessages++;
+      stats.sessionMaxOpsPerMessage = Math.max(stats.sessionMaxOpsPerMessage, all.length);
+      for (const r of all) {
+        outstanding++;
+        stats.sessionMaxOutstanding = Math.max(stats.sessionMaxOutstanding, outstanding);
+        setTimeout(() => {
+          if (dead) return;
+          if (r.op.case === 'encrypt' && r.op.value.keyName === 'kill-session') {
+            dead = true;
+            call.emit('error', toStatus(new FakeError(grpc.status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, 'the daemon is shutting down')));
+            return;
+          }
+          let result: unknown;
+          try {
+            result = r.op.case === undefined ? undefined : { case: r.op.case, value: (ops[r.op.case] as (v: unknown) => unknown)(r.op.value) };
+          } catch (err) {
+            result = { case: 'error', value: itemStatus(err) };
+          }
+          if (r.id < lastId) stats.sessionOutOfOrder++;
+          lastId = r.id;
+          outstanding--;
+          if (due.length === 0) setImmediate(flush);
+          due.push(create(SessionResponseSchema, { id: r.id, result } as Parameters<typeof create<typeof SessionResponseSchema>>[1]));
+        }, fake.sessionDelayMs * (0.5 + Math.random() / 2));
+      }
     });
     call.on('end', () => {
       halfClosed = true;
-      if (outstanding === 0 && !dead) call.end();
+      if (outstanding === 0 && due.length === 0 && !dead) call.end();
     });
   };
 }

@@ -37,6 +37,11 @@ export interface FakeStats {
   sessionStreams: number;
   /** Responses sent out of id order. */
   sessionOutOfOrder: number;
+  /** Session request messages received, and the most operations one of them carried. */
+  sessionMessages: number;
+  sessionMaxOpsPerMessage: number;
+  /** Session response messages sent (each packs the answers due in one turn of the event loop). */
+  sessionAnswerMessages: number;
   /** Most stream responses written and not yet flushed to the client, on any stream. */
   streamMaxUnflushed: number;
   /** Sizes of the chunk messages received by EncryptStream / DecryptStream / HashStream. */
@@ -109,6 +114,9 @@ export async function startFakeServer(): Promise<FakeServer> {
     sessionMaxOutstanding: 0,
     sessionStreams: 0,
     sessionOutOfOrder: 0,
+    sessionMessages: 0,
+    sessionMaxOpsPerMessage: 0,
+    sessionAnswerMessages: 0,
     streamMaxUnflushed: 0,
     chunkSizes: { encrypt: [], decrypt: [], hash: [] },
     streamsCancelled: 0,

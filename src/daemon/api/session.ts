@@ -1,15 +1,18 @@
 /**
  * CryptoService.Session: many small operations on one bidi stream, each answered (in any order) by
- * the same function its unary RPC uses. Flow control both ways: the stream stops reading while
- * max_session_in_flight operations run, while the operations read and not yet flushed to the
- * connection hold maxSessionBufferedBytes or more (their payloads plus their answers), and while
- * grpc-js holds responses the client is not taking. So a session's memory stays below about
- * maxSessionBufferedBytes + one operation, however fast the client sends or slowly it reads.
+ * the same function its unary RPC uses, several per message both ways (session-packing.ts). Flow
+ * control both ways: operations start while fewer than max_session_in_flight run and the
+ * operations started and not yet flushed to the connection hold less than maxSessionBufferedBytes
+ * (their payloads plus their answers); the others of a message wait their turn, and the stream
+ * reads no further message while any wait or grpc-js holds responses the client is not taking. So
+ * a session's memory stays below about maxSessionBufferedBytes + one message, however fast the
+ * client sends or slowly it reads.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import type { MessageInitShape } from '@bufbuild/protobuf';
 import { performance } from 'node:perf_hooks';
-import { SessionResponseSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
+import type { SessionResponseSchema, SessionRequest, SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
+import { AnswerPacker, answerBytes, unpack, type SessionItem } from './session-packing.js';
 import type { OpContext } from '../ops/context.js';
 import { encrypt } from '../ops/encrypt.js';
 import { decrypt } from '../ops/decrypt.js';
@@ -18,7 +21,7 @@ import { generateDataKey } from '../ops/generate-data-key.js';
 import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
-import { invalidField, toApiError } from './errors.js';
+import { invalidField, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
 import { auditPrincipal, callContext, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
@@ -68,22 +71,31 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     const max = ctx.limits.maxSessionInFlight;
     const maxBytes = ctx.limits.maxSessionBufferedBytes;
     limitReadAhead(call);
+    // Operations read and not yet started (the rest of a message beyond the limits).
+    const waiting: SessionItem[] = [];
     let inFlight = 0;
-    // Bytes of operations read and not yet flushed (reservedBytes, then request + answer).
+    // Bytes of operations started and not yet flushed (reservedBytes, then request + answer).
     let held = 0;
     let readEnded = false;
     let waitingDrain = false;
     let paused = false;
     let closed = false;
+    // Released once grpc-js has handed a message to the connection (HTTP/2 flow control holds it
+    // back while the client does not read), not when it is merely queued.
+    const answers = new AnswerPacker((message, written) => {
+      if (!call.write(message, written)) waitingDrain = true;
+    });
 
     const flow = () => {
-      const shouldPause = inFlight >= max || held >= maxBytes || waitingDrain;
+      while (waiting.length > 0 && inFlight < max && held < maxBytes && !closed) start(waiting.shift()!);
+      const shouldPause = waiting.length > 0 || inFlight >= max || held >= maxBytes || waitingDrain;
       if (shouldPause && !paused) call.pause();
       else if (!shouldPause && paused) call.resume();
       paused = shouldPause;
     };
     const maybeEnd = () => {
-      if (readEnded && inFlight === 0 && !closed) {
+      if (readEnded && inFlight === 0 && waiting.length === 0 && !closed) {
+        answers.flush();
         closed = true;
         call.end();
       }
@@ -94,8 +106,10 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     });
     const stop = () => {
       closed = true;
+      waiting.length = 0;
+      answers.discard();
     };
-    // Operations already running finish (each is bounded); nothing more is read or answered.
+    // Operations already running finish (each is bounded); nothing more is read, started or answered.
     const dispose = whenGone(call, stop);
     call.on('error', stop);
     call.on('close', dispose);
@@ -103,48 +117,53 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       readEnded = true;
       maybeEnd();
     });
+    // The whole stream fails: a message without ids to answer, or over the operations limit.
+    const fail = (e: ApiError) => {
+      stop();
+      call.emit('error', e.toServiceError());
+      deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: 0 });
+    };
     call.on('data', (req: SessionRequest | UndecodableRequest) => {
       if (closed) return;
-      if (req instanceof UndecodableRequest) {
-        // Without an id it cannot be one item's error: the whole stream ends, as grpc-js would end it.
-        const e = undecodable(req);
-        closed = true;
-        call.emit('error', e.toServiceError());
-        deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: 0 });
-        return;
-      }
+      // Without an id it cannot be one item's error: the whole stream ends, as grpc-js would end it.
+      if (req instanceof UndecodableRequest) return fail(undecodable(req));
+      const items = unpack(req, ctx.limits.maxBatchItems);
+      if (!Array.isArray(items)) return fail(items);
+      waiting.push(...items);
+      flow();
+    });
+
+    function start(item: SessionItem): void {
+      const { id, op } = item;
       inFlight++;
-      let cost = reservedBytes(req.op, ctx.limits.maxPayloadBytes);
+      let cost = item.refused ? 0 : reservedBytes(op, ctx.limits.maxPayloadBytes);
       held += cost;
       const release = () => {
         held -= cost;
         cost = 0;
         flow();
       };
-      flow();
-      const start = performance.now();
-      const rpc = `Session/${req.op.case ?? 'none'}`;
-      run(ctx, req.op)
+      const begin = performance.now();
+      const rpc = `Session/${op.case ?? 'none'}`;
+      (item.refused ? Promise.reject(item.refused) : run(ctx, op))
         .then(
           (result) => {
-            deps.audit({ rpc, ...who, ...keyOf(req.op.value, result?.value), bytesIn: payloadBytes(req.op.value), bytesOut: payloadBytes(result?.value), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn: payloadBytes(op.value), bytesOut: payloadBytes(result?.value), outcome: 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
             return result;
           },
           (err: unknown): Result => {
             const e = toApiError(err, rpc);
             logInternal(deps, rpc, e);
-            deps.audit({ rpc, ...who, ...keyOf(req.op.value), bytesIn: payloadBytes(req.op.value), bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(op.value), bytesIn: payloadBytes(op.value), bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - begin).toFixed(3) });
             return { case: 'error', value: e.toItemStatus() };
           },
         )
         .then((result) => {
           if (closed) return release();
-          const actual = payloadBytes(req.op.value) + payloadBytes(result?.value);
+          const actual = payloadBytes(op.value) + payloadBytes(result?.value);
           held += actual - cost;
           cost = actual;
-          // Released once grpc-js has handed the answer to the connection (HTTP/2 flow control
-          // holds it back while the client does not read), not when it is merely queued.
-          if (!call.write(create(SessionResponseSchema, { id: req.id, result }), release)) waitingDrain = true;
+          answers.add(id, result, answerBytes(result?.value), release);
         })
         .catch((err: unknown) => {
           release();
@@ -155,6 +174,6 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           flow();
           maybeEnd();
         });
-    });
+    }
   };
 }

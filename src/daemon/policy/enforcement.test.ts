@@ -34,7 +34,7 @@ beforeAll(async () => {
   store = new PolicyStore({ path: policyPath, admins: new Set([me + 1]), log: () => {} });
   store.load();
   const connections = new Connections();
-  const ctx = { limits: { maxPayloadBytes: 1024 }, authorize: DENY_ALL } as unknown as OpContext;
+  const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL } as unknown as OpContext;
   server = new grpc.Server();
   server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: new Access(store, (c) => connections.principalOf(c)) }));
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());

@@ -285,7 +285,8 @@ export enum ErrorReason {
   PAYLOAD_TOO_LARGE = 50,
 
   /**
-   * RESOURCE_EXHAUSTED: a batch has more items than Limits.max_batch_items.
+   * RESOURCE_EXHAUSTED: a batch (or one Session message, counting its packed operations) has
+   * more items than Limits.max_batch_items.
    * Metadata: `limit_items`, `actual_items`.
    *
    * @generated from enum value: ERROR_REASON_BATCH_TOO_LARGE = 51;

@@ -14,10 +14,10 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ringfence/v1/session.proto.
  */
 export const file_ringfence_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChpyaW5nZmVuY2UvdjEvc2Vzc2lvbi5wcm90bxIMcmluZ2ZlbmNlLnYxItYDCg5TZXNzaW9uUmVxdWVzdBIKCgJpZBgBIAEoBBIvCgdlbmNyeXB0GAIgASgLMhwucmluZ2ZlbmNlLnYxLkVuY3J5cHRSZXF1ZXN0SAASLwoHZGVjcnlwdBgDIAEoCzIcLnJpbmdmZW5jZS52MS5EZWNyeXB0UmVxdWVzdEgAEjQKCnJlX2VuY3J5cHQYBCABKAsyHi5yaW5nZmVuY2UudjEuUmVFbmNyeXB0UmVxdWVzdEgAEkEKEWdlbmVyYXRlX2RhdGFfa2V5GAUgASgLMiQucmluZ2ZlbmNlLnYxLkdlbmVyYXRlRGF0YUtleVJlcXVlc3RIABI2Cgtjb21wdXRlX21hYxgGIAEoCzIfLnJpbmdmZW5jZS52MS5Db21wdXRlTWFjUmVxdWVzdEgAEjQKCnZlcmlmeV9tYWMYByABKAsyHi5yaW5nZmVuY2UudjEuVmVyaWZ5TWFjUmVxdWVzdEgAEikKBGhhc2gYCCABKAsyGS5yaW5nZmVuY2UudjEuSGFzaFJlcXVlc3RIABI+Cg9nZW5lcmF0ZV9yYW5kb20YCSABKAsyIy5yaW5nZmVuY2UudjEuR2VuZXJhdGVSYW5kb21SZXF1ZXN0SABCBAoCb3AijgQKD1Nlc3Npb25SZXNwb25zZRIKCgJpZBgBIAEoBBIwCgdlbmNyeXB0GAIgASgLMh0ucmluZ2ZlbmNlLnYxLkVuY3J5cHRSZXNwb25zZUgAEjAKB2RlY3J5cHQYAyABKAsyHS5yaW5nZmVuY2UudjEuRGVjcnlwdFJlc3BvbnNlSAASNQoKcmVfZW5jcnlwdBgEIAEoCzIfLnJpbmdmZW5jZS52MS5SZUVuY3J5cHRSZXNwb25zZUgAEkIKEWdlbmVyYXRlX2RhdGFfa2V5GAUgASgLMiUucmluZ2ZlbmNlLnYxLkdlbmVyYXRlRGF0YUtleVJlc3BvbnNlSAASNwoLY29tcHV0ZV9tYWMYBiABKAsyIC5yaW5nZmVuY2UudjEuQ29tcHV0ZU1hY1Jlc3BvbnNlSAASNQoKdmVyaWZ5X21hYxgHIAEoCzIfLnJpbmdmZW5jZS52MS5WZXJpZnlNYWNSZXNwb25zZUgAEioKBGhhc2gYCCABKAsyGi5yaW5nZmVuY2UudjEuSGFzaFJlc3BvbnNlSAASPwoPZ2VuZXJhdGVfcmFuZG9tGAkgASgLMiQucmluZ2ZlbmNlLnYxLkdlbmVyYXRlUmFuZG9tUmVzcG9uc2VIABIpCgVlcnJvchgPIAEoCzIYLnJpbmdmZW5jZS52MS5JdGVtU3RhdHVzSABCCAoGcmVzdWx0YgZwcm90bzM", [file_ringfence_v1_crypto, file_ringfence_v1_errors]);
+  fileDesc("ChpyaW5nZmVuY2UvdjEvc2Vzc2lvbi5wcm90bxIMcmluZ2ZlbmNlLnYxIoIECg5TZXNzaW9uUmVxdWVzdBIKCgJpZBgBIAEoBBIvCgdlbmNyeXB0GAIgASgLMhwucmluZ2ZlbmNlLnYxLkVuY3J5cHRSZXF1ZXN0SAASLwoHZGVjcnlwdBgDIAEoCzIcLnJpbmdmZW5jZS52MS5EZWNyeXB0UmVxdWVzdEgAEjQKCnJlX2VuY3J5cHQYBCABKAsyHi5yaW5nZmVuY2UudjEuUmVFbmNyeXB0UmVxdWVzdEgAEkEKEWdlbmVyYXRlX2RhdGFfa2V5GAUgASgLMiQucmluZ2ZlbmNlLnYxLkdlbmVyYXRlRGF0YUtleVJlcXVlc3RIABI2Cgtjb21wdXRlX21hYxgGIAEoCzIfLnJpbmdmZW5jZS52MS5Db21wdXRlTWFjUmVxdWVzdEgAEjQKCnZlcmlmeV9tYWMYByABKAsyHi5yaW5nZmVuY2UudjEuVmVyaWZ5TWFjUmVxdWVzdEgAEikKBGhhc2gYCCABKAsyGS5yaW5nZmVuY2UudjEuSGFzaFJlcXVlc3RIABI+Cg9nZW5lcmF0ZV9yYW5kb20YCSABKAsyIy5yaW5nZmVuY2UudjEuR2VuZXJhdGVSYW5kb21SZXF1ZXN0SAASKgoEbW9yZRgQIAMoCzIcLnJpbmdmZW5jZS52MS5TZXNzaW9uUmVxdWVzdEIECgJvcCK7BAoPU2Vzc2lvblJlc3BvbnNlEgoKAmlkGAEgASgEEjAKB2VuY3J5cHQYAiABKAsyHS5yaW5nZmVuY2UudjEuRW5jcnlwdFJlc3BvbnNlSAASMAoHZGVjcnlwdBgDIAEoCzIdLnJpbmdmZW5jZS52MS5EZWNyeXB0UmVzcG9uc2VIABI1CgpyZV9lbmNyeXB0GAQgASgLMh8ucmluZ2ZlbmNlLnYxLlJlRW5jcnlwdFJlc3BvbnNlSAASQgoRZ2VuZXJhdGVfZGF0YV9rZXkYBSABKAsyJS5yaW5nZmVuY2UudjEuR2VuZXJhdGVEYXRhS2V5UmVzcG9uc2VIABI3Cgtjb21wdXRlX21hYxgGIAEoCzIgLnJpbmdmZW5jZS52MS5Db21wdXRlTWFjUmVzcG9uc2VIABI1Cgp2ZXJpZnlfbWFjGAcgASgLMh8ucmluZ2ZlbmNlLnYxLlZlcmlmeU1hY1Jlc3BvbnNlSAASKgoEaGFzaBgIIAEoCzIaLnJpbmdmZW5jZS52MS5IYXNoUmVzcG9uc2VIABI/Cg9nZW5lcmF0ZV9yYW5kb20YCSABKAsyJC5yaW5nZmVuY2UudjEuR2VuZXJhdGVSYW5kb21SZXNwb25zZUgAEikKBWVycm9yGA8gASgLMhgucmluZ2ZlbmNlLnYxLkl0ZW1TdGF0dXNIABIrCgRtb3JlGBAgAygLMh0ucmluZ2ZlbmNlLnYxLlNlc3Npb25SZXNwb25zZUIICgZyZXN1bHRiBnByb3RvMw", [file_ringfence_v1_crypto, file_ringfence_v1_errors]);
 
 /**
- * One operation sent on a Session stream.
+ * One operation sent on a Session stream (and, in `more`, others).
  *
  * @generated from message ringfence.v1.SessionRequest
  */
@@ -101,6 +101,18 @@ export type SessionRequest = Message<"ringfence.v1.SessionRequest"> & {
     value: GenerateRandomRequest;
     case: "generateRandom";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Further operations in the same message, each with its own id, run and answered exactly as if
+   * sent one by one. Only one level: an operation in `more` that itself has `more` is not run; it
+   * and every operation nested in it are answered with an `error` (INVALID_ARGUMENT,
+   * ERROR_REASON_INVALID_FIELD with field "more"). A message carrying more than
+   * Limits.max_batch_items operations in all ends the stream with RESOURCE_EXHAUSTED
+   * (ERROR_REASON_BATCH_TOO_LARGE). Keep a message well below Limits.max_message_bytes.
+   *
+   * @generated from field: repeated ringfence.v1.SessionRequest more = 16;
+   */
+  more: SessionRequest[];
 };
 
 /**
@@ -111,7 +123,7 @@ export const SessionRequestSchema: GenMessage<SessionRequest> = /*@__PURE__*/
   messageDesc(file_ringfence_v1_session, 0);
 
 /**
- * The result of one Session operation. Its `result` case matches the request's `op` case (same
+ * The result of one Session operation (and, in `more`, of others). Its `result` case matches the request's `op` case (same
  * field number), or is `error`.
  *
  * @generated from message ringfence.v1.SessionResponse
@@ -202,6 +214,14 @@ export type SessionResponse = Message<"ringfence.v1.SessionResponse"> & {
     value: ItemStatus;
     case: "error";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Answers to further operations, each with its own id, exactly as if sent in messages of their
+   * own. The daemon never nests them (an answer in `more` has no `more`).
+   *
+   * @generated from field: repeated ringfence.v1.SessionResponse more = 16;
+   */
+  more: SessionResponse[];
 };
 
 /**

@@ -238,14 +238,15 @@ export type Limits = Message<"ringfence.v1.Limits"> & {
   maxStreamChunkBytes: number;
 
   /**
-   * Most items in one batch: 1000.
+   * Most items in one batch, and most operations packed into one Session message: 1000.
    *
    * @generated from field: uint32 max_batch_items = 4;
    */
   maxBatchItems: number;
 
   /**
-   * Most operations in flight on one Session stream: 1024.
+   * Most operations running at once on one Session stream (operations, however they are packed
+   * into messages): 1024.
    *
    * @generated from field: uint32 max_session_in_flight = 5;
    */

@@ -1,0 +1,156 @@
+/**
+ * The Session handler against a fake grpc-js call, on the host: GenerateRandom needs no AF_ALG, so
+ * it stands for an operation that works; bad lengths and missing ops for ones that fail.
+ * test/e2e/*.kernel.test.ts run the real thing (crypto, limits, access, hostile).
+ */
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { Duplex } from 'node:stream';
+import { describe, expect, it, vi } from 'vitest';
+import { SessionRequestSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
+import type { OpContext, OpLimits } from '../ops/context.js';
+import type { AuditEntry } from './audit.js';
+import type { HandlerDeps } from './handler.js';
+import { sessionHandler } from './session.js';
+
+const LIMITS: OpLimits = {
+  maxPayloadBytes: 1 << 20,
+  maxAssociatedDataBytes: 65_536,
+  maxStreamChunkBytes: 1 << 20,
+  maxBatchItems: 1000,
+  maxSessionInFlight: 1024,
+  maxSessionBufferedBytes: 16 << 20,
+};
+
+type Init = MessageInitShape<typeof SessionRequestSchema>;
+const random = (id: bigint, lengthBytes: number, more: Init[] = []): Init => ({ id, op: { case: 'generateRandom', value: { lengthBytes } }, more });
+const turn = () => new Promise((r) => setImmediate(r));
+
+/** The handler on a fake call; `hold` keeps write callbacks (a client that does not read). */
+function start(limits: Partial<OpLimits> = {}, hold = false) {
+  const audit: AuditEntry[] = [];
+  let started = 0;
+  let maxRunning = 0;
+  const ctx = { limits: { ...LIMITS, ...limits } } as unknown as OpContext;
+  // Every operation asks first (so this counts starts), and is audited when it ends.
+  const authorize = () => {
+    started++;
+    maxRunning = Math.max(maxRunning, started - audit.length);
+  };
+  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize }) } } as unknown as HandlerDeps;
+  const written: SessionResponse[] = [];
+  const held: (() => void)[] = [];
+  const call = Object.assign(
+    new Duplex({
+      objectMode: true,
+      read() {},
+      write(m: SessionResponse, _e, cb) {
+        written.push(m);
+        if (hold) held.push(cb);
+        else cb();
+      },
+    }),
+    { getDeadline: () => Infinity },
+  );
+  const errors: unknown[] = [];
+  call.on('error', (e) => errors.push(e));
+  let ended = false;
+  call.on('finish', () => (ended = true));
+  sessionHandler(ctx, deps)(call as never);
+  const send = (init: Init) => call.push(create(SessionRequestSchema, init) as SessionRequest);
+  const answers = () => written.flatMap((m) => [m, ...m.more]);
+  return { call, send, written, answers, held, audit, errors, ended: () => ended, maxRunning: () => maxRunning };
+}
+
+describe('Session handler: packing', () => {
+  it('answers an old-style client (one operation per message, no `more`) exactly as before', async () => {
+    const s = start();
+    s.send(random(1n, 8));
+    await vi.waitFor(() => expect(s.written).toHaveLength(1));
+    s.send(random(2n, 0));
+    await vi.waitFor(() => expect(s.written).toHaveLength(2));
+    expect(s.written.map((m) => [m.id, m.result.case, m.more.length])).toEqual([
+      [1n, 'generateRandom', 0],
+      [2n, 'error', 0],
+    ]);
+    s.call.push(null);
+    await vi.waitFor(() => expect(s.ended()).toBe(true));
+    expect(s.audit.map((a) => [a.rpc, a.outcome])).toEqual([
+      ['Session/generateRandom', 'OK'],
+      ['Session/generateRandom', 'INVALID_ARGUMENT'],
+    ]);
+  });
+
+  it('runs every operation of a packed message, mixed successes and errors, and packs the answers by id', async () => {
+    const s = start();
+    s.send(random(10n, 16, [random(11n, 0), { id: 12n }, random(13n, 5), random(14n, (1 << 20) + 1)]));
+    s.call.push(null);
+    await vi.waitFor(() => expect(s.ended()).toBe(true));
+    expect(s.written).toHaveLength(1); // all five were ready in the same turn
+    const byId = new Map(s.answers().map((a) => [a.id, a]));
+    expect([...byId.keys()].sort()).toEqual([10n, 11n, 12n, 13n, 14n]);
+    expect(byId.get(10n)!.result).toMatchObject({ case: 'generateRandom', value: { data: expect.any(Uint8Array) } });
+    expect((byId.get(10n)!.result.value as { data: Uint8Array }).data).toHaveLength(16);
+    expect((byId.get(13n)!.result.value as { data: Uint8Array }).data).toHaveLength(5);
+    for (const [id, field] of [[11n, 'length_bytes'], [12n, 'op'], [14n, 'length_bytes']] as const) {
+      expect(byId.get(id)!.result.case).toBe('error');
+      expect(byId.get(id)!.result.value).toMatchObject({ code: 3, metadata: { field } });
+    }
+    // One audit line per operation, as for single-operation messages.
+    expect(s.audit).toHaveLength(5);
+    expect(s.audit.filter((a) => a.outcome === 'OK')).toHaveLength(2);
+  });
+
+  it('refuses an operation nested in `more` inside `more` (and its own), runs the rest', async () => {
+    const s = start();
+    s.send(random(1n, 4, [random(2n, 4, [random(3n, 4)]), random(4n, 4)]));
+    s.call.push(null);
+    await vi.waitFor(() => expect(s.ended()).toBe(true));
+    const out = Object.fromEntries(s.answers().map((a) => [String(a.id), a.result]));
+    expect(out['1']!.case).toBe('generateRandom');
+    expect(out['4']!.case).toBe('generateRandom');
+    for (const id of ['2', '3']) expect(out[id]).toMatchObject({ case: 'error', value: { code: 3, metadata: { field: 'more' } } });
+    expect(s.errors).toEqual([]);
+  });
+
+  it('a message with more operations than maxBatchItems ends the stream with RESOURCE_EXHAUSTED', async () => {
+    const s = start({ maxBatchItems: 3 });
+    s.send(random(1n, 4, [random(2n, 4), random(3n, 4), random(4n, 4)]));
+    await vi.waitFor(() => expect(s.errors).toHaveLength(1));
+    expect(s.errors[0]).toMatchObject({ code: 8 });
+    expect(s.audit).toEqual([expect.objectContaining({ rpc: 'CryptoService/Session', outcome: 'RESOURCE_EXHAUSTED', reason: 'BATCH_TOO_LARGE' })]);
+    expect(s.written).toEqual([]);
+  });
+});
+
+describe('Session handler: limits count operations, not messages', () => {
+  it('runs at most maxSessionInFlight operations of a packed message at once', async () => {
+    const s = start({ maxSessionInFlight: 3 });
+    s.send(random(1n, 4, Array.from({ length: 19 }, (_, i) => random(BigInt(i + 2), 4))));
+    s.call.push(null);
+    await vi.waitFor(() => expect(s.ended()).toBe(true));
+    expect(s.answers()).toHaveLength(20);
+    expect(s.maxRunning()).toBe(3);
+  });
+
+  it('with answers unflushed, stops starting operations at maxSessionBufferedBytes and stops reading', async () => {
+    // Each GenerateRandom(32 KiB) holds 32 KiB until its answer is written: two fill 64 KiB.
+    const s = start({ maxSessionBufferedBytes: 64 * 1024 }, true);
+    s.send(random(1n, 32 * 1024, Array.from({ length: 5 }, (_, i) => random(BigInt(i + 2), 32 * 1024))));
+    s.send(random(100n, 8));
+    for (let i = 0; i < 5; i++) await turn();
+    expect(s.audit).toHaveLength(2);
+    // Two ran; their answers (too large to share a message) wait unflushed in the call, the
+    // second behind the first.
+    expect(s.answers().map((a) => a.id)).toEqual([1n]);
+    expect(s.call.writableLength).toBe(2);
+    expect(s.call.isPaused()).toBe(true);
+    // The client reads: each write callback frees room for two more, until all are answered.
+    while (s.answers().length < 7) {
+      for (const cb of s.held.splice(0)) cb();
+      await turn();
+      await turn();
+    }
+    expect(s.answers().map((a) => a.id).sort((a, b) => Number(a - b))).toEqual([1n, 2n, 3n, 4n, 5n, 6n, 100n]);
+    expect(s.audit).toHaveLength(7);
+  });
+});
