@@ -23,10 +23,6 @@ export const MiB = 1024 * 1024;
 const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_send_message_length': 4 * MiB + 64 * 1024,
   'grpc.max_receive_message_length': 16 * MiB,
-  // A call the daemon refused unprocessed (its idle GOAWAY crossed the call's HEADERS) is retried
-  // by grpc-js only while the call's messages fit this buffer; the default, 256 KiB, would let a
-  // large request fail UNAVAILABLE instead. Room for any one request the daemon accepts.
-  'grpc.per_rpc_retry_buffer_size': 4 * MiB + 64 * 1024,
 };
 
 const definitions = new WeakMap<object, MethodDefinition>();
