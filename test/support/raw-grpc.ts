@@ -25,7 +25,7 @@ export class RawGrpcClient {
       'grpc.max_send_message_length': 16 * 1024 * 1024,
       'grpc.max_receive_message_length': 16 * 1024 * 1024,
       // A stream the daemon refused unprocessed (its idle GOAWAY crossed our HEADERS) is retried
-      // by grpc-js only while the call's messages fit its retry buffer (256 KiB by default);
+      // by grpc-js only while the call's messages fit its retry buffer (1 MiB by default in grpc-js 1.14);
       // fuzz inputs can be larger, and would then fail UNAVAILABLE "Stream refused by server".
       'grpc.per_rpc_retry_buffer_size': 32 * 1024 * 1024,
       'grpc.retry_buffer_size': 64 * 1024 * 1024,

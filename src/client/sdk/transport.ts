@@ -25,6 +25,16 @@ const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': 16 * MiB,
 };
 
+/**
+ * A stream the server refused (HTTP/2 REFUSED_STREAM: it did no work, RFC 9113 section 8.7) is sent
+ * again. The daemon refuses streams that cross its idle or age GOAWAY. grpc-js replays them itself,
+ * but only while the request fits its per-call retry buffer (1 MiB in grpc-js 1.14). Raising it would
+ * also keep every streamed message in it until the call commits, which defeats the streams' bounded
+ * buffering. So unary calls, whose request is one message already held here, replay it themselves.
+ */
+const MAX_REFUSED_RETRIES = 2;
+const isRefusedStream = (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE && err.details === 'Stream refused by server';
+
 const definitions = new WeakMap<object, MethodDefinition>();
 function definitionOf(method: Parameters<typeof methodDefinition>[0]): MethodDefinition {
   let def = definitions.get(method);
@@ -62,23 +72,20 @@ export class Transport {
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(toRingfenceError(undefined, { rpc, socketPath: this.socketPath, aborted: true, abortReason: signal.reason }));
     const request = create(method.input, init);
-    return new Promise((resolve, reject) => {
-      let release = () => {};
-      const call = this.client.makeUnaryRequest(
-        def.path,
-        def.requestSerialize,
-        def.responseDeserialize,
-        request,
-        new grpc.Metadata(),
-        { deadline: callDeadline(opts, this.defaultTimeoutMs) ?? Infinity },
-        (err, response) => {
+    // One deadline for every attempt.
+    const deadline = callDeadline(opts, this.defaultTimeoutMs) ?? Infinity;
+    const attempt = (refusalsLeft: number): Promise<MessageShape<O>> =>
+      new Promise((resolve, reject) => {
+        let release = () => {};
+        const call = this.client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, new grpc.Metadata(), { deadline }, (err, response) => {
           release();
-          if (err || !response) reject(toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
+          if (err && refusalsLeft > 0 && !signal?.aborted && isRefusedStream(err)) resolve(attempt(refusalsLeft - 1));
+          else if (err || !response) reject(toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
           else resolve(response as MessageShape<O>);
-        },
-      );
-      release = onAbort(signal, () => call.cancel());
-    });
+        });
+        release = onAbort(signal, () => call.cancel());
+      });
+    return attempt(MAX_REFUSED_RETRIES);
   }
 
   /** Streams have no default timeout (a 20 GiB stream may run for minutes): only what opts say. */

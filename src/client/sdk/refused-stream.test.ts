@@ -1,0 +1,122 @@
+/**
+ * Unary calls replay a stream the server refused (HTTP/2 REFUSED_STREAM), whatever the request's
+ * size, and nothing else. The server here is plain node:http2 speaking gRPC's framing by hand, so it
+ * can refuse exactly the streams a test asks for, as the daemon does to a stream that crosses its
+ * idle GOAWAY.
+ */
+import * as http2 from 'node:http2';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { EncryptRequestSchema, EncryptResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
+import { RingfenceClient, isUnavailable } from './index.js';
+
+interface Seen {
+  path: string;
+  requestBytes: number;
+}
+
+/** Answers stream n (from 0) as `plan(n)` says: refuse it, fail it with UNAVAILABLE, or encrypt. */
+async function startServer(plan: (n: number) => 'refuse' | 'unavailable' | 'ok') {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-refused-'));
+  const socketPath = join(dir, 's.sock');
+  const seen: Seen[] = [];
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    const n = seen.length;
+    const entry: Seen = { path: String(headers[':path']), requestBytes: 0 };
+    seen.push(entry);
+    const action = plan(n);
+    stream.on('error', () => {}); // the refusal itself, reported on the server's side too
+    if (action === 'refuse') {
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    const body: Buffer[] = [];
+    stream.on('data', (c: Buffer) => body.push(c));
+    stream.on('end', () => {
+      const framed = Buffer.concat(body);
+      entry.requestBytes = framed.readUInt32BE(1);
+      const request = fromBinary(EncryptRequestSchema, framed.subarray(5));
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () =>
+        stream.sendTrailers(action === 'ok' ? { 'grpc-status': '0' } : { 'grpc-status': '14', 'grpc-message': 'processed, then unavailable' }),
+      );
+      if (action !== 'ok') return stream.end();
+      const message = toBinary(EncryptResponseSchema, create(EncryptResponseSchema, { ciphertext: Buffer.from(`sealed ${request.plaintext.length}`), keyName: request.keyName, keyVersion: 1 }));
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(message.length, 1);
+      stream.end(Buffer.concat([prefix, message]));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  return {
+    socketPath,
+    seen,
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('unary calls and refused streams', () => {
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
+  let client: RingfenceClient | undefined;
+  beforeEach(() => {
+    server = undefined;
+    client = undefined;
+  });
+  afterEach(async () => {
+    await client?.close();
+    await server?.close();
+  });
+
+  // Over grpc-js's per-call retry buffer (1 MiB), where its own transparent retry stops: each
+  // attempt below is then exactly one stream. (Small requests get grpc-js's one replay first.)
+  const big = Buffer.alloc(1536 * 1024, 7);
+
+  it('sends a refused request again, large or small, and the answer is the second attempt\'s', async () => {
+    server = await startServer((n) => (n % 2 === 0 ? 'refuse' : 'ok'));
+    client = new RingfenceClient({ socketPath: server.socketPath });
+    const large = await client.encrypt('k', big);
+    expect(Buffer.from(large.ciphertext).toString()).toBe(`sealed ${big.length}`);
+    const small = await client.encrypt('k', 'hi');
+    expect(Buffer.from(small.ciphertext).toString()).toBe('sealed 2');
+    expect(server.seen.map((s) => s.path)).toEqual(Array(4).fill('/ringfence.v1.CryptoService/Encrypt'));
+    // The refused attempts carried nothing the server read; the answered ones carried the request.
+    expect(server.seen[1]!.requestBytes).toBeGreaterThan(big.length);
+    expect(server.seen[3]!.requestBytes).toBeGreaterThan(2);
+  });
+
+  it('gives up with UNAVAILABLE once refused three times in a row', async () => {
+    server = await startServer(() => 'refuse');
+    client = new RingfenceClient({ socketPath: server.socketPath });
+    const err = await client.encrypt('k', big).then(() => undefined, (e: unknown) => e);
+    expect(isUnavailable(err)).toBe(true);
+    expect(String((err as Error).message)).toMatch(/Stream refused by server/);
+    expect(server.seen).toHaveLength(3);
+  });
+
+  it('never repeats a request the server processed, even when it answers UNAVAILABLE', async () => {
+    server = await startServer(() => 'unavailable');
+    client = new RingfenceClient({ socketPath: server.socketPath });
+    const err = await client.encrypt('k', big).then(() => undefined, (e: unknown) => e);
+    expect(isUnavailable(err)).toBe(true);
+    expect(String((err as Error).message)).toMatch(/processed, then unavailable/);
+    expect(server.seen).toHaveLength(1);
+  });
+
+  it('does not send again once the caller aborted', async () => {
+    const abort = new AbortController();
+    server = await startServer(() => {
+      abort.abort();
+      return 'refuse';
+    });
+    client = new RingfenceClient({ socketPath: server.socketPath });
+    await expect(client.encrypt('k', big, { signal: abort.signal })).rejects.toThrow();
+    expect(server.seen).toHaveLength(1);
+  });
+});
