@@ -129,7 +129,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
         version: VERSION,
         startTime,
         report,
-        limits: { ...opLimits, maxMessageBytes: config.limits.maxMessageBytes, minRotationPeriodMs: config.limits.minRotationPeriod, minDeletionWaitingPeriodMs: config.limits.minDeletionWaitingPeriod },
+        limits: config.limits,
       }, deps),
     );
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((n) => [n, 'NOT_SERVING'])) });

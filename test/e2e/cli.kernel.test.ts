@@ -68,7 +68,9 @@ describe('ringfence CLI end to end', () => {
   it('status and doctor say what the kernel allows', async () => {
     const text = (await ok(['status'])).toString();
     expect(text).toMatch(/af_alg_restrict/);
-    const s = await json<{ afAlgRestricted: boolean; defaultAeadSuite: string; suites: { suite: string; availability: string }[] }>(['status']);
+    expect(text).toMatch(/1024 connections, 128 calls each, idle 5m/);
+    const s = await json<{ afAlgRestricted: boolean; defaultAeadSuite: string; suites: { suite: string; availability: string }[]; limits: Record<string, unknown> }>(['status']);
+    expect(s.limits).toMatchObject({ maxPayloadBytes: 1024 * 1024, encryptionsPerVersion: 2 ** 32, maxConnections: 1024, connectionIdleTimeoutSeconds: 300, connectionMaxAgeSeconds: null });
     expect(s.afAlgRestricted).toBe(currentKernel() === 'restricted');
     expect(s.defaultAeadSuite).toBe(defaultAead);
     expect(s.suites.find((x) => x.suite === 'aes-256-gcm')!.availability).toBe(currentKernel() === 'lts' ? 'available' : 'restricted');

@@ -225,7 +225,16 @@ describe('limits and backpressure', () => {
   });
 
   it('reports the configured message size and refuses a larger message with RESOURCE_EXHAUSTED', async () => {
-    expect((await admin.getStatus()).limits?.maxMessageBytes).toBe(256 * KiB);
+    const reported = (await admin.getStatus()).limits!;
+    expect(reported.maxMessageBytes).toBe(256 * KiB);
+    // Every configured limit is reported as configured, the rest as their defaults.
+    expect(reported.maxConcurrentStreamsPerConnection).toBe(4);
+    expect(reported.maxSessionBufferedBytes).toBe(512 * KiB);
+    expect(Number(reported.connectionIdleTimeout?.seconds ?? 0)).toBe(0);
+    expect(reported.maxConnections).toBe(1024);
+    expect(reported.encryptionsPerVersion).toBe(2n ** 32n);
+    expect(Number(reported.connectionMaxAge?.seconds ?? 0)).toBe(0);
+    expect(Number(reported.connectionMaxAgeGrace?.seconds)).toBe(60);
     const c = cryptoClient(daemon.socket);
     try {
       // Larger than maxMessageBytes: grpc-js refuses it before decoding.

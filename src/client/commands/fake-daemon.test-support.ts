@@ -134,6 +134,13 @@ function statusService(keys: FakeKeys, rec: Recorder, startTime = timestampNow()
         maxMessageBytes: 4 * MiB + 64 * 1024,
         minRotationPeriod: { seconds: 3600n },
         minDeletionWaitingPeriod: { seconds: 86_400n },
+        encryptionsPerVersion: 2n ** 32n,
+        maxSessionBufferedBytes: 16 * MiB,
+        maxConcurrentStreamsPerConnection: 128,
+        maxConnections: 1024,
+        connectionIdleTimeout: { seconds: 300n },
+        connectionMaxAge: {},
+        connectionMaxAgeGrace: { seconds: 60n },
       },
     })),
   };

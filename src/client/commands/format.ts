@@ -146,6 +146,13 @@ function limitsJson(l: Limits): Record<string, unknown> {
     maxMessageBytes: l.maxMessageBytes,
     minRotationPeriodSeconds: seconds(l.minRotationPeriod),
     minDeletionWaitingPeriodSeconds: seconds(l.minDeletionWaitingPeriod),
+    encryptionsPerVersion: Number(l.encryptionsPerVersion),
+    maxSessionBufferedBytes: l.maxSessionBufferedBytes,
+    maxConcurrentStreamsPerConnection: l.maxConcurrentStreamsPerConnection,
+    maxConnections: l.maxConnections,
+    connectionIdleTimeoutSeconds: seconds(l.connectionIdleTimeout),
+    connectionMaxAgeSeconds: seconds(l.connectionMaxAge),
+    connectionMaxAgeGraceSeconds: seconds(l.connectionMaxAgeGrace),
   };
 }
 
@@ -153,6 +160,7 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
   const j = statusJson(s, socketPath);
   const l = j.limits as ReturnType<typeof limitsJson> | null;
   const dur = (sec: unknown) => (typeof sec === 'number' ? formatDuration(sec * 1000) : '-');
+  const never = (sec: unknown) => (sec === 0 || sec === null ? 'never' : dur(sec));
   const lines = [
     `daemon      ringfenced ${s.daemonVersion}, pid ${s.pid}, started ${j.startTime ?? '-'}`,
     `socket      ${socketPath}`,
@@ -163,7 +171,9 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
   if (l) {
     lines.push(
       `limits      payload ${l.maxPayloadBytes} B, associated data ${l.maxAssociatedDataBytes} B, stream chunk ${l.maxStreamChunkBytes} B, message ${l.maxMessageBytes} B`,
-      `            batch ${l.maxBatchItems} items, session ${l.maxSessionInFlight} in flight, rotation >= ${dur(l.minRotationPeriodSeconds)}, deletion wait >= ${dur(l.minDeletionWaitingPeriodSeconds)}`,
+      `            batch ${l.maxBatchItems} items, session ${l.maxSessionInFlight} in flight and ${l.maxSessionBufferedBytes} B held, rotation >= ${dur(l.minRotationPeriodSeconds)}, deletion wait >= ${dur(l.minDeletionWaitingPeriodSeconds)}`,
+      `            ${l.encryptionsPerVersion} encryptions per key version`,
+      `            ${l.maxConnections} connections, ${l.maxConcurrentStreamsPerConnection} calls each, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
     );
   }
   const rows = [['SUITE / HASH', 'AVAILABILITY', 'DRIVER OR DETAIL']];

@@ -28,7 +28,9 @@ describe.concurrent('status', SLOW, () => {
     expect(text).toContain('\ndefaults    aead aes-256-gcm, mac hmac-sha256\n');
     expect(text).toContain('\nkeys        1\n');
     expect(text).toContain('\nlimits      payload 1048576 B, associated data 65536 B, stream chunk 1048576 B, message 4259840 B\n');
-    expect(text).toContain('batch 1000 items, session 1024 in flight, rotation >= 1h, deletion wait >= 1d\n');
+    expect(text).toContain('batch 1000 items, session 1024 in flight and 16777216 B held, rotation >= 1h, deletion wait >= 1d\n');
+    expect(text).toContain('\n            4294967296 encryptions per key version\n');
+    expect(text).toContain('\n            1024 connections, 128 calls each, idle 5m, max age never (grace 1m)\n');
     expect(text).toMatch(/\nSUITE \/ HASH +AVAILABILITY +DRIVER OR DETAIL\naes-256-gcm +available +generic-gcm-aesni\n/);
     expect(text).toMatch(/\nblake2b-256 +restricted +blake2b-256: ENOENT under af_alg_restrict=1\n$/);
   });
@@ -46,7 +48,19 @@ describe.concurrent('status', SLOW, () => {
       defaultAeadSuite: 'aes-256-gcm',
       defaultMacSuite: 'hmac-sha256',
       keyCount: 1,
-      limits: { maxPayloadBytes: 1048576, maxAssociatedDataBytes: 65536, minRotationPeriodSeconds: 3600, minDeletionWaitingPeriodSeconds: 86400 },
+      limits: {
+        maxPayloadBytes: 1048576,
+        maxAssociatedDataBytes: 65536,
+        minRotationPeriodSeconds: 3600,
+        minDeletionWaitingPeriodSeconds: 86400,
+        encryptionsPerVersion: 4294967296,
+        maxSessionBufferedBytes: 16777216,
+        maxConcurrentStreamsPerConnection: 128,
+        maxConnections: 1024,
+        connectionIdleTimeoutSeconds: 300,
+        connectionMaxAgeSeconds: null,
+        connectionMaxAgeGraceSeconds: 60,
+      },
     });
     expect(doc.startTime).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(doc.suites).toHaveLength(7);

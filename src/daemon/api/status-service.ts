@@ -5,7 +5,7 @@ import { Availability, StatusService } from '../../gen/ringfence/v1/status_servi
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
 import type { AlgStatus, CapabilityReport, SuiteReport } from '../../capabilities/probe.js';
 import type { KeyManager } from '../keys/key-manager.js';
-import type { OpLimits } from '../ops/context.js';
+import type { Limits } from '../config.js';
 import { unary, type HandlerDeps } from './handler.js';
 import { suiteEnum } from './suite-enum.js';
 
@@ -36,7 +36,8 @@ export interface StatusInfo {
   version: string;
   startTime: number;
   report: CapabilityReport;
-  limits: OpLimits & { maxMessageBytes: number; minRotationPeriodMs: number; minDeletionWaitingPeriodMs: number };
+  /** The daemon's limits as configured (durations in milliseconds). */
+  limits: Limits;
 }
 
 export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: HandlerDeps): grpc.UntypedServiceImplementation {
@@ -60,8 +61,15 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
         maxBatchItems: limits.maxBatchItems,
         maxSessionInFlight: limits.maxSessionInFlight,
         maxMessageBytes: limits.maxMessageBytes,
-        minRotationPeriod: durationFromMs(limits.minRotationPeriodMs),
-        minDeletionWaitingPeriod: durationFromMs(limits.minDeletionWaitingPeriodMs),
+        minRotationPeriod: durationFromMs(limits.minRotationPeriod),
+        minDeletionWaitingPeriod: durationFromMs(limits.minDeletionWaitingPeriod),
+        encryptionsPerVersion: BigInt(limits.encryptionsPerVersion),
+        maxSessionBufferedBytes: limits.maxSessionBufferedBytes,
+        maxConcurrentStreamsPerConnection: limits.maxConcurrentStreamsPerConnection,
+        maxConnections: limits.maxConnections,
+        connectionIdleTimeout: durationFromMs(limits.connectionIdleTimeout),
+        connectionMaxAge: durationFromMs(limits.connectionMaxAge),
+        connectionMaxAgeGrace: durationFromMs(limits.connectionMaxAgeGrace),
       },
     })),
   };

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ringfence/v1/status_service.proto.
  */
 export const file_ringfence_v1_status_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFyaW5nZmVuY2UvdjEvc3RhdHVzX3NlcnZpY2UucHJvdG8SDHJpbmdmZW5jZS52MSISChBHZXRTdGF0dXNSZXF1ZXN0IpwDChFHZXRTdGF0dXNSZXNwb25zZRIWCg5kYWVtb25fdmVyc2lvbhgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNwaWQYAyABKA0SFgoOa2VybmVsX3JlbGVhc2UYBCABKAkSGQoRYWZfYWxnX3Jlc3RyaWN0ZWQYBSABKAgSKQoGc3VpdGVzGAYgAygLMhkucmluZ2ZlbmNlLnYxLlN1aXRlU3RhdHVzEjoKD2hhc2hfYWxnb3JpdGhtcxgHIAMoCzIhLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtU3RhdHVzEi8KEmRlZmF1bHRfYWVhZF9zdWl0ZRgIIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIuChFkZWZhdWx0X21hY19zdWl0ZRgJIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIRCglrZXlfY291bnQYCiABKA0SJAoGbGltaXRzGAsgASgLMhQucmluZ2ZlbmNlLnYxLkxpbWl0cyKDAQoLU3VpdGVTdGF0dXMSIgoFc3VpdGUYASABKA4yEy5yaW5nZmVuY2UudjEuU3VpdGUSMAoMYXZhaWxhYmlsaXR5GAIgASgOMhoucmluZ2ZlbmNlLnYxLkF2YWlsYWJpbGl0eRIOCgZkcml2ZXIYAyABKAkSDgoGZGV0YWlsGAQgASgJIpcBChNIYXNoQWxnb3JpdGhtU3RhdHVzEi4KCWFsZ29yaXRobRgBIAEoDjIbLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtEjAKDGF2YWlsYWJpbGl0eRgCIAEoDjIaLnJpbmdmZW5jZS52MS5BdmFpbGFiaWxpdHkSDgoGZHJpdmVyGAMgASgJEg4KBmRldGFpbBgEIAEoCSKxAgoGTGltaXRzEhkKEW1heF9wYXlsb2FkX2J5dGVzGAEgASgNEiEKGW1heF9hc3NvY2lhdGVkX2RhdGFfYnl0ZXMYAiABKA0SHgoWbWF4X3N0cmVhbV9jaHVua19ieXRlcxgDIAEoDRIXCg9tYXhfYmF0Y2hfaXRlbXMYBCABKA0SHQoVbWF4X3Nlc3Npb25faW5fZmxpZ2h0GAUgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAYgASgNEjYKE21pbl9yb3RhdGlvbl9wZXJpb2QYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPgobbWluX2RlbGV0aW9uX3dhaXRpbmdfcGVyaW9kGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uKpcBCgxBdmFpbGFiaWxpdHkSHAoYQVZBSUxBQklMSVRZX1VOU1BFQ0lGSUVEEAASGgoWQVZBSUxBQklMSVRZX0FWQUlMQUJMRRABEhsKF0FWQUlMQUJJTElUWV9SRVNUUklDVEVEEAISGAoUQVZBSUxBQklMSVRZX01JU1NJTkcQAxIWChJBVkFJTEFCSUxJVFlfRVJST1IQBDJdCg1TdGF0dXNTZXJ2aWNlEkwKCUdldFN0YXR1cxIeLnJpbmdmZW5jZS52MS5HZXRTdGF0dXNSZXF1ZXN0Gh8ucmluZ2ZlbmNlLnYxLkdldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ringfence_v1_suite]);
+  fileDesc("CiFyaW5nZmVuY2UvdjEvc3RhdHVzX3NlcnZpY2UucHJvdG8SDHJpbmdmZW5jZS52MSISChBHZXRTdGF0dXNSZXF1ZXN0IpwDChFHZXRTdGF0dXNSZXNwb25zZRIWCg5kYWVtb25fdmVyc2lvbhgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNwaWQYAyABKA0SFgoOa2VybmVsX3JlbGVhc2UYBCABKAkSGQoRYWZfYWxnX3Jlc3RyaWN0ZWQYBSABKAgSKQoGc3VpdGVzGAYgAygLMhkucmluZ2ZlbmNlLnYxLlN1aXRlU3RhdHVzEjoKD2hhc2hfYWxnb3JpdGhtcxgHIAMoCzIhLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtU3RhdHVzEi8KEmRlZmF1bHRfYWVhZF9zdWl0ZRgIIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIuChFkZWZhdWx0X21hY19zdWl0ZRgJIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIRCglrZXlfY291bnQYCiABKA0SJAoGbGltaXRzGAsgASgLMhQucmluZ2ZlbmNlLnYxLkxpbWl0cyKDAQoLU3VpdGVTdGF0dXMSIgoFc3VpdGUYASABKA4yEy5yaW5nZmVuY2UudjEuU3VpdGUSMAoMYXZhaWxhYmlsaXR5GAIgASgOMhoucmluZ2ZlbmNlLnYxLkF2YWlsYWJpbGl0eRIOCgZkcml2ZXIYAyABKAkSDgoGZGV0YWlsGAQgASgJIpcBChNIYXNoQWxnb3JpdGhtU3RhdHVzEi4KCWFsZ29yaXRobRgBIAEoDjIbLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtEjAKDGF2YWlsYWJpbGl0eRgCIAEoDjIaLnJpbmdmZW5jZS52MS5BdmFpbGFiaWxpdHkSDgoGZHJpdmVyGAMgASgJEg4KBmRldGFpbBgEIAEoCSLuBAoGTGltaXRzEhkKEW1heF9wYXlsb2FkX2J5dGVzGAEgASgNEiEKGW1heF9hc3NvY2lhdGVkX2RhdGFfYnl0ZXMYAiABKA0SHgoWbWF4X3N0cmVhbV9jaHVua19ieXRlcxgDIAEoDRIXCg9tYXhfYmF0Y2hfaXRlbXMYBCABKA0SHQoVbWF4X3Nlc3Npb25faW5fZmxpZ2h0GAUgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAYgASgNEjYKE21pbl9yb3RhdGlvbl9wZXJpb2QYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPgobbWluX2RlbGV0aW9uX3dhaXRpbmdfcGVyaW9kGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh8KF2VuY3J5cHRpb25zX3Blcl92ZXJzaW9uGAkgASgEEiIKGm1heF9zZXNzaW9uX2J1ZmZlcmVkX2J5dGVzGAogASgNEi0KJW1heF9jb25jdXJyZW50X3N0cmVhbXNfcGVyX2Nvbm5lY3Rpb24YCyABKA0SFwoPbWF4X2Nvbm5lY3Rpb25zGAwgASgNEjoKF2Nvbm5lY3Rpb25faWRsZV90aW1lb3V0GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjUKEmNvbm5lY3Rpb25fbWF4X2FnZRgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI7Chhjb25uZWN0aW9uX21heF9hZ2VfZ3JhY2UYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24qlwEKDEF2YWlsYWJpbGl0eRIcChhBVkFJTEFCSUxJVFlfVU5TUEVDSUZJRUQQABIaChZBVkFJTEFCSUxJVFlfQVZBSUxBQkxFEAESGwoXQVZBSUxBQklMSVRZX1JFU1RSSUNURUQQAhIYChRBVkFJTEFCSUxJVFlfTUlTU0lORxADEhYKEkFWQUlMQUJJTElUWV9FUlJPUhAEMl0KDVN0YXR1c1NlcnZpY2USTAoJR2V0U3RhdHVzEh4ucmluZ2ZlbmNlLnYxLkdldFN0YXR1c1JlcXVlc3QaHy5yaW5nZmVuY2UudjEuR2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ringfence_v1_suite]);
 
 /**
  * Request of StatusService.GetStatus.
@@ -272,6 +272,57 @@ export type Limits = Message<"ringfence.v1.Limits"> & {
    * @generated from field: google.protobuf.Duration min_deletion_waiting_period = 8;
    */
   minDeletionWaitingPeriod?: Duration | undefined;
+
+  /**
+   * Encryptions per key version before a generated key rotates (imported keys refuse more):
+   * 2^32, the limit of random 96-bit nonces.
+   *
+   * @generated from field: uint64 encryptions_per_version = 9;
+   */
+  encryptionsPerVersion: bigint;
+
+  /**
+   * Bytes one Session stream may hold (payloads read and not yet answered, answers not yet
+   * taken); at the cap it stops reading: 16 MiB (16,777,216 bytes).
+   *
+   * @generated from field: uint32 max_session_buffered_bytes = 10;
+   */
+  maxSessionBufferedBytes: number;
+
+  /**
+   * Calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): 128.
+   *
+   * @generated from field: uint32 max_concurrent_streams_per_connection = 11;
+   */
+  maxConcurrentStreamsPerConnection: number;
+
+  /**
+   * Connections open at once; more are closed when accepted: 1024.
+   *
+   * @generated from field: uint32 max_connections = 12;
+   */
+  maxConnections: number;
+
+  /**
+   * A connection that carries no call this long is closed with a GOAWAY: 5 minutes. Zero: never.
+   *
+   * @generated from field: google.protobuf.Duration connection_idle_timeout = 13;
+   */
+  connectionIdleTimeout?: Duration | undefined;
+
+  /**
+   * A connection is asked to go away (GOAWAY) at this age: zero, no limit.
+   *
+   * @generated from field: google.protobuf.Duration connection_max_age = 14;
+   */
+  connectionMaxAge?: Duration | undefined;
+
+  /**
+   * Calls still running this long after the max-age GOAWAY are cut off: 1 minute.
+   *
+   * @generated from field: google.protobuf.Duration connection_max_age_grace = 15;
+   */
+  connectionMaxAgeGrace?: Duration | undefined;
 };
 
 /**
