@@ -70,7 +70,8 @@ function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, bod
         call.emit('error', e.toServiceError());
         logInternal(deps, rpc, e);
       }
-      deps.audit({ rpc, ...who, ...audit, outcome: gone ?? statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+      // A gone call's error is only how its loop was ended (call.destroy), no reason worth recording.
+      deps.audit({ rpc, ...who, ...audit, outcome: gone ?? statusName(e.code), ...(gone ? {} : { reason: e.reasonName }), durationMs: +(performance.now() - start).toFixed(3) });
     },
   ).catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to end a stream'));
 }
