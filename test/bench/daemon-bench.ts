@@ -728,6 +728,18 @@ try {
         `leaving ${(extraSt - seal1m! - codec1m!).toFixed(0)} us (stream format copies, Duplex, one chunk at a time).`,
     );
   }
+  if (cpus().length === 1 && gcm1m.results.length && Number.isFinite(streamRatio)) {
+    // On one CPU the seal adds to the echo's work per chunk, whoever seals: this caps the ratio.
+    const [echoUs, gcmUs] = [us(echoSt1m), us(gcm1m)];
+    const sealPiece = piece('seal 1 MiB');
+    const cap = (sealUs: number) => (echoUs / (echoUs + sealUs)).toFixed(2);
+    console.log(
+      `streaming bound on this CPU: the echo's work per 1 MiB chunk plus one AES-256-GCM pass caps streaming / echo at ${cap(gcmUs)} ` +
+        `even at node:crypto's in-process speed (${(gcmUs / 1000).toFixed(1)} ms per MiB, the fastest seal here)` +
+        (sealPiece ? `, at ${cap(us(sealPiece))} at the kernel's (${(us(sealPiece) / 1000).toFixed(1)} ms)` : '') +
+        `; the target is 0.80.`,
+    );
+  }
   console.log(
     `\naudit trail: ${auditLines.length} lines (${(auditBytes / Math.max(auditLines.length, 1)).toFixed(0)} B each) for ~${rfOps} operations sent; ` +
       `daemon exit code ${daemonExit}.` +

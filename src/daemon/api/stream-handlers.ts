@@ -97,10 +97,10 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             callerAad: Buffer.from(aad),
             maxChunkBytes: ctx.limits.maxStreamChunkBytes,
             nonce: () => getRandom(12),
-            seal: async (nonce, chunkAad, plaintext) => {
+            seal: async (nonce, chunkAad, plaintext, headroom) => {
               if (prepaid > 0) prepaid--;
               else await ctx.keys.countEncryptions(resolved, 1);
-              return seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext);
+              return seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
             },
           });
           audit.key = r.key.name;

@@ -22,10 +22,11 @@ const MAX = 16; // small chunks: many chunk boundaries in small streams
 
 class AuthFailed extends Error {}
 
-const seal = async (nonce: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer> => {
+/** As the kernel engine's seal: headroom bytes of scratch (here junk, which the encryptor must overwrite), then ciphertext || tag. */
+const seal = async (nonce: Buffer, aad: Buffer, plaintext: Buffer, headroom: number): Promise<Buffer> => {
   const c = createCipheriv('aes-256-gcm', KEY, nonce);
   c.setAAD(aad);
-  return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
+  return Buffer.concat([Buffer.alloc(headroom, 0xee), c.update(plaintext), c.final(), c.getAuthTag()]);
 };
 const open = async (_h: StreamHeader, nonce: Buffer, aad: Buffer, sealed: Buffer): Promise<Buffer> => {
   const d = createDecipheriv('aes-256-gcm', KEY, nonce);
@@ -117,7 +118,7 @@ describe('StreamEncryptor', () => {
     const seen: { nonce: Buffer; aad: Buffer }[] = [];
     const nonces = [Buffer.alloc(12, 1), Buffer.alloc(12, 2)];
     const header = newHeader();
-    const enc = new StreamEncryptor({ header, callerAad: AAD, maxChunkBytes: MAX, nonce: () => nonces.shift()!, seal: (nonce, aad, pt) => (seen.push({ nonce, aad }), seal(nonce, aad, pt)) });
+    const enc = new StreamEncryptor({ header, callerAad: AAD, maxChunkBytes: MAX, nonce: () => nonces.shift()!, seal: (nonce, aad, pt, headroom) => (seen.push({ nonce, aad }), seal(nonce, aad, pt, headroom)) });
     const c0 = (await enc.push(Buffer.from('hello'), false))!;
     const c1 = (await enc.push(Buffer.from('!'), true))!;
     expect(c0.subarray(0, CHUNK_PREFIX_BYTES).toString('hex')).toBe('00' + '00000015' + '01'.repeat(12)); // 5 + 16 sealed bytes
@@ -201,6 +202,25 @@ describe('StreamDecryptor round trips', () => {
       }
       dec.end();
       expect(Buffer.concat(got).equals(pt)).toBe(true);
+    }
+  });
+
+  it('reassembles chunks of 1 MiB from 256 KiB messages (large pieces held as views) and 17-byte ones (copied)', async () => {
+    const max = 1024 * 1024;
+    const pt = randomBytes(2 * max + 12345);
+    const { all } = await encrypt(pt, { max });
+    for (const slice of [256 * 1024, 100_003, 17]) {
+      const dec = decryptor(AAD, max);
+      const got: Buffer[] = [];
+      for (let off = 0; off < all.length; off += slice) {
+        // Each message in a buffer of its own, as grpc-js delivers them; overwritten once pushed
+        // when small, so a piece that was not copied would corrupt the chunk and fail its tag.
+        const message = Buffer.from(all.subarray(off, off + slice));
+        for (const c of await dec.push(message)) got.push(c.plaintext);
+        if (message.length < 64 * 1024) message.fill(0);
+      }
+      dec.end();
+      expect(Buffer.concat(got).equals(pt), `slice ${slice}`).toBe(true);
     }
   });
 

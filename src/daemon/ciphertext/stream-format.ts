@@ -29,6 +29,8 @@ export const STREAM_HEADER_BYTES = MAGIC.length + 1 + 1 + KEY_ID_BYTES + 4 + STR
 /** flags u8 | sealed length u32 | nonce. */
 export const CHUNK_PREFIX_BYTES = 1 + 4 + NONCE_BYTES; // 17
 export const FLAG_FINAL = 0x01;
+/** Pieces of a unit this large are held as views of the caller's buffer, smaller ones copied. */
+const PIN_MIN_BYTES = 64 * 1024;
 
 export type StreamErrorKind = 'malformed' | 'unsupported' | 'truncated' | 'protocol';
 const KIND_PREFIX: Record<StreamErrorKind, string> = { malformed: 'malformed stream ciphertext', unsupported: 'unsupported ciphertext format', truncated: 'truncated stream ciphertext', protocol: 'stream protocol violation' };
@@ -119,8 +121,11 @@ export interface StreamEncryptorOptions {
   callerAad: Buffer;
   /** Largest plaintext per chunk (Limits.max_stream_chunk_bytes). */
   maxChunkBytes: number;
-  /** Returns ciphertext || tag. */
-  seal: (nonce: Buffer, aad: Buffer, plaintext: Buffer) => Promise<Buffer>;
+  /**
+   * Returns `headroom` bytes of scratch, then ciphertext || tag: the chunk prefix is written into
+   * the scratch, so a chunk of up to max_stream_chunk_bytes is not copied once more.
+   */
+  seal: (nonce: Buffer, aad: Buffer, plaintext: Buffer, headroom: number) => Promise<Buffer>;
   /** 12 fresh random bytes per call. */
   nonce: () => Buffer;
 }
@@ -164,15 +169,15 @@ export class StreamEncryptor {
       const flags = final ? FLAG_FINAL : 0;
       const aad = chunkAad(this.header.bytes, this.#index, flags, this.#opts.callerAad);
       this.#sealCalls++;
-      const sealed = await this.#opts.seal(nonce, aad, plaintext);
-      if (sealed.length !== plaintext.length + this.tagBytes) throw new Error(`seal returned ${sealed.length} bytes for ${plaintext.length} bytes of plaintext`);
+      const chunk = await this.#opts.seal(nonce, aad, plaintext, CHUNK_PREFIX_BYTES);
+      const sealedBytes = chunk.length - CHUNK_PREFIX_BYTES;
+      if (sealedBytes !== plaintext.length + this.tagBytes) throw new Error(`seal returned ${sealedBytes} bytes for ${plaintext.length} bytes of plaintext`);
       this.#index++;
       this.#final = final;
-      const prefix = Buffer.alloc(CHUNK_PREFIX_BYTES);
-      prefix[0] = flags;
-      prefix.writeUInt32BE(sealed.length, 1);
-      nonce.copy(prefix, 5);
-      return Buffer.concat([prefix, sealed]);
+      chunk[0] = flags;
+      chunk.writeUInt32BE(sealedBytes, 1);
+      nonce.copy(chunk, 5);
+      return chunk;
     } catch (e) {
       // Whether the chunk was sealed is unknown: the stream cannot go on consistently.
       this.#failure = { error: e };
@@ -232,7 +237,10 @@ export class StreamDecryptor {
   get bufferedBytes(): number { return this.#partBytes; }
   get finished(): boolean { return this.#unit === 'done'; }
 
-  /** Consumes the next bytes; returns the chunks they completed, each after it authenticated. */
+  /**
+   * Consumes the next bytes; returns the chunks they completed, each after it authenticated.
+   * `bytes` may be held (as a view) until its chunk completes: do not change it after the call.
+   */
   async push(bytes: Buffer): Promise<DecryptedChunk[]> {
     if (this.#busy) throw new Error('StreamDecryptor.push called while another call is pending');
     if (this.#failure) throw this.#failure.error;
@@ -271,7 +279,10 @@ export class StreamDecryptor {
       if (this.#partBytes === 0 && take === this.#need) {
         unit = bytes.subarray(off, off + take); // whole unit in this input: no copy
       } else {
-        this.#parts.push(Buffer.from(bytes.subarray(off, off + take))); // a copy: do not pin the caller's buffer
+        // A small piece is copied, so it does not pin the caller's (maybe much larger) buffer; a large
+        // one is kept as a view, since Buffer.concat below copies it once anyway.
+        const piece = bytes.subarray(off, off + take);
+        this.#parts.push(take < PIN_MIN_BYTES ? Buffer.from(piece) : piece);
         this.#partBytes += take;
         if (this.#partBytes === this.#need) {
           unit = Buffer.concat(this.#parts, this.#need);

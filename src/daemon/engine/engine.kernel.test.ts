@@ -76,6 +76,25 @@ describe.each(AEAD_SUITES.map((s) => [s.name, s] as const))('%s', (name, suite) 
     }
   });
 
+  if (available) it('puts headroom for a header before ciphertext || tag, shorter or longer than the AAD, scratch only', async () => {
+    const keys = suite.keyBytes.map((n) => knownKey(n));
+    for (const [aadLen, headroom, ptLen] of [[0, 17, 100], [16, 17, 1], [49, 17, 20000], [40, 36, 0], [36, 36, 1024], [1024, 36, 70 * 1024]] as const) {
+      const nonce = randomBytes(12);
+      const aad = bytes(aadLen);
+      const pt = bytes(ptLen);
+      const out = await seal(engine, suite, keys.map((k) => k.serial), nonce, aad, pt, headroom);
+      const expected = nodeSeal(suite, keys.map((k) => k.key), nonce, aad, pt);
+      expect(out.length, `aad ${aadLen} headroom ${headroom}`).toBe(headroom + expected.length);
+      expect(out.subarray(headroom).equals(expected), `aad ${aadLen} headroom ${headroom}`).toBe(true);
+      // The scratch is zeroes or the tail of the caller's own AAD, never another call's bytes.
+      const scratch = out.subarray(0, headroom);
+      const lead = Math.max(0, headroom - aadLen);
+      expect(scratch.subarray(0, lead).equals(Buffer.alloc(lead))).toBe(true);
+      if (suite.algorithms[1]) expect(scratch.equals(Buffer.alloc(headroom))).toBe(true); // encrypt-then-MAC: all zeroes
+      else expect(scratch.subarray(lead).equals(aad.subarray(aadLen - (headroom - lead)))).toBe(true);
+    }
+  });
+
   if (available) it('rejects a flipped bit in ciphertext, tag, nonce or AAD', async () => {
     const serials = suite.keyBytes.map((n) => knownKey(n).serial);
     const nonce = randomBytes(12);

@@ -38,11 +38,17 @@ export class CryptoEngine {
     this.options = { ...DEFAULT_ENGINE_OPTIONS, ...options };
   }
 
-  /** AEAD encryption: returns ciphertext || tag. */
-  async aeadEncrypt(alg: KernelAlg, serial: number, tagBytes: number, iv: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer> {
+  /**
+   * AEAD encryption: returns ciphertext || tag, preceded by `headroom` bytes of scratch (not zeroed:
+   * they may hold associated data) for the caller to overwrite, e.g. with a ciphertext header, so
+   * the sealed bytes need no copy. The kernel returns AAD || ciphertext || tag: the headroom is
+   * the AAD's tail, plus zeroed lead bytes when the AAD is shorter.
+   */
+  async aeadEncrypt(alg: KernelAlg, serial: number, tagBytes: number, iv: Buffer, aad: Buffer, plaintext: Buffer, headroom = 0): Promise<Buffer> {
     const tfm = this.transform({ alg, serial, authSize: tagBytes });
-    const out = await runRequest(tfm, this.options, { op: AlgOp.ENCRYPT, iv, assocLen: aad.length }, [aad, plaintext], aad.length + plaintext.length + tagBytes);
-    return out.subarray(aad.length);
+    const lead = Math.max(0, headroom - aad.length);
+    const out = await runRequest(tfm, this.options, { op: AlgOp.ENCRYPT, iv, assocLen: aad.length }, [aad, plaintext], aad.length + plaintext.length + tagBytes, lead);
+    return out.subarray(lead + aad.length - headroom);
   }
 
   /** AEAD decryption of ciphertext || tag; EngineError AUTHENTICATION_FAILED when the tag does not verify. */

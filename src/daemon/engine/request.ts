@@ -26,13 +26,17 @@ function byteLength(parts: readonly Buffer[]): number {
   return n;
 }
 
-/** Sends `input` with `header`, reads up to `outLen` bytes; returns the bytes read. */
+/**
+ * Sends `input` with `header`, reads `outLen` bytes; returns them. With `lead`, they come after `lead`
+ * zeroed bytes of the same buffer, room the caller fills (a ciphertext's header) instead of copying.
+ */
 export async function runRequest(
   tfm: Transform,
   limits: RequestLimits,
   header: afAlg.OpHeader,
   input: Buffer[],
   outLen: number,
+  lead = 0,
 ): Promise<Buffer> {
   const what = describeSpec(tfm.spec);
   const inLen = byteLength(input);
@@ -49,7 +53,10 @@ export async function runRequest(
   // Never read into an empty buffer: recvmsg of 0 bytes returns at once without processing, which
   // would skip tag verification of an empty-plaintext AEAD decryption and leave the request queued.
   // Not zero-filled: the kernel overwrites all outLen bytes, and anything shorter is discarded below.
-  const out = Buffer.allocUnsafe(Math.max(outLen, 1));
+  // allocUnsafe may hand out pooled memory that held another call's bytes: the lead is zeroed.
+  const whole = Buffer.allocUnsafe(lead + Math.max(outLen, 1));
+  whole.fill(0, 0, lead);
+  const out = whole.subarray(lead);
   let n: number;
   try {
     if (sync) {
@@ -70,7 +77,7 @@ export async function runRequest(
     throw new EngineError('INTERNAL', `${what}: the kernel returned ${n} of ${outLen} bytes`);
   }
   tfm.release(fd);
-  return out.subarray(0, outLen);
+  return whole.subarray(0, lead + outLen);
 }
 
 /**

@@ -54,13 +54,16 @@ function etmMacInput(aad: Buffer, nonce: Buffer, ct: Buffer): Buffer[] {
   return [aad, nonce, ct, al];
 }
 
-/** Encrypts and authenticates; returns ciphertext || tag. */
-export async function seal(engine: CryptoEngine, suite: AeadSuite, serials: readonly number[], nonce: Buffer, aad: Buffer, plaintext: Buffer): Promise<Buffer> {
+/**
+ * Encrypts and authenticates; returns ciphertext || tag after `headroom` bytes of scratch that the
+ * caller overwrites (a chunk prefix or envelope header), which spares a copy of the sealed bytes.
+ */
+export async function seal(engine: CryptoEngine, suite: AeadSuite, serials: readonly number[], nonce: Buffer, aad: Buffer, plaintext: Buffer, headroom = 0): Promise<Buffer> {
   const { iv, cipher, mac, key, macKey } = prepare(suite, serials, nonce);
-  if (!mac) return engine.aeadEncrypt(cipher, key, suite.tagBytes, iv, aad, plaintext);
+  if (!mac) return engine.aeadEncrypt(cipher, key, suite.tagBytes, iv, aad, plaintext, headroom);
   const ct = await engine.skcipher(cipher, key, true, iv, plaintext);
   const tag = await engine.digest(mac, macKey!, suite.tagBytes, etmMacInput(aad, nonce, ct));
-  return Buffer.concat([ct, tag]);
+  return Buffer.concat([Buffer.alloc(headroom), ct, tag]);
 }
 
 /** Verifies and decrypts ciphertext || tag; EngineError AUTHENTICATION_FAILED on any mismatch. */

@@ -3,7 +3,7 @@
  * version: shared by Encrypt, Decrypt, ReEncrypt and GenerateDataKey.
  */
 import { getRandom } from '../../../native-ffi/random.js';
-import { associatedData, decodeEnvelope, encodeEnvelope, encodeHeader, FORMAT_VERSION, HEADER_BYTES } from '../ciphertext/envelope.js';
+import { associatedData, decodeEnvelope, encodeHeader, FORMAT_VERSION, HEADER_BYTES } from '../ciphertext/envelope.js';
 import { open, seal } from '../engine/suite-ops.js';
 import { ApiError, ErrorReason, Status } from '../api/errors.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
@@ -11,10 +11,14 @@ import type { ResolvedVersion } from '../keys/key-manager.js';
 import type { OpContext } from './context.js';
 
 export async function sealEnvelope(ctx: OpContext, r: ResolvedVersion<AeadSuite>, plaintext: Buffer, aad: Buffer): Promise<Buffer> {
+  // A getrandom per nonce, never a pool: the kernel reseeds when a VM snapshot is cloned (vmgenid),
+  // randomness buffered here would be handed out again in both clones, i.e. nonces reused.
   const nonce = getRandom(r.suite.nonceBytes);
   const header = encodeHeader({ suite: r.suite.name, keyId: Buffer.from(r.key.id, 'hex'), keyVersion: r.version, nonce });
-  const sealed = await seal(ctx.engine, r.suite, r.serials, nonce, associatedData(header, aad), plaintext);
-  return encodeEnvelope(header, sealed);
+  // The header goes into the seal's headroom: the envelope is header || sealed without another copy.
+  const envelope = await seal(ctx.engine, r.suite, r.serials, nonce, associatedData(header, aad), plaintext, HEADER_BYTES);
+  header.copy(envelope, 0);
+  return envelope;
 }
 
 /** Opens a client's ciphertext: format, key, version and suite are all checked before the kernel sees it. */
