@@ -15,6 +15,7 @@ import { CryptoService } from '../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { daemonServiceDefinition } from './api/decode.js';
+import { guardedServer } from './api/foreign-services.js';
 import { sdNotify } from '../../native-ffi/sd-notify.js';
 import type { DaemonConfig, Limits } from './config.js';
 import { CryptoEngine } from './engine/engine.js';
@@ -133,8 +134,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       }, deps),
     );
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((n) => [n, 'NOT_SERVING'])) });
-    health.addToServer(server);
-    new ReflectionService(reflectionPackage()).addToServer(server);
+    // Their undecodable requests are refused with INVALID_ARGUMENT, like the daemon's own.
+    health.addToServer(guardedServer(server) as grpc.Server);
+    new ReflectionService(reflectionPackage()).addToServer(guardedServer(server) as grpc.Server);
 
     // Connections are accepted here, identified (SO_PEERCRED), and only then handed to grpc-js.
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());

@@ -62,4 +62,28 @@ describe('standard gRPC services', () => {
     expect(blobs.some((b) => b.includes('ringfence/v1/crypto_service.proto') && b.includes('EncryptStream'))).toBe(true);
     reflection.close();
   });
+
+  it('answers an undecodable request to health or reflection with INVALID_ARGUMENT, not INTERNAL, and keeps serving', async () => {
+    const raw = (b: Buffer) => b;
+    // A varint tag that never ends: no protobuf decoder accepts it.
+    const garbage = Buffer.from('ffffffff', 'hex');
+    const c = new grpc.Client(`unix:${daemon.socket}`, grpc.credentials.createInsecure());
+    const check = await new Promise<grpc.ServiceError | null>((resolve) => c.makeUnaryRequest('/grpc.health.v1.Health/Check', raw, raw, garbage, (e) => resolve(e)));
+    expect([check?.code, check?.details]).toEqual([grpc.status.INVALID_ARGUMENT, 'the request is not a valid grpc.health.v1.HealthCheckRequest message (protobuf decoding failed)']);
+    const ended = (call: grpc.ClientReadableStream<Buffer> | grpc.ClientDuplexStream<Buffer, Buffer>) => {
+      call.on('data', () => {});
+      call.on('error', () => {});
+      return new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    };
+    expect((await ended(c.makeServerStreamRequest('/grpc.health.v1.Health/Watch', raw, raw, garbage))).code).toBe(grpc.status.INVALID_ARGUMENT);
+    const reflect = c.makeBidiStreamRequest('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo', raw, raw);
+    const status = ended(reflect);
+    reflect.write(garbage);
+    reflect.end();
+    expect((await status).code).toBe(grpc.status.INVALID_ARGUMENT);
+    // Still serving: an empty HealthCheckRequest asks about the server as a whole (SERVING = 1).
+    const ok = await new Promise<Buffer | grpc.ServiceError>((resolve) => c.makeUnaryRequest('/grpc.health.v1.Health/Check', raw, raw, Buffer.alloc(0), (e, r) => resolve(e ?? r!)));
+    expect(ok).toEqual(Buffer.from('0801', 'hex'));
+    c.close();
+  });
 });

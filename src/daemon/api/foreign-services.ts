@@ -1,0 +1,77 @@
+/**
+ * Services from other packages (grpc.health.v1, server reflection) registered with the daemon's own
+ * rule for undecodable requests (decode.ts): a body that is not a valid message is the caller's
+ * error, INVALID_ARGUMENT, not the INTERNAL grpc-js answers when a deserializer throws. The packages
+ * only call server.addService, so they are handed a server whose addService wraps definition and
+ * handlers; nothing else of theirs changes.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { UndecodableRequest, undecodable } from './decode.js';
+
+type AnyDefinition = grpc.MethodDefinition<unknown, unknown> & { originalName?: string; requestType?: { type?: { name?: string } } };
+type AnyHandler = (...args: never[]) => void;
+
+/** The name a refusal gives the request: the package's message type, else the method path. */
+function requestName(m: AnyDefinition): string {
+  const type = m.requestType?.type?.name;
+  return type ? `${m.path.split('/')[1]?.replace(/\.[^.]*$/, '')}.${type}` : `request of ${m.path}`;
+}
+
+function guardHandler(m: AnyDefinition, handler: AnyHandler): AnyHandler {
+  if (!m.requestStream) {
+    // The one request is decoded before the handler runs: refuse it instead of calling the handler.
+    if (!m.responseStream) {
+      return ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        if (call.request instanceof UndecodableRequest) callback(undecodable(call.request).toServiceError());
+        else (handler as grpc.handleUnaryCall<unknown, unknown>)(call, callback);
+      }) as AnyHandler;
+    }
+    return ((call: grpc.ServerWritableStream<unknown, unknown>) => {
+      if (call.request instanceof UndecodableRequest) call.emit('error', undecodable(call.request).toServiceError());
+      else (handler as grpc.handleServerStreamingCall<unknown, unknown>)(call);
+    }) as AnyHandler;
+  }
+  // Streamed requests arrive as 'data' events to the package's listeners: the first undecodable one
+  // ends the call with its status, and nothing after it reaches them.
+  return ((call: grpc.ServerReadableStream<unknown, unknown>) => {
+    const emit = call.emit.bind(call) as (event: string | symbol, ...args: unknown[]) => boolean;
+    let refused = false;
+    call.emit = ((event: string | symbol, ...args: unknown[]) => {
+      if (refused && (event === 'data' || event === 'end')) return false;
+      if (event === 'data' && args[0] instanceof UndecodableRequest) {
+        refused = true;
+        return emit('error', undecodable(args[0]).toServiceError());
+      }
+      return emit(event, ...args);
+    }) as typeof call.emit;
+    (handler as (c: typeof call) => void)(call);
+  }) as AnyHandler;
+}
+
+/** The server as a package's addToServer sees it: addService registers guarded definitions. */
+export function guardedServer(server: grpc.Server): Pick<grpc.Server, 'addService'> {
+  return {
+    addService(service: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation) {
+      const definition: Record<string, AnyDefinition> = {};
+      const handlers: Record<string, AnyHandler> = {};
+      for (const [name, m] of Object.entries(service as Record<string, AnyDefinition>)) {
+        const decode = m.requestDeserialize;
+        const what = requestName(m);
+        definition[name] = {
+          ...m,
+          requestDeserialize: (b: Buffer) => {
+            try {
+              return decode(b);
+            } catch {
+              return new UndecodableRequest(what);
+            }
+          },
+        };
+        // grpc-js looks a handler up by the definition's key or its originalName; so does this.
+        const handler = (implementation[name] ?? (m.originalName ? implementation[m.originalName] : undefined)) as AnyHandler | undefined;
+        if (handler) handlers[name] = guardHandler(m, handler);
+      }
+      server.addService(definition as grpc.ServiceDefinition, handlers as grpc.UntypedServiceImplementation);
+    },
+  };
+}
