@@ -5,6 +5,8 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { RingfenceClient } from '../sdk/index.js';
+import { UsageError } from './args.js';
+import { openOutput, writeAll } from './io.js';
 
 /** Every option any command takes; cli.ts parses them all, then checks them against the command. */
 export const OPTIONS = {
@@ -43,7 +45,7 @@ export interface Values {
 
 export interface Stdio {
   stdin: Readable & { fd?: number };
-  stdout: Writable;
+  stdout: Writable & { isTTY?: boolean };
   stderr: Writable & { isTTY?: boolean; columns?: number };
 }
 
@@ -70,6 +72,22 @@ export class Context {
   /** The one JSON document of a --json run. */
   printJson(doc: unknown): void {
     this.io.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+  }
+
+  /** The JSON document of a command that takes -o: to FILE when given (it may hold plaintext), else stdout. */
+  async writeJson(doc: unknown, out: string | undefined): Promise<void> {
+    if (out === undefined || out === '-') this.printJson(doc);
+    else await writeAll(openOutput(out, this.io.stdout), `${JSON.stringify(doc, null, 2)}\n`);
+  }
+
+  /**
+   * Refuses, before anything runs, to write raw `what` to a terminal: it would garble the terminal
+   * and show nothing useful. A pipe, a file or --json are the ways out.
+   */
+  refuseBinaryToTerminal(out: string | undefined, what: string, ways: string): void {
+    if (!this.json && (out === undefined || out === '-') && this.io.stdout.isTTY) {
+      throw new UsageError(`refusing to write ${what} to a terminal: use ${ways}`);
+    }
   }
 
   warn(text: string): void {

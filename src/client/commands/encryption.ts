@@ -27,6 +27,7 @@ const JSON_NEEDS_SMALL = `--json needs input of at most ${UNARY_LIMIT / MiB} MiB
 async function encrypt(ctx: Context, args: string[], v: Values): Promise<number> {
   const keyName = parseKeyName(args[0]!);
   const associatedData = aadOf(v);
+  ctx.refuseBinaryToTerminal(str(v, 'out'), 'binary ciphertext', '-o FILE, a pipe, or --json (text form)');
   const input = openInput(str(v, 'in'), ctx.io.stdin);
   // Refuse before reading when the file is known to be too big.
   if (ctx.json && input.size !== undefined && input.size > UNARY_LIMIT) throw new UsageError(JSON_NEEDS_SMALL);
@@ -39,7 +40,7 @@ async function encrypt(ctx: Context, args: string[], v: Values): Promise<number>
       if (ctx.json || !tooLarge(err)) throw err;
     }
     if (res) {
-      if (ctx.json) ctx.printJson({ ciphertext: ciphertextToText(res.ciphertext), key: res.keyName, version: res.keyVersion });
+      if (ctx.json) await ctx.writeJson({ ciphertext: ciphertextToText(res.ciphertext), key: res.keyName, version: res.keyVersion }, str(v, 'out'));
       else await writeAll(openOutput(str(v, 'out'), ctx.io.stdout), res.ciphertext);
       return 0;
     }
@@ -69,7 +70,7 @@ async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number
   // Anything else goes to Decrypt, which names a malformed or unknown format precisely.
   const res = await ctx.client().decrypt(ct.bytes, { associatedData });
   try {
-    if (ctx.json) ctx.printJson({ plaintext: Buffer.from(res.plaintext).toString('base64'), key: res.keyName, version: res.keyVersion });
+    if (ctx.json) await ctx.writeJson({ plaintext: Buffer.from(res.plaintext).toString('base64'), key: res.keyName, version: res.keyVersion }, str(v, 'out'));
     else await writeAll(openOutput(str(v, 'out'), ctx.io.stdout), res.plaintext);
   } finally {
     res.plaintext.fill(0);
@@ -82,6 +83,8 @@ async function reencrypt(ctx: Context, _args: string[], v: Values): Promise<numb
   const destinationKeyName = to === undefined ? undefined : parseKeyName(to);
   const input = openInput(str(v, 'in'), ctx.io.stdin);
   const ct = await readCiphertext(input);
+  // Binary in, binary out: not to a terminal (text in, text out is fine anywhere).
+  if (ct.form !== 'text') ctx.refuseBinaryToTerminal(str(v, 'out'), 'binary ciphertext', '-o FILE, a pipe, or --json (text form)');
   if (ct.bytes === undefined || ct.format === STREAM_FORMAT) {
     input.close();
     throw new CommandError('reencrypt takes a ciphertext from unary encryption; decrypt a stream ciphertext and encrypt it again instead');
@@ -89,7 +92,7 @@ async function reencrypt(ctx: Context, _args: string[], v: Values): Promise<numb
   const res = await ctx.client().reEncrypt(ct.bytes, { associatedData: aadOf(v), destinationKeyName });
   const text = ciphertextToText(res.ciphertext);
   if (ctx.json) {
-    ctx.printJson({ ciphertext: text, key: res.keyName, version: res.keyVersion, sourceKey: res.sourceKeyName, sourceVersion: res.sourceKeyVersion });
+    await ctx.writeJson({ ciphertext: text, key: res.keyName, version: res.keyVersion, sourceKey: res.sourceKeyName, sourceVersion: res.sourceKeyVersion }, str(v, 'out'));
   } else {
     // The same form as the input: text in, text out.
     await writeAll(openOutput(str(v, 'out'), ctx.io.stdout), ct.form === 'text' ? `${text}\n` : res.ciphertext);

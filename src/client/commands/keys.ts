@@ -85,7 +85,11 @@ export const keyCommands: CommandSpec[] = [
     async run(ctx, args, v) {
       const every = str(v, 'rotate-every');
       const rotationPeriodMs = every === undefined ? undefined : parseDuration(every, '--rotate-every');
-      const key = await ctx.client().createKey(name(args), { purpose: purposeOpt(v), suite: suiteOpt(v), rotationPeriodMs });
+      if (rotationPeriodMs === 0) throw new UsageError('--rotate-every: 0 is no period; leave the option out for a key that rotates only when asked (or at its encryption limit)');
+      // Everything parsed before the client exists: usage errors never depend on the socket.
+      const keyName = name(args);
+      const opts = { purpose: purposeOpt(v), suite: suiteOpt(v), rotationPeriodMs };
+      const key = await ctx.client().createKey(keyName, opts);
       return printKey(ctx, key, `created key ${key.name}: ${describe(key)}`);
     },
   },
@@ -130,7 +134,8 @@ export const keyCommands: CommandSpec[] = [
     args: ['NAME'],
     what: (a) => `show key ${a[0]}`,
     async run(ctx, args) {
-      const key = await ctx.client().getKey(name(args), { view: 'full' });
+      const keyName = name(args);
+      const key = await ctx.client().getKey(keyName, { view: 'full' });
       return printKey(ctx, key, keyText(key));
     },
   },
@@ -160,7 +165,8 @@ export const keyCommands: CommandSpec[] = [
     args: ['NAME'],
     what: (a) => `disable key ${a[0]}`,
     async run(ctx, args) {
-      const key = await ctx.client().disableKey(name(args));
+      const keyName = name(args);
+      const key = await ctx.client().disableKey(keyName);
       return printKey(ctx, key, `disabled key ${key.name}`);
     },
   },
@@ -172,7 +178,8 @@ export const keyCommands: CommandSpec[] = [
     args: ['NAME'],
     what: (a) => `enable key ${a[0]}`,
     async run(ctx, args) {
-      const key = await ctx.client().enableKey(name(args));
+      const keyName = name(args);
+      const key = await ctx.client().enableKey(keyName);
       return printKey(ctx, key, `enabled key ${key.name}`);
     },
   },
@@ -186,7 +193,8 @@ export const keyCommands: CommandSpec[] = [
     async run(ctx, args, v) {
       const after = str(v, 'after');
       const waitingPeriodMs = after === undefined ? undefined : parseDuration(after, '--after');
-      const key = await ctx.client().scheduleKeyDeletion(name(args), { waitingPeriodMs });
+      const keyName = name(args);
+      const key = await ctx.client().scheduleKeyDeletion(keyName, { waitingPeriodMs });
       const when = keyJson(key).deletionTime ?? 'an unknown time';
       return printKey(ctx, key, `key ${key.name} will be deleted at ${when} (until then: ringfence key cancel-delete ${key.name})`);
     },
@@ -199,7 +207,8 @@ export const keyCommands: CommandSpec[] = [
     args: ['NAME'],
     what: (a) => `cancel deletion of key ${a[0]}`,
     async run(ctx, args) {
-      const key = await ctx.client().cancelKeyDeletion(name(args));
+      const keyName = name(args);
+      const key = await ctx.client().cancelKeyDeletion(keyName);
       return printKey(ctx, key, `cancelled the deletion of key ${key.name}; it is disabled (enable it with: ringfence key enable ${key.name})`);
     },
   },

@@ -69,6 +69,7 @@ async function hash(ctx: Context, args: string[], v: Values): Promise<number> {
 
 async function random(ctx: Context, args: string[]): Promise<number> {
   const n = parseInteger(args[0]!, 'N', 1, MiB);
+  ctx.refuseBinaryToTerminal(undefined, 'raw random bytes', 'a pipe or file redirection, or --json (base64)');
   const res = await ctx.client().generateRandom(n);
   if (ctx.json) ctx.printJson({ data: Buffer.from(res.data).toString('base64') });
   else await writeAll(openOutput(undefined, ctx.io.stdout), res.data);

@@ -6,7 +6,7 @@
  */
 import { Readable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { addNote } from './args.js';
+import { addNote, CommandError } from './args.js';
 import type { Context } from './command.js';
 import type { Input, Output } from './io.js';
 import { startProgress } from './progress.js';
@@ -28,13 +28,23 @@ export async function runStream(ctx: Context, job: StreamJob): Promise<void> {
   const progress = startProgress(job.label, job.size, ctx.io.stderr);
   const source = Buffer.isBuffer(job.source) ? Readable.from([job.source]) : job.source.rest();
   const stages = [source, ...(progress ? [progress.counter] : []), job.duplex, job.output.stream] as const;
+  // A write error names the output's temporary file; the user named another path. pipeline passes
+  // any stage's error on to every other stage, so the output's own error is the one it emits first.
+  let firstFailed: 'output' | 'upstream' | undefined;
+  job.output.stream.once('error', () => (firstFailed ??= 'output'));
+  for (const stage of stages.slice(0, -1)) (stage as Readable).once('error', () => (firstFailed ??= 'upstream'));
+  let produced = 0;
   try {
-    await pipeline(stages as unknown as [Readable, ...Duplex[]]);
-  } catch (err) {
+    const piped = pipeline(stages as unknown as [Readable, ...Duplex[]]);
+    // Counted once piped, so the listener never starts the flow itself (pipe's backpressure rules it).
+    job.duplex.on('data', (chunk: Buffer) => (produced += chunk.length));
+    await piped;
+  } catch (caught) {
     progress?.done();
     await job.output.abort();
-    // Said after the error itself (cli.ts prints notes last).
-    if (job.output.isStdout) addNote(err, `the ${job.produces} already written to stdout is incomplete or not authentic: discard it`);
+    const err = firstFailed === 'output' ? new CommandError(`cannot write ${job.output.label}: ${(caught as NodeJS.ErrnoException).code ?? (caught as Error).message}`) : caught;
+    // Said after the error itself (cli.ts prints notes last); only when something was written.
+    if (job.output.isStdout && produced > 0) addNote(err, `the ${job.produces} already written to stdout is incomplete or not authentic: discard it`);
     throw err;
   } finally {
     if (!Buffer.isBuffer(job.source)) job.source.close();

@@ -19,14 +19,15 @@ const VALUES = `values:
   --aad TEXT     associated data, UTF-8; decrypt needs the same text
 
 input and output:
-  encrypt, decrypt, reencrypt, mac and verify read stdin and write stdout unless -i / -o; bytes
-  pass unchanged (binary safe). -o FILE is written under a temporary name and renamed into place
-  when complete: a failed or interrupted run leaves no output file (an existing FILE stays as it
-  was). encrypt sends up to 1 MiB in one call and
-  streams anything larger in authenticated chunks (constant memory); decrypt recognises binary and
-  text ("ringfence:v1:...") ciphertexts of either kind. If a streamed decrypt fails, the plaintext
-  already written to stdout must be discarded (ringfence says so on stderr). Large files show a
-  progress line on stderr when it is a terminal.
+  encrypt, decrypt and reencrypt read stdin (or -i FILE) and write stdout (or -o FILE, also with
+  --json); mac and verify read stdin or -i FILE. Bytes pass unchanged (binary safe). -o FILE is
+  written under a temporary name and renamed into place when complete: a failed or interrupted
+  run leaves no output file (an existing FILE stays as it was). Binary ciphertext and random
+  bytes are not written to a terminal (exit 2): use -o, a pipe or --json. encrypt sends up to
+  1 MiB in one call and streams anything larger in authenticated chunks (constant memory); decrypt
+  recognises binary and text ("ringfence:v1:...") ciphertexts of either kind. If a streamed
+  decrypt fails, the plaintext already written to stdout must be discarded (ringfence says so on
+  stderr). Large files show a progress line on stderr when it is a terminal.
 
 exit status:
   0  success ("verify": the MAC is valid)

@@ -1,0 +1,145 @@
+/**
+ * Where results go and what a failure says about them, through the real CLI and the fake daemon:
+ * --json honours -o (a decrypted document never lands on stdout when a file was asked for), raw
+ * binary is not written to a terminal, a streamed write error names the user's path, and the
+ * "discard what stdout got" note appears only when stdout got something. Plus usage errors found
+ * before any client exists.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { buildCli, type CliRunner, type RunOptions } from './cli-runner.test-support.js';
+import { startFakeDaemon, type FakeDaemon } from './fake-daemon.test-support.js';
+import { Context, type Stdio } from './command.js';
+import { keyCommands } from './keys.js';
+import { UsageError } from './args.js';
+import { PassThrough } from 'node:stream';
+
+const MiB = 1024 * 1024;
+const SLOW = { timeout: 60_000 };
+// The child's stdout is a pipe; this makes it report itself a terminal, as a shell's would.
+const AS_TTY = ['--import', `data:text/javascript,${encodeURIComponent("Object.defineProperty(process.stdout, 'isTTY', { value: true });")}`];
+let cli: CliRunner;
+let daemon: FakeDaemon;
+let dir: string;
+
+beforeAll(async () => {
+  [cli, daemon] = await Promise.all([buildCli(), startFakeDaemon()]);
+  dir = mkdtempSync(join(tmpdir(), 'ringfence-out-'));
+  daemon.keys.add('k', 1, { purpose: 1, suite: 1 });
+});
+afterAll(async () => {
+  cli.close();
+  await daemon.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const rf = (args: string[], opts?: RunOptions) => cli.run(['--socket', daemon.socketPath, ...args], opts);
+const rfTty = async (args: string[], opts?: RunOptions) => {
+  const { runNode } = await import('./cli-runner.test-support.js');
+  return runNode([...AS_TTY, cli.entry, '--socket', daemon.socketPath, ...args], opts);
+};
+
+describe('--json with -o FILE', SLOW, () => {
+  test('decrypt writes the document (with the plaintext) to FILE, nothing to stdout', async () => {
+    const ct = (await rf(['encrypt', 'k'], { stdin: 'secret words' })).stdout;
+    const out = join(dir, 'pt.json');
+    const r = await rf(['--json', 'decrypt', '-o', out], { stdin: ct });
+    expect([r.code, r.stderr, r.stdout.length]).toEqual([0, '', 0]);
+    const doc = JSON.parse(readFileSync(out, 'utf8'));
+    expect(Buffer.from(doc.plaintext, 'base64').toString()).toBe('secret words');
+    expect(doc.key).toBe('k');
+  });
+
+  test('encrypt and reencrypt write theirs to FILE too', async () => {
+    const enc = join(dir, 'ct.json');
+    const r = await rf(['--json', 'encrypt', 'k', '-o', enc], { stdin: 'abc' });
+    expect([r.code, r.stderr, r.stdout.length]).toEqual([0, '', 0]);
+    const text = JSON.parse(readFileSync(enc, 'utf8')).ciphertext as string;
+    expect(text).toMatch(/^ringfence:v1:/);
+    const re = join(dir, 're.json');
+    const r2 = await rf(['--json', 'reencrypt', '-o', re], { stdin: text });
+    expect([r2.code, r2.stderr, r2.stdout.length]).toEqual([0, '', 0]);
+    expect(JSON.parse(readFileSync(re, 'utf8')).ciphertext).toMatch(/^ringfence:v1:/);
+  });
+});
+
+describe('binary output and terminals', SLOW, () => {
+  test('encrypt and random refuse a terminal stdout (exit 2) before calling the daemon', async () => {
+    const before = { ...daemon.calls };
+    const enc = await rfTty(['encrypt', 'k'], { stdin: 'abc' });
+    expect(enc.code).toBe(2);
+    expect(enc.stderr).toMatch(/^ringfence: refusing to write binary ciphertext to a terminal: use -o FILE, a pipe, or --json/);
+    const rnd = await rfTty(['random', '16']);
+    expect(rnd.code).toBe(2);
+    expect(rnd.stderr).toMatch(/^ringfence: refusing to write raw random bytes to a terminal/);
+    expect(enc.stdout.length + rnd.stdout.length).toBe(0);
+    expect(daemon.calls).toEqual(before);
+  });
+
+  test('on a terminal, -o FILE and --json still work, and decrypt prints plaintext', async () => {
+    const out = join(dir, 'tty.ct');
+    expect((await rfTty(['encrypt', 'k', '-o', out], { stdin: 'hello' })).code).toBe(0);
+    const json = await rfTty(['--json', 'random', '8']);
+    expect(json.code).toBe(0);
+    expect(Buffer.from(JSON.parse(json.stdout.toString()).data, 'base64')).toHaveLength(8);
+    const pt = await rfTty(['decrypt', '-i', out]);
+    expect([pt.code, pt.stdout.toString()]).toEqual([0, 'hello']);
+  });
+});
+
+describe('streamed failures', SLOW, () => {
+  const big = () => {
+    const p = join(dir, 'big.bin');
+    if (!existsSync(p)) writeFileSync(p, randomBytes(MiB + 1000));
+    return p;
+  };
+
+  test('a write error names the path asked for, not the temporary file', async () => {
+    const r = await rf(['encrypt', 'k', '-i', big(), '-o', join(dir, 'missing-dir', 'f')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot write ${join(dir, 'missing-dir', 'f')}: ENOENT`);
+    expect(r.stderr).not.toContain('ringfence-tmp');
+  });
+
+  test('no "discard" note when nothing reached stdout; the note when something did', async () => {
+    const none = await rf(['encrypt', 'no-such-key', '-i', big()]);
+    expect(none.code).toBe(1);
+    expect(none.stdout.length).toBe(0);
+    expect(none.stderr).not.toMatch(/discard/);
+    // A stream ciphertext cut after its first chunk: the first chunk's plaintext reaches stdout.
+    const ct = (await rf(['encrypt', 'k', '-i', big()])).stdout;
+    const firstChunkEnd = 40 + 17 + ct.readUInt32BE(40 + 1);
+    const cut = await rf(['decrypt'], { stdin: ct.subarray(0, firstChunkEnd) });
+    expect(cut.code).toBe(1);
+    expect(cut.stdout.length).toBeGreaterThan(0);
+    expect(cut.stderr).toMatch(/the plaintext already written to stdout is incomplete or not authentic: discard it/);
+    expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+});
+
+describe('usage errors before any client', () => {
+  // A context whose client cannot be made (no socket path): usage errors must not need one.
+  const io: Stdio = { stdin: new PassThrough(), stdout: new PassThrough(), stderr: new PassThrough() };
+  const ctx = new (class extends Context {
+    override client(): never {
+      throw new Error('cannot choose a socket path');
+    }
+  })(false, undefined, io);
+  const run = (name: string, args: string[], values: Record<string, string>) => keyCommands.find((c) => c.name === name)!.run(ctx, args, values);
+
+  test.each([
+    ['key create', ['bad name'], {}],
+    ['key create', ['ok'], { suite: 'bogus' }],
+    ['key create', ['ok'], { 'rotate-every': '0s' }],
+    ['key show', ['bad name'], {}],
+    ['key disable', ['bad name'], {}],
+    ['key enable', ['bad name'], {}],
+    ['key delete', ['bad name'], { after: '1d' }],
+    ['key cancel-delete', ['bad name'], {}],
+  ] as const)('%s %j %j is a UsageError', async (name, args, values) => {
+    await expect(run(name, [...args], values)).rejects.toBeInstanceOf(UsageError);
+  });
+});
