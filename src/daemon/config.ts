@@ -150,7 +150,8 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      maxSessionBufferedBytes (16777216), connectionIdleTimeout ("5m"; "0s" never),
                      connectionMaxAge ("0s" = none), connectionMaxAgeGrace ("1m") }
                      (docs/operations.md, "Limits")
-  --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info)
+  --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info). The audit
+                     trail is logged at info: warn or above turns it off
   --help             print this and exit
 `;
 
