@@ -26,8 +26,11 @@ export function ciphertextToText(bytes: Uint8Array): string {
 export function ciphertextFromText(text: string): Buffer {
   const t = text.trim();
   if (!t.startsWith(CIPHERTEXT_TEXT_PREFIX)) {
-    const shown = t.length > 20 ? `${t.slice(0, 20)}...` : t;
-    throw new Error(`not a ringfence ciphertext: text form must start with "${CIPHERTEXT_TEXT_PREFIX}" (got "${shown}")`);
+    // Not quoted: a caller who passed the wrong string may have passed plaintext or a secret. Only
+    // another version's prefix is named, as that is all it shows.
+    const other = /^ringfence:v\d{1,4}:/.exec(t)?.[0];
+    const got = other ? `"${other}...", a format version this one does not read` : `${t.length} characters without it`;
+    throw new Error(`not a ringfence ciphertext: text form must start with "${CIPHERTEXT_TEXT_PREFIX}" (got ${got})`);
   }
   const body = t.slice(CIPHERTEXT_TEXT_PREFIX.length);
   if (!BASE64URL.test(body)) throw new Error('not a ringfence ciphertext: the text after the prefix is not base64url (A-Z a-z 0-9 - _, no padding)');

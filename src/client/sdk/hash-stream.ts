@@ -1,6 +1,5 @@
 /** hashStream(): a digest of data of any size, sent as HashStream's client stream. */
 import { create } from '@bufbuild/protobuf';
-import type * as grpc from '@grpc/grpc-js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { HashStreamRequestSchema, type HashStreamRequest, type HashStreamResponse } from '../../gen/ringfence/v1/crypto_pb.js';
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
@@ -25,17 +24,21 @@ export async function hashStream(
   const alg = parseHashAlgorithm(algorithm);
   let failure: RingfenceError | undefined;
   let writer: CallWriter<HashStreamRequest> | undefined;
-  let call!: grpc.ClientWritableStream<HashStreamRequest>;
-  const result = new Promise<HashStreamResponse>((resolve, reject) => {
-    call = transport.clientStream(CryptoService.method.hashStream, opts, (err, response) => {
-      if (err || !response) {
-        failure = err;
-        writer?.stop(); // stop reading the source at once
-        reject(err);
-      } else resolve(response);
-    }).call;
-  });
+  let settle!: { resolve(r: HashStreamResponse): void; reject(e: RingfenceError): void };
+  const result = new Promise<HashStreamResponse>((resolve, reject) => (settle = { resolve, reject }));
   result.catch(() => {}); // awaited below; avoid an unhandled rejection while we still read
+  // Made outside the promise, so that a refusal (a closed client) is thrown as it is.
+  const call = transport.clientStream(CryptoService.method.hashStream, opts, (err, response) => {
+    if (err || !response) {
+      failure = err;
+      writer?.stop(); // stop reading the source at once
+      settle.reject(err!);
+    } else settle.resolve(response);
+  }).call;
+  // Rejects when the call fails (abort, deadline, daemon error) before the source ends: a source
+  // that waits for data it may never get must not hold the caller past the call's end.
+  const callFailed = new Promise<never>((_, reject) => void result.catch(reject));
+  callFailed.catch(() => {});
   writer = new CallWriter(call);
   let first = true;
   const send = (data: Uint8Array) => {
@@ -44,18 +47,33 @@ export async function hashStream(
     first = false;
     return writer!.write(message);
   };
+  const pieces = (source as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
+  // A Node stream is destroyed, as pipeline would (its iterator's return() waits for data that may
+  // never come); an async iterator is asked to return, not awaited: a generator suspended in its
+  // own await finishes return() only when it resumes.
+  const stopSource = () => {
+    const readable = source as { destroy?: () => void };
+    if (typeof readable.destroy === 'function') readable.destroy();
+    else void pieces.return?.()?.catch(() => {});
+  };
   try {
-    for await (const piece of source as AsyncIterable<Uint8Array | string>) {
-      if (failure) break;
+    for (;;) {
+      const next = await Promise.race([pieces.next(), callFailed]);
+      if (next.done || failure) break;
+      const piece = next.value;
       const bytes = typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece;
       for (let at = 0; at < bytes.length && !failure; at += MAX_PIECE_BYTES) await send(bytes.subarray(at, at + MAX_PIECE_BYTES));
     }
   } catch (err) {
+    stopSource();
+    if (err === failure) throw err;
     // The source failed: the digest would be of a prefix, so cancel rather than half-close.
     call.cancel();
     throw err;
   }
-  if (!failure) {
+  if (failure) {
+    stopSource();
+  } else {
     if (first) await send(new Uint8Array(0));
     call.end();
   }

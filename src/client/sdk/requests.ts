@@ -15,6 +15,9 @@ import type {
 } from '../../gen/ringfence/v1/crypto_pb.js';
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
 import { ciphertextFromText } from './ciphertext-text.js';
+import { RingfenceError } from './errors.js';
+import { ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
+import * as grpc from '@grpc/grpc-js';
 import { parseHashAlgorithm, type HashAlgorithmName } from './names.js';
 
 /** Bytes, or a string taken as UTF-8. */
@@ -27,8 +30,14 @@ export function toBytes(data: Data): Uint8Array {
   return typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
 }
 
+/** The bytes of a ciphertext; a malformed text form is the caller's error (INVALID_ARGUMENT), found before any call. */
 export function toCiphertext(ciphertext: CiphertextInput): Uint8Array {
-  return typeof ciphertext === 'string' ? ciphertextFromText(ciphertext) : ciphertext;
+  if (typeof ciphertext !== 'string') return ciphertext;
+  try {
+    return ciphertextFromText(ciphertext);
+  } catch (err) {
+    throw new RingfenceError({ code: grpc.status.INVALID_ARGUMENT, reason: ErrorReason.CIPHERTEXT_MALFORMED, message: (err as Error).message, metadata: { detail: 'text form' } });
+  }
 }
 
 const optionalBytes = (data: Data | undefined) => (data === undefined ? undefined : toBytes(data));

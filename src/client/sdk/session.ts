@@ -23,6 +23,7 @@ import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
 import type { StreamCall, Transport } from './transport.js';
 import { opBytes, takeBatch, type SessionCounts } from './session-packing.js';
+import { setTimeoutAt } from '../../rpc/long-timeout.js';
 
 type OpCase = Exclude<SessionRequest['op']['case'], undefined>;
 type OpResult<K extends OpCase> = Extract<SessionResponse['result'], { case: K }>['value'];
@@ -75,6 +76,8 @@ export class RingfenceSession {
   private closed: Promise<void> | undefined;
   private finishClose: (() => void) | undefined;
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Drops the listener on the session's signal: a long-lived signal must not keep a closed session alive. */
+  private releaseSignal: () => void = () => {};
 
   constructor(
     private readonly transport: Transport,
@@ -85,7 +88,7 @@ export class RingfenceSession {
     if (!Number.isInteger(this.maxInFlight) || this.maxInFlight < 1) throw new RangeError(`maxInFlight must be a positive integer, got ${opts.maxInFlight}`);
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 2000;
     this.signal = opts.signal;
-    onAbort(this.signal, () => this.abort());
+    this.releaseSignal = onAbort(this.signal, () => this.abort());
   }
 
   /** Operations sent and not yet answered. */
@@ -135,7 +138,7 @@ export class RingfenceSession {
     clearTimeout(this.idleTimer);
     this.unsettled++;
     return new Promise<OpResult<K>>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let cancelTimer = () => {};
       let release = () => {};
       const op: Op = {
         kind,
@@ -145,7 +148,7 @@ export class RingfenceSession {
         settle: (value, error) => {
           if (op.settled) return;
           op.settled = true;
-          clearTimeout(timer);
+          cancelTimer();
           release();
           if (error) reject(error);
           else (resolve as (v: unknown) => void)(value); // the response case matched `kind`
@@ -157,7 +160,7 @@ export class RingfenceSession {
       const deadline = callDeadline(opts, this.transport.defaultTimeoutMs);
       if (deadline) {
         const expire = () => op.settle(undefined, new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc: RPC }));
-        timer = setTimeout(expire, Math.max(0, deadline.getTime() - Date.now()));
+        cancelTimer = setTimeoutAt(expire, deadline.getTime());
       }
       const { signal } = opts;
       release = onAbort(signal, () => op.settle(undefined, this.abortError(signal)));
@@ -175,7 +178,15 @@ export class RingfenceSession {
     this.pumping = true;
     try {
       while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
-        const stream = this.stream ?? this.open();
+        let stream: Stream;
+        try {
+          stream = this.stream ?? this.open();
+        } catch (err) {
+          // No stream can be opened (the client is closed): every queued operation fails with that.
+          const e = toRingfenceError(err, { rpc: RPC, socketPath: this.transport.socketPath });
+          for (const op of this.queue.splice(0)) op.settle(undefined, e);
+          return;
+        }
         if (stream.blocked) {
           if (!stream.blocked.pumpScheduled) void stream.blocked.wait.then(() => this.pump());
           stream.blocked.pumpScheduled = true;
@@ -272,6 +283,7 @@ export class RingfenceSession {
 
   private endAfterClose(): void {
     clearTimeout(this.idleTimer);
+    this.releaseSignal();
     const stream = this.stream;
     this.stream = undefined;
     if (!stream) return this.finishClose?.();
@@ -282,6 +294,7 @@ export class RingfenceSession {
   }
 
   private abort(): void {
+    this.releaseSignal();
     if (!this.closing) this.onClosed();
     this.closing = true;
     const err = this.abortError(this.signal);

@@ -16,6 +16,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from 'vitest';
+import { RingfenceClient } from './client.js';
 import { ItemStatusSchema, ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../../gen/ringfence/v1/key_service_pb.js';
@@ -165,3 +167,20 @@ function batchItem<T>(run: () => T): { result: { case: 'response'; value: T } | 
 }
 
 export const randomPayload = (n: number): Buffer => randomBytes(n);
+
+/**
+ * For a test file: a fake server and a client on it, started before its tests and closed after
+ * (vitest hooks). Read `env.fake` / `env.client` inside tests.
+ */
+export function useFakeServer(): { fake: FakeServer; client: RingfenceClient } {
+  const env = {} as { fake: FakeServer; client: RingfenceClient };
+  beforeAll(async () => {
+    env.fake = await startFakeServer();
+    env.client = new RingfenceClient({ socketPath: env.fake.socketPath });
+  });
+  afterAll(async () => {
+    await env.client?.close();
+    await env.fake?.close();
+  });
+  return env;
+}

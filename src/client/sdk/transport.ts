@@ -53,6 +53,7 @@ export interface StreamCall<C> {
 
 export class Transport {
   readonly client: grpc.Client;
+  private closed = false;
 
   constructor(
     readonly socketPath: string,
@@ -63,13 +64,20 @@ export class Transport {
   }
 
   close(): void {
+    this.closed = true;
     this.client.close();
+  }
+
+  /** After close(), grpc-js throws a plain Error ("Channel has been shut down"); callers get this instead. */
+  private refuseIfClosed(rpc: string): void {
+    if (this.closed) throw new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc });
   }
 
   unary<I extends DescMessage, O extends DescMessage>(method: DescMethodUnary<I, O>, init: MessageInitShape<I>, opts: CallOptions = {}): Promise<MessageShape<O>> {
     const def = definitionOf(method);
     const rpc = def.path.slice(1);
     const { signal } = opts;
+    if (this.closed) return Promise.reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc }));
     if (signal?.aborted) return Promise.reject(toRingfenceError(undefined, { rpc, socketPath: this.socketPath, aborted: true, abortReason: signal.reason }));
     const request = create(method.input, init);
     // One deadline for every attempt.
@@ -94,6 +102,7 @@ export class Transport {
     opts: CallOptions = {},
   ): StreamCall<grpc.ClientDuplexStream<MessageShape<I>, MessageShape<O>>> {
     const def = definitionOf(method);
+    this.refuseIfClosed(def.path.slice(1));
     const call = this.client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, new grpc.Metadata(), {
       deadline: callDeadline(opts) ?? Infinity,
     }) as unknown as grpc.ClientDuplexStream<MessageShape<I>, MessageShape<O>>;
@@ -106,6 +115,7 @@ export class Transport {
     callback: (err: RingfenceError | undefined, response: MessageShape<O> | undefined) => void,
   ): StreamCall<grpc.ClientWritableStream<MessageShape<I>>> {
     const def = definitionOf(method);
+    this.refuseIfClosed(def.path.slice(1));
     let wired: StreamCall<grpc.ClientWritableStream<MessageShape<I>>> | undefined;
     const call = this.client.makeClientStreamRequest(
       def.path,

@@ -79,6 +79,21 @@ describe('whenGone', () => {
     }
   });
 
+  it('waits out a deadline beyond setTimeout\'s 24.8-day range (a plain timer would end the call at once)', () => {
+    vi.useFakeTimers();
+    try {
+      const gone = vi.fn();
+      const dispose = whenGone(fakeCall(Date.now() + 40 * 86_400_000), gone);
+      vi.advanceTimersByTime(30 * 86_400_000);
+      expect(gone).not.toHaveBeenCalled();
+      vi.advanceTimersByTime(10 * 86_400_000);
+      expect(gone).toHaveBeenCalledExactlyOnceWith('DEADLINE_EXCEEDED');
+      dispose();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('fires CANCELLED once on a cancel before the deadline, and nothing after dispose', () => {
     const gone = vi.fn();
     const call = fakeCall(Infinity);

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { Access, CallAccess } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
 import { decoded } from './decode.js';
+import { setTimeoutAt } from '../../rpc/long-timeout.js';
 
 export interface HandlerDeps {
   audit: Audit;
@@ -78,11 +79,11 @@ export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancel
     gone(Number.isFinite(deadline) && Date.now() >= deadline ? 'DEADLINE_EXCEEDED' : 'CANCELLED');
   };
   call.on('cancelled', fire);
-  const timer = Number.isFinite(deadline) ? setTimeout(fire, Math.max(0, deadline - Date.now())) : undefined;
-  timer?.unref();
+  // setTimeoutAt: a deadline more than 24.8 days away would fire at once with a plain setTimeout.
+  const cancelTimer = Number.isFinite(deadline) ? setTimeoutAt(fire, deadline, true) : undefined;
   return () => {
     done = true;
-    if (timer) clearTimeout(timer);
+    cancelTimer?.();
   };
 }
 

@@ -1,0 +1,102 @@
+/**
+ * The SDK at the edges of a client's life and of its callers' patience: use after close(), a hash
+ * source that stalls while the call is aborted or times out, session timeouts beyond Node's timer
+ * range, a long-lived AbortSignal shared by many sessions, and a wrong string passed as a
+ * ciphertext (typed, and never quoted back).
+ */
+import { getEventListeners } from 'node:events';
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { isCancelled, isDeadlineExceeded, isInvalidArgument, isRingfenceError, RingfenceClient } from './index.js';
+import { useFakeServer } from './test-server.js';
+
+const env = useFakeServer();
+
+/** Resolves with the rejection, or fails the test if the promise is still pending after `ms`. */
+async function rejection(p: Promise<unknown>, ms = 3000): Promise<unknown> {
+  return Promise.race([
+    p.then(
+      () => new Error('resolved, expected a rejection'),
+      (e: unknown) => e,
+    ),
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms)),
+  ]);
+}
+
+describe('a closed client', () => {
+  it('refuses every kind of call with a typed CANCELLED "the client is closed", and the process lives on', async () => {
+    const c = new RingfenceClient({ socketPath: env.fake.socketPath });
+    await c.encrypt('app', 'x'); // connected once
+    await c.close();
+    const closed = (e: unknown) => isCancelled(e) && (e as Error).message === 'the client is closed';
+    expect(closed(await rejection(c.encrypt('app', 'x')))).toBe(true);
+    expect(closed(await rejection(c.pipelined.encrypt('app', 'x')))).toBe(true);
+    expect(closed(await rejection(c.session().hash('x')))).toBe(true);
+    expect(closed(await rejection(c.hashStream(new PassThrough().end('abc'))))).toBe(true);
+    let thrown: unknown;
+    try {
+      c.encryptStream('app');
+    } catch (e) {
+      thrown = e;
+    }
+    expect(closed(thrown)).toBe(true);
+  });
+});
+
+describe('hashStream with a stalled source', () => {
+  it('rejects CANCELLED when the signal aborts while the source waits for data', async () => {
+    const source = new PassThrough();
+    source.write('some bytes');
+    const ac = new AbortController();
+    const p = env.client.hashStream(source, 'sha256', { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('user gave up')), 100);
+    const e = await rejection(p);
+    expect(isCancelled(e)).toBe(true);
+    expect(source.destroyed).toBe(true); // the source is let go
+  });
+
+  it('rejects DEADLINE_EXCEEDED at its timeout while an async generator never yields again', async () => {
+    async function* stalls() {
+      yield 'first';
+      await new Promise(() => {});
+    }
+    const e = await rejection(env.client.hashStream(stalls(), 'sha256', { timeoutMs: 150 }));
+    expect(isDeadlineExceeded(e)).toBe(true);
+  });
+});
+
+describe('session timeouts and signals', () => {
+  it('a timeout beyond 2^31-1 ms (24.8 days) is a long timeout, not an immediate one', async () => {
+    const s = env.client.session();
+    const res = await s.encrypt('app', 'x', { timeoutMs: 2 ** 31 });
+    expect(res.keyName).toBe('app');
+    const res2 = await s.encrypt('app', 'x', { deadline: new Date(Date.now() + 40 * 86_400_000) });
+    expect(res2.keyName).toBe('app');
+    await s.close();
+    const longDefault = new RingfenceClient({ socketPath: env.fake.socketPath, defaultTimeoutMs: 30 * 86_400_000 });
+    expect((await longDefault.pipelined.encrypt('app', 'x')).keyName).toBe('app');
+    await longDefault.close();
+  });
+
+  it("a long-lived signal shared by sessions keeps no listener once they are closed", async () => {
+    const ac = new AbortController();
+    for (let i = 0; i < 20; i++) {
+      const s = env.client.session({ signal: ac.signal });
+      await s.encrypt('app', 'x');
+      await s.close();
+    }
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+  });
+});
+
+describe('a string that is not a text-form ciphertext', () => {
+  it('is INVALID_ARGUMENT (unary and session) and its content is not quoted', async () => {
+    const secret = '4111 1111 1111 1111 exp 09/27 cvv 123';
+    for (const p of [env.client.decrypt(secret), env.client.pipelined.decrypt(secret), env.client.reEncrypt(secret)]) {
+      const e = await rejection(p);
+      expect(isRingfenceError(e) && isInvalidArgument(e)).toBe(true);
+      expect((e as Error).message).toMatch(/must start with "ringfence:v1:" \(got 37 characters without it\)/);
+      expect((e as Error).message).not.toMatch(/4111|cvv/);
+    }
+  });
+});
