@@ -9,21 +9,28 @@ describe('buildMsg', () => {
     const pt = Buffer.from('plaintext');
     const iv = Buffer.alloc(12, 0xab);
     const { msg, keep } = buildMsg({ op: AlgOp.ENCRYPT, iv, assocLen: 3 }, [aad, Buffer.alloc(0), pt]);
-    const [, iov, control] = keep as [Buffer, Buffer, Buffer];
-    expect(msg.length).toBe(56);
+    // One buffer: msghdr (56 bytes), two iovecs (32), then the control messages (80).
+    expect(msg.length).toBe(56 + 32 + 80);
+    expect(keep).toEqual([msg, aad, pt]); // the buffers the kernel reads stay referenced
+    const base = addressOf(msg);
     expect(msg.readBigUInt64LE(0)).toBe(0n); // msg_name
-    expect(msg.readBigUInt64LE(16)).toBe(addressOf(iov));
+    expect(msg.readUInt32LE(8)).toBe(0); // msg_namelen
+    expect(msg.readBigUInt64LE(16)).toBe(base + 56n); // msg_iov
     expect(msg.readBigUInt64LE(24)).toBe(2n); // the empty buffer is dropped
-    expect(iov.readBigUInt64LE(0)).toBe(addressOf(aad));
-    expect(iov.readBigUInt64LE(8)).toBe(3n);
-    expect(iov.readBigUInt64LE(24)).toBe(9n);
-    expect(msg.readBigUInt64LE(32)).toBe(addressOf(control));
+    expect(msg.readBigUInt64LE(56)).toBe(addressOf(aad));
+    expect(msg.readBigUInt64LE(64)).toBe(3n);
+    expect(msg.readBigUInt64LE(72)).toBe(addressOf(pt));
+    expect(msg.readBigUInt64LE(80)).toBe(9n);
+    expect(msg.readBigUInt64LE(32)).toBe(base + 88n); // msg_control
     // CMSG_SPACE(4) = 24 for op, CMSG_SPACE(4 + 12) = 32 for the IV, CMSG_SPACE(4) = 24 for assoclen.
     expect(msg.readBigUInt64LE(40)).toBe(80n);
+    expect(msg.readUInt32LE(48)).toBe(0); // msg_flags
+    const control = msg.subarray(88);
     expect(control.readBigUInt64LE(0)).toBe(20n); // CMSG_LEN(4)
     expect(control.readInt32LE(8)).toBe(SOL_ALG);
     expect(control.readInt32LE(12)).toBe(3); // ALG_SET_OP
     expect(control.readUInt32LE(16)).toBe(1);
+    expect(control.readUInt32LE(20)).toBe(0); // padding
     expect(control.readBigUInt64LE(24)).toBe(32n); // CMSG_LEN(16)
     expect(control.readInt32LE(36)).toBe(2); // ALG_SET_IV
     expect(control.readUInt32LE(40)).toBe(12);
@@ -31,6 +38,17 @@ describe('buildMsg', () => {
     expect(control.readBigUInt64LE(56)).toBe(20n);
     expect(control.readInt32LE(68)).toBe(4); // ALG_SET_AEAD_ASSOCLEN
     expect(control.readUInt32LE(72)).toBe(3);
+    expect(control.readUInt32LE(76)).toBe(0); // padding
+  });
+
+  it('zeroes what it does not set, though its memory comes from the shared pool', () => {
+    // Dirty the pool: the next small allocUnsafe slices are likely to reuse these bytes' neighbours.
+    for (let i = 0; i < 64; i++) Buffer.allocUnsafe(200).fill(0xee);
+    const { msg } = buildMsg({}, [Buffer.from('x')]);
+    expect(msg.length).toBe(56 + 16);
+    expect(msg.readBigUInt64LE(32)).toBe(0n); // no control messages
+    expect(msg.readBigUInt64LE(40)).toBe(0n);
+    expect([...msg.subarray(0, 16), ...msg.subarray(48, 56)].every((b) => b === 0)).toBe(true);
   });
 });
 

@@ -125,51 +125,59 @@ export interface OpHeader {
   assocLen?: number;
 }
 
+/** struct msghdr on LP64; a struct iovec; a cmsghdr (its CMSG_LEN offset). */
+const MSGHDR_BYTES = 56;
+const IOVEC_BYTES = 16;
+const CMSG_HDR_BYTES = 16;
+/** CMSG_SPACE(n): the header, then the payload padded to 8 bytes. */
+const cmsgSpace = (payload: number) => CMSG_HDR_BYTES + ((payload + 7) & ~7);
+
 /**
- * Builds a msghdr whose control messages set op / IV / assoclen and whose iovecs point at `data`.
+ * Builds the msghdr of a request: control messages set op / IV / assoclen, iovecs point at `data`.
+ * msghdr, iovecs and control messages share one buffer (`msg`: msghdr at 0, then the iovecs, then
+ * the control messages), so a request costs one small pooled allocation, not one per struct.
  * The returned `keep` array holds every buffer the kernel will dereference: keep it alive until the
  * call returns (essential for async calls).
  */
 export function buildMsg(header: OpHeader, data: Buffer[]): { msg: Buffer; keep: Buffer[] } {
-  const cmsgs: Buffer[] = [];
-  const cmsg = (type: number, payload: Buffer) => {
-    const space = 16 + ((payload.length + 7) & ~7);
-    const c = Buffer.alloc(space);
-    c.writeBigUInt64LE(BigInt(16 + payload.length), 0);
-    c.writeInt32LE(SOL_ALG, 8);
-    c.writeInt32LE(type, 12);
-    payload.copy(c, 16);
-    cmsgs.push(c);
-  };
-  if (header.op !== undefined) cmsg(AlgOpt.SET_OP, u32(header.op));
-  if (header.iv) {
-    const iv = Buffer.alloc(4 + header.iv.length);
-    iv.writeUInt32LE(header.iv.length, 0);
-    header.iv.copy(iv, 4);
-    cmsg(AlgOpt.SET_IV, iv);
-  }
-  if (header.assocLen !== undefined) cmsg(AlgOpt.SET_AEAD_ASSOCLEN, u32(header.assocLen));
-  const control = Buffer.concat(cmsgs);
-
   const parts = data.filter((d) => d.length > 0);
-  const iov = Buffer.alloc(16 * Math.max(parts.length, 1));
-  parts.forEach((d, i) => {
-    iov.writeBigUInt64LE(addressOf(d), i * 16);
-    iov.writeBigUInt64LE(BigInt(d.length), i * 16 + 8);
-  });
-
-  const msg = Buffer.alloc(56); // struct msghdr on LP64
-  msg.writeBigUInt64LE(parts.length ? addressOf(iov) : 0n, 16);
-  msg.writeBigUInt64LE(BigInt(parts.length), 24);
-  msg.writeBigUInt64LE(control.length ? addressOf(control) : 0n, 32);
-  msg.writeBigUInt64LE(BigInt(control.length), 40);
-  return { msg, keep: [msg, iov, control, ...parts] };
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
+  const iovBytes = IOVEC_BYTES * parts.length;
+  const controlBytes =
+    (header.op !== undefined ? cmsgSpace(4) : 0) + (header.iv ? cmsgSpace(4 + header.iv.length) : 0) + (header.assocLen !== undefined ? cmsgSpace(4) : 0);
+  // allocUnsafe takes a slice of Node's pool (no native allocation); zeroed below, padding included.
+  const msg = Buffer.allocUnsafe(MSGHDR_BYTES + iovBytes + controlBytes).fill(0);
+  const base = addressOf(msg);
+  let at = MSGHDR_BYTES;
+  if (parts.length) {
+    msg.writeBigUInt64LE(base + BigInt(at), 16); // msg_iov
+    msg.writeBigUInt64LE(BigInt(parts.length), 24); // msg_iovlen
+    for (const d of parts) {
+      msg.writeBigUInt64LE(addressOf(d), at);
+      msg.writeBigUInt64LE(BigInt(d.length), at + 8);
+      at += IOVEC_BYTES;
+    }
+  }
+  if (controlBytes) {
+    msg.writeBigUInt64LE(base + BigInt(at), 32); // msg_control
+    msg.writeBigUInt64LE(BigInt(controlBytes), 40); // msg_controllen
+  }
+  // Each cmsghdr: cmsg_len (CMSG_LEN, size_t), cmsg_level, cmsg_type (int), then the payload.
+  const cmsg = (type: number, payloadBytes: number): number => {
+    msg.writeBigUInt64LE(BigInt(CMSG_HDR_BYTES + payloadBytes), at);
+    msg.writeInt32LE(SOL_ALG, at + 8);
+    msg.writeInt32LE(type, at + 12);
+    const payload = at + CMSG_HDR_BYTES;
+    at += cmsgSpace(payloadBytes);
+    return payload;
+  };
+  if (header.op !== undefined) msg.writeUInt32LE(header.op, cmsg(AlgOpt.SET_OP, 4));
+  if (header.iv) {
+    const p = cmsg(AlgOpt.SET_IV, 4 + header.iv.length);
+    msg.writeUInt32LE(header.iv.length, p); // struct af_alg_iv: ivlen, then the IV
+    header.iv.copy(msg, p + 4);
+  }
+  if (header.assocLen !== undefined) msg.writeUInt32LE(header.assocLen, cmsg(AlgOpt.SET_AEAD_ASSOCLEN, 4));
+  return { msg, keep: [msg, ...parts] };
 }
 
 function totalLength(data: Buffer[]): number {

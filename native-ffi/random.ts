@@ -7,7 +7,8 @@ const GETRANDOM_MAX = 33554431; // the kernel returns at most this many bytes pe
  * Errno: EINTR (retried here), ENOSYS (kernel < 3.17).
  */
 export function getRandom(length: number): Buffer {
-  const out = Buffer.alloc(length);
+  // Not zero-filled (a pooled slice for small lengths): every byte is written below or we throw.
+  const out = Buffer.allocUnsafe(length);
   let off = 0;
   while (off < length) {
     try {

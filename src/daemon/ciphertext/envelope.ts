@@ -50,10 +50,13 @@ export class MalformedCiphertextError extends Error {
 }
 
 export function encodeHeader(h: EnvelopeHeader): Buffer {
+  return encodeHeaderInto(h, Buffer.alloc(HEADER_BYTES));
+}
+
+function encodeHeaderInto(h: EnvelopeHeader, out: Buffer): Buffer {
   if (h.keyId.length !== KEY_ID_BYTES) throw new RangeError(`key id must be ${KEY_ID_BYTES} bytes`);
   if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
   if (!Number.isInteger(h.keyVersion) || h.keyVersion < 1 || h.keyVersion > 0xffffffff) throw new RangeError('key version out of range');
-  const out = Buffer.alloc(HEADER_BYTES);
   MAGIC.copy(out, 0);
   out[2] = FORMAT_VERSION;
   out[3] = SUITE_IDS[h.suite];
@@ -66,6 +69,17 @@ export function encodeHeader(h: EnvelopeHeader): Buffer {
 /** The associated data the AEAD authenticates: header || caller's AAD. */
 export function associatedData(header: Buffer, callerAad: Buffer): Buffer {
   return Buffer.concat([header, callerAad]);
+}
+
+/**
+ * A new ciphertext's header and associated data, encoded once into one buffer: `aad` is
+ * header || caller's AAD, and `header` a view of its first HEADER_BYTES.
+ */
+export function headerWithAssociatedData(h: EnvelopeHeader, callerAad: Buffer): { header: Buffer; aad: Buffer } {
+  const aad = Buffer.allocUnsafe(HEADER_BYTES + callerAad.length);
+  encodeHeaderInto(h, aad);
+  callerAad.copy(aad, HEADER_BYTES);
+  return { header: aad.subarray(0, HEADER_BYTES), aad };
 }
 
 export function encodeEnvelope(header: Buffer, sealed: Buffer): Buffer {

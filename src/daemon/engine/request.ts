@@ -38,17 +38,18 @@ export async function runRequest(
   outLen: number,
   lead = 0,
 ): Promise<Buffer> {
-  const what = describeSpec(tfm.spec);
+  // Described only when something fails: building the string is measurable per small request.
+  const what = () => describeSpec(tfm.spec);
   const inLen = byteLength(input);
   if (inLen > limits.maxRequestBytes || outLen > limits.maxRequestBytes + 65536) {
-    throw new EngineError('PAYLOAD_TOO_LARGE', `${what}: ${inLen} bytes exceeds the ${limits.maxRequestBytes}-byte limit of one request`);
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds the ${limits.maxRequestBytes}-byte limit of one request`);
   }
   const sync = inLen + outLen <= limits.asyncThresholdBytes;
   const fd = tfm.tryAcquire() ?? (await tfm.acquire());
   const cap = tfm.capacityOf(fd);
   if (inLen > cap.send || outLen > cap.receive) {
     tfm.release(fd);
-    throw new EngineError('PAYLOAD_TOO_LARGE', `${what}: ${inLen} bytes exceeds what this kernel lets one request buffer (${Math.min(cap.send, cap.receive)}; raising it needs CAP_NET_ADMIN or net.core.wmem_max/rmem_max)`);
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds what this kernel lets one request buffer (${Math.min(cap.send, cap.receive)}; raising it needs CAP_NET_ADMIN or net.core.wmem_max/rmem_max)`);
   }
   // Never read into an empty buffer: recvmsg of 0 bytes returns at once without processing, which
   // would skip tag verification of an empty-plaintext AEAD decryption and leave the request queued.
@@ -68,13 +69,13 @@ export async function runRequest(
     }
   } catch (err) {
     tfm.discard(fd);
-    throw fromKernel(err, 'request', what);
+    throw fromKernel(err, 'request', what());
   }
   if (n !== outLen) {
     // The kernel processed only part of the request (AF_ALG does that when the output budget runs
     // short). A partial result is never returned, and the socket with leftovers is not reused.
     tfm.discard(fd);
-    throw new EngineError('INTERNAL', `${what}: the kernel returned ${n} of ${outLen} bytes`);
+    throw new EngineError('INTERNAL', `${what()}: the kernel returned ${n} of ${outLen} bytes`);
   }
   tfm.release(fd);
   return whole.subarray(0, lead + outLen);
@@ -90,7 +91,7 @@ export async function runDigest(
   input: Buffer | readonly Buffer[] | AsyncIterable<Buffer> | Iterable<Buffer>,
   digestBytes: number,
 ): Promise<Buffer> {
-  const what = describeSpec(tfm.spec);
+  const what = () => describeSpec(tfm.spec);
   const fd = tfm.tryAcquire() ?? (await tfm.acquire());
   const out = Buffer.alloc(digestBytes);
   let n: number;
@@ -117,11 +118,11 @@ export async function runDigest(
     n = afAlg.readResult(fd, out);
   } catch (err) {
     tfm.discard(fd);
-    throw inputFailed ? err : fromKernel(err, 'request', what);
+    throw inputFailed ? err : fromKernel(err, 'request', what());
   }
   if (n !== digestBytes) {
     tfm.discard(fd);
-    throw new EngineError('INTERNAL', `${what}: the kernel returned a ${n}-byte digest, expected ${digestBytes}`);
+    throw new EngineError('INTERNAL', `${what()}: the kernel returned a ${n}-byte digest, expected ${digestBytes}`);
   }
   tfm.release(fd);
   return out;

@@ -3,20 +3,28 @@
  * version: shared by Encrypt, Decrypt, ReEncrypt and GenerateDataKey.
  */
 import { getRandom } from '../../../native-ffi/random.js';
-import { associatedData, decodeEnvelope, encodeHeader, FORMAT_VERSION, HEADER_BYTES } from '../ciphertext/envelope.js';
+import { associatedData, decodeEnvelope, FORMAT_VERSION, HEADER_BYTES, headerWithAssociatedData } from '../ciphertext/envelope.js';
 import { open, seal } from '../engine/suite-ops.js';
 import { ApiError, ErrorReason, Status } from '../api/errors.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import type { OpContext } from './context.js';
 
+/** Key ids as bytes, decoded from hex once per key record (a key keeps its id for life). */
+const keyIds = new WeakMap<object, Buffer>();
+function keyIdBytes(key: { id: string }): Buffer {
+  let id = keyIds.get(key);
+  if (!id) keyIds.set(key, (id = Buffer.from(key.id, 'hex')));
+  return id;
+}
+
 export async function sealEnvelope(ctx: OpContext, r: ResolvedVersion<AeadSuite>, plaintext: Buffer, aad: Buffer): Promise<Buffer> {
   // A getrandom per nonce, never a pool: the kernel reseeds when a VM snapshot is cloned (vmgenid),
   // randomness buffered here would be handed out again in both clones, i.e. nonces reused.
   const nonce = getRandom(r.suite.nonceBytes);
-  const header = encodeHeader({ suite: r.suite.name, keyId: Buffer.from(r.key.id, 'hex'), keyVersion: r.version, nonce });
+  const { header, aad: headerAndAad } = headerWithAssociatedData({ suite: r.suite.name, keyId: keyIdBytes(r.key), keyVersion: r.version, nonce }, aad);
   // The header goes into the seal's headroom: the envelope is header || sealed without another copy.
-  const envelope = await seal(ctx.engine, r.suite, r.serials, nonce, associatedData(header, aad), plaintext, HEADER_BYTES);
+  const envelope = await seal(ctx.engine, r.suite, r.serials, nonce, headerAndAad, plaintext, HEADER_BYTES);
   header.copy(envelope, 0);
   return envelope;
 }
