@@ -171,6 +171,8 @@ describe('resolveConfig precedence', () => {
       'grpc.max_connection_age_ms': 60_000,
       'grpc.max_connection_age_grace_ms': 5000,
     });
+    // A grace of 0 is "no limit", as the docs and `ringfence status` say; grpc-js would cut calls at once.
+    expect(serverOptions({ ...DEFAULT_LIMITS, connectionMaxAge: 60_000, connectionMaxAgeGrace: 0 })).not.toHaveProperty('grpc.max_connection_age_grace_ms');
   });
 });
 
@@ -229,7 +231,7 @@ describe('resolveConfig errors say what and where', () => {
       [{ limits: { maxAssociatedDataBytes: '64' } }, /:limits\.maxAssociatedDataBytes must be an integer/],
       [{ limits: { minRotationPeriod: 3600000 } }, /:limits\.minRotationPeriod must be a duration string/],
       [{ limits: { minDeletionWaitingPeriod: '1 day' } }, /:limits\.minDeletionWaitingPeriod: invalid duration "1 day"/],
-      [{ limits: { minDeletionWaitingPeriod: '3651d' } }, /:limits\.minDeletionWaitingPeriod: 3651d is more than the maximum of 3650d/],
+      [{ limits: { minDeletionWaitingPeriod: '366d' } }, /:limits\.minDeletionWaitingPeriod: 366d is more than the maximum of 365d/],
       [{ limits: { maxMessageBytes: 65_535 } }, /:limits\.maxMessageBytes must be an integer from 65536 to 67108864/],
       [{ limits: { maxConcurrentStreamsPerConnection: 0 } }, /:limits\.maxConcurrentStreamsPerConnection must be an integer from 1 to 65536/],
       [{ limits: { maxConnections: 100_001 } }, /:limits\.maxConnections must be an integer from 1 to 100000/],

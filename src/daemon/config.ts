@@ -119,7 +119,8 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxBatchItems: [1, 100_000],
   maxSessionInFlight: [1, 65_536],
   minRotationPeriod: [0, 3650 * DAY],
-  minDeletionWaitingPeriod: [0, 3650 * DAY],
+  // At most what ScheduleKeyDeletion accepts (key-manager.ts MAX_DELETION_WAIT_MS), or no deletion could succeed.
+  minDeletionWaitingPeriod: [0, 365 * DAY],
   encryptionsPerVersion: [1, 2 ** 32],
   maxMessageBytes: [64 * KiB, 64 * MiB],
   maxConcurrentStreamsPerConnection: [1, 65_536],

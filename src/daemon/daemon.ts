@@ -234,7 +234,8 @@ export function serverOptions(limits: Limits): grpc.ServerOptions {
   if (limits.connectionIdleTimeout > 0) options['grpc.max_connection_idle_ms'] = limits.connectionIdleTimeout;
   if (limits.connectionMaxAge > 0) {
     options['grpc.max_connection_age_ms'] = limits.connectionMaxAge;
-    options['grpc.max_connection_age_grace_ms'] = limits.connectionMaxAgeGrace;
+    // 0 is "no limit" here as for the other timers; grpc-js would read 0 as "cut calls off at once".
+    if (limits.connectionMaxAgeGrace > 0) options['grpc.max_connection_age_grace_ms'] = limits.connectionMaxAgeGrace;
   }
   return options;
 }

@@ -2,6 +2,7 @@
  * Where ringfenced listens by default. Shared by the daemon's config and by the SDK/CLI, so it
  * imports nothing from the daemon.
  */
+import { existsSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 
 export const SOCKET_ENV = 'RINGFENCE_SOCKET';
@@ -33,4 +34,22 @@ export function builtinSocketPath(env: NodeJS.ProcessEnv, uid: number): string {
     );
   }
   return join(runtime, SOCKET_FILE_NAME);
+}
+
+/**
+ * The socket a client (SDK, CLI) uses when none was given: `RINGFENCE_SOCKET` if set; for root the
+ * system daemon's; otherwise the user's own daemon (`$XDG_RUNTIME_DIR/ringfence.sock`) if that
+ * socket exists, else the system daemon's (`/run/ringfence/ringfence.sock`, where the systemd units
+ * put it) if that exists. With neither, the path the user's own daemon would use, so the error
+ * names it; the system path when there is no XDG_RUNTIME_DIR (a service account's usual case).
+ */
+export function clientSocketPath(env: NodeJS.ProcessEnv, uid: number, exists: (path: string) => boolean = existsSync): string {
+  const explicit = env[SOCKET_ENV];
+  if (explicit) return resolve(explicit);
+  if (uid === 0) return ROOT_SOCKET_PATH;
+  const runtime = env.XDG_RUNTIME_DIR;
+  const own = runtime && isAbsolute(runtime) ? join(runtime, SOCKET_FILE_NAME) : undefined;
+  if (own !== undefined && exists(own)) return own;
+  if (exists(ROOT_SOCKET_PATH)) return ROOT_SOCKET_PATH;
+  return own ?? ROOT_SOCKET_PATH;
 }

@@ -8,6 +8,8 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT_SOCKET_PATH } from '../../src/rpc/socket-path.js';
+import { resolveConfig, type DaemonConfig } from '../../src/daemon/config.js';
+import { defaultPolicyPath } from '../../src/policy/default-path.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const DEPLOY = join(ROOT, 'deploy');
@@ -97,6 +99,19 @@ describe('deploy/ringfenced.service and .socket', () => {
     // V8 needs W+X pages; PrivateUsers= would take CAP_NET_ADMIN out of the initial user namespace;
     // ProcSubset=pid would hide /proc/crypto and /proc/sys from the capability probe.
     for (const k of ['MemoryDenyWriteExecute', 'PrivateUsers', 'ProcSubset', 'DynamicUser']) expect(d.has(k), k).toBe(false);
+  });
+
+  it("starts the daemon, as its non-root user, on the system's socket, state and policy paths", () => {
+    // What docs/operations.md installs: the policy where `ringfence policy check` (as root) reads it.
+    const argv = directives(service).get('ExecStart')![0]!.split(/\s+/).slice(1);
+    const uid = 999; // the sysusers.d user: not root, so the daemon's own defaults would be per-user
+    for (const env of [{}, { HOME: '/var/lib/ringfence' }]) {
+      const config = resolveConfig(argv, env, uid) as DaemonConfig;
+      expect(config.socket).toBe(ROOT_SOCKET_PATH);
+      expect(config.stateDir).toBe('/var/lib/ringfence');
+      expect(config.policy).toBe(defaultPolicyPath({}, 0));
+    }
+    expect(readFileSync(join(ROOT, 'docs/operations.md'), 'utf8')).toContain(`\`deploy/policy.json\` | \`${defaultPolicyPath({}, 0)}\``);
   });
 
   it('socket: the daemon default path, group-only access', () => {

@@ -352,7 +352,7 @@ describe('missing or wrong master key', () => {
     // Another valid-looking key (hex, as an operator might write one).
     writeFileSync(masterPath, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
     const wrong = await refuse();
-    expect(wrong).toMatch(/ringfenced: cannot start: .*master key .*master\.key.* does not open the keys in .*state\.json/);
+    expect(wrong).toMatch(/ringfenced: cannot start: MASTER_KEY_MISMATCH: the master key .*master\.key.* does not open the keys in .*state\.json/);
     expect(wrong).toMatch(/restore the master\.key that belongs to this state directory/i);
 
     // Deleted while the state holds keys: no new master key may be made in its place.

@@ -13,7 +13,7 @@ import type {
 import type * as pb from '../../gen/ringfence/v1/crypto_pb.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { StatusService, type GetStatusResponse } from '../../gen/ringfence/v1/status_service_pb.js';
-import { defaultSocketPath } from '../../rpc/socket-path.js';
+import { clientSocketPath } from '../../rpc/socket-path.js';
 import type { CallOptions } from './call-options.js';
 import { DecryptStream, type DecryptStreamOptions } from './decrypt-stream.js';
 import { EncryptStream, type EncryptStreamOptions } from './encrypt-stream.js';
@@ -25,8 +25,10 @@ import { RingfenceSession, type SessionOptions } from './session.js';
 import { Transport } from './transport.js';
 
 export interface RingfenceClientOptions {
-  /** Default: RINGFENCE_SOCKET, else /run/ringfence/ringfence.sock as root, else
-   * $XDG_RUNTIME_DIR/ringfence.sock (throws if a non-root user has no XDG_RUNTIME_DIR). */
+  /** Default (clientSocketPath): RINGFENCE_SOCKET; else /run/ringfence/ringfence.sock as root;
+   * else the user's own daemon's $XDG_RUNTIME_DIR/ringfence.sock if it exists, else the system
+   * daemon's /run/ringfence/ringfence.sock if that exists, else the former (or, without an
+   * XDG_RUNTIME_DIR, the latter). */
   socketPath?: string;
   /** Timeout of unary calls and session operations unless a call says otherwise; default 30 s;
    * 0 or Infinity: none. Streams have no default timeout. */
@@ -43,7 +45,7 @@ export class RingfenceClient extends KeyMethods {
   private defaultSession: RingfenceSession | undefined;
 
   constructor(opts: RingfenceClientOptions = {}) {
-    const socketPath = opts.socketPath ?? defaultSocketPath(process.env, process.getuid?.() ?? -1);
+    const socketPath = opts.socketPath ?? clientSocketPath(process.env, process.getuid?.() ?? -1);
     super(new Transport(socketPath, opts.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS, opts.grpcOptions));
     this.socketPath = socketPath;
   }

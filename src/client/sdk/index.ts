@@ -67,7 +67,7 @@ export {
   type KeyViewName,
   type SuiteName,
 } from './names.js';
-export { defaultSocketPath } from '../../rpc/socket-path.js';
+export { clientSocketPath, defaultSocketPath } from '../../rpc/socket-path.js';
 
 // The API's messages and enums, so callers need not reach into src/gen.
 export { ErrorReason, type ItemStatus } from '../../gen/ringfence/v1/errors_pb.js';

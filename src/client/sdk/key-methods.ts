@@ -43,7 +43,8 @@ export interface UpdateKeyOptions extends CallOptions {
   deletionProtection?: boolean;
 }
 export interface ScheduleKeyDeletionOptions extends CallOptions {
-  /** Default 7 days; at least 1 day, at most 365 days. */
+  /** Default 7 days (or the daemon's minimum, if longer); at least that minimum (1 day unless
+   * configured), at most 365 days. */
   waitingPeriodMs?: number;
 }
 

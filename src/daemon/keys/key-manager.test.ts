@@ -737,6 +737,13 @@ describe('KeyManager: lifecycle', () => {
     expect(m.state).toBe('enabled'); // records are replaced, never mutated
   });
 
+  it("an unset deletion waiting period is the operator's minimum when that is longer than 7 days", async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, minDeletionWaitingPeriodMs: 30 * DAY }));
+    await w.km.create({ name: 'k' });
+    await expectApi(w.km.scheduleDeletion('k', 7 * DAY), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
+    expect(await w.km.scheduleDeletion('k', undefined)).toMatchObject({ state: 'pending_deletion', deletionTime: T0 + 30 * DAY });
+  });
+
   it('schedules deletion after a waiting period within bounds; a key pending deletion refuses use and change until cancelled (then disabled)', async () => {
     const w = await world();
     const r = await w.km.create({ name: 'k', deletionProtection: true });

@@ -192,8 +192,9 @@ export class KeyManager {
       if (record.deletionProtection) {
         throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.DELETION_PROTECTED, `key "${name}" has deletion protection; turn it off with UpdateKey first`, { key_name: name });
       }
-      const wait = waitingPeriodMs ?? DEFAULT_DELETION_WAIT_MS;
       const min = this.deps.limits.minDeletionWaitingPeriodMs;
+      // Unset: 7 days, or the operator's minimum when that is longer (a plain delete then still works).
+      const wait = waitingPeriodMs ?? Math.max(DEFAULT_DELETION_WAIT_MS, min);
       if (!Number.isFinite(wait) || wait < min || wait > MAX_DELETION_WAIT_MS) {
         throw invalidField('waiting_period', `the deletion waiting period must be between ${min / 1000} s and 365 days`);
       }

@@ -79,7 +79,7 @@ export async function loadOrCreateMasterKey(opts: MasterKeyOptions): Promise<Mas
  * MASTER_KEY_MISMATCH while loading them): which files disagree and what to do.
  */
 export function masterKeyMismatchMessage(masterPath: string, statePath: string, detail: string): string {
-  return `the master key ${masterPath} does not open the keys in ${statePath}: it is not the key they were saved with (${detail}). Restore the master.key that belongs to this state directory from your backup; both files were left untouched`;
+  return `MASTER_KEY_MISMATCH: the master key ${masterPath} does not open the keys in ${statePath}: it is not the key they were saved with (${detail}). Restore the master.key that belongs to this state directory from your backup; both files were left untouched`;
 }
 
 let tmpCounter = 0;

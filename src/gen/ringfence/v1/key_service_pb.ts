@@ -498,8 +498,9 @@ export type ScheduleKeyDeletionRequest = Message<"ringfence.v1.ScheduleKeyDeleti
   name: string;
 
   /**
-   * How long to wait before deleting. Unset: 7 days. At least the daemon's
-   * Limits.min_deletion_waiting_period (default 1 day) and at most 365 days.
+   * How long to wait before deleting. Unset: 7 days, or the daemon's
+   * Limits.min_deletion_waiting_period if that is longer. At least that minimum
+   * (default 1 day) and at most 365 days.
    *
    * @generated from field: google.protobuf.Duration waiting_period = 2;
    */
