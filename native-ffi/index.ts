@@ -4,3 +4,4 @@ export * as afAlg from './af-alg.js';
 export { getRandom } from './random.js';
 export { peerCred, type PeerCred } from './peer-cred.js';
 export { sdNotify } from './sd-notify.js';
+export { tryLockExclusive } from './file-lock.js';

@@ -23,6 +23,7 @@ export const fns = {
   read: lib.func('long read(int fd, void *buf, size_t count)'),
   close: lib.func('int close(int fd)'),
   getrandom: lib.func('long getrandom(void *buf, size_t buflen, unsigned int flags)'),
+  flock: lib.func('int flock(int fd, int operation)'),
   // keyctl(2) and add_key(2) have no glibc wrappers; they go through syscall(2), which is variadic
   // and therefore synchronous only. Key operations are rare and fast, so that costs nothing.
   syscall: lib.func('long syscall(long number, ...)'),

@@ -27,6 +27,7 @@ import { StateStore } from './state/state-store.js';
 import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-key.js';
 import { KeystoreError } from './keystore/errors.js';
 import { Connections } from './identity/connections.js';
+import { startDueWorkScheduler } from './keys/due-work-scheduler.js';
 import { openListener } from './identity/listener.js';
 import { Access, DENY_ALL } from './policy/access.js';
 import { PolicyStore } from './policy/policy-store.js';
@@ -163,23 +164,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     cleanups.push(() => listener.close());
     policy.watch();
 
-    // Rotations and deletions that come due, also those due while the daemon was down.
-    let timer: NodeJS.Timeout | undefined;
-    let stopped = false;
-    const schedule = () => {
-      if (stopped) return;
-      const next = keys.nextDueTime();
-      const wait = next === null ? SCHEDULER_MAX_SLEEP_MS : Math.min(Math.max(next - Date.now(), 0), SCHEDULER_MAX_SLEEP_MS);
-      timer = setTimeout(() => {
-        keys
-          .runDueWork()
-          .catch((err: unknown) => log.error({ err }, 'scheduled rotation or deletion failed; will retry'))
-          .finally(schedule);
-      }, wait + 5);
-      timer.unref();
-    };
-    await keys.runDueWork();
-    schedule();
+    // Rotations and deletions that come due, also those due while the daemon was down. A failure is
+    // logged and retried; it does not keep the daemon from serving (due-work-scheduler.ts).
+    const scheduler = startDueWorkScheduler(keys, {
+      maxSleepMs: SCHEDULER_MAX_SLEEP_MS,
+      onError: (err, retryInMs) => log.error({ err, retryInMs }, 'scheduled rotation or deletion failed; will retry'),
+    });
+    cleanups.push(() => scheduler.stop());
+    await scheduler.started;
 
     for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'SERVING');
     log.info({ socket: listener.activated ? 'systemd (LISTEN_FDS)' : config.socket, policy: config.policy, stateDir: config.stateDir, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
@@ -193,9 +185,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       report,
       reloadPolicy: () => void policy.reload('SIGHUP'),
       async stop() {
-        stopped = true;
+        scheduler.stop();
         listener.close(); // no new connections; those open drain below
-        if (timer) clearTimeout(timer);
         notify(log, 'STOPPING=1\nSTATUS=draining calls');
         for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'NOT_SERVING');
         await new Promise<void>((resolve) => {

@@ -77,7 +77,7 @@ describe('deploy/ringfenced.service and .socket', () => {
       return seen;
     };
     const allowed = expand('@system-service');
-    const needed = ['add_key', 'keyctl', 'request_key', 'socket', 'bind', 'accept4', 'setsockopt', 'sendmsg', 'recvmsg', 'sendto', 'read', 'write', 'close', 'getrandom', 'listen', 'connect'];
+    const needed = ['add_key', 'keyctl', 'request_key', 'socket', 'bind', 'accept4', 'setsockopt', 'sendmsg', 'recvmsg', 'sendto', 'read', 'write', 'close', 'getrandom', 'listen', 'connect', 'flock'];
     expect(needed.filter((s) => !allowed.has(s))).toEqual([]);
     // The unit denies @privileged on top: none of those may be among them.
     const privileged = expand('@privileged');

@@ -24,7 +24,7 @@ const POLICY = {
 };
 
 type Outcome = string; // "OK" or the gRPC status name
-type Results = Record<string, Outcome | Outcome[]> & { listed?: string[] };
+type Results = Record<string, Outcome | Outcome[]> & { listed?: string[]; pagedByOne?: string[]; pageTokens?: string[] };
 
 /** Every RPC (and batch/session items) tried by a client process; each outcome by name. */
 function tryEverything(socket: string, inputs: { appCt: string; secretCt: string; secretStream: string; mac: string }, uid: number): Results {
@@ -45,6 +45,19 @@ function tryEverything(socket: string, inputs: { appCt: string; secretCt: string
     await t('getKey app', () => c.getKey('app-a'));
     await t('getKey secret', () => c.getKey('secret'));
     await t('listKeys', async () => { out.listed = (await c.listKeys()).keys.map((k) => k.name); });
+    await t('listKeys by one', async () => {
+      // Page tokens too must name only keys the caller may read.
+      const names = [], tokens = [];
+      let token = '';
+      do {
+        const page = await c.listKeys({ pageSize: 1, pageToken: token });
+        names.push(...page.keys.map((k) => k.name));
+        token = page.nextPageToken;
+        if (token) tokens.push(token);
+      } while (token);
+      out.pagedByOne = names;
+      out.pageTokens = tokens;
+    });
     await t('rotateKey', () => c.rotateKey('app-a'));
     await t('updateKey', () => c.updateKey('app-a', { deletionProtection: true }));
     await t('disableKey', () => c.disableKey('app-a'));
@@ -99,6 +112,7 @@ describe('access control by peer credentials', () => {
     daemon = await TestDaemon.start({ dir, config: { socketMode: '0666', policy: policyPath } });
     root = new RingfenceClient({ socketPath: daemon.socket });
     await root.createKey('app-a');
+    await root.createKey('aaa-hidden'); // listed before app-a: a page of one would end on it
     await root.createKey('secret');
     await root.createKey('app-mac', { purpose: 'mac' });
     const parts: Buffer[] = [];
@@ -136,6 +150,9 @@ describe('access control by peer credentials', () => {
       'getKey secret': D,
       listKeys: 'OK',
       listed: ['app-a', 'app-mac'],
+      'listKeys by one': 'OK',
+      pagedByOne: ['app-a', 'app-mac'],
+      pageTokens: [`k1.${Buffer.from('app-a').toString('base64url')}`],
       rotateKey: D,
       updateKey: D,
       disableKey: D,

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason, RingfenceClient, isInvalidArgument } from '../../src/client/sdk/index.js';
+import { ErrorReason, RingfenceClient, isFailedPrecondition, isInvalidArgument } from '../../src/client/sdk/index.js';
 import { TestDaemon } from '../support/daemon.js';
 import { failure } from '../support/failure.js';
 
@@ -69,6 +69,48 @@ describe('streaming encryption end to end', () => {
       expect((await decryptAll(client, ct, 'aad')).equals(data)).toBe(true);
       if (size <= 65_536) expect((await decryptAll(client, ct, 'aad', 4099)).equals(data)).toBe(true);
     }
+  });
+
+  it('a key disabled mid-stream stops EncryptStream and DecryptStream at their next chunk', async () => {
+    const until = async (cond: () => boolean) => {
+      for (let i = 0; !cond(); i++) {
+        if (i > 600) throw new Error('timed out waiting for the stream');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    const stopped = (s: NodeJS.ReadWriteStream, got: Buffer[]) =>
+      new Promise<unknown>((resolve) => {
+        s.on('data', (c: Buffer) => got.push(c));
+        s.on('error', resolve);
+        s.on('end', () => resolve(undefined));
+      });
+    const disabled = (e: unknown) => isFailedPrecondition(e) && (e as { reasonName?: string }).reasonName === 'KEY_DISABLED';
+
+    await client.createKey('mid-encrypt');
+    const enc = client.encryptStream('mid-encrypt', { chunkBytes: 1024 });
+    const sealed: Buffer[] = [];
+    const encEnd = stopped(enc, sealed);
+    enc.write(randomBytes(3 * 1024));
+    await until(() => Buffer.concat(sealed).length >= HEADER + PREFIX + 1024 + 16);
+    await client.disableKey('mid-encrypt');
+    enc.end(randomBytes(3 * 1024));
+    const encErr = await encEnd;
+    expect(disabled(encErr), String(encErr)).toBe(true);
+    expect(Buffer.concat(sealed).length).toBeLessThan(HEADER + 6 * (PREFIX + 1024 + 16));
+
+    await client.createKey('mid-decrypt');
+    const ct = await encryptAll(client, 'mid-decrypt', randomBytes(6 * 1024), '', 1024);
+    const [, second] = chunks(ct);
+    const dec = client.decryptStream();
+    const opened: Buffer[] = [];
+    const decEnd = stopped(dec, opened);
+    dec.write(ct.subarray(0, second![1]));
+    await until(() => Buffer.concat(opened).length >= 1024);
+    await client.disableKey('mid-decrypt');
+    dec.end(ct.subarray(second![1]));
+    const decErr = await decEnd;
+    expect(disabled(decErr), String(decErr)).toBe(true);
+    expect(Buffer.concat(opened).length).toBeLessThan(6 * 1024);
   });
 
   it('detects truncation, reordering, duplication, splicing and wrong associated data', async () => {

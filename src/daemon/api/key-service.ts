@@ -20,7 +20,8 @@ export function durationMs(field: string, d: Duration | undefined): number | und
   if (!d) return undefined;
   if (d.seconds < 0n || d.nanos < 0 || d.nanos > 999_999_999) throw invalidField(field, `${field} must be a non-negative duration`);
   if (d.seconds > 10n ** 12n) throw invalidField(field, `${field} is too long`);
-  return Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
+  // Rounded up: a non-zero duration under a millisecond must not become 0, which means "off".
+  return Number(d.seconds) * 1000 + Math.ceil(d.nanos / 1e6);
 }
 
 function pageAfter(token: string): string {
@@ -73,10 +74,12 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.Un
       if (!a.mayEverDo('read')) a.authorize('read');
       if (req.pageSize < 0) throw invalidField('page_size', 'page_size must not be negative');
       const size = Math.min(req.pageSize || DEFAULT_PAGE, MAX_PAGE);
-      const { keys: page, more } = keys.list(pageAfter(req.pageToken), size);
+      // Filtered before paging: a page token names the last key of its page, which must be one the
+      // caller may read (and pages stay full).
+      const { keys: page, more } = keys.list(pageAfter(req.pageToken), size, (name) => a.allows('read', name));
       const last = page[page.length - 1];
       return {
-        keys: page.filter((r) => a.allows('read', r.name)).map((r) => keyMessage(keys, r, req.view || KeyView.BASIC)),
+        keys: page.map((r) => keyMessage(keys, r, req.view || KeyView.BASIC)),
         nextPageToken: more && last ? `k1.${Buffer.from(last.name).toString('base64url')}` : '',
       };
     }),

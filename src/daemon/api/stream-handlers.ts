@@ -148,7 +148,12 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
               audit.key = r.key.name;
               audit.version = r.version;
             },
-            open: (_h, nonce, chunkAad, sealed) => open(ctx.engine, r!.suite, r!.serials, nonce, chunkAad, sealed),
+            // Checked again for every chunk: a key disabled, scheduled for deletion or with a raised
+            // minimum decryption version stops a stream already running, as it refuses a new one.
+            open: (h, nonce, chunkAad, sealed) => {
+              r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
+              return open(ctx.engine, r.suite, r.serials, nonce, chunkAad, sealed);
+            },
           });
           continue;
         }

@@ -579,6 +579,29 @@ describe('KeyManager: encryption counts', () => {
     expect((await w.km.forEncrypt('k')).version).toBe(3);
   });
 
+  it('list pages over the visible keys only, so a page never ends on a hidden one', async () => {
+    const w = await world();
+    for (const name of ['a-hidden', 'b', 'c-hidden', 'd']) await w.km.create({ name });
+    const visible = (n: string) => !n.endsWith('-hidden');
+    const names = (r: { keys: { name: string }[]; more: boolean }) => [r.keys.map((k) => k.name), r.more];
+    expect(names(w.km.list('', 1, visible))).toEqual([['b'], true]);
+    expect(names(w.km.list('b', 1, visible))).toEqual([['d'], false]);
+    expect(names(w.km.list('', 10))).toEqual([['a-hidden', 'b', 'c-hidden', 'd'], false]);
+  });
+
+  it('countEncryptions (a running stream) stops once the key is disabled or scheduled for deletion', async () => {
+    const w = await world();
+    await w.km.create({ name: 'k' });
+    const stream = await w.km.forEncrypt('k');
+    await w.km.countEncryptions(stream, 1);
+    await w.km.setEnabled('k', false);
+    await expectApi(w.km.countEncryptions(stream, 1), Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED);
+    await w.km.setEnabled('k', true);
+    await w.km.countEncryptions(stream, 1);
+    await w.km.scheduleDeletion('k', DAY);
+    await expectApi(w.km.countEncryptions(stream, 1), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+  });
+
   it('countEncryptions on a fixed version refuses at the limit with ENCRYPTION_LIMIT_REACHED and counts nothing', async () => {
     const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 5, reservationBlock: 1 }));
     await w.km.create({ name: 'k' });

@@ -67,7 +67,10 @@ export class KeyManager {
     // The check is sealed by an AF_ALG AEAD: a kernel that allows no sealing suite can neither open
     // nor make one (the check stays as it is). Generated keys prove the master key anyway: the
     // kernel verifies each blob's HMAC when it loads it (MASTER_KEY_MISMATCH below).
-    if (state.masterCheck && material.canSeal) await material.verifyMasterCheck(state.masterCheck);
+    if (state.masterCheck && material.canSeal && !(await material.verifyMasterCheck(state.masterCheck))) {
+      // Kept as it is (not sealed again: that would bless a master key nobody verified).
+      this.deps.log('the master-key check is sealed with a suite this kernel refuses; the master key is not checked up front (generated keys are still verified as they load)', { suite: state.masterCheck.split(':')[1] });
+    }
     this.masterCheck = state.masterCheck ?? (material.canSeal ? await material.masterCheck() : null);
     try {
       for (const record of state.keys) {
@@ -102,8 +105,9 @@ export class KeyManager {
   }
 
   /** Keys in ascending order of name, after `after`. */
-  list(after: string, limit: number): { keys: KeyRecord[]; more: boolean } {
-    const names = [...this.byName.keys()].filter((n) => n > after).sort();
+  /** Keys named after `after`, in name order, at most `limit`; only those `visible` lets through. */
+  list(after: string, limit: number, visible: (name: string) => boolean = () => true): { keys: KeyRecord[]; more: boolean } {
+    const names = [...this.byName.keys()].filter((n) => n > after && visible(n)).sort();
     return { keys: names.slice(0, limit).map((n) => this.byName.get(n)!), more: names.length > limit };
   }
 
@@ -303,12 +307,14 @@ export class KeyManager {
 
   /**
    * Counts `n` more encryptions on a version resolved earlier (a stream keeps its version to the
-   * end): no rotation mid-stream, so at the limit it fails with ENCRYPTION_LIMIT_REACHED.
+   * end): no rotation mid-stream, so at the limit it fails with ENCRYPTION_LIMIT_REACHED. A key
+   * disabled or scheduled for deletion meanwhile stops the stream as it would any new operation.
    */
   async countEncryptions(r: ResolvedVersion<AeadSuite>, n: number): Promise<void> {
     const check = (): KeyRecord => {
       const current = this.byId.get(r.key.id);
       if (!current) throw keyNotFound(r.key.name);
+      this.usable(current.name, 'aead');
       const limit = this.encryptionLimit(current);
       if (this.encryptionCount(current, r.version) + n > limit) {
         throw limitReached(current, r.version, limit, 'start a new stream (it will use the rotated version)', 'mid-stream');

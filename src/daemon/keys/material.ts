@@ -20,7 +20,15 @@ import { isEngineError } from '../engine/errors.js';
 const SEALED_PREFIX = 'sealed';
 
 /** Suites that can seal under the 32-byte master key: single-key AEADs, in order of preference. */
-export const WRAP_SUITES = AEAD_SUITES.filter((s) => s.keyBytes.length === 1 && s.keyBytes[0] === 32);
+/**
+ * Suites that may seal imported material under the master key, in order of preference: AES-256-CCM
+ * first because restricted kernels (af_alg_restrict, Linux >= 7.3) allow it where they refuse GCM, so
+ * a state written on one kernel still opens after a move to the other. Sealing is rare (import,
+ * start-up), so CCM's speed does not matter here.
+ */
+export const WRAP_SUITES = [...AEAD_SUITES]
+  .filter((s) => s.keyBytes.length === 1 && s.keyBytes[0] === 32)
+  .sort((a, b) => Number(b.name === 'aes-256-ccm') - Number(a.name === 'aes-256-ccm'));
 
 export class KeyMaterial {
   constructor(
@@ -65,8 +73,12 @@ export class KeyMaterial {
       for (const [part, bytes] of suite.keyBytes.entries()) {
         const piece = Buffer.from(material.subarray(offset, offset + bytes));
         offset += bytes;
-        blobs.push(await this.sealMaterial(piece, aadFor(keyId, version, part)));
-        serials.push(this.keystore.importRaw(KeyMaterial.description(keyId, version, part), piece)); // wipes piece
+        try {
+          blobs.push(await this.sealMaterial(piece, aadFor(keyId, version, part)));
+          serials.push(this.keystore.importRaw(KeyMaterial.description(keyId, version, part), piece)); // wipes piece
+        } finally {
+          piece.fill(0); // also when sealing or the kernel failed first
+        }
       }
       return { serials, blobs };
     } catch (err) {
@@ -114,10 +126,21 @@ export class KeyMaterial {
     return this.sealMaterial(getRandom(32), Buffer.from('ringfence:master-check'));
   }
 
-  /** Throws MASTER_KEY_MISMATCH unless `check` opens with the loaded master key. */
-  async verifyMasterCheck(check: string): Promise<void> {
-    const opened = await this.openMaterial(check, Buffer.from('ringfence:master-check'));
+  /**
+   * Throws MASTER_KEY_MISMATCH unless `check` opens with the loaded master key. False when it cannot
+   * be tried: sealed with a suite this kernel refuses (a GCM check from before a move to a
+   * restricted kernel).
+   */
+  async verifyMasterCheck(check: string): Promise<boolean> {
+    let opened: Buffer;
+    try {
+      opened = await this.openMaterial(check, Buffer.from('ringfence:master-check'));
+    } catch (err) {
+      if (err instanceof KeystoreError && err.code === 'KEY_TYPE_UNSUPPORTED') return false;
+      throw err;
+    }
     opened.fill(0);
+    return true;
   }
 
   private async sealMaterial(piece: Buffer, aad: Buffer): Promise<string> {
@@ -140,6 +163,13 @@ export class KeyMaterial {
     } catch (err) {
       if (isEngineError(err, 'AUTHENTICATION_FAILED')) {
         throw new KeystoreError('MASTER_KEY_MISMATCH', 'the master key does not open the keys in the state directory (wrong master.key?)', err);
+      }
+      if (isEngineError(err, 'ALGORITHM_UNAVAILABLE')) {
+        throw new KeystoreError(
+          'KEY_TYPE_UNSUPPORTED',
+          `sealed under the master key with ${suite.name}, which this kernel refuses (af_alg_restrict?); open it on a kernel that allows ${suite.name} and import the key again there, or delete it (new seals use ${WRAP_SUITES[0]!.name})`,
+          err,
+        );
       }
       throw err;
     }

@@ -1,4 +1,5 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -198,15 +199,41 @@ describe('StateStore crash recovery and lock', () => {
     expect(logs).toEqual([['removed the temp file of an interrupted state write', { path: join(dir, `${STATE_FILE}.tmp-424242`) }]]);
   });
 
-  it('refuses a directory locked by a live process, and leaves its lock', async () => {
+  it('refuses a directory another live process has locked, and opens it once that process is killed -9', async () => {
     const dir = newDir();
     mkdirSync(dir, { mode: 0o700 });
+    const lockPath = join(dir, LOCK_FILE);
+    // flock(1) from util-linux holds the lock itself (-o: not the command), as a daemon would.
+    const holder = spawn('flock', ['--exclusive', '--close', lockPath, 'sleep', '60'], { stdio: 'ignore', detached: true });
+    try {
+      await until(() => spawnSync('flock', ['--nonblock', lockPath, 'true']).status === 1);
+      writeFileSync(lockPath, `${holder.pid}\n`);
+      await expect(StateStore.open(dir)).rejects.toThrow(`another ringfenced (pid ${holder.pid}) uses ${dir}`);
+      expect(readFileSync(lockPath, 'utf8')).toBe(`${holder.pid}\n`);
+      expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+      process.kill(-holder.pid!, 'SIGKILL');
+      await once(holder, 'exit');
+      const logs: [string, object | undefined][] = [];
+      const store = await open(dir, logs);
+      expect(readFileSync(lockPath, 'utf8')).toBe(`${process.pid}\n`);
+      expect(logs).toEqual([['took over the lock of a daemon that is gone', { path: lockPath, pid: holder.pid }]]);
+      await store.close();
+    } finally {
+      if (holder.exitCode === null && holder.signalCode === null) process.kill(-holder.pid!, 'SIGKILL');
+    }
+  });
+
+  it('is not fooled by a stale lock naming a live pid: its own (pid 1 again in a container) or another process', async () => {
     const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
     try {
-      writeFileSync(join(dir, LOCK_FILE), `${sleeper.pid}\n`);
-      await expect(StateStore.open(dir)).rejects.toThrow(`another ringfenced (pid ${sleeper.pid}) uses ${dir}`);
-      expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe(`${sleeper.pid}\n`);
-      expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+      for (const pid of [process.pid, sleeper.pid!]) {
+        const dir = newDir();
+        mkdirSync(dir, { mode: 0o700 });
+        writeFileSync(join(dir, LOCK_FILE), `${pid}\n`); // what a daemon killed -9 leaves
+        const store = await open(dir);
+        expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe(`${process.pid}\n`);
+        await store.close();
+      }
     } finally {
       sleeper.kill('SIGKILL');
     }
@@ -217,7 +244,9 @@ describe('StateStore crash recovery and lock', () => {
     const first = await open(dir);
     await expect(StateStore.open(dir)).rejects.toThrow(`another ringfenced (pid ${process.pid}) uses ${dir}`);
     await first.close();
-    expect(readdirSync(dir)).toEqual([]);
+    // The lock file stays, emptied: removing it could let two daemons lock two different files.
+    expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe('');
     await open(dir);
   });
 
@@ -230,18 +259,18 @@ describe('StateStore crash recovery and lock', () => {
       const logs: [string, object | undefined][] = [];
       await open(dir, logs);
       expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe(`${process.pid}\n`);
-      expect(logs).toEqual([['took over the lock of a daemon that is gone', { path: join(dir, LOCK_FILE), pid: content ? dead : undefined }]]);
+      expect(logs).toEqual(content ? [['took over the lock of a daemon that is gone', { path: join(dir, LOCK_FILE), pid: dead }]] : []);
     }
   });
-
-  it('close leaves a lock that is no longer its own', async () => {
-    const dir = newDir();
-    const store = await open(dir);
-    writeFileSync(join(dir, LOCK_FILE), '1\n');
-    await store.close();
-    expect(readFileSync(join(dir, LOCK_FILE), 'utf8')).toBe('1\n');
-  });
 });
+
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 /** Mounts a 64 KiB tmpfs on `dir`; false where this process may not mount (no CAP_SYS_ADMIN). */
 function mountSmallTmpfs(dir: string): boolean {

@@ -2,18 +2,19 @@
  * Crash-safe persistence of the daemon's state as one JSON document in a private directory.
  *
  * save() writes a temp file, fsyncs it, renames it over state.json and fsyncs the directory, so
- * after a crash state.json is either the old or the new document, never a mix. A pid lock file keeps
- * two daemons from sharing a directory (each would overwrite the other's keys).
+ * after a crash state.json is either the old or the new document, never a mix. A lock (flock on
+ * daemon.lock) keeps two daemons from sharing a directory (each would overwrite the other's keys).
  */
-import { readFileSync } from 'node:fs';
-import { chmod, link, mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { constants as fsConstants, readFileSync } from 'node:fs';
+import { chmod, mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { tryLockExclusive } from '../../../native-ffi/file-lock.js';
 import { join, resolve } from 'node:path';
 
 export const STATE_FILE = 'state.json';
 export const LOCK_FILE = 'daemon.lock';
 /** Temp files are `state.json.tmp-<pid>`. */
 export const STATE_TMP_PREFIX = `${STATE_FILE}.tmp-`;
-/** The lock is written here first and then linked into place, so it is never seen empty. */
+/** Earlier versions wrote the lock here first and linked it into place; leftovers are removed. */
 const LOCK_TMP_PREFIX = `${LOCK_FILE}.tmp-`;
 
 export type Log = (msg: string, fields?: object) => void;
@@ -72,51 +73,45 @@ async function readLockPid(path: string): Promise<number | undefined> {
   }
 }
 
-async function acquireLock(dir: string, log: Log): Promise<void> {
-  const lock = join(dir, LOCK_FILE);
-  const tmp = join(dir, `${LOCK_TMP_PREFIX}${process.pid}`);
-  await writeFile(tmp, `${process.pid}\n`, { mode: 0o600 });
+/**
+ * Takes the directory's lock: flock(2) on daemon.lock, held open for the store's life. The kernel
+ * drops it when the process ends, kill -9 included, so a dead daemon never blocks the next start;
+ * a pid check could not tell, since the dead daemon's pid may belong to another process by then, or
+ * to the new daemon itself (pid 1 in a container). The file holds the holder's pid, for messages.
+ * It is never unlinked: a daemon could otherwise lock an unlinked file while another locks its
+ * replacement.
+ */
+async function acquireLock(dir: string, log: Log): Promise<FileHandle> {
+  const path = join(dir, LOCK_FILE);
+  const lock = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
   try {
-    // Two rounds: the second after removing a dead daemon's lock.
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        // link(2) fails with EEXIST like O_EXCL create, and the lock appears with its content.
-        await link(tmp, lock);
-        return;
-      } catch (err) {
-        if (errnoCode(err) !== 'EEXIST') throw err;
-      }
-      const holder = await readLockPid(lock);
-      if (holder !== undefined && pidAlive(holder)) {
-        throw new Error(`another ringfenced (pid ${holder}) uses ${dir}; refusing to share a state directory`);
-      }
-      // Dead holder (or an unreadable lock: ours are never empty). Two daemons starting at the same
-      // instant over a dead lock could both get here; service managers start one at a time.
-      try {
-        await unlink(lock);
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
-      }
-      log('took over the lock of a daemon that is gone', { path: lock, pid: holder });
+    if (!tryLockExclusive(lock.fd)) {
+      const holder = await readLockPid(path);
+      throw new Error(`another ringfenced${holder !== undefined ? ` (pid ${holder})` : ''} uses ${dir}; refusing to share a state directory`);
     }
-    throw new Error(`cannot take the lock ${lock}: another process keeps recreating it`);
-  } finally {
-    await unlink(tmp).catch(() => {});
+    const previous = await readLockPid(path);
+    if (previous !== undefined) log('took over the lock of a daemon that is gone', { path, pid: previous });
+    await lock.truncate(0);
+    await lock.write(`${process.pid}\n`, 0);
+    return lock;
+  } catch (err) {
+    await lock.close();
+    throw err;
   }
 }
 
 export class StateStore {
   readonly dir: string;
   readonly statePath: string;
-  private readonly lockPath: string;
+  private readonly lock: FileHandle;
   private readonly log: Log;
   private tail: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  private constructor(dir: string, log: Log) {
+  private constructor(dir: string, lock: FileHandle, log: Log) {
     this.dir = dir;
     this.statePath = join(dir, STATE_FILE);
-    this.lockPath = join(dir, LOCK_FILE);
+    this.lock = lock;
     this.log = log;
   }
 
@@ -129,8 +124,7 @@ export class StateStore {
     const log = opts.log ?? (() => {});
     const abs = resolve(dir);
     await ensurePrivateDir(abs);
-    await acquireLock(abs, log);
-    const store = new StateStore(abs, log);
+    const store = new StateStore(abs, await acquireLock(abs, log), log);
     try {
       await store.removeLeftovers();
     } catch (err) {
@@ -215,8 +209,9 @@ export class StateStore {
     if (this.closed) return;
     this.closed = true;
     await this.tail;
-    // Only remove the lock if it is still ours.
-    if ((await readLockPid(this.lockPath)) === process.pid) await unlink(this.lockPath).catch(() => {});
+    // Emptied (no pid to name), then released by closing: the file stays (see acquireLock).
+    await this.lock.truncate(0).catch(() => {});
+    await this.lock.close();
   }
 
   private assertOpen(): void {

@@ -1,0 +1,61 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { startDueWorkScheduler, type DueWorkScheduler } from './due-work-scheduler.js';
+
+describe('the due-work scheduler', () => {
+  let scheduler: DueWorkScheduler | undefined;
+  beforeEach(() => vi.useFakeTimers({ now: 0 }));
+  afterEach(() => {
+    scheduler?.stop();
+    vi.useRealTimers();
+  });
+
+  it('a failure at start is logged, not thrown, and is retried with a growing backoff, not every tick', async () => {
+    const runs: number[] = [];
+    let failing = true;
+    const errors: number[] = [];
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => {
+          runs.push(Date.now());
+          if (failing) throw new Error('ENOSPC: no space left on device');
+        },
+        nextDueTime: () => 0, // the failed rotation stays due
+      },
+      { onError: (_err, retryInMs) => errors.push(retryInMs), firstRetryMs: 1000, maxRetryMs: 8000, maxSleepMs: 1000 },
+    );
+    await expect(scheduler.started).resolves.toBeUndefined();
+    await vi.advanceTimersByTimeAsync(60_000);
+    // 0, then 1, 2, 4 and 8 s apart (capped), not every 5 ms: 10 runs in a minute, not 12,000.
+    expect(runs.slice(0, 6)).toEqual([0, 1005, 3010, 7015, 15020, 23025]);
+    expect(runs.length).toBeLessThan(12);
+    expect(errors.slice(0, 5)).toEqual([1000, 2000, 4000, 8000, 8000]);
+
+    // Once the work succeeds the backoff is over: nothing due, so a check every maxSleepMs.
+    failing = false;
+    await vi.advanceTimersByTimeAsync(8005);
+    const recovered = runs.length;
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(runs.length - recovered).toBeGreaterThanOrEqual(4);
+  });
+
+  it('runs when the next rotation or deletion is due, and not after stop()', async () => {
+    const runs: number[] = [];
+    let due: number | null = 2500;
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => {
+          runs.push(Date.now());
+          if (due !== null && Date.now() >= due) due = null; // done: nothing more is due
+        },
+        nextDueTime: () => due,
+      },
+      { onError: () => {}, maxSleepMs: 10_000 },
+    );
+    await scheduler.started;
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(runs).toEqual([0, 2505]);
+    scheduler.stop();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(runs).toEqual([0, 2505]);
+  });
+});
