@@ -10,6 +10,8 @@ import { LOCK_FILE, STATE_FILE, StateStore } from './state-store.js';
 // calls that make a save durable. Everything else passes through to the real node:fs/promises.
 const faults = vi.hoisted(() => ({
   sync: undefined as string | undefined,
+  /** Fails only the fsync of the directory (after the rename). */
+  syncDir: undefined as string | undefined,
   rename: undefined as string | undefined,
   write: undefined as string | undefined,
   trace: [] as string[],
@@ -33,6 +35,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
             return async () => {
               faults.trace.push(`fsync ${name(args[0])}`);
               if (faults.sync) throw fail(faults.sync);
+              if (faults.syncDir && !String(args[0]).endsWith('.json') && !String(args[0]).includes('.tmp-')) throw fail(faults.syncDir);
               return target.sync();
             };
           }
@@ -48,7 +51,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
 const tmp = mkdtempSync(join(tmpdir(), 'ringfence-state-'));
 const stores: StateStore[] = [];
 afterEach(async () => {
-  Object.assign(faults, { sync: undefined, rename: undefined, write: undefined, trace: [] });
+  Object.assign(faults, { sync: undefined, syncDir: undefined, rename: undefined, write: undefined, trace: [] });
   await Promise.all(stores.splice(0).map((s) => s.close()));
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -145,6 +148,19 @@ describe('StateStore load/save', () => {
       expect(store.load()).toEqual({ v: 3 });
     });
   }
+
+  it('a failing directory fsync after the rename is retried and logged, and the save counts as done', async () => {
+    const dir = newDir();
+    const logs: [string, object | undefined][] = [];
+    const store = await open(dir, logs);
+    await store.save({ v: 1 });
+    faults.syncDir = 'EIO';
+    faults.trace = [];
+    await expect(store.save({ v: 2 })).resolves.toBeUndefined();
+    expect(store.load()).toEqual({ v: 2 }); // what the next start reads, so what the caller must keep
+    expect(faults.trace.filter((t) => t.startsWith('fsync ') && !t.includes('.tmp-'))).toHaveLength(2);
+    expect(logs.map(([m]) => m)).toContain('the state was saved, but its directory could not be fsynced: a power loss now may lose the last change');
+  });
 
   it('rejects documents JSON cannot represent without touching the state', async () => {
     const dir = newDir();

@@ -171,8 +171,10 @@ export class StateStore {
   /**
    * Atomically and durably replaces state.json with `doc`. Saves run one at a time in call order.
    * On failure state.json is unchanged, the temp file is gone and the fs error (with its code) is
-   * rethrown — except when only the final directory fsync fails: the new file is then in place but
-   * may not survive a power loss.
+   * rethrown. Once the rename is done the save counts as done: the new state.json is what any later
+   * start reads (a kill -9 does not undo a rename), so a failing directory fsync is retried and
+   * logged, never reported as "nothing was changed" — the caller would undo in memory a change that
+   * is on disk. It may then not survive a power loss, which the log line says.
    */
   save(doc: unknown): Promise<void> {
     this.assertOpen();
@@ -197,10 +199,20 @@ export class StateStore {
       }
       await rename(tmp, this.statePath);
       renamed = true;
-      await fsyncDir(this.dir);
     } catch (err) {
       if (!renamed) await unlink(tmp).catch(() => {});
       throw err;
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await fsyncDir(this.dir);
+        return;
+      } catch (err) {
+        if (attempt === 2) {
+          this.log('the state was saved, but its directory could not be fsynced: a power loss now may lose the last change', { path: this.statePath, err: (err as Error).message });
+          return;
+        }
+      }
     }
   }
 
