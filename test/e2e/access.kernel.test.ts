@@ -20,11 +20,13 @@ const POLICY = {
   rules: [
     { id: 'nobody-app', principals: [`uid:${NOBODY}`], operations: ['encrypt', 'decrypt', 'read'], keys: ['app-*'] },
     { id: 'nobody-hash', principals: [`uid:${NOBODY}`], operations: ['hash'] },
+    // reencrypt on a key it may not decrypt: it may move ciphertexts to it, not out of it.
+    { id: 'nobody-move', principals: [`uid:${NOBODY}`], operations: ['reencrypt'], keys: ['app-*', 'secret'] },
   ],
 };
 
 type Outcome = string; // "OK" or the gRPC status name
-type Results = Record<string, Outcome | Outcome[]> & { listed?: string[]; pagedByOne?: string[]; pageTokens?: string[] };
+type Results = Record<string, Outcome | Outcome[]> & { listed?: string[]; pagedByOne?: string[]; pageTokens?: string[]; decryptDenial?: string };
 
 /** Every RPC (and batch/session items) tried by a client process; each outcome by name. */
 function tryEverything(socket: string, inputs: { appCt: string; secretCt: string; secretStream: string; mac: string }, uid: number): Results {
@@ -68,7 +70,11 @@ function tryEverything(socket: string, inputs: { appCt: string; secretCt: string
     await t('encrypt secret', () => c.encrypt('secret', 'x'));
     await t('decrypt app', () => c.decrypt(b(inp.appCt)));
     await t('decrypt secret', () => c.decrypt(b(inp.secretCt)));
+    out.decryptDenial = await c.decrypt(b(inp.secretCt)).then(() => 'OK', (e) => e.message);
     await t('reEncrypt', () => c.reEncrypt(b(inp.appCt)));
+    await t('reEncrypt app to secret', () => c.reEncrypt(b(inp.appCt), { destinationKeyName: 'secret' }));
+    // Else, with decrypt on app-a, a way to read secret's ciphertexts.
+    await t('reEncrypt secret to app', () => c.reEncrypt(b(inp.secretCt), { destinationKeyName: 'app-a' }));
     await t('generateDataKey', () => c.generateDataKey('app-a'));
     await t('computeMac', () => c.computeMac('app-mac', 'x'));
     await t('verifyMac', () => c.verifyMac('app-mac', 'x', b(inp.mac)));
@@ -131,8 +137,11 @@ describe('access control by peer credentials', () => {
 
   it('a uid outside the policy is denied every RPC (status excepted) and every item', () => {
     const r = tryEverything(daemon.socket, inputs, OUTSIDER);
-    const { getStatus, listed, batchEncrypt, batchDecrypt, batchComputeMac, session, ...rest } = r;
+    const { getStatus, listed, batchEncrypt, batchDecrypt, batchComputeMac, session, decryptDenial, ...rest } = r;
     expect(getStatus).toBe('OK');
+    // A ciphertext names its key by id only: the denial does not tell the caller the key's name.
+    expect(decryptDenial).toMatch(/does not allow uid \d+ to decrypt with the key this ciphertext names/);
+    expect(decryptDenial).not.toContain('secret');
     expect(listed).toBeUndefined();
     for (const [name, outcome] of Object.entries(rest)) expect([name, outcome]).toEqual([name, D]);
     expect(batchEncrypt).toEqual([D, D]);
@@ -163,7 +172,10 @@ describe('access control by peer credentials', () => {
       'encrypt secret': D,
       'decrypt app': 'OK',
       'decrypt secret': D,
-      reEncrypt: D,
+      decryptDenial: expect.not.stringContaining('secret'),
+      reEncrypt: 'OK',
+      'reEncrypt app to secret': 'OK',
+      'reEncrypt secret to app': D,
       generateDataKey: D,
       computeMac: D,
       verifyMac: D,
@@ -189,6 +201,11 @@ describe('access control by peer credentials', () => {
     expect(find()?.principal).toEqual({ uid: NOBODY, gid: NOBODY, pid: expect.any(Number), exe: realpathSync(process.execPath) });
     const rootLine = lines.find((l) => l.rpc === 'KeyService/CreateKey' && l.outcome === 'OK');
     expect(rootLine?.principal).toMatchObject({ uid: 0, gid: 0, pid: process.pid });
+    // Batch items are audited one by one, denials included; a denied decrypt names its key there.
+    const batchDenied = () => daemon.auditLines().find((l) => l.rpc === 'Batch/encrypt' && l.key === 'secret' && l.outcome === D && (l.principal as { uid?: number } | undefined)?.uid === NOBODY);
+    await expect.poll(batchDenied, { timeout: 20_000 }).toBeDefined();
+    expect(daemon.auditLines().some((l) => l.rpc === 'Batch/encrypt' && l.key === 'app-a' && l.outcome === 'OK' && (l.principal as { uid?: number } | undefined)?.uid === NOBODY)).toBe(true);
+    expect(daemon.auditLines().some((l) => l.rpc === 'CryptoService/Decrypt' && l.key === 'secret' && l.outcome === D && (l.principal as { uid?: number } | undefined)?.uid === NOBODY)).toBe(true);
     // The denial's message names operation and key, never the rule ids.
     expect(daemon.output).not.toMatch(/"message":"[^"]*nobody-app/);
   });

@@ -9,8 +9,11 @@ import { generateDataKey } from '../ops/generate-data-key.js';
 import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash, hashStream } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
-import { batchComputeMac, batchDecrypt, batchEncrypt } from '../ops/batch.js';
-import { callContext, clientStreaming, unary, type HandlerDeps } from './handler.js';
+import { batchComputeMac, batchDecrypt, batchEncrypt, type OnItem } from '../ops/batch.js';
+import { auditPrincipal, callContext, clientStreaming, statusName, unary, type HandlerDeps } from './handler.js';
+import { keyOf, payloadBytes } from './audit.js';
+import type { ApiError } from './errors.js';
+import type { CallAccess } from '../policy/access.js';
 import { sessionHandler } from './session.js';
 import { decryptStreamHandler, encryptStreamHandler } from './stream-handlers.js';
 
@@ -27,11 +30,27 @@ export function cryptoServiceHandlers(ctx: OpContext, deps: HandlerDeps): grpc.U
     hash: unary(m.hash, deps, (req, a) => hash(callContext(ctx, a), req)),
     hashStream: clientStreaming(m.hashStream, deps, (messages, a) => hashStream(callContext(ctx, a), messages)),
     generateRandom: unary(m.generateRandom, deps, (req, a) => generateRandom(callContext(ctx, a), req)),
-    batchEncrypt: unary(m.batchEncrypt, deps, (req, a) => batchEncrypt(callContext(ctx, a), req)),
-    batchDecrypt: unary(m.batchDecrypt, deps, (req, a) => batchDecrypt(callContext(ctx, a), req)),
-    batchComputeMac: unary(m.batchComputeMac, deps, (req, a) => batchComputeMac(callContext(ctx, a), req)),
+    // One audit line per item (as for Session operations), besides the call's own line.
+    batchEncrypt: unary(m.batchEncrypt, deps, (req, a) => batchEncrypt(callContext(ctx, a), req, auditItem(deps, a, 'Batch/encrypt'))),
+    batchDecrypt: unary(m.batchDecrypt, deps, (req, a) => batchDecrypt(callContext(ctx, a), req, auditItem(deps, a, 'Batch/decrypt'))),
+    batchComputeMac: unary(m.batchComputeMac, deps, (req, a) => batchComputeMac(callContext(ctx, a), req, auditItem(deps, a, 'Batch/computeMac'))),
     encryptStream: encryptStreamHandler(ctx, deps),
     decryptStream: decryptStreamHandler(ctx, deps),
     session: sessionHandler(ctx, deps),
   };
+}
+
+function auditItem(deps: HandlerDeps, access: CallAccess, rpc: string): OnItem {
+  const who = auditPrincipal(access);
+  return (item, outcome, durationMs) => {
+    const entry = { rpc, ...who, bytesIn: payloadBytes(item), durationMs: +durationMs.toFixed(3) };
+    if ('response' in outcome) deps.audit({ ...entry, ...keyOf(item, outcome.response), bytesOut: payloadBytes(outcome.response), outcome: 'OK' });
+    else deps.audit({ ...entry, ...keyOf(item), ...keyOfError(outcome.error), bytesOut: 0, outcome: statusName(outcome.error.code), reason: outcome.error.reasonName });
+  };
+}
+
+/** A decrypt item names no key; its error may (the key the ciphertext names, e.g. when denied). */
+function keyOfError(e: ApiError): { key?: string } {
+  const name = e.auditKey ?? e.metadata.key_name;
+  return name ? { key: name } : {};
 }

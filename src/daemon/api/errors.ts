@@ -19,6 +19,8 @@ export class ApiError extends Error {
   readonly code: grpc.status;
   readonly reason: ErrorReason;
   readonly metadata: Record<string, string>;
+  /** The key to name in the audit line when the client may not learn it (never sent). */
+  auditKey: string | undefined;
 
   constructor(code: grpc.status, reason: ErrorReason, message: string, metadata: Record<string, string> = {}, options?: { cause?: unknown }) {
     super(message, options);
@@ -103,4 +105,17 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
     return new ApiError(Status.INTERNAL, ErrorReason.STATE_NOT_PERSISTED, `the state could not be written (${e.code}); nothing was changed`, { errno: e.code }, { cause: err });
   }
   return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `internal error while ${what}`, {}, { cause: err });
+}
+
+/**
+ * A denial for a key the caller knows only by the id inside its ciphertext: the answer names the
+ * key by that id, not by name (which would tell the caller more than that the key exists); the
+ * audit line keeps the name.
+ */
+export function deniedByCiphertext(err: unknown, keyId: Buffer, name: string): unknown {
+  if (!(err instanceof ApiError) || err.code !== Status.PERMISSION_DENIED) return err;
+  const { key_name: _hidden, ...metadata } = err.metadata;
+  const e = new ApiError(err.code, err.reason, err.message.replace(`with key "${name}"`, 'with the key this ciphertext names'), { ...metadata, key_id: keyId.toString('hex') });
+  e.auditKey = name;
+  return e;
 }

@@ -87,6 +87,11 @@ export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancel
   };
 }
 
+/** The key an error names for the audit line only (a denied decrypt: see deniedByCiphertext). */
+export function auditKeyOf(e: ApiError): { key?: string } {
+  return e.auditKey ? { key: e.auditKey } : {};
+}
+
 export function statusName(code: grpc.status): string {
   return grpc.status[code] ?? String(code);
 }
@@ -119,7 +124,7 @@ export function unary<I extends DescMessage, O extends DescMessage>(
           const e = toApiError(err, rpc);
           callback(e.toServiceError());
           logInternal(deps, rpc, e);
-          done({ ...keyOf(request), outcome: statusName(e.code), reason: e.reasonName, items: itemCount(request) });
+          done({ ...keyOf(request), ...auditKeyOf(e), outcome: statusName(e.code), reason: e.reasonName, items: itemCount(request) });
         },
       )
       .catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to answer a call'));

@@ -24,7 +24,7 @@ import { generateRandom } from '../ops/random.js';
 import { invalidField, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
-import { auditPrincipal, callContext, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
+import { auditKeyOf, auditPrincipal, callContext, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
 
@@ -154,7 +154,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           (err: unknown): Result => {
             const e = toApiError(err, rpc);
             logInternal(deps, rpc, e);
-            deps.audit({ rpc, ...who, ...keyOf(op.value), bytesIn: payloadBytes(op.value), bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - begin).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(op.value), ...auditKeyOf(e), bytesIn: payloadBytes(op.value), bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - begin).toFixed(3) });
             return { case: 'error', value: e.toItemStatus() };
           },
         )

@@ -16,7 +16,7 @@ import { StreamDecryptor, StreamEncryptor, StreamFormatError, encodeStreamHeader
 import { open, seal } from '../engine/suite-ops.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
-import { ApiError, ErrorReason, Status, toApiError } from './errors.js';
+import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, requireName, type OpContext } from '../ops/context.js';
 import { auditPrincipal, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import type { Authorize } from '../policy/access.js';
@@ -98,6 +98,9 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             maxChunkBytes: ctx.limits.maxStreamChunkBytes,
             nonce: () => getRandom(12),
             seal: async (nonce, chunkAad, plaintext, headroom) => {
+              // Per chunk, as a session checks per operation: a policy reload that revokes the
+              // caller's access stops a stream already running.
+              authorize('encrypt', name);
               if (prepaid > 0) prepaid--;
               else await ctx.keys.countEncryptions(resolved, 1);
               return seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
@@ -143,14 +146,23 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             maxChunkBytes: ctx.limits.maxStreamChunkBytes,
             onHeader: (h: StreamHeader) => {
               const name = ctx.keys.nameOfId(h.keyId);
-              if (name !== undefined) authorize('decrypt', name);
+              if (name !== undefined) {
+                try {
+                  authorize('decrypt', name);
+                } catch (err) {
+                  audit.key = name;
+                  throw deniedByCiphertext(err, h.keyId, name);
+                }
+              }
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
               audit.key = r.key.name;
               audit.version = r.version;
             },
             // Checked again for every chunk: a key disabled, scheduled for deletion or with a raised
-            // minimum decryption version stops a stream already running, as it refuses a new one.
+            // minimum decryption version, or access revoked by a policy reload, stops a stream already
+            // running, as it refuses a new one.
             open: (h, nonce, chunkAad, sealed) => {
+              authorize('decrypt', r!.key.name); // a revoked access stops the stream too
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
               return open(ctx.engine, r.suite, r.serials, nonce, chunkAad, sealed);
             },

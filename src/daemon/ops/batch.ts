@@ -11,8 +11,11 @@ const CONCURRENCY = 16;
 
 type ItemResult<R> = { case: 'response'; value: R } | { case: 'error'; value: ReturnType<ApiError['toItemStatus']> };
 
+/** Told of each item as it ends (the API layer writes its audit line). */
+export type OnItem = (item: unknown, outcome: { response: unknown } | { error: ApiError }, durationMs: number) => void;
+
 /** Runs every item on its own; one failure never fails the batch. Results keep the items' order. */
-async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string, op: (ctx: OpContext, item: T) => Promise<R>): Promise<{ result: ItemResult<R> }[]> {
+async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string, op: (ctx: OpContext, item: T) => Promise<R>, onItem?: OnItem): Promise<{ result: ItemResult<R> }[]> {
   if (items.length > ctx.limits.maxBatchItems) {
     throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.BATCH_TOO_LARGE, `the batch has ${items.length} items; the limit is ${ctx.limits.maxBatchItems} — split it`, {
       actual_items: String(items.length),
@@ -24,10 +27,15 @@ async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string,
   async function worker(): Promise<void> {
     while (next < items.length) {
       const i = next++;
+      const start = performance.now();
       try {
-        results[i] = { result: { case: 'response', value: await op(ctx, items[i]!) } };
+        const response = await op(ctx, items[i]!);
+        results[i] = { result: { case: 'response', value: response } };
+        onItem?.(items[i], { response }, performance.now() - start);
       } catch (err) {
-        results[i] = { result: { case: 'error', value: toApiError(err, what).toItemStatus() } };
+        const error = toApiError(err, what);
+        results[i] = { result: { case: 'error', value: error.toItemStatus() } };
+        onItem?.(items[i], { error }, performance.now() - start);
       }
     }
   }
@@ -35,14 +43,14 @@ async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string,
   return results;
 }
 
-export async function batchEncrypt(ctx: OpContext, req: BatchEncryptRequest): Promise<MessageInitShape<typeof BatchEncryptResponseSchema>> {
-  return { results: await runItems(ctx, req.requests, 'encrypting', encrypt) };
+export async function batchEncrypt(ctx: OpContext, req: BatchEncryptRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchEncryptResponseSchema>> {
+  return { results: await runItems(ctx, req.requests, 'encrypting', encrypt, onItem) };
 }
 
-export async function batchDecrypt(ctx: OpContext, req: BatchDecryptRequest): Promise<MessageInitShape<typeof BatchDecryptResponseSchema>> {
-  return { results: await runItems(ctx, req.requests, 'decrypting', decrypt) };
+export async function batchDecrypt(ctx: OpContext, req: BatchDecryptRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchDecryptResponseSchema>> {
+  return { results: await runItems(ctx, req.requests, 'decrypting', decrypt, onItem) };
 }
 
-export async function batchComputeMac(ctx: OpContext, req: BatchComputeMacRequest): Promise<MessageInitShape<typeof BatchComputeMacResponseSchema>> {
-  return { results: await runItems(ctx, req.requests, 'computing a MAC', computeMac) };
+export async function batchComputeMac(ctx: OpContext, req: BatchComputeMacRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchComputeMacResponseSchema>> {
+  return { results: await runItems(ctx, req.requests, 'computing a MAC', computeMac, onItem) };
 }

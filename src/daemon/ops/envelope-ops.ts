@@ -5,7 +5,7 @@
 import { getRandom } from '../../../native-ffi/random.js';
 import { associatedData, decodeEnvelope, FORMAT_VERSION, HEADER_BYTES, headerWithAssociatedData } from '../ciphertext/envelope.js';
 import { open, seal } from '../engine/suite-ops.js';
-import { ApiError, ErrorReason, Status } from '../api/errors.js';
+import { ApiError, deniedByCiphertext, ErrorReason, Status } from '../api/errors.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import type { OpContext } from './context.js';
@@ -30,7 +30,14 @@ export async function sealEnvelope(ctx: OpContext, r: ResolvedVersion<AeadSuite>
 }
 
 /** Opens a client's ciphertext: format, key, version and suite are all checked before the kernel sees it. */
-export async function openEnvelope(ctx: OpContext, ciphertext: Buffer, aad: Buffer, op: 'decrypt' | 'reencrypt'): Promise<{ plaintext: Buffer; r: ResolvedVersion<AeadSuite> }> {
+export async function openEnvelope(
+  ctx: OpContext,
+  ciphertext: Buffer,
+  aad: Buffer,
+  op: 'decrypt' | 'reencrypt',
+  /** Further checks on the source key's name, also before anything is decrypted. */
+  alsoAuthorize: (sourceName: string) => void = () => {},
+): Promise<{ plaintext: Buffer; r: ResolvedVersion<AeadSuite> }> {
   if (ciphertext.length >= 3 && ciphertext[0] === 0x52 && ciphertext[1] === 0x46 && ciphertext[2] !== FORMAT_VERSION) {
     const hint = ciphertext[2] === 2 ? ': this is a stream ciphertext; decrypt it with DecryptStream' : '';
     throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_FORMAT_UNSUPPORTED, `ciphertext format ${ciphertext[2]} is not one Decrypt reads (format ${FORMAT_VERSION})${hint}`, { format_version: String(ciphertext[2]) });
@@ -38,7 +45,14 @@ export async function openEnvelope(ctx: OpContext, ciphertext: Buffer, aad: Buff
   const env = decodeEnvelope(ciphertext);
   // Checked before the key's state, so a caller without access learns nothing about the key.
   const name = ctx.keys.nameOfId(env.keyId);
-  if (name !== undefined) ctx.authorize(op, name);
+  if (name !== undefined) {
+    try {
+      ctx.authorize(op, name);
+      alsoAuthorize(name);
+    } catch (err) {
+      throw deniedByCiphertext(err, env.keyId, name);
+    }
+  }
   const r = ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite);
   if (env.sealed.length < r.suite.tagBytes) {
     throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is shorter than its ${HEADER_BYTES}-byte header and ${r.suite.tagBytes}-byte tag`, { detail: 'shorter than header and tag' });

@@ -10,9 +10,13 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
   const ciphertext = checkSize('ciphertext', req.ciphertext, ctx.limits.maxPayloadBytes + 1024);
   const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);
   const newAad = req.destinationAssociatedData === undefined ? aad : checkSize('destination_associated_data', req.destinationAssociatedData, ctx.limits.maxAssociatedDataBytes);
-  // Both keys are checked before anything is decrypted (the source inside openEnvelope).
+  // Both keys are checked before anything is decrypted (the source inside openEnvelope). Moving a
+  // ciphertext to another key also needs decrypt on its source: with reencrypt on two keys and
+  // decrypt on only one, it would otherwise be a way to read the other's ciphertexts.
   if (req.destinationKeyName) ctx.authorize('reencrypt', req.destinationKeyName);
-  const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad, 'reencrypt');
+  const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad, 'reencrypt', (sourceName) => {
+    if (req.destinationKeyName && req.destinationKeyName !== sourceName) ctx.authorize('decrypt', sourceName);
+  });
   try {
     const destName = req.destinationKeyName || source.key.name;
     const dest = await ctx.keys.forEncrypt(destName);

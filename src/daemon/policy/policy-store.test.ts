@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -40,6 +40,17 @@ describe('PolicyStore', () => {
     chmodSync(path, 0o666);
     expect(() => store.load()).toThrow(`policy file ${path}: it is writable by every user (chmod o-w it)`);
     chmodSync(path, 0o644);
+    expect(() => store.load()).not.toThrow();
+  });
+
+  it('refuses a group-writable file and one owned by another user (the tests run as root)', () => {
+    const { store, path } = setup(grant('encrypt'));
+    chmodSync(path, 0o664);
+    expect(() => store.load()).toThrow(`policy file ${path}: it is writable by its group (chmod g-w it)`);
+    chmodSync(path, 0o644);
+    chownSync(path, 12345, 0);
+    expect(() => store.load()).toThrow(`policy file ${path}: it belongs to uid 12345, not to root or the daemon's uid ${process.getuid!()} (chown it)`);
+    chownSync(path, process.getuid!(), 0);
     expect(() => store.load()).not.toThrow();
   });
 

@@ -4,7 +4,7 @@
  * directory, so that editors' rename-into-place is seen; debounced). An invalid file on reload keeps
  * the policy in force and logs why; a deleted file falls back to administrators only.
  */
-import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { decide, mayEverDo, parsePolicy, readAccounts, type Accounts, type Decision, type Operation, type Policy, type Subject } from '../../policy/index.js';
 
@@ -41,9 +41,20 @@ export class PolicyStore {
   private read(): Loaded {
     let text: string;
     try {
-      // Anyone who can write the file can grant themselves every key: refuse a world-writable one.
-      if ((statSync(this.opts.path).mode & 0o002) !== 0) return { state: 'invalid', error: 'it is writable by every user (chmod o-w it)' };
-      text = readFileSync(this.opts.path, 'utf8');
+      // Anyone who can write the file can grant themselves every key: only root or the daemon's own
+      // user may own it, and neither group nor others may write it. Checked on the descriptor that
+      // is read, so the file cannot be swapped between the check and the read.
+      const fd = openSync(this.opts.path, 'r');
+      try {
+        const st = fstatSync(fd);
+        const uid = process.getuid?.();
+        if ((st.mode & 0o002) !== 0) return { state: 'invalid', error: 'it is writable by every user (chmod o-w it)' };
+        if ((st.mode & 0o020) !== 0) return { state: 'invalid', error: 'it is writable by its group (chmod g-w it)' };
+        if (uid !== undefined && st.uid !== 0 && st.uid !== uid) return { state: 'invalid', error: `it belongs to uid ${st.uid}, not to root or the daemon's uid ${uid} (chown it)` };
+        text = readFileSync(fd, 'utf8');
+      } finally {
+        closeSync(fd);
+      }
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return { state: 'missing' };
