@@ -1,24 +1,26 @@
 // Bytes that are no protobuf message, sent raw to the CryptoService handlers on the host: every kind
 // of RPC (unary, client stream, bidi stream, session) answers INVALID_ARGUMENT, not grpc-js' INTERNAL.
 import * as grpc from '@grpc/grpc-js';
-import { fromBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
-import { GenerateRandomRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
+import { EncryptRequestSchema, GenerateRandomRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
+import { BatchEncryptRequestSchema } from '../../gen/ringfence/v1/batch_pb.js';
 import { cryptoServiceHandlers } from './crypto-service.js';
 import type { AuditEntry } from './audit.js';
 import type { Access } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
-import { daemonServiceDefinition } from './decode.js';
+import { countTopLevelFields, daemonServiceDefinition } from './decode.js';
 
 const socket = join(mkdtempSync(join(tmpdir(), 'rf-decode-')), 'rf.sock');
 // Field 1 as a varint whose bytes run out: no message type decodes it.
 const GARBAGE = Buffer.from([0x08, 0xde, 0xad, 0xbe, 0xef]);
 const raw = (b: Buffer) => b;
+const MAX_ITEMS = 10;
 const audits: AuditEntry[] = [];
 let server: grpc.Server;
 let client: grpc.Client;
@@ -27,7 +29,7 @@ beforeAll(async () => {
   const allowAll = { forCall: () => ({ principal: undefined, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } as unknown as Access;
   const ctx = { limits: { maxPayloadBytes: 1024, maxSessionInFlight: 4 } } as unknown as OpContext;
   server = new grpc.Server();
-  server.addService(daemonServiceDefinition(CryptoService), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: allowAll }));
+  server.addService(daemonServiceDefinition(CryptoService, MAX_ITEMS), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: allowAll }));
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
   client = new grpc.Client(`unix:${socket}`, grpc.credentials.createInsecure());
 });
@@ -72,5 +74,63 @@ describe('undecodable request bodies', () => {
       call.end();
     });
     check(err);
+  });
+});
+
+describe('requests that would decode into millions of objects', () => {
+  // Two bytes each on the wire: an empty item of field 1 (BatchEncrypt requests), or an unknown
+  // varint field 15 that every message type would otherwise keep.
+  const emptyItems = (n: number) => Buffer.alloc(2 * n, Buffer.from([0x0a, 0x00]));
+  const unknownFields = (n: number) => Buffer.alloc(2 * n, Buffer.from([0x78, 0x00]));
+
+  function unary(method: string, body: Buffer): Promise<grpc.ServiceError | null> {
+    return new Promise((resolve) => client.makeUnaryRequest(`/ringfence.v1.CryptoService/${method}`, raw, raw, body, (e) => resolve(e)));
+  }
+
+  it('a batch with a million empty items is refused undecoded: RESOURCE_EXHAUSTED, BATCH_TOO_LARGE', async () => {
+    const err = await unary('BatchEncrypt', emptyItems(1_000_000));
+    expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(err?.details).toBe(`the ringfence.v1.BatchEncryptRequest message has more than ${MAX_ITEMS + 64} fields or items; the limit is ${MAX_ITEMS} items — split it`);
+    expect(audits.at(-1)).toMatchObject({ rpc: 'CryptoService/BatchEncrypt', outcome: 'RESOURCE_EXHAUSTED', reason: 'BATCH_TOO_LARGE' });
+  });
+
+  it('so is any request padded with a million unknown fields', async () => {
+    const err = await unary('GenerateRandom', unknownFields(1_000_000));
+    expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it('a session message with a million items ends the session with RESOURCE_EXHAUSTED', async () => {
+    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', raw, raw);
+    const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+      call.on('data', () => undefined);
+      call.on('error', (e: grpc.ServiceError) => resolve(e));
+      call.on('status', (st: grpc.StatusObject) => st.code === grpc.status.OK && resolve(null));
+      // Field 16 (`more`), wire type 2, empty: 0x82 0x01 0x00.
+      call.write(Buffer.alloc(3 * 1_000_000, Buffer.from([0x82, 0x01, 0x00])));
+      call.end();
+    });
+    expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it('a batch within the limit decodes, and unknown fields are dropped, not kept', () => {
+    const def = daemonServiceDefinition(CryptoService, MAX_ITEMS).batchEncrypt!;
+    const items = Array.from({ length: MAX_ITEMS }, () => create(EncryptRequestSchema, { keyName: 'k', plaintext: new Uint8Array([1]) }));
+    const body = Buffer.concat([Buffer.from(toBinary(BatchEncryptRequestSchema, create(BatchEncryptRequestSchema, { requests: items }))), unknownFields(50)]);
+    const decoded = def.requestDeserialize(body) as { requests: unknown[]; $unknown?: unknown[] };
+    expect(decoded.requests).toHaveLength(MAX_ITEMS);
+    expect(decoded.$unknown).toBeUndefined();
+  });
+
+  it('countTopLevelFields counts every wire type, stops past its limit, and leaves malformed input to the decoder', () => {
+    const fixed64 = [0x09, 1, 2, 3, 4, 5, 6, 7, 8];
+    const fixed32 = [0x15, 1, 2, 3, 4];
+    const varint = [0x18, 0xff, 0xff, 0x03];
+    const bytes = [0x22, 3, 9, 9, 9];
+    const body = Buffer.from([...fixed64, ...fixed32, ...varint, ...bytes]);
+    expect(countTopLevelFields(body, 100)).toBe(4);
+    expect(countTopLevelFields(emptyItems(1000), 100)).toBe(101);
+    expect(countTopLevelFields(Buffer.alloc(0), 100)).toBe(0);
+    expect(countTopLevelFields(Buffer.from([0x08, 0xde, 0xad]), 100)).toBe(1); // cut-off varint
+    expect(countTopLevelFields(Buffer.from([0x0b, 0x00]), 100)).toBe(1); // a group: not counted further
   });
 });

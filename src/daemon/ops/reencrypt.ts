@@ -1,7 +1,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ReEncryptRequest, ReEncryptResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { invalidField } from '../api/errors.js';
-import { checkSize, type OpContext } from './context.js';
+import { checkSize, requireName, type OpContext } from './context.js';
 import { openEnvelope, sealEnvelope } from './envelope-ops.js';
 
 /** CryptoService.ReEncrypt: open, then seal under the destination's primary version; the plaintext never leaves. */
@@ -13,7 +13,7 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
   // Both keys are checked before anything is decrypted (the source inside openEnvelope). Moving a
   // ciphertext to another key also needs decrypt on its source: with reencrypt on two keys and
   // decrypt on only one, it would otherwise be a way to read the other's ciphertexts.
-  if (req.destinationKeyName) ctx.authorize('reencrypt', req.destinationKeyName);
+  if (req.destinationKeyName) ctx.authorize('reencrypt', requireName('destination_key_name', req.destinationKeyName));
   const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad, 'reencrypt', (sourceName) => {
     if (req.destinationKeyName && req.destinationKeyName !== sourceName) ctx.authorize('decrypt', sourceName);
   });
