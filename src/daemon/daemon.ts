@@ -15,7 +15,8 @@ import { CryptoService } from '../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { daemonServiceDefinition } from './api/decode.js';
-import { guardedServer } from './api/foreign-services.js';
+import { guardedServer, knownHealthServices } from './api/foreign-services.js';
+import { ApiError, ErrorReason, Status } from './api/errors.js';
 import { sdNotify } from '../../native-ffi/sd-notify.js';
 import type { DaemonConfig, Limits } from './config.js';
 import { CryptoEngine } from './engine/engine.js';
@@ -136,7 +137,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     );
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((n) => [n, 'NOT_SERVING'])) });
     // Their undecodable requests are refused with INVALID_ARGUMENT, like the daemon's own.
-    health.addToServer(guardedServer(server) as grpc.Server);
+    const unknownService = (message: string) => new ApiError(Status.NOT_FOUND, ErrorReason.INVALID_FIELD, message, { field: 'service' });
+    health.addToServer(guardedServer(server, knownHealthServices(['', ...SERVICE_NAMES], unknownService)) as grpc.Server);
     new ReflectionService(reflectionPackage()).addToServer(guardedServer(server) as grpc.Server);
 
     // Connections are accepted here, identified (SO_PEERCRED), and only then handed to grpc-js.

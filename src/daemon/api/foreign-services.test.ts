@@ -7,7 +7,8 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { guardedServer } from './foreign-services.js';
+import { guardedServer, knownHealthServices } from './foreign-services.js';
+import { ApiError, ErrorReason, Status } from './errors.js';
 
 const require = createRequire(import.meta.url);
 const REFLECTION_PROTO = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build/proto/grpc/reflection/v1/reflection.proto');
@@ -27,11 +28,15 @@ afterEach(() => {
   cleanup = [];
 });
 
-async function serve(guard: boolean): Promise<grpc.Client> {
+let health: HealthImplementation;
+
+async function serve(guard: boolean, onlyKnown = false): Promise<grpc.Client> {
   const dir = mkdtempSync(join(tmpdir(), 'rf-foreign-'));
   const server = new grpc.Server();
-  const target = guard ? (guardedServer(server) as grpc.Server) : server;
-  new HealthImplementation({ '': 'SERVING' }).addToServer(target);
+  const notFound = (message: string) => new ApiError(Status.NOT_FOUND, ErrorReason.INVALID_FIELD, message, { field: 'service' });
+  const target = guard ? (guardedServer(server, onlyKnown ? knownHealthServices(['', 'ringfence.v1.KeyService'], notFound) : undefined) as grpc.Server) : server;
+  health = new HealthImplementation({ '': 'SERVING', 'ringfence.v1.KeyService': 'SERVING' });
+  health.addToServer(target);
   new ReflectionService(protoLoader.loadSync(HEALTH_PROTO)).addToServer(target);
   const socket = join(dir, 's.sock');
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
@@ -105,3 +110,38 @@ describe('health and reflection registered through guardedServer', () => {
     expect(fine.data).toHaveLength(2);
   });
 });
+
+describe('health for the daemon\'s own services only', () => {
+  // HealthCheckRequest { service = 1 }: a length-delimited string.
+  const request = (service: string) => Buffer.concat([Buffer.from([0x0a]), encodeLength(Buffer.byteLength(service)), Buffer.from(service)]);
+  const watched = () => (health as unknown as { watchers: Map<string, unknown> }).watchers;
+
+  it('without the filter, grpc-health-check keeps every name a Watch asked about, after the call ends: what the filter is for', async () => {
+    const c = await serve(true);
+    for (let i = 0; i < 20; i++) await stream(c, WATCH, [request(`junk-${i}-${'x'.repeat(1000)}`)], false);
+    expect([...watched().keys()].filter((k) => k.startsWith('junk-'))).toHaveLength(20);
+  });
+
+  it('refuses Check and Watch of another name with NOT_FOUND, keeps nothing, and answers the known ones', async () => {
+    const c = await serve(true, true);
+    const name = `junk-${'x'.repeat(100_000)}`;
+    const check = await unary(c, CHECK, request(name));
+    expect(check.err?.code).toBe(grpc.status.NOT_FOUND);
+    expect(check.err?.details).toBe('no service of that name here; the health service knows "", "ringfence.v1.KeyService"');
+    const watch = await stream(c, WATCH, [request(name)], false);
+    expect(watch.status.code).toBe(grpc.status.NOT_FOUND);
+    expect([...watched().keys()].filter((k) => k.startsWith('junk-'))).toEqual([]);
+    expect((await unary(c, CHECK, request('ringfence.v1.KeyService'))).res).toEqual(Buffer.from('0801', 'hex'));
+    expect((await stream(c, WATCH, [Buffer.alloc(0)], false)).data).toEqual([Buffer.from('0801', 'hex')]);
+  });
+});
+
+function encodeLength(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}

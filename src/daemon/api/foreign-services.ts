@@ -7,6 +7,10 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { UndecodableRequest, undecodable } from './decode.js';
+import type { ApiError } from './errors.js';
+
+/** A check of a decoded request (unary and server-streaming methods) before the package sees it. */
+export type Admit = (path: string, request: unknown) => ApiError | undefined;
 
 type AnyDefinition = grpc.MethodDefinition<unknown, unknown> & { originalName?: string; requestType?: { type?: { name?: string } } };
 type AnyHandler = (...args: never[]) => void;
@@ -17,17 +21,20 @@ function requestName(m: AnyDefinition): string {
   return type ? `${m.path.split('/')[1]?.replace(/\.[^.]*$/, '')}.${type}` : `request of ${m.path}`;
 }
 
-function guardHandler(m: AnyDefinition, handler: AnyHandler): AnyHandler {
+function guardHandler(m: AnyDefinition, handler: AnyHandler, admit: Admit): AnyHandler {
   if (!m.requestStream) {
     // The one request is decoded before the handler runs: refuse it instead of calling the handler.
+    const refusal = (request: unknown) => (request instanceof UndecodableRequest ? undecodable(request) : admit(m.path, request));
     if (!m.responseStream) {
       return ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        if (call.request instanceof UndecodableRequest) callback(undecodable(call.request).toServiceError());
+        const refused = refusal(call.request);
+        if (refused) callback(refused.toServiceError());
         else (handler as grpc.handleUnaryCall<unknown, unknown>)(call, callback);
       }) as AnyHandler;
     }
     return ((call: grpc.ServerWritableStream<unknown, unknown>) => {
-      if (call.request instanceof UndecodableRequest) call.emit('error', undecodable(call.request).toServiceError());
+      const refused = refusal(call.request);
+      if (refused) call.emit('error', refused.toServiceError());
       else (handler as grpc.handleServerStreamingCall<unknown, unknown>)(call);
     }) as AnyHandler;
   }
@@ -49,7 +56,7 @@ function guardHandler(m: AnyDefinition, handler: AnyHandler): AnyHandler {
 }
 
 /** The server as a package's addToServer sees it: addService registers guarded definitions. */
-export function guardedServer(server: grpc.Server): Pick<grpc.Server, 'addService'> {
+export function guardedServer(server: grpc.Server, admit: Admit = () => undefined): Pick<grpc.Server, 'addService'> {
   return {
     addService(service: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation) {
       const definition: Record<string, AnyDefinition> = {};
@@ -69,9 +76,23 @@ export function guardedServer(server: grpc.Server): Pick<grpc.Server, 'addServic
         };
         // grpc-js looks a handler up by the definition's key or its originalName; so does this.
         const handler = (implementation[name] ?? (m.originalName ? implementation[m.originalName] : undefined)) as AnyHandler | undefined;
-        if (handler) handlers[name] = guardHandler(m, handler);
+        if (handler) handlers[name] = guardHandler(m, handler, admit);
       }
       server.addService(definition as grpc.ServiceDefinition, handlers as grpc.UntypedServiceImplementation);
     },
+  };
+}
+
+/**
+ * For grpc-health-check: only the daemon's own service names. The package keeps an entry for every
+ * name a Watch ever asked about, also after the call ends, so arbitrary names from clients would
+ * grow the daemon's memory without bound.
+ */
+export function knownHealthServices(names: readonly string[], notFound: (message: string) => ApiError): Admit {
+  const known = new Set(names);
+  return (_path, request) => {
+    const service = (request as { service?: unknown } | null)?.service;
+    if (typeof service !== 'string' || known.has(service)) return undefined;
+    return notFound(`no service of that name here; the health service knows ${[...known].map((n) => `"${n}"`).join(', ')}`);
   };
 }
