@@ -17,6 +17,8 @@ import { blake2bVectors } from '../vectors/load.js';
 import { currentKernel, suiteExpectedAvailable } from '../support/kernel-matrix.js';
 import { TestDaemon } from '../support/daemon.js';
 import { failure } from '../support/failure.js';
+import { fdCount } from '../support/raw-grpc.js';
+import { sleep, waitFor } from '../support/wait.js';
 
 const AEADS = ['aes-256-gcm', 'chacha20-poly1305', 'aes-256-ccm', 'aes-256-ctr-hmac-sha256'].filter(suiteExpectedAvailable);
 const HEADER = 36;
@@ -133,6 +135,39 @@ describe('CryptoService end to end', () => {
     expect(streamed.dataBytes).toBe(BigInt(big.length));
     expect(Buffer.from(streamed.digest).equals(createHash('sha512').update(big).digest())).toBe(true);
     expect((await client.hash(new Uint8Array(0))).algorithm).toBe(HashAlgorithm.SHA256);
+  });
+
+  it('hash streams that idle hold sockets of their own: other callers\' hashes still answer', async () => {
+    // Twelve streams, more than the 8 operation sockets a transform pools, each sends a piece and
+    // then idles. Before, they held the pool's sha256 sockets and every Hash of every client waited.
+    const idler = new RingfenceClient({ socketPath: daemon.socket });
+    const before = fdCount(daemon.pid!);
+    let openGate!: () => void;
+    const gate = new Promise<void>((r) => (openGate = r));
+    const piece = randomBytes(1000);
+    const held = Array.from({ length: 12 }, () =>
+      idler.hashStream((async function* () {
+        yield piece;
+        await gate;
+        yield piece;
+      })()),
+    );
+    try {
+      // The daemon holds them now: twelve kernel sockets (grpc-js shares one connection between
+      // clients of the same socket). The pool would have given them no more than eight.
+      const during = await waitFor(() => fdCount(daemon.pid!), (n) => n >= before + 12, 30_000);
+      expect(during).toBeGreaterThanOrEqual(before + 12);
+      const data = randomBytes(3000);
+      const answer = await Promise.race([client.hash(data), sleep(20_000).then(() => 'stalled')]);
+      expect(answer === 'stalled' ? answer : Buffer.from((answer as { digest: Uint8Array }).digest)).toEqual(createHash('sha256').update(data).digest());
+    } finally {
+      openGate();
+    }
+    const expected = createHash('sha256').update(piece).update(piece).digest();
+    for (const r of await Promise.all(held)) expect(Buffer.from(r.digest)).toEqual(expected);
+    await idler.close();
+    // Their sockets are closed with them.
+    expect(await waitFor(() => fdCount(daemon.pid!), (n) => n <= before, 10_000)).toBeLessThanOrEqual(before);
   });
 
   it('ReEncrypt, GenerateDataKey and GenerateRandom', async () => {

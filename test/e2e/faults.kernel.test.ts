@@ -15,19 +15,7 @@ import { TestDaemon } from '../support/daemon.js';
 import { failure } from '../support/failure.js';
 import { fdCount } from '../support/raw-grpc.js';
 import { NOBODY, PROJECT_ROOT, projectModule } from '../support/run-ts.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls until `check` holds or `ms` passed; returns the last value seen. */
-async function waitFor<T>(read: () => T, check: (v: T) => boolean, ms: number): Promise<T> {
-  const until = Date.now() + ms;
-  let v = read();
-  while (!check(v) && Date.now() < until) {
-    await sleep(100);
-    v = read();
-  }
-  return v;
-}
+import { sleep, waitFor } from '../support/wait.js';
 
 // Only the daemon's own files may remain after a restart: no temp files of interrupted writes.
 const STATE_FILES = new Set(['state.json', 'master.key', 'daemon.lock']);
@@ -462,28 +450,19 @@ describe('a client vanishing mid-stream', () => {
     ]);
     await session.close();
     const pid = daemon.pid!;
-    // The client below runs up to three SHA-256 operations at once (a held hash stream and two
-    // Session hashes), and an op socket pool keeps what it grew to for the next calls: a cache, not
-    // a leak (2026-12-02 on restricted: 26 -> 29 -> 27 fds, the third hash had grown the pool).
-    // So the baseline is taken with that pool grown first: eight hash streams held open together
-    // (EngineOptions.maxOpSockets is 8 per transform), released once the fd count stops rising.
+    // The client below runs SHA-256 operations at once (Session hashes; its hash stream has a
+    // socket of its own), and an op socket pool keeps what it grew to for the next calls: a cache,
+    // not a leak (2026-12-02 on restricted: 26 -> 29 -> 27 fds, the third hash had grown the pool).
+    // So the baseline is taken with that pool grown first: rounds of 32 concurrent 64 KiB hashes
+    // (each crosses the libuv pool, so they overlap; EngineOptions.maxOpSockets is 8 per
+    // transform) until the fd count stops rising.
     const before = fdCount(pid);
-    let openGate!: () => void;
-    const gate = new Promise<void>((r) => (openGate = r));
-    const held = Array.from({ length: 8 }, () =>
-      client.hashStream((async function* () {
-        yield Buffer.alloc(1000, 3);
-        await gate;
-      })()),
-    );
-    let grown = fdCount(pid);
-    for (let stableSince = Date.now(), until = Date.now() + 60_000; Date.now() < until && (grown < before + 3 || Date.now() - stableSince < 2000); ) {
-      await sleep(200);
+    let grown = before;
+    for (let stableSince = Date.now(), until = Date.now() + 60_000; Date.now() < until && Date.now() - stableSince < 2000; ) {
+      await Promise.all(Array.from({ length: 32 }, () => client.hash(Buffer.alloc(64 * 1024, 3))));
       const n = fdCount(pid);
       if (n !== grown) [grown, stableSince] = [n, Date.now()];
     }
-    openGate();
-    await Promise.all(held);
     await client.close();
     await sleep(500);
     const baseline = fdCount(pid);

@@ -11,10 +11,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { RingfenceClient } from '../../src/client/sdk/index.js';
 import { TestDaemon } from '../support/daemon.js';
 import { startNotifyReceiver, type NotifyReceiver } from '../support/notify-receiver.js';
+import { sleep } from '../support/wait.js';
 
 const WATCHDOG_USEC = 1_000_000; // pings every 500 ms
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const until = async (what: string, cond: () => boolean, ms = 30_000) => {
   const end = Date.now() + ms;
   while (!cond()) {

@@ -14,6 +14,7 @@ import { delimiter, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RingfenceClient, isDeadlineExceeded } from '../../src/client/sdk/index.js';
 import { DAEMON_MAIN, TestDaemon } from '../support/daemon.js';
+import { sleep } from '../support/wait.js';
 
 const LISTEN_FDS_MSG = 'listening on the socket passed by systemd (LISTEN_FDS)';
 const DAEMON_SOCKET_MODE = 0o660; // the daemon's default socketMode when it binds itself
@@ -28,7 +29,6 @@ function activatorPath(): string {
   throw new Error('systemd-socket-activate is not on PATH: install the Debian package "systemd" on the host (.ci/run does); this test needs it');
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {

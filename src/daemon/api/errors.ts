@@ -83,6 +83,8 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
         return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.AF_ALG_UNAVAILABLE, err.message, {}, { cause: err });
       case 'PAYLOAD_TOO_LARGE':
         return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, err.message, {}, { cause: err });
+      case 'BUSY':
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.DAEMON_BUSY, err.message, err.limit ? { limit: err.limit } : {}, { cause: err });
       default:
         return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel failed ${what}: ${err.message}`, err.errno ? { errno: err.errno } : {}, { cause: err });
     }

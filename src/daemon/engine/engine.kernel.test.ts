@@ -1,12 +1,12 @@
-import { createCipheriv, createHmac, randomBytes, randomInt } from 'node:crypto';
+import { createCipheriv, createHash, createHmac, randomBytes, randomInt } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AEAD_SUITES, aeadSuite, MAC_SUITES, type AeadSuite } from '../../capabilities/suites.js';
+import { AEAD_SUITES, aeadSuite, hashSuite, MAC_SUITES, type AeadSuite } from '../../capabilities/suites.js';
 import { suiteExpectedAvailable } from '../../../test/support/kernel-matrix.js';
 import { NOBODY, projectModule, runTsJson } from '../../../test/support/run-ts.js';
 import { KernelKeystore } from '../keystore/kernel-keystore.js';
 import { CryptoEngine } from './engine.js';
 import { isEngineError } from './errors.js';
-import { computeMac, open, seal, verifyMac } from './suite-ops.js';
+import { computeMac, hash, open, seal, verifyMac } from './suite-ops.js';
 
 const engine = new CryptoEngine();
 const store = new KernelKeystore({ keyringName: `rf-engine-test-${process.pid}` });
@@ -230,6 +230,60 @@ describe('limits and concurrency', () => {
     const results = await Promise.all(jobs.map((j) => seal(engine, suite, [serial], j.nonce, Buffer.alloc(0), j.pt)));
     jobs.forEach((j, i) => expect(results[i]!.equals(nodeSeal(suite, [key], j.nonce, Buffer.alloc(0), j.pt))).toBe(true));
     expect(engine.transform({ alg: suite.algorithms[0]!, serial, authSize: 16 }).inUse).toBe(0);
+  });
+
+  it('gives held hash streams sockets of their own: a unary hash still runs, and the stream limit answers BUSY', async () => {
+    const small = new CryptoEngine({ maxOpSockets: 2, maxDigestStreams: 4 });
+    const sha256 = hashSuite('sha256')!;
+    try {
+      let openGate!: () => void;
+      const gate = new Promise<void>((r) => (openGate = r));
+      const piece = randomBytes(1000);
+      // Four streams (twice the pool) send a piece and then idle, as a client that stops sending would.
+      const held = Array.from({ length: 4 }, () =>
+        hash(small, sha256, (async function* () {
+          yield piece;
+          await gate;
+          yield piece;
+        })()),
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      expect(small.openDigestStreams).toBe(4);
+      // Before the fix these held the pool's sockets and this waited until the gate opened.
+      const data = randomBytes(5000);
+      const unary = await Promise.race([hash(small, sha256, data), new Promise((r) => setTimeout(() => r('stalled'), 10_000))]);
+      expect(unary).toEqual(createHash('sha256').update(data).digest());
+      const fifth = await hash(small, sha256, (async function* () { yield piece; })()).catch((e: unknown) => e);
+      expect(isEngineError(fifth, 'BUSY') && fifth.limit).toBe('hash_streams');
+      openGate();
+      const digests = await Promise.all(held);
+      const expected = createHash('sha256').update(piece).update(piece).digest();
+      for (const d of digests) expect(d).toEqual(expected);
+      expect(small.openDigestStreams).toBe(0);
+      expect(small.transform({ alg: sha256.algorithms[0]! }).inUse).toBe(0);
+      // Ended streams gave their slots back.
+      expect(await hash(small, sha256, (async function* () { yield piece; })())).toEqual(createHash('sha256').update(piece).digest());
+    } finally {
+      small.close();
+    }
+  });
+
+  it('bounds the requests waiting for one key: beyond maxQueuedRequests they are refused with BUSY, the rest complete', async () => {
+    const small = new CryptoEngine({ maxOpSockets: 1, maxQueuedRequests: 2 });
+    try {
+      const { key, serial } = knownKey(32);
+      // 64 KiB each: above the synchronous threshold, so the first holds the socket across an await.
+      const jobs = Array.from({ length: 5 }, () => ({ nonce: randomBytes(12), pt: randomBytes(64 * 1024) }));
+      const settled = await Promise.allSettled(jobs.map((j) => seal(small, suite, [serial], j.nonce, Buffer.alloc(0), j.pt)));
+      const busy = settled.filter((r) => r.status === 'rejected' && isEngineError(r.reason, 'BUSY') && r.reason.limit === 'queued_requests');
+      expect(busy).toHaveLength(2); // one running, two waiting, two refused
+      settled.forEach((r, i) => {
+        if (r.status === 'fulfilled') expect(r.value.equals(nodeSeal(suite, [key], jobs[i]!.nonce, Buffer.alloc(0), jobs[i]!.pt))).toBe(true);
+      });
+      expect(small.transform({ alg: suite.algorithms[0]!, serial, authSize: 16 }).inUse).toBe(0);
+    } finally {
+      small.close();
+    }
   });
 
   it('handles a 4 MiB request on the pool', async () => {

@@ -7,7 +7,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { AlgOp } from '../../../native-ffi/af-alg.js';
 import type { KernelAlg } from '../../capabilities/suites.js';
 import { EngineError } from './errors.js';
-import { runDigest, runRequest } from './request.js';
+import { isStreamed, runDigest, runRequest } from './request.js';
 import { Transform, type TransformSpec } from './transform.js';
 
 export interface EngineOptions {
@@ -15,6 +15,10 @@ export interface EngineOptions {
   maxTransforms: number;
   /** Operation sockets per transform, i.e. concurrent requests per key. */
   maxOpSockets: number;
+  /** Requests that may wait for one transform's operation sockets; more are refused (BUSY). */
+  maxQueuedRequests: number;
+  /** Digests fed by a stream (HashStream) at once, each holding a socket of its own; more are refused (BUSY). */
+  maxDigestStreams: number;
   /** Largest AEAD/skcipher request (plaintext or ciphertext plus AAD). */
   maxRequestBytes: number;
   /** Requests up to this many bytes (in + out) run synchronously; larger ones on the libuv pool. */
@@ -24,6 +28,8 @@ export interface EngineOptions {
 export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
   maxTransforms: 512,
   maxOpSockets: 8,
+  maxQueuedRequests: 4096,
+  maxDigestStreams: 256,
   maxRequestBytes: 4 * 1024 * 1024,
   asyncThresholdBytes: 16 * 1024,
 };
@@ -33,6 +39,7 @@ export type DigestInput = Buffer | readonly Buffer[] | AsyncIterable<Buffer> | I
 export class CryptoEngine {
   readonly options: EngineOptions;
   private readonly transforms = new Map<string, Transform>();
+  private digestStreams = 0;
 
   constructor(options: Partial<EngineOptions> = {}) {
     this.options = { ...DEFAULT_ENGINE_OPTIONS, ...options };
@@ -71,7 +78,21 @@ export class CryptoEngine {
   /** A hash, or a keyed hash (HMAC) when `serial` is given. */
   async digest(alg: KernelAlg, serial: number | undefined, digestBytes: number, data: DigestInput): Promise<Buffer> {
     const tfm = this.transform(serial === undefined ? { alg } : { alg, serial });
-    return runDigest(tfm, this.options, data, digestBytes);
+    if (!isStreamed(data)) return runDigest(tfm, this.options, data, digestBytes);
+    if (this.digestStreams >= this.options.maxDigestStreams) {
+      throw new EngineError('BUSY', `${this.digestStreams} hash streams are open, the daemon's limit; finish one or retry later`, { limit: 'hash_streams' });
+    }
+    this.digestStreams++;
+    try {
+      return await runDigest(tfm, this.options, data, digestBytes);
+    } finally {
+      this.digestStreams--;
+    }
+  }
+
+  /** Digests being fed by a stream now. */
+  get openDigestStreams(): number {
+    return this.digestStreams;
   }
 
   /** Constant-time MAC comparison of the full-length MAC, or of a truncation the caller presents. */

@@ -13,18 +13,22 @@ export type EngineErrorCode =
   | 'AUTHENTICATION_FAILED' // tag or MAC mismatch
   | 'INVALID_ARGUMENT' // a length the algorithm cannot take
   | 'PAYLOAD_TOO_LARGE'
+  | 'BUSY' // too many requests wait for, or streams hold, the kernel's sockets
   | 'INTERNAL';
 
 export class EngineError extends Error {
   readonly code: EngineErrorCode;
   /** The errno name, when the kernel said no. */
   readonly errno: string | undefined;
+  /** For BUSY: which limit was reached. */
+  readonly limit: 'queued_requests' | 'hash_streams' | undefined;
 
-  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string }) {
+  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string; limit?: 'queued_requests' | 'hash_streams' }) {
     super(message, options?.cause ? { cause: options.cause } : undefined);
     this.name = 'EngineError';
     this.code = code;
     this.errno = options?.errno;
+    this.limit = options?.limit;
   }
 }
 

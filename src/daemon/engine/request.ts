@@ -81,6 +81,11 @@ export async function runRequest(
   return whole.subarray(0, lead + outLen);
 }
 
+/** Input that arrives over time, at a client's pace. */
+export function isStreamed(input: Buffer | readonly Buffer[] | AsyncIterable<Buffer> | Iterable<Buffer>): input is AsyncIterable<Buffer> {
+  return !(Buffer.isBuffer(input) || Array.isArray(input)) && Symbol.asyncIterator in input;
+}
+
 /**
  * Feeds a hash transform piece by piece (MSG_MORE keeps the state open between pieces) and reads the
  * digest. Hashing consumes data as it arrives, so no size limit applies here.
@@ -92,7 +97,11 @@ export async function runDigest(
   digestBytes: number,
 ): Promise<Buffer> {
   const what = () => describeSpec(tfm.spec);
-  const fd = tfm.tryAcquire() ?? (await tfm.acquire());
+  // Input that arrives over time (a client's stream) gets a socket of its own: holding a pool
+  // socket while a client idles would stall every other request for this transform.
+  const streamed = isStreamed(input);
+  const fd = streamed ? tfm.acceptDedicated() : (tfm.tryAcquire() ?? (await tfm.acquire()));
+  const done = (ok: boolean) => (streamed ? tfm.closeDedicated(fd) : ok ? tfm.release(fd) : tfm.discard(fd));
   const out = Buffer.alloc(digestBytes);
   let n: number;
   // An error of the caller's input (e.g. a stream's bad message) is its own, not the kernel's.
@@ -117,14 +126,14 @@ export async function runDigest(
     }
     n = afAlg.readResult(fd, out);
   } catch (err) {
-    tfm.discard(fd);
+    done(false);
     throw inputFailed ? err : fromKernel(err, 'request', what());
   }
   if (n !== digestBytes) {
-    tfm.discard(fd);
+    done(false);
     throw new EngineError('INTERNAL', `${what()}: the kernel returned a ${n}-byte digest, expected ${digestBytes}`);
   }
-  tfm.release(fd);
+  done(true);
   return out;
 }
 

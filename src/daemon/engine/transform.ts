@@ -18,6 +18,8 @@ export interface TransformSpec {
 export interface PoolOptions {
   /** Operation sockets per transform; requests beyond wait their turn. */
   maxOpSockets: number;
+  /** Requests that may wait for an operation socket of one transform; more are refused (BUSY). */
+  maxQueuedRequests: number;
   /** Largest single AEAD/skcipher request; operation socket buffers are sized for it. */
   maxRequestBytes: number;
 }
@@ -31,6 +33,8 @@ export class Transform {
   private readonly fd: number;
   private readonly idle: number[] = [];
   private busy = 0;
+  /** Sockets handed out with acceptDedicated(), outside the pool. */
+  private dedicated = 0;
   private readonly waiters: { resolve: (fd: number) => void; reject: (err: unknown) => void }[] = [];
   private closed = false;
   /** What one request may carry on each operation socket (its buffers, as the kernel granted them). */
@@ -67,11 +71,34 @@ export class Transform {
     this.fd = fd;
   }
 
-  /** Takes an operation socket, waiting if all are busy. Pair with release() or discard(). */
+  /**
+   * Takes an operation socket, waiting if all are busy. Pair with release() or discard(). The queue
+   * is bounded: a flood of requests for one key is refused, not held in memory with its payloads.
+   */
   async acquire(): Promise<number> {
     const fd = this.tryAcquire();
     if (fd !== undefined) return fd;
+    if (this.waiters.length >= this.opts.maxQueuedRequests) {
+      throw new EngineError('BUSY', `${describeSpec(this.spec)}: ${this.waiters.length} requests are already waiting for this key; retry later`, { limit: 'queued_requests' });
+    }
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /**
+   * An operation socket of its own, outside the pool, for a caller that holds one for as long as
+   * its client likes (a hash stream): held pool sockets would stall every other request for the
+   * transform. Close it with closeDedicated(); the caller bounds how many it holds.
+   */
+  acceptDedicated(): number {
+    if (this.closed) throw new EngineError('INTERNAL', `${describeSpec(this.spec)}: transform closed`);
+    const fd = this.accept();
+    this.dedicated++;
+    return fd;
+  }
+
+  closeDedicated(fd: number): void {
+    this.closeOp(fd);
+    this.dedicated--;
   }
 
   /** An operation socket now, or undefined if the pool is exhausted. */
@@ -146,8 +173,9 @@ export class Transform {
     }
   }
 
+  /** Sockets in use: pool sockets taken, plus dedicated ones. */
   get inUse(): number {
-    return this.busy;
+    return this.busy + this.dedicated;
   }
 
   /** Closes idle sockets now and busy ones as they are released. */
