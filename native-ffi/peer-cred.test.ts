@@ -3,7 +3,7 @@ import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { peerCred } from './peer-cred.js';
+import { peerCred, peerGroups } from './peer-cred.js';
 
 const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'rf-peercred-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -27,9 +27,29 @@ describe('peerCred', () => {
     child.kill();
   });
 
+  it('reports the supplementary groups the connecting process has, many or none (the tests run as root)', async () => {
+    for (const groups of [[4242, 4343], Array.from({ length: 100 }, (_, i) => 5000 + i), []]) {
+      const path = join(dir, `g${groups.length}.sock`);
+      const accepted = new Promise<Socket>((resolve) => {
+        const server = createServer((sock) => {
+          resolve(sock);
+          server.close();
+        }).listen(path);
+      });
+      // 100 groups: more than the first buffer holds, so the kernel's ERANGE path is taken.
+      const child = spawn(process.execPath, ['-e', `process.setgroups(${JSON.stringify(groups)});const s=require('net').connect(${JSON.stringify(path)});setTimeout(()=>{},5000)`]);
+      const sock = await accepted;
+      const fd = (sock as unknown as { _handle: { fd: number } })._handle.fd;
+      expect(peerGroups(fd)).toEqual(groups);
+      sock.destroy();
+      child.kill();
+    }
+  });
+
   it('fails on a descriptor that is not a socket', () => {
     const fd = openSync('/dev/null', 'r');
     expect(() => peerCred(fd)).toThrow(/SO_PEERCRED.*ENOTSOCK/);
+    expect(() => peerGroups(fd)).toThrow(/SO_PEERGROUPS.*ENOTSOCK/);
     closeSync(fd);
   });
 });

@@ -9,13 +9,18 @@ import type { Policy, Rule } from './parse.js';
 export interface Subject {
   uid: number;
   gid: number;
+  /**
+   * Supplementary groups, as the kernel recorded them for the caller's connection (SO_PEERGROUPS).
+   * Absent when there is no process to ask (`ringfence policy check`): then /etc/group decides.
+   */
+  groups?: readonly number[];
 }
 
 export type Decision = { allowed: true; by: 'admin'; explanation: string } | { allowed: true; by: 'rule'; rule: Rule; explanation: string } | { allowed: false; explanation: string };
 
-/** The subject's groups: its gid (from SO_PEERCRED) and those /etc/group lists its user in. */
+/** The subject's groups: its gid (from SO_PEERCRED) and its supplementary ones, else those /etc/group lists its user in. */
 function groupsOf(policy: Policy | undefined, s: Subject): Set<number> {
-  return new Set([s.gid, ...(policy?.memberOf.get(s.uid) ?? [])]);
+  return new Set([s.gid, ...(s.groups ?? policy?.memberOf.get(s.uid) ?? [])]);
 }
 
 function matchesPrincipal(rule: Rule, uid: number, gids: Set<number>): boolean {

@@ -26,7 +26,7 @@ export interface Rule {
 
 export interface Policy {
   rules: Rule[];
-  /** uid -> supplementary gids, from /etc/group at load time. */
+  /** uid -> supplementary gids, from /etc/group at load time: for callers without a process (`policy check`). */
   memberOf: ReadonlyMap<number, readonly number[]>;
 }
 

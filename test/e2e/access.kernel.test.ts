@@ -15,6 +15,7 @@ import { TestDaemon } from '../support/daemon.js';
 import { NOBODY, projectModule, runTsJson } from '../support/run-ts.js';
 
 const OUTSIDER = 65533;
+const GROUP = 64747;
 
 const POLICY = {
   rules: [
@@ -22,6 +23,9 @@ const POLICY = {
     { id: 'nobody-hash', principals: [`uid:${NOBODY}`], operations: ['hash'] },
     // reencrypt on a key it may not decrypt: it may move ciphertexts to it, not out of it.
     { id: 'nobody-move', principals: [`uid:${NOBODY}`], operations: ['reencrypt'], keys: ['app-*', 'secret'] },
+    // A group no account is in (/etc/group is the host's, read-only in the guest): only a process
+    // holding it as a supplementary group gets this.
+    { id: 'group-random', principals: [`gid:${GROUP}`], operations: ['random'] },
   ],
 };
 
@@ -198,7 +202,7 @@ describe('access control by peer credentials', () => {
     const find = () => daemon.auditLines().find((l) => l.rpc === 'CryptoService/Encrypt' && l.key === 'secret' && l.outcome === D && (l.principal as { uid?: number } | undefined)?.uid === NOBODY);
     await expect.poll(find, { timeout: 20_000 }).toBeDefined();
     const lines = daemon.auditLines();
-    expect(find()?.principal).toEqual({ uid: NOBODY, gid: NOBODY, pid: expect.any(Number), exe: realpathSync(process.execPath) });
+    expect(find()?.principal).toEqual({ uid: NOBODY, gid: NOBODY, pid: expect.any(Number), groups: [], exe: realpathSync(process.execPath) });
     const rootLine = lines.find((l) => l.rpc === 'KeyService/CreateKey' && l.outcome === 'OK');
     expect(rootLine?.principal).toMatchObject({ uid: 0, gid: 0, pid: process.pid });
     // Batch items are audited one by one, denials included; a denied decrypt names its key there.
@@ -209,6 +213,20 @@ describe('access control by peer credentials', () => {
     // The denial's message names operation and key, never the rule ids.
     expect(daemon.output).not.toMatch(/"message":"[^"]*nobody-app/);
   });
+
+  it('a group counts when the calling process holds it (SO_PEERGROUPS), whatever /etc/group says', () => {
+    // Root sets the groups, then becomes OUTSIDER (whom no rule names) before connecting.
+    const random = (groups: number[]) => runTsJson<{ r: string }>(
+      `import { RingfenceClient } from ${projectModule('src/client/sdk/index.ts')};
+       process.setgroups(${JSON.stringify(groups)}); process.setgid(${OUTSIDER}); process.setuid(${OUTSIDER});
+       const c = new RingfenceClient({ socketPath: ${JSON.stringify(daemon.socket)} });
+       let r = 'OK'; try { await c.generateRandom(4); } catch (e) { r = e.codeName; }
+       await c.close(); console.log(JSON.stringify({ r }));`,
+    ).r;
+    expect(random([GROUP])).toBe('OK');
+    expect(random([GROUP + 1])).toBe(D);
+    expect(random([])).toBe(D);
+  }, 120_000);
 
   it('SIGHUP reloads the policy; an invalid file keeps the policy in force', async () => {
     const random = () => runTsJson<{ r: string }>(

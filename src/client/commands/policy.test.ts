@@ -1,5 +1,5 @@
 /** `ringfence policy check`: reads a policy file and explains the decision; no daemon involved. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -43,6 +43,28 @@ describe.concurrent('policy check', SLOW, () => {
     const r = await cli.run(['policy', 'check', '--policy', join(dir, 'missing.json'), '--uid', '4321', '--gid', '1', '--op', 'hash']);
     expect([r.code, r.stdout.toString()]).toEqual([1, `no policy file at ${join(dir, 'missing.json')}: only root may act\ndenied: no policy is loaded, so only administrators may act; uid 4321 may not hash\n`]);
     expect((await cli.run(['policy', 'check', '--policy', join(dir, 'missing.json'), '--uid', '4321', '--gid', '1', '--op', 'hash', '--daemon-uid', '4321'])).code).toBe(0);
+  });
+
+  test('refuses a file the daemon would refuse: group- or world-writable, or owned by another user', async () => {
+    const rule = JSON.stringify({ rules: [{ principals: ['*'], operations: ['hash'] }] });
+    const writable = join(dir, 'writable.json');
+    writeFileSync(writable, rule);
+    chmodSync(writable, 0o664);
+    const r = await cli.run(['policy', 'check', '--policy', writable, '--uid', '1', '--gid', '1', '--op', 'hash']);
+    expect([r.code, r.stderr]).toEqual([1, `ringfence: policy check: the daemon would refuse the policy file ${writable}: it is writable by its group (chmod g-w it)\n`]);
+    chmodSync(writable, 0o646);
+    expect((await cli.run(['policy', 'check', '--policy', writable, '--uid', '1', '--gid', '1', '--op', 'hash'])).stderr).toMatch(/writable by every user \(chmod o-w it\)/);
+
+    // Owned by uid 4321 (the CLI tests run as root, like the daemon's tests).
+    const owned = join(dir, 'owned.json');
+    writeFileSync(owned, rule);
+    chownSync(owned, 4321, 4321);
+    const other = await cli.run(['policy', 'check', '--policy', owned, '--uid', '1', '--gid', '1', '--op', 'hash', '--daemon-uid', '999']);
+    expect([other.code, other.stderr]).toEqual([1, `ringfence: policy check: the daemon would refuse the policy file ${owned}: it belongs to uid 4321, not to root or the daemon's uid 999 (chown it)\n`]);
+    const same = await cli.run(['policy', 'check', '--policy', owned, '--uid', '1', '--gid', '1', '--op', 'hash', '--daemon-uid', '4321']);
+    expect([same.code, same.stderr]).toEqual([0, '']);
+    const unknown = await cli.run(['policy', 'check', '--policy', owned, '--uid', '1', '--gid', '1', '--op', 'hash']);
+    expect([unknown.code, unknown.stderr]).toEqual([0, `ringfence: note: ${owned} belongs to uid 4321: the daemon accepts it only if it runs as uid 4321\n`]);
   });
 
   test('an invalid policy file fails with the field; usage errors exit 2', async () => {

@@ -3,9 +3,9 @@
  * It reads the policy file itself with the same pure evaluator the daemon uses (src/policy), so it
  * needs no daemon and shows the rules to whoever may read the file — the daemon never does.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { KEYLESS_OPERATIONS, OPERATIONS, decide, defaultPolicyPath, isOperation, parsePolicy, readAccounts, type Policy } from '../../policy/index.js';
+import { KEYLESS_OPERATIONS, OPERATIONS, decide, defaultPolicyPath, isOperation, parsePolicy, policyFileRefusal, readAccounts, type Policy } from '../../policy/index.js';
 import { CommandError, UsageError } from './args.js';
 import { str, type CommandSpec, type Values } from './command.js';
 
@@ -16,20 +16,39 @@ function id(text: string, option: string, names: Map<string, number>): number {
   return n;
 }
 
-function loadPolicy(path: string): Policy | undefined {
+/**
+ * The policy as the daemon would load it: the same owner and mode rule (policyFileRefusal), checked
+ * on the descriptor read. Without --daemon-uid, a file owned by another user than root is accepted
+ * with a note, since the daemon accepts it only when it runs as that user.
+ */
+function loadPolicy(path: string, daemonUid: number | undefined): { policy: Policy | undefined; note?: string } {
   let text: string;
+  let owner: number;
   try {
-    text = readFileSync(path, 'utf8');
+    const fd = openSync(path, 'r');
+    try {
+      const st = fstatSync(fd);
+      const refusal = policyFileRefusal(st, daemonUid);
+      if (refusal) throw new CommandError(`the daemon would refuse the policy file ${path}: ${refusal}`);
+      owner = st.uid;
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
   } catch (err) {
+    if (err instanceof CommandError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return undefined;
+    if (code === 'ENOENT') return { policy: undefined };
     throw new CommandError(`cannot read the policy file ${path} (${code ?? (err as Error).message})`);
   }
+  let policy: Policy;
   try {
-    return parsePolicy(text, readAccounts());
+    policy = parsePolicy(text, readAccounts());
   } catch (err) {
     throw new CommandError(`policy file ${path} is invalid: ${(err as Error).message}`);
   }
+  const note = daemonUid === undefined && owner !== 0 ? `note: ${path} belongs to uid ${owner}: the daemon accepts it only if it runs as uid ${owner}` : undefined;
+  return note ? { policy, note } : { policy };
 }
 
 async function check(ctx: Parameters<CommandSpec['run']>[0], _args: string[], values: Values): Promise<number> {
@@ -45,13 +64,15 @@ async function check(ctx: Parameters<CommandSpec['run']>[0], _args: string[], va
   const gidText = str(values, 'gid');
   const gid = gidText !== undefined ? id(gidText, '--gid', accounts.groups) : accounts.primaryGid.get(uid);
   if (gid === undefined) throw new UsageError(`uid ${uid} is not in /etc/passwd: give its group with --gid`);
-  const daemonUid = str(values, 'daemon-uid');
-  const admins = new Set([0, ...(daemonUid !== undefined ? [id(daemonUid, '--daemon-uid', accounts.users)] : [])]);
+  const daemonUidText = str(values, 'daemon-uid');
+  const daemonUid = daemonUidText !== undefined ? id(daemonUidText, '--daemon-uid', accounts.users) : undefined;
+  const admins = new Set([0, ...(daemonUid !== undefined ? [daemonUid] : [])]);
 
   const given = str(values, 'policy') ?? process.env.RINGFENCE_POLICY;
   const path = given ? resolve(given) : defaultPolicyPath(process.env, process.getuid!());
   if (path === undefined) throw new UsageError('no policy file: give --policy FILE (or set RINGFENCE_POLICY)');
-  const policy = loadPolicy(path);
+  const { policy, note } = loadPolicy(path, daemonUid);
+  if (note) ctx.warn(note);
   const d = decide(policy, admins, { uid, gid }, op, KEYLESS_OPERATIONS.has(op) ? undefined : key);
   const rule = d.allowed && d.by === 'rule' ? d.rule.id : null;
   if (ctx.json) {

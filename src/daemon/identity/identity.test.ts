@@ -66,7 +66,10 @@ describe('identity by SO_PEERCRED through the connection injector', () => {
     expect(statSync(path).mode & 0o777).toBe(0o600);
     const a = await ask(path);
     const b = await ask(path);
-    expect(a.answer.principal).toEqual({ uid: process.getuid!(), gid: process.getgid!(), pid: process.pid, exe: realpathSync(process.execPath) });
+    expect(a.answer.principal).toEqual({ uid: process.getuid!(), gid: process.getgid!(), pid: process.pid, groups: expect.any(Array), exe: realpathSync(process.execPath) });
+    // SO_PEERGROUPS: this process's supplementary groups (node's getgroups adds the egid if absent).
+    const sorted = (g: number[]) => [...new Set(g)].sort((x, y) => x - y);
+    expect(sorted([...(a.answer.principal!.groups as number[]), process.getegid!()])).toEqual(sorted(process.getgroups!()));
     expect(a.answer.peer).toMatch(/^ringfence-conn:\d+$/);
     expect(b.answer.peer).not.toBe(a.answer.peer);
     expect(connections.size).toBe(2);
@@ -90,7 +93,7 @@ describe('identity by SO_PEERCRED through the connection injector', () => {
   });
 
   it('a call from a connection that was never registered has no principal', () => {
-    const conns = new Connections(() => ({ uid: 1, gid: 1, pid: 1 }));
+    const conns = new Connections(() => ({ uid: 1, gid: 1, pid: 1, groups: [] }));
     expect(conns.principalOf({ getPeer: () => 'unknown' })).toBeUndefined();
     expect(conns.principalOf({ getPeer: () => 'ringfence-conn:1' })).toBeUndefined();
   });

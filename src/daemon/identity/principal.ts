@@ -1,15 +1,18 @@
 /**
- * Who is calling: the peer credentials the kernel recorded at connect() (SO_PEERCRED), never
- * anything the client sends, plus the executable path when /proc lets the daemon read it.
+ * Who is calling: the peer credentials the kernel recorded at connect() (SO_PEERCRED and
+ * SO_PEERGROUPS), never anything the client sends, plus the executable path when /proc lets the
+ * daemon read it.
  */
 import { readlinkSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { peerCred } from '../../../native-ffi/peer-cred.js';
+import { peerCred, peerGroups } from '../../../native-ffi/peer-cred.js';
 
 export interface Principal {
   uid: number;
   gid: number;
   pid: number;
+  /** Supplementary groups the process had at connect(), as the policy matches `group:` against. */
+  groups: number[];
   /** /proc/<pid>/exe at accept time; absent when unreadable (another uid without privilege, or gone). */
   exe?: string;
 }
@@ -33,7 +36,7 @@ export function readExe(pid: number): string | undefined {
 export function principalOfSocket(socket: Socket): Principal {
   const fd = socketFd(socket);
   if (fd === undefined) throw new Error('the connection has no file descriptor');
-  const cred = peerCred(fd);
+  const cred = { ...peerCred(fd), groups: peerGroups(fd) };
   const exe = readExe(cred.pid);
   return exe === undefined ? cred : { ...cred, exe };
 }

@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -9,7 +9,7 @@ import { ErrorReason, Status } from '../api/errors.js';
 
 const accounts = () => parseAccounts('app:x:1000:1000::/:/bin/sh\n', 'app:x:1000:\n');
 const grant = (op: string, keys = ['k-*']) => JSON.stringify({ rules: [{ id: 'r', principals: ['user:app'], operations: [op], keys }] });
-const app = { uid: 1000, gid: 1000, pid: 1 };
+const app = { uid: 1000, gid: 1000, pid: 1, groups: [] };
 
 function setup(initial?: string) {
   const dir = mkdtempSync(join(tmpdir(), 'rf-policy-'));
@@ -89,6 +89,39 @@ describe('PolicyStore', () => {
       store.close();
     }
   });
+
+  it('follows a symlinked file: a ConfigMap-style swap of its directory link, and an edit of its target', async () => {
+    // As Kubernetes mounts a ConfigMap: policy.json -> ..data/policy.json, ..data -> ..v1; an
+    // update writes ..v2 and renames a new ..data link over the old one.
+    const { store, dir, path, logs } = setup();
+    const version = (n: number, text: string) => {
+      mkdirSync(join(dir, `..v${n}`));
+      writeFileSync(join(dir, `..v${n}`, 'policy.json'), text);
+      symlinkSync(`..v${n}`, join(dir, '..data_tmp'));
+      renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+    };
+    version(1, grant('encrypt'));
+    symlinkSync('..data/policy.json', path);
+    store.load();
+    store.watch();
+    try {
+      expect(store.decide(app, 'encrypt', 'k-1').allowed).toBe(true);
+      version(2, grant('mac'));
+      await expect.poll(() => store.decide(app, 'mac', 'k-1').allowed, { timeout: 5000 }).toBe(true);
+      expect(store.decide(app, 'encrypt', 'k-1').allowed).toBe(false);
+      // The target edited in place (a symlink to a file elsewhere): its directory is watched too.
+      writeFileSync(join(dir, '..v2', 'policy.json'), JSON.stringify({ rules: [{ principals: ['user:app'], operations: ['hash'] }] }));
+      await expect.poll(() => store.decide(app, 'hash').allowed, { timeout: 5000 }).toBe(true);
+      // Other files in the directory change nothing and log nothing.
+      const logged = logs.length;
+      const generation = store.generation;
+      writeFileSync(join(dir, 'unrelated'), 'x');
+      await expect.poll(() => store.generation, { timeout: 5000 }).toBeGreaterThan(generation);
+      expect(logs.length).toBe(logged);
+    } finally {
+      store.close();
+    }
+  }, 20_000);
 });
 
 describe('Access', () => {
