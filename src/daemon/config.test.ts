@@ -74,6 +74,7 @@ describe('resolveConfig defaults', () => {
         maxConcurrentStreamsPerConnection: 128,
         maxConnections: 1024,
         maxSessionBufferedBytes: 16 * 1024 * 1024,
+        maxBufferedBytes: 512 * 1024 * 1024,
         connectionIdleTimeout: 300_000,
         connectionMaxAge: 0,
         connectionMaxAgeGrace: 60_000,

@@ -47,6 +47,11 @@ export interface Limits {
    */
   maxSessionBufferedBytes: number;
   /**
+   * Bytes all Sessions and crypto streams together may buffer (api/memory-budget.ts); at the bound
+   * they stop starting work and reading until others' answers are flushed.
+   */
+  maxBufferedBytes: number;
+  /**
    * Milliseconds ("5m"; "0s" never) a connection may carry no call before the daemon closes it
    * (GOAWAY). Also what reclaims the fd of a connection that broke the HTTP/2 protocol (node stops
    * reading it after its GOAWAY, so it never sees the peer close) or that was left half-open.
@@ -97,6 +102,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxConcurrentStreamsPerConnection: 128,
   maxConnections: 1024,
   maxSessionBufferedBytes: 16 * MiB,
+  maxBufferedBytes: 512 * MiB,
   connectionIdleTimeout: 5 * MINUTE,
   connectionMaxAge: 0,
   connectionMaxAgeGrace: MINUTE,
@@ -126,6 +132,7 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxConcurrentStreamsPerConnection: [1, 65_536],
   maxConnections: [1, 100_000],
   maxSessionBufferedBytes: [64 * KiB, 1024 * MiB],
+  maxBufferedBytes: [MiB, 64 * 1024 * MiB],
   connectionIdleTimeout: [0, MAX_TIMER_MS],
   connectionMaxAge: [0, MAX_TIMER_MS],
   connectionMaxAgeGrace: [0, MAX_TIMER_MS],
@@ -148,8 +155,9 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d"),
                      encryptionsPerVersion (4294967296), maxMessageBytes (4259840),
                      maxConcurrentStreamsPerConnection (128), maxConnections (1024),
-                     maxSessionBufferedBytes (16777216), connectionIdleTimeout ("5m"; "0s" never),
-                     connectionMaxAge ("0s" = none), connectionMaxAgeGrace ("1m") }
+                     maxSessionBufferedBytes (16777216), maxBufferedBytes (536870912),
+                     connectionIdleTimeout ("5m"; "0s" never), connectionMaxAge ("0s" = none),
+                     connectionMaxAgeGrace ("1m") }
                      (docs/operations.md, "Limits")
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info). The audit
                      trail is logged at info: warn or above turns it off

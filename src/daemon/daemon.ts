@@ -37,6 +37,7 @@ import { cryptoServiceHandlers } from './api/crypto-service.js';
 import { keyServiceHandlers } from './api/key-service.js';
 import { statusServiceHandlers } from './api/status-service.js';
 import type { OpContext } from './ops/context.js';
+import { MemoryBudget } from './api/memory-budget.js';
 import { VERSION } from './version.js';
 import { startWatchdog } from './watchdog.js';
 
@@ -120,7 +121,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
 
     const opLimits = { ...config.limits };
     // Handlers replace `authorize` per call with the caller's (api/handler.ts callContext).
-    const ctx: OpContext = { keys, engine, limits: opLimits, suiteStatus, authorize: DENY_ALL };
+    const ctx: OpContext = { keys, engine, limits: opLimits, suiteStatus, authorize: DENY_ALL, budget: new MemoryBudget(config.limits.maxBufferedBytes) };
     const connections = new Connections();
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
     const server = new grpc.Server(serverOptions(config.limits));

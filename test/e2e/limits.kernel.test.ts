@@ -17,8 +17,10 @@ import { EncryptRequestSchema } from '../../src/gen/ringfence/v1/crypto_pb.js';
 import { SessionRequestSchema, SessionResponseSchema, type SessionResponse } from '../../src/gen/ringfence/v1/session_pb.js';
 import { EncryptStreamRequestSchema, type EncryptStreamResponse } from '../../src/gen/ringfence/v1/stream_pb.js';
 import { serviceDefinition } from '../../src/rpc/service-definition.js';
-import { RingfenceClient } from '../../src/client/sdk/index.js';
+import { ErrorReason, RingfenceClient, isResourceExhausted } from '../../src/client/sdk/index.js';
+import { failure } from '../support/failure.js';
 import { TestDaemon } from '../support/daemon.js';
+import { sleep } from '../support/wait.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -31,8 +33,6 @@ const LIMITS = {
   maxSessionBufferedBytes: 512 * KiB,
   connectionIdleTimeout: '0s', // the idle test has its own daemon
 };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type AnyClient = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 const CryptoClient = grpc.makeGenericClientConstructor(serviceDefinition(CryptoService), 'CryptoService') as unknown as new (
@@ -252,6 +252,27 @@ describe('limits and backpressure', () => {
     }
   });
 
+  it('refuses, before encrypting anything, a batch that fits maxMessageBytes but whose reply would not', async () => {
+    // 1000 items of 240 bytes: about 249 KB on the wire, under 256 KiB; encrypted, each grows by a
+    // 36-byte header, a tag and framing, about 306 KB, which grpc-js would refuse to send.
+    const items = Array.from({ length: 1000 }, () => ({ keyName: 'k', plaintext: randomBytes(240) }));
+    const linesBefore = daemon.auditLines().length;
+    const err = await failure(admin.batchEncrypt(items));
+    expect(isResourceExhausted(err)).toBe(true);
+    expect(ErrorReason[err.reason]).toBe('BATCH_TOO_LARGE');
+    expect(err.message).toMatch(/more than the largest reply \(262144 bytes\) — split it; nothing was encrypted/);
+    // Nothing ran: one audit line, the refused call's, and no item's.
+    await sleep(200);
+    const lines = daemon.auditLines().slice(linesBefore);
+    expect(lines.map((l) => `${String(l.rpc)} ${String(l.outcome)}`)).toEqual(['CryptoService/BatchEncrypt RESOURCE_EXHAUSTED']);
+    // Split in two, each half's reply fits and every item decrypts to its plaintext.
+    for (const half of [items.slice(0, 500), items.slice(500)]) {
+      const r = await admin.batchEncrypt(half);
+      const back = await admin.batchDecrypt(r.results.map((x) => ({ ciphertext: x.result.case === 'response' ? x.result.value.ciphertext : new Uint8Array() })));
+      back.results.forEach((x, i) => expect(x.result.case === 'response' && Buffer.from(x.result.value.plaintext).equals(half[i]!.plaintext)).toBe(true));
+    }
+  });
+
   it('advertises maxConcurrentStreamsPerConnection, and streams beyond it wait for one to end', async () => {
     // The HTTP/2 SETTINGS the daemon sends: what every client obeys.
     const session = http2Connect('http://localhost', { createConnection: () => createConnection(daemon.socket) });
@@ -396,6 +417,51 @@ describe('limits and backpressure', () => {
     expect(line.bytesIn as number).toBeLessThanOrEqual(MiB);
     call.session.destroy();
     expect((await admin.encrypt('k', 'still serving')).ciphertext.length).toBeGreaterThan(0);
+  });
+});
+
+describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
+  let daemon: TestDaemon;
+
+  beforeAll(async () => {
+    // Each session alone may hold 4 MiB; all of them together 1 MiB.
+    daemon = await TestDaemon.start({ config: { limits: { maxSessionBufferedBytes: 4 * MiB, maxBufferedBytes: MiB } } });
+  });
+  afterAll(async () => {
+    expect(await stopOrExplain(daemon)).toBe(0);
+  });
+
+  it('sessions whose clients read nothing together hold about maxBufferedBytes, not each its own cap; all are answered once read', async () => {
+    expect(Number((await new RingfenceClient({ socketPath: daemon.socket }).getStatus()).limits!.maxBufferedBytes)).toBe(MiB);
+    const randoms = () => daemon.auditLines().filter((l) => l.rpc === 'Session/generateRandom').length;
+    const pid = daemon.pid!;
+    const rssBefore = rssBytes(pid);
+    // Three sessions of 100 GenerateRandom(64 KiB) each. Without the bound each would run 64
+    // (its 4 MiB) before stopping: 192, 12 MiB held. With it: 16 (1 MiB), plus what each
+    // session's HTTP/2 window lets through, plus one operation for a session holding nothing.
+    const N = 100;
+    const calls = Array.from({ length: 3 }, () => rawCall(daemon.socket, 'Session'));
+    for (const call of calls) {
+      onTestFinished(() => void call.session.destroy());
+      for (let i = 0; i < N; i++) call.send(toBinary(SessionRequestSchema, msg(SessionRequestSchema, { id: BigInt(i), op: { case: 'generateRandom', value: { lengthBytes: 64 * KiB } } })));
+      call.stream.end();
+    }
+    const done = await settled(randoms, 3000);
+    console.log(`maxBufferedBytes 1 MiB: ${done} of ${3 * N} operations ran while nobody read; RSS +${((rssBytes(pid) - rssBefore) / MiB).toFixed(1)} MiB`);
+    expect(done).toBeGreaterThanOrEqual(16);
+    expect(done).toBeLessThanOrEqual(48);
+    expect(rssBytes(pid) - rssBefore).toBeLessThan(16 * MiB);
+    // Reading resumes them: every operation of every session is answered, each once, then OK.
+    const got = calls.map((c) => c.read());
+    expect(await Promise.all(calls.map((c) => c.status))).toEqual(['0', '0', '0']);
+    for (const messages of got) {
+      const ids = messages.flatMap((b) => {
+        const r = fromBinary(SessionResponseSchema, b);
+        return [r, ...r.more].map((a) => a.id);
+      });
+      expect(new Set(ids).size).toBe(N);
+    }
+    for (const c of calls) c.session.close();
   });
 });
 

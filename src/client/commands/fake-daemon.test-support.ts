@@ -136,6 +136,7 @@ function statusService(keys: FakeKeys, rec: Recorder, startTime = timestampNow()
         minDeletionWaitingPeriod: { seconds: 86_400n },
         encryptionsPerVersion: 2n ** 32n,
         maxSessionBufferedBytes: 16 * MiB,
+        maxBufferedBytes: 512n * BigInt(MiB),
         maxConcurrentStreamsPerConnection: 128,
         maxConnections: 1024,
         connectionIdleTimeout: { seconds: 300n },

@@ -148,6 +148,7 @@ function limitsJson(l: Limits): Record<string, unknown> {
     minDeletionWaitingPeriodSeconds: seconds(l.minDeletionWaitingPeriod),
     encryptionsPerVersion: Number(l.encryptionsPerVersion),
     maxSessionBufferedBytes: l.maxSessionBufferedBytes,
+    maxBufferedBytes: Number(l.maxBufferedBytes),
     maxConcurrentStreamsPerConnection: l.maxConcurrentStreamsPerConnection,
     maxConnections: l.maxConnections,
     connectionIdleTimeoutSeconds: seconds(l.connectionIdleTimeout),
@@ -172,7 +173,7 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
     lines.push(
       `limits      payload ${l.maxPayloadBytes} B, associated data ${l.maxAssociatedDataBytes} B, stream chunk ${l.maxStreamChunkBytes} B, message ${l.maxMessageBytes} B`,
       `            batch ${l.maxBatchItems} items, session ${l.maxSessionInFlight} in flight and ${l.maxSessionBufferedBytes} B held, rotation >= ${dur(l.minRotationPeriodSeconds)}, deletion wait >= ${dur(l.minDeletionWaitingPeriodSeconds)}`,
-      `            ${l.encryptionsPerVersion} encryptions per key version`,
+      `            ${l.encryptionsPerVersion} encryptions per key version, ${l.maxBufferedBytes} B buffered by all sessions and streams`,
       `            ${l.maxConnections} connections, ${l.maxConcurrentStreamsPerConnection} calls each, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
     );
   }

@@ -14,6 +14,7 @@ import { cryptoServiceHandlers } from './crypto-service.js';
 import type { AuditEntry } from './audit.js';
 import type { Access } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
+import { MemoryBudget } from './memory-budget.js';
 import { countTopLevelFields, daemonServiceDefinition } from './decode.js';
 
 const socket = join(mkdtempSync(join(tmpdir(), 'rf-decode-')), 'rf.sock');
@@ -27,7 +28,7 @@ let client: grpc.Client;
 
 beforeAll(async () => {
   const allowAll = { forCall: () => ({ principal: undefined, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } as unknown as Access;
-  const ctx = { limits: { maxPayloadBytes: 1024, maxSessionInFlight: 4 } } as unknown as OpContext;
+  const ctx = { limits: { maxPayloadBytes: 1024, maxSessionInFlight: 4 }, budget: new MemoryBudget(1 << 30) } as unknown as OpContext;
   server = new grpc.Server();
   server.addService(daemonServiceDefinition(CryptoService, MAX_ITEMS), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: allowAll }));
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));

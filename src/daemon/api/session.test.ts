@@ -11,6 +11,7 @@ import type { OpContext, OpLimits } from '../ops/context.js';
 import type { AuditEntry } from './audit.js';
 import type { HandlerDeps } from './handler.js';
 import { sessionHandler } from './session.js';
+import { MemoryBudget } from './memory-budget.js';
 
 const LIMITS: OpLimits = {
   maxPayloadBytes: 1 << 20,
@@ -19,6 +20,7 @@ const LIMITS: OpLimits = {
   maxBatchItems: 1000,
   maxSessionInFlight: 1024,
   maxSessionBufferedBytes: 16 << 20,
+  maxMessageBytes: 4 << 20,
 };
 
 type Init = MessageInitShape<typeof SessionRequestSchema>;
@@ -26,11 +28,11 @@ const random = (id: bigint, lengthBytes: number, more: Init[] = []): Init => ({ 
 const turn = () => new Promise((r) => setImmediate(r));
 
 /** The handler on a fake call; `hold` keeps write callbacks (a client that does not read). */
-function start(limits: Partial<OpLimits> = {}, hold = false) {
+function start(limits: Partial<OpLimits> = {}, hold = false, budget = new MemoryBudget(1 << 30)) {
   const audit: AuditEntry[] = [];
   let started = 0;
   let maxRunning = 0;
-  const ctx = { limits: { ...LIMITS, ...limits } } as unknown as OpContext;
+  const ctx = { limits: { ...LIMITS, ...limits }, budget } as unknown as OpContext;
   // Every operation asks first (so this counts starts), and is audited when it ends.
   const authorize = () => {
     started++;
@@ -152,5 +154,45 @@ describe('Session handler: limits count operations, not messages', () => {
     }
     expect(s.answers().map((a) => a.id).sort((a, b) => Number(a - b))).toEqual([1n, 2n, 3n, 4n, 5n, 6n, 100n]);
     expect(s.audit).toHaveLength(7);
+  });
+});
+
+describe('Session handler: the daemon-wide budget (maxBufferedBytes)', () => {
+  it('sessions share it: one whose answers are not taken fills it, others go on one operation at a time, all finish', async () => {
+    const budget = new MemoryBudget(64 * 1024);
+    // A's own cap (1 MiB) would let all four GenerateRandom(32 KiB) run; the budget lets two.
+    const a = start({ maxSessionBufferedBytes: 1 << 20 }, true, budget);
+    a.send(random(1n, 32 * 1024, [random(2n, 32 * 1024), random(3n, 32 * 1024), random(4n, 32 * 1024)]));
+    for (let i = 0; i < 5; i++) await turn();
+    expect(a.audit).toHaveLength(2);
+    expect(budget.exhausted).toBe(true);
+    expect(a.call.isPaused()).toBe(true);
+    // B holds nothing, so it may start one operation at a time (every call makes progress).
+    const b = start({}, false, budget);
+    b.send(random(10n, 8, Array.from({ length: 5 }, (_, i) => random(BigInt(11 + i), 8))));
+    b.call.push(null);
+    await vi.waitFor(() => expect(b.ended()).toBe(true));
+    expect(b.answers()).toHaveLength(6);
+    expect(b.maxRunning()).toBe(1);
+    expect(a.audit).toHaveLength(2);
+    // A's client reads: its bytes go back and its other operations run.
+    while (a.answers().length < 4) {
+      for (const cb of a.held.splice(0)) cb();
+      await turn();
+      await turn();
+    }
+    expect(a.audit).toHaveLength(4);
+    for (const cb of a.held.splice(0)) cb();
+    await vi.waitFor(() => expect(budget.held).toBe(0));
+  });
+
+  it('a session that ends with answers never flushed gives its bytes back', async () => {
+    const budget = new MemoryBudget(1 << 20);
+    const a = start({}, true, budget);
+    a.send(random(1n, 32 * 1024, [random(2n, 32 * 1024)]));
+    await vi.waitFor(() => expect(a.audit).toHaveLength(2));
+    expect(budget.held).toBeGreaterThanOrEqual(64 * 1024);
+    a.call.destroy(); // the write callbacks never come
+    await vi.waitFor(() => expect(budget.held).toBe(0));
   });
 });

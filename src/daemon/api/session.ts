@@ -6,7 +6,8 @@
  * (their payloads plus their answers); the others of a message wait their turn, and the stream
  * reads no further message while any wait or grpc-js holds responses the client is not taking. So
  * a session's memory stays below about maxSessionBufferedBytes + one message, however fast the
- * client sends or slowly it reads.
+ * client sends or slowly it reads. The bytes also count against the daemon-wide maxBufferedBytes
+ * (memory-budget.ts): at that bound operations wait to start, as at the session's own.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -71,6 +72,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     const max = ctx.limits.maxSessionInFlight;
     const maxBytes = ctx.limits.maxSessionBufferedBytes;
     limitReadAhead(call);
+    // This session's part of the daemon-wide bound (memory-budget.ts), next to its own maxBytes.
+    const share = ctx.budget.share();
+    let budgetWait: (() => void) | undefined;
     // Operations read and not yet started (the rest of a message beyond the limits).
     const waiting: SessionItem[] = [];
     let inFlight = 0;
@@ -87,7 +91,14 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     });
 
     const flow = () => {
-      while (waiting.length > 0 && inFlight < max && held < maxBytes && !closed) start(waiting.shift()!);
+      while (waiting.length > 0 && inFlight < max && held < maxBytes && share.mayStart && !closed) start(waiting.shift()!);
+      // Held back by the daemon-wide bound alone: go on when other calls give bytes back.
+      if (waiting.length > 0 && !share.mayStart && !closed && !budgetWait) {
+        budgetWait = ctx.budget.whenAvailable(() => {
+          budgetWait = undefined;
+          flow();
+        });
+      }
       const shouldPause = waiting.length > 0 || inFlight >= max || held >= maxBytes || waitingDrain;
       if (shouldPause && !paused) call.pause();
       else if (!shouldPause && paused) call.resume();
@@ -108,11 +119,19 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       closed = true;
       waiting.length = 0;
       answers.discard();
+      budgetWait?.();
+      budgetWait = undefined;
     };
     // Operations already running finish (each is bounded); nothing more is read, started or answered.
     const dispose = whenGone(call, stop);
     call.on('error', stop);
-    call.on('close', dispose);
+    call.on('close', () => {
+      dispose();
+      budgetWait?.();
+      budgetWait = undefined;
+      // Whatever is still counted (an answer whose write callback never came) goes back.
+      share.close();
+    });
     call.on('end', () => {
       readEnded = true;
       maybeEnd();
@@ -138,8 +157,10 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       inFlight++;
       let cost = item.refused ? 0 : reservedBytes(op, ctx.limits.maxPayloadBytes);
       held += cost;
+      share.take(cost);
       const release = () => {
         held -= cost;
+        share.give(cost);
         cost = 0;
         flow();
       };
@@ -162,6 +183,8 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           if (closed) return release();
           const actual = payloadBytes(op.value) + payloadBytes(result?.value);
           held += actual - cost;
+          if (actual > cost) share.take(actual - cost);
+          else share.give(cost - actual);
           cost = actual;
           answers.add(id, result, answerBytes(result?.value), release);
         })

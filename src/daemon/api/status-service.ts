@@ -65,6 +65,7 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
         minDeletionWaitingPeriod: durationFromMs(limits.minDeletionWaitingPeriod),
         encryptionsPerVersion: BigInt(limits.encryptionsPerVersion),
         maxSessionBufferedBytes: limits.maxSessionBufferedBytes,
+        maxBufferedBytes: BigInt(limits.maxBufferedBytes),
         maxConcurrentStreamsPerConnection: limits.maxConcurrentStreamsPerConnection,
         maxConnections: limits.maxConnections,
         connectionIdleTimeout: durationFromMs(limits.connectionIdleTimeout),

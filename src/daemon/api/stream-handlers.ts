@@ -4,7 +4,8 @@
  * read ahead (readAll), and the next is read only once no more than two answers wait unflushed
  * (limitWriteBehind, awaiting 'drain'; HTTP/2 flow control holds them while the client does not
  * read), so a stream holds a few chunks in memory whatever its size and however slow its reader;
- * a vanished client, or a passed deadline, ends the loop.
+ * a vanished client, or a passed deadline, ends the loop. Each chunk also counts against the
+ * daemon-wide maxBufferedBytes until its answer is flushed (memory-budget.ts).
  */
 import type * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
@@ -41,9 +42,22 @@ export function streamError(err: unknown, what: string): ApiError {
   return toApiError(err, what);
 }
 
+/**
+ * A stream's hold on the daemon-wide budget (memory-budget.ts): `reserve` waits for room before a
+ * chunk is worked on and counts its bytes; `write` gives them back once its answer is flushed.
+ */
+interface Budgeted<O> {
+  reserve(bytes: number): Promise<number>;
+  /** Writes with backpressure; the `reserved` bytes go back when grpc-js has flushed the message. */
+  write(m: O, reserved?: number): Promise<void>;
+  release(bytes: number): void;
+}
+
 /** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
-function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, body: (write: (m: O) => Promise<void>, audit: { key?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize) => Promise<void>): void {
+function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: string, body: (io: Budgeted<O>, audit: { key?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize) => Promise<void>): void {
   const start = performance.now();
+  const share = ctx.budget.share();
+  const stopped = new AbortController();
   const access = deps.access.forCall(call);
   const who = auditPrincipal(access);
   const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
@@ -52,13 +66,27 @@ function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, bod
   // Ends the loop (a pending read or 'drain' wait rejects), so a gone call stops consuming work.
   const dispose = whenGone(call, (why) => {
     gone = why;
+    stopped.abort(new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away'));
     call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the stream' : 'the deadline passed'));
   });
-  const write = async (m: O) => {
-    if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
-    if (!call.write(m)) await once(call, 'drain');
+  const io: Budgeted<O> = {
+    reserve: async (bytes) => {
+      await share.room(stopped.signal);
+      share.take(bytes);
+      return bytes;
+    },
+    write: async (m, reserved = 0) => {
+      if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
+      if (!call.write(m, () => share.give(reserved))) await once(call, 'drain');
+    },
+    release: (bytes) => share.give(bytes),
   };
-  body(write, audit, access.authorize).finally(dispose).then(
+  // Whatever is still counted when the call is over (a write callback that never came) goes back.
+  call.on('close', () => share.close());
+  body(io, audit, access.authorize).finally(() => {
+    dispose();
+    stopped.abort();
+  }).then(
     () => {
       call.end();
       deps.audit({ rpc, ...who, ...audit, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
@@ -78,7 +106,7 @@ function runStream<I, O>(call: Duplex<I, O>, deps: HandlerDeps, rpc: string, bod
 
 export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<EncryptStreamRequest, EncryptStreamResponse> {
   return (call) =>
-    runStream(call, deps, 'CryptoService/EncryptStream', async (write, audit, authorize) => {
+    runStream(call, ctx, deps, 'CryptoService/EncryptStream', async ({ reserve, write, release }, audit, authorize) => {
       let encryptor: StreamEncryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       for await (const m of readAll<EncryptStreamRequest>(call)) {
@@ -116,11 +144,16 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         if (encryptor.finished) throw violation('a chunk after the final chunk');
         const plaintext = checkSize('plaintext', m.frame.value.plaintext, ctx.limits.maxStreamChunkBytes);
         audit.bytesIn += plaintext.length;
-        const chunk = await encryptor.push(plaintext, m.frame.value.final);
+        // The chunk and its ciphertext, counted until the ciphertext is flushed.
+        const reserved = await reserve(2 * plaintext.length);
+        const chunk = await encryptor.push(plaintext, m.frame.value.final).catch((err: unknown) => {
+          release(reserved);
+          throw err;
+        });
         if (chunk) {
           audit.bytesOut += chunk.length;
-          await write(create(EncryptStreamResponseSchema, { ciphertext: chunk, final: m.frame.value.final }));
-        }
+          await write(create(EncryptStreamResponseSchema, { ciphertext: chunk, final: m.frame.value.final }), reserved);
+        } else release(reserved);
       }
       if (!encryptor) throw violation('the stream ended before its header');
       const last = await encryptor.finish();
@@ -133,7 +166,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
 
 export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<DecryptStreamRequest, DecryptStreamResponse> {
   return (call) =>
-    runStream(call, deps, 'CryptoService/DecryptStream', async (write, audit, authorize) => {
+    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, write, release }, audit, authorize) => {
       let decryptor: StreamDecryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let first = true;
@@ -172,10 +205,18 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         if (m.frame.case !== 'chunk') throw violation('every DecryptStream message after the first must be a chunk');
         const bytes = checkSize('ciphertext', m.frame.value.ciphertext, ctx.limits.maxStreamChunkBytes + 64 * 1024);
         audit.bytesIn += bytes.length;
-        for (const chunk of await decryptor.push(bytes)) {
+        // The message and its plaintext, counted until the last answer it gives is flushed.
+        const reserved = await reserve(2 * bytes.length);
+        const chunks = await decryptor.push(bytes).catch((err: unknown) => {
+          release(reserved);
+          throw err;
+        });
+        if (chunks.length === 0) release(reserved);
+        for (const [i, chunk] of chunks.entries()) {
           audit.bytesOut += chunk.plaintext.length;
           await write(
             create(DecryptStreamResponseSchema, { plaintext: chunk.plaintext, final: chunk.final, ...(first ? { keyName: r!.key.name, keyVersion: r!.version } : {}) }),
+            i === chunks.length - 1 ? reserved : 0,
           );
           first = false;
         }

@@ -8,6 +8,7 @@ import type { CryptoEngine } from '../engine/engine.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import { payloadTooLarge, invalidField } from '../api/errors.js';
 import type { Authorize } from '../policy/access.js';
+import type { MemoryBudget } from '../api/memory-budget.js';
 
 export interface OpLimits {
   maxPayloadBytes: number;
@@ -16,6 +17,8 @@ export interface OpLimits {
   maxBatchItems: number;
   maxSessionInFlight: number;
   maxSessionBufferedBytes: number;
+  /** Largest gRPC message the daemon receives or sends. */
+  maxMessageBytes: number;
 }
 
 export interface OpContext {
@@ -25,6 +28,8 @@ export interface OpContext {
   suiteStatus: (name: string) => AlgStatus;
   /** The calling principal's policy check (per call; see daemon/policy/access.ts). */
   authorize: Authorize;
+  /** What Sessions and streams may buffer together (api/memory-budget.ts). */
+  budget: MemoryBudget;
 }
 
 /** A Buffer view of a protobuf bytes field (no copy). */

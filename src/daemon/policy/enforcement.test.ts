@@ -15,6 +15,7 @@ import type { AuditEntry } from '../api/audit.js';
 import { Connections } from '../identity/connections.js';
 import { openListener, type Listener } from '../identity/listener.js';
 import type { OpContext } from '../ops/context.js';
+import { MemoryBudget } from '../api/memory-budget.js';
 import { Access, DENY_ALL } from './access.js';
 import { PolicyStore } from './policy-store.js';
 
@@ -34,7 +35,7 @@ beforeAll(async () => {
   store = new PolicyStore({ path: policyPath, admins: new Set([me + 1]), log: () => {} });
   store.load();
   const connections = new Connections();
-  const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL } as unknown as OpContext;
+  const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL, budget: new MemoryBudget(1 << 30) } as unknown as OpContext;
   server = new grpc.Server();
   server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: new Access(store, (c) => connections.principalOf(c)) }));
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { MemoryBudget } from './memory-budget.js';
+
+const turn = () => new Promise((r) => setImmediate(r));
+
+describe('MemoryBudget', () => {
+  it('a share waits for room while the budget is exhausted and it holds bytes; wakes when bytes go back', async () => {
+    const budget = new MemoryBudget(100);
+    const a = budget.share();
+    const b = budget.share();
+    a.take(60);
+    b.take(50);
+    expect(budget.exhausted).toBe(true);
+    // A call holding nothing may always start one piece of work.
+    expect(budget.share().mayStart).toBe(true);
+    let roomed = false;
+    const waiting = b.room(new AbortController().signal).then(() => (roomed = true));
+    await turn();
+    expect([roomed, budget.waiters]).toEqual([false, 1]);
+    a.give(5); // 105 held: still exhausted, nobody woken
+    await turn();
+    expect(roomed).toBe(false);
+    a.give(20);
+    await waiting;
+    expect([budget.held, budget.waiters]).toEqual([85, 0]);
+  });
+
+  it('an aborted wait rejects with the reason and leaves no waiter behind', async () => {
+    const budget = new MemoryBudget(10);
+    const s = budget.share();
+    s.take(20);
+    const stop = new AbortController();
+    const waiting = s.room(stop.signal);
+    await turn();
+    expect(budget.waiters).toBe(1);
+    stop.abort(new Error('gone'));
+    await expect(waiting).rejects.toThrow('gone');
+    expect(budget.waiters).toBe(0);
+  });
+
+  it('close gives back everything the share holds; later gives and takes change nothing', () => {
+    const budget = new MemoryBudget(1000);
+    const s = budget.share();
+    s.take(300);
+    s.give(500); // never more than it holds
+    expect(budget.held).toBe(0);
+    s.take(300);
+    s.close();
+    expect(budget.held).toBe(0);
+    s.take(100);
+    s.give(100);
+    expect(budget.held).toBe(0);
+  });
+});
