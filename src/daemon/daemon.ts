@@ -111,7 +111,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
         minDeletionWaitingPeriodMs: config.limits.minDeletionWaitingPeriod,
         encryptionLimit: config.limits.encryptionsPerVersion,
       },
-      log: plain,
+      log: (msg, fields, level = 'info') => log[level](fields ?? {}, msg),
     });
     await keys.open(state).catch((err: unknown) => {
       if (err instanceof KeystoreError && err.code === 'MASTER_KEY_MISMATCH') throw new Error(masterKeyMismatchMessage(master.path, store.statePath, err.message), { cause: err });

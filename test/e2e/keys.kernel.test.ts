@@ -3,12 +3,15 @@
  * and what must survive restarts (keys, versions, counters) and kill -9. Independent truth: the
  * state the daemon reports after a restart, and ciphertexts made before it.
  */
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorReason, RingfenceClient, Suite, isAlreadyExists, isFailedPrecondition, isInvalidArgument, isNotFound, type RingfenceError } from '../../src/client/sdk/index.js';
 import { KeyOrigin, KeyPurpose, KeyState, KeyVersionState } from '../../src/gen/ringfence/v1/key_pb.js';
 import { currentKernel } from '../support/kernel-matrix.js';
 import { TestDaemon } from '../support/daemon.js';
+import { decodeKey } from '../../src/daemon/state/master-key.js';
 
 const DEFAULT_AEAD = currentKernel() === 'lts' ? Suite.AES_256_GCM : Suite.AES_256_CCM;
 
@@ -188,4 +191,71 @@ describe('KeyService end to end', () => {
     // Never undercounts: at least as many encryptions as were acknowledged.
     expect((await client.getKey('imported')).versions.at(-1)!.encryptionCount).toBeGreaterThanOrEqual(countBefore);
   });
+});
+
+describe('an imported key sealed with AES-256-GCM by an earlier version', () => {
+  // Earlier versions sealed imported material under the master key with aes-256-gcm where the
+  // kernel allowed it. Such a state is written here by hand, sealed by node:crypto with the master
+  // key's bytes: on the LTS kernel the daemon opens it (and its ciphertexts open with the known
+  // material); on a restricted kernel, which refuses gcm(aes), the daemon starts all the same.
+  let daemon: TestDaemon;
+  let client: RingfenceClient;
+  const material = randomBytes(32);
+
+  beforeAll(async () => {
+    daemon = await TestDaemon.start();
+    client = new RingfenceClient({ socketPath: daemon.socket });
+    await client.createKey('gen');
+    await client.importKey('fresh', randomBytes(32));
+    await client.close();
+    expect(await daemon.stop()).toBe(0);
+
+    const statePath = join(daemon.stateDir, 'state.json');
+    const state = JSON.parse(readFileSync(statePath, 'utf8')) as { keys: { id: string; name: string; versions: { blobs: string[] }[] }[] };
+    const master = decodeKey(readFileSync(join(daemon.stateDir, 'master.key')))!;
+    const fresh = state.keys.find((k) => k.name === 'fresh')!;
+    const id = randomBytes(16).toString('hex');
+    const nonce = randomBytes(12);
+    const gcm = createCipheriv('aes-256-gcm', master, nonce);
+    gcm.setAAD(Buffer.from(`ringfence:import:${id}:1:0`));
+    const sealed = Buffer.concat([nonce, gcm.update(material), gcm.final(), gcm.getAuthTag()]);
+    const old = structuredClone(fresh);
+    old.id = id;
+    old.name = 'old-gcm';
+    old.versions[0]!.blobs = [`sealed:aes-256-gcm:${sealed.toString('base64')}`];
+    state.keys.push(old);
+    state.keys.sort((a, b) => (a.name < b.name ? -1 : 1));
+    writeFileSync(statePath, JSON.stringify(state));
+
+    await daemon.restart();
+    client = new RingfenceClient({ socketPath: daemon.socket });
+  }, 120_000);
+  afterAll(async () => {
+    await client?.close();
+    expect(await daemon?.stop()).toBe(0);
+  });
+
+  if (currentKernel() === 'lts') {
+    it('opens on a kernel that allows GCM, with the material it was sealed with', async () => {
+      const ct = Buffer.from((await client.encrypt('old-gcm', 'payload')).ciphertext);
+      // The key's suite is the default here, AES-256-GCM: header (36) || ciphertext || tag (16).
+      const d = createDecipheriv('aes-256-gcm', material, ct.subarray(24, 36));
+      d.setAAD(ct.subarray(0, 36));
+      d.setAuthTag(ct.subarray(ct.length - 16));
+      expect(Buffer.concat([d.update(ct.subarray(36, ct.length - 16)), d.final()]).toString()).toBe('payload');
+    });
+  } else {
+    it('on a restricted kernel: the daemon starts, says which key it cannot load, and that key alone refuses with the reason', async () => {
+      expect(daemon.output).toMatch(/key \\"old-gcm\\" version 1 cannot be loaded on this kernel and is unusable here: sealed under the master key with aes-256-gcm, which this kernel refuses/);
+      const err = await expectError(client.encrypt('old-gcm', 'x'), isFailedPrecondition, ErrorReason.SUITE_RESTRICTED_BY_KERNEL);
+      expect(err.message).toMatch(/key "old-gcm" version 1 is not loaded on this kernel: sealed under the master key with aes-256-gcm/);
+      expect((await client.getKey('old-gcm')).name).toBe('old-gcm');
+      // Nothing was counted for the refused encryption.
+      expect((await client.getKey('old-gcm')).versions[0]!.encryptionCount).toBe(0n);
+      for (const name of ['gen', 'fresh']) {
+        const ct = await client.encrypt(name, 'still works');
+        expect(Buffer.from((await client.decrypt(ct.ciphertext)).plaintext).toString()).toBe('still works');
+      }
+    });
+  }
 });

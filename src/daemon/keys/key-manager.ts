@@ -30,7 +30,7 @@ export interface KeyManagerDeps {
   /** How the kernel treats a suite for this daemon (from the capability probe). */
   suiteStatus: (suite: string) => AlgStatus;
   limits: KeyPolicyLimits;
-  log: (msg: string, fields?: Record<string, unknown>) => void;
+  log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
   now?: () => number;
 }
 
@@ -51,6 +51,11 @@ export class KeyManager {
   private readonly byId = new Map<string, KeyRecord>();
   /** Kernel serials per key id, per version (index = version - 1). */
   private readonly serials = new Map<string, number[][]>();
+  /**
+   * Versions this kernel could not load ("id:version" -> why): imported material sealed with a
+   * suite it refuses. The key stays listed, and its other versions usable; using it says why not.
+   */
+  private readonly unloadable = new Map<string, string>();
   /** Encryptions made per key id, per version (in memory; persisted as reservations). */
   private readonly counts = new Map<string, number[]>();
   private readonly lock = new Mutex();
@@ -76,7 +81,18 @@ export class KeyManager {
       for (const record of state.keys) {
         const versions: number[][] = [];
         try {
-          for (const v of record.versions) versions.push(await material.restore(record.id, v.version, record.origin, v.blobs));
+          for (const v of record.versions) {
+            try {
+              versions.push(await material.restore(record.id, v.version, record.origin, v.blobs));
+            } catch (err) {
+              // A kernel that refuses the seal's suite (a move to af_alg_restrict=1) cannot bring
+              // this version back; nothing about it is wrong, so it must not keep the daemon down.
+              if (!(err instanceof KeystoreError && err.code === 'KEY_TYPE_UNSUPPORTED' && record.origin === 'imported')) throw err;
+              versions.push([]);
+              this.unloadable.set(`${record.id}:${v.version}`, err.message);
+              this.deps.log(`key "${record.name}" version ${v.version} cannot be loaded on this kernel and is unusable here: ${err.message}`, { key: record.name, version: v.version }, 'warn');
+            }
+          }
         } catch (err) {
           for (const s of versions) material.destroy(s);
           if (err instanceof KeystoreError) throw new KeystoreError(err.code, `key "${record.name}" version ${versions.length + 1}: ${err.message}`, err);
@@ -282,6 +298,7 @@ export class KeyManager {
    */
   async forEncrypt(name: string, n = 1): Promise<ResolvedVersion<AeadSuite>> {
     const record = this.usable(name, 'aead');
+    this.serialsOf(record, record.versions.length); // nothing is counted for a version this kernel could not load
     // Fast path: within the persisted reservation, counted at once (no await between check and count).
     if (this.tryCount(record, record.versions.length, n)) return this.resolved(record, record.versions.length);
     return this.lock.run(async () => {
@@ -348,7 +365,7 @@ export class KeyManager {
   }
 
   private resolved(record: KeyRecord, v: number): ResolvedVersion<AeadSuite> {
-    return { key: record, version: v, suite: suiteOf(record) as AeadSuite, serials: this.serials.get(record.id)![v - 1]! };
+    return { key: record, version: v, suite: suiteOf(record) as AeadSuite, serials: this.serialsOf(record, v) };
   }
 
   /** The name of the key with this id (from a ciphertext), if it exists: access is checked by name before anything else. */
@@ -372,7 +389,7 @@ export class KeyManager {
   forMac(name: string): ResolvedVersion<MacSuite> {
     const record = this.usable(name, 'mac');
     const v = record.versions.length;
-    return { key: record, version: v, suite: suiteOf(record) as MacSuite, serials: this.serials.get(record.id)![v - 1]! };
+    return { key: record, version: v, suite: suiteOf(record) as MacSuite, serials: this.serialsOf(record, v) };
   }
 
   forVerify(name: string, version: number | undefined): ResolvedVersion<MacSuite> {
@@ -393,7 +410,7 @@ export class KeyManager {
         min_decryption_version: String(record.minDecryptionVersion),
       });
     }
-    return { key: record, version, serials: this.serials.get(record.id)![version - 1]! };
+    return { key: record, version, serials: this.serialsOf(record, version) };
   }
 
   /** An enabled key of the purpose, else the error that says why not. */
@@ -554,6 +571,18 @@ export class KeyManager {
     return this.deps.persist({ format: 1, masterCheck: this.masterCheck, keys });
   }
 
+  /** The kernel serials of a version, or FAILED_PRECONDITION when this kernel could not load it. */
+  private serialsOf(record: KeyRecord, version: number): number[] {
+    const why = this.unloadable.get(`${record.id}:${version}`);
+    if (why !== undefined) {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL, `key "${record.name}" version ${version} is not loaded on this kernel: ${why}`, {
+        key_name: record.name,
+        key_version: String(version),
+      });
+    }
+    return this.serials.get(record.id)![version - 1]!;
+  }
+
   private index(record: KeyRecord, serials: number[][], counts: number[]): void {
     this.byName.set(record.name, record);
     this.byId.set(record.id, record);
@@ -567,6 +596,7 @@ export class KeyManager {
     this.byId.delete(record.id);
     this.serials.delete(record.id);
     this.counts.delete(record.id);
+    for (const v of record.versions) this.unloadable.delete(`${record.id}:${v.version}`);
   }
 
   /** Destroys every kernel key this manager loaded (daemon shutdown). */
