@@ -260,7 +260,7 @@ describe('limits and backpressure', () => {
     const err = await failure(admin.batchEncrypt(items));
     expect(isResourceExhausted(err)).toBe(true);
     expect(ErrorReason[err.reason]).toBe('BATCH_TOO_LARGE');
-    expect(err.message).toMatch(/more than the largest reply \(262144 bytes\) — split it; nothing was encrypted/);
+    expect(err.message).toMatch(/more than the largest reply \(262144 bytes\) — split it; no item was run/);
     // Nothing ran: one audit line, the refused call's, and no item's.
     await sleep(200);
     const lines = daemon.auditLines().slice(linesBefore);

@@ -25,6 +25,26 @@ describe('MemoryBudget', () => {
     expect([budget.held, budget.waiters]).toEqual([85, 0]);
   });
 
+  it('a share waiting while others keep the budget exhausted goes on once its own bytes are all given back', async () => {
+    // Found by review: a stream waits for room for its next chunk while its previous answer is
+    // unflushed; that answer's flush brings it to zero, which must wake it even though another
+    // call (a client that reads nothing) keeps the budget exhausted.
+    const budget = new MemoryBudget(100);
+    const stuck = budget.share();
+    const stream = budget.share();
+    stream.take(20);
+    stuck.take(100);
+    let resumed = false;
+    const waiting = stream.room(new AbortController().signal).then(() => (resumed = true));
+    await turn();
+    stream.give(5);
+    await turn();
+    expect(resumed).toBe(false); // still holds 15
+    stream.give(15);
+    await waiting;
+    expect([resumed, budget.exhausted, budget.waiters]).toEqual([true, true, 0]);
+  });
+
   it('an aborted wait rejects with the reason and leaves no waiter behind', async () => {
     const budget = new MemoryBudget(10);
     const s = budget.share();

@@ -58,6 +58,8 @@ export class MemoryBudget {
 export class Share {
   private heldBytes = 0;
   private closed = false;
+  /** Set while room() waits. */
+  private wake: (() => void) | undefined;
 
   constructor(private readonly budget: MemoryBudget) {}
 
@@ -75,21 +77,30 @@ export class Share {
 
   /** Resolves when mayStart holds; rejects with `signal`'s reason if it aborts first. */
   async room(signal: AbortSignal): Promise<void> {
-    if (this.mayStart) return;
-    signal.throwIfAborted();
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        cancel();
-        reject(signal.reason);
-      };
-      const cancel = this.budget.whenAvailable(() => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
+    while (!this.mayStart) {
+      signal.throwIfAborted();
+      await new Promise<void>((resolve, reject) => {
+        let cancel = () => {};
+        const finish = () => {
+          cancel();
+          this.wake = undefined;
+          signal.removeEventListener('abort', onAbort);
+        };
+        const onAbort = () => {
+          finish();
+          reject(signal.reason);
+        };
+        // Woken when the budget has room again, or when this call's own bytes are all given back
+        // (its last answer flushed): either makes mayStart true.
+        this.wake = () => {
+          finish();
+          resolve();
+        };
+        cancel = this.budget.whenAvailable(this.wake);
+        signal.addEventListener('abort', onAbort, { once: true });
       });
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-    // Others woken at the same time may have taken the room: wait again if so.
-    return this.room(signal);
+      // Others woken at the same time may have taken the room: the loop waits again if so.
+    }
   }
 
   take(bytes: number): void {
@@ -103,6 +114,8 @@ export class Share {
     if (n <= 0) return;
     this.heldBytes -= n;
     this.budget.adjust(-n);
+    // Holding nothing, this call may start again even while others keep the budget exhausted.
+    if (this.heldBytes === 0) this.wake?.();
   }
 
   /** The call is over: everything it still holds goes back. */

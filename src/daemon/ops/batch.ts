@@ -1,5 +1,5 @@
-import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { BatchComputeMacRequest, BatchComputeMacResponseSchema, BatchDecryptRequest, BatchDecryptResponseSchema, BatchEncryptRequest, BatchEncryptResponseSchema } from '../../gen/ringfence/v1/batch_pb.js';
+import { create, toBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
+import { BatchComputeMacResponseSchema, BatchDecryptResponseSchema, BatchEncryptResponseSchema, type BatchComputeMacRequest, type BatchDecryptRequest, type BatchEncryptRequest } from '../../gen/ringfence/v1/batch_pb.js';
 import { ApiError, ErrorReason, Status, toApiError } from '../api/errors.js';
 import { HEADER_BYTES } from '../ciphertext/envelope.js';
 import type { OpContext } from './context.js';
@@ -15,14 +15,17 @@ type ItemResult<R> = { case: 'response'; value: R } | { case: 'error'; value: Re
 /** Told of each item as it ends (the API layer writes its audit line). */
 export type OnItem = (item: unknown, outcome: { response: unknown } | { error: ApiError }, durationMs: number) => void;
 
-/** Runs every item on its own; one failure never fails the batch. Results keep the items' order. */
-async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string, op: (ctx: OpContext, item: T) => Promise<R>, onItem?: OnItem): Promise<{ result: ItemResult<R> }[]> {
-  if (items.length > ctx.limits.maxBatchItems) {
-    throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.BATCH_TOO_LARGE, `the batch has ${items.length} items; the limit is ${ctx.limits.maxBatchItems} — split it`, {
-      actual_items: String(items.length),
+function checkCount(ctx: OpContext, items: number): void {
+  if (items > ctx.limits.maxBatchItems) {
+    throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.BATCH_TOO_LARGE, `the batch has ${items} items; the limit is ${ctx.limits.maxBatchItems} — split it`, {
+      actual_items: String(items),
       limit_items: String(ctx.limits.maxBatchItems),
     });
   }
+}
+
+/** Runs every item on its own; one failure never fails the batch. Results keep the items' order. */
+async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string, op: (ctx: OpContext, item: T) => Promise<R>, onItem?: OnItem): Promise<{ result: ItemResult<R> }[]> {
   const results = new Array<{ result: ItemResult<R> }>(items.length);
   let next = 0;
   async function worker(): Promise<void> {
@@ -44,39 +47,81 @@ async function runItems<T, R>(ctx: OpContext, items: readonly T[], what: string,
   return results;
 }
 
-/**
- * The most one encrypted item adds to the reply beyond its plaintext: envelope header, the longest
- * tag (32 bytes, aes-256-ctr-hmac-sha256), and protobuf framing of the result, response, ciphertext,
- * key name and version (at most 6 bytes each); the key name is counted apart.
- */
-const ENCRYPTED_ITEM_OVERHEAD = HEADER_BYTES + 32 + 5 * 6;
+/** Protobuf framing of one result: result, response or error, and each field's tag and length. */
+const FRAMING_BYTES = 5 * 6;
+/** The longest name an existing key has (keys/model.ts: ASCII, at most 64). */
+const KEY_NAME_BYTES = 64;
+/** The longest tag (aes-256-ctr-hmac-sha256) and MAC (hmac-sha512). */
+const TAG_BYTES = 32;
+const MAC_BYTES = 64;
+/** One failed item's ItemStatus: code, reason, a message and metadata that quote the key name. */
+const ITEM_ERROR_BYTES = 1024;
+
+/** Bounds of a batch's reply: if every item succeeds, and whatever fails. */
+function replyBounds<T>(items: readonly T[], success: (item: T) => number, nameBytes: (item: T) => number): { success: number; worst: number } {
+  let ok = 0;
+  let worst = 0;
+  for (const item of items) {
+    const s = success(item) + FRAMING_BYTES;
+    ok += s;
+    worst += Math.max(s, ITEM_ERROR_BYTES + 3 * nameBytes(item));
+  }
+  return { success: ok, worst };
+}
+
+function tooLarge(bytes: number, limit: number, message: string): ApiError {
+  return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.BATCH_TOO_LARGE, message, { actual_bytes: String(bytes), limit_bytes: String(limit) });
+}
 
 /**
- * Refuses a batch whose encrypted reply could exceed the largest message the daemon sends, before
- * any item runs: otherwise every item would be encrypted, counted and audited as done, and then
- * the client would receive only RESOURCE_EXHAUSTED from gRPC. (Decrypt and MAC replies are never
- * larger than their requests.)
+ * Runs a batch whose reply must fit maxMessageBytes. A batch whose answers would not fit even if
+ * every item succeeds is refused before any item runs: otherwise every item would be done, counted
+ * and audited, and the client would get only grpc-js's RESOURCE_EXHAUSTED. Error answers can be
+ * larger than successes (a message and metadata quoting the key name): when they could overflow
+ * the reply, its real size is measured, and a reply too large is answered BATCH_TOO_LARGE.
  */
-function checkEncryptedReplyFits(ctx: OpContext, req: BatchEncryptRequest): void {
-  let bytes = 0;
-  for (const item of req.requests) bytes += item.plaintext.byteLength + Buffer.byteLength(item.keyName) + ENCRYPTED_ITEM_OVERHEAD;
-  if (bytes > ctx.limits.maxMessageBytes) {
-    throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.BATCH_TOO_LARGE, `the encrypted batch could be ${bytes} bytes, more than the largest reply (${ctx.limits.maxMessageBytes} bytes) — split it; nothing was encrypted`, {
-      actual_bytes: String(bytes),
-      limit_bytes: String(ctx.limits.maxMessageBytes),
-    });
+async function runBatch<T, R, S extends DescMessage>(
+  ctx: OpContext,
+  schema: S,
+  items: readonly T[],
+  what: string,
+  op: (ctx: OpContext, item: T) => Promise<R>,
+  bounds: { success: (item: T) => number; nameBytes: (item: T) => number },
+  onItem?: OnItem,
+): Promise<{ results: { result: ItemResult<R> }[] }> {
+  checkCount(ctx, items.length);
+  const limit = ctx.limits.maxMessageBytes;
+  const bound = replyBounds(items, bounds.success, bounds.nameBytes);
+  if (bound.success > limit) {
+    throw tooLarge(bound.success, limit, `the batch's answers could be ${bound.success} bytes, more than the largest reply (${limit} bytes) — split it; no item was run`);
   }
+  const results = await runItems(ctx, items, what, op, onItem);
+  if (bound.worst > limit) {
+    const size = toBinary(schema, create(schema, { results } as unknown as MessageInitShape<S>)).length;
+    if (size > limit) throw tooLarge(size, limit, `the batch's answers, with their errors, are ${size} bytes, more than the largest reply (${limit} bytes) — split it; its items ran`);
+  }
+  return { results };
 }
 
 export async function batchEncrypt(ctx: OpContext, req: BatchEncryptRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchEncryptResponseSchema>> {
-  if (req.requests.length <= ctx.limits.maxBatchItems) checkEncryptedReplyFits(ctx, req);
-  return { results: await runItems(ctx, req.requests, 'encrypting', encrypt, onItem) };
+  return runBatch(ctx, BatchEncryptResponseSchema, req.requests, 'encrypting', encrypt, {
+    // Ciphertext: plaintext + header + tag; the key's name; its version.
+    success: (item) => item.plaintext.byteLength + HEADER_BYTES + TAG_BYTES + Buffer.byteLength(item.keyName),
+    nameBytes: (item) => Buffer.byteLength(item.keyName),
+  }, onItem);
 }
 
 export async function batchDecrypt(ctx: OpContext, req: BatchDecryptRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchDecryptResponseSchema>> {
-  return { results: await runItems(ctx, req.requests, 'decrypting', decrypt, onItem) };
+  return runBatch(ctx, BatchDecryptResponseSchema, req.requests, 'decrypting', decrypt, {
+    // Plaintext (shorter than its ciphertext) and the name of the key the ciphertext names.
+    success: (item) => item.ciphertext.byteLength + KEY_NAME_BYTES,
+    nameBytes: () => KEY_NAME_BYTES,
+  }, onItem);
 }
 
 export async function batchComputeMac(ctx: OpContext, req: BatchComputeMacRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchComputeMacResponseSchema>> {
-  return { results: await runItems(ctx, req.requests, 'computing a MAC', computeMac, onItem) };
+  return runBatch(ctx, BatchComputeMacResponseSchema, req.requests, 'computing a MAC', computeMac, {
+    success: (item) => MAC_BYTES + Buffer.byteLength(item.keyName),
+    nameBytes: (item) => Buffer.byteLength(item.keyName),
+  }, onItem);
 }

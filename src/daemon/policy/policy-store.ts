@@ -1,11 +1,11 @@
 /**
  * The daemon's current policy: loaded at start (an invalid file refuses the start, a missing one
  * means only administrators), reloaded on SIGHUP and when the file changes (fs.watch on its
- * directory, so that editors' rename-into-place is seen, and on a symlink's target; debounced). An
- * invalid file on reload keeps
- * the policy in force and logs why; a deleted file falls back to administrators only.
+ * directory, so that editors' rename-into-place is seen, and a poll of its stat through symlinks;
+ * debounced). An invalid file on reload keeps the policy in force and logs why; a deleted file
+ * falls back to administrators only.
  */
-import { closeSync, fstatSync, lstatSync, openSync, readFileSync, realpathSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { decide, mayEverDo, parsePolicy, policyFileRefusal, readAccounts, type Accounts, type Decision, type Operation, type Policy, type Subject } from '../../policy/index.js';
 
@@ -18,20 +18,22 @@ export interface PolicyStoreOptions {
   log: Log;
   accounts?: () => Accounts;
   debounceMs?: number;
+  /** How often the file's stat is polled, through symlinks (default 2 s). */
+  pollMs?: number;
 }
 
-/** inForce when there is no file (no file's text can equal it: it is not JSON). */
+/** lastSeen when there is no file, or an invalid one (no file's text can equal these: they are not JSON). */
 const MISSING = '\0missing';
+const INVALID = '\0invalid:';
 
 type Loaded = { state: 'loaded'; policy: Policy; text: string } | { state: 'missing' } | { state: 'invalid'; error: string };
 
 export class PolicyStore {
   private policy: Policy | undefined;
   private watcher: FSWatcher | undefined;
-  private targetWatcher: FSWatcher | undefined;
-  private targetDir: string | undefined;
-  /** What is in force, so that a file change that changed nothing is not logged as a reload. */
-  private inForce: string | undefined;
+  private polling: ((curr: Stats, prev: Stats) => void) | undefined;
+  /** What the last load or reload read (text, MISSING, or INVALID + why), so that a repeat is silent. */
+  private lastSeen: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** Bumped on every reload attempt, so tests and logs can tell reloads apart. */
   generation = 0;
@@ -82,8 +84,12 @@ export class PolicyStore {
   reload(why: string): boolean {
     this.generation++;
     const r = this.read();
-    // A watched directory also changes for other files: only a change of what is in force counts.
-    if (why === 'file change' && this.inForce !== undefined && this.inForce === (r.state === 'loaded' ? r.text : r.state === 'missing' ? MISSING : undefined)) return true;
+    // The watch and the poll may both report one change, and a poll also sees changes that leave
+    // the text as it was (a touch): only a change of what was last read is applied or logged.
+    const seen = r.state === 'loaded' ? r.text : r.state === 'missing' ? MISSING : `${INVALID}${r.error}`;
+    const unchanged = why === 'file change' && seen === this.lastSeen;
+    this.lastSeen = seen;
+    if (unchanged) return r.state !== 'invalid';
     if (r.state === 'invalid') {
       this.opts.log('error', `policy file ${this.opts.path} is invalid; keeping the policy in force: ${r.error}`, { policy: this.opts.path, trigger: why });
       return false;
@@ -93,7 +99,7 @@ export class PolicyStore {
   }
 
   private apply(r: Exclude<Loaded, { state: 'invalid' }>, why: string): void {
-    this.inForce = r.state === 'loaded' ? r.text : MISSING;
+    this.lastSeen = r.state === 'loaded' ? r.text : MISSING;
     if (r.state === 'missing') {
       this.policy = undefined;
       this.opts.log('warn', `no policy file at ${this.opts.path}: only root and the daemon's uid (${[...this.opts.admins].join(', ')}) may use ringfenced`, { policy: this.opts.path, trigger: why });
@@ -104,58 +110,41 @@ export class PolicyStore {
   }
 
   /**
-   * Watches the file's directory; changes to the file are reloaded after a quiet period. When the
-   * path is a symlink (a Kubernetes ConfigMap: policy.json -> ..data/policy.json, updated by
-   * swapping ..data), any change in its directory counts, and the target's directory is watched
-   * too, re-resolved after every reload. A reload that finds what is in force already is silent.
+   * Watches the file's directory (an editor's rename into place is seen at once), and polls the
+   * file's stat through any symlinks (fs.watchFile): a symlinked file (a Kubernetes ConfigMap:
+   * policy.json -> ..data/policy.json, updated by swapping ..data), a link re-pointed, or a target
+   * edited in another directory, changes what stat reports even where no watched directory
+   * changes. Changes are reloaded after a quiet period; one that leaves the text as it was is silent.
    */
   watch(): void {
     const name = basename(this.opts.path);
-    this.watcher = this.watchDir(dirname(this.opts.path), (file) => file === null || file === name || this.isSymlink());
-    this.watchTarget();
-  }
-
-  private isSymlink(): boolean {
+    const dir = dirname(this.opts.path);
     try {
-      return lstatSync(this.opts.path).isSymbolicLink();
-    } catch {
-      return false;
-    }
-  }
-
-  /** Follows the symlink's target directory (none when the path is not a symlink, or dangles). */
-  private watchTarget(): void {
-    let target: string | undefined;
-    try {
-      target = this.isSymlink() ? realpathSync(this.opts.path) : undefined;
-    } catch {
-      target = undefined;
-    }
-    const dir = target && dirname(target) !== dirname(this.opts.path) ? dirname(target) : undefined;
-    if (dir === this.targetDir) return;
-    this.targetWatcher?.close();
-    this.targetDir = dir;
-    this.targetWatcher = dir ? this.watchDir(dir, (file) => file === null || file === basename(target!)) : undefined;
-  }
-
-  private watchDir(dir: string, relevant: (file: string | null) => boolean): FSWatcher | undefined {
-    try {
-      const w = watch(dir, { persistent: false }, (_event, file) => {
-        if (!relevant(file)) return;
-        if (this.timer) clearTimeout(this.timer);
-        this.timer = setTimeout(() => {
-          this.reload('file change');
-          this.watchTarget();
-        }, this.opts.debounceMs ?? 200);
-        this.timer.unref();
+      this.watcher = watch(dir, { persistent: false }, (_event, file) => {
+        if (file === null || file === name) this.changed();
       });
-      w.on('error', (err) => this.opts.log('warn', `watching ${dir} failed; reload with SIGHUP`, { err: err.message }));
-      return w;
+      this.watcher.on('error', (err) => this.opts.log('warn', `watching ${dir} failed; reload with SIGHUP`, { err: err.message }));
     } catch (err) {
-      // The directory may not exist (no policy yet); SIGHUP still reloads.
-      this.opts.log('warn', `cannot watch ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); reload the policy with SIGHUP`);
-      return undefined;
+      // The directory may not exist (no policy yet); the poll below and SIGHUP still reload.
+      this.opts.log('warn', `cannot watch ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); the policy is reloaded on SIGHUP and by a poll every ${this.pollMs} ms`);
     }
+    this.polling = (curr, prev) => {
+      if (curr.ino !== prev.ino || curr.dev !== prev.dev || curr.mtimeMs !== prev.mtimeMs || curr.ctimeMs !== prev.ctimeMs || curr.size !== prev.size) this.changed();
+    };
+    watchFile(this.opts.path, { persistent: false, interval: this.pollMs }, this.polling);
+    // The poll's first stat is its baseline: a change between the load and that stat would go
+    // unseen. One reload now closes the gap (silent when nothing changed).
+    this.changed();
+  }
+
+  private get pollMs(): number {
+    return this.opts.pollMs ?? 2000;
+  }
+
+  private changed(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.reload('file change'), this.opts.debounceMs ?? 200);
+    this.timer.unref();
   }
 
   decide(subject: Subject, op: Operation, key?: string): Decision {
@@ -169,6 +158,6 @@ export class PolicyStore {
   close(): void {
     if (this.timer) clearTimeout(this.timer);
     this.watcher?.close();
-    this.targetWatcher?.close();
+    if (this.polling) unwatchFile(this.opts.path, this.polling);
   }
 }

@@ -1,0 +1,86 @@
+/**
+ * Batch replies and maxMessageBytes, on the host with a stand-in engine (the sizes are what is
+ * tested; the kernel's sealing is tested in the guests). Independent truth: the reply's encoded
+ * size, measured with toBinary.
+ */
+import { create, toBinary } from '@bufbuild/protobuf';
+import { describe, expect, it, vi } from 'vitest';
+import { BatchDecryptRequestSchema, BatchDecryptResponseSchema, BatchEncryptRequestSchema, BatchEncryptResponseSchema } from '../../gen/ringfence/v1/batch_pb.js';
+import { aeadSuite } from '../../capabilities/suites.js';
+import { DEFAULT_LIMITS } from '../config.js';
+import { ApiError, ErrorReason } from '../api/errors.js';
+import { permissionDenied } from '../policy/access.js';
+import { batchDecrypt, batchEncrypt } from './batch.js';
+import { sealEnvelope } from './envelope-ops.js';
+
+const M = DEFAULT_LIMITS.maxMessageBytes;
+const suite = aeadSuite('aes-256-gcm')!;
+const record = { id: '00112233445566778899aabbccddeeff', name: 'k', suite: suite.name };
+
+function context() {
+  const engine = {
+    aeadEncrypt: vi.fn(async (_a: unknown, _s: number, tag: number, _iv: Buffer, _aad: Buffer, pt: Buffer, headroom = 0) => Buffer.alloc(headroom + pt.length + tag)),
+    aeadDecrypt: vi.fn(async (_a: unknown, _s: number, tag: number, _iv: Buffer, _aad: Buffer, sealed: Buffer) => Buffer.alloc(sealed.length - tag)),
+  };
+  const ctx = {
+    engine,
+    limits: { ...DEFAULT_LIMITS },
+    keys: {
+      forEncrypt: async () => ({ key: record, version: 1, suite, serials: [7] }),
+      nameOfId: () => 'k',
+      forDecrypt: () => ({ key: record, version: 1, suite, serials: [7] }),
+    },
+    // Only key "k" is allowed: every other item is denied, with a message and metadata naming it.
+    authorize: (op: 'encrypt' | 'decrypt', key?: string) => {
+      if (key !== 'k') throw permissionDenied({ uid: 1000, gid: 1000, pid: 1, groups: [] }, op, key);
+    },
+  };
+  return { ctx: ctx as never, engine };
+}
+
+const reason = (e: unknown) => (e instanceof ApiError ? ErrorReason[e.reason] : String(e));
+
+describe('batch replies never exceed maxMessageBytes', () => {
+  it('a BatchEncrypt whose ciphertexts alone would not fit is refused before any item runs', async () => {
+    const { ctx, engine } = context();
+    // Four 1 MiB items and many empty ones: the request fits, the ciphertexts (+52 bytes each) not.
+    const requests = [...Array.from({ length: 4 }, () => ({ keyName: 'k', plaintext: new Uint8Array(DEFAULT_LIMITS.maxPayloadBytes) })), ...Array.from({ length: 996, }, () => ({ keyName: 'k', plaintext: new Uint8Array(0) }))];
+    const req = create(BatchEncryptRequestSchema, { requests });
+    expect(toBinary(BatchEncryptRequestSchema, req).length).toBeLessThanOrEqual(M);
+    const err = await batchEncrypt(ctx, req).catch((e: unknown) => e);
+    expect(reason(err)).toBe('BATCH_TOO_LARGE');
+    expect((err as Error).message).toMatch(/could be \d+ bytes, more than the largest reply \(4259840 bytes\) — split it; no item was run/);
+    expect(engine.aeadEncrypt).not.toHaveBeenCalled();
+  });
+
+  it('a BatchEncrypt whose denials would overflow the reply answers BATCH_TOO_LARGE, not an oversized reply', async () => {
+    const { ctx } = context();
+    // Found by review: 200 denied items with 64-character non-ASCII names (192 bytes each, named
+    // twice per denial) and successful items filling the rest.
+    const longName = '€'.repeat(64);
+    const requests: { keyName: string; plaintext: Uint8Array }[] = [];
+    for (let left = M - 200 * 400; left > 1000; left -= Math.min(DEFAULT_LIMITS.maxPayloadBytes, left - 1000) + 100) requests.push({ keyName: 'k', plaintext: new Uint8Array(Math.min(DEFAULT_LIMITS.maxPayloadBytes, left - 1000)) });
+    for (let i = 0; i < 200; i++) requests.push({ keyName: longName, plaintext: new Uint8Array(0) });
+    const req = create(BatchEncryptRequestSchema, { requests });
+    expect(toBinary(BatchEncryptRequestSchema, req).length).toBeLessThanOrEqual(M);
+    const err = await batchEncrypt(ctx, req).catch((e: unknown) => e);
+    expect(reason(err)).toBe('BATCH_TOO_LARGE');
+    expect((err as Error).message).toMatch(/with their errors, are \d+ bytes, more than the largest reply .* its items ran/);
+  }, 60_000);
+
+  it('a BatchDecrypt of junk items (errors larger than their 1-byte requests) never gets an oversized reply', async () => {
+    const { ctx } = context();
+    const requests: { ciphertext: Uint8Array }[] = [];
+    for (let i = 0; i < 4; i++) requests.push({ ciphertext: await sealEnvelope(ctx, { key: record, version: 1, suite, serials: [7] } as never, Buffer.alloc(DEFAULT_LIMITS.maxPayloadBytes - 200), Buffer.alloc(0)) });
+    for (let i = 0; i < 996; i++) requests.push({ ciphertext: new Uint8Array([0x52]) });
+    const req = create(BatchDecryptRequestSchema, { requests });
+    expect(toBinary(BatchDecryptRequestSchema, req).length).toBeLessThanOrEqual(M);
+    const err = await batchDecrypt(ctx, req).catch((e: unknown) => e);
+    expect(reason(err)).toBe('BATCH_TOO_LARGE');
+    // Half of it fits, and every item is answered.
+    const half = await batchDecrypt(ctx, create(BatchDecryptRequestSchema, { requests: requests.slice(2, 600) }));
+    expect(half.results).toHaveLength(598);
+    expect(toBinary(BatchDecryptResponseSchema, create(BatchDecryptResponseSchema, half)).length).toBeLessThanOrEqual(M);
+    expect(half.results!.filter((r) => r.result!.case === 'response')).toHaveLength(2);
+  }, 60_000);
+});
