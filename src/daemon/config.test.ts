@@ -75,6 +75,9 @@ describe('resolveConfig defaults', () => {
         maxConnections: 1024,
         maxSessionBufferedBytes: 16 * 1024 * 1024,
         maxBufferedBytes: 512 * 1024 * 1024,
+        maxBufferedBytesPerCaller: 128 * 1024 * 1024,
+        maxConnectionsPerCaller: 256,
+        maxHashStreamsPerCaller: 64,
         connectionIdleTimeout: 300_000,
         connectionMaxAge: 0,
         connectionMaxAgeGrace: 60_000,
@@ -82,6 +85,18 @@ describe('resolveConfig defaults', () => {
       configFile: undefined,
       policy: '/etc/ringfence/policy.json',
     });
+  });
+
+  it('per-caller limits default to a quarter of their daemon-wide limit, and may not exceed it', () => {
+    const l = resolved(['--config', configFile({ limits: { maxBufferedBytes: 8 * 1024 * 1024, maxConnections: 2 } })]).limits;
+    expect([l.maxBufferedBytesPerCaller, l.maxConnectionsPerCaller, l.maxHashStreamsPerCaller]).toEqual([2 * 1024 * 1024, 1, 64]);
+    const set = resolved(['--config', configFile({ limits: { maxBufferedBytesPerCaller: 512 * 1024 * 1024, maxConnectionsPerCaller: 1024, maxHashStreamsPerCaller: 256 } })]).limits;
+    expect([set.maxBufferedBytesPerCaller, set.maxConnectionsPerCaller, set.maxHashStreamsPerCaller]).toEqual([512 * 1024 * 1024, 1024, 256]);
+    expect(configError(['--config', configFile({ limits: { maxConnections: 10, maxConnectionsPerCaller: 11 } })]).message).toMatch(
+      /limits\.maxConnectionsPerCaller: 11 is more than maxConnections \(10\); a caller's part cannot exceed the whole/,
+    );
+    expect(configError(['--config', configFile({ limits: { maxBufferedBytes: 1024 * 1024, maxBufferedBytesPerCaller: 2 * 1024 * 1024 } })]).message).toMatch(/maxBufferedBytesPerCaller: 2097152 is more than maxBufferedBytes/);
+    expect(configError(['--config', configFile({ limits: { maxHashStreamsPerCaller: 257 } })]).message).toMatch(/maxHashStreamsPerCaller must be an integer from 1 to 256/);
   });
 
   it('policy: flag > env > config file (relative to it) > <config dir>/policy.json', () => {

@@ -52,6 +52,18 @@ export interface Limits {
    */
   maxBufferedBytes: number;
   /**
+   * Of maxBufferedBytes, what the calls of one caller (one uid, SO_PEERCRED) may hold together, so
+   * that one client that reads nothing cannot hold the whole budget. Default: a quarter of it.
+   */
+  maxBufferedBytesPerCaller: number;
+  /** Of maxConnections, how many one caller (uid) may hold open. Default: a quarter of it. */
+  maxConnectionsPerCaller: number;
+  /**
+   * HashStreams one caller (uid) may have open at once; each holds a kernel socket, and the daemon
+   * opens at most 256 in all (engine.ts maxDigestStreams).
+   */
+  maxHashStreamsPerCaller: number;
+  /**
    * Milliseconds ("5m"; "0s" never) a connection may carry no call before the daemon closes it
    * (GOAWAY). Also what reclaims the fd of a connection that broke the HTTP/2 protocol (node stops
    * reading it after its GOAWAY, so it never sees the peer close) or that was left half-open.
@@ -103,6 +115,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxConnections: 1024,
   maxSessionBufferedBytes: 16 * MiB,
   maxBufferedBytes: 512 * MiB,
+  maxBufferedBytesPerCaller: 128 * MiB,
+  maxConnectionsPerCaller: 256,
+  maxHashStreamsPerCaller: 64,
   connectionIdleTimeout: 5 * MINUTE,
   connectionMaxAge: 0,
   connectionMaxAgeGrace: MINUTE,
@@ -114,6 +129,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
  * maxStreamChunkBytes + this much ciphertext (api/stream-handlers.ts).
  */
 export const ENVELOPE_OVERHEAD_BYTES = 64 * KiB;
+/** HashStreams open at once in the whole daemon (engine.ts maxDigestStreams): each holds a kernel socket. */
+export const MAX_HASH_STREAMS = 256;
 /** Node's setTimeout holds at most 2^31-1 ms (longer fires at once); grpc-js treats that as "no limit". */
 const MAX_TIMER_MS = 24 * DAY;
 
@@ -133,6 +150,9 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxConnections: [1, 100_000],
   maxSessionBufferedBytes: [64 * KiB, 1024 * MiB],
   maxBufferedBytes: [MiB, 64 * 1024 * MiB],
+  maxBufferedBytesPerCaller: [64 * KiB, 64 * 1024 * MiB],
+  maxConnectionsPerCaller: [1, 100_000],
+  maxHashStreamsPerCaller: [1, MAX_HASH_STREAMS],
   connectionIdleTimeout: [0, MAX_TIMER_MS],
   connectionMaxAge: [0, MAX_TIMER_MS],
   connectionMaxAgeGrace: [0, MAX_TIMER_MS],
@@ -156,6 +176,9 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      encryptionsPerVersion (4294967296), maxMessageBytes (4259840),
                      maxConcurrentStreamsPerConnection (128), maxConnections (1024),
                      maxSessionBufferedBytes (16777216), maxBufferedBytes (536870912),
+                     maxBufferedBytesPerCaller (a quarter of maxBufferedBytes),
+                     maxConnectionsPerCaller (a quarter of maxConnections),
+                     maxHashStreamsPerCaller (64),
                      connectionIdleTimeout ("5m"; "0s" never), connectionMaxAge ("0s" = none),
                      connectionMaxAgeGrace ("1m") }
                      (docs/operations.md, "Limits")
@@ -325,9 +348,16 @@ function parseMode({ value, where }: { value: string; where: string }): number {
   return mode;
 }
 
+/** Per-caller limits that default to a quarter of a daemon-wide one: [part, whole, smallest default]. */
+const PER_CALLER: ReadonlyArray<readonly [keyof Limits, keyof Limits, number]> = [
+  ['maxBufferedBytesPerCaller', 'maxBufferedBytes', 64 * KiB],
+  ['maxConnectionsPerCaller', 'maxConnections', 1],
+];
+
 function parseLimits(raw: unknown, where: string): Limits {
   const limits: Limits = { ...DEFAULT_LIMITS };
   if (raw === undefined) return limits;
+  const set = new Set<keyof Limits>();
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${where} must be a JSON object`);
   for (const [key, value] of Object.entries(raw)) {
     const at = `${where}.${key}`;
@@ -350,6 +380,14 @@ function parseLimits(raw: unknown, where: string): Limits {
       n = value;
     }
     limits[k] = n;
+    set.add(k);
+  }
+  // A caller's part follows its whole unless set; set, it must fit in it.
+  for (const [part, whole, floor] of PER_CALLER) {
+    if (!set.has(part)) limits[part] = Math.max(floor, Math.floor(limits[whole] / 4));
+    else if (limits[part] > limits[whole]) {
+      throw new ConfigError(`${where}.${part}: ${limits[part]} is more than ${whole} (${limits[whole]}); a caller's part cannot exceed the whole`);
+    }
   }
   const needed = minMessageBytes(limits);
   if (limits.maxMessageBytes < needed) {

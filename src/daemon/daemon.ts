@@ -18,7 +18,7 @@ import { daemonServiceDefinition } from './api/decode.js';
 import { guardedServer, knownHealthServices } from './api/foreign-services.js';
 import { ApiError, ErrorReason, Status } from './api/errors.js';
 import { sdNotify } from '../../native-ffi/sd-notify.js';
-import type { DaemonConfig, Limits } from './config.js';
+import { MAX_HASH_STREAMS, type DaemonConfig, type Limits } from './config.js';
 import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
@@ -27,9 +27,10 @@ import { EMPTY_STATE, validateState } from './keys/model.js';
 import { StateStore } from './state/state-store.js';
 import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-key.js';
 import { KeystoreError } from './keystore/errors.js';
-import { Connections } from './identity/connections.js';
+import { CallerConnectionLimitError, Connections } from './identity/connections.js';
+import { throttledRefusals } from './identity/warn-throttle.js';
 import { startDueWorkScheduler } from './keys/due-work-scheduler.js';
-import { openListener } from './identity/listener.js';
+import { DROP_WARN_INTERVAL_MS, openListener } from './identity/listener.js';
 import { Access, DENY_ALL } from './policy/access.js';
 import { PolicyStore } from './policy/policy-store.js';
 import { pinoAudit } from './api/audit.js';
@@ -38,6 +39,7 @@ import { keyServiceHandlers } from './api/key-service.js';
 import { statusServiceHandlers } from './api/status-service.js';
 import type { OpContext } from './ops/context.js';
 import { MemoryBudget } from './api/memory-budget.js';
+import { CallerSlots } from './api/caller-slots.js';
 import { VERSION } from './version.js';
 import { startWatchdog } from './watchdog.js';
 
@@ -98,7 +100,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const keystore = new KernelKeystore();
     cleanups.push(() => keystore.close());
     keystore.loadMasterKey(master.material); // wipes it
-    const engine = new CryptoEngine({ maxRequestBytes: Math.max(4 * 1024 * 1024, config.limits.maxPayloadBytes + 128 * 1024, config.limits.maxStreamChunkBytes + 128 * 1024) });
+    const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: Math.max(4 * 1024 * 1024, config.limits.maxPayloadBytes + 128 * 1024, config.limits.maxStreamChunkBytes + 128 * 1024) });
     cleanups.push(() => engine.close());
     const suiteStatus = suiteStatusFrom(report);
     const material = new KeyMaterial(keystore, engine, WRAP_SUITES.find((s) => suiteStatus(s.name) === 'available'));
@@ -121,8 +123,16 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
 
     const opLimits = { ...config.limits };
     // Handlers replace `authorize` per call with the caller's (api/handler.ts callContext).
-    const ctx: OpContext = { keys, engine, limits: opLimits, suiteStatus, authorize: DENY_ALL, budget: new MemoryBudget(config.limits.maxBufferedBytes) };
-    const connections = new Connections();
+    const ctx: OpContext = {
+      keys,
+      engine,
+      limits: opLimits,
+      suiteStatus,
+      authorize: DENY_ALL,
+      budget: new MemoryBudget(config.limits.maxBufferedBytes, config.limits.maxBufferedBytesPerCaller),
+      hashStreamSlots: new CallerSlots(config.limits.maxHashStreamsPerCaller, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller'),
+    };
+    const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
     const server = new grpc.Server(serverOptions(config.limits));
     server.addService(daemonServiceDefinition(KeyService, config.limits.maxBatchItems), keyServiceHandlers(keys, deps));
@@ -143,6 +153,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     new ReflectionService(reflectionPackage()).addToServer(guardedServer(server) as grpc.Server);
 
     // Connections are accepted here, identified (SO_PEERCRED), and only then handed to grpc-js.
+    const callerRefusals = throttledRefusals(DROP_WARN_INTERVAL_MS, (fields) => log.warn(fields, 'a caller holds maxConnectionsPerCaller connections: closed its new ones at accept'));
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     cleanups.push(() => server.forceShutdown());
     const listener = await openListener({
@@ -157,7 +168,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
         try {
           connections.register(sock);
         } catch (err) {
-          log.warn({ err: (err as Error).message }, 'cannot read the peer credentials of a connection; closing it');
+          if (err instanceof CallerConnectionLimitError) callerRefusals.count({ uid: err.uid, maxConnectionsPerCaller: err.limit });
+          else log.warn({ err: (err as Error).message }, 'cannot read the peer credentials of a connection; closing it');
           sock.destroy();
           return;
         }

@@ -7,8 +7,8 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { create, fromBinary, toBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
-import { createConnection, type Socket } from 'node:net';
-import { connect as http2Connect, constants as httpConstants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { createConnection } from 'node:net';
+import { connect as http2Connect, constants as httpConstants } from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -19,8 +19,9 @@ import { EncryptStreamRequestSchema, type EncryptStreamResponse } from '../../sr
 import { serviceDefinition } from '../../src/rpc/service-definition.js';
 import { ErrorReason, RingfenceClient, isResourceExhausted } from '../../src/client/sdk/index.js';
 import { failure } from '../support/failure.js';
-import { TestDaemon } from '../support/daemon.js';
-import { sleep } from '../support/wait.js';
+import { stopOrExplain, TestDaemon } from '../support/daemon.js';
+import { frameTypes, rawCall, rawConnect } from '../support/raw-grpc.js';
+import { settled, sleep, until } from '../support/wait.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -83,131 +84,6 @@ function statusOf(call: grpc.ClientDuplexStream<unknown, unknown>): Promise<grpc
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m![1]) * 1024;
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-/** Waits until `value()` has not changed for `quietMs` (the daemon stopped making progress). */
-async function settled(value: () => number, quietMs: number, timeoutMs = 120_000): Promise<number> {
-  const end = Date.now() + timeoutMs;
-  let last = value();
-  let since = Date.now();
-  for (;;) {
-    await sleep(100);
-    const v = value();
-    if (v !== last) {
-      last = v;
-      since = Date.now();
-    } else if (Date.now() - since >= quietMs) return v;
-    if (Date.now() > end) throw new Error('the value never settled');
-  }
-}
-
-/**
- * A raw connection that speaks no gRPC. An accepted connection gets the server's HTTP/2 SETTINGS
- * at once; one refused at accept is closed without a byte.
- */
-interface Raw {
-  sock: Socket;
-  first: Promise<'accepted' | 'refused'>;
-  closed: Promise<void>;
-  bytes(): Buffer;
-}
-function rawConnect(path: string, preface = false): Raw {
-  const sock = createConnection(path);
-  const chunks: Buffer[] = [];
-  sock.on('error', () => undefined);
-  const closed = new Promise<void>((r) => sock.on('close', () => r()));
-  const first = new Promise<'accepted' | 'refused'>((resolve) => {
-    sock.on('data', (b: Buffer) => {
-      chunks.push(b);
-      resolve('accepted');
-    });
-    void closed.then(() => resolve(chunks.length > 0 ? 'accepted' : 'refused'));
-  });
-  if (preface) {
-    // The client connection preface and an empty SETTINGS frame: a well-behaved, idle HTTP/2 client.
-    sock.on('connect', () => sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])));
-  }
-  return { sock, first, closed, bytes: () => Buffer.concat(chunks) };
-}
-
-/** HTTP/2 frame types in a byte stream from the server. */
-function frameTypes(b: Buffer): number[] {
-  const types: number[] = [];
-  for (let at = 0; at + 9 <= b.length; at += 9 + b.readUIntBE(at, 3)) types.push(b[at + 3]!);
-  return types;
-}
-
-/**
- * A gRPC call over a raw HTTP/2 stream that reads nothing until told to. A grpc-js client cannot
- * play a slow reader: with no reader it goes on taking messages into its own memory
- * (subchannel-call.ts unpushedReadMessages), so the daemon would never see backpressure.
- */
-interface RawCall {
-  session: ClientHttp2Session;
-  stream: ClientHttp2Stream;
-  /** Writes one gRPC message; false when HTTP/2 flow control holds it back (then 'drain'). */
-  send(body: Uint8Array): boolean;
-  /** Starts reading; the messages read so far. */
-  read(): Buffer[];
-  /** grpc-status from the trailers (or a trailers-only answer); undefined if the stream just closed. */
-  status: Promise<string | undefined>;
-}
-function rawCall(socket: string, method: string, headers: Record<string, string> = {}): RawCall {
-  const session = http2Connect('http://localhost', { createConnection: () => createConnection(socket) });
-  session.on('error', () => undefined);
-  const stream = session.request({ ':method': 'POST', ':path': `/ringfence.v1.CryptoService/${method}`, 'content-type': 'application/grpc', te: 'trailers', ...headers });
-  stream.on('error', () => undefined);
-  stream.pause();
-  const messages: Buffer[] = [];
-  let pending = Buffer.alloc(0);
-  let reading = false;
-  const status = new Promise<string | undefined>((resolve) => {
-    stream.on('response', (h) => h['grpc-status'] !== undefined && resolve(String(h['grpc-status'])));
-    stream.on('trailers', (t) => resolve(String(t['grpc-status'])));
-    stream.on('close', () => resolve(undefined));
-  });
-  return {
-    session,
-    stream,
-    status,
-    send: (body) => {
-      const prefix = Buffer.alloc(5);
-      prefix.writeUInt32BE(body.length, 1);
-      return stream.write(Buffer.concat([prefix, body]));
-    },
-    read: () => {
-      if (!reading) {
-        reading = true;
-        stream.on('data', (b: Buffer) => {
-          pending = Buffer.concat([pending, b]);
-          while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
-            const n = pending.readUInt32BE(1);
-            messages.push(pending.subarray(5, 5 + n));
-            pending = pending.subarray(5 + n);
-          }
-        });
-        stream.resume();
-      }
-      return messages;
-    },
-  };
-}
-
-/** SIGTERM; a daemon that does not exit within 60 s is killed and its log tail shown. */
-async function stopOrExplain(daemon: TestDaemon | undefined): Promise<number | null | undefined> {
-  if (!daemon) return undefined;
-  const code = await Promise.race([daemon.stop(), sleep(60_000).then(() => 'hung' as const)]);
-  if (code !== 'hung') return code;
-  await daemon.kill9();
-  throw new Error(`ringfenced did not exit within 60 s of SIGTERM:\n${daemon.output.slice(-4000)}`);
 }
 
 describe('limits and backpressure', () => {
@@ -425,7 +301,8 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
 
   beforeAll(async () => {
     // Each session alone may hold 4 MiB; all of them together 1 MiB.
-    daemon = await TestDaemon.start({ config: { limits: { maxSessionBufferedBytes: 4 * MiB, maxBufferedBytes: MiB } } });
+    // Every session is root's: its part of the budget is the whole of it here (the default would be a quarter).
+    daemon = await TestDaemon.start({ config: { limits: { maxSessionBufferedBytes: 4 * MiB, maxBufferedBytes: MiB, maxBufferedBytesPerCaller: MiB } } });
   });
   afterAll(async () => {
     expect(await stopOrExplain(daemon)).toBe(0);
@@ -469,7 +346,8 @@ describe('connection limits', () => {
   let daemon: TestDaemon;
 
   beforeAll(async () => {
-    daemon = await TestDaemon.start({ config: { limits: { maxConnections: 3, connectionIdleTimeout: '2s' } } });
+    // All three of the test's connections are root's: its part is the whole (the default would be a quarter).
+    daemon = await TestDaemon.start({ config: { limits: { maxConnections: 3, maxConnectionsPerCaller: 3, connectionIdleTimeout: '2s' } } });
   });
   afterAll(async () => {
     expect(await stopOrExplain(daemon)).toBe(0);

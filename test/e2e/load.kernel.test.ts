@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RingfenceClient, type HashAlgorithmName, type SuiteName } from '../../src/client/sdk/index.js';
 import { currentKernel, suiteExpectedAvailable } from '../support/kernel-matrix.js';
 import { TestDaemon } from '../support/daemon.js';
+import { until } from '../support/wait.js';
 
 const CLIENTS = 64;
 const SECONDS = Number(process.env.RINGFENCE_LOAD_SECONDS ?? 60);
@@ -47,13 +48,6 @@ function socketFds(pid: number): number {
   }).length;
 }
 
-async function until(what: string, cond: () => boolean, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
 const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b));
@@ -132,7 +126,7 @@ describe(`load: ${CLIENTS} clients for ${SECONDS} s`, () => {
     // The daemon's audit lines reach us through a pipe, maybe late: wait for the set-up encryptions'.
     const cryptoAudit = () => daemon.auditLines().filter((l) => String(l.rpc).startsWith('CryptoService/'));
     const setupCalls = v1.length + macs.length;
-    await until('the set-up audit lines', () => cryptoAudit().length >= setupCalls);
+    await until('the set-up audit lines', () => cryptoAudit().length >= setupCalls, 60_000);
     expect(cryptoAudit().length).toBe(setupCalls);
 
     const latencies = Object.fromEntries(OPS.map((op) => [op, [] as number[]])) as Record<Op, number[]>;
@@ -277,7 +271,7 @@ describe(`load: ${CLIENTS} clients for ${SECONDS} s`, () => {
     expect(Math.min(...perClient)).toBeGreaterThan(0);
     expect(socketsDuring).toBeGreaterThanOrEqual(CLIENTS + 1); // still 64 connections midway
     // The daemon's own account: one audit line per call, all OK.
-    await until('the audit lines of the load', () => cryptoAudit().length >= setupCalls + total).catch(() => undefined);
+    await until('the audit lines of the load', () => cryptoAudit().length >= setupCalls + total, 60_000).catch(() => undefined);
     const audit = cryptoAudit().slice(setupCalls);
     expect(audit.length).toBe(total);
     expect(audit.filter((l) => l.outcome !== 'OK')).toEqual([]);

@@ -14,7 +14,7 @@ import { delimiter, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RingfenceClient, isDeadlineExceeded } from '../../src/client/sdk/index.js';
 import { DAEMON_MAIN, TestDaemon } from '../support/daemon.js';
-import { sleep } from '../support/wait.js';
+import { until } from '../support/wait.js';
 
 const LISTEN_FDS_MSG = 'listening on the socket passed by systemd (LISTEN_FDS)';
 const DAEMON_SOCKET_MODE = 0o660; // the daemon's default socketMode when it binds itself
@@ -29,13 +29,6 @@ function activatorPath(): string {
   throw new Error('systemd-socket-activate is not on PATH: install the Debian package "systemd" on the host (.ci/run does); this test needs it');
 }
 
-async function until(what: string, cond: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** A daemon started under systemd-socket-activate; `output` is everything both wrote. */
 class Activated {

@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from './run-ts.js';
+import { sleep } from './wait.js';
 
 export const DAEMON_MAIN = join(PROJECT_ROOT, 'dist/src/daemon/main.js');
 /** The CLI as installed: bin/ringfence runs the bundle npm run build makes (dist/ringfence.mjs). */
@@ -117,4 +118,13 @@ export class TestDaemon {
       .filter((l) => l.includes('"log":"audit"'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
+}
+
+/** Stops the daemon; one that does not exit within 60 s of SIGTERM is killed, and the test fails with its output. */
+export async function stopOrExplain(daemon: TestDaemon | undefined): Promise<number | null | undefined> {
+  if (!daemon) return undefined;
+  const code = await Promise.race([daemon.stop(), sleep(60_000).then(() => 'hung' as const)]);
+  if (code !== 'hung') return code;
+  await daemon.kill9();
+  throw new Error(`ringfenced did not exit within 60 s of SIGTERM:\n${daemon.output.slice(-4000)}`);
 }

@@ -126,3 +126,98 @@ export function leakForms(bytes: Uint8Array): string[] {
   const b = Buffer.from(bytes);
   return [b.toString('hex'), b.toString('hex').toUpperCase(), b.toString('base64'), b.toString('base64url'), b.toString('latin1')];
 }
+
+/**
+ * A raw connection that speaks no gRPC. An accepted connection gets the server's HTTP/2 SETTINGS
+ * at once; one refused at accept is closed without a byte.
+ */
+export interface RawConnection {
+  sock: net.Socket;
+  first: Promise<'accepted' | 'refused'>;
+  closed: Promise<void>;
+  bytes(): Buffer;
+}
+export function rawConnect(path: string, preface = false): RawConnection {
+  const sock = net.createConnection(path);
+  const chunks: Buffer[] = [];
+  sock.on('error', () => undefined);
+  const closed = new Promise<void>((r) => sock.on('close', () => r()));
+  const first = new Promise<'accepted' | 'refused'>((resolve) => {
+    sock.on('data', (b: Buffer) => {
+      chunks.push(b);
+      resolve('accepted');
+    });
+    void closed.then(() => resolve(chunks.length > 0 ? 'accepted' : 'refused'));
+  });
+  if (preface) {
+    // The client connection preface and an empty SETTINGS frame: a well-behaved, idle HTTP/2 client.
+    sock.on('connect', () => sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])])));
+  }
+  return { sock, first, closed, bytes: () => Buffer.concat(chunks) };
+}
+
+/** HTTP/2 frame types in a byte stream from the server. */
+export function frameTypes(b: Buffer): number[] {
+  const types: number[] = [];
+  for (let at = 0; at + 9 <= b.length; at += 9 + b.readUIntBE(at, 3)) types.push(b[at + 3]!);
+  return types;
+}
+
+/**
+ * A gRPC call over a raw HTTP/2 stream that reads nothing until told to. A grpc-js client cannot
+ * play a slow reader: with no reader it goes on taking messages into its own memory
+ * (subchannel-call.ts unpushedReadMessages), so the daemon would never see backpressure.
+ */
+export interface RawCall {
+  session: http2.ClientHttp2Session;
+  stream: http2.ClientHttp2Stream;
+  /** Writes one gRPC message; false when HTTP/2 flow control holds it back (then 'drain'). */
+  send(body: Uint8Array): boolean;
+  /** Starts reading; the messages read so far. */
+  read(): Buffer[];
+  /** grpc-status from the trailers (or a trailers-only answer); undefined if the stream just closed. */
+  status: Promise<string | undefined>;
+}
+/** `method`: a CryptoService method ("Session") or a full path ("/ringfence.v1.StatusService/GetStatus"). */
+export function rawCall(socket: string, method: string, headers: Record<string, string> = {}): RawCall {
+  const session = http2.connect('http://localhost', { createConnection: () => net.createConnection(socket) });
+  session.on('error', () => undefined);
+  const stream = session.request({ ':method': 'POST', ':path': method.startsWith('/') ? method : `/ringfence.v1.CryptoService/${method}`, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+  stream.on('error', () => undefined);
+  stream.pause();
+  const messages: Buffer[] = [];
+  let pending = Buffer.alloc(0);
+  let reading = false;
+  const status = new Promise<string | undefined>((resolve) => {
+    stream.on('response', (h) => h['grpc-status'] !== undefined && resolve(String(h['grpc-status'])));
+    stream.on('trailers', (t) => resolve(String(t['grpc-status'])));
+    stream.on('close', () => resolve(undefined));
+  });
+  return {
+    session,
+    stream,
+    status,
+    send: (body) => {
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(body.length, 1);
+      return stream.write(Buffer.concat([prefix, body]));
+    },
+    read: () => {
+      if (!reading) {
+        reading = true;
+        stream.on('data', (b: Buffer) => {
+          pending = Buffer.concat([pending, b]);
+          while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+            const n = pending.readUInt32BE(1);
+            messages.push(pending.subarray(5, 5 + n));
+            pending = pending.subarray(5 + n);
+          }
+        });
+        stream.resume();
+      }
+      return messages;
+    },
+  };
+}
+
+/** SIGTERM; a daemon that does not exit within 60 s is killed and its log tail shown. */

@@ -12,3 +12,28 @@ export async function waitFor<T>(read: () => T, check: (v: T) => boolean, ms: nu
   }
   return v;
 }
+
+/** Polls until `cond` holds; throws naming `what` after `timeoutMs`. */
+export async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** Waits until `value()` has not changed for `quietMs` (the daemon stopped making progress). */
+export async function settled(value: () => number, quietMs: number, timeoutMs = 120_000): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  let last = value();
+  let since = Date.now();
+  for (;;) {
+    await sleep(100);
+    const v = value();
+    if (v !== last) {
+      last = v;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return v;
+    if (Date.now() > end) throw new Error('the value never settled');
+  }
+}

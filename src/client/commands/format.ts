@@ -149,6 +149,9 @@ function limitsJson(l: Limits): Record<string, unknown> {
     encryptionsPerVersion: Number(l.encryptionsPerVersion),
     maxSessionBufferedBytes: l.maxSessionBufferedBytes,
     maxBufferedBytes: Number(l.maxBufferedBytes),
+    maxBufferedBytesPerCaller: Number(l.maxBufferedBytesPerCaller),
+    maxConnectionsPerCaller: l.maxConnectionsPerCaller,
+    maxHashStreamsPerCaller: l.maxHashStreamsPerCaller,
     maxConcurrentStreamsPerConnection: l.maxConcurrentStreamsPerConnection,
     maxConnections: l.maxConnections,
     connectionIdleTimeoutSeconds: seconds(l.connectionIdleTimeout),
@@ -173,8 +176,8 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
     lines.push(
       `limits      payload ${l.maxPayloadBytes} B, associated data ${l.maxAssociatedDataBytes} B, stream chunk ${l.maxStreamChunkBytes} B, message ${l.maxMessageBytes} B`,
       `            batch ${l.maxBatchItems} items, session ${l.maxSessionInFlight} in flight and ${l.maxSessionBufferedBytes} B held, rotation >= ${dur(l.minRotationPeriodSeconds)}, deletion wait >= ${dur(l.minDeletionWaitingPeriodSeconds)}`,
-      `            ${l.encryptionsPerVersion} encryptions per key version, ${l.maxBufferedBytes} B buffered by all sessions and streams`,
-      `            ${l.maxConnections} connections, ${l.maxConcurrentStreamsPerConnection} calls each, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
+      `            ${l.encryptionsPerVersion} encryptions per key version, ${l.maxBufferedBytes} B buffered by all sessions and streams (${l.maxBufferedBytesPerCaller} B per caller)`,
+      `            ${l.maxConnections} connections (${l.maxConnectionsPerCaller} per caller), ${l.maxConcurrentStreamsPerConnection} calls each, ${l.maxHashStreamsPerCaller} hash streams per caller, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
     );
   }
   const rows = [['SUITE / HASH', 'AVAILABILITY', 'DRIVER OR DETAIL']];

@@ -29,8 +29,8 @@ describe.concurrent('status', SLOW, () => {
     expect(text).toContain('\nkeys        1\n');
     expect(text).toContain('\nlimits      payload 1048576 B, associated data 65536 B, stream chunk 1048576 B, message 4259840 B\n');
     expect(text).toContain('batch 1000 items, session 1024 in flight and 16777216 B held, rotation >= 1h, deletion wait >= 1d\n');
-    expect(text).toContain('\n            4294967296 encryptions per key version, 536870912 B buffered by all sessions and streams\n');
-    expect(text).toContain('\n            1024 connections, 128 calls each, idle 5m, max age never (grace 1m)\n');
+    expect(text).toContain('\n            4294967296 encryptions per key version, 536870912 B buffered by all sessions and streams (134217728 B per caller)\n');
+    expect(text).toContain('\n            1024 connections (256 per caller), 128 calls each, 64 hash streams per caller, idle 5m, max age never (grace 1m)\n');
     expect(text).toMatch(/\nSUITE \/ HASH +AVAILABILITY +DRIVER OR DETAIL\naes-256-gcm +available +generic-gcm-aesni\n/);
     expect(text).toMatch(/\nblake2b-256 +restricted +blake2b-256: ENOENT under af_alg_restrict=1\n$/);
   });
@@ -56,6 +56,9 @@ describe.concurrent('status', SLOW, () => {
         encryptionsPerVersion: 4294967296,
         maxSessionBufferedBytes: 16777216,
         maxBufferedBytes: 536870912,
+        maxBufferedBytesPerCaller: 134217728,
+        maxConnectionsPerCaller: 256,
+        maxHashStreamsPerCaller: 64,
         maxConcurrentStreamsPerConnection: 128,
         maxConnections: 1024,
         connectionIdleTimeoutSeconds: 300,

@@ -10,7 +10,7 @@ import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash, hashStream } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
 import { batchComputeMac, batchDecrypt, batchEncrypt, type OnItem } from '../ops/batch.js';
-import { auditPrincipal, callContext, clientStreaming, statusName, unary, type HandlerDeps } from './handler.js';
+import { auditPrincipal, callContext, callerKey, clientStreaming, statusName, unary, type HandlerDeps } from './handler.js';
 import { keyOf, payloadBytes } from './audit.js';
 import type { ApiError } from './errors.js';
 import type { CallAccess } from '../policy/access.js';
@@ -28,7 +28,15 @@ export function cryptoServiceHandlers(ctx: OpContext, deps: HandlerDeps): grpc.U
     computeMac: unary(m.computeMac, deps, (req, a) => computeMac(callContext(ctx, a), req)),
     verifyMac: unary(m.verifyMac, deps, (req, a) => verifyMac(callContext(ctx, a), req)),
     hash: unary(m.hash, deps, (req, a) => hash(callContext(ctx, a), req)),
-    hashStream: clientStreaming(m.hashStream, deps, (messages, a) => hashStream(callContext(ctx, a), messages)),
+    // A HashStream holds a kernel socket for its life: one caller may hold only so many.
+    hashStream: clientStreaming(m.hashStream, deps, async (messages, a) => {
+      const release = ctx.hashStreamSlots.acquire(callerKey(a));
+      try {
+        return await hashStream(callContext(ctx, a), messages);
+      } finally {
+        release();
+      }
+    }),
     generateRandom: unary(m.generateRandom, deps, (req, a) => generateRandom(callContext(ctx, a), req)),
     // One audit line per item (as for Session operations), besides the call's own line.
     batchEncrypt: unary(m.batchEncrypt, deps, (req, a) => batchEncrypt(callContext(ctx, a), req, auditItem(deps, a, 'Batch/encrypt'))),

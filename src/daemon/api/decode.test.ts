@@ -15,6 +15,7 @@ import type { AuditEntry } from './audit.js';
 import type { Access } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
 import { MemoryBudget } from './memory-budget.js';
+import { CallerSlots } from './caller-slots.js';
 import { countTopLevelFields, daemonServiceDefinition } from './decode.js';
 
 const socket = join(mkdtempSync(join(tmpdir(), 'rf-decode-')), 'rf.sock');
@@ -28,7 +29,7 @@ let client: grpc.Client;
 
 beforeAll(async () => {
   const allowAll = { forCall: () => ({ principal: undefined, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } as unknown as Access;
-  const ctx = { limits: { maxPayloadBytes: 1024, maxSessionInFlight: 4 }, budget: new MemoryBudget(1 << 30) } as unknown as OpContext;
+  const ctx = { limits: { maxPayloadBytes: 1024, maxSessionInFlight: 4 }, budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller') } as unknown as OpContext;
   server = new grpc.Server();
   server.addService(daemonServiceDefinition(CryptoService, MAX_ITEMS), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: allowAll }));
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));

@@ -31,6 +31,11 @@ export function auditPrincipal(access: CallAccess): Pick<AuditEntry, 'principal'
   return access.principal ? { principal: access.principal } : {};
 }
 
+/** Who counts against per-caller limits: the caller's uid ('' for a call without a principal). */
+export function callerKey(access: CallAccess): string {
+  return access.principal ? `uid:${access.principal.uid}` : '';
+}
+
 /** The status name ("NOT_FOUND") of a code. */
 /**
  * The messages of a call. A plain `for await` over a grpc-js call destroys the call when the loop

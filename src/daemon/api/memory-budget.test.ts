@@ -72,3 +72,58 @@ describe('MemoryBudget', () => {
     expect(budget.held).toBe(0);
   });
 });
+
+describe('MemoryBudget: each caller holds at most its part', () => {
+  it('a caller at its part waits while another caller still starts work; it goes on when its own calls give back', async () => {
+    const budget = new MemoryBudget(100, 40);
+    const greedy = [budget.share('uid:1000'), budget.share('uid:1000')];
+    greedy[0]!.take(25);
+    greedy[1]!.take(15);
+    expect([budget.exhausted, budget.heldBy('uid:1000')]).toEqual([false, 40]);
+    // At its part: its calls that hold bytes wait; a call of it holding nothing may still start one.
+    expect(greedy.map((s) => s.mayStart)).toEqual([false, false]);
+    expect(budget.share('uid:1000').mayStart).toBe(true);
+    // Another caller is not held back by it.
+    const other = budget.share('uid:2000');
+    other.take(30);
+    expect(other.mayStart).toBe(true);
+    let resumed = false;
+    const waiting = greedy[0]!.room(new AbortController().signal).then(() => (resumed = true));
+    await turn();
+    other.give(30); // bytes back, but not this caller's: it stays at its part
+    await turn();
+    expect([resumed, budget.waiters]).toEqual([false, 1]);
+    greedy[1]!.give(10);
+    await waiting;
+    expect([resumed, budget.heldBy('uid:1000'), budget.waiters]).toEqual([true, 30, 0]);
+  });
+
+  it('whenMayStart wakes once, when the whole budget has room again, and can be cancelled', async () => {
+    const budget = new MemoryBudget(100, 100);
+    const a = budget.share('a');
+    const b = budget.share('b');
+    a.take(50);
+    b.take(50);
+    let woken = 0;
+    const cancel = a.whenMayStart(() => woken++);
+    let other = 0;
+    const cancelOther = b.whenMayStart(() => other++);
+    cancelOther();
+    b.give(10);
+    b.give(10);
+    expect([woken, other, budget.waiters]).toEqual([1, 0, 0]);
+    cancel(); // after it fired: harmless
+    expect(a.whenMayStart(() => woken++)).toBeTypeOf('function');
+    expect(woken).toBe(2); // it may start now: called at once
+  });
+
+  it('forgets a caller once its last share is closed and nothing is held', () => {
+    const budget = new MemoryBudget(100, 50);
+    const s = budget.share('uid:7');
+    s.take(20);
+    s.close();
+    s.close();
+    expect([budget.held, budget.heldBy('uid:7')]).toEqual([0, 0]);
+    expect((budget as unknown as { callers: Map<string, unknown> }).callers.size).toBe(0);
+  });
+});

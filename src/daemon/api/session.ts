@@ -25,7 +25,7 @@ import { generateRandom } from '../ops/random.js';
 import { invalidField, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
-import { auditKeyOf, auditPrincipal, callContext, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
+import { auditKeyOf, auditPrincipal, callContext, callerKey, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
 
@@ -73,7 +73,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     const maxBytes = ctx.limits.maxSessionBufferedBytes;
     limitReadAhead(call);
     // This session's part of the daemon-wide bound (memory-budget.ts), next to its own maxBytes.
-    const share = ctx.budget.share();
+    const share = ctx.budget.share(callerKey(access));
     let budgetWait: (() => void) | undefined;
     // Operations read and not yet started (the rest of a message beyond the limits).
     const waiting: SessionItem[] = [];
@@ -92,9 +92,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
 
     const flow = () => {
       while (waiting.length > 0 && inFlight < max && held < maxBytes && share.mayStart && !closed) start(waiting.shift()!);
-      // Held back by the daemon-wide bound alone: go on when other calls give bytes back.
+      // Held back by the daemon-wide bound or the caller's part alone: go on when bytes go back.
       if (waiting.length > 0 && !share.mayStart && !closed && !budgetWait) {
-        budgetWait = ctx.budget.whenAvailable(() => {
+        budgetWait = share.whenMayStart(() => {
           budgetWait = undefined;
           flow();
         });

@@ -19,7 +19,7 @@ import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, requireName, type OpContext } from '../ops/context.js';
-import { auditPrincipal, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
+import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import type { Authorize } from '../policy/access.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
@@ -56,9 +56,9 @@ interface Budgeted<O> {
 /** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
 function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: string, body: (io: Budgeted<O>, audit: { key?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize) => Promise<void>): void {
   const start = performance.now();
-  const share = ctx.budget.share();
-  const stopped = new AbortController();
   const access = deps.access.forCall(call);
+  const share = ctx.budget.share(callerKey(access));
+  const stopped = new AbortController();
   const who = auditPrincipal(access);
   const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
   let gone: 'CANCELLED' | 'DEADLINE_EXCEEDED' | undefined;

@@ -4,11 +4,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, linkSync, mkdtempSync, realpathSync, statSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { EventEmitter } from 'node:events';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Connections } from './connections.js';
+import { CallerConnectionLimitError, Connections } from './connections.js';
 import { openListener, type Listener } from './listener.js';
 import { clearListenEnv, listenFdFromEnv } from './listen-fds.js';
 import { PROJECT_ROOT } from '../../../test/support/run-ts.js';
@@ -96,6 +97,21 @@ describe('identity by SO_PEERCRED through the connection injector', () => {
     const conns = new Connections(() => ({ uid: 1, gid: 1, pid: 1, groups: [] }));
     expect(conns.principalOf({ getPeer: () => 'unknown' })).toBeUndefined();
     expect(conns.principalOf({ getPeer: () => 'ringfence-conn:1' })).toBeUndefined();
+  });
+
+  it('refuses a caller its connections beyond maxPerCaller, others still get in, and counts closes', () => {
+    const uids = [1000, 1000, 1000, 2000];
+    const conns = new Connections(() => ({ uid: uids.shift()!, gid: 1, pid: 1, groups: [] }), 2);
+    const socks = Array.from({ length: 4 }, () => new EventEmitter() as unknown as Socket);
+    expect(conns.register(socks[0]!).uid).toBe(1000);
+    conns.register(socks[1]!);
+    expect(() => conns.register(socks[2]!)).toThrow(CallerConnectionLimitError);
+    expect(conns.register(socks[3]!).uid).toBe(2000);
+    expect([conns.openBy(1000), conns.openBy(2000), conns.size]).toEqual([2, 1, 3]);
+    // The refused socket was never counted; a close frees its caller's slot.
+    (socks[0] as unknown as EventEmitter).emit('close');
+    (socks[3] as unknown as EventEmitter).emit('close');
+    expect([conns.openBy(1000), conns.openBy(2000), conns.size]).toEqual([1, 0, 1]);
   });
 
   it('drops the connection of a client that vanished (kill -9)', async () => {

@@ -7,6 +7,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { prepareSocketPath, setSocketMode, type Log } from '../socket.js';
 import { clearListenEnv, listenFdFromEnv } from './listen-fds.js';
+import { throttledRefusals } from './warn-throttle.js';
 
 export interface Listener {
   readonly server: Server;
@@ -19,7 +20,7 @@ export interface Listener {
 }
 
 /** At most one warning per this many ms about refused connections, so a flood cannot flood the log. */
-const DROP_WARN_INTERVAL_MS = 10_000;
+export const DROP_WARN_INTERVAL_MS = 10_000;
 
 export interface ListenOptions {
   socket: string;
@@ -41,21 +42,10 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
   // Accept errors (EMFILE and the like) must not end the daemon; they are logged and accepting goes on.
   server.on('error', (err) => opts.log('accepting a connection failed', { err: (err as Error).message }));
   // Node closes a connection beyond maxConnections right at accept (before onConnection) and emits 'drop'.
-  let dropped = 0;
-  let droppedSinceWarn = 0;
-  let lastWarn = -Infinity;
+  const drops = throttledRefusals(DROP_WARN_INTERVAL_MS, (fields) => (opts.warn ?? opts.log)('too many connections: closed new ones at accept', fields));
   if (opts.maxConnections !== undefined) {
     server.maxConnections = opts.maxConnections;
-    server.on('drop', () => {
-      dropped++;
-      droppedSinceWarn++;
-      const now = Date.now();
-      if (now - lastWarn >= DROP_WARN_INTERVAL_MS) {
-        (opts.warn ?? opts.log)('too many connections: closed new ones at accept', { maxConnections: opts.maxConnections, closed: droppedSinceWarn, closedTotal: dropped });
-        lastWarn = now;
-        droppedSinceWarn = 0;
-      }
-    });
+    server.on('drop', () => drops.count({ maxConnections: opts.maxConnections }));
   }
   const listening = (arg: object) =>
     new Promise<void>((resolve, reject) => {
@@ -84,7 +74,7 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
     server,
     activated: fd !== undefined,
     get dropped() {
-      return dropped;
+      return drops.total;
     },
     close: () => {
       if (server.listening) server.close();

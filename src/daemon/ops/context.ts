@@ -9,6 +9,7 @@ import type { KeyManager } from '../keys/key-manager.js';
 import { payloadTooLarge, invalidField } from '../api/errors.js';
 import type { Authorize } from '../policy/access.js';
 import type { MemoryBudget } from '../api/memory-budget.js';
+import type { CallerSlots } from '../api/caller-slots.js';
 
 export interface OpLimits {
   maxPayloadBytes: number;
@@ -30,6 +31,8 @@ export interface OpContext {
   authorize: Authorize;
   /** What Sessions and streams may buffer together (api/memory-budget.ts). */
   budget: MemoryBudget;
+  /** HashStreams each caller has open (api/caller-slots.ts). */
+  hashStreamSlots: CallerSlots;
 }
 
 /** A Buffer view of a protobuf bytes field (no copy). */

@@ -16,6 +16,7 @@ import { Connections } from '../identity/connections.js';
 import { openListener, type Listener } from '../identity/listener.js';
 import type { OpContext } from '../ops/context.js';
 import { MemoryBudget } from '../api/memory-budget.js';
+import { CallerSlots } from '../api/caller-slots.js';
 import { Access, DENY_ALL } from './access.js';
 import { PolicyStore } from './policy-store.js';
 
@@ -35,7 +36,7 @@ beforeAll(async () => {
   store = new PolicyStore({ path: policyPath, admins: new Set([me + 1]), log: () => {} });
   store.load();
   const connections = new Connections();
-  const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL, budget: new MemoryBudget(1 << 30) } as unknown as OpContext;
+  const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL, budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller') } as unknown as OpContext;
   server = new grpc.Server();
   server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: new Access(store, (c) => connections.principalOf(c)) }));
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
