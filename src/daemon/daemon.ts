@@ -28,7 +28,7 @@ import { StateStore } from './state/state-store.js';
 import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-key.js';
 import { KeystoreError } from './keystore/errors.js';
 import { CallerConnectionLimitError, Connections } from './identity/connections.js';
-import { throttledRefusals } from './identity/warn-throttle.js';
+import { throttledRefusals, type RefusalCounter } from './identity/warn-throttle.js';
 import { startDueWorkScheduler } from './keys/due-work-scheduler.js';
 import { DROP_WARN_INTERVAL_MS, openListener } from './identity/listener.js';
 import { Access, DENY_ALL } from './policy/access.js';
@@ -40,6 +40,7 @@ import { statusServiceHandlers } from './api/status-service.js';
 import type { OpContext } from './ops/context.js';
 import { MemoryBudget } from './api/memory-budget.js';
 import { CallerSlots } from './api/caller-slots.js';
+import { callerKey } from './api/handler.js';
 import { VERSION } from './version.js';
 import { startWatchdog } from './watchdog.js';
 
@@ -144,6 +145,17 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
         startTime,
         report,
         limits: config.limits,
+        usage: (principal) => {
+          const caller = callerKey({ principal });
+          return {
+            connections: connections.size,
+            bufferedBytes: BigInt(ctx.budget.held),
+            hashStreams: ctx.hashStreamSlots.total,
+            callerConnections: principal ? connections.openBy(principal.uid) : 0,
+            callerBufferedBytes: BigInt(ctx.budget.heldBy(caller)),
+            callerHashStreams: ctx.hashStreamSlots.heldBy(caller),
+          };
+        },
       }, deps),
     );
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((n) => [n, 'NOT_SERVING'])) });
@@ -153,7 +165,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     new ReflectionService(reflectionPackage()).addToServer(guardedServer(server) as grpc.Server);
 
     // Connections are accepted here, identified (SO_PEERCRED), and only then handed to grpc-js.
-    const callerRefusals = throttledRefusals(DROP_WARN_INTERVAL_MS, (fields) => log.warn(fields, 'a caller holds maxConnectionsPerCaller connections: closed its new ones at accept'));
+    // One throttled warning per uid, so that each names the caller whose connections were closed.
+    const callerRefusals = new Map<number, RefusalCounter>();
+    const refuseCaller = (uid: number, limit: number) => {
+      let counter = callerRefusals.get(uid);
+      if (!counter) callerRefusals.set(uid, (counter = throttledRefusals(DROP_WARN_INTERVAL_MS, (fields) => log.warn(fields, 'a caller holds maxConnectionsPerCaller connections: closed its new ones at accept'))));
+      counter.count({ uid, maxConnectionsPerCaller: limit });
+    };
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     cleanups.push(() => server.forceShutdown());
     const listener = await openListener({
@@ -168,7 +186,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
         try {
           connections.register(sock);
         } catch (err) {
-          if (err instanceof CallerConnectionLimitError) callerRefusals.count({ uid: err.uid, maxConnectionsPerCaller: err.limit });
+          if (err instanceof CallerConnectionLimitError) refuseCaller(err.uid, err.limit);
           else log.warn({ err: (err as Error).message }, 'cannot read the peer credentials of a connection; closing it');
           sock.destroy();
           return;

@@ -62,6 +62,15 @@ describe('fairness between callers (per-caller limits)', () => {
     expect(await stopOrExplain(daemon)).toBe(0);
   });
 
+  /** GetStatus's usage, as root sees it (one connection of root's while it runs). */
+  const usage = async () => {
+    const client = new RingfenceClient({ socketPath: daemon.socket });
+    try {
+      return (await client.getStatus()).usage!;
+    } finally {
+      await client.close();
+    }
+  };
   const ran = (rpc: string, uid: number, outcome = 'OK') =>
     daemon.auditLines().filter((l) => l.rpc === rpc && l.outcome === outcome && (l.principal as { uid?: number } | undefined)?.uid === uid).length;
 
@@ -91,6 +100,13 @@ describe('fairness between callers (per-caller limits)', () => {
     const rootRan = await settled(() => ran('Session/generateRandom', 0), 3000);
     expect(rootRan).toBeGreaterThanOrEqual(8);
     expect(rootRan).toBeLessThanOrEqual(40);
+    // GetStatus shows it: root holds its part (plus at most 4 operations of sessions that held
+    // nothing when they started), and all of it is root's.
+    const held = await usage();
+    expect(Number(held.callerBufferedBytes)).toBeGreaterThanOrEqual(512 * KiB);
+    expect(Number(held.callerBufferedBytes)).toBeLessThanOrEqual(512 * KiB + 4 * 64 * KiB);
+    expect(held.bufferedBytes).toBe(held.callerBufferedBytes);
+    expect(held.callerConnections).toBe(4); // three sessions and this status call
 
     // Nobody, while root holds its part: the same Session, reading nothing either. Root holds at
     // most its 512 KiB plus one operation per session (a call holding nothing may start one), so at
@@ -169,6 +185,8 @@ describe('fairness between callers (per-caller limits)', () => {
     const other = callAsUid(NOBODY, daemon.socket, '/ringfence.v1.CryptoService/HashStream', [request], 'finish');
     onTestFinished(() => other.kill());
     expect((await other.outcome).status).toBe('0');
+    const open = await usage();
+    expect([open.hashStreams, open.callerHashStreams]).toEqual([2, 2]);
 
     // Root ends one of its two: that one answers with the digest, and root may open another.
     const messages = held[0]!.read();

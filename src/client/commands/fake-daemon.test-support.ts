@@ -146,6 +146,7 @@ function statusService(keys: FakeKeys, rec: Recorder, startTime = timestampNow()
         connectionMaxAge: {},
         connectionMaxAgeGrace: { seconds: 60n },
       },
+      usage: { connections: 3, bufferedBytes: 2048n, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024n, callerHashStreams: 0 },
     })),
   };
 }

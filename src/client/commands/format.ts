@@ -16,6 +16,7 @@ import {
   type Key,
   type KeyVersion,
   type Limits,
+  type Usage,
 } from '../sdk/index.js';
 import { durationMs, formatDuration } from './args.js';
 
@@ -133,6 +134,18 @@ export function statusJson(s: GetStatusResponse, socketPath: string): Record<str
     suites: s.suites.map((x) => ({ suite: or(suiteName(x.suite), x.suite), availability: named(AVAILABILITY, x.availability), driver: x.driver, detail: x.detail })),
     hashAlgorithms: s.hashAlgorithms.map((x) => ({ algorithm: or(hashAlgorithmName(x.algorithm), x.algorithm), availability: named(AVAILABILITY, x.availability), driver: x.driver, detail: x.detail })),
     limits: s.limits ? limitsJson(s.limits) : null,
+    usage: s.usage ? usageJson(s.usage) : null,
+  };
+}
+
+function usageJson(u: Usage): Record<string, number> {
+  return {
+    connections: u.connections,
+    bufferedBytes: Number(u.bufferedBytes),
+    hashStreams: u.hashStreams,
+    callerConnections: u.callerConnections,
+    callerBufferedBytes: Number(u.callerBufferedBytes),
+    callerHashStreams: u.callerHashStreams,
   };
 }
 
@@ -172,6 +185,10 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
     `defaults    aead ${j.defaultAeadSuite ?? 'none available'}, mac ${j.defaultMacSuite ?? 'none available'}`,
     `keys        ${s.keyCount}`,
   ];
+  const u = j.usage as ReturnType<typeof usageJson> | null;
+  if (u) {
+    lines.push(`in use      ${u.connections} connections (${u.callerConnections} yours), ${u.bufferedBytes} B buffered (${u.callerBufferedBytes} B yours), ${u.hashStreams} hash streams (${u.callerHashStreams} yours)`);
+  }
   if (l) {
     lines.push(
       `limits      payload ${l.maxPayloadBytes} B, associated data ${l.maxAssociatedDataBytes} B, stream chunk ${l.maxStreamChunkBytes} B, message ${l.maxMessageBytes} B`,

@@ -77,6 +77,7 @@ export {
   type HashAlgorithmStatus,
   type Limits,
   type SuiteStatus,
+  type Usage,
 } from '../../gen/ringfence/v1/status_service_pb.js';
 export { HashAlgorithm, Suite } from '../../gen/ringfence/v1/suite_pb.js';
 export { KeyOrigin, KeyPurpose, KeyState, KeyVersionState, KeyView, type Key, type KeyVersion } from '../../gen/ringfence/v1/key_pb.js';

@@ -41,4 +41,11 @@ export class CallerSlots {
   heldBy(caller: string): number {
     return this.open.get(caller) ?? 0;
   }
+
+  /** Slots held by all callers. */
+  get total(): number {
+    let n = 0;
+    for (const v of this.open.values()) n += v;
+    return n;
+  }
 }

@@ -32,7 +32,7 @@ export function auditPrincipal(access: CallAccess): Pick<AuditEntry, 'principal'
 }
 
 /** Who counts against per-caller limits: the caller's uid ('' for a call without a principal). */
-export function callerKey(access: CallAccess): string {
+export function callerKey(access: Pick<CallAccess, 'principal'>): string {
   return access.principal ? `uid:${access.principal.uid}` : '';
 }
 

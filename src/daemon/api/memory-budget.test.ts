@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MemoryBudget } from './memory-budget.js';
+import { EXEMPT_CALLS_PER_CALLER, MemoryBudget } from './memory-budget.js';
 
 const turn = () => new Promise((r) => setImmediate(r));
 
@@ -124,6 +124,57 @@ describe('MemoryBudget: each caller holds at most its part', () => {
     s.close();
     s.close();
     expect([budget.held, budget.heldBy('uid:7')]).toEqual([0, 0]);
-    expect((budget as unknown as { callers: Map<string, unknown> }).callers.size).toBe(0);
+    expect(budget.callerCount).toBe(0);
+  });
+
+  it('a caller with many calls holding nothing gets at most EXEMPT_CALLS_PER_CALLER operations beyond its part (found by review)', () => {
+    // The defaults: 512 MiB in all, 128 MiB per caller, operations of up to 8 MiB (4 MiB request + answer).
+    const MiB = 1024 * 1024;
+    const budget = new MemoryBudget(512 * MiB, 128 * MiB);
+    const greedy = Array.from({ length: 64 }, () => budget.share('uid:1000'));
+    // Each Session starts operations while it may (flow()); 64 of them, from one uid.
+    for (let round = 0; round < 4; round++) for (const s of greedy) if (s.mayStart) s.take(8 * MiB);
+    expect(budget.heldBy('uid:1000')).toBe(128 * MiB + EXEMPT_CALLS_PER_CALLER * 8 * MiB);
+    expect(budget.exhausted).toBe(false);
+    const other = budget.share('uid:2000');
+    expect(other.mayStart).toBe(true);
+    other.take(300 * MiB);
+    expect(other.mayStart).toBe(false); // at its own part
+  });
+
+  it('a call holding nothing waits while its caller has no exemption free, and is woken when one frees', async () => {
+    const budget = new MemoryBudget(100, 10);
+    const holders = Array.from({ length: EXEMPT_CALLS_PER_CALLER + 1 }, () => budget.share('a'));
+    holders[0]!.take(10); // the part is full
+    for (const s of holders.slice(1, EXEMPT_CALLS_PER_CALLER + 1)) {
+      expect(s.mayStart).toBe(true);
+      s.take(5); // beyond the part, exempt
+    }
+    const late = budget.share('a');
+    expect(late.mayStart).toBe(false);
+    let resumed = false;
+    const waiting = late.room(new AbortController().signal).then(() => (resumed = true));
+    await turn();
+    holders[0]!.give(10); // bytes back, but the caller still holds 20 of its 10: no room
+    await turn();
+    expect(resumed).toBe(false);
+    holders[1]!.give(5); // an exempt call holds nothing again: its exemption is free
+    await waiting;
+    expect([resumed, budget.waiters]).toEqual([true, 0]);
+  });
+
+  it('close() cancels a wait still pending and forgets the caller (found by review)', () => {
+    const budget = new MemoryBudget(10, 10);
+    const a = budget.share('uid:7');
+    const b = budget.share('uid:8');
+    a.take(5);
+    b.take(10);
+    let fired = 0;
+    a.whenMayStart(() => fired++);
+    expect(budget.waiters).toBe(1);
+    a.close();
+    expect([budget.waiters, budget.callerCount, fired]).toEqual([0, 1, 0]);
+    b.close();
+    expect([budget.waiters, budget.callerCount, fired, budget.held]).toEqual([0, 0, 0, 0]);
   });
 });

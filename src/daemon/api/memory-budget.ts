@@ -8,15 +8,29 @@
  * their clients' data in the clients, and they go on as soon as answers are flushed. Slowed down,
  * never refused.
  *
+ * So that a caller's calls still make progress while some of its own clients (or other callers)
+ * hold the room, a call that holds nothing may start one piece of work beyond the bounds: at most
+ * EXEMPT_CALLS_PER_CALLER such calls per caller at a time, so that a caller opening many calls
+ * cannot turn this into room of its own. A caller therefore holds at most its part plus that many
+ * pieces of work.
+ *
  * Each call takes its bytes through a Share, which gives back whatever it still holds when the
  * call ends, so a write callback that never fires (a destroyed call) cannot leak budget.
  */
 type Wake = () => void;
 
+/** Calls per caller that may start work beyond the bounds while holding nothing. */
+export const EXEMPT_CALLS_PER_CALLER = 4;
+
 interface Caller {
   held: number;
   shares: number;
-  readonly waiting: Set<Wake>;
+  /** Shares holding bytes they took beyond the bounds (see Share.exempt). */
+  exempt: number;
+  /** Waiting shares that held bytes when they began to wait: they need room in the bounds. */
+  readonly waitingHolding: Set<Wake>;
+  /** Waiting shares that held nothing: an exemption freeing up also lets them start. */
+  readonly waitingEmpty: Set<Wake>;
 }
 
 export class MemoryBudget {
@@ -38,57 +52,91 @@ export class MemoryBudget {
     return this.callers.get(caller)?.held ?? 0;
   }
 
-  /** True while nothing more may start anywhere (a call holding nothing may still start one piece of work). */
+  /** True while the daemon-wide bound is reached. */
   get exhausted(): boolean {
     return this.heldBytes >= this.totalBytes;
   }
 
   /** A share for one call of `caller` (the principal's uid; calls of one caller count together). */
   share(caller = ''): Share {
-    let c = this.callers.get(caller);
-    if (!c) this.callers.set(caller, (c = { held: 0, shares: 0, waiting: new Set() }));
-    c.shares++;
+    this.entry(caller).shares++;
     return new Share(this, caller);
   }
 
   /** Calls waiting for room, for tests and diagnostics. */
   get waiters(): number {
     let n = 0;
-    for (const c of this.callers.values()) n += c.waiting.size;
+    for (const c of this.callers.values()) n += c.waitingHolding.size + c.waitingEmpty.size;
     return n;
   }
 
-  /** @internal (Share) */
-  exhaustedFor(caller: string): boolean {
-    return this.exhausted || this.heldBy(caller) >= this.perCallerBytes;
+  /** Callers with an entry, for tests: one without shares, bytes or waiters is forgotten. */
+  get callerCount(): number {
+    return this.callers.size;
   }
 
-  /** @internal (Share) Calls `wake` once, when `caller` may start again; returns a cancel. */
-  waitFor(caller: string, wake: Wake): () => void {
-    const c = this.callers.get(caller)!;
-    c.waiting.add(wake);
-    return () => c.waiting.delete(wake);
+  /** @internal (Share) Whether `caller` has room within both bounds. */
+  hasRoom(caller: string): boolean {
+    return !this.exhausted && this.heldBy(caller) < this.perCallerBytes;
+  }
+
+  /** @internal (Share) Whether another of `caller`'s calls may start beyond the bounds. */
+  exemptionFree(caller: string): boolean {
+    return (this.callers.get(caller)?.exempt ?? 0) < EXEMPT_CALLS_PER_CALLER;
+  }
+
+  /** @internal (Share) */
+  exemption(caller: string, delta: 1 | -1): void {
+    this.entry(caller).exempt += delta;
+    if (delta < 0) this.wakeWhoMayStart();
+  }
+
+  /** @internal (Share) Calls `wake` once when a share of `caller` may start again; returns a cancel. */
+  waitFor(caller: string, holding: boolean, wake: Wake): () => void {
+    const c = this.entry(caller);
+    const set = holding ? c.waitingHolding : c.waitingEmpty;
+    set.add(wake);
+    return () => {
+      set.delete(wake);
+      this.forgetIfIdle(caller);
+    };
   }
 
   /** @internal (Share) */
   adjust(caller: string, delta: number): void {
-    const c = this.callers.get(caller)!;
+    const c = this.entry(caller);
     this.heldBytes += delta;
     c.held += delta;
-    if (delta >= 0 || this.exhausted) return;
-    // Bytes went back: every caller below its own part may start again (the woken re-check).
-    for (const other of this.callers.values()) {
-      if (other.waiting.size === 0 || other.held >= this.perCallerBytes) continue;
-      const wake = [...other.waiting];
-      other.waiting.clear();
-      for (const w of wake) w();
+    if (delta < 0) this.wakeWhoMayStart();
+  }
+
+  /** @internal (Share) The share is closed. */
+  closed(caller: string): void {
+    this.entry(caller).shares--;
+    this.forgetIfIdle(caller);
+  }
+
+  /** Bytes or an exemption went back: wakes the waiters that may start now (each re-checks). */
+  private wakeWhoMayStart(): void {
+    for (const [name, c] of this.callers) {
+      const room = this.hasRoom(name);
+      const woken = room ? [...c.waitingHolding, ...c.waitingEmpty] : c.exempt < EXEMPT_CALLS_PER_CALLER ? [...c.waitingEmpty] : [];
+      if (woken.length === 0) continue;
+      if (room) c.waitingHolding.clear();
+      c.waitingEmpty.clear();
+      for (const w of woken) w();
     }
   }
 
-  /** @internal (Share) The share is closed: forget a caller with nothing left. */
-  closed(caller: string): void {
-    const c = this.callers.get(caller)!;
-    if (--c.shares === 0 && c.held === 0 && c.waiting.size === 0) this.callers.delete(caller);
+  private entry(caller: string): Caller {
+    let c = this.callers.get(caller);
+    if (!c) this.callers.set(caller, (c = { held: 0, shares: 0, exempt: 0, waitingHolding: new Set(), waitingEmpty: new Set() }));
+    return c;
+  }
+
+  private forgetIfIdle(caller: string): void {
+    const c = this.callers.get(caller);
+    if (c && c.shares === 0 && c.held === 0 && c.exempt === 0 && c.waitingHolding.size === 0 && c.waitingEmpty.size === 0) this.callers.delete(caller);
   }
 }
 
@@ -96,8 +144,11 @@ export class MemoryBudget {
 export class Share {
   private heldBytes = 0;
   private isClosed = false;
+  /** It took its bytes beyond the bounds while holding nothing; counted against its caller's exemptions until it holds nothing again. */
+  private exempt = false;
   /** Set while whenMayStart waits. */
   private wake: Wake | undefined;
+  private cancelWait: (() => void) | undefined;
 
   constructor(
     private readonly budget: MemoryBudget,
@@ -110,17 +161,16 @@ export class Share {
 
   /**
    * Whether this call may start more work now: the budget and its caller's part have room, or this
-   * call holds nothing (so that every call makes progress, one piece of work at a time, whatever
-   * the others hold).
+   * call holds nothing and its caller has an exemption free (EXEMPT_CALLS_PER_CALLER).
    */
   get mayStart(): boolean {
-    return this.heldBytes === 0 || !this.budget.exhaustedFor(this.caller);
+    return this.budget.hasRoom(this.caller) || (this.heldBytes === 0 && this.budget.exemptionFree(this.caller));
   }
 
   /**
-   * Calls `wake` once, when mayStart may hold again: bytes went back to the budget or to this
-   * caller's part, or this call's own bytes were all given back. At once if it holds now. Returns a
-   * cancel. One wait at a time per share.
+   * Calls `wake` once, when mayStart may hold again: bytes or an exemption went back, or this
+   * call's own bytes were all given back. At once if it holds now. Returns a cancel. One wait at a
+   * time per share.
    */
   whenMayStart(wake: Wake): () => void {
     if (this.mayStart) {
@@ -130,14 +180,18 @@ export class Share {
     let cancelBudget = () => {};
     const cancel = () => {
       cancelBudget();
-      if (this.wake === once) this.wake = undefined;
+      if (this.wake === once) {
+        this.wake = undefined;
+        this.cancelWait = undefined;
+      }
     };
     const once = () => {
       cancel();
       wake();
     };
     this.wake = once;
-    cancelBudget = this.budget.waitFor(this.caller, once);
+    this.cancelWait = cancel;
+    cancelBudget = this.budget.waitFor(this.caller, this.heldBytes > 0, once);
     return cancel;
   }
 
@@ -162,6 +216,10 @@ export class Share {
 
   take(bytes: number): void {
     if (this.isClosed || bytes <= 0) return;
+    if (this.heldBytes === 0 && !this.exempt && !this.budget.hasRoom(this.caller)) {
+      this.exempt = true;
+      this.budget.exemption(this.caller, 1);
+    }
     this.heldBytes += bytes;
     this.budget.adjust(this.caller, bytes);
   }
@@ -171,14 +229,19 @@ export class Share {
     if (n <= 0) return;
     this.heldBytes -= n;
     this.budget.adjust(this.caller, -n);
+    if (this.heldBytes > 0) return;
+    if (this.exempt) {
+      this.exempt = false;
+      this.budget.exemption(this.caller, -1);
+    }
     // Holding nothing, this call may start again even while others keep the budget exhausted.
-    if (this.heldBytes === 0) this.wake?.();
+    this.wake?.();
   }
 
-  /** The call is over: everything it still holds goes back. */
+  /** The call is over: everything it still holds goes back, and a wait still pending is cancelled. */
   close(): void {
     if (this.isClosed) return;
-    this.wake = undefined;
+    this.cancelWait?.();
     this.give(this.heldBytes);
     this.isClosed = true;
     this.budget.closed(this.caller);

@@ -1,7 +1,9 @@
 /** StatusService.GetStatus: the daemon's version, what its kernel allows it, its key count and limits. */
 import type * as grpc from '@grpc/grpc-js';
 import { durationFromMs, timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { Availability, StatusService } from '../../gen/ringfence/v1/status_service_pb.js';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { Availability, StatusService, type UsageSchema } from '../../gen/ringfence/v1/status_service_pb.js';
+import type { Principal } from '../identity/principal.js';
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
 import type { AlgStatus, CapabilityReport, SuiteReport } from '../../capabilities/probe.js';
 import type { KeyManager } from '../keys/key-manager.js';
@@ -38,12 +40,14 @@ export interface StatusInfo {
   report: CapabilityReport;
   /** The daemon's limits as configured (durations in milliseconds). */
   limits: Limits;
+  /** What the limits count now, daemon-wide and for the calling principal. */
+  usage?: (principal: Principal | undefined) => MessageInitShape<typeof UsageSchema>;
 }
 
 export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: HandlerDeps): grpc.UntypedServiceImplementation {
   const { report, limits } = info;
   return {
-    getStatus: unary(StatusService.method.getStatus, deps, async () => ({
+    getStatus: unary(StatusService.method.getStatus, deps, async (_req, access) => ({
       daemonVersion: info.version,
       startTime: timestampFromMs(info.startTime),
       pid: process.pid,
@@ -75,6 +79,7 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
         connectionMaxAge: durationFromMs(limits.connectionMaxAge),
         connectionMaxAgeGrace: durationFromMs(limits.connectionMaxAgeGrace),
       },
+      ...(info.usage ? { usage: info.usage(access.principal) } : {}),
     })),
   };
 }

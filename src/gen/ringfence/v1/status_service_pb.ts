@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ringfence/v1/status_service.proto.
  */
 export const file_ringfence_v1_status_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFyaW5nZmVuY2UvdjEvc3RhdHVzX3NlcnZpY2UucHJvdG8SDHJpbmdmZW5jZS52MSISChBHZXRTdGF0dXNSZXF1ZXN0IpwDChFHZXRTdGF0dXNSZXNwb25zZRIWCg5kYWVtb25fdmVyc2lvbhgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNwaWQYAyABKA0SFgoOa2VybmVsX3JlbGVhc2UYBCABKAkSGQoRYWZfYWxnX3Jlc3RyaWN0ZWQYBSABKAgSKQoGc3VpdGVzGAYgAygLMhkucmluZ2ZlbmNlLnYxLlN1aXRlU3RhdHVzEjoKD2hhc2hfYWxnb3JpdGhtcxgHIAMoCzIhLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtU3RhdHVzEi8KEmRlZmF1bHRfYWVhZF9zdWl0ZRgIIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIuChFkZWZhdWx0X21hY19zdWl0ZRgJIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIRCglrZXlfY291bnQYCiABKA0SJAoGbGltaXRzGAsgASgLMhQucmluZ2ZlbmNlLnYxLkxpbWl0cyKDAQoLU3VpdGVTdGF0dXMSIgoFc3VpdGUYASABKA4yEy5yaW5nZmVuY2UudjEuU3VpdGUSMAoMYXZhaWxhYmlsaXR5GAIgASgOMhoucmluZ2ZlbmNlLnYxLkF2YWlsYWJpbGl0eRIOCgZkcml2ZXIYAyABKAkSDgoGZGV0YWlsGAQgASgJIpcBChNIYXNoQWxnb3JpdGhtU3RhdHVzEi4KCWFsZ29yaXRobRgBIAEoDjIbLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtEjAKDGF2YWlsYWJpbGl0eRgCIAEoDjIaLnJpbmdmZW5jZS52MS5BdmFpbGFiaWxpdHkSDgoGZHJpdmVyGAMgASgJEg4KBmRldGFpbBgEIAEoCSL6BQoGTGltaXRzEhkKEW1heF9wYXlsb2FkX2J5dGVzGAEgASgNEiEKGW1heF9hc3NvY2lhdGVkX2RhdGFfYnl0ZXMYAiABKA0SHgoWbWF4X3N0cmVhbV9jaHVua19ieXRlcxgDIAEoDRIXCg9tYXhfYmF0Y2hfaXRlbXMYBCABKA0SHQoVbWF4X3Nlc3Npb25faW5fZmxpZ2h0GAUgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAYgASgNEjYKE21pbl9yb3RhdGlvbl9wZXJpb2QYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPgobbWluX2RlbGV0aW9uX3dhaXRpbmdfcGVyaW9kGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh8KF2VuY3J5cHRpb25zX3Blcl92ZXJzaW9uGAkgASgEEiIKGm1heF9zZXNzaW9uX2J1ZmZlcmVkX2J5dGVzGAogASgNEi0KJW1heF9jb25jdXJyZW50X3N0cmVhbXNfcGVyX2Nvbm5lY3Rpb24YCyABKA0SFwoPbWF4X2Nvbm5lY3Rpb25zGAwgASgNEjoKF2Nvbm5lY3Rpb25faWRsZV90aW1lb3V0GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjUKEmNvbm5lY3Rpb25fbWF4X2FnZRgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI7Chhjb25uZWN0aW9uX21heF9hZ2VfZ3JhY2UYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSbWF4X2J1ZmZlcmVkX2J5dGVzGBAgASgEEiUKHW1heF9idWZmZXJlZF9ieXRlc19wZXJfY2FsbGVyGBEgASgEEiIKGm1heF9jb25uZWN0aW9uc19wZXJfY2FsbGVyGBIgASgNEiMKG21heF9oYXNoX3N0cmVhbXNfcGVyX2NhbGxlchgTIAEoDSqXAQoMQXZhaWxhYmlsaXR5EhwKGEFWQUlMQUJJTElUWV9VTlNQRUNJRklFRBAAEhoKFkFWQUlMQUJJTElUWV9BVkFJTEFCTEUQARIbChdBVkFJTEFCSUxJVFlfUkVTVFJJQ1RFRBACEhgKFEFWQUlMQUJJTElUWV9NSVNTSU5HEAMSFgoSQVZBSUxBQklMSVRZX0VSUk9SEAQyXQoNU3RhdHVzU2VydmljZRJMCglHZXRTdGF0dXMSHi5yaW5nZmVuY2UudjEuR2V0U3RhdHVzUmVxdWVzdBofLnJpbmdmZW5jZS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ringfence_v1_suite]);
+  fileDesc("CiFyaW5nZmVuY2UvdjEvc3RhdHVzX3NlcnZpY2UucHJvdG8SDHJpbmdmZW5jZS52MSISChBHZXRTdGF0dXNSZXF1ZXN0IsADChFHZXRTdGF0dXNSZXNwb25zZRIWCg5kYWVtb25fdmVyc2lvbhgBIAEoCRIuCgpzdGFydF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNwaWQYAyABKA0SFgoOa2VybmVsX3JlbGVhc2UYBCABKAkSGQoRYWZfYWxnX3Jlc3RyaWN0ZWQYBSABKAgSKQoGc3VpdGVzGAYgAygLMhkucmluZ2ZlbmNlLnYxLlN1aXRlU3RhdHVzEjoKD2hhc2hfYWxnb3JpdGhtcxgHIAMoCzIhLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtU3RhdHVzEi8KEmRlZmF1bHRfYWVhZF9zdWl0ZRgIIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIuChFkZWZhdWx0X21hY19zdWl0ZRgJIAEoDjITLnJpbmdmZW5jZS52MS5TdWl0ZRIRCglrZXlfY291bnQYCiABKA0SJAoGbGltaXRzGAsgASgLMhQucmluZ2ZlbmNlLnYxLkxpbWl0cxIiCgV1c2FnZRgMIAEoCzITLnJpbmdmZW5jZS52MS5Vc2FnZSKiAQoFVXNhZ2USEwoLY29ubmVjdGlvbnMYASABKA0SFgoOYnVmZmVyZWRfYnl0ZXMYAiABKAQSFAoMaGFzaF9zdHJlYW1zGAMgASgNEhoKEmNhbGxlcl9jb25uZWN0aW9ucxgEIAEoDRIdChVjYWxsZXJfYnVmZmVyZWRfYnl0ZXMYBSABKAQSGwoTY2FsbGVyX2hhc2hfc3RyZWFtcxgGIAEoDSKDAQoLU3VpdGVTdGF0dXMSIgoFc3VpdGUYASABKA4yEy5yaW5nZmVuY2UudjEuU3VpdGUSMAoMYXZhaWxhYmlsaXR5GAIgASgOMhoucmluZ2ZlbmNlLnYxLkF2YWlsYWJpbGl0eRIOCgZkcml2ZXIYAyABKAkSDgoGZGV0YWlsGAQgASgJIpcBChNIYXNoQWxnb3JpdGhtU3RhdHVzEi4KCWFsZ29yaXRobRgBIAEoDjIbLnJpbmdmZW5jZS52MS5IYXNoQWxnb3JpdGhtEjAKDGF2YWlsYWJpbGl0eRgCIAEoDjIaLnJpbmdmZW5jZS52MS5BdmFpbGFiaWxpdHkSDgoGZHJpdmVyGAMgASgJEg4KBmRldGFpbBgEIAEoCSL6BQoGTGltaXRzEhkKEW1heF9wYXlsb2FkX2J5dGVzGAEgASgNEiEKGW1heF9hc3NvY2lhdGVkX2RhdGFfYnl0ZXMYAiABKA0SHgoWbWF4X3N0cmVhbV9jaHVua19ieXRlcxgDIAEoDRIXCg9tYXhfYmF0Y2hfaXRlbXMYBCABKA0SHQoVbWF4X3Nlc3Npb25faW5fZmxpZ2h0GAUgASgNEhkKEW1heF9tZXNzYWdlX2J5dGVzGAYgASgNEjYKE21pbl9yb3RhdGlvbl9wZXJpb2QYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SPgobbWluX2RlbGV0aW9uX3dhaXRpbmdfcGVyaW9kGAggASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEh8KF2VuY3J5cHRpb25zX3Blcl92ZXJzaW9uGAkgASgEEiIKGm1heF9zZXNzaW9uX2J1ZmZlcmVkX2J5dGVzGAogASgNEi0KJW1heF9jb25jdXJyZW50X3N0cmVhbXNfcGVyX2Nvbm5lY3Rpb24YCyABKA0SFwoPbWF4X2Nvbm5lY3Rpb25zGAwgASgNEjoKF2Nvbm5lY3Rpb25faWRsZV90aW1lb3V0GA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjUKEmNvbm5lY3Rpb25fbWF4X2FnZRgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI7Chhjb25uZWN0aW9uX21heF9hZ2VfZ3JhY2UYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSbWF4X2J1ZmZlcmVkX2J5dGVzGBAgASgEEiUKHW1heF9idWZmZXJlZF9ieXRlc19wZXJfY2FsbGVyGBEgASgEEiIKGm1heF9jb25uZWN0aW9uc19wZXJfY2FsbGVyGBIgASgNEiMKG21heF9oYXNoX3N0cmVhbXNfcGVyX2NhbGxlchgTIAEoDSqXAQoMQXZhaWxhYmlsaXR5EhwKGEFWQUlMQUJJTElUWV9VTlNQRUNJRklFRBAAEhoKFkFWQUlMQUJJTElUWV9BVkFJTEFCTEUQARIbChdBVkFJTEFCSUxJVFlfUkVTVFJJQ1RFRBACEhgKFEFWQUlMQUJJTElUWV9NSVNTSU5HEAMSFgoSQVZBSUxBQklMSVRZX0VSUk9SEAQyXQoNU3RhdHVzU2VydmljZRJMCglHZXRTdGF0dXMSHi5yaW5nZmVuY2UudjEuR2V0U3RhdHVzUmVxdWVzdBofLnJpbmdmZW5jZS52MS5HZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ringfence_v1_suite]);
 
 /**
  * Request of StatusService.GetStatus.
@@ -115,6 +115,13 @@ export type GetStatusResponse = Message<"ringfence.v1.GetStatusResponse"> & {
    * @generated from field: ringfence.v1.Limits limits = 11;
    */
   limits?: Limits | undefined;
+
+  /**
+   * What is in use now: daemon-wide, and the calling uid's own (no other caller's is shown).
+   *
+   * @generated from field: ringfence.v1.Usage usage = 12;
+   */
+  usage?: Usage | undefined;
 };
 
 /**
@@ -123,6 +130,62 @@ export type GetStatusResponse = Message<"ringfence.v1.GetStatusResponse"> & {
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
   messageDesc(file_ringfence_v1_status_service, 1);
+
+/**
+ * What the daemon's per-caller and daemon-wide limits are counting now.
+ *
+ * @generated from message ringfence.v1.Usage
+ */
+export type Usage = Message<"ringfence.v1.Usage"> & {
+  /**
+   * Connections open.
+   *
+   * @generated from field: uint32 connections = 1;
+   */
+  connections: number;
+
+  /**
+   * Bytes Sessions and crypto streams hold (of Limits.max_buffered_bytes).
+   *
+   * @generated from field: uint64 buffered_bytes = 2;
+   */
+  bufferedBytes: bigint;
+
+  /**
+   * HashStream calls open.
+   *
+   * @generated from field: uint32 hash_streams = 3;
+   */
+  hashStreams: number;
+
+  /**
+   * Of those, the calling uid's (of Limits.max_connections_per_caller).
+   *
+   * @generated from field: uint32 caller_connections = 4;
+   */
+  callerConnections: number;
+
+  /**
+   * Of those, the calling uid's (of Limits.max_buffered_bytes_per_caller).
+   *
+   * @generated from field: uint64 caller_buffered_bytes = 5;
+   */
+  callerBufferedBytes: bigint;
+
+  /**
+   * Of those, the calling uid's (of Limits.max_hash_streams_per_caller).
+   *
+   * @generated from field: uint32 caller_hash_streams = 6;
+   */
+  callerHashStreams: number;
+};
+
+/**
+ * Describes the message ringfence.v1.Usage.
+ * Use `create(UsageSchema)` to create a new message.
+ */
+export const UsageSchema: GenMessage<Usage> = /*@__PURE__*/
+  messageDesc(file_ringfence_v1_status_service, 2);
 
 /**
  * A suite and whether the daemon may use it.
@@ -165,7 +228,7 @@ export type SuiteStatus = Message<"ringfence.v1.SuiteStatus"> & {
  * Use `create(SuiteStatusSchema)` to create a new message.
  */
 export const SuiteStatusSchema: GenMessage<SuiteStatus> = /*@__PURE__*/
-  messageDesc(file_ringfence_v1_status_service, 2);
+  messageDesc(file_ringfence_v1_status_service, 3);
 
 /**
  * A hash algorithm and whether the daemon may use it.
@@ -207,7 +270,7 @@ export type HashAlgorithmStatus = Message<"ringfence.v1.HashAlgorithmStatus"> & 
  * Use `create(HashAlgorithmStatusSchema)` to create a new message.
  */
 export const HashAlgorithmStatusSchema: GenMessage<HashAlgorithmStatus> = /*@__PURE__*/
-  messageDesc(file_ringfence_v1_status_service, 3);
+  messageDesc(file_ringfence_v1_status_service, 4);
 
 /**
  * The limits the daemon enforces; the values in comments are the defaults.
@@ -362,7 +425,7 @@ export type Limits = Message<"ringfence.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_ringfence_v1_status_service, 4);
+  messageDesc(file_ringfence_v1_status_service, 5);
 
 /**
  * Whether the daemon's kernel lets the daemon use a suite or hash algorithm (the same
