@@ -199,8 +199,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
 
     // Rotations and deletions that come due, also those due while the daemon was down. A failure is
     // logged and retried; it does not keep the daemon from serving (due-work-scheduler.ts).
-    const scheduler = startDueWorkScheduler(keys, {
+    const scheduler = startDueWorkScheduler({ runDueWork: () => keys.runDueWork(), nextDueTime: () => keys.nextDueTime(), clockSteppedForward: (step) => keys.postponeDeletions(step) }, {
       maxSleepMs: SCHEDULER_MAX_SLEEP_MS,
+      onClockStep: (stepMs) => log.warn({ stepMs: Math.round(stepMs) }, 'the wall clock stepped forward; postponing scheduled key deletions by the step'),
       onError: (err, retryInMs) => log.error({ err, retryInMs }, 'scheduled rotation or deletion failed; will retry'),
     });
     cleanups.push(() => scheduler.stop());

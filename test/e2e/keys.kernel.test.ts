@@ -3,6 +3,7 @@
  * and what must survive restarts (keys, versions, counters) and kill -9. Independent truth: the
  * state the daemon reports after a restart, and ciphertexts made before it.
  */
+import { execFileSync } from 'node:child_process';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { KeyOrigin, KeyPurpose, KeyState, KeyVersionState } from '../../src/gen/
 import { currentKernel } from '../support/kernel-matrix.js';
 import { TestDaemon } from '../support/daemon.js';
 import { decodeKey } from '../../src/daemon/state/master-key.js';
+import { sleep, until } from '../support/wait.js';
 
 const DEFAULT_AEAD = currentKernel() === 'lts' ? Suite.AES_256_GCM : Suite.AES_256_CCM;
 
@@ -190,6 +192,32 @@ describe('KeyService end to end', () => {
     expect(Buffer.from((await client.computeMac('imported-mac', 'data')).mac)).toEqual(Buffer.from(macBefore.mac));
     // Never undercounts: at least as many encryptions as were acknowledged.
     expect((await client.getKey('imported')).versions.at(-1)!.encryptionCount).toBeGreaterThanOrEqual(countBefore);
+  });
+
+  it('a forward step of the wall clock does not bring a deletion early: it is postponed by the step', async () => {
+    await client.createKey('stepped');
+    const scheduled = await client.scheduleKeyDeletion('stepped', { waitingPeriodMs: 10 * 60_000 });
+    const ms = (t: { seconds: bigint; nanos: number }) => Number(t.seconds) * 1000 + t.nanos / 1e6;
+    const due = ms(scheduled.deletionTime!);
+    // The guest's clock, as root (an NTP step, or an operator's `date -s`): two hours forward, far
+    // past the deletion time, then back. Without the guard the key would be gone within a second.
+    const STEP_S = 2 * 3600;
+    const setClock = (epochSeconds: number) => execFileSync('date', ['-u', '-s', `@${epochSeconds}`], { stdio: 'ignore' });
+    setClock(Math.floor(Date.now() / 1000) + STEP_S);
+    try {
+      await until('the daemon to notice the step', () => daemon.output.includes('postponing scheduled key deletions'), 30_000);
+      await sleep(2500); // a few more scheduler runs, now past the original deletion time
+      const key = await client.getKey('stepped');
+      expect(key.state).toBe(KeyState.PENDING_DELETION);
+      const moved = ms(key.deletionTime!) - due;
+      expect(moved).toBeGreaterThan((STEP_S - 60) * 1000);
+      expect(moved).toBeLessThan((STEP_S + 60) * 1000);
+      const warn = daemon.output.split('\n').find((l) => l.includes('key deletion postponed by the step'))!;
+      expect(JSON.parse(warn)).toMatchObject({ level: 40, key_name: 'stepped' });
+    } finally {
+      setClock(Math.floor(Date.now() / 1000) - STEP_S);
+    }
+    expect((await client.cancelKeyDeletion('stepped')).state).toBe(KeyState.DISABLED);
   });
 });
 

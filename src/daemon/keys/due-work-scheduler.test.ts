@@ -59,3 +59,48 @@ describe('the due-work scheduler', () => {
     expect(runs).toEqual([0, 2505]);
   });
 });
+
+describe('the due-work scheduler and wall-clock steps', () => {
+  let scheduler: DueWorkScheduler | undefined;
+  beforeEach(() => vi.useFakeTimers({ now: 0 }));
+  afterEach(() => {
+    scheduler?.stop();
+    vi.useRealTimers();
+  });
+
+  it('a forward step beyond the tolerance postpones deletions before any due work runs; a failed postponement runs nothing and is retried', async () => {
+    let offset = 0; // what the wall clock was stepped by
+    const events: string[] = [];
+    let failPostpone = true;
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => void events.push('run'),
+        nextDueTime: () => null,
+        clockSteppedForward: async (step) => {
+          events.push(`step ${Math.round(step / 1000)} s`);
+          if (failPostpone) throw new Error('ENOSPC');
+        },
+      },
+      { onError: () => events.push('error'), maxSleepMs: 1000, firstRetryMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now(), clockStepToleranceMs: 60_000 },
+    );
+    await scheduler.started;
+    await vi.advanceTimersByTimeAsync(1005);
+    expect(events).toEqual(['run', 'run']);
+    // NTP-sized corrections are ignored.
+    offset += 30_000;
+    await vi.advanceTimersByTimeAsync(1005);
+    expect(events).toEqual(['run', 'run', 'run']);
+    // Two days forward: the postponement comes first; when it fails, no due work runs.
+    events.length = 0;
+    offset += 2 * 86_400_000;
+    await vi.advanceTimersByTimeAsync(1005);
+    expect(events).toEqual(['step 172800 s', 'error']);
+    failPostpone = false;
+    await vi.advanceTimersByTimeAsync(1005);
+    expect(events).toEqual(['step 172800 s', 'error', 'step 172800 s', 'run']);
+    // Once handled, the same step is not seen again; a backward step postpones nothing.
+    offset -= 86_400_000;
+    await vi.advanceTimersByTimeAsync(3015);
+    expect(events.filter((e) => e.startsWith('step'))).toHaveLength(2);
+  });
+});

@@ -1173,3 +1173,31 @@ describe('KeyManager.open and close', () => {
     expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
   });
 });
+
+describe('KeyManager.postponeDeletions (the wall clock stepped forward)', () => {
+  it('moves every pending deletion later by the step, persisted; other keys are untouched; the deletion then waits', async () => {
+    const w = await world();
+    await w.km.create({ name: 'doomed' });
+    await w.km.create({ name: 'kept' });
+    await w.km.scheduleDeletion('doomed', DAY);
+    const due = w.km.get('doomed').deletionTime!;
+    const keptBefore = structuredClone(w.km.get('kept'));
+    expect(await w.km.postponeDeletions(2 * DAY)).toEqual(['doomed']);
+    expect(w.km.get('doomed').deletionTime).toBe(due + 2 * DAY);
+    expect(w.fileKey('doomed')).toMatchObject({ state: 'pending_deletion', deletionTime: due + 2 * DAY });
+    expect(w.km.get('kept')).toEqual(keptBefore);
+    // The step itself (the clock now reads 2 days later) brings nothing due; a day more of real time does.
+    w.clock += 2 * DAY;
+    expect((await w.km.runDueWork()).deleted).toEqual([]);
+    w.clock += DAY;
+    expect((await w.km.runDueWork()).deleted).toEqual(['doomed']);
+    expect(await w.km.postponeDeletions(0)).toEqual([]);
+    // A step measured against performance.now() is fractional; times stay whole milliseconds.
+    await w.km.create({ name: 'later' });
+    await w.km.scheduleDeletion('later', DAY);
+    await w.km.postponeDeletions(1234.25);
+    expect(w.km.get('later').deletionTime).toBe(w.clock + DAY + 1235);
+    await w.restart();
+    expect(w.km.get('later').deletionTime).toBe(w.clock + DAY + 1235);
+  });
+});

@@ -232,6 +232,28 @@ export class KeyManager {
     });
   }
 
+  /**
+   * The wall clock stepped forward by `stepMs` while the daemon ran (due-work-scheduler.ts): every
+   * pending deletion moves that much later, so that it still waits its whole period in real time.
+   * Returns the keys postponed.
+   */
+  async postponeDeletions(stepMs: number): Promise<string[]> {
+    // Whole milliseconds, as every time in the state (the step comes from performance.now()).
+    const step = Math.ceil(stepMs);
+    if (!(step > 0)) return [];
+    return this.lock.run(async () => {
+      const postponed: string[] = [];
+      for (const record of [...this.byName.values()]) {
+        if (record.state !== 'pending_deletion' || record.deletionTime === null) continue;
+        const deletionTime = record.deletionTime + step;
+        await this.replace({ ...structuredClone(record), deletionTime });
+        postponed.push(record.name);
+        this.deps.log('the wall clock stepped forward: key deletion postponed by the step', { key_name: record.name, keyId: record.id, stepMs: step, deletionTime: new Date(deletionTime).toISOString() }, 'warn');
+      }
+      return postponed;
+    });
+  }
+
   /** Destroys keys whose deletion time has passed, and rotates keys that are due. Returns what it did. */
   async runDueWork(): Promise<{ deleted: string[]; rotated: string[] }> {
     const deleted: string[] = [];
