@@ -138,7 +138,7 @@ export function statusJson(s: GetStatusResponse, socketPath: string): Record<str
   };
 }
 
-function usageJson(u: Usage): Record<string, number> {
+function usageJson(u: Usage) {
   return {
     connections: u.connections,
     bufferedBytes: Number(u.bufferedBytes),
@@ -187,7 +187,8 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
   ];
   const u = j.usage as ReturnType<typeof usageJson> | null;
   if (u) {
-    lines.push(`in use      ${u.connections} connections (${u.callerConnections} yours), ${u.bufferedBytes} B buffered (${u.callerBufferedBytes} B yours), ${u.hashStreams} hash streams (${u.callerHashStreams} yours)`);
+    const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
+    lines.push(`in use      ${n(u.connections, 'connection')} (${u.callerConnections} yours), ${u.bufferedBytes} B buffered (${u.callerBufferedBytes} B yours), ${n(u.hashStreams, 'hash stream')} (${u.callerHashStreams} yours)`);
   }
   if (l) {
     lines.push(

@@ -27,7 +27,7 @@ describe.concurrent('status', SLOW, () => {
     expect(text).toContain('\nkernel      6.12.48+deb13-amd64, af_alg_restrict=0\n');
     expect(text).toContain('\ndefaults    aead aes-256-gcm, mac hmac-sha256\n');
     expect(text).toContain('\nkeys        1\n');
-    expect(text).toContain('\nin use      3 connections (1 yours), 2048 B buffered (1024 B yours), 1 hash streams (0 yours)\n');
+    expect(text).toContain('\nin use      3 connections (1 yours), 2048 B buffered (1024 B yours), 1 hash stream (0 yours)\n');
     expect(text).toContain('\nlimits      payload 1048576 B, associated data 65536 B, stream chunk 1048576 B, message 4259840 B\n');
     expect(text).toContain('batch 1000 items, session 1024 in flight and 16777216 B held, rotation >= 1h, deletion wait >= 1d\n');
     expect(text).toContain('\n            4294967296 encryptions per key version, 536870912 B buffered by all sessions and streams (134217728 B per caller)\n');
