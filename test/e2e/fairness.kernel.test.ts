@@ -16,10 +16,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { HashStreamRequestSchema, HashStreamResponseSchema } from '../../src/gen/ringfence/v1/crypto_pb.js';
 import { HashAlgorithm } from '../../src/gen/ringfence/v1/suite_pb.js';
-import { SessionRequestSchema, SessionResponseSchema } from '../../src/gen/ringfence/v1/session_pb.js';
+import { SessionRequestSchema } from '../../src/gen/ringfence/v1/session_pb.js';
 import { RingfenceClient } from '../../src/client/sdk/index.js';
 import { stopOrExplain, TestDaemon } from '../support/daemon.js';
-import { fdCount, rawCall, rawConnect } from '../support/raw-grpc.js';
+import { drainSessions, fdCount, rawCall, rawConnect } from '../support/raw-grpc.js';
 import { callAsUid } from '../support/call-as-uid.js';
 import { NOBODY } from '../support/run-ts.js';
 import { settled, sleep, until } from '../support/wait.js';
@@ -124,15 +124,9 @@ describe('fairness between callers (per-caller limits)', () => {
 
     // Nobody goes away: its bytes go back. Root reads: every operation of every session is answered.
     other.kill();
-    const got = greedy.map((c) => c.read());
-    expect(await Promise.all(greedy.map((c) => c.status))).toEqual(['0', '0', '0']);
-    for (const messages of got) {
-      const ids = messages.flatMap((b) => {
-        const r = fromBinary(SessionResponseSchema, b);
-        return [r, ...r.more].map((a) => a.id);
-      });
-      expect(new Set(ids).size).toBe(N);
-    }
+    const { statuses, ids } = await drainSessions(greedy);
+    expect(statuses).toEqual(['0', '0', '0']);
+    for (const answered of ids) expect(new Set(answered).size).toBe(N);
     for (const c of greedy) c.session.close();
   });
 

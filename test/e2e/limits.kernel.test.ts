@@ -20,7 +20,7 @@ import { serviceDefinition } from '../../src/rpc/service-definition.js';
 import { ErrorReason, RingfenceClient, isResourceExhausted } from '../../src/client/sdk/index.js';
 import { failure } from '../support/failure.js';
 import { stopOrExplain, TestDaemon } from '../support/daemon.js';
-import { frameTypes, rawCall, rawConnect } from '../support/raw-grpc.js';
+import { drainSessions, frameTypes, rawCall, rawConnect } from '../support/raw-grpc.js';
 import { settled, sleep, until } from '../support/wait.js';
 
 const KiB = 1024;
@@ -329,15 +329,9 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     expect(done).toBeLessThanOrEqual(48);
     expect(rssBytes(pid) - rssBefore).toBeLessThan(16 * MiB);
     // Reading resumes them: every operation of every session is answered, each once, then OK.
-    const got = calls.map((c) => c.read());
-    expect(await Promise.all(calls.map((c) => c.status))).toEqual(['0', '0', '0']);
-    for (const messages of got) {
-      const ids = messages.flatMap((b) => {
-        const r = fromBinary(SessionResponseSchema, b);
-        return [r, ...r.more].map((a) => a.id);
-      });
-      expect(new Set(ids).size).toBe(N);
-    }
+    const { statuses, ids } = await drainSessions(calls);
+    expect(statuses).toEqual(['0', '0', '0']);
+    for (const answered of ids) expect(new Set(answered).size).toBe(N);
     for (const c of calls) c.session.close();
   });
 });

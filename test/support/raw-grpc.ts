@@ -4,6 +4,8 @@
  * them), and hand-made gRPC-over-HTTP/2 requests whose 5-byte length prefix can lie (node:http2).
  */
 import * as grpc from '@grpc/grpc-js';
+import { fromBinary } from '@bufbuild/protobuf';
+import { SessionResponseSchema } from '../../src/gen/ringfence/v1/session_pb.js';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { readdirSync } from 'node:fs';
@@ -221,3 +223,16 @@ export function rawCall(socket: string, method: string, headers: Record<string, 
 }
 
 /** SIGTERM; a daemon that does not exit within 60 s is killed and its log tail shown. */
+
+/** Reads raw Session calls to their end: each one's status, and the ids it answered (packed answers included). */
+export async function drainSessions(calls: RawCall[]): Promise<{ statuses: (string | undefined)[]; ids: bigint[][] }> {
+  const got = calls.map((c) => c.read());
+  const statuses = await Promise.all(calls.map((c) => c.status));
+  const ids = got.map((messages) =>
+    messages.flatMap((b) => {
+      const r = fromBinary(SessionResponseSchema, b);
+      return [r, ...r.more].map((a) => a.id);
+    }),
+  );
+  return { statuses, ids };
+}
