@@ -9,20 +9,20 @@ import { create } from '@bufbuild/protobuf';
 import { describe, expect, it, vi } from 'vitest';
 import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
 import { limitReadAhead, limitWriteBehind, whenGone } from './handler.js';
-import { reservedBytes } from './session.js';
+import { ANSWER_ALLOWANCE, reservedBytes } from './session.js';
 
 describe('reservedBytes (session byte cap)', () => {
   const op = (init: Parameters<typeof create<typeof SessionRequestSchema>>[1]) => create(SessionRequestSchema, init).op;
 
   it('reserves the answer of GenerateRandom up front, capped at maxPayloadBytes', () => {
-    expect(reservedBytes(op({ op: { case: 'generateRandom', value: { lengthBytes: 65_536 } } }), 1 << 20)).toBe(65_536);
-    expect(reservedBytes(op({ op: { case: 'generateRandom', value: { lengthBytes: 5 << 20 } } }), 1 << 20)).toBe(1 << 20);
+    expect(reservedBytes(op({ op: { case: 'generateRandom', value: { lengthBytes: 65_536 } } }), 1 << 20)).toBe(65_536 + ANSWER_ALLOWANCE);
+    expect(reservedBytes(op({ op: { case: 'generateRandom', value: { lengthBytes: 5 << 20 } } }), 1 << 20)).toBe((1 << 20) + ANSWER_ALLOWANCE);
   });
 
-  it('reserves twice the input for other operations (the request and an answer about as large)', () => {
+  it('reserves twice the input for other operations (the request and an answer about as large), and never zero', () => {
     const aad = new Uint8Array(10);
-    expect(reservedBytes(op({ op: { case: 'encrypt', value: { keyName: 'k', plaintext: new Uint8Array(1000), associatedData: aad } } }), 1 << 20)).toBe(2020);
-    expect(reservedBytes(op({}), 1 << 20)).toBe(0);
+    expect(reservedBytes(op({ op: { case: 'encrypt', value: { keyName: 'k', plaintext: new Uint8Array(1000), associatedData: aad } } }), 1 << 20)).toBe(2020 + ANSWER_ALLOWANCE);
+    expect(reservedBytes(op({}), 1 << 20)).toBe(ANSWER_ALLOWANCE);
   });
 });
 

@@ -14,7 +14,7 @@ describe('MemoryBudget', () => {
     // A call holding nothing may always start one piece of work.
     expect(budget.share().mayStart).toBe(true);
     let roomed = false;
-    const waiting = b.room(new AbortController().signal).then(() => (roomed = true));
+    const waiting = b.reserve(10, new AbortController().signal).then(() => (roomed = true));
     await turn();
     expect([roomed, budget.waiters]).toEqual([false, 1]);
     a.give(5); // 105 held: still exhausted, nobody woken
@@ -22,7 +22,7 @@ describe('MemoryBudget', () => {
     expect(roomed).toBe(false);
     a.give(20);
     await waiting;
-    expect([budget.held, budget.waiters]).toEqual([85, 0]);
+    expect([budget.held, budget.waiters]).toEqual([95, 0]); // 85, and the 10 it reserved
   });
 
   it('a share waiting while others keep the budget exhausted goes on once its own bytes are all given back', async () => {
@@ -35,7 +35,7 @@ describe('MemoryBudget', () => {
     stream.take(20);
     stuck.take(100);
     let resumed = false;
-    const waiting = stream.room(new AbortController().signal).then(() => (resumed = true));
+    const waiting = stream.reserve(10, new AbortController().signal).then(() => (resumed = true));
     await turn();
     stream.give(5);
     await turn();
@@ -50,12 +50,12 @@ describe('MemoryBudget', () => {
     const s = budget.share();
     s.take(20);
     const stop = new AbortController();
-    const waiting = s.room(stop.signal);
+    const waiting = s.reserve(5, stop.signal);
     await turn();
     expect(budget.waiters).toBe(1);
     stop.abort(new Error('gone'));
     await expect(waiting).rejects.toThrow('gone');
-    expect(budget.waiters).toBe(0);
+    expect([budget.waiters, budget.held]).toEqual([0, 20]);
   });
 
   it('close gives back everything the share holds; later gives and takes change nothing', () => {
@@ -88,14 +88,14 @@ describe('MemoryBudget: each caller holds at most its part', () => {
     other.take(30);
     expect(other.mayStart).toBe(true);
     let resumed = false;
-    const waiting = greedy[0]!.room(new AbortController().signal).then(() => (resumed = true));
+    const waiting = greedy[0]!.reserve(5, new AbortController().signal).then(() => (resumed = true));
     await turn();
     other.give(30); // bytes back, but not this caller's: it stays at its part
     await turn();
     expect([resumed, budget.waiters]).toEqual([false, 1]);
     greedy[1]!.give(10);
     await waiting;
-    expect([resumed, budget.heldBy('uid:1000'), budget.waiters]).toEqual([true, 30, 0]);
+    expect([resumed, budget.heldBy('uid:1000'), budget.waiters]).toEqual([true, 35, 0]);
   });
 
   it('whenMayStart wakes once, when the whole budget has room again, and can be cancelled', async () => {
@@ -153,7 +153,7 @@ describe('MemoryBudget: each caller holds at most its part', () => {
     const late = budget.share('a');
     expect(late.mayStart).toBe(false);
     let resumed = false;
-    const waiting = late.room(new AbortController().signal).then(() => (resumed = true));
+    const waiting = late.reserve(5, new AbortController().signal).then(() => (resumed = true));
     await turn();
     holders[0]!.give(10); // bytes back, but the caller still holds 20 of its 10: no room
     await turn();
@@ -177,4 +177,38 @@ describe('MemoryBudget: each caller holds at most its part', () => {
     b.close();
     expect([budget.waiters, budget.callerCount, fired, budget.held]).toEqual([0, 0, 0, 0]);
   });
+
+  it('streams waiting at once take no more than the bounds allow when room or an exemption frees (found by review)', async () => {
+    // A stream's reserve() used to await the room and take afterwards: every waiter woken together
+    // saw the room (or the free exemption) before any of them took, and all went beyond the bound.
+    const budget = new MemoryBudget(1000, 100);
+    // Twelve streams holding nothing and four holding a byte will all wait for 10 bytes each.
+    const holding = Array.from({ length: 4 }, () => budget.share('a'));
+    for (const s of holding) s.take(1);
+    const full = budget.share('a');
+    full.take(96); // the caller's part is full
+    const exempt = Array.from({ length: EXEMPT_CALLS_PER_CALLER }, () => budget.share('a'));
+    for (const s of exempt) s.take(10); // all its exemptions are in use
+    const stop = new AbortController();
+    const empty = Array.from({ length: 12 }, () => budget.share('a'));
+    const started = new Set<object>();
+    const waits = [...empty, ...holding].map((s) => s.reserve(10, stop.signal).then(() => started.add(s), () => {}));
+    await turn();
+    expect([started.size, budget.heldBy('a')]).toEqual([0, 140]);
+    exempt[0]!.give(10); // one exemption frees: one stream that holds nothing may start, not twelve
+    await turn();
+    await turn();
+    expect([started.size, budget.heldBy('a')]).toEqual([1, 140]);
+    full.give(96); // 44 held of a part of 100: room, but only until it is used
+    await turn();
+    await turn();
+    // Each started while the part had room: the last to start found the caller just below its part.
+    expect(budget.heldBy('a')).toBeLessThan(100 + EXEMPT_CALLS_PER_CALLER * 10 + 10);
+    expect(budget.heldBy('a')).toBe(44 + 10 * (started.size - 1));
+    expect(started.size).toBe(7); // 44 -> 104 after six more; the rest wait
+    stop.abort(new Error('over'));
+    await Promise.all(waits);
+    expect(budget.waiters).toBe(0);
+  });
 });
+

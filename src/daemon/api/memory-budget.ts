@@ -11,8 +11,8 @@
  * So that a caller's calls still make progress while some of its own clients (or other callers)
  * hold the room, a call that holds nothing may start one piece of work beyond the bounds: at most
  * EXEMPT_CALLS_PER_CALLER such calls per caller at a time, so that a caller opening many calls
- * cannot turn this into room of its own. A caller therefore holds at most its part plus that many
- * pieces of work.
+ * cannot turn this into room of its own. A caller therefore holds at most its part, plus the last
+ * piece of work started below it, plus that many more.
  *
  * Each call takes its bytes through a Share, which gives back whatever it still holds when the
  * call ends, so a write callback that never fires (a destroyed call) cannot leak budget.
@@ -195,8 +195,12 @@ export class Share {
     return cancel;
   }
 
-  /** Resolves when mayStart holds; rejects with `signal`'s reason if it aborts first. */
-  async room(signal: AbortSignal): Promise<void> {
+  /**
+   * Takes `bytes` as soon as mayStart holds; rejects with `signal`'s reason if it aborts first.
+   * The check and the take happen in one synchronous step: every waiter woken at once re-checks
+   * after those before it took, so together they go no further beyond the bounds than one may.
+   */
+  async reserve(bytes: number, signal: AbortSignal): Promise<void> {
     while (!this.mayStart) {
       signal.throwIfAborted();
       await new Promise<void>((resolve, reject) => {
@@ -210,10 +214,16 @@ export class Share {
         });
         signal.addEventListener('abort', onAbort, { once: true });
       });
-      // Others woken at the same time may have taken the room: the loop waits again if so.
     }
+    signal.throwIfAborted();
+    this.take(bytes);
   }
 
+  /**
+   * Counts `bytes` more for this call. Work starts only once mayStart held (reserve, or a check in
+   * the same synchronous step); a call that already holds bytes may grow (an answer larger than
+   * foreseen) without another check.
+   */
   take(bytes: number): void {
     if (this.isClosed || bytes <= 0) return;
     if (this.heldBytes === 0 && !this.exempt && !this.budget.hasRoom(this.caller)) {

@@ -52,15 +52,20 @@ async function run(ctx: OpContext, op: SessionRequest['op']): Promise<Result> {
   }
 }
 
+/** Room for what an answer adds to its input: a ciphertext's header and tag, an error's message. */
+export const ANSWER_ALLOWANCE = 256;
+
 /**
  * What an operation holds while it runs: its request's payload, and room for its answer (random
- * data is as long as asked; other answers are about as large as their input). Corrected to the
- * answer's real size once known.
+ * data is as long as asked; other answers are about as large as their input, plus
+ * ANSWER_ALLOWANCE). Corrected to the answer's real size once known. Never zero: an operation
+ * whose answer grows past this then grows a share that already holds bytes, which needs no
+ * exemption of its caller's (memory-budget.ts).
  */
 export function reservedBytes(op: SessionRequest['op'], maxPayloadBytes: number): number {
   const input = payloadBytes(op.value);
-  if (op.case === 'generateRandom') return input + Math.min(Math.max(op.value.lengthBytes, 0), maxPayloadBytes);
-  return 2 * input;
+  if (op.case === 'generateRandom') return input + Math.min(Math.max(op.value.lengthBytes, 0), maxPayloadBytes) + ANSWER_ALLOWANCE;
+  return 2 * input + ANSWER_ALLOWANCE;
 }
 
 export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> {
@@ -155,7 +160,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     function start(item: SessionItem): void {
       const { id, op } = item;
       inFlight++;
-      let cost = item.refused ? 0 : reservedBytes(op, ctx.limits.maxPayloadBytes);
+      let cost = reservedBytes(op, ctx.limits.maxPayloadBytes);
       held += cost;
       share.take(cost);
       const release = () => {

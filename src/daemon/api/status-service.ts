@@ -1,4 +1,4 @@
-/** StatusService.GetStatus: the daemon's version, what its kernel allows it, its key count and limits. */
+/** StatusService.GetStatus: the daemon's version, what its kernel allows it, its key count, limits and their usage. */
 import type * as grpc from '@grpc/grpc-js';
 import { durationFromMs, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { MessageInitShape } from '@bufbuild/protobuf';

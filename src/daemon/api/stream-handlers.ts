@@ -71,8 +71,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
   });
   const io: Budgeted<O> = {
     reserve: async (bytes) => {
-      await share.room(stopped.signal);
-      share.take(bytes);
+      await share.reserve(bytes, stopped.signal);
       return bytes;
     },
     write: async (m, reserved = 0) => {
