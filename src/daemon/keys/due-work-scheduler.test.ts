@@ -86,21 +86,91 @@ describe('the due-work scheduler and wall-clock steps', () => {
     await scheduler.started;
     await vi.advanceTimersByTimeAsync(1005);
     expect(events).toEqual(['run', 'run']);
-    // NTP-sized corrections are ignored.
+    // Steps within the tolerance postpone nothing yet.
     offset += 30_000;
     await vi.advanceTimersByTimeAsync(1005);
     expect(events).toEqual(['run', 'run', 'run']);
-    // Two days forward: the postponement comes first; when it fails, no due work runs.
+    // Two days forward: the postponement (of all that is not yet postponed) comes first; when it
+    // fails, no due work runs.
     events.length = 0;
     offset += 2 * 86_400_000;
     await vi.advanceTimersByTimeAsync(1005);
-    expect(events).toEqual(['step 172800 s', 'error']);
+    expect(events).toEqual(['step 172830 s', 'error']);
     failPostpone = false;
     await vi.advanceTimersByTimeAsync(1005);
-    expect(events).toEqual(['step 172800 s', 'error', 'step 172800 s', 'run']);
+    expect(events).toEqual(['step 172830 s', 'error', 'step 172830 s', 'run']);
     // Once handled, the same step is not seen again; a backward step postpones nothing.
     offset -= 86_400_000;
     await vi.advanceTimersByTimeAsync(3015);
     expect(events.filter((e) => e.startsWith('step'))).toHaveLength(2);
+  });
+  it('small steps add up: each within the tolerance, together they postpone (found by review)', async () => {
+    let offset = 0;
+    const steps: number[] = [];
+    scheduler = startDueWorkScheduler(
+      { runDueWork: async () => {}, nextDueTime: () => null, clockSteppedForward: async (step) => void steps.push(step) },
+      { onError: () => {}, maxSleepMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now(), clockStepToleranceMs: 60_000 },
+    );
+    await scheduler.started;
+    for (let i = 0; i < 5; i++) {
+      offset += 59_000; // each under the tolerance
+      await vi.advanceTimersByTimeAsync(1005);
+    }
+    // Past the tolerance at the second step (118 s), and again at the fourth (118 s more).
+    expect(steps).toEqual([118_000, 118_000]);
+    expect(steps.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(5 * 59_000 - 60_000);
+    // A backward step and a forward one of the same size postpone nothing more.
+    offset -= 3_600_000;
+    await vi.advanceTimersByTimeAsync(1005);
+    offset += 3_600_000;
+    await vi.advanceTimersByTimeAsync(1005);
+    expect(steps).toHaveLength(2);
+  });
+
+  it('a step while a postponement is being saved is postponed too before any due work runs (found by review)', async () => {
+    let offset = 0;
+    const events: string[] = [];
+    let stepAgain = true;
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => void events.push(`run at +${Math.round(offset / 3_600_000)} h`),
+        nextDueTime: () => null,
+        clockSteppedForward: async (step) => {
+          events.push(`postpone ${Math.round(step / 3_600_000)} h`);
+          await Promise.resolve();
+          if (stepAgain) offset += 5 * 3_600_000; // the clock steps again meanwhile
+          stepAgain = false;
+        },
+      },
+      { onError: (err) => events.push(`error ${(err as Error).message}`), maxSleepMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now() },
+    );
+    await scheduler.started;
+    offset += 2 * 3_600_000;
+    await vi.advanceTimersByTimeAsync(1005);
+    expect(events).toEqual(['run at +0 h', 'postpone 2 h', 'postpone 5 h', 'run at +7 h']);
+  });
+
+  it('a clock that keeps stepping while postponements are saved stops the due work, with an error, until it settles', async () => {
+    let offset = 0;
+    const events: string[] = [];
+    let stepping = true;
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => void events.push('run'),
+        nextDueTime: () => null,
+        clockSteppedForward: async () => {
+          events.push('postpone');
+          if (stepping) offset += 3_600_000;
+        },
+      },
+      { onError: (err) => events.push((err as Error).message), maxSleepMs: 1000, firstRetryMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now() },
+    );
+    await scheduler.started;
+    offset += 3_600_000;
+    await vi.advanceTimersByTimeAsync(1005);
+    expect(events).toEqual(['run', 'postpone', 'postpone', 'postpone', 'the wall clock keeps stepping forward; scheduled key work waits for it to settle']);
+    stepping = false;
+    await vi.advanceTimersByTimeAsync(1005); // the retry
+    expect(events.slice(5)).toEqual(['postpone', 'run']);
   });
 });

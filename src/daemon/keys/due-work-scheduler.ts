@@ -6,14 +6,17 @@
  * loop that logs every few milliseconds while the work stays due.
  *
  * Due times are wall-clock times (they must survive restarts), so a forward step of the clock would
- * bring deletions due early, and a deletion cannot be undone. While the daemon runs, a step shows
- * as the wall clock advancing more than the monotonic one between two runs; deletions are then
- * postponed by the step before any due work runs, so each still waits its period of real time.
- * A step while the daemon is down cannot be told from the downtime itself.
+ * bring deletions due early, and a deletion cannot be undone. While the daemon runs, the wall clock
+ * gaining on the monotonic one since the start is the sum of its steps (NTP slews both alike; a
+ * suspend counts as a step). Whatever of that sum deletions have not yet been postponed by is
+ * postponed before any due work runs, so small steps add up and each deletion still waits its
+ * period of real time, less at most the tolerance. A step while the daemon is down cannot be told
+ * from the downtime itself.
  */
 import { performance } from 'node:perf_hooks';
 
 export interface DueWork {
+  /** Reads the wall clock once, before its first await, and works from that reading. */
   runDueWork(): Promise<unknown>;
   /** The earliest time (ms since the epoch) there is something to do, or null. */
   nextDueTime(): number | null;
@@ -27,9 +30,9 @@ export interface SchedulerOptions {
   firstRetryMs?: number;
   maxRetryMs?: number;
   now?: () => number;
-  /** Milliseconds on a clock that never steps (default performance.now: CLOCK_MONOTONIC). */
+  /** Milliseconds on a clock that never steps (default performance.now: CLOCK_MONOTONIC, which stops while suspended). */
   monotonic?: () => number;
-  /** Forward steps up to this much are ignored (NTP's small corrections): default 1 minute. */
+  /** How far the wall clock may gain before deletions are postponed (default 1 s): also how early one may come. */
   clockStepToleranceMs?: number;
   /** Told of each forward step before deletions are postponed by it. */
   onClockStep?: (stepMs: number) => void;
@@ -47,23 +50,29 @@ export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): Du
   const maxRetry = opts.maxRetryMs ?? 5 * 60_000;
   const now = opts.now ?? Date.now;
   const monotonic = opts.monotonic ?? (() => performance.now());
-  const tolerance = opts.clockStepToleranceMs ?? 60_000;
-  // Both clocks at the last run whose clock check succeeded.
-  let last: { wall: number; mono: number } | undefined;
+  const tolerance = opts.clockStepToleranceMs ?? 1000;
+  // The clocks at the start; the wall clock's gain on the monotonic one since then is its steps.
+  const start = { wall: now(), mono: monotonic() };
+  let postponedMs = 0; // of those steps, what deletions were postponed by
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let retryMs = 0;
 
+  const unpostponedStep = () => now() - start.wall - (monotonic() - start.mono) - postponedMs;
   const run = async () => {
     try {
-      const clocks = { wall: now(), mono: monotonic() };
-      const step = last ? clocks.wall - last.wall - (clocks.mono - last.mono) : 0;
-      if (step > tolerance && work.clockSteppedForward) {
-        opts.onClockStep?.(step);
-        // If this fails, nothing runs and the next run sees the same step again.
-        await work.clockSteppedForward(step);
+      if (work.clockSteppedForward) {
+        // Until the step is all postponed: the clock may step again while a postponement is saved.
+        for (let step = unpostponedStep(), tries = 0; step > tolerance; step = unpostponedStep()) {
+          if (++tries > 3) throw new Error('the wall clock keeps stepping forward; scheduled key work waits for it to settle');
+          opts.onClockStep?.(step);
+          // If this fails, nothing runs and the next run sees the same step again.
+          await work.clockSteppedForward(step);
+          postponedMs += step;
+        }
       }
-      last = clocks;
+      // No await since the last check: runDueWork reads the clock before its first await, so no
+      // step can come in between.
       await work.runDueWork();
       retryMs = 0;
     } catch (err) {

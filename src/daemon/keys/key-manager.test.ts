@@ -1200,4 +1200,26 @@ describe('KeyManager.postponeDeletions (the wall clock stepped forward)', () => 
     await w.restart();
     expect(w.km.get('later').deletionTime).toBe(w.clock + DAY + 1235);
   });
+  it('postpones every pending deletion in one state write: a failed write postpones none (found by review)', async () => {
+    const w = await world();
+    for (const name of ['a', 'b', 'c']) {
+      await w.km.create({ name });
+      await w.km.scheduleDeletion(name, DAY);
+    }
+    const due = w.km.get('a').deletionTime!;
+    const writes = w.persistCalls;
+    w.failWith = () => Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    await expect(w.km.postponeDeletions(HOUR)).rejects.toThrow('no space');
+    expect(['a', 'b', 'c'].map((n) => [w.km.get(n).deletionTime, w.fileKey(n)!.deletionTime])).toEqual([
+      [due, due],
+      [due, due],
+      [due, due],
+    ]);
+    w.failWith = undefined;
+    expect(await w.km.postponeDeletions(HOUR)).toEqual(['a', 'b', 'c']);
+    expect(w.persistCalls - writes).toBe(2); // the failed write and one more
+    await w.restart();
+    expect(['a', 'b', 'c'].map((n) => w.km.get(n).deletionTime)).toEqual([due + HOUR, due + HOUR, due + HOUR]);
+  });
 });
+

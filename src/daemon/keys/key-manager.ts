@@ -235,22 +235,25 @@ export class KeyManager {
   /**
    * The wall clock stepped forward by `stepMs` while the daemon ran (due-work-scheduler.ts): every
    * pending deletion moves that much later, so that it still waits its whole period in real time.
-   * Returns the keys postponed.
+   * All in one state write: a crash cannot leave some postponed and others not. Returns the keys
+   * postponed.
    */
   async postponeDeletions(stepMs: number): Promise<string[]> {
     // Whole milliseconds, as every time in the state (the step comes from performance.now()).
     const step = Math.ceil(stepMs);
     if (!(step > 0)) return [];
     return this.lock.run(async () => {
-      const postponed: string[] = [];
-      for (const record of [...this.byName.values()]) {
-        if (record.state !== 'pending_deletion' || record.deletionTime === null) continue;
-        const deletionTime = record.deletionTime + step;
-        await this.replace({ ...structuredClone(record), deletionTime });
-        postponed.push(record.name);
-        this.deps.log('the wall clock stepped forward: key deletion postponed by the step', { key_name: record.name, keyId: record.id, stepMs: step, deletionTime: new Date(deletionTime).toISOString() }, 'warn');
+      const next = [...this.byName.values()]
+        .filter((r) => r.state === 'pending_deletion' && r.deletionTime !== null)
+        .map((r) => ({ ...structuredClone(r), deletionTime: r.deletionTime! + step, updateTime: this.now() }));
+      if (next.length === 0) return [];
+      await this.persistWith({ put: next });
+      for (const record of next) {
+        this.byName.set(record.name, record);
+        this.byId.set(record.id, record);
+        this.deps.log('the wall clock stepped forward: key deletion postponed by the step', { key_name: record.name, keyId: record.id, stepMs: step, deletionTime: new Date(record.deletionTime!).toISOString() }, 'warn');
       }
-      return postponed;
+      return next.map((r) => r.name);
     });
   }
 
@@ -586,9 +589,11 @@ export class KeyManager {
     return next;
   }
 
-  private persistWith(change: { put?: KeyRecord; remove?: KeyRecord } = {}): Promise<void> {
-    const keys = [...this.byId.values()].filter((r) => r.id !== change.remove?.id && r.id !== change.put?.id);
-    if (change.put) keys.push(change.put);
+  private persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord } = {}): Promise<void> {
+    const puts = change.put === undefined ? [] : Array.isArray(change.put) ? change.put : [change.put];
+    const replaced = new Set([change.remove?.id, ...puts.map((r) => r.id)]);
+    const keys = [...this.byId.values()].filter((r) => !replaced.has(r.id));
+    keys.push(...puts);
     keys.sort((a, b) => (a.name < b.name ? -1 : 1));
     return this.deps.persist({ format: 1, masterCheck: this.masterCheck, keys });
   }
