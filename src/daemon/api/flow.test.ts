@@ -10,6 +10,9 @@ import { describe, expect, it, vi } from 'vitest';
 import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
 import { limitReadAhead, limitWriteBehind, whenGone } from './handler.js';
 import { ANSWER_ALLOWANCE, reservedBytes } from './session.js';
+import { payloadBytes } from './audit.js';
+import { HEADER_BYTES } from '../ciphertext/envelope.js';
+import { MAX_DATA_KEY_BYTES } from '../ops/generate-data-key.js';
 
 describe('reservedBytes (session byte cap)', () => {
   const op = (init: Parameters<typeof create<typeof SessionRequestSchema>>[1]) => create(SessionRequestSchema, init).op;
@@ -23,6 +26,30 @@ describe('reservedBytes (session byte cap)', () => {
     const aad = new Uint8Array(10);
     expect(reservedBytes(op({ op: { case: 'encrypt', value: { keyName: 'k', plaintext: new Uint8Array(1000), associatedData: aad } } }), 1 << 20)).toBe(2020 + ANSWER_ALLOWANCE);
     expect(reservedBytes(op({}), 1 << 20)).toBe(ANSWER_ALLOWANCE);
+  });
+
+  it('reserves at least the largest answer of every kind of operation (found by review: a data key is twice its length)', () => {
+    const bytes = (n: number) => new Uint8Array(n);
+    // The largest tag of any suite; a stream's or envelope's header is HEADER_BYTES.
+    const TAG = 32;
+    const cases: [string, Parameters<typeof op>[0], Record<string, Uint8Array>][] = [
+      ['encrypt', { op: { case: 'encrypt', value: { keyName: 'k', plaintext: bytes(0) } } }, { ciphertext: bytes(HEADER_BYTES + TAG) }],
+      ['encrypt', { op: { case: 'encrypt', value: { keyName: 'k', plaintext: bytes(5000), associatedData: bytes(100) } } }, { ciphertext: bytes(5000 + HEADER_BYTES + TAG) }],
+      ['decrypt', { op: { case: 'decrypt', value: { ciphertext: bytes(5000) } } }, { plaintext: bytes(5000 - HEADER_BYTES - 16) }],
+      // The smallest tag (16) on the way in, the largest on the way out.
+      ['reEncrypt', { op: { case: 'reEncrypt', value: { ciphertext: bytes(HEADER_BYTES + 16) } } }, { ciphertext: bytes(HEADER_BYTES + TAG) }],
+      ['generateDataKey', { op: { case: 'generateDataKey', value: { keyName: 'k', lengthBytes: MAX_DATA_KEY_BYTES } } }, { ciphertext: bytes(MAX_DATA_KEY_BYTES + HEADER_BYTES + TAG), plaintext: bytes(MAX_DATA_KEY_BYTES) }],
+      ['generateDataKey', { op: { case: 'generateDataKey', value: { keyName: 'k', associatedData: bytes(300) } } }, { ciphertext: bytes(32 + HEADER_BYTES + TAG), plaintext: bytes(32) }],
+      ['computeMac', { op: { case: 'computeMac', value: { keyName: 'k', data: bytes(0) } } }, { mac: bytes(64) }],
+      ['verifyMac', { op: { case: 'verifyMac', value: { keyName: 'k', data: bytes(10), mac: bytes(64) } } }, {}],
+      ['hash', { op: { case: 'hash', value: { data: bytes(0) } } }, { digest: bytes(64) }],
+      ['generateRandom', { op: { case: 'generateRandom', value: { lengthBytes: 4096 } } }, { data: bytes(4096) }],
+    ];
+    for (const [kind, init, answer] of cases) {
+      const o = op(init);
+      expect(o.case).toBe(kind);
+      expect(reservedBytes(o, 1 << 20), kind).toBeGreaterThanOrEqual(payloadBytes(o.value) + payloadBytes(answer));
+    }
   });
 });
 

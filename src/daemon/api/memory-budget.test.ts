@@ -178,6 +178,21 @@ describe('MemoryBudget: each caller holds at most its part', () => {
     expect([budget.waiters, budget.callerCount, fired, budget.held]).toEqual([0, 0, 0, 0]);
   });
 
+  it('a reserve() waiting when its share is closed throws, holding nothing (found by review)', async () => {
+    const budget = new MemoryBudget(100);
+    const other = budget.share();
+    other.take(100);
+    const s = budget.share();
+    s.take(1);
+    const waiting = s.reserve(10, new AbortController().signal);
+    await turn();
+    expect(budget.waiters).toBe(1);
+    s.close();
+    await expect(waiting).rejects.toThrow('the call ended while it waited for room in the buffer budget');
+    other.close();
+    expect([budget.waiters, budget.held, budget.callerCount]).toEqual([0, 0, 0]);
+  });
+
   it('streams waiting at once take no more than the bounds allow when room or an exemption frees (found by review)', async () => {
     // A stream's reserve() used to await the room and take afterwards: every waiter woken together
     // saw the room (or the free exemption) before any of them took, and all went beyond the bound.

@@ -149,6 +149,8 @@ export class Share {
   /** Set while whenMayStart waits. */
   private wake: Wake | undefined;
   private cancelWait: (() => void) | undefined;
+  /** Set while reserve() waits: close() ends that wait. */
+  private reserving: (() => void) | undefined;
 
   constructor(
     private readonly budget: MemoryBudget,
@@ -201,21 +203,30 @@ export class Share {
    * after those before it took, so together they go no further beyond the bounds than one may.
    */
   async reserve(bytes: number, signal: AbortSignal): Promise<void> {
-    while (!this.mayStart) {
+    for (;;) {
       signal.throwIfAborted();
+      if (this.isClosed) throw new Error('the call ended while it waited for room in the buffer budget');
+      if (this.mayStart) break;
       await new Promise<void>((resolve, reject) => {
         const onAbort = () => {
           cancel();
+          this.reserving = undefined;
           reject(signal.reason);
         };
         const cancel = this.whenMayStart(() => {
           signal.removeEventListener('abort', onAbort);
+          this.reserving = undefined;
           resolve();
         });
         signal.addEventListener('abort', onAbort, { once: true });
+        // close() cancels the wait: this goes on, to find the share closed.
+        this.reserving = () => {
+          signal.removeEventListener('abort', onAbort);
+          this.reserving = undefined;
+          resolve();
+        };
       });
     }
-    signal.throwIfAborted();
     this.take(bytes);
   }
 
@@ -248,12 +259,14 @@ export class Share {
     this.wake?.();
   }
 
-  /** The call is over: everything it still holds goes back, and a wait still pending is cancelled. */
+  /** The call is over: everything it still holds goes back; a wait still pending is cancelled, and a reserve() waiting throws. */
   close(): void {
     if (this.isClosed) return;
+    const reserving = this.reserving;
     this.cancelWait?.();
     this.give(this.heldBytes);
     this.isClosed = true;
     this.budget.closed(this.caller);
+    reserving?.();
   }
 }

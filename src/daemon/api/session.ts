@@ -18,7 +18,7 @@ import type { OpContext } from '../ops/context.js';
 import { encrypt } from '../ops/encrypt.js';
 import { decrypt } from '../ops/decrypt.js';
 import { reEncrypt } from '../ops/reencrypt.js';
-import { generateDataKey } from '../ops/generate-data-key.js';
+import { generateDataKey, MAX_DATA_KEY_BYTES } from '../ops/generate-data-key.js';
 import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
@@ -52,19 +52,20 @@ async function run(ctx: OpContext, op: SessionRequest['op']): Promise<Result> {
   }
 }
 
-/** Room for what an answer adds to its input: a ciphertext's header and tag, an error's message. */
+/** Room for what an answer adds to its input: a ciphertext's header and tag (68 bytes at most), a digest or MAC (64). */
 export const ANSWER_ALLOWANCE = 256;
 
 /**
- * What an operation holds while it runs: its request's payload, and room for its answer (random
- * data is as long as asked; other answers are about as large as their input, plus
- * ANSWER_ALLOWANCE). Corrected to the answer's real size once known. Never zero: an operation
- * whose answer grows past this then grows a share that already holds bytes, which needs no
- * exemption of its caller's (memory-budget.ts).
+ * What an operation holds while it runs: its request's payload, and room for the largest answer
+ * it can make (random data is as long as asked; a data key and its ciphertext twice its length;
+ * other answers at most their input plus ANSWER_ALLOWANCE). Corrected to the answer's real size
+ * once known, so never less than it (flow.test.ts checks each kind): the budget's bounds hold
+ * for what operations hold once they have answered, not only when they start. Never zero.
  */
 export function reservedBytes(op: SessionRequest['op'], maxPayloadBytes: number): number {
   const input = payloadBytes(op.value);
   if (op.case === 'generateRandom') return input + Math.min(Math.max(op.value.lengthBytes, 0), maxPayloadBytes) + ANSWER_ALLOWANCE;
+  if (op.case === 'generateDataKey') return input + 2 * Math.min(op.value.lengthBytes || 32, MAX_DATA_KEY_BYTES) + ANSWER_ALLOWANCE;
   return 2 * input + ANSWER_ALLOWANCE;
 }
 

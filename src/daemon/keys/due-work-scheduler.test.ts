@@ -119,12 +119,44 @@ describe('the due-work scheduler and wall-clock steps', () => {
     // Past the tolerance at the second step (118 s), and again at the fourth (118 s more).
     expect(steps).toEqual([118_000, 118_000]);
     expect(steps.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(5 * 59_000 - 60_000);
-    // A backward step and a forward one of the same size postpone nothing more.
+    // A backward step is no credit: the forward one that undoes it postpones again.
     offset -= 3_600_000;
     await vi.advanceTimersByTimeAsync(1005);
+    expect(steps).toHaveLength(2);
     offset += 3_600_000;
     await vi.advanceTimersByTimeAsync(1005);
-    expect(steps).toHaveLength(2);
+    expect(steps).toEqual([118_000, 118_000, 3_600_000]);
+  });
+
+  it('a deletion scheduled while the clock is behind does not come early when it is set right (found by review)', async () => {
+    // `date -s` a day back by mistake, a key scheduled for deletion after a day, the clock fixed.
+    const DAY = 86_400_000;
+    let offset = 0;
+    const wall = () => Date.now() + offset;
+    let deletionTime: number | null = null;
+    let deletedAt: number | undefined;
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => {
+          if (deletionTime !== null && deletionTime <= wall()) [deletedAt, deletionTime] = [Date.now(), null];
+        },
+        nextDueTime: () => deletionTime,
+        clockSteppedForward: async (step) => {
+          if (deletionTime !== null) deletionTime += Math.ceil(step);
+        },
+      },
+      { onError: () => {}, maxSleepMs: 1000, now: wall, monotonic: () => Date.now() },
+    );
+    await scheduler.started;
+    offset -= DAY;
+    await vi.advanceTimersByTimeAsync(1005);
+    const scheduledAt = Date.now();
+    deletionTime = wall() + DAY;
+    offset += DAY;
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(deletedAt).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(DAY);
+    expect(deletedAt! - scheduledAt).toBeGreaterThanOrEqual(DAY - 1000);
   });
 
   it('a step while a postponement is being saved is postponed too before any due work runs (found by review)', async () => {

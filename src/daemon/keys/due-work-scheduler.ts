@@ -8,9 +8,10 @@
  * Due times are wall-clock times (they must survive restarts), so a forward step of the clock would
  * bring deletions due early, and a deletion cannot be undone. While the daemon runs, the wall clock
  * gaining on the monotonic one since the start is the sum of its steps (NTP slews both alike; a
- * suspend counts as a step). Whatever of that sum deletions have not yet been postponed by is
+ * suspend counts as a step). Whatever of that gain deletions have not yet been postponed by is
  * postponed before any due work runs, so small steps add up and each deletion still waits its
- * period of real time, less at most the tolerance. A step while the daemon is down cannot be told
+ * period of real time, less at most the tolerance. A backward step lowers what counts as
+ * postponed, so the forward step that undoes it postpones again (later, never earlier). A step while the daemon is down cannot be told
  * from the downtime itself.
  */
 import { performance } from 'node:perf_hooks';
@@ -58,7 +59,13 @@ export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): Du
   let stopped = false;
   let retryMs = 0;
 
-  const unpostponedStep = () => now() - start.wall - (monotonic() - start.mono) - postponedMs;
+  const unpostponedStep = () => {
+    const gain = now() - start.wall - (monotonic() - start.mono);
+    // A backward step is no credit against later forward ones: a deletion scheduled while the
+    // clock was behind must not come early when it is set right again.
+    postponedMs = Math.min(postponedMs, gain);
+    return gain - postponedMs;
+  };
   const run = async () => {
     try {
       if (work.clockSteppedForward) {

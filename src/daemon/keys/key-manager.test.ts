@@ -1215,9 +1215,13 @@ describe('KeyManager.postponeDeletions (the wall clock stepped forward)', () => 
       [due, due],
       [due, due],
     ]);
-    w.failWith = undefined;
+    // A disk that takes one more write and then fails: the one write it takes postpones all three.
+    let writesLeft = 1;
+    w.failWith = () => (writesLeft-- > 0 ? undefined : Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
     expect(await w.km.postponeDeletions(HOUR)).toEqual(['a', 'b', 'c']);
     expect(w.persistCalls - writes).toBe(2); // the failed write and one more
+    expect(['a', 'b', 'c'].map((n) => w.fileKey(n)!.deletionTime)).toEqual([due + HOUR, due + HOUR, due + HOUR]);
+    w.failWith = undefined;
     await w.restart();
     expect(['a', 'b', 'c'].map((n) => w.km.get(n).deletionTime)).toEqual([due + HOUR, due + HOUR, due + HOUR]);
   });

@@ -5,7 +5,7 @@ import { invalidField } from '../api/errors.js';
 import { checkSize, requireName, type OpContext } from './context.js';
 import { sealEnvelope } from './envelope-ops.js';
 
-const MAX_DATA_KEY_BYTES = 1024;
+export const MAX_DATA_KEY_BYTES = 1024;
 
 /** CryptoService.GenerateDataKey: getrandom bytes, sealed under the key; the plaintext copy only if asked. */
 export async function generateDataKey(ctx: OpContext, req: GenerateDataKeyRequest): Promise<MessageInitShape<typeof GenerateDataKeyResponseSchema>> {
