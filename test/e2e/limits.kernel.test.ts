@@ -11,11 +11,13 @@ import { createConnection } from 'node:net';
 import { connect as http2Connect, constants as httpConstants } from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { CryptoService } from '../../src/gen/ringfence/v1/crypto_service_pb.js';
 import { EncryptRequestSchema } from '../../src/gen/ringfence/v1/crypto_pb.js';
 import { SessionRequestSchema, SessionResponseSchema, type SessionResponse } from '../../src/gen/ringfence/v1/session_pb.js';
-import { EncryptStreamRequestSchema, type EncryptStreamResponse } from '../../src/gen/ringfence/v1/stream_pb.js';
+import { EncryptStreamRequestSchema, EncryptStreamResponseSchema, type EncryptStreamResponse } from '../../src/gen/ringfence/v1/stream_pb.js';
 import { serviceDefinition } from '../../src/rpc/service-definition.js';
 import { ErrorReason, RingfenceClient, isResourceExhausted } from '../../src/client/sdk/index.js';
 import { failure } from '../support/failure.js';
@@ -333,6 +335,55 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     expect(statuses).toEqual(['0', '0', '0']);
     for (const answered of ids) expect(new Set(answered).size).toBe(N);
     for (const c of calls) c.session.close();
+  });
+  it('crypto streams whose clients read nothing together hold about maxBufferedBytes; each finishes, and decrypts, once read', async () => {
+    const admin = new RingfenceClient({ socketPath: daemon.socket });
+    onTestFinished(() => admin.close());
+    await admin.createKey('streamed');
+    /** GetStatus's count of buffered bytes, polled until it has not changed for 3 s. */
+    const heldOnceSettled = async () => {
+      let last = -1;
+      let since = Date.now();
+      for (const end = Date.now() + 120_000; Date.now() < end; await sleep(200)) {
+        const held = Number((await admin.getStatus()).usage!.bufferedBytes);
+        if (held !== last) [last, since] = [held, Date.now()];
+        else if (Date.now() - since >= 3000) return held;
+      }
+      throw new Error(`buffered bytes never settled (last ${last})`);
+    };
+    // Twelve EncryptStreams of 4 chunks of 64 KiB, each on a connection of its own whose client
+    // reads nothing. A chunk holds 128 KiB of the budget (its plaintext, and room for its answer)
+    // until its answer is flushed; each stream alone would run 3 (two answers unflushed, one
+    // waiting to be written): 4.5 MiB in all without the bound.
+    const S = 12;
+    const plaintexts = Array.from({ length: S }, () => Array.from({ length: 4 }, () => randomBytes(64 * KiB)));
+    const calls = plaintexts.map((pieces) => {
+      const call = rawCall(daemon.socket, 'EncryptStream');
+      onTestFinished(() => void call.session.destroy());
+      call.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'streamed' } } })));
+      pieces.forEach((plaintext, i) => call.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final: i === pieces.length - 1 } } }))));
+      call.stream.end();
+      return call;
+    });
+    const held = await heldOnceSettled();
+    console.log(`maxBufferedBytes 1 MiB: ${S} EncryptStreams whose clients read nothing hold ${(held / KiB).toFixed(0)} KiB`);
+    // At the bound, plus the last chunk started below it, plus one chunk for each of at most 4
+    // streams that held nothing when they started.
+    expect(held).toBeGreaterThanOrEqual(MiB);
+    expect(held).toBeLessThanOrEqual(MiB + 5 * 128 * KiB);
+    // Reading resumes them: each ends OK, and its ciphertext decrypts to what was sent.
+    const got = calls.map((c) => c.read());
+    expect(await Promise.all(calls.map((c) => c.status))).toEqual(Array(S).fill('0'));
+    for (const [i, messages] of got.entries()) {
+      const ciphertext = Buffer.concat(messages.map((m) => fromBinary(EncryptStreamResponseSchema, m).ciphertext));
+      const out: Buffer[] = [];
+      await pipeline(Readable.from([ciphertext]), admin.decryptStream(), new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) }));
+      expect(Buffer.concat(out).equals(Buffer.concat(plaintexts[i]!))).toBe(true);
+    }
+    for (const c of calls) c.session.close();
+    let after = -1;
+    for (let i = 0; i < 50 && after !== 0; i++, await sleep(100)) after = Number((await admin.getStatus()).usage!.bufferedBytes);
+    expect(after).toBe(0); // everything went back
   });
 });
 

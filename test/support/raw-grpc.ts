@@ -222,8 +222,6 @@ export function rawCall(socket: string, method: string, headers: Record<string, 
   };
 }
 
-/** SIGTERM; a daemon that does not exit within 60 s is killed and its log tail shown. */
-
 /** Reads raw Session calls to their end: each one's status, and the ids it answered (packed answers included). */
 export async function drainSessions(calls: RawCall[]): Promise<{ statuses: (string | undefined)[]; ids: bigint[][] }> {
   const got = calls.map((c) => c.read());
