@@ -29,6 +29,7 @@ import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-
 import { KeystoreError } from './keystore/errors.js';
 import { CallerConnectionLimitError, Connections } from './identity/connections.js';
 import { throttledRefusals, type RefusalCounter } from './identity/warn-throttle.js';
+import { WallClockGain } from './keys/wall-clock-gain.js';
 import { startDueWorkScheduler } from './keys/due-work-scheduler.js';
 import { DROP_WARN_INTERVAL_MS, openListener } from './identity/listener.js';
 import { Access, DENY_ALL } from './policy/access.js';
@@ -105,8 +106,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     cleanups.push(() => engine.close());
     const suiteStatus = suiteStatusFrom(report);
     const material = new KeyMaterial(keystore, engine, WRAP_SUITES.find((s) => suiteStatus(s.name) === 'available'));
+    // Every wall-clock reading of the key manager goes through this, so the scheduler sees every
+    // backward step before a deletion is scheduled (wall-clock-gain.ts).
+    const clock = new WallClockGain();
     const keys = new KeyManager({
       material,
+      now: () => clock.now(),
       persist: (state) => store.save(state),
       suiteStatus,
       limits: {
@@ -201,6 +206,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     // logged and retried; it does not keep the daemon from serving (due-work-scheduler.ts).
     const scheduler = startDueWorkScheduler({ runDueWork: () => keys.runDueWork(), nextDueTime: () => keys.nextDueTime(), clockSteppedForward: (step) => keys.postponeDeletions(step) }, {
       maxSleepMs: SCHEDULER_MAX_SLEEP_MS,
+      clock,
       onClockStep: (stepMs) => log.warn({ stepMs: Math.round(stepMs) }, 'the wall clock stepped forward; postponing scheduled key deletions by the step'),
       onError: (err, retryInMs) => log.error({ err, retryInMs }, 'scheduled rotation or deletion failed; will retry'),
     });

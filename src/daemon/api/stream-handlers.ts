@@ -48,6 +48,8 @@ export function streamError(err: unknown, what: string): ApiError {
  */
 interface Budgeted<O> {
   reserve(bytes: number): Promise<number>;
+  /** Counts `bytes` more for work already started (an answer larger than reserved), without waiting. */
+  grow(bytes: number): number;
   /** Writes with backpressure; the `reserved` bytes go back when grpc-js has flushed the message. */
   write(m: O, reserved?: number): Promise<void>;
   release(bytes: number): void;
@@ -77,6 +79,10 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
     write: async (m, reserved = 0) => {
       if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
       if (!call.write(m, () => share.give(reserved))) await once(call, 'drain');
+    },
+    grow: (bytes) => {
+      share.take(bytes);
+      return bytes;
     },
     release: (bytes) => share.give(bytes),
   };
@@ -165,7 +171,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
 
 export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<DecryptStreamRequest, DecryptStreamResponse> {
   return (call) =>
-    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, write, release }, audit, authorize) => {
+    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, grow, write, release }, audit, authorize) => {
       let decryptor: StreamDecryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let first = true;
@@ -204,13 +210,17 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         if (m.frame.case !== 'chunk') throw violation('every DecryptStream message after the first must be a chunk');
         const bytes = checkSize('ciphertext', m.frame.value.ciphertext, ctx.limits.maxStreamChunkBytes + 64 * 1024);
         audit.bytesIn += bytes.length;
-        // The message and its plaintext, counted until the last answer it gives is flushed.
-        const reserved = await reserve(2 * bytes.length);
+        // The message and its plaintext, counted until the last answer it gives is flushed. A small
+        // message that completes a chunk buffered from earlier ones gives more plaintext than it
+        // brought: that is counted too, once made.
+        let reserved = await reserve(2 * bytes.length);
         const chunks = await decryptor.push(bytes).catch((err: unknown) => {
           release(reserved);
           throw err;
         });
         if (chunks.length === 0) release(reserved);
+        const made = bytes.length + chunks.reduce((n, c) => n + c.plaintext.length, 0);
+        if (chunks.length > 0 && made > reserved) reserved += grow(made - reserved);
         for (const [i, chunk] of chunks.entries()) {
           audit.bytesOut += chunk.plaintext.length;
           await write(

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { WallClockGain } from './wall-clock-gain.js';
 import { startDueWorkScheduler, type DueWorkScheduler } from './due-work-scheduler.js';
 
 describe('the due-work scheduler', () => {
@@ -61,6 +62,8 @@ describe('the due-work scheduler', () => {
 });
 
 describe('the due-work scheduler and wall-clock steps', () => {
+  /** A wall clock, and the monotonic one (the fake timers' clock) steps are measured against. */
+  const clocks = (wall: () => number) => ({ now: wall, clock: new WallClockGain(wall, () => Date.now()) });
   let scheduler: DueWorkScheduler | undefined;
   beforeEach(() => vi.useFakeTimers({ now: 0 }));
   afterEach(() => {
@@ -81,7 +84,7 @@ describe('the due-work scheduler and wall-clock steps', () => {
           if (failPostpone) throw new Error('ENOSPC');
         },
       },
-      { onError: () => events.push('error'), maxSleepMs: 1000, firstRetryMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now(), clockStepToleranceMs: 60_000 },
+      { onError: () => events.push('error'), maxSleepMs: 1000, firstRetryMs: 1000, ...clocks(() => Date.now() + offset), clockStepToleranceMs: 60_000 },
     );
     await scheduler.started;
     await vi.advanceTimersByTimeAsync(1005);
@@ -109,7 +112,7 @@ describe('the due-work scheduler and wall-clock steps', () => {
     const steps: number[] = [];
     scheduler = startDueWorkScheduler(
       { runDueWork: async () => {}, nextDueTime: () => null, clockSteppedForward: async (step) => void steps.push(step) },
-      { onError: () => {}, maxSleepMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now(), clockStepToleranceMs: 60_000 },
+      { onError: () => {}, maxSleepMs: 1000, ...clocks(() => Date.now() + offset), clockStepToleranceMs: 60_000 },
     );
     await scheduler.started;
     for (let i = 0; i < 5; i++) {
@@ -145,7 +148,7 @@ describe('the due-work scheduler and wall-clock steps', () => {
           if (deletionTime !== null) deletionTime += Math.ceil(step);
         },
       },
-      { onError: () => {}, maxSleepMs: 1000, now: wall, monotonic: () => Date.now() },
+      { onError: () => {}, maxSleepMs: 1000, ...clocks(wall) },
     );
     await scheduler.started;
     offset -= DAY;
@@ -174,7 +177,7 @@ describe('the due-work scheduler and wall-clock steps', () => {
           stepAgain = false;
         },
       },
-      { onError: (err) => events.push(`error ${(err as Error).message}`), maxSleepMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now() },
+      { onError: (err) => events.push(`error ${(err as Error).message}`), maxSleepMs: 1000, ...clocks(() => Date.now() + offset) },
     );
     await scheduler.started;
     offset += 2 * 3_600_000;
@@ -195,7 +198,7 @@ describe('the due-work scheduler and wall-clock steps', () => {
           if (stepping) offset += 3_600_000;
         },
       },
-      { onError: (err) => events.push((err as Error).message), maxSleepMs: 1000, firstRetryMs: 1000, now: () => Date.now() + offset, monotonic: () => Date.now() },
+      { onError: (err) => events.push((err as Error).message), maxSleepMs: 1000, firstRetryMs: 1000, ...clocks(() => Date.now() + offset) },
     );
     await scheduler.started;
     offset += 3_600_000;
@@ -205,4 +208,38 @@ describe('the due-work scheduler and wall-clock steps', () => {
     await vi.advanceTimersByTimeAsync(1005); // the retry
     expect(events.slice(5)).toEqual(['postpone', 'run']);
   });
+  it('a backward step between two runs is seen when a deletion is scheduled, even while a failed run waits for its retry (found by review)', async () => {
+    const DAY = 86_400_000;
+    let offset = 0;
+    const wall = () => Date.now() + offset;
+    const { clock } = clocks(wall);
+    let deletionTime: number | null = null;
+    let deletedAt: number | undefined;
+    let failing = true;
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => {
+          if (failing) throw new Error('the kernel key quota is full');
+          if (deletionTime !== null && deletionTime <= wall()) [deletedAt, deletionTime] = [Date.now(), null];
+        },
+        nextDueTime: () => deletionTime,
+        clockSteppedForward: async (step) => {
+          if (deletionTime !== null) deletionTime += Math.ceil(step);
+        },
+      },
+      { onError: () => {}, now: wall, clock, firstRetryMs: 5 * 60_000 },
+    );
+    await scheduler.started; // failed: the next run is 5 minutes away
+    await vi.advanceTimersByTimeAsync(10_000);
+    offset -= DAY;
+    const scheduledAt = Date.now();
+    deletionTime = clock.now() + DAY; // what KeyManager.scheduleDeletion does, through the same clock
+    offset += DAY;
+    failing = false;
+    await vi.advanceTimersByTimeAsync(5 * 60_000);
+    expect(deletedAt).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(DAY);
+    expect(deletedAt! - scheduledAt).toBeGreaterThanOrEqual(DAY - 1000);
+  });
 });
+

@@ -6,15 +6,13 @@
  * loop that logs every few milliseconds while the work stays due.
  *
  * Due times are wall-clock times (they must survive restarts), so a forward step of the clock would
- * bring deletions due early, and a deletion cannot be undone. While the daemon runs, the wall clock
- * gaining on the monotonic one since the start is the sum of its steps (NTP slews both alike; a
- * suspend counts as a step). Whatever of that gain deletions have not yet been postponed by is
- * postponed before any due work runs, so small steps add up and each deletion still waits its
- * period of real time, less at most the tolerance. A backward step lowers what counts as
- * postponed, so the forward step that undoes it postpones again (later, never earlier). A step while the daemon is down cannot be told
- * from the downtime itself.
+ * bring deletions due early, and a deletion cannot be undone. Whatever of the wall clock's gain on
+ * the monotonic one (wall-clock-gain.ts) deletions have not yet been postponed by is postponed
+ * before any due work runs, once it passes the tolerance: small steps add up, and each deletion
+ * still waits its period of real time, less at most the tolerance. A step while the daemon is
+ * down cannot be told from the downtime itself.
  */
-import { performance } from 'node:perf_hooks';
+import { WallClockGain } from './wall-clock-gain.js';
 
 export interface DueWork {
   /** Reads the wall clock once, before its first await, and works from that reading. */
@@ -31,8 +29,8 @@ export interface SchedulerOptions {
   firstRetryMs?: number;
   maxRetryMs?: number;
   now?: () => number;
-  /** Milliseconds on a clock that never steps (default performance.now: CLOCK_MONOTONIC, which stops while suspended). */
-  monotonic?: () => number;
+  /** The clock steps are measured on; share it with whatever schedules deletions (default: one on `now`). */
+  clock?: WallClockGain;
   /** How far the wall clock may gain before deletions are postponed (default 1 s): also how early one may come. */
   clockStepToleranceMs?: number;
   /** Told of each forward step before deletions are postponed by it. */
@@ -50,32 +48,22 @@ export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): Du
   const firstRetry = opts.firstRetryMs ?? 1000;
   const maxRetry = opts.maxRetryMs ?? 5 * 60_000;
   const now = opts.now ?? Date.now;
-  const monotonic = opts.monotonic ?? (() => performance.now());
+  const clock = opts.clock ?? new WallClockGain(now);
   const tolerance = opts.clockStepToleranceMs ?? 1000;
-  // The clocks at the start; the wall clock's gain on the monotonic one since then is its steps.
-  const start = { wall: now(), mono: monotonic() };
-  let postponedMs = 0; // of those steps, what deletions were postponed by
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let retryMs = 0;
 
-  const unpostponedStep = () => {
-    const gain = now() - start.wall - (monotonic() - start.mono);
-    // A backward step is no credit against later forward ones: a deletion scheduled while the
-    // clock was behind must not come early when it is set right again.
-    postponedMs = Math.min(postponedMs, gain);
-    return gain - postponedMs;
-  };
   const run = async () => {
     try {
       if (work.clockSteppedForward) {
         // Until the step is all postponed: the clock may step again while a postponement is saved.
-        for (let step = unpostponedStep(), tries = 0; step > tolerance; step = unpostponedStep()) {
+        for (let step = clock.unpostponed(), tries = 0; step > tolerance; step = clock.unpostponed()) {
           if (++tries > 3) throw new Error('the wall clock keeps stepping forward; scheduled key work waits for it to settle');
           opts.onClockStep?.(step);
           // If this fails, nothing runs and the next run sees the same step again.
           await work.clockSteppedForward(step);
-          postponedMs += step;
+          clock.postponed(step);
         }
       }
       // No await since the last check: runDueWork reads the clock before its first await, so no
