@@ -28,7 +28,7 @@ export class WallClockGain {
     return wall;
   }
 
-  /** What of the gain deletions have not been postponed by yet (negative after a backward step is undone by nothing). */
+  /** What of the gain deletions have not been postponed by yet (never negative: a backward step lowers what counts as postponed). */
   unpostponed(wall = this.wall()): number {
     const gain = wall - this.start.wall - (this.monotonic() - this.start.mono);
     this.postponedMs = Math.min(this.postponedMs, gain);
