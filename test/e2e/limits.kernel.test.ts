@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vites
 import { CryptoService } from '../../src/gen/ringfence/v1/crypto_service_pb.js';
 import { EncryptRequestSchema } from '../../src/gen/ringfence/v1/crypto_pb.js';
 import { SessionRequestSchema, SessionResponseSchema, type SessionResponse } from '../../src/gen/ringfence/v1/session_pb.js';
-import { EncryptStreamRequestSchema, EncryptStreamResponseSchema, type EncryptStreamResponse } from '../../src/gen/ringfence/v1/stream_pb.js';
+import { DecryptStreamRequestSchema, DecryptStreamResponseSchema, EncryptStreamRequestSchema, EncryptStreamResponseSchema, type EncryptStreamResponse } from '../../src/gen/ringfence/v1/stream_pb.js';
 import { serviceDefinition } from '../../src/rpc/service-definition.js';
 import { ErrorReason, RingfenceClient, isResourceExhausted } from '../../src/client/sdk/index.js';
 import { failure } from '../support/failure.js';
@@ -384,6 +384,50 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     let after = -1;
     for (let i = 0; i < 50 && after !== 0; i++, await sleep(100)) after = Number((await admin.getStatus()).usage!.bufferedBytes);
     expect(after).toBe(0); // everything went back
+  });
+
+  it('a DecryptStream message that completes a large chunk counts the chunk\'s plaintext until its answer is flushed', async () => {
+    const admin = new RingfenceClient({ socketPath: daemon.socket });
+    onTestFinished(() => admin.close());
+    await admin.createKey('sliced');
+    // One 384 KiB chunk, encrypted in one message, then sent back to DecryptStream 16 KiB at a
+    // time to a client that reads nothing. Each message reserves 32 KiB; the last one makes the
+    // whole 384 KiB of plaintext, which waits on the client's HTTP/2 window. Counting only what
+    // that message reserved would show 32 KiB held.
+    const plaintext = randomBytes(384 * KiB);
+    const enc = rawCall(daemon.socket, 'EncryptStream');
+    onTestFinished(() => void enc.session.destroy());
+    enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'sliced' } } })));
+    enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final: true } } })));
+    enc.stream.end();
+    const encrypted = enc.read();
+    expect(await enc.status).toBe('0');
+    const ciphertext = Buffer.concat(encrypted.map((m) => fromBinary(EncryptStreamResponseSchema, m).ciphertext));
+    enc.session.close();
+    expect(Number((await admin.getStatus()).usage!.bufferedBytes)).toBe(0);
+
+    const dec = rawCall(daemon.socket, 'DecryptStream');
+    onTestFinished(() => void dec.session.destroy());
+    dec.send(toBinary(DecryptStreamRequestSchema, msg(DecryptStreamRequestSchema, { frame: { case: 'header', value: {} } })));
+    const SLICE = 16 * KiB;
+    for (let at = 0; at < ciphertext.length; at += SLICE) {
+      dec.send(toBinary(DecryptStreamRequestSchema, msg(DecryptStreamRequestSchema, { frame: { case: 'chunk', value: { ciphertext: ciphertext.subarray(at, at + SLICE) } } })));
+    }
+    dec.stream.end();
+    let held = 0;
+    for (const end = Date.now() + 60_000; Date.now() < end && held < 384 * KiB; await sleep(200)) held = Number((await admin.getStatus()).usage!.bufferedBytes);
+    console.log(`DecryptStream of one 384 KiB chunk in 16 KiB messages, client reading nothing: ${(held / KiB).toFixed(0)} KiB held`);
+    // The plaintext, plus the last message and its reservation (2 x 16 KiB at most).
+    expect(held).toBeGreaterThanOrEqual(384 * KiB);
+    expect(held).toBeLessThanOrEqual(384 * KiB + 2 * SLICE + 1024);
+    // Read: the plaintext comes back whole, the stream ends OK, and the bytes go back.
+    const decrypted = dec.read();
+    expect(await dec.status).toBe('0');
+    expect(Buffer.concat(decrypted.map((m) => fromBinary(DecryptStreamResponseSchema, m).plaintext)).equals(plaintext)).toBe(true);
+    dec.session.close();
+    let after = -1;
+    for (let i = 0; i < 50 && after !== 0; i++, await sleep(100)) after = Number((await admin.getStatus()).usage!.bufferedBytes);
+    expect(after).toBe(0);
   });
 });
 

@@ -73,7 +73,10 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
   });
   const io: Budgeted<O> = {
     reserve: async (bytes) => {
-      await share.reserve(bytes, stopped.signal);
+      // A share closes with its call; a wait it ends is the call ending, not a daemon fault.
+      await share.reserve(bytes, stopped.signal).catch((err: unknown) => {
+        throw err instanceof ApiError ? err : new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the call ended while it waited for room in the buffer budget');
+      });
       return bytes;
     },
     write: async (m, reserved = 0) => {
