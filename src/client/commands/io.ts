@@ -8,9 +8,9 @@
  * never leaves a partial (or unauthenticated) result under the requested name.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, fstatSync, statSync, unlinkSync, type WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, fstatSync, lstatSync, readlinkSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { CommandError } from './args.js';
@@ -125,7 +125,8 @@ class StreamInput implements Input {
 export interface Output {
   readonly label: string;
   readonly stream: Writable;
-  readonly isStdout: boolean;
+  /** Written as it goes (stdout, a device, a FIFO): what was written cannot be taken back. */
+  readonly inPlace: boolean;
   /** Flushes and, for a file, renames the temporary file into place. */
   commit(): Promise<void>;
   /** Removes the temporary file; stdout cannot be taken back. */
@@ -152,31 +153,47 @@ function hookSignals(): void {
   }
 }
 
-/** Opens `path` ("-" or undefined: stdout). Files are created 0600: outputs may be plaintext. */
+/**
+ * Opens `path` ("-" or undefined: stdout). A new file is created 0600 (outputs may be plaintext);
+ * an existing regular file is replaced atomically and keeps its mode (and, as root, its owner); a
+ * symlink is followed, so its target is what is replaced; anything else that is not a directory (a
+ * device such as /dev/null, a FIFO) is written in place, as stdout is — it cannot be taken back.
+ */
 export function openOutput(path: string | undefined, stdout: Writable = process.stdout): Output {
   if (path === undefined || path === '-') {
-    return { label: 'stdout', stream: stdout, isStdout: true, commit: () => drain(stdout), abort: async () => {} };
+    return { label: 'stdout', stream: stdout, inPlace: true, commit: () => drain(stdout), abort: async () => {} };
   }
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
+  const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  const target = outputTarget(path, fail);
+  if (target.kind === 'special') return inPlaceOutput(path, fail);
+  const tmp = join(dirname(target.path), `.${basename(target.path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
   hookSignals();
   pending.add(tmp);
   const stream: WriteStream = createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
   // Errors (a missing directory, a full disk) surface through write callbacks, pipeline or
   // commit; this listener only keeps an unobserved one from crashing the process.
   stream.on('error', () => {});
-  const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   return {
     label: path,
     stream,
-    isStdout: false,
+    inPlace: false,
     async commit() {
       try {
         if (!stream.writableEnded) stream.end();
         await finished(stream);
-        // Durable before it becomes visible under its name.
         const fh = await open(tmp, 'r');
-        await fh.sync().finally(() => fh.close());
-        await rename(tmp, path);
+        try {
+          // The file it replaces keeps its mode and owner (fchmod: the umask does not apply).
+          if (target.kind === 'file') {
+            if (target.chown) await fh.chown(target.chown.uid, target.chown.gid);
+            await fh.chmod(target.mode);
+          }
+          // Durable before it becomes visible under its name.
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(tmp, target.path);
         pending.delete(tmp);
       } catch (err) {
         await this.abort();
@@ -193,6 +210,60 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
       }
       await unlink(tmp).catch(() => {});
       pending.delete(tmp);
+    },
+  };
+}
+
+type OutputTarget =
+  | { kind: 'new'; path: string }
+  | { kind: 'file'; path: string; mode: number; chown: { uid: number; gid: number } | undefined }
+  | { kind: 'special' };
+
+/** What writing to `path` replaces: symlinks are followed (a dangling one names the file to create). */
+function outputTarget(path: string, fail: (err: unknown) => CommandError): OutputTarget {
+  let at = path;
+  for (let links = 0; ; links++) {
+    let st: Stats;
+    try {
+      st = lstatSync(at);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'new', path: at };
+      throw fail(err);
+    }
+    if (st.isSymbolicLink()) {
+      if (links >= 40) throw fail(Object.assign(new Error('too many symlinks'), { code: 'ELOOP' }));
+      at = resolve(dirname(at), readlinkSync(at));
+      continue;
+    }
+    if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
+    if (!st.isFile()) return { kind: 'special' };
+    const asRoot = process.getuid?.() === 0;
+    return { kind: 'file', path: at, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined };
+  }
+}
+
+/** A device or FIFO: written as it is, like stdout; nothing to rename, nothing to take back. */
+function inPlaceOutput(path: string, fail: (err: unknown) => CommandError): Output {
+  const stream: WriteStream = createWriteStream(path, { flags: 'w' });
+  stream.on('error', () => {});
+  return {
+    label: path,
+    stream,
+    inPlace: true,
+    async commit() {
+      try {
+        if (!stream.writableEnded) stream.end();
+        await finished(stream);
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+    async abort() {
+      if (!stream.closed) {
+        const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+        stream.destroy();
+        await closed;
+      }
     },
   };
 }

@@ -5,7 +5,8 @@
  * "discard what stdout got" note appears only when stdout got something. Plus usage errors found
  * before any client exists.
  */
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, createReadStream, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -119,6 +120,77 @@ describe('streamed failures', SLOW, () => {
     expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
   });
 });
+
+describe('-o FILE onto what is already there', SLOW, () => {
+  test('an existing file is replaced with its mode kept; a new file is 0600', async () => {
+    const existing = join(dir, 'shared.txt');
+    writeFileSync(existing, 'old contents');
+    chmodSync(existing, 0o640);
+    const r = await rf(['encrypt', 'k', '-o', existing], { stdin: 'new contents' });
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(statSync(existing).mode & 0o7777).toBe(0o640);
+    expect(readFileSync(existing).subarray(0, 2).toString()).toBe('RF');
+    const fresh = join(dir, 'fresh.bin');
+    expect((await rf(['encrypt', 'k', '-o', fresh], { stdin: 'x' })).code).toBe(0);
+    expect(statSync(fresh).mode & 0o7777).toBe(0o600);
+  });
+
+  test('a symlink is followed: its target gets the output, the link stays a link', async () => {
+    const target = join(dir, 'link-target.bin');
+    writeFileSync(target, 'OLD');
+    const link = join(dir, 'link.bin');
+    symlinkSync('link-target.bin', link);
+    const ct = (await rf(['encrypt', 'k'], { stdin: 'through the link' })).stdout;
+    const r = await rf(['decrypt', '-o', link], { stdin: ct });
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(readFileSync(target, 'utf8')).toBe('through the link');
+    // A dangling link names the file to create.
+    const dangling = join(dir, 'dangling.bin');
+    symlinkSync('made-through-link.bin', dangling);
+    expect((await rf(['decrypt', '-o', dangling], { stdin: ct })).code).toBe(0);
+    expect(readFileSync(join(dir, 'made-through-link.bin'), 'utf8')).toBe('through the link');
+    expect(lstatSync(dangling).isSymbolicLink()).toBe(true);
+  });
+
+  test('a FIFO is written in place, not replaced by a file; a failed stream into it says to discard', async () => {
+    const fifo = join(dir, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    const ct = (await rf(['encrypt', 'k'], { stdin: 'into the pipe' })).stdout;
+    const read = readAllFrom(fifo);
+    const r = await rf(['decrypt', '-o', fifo], { stdin: ct });
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect((await read).toString()).toBe('into the pipe');
+    expect(lstatSync(fifo).isFIFO()).toBe(true);
+    // A stream ciphertext cut after its first chunk: that chunk's plaintext went into the pipe.
+    const big = randomBytes(MiB + 1000);
+    const sct = (await rf(['encrypt', 'k'], { stdin: big })).stdout;
+    const cutRead = readAllFrom(fifo);
+    const cut = await rf(['decrypt', '-o', fifo], { stdin: sct.subarray(0, 40 + 17 + sct.readUInt32BE(40 + 1)) });
+    expect(cut.code).toBe(1);
+    expect((await cutRead).length).toBeGreaterThan(0);
+    expect(cut.stderr).toContain(`the plaintext already written to ${fifo} is incomplete or not authentic: discard it`);
+    expect(lstatSync(fifo).isFIFO()).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+
+  test('a directory is refused', async () => {
+    const r = await rf(['encrypt', 'k', '-o', dir], { stdin: 'x' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`cannot write ${dir}: it is a directory`);
+  });
+});
+
+/** Everything written into a FIFO until its writer closes it (opened for reading at once, off the main thread). */
+function readAllFrom(fifo: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    createReadStream(fifo)
+      .on('data', (c: Buffer) => chunks.push(c))
+      .on('end', () => resolve(Buffer.concat(chunks)))
+      .on('error', reject);
+  });
+}
 
 describe('usage errors before any client', () => {
   // A context whose client cannot be made (no socket path): usage errors must not need one.

@@ -44,7 +44,7 @@ export async function runStream(ctx: Context, job: StreamJob): Promise<void> {
     await job.output.abort();
     const err = firstFailed === 'output' ? new CommandError(`cannot write ${job.output.label}: ${(caught as NodeJS.ErrnoException).code ?? (caught as Error).message}`) : caught;
     // Said after the error itself (cli.ts prints notes last); only when something was written.
-    if (job.output.isStdout && produced > 0) addNote(err, `the ${job.produces} already written to stdout is incomplete or not authentic: discard it`);
+    if (job.output.inPlace && produced > 0) addNote(err, `the ${job.produces} already written to ${job.output.label} is incomplete or not authentic: discard it`);
     throw err;
   } finally {
     if (!Buffer.isBuffer(job.source)) job.source.close();
