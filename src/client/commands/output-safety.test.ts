@@ -186,7 +186,7 @@ function readAllFrom(fifo: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   return new Promise((resolve, reject) => {
     createReadStream(fifo)
-      .on('data', (c: Buffer) => chunks.push(c))
+      .on('data', (c: Buffer | string) => chunks.push(Buffer.from(c)))
       .on('end', () => resolve(Buffer.concat(chunks)))
       .on('error', reject);
   });

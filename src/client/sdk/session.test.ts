@@ -167,6 +167,49 @@ describe('session pipelining', () => {
   });
 });
 
+describe('an idle session releases its stream', () => {
+  const openAfter = async (ms: number) => {
+    await new Promise((r) => setTimeout(r, ms));
+    return fake.stats.sessionStreamsOpen;
+  };
+
+  it('when its last operation settled unsent (aborted before it went out): found by review', async () => {
+    const s = client.session({ idleTimeoutMs: 20 });
+    const open = fake.stats.sessionStreamsOpen;
+    await s.hash('one');
+    const ac = new AbortController();
+    const aborted = s.hash('two', 'sha256', { signal: ac.signal }).catch((e: unknown) => e);
+    ac.abort(); // in the same turn: still queued, never sent
+    expect(isCancelled(await aborted)).toBe(true);
+    expect(await openAfter(300)).toBe(open);
+    await s.close();
+  });
+
+  it('when its only operation was aborted before any stream existed: none is opened', async () => {
+    const s = client.session({ idleTimeoutMs: 20 });
+    const [opened, open] = [fake.stats.sessionStreams, fake.stats.sessionStreamsOpen];
+    const ac = new AbortController();
+    const aborted = s.hash('never sent', 'sha256', { signal: ac.signal }).catch((e: unknown) => e);
+    ac.abort();
+    expect(isCancelled(await aborted)).toBe(true);
+    expect(await openAfter(300)).toBe(open);
+    expect(fake.stats.sessionStreams).toBe(opened);
+    await s.close();
+  });
+
+  it('when its last operation passed its deadline while queued behind maxInFlight', async () => {
+    const s = client.session({ idleTimeoutMs: 20, maxInFlight: 1 });
+    const open = fake.stats.sessionStreamsOpen;
+    fake.sessionDelayMs = 200;
+    const first = s.hash('slow');
+    const late = s.hash('queued', 'sha256', { timeoutMs: 20 }).catch((e: unknown) => e);
+    expect(isDeadlineExceeded(await late)).toBe(true);
+    await first;
+    expect(await openAfter(300)).toBe(open);
+    await s.close();
+  });
+});
+
 describe('session packing', () => {
   it('operations queued in one turn share messages (up to PACK_OPS), and packed answers reach their callers by id', async () => {
     const s = client.session();

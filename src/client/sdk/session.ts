@@ -152,7 +152,11 @@ export class RingfenceSession {
           release();
           if (error) reject(error);
           else (resolve as (v: unknown) => void)(value); // the response case matched `kind`
-          if (--this.unsettled === 0 && this.closing) this.endAfterClose();
+          if (--this.unsettled === 0) {
+            if (this.closing) this.endAfterClose();
+            // The last one may have settled unsent (deadline, abort): no answer will arm the idle timer.
+            else if (this.stream) this.maybeIdle(this.stream);
+          }
         },
       };
       // Local deadlines and aborts settle the caller's promise at once; an operation already sent
@@ -177,7 +181,10 @@ export class RingfenceSession {
     if (this.pumping) return;
     this.pumping = true;
     try {
-      while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
+      for (;;) {
+        // Operations settled while queued (deadline, abort) are dropped here: no stream is opened for them.
+        while (this.queue[0]?.settled) this.queue.shift();
+        if (this.queue.length === 0 || this.inFlight >= this.maxInFlight) break;
         let stream: Stream;
         try {
           stream = this.stream ?? this.open();

@@ -212,6 +212,8 @@ export function sessionHandler(fake: FakeServer, ops: CryptoOps) {
   const { stats } = fake;
   return (call: grpc.ServerDuplexStream<SessionRequest, SessionResponse>) => {
     stats.sessionStreams++;
+    stats.sessionStreamsOpen++;
+    call.on('close', () => stats.sessionStreamsOpen--);
     let outstanding = 0;
     let lastId = 0n;
     let halfClosed = false;

@@ -37,6 +37,8 @@ export interface FakeStats {
   /** Most Session operations received and not yet answered on one stream. */
   sessionMaxOutstanding: number;
   sessionStreams: number;
+  /** Session streams not yet closed (a client's idle session half-closes its own). */
+  sessionStreamsOpen: number;
   /** Responses sent out of id order. */
   sessionOutOfOrder: number;
   /** Session request messages received, and the most operations one of them carried. */
@@ -115,6 +117,7 @@ export async function startFakeServer(): Promise<FakeServer> {
     cancelled: 0,
     sessionMaxOutstanding: 0,
     sessionStreams: 0,
+    sessionStreamsOpen: 0,
     sessionOutOfOrder: 0,
     sessionMessages: 0,
     sessionMaxOpsPerMessage: 0,
