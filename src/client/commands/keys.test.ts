@@ -88,9 +88,15 @@ describe('key import', SLOW, () => {
     expect([big.code, big.stderr]).toEqual([1, 'ringfence: import key i-big: stdin holds more than 1024 bytes: key material must be the raw key (32, 48 or 64 bytes)\n']);
     const odd = await rf(['key', 'import', 'i-odd', '--from', '-'], { stdin: randomBytes(40) });
     expect(odd.stderr).toMatch(/^ringfence: import key i-odd: stdin holds 40 bytes, but a key takes 32, 48, 64 bytes/);
+    const bigFile = join(dir, 'big.bin');
+    writeFileSync(bigFile, randomBytes(5000));
+    const bigFromFile = await rf(['key', 'import', 'i-big', '--from', bigFile]);
+    expect([bigFromFile.code, bigFromFile.stderr]).toEqual([1, `ringfence: import key i-big: ${bigFile} holds more than 1024 bytes: key material must be the raw key (32, 48 or 64 bytes)\n`]);
+    const fromDir = await rf(['key', 'import', 'i-dir', '--from', dir]);
+    expect([fromDir.code, fromDir.stderr]).toEqual([1, `ringfence: import key i-dir: cannot read ${dir}: EISDIR\n`]);
     const missing = await rf(['key', 'import', 'i-missing', '--from', join(dir, 'nope')]);
     expect([missing.code, missing.stderr]).toEqual([1, `ringfence: import key i-missing: cannot read ${join(dir, 'nope')}: ENOENT\n`]);
-    for (const name of ['i-hex', 'i-big', 'i-odd', 'i-missing']) expect(daemon.keys.byName.has(name)).toBe(false);
+    for (const name of ['i-hex', 'i-big', 'i-odd', 'i-dir', 'i-missing']) expect(daemon.keys.byName.has(name)).toBe(false);
     expect(daemon.calls.ImportKey ?? 0).toBe(imports); // refused before any request
   });
 });

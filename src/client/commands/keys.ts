@@ -8,6 +8,7 @@ import { CommandError, parseChoice, parseDuration, parseKeyName, UsageError } fr
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { keyJson, keyTable, keyText } from './format.js';
 import { openInput } from './io.js';
+import { closeSync, openSync, readSync } from 'node:fs';
 
 const PURPOSES = ['aead', 'mac'] as const;
 /** Raw key length of each suite, to refuse a wrong file before it travels (ImportKeyRequest). */
@@ -34,9 +35,7 @@ const purposeOpt = (v: Values) => {
 
 /** Key bytes from FILE or "-" (stdin), checked against the suite's length when one is given. */
 async function readMaterial(ctx: Context, from: string, suite: string | undefined): Promise<Buffer> {
-  const input = openInput(from, ctx.io.stdin);
-  const { bytes, complete } = await input.readHead(MAX_MATERIAL_BYTES, true);
-  input.close();
+  const { bytes, complete } = from === '-' ? await readMaterialStream(ctx) : readMaterialFile(from);
   const label = from === '-' ? 'stdin' : from;
   if (!complete) {
     bytes.fill(0);
@@ -50,6 +49,41 @@ async function readMaterial(ctx: Context, from: string, suite: string | undefine
     throw new CommandError(`${label} holds ${bytes.length} bytes, but ${suite ?? 'a key'} takes ${lengths.join(', ')} bytes of raw key material${hint}`);
   }
   return bytes;
+}
+
+async function readMaterialStream(ctx: Context): Promise<{ bytes: Buffer; complete: boolean }> {
+  const input = openInput('-', ctx.io.stdin);
+  try {
+    return await input.readHead(MAX_MATERIAL_BYTES, true);
+  } finally {
+    input.close();
+  }
+}
+
+/**
+ * A file is read straight into one buffer this command owns (and wipes): a read stream would read
+ * it into a 64 KiB buffer of its own and pass on a copy, leaving the key in memory nobody clears.
+ */
+function readMaterialFile(path: string): { bytes: Buffer; complete: boolean } {
+  const fail = (err: unknown) => new CommandError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw fail(err);
+  }
+  // Buffer.alloc is never a slice of Node's shared pool.
+  const buf = Buffer.alloc(MAX_MATERIAL_BYTES + 1);
+  let n = 0;
+  try {
+    for (let r = -1; r !== 0 && n < buf.length; n += r) r = readSync(fd, buf, n, buf.length - n, null);
+  } catch (err) {
+    buf.fill(0);
+    throw fail(err);
+  } finally {
+    closeSync(fd);
+  }
+  return { bytes: buf.subarray(0, n), complete: n <= MAX_MATERIAL_BYTES };
 }
 
 /** Runs `fn` with the key material, wiping it afterwards whatever happens. */
