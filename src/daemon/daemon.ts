@@ -99,7 +99,13 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const state = validateState(store.load() ?? EMPTY_STATE, store.statePath);
     const requiredBy = state.keys.length > 0 ? `${store.statePath} holds ${state.keys.length} keys` : state.masterCheck ? `${store.statePath} holds a master-key check` : undefined;
     const master = await loadOrCreateMasterKey({ stateDir: config.stateDir, requiredBy, log: plain });
-    const keystore = new KernelKeystore();
+    let keystore: KernelKeystore;
+    try {
+      keystore = new KernelKeystore();
+    } catch (err) {
+      master.material.fill(0); // loadMasterKey below wipes it; here it never gets there
+      throw err;
+    }
     cleanups.push(() => keystore.close());
     keystore.loadMasterKey(master.material); // wipes it
     const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: Math.max(4 * 1024 * 1024, config.limits.maxPayloadBytes + 128 * 1024, config.limits.maxStreamChunkBytes + 128 * 1024) });

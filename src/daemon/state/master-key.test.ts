@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -122,6 +122,25 @@ describe('loadOrCreateMasterKey: creation', () => {
     writeFileSync(live, '');
     await load(dir);
     expect(readdirSync(dir).sort()).toEqual([MASTER_KEY_FILE, `${MASTER_KEY_FILE}.tmp-1-0`]);
+  });
+
+  it('removes, on a start that finds master.key, a temp left linked to it by a crash between link and unlink (found by review)', async () => {
+    const dir = stateDirWith();
+    const first = await load(dir);
+    const leftover = join(dir, `${MASTER_KEY_FILE}.tmp-4194304-0`);
+    linkSync(join(dir, MASTER_KEY_FILE), leftover);
+    const again = await load(dir);
+    expect(again.material).toEqual(first.material);
+    expect(readdirSync(dir)).toEqual([MASTER_KEY_FILE]);
+    expect(statSync(join(dir, MASTER_KEY_FILE)).nlink).toBe(1);
+  });
+
+  it("a temp named with this process's own pid is an earlier process's (pid 1 in a container): removed, and creation succeeds (found by review)", async () => {
+    const dir = stateDirWith();
+    for (let i = 0; i < 64; i++) writeFileSync(join(dir, `${MASTER_KEY_FILE}.tmp-${process.pid}-${i}`), randomBytes(32));
+    const key = await load(dir);
+    expect(key.created).toBe(true);
+    expect(readdirSync(dir)).toEqual([MASTER_KEY_FILE]);
   });
 
   it('concurrent first starts agree on one key, and nobody reads a partial one', async () => {

@@ -57,6 +57,9 @@ export async function loadOrCreateMasterKey(opts: MasterKeyOptions): Promise<Mas
   }
 
   const path = join(opts.stateDir, MASTER_KEY_FILE);
+  // On every start, not only when creating: a kill -9 between link and unlink leaves a temp that is
+  // a second name of master.key itself, which would outlive an operator removing master.key.
+  await removeDeadTemps(opts.stateDir);
   for (;;) {
     const existing = await readKeyFile(path, true);
     if (existing) return { material: existing, source: 'state-dir', path, created: false };
@@ -94,6 +97,7 @@ async function createKeyFile(dir: string, path: string): Promise<Buffer | undefi
   await removeDeadTemps(dir);
   const tmp = `${path}${TMP_INFIX}${process.pid}-${tmpCounter++}`;
   const material = randomFillSync(Buffer.alloc(MASTER_KEY_BYTES));
+  ownTemps.add(tmp);
   try {
     const fh = await open(tmp, 'wx', 0o600);
     try {
@@ -117,18 +121,32 @@ async function createKeyFile(dir: string, path: string): Promise<Buffer | undefi
     throw err;
   } finally {
     await unlink(tmp).catch(() => {});
+    ownTemps.delete(tmp);
   }
 }
 
 const TMP_INFIX = '.tmp-';
+/** Temp files this process is writing now. */
+const ownTemps = new Set<string>();
 
-/** Temp files of processes that died while creating a key (each holds a never-used key). */
+/**
+ * Temp files of processes that died while creating a key: a never-used key, or a second name of
+ * master.key (a crash between link and unlink). One with this process's pid is an earlier process
+ * that had the same pid (pid 1 in a container), unless this process is writing it now.
+ */
 async function removeDeadTemps(dir: string): Promise<void> {
   const prefix = `${MASTER_KEY_FILE}${TMP_INFIX}`;
-  for (const name of await readdir(dir)) {
-    if (!name.startsWith(prefix)) continue;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || ownTemps.has(join(dir, name))) continue;
     const pid = Number.parseInt(name.slice(prefix.length), 10);
-    if (pid > 0 && pidAlive(pid)) continue;
+    if (pid > 0 && pid !== process.pid && pidAlive(pid)) continue;
     await unlink(join(dir, name)).catch(() => {});
   }
 }
