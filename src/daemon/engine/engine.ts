@@ -105,28 +105,31 @@ export class CryptoEngine {
   /** The transform for a spec, opened and keyed on first use. */
   transform(spec: TransformSpec): Transform {
     const id = `${spec.alg.type}|${spec.alg.name}|${spec.serial ?? ''}|${spec.authSize ?? ''}`;
-    const hit = this.transforms.get(id);
-    if (hit) {
+    let tfm = this.transforms.get(id);
+    if (tfm) {
       // Re-insert: Map order is our LRU order.
       this.transforms.delete(id);
-      this.transforms.set(id, hit);
-      return hit;
+      this.transforms.set(id, tfm);
+    } else {
+      tfm = new Transform(spec, this.options);
+      this.transforms.set(id, tfm);
     }
-    const tfm = new Transform(spec, this.options);
-    this.transforms.set(id, tfm);
-    if (this.transforms.size > this.options.maxTransforms) this.evictOne(id);
+    // Busy transforms cannot be closed: after a burst over many keys the cache shrinks back here,
+    // on the next requests, as they go idle.
+    while (this.transforms.size > this.options.maxTransforms && this.evictOne(id));
     return tfm;
   }
 
-  /** Closes the least recently used idle transform other than `keep` (the one just opened). */
-  private evictOne(keep: string): void {
+  /** Closes the least recently used idle transform other than `keep` (the one in use now); false if none is idle. */
+  private evictOne(keep: string): boolean {
     for (const [id, tfm] of this.transforms) {
       if (id !== keep && tfm.inUse === 0) {
         this.transforms.delete(id);
         tfm.close();
-        return;
+        return true;
       }
     }
+    return false;
   }
 
   /**

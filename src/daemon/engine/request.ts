@@ -69,12 +69,16 @@ export async function runRequest(
     }
   } catch (err) {
     tfm.discard(fd);
+    // The kernel copies AAD || input into the output before it works in place: after a failed
+    // decryption that is plaintext whose tag did not verify, after a failed encryption plaintext.
+    whole.fill(0);
     throw fromKernel(err, 'request', what());
   }
   if (n !== outLen) {
     // The kernel processed only part of the request (AF_ALG does that when the output budget runs
     // short). A partial result is never returned, and the socket with leftovers is not reused.
     tfm.discard(fd);
+    whole.fill(0);
     throw new EngineError('INTERNAL', `${what()}: the kernel returned ${n} of ${outLen} bytes`);
   }
   tfm.release(fd);
