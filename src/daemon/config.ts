@@ -170,7 +170,7 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      as root, else $XDG_CONFIG_HOME/ringfence/policy.json); reloaded on SIGHUP and
                      on change; without it only root and the daemon's uid may use ringfenced
   --config FILE      JSON config file (env RINGFENCE_CONFIG): socket, stateDir, logLevel, policy,
-                     socketMode ("0660"), limits { maxPayloadBytes, maxAssociatedDataBytes,
+                     socketMode ("0660" as root, else "0600"), limits { maxPayloadBytes, maxAssociatedDataBytes,
                      maxStreamChunkBytes, maxBatchItems, maxSessionInFlight,
                      minRotationPeriod ("1h"), minDeletionWaitingPeriod ("1d"),
                      encryptionsPerVersion (4294967296), maxMessageBytes (4259840),
