@@ -16,7 +16,8 @@ import type { Access } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
 import { MemoryBudget } from './memory-budget.js';
 import { CallerSlots } from './caller-slots.js';
-import { countTopLevelFields, daemonServiceDefinition } from './decode.js';
+import { countSessionOperations, countTopLevelFields, daemonServiceDefinition, UndecodableRequest } from './decode.js';
+import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
 
 const socket = join(mkdtempSync(join(tmpdir(), 'rf-decode-')), 'rf.sock');
 // Field 1 as a varint whose bytes run out: no message type decodes it.
@@ -114,6 +115,39 @@ describe('requests that would decode into millions of objects', () => {
     expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
   });
 
+  it('so does one whose single `more` item nests a million more (found by review: they were decoded first, for seconds)', async () => {
+    const inner = Buffer.alloc(3 * 1_000_000, Buffer.from([0x82, 0x01, 0x00]));
+    const body = Buffer.concat([Buffer.from([0x82, 0x01]), varint(inner.length), inner]);
+    // Refused by the deserializer before protobuf-es builds a single object.
+    const refused = daemonServiceDefinition(CryptoService, MAX_ITEMS).session!.requestDeserialize(body);
+    expect(refused).toBeInstanceOf(UndecodableRequest);
+    expect((refused as UndecodableRequest).error?.reasonName).toBe('BATCH_TOO_LARGE');
+    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', raw, raw);
+    const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+      call.on('data', () => undefined);
+      call.on('error', (e: grpc.ServiceError) => resolve(e));
+      call.on('status', (st: grpc.StatusObject) => st.code === grpc.status.OK && resolve(null));
+      call.write(body);
+      call.end();
+    });
+    expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it('countSessionOperations counts the operations at every depth and stops past its limit', () => {
+    const op = (id: bigint, more: ReturnType<typeof create<typeof SessionRequestSchema>>[] = []) => create(SessionRequestSchema, { id, op: { case: 'hash', value: { data: new Uint8Array([1, 2]) } }, more });
+    const enc = (m: ReturnType<typeof op>) => toBinary(SessionRequestSchema, m);
+    expect(countSessionOperations(enc(op(1n)), 100)).toBe(1);
+    expect(countSessionOperations(enc(op(1n, [op(2n), op(3n)])), 100)).toBe(3);
+    const nested = op(1n, [op(2n, [op(3n, [op(4n), op(5n)])]), op(6n)]);
+    expect(countSessionOperations(enc(nested), 100)).toBe(6);
+    expect(countSessionOperations(enc(nested), 3)).toBe(4); // stopped once past 3
+    // Within the limit, a nested message still decodes (the daemon then refuses the nested items one by one).
+    const decoded = daemonServiceDefinition(CryptoService, MAX_ITEMS).session!.requestDeserialize(Buffer.from(enc(nested)));
+    expect(decoded).not.toBeInstanceOf(UndecodableRequest);
+    // Malformed: a length running past the end stops the count; the decoder reports it.
+    expect(countSessionOperations(Uint8Array.from([0x82, 0x01, 0x7f, 0x82, 0x01, 0x00]), 100)).toBe(1);
+  });
+
   it('a batch within the limit decodes, and unknown fields are dropped, not kept', () => {
     const def = daemonServiceDefinition(CryptoService, MAX_ITEMS).batchEncrypt!;
     const items = Array.from({ length: MAX_ITEMS }, () => create(EncryptRequestSchema, { keyName: 'k', plaintext: new Uint8Array([1]) }));
@@ -136,3 +170,11 @@ describe('requests that would decode into millions of objects', () => {
     expect(countTopLevelFields(Buffer.from([0x0b, 0x00]), 100)).toBe(1); // a group: not counted further
   });
 });
+
+/** A protobuf varint. */
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  for (; n >= 0x80; n = Math.floor(n / 128)) out.push((n & 0x7f) | 0x80);
+  out.push(n);
+  return Buffer.from(out);
+}

@@ -8,7 +8,8 @@
  * two-byte entries (empty batch items, Session `more` items, unknown fields) decodes into millions
  * of objects, about 200x its size, before any handler could look at the item limit. So the top
  * level is counted on the wire first (a message with more fields than a batch may have items is
- * refused undecoded), and unknown fields are skipped rather than kept.
+ * refused undecoded; a Session message's operations are counted at every depth of `more`), and
+ * unknown fields are skipped rather than kept.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { fromBinary, type DescService } from '@bufbuild/protobuf';
@@ -37,9 +38,12 @@ export function daemonServiceDefinition(service: DescService, maxItems: number):
     service.methods.map((method) => {
       const m = def[method.localName]!;
       const typeName = method.input.typeName;
+      const nestedOperations = typeName === 'ringfence.v1.SessionRequest';
       const requestDeserialize = (b: Buffer): unknown => {
         const fields = countTopLevelFields(b, maxFields);
-        if (fields > maxFields) {
+        // A Session message's `more` items may carry `more` of their own (refused later, per item):
+        // counted at every depth, or one top-level item could hide millions of them.
+        if (fields > maxFields || (nestedOperations && countSessionOperations(b, maxItems) > maxItems)) {
           return new UndecodableRequest(
             typeName,
             new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.BATCH_TOO_LARGE, `the ${typeName} message has more than ${maxFields} fields or items; the limit is ${maxItems} items — split it`, {
@@ -98,6 +102,53 @@ export function countTopLevelFields(b: Uint8Array, stopAfter: number): number {
         break;
       default:
         return n; // groups (3, 4) and invalid wire types: left to the decoder
+    }
+  }
+  return n;
+}
+
+/** SessionRequest.more, field 16: a SessionRequest in a SessionRequest. */
+const SESSION_MORE_FIELD = 16;
+
+/**
+ * The operations of an encoded SessionRequest — itself and every `more` item at any depth —
+ * counted without decoding it, stopping once past `stopAfter`. Malformed input ends the count
+ * early: the decoder then says what is wrong.
+ */
+export function countSessionOperations(b: Uint8Array, stopAfter: number): number {
+  let n = 1;
+  // Ranges of encoded SessionRequests still to walk (an explicit stack: nesting may be deep).
+  const ranges: [number, number][] = [[0, b.length]];
+  while (ranges.length > 0 && n <= stopAfter) {
+    const [start, end] = ranges.pop()!;
+    let at = start;
+    const varint = (): number | undefined => {
+      let value = 0;
+      for (let shift = 0; shift < 64; shift += 7) {
+        if (at >= end) return undefined;
+        const byte = b[at++]!;
+        if (shift < 49) value += (byte & 0x7f) * 2 ** shift;
+        if ((byte & 0x80) === 0) return value;
+      }
+      return undefined;
+    };
+    while (at < end && n <= stopAfter) {
+      const tag = varint();
+      if (tag === undefined) break;
+      const wireType = tag % 8;
+      if (wireType === 0) {
+        if (varint() === undefined) break;
+      } else if (wireType === 1) at += 8;
+      else if (wireType === 5) at += 4;
+      else if (wireType === 2) {
+        const length = varint();
+        if (length === undefined || at + length > end) break;
+        if (Math.floor(tag / 8) === SESSION_MORE_FIELD) {
+          n++;
+          ranges.push([at, at + length]);
+        }
+        at += length;
+      } else break; // groups and invalid wire types: left to the decoder
     }
   }
   return n;
