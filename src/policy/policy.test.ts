@@ -29,8 +29,39 @@ describe('compileGlob', () => {
     ['(x)+', '(x)+', true],
     ['*', '', true],
     ['k*', 'k\nx', true],
+    ['a*b*c', 'aXbYc', true],
+    ['a*b*c', 'aXbY', false],
+    ['*a*', 'bbb', false],
+    ['?*?', 'ab', true],
+    ['?*?', 'a', false],
+    ['**', 'x', true],
+    ['k*', 'k\u{1F511}', true],
+    ['k?', 'k\u{1F511}', true],
   ])('%s vs %j -> %s', (pattern, name, expected) => {
     expect(compileGlob(pattern)(name)).toBe(expected);
+  });
+
+  it('agrees with an anchored regular expression on random patterns and names', () => {
+    // The oracle: the regex form of the same language (fine on these short strings).
+    const oracle = (pattern: string, name: string) => new RegExp(`^${[...pattern].map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c)).join('')}$`, 'su').test(name);
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const pick = (alphabet: string, max: number) => Array.from({ length: rand(max + 1) }, () => alphabet[rand(alphabet.length)]).join('');
+    let matches = 0;
+    for (let i = 0; i < 5000; i++) {
+      const pattern = pick('ab*?', 7);
+      const name = pick('ab', 8);
+      const got = compileGlob(pattern)(name);
+      expect(got, `${pattern} vs ${name}`).toBe(oracle(pattern, name));
+      if (got) matches++;
+    }
+    expect(matches).toBeGreaterThan(500); // both answers were exercised
+  });
+
+  it('a near miss against a pattern of many stars is answered, not backtracked exponentially (found by review)', () => {
+    // A regex of ten `.*` needs ~63^10 steps here; the walk needs at most pattern x name.
+    expect(compileGlob('*-*-*-*-*-*-*-*-*-*-x')(`${'-'.repeat(63)}y`)).toBe(false);
+    expect(compileGlob('*-*-*-*-*-*-*-*-*-*-x')(`${'-'.repeat(63)}x`)).toBe(true);
   });
 });
 
