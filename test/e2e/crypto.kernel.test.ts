@@ -227,7 +227,14 @@ describe('CryptoService end to end', () => {
   it('refuses bad requests with codes that mean what they say', async () => {
     const big = await failure(client.encrypt('gen', Buffer.alloc(1024 * 1024 + 1)));
     expect(isResourceExhausted(big) && ErrorReason[big.reason] === 'PAYLOAD_TOO_LARGE').toBe(true);
-    expect(ErrorReason[(await failure(client.encrypt('gen', 'x', { associatedData: Buffer.alloc(65 * 1024) }))).reason]).toBe('PAYLOAD_TOO_LARGE');
+    expect(big.message).toContain('plaintext is 1048577 bytes; the limit is 1048576 (encrypt larger data with EncryptStream)');
+    const bigAad = await failure(client.encrypt('gen', 'x', { associatedData: Buffer.alloc(65 * 1024) }));
+    expect(ErrorReason[bigAad.reason]).toBe('PAYLOAD_TOO_LARGE');
+    expect(bigAad.message).toContain('(associated data has this limit in every RPC, streams included: shorten it)');
+    // No streaming MAC exists: the advice is not "use the streaming RPCs".
+    const bigMac = await failure(client.computeMac('imp-hmac-sha256', Buffer.alloc(1024 * 1024 + 1)));
+    expect(ErrorReason[bigMac.reason]).toBe('PAYLOAD_TOO_LARGE');
+    expect(bigMac.message).toContain('(there is no streaming MAC: MAC a HashStream digest of larger data)');
     expect(ErrorReason[(await failure(client.encrypt('imp-hmac-sha256', 'x'))).reason]).toBe('KEY_PURPOSE_MISMATCH');
     expect(ErrorReason[(await failure(client.computeMac('gen', 'x'))).reason]).toBe('KEY_PURPOSE_MISMATCH');
     expect(ErrorReason[(await failure(client.decrypt(Buffer.from('not a ciphertext at all, really')))).reason]).toBe('CIPHERTEXT_MALFORMED');

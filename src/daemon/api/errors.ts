@@ -56,8 +56,9 @@ export const invalidField = (field: string, message: string): ApiError =>
   new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD, message, { field });
 export const keyNotFound = (name: string): ApiError =>
   new ApiError(Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, `key "${name}" does not exist`, { key_name: name });
-export const payloadTooLarge = (field: string, bytes: number, limit: number): ApiError =>
-  new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${field} is ${bytes} bytes; the limit is ${limit} (use the streaming RPCs for larger data)`, {
+/** `hint` says what to do instead, where there is something (a streaming RPC, smaller messages). */
+export const payloadTooLarge = (field: string, bytes: number, limit: number, hint?: string): ApiError =>
+  new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${field} is ${bytes} bytes; the limit is ${limit}${hint ? ` (${hint})` : ''}`, {
     field,
     actual_bytes: String(bytes),
     limit_bytes: String(limit),

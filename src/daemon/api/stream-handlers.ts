@@ -18,7 +18,7 @@ import { open, seal } from '../engine/suite-ops.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
-import { checkSize, requireName, type OpContext } from '../ops/context.js';
+import { checkSize, SIZE_HINT, requireName, type OpContext } from '../ops/context.js';
 import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import type { Authorize } from '../policy/access.js';
 
@@ -122,7 +122,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
           if (m.frame.case !== 'header') throw violation('the first EncryptStream message must be a header');
           const name = requireName('key_name', m.frame.value.keyName);
           authorize('encrypt', name);
-          const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes);
+          const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
           // Resolving counts the first chunk's encryption (and rotates first if the version is spent).
           r = await ctx.keys.forEncrypt(name, 1);
           const resolved = r;
@@ -150,7 +150,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         }
         if (m.frame.case !== 'chunk') throw violation('every EncryptStream message after the first must be a chunk');
         if (encryptor.finished) throw violation('a chunk after the final chunk');
-        const plaintext = checkSize('plaintext', m.frame.value.plaintext, ctx.limits.maxStreamChunkBytes);
+        const plaintext = checkSize('plaintext', m.frame.value.plaintext, ctx.limits.maxStreamChunkBytes, SIZE_HINT.streamMessage);
         audit.bytesIn += plaintext.length;
         // The chunk and its ciphertext, counted until the ciphertext is flushed.
         const reserved = await reserve(2 * plaintext.length);
@@ -181,7 +181,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
       for await (const m of readAll<DecryptStreamRequest>(call)) {
         if (!decryptor) {
           if (m.frame.case !== 'header') throw violation('the first DecryptStream message must be a header');
-          const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes);
+          const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
           decryptor = new StreamDecryptor({
             callerAad: Buffer.from(aad),
             maxChunkBytes: ctx.limits.maxStreamChunkBytes,
@@ -211,7 +211,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
           continue;
         }
         if (m.frame.case !== 'chunk') throw violation('every DecryptStream message after the first must be a chunk');
-        const bytes = checkSize('ciphertext', m.frame.value.ciphertext, ctx.limits.maxStreamChunkBytes + 64 * 1024);
+        const bytes = checkSize('ciphertext', m.frame.value.ciphertext, ctx.limits.maxStreamChunkBytes + 64 * 1024, SIZE_HINT.streamMessage);
         audit.bytesIn += bytes.length;
         // The message and its plaintext, counted until the last answer it gives is flushed. A small
         // message that completes a chunk buffered from earlier ones gives more plaintext than it

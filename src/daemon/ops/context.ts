@@ -40,8 +40,18 @@ export function buf(u8: Uint8Array): Buffer {
   return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 }
 
-export function checkSize(field: string, data: Uint8Array, limit: number): Buffer {
-  if (data.byteLength > limit) throw payloadTooLarge(field, data.byteLength, limit);
+/** What a refusal of larger data advises, by where the data came. */
+export const SIZE_HINT = {
+  encrypt: 'encrypt larger data with EncryptStream',
+  decrypt: 'larger data is encrypted with EncryptStream and decrypted with DecryptStream',
+  hash: 'hash larger data with HashStream',
+  mac: 'there is no streaming MAC: MAC a HashStream digest of larger data',
+  aad: 'associated data has this limit in every RPC, streams included: shorten it',
+  streamMessage: 'send it in smaller messages',
+} as const;
+
+export function checkSize(field: string, data: Uint8Array, limit: number, hint?: string): Buffer {
+  if (data.byteLength > limit) throw payloadTooLarge(field, data.byteLength, limit, hint);
   return buf(data);
 }
 

@@ -2,7 +2,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { GenerateDataKeyRequest, GenerateDataKeyResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { getRandom } from '../../../native-ffi/random.js';
 import { invalidField } from '../api/errors.js';
-import { checkSize, requireName, type OpContext } from './context.js';
+import { checkSize, SIZE_HINT, requireName, type OpContext } from './context.js';
 import { sealEnvelope } from './envelope-ops.js';
 
 export const MAX_DATA_KEY_BYTES = 1024;
@@ -13,7 +13,7 @@ export async function generateDataKey(ctx: OpContext, req: GenerateDataKeyReques
   ctx.authorize('datakey', name);
   const length = req.lengthBytes || 32;
   if (length > MAX_DATA_KEY_BYTES) throw invalidField('length_bytes', `length_bytes must be 1..${MAX_DATA_KEY_BYTES}`);
-  const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);
+  const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
   const r = await ctx.keys.forEncrypt(name);
   const dataKey = getRandom(length);
   const ciphertext = await sealEnvelope(ctx, r, dataKey, aad);

@@ -4,7 +4,7 @@ import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
 import { hashSuite, type HashName, type HashSuite } from '../../capabilities/suites.js';
 import { hash as kernelHash } from '../engine/suite-ops.js';
 import { ApiError, ErrorReason, Status, invalidField } from '../api/errors.js';
-import { checkSize, type OpContext } from './context.js';
+import { checkSize, SIZE_HINT, type OpContext } from './context.js';
 
 const NAMES: Record<Exclude<HashAlgorithm, HashAlgorithm.UNSPECIFIED>, HashName> = {
   [HashAlgorithm.SHA256]: 'sha256',
@@ -36,7 +36,7 @@ export function hashSuiteFor(ctx: OpContext, algorithm: HashAlgorithm): { suite:
 export async function hash(ctx: OpContext, req: HashRequest): Promise<MessageInitShape<typeof HashResponseSchema>> {
   ctx.authorize('hash');
   const { suite, algorithm } = hashSuiteFor(ctx, req.algorithm);
-  const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes);
+  const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes, SIZE_HINT.hash);
   return { digest: await kernelHash(ctx.engine, suite, data), algorithm };
 }
 
@@ -58,7 +58,7 @@ export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStr
       if (m.algorithm !== HashAlgorithm.UNSPECIFIED && m.algorithm !== algorithm) {
         throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_PROTOCOL_VIOLATION, 'a later HashStream message names a different algorithm', { field: 'algorithm' });
       }
-      const data = checkSize('data', m.data, limit);
+      const data = checkSize('data', m.data, limit, SIZE_HINT.streamMessage);
       total += data.length;
       if (data.length) yield data;
       next = await it.next();

@@ -1,15 +1,15 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ReEncryptRequest, ReEncryptResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { invalidField } from '../api/errors.js';
-import { checkSize, requireName, type OpContext } from './context.js';
+import { checkSize, SIZE_HINT, requireName, type OpContext } from './context.js';
 import { openEnvelope, sealEnvelope } from './envelope-ops.js';
 
 /** CryptoService.ReEncrypt: open, then seal under the destination's primary version; the plaintext never leaves. */
 export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<MessageInitShape<typeof ReEncryptResponseSchema>> {
   if (req.ciphertext.byteLength === 0) throw invalidField('ciphertext', 'ciphertext is required');
-  const ciphertext = checkSize('ciphertext', req.ciphertext, ctx.limits.maxPayloadBytes + 1024);
-  const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes);
-  const newAad = req.destinationAssociatedData === undefined ? aad : checkSize('destination_associated_data', req.destinationAssociatedData, ctx.limits.maxAssociatedDataBytes);
+  const ciphertext = checkSize('ciphertext', req.ciphertext, ctx.limits.maxPayloadBytes + 1024, SIZE_HINT.decrypt);
+  const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
+  const newAad = req.destinationAssociatedData === undefined ? aad : checkSize('destination_associated_data', req.destinationAssociatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
   // Both keys are checked before anything is decrypted (the source inside openEnvelope). Moving a
   // ciphertext to another key also needs decrypt on its source: with reencrypt on two keys and
   // decrypt on only one, it would otherwise be a way to read the other's ciphertexts.
