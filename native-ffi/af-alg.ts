@@ -49,9 +49,10 @@ function sockaddrAlg(type: AlgType, name: string): Buffer {
 
 /** socket(AF_ALG) + bind. Errno: EAFNOSUPPORT, ENOENT (see above). */
 export function openTransform(type: AlgType, name: string): number {
+  const addr = sockaddrAlg(type, name); // a name too long is refused before any socket exists
   const fd = call('socket', [AF_ALG, SOCK_SEQPACKET | SOCK_CLOEXEC, 0], `AF_ALG ${type}`);
   try {
-    call('bind', [fd, sockaddrAlg(type, name), 88], `${type} ${name}`);
+    call('bind', [fd, addr, 88], `${type} ${name}`);
     return fd;
   } catch (err) {
     call('close', [fd]);

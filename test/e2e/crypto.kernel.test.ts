@@ -48,6 +48,17 @@ function nodeOpen(suite: string, key: Buffer, ct: Buffer, aad: Buffer): Buffer {
 /** node:crypto's sealing of an envelope under a header the daemon made (to check the other direction). */
 function nodeSeal(suite: string, key: Buffer, header: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
   const nonce = header.subarray(24, HEADER);
+  if (suite === 'aes-256-ctr-hmac-sha256') {
+    // Encrypt-then-MAC as nodeOpen checks it: AES-256-CTR from counter 0, then HMAC-SHA256 over
+    // header || AAD, nonce, ciphertext and the bit length of header || AAD.
+    const c = createCipheriv('aes-256-ctr', key.subarray(0, 32), Buffer.concat([nonce, Buffer.alloc(4)]));
+    const body = Buffer.concat([c.update(plaintext), c.final()]);
+    const fullAad = Buffer.concat([header, aad]);
+    const al = Buffer.alloc(8);
+    al.writeBigUInt64BE(BigInt(fullAad.length) * 8n);
+    const tag = createHmac('sha256', key.subarray(32)).update(Buffer.concat([fullAad, nonce, body, al])).digest();
+    return Buffer.concat([header, body, tag]);
+  }
   const name = suite === 'aes-256-gcm' ? 'aes-256-gcm' : suite === 'aes-256-ccm' ? 'aes-256-ccm' : 'chacha20-poly1305';
   const c = createCipheriv(name as 'aes-256-gcm', key, nonce, { authTagLength: 16 } as never);
   c.setAAD(Buffer.concat([header, aad]), { plaintextLength: plaintext.length } as never);
@@ -90,10 +101,12 @@ describe('CryptoService end to end', () => {
       const ct = Buffer.from(res.ciphertext);
       expect(ct.length).toBe(HEADER + len + (suite === 'aes-256-ctr-hmac-sha256' ? 32 : 16));
       expect(nodeOpen(suite, key, ct, aad).equals(pt)).toBe(true);
-      if (suite !== 'aes-256-ctr-hmac-sha256') {
-        const mine = nodeSeal(suite, key, ct.subarray(0, HEADER), aad, pt);
-        expect(Buffer.from((await client.decrypt(mine, { associatedData: aad })).plaintext).equals(pt)).toBe(true);
-      }
+      // Under the same header (and so nonce) node's seal of the same plaintext is byte for byte the daemon's...
+      expect(nodeSeal(suite, key, ct.subarray(0, HEADER), aad, pt).equals(ct)).toBe(true);
+      // ...and the daemon opens node's seal of another plaintext (a test may reuse a nonce).
+      const other = Buffer.from(pt.map((b) => b ^ 0x5a));
+      const mine = nodeSeal(suite, key, ct.subarray(0, HEADER), aad, other);
+      expect(Buffer.from((await client.decrypt(mine, { associatedData: aad })).plaintext).equals(other)).toBe(true);
     }
   });
 

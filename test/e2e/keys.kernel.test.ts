@@ -181,17 +181,20 @@ describe('KeyService end to end', () => {
     const macBefore = await client.computeMac('imported-mac', 'data');
     const countBefore = (await client.getKey('imported')).versions.at(-1)!.encryptionCount;
 
-    await daemon.kill9();
-    await daemon.restart();
-    const after = await client.getKey('orders');
-    expect(after.id).toBe(before.id);
-    expect(after.versions.map((v) => v.version)).toEqual(before.versions.map((v) => v.version));
-    expect(after.minDecryptionVersion).toBe(before.minDecryptionVersion);
-    expect(after.createTime).toEqual(before.createTime);
-    expect(Buffer.from((await client.decrypt(ct.ciphertext, { associatedData: 'ctx' })).plaintext).toString()).toBe('kept');
-    expect(Buffer.from((await client.computeMac('imported-mac', 'data')).mac)).toEqual(Buffer.from(macBefore.mac));
-    // Never undercounts: at least as many encryptions as were acknowledged.
-    expect((await client.getKey('imported')).versions.at(-1)!.encryptionCount).toBeGreaterThanOrEqual(countBefore);
+    for (const end of ['SIGTERM', 'kill -9'] as const) {
+      if (end === 'SIGTERM') expect(await daemon.stop()).toBe(0);
+      else await daemon.kill9();
+      await daemon.restart();
+      const after = await client.getKey('orders');
+      expect(after.id, end).toBe(before.id);
+      expect(after.versions.map((v) => v.version), end).toEqual(before.versions.map((v) => v.version));
+      expect(after.minDecryptionVersion, end).toBe(before.minDecryptionVersion);
+      expect(after.createTime, end).toEqual(before.createTime);
+      expect(Buffer.from((await client.decrypt(ct.ciphertext, { associatedData: 'ctx' })).plaintext).toString(), end).toBe('kept');
+      expect(Buffer.from((await client.computeMac('imported-mac', 'data')).mac), end).toEqual(Buffer.from(macBefore.mac));
+      // Never undercounts: at least as many encryptions as were acknowledged.
+      expect((await client.getKey('imported')).versions.at(-1)!.encryptionCount, end).toBeGreaterThanOrEqual(countBefore);
+    }
   });
 
   it('a forward step of the wall clock does not bring a deletion early: it is postponed by the step', async () => {

@@ -13,8 +13,10 @@ export interface RunResult {
   stderr: string;
 }
 
-export function runTs(code: string, opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv } = {}): RunResult {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+export function runTs(code: string, opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; wrapper?: string[] } = {}): RunResult {
+  // A wrapper (e.g. setpriv, to drop to a uid keeping a capability) runs node as its command.
+  const [cmd, ...args] = [...(opts.wrapper ?? []), process.execPath, '--import', 'tsx', '--input-type=module', '-e', code];
+  const r = spawnSync(cmd!, args, {
     cwd: PROJECT_ROOT,
     encoding: 'utf8',
     timeout: 120_000,

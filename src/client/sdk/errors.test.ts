@@ -154,13 +154,11 @@ describe('cancellation and deadlines', () => {
   it('an AbortSignal cancels the call: CANCELLED, and the daemon sees the cancellation', async () => {
     const before = fake.stats.cancelled;
     const ac = new AbortController();
-    const started = Date.now();
     const pending = client.encrypt('slow', 'x', { signal: ac.signal });
     setTimeout(() => ac.abort(new Error('user pressed ^C')), 50);
     const err = await failure(pending);
     expect(isCancelled(err)).toBe(true);
     expect(err.message).toMatch(/aborted by the caller: user pressed \^C/);
-    expect(Date.now() - started).toBeLessThan(2000);
     await expect.poll(() => fake.stats.cancelled).toBe(before + 1);
   });
 
@@ -172,12 +170,9 @@ describe('cancellation and deadlines', () => {
   });
 
   it('timeoutMs and deadline map to grpc deadlines', async () => {
-    let started = Date.now();
+    // 'slow' would answer OK after its delay: DEADLINE_EXCEEDED means the deadline ended the call first.
     expect(isDeadlineExceeded(await failure(client.encrypt('slow', 'x', { timeoutMs: 100 })))).toBe(true);
-    expect(Date.now() - started).toBeLessThan(2000);
-    started = Date.now();
     expect(isDeadlineExceeded(await failure(client.encrypt('slow', 'x', { deadline: new Date(Date.now() + 100) })))).toBe(true);
-    expect(Date.now() - started).toBeLessThan(2000);
   });
 
   it('the client default timeout applies unless the call says otherwise', async () => {

@@ -51,6 +51,18 @@ vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => {
   };
 });
 
+const compared = vi.hoisted(() => ({ calls: 0 }));
+vi.mock('node:crypto', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:crypto')>();
+  return {
+    ...real,
+    timingSafeEqual: (a: NodeJS.ArrayBufferView, b: NodeJS.ArrayBufferView) => {
+      compared.calls++;
+      return real.timingSafeEqual(a, b);
+    },
+  };
+});
+
 const { CryptoEngine } = await import('./engine.js');
 const GCM = { type: 'aead', name: 'gcm(aes)' } as KernelAlg;
 
@@ -84,6 +96,19 @@ describe('a failed request', () => {
     expect(fake.outputs).toHaveLength(1);
     const out = fake.outputs[0]!;
     expect(out.every((b) => b === 0)).toBe(true);
+    engine.close();
+  });
+});
+
+describe('verifyDigest', () => {
+  it('compares MACs with timingSafeEqual (constant time), never byte by byte', async () => {
+    const engine = new CryptoEngine();
+    const hmac = { type: 'hash', name: 'hmac(sha256)' } as KernelAlg;
+    // The fake kernel answers every digest with 0xab bytes.
+    const before = compared.calls;
+    expect(await engine.verifyDigest(hmac, 9, 32, Buffer.from('data'), Buffer.alloc(32, 0xab))).toBe(true);
+    expect(await engine.verifyDigest(hmac, 9, 32, Buffer.from('data'), Buffer.alloc(32, 0xac))).toBe(false);
+    expect(compared.calls - before).toBe(2);
     engine.close();
   });
 });

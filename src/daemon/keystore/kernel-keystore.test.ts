@@ -3,6 +3,7 @@ import { NOBODY, projectModule, runTsJson } from '../../../test/support/run-ts.j
 import { isKeystoreError } from './errors.js';
 import { KEY_PERM, KernelKeystore } from './kernel-keystore.js';
 import * as keyctl from '../../../native-ffi/keyctl.js';
+import { Perm } from '../../../native-ffi/keyctl.js';
 
 // Key retention works natively on the host, so these run outside the VM.
 const stores: KernelKeystore[] = [];
@@ -38,8 +39,13 @@ describe('KernelKeystore', () => {
     const { serial, blob } = s.generate('rf:k1:v1', 32);
     expect(blob).toMatch(/^default user:ringfence:master 32 [0-9a-f]+$/);
     const d = s.describe(serial);
-    expect(d).toMatchObject({ type: 'encrypted', description: 'rf:k1:v1', perm: KEY_PERM });
-    expect(d.perm & 0x00ffffff).toBe(0); // nothing for user, group, other
+    // keyctl(2): possessor VIEW (0x01000000) | SEARCH (0x08000000), nothing else: not KEY_PERM,
+    // which is the code's own constant.
+    expect(d).toMatchObject({ type: 'encrypted', description: 'rf:k1:v1', perm: 0x09000000 });
+    expect(KEY_PERM).toBe(0x09000000);
+    // Frozen: without SETATTR not even the possessor can change them (found by review: a KEY_PERM
+    // with SETATTR passed every test).
+    expect(() => keyctl.setPerm(serial, Perm.POS_ALL)).toThrow(/EACCES/);
   });
 
   it('reloads a generated key from its blob under the same master key', () => {
