@@ -1,10 +1,10 @@
 /**
  * The text form of ciphertexts, for the CLI, JSON and config files: "ringfence:v1:" + base64url of
- * the binary ciphertext, without padding. Dependency-free on purpose: the daemon's envelope module
- * imports these so both sides agree byte for byte.
+ * the binary ciphertext, without padding. The daemon never sees it: it speaks binary only.
  *
- * The "v1" is the envelope's format version (the binary header repeats it); a future format gets a
- * new prefix, so old tools refuse new text instead of mis-decoding it.
+ * The "v1" is the version of this text form, not of the binary format inside it: unary envelopes
+ * (format 1) and stream ciphertexts (format 2) both use it, and byte 2 of the binary says which.
+ * A different text encoding would get a new prefix, so old tools refuse it instead of mis-decoding.
  */
 
 export const CIPHERTEXT_TEXT_PREFIX = 'ringfence:v1:';

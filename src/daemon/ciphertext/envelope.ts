@@ -8,7 +8,8 @@
  * authenticated: the AEAD's associated data is header || caller's associated data. The header has a
  * fixed length, so the concatenation is unambiguous.
  *
- * Text form (for the CLI and for JSON): "ringfence:v1:" + base64url(binary), no padding.
+ * The daemon speaks binary only; the text form ("ringfence:v1:" + base64url) is the SDK's
+ * (src/client/sdk/ciphertext-text.ts).
  */
 import type { AeadSuiteName } from '../../capabilities/suites.js';
 
@@ -17,7 +18,6 @@ const MAGIC = Buffer.from('RF');
 export const KEY_ID_BYTES = 16;
 export const NONCE_BYTES = 12;
 export const HEADER_BYTES = MAGIC.length + 1 + 1 + KEY_ID_BYTES + 4 + NONCE_BYTES; // 36
-const TEXT_PREFIX = `ringfence:v${FORMAT_VERSION}:`;
 
 /** Wire ids of the suites, shared with the stream format (stream-format.ts); never reuse a number. */
 export const SUITE_IDS: Readonly<Record<AeadSuiteName, number>> = {
@@ -107,14 +107,3 @@ export function decodeEnvelope(data: Buffer, minSealedBytes = 16): Envelope {
   };
 }
 
-export function toText(data: Buffer): string {
-  return TEXT_PREFIX + data.toString('base64url');
-}
-
-export function fromText(text: string): Buffer {
-  const t = text.trim();
-  if (!t.startsWith(TEXT_PREFIX)) throw new MalformedCiphertextError(`text form must start with "${TEXT_PREFIX}"`);
-  const body = t.slice(TEXT_PREFIX.length);
-  if (!/^[A-Za-z0-9_-]*$/.test(body)) throw new MalformedCiphertextError('text form is not base64url');
-  return Buffer.from(body, 'base64url');
-}

@@ -25,4 +25,17 @@ describe('suite argument checks', () => {
     expect(await codeOf(seal(engine, gcm, [5], Buffer.alloc(8), Buffer.alloc(0), Buffer.alloc(1)))).toBe('INVALID_ARGUMENT');
     expect(await codeOf(open(engine, gcm, [5, 6], Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(16)))).toBe('INVALID_ARGUMENT');
   });
+
+  it('CCM refuses 2^24 bytes or more, which its 3-byte length cannot state (found by review); 2^24 - 1 reaches the kernel', async () => {
+    const ccm = aeadSuite('aes-256-ccm')!;
+    // An engine whose own request limit is far above: the refusal must be the suite's.
+    const engine = new CryptoEngine({ maxRequestBytes: 64 << 20 });
+    const tooLong = Buffer.alloc(2 ** 24);
+    expect(await codeOf(seal(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), tooLong))).toBe('PAYLOAD_TOO_LARGE');
+    expect(await codeOf(open(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(2 ** 24 + 16)))).toBe('AUTHENTICATION_FAILED');
+    // One byte less passes the check and fails only where the host has no AF_ALG.
+    expect(await codeOf(seal(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), tooLong.subarray(1)))).not.toBe('PAYLOAD_TOO_LARGE');
+    // Other suites have no such limit here.
+    expect(await codeOf(seal(engine, gcm, [5], Buffer.alloc(12), Buffer.alloc(0), tooLong))).not.toBe('PAYLOAD_TOO_LARGE');
+  });
 });

@@ -382,6 +382,11 @@ describe('KeyManager.create', () => {
     const bad = await expectApi(w.km.import({ name: 'imp', suite: 'aes-256-gcm', material: short }), Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID);
     expect(bad.metadata).toMatchObject({ expected_bytes: '32', actual_bytes: '31' });
     expect(short.equals(Buffer.alloc(31))).toBe(true);
+    // Encrypt-then-MAC material whose cipher and MAC halves are equal (found by review).
+    const twins = Buffer.concat([Buffer.alloc(32, 0x11), Buffer.alloc(32, 0x11)]);
+    const same = await expectApi(w.km.import({ name: 'imp', suite: 'aes-256-ctr-hmac-sha256', material: twins }), Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID);
+    expect(same.message).toMatch(/both halves are the same/);
+    expect(twins.equals(Buffer.alloc(64))).toBe(true);
     expect(w.fileText()).toBeUndefined();
     expect(w.kernelKeys().size).toBe(0);
     expect(w.km.size).toBe(0);

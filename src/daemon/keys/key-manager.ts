@@ -5,7 +5,7 @@
  * changes nothing. Changes are serialized by one lock; the encryption hot path only takes it when a
  * new block of encryptions must be reserved.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AeadSuite, MacSuite } from '../../capabilities/suites.js';
 import { AEAD_SUITES, MAC_SUITES, aeadSuite, macSuite } from '../../capabilities/suites.js';
 import type { AlgStatus } from '../../capabilities/probe.js';
@@ -656,5 +656,12 @@ function checkMaterial(suite: AeadSuite | MacSuite, material: Buffer): void {
   const want = suite.keyBytes.reduce((a, b) => a + b, 0);
   if (material.length !== want) {
     throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} keys are ${want} bytes${suite.keyBytes.length > 1 ? ` (${suite.keyBytes.join(' + ')})` : ''}; got ${material.length}`, { suite: suite.name, expected_bytes: String(want), actual_bytes: String(material.length) });
+  }
+  // Encrypt-then-MAC needs independent keys: the cipher key as MAC key is refused (compared in constant time).
+  if (suite.keyBytes.length === 2 && suite.keyBytes[0] === suite.keyBytes[1]) {
+    const half = suite.keyBytes[0]!;
+    if (timingSafeEqual(material.subarray(0, half), material.subarray(half))) {
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} key material is a cipher key and a MAC key that must differ; both halves are the same`, { suite: suite.name });
+    }
   }
 }
