@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { driverFor, parseProcCrypto } from './proc-crypto.js';
-import { summarize, type CapabilityReport } from './probe.js';
+import { cannotWork, summarize, type CapabilityReport } from './probe.js';
 
 const PROC_CRYPTO = `name         : gcm(aes)
 driver       : generic-gcm-aesni
@@ -61,5 +61,36 @@ describe('summarize', () => {
     const text = summarize({ ...base, restrict: { ...base.restrict, value: null }, defaultAeadSuite: 'aes-256-gcm' }).join('\n');
     expect(text).toMatch(/not restricted/);
     expect(text).toMatch(/Default AEAD suite for new keys: aes-256-gcm/);
+  });
+});
+
+describe('cannotWork (the daemon refuses to start, doctor exits 1)', () => {
+  const works: CapabilityReport = {
+    kernel: { release: '7.3-amd64' },
+    afAlg: { present: true },
+    keySerial: { supported: true, verified: true, detail: '' },
+    restrict: { sysctl: '/proc/sys/crypto/af_alg_restrict', value: 1 },
+    privilege: { uid: 0, capNetAdmin: true, capSysAdmin: true, initialUserNamespace: true, sufficientForRestricted: true, required: true },
+    suites: [{ name: 'aes-256-ccm', kind: 'aead', status: 'available', algorithms: [] }],
+    defaultAeadSuite: 'aes-256-ccm',
+    defaultMacSuite: 'hmac-sha256',
+    summary: [],
+  };
+
+  it('is undefined when a suite works and keys go by serial', () => {
+    expect(cannotWork(works)).toBeUndefined();
+    expect(cannotWork({ ...works, keySerial: { supported: null, verified: false, detail: 'not checked' } })).toBeUndefined();
+  });
+
+  it('names the missing privilege on a restricted kernel (found by review: the daemon started and served nothing)', () => {
+    const unprivileged = { ...works, privilege: { ...works.privilege, uid: 65534, capNetAdmin: false, capSysAdmin: false, sufficientForRestricted: false }, defaultAeadSuite: null };
+    expect(cannotWork(unprivileged)).toMatch(/af_alg_restrict = 1 and this process lacks CAP_NET_ADMIN/);
+  });
+
+  it('names no AF_ALG, no keying by serial, a wrong result, and no suite', () => {
+    expect(cannotWork({ ...works, restrict: { ...works.restrict, value: null }, afAlg: { present: false, errno: 'EAFNOSUPPORT' } })).toMatch(/no AF_ALG \(EAFNOSUPPORT\)/);
+    expect(cannotWork({ ...works, keySerial: { supported: false, verified: false, detail: 'needs Linux >= 6.2' } })).toMatch(/cannot key AF_ALG by kernel key serial/);
+    expect(cannotWork({ ...works, keySerial: { supported: true, verified: false, detail: '' } })).toMatch(/wrong result/);
+    expect(cannotWork({ ...works, defaultAeadSuite: null })).toBe('no AEAD suite is usable on this kernel');
   });
 });

@@ -175,3 +175,20 @@ export function summarize(r: CapabilityReport): string[] {
   out.push(r.defaultAeadSuite ? `Default AEAD suite for new keys: ${r.defaultAeadSuite}.` : 'No AEAD suite is usable: ringfence cannot encrypt here.');
   return out;
 }
+
+/**
+ * Why ringfence cannot work in this process on this kernel, or undefined if it can: no AF_ALG, no
+ * keying by key serial (or a wrong result from it), or no usable AEAD suite (e.g. af_alg_restrict=1
+ * without CAP_NET_ADMIN). The daemon refuses to start and `ringfence doctor` exits 1 for the same.
+ */
+export function cannotWork(r: CapabilityReport): string | undefined {
+  const unprivileged = r.restrict.value !== null && r.restrict.value > 0 && !r.privilege.sufficientForRestricted;
+  if (unprivileged && !r.defaultAeadSuite) {
+    return `no AEAD suite is usable: ${r.restrict.sysctl} = ${r.restrict.value} and this process lacks CAP_NET_ADMIN (run ringfenced as root or with AmbientCapabilities=CAP_NET_ADMIN, as deploy/ringfenced.service does)`;
+  }
+  if (!r.afAlg.present) return `this kernel has no AF_ALG (${r.afAlg.errno ?? 'unknown'})`;
+  if (r.keySerial.supported === false) return `this kernel cannot key AF_ALG by kernel key serial (${r.keySerial.detail})`;
+  if (r.keySerial.supported === true && !r.keySerial.verified) return 'keying AF_ALG by kernel key serial gave a wrong result on this kernel';
+  if (!r.defaultAeadSuite) return 'no AEAD suite is usable on this kernel';
+  return undefined;
+}

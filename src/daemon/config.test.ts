@@ -229,6 +229,11 @@ describe('resolveConfig errors say what and where', () => {
     expect(configError(['--config', unknown]).message).toBe(`${unknown}:sockett: unknown key (known: socket, stateDir, logLevel, socketMode, limits, policy)`);
     const unknownLimit = configFile({ limits: { maxPayload: 1 } });
     expect(configError(['--config', unknownLimit]).message).toMatch(new RegExp(`^${unknownLimit}:limits\\.maxPayload: unknown key`));
+    // Names every object has (found by review: they passed the check, then crashed with a TypeError).
+    for (const name of ['toString', 'constructor', 'hasOwnProperty', '__proto__']) {
+      const f = configFile(`{"limits": {"${name}": 5}}`);
+      expect(configError(['--config', f]).message, name).toMatch(new RegExp(`^${f}:limits\\.${name}: unknown key`));
+    }
   });
 
   it('config file: values, even when a flag overrides them', () => {

@@ -361,7 +361,8 @@ function parseLimits(raw: unknown, where: string): Limits {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${where} must be a JSON object`);
   for (const [key, value] of Object.entries(raw)) {
     const at = `${where}.${key}`;
-    if (!(key in LIMIT_RANGES)) throw new ConfigError(`${at}: unknown key (known: ${Object.keys(LIMIT_RANGES).join(', ')})`);
+    // Own keys only: `in` would also find toString, constructor, __proto__.
+    if (!Object.hasOwn(LIMIT_RANGES, key)) throw new ConfigError(`${at}: unknown key (known: ${Object.keys(LIMIT_RANGES).join(', ')})`);
     const k = key as keyof Limits;
     const [min, max] = LIMIT_RANGES[k];
     let n: number;

@@ -10,7 +10,7 @@ import { toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import type { DescFile } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
-import { probeCapabilities, type AlgStatus, type CapabilityReport } from '../capabilities/probe.js';
+import { cannotWork, probeCapabilities, type AlgStatus, type CapabilityReport } from '../capabilities/probe.js';
 import { CryptoService } from '../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
@@ -82,8 +82,10 @@ function reflectionPackage(): ConstructorParameters<typeof ReflectionService>[0]
 export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Daemon> {
   const startTime = Date.now();
   const report = probeCapabilities();
-  for (const line of report.summary) log.info({ kernel: report.kernel.release }, line);
-  if (!report.afAlg.present) throw new Error(`this kernel has no AF_ALG (${report.afAlg.errno ?? 'unknown'}); ringfenced cannot serve cryptography here — see \`ringfence doctor\``);
+  const unusable = cannotWork(report);
+  // At warn when the daemon cannot start, so the reasons show whatever the log level.
+  for (const line of report.summary) log[unusable ? 'warn' : 'info']({ kernel: report.kernel.release }, line);
+  if (unusable) throw new Error(`${unusable}; ringfenced cannot serve cryptography here — see \`ringfence doctor\``);
 
   const plain = (msg: string, fields?: object) => log.info(fields ?? {}, msg);
   // Root and the daemon's own uid administer everything; the policy grants the rest.

@@ -25,7 +25,15 @@ async function main(argv: string[]): Promise<number> {
   // Handlers catch their own errors; anything that still escapes is logged, never fatal to other callers.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 
-  let daemon;
+  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  // Installed before start-up (which may take a while as keys load): SIGHUP's default action would
+  // end the process. One that comes early reloads the policy once the daemon is up.
+  let reloadWhenReady = false;
+  process.on('SIGHUP', () => {
+    log.info({ signal: 'SIGHUP' }, daemon ? 'reloading the policy' : 'SIGHUP during start-up: the policy is reloaded once started');
+    if (daemon) daemon.reloadPolicy();
+    else reloadWhenReady = true;
+  });
   try {
     daemon = await startDaemon(config, log);
   } catch (err) {
@@ -41,10 +49,7 @@ async function main(argv: string[]): Promise<number> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      log.info({ signal: 'SIGHUP' }, 'reloading the policy');
-      daemon.reloadPolicy();
-    });
+    if (reloadWhenReady) daemon!.reloadPolicy();
   });
   await daemon.stop();
   return 0;

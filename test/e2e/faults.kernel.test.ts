@@ -15,6 +15,7 @@ import { TestDaemon } from '../support/daemon.js';
 import { failure } from '../support/failure.js';
 import { fdCount } from '../support/raw-grpc.js';
 import { NOBODY, PROJECT_ROOT, projectModule } from '../support/run-ts.js';
+import { currentKernel } from '../support/kernel-matrix.js';
 import { sleep, waitFor } from '../support/wait.js';
 
 // Only the daemon's own files may remain after a restart: no temp files of interrupted writes.
@@ -358,6 +359,32 @@ describe('missing or wrong master key', () => {
     expect(Buffer.from((await again.decrypt(ct.ciphertext)).plaintext).toString()).toBe('x');
     expect((await again.listKeys()).keys.map((k) => k.name)).toEqual(['gen', 'imp']);
     await again.close();
+    expect(await daemon.stop()).toBe(0);
+  });
+});
+
+describe('a daemon without the privilege its kernel requires', () => {
+  it('as a uid without CAP_NET_ADMIN: serves on lts; on the restricted kernel refuses to start, saying why (found by review: it started and could encrypt nothing)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-unprivileged-'));
+    chownSync(dir, NOBODY, NOBODY);
+    // No --inh-caps / --ambient-caps: the uid change drops every capability.
+    const wrapper = ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--'];
+    if (currentKernel() === 'restricted') {
+      const err = (await TestDaemon.start({ dir, wrapper }).catch((e: unknown) => e)) as Error;
+      expect(err.message).toMatch(/ringfenced exited \(1\) before it was ready/);
+      expect(err.message).toMatch(/af_alg_restrict = 1 and this process lacks CAP_NET_ADMIN/);
+      expect(readdirSync(dir).filter((f) => f.endsWith('.sock'))).toEqual([]);
+      return;
+    }
+    const daemon = await TestDaemon.start({ dir, wrapper });
+    const client = new RingfenceClient({ socketPath: daemon.socket });
+    try {
+      await client.createKey('unprivileged');
+      const ct = await client.encrypt('unprivileged', 'fine without privilege here');
+      expect(Buffer.from((await client.decrypt(ct.ciphertext)).plaintext).toString()).toBe('fine without privilege here');
+    } finally {
+      await client.close();
+    }
     expect(await daemon.stop()).toBe(0);
   });
 });

@@ -1,12 +1,11 @@
-import { probeCapabilities, type CapabilityReport } from '../../capabilities/probe.js';
+import { cannotWork, probeCapabilities, type CapabilityReport } from '../../capabilities/probe.js';
 
 /** `ringfence doctor [--json]`: the kernel capability report; needs no daemon. */
 export function doctor(json: boolean, write: (s: string) => void): number {
   const report = probeCapabilities();
   write(json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
-  // Exit 1 when ringfence could not work here, so scripts can gate on it.
-  const keyedBySerial = report.keySerial.supported !== false && (report.keySerial.supported === null || report.keySerial.verified);
-  return report.afAlg.present && report.defaultAeadSuite && keyedBySerial ? 0 : 1;
+  // Exit 1 when ringfence could not work here (the daemon would refuse to start), so scripts can gate on it.
+  return cannotWork(report) === undefined ? 0 : 1;
 }
 
 export function formatReport(r: CapabilityReport): string {

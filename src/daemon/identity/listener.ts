@@ -62,7 +62,17 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
     opts.log('listening on the socket passed by systemd (LISTEN_FDS)', { fd });
   } else {
     await prepareSocketPath(opts.socket, { log: opts.log });
-    await listening({ path: opts.socket });
+    // bind() creates the socket with the umask's mode: set so that it is never more open than
+    // socketMode, not even until the chmod below (a connection accepted then would stay). listen()
+    // binds synchronously, so the process-wide umask is changed for no other code.
+    const umask = process.umask(~opts.socketMode & 0o777);
+    let listened: Promise<void>;
+    try {
+      listened = listening({ path: opts.socket });
+    } finally {
+      process.umask(umask);
+    }
+    await listened;
     try {
       await setSocketMode(opts.socket, opts.socketMode);
     } catch (err) {
