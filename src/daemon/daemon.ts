@@ -32,6 +32,8 @@ import { throttledRefusals, type RefusalCounter } from './identity/warn-throttle
 import { WallClockGain } from './keys/wall-clock-gain.js';
 import { startDueWorkScheduler } from './keys/due-work-scheduler.js';
 import { DROP_WARN_INTERVAL_MS, openListener } from './identity/listener.js';
+import { listenFdFromEnv } from './identity/listen-fds.js';
+import { assertSocketPathFree } from './socket.js';
 import { Access, DENY_ALL } from './policy/access.js';
 import { PolicyStore } from './policy/policy-store.js';
 import { pinoAudit } from './api/audit.js';
@@ -87,6 +89,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   for (const line of report.summary) log[unusable ? 'warn' : 'info']({ kernel: report.kernel.release }, line);
   if (unusable) throw new Error(`${unusable}; ringfenced cannot serve cryptography here — see \`ringfence doctor\``);
 
+  // A socket another daemon serves is found before anything is created (a state directory, a master key).
+  if (listenFdFromEnv(process.env) === undefined) await assertSocketPathFree(config.socket);
   const plain = (msg: string, fields?: object) => log.info(fields ?? {}, msg);
   // Root and the daemon's own uid administer everything; the policy grants the rest.
   const policy = new PolicyStore({ path: config.policy, admins: new Set([0, process.getuid!()]), log: (level, msg, fields) => log[level](fields ?? {}, msg) });

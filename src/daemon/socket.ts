@@ -40,6 +40,23 @@ export function probeSocket(path: string, timeoutMs = PROBE_TIMEOUT_MS): Promise
 }
 
 /**
+ * Throws if a daemon is listening on `path` or it is something other than a socket: checked at the
+ * start, before a state directory or master key is touched; prepareSocketPath checks again at listen.
+ */
+export async function assertSocketPathFree(path: string): Promise<'missing' | 'stale'> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+    throw err;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to remove it (move it away or choose another --socket)`);
+  if ((await probeSocket(path)) === 'listening') throw new Error(`another daemon is listening on ${path}`);
+  return 'stale';
+}
+
+/**
  * Readies `path` for listen(): creates its parent directory (mode `dirMode`, default 0755, as for
  * /run/ringfence) if missing, and removes a stale socket there. Throws if a daemon is listening on
  * it or if it is anything other than a socket.
@@ -51,19 +68,7 @@ export async function prepareSocketPath(path: string, opts: { dirMode?: number; 
   // mkdir's mode is filtered by the umask; the socket directory's mode is what we say.
   if (created !== undefined) await chmod(dir, dirMode);
 
-  let st;
-  try {
-    st = await lstat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  if (!st.isSocket()) {
-    throw new Error(`${path} exists and is not a socket; refusing to remove it (move it away or choose another --socket)`);
-  }
-  if ((await probeSocket(path)) === 'listening') {
-    throw new Error(`another daemon is listening on ${path}`);
-  }
+  if ((await assertSocketPathFree(path)) === 'missing') return;
   try {
     await unlink(path);
   } catch (err) {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ErrorReason, GrpcStatus, KeyState, RingfenceClient, type Key, type RingfenceError } from '../../src/client/sdk/index.js';
-import { TestDaemon } from '../support/daemon.js';
+import { DAEMON_MAIN, TestDaemon } from '../support/daemon.js';
 import { failure } from '../support/failure.js';
 import { fdCount } from '../support/raw-grpc.js';
 import { NOBODY, PROJECT_ROOT, projectModule } from '../support/run-ts.js';
@@ -386,6 +386,25 @@ describe('a daemon without the privilege its kernel requires', () => {
       await client.close();
     }
     expect(await daemon.stop()).toBe(0);
+  });
+});
+
+describe('a second daemon on a socket another one serves', () => {
+  it('refuses at once, before it creates a state directory or master key; the first serves on (found by review)', async () => {
+    const first = await TestDaemon.start();
+    const client = new RingfenceClient({ socketPath: first.socket });
+    try {
+      await client.createKey('first');
+      const fresh = join(mkdtempSync(join(tmpdir(), 'rf-second-')), 'state');
+      const r = spawnSync(process.execPath, [DAEMON_MAIN, '--socket', first.socket, '--state-dir', fresh], { encoding: 'utf8', timeout: 120_000 });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(`ringfenced: cannot start: another daemon is listening on ${first.socket}`);
+      expect(existsSync(fresh)).toBe(false); // no state directory, so no master key either
+      expect((await client.listKeys()).keys.map((k) => k.name)).toEqual(['first']);
+    } finally {
+      await client.close();
+    }
+    expect(await first.stop()).toBe(0);
   });
 });
 
