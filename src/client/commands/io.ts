@@ -203,15 +203,19 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
     async abort() {
       // The file is opened asynchronously: unlink only once the stream has closed, or the open
       // could create it again after the unlink.
-      if (!stream.closed) {
-        const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
-        stream.destroy();
-        await closed;
-      }
+      await destroyed(stream);
       await unlink(tmp).catch(() => {});
       pending.delete(tmp);
     },
   };
+}
+
+/** Destroys `stream` and waits until it has closed. */
+async function destroyed(stream: WriteStream): Promise<void> {
+  if (stream.closed) return;
+  const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+  stream.destroy();
+  await closed;
 }
 
 type OutputTarget =
@@ -258,13 +262,7 @@ function inPlaceOutput(path: string, fail: (err: unknown) => CommandError): Outp
         throw fail(err);
       }
     },
-    async abort() {
-      if (!stream.closed) {
-        const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
-        stream.destroy();
-        await closed;
-      }
-    },
+    abort: () => destroyed(stream),
   };
 }
 
