@@ -8,7 +8,7 @@
  * never leaves a partial (or unauthenticated) result under the requested name.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, fstatSync, lstatSync, readlinkSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, fstatSync, lstatSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
@@ -223,27 +223,51 @@ type OutputTarget =
   | { kind: 'file'; path: string; mode: number; chown: { uid: number; gid: number } | undefined }
   | { kind: 'special' };
 
-/** What writing to `path` replaces: symlinks are followed (a dangling one names the file to create). */
+/**
+ * What writing to `path` replaces, with symlinks resolved by the kernel (stat, realpath), never by
+ * the text of the path: `..` after a symlinked directory, and /dev/stdout or /dev/fd/N (links to
+ * `pipe:[N]`), mean what they mean to open(2). A dangling link names the file to create.
+ */
 function outputTarget(path: string, fail: (err: unknown) => CommandError): OutputTarget {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fail(err);
+    return { kind: 'new', path: danglingTarget(path, fail) };
+  }
+  if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
+  if (!st.isFile()) return { kind: 'special' };
+  const asRoot = process.getuid?.() === 0;
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch (err) {
+    throw fail(err);
+  }
+  return { kind: 'file', path: real, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined };
+}
+
+/** The file a missing `path` names: itself, or where its (chain of) dangling links points. */
+function danglingTarget(path: string, fail: (err: unknown) => CommandError): string {
   let at = path;
-  for (let links = 0; ; links++) {
-    let st: Stats;
+  for (let links = 0; links <= 40; links++) {
+    let isLink: boolean;
     try {
-      st = lstatSync(at);
+      isLink = lstatSync(at).isSymbolicLink();
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'new', path: at };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return at; // to be created (a missing directory fails then)
       throw fail(err);
     }
-    if (st.isSymbolicLink()) {
-      if (links >= 40) throw fail(Object.assign(new Error('too many symlinks'), { code: 'ELOOP' }));
-      at = resolve(dirname(at), readlinkSync(at));
-      continue;
+    if (!isLink) return at;
+    try {
+      // Relative to the directory the link is really in, as the kernel resolves it.
+      at = resolve(realpathSync(dirname(at)), readlinkSync(at));
+    } catch (err) {
+      throw fail(err);
     }
-    if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
-    if (!st.isFile()) return { kind: 'special' };
-    const asRoot = process.getuid?.() === 0;
-    return { kind: 'file', path: at, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined };
   }
+  throw fail(Object.assign(new Error('too many symlinks'), { code: 'ELOOP' }));
 }
 
 /** A device or FIFO: written as it is, like stdout; nothing to rename, nothing to take back. */

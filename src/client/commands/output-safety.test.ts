@@ -5,8 +5,8 @@
  * "discard what stdout got" note appears only when stdout got something. Plus usage errors found
  * before any client exists.
  */
-import { chmodSync, createReadStream, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { chmodSync, createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -151,6 +151,38 @@ describe('-o FILE onto what is already there', SLOW, () => {
     expect((await rf(['decrypt', '-o', dangling], { stdin: ct })).code).toBe(0);
     expect(readFileSync(join(dir, 'made-through-link.bin'), 'utf8')).toBe('through the link');
     expect(lstatSync(dangling).isSymbolicLink()).toBe(true);
+  });
+
+  test('links are resolved as the kernel resolves them: `..` after a symlinked directory (found by review)', async () => {
+    // d -> real/sub, and d/out -> ../target: open(2) reaches real/target, not <dir>/target.
+    mkdirSync(join(dir, 'real', 'sub'), { recursive: true });
+    writeFileSync(join(dir, 'real', 'target'), 'OLD');
+    symlinkSync(join(dir, 'real', 'sub'), join(dir, 'd'));
+    symlinkSync('../target', join(dir, 'real', 'sub', 'out'));
+    const ct = (await rf(['encrypt', 'k'], { stdin: 'via the real directory' })).stdout;
+    expect((await rf(['decrypt', '-o', join(dir, 'd', 'out')], { stdin: ct })).code).toBe(0);
+    expect(readFileSync(join(dir, 'real', 'target'), 'utf8')).toBe('via the real directory');
+    expect(existsSync(join(dir, 'target'))).toBe(false);
+    // A dangling link there names real/made, not <dir>/made.
+    symlinkSync('../made', join(dir, 'real', 'sub', 'dangling'));
+    expect((await rf(['decrypt', '-o', join(dir, 'd', 'dangling')], { stdin: ct })).code).toBe(0);
+    expect(readFileSync(join(dir, 'real', 'made'), 'utf8')).toBe('via the real directory');
+    expect(existsSync(join(dir, 'made'))).toBe(false);
+  });
+
+  test('-o /dev/stdout writes to the pipe that stdout is (a link to pipe:[N]: found by review)', async () => {
+    const ctFile = join(dir, 'for-dev-stdout.bin');
+    writeFileSync(ctFile, (await rf(['encrypt', 'k'], { stdin: 'to stdout by name' })).stdout);
+    // A shell pipe: the test runner's own stdio is a socketpair, which /proc cannot reopen (ENXIO).
+    const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+    // Not spawnSync: the fake daemon answers from this process's event loop.
+    const sh = spawn('bash', ['-c', `set -o pipefail; ${q(process.execPath)} ${q(cli.entry)} --socket ${q(daemon.socketPath)} decrypt -i ${q(ctFile)} -o /dev/stdout | cat`]);
+    let out = '';
+    let err = '';
+    sh.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    sh.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const status = await new Promise<number | null>((resolve) => sh.on('close', (code) => resolve(code)));
+    expect([status, err, out]).toEqual([0, '', 'to stdout by name']);
   });
 
   test('a FIFO is written in place, not replaced by a file; a failed stream into it says to discard', async () => {

@@ -32,7 +32,9 @@ describe('suite argument checks', () => {
     const engine = new CryptoEngine({ maxRequestBytes: 64 << 20 });
     const tooLong = Buffer.alloc(2 ** 24);
     expect(await codeOf(seal(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), tooLong))).toBe('PAYLOAD_TOO_LARGE');
-    expect(await codeOf(open(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(2 ** 24 + 16)))).toBe('AUTHENTICATION_FAILED');
+    // Earlier versions sealed exactly 2^24 (the kernel opens those); anything longer is no ciphertext of this suite.
+    expect(await codeOf(open(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(2 ** 24 + 1 + 16)))).toBe('AUTHENTICATION_FAILED');
+    expect(await codeOf(open(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(2 ** 24 + 16)))).not.toBe('AUTHENTICATION_FAILED');
     // One byte less passes the check and fails only where the host has no AF_ALG.
     expect(await codeOf(seal(engine, ccm, [5], Buffer.alloc(12), Buffer.alloc(0), tooLong.subarray(1)))).not.toBe('PAYLOAD_TOO_LARGE');
     // Other suites have no such limit here.

@@ -55,10 +55,6 @@ function etmMacInput(aad: Buffer, nonce: Buffer, ct: Buffer): Buffer[] {
 }
 
 /**
- * Encrypts and authenticates; returns ciphertext || tag after `headroom` bytes of scratch that the
- * caller overwrites (a chunk prefix or envelope header), which spares a copy of the sealed bytes.
- */
-/**
  * CCM with a 12-byte nonce has a 3-byte length field: messages below 2^24 bytes (RFC 3610). The
  * kernel accepts exactly 2^24 and writes its length as 0, a ciphertext nothing else opens; the
  * limits allow 16 MiB, so it is refused here.
@@ -67,11 +63,18 @@ export const CCM_MAX_BYTES = 2 ** 24 - 1;
 
 function checkLength(suite: AeadSuite, bytes: number, sealing: boolean): void {
   if (suite.name !== 'aes-256-ccm' || bytes <= CCM_MAX_BYTES) return;
-  // Nothing this daemon sealed is longer: a longer ciphertext cannot be authentic.
-  if (!sealing) throw new EngineError('AUTHENTICATION_FAILED', `${suite.name}: a ciphertext of ${bytes} bytes is longer than any this suite makes`);
+  // Earlier versions sealed exactly 2^24 bytes (the kernel opens what it made); nothing longer.
+  if (!sealing) {
+    if (bytes <= CCM_MAX_BYTES + 1) return;
+    throw new EngineError('AUTHENTICATION_FAILED', `${suite.name}: a ciphertext of ${bytes} bytes is longer than any this suite makes`);
+  }
   throw new EngineError('PAYLOAD_TOO_LARGE', `${suite.name} seals at most ${CCM_MAX_BYTES} bytes in one message (a 12-byte nonce leaves a 3-byte length); got ${bytes}`);
 }
 
+/**
+ * Encrypts and authenticates; returns ciphertext || tag after `headroom` bytes of scratch that the
+ * caller overwrites (a chunk prefix or envelope header), which spares a copy of the sealed bytes.
+ */
 export async function seal(engine: CryptoEngine, suite: AeadSuite, serials: readonly number[], nonce: Buffer, aad: Buffer, plaintext: Buffer, headroom = 0): Promise<Buffer> {
   checkLength(suite, plaintext.length, true);
   const { iv, cipher, mac, key, macKey } = prepare(suite, serials, nonce);

@@ -135,6 +135,14 @@ describe('loadOrCreateMasterKey: creation', () => {
     expect(statSync(join(dir, MASTER_KEY_FILE)).nlink).toBe(1);
   });
 
+  it('keeps a leftover temp while master.key is missing: it may be the last copy of the key the state needs (found by review)', async () => {
+    const dir = stateDirWith();
+    const leftover = join(dir, `${MASTER_KEY_FILE}.tmp-4194304-0`);
+    writeFileSync(leftover, randomBytes(32), { mode: 0o600 });
+    await expect(load(dir, { requiredBy: 'state.json holds 2 keys' })).rejects.toThrow(/is missing/);
+    expect(readdirSync(dir)).toEqual([`${MASTER_KEY_FILE}.tmp-4194304-0`]);
+  });
+
   it("a temp named with this process's own pid is an earlier process's (pid 1 in a container): removed, and creation succeeds (found by review)", async () => {
     const dir = stateDirWith();
     for (let i = 0; i < 64; i++) writeFileSync(join(dir, `${MASTER_KEY_FILE}.tmp-${process.pid}-${i}`), randomBytes(32));

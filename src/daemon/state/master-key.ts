@@ -57,12 +57,15 @@ export async function loadOrCreateMasterKey(opts: MasterKeyOptions): Promise<Mas
   }
 
   const path = join(opts.stateDir, MASTER_KEY_FILE);
-  // On every start, not only when creating: a kill -9 between link and unlink leaves a temp that is
-  // a second name of master.key itself, which would outlive an operator removing master.key.
-  await removeDeadTemps(opts.stateDir);
   for (;;) {
     const existing = await readKeyFile(path, true);
-    if (existing) return { material: existing, source: 'state-dir', path, created: false };
+    if (existing) {
+      // Once master.key is read, not only when creating one: a kill -9 between link and unlink
+      // leaves a temp that is a second name of master.key, which would outlive an operator
+      // removing master.key. Never while master.key is missing: such a temp may be its last copy.
+      await removeDeadTemps(opts.stateDir);
+      return { material: existing, source: 'state-dir', path, created: false };
+    }
     if (opts.requiredBy) {
       throw new Error(
         `${path} is missing, but ${opts.requiredBy} wrapped by it: restore master.key from your backup (mode 0600) or provide it as the systemd credential master.key; to start empty instead, move the state directory away. Nothing was changed`,
