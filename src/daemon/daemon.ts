@@ -33,7 +33,7 @@ import { WallClockGain } from './keys/wall-clock-gain.js';
 import { startDueWorkScheduler } from './keys/due-work-scheduler.js';
 import { DROP_WARN_INTERVAL_MS, openListener } from './identity/listener.js';
 import { listenFdFromEnv } from './identity/listen-fds.js';
-import { assertSocketPathFree } from './socket.js';
+import { assertSocketPathFree, lockSocketPath } from './socket.js';
 import { Access, DENY_ALL } from './policy/access.js';
 import { PolicyStore } from './policy/policy-store.js';
 import { pinoAudit } from './api/audit.js';
@@ -89,14 +89,30 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   for (const line of report.summary) log[unusable ? 'warn' : 'info']({ kernel: report.kernel.release }, line);
   if (unusable) throw new Error(`${unusable}; ringfenced cannot serve cryptography here — see \`ringfence doctor\``);
 
-  // A socket another daemon serves is found before anything is created (a state directory, a master key).
-  if (listenFdFromEnv(process.env) === undefined) await assertSocketPathFree(config.socket);
+  // A socket another daemon serves (or is starting to serve) is found before anything is created
+  // (a state directory, a master key); the lock is held until the process ends.
+  const socketLock = listenFdFromEnv(process.env) === undefined ? await lockSocketPath(config.socket) : undefined;
+  if (socketLock) {
+    try {
+      await assertSocketPathFree(config.socket);
+    } catch (err) {
+      await socketLock.release();
+      throw err;
+    }
+  }
   const plain = (msg: string, fields?: object) => log.info(fields ?? {}, msg);
   // Root and the daemon's own uid administer everything; the policy grants the rest.
   const policy = new PolicyStore({ path: config.policy, admins: new Set([0, process.getuid!()]), log: (level, msg, fields) => log[level](fields ?? {}, msg) });
-  policy.load();
-  const store = await StateStore.open(config.stateDir, { log: plain });
-  const cleanups: (() => void | Promise<void>)[] = [() => store.close(), () => policy.close()];
+  let store: StateStore;
+  try {
+    policy.load();
+    store = await StateStore.open(config.stateDir, { log: plain });
+  } catch (err) {
+    await socketLock?.release();
+    throw err;
+  }
+  // Run in reverse: the socket's lock is released last, after the listener has closed (and unlinked) it.
+  const cleanups: (() => void | Promise<void>)[] = [() => socketLock?.release(), () => store.close(), () => policy.close()];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
   };
@@ -105,15 +121,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const state = validateState(store.load() ?? EMPTY_STATE, store.statePath);
     const requiredBy = state.keys.length > 0 ? `${store.statePath} holds ${state.keys.length} keys` : state.masterCheck ? `${store.statePath} holds a master-key check` : undefined;
     const master = await loadOrCreateMasterKey({ stateDir: config.stateDir, requiredBy, log: plain });
-    let keystore: KernelKeystore;
-    try {
-      keystore = new KernelKeystore();
-    } catch (err) {
-      master.material.fill(0); // loadMasterKey below wipes it; here it never gets there
-      throw err;
-    }
+    const keystore = KernelKeystore.withMasterKey(master.material); // wipes it
     cleanups.push(() => keystore.close());
-    keystore.loadMasterKey(master.material); // wipes it
     const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: Math.max(4 * 1024 * 1024, config.limits.maxPayloadBytes + 128 * 1024, config.limits.maxStreamChunkBytes + 128 * 1024) });
     cleanups.push(() => engine.close());
     const suiteStatus = suiteStatusFrom(report);

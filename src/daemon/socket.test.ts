@@ -1,10 +1,12 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { prepareSocketPath, probeSocket, setSocketMode } from './socket.js';
+import { until } from '../../test/support/wait.js';
+import { lockSocketPath, prepareSocketPath, probeSocket, setSocketMode, socketLockPath } from './socket.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ringfence-socket-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -99,6 +101,56 @@ describe('prepareSocketPath', () => {
     mkdirSync(dir);
     await expect(prepareSocketPath(dir)).rejects.toThrow(/is not a socket/);
     expect(statSync(dir).isDirectory()).toBe(true);
+  });
+});
+
+describe('lockSocketPath', () => {
+  it('lets one daemon at a time claim a path; a second is refused before it probes or removes anything', async () => {
+    const path = join(tmp, 'locked', 'r.sock');
+    const first = await lockSocketPath(path, { dirMode: 0o750 });
+    expect(statSync(join(tmp, 'locked')).mode & 0o7777).toBe(0o750);
+    expect(readFileSync(socketLockPath(path), 'utf8')).toBe(`${process.pid}\n`);
+    // A stale socket the first daemon is about to replace: the second must leave it alone.
+    staleSocket(path);
+    // flock(2) locks belong to open files, so a second open in this process is refused as another daemon's would be.
+    await expect(lockSocketPath(path)).rejects.toThrow(`another ringfenced (pid ${process.pid}) holds ${path}.lock: it serves, or is starting to serve, on ${path}`);
+    expect(lstatSync(path).isSocket()).toBe(true);
+    await first.release();
+    await first.release();
+    // Emptied, not removed: a daemon could otherwise lock a file that another has just replaced.
+    expect(readFileSync(socketLockPath(path), 'utf8')).toBe('');
+    const second = await lockSocketPath(path);
+    await prepareSocketPath(path);
+    expect(existsSync(path)).toBe(false);
+    await second.release();
+  });
+
+  it('is refused while another process holds the lock, and taken once that process is killed -9', async () => {
+    const path = sockPath();
+    const lockPath = socketLockPath(path);
+    const holder = spawn('flock', ['--exclusive', '--close', lockPath, 'sleep', '60'], { stdio: 'ignore', detached: true });
+    try {
+      await until('flock(1) to hold the lock', () => spawnSync('flock', ['--nonblock', lockPath, 'true']).status === 1);
+      writeFileSync(lockPath, `${holder.pid}\n`);
+      await expect(lockSocketPath(path)).rejects.toThrow(`another ringfenced (pid ${holder.pid}) holds ${lockPath}`);
+      process.kill(-holder.pid!, 'SIGKILL');
+      await once(holder, 'exit');
+      const logs: [string, object | undefined][] = [];
+      const lock = await lockSocketPath(path, { log: (m, f) => logs.push([m, f]) });
+      expect(logs).toEqual([['took over the lock of a daemon that is gone', { path: lockPath, pid: holder.pid }]]);
+      await lock.release();
+    } finally {
+      if (holder.exitCode === null && holder.signalCode === null) process.kill(-holder.pid!, 'SIGKILL');
+    }
+  });
+
+  it('does not follow a symlink planted at the lock path', async () => {
+    const path = sockPath();
+    const target = join(tmp, 'victim');
+    writeFileSync(target, 'precious');
+    symlinkSync(target, socketLockPath(path));
+    await expect(lockSocketPath(path)).rejects.toThrow(/ELOOP/);
+    expect(readFileSync(target, 'utf8')).toBe('precious');
   });
 });
 

@@ -1,10 +1,12 @@
 /**
- * The gRPC Unix socket's path: make room for it before listening (removing only a stale socket
- * left by a crashed daemon, never a live one or a file that is not a socket) and set its mode after.
+ * The gRPC Unix socket's path: claim it with a lock file beside it, make room for it before
+ * listening (removing only a stale socket left by a crashed daemon, never a live one or a file that
+ * is not a socket) and set its mode after.
  */
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
+import { takePidLock, type PidLock } from './pid-lock.js';
 
 export type Log = (msg: string, fields?: object) => void;
 
@@ -56,18 +58,37 @@ export async function assertSocketPathFree(path: string): Promise<'missing' | 's
   return 'stale';
 }
 
-/**
- * Readies `path` for listen(): creates its parent directory (mode `dirMode`, default 0755, as for
- * /run/ringfence) if missing, and removes a stale socket there. Throws if a daemon is listening on
- * it or if it is anything other than a socket.
- */
-export async function prepareSocketPath(path: string, opts: { dirMode?: number; log?: Log } = {}): Promise<void> {
-  const dirMode = opts.dirMode ?? 0o755;
+/** Creates the socket's parent directory (mode `dirMode`, default 0755, as for /run/ringfence) if missing. */
+async function ensureSocketDir(path: string, dirMode = 0o755): Promise<void> {
   const dir = dirname(path);
   const created = await mkdir(dir, { recursive: true, mode: dirMode });
   // mkdir's mode is filtered by the umask; the socket directory's mode is what we say.
   if (created !== undefined) await chmod(dir, dirMode);
+}
 
+export const socketLockPath = (path: string) => `${path}.lock`;
+
+/**
+ * Claims `path` for this daemon's life: a lock on `<path>.lock` (pid-lock.ts), taken before the
+ * stale-socket probe, so that two daemons starting at once (with different state directories)
+ * cannot both find the socket stale and each unlink the one the other has just bound.
+ */
+export async function lockSocketPath(path: string, opts: { dirMode?: number; log?: Log } = {}): Promise<PidLock> {
+  await ensureSocketDir(path, opts.dirMode);
+  return takePidLock(socketLockPath(path), {
+    log: opts.log,
+    refuse: (holder) => `another ringfenced${holder !== undefined ? ` (pid ${holder})` : ''} holds ${socketLockPath(path)}: it serves, or is starting to serve, on ${path}`,
+  });
+}
+
+/**
+ * Readies `path` for listen(): creates its parent directory if missing, and removes a stale socket
+ * there. Throws if a daemon is listening on it or if it is anything other than a socket. The
+ * daemon calls it holding lockSocketPath's lock; alone it cannot tell a stale socket from one
+ * another daemon is about to bind.
+ */
+export async function prepareSocketPath(path: string, opts: { dirMode?: number; log?: Log } = {}): Promise<void> {
+  await ensureSocketDir(path, opts.dirMode);
   if ((await assertSocketPathFree(path)) === 'missing') return;
   try {
     await unlink(path);

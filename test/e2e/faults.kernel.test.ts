@@ -6,6 +6,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -398,13 +399,90 @@ describe('a second daemon on a socket another one serves', () => {
       const fresh = join(mkdtempSync(join(tmpdir(), 'rf-second-')), 'state');
       const r = spawnSync(process.execPath, [DAEMON_MAIN, '--socket', first.socket, '--state-dir', fresh], { encoding: 'utf8', timeout: 120_000 });
       expect(r.status).toBe(1);
-      expect(r.stderr).toContain(`ringfenced: cannot start: another daemon is listening on ${first.socket}`);
+      expect(r.stderr).toContain(`ringfenced: cannot start: another ringfenced (pid ${first.pid}) holds ${first.socket}.lock: it serves, or is starting to serve, on ${first.socket}`);
       expect(existsSync(fresh)).toBe(false); // no state directory, so no master key either
       expect((await client.listKeys()).keys.map((k) => k.name)).toEqual(['first']);
     } finally {
       await client.close();
     }
     expect(await first.stop()).toBe(0);
+  });
+});
+
+/** Starts ringfenced with `args`; `outcome` resolves when it is ready or has exited. */
+function spawnDaemon(args: string[], onOutput?: (output: string) => void) {
+  const child = spawn(process.execPath, [DAEMON_MAIN, ...args, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const outcome = new Promise<'ready' | number | NodeJS.Signals>((resolve) => {
+    const onData = (b: Buffer) => {
+      output += b.toString();
+      onOutput?.(output);
+      if (output.includes('"msg":"ringfenced ready"')) resolve('ready');
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code, signal) => resolve(code ?? signal ?? -1));
+  });
+  return { child, outcome, output: () => output };
+}
+
+describe('SIGHUP while the daemon starts', () => {
+  it('does not end it; the policy is reloaded once it serves (found by review: SIGHUP\'s default action killed it)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-hup-'));
+    const policy = join(dir, 'policy.json');
+    writeFileSync(policy, JSON.stringify({ rules: [] }));
+    let sent = false;
+    // The first line the daemon logs (the kernel's capabilities) comes after its handler is installed
+    // and long before it is ready: the keyring, state and gRPC server are still to come.
+    const daemon = spawnDaemon(['--socket', join(dir, 'rf.sock'), '--state-dir', join(dir, 'state'), '--policy', policy], () => {
+      if (sent) return;
+      sent = true;
+      daemon.child.kill('SIGHUP');
+    });
+    try {
+      expect(await daemon.outcome).toBe('ready');
+      const lines = () => daemon.output().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; trigger?: string });
+      expect(lines().some((l) => l.msg === 'SIGHUP during start-up: the policy is reloaded once started')).toBe(true);
+      await expect.poll(() => lines().filter((l) => l.msg.startsWith('policy loaded') && l.trigger === 'SIGHUP').length, { timeout: 20_000 }).toBe(1);
+      daemon.child.kill('SIGTERM');
+      expect((await once(daemon.child, 'exit'))[0]).toBe(0);
+    } finally {
+      if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('two daemons starting at once on one stale socket, each with its own state directory', () => {
+  it('one serves and keeps its socket; the other refuses, naming the lock (found by review: each could unlink the socket the other had bound)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-race-'));
+    const socket = join(dir, 'rf.sock');
+    // What a daemon killed -9 leaves: a socket file nobody listens on.
+    const stale = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    expect(stale.signal).toBe('SIGKILL');
+    const racers = [spawnDaemon(['--socket', socket, '--state-dir', join(dir, 'state-a')]), spawnDaemon(['--socket', socket, '--state-dir', join(dir, 'state-b')])];
+    try {
+      const outcomes = await Promise.all(racers.map((r) => r.outcome));
+      expect(outcomes.slice().sort()).toEqual([1, 'ready']);
+      const winner = racers[outcomes.indexOf('ready')]!;
+      const loser = racers[outcomes.indexOf(1)]!;
+      // The pid is named once the winner has written it into the lock file; it may not have yet.
+      expect(loser.output()).toMatch(new RegExp(`ringfenced: cannot start: another ringfenced( \\(pid ${winner.child.pid}\\))? holds ${socket}\\.lock`));
+      const client = new RingfenceClient({ socketPath: socket });
+      try {
+        await client.createKey('after-the-race');
+        expect((await client.listKeys()).keys.map((k) => k.name)).toEqual(['after-the-race']);
+      } finally {
+        await client.close();
+      }
+      winner.child.kill('SIGTERM');
+      expect((await once(winner.child, 'exit'))[0]).toBe(0);
+      // It unlinked its socket on the way out, and released the lock: the next daemon starts.
+      expect(existsSync(socket)).toBe(false);
+      const next = await TestDaemon.start({ dir });
+      expect(await next.stop()).toBe(0);
+    } finally {
+      for (const r of racers) if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
+    }
   });
 });
 

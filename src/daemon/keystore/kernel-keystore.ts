@@ -68,6 +68,27 @@ export class KernelKeystore {
     return serial;
   }
 
+  /**
+   * A keystore holding `master` as its master key. The buffer is wiped whatever happens, also when
+   * the keyring cannot be made (a key quota, a seccomp filter without @keyring).
+   */
+  static withMasterKey(master: Buffer, options: KernelKeystoreOptions = {}): KernelKeystore {
+    let store: KernelKeystore;
+    try {
+      store = new KernelKeystore(options);
+    } catch (err) {
+      master.fill(0);
+      throw err;
+    }
+    try {
+      store.loadMasterKey(master); // wipes it
+    } catch (err) {
+      store.close();
+      throw err;
+    }
+    return store;
+  }
+
   /** Loads the master key (wiping the caller's buffer). Once per keystore: a second call is KEY_EXISTS. */
   loadMasterKey(material: Buffer): void {
     try {

@@ -5,9 +5,9 @@
  * after a crash state.json is either the old or the new document, never a mix. A lock (flock on
  * daemon.lock) keeps two daemons from sharing a directory (each would overwrite the other's keys).
  */
-import { constants as fsConstants, readFileSync } from 'node:fs';
-import { chmod, mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { tryLockExclusive } from '../../../native-ffi/file-lock.js';
+import { readFileSync } from 'node:fs';
+import { chmod, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { takePidLock, type PidLock } from '../pid-lock.js';
 import { join, resolve } from 'node:path';
 
 export const STATE_FILE = 'state.json';
@@ -63,52 +63,23 @@ async function ensurePrivateDir(dir: string): Promise<void> {
   }
 }
 
-async function readLockPid(path: string): Promise<number | undefined> {
-  try {
-    const pid = Number((await readFile(path, 'utf8')).trim());
-    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
-/**
- * Takes the directory's lock: flock(2) on daemon.lock, held open for the store's life. The kernel
- * drops it when the process ends, kill -9 included, so a dead daemon never blocks the next start;
- * a pid check could not tell, since the dead daemon's pid may belong to another process by then, or
- * to the new daemon itself (pid 1 in a container). The file holds the holder's pid, for messages.
- * It is never unlinked: a daemon could otherwise lock an unlinked file while another locks its
- * replacement.
- */
-async function acquireLock(dir: string, log: Log): Promise<FileHandle> {
-  const path = join(dir, LOCK_FILE);
-  const lock = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
-  try {
-    if (!tryLockExclusive(lock.fd)) {
-      const holder = await readLockPid(path);
-      throw new Error(`another ringfenced${holder !== undefined ? ` (pid ${holder})` : ''} uses ${dir}; refusing to share a state directory`);
-    }
-    const previous = await readLockPid(path);
-    if (previous !== undefined) log('took over the lock of a daemon that is gone', { path, pid: previous });
-    await lock.truncate(0);
-    await lock.write(`${process.pid}\n`, 0);
-    return lock;
-  } catch (err) {
-    await lock.close();
-    throw err;
-  }
+/** The directory's lock (pid-lock.ts), held for the store's life. */
+function acquireLock(dir: string, log: Log): Promise<PidLock> {
+  return takePidLock(join(dir, LOCK_FILE), {
+    log,
+    refuse: (holder) => `another ringfenced${holder !== undefined ? ` (pid ${holder})` : ''} uses ${dir}; refusing to share a state directory`,
+  });
 }
 
 export class StateStore {
   readonly dir: string;
   readonly statePath: string;
-  private readonly lock: FileHandle;
+  private readonly lock: PidLock;
   private readonly log: Log;
   private tail: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  private constructor(dir: string, lock: FileHandle, log: Log) {
+  private constructor(dir: string, lock: PidLock, log: Log) {
     this.dir = dir;
     this.statePath = join(dir, STATE_FILE);
     this.lock = lock;
@@ -221,9 +192,7 @@ export class StateStore {
     if (this.closed) return;
     this.closed = true;
     await this.tail;
-    // Emptied (no pid to name), then released by closing: the file stays (see acquireLock).
-    await this.lock.truncate(0).catch(() => {});
-    await this.lock.close();
+    await this.lock.release();
   }
 
   private assertOpen(): void {

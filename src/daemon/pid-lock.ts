@@ -1,0 +1,56 @@
+/**
+ * A lock file held for a daemon's life: flock(2) on `path`, kept open. The kernel drops it when
+ * the process ends, kill -9 included, so a dead daemon never blocks the next start; a pid check
+ * could not tell, since the dead daemon's pid may belong to another process by then, or to the new
+ * daemon itself (pid 1 in a container). The file holds the holder's pid, for messages. It is never
+ * unlinked: a daemon could otherwise lock an unlinked file while another locks its replacement.
+ */
+import { constants as fsConstants } from 'node:fs';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { tryLockExclusive } from '../../native-ffi/file-lock.js';
+
+export type Log = (msg: string, fields?: object) => void;
+
+export interface PidLock {
+  readonly path: string;
+  /** Empties the file and releases the lock. Idempotent. */
+  release(): Promise<void>;
+}
+
+async function readLockPid(path: string): Promise<number | undefined> {
+  try {
+    const pid = Number((await readFile(path, 'utf8')).trim());
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Takes the lock at `path` (created 0600, never through a symlink) without waiting. When another
+ * open file holds it, throws the message `refuse` makes from the holder's pid (if the file names one).
+ */
+export async function takePidLock(path: string, opts: { refuse: (holder: number | undefined) => string; log?: Log }): Promise<PidLock> {
+  const handle: FileHandle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
+  try {
+    if (!tryLockExclusive(handle.fd)) throw new Error(opts.refuse(await readLockPid(path)));
+    const previous = await readLockPid(path);
+    if (previous !== undefined) opts.log?.('took over the lock of a daemon that is gone', { path, pid: previous });
+    await handle.truncate(0);
+    await handle.write(`${process.pid}\n`, 0);
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  let released = false;
+  return {
+    path,
+    release: async () => {
+      if (released) return;
+      released = true;
+      await handle.truncate(0).catch(() => {});
+      await handle.close();
+    },
+  };
+}
