@@ -1,7 +1,9 @@
 /**
- * The policy file: JSON, validated strictly (unknown fields, unknown operations, unknown user or
- * group names are errors, each naming its place, e.g. `rules[2].operations[1]`, or line:column for
- * a syntax error). Names are resolved to ids here, once per load. Format: docs/policy.md.
+ * The policy file: JSON, validated strictly (unknown fields and unknown operations are errors, each
+ * naming its place, e.g. `rules[2].operations[1]`, or line:column for a syntax error). User and
+ * group names are resolved to ids here, once per load; one that does not resolve matches nobody and
+ * is reported as a warning (an account removed must not make every later edit invalid, nor keep its
+ * old uid's grants in force). Format: docs/policy.md.
  */
 import { compileGlob } from './glob.js';
 import { KEYLESS_OPERATIONS, OPERATION_GROUPS, OPERATIONS, isOperation, type Operation } from './operations.js';
@@ -14,7 +16,12 @@ export class PolicyError extends Error {
   }
 }
 
-export type PrincipalMatcher = { kind: 'any'; text: string } | { kind: 'uid'; id: number; text: string } | { kind: 'gid'; id: number; text: string };
+export type PrincipalMatcher =
+  | { kind: 'any'; text: string }
+  | { kind: 'uid'; id: number; text: string }
+  | { kind: 'gid'; id: number; text: string }
+  /** A user or group name that did not resolve at load: matches nobody. */
+  | { kind: 'none'; text: string };
 
 export interface Rule {
   /** The rule's `id`, or `rules[N]`: used in explanations and logs, never sent to clients. */
@@ -28,6 +35,8 @@ export interface Policy {
   rules: Rule[];
   /** uid -> supplementary gids, from /etc/group at load time: for callers without a process (`policy check`). */
   memberOf: ReadonlyMap<number, readonly number[]>;
+  /** What the file asks that cannot apply now (names that do not resolve), each naming its place. */
+  warnings: string[];
 }
 
 const RULE_FIELDS = ['id', 'principals', 'operations', 'keys', 'comment'];
@@ -53,7 +62,7 @@ function stringList(v: unknown, at: string): string[] {
   });
 }
 
-function principal(text: string, at: string, accounts: Accounts): PrincipalMatcher {
+function principal(text: string, at: string, accounts: Accounts, warnings: string[]): PrincipalMatcher {
   if (text === '*') return { kind: 'any', text };
   const m = /^(uid|gid|user|group):(.+)$/.exec(text);
   if (!m) throw new PolicyError(`${at}: ${JSON.stringify(text)} is not a principal (uid:N, gid:N, user:NAME, group:NAME or *)`);
@@ -63,20 +72,23 @@ function principal(text: string, at: string, accounts: Accounts): PrincipalMatch
     return { kind, id: Number(value), text };
   }
   const id = (kind === 'user' ? accounts.users : accounts.groups).get(value);
-  if (id === undefined) throw new PolicyError(`${at}: no ${kind} named ${JSON.stringify(value)} in /etc/${kind === 'user' ? 'passwd' : 'group'}`);
+  if (id === undefined) {
+    warnings.push(`${at}: no ${kind} named ${JSON.stringify(value)} in /etc/${kind === 'user' ? 'passwd' : 'group'}; it matches nobody until it exists and the policy is reloaded`);
+    return { kind: 'none', text };
+  }
   return { kind: kind === 'user' ? 'uid' : 'gid', id, text };
 }
 
-function parseRule(raw: unknown, index: number, accounts: Accounts): Rule {
+function parseRule(raw: unknown, index: number, accounts: Accounts, warnings: string[]): Rule {
   const at = `rules[${index}]`;
   if (!isObject(raw)) throw new PolicyError(`${at}: must be an object`);
   for (const k of Object.keys(raw)) if (!RULE_FIELDS.includes(k)) throw new PolicyError(`${at}.${k}: unknown field (known: ${RULE_FIELDS.join(', ')})`);
   if (raw.id !== undefined && (typeof raw.id !== 'string' || raw.id === '')) throw new PolicyError(`${at}.id: must be a non-empty string`);
   if (raw.comment !== undefined && typeof raw.comment !== 'string') throw new PolicyError(`${at}.comment: must be a string`);
-  const principals = stringList(raw.principals, `${at}.principals`).map((p, i) => principal(p, `${at}.principals[${i}]`, accounts));
+  const principals = stringList(raw.principals, `${at}.principals`).map((p, i) => principal(p, `${at}.principals[${i}]`, accounts, warnings));
   const operations = new Set<Operation>();
   stringList(raw.operations, `${at}.operations`).forEach((o, i) => {
-    const group = OPERATION_GROUPS[o];
+    const group = Object.hasOwn(OPERATION_GROUPS, o) ? OPERATION_GROUPS[o] : undefined; // not "constructor" & co.
     if (group) group.forEach((g) => operations.add(g));
     else if (isOperation(o)) operations.add(o);
     else throw new PolicyError(`${at}.operations[${i}]: ${JSON.stringify(o)} is not an operation (${OPERATIONS.join(', ')}, or ${Object.keys(OPERATION_GROUPS).join(', ')})`);
@@ -98,11 +110,12 @@ export function parsePolicy(text: string, accounts: Accounts): Policy {
   for (const k of Object.keys(doc)) if (k !== 'rules' && k !== 'comment') throw new PolicyError(`${k}: unknown field (known: rules, comment)`);
   if (!Array.isArray(doc.rules)) throw new PolicyError('rules: must be an array');
   if (doc.rules.length > MAX_RULES) throw new PolicyError(`rules: more than ${MAX_RULES} rules`);
-  const rules = doc.rules.map((r, i) => parseRule(r, i, accounts));
+  const warnings: string[] = [];
+  const rules = doc.rules.map((r, i) => parseRule(r, i, accounts, warnings));
   const ids = new Set<string>();
   rules.forEach((r, i) => {
     if (ids.has(r.id)) throw new PolicyError(`rules[${i}].id: ${JSON.stringify(r.id)} is used by an earlier rule`);
     ids.add(r.id);
   });
-  return { rules, memberOf: accounts.memberOf };
+  return { rules, memberOf: accounts.memberOf, warnings };
 }

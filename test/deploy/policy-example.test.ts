@@ -24,11 +24,21 @@ const allowed = (uid: number, op: Operation, key?: string) => decide(policy, adm
 const USE: Operation[] = ['encrypt', 'decrypt', 'reencrypt', 'datakey', 'mac', 'verify'];
 
 describe('deploy/policy.json', () => {
-  it(`lets members of ${clientsGroup} hash, draw random bytes and use app-* keys, nothing else`, () => {
+  it(`lets members of ${clientsGroup} hash and draw random bytes, and use no key until a rule of their own says so (found by review)`, () => {
     for (const op of OPERATIONS) {
       const keyless = op === 'hash' || op === 'random';
-      expect(allowed(CLIENT, op, keyless ? undefined : 'app-orders'), op).toBe(keyless || USE.includes(op));
+      expect(allowed(CLIENT, op, keyless ? undefined : 'app-orders'), op).toBe(keyless);
       if (!keyless) expect(allowed(CLIENT, op, 'billing'), `${op} billing`).toBe(false);
+    }
+    expect(policy.warnings).toEqual([]);
+  });
+
+  it('its comment shows a per-service rule that the parser accepts and that grants use of that service\'s keys only', () => {
+    const example = /e\.g\. (\{.*?\}) \(docs/.exec(JSON.parse(readFileSync(join(DEPLOY, 'policy.json'), 'utf8')).comment as string)![1]!;
+    const withRule = parsePolicy(JSON.stringify({ rules: [{ ...JSON.parse(example), principals: [`uid:${CLIENT}`] }] }), accounts);
+    for (const op of USE) {
+      expect(decide(withRule, admins, { uid: CLIENT, gid: OTHER_GID }, op, 'orders-eu').allowed, op).toBe(true);
+      expect(decide(withRule, admins, { uid: CLIENT, gid: OTHER_GID }, op, 'billing').allowed, op).toBe(false);
     }
   });
 

@@ -243,10 +243,15 @@ describe('access control by peer credentials', () => {
     process.kill(daemon.pid!, 'SIGHUP');
     await expect.poll(loads, { timeout: 20_000 }).toBeGreaterThan(before);
     expect(random()).toBe('OK');
-    writeFileSync(policyPath, '{"rules": [ { "principals": ["user:no-such-user"], "operations": ["*"], "keys": ["*"] } ]}');
+    writeFileSync(policyPath, '{"rules": [ { "principals": ["*"], "operations": ["encrpyt"], "keys": ["*"] } ]}');
     process.kill(daemon.pid!, 'SIGHUP');
-    // The log is JSON: the quotes around the name are escaped there.
-    await expect.poll(() => daemon.output.includes('keeping the policy in force: rules[0].principals[0]: no user named \\"no-such-user\\"'), { timeout: 20_000 }).toBe(true);
+    // The log is JSON: the quotes around the operation are escaped there.
+    await expect.poll(() => daemon.output.includes('keeping the policy in force: rules[0].operations[0]: \\"encrpyt\\" is not an operation'), { timeout: 20_000 }).toBe(true);
+    expect(random()).toBe('OK');
+    // A name that does not resolve is no error: that principal matches nobody, with a warning.
+    writeFileSync(policyPath, JSON.stringify({ rules: [...POLICY.rules, { principals: ['user:no-such-user', `uid:${NOBODY}`], operations: ['random'] }] }));
+    process.kill(daemon.pid!, 'SIGHUP');
+    await expect.poll(() => daemon.output.includes('rules[' + POLICY.rules.length + '].principals[0]: no user named \\"no-such-user\\" in /etc/passwd; it matches nobody'), { timeout: 20_000 }).toBe(true);
     expect(random()).toBe('OK');
   }, 180_000);
 });

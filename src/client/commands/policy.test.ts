@@ -24,6 +24,14 @@ describe.concurrent('policy check', SLOW, () => {
     expect([r.code, r.stderr, r.stdout.toString()]).toEqual([0, '', 'allowed: rule "app" grants encrypt on keys matching "app-*"\n']);
   });
 
+  test('a name that does not resolve: a warning on stderr, and the rest of the file still decides', async () => {
+    const ghost = join(dir, 'ghost.json');
+    writeFileSync(ghost, JSON.stringify({ rules: [{ id: 'gone', principals: ['user:no-such-user-here', 'uid:4321'], operations: ['encrypt'], keys: ['app-*'] }] }));
+    const r = await cli.run(['policy', 'check', '--policy', ghost, '--uid', '4321', '--gid', '4321', '--op', 'encrypt', '--key', 'app-orders']);
+    expect([r.code, r.stdout.toString()]).toEqual([0, 'allowed: rule "gone" grants encrypt on keys matching "app-*"\n']);
+    expect(r.stderr).toContain('warning: rules[0].principals[0]: no user named "no-such-user-here" in /etc/passwd; it matches nobody');
+  });
+
   test('allowed by group, keyless operation by "*"', async () => {
     expect((await cli.run(['policy', 'check', '--policy', policy, '--uid', '9999', '--gid', '77', '--op', 'decrypt', '--key', 'app-1'])).code).toBe(0);
     const r = await cli.run(['policy', 'check', '--policy', policy, '--uid', '9999', '--gid', '9999', '--op', 'hash']);

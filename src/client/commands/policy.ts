@@ -73,6 +73,7 @@ async function check(ctx: Parameters<CommandSpec['run']>[0], _args: string[], va
   if (path === undefined) throw new UsageError('no policy file: give --policy FILE (or set RINGFENCE_POLICY)');
   const { policy, note } = loadPolicy(path, daemonUid);
   if (note) ctx.warn(note);
+  for (const w of policy?.warnings ?? []) ctx.warn(`warning: ${w}`);
   const d = decide(policy, admins, { uid, gid }, op, KEYLESS_OPERATIONS.has(op) ? undefined : key);
   const rule = d.allowed && d.by === 'rule' ? d.rule.id : null;
   if (ctx.json) {

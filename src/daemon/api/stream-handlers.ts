@@ -203,7 +203,11 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             // minimum decryption version, or access revoked by a policy reload, stops a stream already
             // running, as it refuses a new one.
             open: (h, nonce, chunkAad, sealed) => {
-              authorize('decrypt', r!.key.name); // a revoked access stops the stream too
+              try {
+                authorize('decrypt', r!.key.name); // a revoked access stops the stream too
+              } catch (err) {
+                throw deniedByCiphertext(err, h.keyId, r!.key.name); // named by id, as at the start
+              }
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
               return open(ctx.engine, r.suite, r.serials, nonce, chunkAad, sealed);
             },

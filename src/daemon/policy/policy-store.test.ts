@@ -35,6 +35,34 @@ describe('PolicyStore', () => {
     expect(() => store.load()).toThrow(`policy file ${path}: rules[0].operations[0]: "encrpyt" is not an operation`);
   });
 
+  it('after an account named in it is removed, a reload revokes that uid and later edits still apply (found by review)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-policy-'));
+    const path = join(dir, 'policy.json');
+    const rules = (extra: object[] = []) => JSON.stringify({ rules: [{ id: 'bob', principals: ['user:bob'], operations: ['decrypt'], keys: ['payroll-*'] }, ...extra] });
+    writeFileSync(path, rules([{ id: 'carol', principals: ['uid:1002'], operations: ['decrypt'], keys: ['payroll-*'] }]));
+    let passwd = 'bob:x:1001:1001::/:/bin/sh\n';
+    const logs: { level: string; msg: string }[] = [];
+    const store = new PolicyStore({ path, admins: new Set([0]), log: (level, msg) => logs.push({ level, msg }), accounts: () => parseAccounts(passwd, ''), debounceMs: 20 });
+    store.load();
+    const may = (uid: number) => store.decide({ uid, gid: uid }, 'decrypt', 'payroll-x').allowed;
+    expect([may(1001), may(1002)]).toEqual([true, true]);
+    // userdel bob; useradd eve (who gets the uid just freed); SIGHUP.
+    passwd = 'eve:x:1001:1001::/:/bin/sh\n';
+    expect(store.reload('SIGHUP')).toBe(true);
+    expect(may(1001)).toBe(false);
+    expect(logs).toContainEqual({ level: 'warn', msg: `policy file ${path}: rules[0].principals[0]: no user named "bob" in /etc/passwd; it matches nobody until it exists and the policy is reloaded` });
+    // An edit revoking carol applies although "user:bob" is still there.
+    writeFileSync(path, rules());
+    expect(store.reload('SIGHUP')).toBe(true);
+    expect(may(1002)).toBe(false);
+    // A fresh start on that file works.
+    const fresh = new PolicyStore({ path, admins: new Set([0]), log: () => {}, accounts: () => parseAccounts(passwd, ''), debounceMs: 20 });
+    fresh.load();
+    fresh.close();
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('refuses a world-writable file', () => {
     const { store, path } = setup(grant('encrypt'));
     chmodSync(path, 0o666);

@@ -107,6 +107,7 @@ export class PolicyStore {
     }
     this.policy = r.policy;
     this.opts.log('info', `policy loaded: ${r.policy.rules.length} rules`, { policy: this.opts.path, rules: r.policy.rules.length, trigger: why });
+    for (const w of r.policy.warnings) this.opts.log('warn', `policy file ${this.opts.path}: ${w}`, { policy: this.opts.path, trigger: why });
   }
 
   /**
