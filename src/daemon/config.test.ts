@@ -251,6 +251,7 @@ describe('resolveConfig errors say what and where', () => {
       [{ limits: { maxSessionInFlight: 1.5 } }, /:limits\.maxSessionInFlight must be an integer/],
       [{ limits: { maxAssociatedDataBytes: '64' } }, /:limits\.maxAssociatedDataBytes must be an integer/],
       [{ limits: { minRotationPeriod: 3600000 } }, /:limits\.minRotationPeriod must be a duration string/],
+      [{ limits: { minRotationPeriod: '0s' } }, /:limits\.minRotationPeriod: 0s is less than the minimum/],
       [{ limits: { minDeletionWaitingPeriod: '1 day' } }, /:limits\.minDeletionWaitingPeriod: invalid duration "1 day"/],
       [{ limits: { minDeletionWaitingPeriod: '366d' } }, /:limits\.minDeletionWaitingPeriod: 366d is more than the maximum of 365d/],
       [{ limits: { maxMessageBytes: 65_535 } }, /:limits\.maxMessageBytes must be an integer from 65536 to 67108864/],

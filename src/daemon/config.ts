@@ -141,7 +141,9 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxStreamChunkBytes: [1, 16 * MiB],
   maxBatchItems: [1, 100_000],
   maxSessionInFlight: [1, 65_536],
-  minRotationPeriod: [0, 3650 * DAY],
+  // At least a second: every rotation writes the state (fsync) and adds a kernel key (found by review:
+  // 0 let a key rotate every few milliseconds until the key quota ran out).
+  minRotationPeriod: [SECOND, 3650 * DAY],
   // At most what ScheduleKeyDeletion accepts (key-manager.ts MAX_DELETION_WAIT_MS), or no deletion could succeed.
   minDeletionWaitingPeriod: [0, 365 * DAY],
   encryptionsPerVersion: [1, 2 ** 32],
@@ -373,6 +375,7 @@ function parseLimits(raw: unknown, where: string): Limits {
       } catch (err) {
         throw new ConfigError(`${at}: ${(err as Error).message}`);
       }
+      if (n < min) throw new ConfigError(`${at}: ${value} is less than the minimum of ${min / SECOND}s`);
       if (n > max) throw new ConfigError(`${at}: ${value} is more than the maximum of ${max / DAY}d`);
     } else {
       if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {

@@ -162,7 +162,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
     const server = new grpc.Server(serverOptions(config.limits));
-    server.addService(daemonServiceDefinition(KeyService, config.limits.maxBatchItems), keyServiceHandlers(keys, deps));
+    server.addService(daemonServiceDefinition(KeyService, config.limits.maxBatchItems), keyServiceHandlers(keys, deps, config.limits.maxMessageBytes));
     server.addService(daemonServiceDefinition(CryptoService, config.limits.maxBatchItems), cryptoServiceHandlers(ctx, deps));
     server.addService(
       daemonServiceDefinition(StatusService, config.limits.maxBatchItems),

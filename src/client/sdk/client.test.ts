@@ -161,6 +161,17 @@ describe('keys', () => {
     await expect(client.updateKey('x', { rotationPeriodMs: -1 })).rejects.toThrow(RangeError);
     expect(fake.stats.calls.CreateKey).toBe(calls);
   });
+
+  it('refuses numbers a request field cannot carry, naming the field, instead of an INTERNAL serialization failure (found by review)', async () => {
+    const random = fake.stats.calls.GenerateRandom ?? 0;
+    for (const n of [-1, 1.5, 2 ** 32, Number.NaN]) await expect(client.generateRandom(n)).rejects.toThrow(`lengthBytes must be an integer from 0 to 4294967295, got ${n}`);
+    await expect(client.generateDataKey('k', { lengthBytes: -1 })).rejects.toThrow(RangeError);
+    await expect(client.verifyMac('k', 'data', new Uint8Array(32), { keyVersion: -1 })).rejects.toThrow(/keyVersion must be an integer/);
+    await expect(client.updateKey('k', { minDecryptionVersion: 2 ** 32 })).rejects.toThrow(/minDecryptionVersion must be an integer/);
+    await expect(client.listKeys({ pageSize: 2 ** 31 })).rejects.toThrow(/pageSize must be a 32-bit integer/);
+    expect(fake.stats.calls.GenerateRandom ?? 0).toBe(random);
+    expect((await client.generateRandom(2 ** 4)).data).toHaveLength(16);
+  });
 });
 
 describe('names', () => {

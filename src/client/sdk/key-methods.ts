@@ -8,6 +8,7 @@ import type { CallOptions } from './call-options.js';
 import { RingfenceError } from './errors.js';
 import { parseKeyPurpose, parseKeyView, parseSuite, type KeyPurposeName, type KeyViewName, type SuiteName } from './names.js';
 import type { Transport } from './transport.js';
+import { uint32 } from './requests.js';
 
 export interface CreateKeyOptions extends CallOptions {
   /** Default: the suite's purpose, else AEAD. */
@@ -54,6 +55,11 @@ function duration(field: string, ms: number | undefined) {
   return durationFromMs(ms);
 }
 
+function int32(field: string, n: number | undefined): number | undefined {
+  if (n !== undefined && (!Number.isInteger(n) || n < -0x80000000 || n > 0x7fffffff)) throw new RangeError(`${field} must be a 32-bit integer, got ${n}`);
+  return n;
+}
+
 function keyOf(res: { key?: Key }): Key {
   if (!res.key) throw new RingfenceError({ code: grpc.status.INTERNAL, message: 'the daemon answered without the key' });
   return res.key;
@@ -87,7 +93,7 @@ export class KeyMethods {
   }
 
   async listKeys(opts: ListKeysOptions = {}): Promise<ListKeysResponse> {
-    const request = { pageSize: opts.pageSize, pageToken: opts.pageToken, view: enumOr(opts.view, parseKeyView) };
+    const request = { pageSize: int32('pageSize', opts.pageSize), pageToken: opts.pageToken, view: enumOr(opts.view, parseKeyView) };
     return this.transport.unary(KeyService.method.listKeys, request, opts);
   }
 
@@ -109,7 +115,7 @@ export class KeyMethods {
   async updateKey(name: string, opts: UpdateKeyOptions = {}): Promise<Key> {
     const request = {
       name,
-      minDecryptionVersion: opts.minDecryptionVersion,
+      minDecryptionVersion: uint32('minDecryptionVersion', opts.minDecryptionVersion),
       rotationPeriod: duration('rotationPeriodMs', opts.rotationPeriodMs),
       deletionProtection: opts.deletionProtection,
     };

@@ -40,6 +40,16 @@ export function toCiphertext(ciphertext: CiphertextInput): Uint8Array {
   }
 }
 
+/**
+ * A uint32 request field, checked before the call: protobuf-es would fail to serialize anything
+ * else, which reached the caller as an INTERNAL error. A RangeError, as for the SDK's other options.
+ */
+export function uint32(field: string, n: number | undefined): number | undefined {
+  if (n === undefined) return undefined;
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`${field} must be an integer from 0 to 4294967295, got ${n}`);
+  return n;
+}
+
 const optionalBytes = (data: Data | undefined) => (data === undefined ? undefined : toBytes(data));
 
 export interface EncryptOptions {
@@ -89,7 +99,7 @@ export function reEncryptRequest(ciphertext: CiphertextInput, o: ReEncryptOption
 }
 
 export function generateDataKeyRequest(keyName: string, o: GenerateDataKeyOptions = {}): Init<typeof GenerateDataKeyRequestSchema> {
-  return { keyName, lengthBytes: o.lengthBytes, associatedData: optionalBytes(o.associatedData), omitPlaintext: o.omitPlaintext };
+  return { keyName, lengthBytes: uint32('lengthBytes', o.lengthBytes), associatedData: optionalBytes(o.associatedData), omitPlaintext: o.omitPlaintext };
 }
 
 export function computeMacRequest(keyName: string, data: Data): Init<typeof ComputeMacRequestSchema> {
@@ -97,7 +107,7 @@ export function computeMacRequest(keyName: string, data: Data): Init<typeof Comp
 }
 
 export function verifyMacRequest(keyName: string, data: Data, mac: Uint8Array, o: VerifyMacOptions = {}): Init<typeof VerifyMacRequestSchema> {
-  return { keyName, data: toBytes(data), mac, keyVersion: o.keyVersion };
+  return { keyName, data: toBytes(data), mac, keyVersion: uint32('keyVersion', o.keyVersion) };
 }
 
 export function hashRequest(data: Data, algorithm: HashAlgorithmInput = HashAlgorithm.SHA256): Init<typeof HashRequestSchema> {
@@ -105,5 +115,5 @@ export function hashRequest(data: Data, algorithm: HashAlgorithmInput = HashAlgo
 }
 
 export function generateRandomRequest(lengthBytes: number): Init<typeof GenerateRandomRequestSchema> {
-  return { lengthBytes };
+  return { lengthBytes: uint32('lengthBytes', lengthBytes) };
 }

@@ -10,7 +10,7 @@ import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash, hashStream } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
 import { batchComputeMac, batchDecrypt, batchEncrypt, type OnItem } from '../ops/batch.js';
-import { auditPrincipal, callContext, callerKey, clientStreaming, statusName, unary, type HandlerDeps } from './handler.js';
+import { auditPrincipal, callContext, callerKey, clientStreaming, logInternal, statusName, unary, type HandlerDeps } from './handler.js';
 import { keyOf, payloadBytes } from './audit.js';
 import type { ApiError } from './errors.js';
 import type { CallAccess } from '../policy/access.js';
@@ -53,7 +53,10 @@ function auditItem(deps: HandlerDeps, access: CallAccess, rpc: string): OnItem {
   return (item, outcome, durationMs) => {
     const entry = { rpc, ...who, bytesIn: payloadBytes(item), durationMs: +durationMs.toFixed(3) };
     if ('response' in outcome) deps.audit({ ...entry, ...keyOf(item, outcome.response), bytesOut: payloadBytes(outcome.response), outcome: 'OK' });
-    else deps.audit({ ...entry, ...keyOf(item), ...keyOfError(outcome.error), bytesOut: 0, outcome: statusName(outcome.error.code), reason: outcome.error.reasonName });
+    else {
+      logInternal(deps, rpc, outcome.error); // as a unary call's: the cause the client is not told
+      deps.audit({ ...entry, ...keyOf(item), ...keyOfError(outcome.error), bytesOut: 0, outcome: statusName(outcome.error.code), reason: outcome.error.reasonName });
+    }
   };
 }
 

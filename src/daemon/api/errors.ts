@@ -9,6 +9,7 @@ import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorReason, ItemStatusSchema } from '../../gen/ringfence/v1/errors_pb.js';
 import { encodeStatusDetails, reasonName, STATUS_DETAILS_KEY } from '../../rpc/error-details.js';
 import { isEngineError } from '../engine/errors.js';
+import { isSyscallError } from '../../../native-ffi/syscall-error.js';
 import { KeystoreError } from '../keystore/errors.js';
 import { MalformedCiphertextError } from '../ciphertext/envelope.js';
 
@@ -53,7 +54,7 @@ export function isApiError(err: unknown): err is ApiError {
 
 // Shorthands for the common cases; each names the field or key in metadata.
 export const invalidField = (field: string, message: string): ApiError =>
-  new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD, message, { field });
+  new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD, message, { field, constraint: message });
 export const keyNotFound = (name: string): ApiError =>
   new ApiError(Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, `key "${name}" does not exist`, { key_name: name });
 /** `hint` says what to do instead, where there is something (a streaming RPC, smaller messages). */
@@ -79,11 +80,13 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
       case 'AUTHENTICATION_FAILED':
         return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.AUTHENTICATION_FAILED, 'authentication failed: the ciphertext or its associated data was altered, or they do not belong together', {}, { cause: err });
       case 'ALGORITHM_UNAVAILABLE':
-        return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL, err.message, {}, { cause: err });
+        // The probe at start-up found it usable (requests for suites it did not are refused before
+        // the engine): the kernel changed since, e.g. a module was removed.
+        return new ApiError(Status.FAILED_PRECONDITION, err.restricted ? ErrorReason.SUITE_RESTRICTED_BY_KERNEL : ErrorReason.SUITE_UNAVAILABLE, `${err.message}; \`ringfence doctor\` shows what the kernel allows now`, err.algorithm ? { kernel_algorithm: err.algorithm } : {}, { cause: err });
       case 'AF_ALG_UNAVAILABLE':
-        return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.AF_ALG_UNAVAILABLE, err.message, {}, { cause: err });
+        return new ApiError(Status.UNAVAILABLE, ErrorReason.AF_ALG_UNAVAILABLE, err.message, err.errno ? { errno: err.errno } : {}, { cause: err });
       case 'PAYLOAD_TOO_LARGE':
-        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, err.message, {}, { cause: err });
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${err.message}; send less at once`, err.errno ? { errno: err.errno } : {}, { cause: err });
       case 'BUSY':
         return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.DAEMON_BUSY, err.message, err.limit ? { limit: err.limit } : {}, { cause: err });
       default:
@@ -100,6 +103,11 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
         return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel key store failed ${what}: ${err.message}`, {}, { cause: err });
     }
   }
+  // A kernel call outside the engine and key store (getrandom for nonces, data keys, random bytes).
+  if (isSyscallError(err)) {
+    return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel failed ${what}: ${err.syscall} ${err.code}`, { errno: err.code, call: err.syscall }, { cause: err });
+  }
+  // What is left with an errno comes from the state store's file system calls.
   const e = err as NodeJS.ErrnoException | undefined;
   if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
     return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.STATE_NOT_PERSISTED, `the state directory is full (${e.code}); nothing was changed — free space and retry`, { errno: e.code }, { cause: err });

@@ -1,8 +1,15 @@
-import { create } from '@bufbuild/protobuf';
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
-import { describe, expect, it } from 'vitest';
-import { ApiError } from './errors.js';
-import { durationMs } from './key-service.js';
+import { describe, expect, it, vi } from 'vitest';
+import { KeyView } from '../../gen/ringfence/v1/key_pb.js';
+import { ListKeysResponseSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
+import { decodeStatusDetails } from '../../rpc/error-details.js';
+import { KeyManager } from '../keys/key-manager.js';
+import { EMPTY_STATE } from '../keys/model.js';
+import { ApiError, ErrorReason } from './errors.js';
+import { durationMs, keyServiceHandlers } from './key-service.js';
 
 describe('durationMs (rotation periods and deletion waits from the wire)', () => {
   const d = (seconds: bigint, nanos: number) => create(DurationSchema, { seconds, nanos });
@@ -19,5 +26,90 @@ describe('durationMs (rotation periods and deletion waits from the wire)', () =>
     for (const bad of [d(-1n, 0), d(0n, -1), d(0n, 1_000_000_000), d(10n ** 12n + 1n, 0)]) {
       expect(() => durationMs('rotation_period', bad)).toThrow(ApiError);
     }
+  });
+});
+
+/** KeyService's handlers over a KeyManager with stand-in kernel keys (no kernel is needed to shape replies). */
+async function service(maxMessageBytes: number) {
+  let serial = 1;
+  const material = {
+    canSeal: false,
+    generate: (_id: string, _v: number, suite: { keyBytes: number[] }) => {
+      const serials = suite.keyBytes.map(() => serial++);
+      return { serials, blobs: serials.map(() => randomBytes(8).toString('hex')) };
+    },
+    destroy: () => {},
+  };
+  const keys = new KeyManager({ material: material as never, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
+  await keys.open(EMPTY_STATE);
+  const deps = {
+    audit: vi.fn(),
+    log: { error: vi.fn(), warn: vi.fn(), info: vi.fn() },
+    access: { forCall: () => ({ principal: { uid: 0, gid: 0, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) },
+  };
+  const handlers = keyServiceHandlers(keys, deps as never, maxMessageBytes) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: unknown) => void) => void>;
+  const call = <R>(rpc: string, request: unknown) =>
+    new Promise<R>((resolve, reject) =>
+      handlers[rpc]!({ request, getPeer: () => '', metadata: new grpc.Metadata() }, (e, r) => {
+        if (!e) return resolve(r as R);
+        const details = decodeStatusDetails(e.metadata!);
+        reject(Object.assign(new Error(e.details), { code: e.code, reason: details?.reason, metadata: details?.metadata }));
+      }),
+    );
+  return { keys, call };
+}
+
+const KiB = 1024;
+
+describe('KeyService replies fit maxMessageBytes (found by review: grpc-js refused them after an OK audit)', () => {
+  it('a ListKeys page ends early instead of outgrowing the reply, and paging still returns every key once, in order', async () => {
+    const { keys, call } = await service(64 * KiB);
+    const names = Array.from({ length: 40 }, (_, i) => `key-${String(i).padStart(2, '0')}`);
+    for (const name of names) {
+      await keys.create({ name });
+      for (let v = 0; v < 60; v++) await keys.rotate(name);
+    }
+    const seen: string[] = [];
+    let pageToken = '';
+    let pages = 0;
+    do {
+      const page = await call<ListKeysResponse>('listKeys', { pageSize: 1000, pageToken, view: KeyView.FULL });
+      expect(toBinary(ListKeysResponseSchema, create(ListKeysResponseSchema, page)).length).toBeLessThanOrEqual(64 * KiB);
+      expect(page.keys.length).toBeGreaterThan(0);
+      seen.push(...page.keys.map((k) => k.name));
+      pageToken = page.nextPageToken;
+      pages++;
+    } while (pageToken);
+    expect(seen).toEqual(names);
+    expect(pages).toBeGreaterThan(1);
+    // The basic view of all 40 fits one page.
+    expect((await call<ListKeysResponse>('listKeys', { pageSize: 1000, pageToken: '', view: KeyView.BASIC })).nextPageToken).toBe('');
+  });
+
+  it('a key too large for one reply: RESOURCE_EXHAUSTED saying so; a change is made and said to be made', { timeout: 60_000 }, async () => {
+    const { keys, call } = await service(64 * KiB);
+    await keys.create({ name: 'old' });
+    for (let v = 0; v < 3000; v++) await keys.rotate('old');
+    const get = await call('getKey', { name: 'old', view: KeyView.FULL }).catch((e: unknown) => e);
+    expect(get).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, metadata: { field: 'key', key_name: 'old' } });
+    expect((get as Error).message).toMatch(/^key "old" with its 3001 versions is \d+ bytes in the full view, more than the largest reply \(64512 bytes\): read it with the basic view/);
+    const rotate = await call('rotateKey', { name: 'old', material: new Uint8Array(0) }).catch((e: unknown) => e);
+    expect((rotate as Error).message).toMatch(/^the key was rotated, but key "old" with its 3002 versions/);
+    expect(keys.get('old').versions).toHaveLength(3002);
+    expect(await call<{ key: { primaryVersion: number } }>('getKey', { name: 'old', view: KeyView.BASIC })).toMatchObject({ key: { primaryVersion: 3002 } });
+  });
+});
+
+describe('ListKeys page tokens', () => {
+  it('refuses a token that names no possible key (found by review: "~" answered an empty page)', async () => {
+    const { keys, call } = await service(4096 * KiB);
+    await keys.create({ name: 'a' });
+    for (const after of [Buffer.from('~'), Buffer.from([0xff, 0xfe]), Buffer.from('')]) {
+      const token = `k1.${after.toString('base64url')}`;
+      await expect(call('listKeys', { pageSize: 10, pageToken: token })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, reason: ErrorReason.INVALID_PAGE_TOKEN });
+    }
+    // A token naming a key deleted since is fine: the next page starts after that name.
+    const page = await call<ListKeysResponse>('listKeys', { pageSize: 10, pageToken: `k1.${Buffer.from('0-gone').toString('base64url')}` });
+    expect(page.keys.map((k) => k.name)).toEqual(['a']);
   });
 });

@@ -2,7 +2,10 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { Duration } from '@bufbuild/protobuf/wkt';
 import { KeyService } from '../../gen/ringfence/v1/key_service_pb.js';
-import { KeyView } from '../../gen/ringfence/v1/key_pb.js';
+import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
+import { KeySchema, KeyView } from '../../gen/ringfence/v1/key_pb.js';
+import { DEFAULT_LIMITS } from '../config.js';
+import { isValidKeyName, type KeyRecord } from '../keys/model.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import { ApiError, ErrorReason, Status, invalidField } from './errors.js';
 import { unary, type HandlerDeps } from './handler.js';
@@ -28,7 +31,8 @@ function pageAfter(token: string): string {
   if (!token) return '';
   const m = /^k1\.([A-Za-z0-9_-]*)$/.exec(token);
   const after = m ? Buffer.from(m[1]!, 'base64url').toString('utf8') : undefined;
-  if (after === undefined) throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN, 'page_token is not one ListKeys returned', { field: 'page_token' });
+  // A token names the last key of its page, so it holds a key name (that key may be gone since).
+  if (after === undefined || !isValidKeyName(after)) throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.INVALID_PAGE_TOKEN, 'page_token is not one ListKeys returned', { field: 'page_token' });
   return after;
 }
 
@@ -39,7 +43,35 @@ function named(access: CallAccess, op: Operation, name: string): string {
   return n;
 }
 
-export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.UntypedServiceImplementation {
+/** Room in a reply for what is not a Key: the page token, field tags and lengths. */
+const REPLY_OVERHEAD_BYTES = 1024;
+
+/** A Key message's encoded size inside its reply (field tag and length included). */
+function encodedKeyBytes(key: MessageInitShape<typeof KeySchema>): number {
+  return toBinary(KeySchema, create(KeySchema, key)).length + 6;
+}
+
+/**
+ * `maxMessageBytes` bounds every reply (grpc-js would otherwise fail an oversized one with a bare
+ * RESOURCE_EXHAUSTED after the handler had answered, and audited, OK).
+ */
+export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessageBytes = DEFAULT_LIMITS.maxMessageBytes): grpc.UntypedServiceImplementation {
+  const room = maxMessageBytes - REPLY_OVERHEAD_BYTES;
+  /** One key's reply, if it fits; `done` says what the call has already changed, if anything. */
+  const reply = (record: KeyRecord, view: KeyView = KeyView.FULL, done?: string) => {
+    const key = keyMessage(keys, record, view);
+    const bytes = encodedKeyBytes(key);
+    if (bytes > room) {
+      throw new ApiError(
+        Status.RESOURCE_EXHAUSTED,
+        ErrorReason.PAYLOAD_TOO_LARGE,
+        `${done ? `${done}, but ` : ''}key "${record.name}" with its ${record.versions.length} versions is ${bytes} bytes in the full view, more than the largest reply (${room} bytes): read it with the basic view (\`GetKey\` view BASIC), or raise maxMessageBytes`,
+        { field: 'key', actual_bytes: String(bytes), limit_bytes: String(room), key_name: record.name },
+      );
+    }
+    return { key };
+  };
+
   const m = KeyService.method;
   return {
     createKey: unary(m.createKey, deps, async (req, a) => {
@@ -68,7 +100,7 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.Un
     getKey: unary(m.getKey, deps, async (req, a) => {
       const name = requireName('name', req.name);
       a.authorize('read', name);
-      return { key: keyMessage(keys, keys.get(name), req.view || KeyView.FULL) };
+      return reply(keys.get(name), req.view || KeyView.FULL);
     }),
     listKeys: unary(m.listKeys, deps, async (req, a) => {
       // Only keys the caller may read are listed; a caller who may read none is refused outright.
@@ -78,10 +110,20 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.Un
       // Filtered before paging: a page token names the last key of its page, which must be one the
       // caller may read (and pages stay full).
       const { keys: page, more } = keys.list(pageAfter(req.pageToken), size, (name) => a.allows('read', name));
-      const last = page[page.length - 1];
+      // A page ends early rather than outgrow the largest reply (the proto allows short pages).
+      const view = req.view || KeyView.BASIC;
+      const out: MessageInitShape<typeof KeySchema>[] = [];
+      let bytes = 0;
+      for (const record of page) {
+        const key = out.length === 0 ? reply(record, view).key : keyMessage(keys, record, view);
+        bytes += encodedKeyBytes(key);
+        if (bytes > room) break;
+        out.push(key);
+      }
+      const last = out[out.length - 1];
       return {
-        keys: page.map((r) => keyMessage(keys, r, req.view || KeyView.BASIC)),
-        nextPageToken: more && last ? `k1.${Buffer.from(last.name).toString('base64url')}` : '',
+        keys: out,
+        nextPageToken: (more || out.length < page.length) && last ? `k1.${Buffer.from(last.name!).toString('base64url')}` : '',
       };
     }),
     rotateKey: unary(m.rotateKey, deps, async (req, a) => {
@@ -89,7 +131,7 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.Un
       try {
         const name = requireName('name', req.name);
         a.authorize('rotate', name);
-        return { key: keyMessage(keys, await keys.rotate(name, material.length ? material : undefined)) };
+        return reply(await keys.rotate(name, material.length ? material : undefined), KeyView.FULL, 'the key was rotated');
       } finally {
         material.fill(0);
       }
@@ -103,13 +145,13 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps): grpc.Un
         ...(period !== undefined ? { rotationPeriodMs: period || null } : {}),
         ...(req.deletionProtection !== undefined ? { deletionProtection: req.deletionProtection } : {}),
       });
-      return { key: keyMessage(keys, record) };
+      return reply(record, KeyView.FULL, 'the key was updated');
     }),
-    disableKey: unary(m.disableKey, deps, async (req, a) => ({ key: keyMessage(keys, await keys.setEnabled(named(a, 'disable', req.name), false)) })),
-    enableKey: unary(m.enableKey, deps, async (req, a) => ({ key: keyMessage(keys, await keys.setEnabled(named(a, 'enable', req.name), true)) })),
-    scheduleKeyDeletion: unary(m.scheduleKeyDeletion, deps, async (req, a) => ({
-      key: keyMessage(keys, await keys.scheduleDeletion(named(a, 'delete', req.name), durationMs('waiting_period', req.waitingPeriod))),
-    })),
-    cancelKeyDeletion: unary(m.cancelKeyDeletion, deps, async (req, a) => ({ key: keyMessage(keys, await keys.cancelDeletion(named(a, 'delete', req.name))) })),
+    disableKey: unary(m.disableKey, deps, async (req, a) => reply(await keys.setEnabled(named(a, 'disable', req.name), false), KeyView.FULL, 'the key was disabled')),
+    enableKey: unary(m.enableKey, deps, async (req, a) => reply(await keys.setEnabled(named(a, 'enable', req.name), true), KeyView.FULL, 'the key was enabled')),
+    scheduleKeyDeletion: unary(m.scheduleKeyDeletion, deps, async (req, a) =>
+      reply(await keys.scheduleDeletion(named(a, 'delete', req.name), durationMs('waiting_period', req.waitingPeriod)), KeyView.FULL, 'the deletion was scheduled'),
+    ),
+    cancelKeyDeletion: unary(m.cancelKeyDeletion, deps, async (req, a) => reply(await keys.cancelDeletion(named(a, 'delete', req.name)), KeyView.FULL, 'the deletion was cancelled')),
   };
 }

@@ -31,7 +31,7 @@ describe('unpack', () => {
     const e = items[2]!.refused!;
     expect(e.code).toBe(Status.INVALID_ARGUMENT);
     expect(e.reasonName).toBe('INVALID_FIELD');
-    expect(e.metadata).toEqual({ field: 'more' });
+    expect(e.metadata).toEqual({ field: 'more', constraint: e.message });
   });
 
   it('more operations than the limit, nested ones included, is an error for the whole message', () => {

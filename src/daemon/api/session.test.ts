@@ -93,9 +93,10 @@ describe('Session handler: packing', () => {
     expect(byId.get(10n)!.result).toMatchObject({ case: 'generateRandom', value: { data: expect.any(Uint8Array) } });
     expect((byId.get(10n)!.result.value as { data: Uint8Array }).data).toHaveLength(16);
     expect((byId.get(13n)!.result.value as { data: Uint8Array }).data).toHaveLength(5);
-    for (const [id, field] of [[11n, 'length_bytes'], [12n, 'op'], [14n, 'length_bytes']] as const) {
+    // 0 bytes and a missing op are invalid; 1 MiB + 1 is more than the limit.
+    for (const [id, code, field] of [[11n, 3, 'length_bytes'], [12n, 3, 'op'], [14n, 8, 'length_bytes']] as const) {
       expect(byId.get(id)!.result.case).toBe('error');
-      expect(byId.get(id)!.result.value).toMatchObject({ code: 3, metadata: { field } });
+      expect(byId.get(id)!.result.value).toMatchObject({ code, metadata: { field } });
     }
     // One audit line per operation, as for single-operation messages.
     expect(s.audit).toHaveLength(5);

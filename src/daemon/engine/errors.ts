@@ -22,13 +22,18 @@ export class EngineError extends Error {
   readonly errno: string | undefined;
   /** For BUSY: which limit was reached. */
   readonly limit: 'queued_requests' | 'hash_streams' | undefined;
+  /** For ALGORITHM_UNAVAILABLE: the kernel's name (e.g. "gcm(aes)"), and whether af_alg_restrict=1 is why. */
+  readonly algorithm: string | undefined;
+  readonly restricted: boolean;
 
-  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string; limit?: 'queued_requests' | 'hash_streams' }) {
+  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string; limit?: 'queued_requests' | 'hash_streams'; algorithm?: string; restricted?: boolean }) {
     super(message, options?.cause ? { cause: options.cause } : undefined);
     this.name = 'EngineError';
     this.code = code;
     this.errno = options?.errno;
     this.limit = options?.limit;
+    this.algorithm = options?.algorithm;
+    this.restricted = options?.restricted ?? false;
   }
 }
 
@@ -48,7 +53,7 @@ export function fromKernel(err: unknown, stage: Stage, what: string): EngineErro
     return new EngineError('AF_ALG_UNAVAILABLE', 'this kernel has no AF_ALG (CONFIG_CRYPTO_USER_API*), or it is blocked', opts);
   }
   if (stage === 'open' && c === 'ENOENT') {
-    return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel to this process${restrictHint()}`, opts);
+    return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel to this process${restrictHint()}`, { ...opts, algorithm: what, restricted: afAlgRestricted() });
   }
   if (stage === 'key') {
     if (c === 'ENOKEY') return new EngineError('KEY_UNUSABLE', `${what}: the kernel key no longer exists`, opts);
@@ -70,7 +75,7 @@ export function fromKernel(err: unknown, stage: Stage, what: string): EngineErro
 }
 
 let restrict: string | undefined;
-function restrictHint(): string {
+function afAlgRestricted(): boolean {
   if (restrict === undefined) {
     try {
       // Read lazily: only on the error path.
@@ -79,7 +84,11 @@ function restrictHint(): string {
       restrict = '';
     }
   }
-  return restrict === '1'
+  return restrict === '1';
+}
+
+function restrictHint(): string {
+  return afAlgRestricted()
     ? ' (af_alg_restrict=1: unprivileged processes get no AF_ALG, and privileged ones only an allowlist that excludes e.g. gcm(aes))'
     : '';
 }

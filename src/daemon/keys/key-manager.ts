@@ -13,7 +13,7 @@ import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api
 import { KeystoreError } from '../keystore/errors.js';
 import { Mutex } from './mutex.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
-import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, nextRotationTime, primaryVersion, suiteOf } from './model.js';
+import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, nextRotationTime, primaryVersion, suiteOf } from './model.js';
 
 export interface KeyPolicyLimits {
   minRotationPeriodMs: number;
@@ -48,6 +48,8 @@ export const DEFAULT_DELETION_WAIT_MS = 7 * 86_400_000;
 
 export class KeyManager {
   private readonly byName = new Map<string, KeyRecord>();
+  /** byName's keys in order, for list(); undefined after a key was added or removed. */
+  private sortedNames: string[] | undefined;
   private readonly byId = new Map<string, KeyRecord>();
   /** Kernel serials per key id, per version (index = version - 1). */
   private readonly serials = new Map<string, number[][]>();
@@ -121,10 +123,32 @@ export class KeyManager {
   }
 
   /** Keys in ascending order of name, after `after`. */
-  /** Keys named after `after`, in name order, at most `limit`; only those `visible` lets through. */
+  /**
+   * Keys named after `after`, in name order, at most `limit`; only those `visible` lets through.
+   * The sorted names are kept between calls (a page costs a binary search and its own keys, not a
+   * sort of every key), and made again after a key is added or removed.
+   */
   list(after: string, limit: number, visible: (name: string) => boolean = () => true): { keys: KeyRecord[]; more: boolean } {
-    const names = [...this.byName.keys()].filter((n) => n > after && visible(n)).sort();
-    return { keys: names.slice(0, limit).map((n) => this.byName.get(n)!), more: names.length > limit };
+    const names = (this.sortedNames ??= [...this.byName.keys()].sort());
+    let lo = 0;
+    let hi = names.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (names[mid]! <= after) lo = mid + 1;
+      else hi = mid;
+    }
+    const keys: KeyRecord[] = [];
+    for (let i = lo; i < names.length; i++) {
+      if (!visible(names[i]!)) continue;
+      if (keys.length === limit) return { keys, more: true };
+      keys.push(this.byName.get(names[i]!)!);
+    }
+    return { keys, more: false };
+  }
+
+  private setByName(record: KeyRecord): void {
+    if (!this.byName.has(record.name)) this.sortedNames = undefined;
+    this.byName.set(record.name, record);
   }
 
   encryptionCount(record: KeyRecord, version: number): number {
@@ -249,7 +273,7 @@ export class KeyManager {
       if (next.length === 0) return [];
       await this.persistWith({ put: next });
       for (const record of next) {
-        this.byName.set(record.name, record);
+        this.setByName(record);
         this.byId.set(record.id, record);
         this.deps.log('the wall clock stepped forward: key deletion postponed by the step', { key_name: record.name, keyId: record.id, stepMs: step, deletionTime: new Date(record.deletionTime!).toISOString() }, 'warn');
       }
@@ -350,13 +374,21 @@ export class KeyManager {
   /**
    * Counts `n` more encryptions on a version resolved earlier (a stream keeps its version to the
    * end): no rotation mid-stream, so at the limit it fails with ENCRYPTION_LIMIT_REACHED. A key
-   * disabled or scheduled for deletion meanwhile stops the stream as it would any new operation.
+   * disabled or scheduled for deletion meanwhile stops the stream as it would any new operation, and
+   * so does a min_decryption_version raised past the stream's version (nothing could decrypt it).
    */
   async countEncryptions(r: ResolvedVersion<AeadSuite>, n: number): Promise<void> {
     const check = (): KeyRecord => {
       const current = this.byId.get(r.key.id);
       if (!current) throw keyNotFound(r.key.name);
       this.usable(current.name, 'aead');
+      if (r.version < current.minDecryptionVersion) {
+        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${current.name}" version ${r.version} is now below its min_decryption_version ${current.minDecryptionVersion}, so nothing could decrypt what this stream would seal; start a new stream (it will use version ${current.versions.length})`, {
+          key_name: current.name,
+          key_version: String(r.version),
+          min_decryption_version: String(current.minDecryptionVersion),
+        });
+      }
       const limit = this.encryptionLimit(current);
       if (this.encryptionCount(current, r.version) + n > limit) {
         throw limitReached(current, r.version, limit, 'start a new stream (it will use the rotated version)', 'mid-stream');
@@ -404,6 +436,10 @@ export class KeyManager {
     if (!record) {
       throw new ApiError(Status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, 'the key that made this ciphertext does not exist in this daemon (deleted, or another daemon\'s)', { key_id: keyId.toString('hex') });
     }
+    // Encrypt never names a MAC key: the header was altered (the suite check below would say so too).
+    if (record.purpose !== 'aead') {
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext names key "${record.name}", a MAC key: it was not made by Encrypt, or its header was altered`, { key_name: record.name, detail: 'names a MAC key' });
+    }
     this.usable(record.name, 'aead');
     if (record.suite !== suiteName) {
       throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext claims suite ${suiteName}, but key "${record.name}" is ${record.suite}`, { key_name: record.name });
@@ -444,7 +480,7 @@ export class KeyManager {
     if (record.state === 'pending_deletion') throw pendingDeletion(record, 'cancel the deletion to use it');
     if (record.state === 'disabled') throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED, `key "${name}" is disabled; enable it to use it`, { key_name: name });
     if (record.purpose !== purpose) {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH, `key "${name}" is a ${record.purpose.toUpperCase()} key; this operation needs a ${purpose.toUpperCase()} key`, { key_name: name, purpose: record.purpose.toUpperCase() });
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH, `key "${name}" is a ${record.purpose.toUpperCase()} key; this operation needs ${purpose === 'aead' ? 'an AEAD' : 'a MAC'} key`, { key_name: name, purpose: record.purpose.toUpperCase() });
     }
     return record;
   }
@@ -488,14 +524,14 @@ export class KeyManager {
     // and its count are there (forEncrypt's fast path would resolve it without serials).
     this.serials.get(record.id)!.push(made.serials);
     this.counts.get(record.id)!.push(0);
-    this.byName.set(next.name, next);
+    this.setByName(next);
     this.byId.set(next.id, next);
     this.deps.log('key rotated', { key_name: record.name, version, reason: why });
     return next;
   }
 
   private chooseSuite(name: string, purpose: Purpose | undefined, suiteName: string | undefined, materialBytes?: number): AeadSuite | MacSuite {
-    if (!isValidKeyName(name)) throw invalidField('name', 'key names are 1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit');
+    if (!isValidKeyName(name)) throw invalidField('name', `key names are ${KEY_NAME_RULE}`);
     if (this.byName.has(name)) throw new ApiError(Status.ALREADY_EXISTS, ErrorReason.KEY_ALREADY_EXISTS, `key "${name}" already exists`, { key_name: name });
     let suite: AeadSuite | MacSuite | undefined;
     if (suiteName) {
@@ -584,7 +620,7 @@ export class KeyManager {
   private async replace(next: KeyRecord, touch = true): Promise<KeyRecord> {
     if (touch) next.updateTime = this.now();
     await this.persistWith({ put: next });
-    this.byName.set(next.name, next);
+    this.setByName(next);
     this.byId.set(next.id, next);
     return next;
   }
@@ -611,7 +647,7 @@ export class KeyManager {
   }
 
   private index(record: KeyRecord, serials: number[][], counts: number[]): void {
-    this.byName.set(record.name, record);
+    this.setByName(record);
     this.byId.set(record.id, record);
     this.serials.set(record.id, serials);
     this.counts.set(record.id, counts);
@@ -620,6 +656,7 @@ export class KeyManager {
   private unindex(record: KeyRecord): void {
     for (const s of this.serials.get(record.id) ?? []) this.deps.material.destroy(s);
     this.byName.delete(record.name);
+    this.sortedNames = undefined;
     this.byId.delete(record.id);
     this.serials.delete(record.id);
     this.counts.delete(record.id);

@@ -66,6 +66,8 @@ export function nextRotationTime(record: KeyRecord): number | null {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** NAME in words, for errors (which never quote a name that breaks it: it may hold control characters). */
+export const KEY_NAME_RULE = '1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit';
 export function isValidKeyName(name: string): boolean {
   return NAME.test(name);
 }

@@ -55,11 +55,11 @@ describe('batch replies never exceed maxMessageBytes', () => {
 
   it('a BatchEncrypt whose denials would overflow the reply answers BATCH_TOO_LARGE, not an oversized reply', async () => {
     const { ctx } = context();
-    // Found by review: 200 denied items with 64-character non-ASCII names (192 bytes each, named
-    // twice per denial) and successful items filling the rest.
-    const longName = '€'.repeat(64);
+    // Found by review: 200 denied items with the longest names (64 bytes, named twice per denial)
+    // and successful items filling the rest, so that the bound if every item succeeds fits.
+    const longName = 'd'.repeat(64);
     const requests: { keyName: string; plaintext: Uint8Array }[] = [];
-    for (let left = M - 200 * 400; left > 1000; left -= Math.min(DEFAULT_LIMITS.maxPayloadBytes, left - 1000) + 100) requests.push({ keyName: 'k', plaintext: new Uint8Array(Math.min(DEFAULT_LIMITS.maxPayloadBytes, left - 1000)) });
+    for (let left = M - 200 * 175; left > 1000; left -= Math.min(DEFAULT_LIMITS.maxPayloadBytes, left - 1000) + 100) requests.push({ keyName: 'k', plaintext: new Uint8Array(Math.min(DEFAULT_LIMITS.maxPayloadBytes, left - 1000)) });
     for (let i = 0; i < 200; i++) requests.push({ keyName: longName, plaintext: new Uint8Array(0) });
     const req = create(BatchEncryptRequestSchema, { requests });
     expect(toBinary(BatchEncryptRequestSchema, req).length).toBeLessThanOrEqual(M);

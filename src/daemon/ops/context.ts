@@ -6,6 +6,7 @@
 import type { AlgStatus } from '../../capabilities/probe.js';
 import type { CryptoEngine } from '../engine/engine.js';
 import type { KeyManager } from '../keys/key-manager.js';
+import { isValidKeyName, KEY_NAME_RULE } from '../keys/model.js';
 import { payloadTooLarge, invalidField } from '../api/errors.js';
 import type { Authorize } from '../policy/access.js';
 import type { MemoryBudget } from '../api/memory-budget.js';
@@ -55,8 +56,9 @@ export function checkSize(field: string, data: Uint8Array, limit: number, hint?:
   return buf(data);
 }
 
+/** A key name from a request: present and well-formed (no key has any other name), or INVALID_ARGUMENT. */
 export function requireName(field: string, name: string): string {
   if (!name) throw invalidField(field, `${field} is required`);
-  if (name.length > 64) throw invalidField(field, `${field} is longer than 64 characters`);
+  if (!isValidKeyName(name)) throw invalidField(field, `${field} is not a key name: key names are ${KEY_NAME_RULE}`);
   return name;
 }

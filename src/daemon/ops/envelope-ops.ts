@@ -4,6 +4,7 @@
  */
 import { getRandom } from '../../../native-ffi/random.js';
 import { associatedData, decodeEnvelope, FORMAT_VERSION, HEADER_BYTES, headerWithAssociatedData } from '../ciphertext/envelope.js';
+import { STREAM_FORMAT_VERSION } from '../ciphertext/stream-format.js';
 import { open, seal } from '../engine/suite-ops.js';
 import { ApiError, deniedByCiphertext, ErrorReason, Status } from '../api/errors.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
@@ -39,8 +40,13 @@ export async function openEnvelope(
   alsoAuthorize: (sourceName: string) => void = () => {},
 ): Promise<{ plaintext: Buffer; r: ResolvedVersion<AeadSuite> }> {
   if (ciphertext.length >= 3 && ciphertext[0] === 0x52 && ciphertext[1] === 0x46 && ciphertext[2] !== FORMAT_VERSION) {
-    const hint = ciphertext[2] === 2 ? ': this is a stream ciphertext; decrypt it with DecryptStream' : '';
-    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_FORMAT_UNSUPPORTED, `ciphertext format ${ciphertext[2]} is not one Decrypt reads (format ${FORMAT_VERSION})${hint}`, { format_version: String(ciphertext[2]) });
+    const format = ciphertext[2]!;
+    // A newer daemon's format is unsupported; a stream ciphertext (or format 0) is the wrong kind here.
+    if (format > STREAM_FORMAT_VERSION) {
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_FORMAT_UNSUPPORTED, `ciphertext format ${format} is newer than this daemon knows (Decrypt reads format ${FORMAT_VERSION}); decrypt it with the daemon that made it, or upgrade`, { format_version: String(format) });
+    }
+    const detail = format === STREAM_FORMAT_VERSION ? 'this is a stream ciphertext; decrypt it with DecryptStream' : `there is no ciphertext format ${format}`;
+    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `not a Decrypt ciphertext: ${detail}`, { detail });
   }
   const env = decodeEnvelope(ciphertext);
   // Checked before the key's state, so a caller without access learns nothing about the key.

@@ -1,7 +1,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { GenerateDataKeyRequest, GenerateDataKeyResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { getRandom } from '../../../native-ffi/random.js';
-import { invalidField } from '../api/errors.js';
+import { payloadTooLarge } from '../api/errors.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from './context.js';
 import { sealEnvelope } from './envelope-ops.js';
 
@@ -12,7 +12,7 @@ export async function generateDataKey(ctx: OpContext, req: GenerateDataKeyReques
   const name = requireName('key_name', req.keyName);
   ctx.authorize('datakey', name);
   const length = req.lengthBytes || 32;
-  if (length > MAX_DATA_KEY_BYTES) throw invalidField('length_bytes', `length_bytes must be 1..${MAX_DATA_KEY_BYTES}`);
+  if (length > MAX_DATA_KEY_BYTES) throw payloadTooLarge('length_bytes', length, MAX_DATA_KEY_BYTES, 'a data key is at most 1024 bytes; 0 asks for 32');
   const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
   const r = await ctx.keys.forEncrypt(name);
   const dataKey = getRandom(length);

@@ -1,0 +1,196 @@
+/**
+ * What the operations answer to bad requests: gRPC code, ErrorReason and metadata as
+ * proto/ringfence/v1/errors.proto documents them (found by review). Host test: a real KeyManager
+ * over a node:crypto stand-in for the kernel engine (the kernel's own answers are tested in the guests).
+ */
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { describe, expect, it, vi } from 'vitest';
+import { SyscallError } from '../../../native-ffi/syscall-error.js';
+import { cryptoServiceHandlers } from '../api/crypto-service.js';
+import { ApiError, ErrorReason, toApiError } from '../api/errors.js';
+import { DEFAULT_LIMITS } from '../config.js';
+import { EngineError } from '../engine/errors.js';
+import { KeyManager } from '../keys/key-manager.js';
+import { EMPTY_STATE } from '../keys/model.js';
+import type { OpContext } from './context.js';
+import { decrypt } from './decrypt.js';
+import { encrypt } from './encrypt.js';
+import { generateDataKey } from './generate-data-key.js';
+import { generateRandom } from './random.js';
+
+const keyBytes = new Map<number, Buffer>();
+let nextSerial = 100;
+let engineFault: Error | undefined;
+
+const engine = {
+  async aeadEncrypt(_alg: unknown, serial: number, tag: number, iv: Buffer, aad: Buffer, pt: Buffer, headroom = 0) {
+    if (engineFault) throw engineFault;
+    const c = createCipheriv('aes-256-gcm', keyBytes.get(serial)!, iv, { authTagLength: tag });
+    c.setAAD(aad);
+    return Buffer.concat([Buffer.alloc(headroom), c.update(pt), c.final(), c.getAuthTag()]);
+  },
+  async aeadDecrypt(_alg: unknown, serial: number, tag: number, iv: Buffer, aad: Buffer, sealed: Buffer) {
+    const d = createDecipheriv('aes-256-gcm', keyBytes.get(serial)!, iv, { authTagLength: tag });
+    d.setAAD(aad);
+    d.setAuthTag(sealed.subarray(sealed.length - tag));
+    try {
+      return Buffer.concat([d.update(sealed.subarray(0, sealed.length - tag)), d.final()]);
+    } catch {
+      throw new EngineError('AUTHENTICATION_FAILED', 'gcm(aes): authentication failed');
+    }
+  },
+  async digest(alg: { name: string }, serial: number | undefined, n: number, data: Buffer) {
+    if (serial === undefined) return createHash(alg.name).update(data).digest();
+    return createHmac(alg.name.slice(5, -1), keyBytes.get(serial)!).update(data).digest().subarray(0, n);
+  },
+};
+
+async function context(): Promise<OpContext> {
+  const material = {
+    canSeal: false,
+    generate: (_id: string, _v: number, suite: { keyBytes: number[] }) => {
+      const serials = suite.keyBytes.map((b) => {
+        const s = nextSerial++;
+        keyBytes.set(s, randomBytes(b));
+        return s;
+      });
+      return { serials, blobs: serials.map(String) };
+    },
+    destroy: () => {},
+  };
+  const keys = new KeyManager({ material: material as never, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
+  await keys.open(EMPTY_STATE);
+  await keys.create({ name: 'k', suite: 'aes-256-gcm' });
+  await keys.create({ name: 'm', purpose: 'mac', suite: 'hmac-sha256' });
+  return { keys, engine, limits: { ...DEFAULT_LIMITS }, suiteStatus: () => 'available', authorize: () => {}, budget: {} as never, hashStreamSlots: {} as never } as unknown as OpContext;
+}
+
+async function answer(p: Promise<unknown>) {
+  const e = toApiError(await p.then(() => undefined, (x: unknown) => x));
+  return { code: grpc.status[e.code], reason: ErrorReason[e.reason], message: e.message, metadata: e.metadata };
+}
+
+const noAad = new Uint8Array(0);
+
+describe('sizes and lengths', () => {
+  it('GenerateRandom: 0 is INVALID_ARGUMENT, too many bytes RESOURCE_EXHAUSTED with the limit', async () => {
+    const ctx = await context();
+    expect(await answer(generateRandom(ctx, { lengthBytes: 0 } as never))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'INVALID_FIELD', metadata: { field: 'length_bytes' } });
+    const max = DEFAULT_LIMITS.maxPayloadBytes;
+    expect(await answer(generateRandom(ctx, { lengthBytes: 0xffffffff } as never))).toMatchObject({
+      code: 'RESOURCE_EXHAUSTED',
+      reason: 'PAYLOAD_TOO_LARGE',
+      metadata: { field: 'length_bytes', actual_bytes: '4294967295', limit_bytes: String(max) },
+    });
+    expect(((await generateRandom(ctx, { lengthBytes: max } as never)).data as Uint8Array).length).toBe(max);
+  });
+
+  it('GenerateDataKey: more than 1024 bytes is RESOURCE_EXHAUSTED', async () => {
+    const ctx = await context();
+    expect(await answer(generateDataKey(ctx, { keyName: 'k', lengthBytes: 1025, associatedData: noAad } as never))).toMatchObject({
+      code: 'RESOURCE_EXHAUSTED',
+      reason: 'PAYLOAD_TOO_LARGE',
+      metadata: { field: 'length_bytes', actual_bytes: '1025', limit_bytes: '1024' },
+    });
+    expect(((await generateDataKey(ctx, { keyName: 'k', lengthBytes: 1024, associatedData: noAad } as never)).plaintext as Uint8Array).length).toBe(1024);
+  });
+});
+
+describe('key names', () => {
+  it('a name no key can have is INVALID_ARGUMENT, and the answer does not quote it', async () => {
+    const ctx = await context();
+    for (const name of ['bad name\n\x1b[31mFAKE LOG LINE', ' k', 'k\u0000', '€'.repeat(10), 'a'.repeat(65), '-k']) {
+      const a = await answer(encrypt(ctx, { keyName: name, plaintext: new Uint8Array(1), associatedData: noAad } as never));
+      expect(a).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'INVALID_FIELD', metadata: { field: 'key_name' } });
+      expect(a.message).toBe('key_name is not a key name: key names are 1 to 64 characters from [A-Za-z0-9._-], starting with a letter or digit');
+      expect(a.metadata.constraint).toBe(a.message);
+    }
+    // A well-formed name that does not exist is still NOT_FOUND.
+    expect(await answer(encrypt(ctx, { keyName: 'a'.repeat(64), plaintext: new Uint8Array(1), associatedData: noAad } as never))).toMatchObject({ code: 'NOT_FOUND', reason: 'KEY_NOT_FOUND' });
+  });
+});
+
+describe('Decrypt of the wrong kind of ciphertext', () => {
+  async function sealed(ctx: OpContext): Promise<Buffer> {
+    return Buffer.from((await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('hi'), associatedData: noAad } as never)).ciphertext as Uint8Array);
+  }
+
+  it('a stream ciphertext or format 0 is malformed here; a newer format is unsupported', async () => {
+    const ctx = await context();
+    const ct = await sealed(ctx);
+    const withFormat = (f: number) => Buffer.concat([ct.subarray(0, 2), Buffer.from([f]), ct.subarray(3)]);
+    expect(await answer(decrypt(ctx, { ciphertext: withFormat(2), associatedData: noAad } as never))).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      reason: 'CIPHERTEXT_MALFORMED',
+      message: 'not a Decrypt ciphertext: this is a stream ciphertext; decrypt it with DecryptStream',
+    });
+    expect(await answer(decrypt(ctx, { ciphertext: withFormat(0), associatedData: noAad } as never))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'CIPHERTEXT_MALFORMED' });
+    expect(await answer(decrypt(ctx, { ciphertext: withFormat(3), associatedData: noAad } as never))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'CIPHERTEXT_FORMAT_UNSUPPORTED', metadata: { format_version: '3' } });
+    expect(Buffer.from((await decrypt(ctx, { ciphertext: ct, associatedData: noAad } as never)).plaintext as Uint8Array).toString()).toBe('hi');
+  });
+
+  it('a header naming a MAC key was altered: CIPHERTEXT_MALFORMED, not a purpose mismatch', async () => {
+    const ctx = await context();
+    const ct = await sealed(ctx);
+    // Header: "RF", format, suite, then the 16-byte key id (ciphertext/envelope.ts).
+    Buffer.from(ctx.keys.get('m').id, 'hex').copy(ct, 4);
+    expect(await answer(decrypt(ctx, { ciphertext: ct, associatedData: noAad } as never))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'CIPHERTEXT_MALFORMED', metadata: { key_name: 'm' } });
+  });
+});
+
+describe('errors from below the API', () => {
+  it('AF_ALG gone: UNAVAILABLE with the errno', () => {
+    const e = toApiError(new EngineError('AF_ALG_UNAVAILABLE', 'no AF_ALG', { errno: 'EAFNOSUPPORT' }));
+    expect([grpc.status[e.code], ErrorReason[e.reason], e.metadata]).toEqual(['UNAVAILABLE', 'AF_ALG_UNAVAILABLE', { errno: 'EAFNOSUPPORT' }]);
+  });
+
+  it('an algorithm gone since start-up: restricted or missing, as the kernel says, naming it', () => {
+    const restricted = toApiError(new EngineError('ALGORITHM_UNAVAILABLE', 'gcm(aes): not offered', { errno: 'ENOENT', algorithm: 'gcm(aes)', restricted: true }));
+    expect([grpc.status[restricted.code], ErrorReason[restricted.reason], restricted.metadata]).toEqual(['FAILED_PRECONDITION', 'SUITE_RESTRICTED_BY_KERNEL', { kernel_algorithm: 'gcm(aes)' }]);
+    const missing = toApiError(new EngineError('ALGORITHM_UNAVAILABLE', 'gcm(aes): not offered', { errno: 'ENOENT', algorithm: 'gcm(aes)' }));
+    expect(ErrorReason[missing.reason]).toBe('SUITE_UNAVAILABLE');
+    expect(missing.message).toContain('`ringfence doctor`');
+  });
+
+  it('a failed getrandom is a kernel error naming the call, not a state-directory error', () => {
+    for (const errno of [13, 38]) {
+      const e = toApiError(new SyscallError('getrandom', errno), 'generating random bytes');
+      expect([grpc.status[e.code], ErrorReason[e.reason]]).toEqual(['INTERNAL', 'KERNEL_ERROR']);
+      expect(e.metadata).toEqual({ errno: errno === 13 ? 'EACCES' : 'ENOSYS', call: 'getrandom' });
+    }
+    // The state store's own file errors keep their meaning.
+    const fsErr = Object.assign(new Error('EROFS: read-only file system'), { code: 'EROFS' });
+    expect(ErrorReason[toApiError(fsErr).reason]).toBe('STATE_NOT_PERSISTED');
+  });
+
+  it('an INTERNAL batch item is logged with its cause, as a unary call is', async () => {
+    const ctx = await context();
+    const log = { error: vi.fn(), info: vi.fn(), warn: vi.fn() };
+    const deps = {
+      audit: vi.fn(),
+      log,
+      access: { forCall: () => ({ principal: { uid: 1000, gid: 1000, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) },
+    };
+    const handlers = cryptoServiceHandlers(ctx, deps as never) as unknown as Record<string, (call: unknown, cb: (e: unknown, r?: unknown) => void) => void>;
+    const call = (request: unknown) => ({ request, getPeer: () => '', metadata: new grpc.Metadata() });
+    engineFault = new Error('an engine failure nobody expected');
+    try {
+      const reply = await new Promise<{ results: { result: { case: string; value: { code: number } } }[] }>((resolve, reject) =>
+        handlers.batchEncrypt!(call({ requests: [{ keyName: 'k', plaintext: new Uint8Array(1), associatedData: noAad }] }), (e, r) => (e ? reject(e as Error) : resolve(r as never))),
+      );
+      expect(reply.results[0]!.result.value.code).toBe(grpc.status.INTERNAL);
+    } finally {
+      engineFault = undefined;
+    }
+    expect(log.error).toHaveBeenCalledTimes(1);
+    const [fields, msg] = log.error.mock.calls[0]!;
+    expect(msg).toBe('internal error in Batch/encrypt');
+    expect((fields as { err: Error }).err.message).toBe('an engine failure nobody expected');
+  });
+});
+
+it('keeps ApiError as is', () => {
+  const e = new ApiError(grpc.status.NOT_FOUND, ErrorReason.KEY_NOT_FOUND, 'x');
+  expect(toApiError(e)).toBe(e);
+});
