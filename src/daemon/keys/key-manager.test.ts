@@ -624,6 +624,30 @@ describe('KeyManager: encryption counts', () => {
     await w.km.countEncryptions(stream, 1);
   });
 
+  it('new work moves to a new version streamHeadroom before the limit; a stream on the old one runs on to the limit (found by review)', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 10, streamHeadroom: 3, reservationBlock: 1 }));
+    await w.km.create({ name: 'k' });
+    const stream = await w.km.forEncrypt('k'); // a stream starts on v1: 1 counted
+    for (let i = 0; i < 6; i++) expect((await w.km.forEncrypt('k')).version).toBe(1); // 7 counted
+    expect((await w.km.forEncrypt('k')).version).toBe(2); // 7 + 1 > 10 - 3: rotated
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(7);
+    await w.km.countEncryptions(stream, 3); // the stream's chunks: up to the limit itself
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(10);
+    await expectApi(w.km.countEncryptions(stream, 1), Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    // More at once than a fresh version may take is refused, never a rotation loop.
+    await expectApi(w.km.forEncrypt('k', 8), Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    expect(w.km.get('k').versions).toHaveLength(2);
+    // (An imported key, which cannot move, counts up to its limit: imports need AF_ALG, so that is
+    // tested in the guests, test/e2e/keys.kernel.test.ts.)
+  });
+
+  it('the default headroom is limit / 256, at most 2^24, and none for small limits', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 512, reservationBlock: 4096 }));
+    await w.km.create({ name: 'k' });
+    await w.km.forEncrypt('k', 510);
+    expect((await w.km.forEncrypt('k')).version).toBe(2); // 510 + 1 > 512 - 2
+  });
+
   it('countEncryptions on a fixed version refuses at the limit with ENCRYPTION_LIMIT_REACHED and counts nothing', async () => {
     const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 5, reservationBlock: 1 }));
     await w.km.create({ name: 'k' });

@@ -22,6 +22,11 @@ export interface KeyPolicyLimits {
   encryptionLimit?: number;
   /** Encryptions reserved per state write on the hot path. */
   reservationBlock?: number;
+  /**
+   * Encryptions of a generated key's version kept for the streams still running on it: new
+   * operations move to a new version this many before the limit. Default: limit / 256, at most 2^24.
+   */
+  streamHeadroom?: number;
 }
 
 export interface KeyManagerDeps {
@@ -349,7 +354,7 @@ export class KeyManager {
     const record = this.usable(name, 'aead');
     this.serialsOf(record, record.versions.length); // nothing is counted for a version this kernel could not load
     // Fast path: within the persisted reservation, counted at once (no await between check and count).
-    if (this.tryCount(record, record.versions.length, n)) return this.resolved(record, record.versions.length);
+    if (this.tryCount(record, record.versions.length, n, this.newWorkLimit(record))) return this.resolved(record, record.versions.length);
     return this.lock.run(async () => {
       // Re-resolved each round: a rotation or another caller may have changed the key meanwhile.
       for (;;) {
@@ -357,15 +362,16 @@ export class KeyManager {
         const v = current.versions.length;
         const limit = this.encryptionLimit(current);
         const count = this.encryptionCount(current, v);
-        if (count + n > limit) {
+        if (count + n > this.newWorkLimit(current)) {
           if (current.origin !== 'generated') throw limitReached(current, v, limit, 'rotate it with new material');
-          if (n > limit) {
-            throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${name}" cannot count ${n} encryptions at once: a version makes at most ${limit}`, { key_name: name, key_version: String(v), encryption_limit: String(limit) });
+          // Not even a fresh version could take them (a rotation would not help: refuse, never loop).
+          if (n > this.newWorkLimit(current)) {
+            throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${name}" cannot count ${n} encryptions at once: a new version takes at most ${this.newWorkLimit(current)}`, { key_name: name, key_version: String(v), encryption_limit: String(limit) });
           }
           await this.rotateLocked(current, undefined, 'encryption limit');
           continue;
         }
-        if (this.tryCount(current, v, n)) return this.resolved(current, v);
+        if (this.tryCount(current, v, n, this.newWorkLimit(current))) return this.resolved(current, v);
         await this.reserve(current, v, count + n);
       }
     });
@@ -405,11 +411,23 @@ export class KeyManager {
     });
   }
 
-  /** Counts `n` encryptions of version `v` if the limit and the persisted reservation allow them. */
-  private tryCount(record: KeyRecord, v: number, n: number): boolean {
+  /**
+   * How far a new operation (or a new stream) may count on a version: a generated key moves to a
+   * new version `streamHeadroom` before the limit, so that streams running on the old one can end
+   * (they count up to the limit itself, countEncryptions). An imported key cannot move: its limit.
+   */
+  private newWorkLimit(record: KeyRecord): number {
+    const limit = this.encryptionLimit(record);
+    if (record.origin !== 'generated') return limit;
+    const headroom = this.deps.limits.streamHeadroom ?? Math.min(2 ** 24, Math.floor(limit / 256));
+    return Math.max(1, limit - headroom);
+  }
+
+  /** Counts `n` encryptions of version `v` if `cap` (default: the limit) and the persisted reservation allow them. */
+  private tryCount(record: KeyRecord, v: number, n: number, cap = this.encryptionLimit(record)): boolean {
     const counts = this.counts.get(record.id);
     const reserved = record.versions[v - 1]?.encryptionsReserved;
-    if (!counts || reserved === undefined || counts[v - 1]! + n > Math.min(reserved, this.encryptionLimit(record))) return false;
+    if (!counts || reserved === undefined || counts[v - 1]! + n > Math.min(reserved, cap)) return false;
     counts[v - 1]! += n;
     return true;
   }
