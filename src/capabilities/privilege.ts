@@ -36,6 +36,8 @@ export function currentPrivilege(): Privilege {
     capNetAdmin,
     capSysAdmin,
     initialUserNamespace,
-    sufficientForRestricted: capSysAdmin || (capNetAdmin && initialUserNamespace),
+    // The kernel asks capable(): in the initial user namespace, for CAP_SYS_ADMIN as for CAP_NET_ADMIN
+    // (root in a rootless container has both, in its own namespace only).
+    sufficientForRestricted: initialUserNamespace && (capNetAdmin || capSysAdmin),
   };
 }

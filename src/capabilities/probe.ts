@@ -34,7 +34,8 @@ export interface SuiteReport {
 export interface CapabilityReport {
   kernel: { release: string };
   afAlg: { present: boolean; errno?: string };
-  keySerial: { supported: boolean | null; verified: boolean; detail: string };
+  /** supported null: not checked (no AF_ALG, no hmac(sha256)), or the check failed (`failed`). */
+  keySerial: { supported: boolean | null; verified: boolean; detail: string; failed?: boolean };
   restrict: { sysctl: string; value: number | null };
   privilege: Privilege & { required: boolean };
   suites: SuiteReport[];
@@ -89,7 +90,8 @@ function probeKeySerial(algs: AlgReport[]): CapabilityReport['keySerial'] {
     return { supported: true, verified, detail: verified ? 'ALG_SET_KEY_BY_KEY_SERIAL keyed hmac(sha256) from a logon key; output matched node:crypto' : 'keyed by serial, but the output did not match node:crypto' };
   } catch (err) {
     if (isSyscallError(err, 'ENOPROTOOPT')) return { supported: false, verified: false, detail: 'ALG_SET_KEY_BY_KEY_SERIAL unknown to this kernel (needs Linux >= 6.2)' };
-    return { supported: null, verified: false, detail: `could not check: ${(err as Error).message}` };
+    // The keyring or AF_ALG failing here (ENOSYS, EPERM from seccomp, a quota) fails the daemon too.
+    return { supported: null, verified: false, failed: true, detail: `could not check: ${(err as Error).message}` };
   } finally {
     key.fill(0);
     if (tfm !== undefined) afAlg.closeFd(tfm);
@@ -163,7 +165,7 @@ export function summarize(r: CapabilityReport): string[] {
     out.push(`${r.restrict.sysctl} = ${r.restrict.value}: unprivileged processes get no AF_ALG, and privileged ones only an allowlist (no gcm(aes), no chacha20-poly1305).`);
     out.push(
       r.privilege.sufficientForRestricted
-        ? 'This process is privileged enough (CAP_NET_ADMIN in the initial user namespace, or CAP_SYS_ADMIN).'
+        ? 'This process is privileged enough (CAP_NET_ADMIN or CAP_SYS_ADMIN in the initial user namespace).'
         : 'This process lacks the privilege restricted kernels require: run ringfenced as root or with AmbientCapabilities=CAP_NET_ADMIN (see deploy/).',
     );
   }
@@ -189,6 +191,7 @@ export function cannotWork(r: CapabilityReport): string | undefined {
   if (!r.afAlg.present) return `this kernel has no AF_ALG (${r.afAlg.errno ?? 'unknown'})`;
   if (r.keySerial.supported === false) return `this kernel cannot key AF_ALG by kernel key serial (${r.keySerial.detail})`;
   if (r.keySerial.supported === true && !r.keySerial.verified) return 'keying AF_ALG by kernel key serial gave a wrong result on this kernel';
+  if (r.keySerial.failed) return `keying AF_ALG by kernel key serial could not be checked (${r.keySerial.detail.replace(/^could not check: /, '')})`;
   if (!r.defaultAeadSuite) return 'no AEAD suite is usable on this kernel';
   return undefined;
 }

@@ -82,7 +82,12 @@ describe('doctor', SLOW, () => {
     const report = JSON.parse(r.stdout.toString());
     expect(report).toHaveProperty('afAlg');
     expect(report).toHaveProperty('kernel.release');
-    const usable = report.afAlg.present && report.defaultAeadSuite && report.keySerial.supported !== false && (report.keySerial.supported === null || report.keySerial.verified);
+    const usable = Boolean(report.afAlg.present && report.defaultAeadSuite && report.keySerial.supported !== false && !report.keySerial.failed && (report.keySerial.supported === null || report.keySerial.verified));
     expect(r.code).toBe(usable ? 0 : 1);
+    expect(report.usable).toBe(usable);
+    if (!usable) expect(report.reason).toMatch(/./);
+    const text = await cli.run(['doctor']);
+    expect(text.code).toBe(r.code);
+    expect(text.stdout.toString()).toContain(usable ? 'Verdict: ringfence can work' : `Verdict: ringfence cannot work in a process like this one (uid ${process.getuid!()}): ${report.reason}.`);
   });
 });

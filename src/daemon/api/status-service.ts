@@ -28,9 +28,9 @@ const HASHES: Record<string, HashAlgorithm> = {
   'blake2b-512': HashAlgorithm.BLAKE2B_512,
 };
 
-function describe(s: SuiteReport) {
+function describe(s: SuiteReport, restrict: number | null) {
   const drivers = s.algorithms.map((a) => a.driver).filter(Boolean).join(',');
-  const detail = s.status === 'available' ? '' : s.algorithms.filter((a) => a.status !== 'available').map((a) => `${a.name}: ${a.errno ?? a.status}${a.status === 'restricted' ? ' under af_alg_restrict=1' : ''}`).join('; ');
+  const detail = s.status === 'available' ? '' : s.algorithms.filter((a) => a.status !== 'available').map((a) => `${a.name}: ${a.errno ?? a.status}${a.status === 'restricted' ? ` under af_alg_restrict=${restrict}` : ''}`).join('; ');
   return { availability: AVAILABILITY[s.status], driver: s.status === 'available' ? drivers : '', detail };
 }
 
@@ -52,9 +52,10 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
       startTime: timestampFromMs(info.startTime),
       pid: process.pid,
       kernelRelease: report.kernel.release,
-      afAlgRestricted: report.restrict.value === 1,
-      suites: report.suites.filter((s) => s.kind !== 'hash').map((s) => ({ suite: suiteEnum(s.name), ...describe(s) })),
-      hashAlgorithms: report.suites.filter((s) => s.kind === 'hash').map((s) => ({ algorithm: HASHES[s.name] ?? HashAlgorithm.UNSPECIFIED, ...describe(s) })),
+      // As the probe reads it: any value but 0 restricts (an absent sysctl does not).
+      afAlgRestricted: report.restrict.value !== null && report.restrict.value !== 0,
+      suites: report.suites.filter((s) => s.kind !== 'hash').map((s) => ({ suite: suiteEnum(s.name), ...describe(s, report.restrict.value) })),
+      hashAlgorithms: report.suites.filter((s) => s.kind === 'hash').map((s) => ({ algorithm: HASHES[s.name] ?? HashAlgorithm.UNSPECIFIED, ...describe(s, report.restrict.value) })),
       defaultAeadSuite: suiteEnum(report.defaultAeadSuite ?? ''),
       defaultMacSuite: suiteEnum(report.defaultMacSuite ?? ''),
       keyCount: keys.size,
