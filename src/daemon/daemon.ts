@@ -91,7 +91,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
 
   // A socket another daemon serves (or is starting to serve) is found before anything is created
   // (a state directory, a master key); the lock is held until the process ends.
-  const socketLock = listenFdFromEnv(process.env) === undefined ? await lockSocketPath(config.socket) : undefined;
+  const socketLock = listenFdFromEnv(process.env) === undefined ? await lockSocketPath(config.socket, { log: (msg, fields) => log.info(fields ?? {}, msg) }) : undefined;
   if (socketLock) {
     try {
       await assertSocketPathFree(config.socket);

@@ -28,17 +28,34 @@ async function readLockPid(path: string): Promise<number | undefined> {
 }
 
 /**
- * Takes the lock at `path` (created 0600, never through a symlink) without waiting. When another
- * open file holds it, throws the message `refuse` makes from the holder's pid (if the file names one).
+ * Takes the lock at `path` (created with `mode`, default 0600; never through a symlink) without
+ * waiting. When another open file holds it, throws the message `refuse` makes from the holder's pid
+ * (if the file names one).
  */
-export async function takePidLock(path: string, opts: { refuse: (holder: number | undefined) => string; log?: Log }): Promise<PidLock> {
-  const handle: FileHandle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, 0o600);
+export async function takePidLock(path: string, opts: { refuse: (holder: number | undefined) => string; log?: Log; mode?: number }): Promise<PidLock> {
+  let handle: FileHandle;
+  let writable = true;
   try {
-    if (!tryLockExclusive(handle.fd)) throw new Error(opts.refuse(await readLockPid(path)));
-    const previous = await readLockPid(path);
+    handle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, opts.mode ?? 0o600);
+  } catch (err) {
+    // A lock file another user left (root once ran the daemon by hand): flock needs no write
+    // access, so it is taken read-only if it may be read, without the pid (found by review).
+    if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    try {
+      handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    } catch {
+      throw new Error(`cannot open the lock file ${path} (EACCES): another user made it; with no daemon running, remove it`, { cause: err });
+    }
+    writable = false;
+  }
+  try {
+    if (!tryLockExclusive(handle.fd)) throw new Error(opts.refuse(await readLockPid(path).catch(() => undefined)));
+    const previous = await readLockPid(path).catch(() => undefined);
     if (previous !== undefined) opts.log?.('took over the lock of a daemon that is gone', { path, pid: previous });
-    await handle.truncate(0);
-    await handle.write(`${process.pid}\n`, 0);
+    if (writable) {
+      await handle.truncate(0);
+      await handle.write(`${process.pid}\n`, 0);
+    }
   } catch (err) {
     await handle.close();
     throw err;
@@ -49,7 +66,7 @@ export async function takePidLock(path: string, opts: { refuse: (holder: number 
     release: async () => {
       if (released) return;
       released = true;
-      await handle.truncate(0).catch(() => {});
+      if (writable) await handle.truncate(0).catch(() => {});
       await handle.close();
     },
   };

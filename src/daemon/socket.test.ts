@@ -1,11 +1,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { until } from '../../test/support/wait.js';
+import { NOBODY, projectModule, runTsJson } from '../../test/support/run-ts.js';
 import { lockSocketPath, prepareSocketPath, probeSocket, setSocketMode, socketLockPath } from './socket.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ringfence-socket-'));
@@ -105,7 +106,7 @@ describe('prepareSocketPath', () => {
 });
 
 describe('lockSocketPath', () => {
-  it('lets one daemon at a time claim a path; a second is refused before it probes or removes anything', async () => {
+  it('lets one daemon at a time claim a path; a second is refused and leaves the stale socket alone', async () => {
     const path = join(tmp, 'locked', 'r.sock');
     const first = await lockSocketPath(path, { dirMode: 0o750 });
     expect(statSync(join(tmp, 'locked')).mode & 0o7777).toBe(0o750);
@@ -142,6 +143,29 @@ describe('lockSocketPath', () => {
     } finally {
       if (holder.exitCode === null && holder.signalCode === null) process.kill(-holder.pid!, 'SIGKILL');
     }
+  });
+
+  it('a lock file root left is taken read-only by another uid, and refused to it while root holds it (found by review)', async () => {
+    // Outside `tmp` (0700): nobody must be able to reach it.
+    const dir = mkdtempSync(join(tmpdir(), 'rf-shared-lock-'));
+    chmodSync(dir, 0o755);
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'r.sock');
+    const asNobody = () =>
+      runTsJson<{ ok?: true; err?: string }>(
+        `import { lockSocketPath } from ${projectModule('src/daemon/socket.ts')};
+         try { const l = await lockSocketPath(${JSON.stringify(path)}); await l.release(); console.log(JSON.stringify({ ok: true })); }
+         catch (e) { console.log(JSON.stringify({ err: e.message })); }`,
+        { uid: NOBODY },
+      );
+    const root = await lockSocketPath(path);
+    expect(statSync(socketLockPath(path)).mode & 0o777).toBe(0o644);
+    expect(asNobody()).toEqual({ err: `another ringfenced (pid ${process.pid}) holds ${path}.lock: it serves, or is starting to serve, on ${path}` });
+    await root.release();
+    expect(asNobody()).toEqual({ ok: true });
+    // One it may not even read: said plainly.
+    chmodSync(socketLockPath(path), 0o600);
+    expect(asNobody().err).toBe(`cannot open the lock file ${path}.lock (EACCES): another user made it; with no daemon running, remove it`);
   });
 
   it('does not follow a symlink planted at the lock path', async () => {

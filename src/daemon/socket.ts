@@ -77,6 +77,8 @@ export async function lockSocketPath(path: string, opts: { dirMode?: number; log
   await ensureSocketDir(path, opts.dirMode);
   return takePidLock(socketLockPath(path), {
     log: opts.log,
+    // Readable by all (it holds a pid), so that a daemon of another uid can still take it read-only.
+    mode: 0o644,
     refuse: (holder) => `another ringfenced${holder !== undefined ? ` (pid ${holder})` : ''} holds ${socketLockPath(path)}: it serves, or is starting to serve, on ${path}`,
   });
 }

@@ -89,6 +89,8 @@ export interface ParsedHeader {
 /** The fields every ciphertext starts with; refuses what is not ours. */
 export function parseHeader(c: Buffer): ParsedHeader {
   if (c.length < 24 || c[0] !== 0x52 || c[1] !== 0x46) throw invalid(ErrorReason.CIPHERTEXT_MALFORMED, 'malformed ciphertext: not a ringfence ciphertext', { detail: 'magic' });
+  // As the daemon answers (ops/envelope-ops.ts, ciphertext/stream-format.ts).
+  if (c[2] === 0) throw invalid(ErrorReason.CIPHERTEXT_MALFORMED, 'malformed ciphertext: there is no ciphertext format 0', { detail: 'format' });
   if (c[2] !== 1 && c[2] !== 2) throw invalid(ErrorReason.CIPHERTEXT_FORMAT_UNSUPPORTED, `unsupported ciphertext format ${c[2]}`, { format_version: String(c[2]) });
   return { format: c[2]!, keyId: c.subarray(4, 20).toString('hex'), version: c.readUInt32BE(20) };
 }

@@ -42,7 +42,9 @@ export function payloadBytes(message: unknown): number {
 export function keyOf(request: unknown, response?: unknown): { key?: string; version?: number } {
   const res = response as { keyName?: string; keyVersion?: number; key?: { name?: string; primaryVersion?: number } } | undefined;
   const req = request as { keyName?: string; name?: string; destinationKeyName?: string } | undefined;
-  const key = res?.keyName || res?.key?.name || req?.keyName || req?.name || req?.destinationKeyName || undefined;
+  const named = res?.keyName || res?.key?.name || req?.keyName || req?.name || req?.destinationKeyName || undefined;
+  // A name from a refused request may be anything up to a message long: the audit keeps its start.
+  const key = named !== undefined && named.length > 64 ? `${named.slice(0, 64)}...(${named.length} chars)` : named;
   const version = res?.keyVersion || res?.key?.primaryVersion || undefined;
   return { key, version };
 }

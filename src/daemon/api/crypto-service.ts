@@ -12,7 +12,7 @@ import { generateRandom } from '../ops/random.js';
 import { batchComputeMac, batchDecrypt, batchEncrypt, type OnItem } from '../ops/batch.js';
 import { auditPrincipal, callContext, callerKey, clientStreaming, logInternal, statusName, unary, type HandlerDeps } from './handler.js';
 import { keyOf, payloadBytes } from './audit.js';
-import type { ApiError } from './errors.js';
+import { Status, type ApiError } from './errors.js';
 import type { CallAccess } from '../policy/access.js';
 import { sessionHandler } from './session.js';
 import { decryptStreamHandler, encryptStreamHandler } from './stream-handlers.js';
@@ -50,11 +50,16 @@ export function cryptoServiceHandlers(ctx: OpContext, deps: HandlerDeps): grpc.U
 
 function auditItem(deps: HandlerDeps, access: CallAccess, rpc: string): OnItem {
   const who = auditPrincipal(access);
+  let internalLogged = false;
   return (item, outcome, durationMs) => {
     const entry = { rpc, ...who, bytesIn: payloadBytes(item), durationMs: +durationMs.toFixed(3) };
     if ('response' in outcome) deps.audit({ ...entry, ...keyOf(item, outcome.response), bytesOut: payloadBytes(outcome.response), outcome: 'OK' });
     else {
-      logInternal(deps, rpc, outcome.error); // as a unary call's: the cause the client is not told
+      // As a unary call's: the cause the client is not told; once per batch (its items tend to fail alike).
+      if (!internalLogged && outcome.error.code === Status.INTERNAL) {
+        internalLogged = true;
+        logInternal(deps, rpc, outcome.error);
+      }
       deps.audit({ ...entry, ...keyOf(item), ...keyOfError(outcome.error), bytesOut: 0, outcome: statusName(outcome.error.code), reason: outcome.error.reasonName });
     }
   };

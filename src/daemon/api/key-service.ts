@@ -57,19 +57,22 @@ function encodedKeyBytes(key: MessageInitShape<typeof KeySchema>): number {
  */
 export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessageBytes = DEFAULT_LIMITS.maxMessageBytes): grpc.UntypedServiceImplementation {
   const room = maxMessageBytes - REPLY_OVERHEAD_BYTES;
-  /** One key's reply, if it fits; `done` says what the call has already changed, if anything. */
-  const reply = (record: KeyRecord, view: KeyView = KeyView.FULL, done?: string) => {
+  /**
+   * One key's reply in `view`, if it fits. If not: a call that changed the key (`changed`) or lists
+   * keys answers with the basic view instead (failing it would invite a retry that changes the key
+   * again); GetKey, which asked for this view, is refused saying what to do.
+   */
+  const reply = (record: KeyRecord, view: KeyView = KeyView.FULL, changed = false) => {
     const key = keyMessage(keys, record, view);
     const bytes = encodedKeyBytes(key);
-    if (bytes > room) {
-      throw new ApiError(
-        Status.RESOURCE_EXHAUSTED,
-        ErrorReason.PAYLOAD_TOO_LARGE,
-        `${done ? `${done}, but ` : ''}key "${record.name}" with its ${record.versions.length} versions is ${bytes} bytes in the full view, more than the largest reply (${room} bytes): read it with the basic view (\`GetKey\` view BASIC), or raise maxMessageBytes`,
-        { field: 'key', actual_bytes: String(bytes), limit_bytes: String(room), key_name: record.name },
-      );
-    }
-    return { key };
+    if (bytes <= room) return { key };
+    if (changed) return { key: keyMessage(keys, record, KeyView.BASIC) };
+    throw new ApiError(
+      Status.RESOURCE_EXHAUSTED,
+      ErrorReason.PAYLOAD_TOO_LARGE,
+      `key "${record.name}" with its ${record.versions.length} versions is ${bytes} bytes in the full view, more than the largest reply (${room} bytes): read it with the basic view (GetKey view BASIC), or raise maxMessageBytes`,
+      { field: 'key', actual_bytes: String(bytes), limit_bytes: String(room), key_name: record.name },
+    );
   };
 
   const m = KeyService.method;
@@ -115,7 +118,7 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessa
       const out: MessageInitShape<typeof KeySchema>[] = [];
       let bytes = 0;
       for (const record of page) {
-        const key = out.length === 0 ? reply(record, view).key : keyMessage(keys, record, view);
+        const key = out.length === 0 ? reply(record, view, true).key : keyMessage(keys, record, view);
         bytes += encodedKeyBytes(key);
         if (bytes > room) break;
         out.push(key);
@@ -131,7 +134,7 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessa
       try {
         const name = requireName('name', req.name);
         a.authorize('rotate', name);
-        return reply(await keys.rotate(name, material.length ? material : undefined), KeyView.FULL, 'the key was rotated');
+        return reply(await keys.rotate(name, material.length ? material : undefined), KeyView.FULL, true);
       } finally {
         material.fill(0);
       }
@@ -145,13 +148,13 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessa
         ...(period !== undefined ? { rotationPeriodMs: period || null } : {}),
         ...(req.deletionProtection !== undefined ? { deletionProtection: req.deletionProtection } : {}),
       });
-      return reply(record, KeyView.FULL, 'the key was updated');
+      return reply(record, KeyView.FULL, true);
     }),
-    disableKey: unary(m.disableKey, deps, async (req, a) => reply(await keys.setEnabled(named(a, 'disable', req.name), false), KeyView.FULL, 'the key was disabled')),
-    enableKey: unary(m.enableKey, deps, async (req, a) => reply(await keys.setEnabled(named(a, 'enable', req.name), true), KeyView.FULL, 'the key was enabled')),
+    disableKey: unary(m.disableKey, deps, async (req, a) => reply(await keys.setEnabled(named(a, 'disable', req.name), false), KeyView.FULL, true)),
+    enableKey: unary(m.enableKey, deps, async (req, a) => reply(await keys.setEnabled(named(a, 'enable', req.name), true), KeyView.FULL, true)),
     scheduleKeyDeletion: unary(m.scheduleKeyDeletion, deps, async (req, a) =>
-      reply(await keys.scheduleDeletion(named(a, 'delete', req.name), durationMs('waiting_period', req.waitingPeriod)), KeyView.FULL, 'the deletion was scheduled'),
+      reply(await keys.scheduleDeletion(named(a, 'delete', req.name), durationMs('waiting_period', req.waitingPeriod)), KeyView.FULL, true),
     ),
-    cancelKeyDeletion: unary(m.cancelKeyDeletion, deps, async (req, a) => reply(await keys.cancelDeletion(named(a, 'delete', req.name)), KeyView.FULL, 'the deletion was cancelled')),
+    cancelKeyDeletion: unary(m.cancelKeyDeletion, deps, async (req, a) => reply(await keys.cancelDeletion(named(a, 'delete', req.name)), KeyView.FULL, true)),
   };
 }

@@ -92,6 +92,7 @@ describe('stream header', () => {
       [Buffer.from(good).fill(5, 3, 4), 'malformed', /unknown suite id 5/],
       [Buffer.from(good).fill(0, 20, 24), 'malformed', /key version 0/],
       [Buffer.from(good).fill(3, 2, 3), 'unsupported', /format version 3/],
+      [Buffer.from(good).fill(0, 2, 3), 'malformed', /there is no ciphertext format 0/],
     ];
     for (const [buf, kind, reason] of cases) {
       expect(() => decodeStreamHeader(buf)).toThrow(StreamFormatError);

@@ -81,6 +81,7 @@ export function decodeStreamHeader(buf: Buffer): StreamHeader {
   const format = buf[2]!;
   // A unary ciphertext is a known format of the wrong kind, not a newer one (errors.proto).
   if (format === UNARY_FORMAT_VERSION) throw new StreamFormatError('malformed', 'a ciphertext of Encrypt (format 1), not a stream ciphertext: use Decrypt');
+  if (format === 0) throw new StreamFormatError('malformed', 'there is no ciphertext format 0');
   if (format !== STREAM_FORMAT_VERSION) throw new StreamFormatError('unsupported', `format version ${format} is unknown to this daemon`, { formatVersion: format });
   const suiteId = buf[3]!;
   const suite = SUITE_BY_ID.get(suiteId);

@@ -476,6 +476,18 @@ describe('KeyManager: persistence before effect', () => {
     expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBeGreaterThanOrEqual(4);
   });
 
+  it('a rotation period saved under a lower minimum is raised to the minimum at start (found by review)', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, minRotationPeriodMs: 1 }));
+    await w.km.create({ name: 'fast', rotationPeriodMs: 5 });
+    w.limits = { ...w.limits, minRotationPeriodMs: HOUR };
+    await w.restart();
+    expect(w.km.get('fast').rotationPeriodMs).toBe(HOUR);
+    expect(w.km.nextDueTime()).toBe(w.km.get('fast').createTime + HOUR);
+    w.clock += 60_000;
+    await w.km.runDueWork();
+    expect(w.km.get('fast').versions).toHaveLength(1);
+  });
+
   it('what a fresh daemon opens is what the old one acknowledged: ids, versions, states, times, settings, counts', async () => {
     const w = await world((x) => (x.limits = { ...x.limits, reservationBlock: 5 }));
     await w.km.create({ name: 'a', rotationPeriodMs: 2 * HOUR, deletionProtection: true });

@@ -105,7 +105,12 @@ export class KeyManager {
           if (err instanceof KeystoreError) throw new KeystoreError(err.code, `key "${record.name}" version ${versions.length + 1}: ${err.message}`, err);
           throw err;
         }
-        this.index(record, versions, record.versions.map((v) => v.encryptionsReserved));
+        // A period saved when the minimum was lower (it is checked on create and update only) is
+        // raised to today's minimum here, or the key would rotate on every scheduler tick.
+        const minPeriod = this.deps.limits.minRotationPeriodMs;
+        const indexed = record.rotationPeriodMs !== null && record.rotationPeriodMs < minPeriod ? { ...record, rotationPeriodMs: minPeriod } : record;
+        if (indexed !== record) this.deps.log(`key "${record.name}" has a rotation period below minRotationPeriod; it rotates every ${minPeriod} ms`, { key_name: record.name, rotationPeriodMs: record.rotationPeriodMs, minRotationPeriodMs: minPeriod }, 'warn');
+        this.index(indexed, versions, record.versions.map((v) => v.encryptionsReserved));
       }
       if (!state.masterCheck && this.masterCheck) await this.persistWith();
     } catch (err) {

@@ -164,7 +164,7 @@ describe('errors from below the API', () => {
     expect(ErrorReason[toApiError(fsErr).reason]).toBe('STATE_NOT_PERSISTED');
   });
 
-  it('an INTERNAL batch item is logged with its cause, as a unary call is', async () => {
+  it('an INTERNAL batch item is logged with its cause, as a unary call is; once per batch, not per item', async () => {
     const ctx = await context();
     const log = { error: vi.fn(), info: vi.fn(), warn: vi.fn() };
     const deps = {
@@ -177,9 +177,9 @@ describe('errors from below the API', () => {
     engineFault = new Error('an engine failure nobody expected');
     try {
       const reply = await new Promise<{ results: { result: { case: string; value: { code: number } } }[] }>((resolve, reject) =>
-        handlers.batchEncrypt!(call({ requests: [{ keyName: 'k', plaintext: new Uint8Array(1), associatedData: noAad }] }), (e, r) => (e ? reject(e as Error) : resolve(r as never))),
+        handlers.batchEncrypt!(call({ requests: Array.from({ length: 50 }, () => ({ keyName: 'k', plaintext: new Uint8Array(1), associatedData: noAad })) }), (e, r) => (e ? reject(e as Error) : resolve(r as never))),
       );
-      expect(reply.results[0]!.result.value.code).toBe(grpc.status.INTERNAL);
+      expect(reply.results.map((r) => r.result.value.code)).toEqual(Array(50).fill(grpc.status.INTERNAL));
     } finally {
       engineFault = undefined;
     }

@@ -182,7 +182,9 @@ export type GetKeyRequest = Message<"ringfence.v1.GetKeyRequest"> & {
   name: string;
 
   /**
-   * How much to return. Unspecified: KEY_VIEW_FULL.
+   * How much to return. Unspecified: KEY_VIEW_FULL. A full view larger than one reply
+   * (Limits.max_message_bytes) is refused with RESOURCE_EXHAUSTED (PAYLOAD_TOO_LARGE): ask for
+   * KEY_VIEW_BASIC.
    *
    * @generated from field: ringfence.v1.KeyView view = 2;
    */
@@ -261,7 +263,8 @@ export const ListKeysRequestSchema: GenMessage<ListKeysRequest> = /*@__PURE__*/
  */
 export type ListKeysResponse = Message<"ringfence.v1.ListKeysResponse"> & {
   /**
-   * The keys of this page, in ascending order of name.
+   * The keys of this page, in ascending order of name. A page ends early rather than exceed one
+   * reply; a key whose full view alone would is listed in KEY_VIEW_BASIC.
    *
    * @generated from field: repeated ringfence.v1.Key keys = 1;
    */
@@ -318,7 +321,8 @@ export const RotateKeyRequestSchema: GenMessage<RotateKeyRequest> = /*@__PURE__*
  */
 export type RotateKeyResponse = Message<"ringfence.v1.RotateKeyResponse"> & {
   /**
-   * The key after rotation (KEY_VIEW_FULL); primary_version is the new version.
+   * The key after rotation (KEY_VIEW_FULL, or KEY_VIEW_BASIC when the full view would not fit in
+   * one reply: see Limits.max_message_bytes); primary_version is the new version.
    *
    * @generated from field: ringfence.v1.Key key = 1;
    */
@@ -386,7 +390,8 @@ export const UpdateKeyRequestSchema: GenMessage<UpdateKeyRequest> = /*@__PURE__*
  */
 export type UpdateKeyResponse = Message<"ringfence.v1.UpdateKeyResponse"> & {
   /**
-   * The key after the update (KEY_VIEW_FULL).
+   * The key after the update (KEY_VIEW_FULL; KEY_VIEW_BASIC when
+   * the full view would not fit in one reply).
    *
    * @generated from field: ringfence.v1.Key key = 1;
    */
@@ -428,7 +433,8 @@ export const DisableKeyRequestSchema: GenMessage<DisableKeyRequest> = /*@__PURE_
  */
 export type DisableKeyResponse = Message<"ringfence.v1.DisableKeyResponse"> & {
   /**
-   * The key, now KEY_STATE_DISABLED (KEY_VIEW_FULL).
+   * The key, now KEY_STATE_DISABLED (KEY_VIEW_FULL; KEY_VIEW_BASIC when
+   * the full view would not fit in one reply).
    *
    * @generated from field: ringfence.v1.Key key = 1;
    */
@@ -470,7 +476,8 @@ export const EnableKeyRequestSchema: GenMessage<EnableKeyRequest> = /*@__PURE__*
  */
 export type EnableKeyResponse = Message<"ringfence.v1.EnableKeyResponse"> & {
   /**
-   * The key, now KEY_STATE_ENABLED (KEY_VIEW_FULL).
+   * The key, now KEY_STATE_ENABLED (KEY_VIEW_FULL; KEY_VIEW_BASIC when
+   * the full view would not fit in one reply).
    *
    * @generated from field: ringfence.v1.Key key = 1;
    */
@@ -521,7 +528,8 @@ export const ScheduleKeyDeletionRequestSchema: GenMessage<ScheduleKeyDeletionReq
  */
 export type ScheduleKeyDeletionResponse = Message<"ringfence.v1.ScheduleKeyDeletionResponse"> & {
   /**
-   * The key, now KEY_STATE_PENDING_DELETION with deletion_time set (KEY_VIEW_FULL).
+   * The key, now KEY_STATE_PENDING_DELETION with deletion_time set (KEY_VIEW_FULL; KEY_VIEW_BASIC when
+   * the full view would not fit in one reply).
    *
    * @generated from field: ringfence.v1.Key key = 1;
    */
@@ -563,7 +571,8 @@ export const CancelKeyDeletionRequestSchema: GenMessage<CancelKeyDeletionRequest
  */
 export type CancelKeyDeletionResponse = Message<"ringfence.v1.CancelKeyDeletionResponse"> & {
   /**
-   * The key, now KEY_STATE_DISABLED with deletion_time unset (KEY_VIEW_FULL).
+   * The key, now KEY_STATE_DISABLED with deletion_time unset (KEY_VIEW_FULL; KEY_VIEW_BASIC when
+   * the full view would not fit in one reply).
    *
    * @generated from field: ringfence.v1.Key key = 1;
    */

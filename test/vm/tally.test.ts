@@ -1,0 +1,31 @@
+// How a guest's vitest report becomes a kernel's result: nothing that did not run counts as a pass.
+import { describe, expect, it } from "vitest";
+import { tallyReport } from "./tally.js";
+
+const report = (passed: number, failed: number, pending = 0, todo = 0) => JSON.stringify({ numPassedTests: passed, numFailedTests: failed, numPendingTests: pending, numTodoTests: todo, success: failed === 0 });
+
+describe("tallyReport", () => {
+  it("passes a clean run, fails on failures", () => {
+    expect(tallyReport(report(120, 0), 0, true)).toEqual({ tally: { passed: 120, failed: 0, skipped: 0 }, note: "" });
+    expect(tallyReport(report(119, 1), 1, true).tally.failed).toBe(1);
+  });
+
+  it("a full run that skipped tests fails; a filtered run may skip (found by review)", () => {
+    expect(tallyReport(report(1, 0, 120), 0, true)).toEqual({ tally: { passed: 1, failed: 120, skipped: 120 }, note: " (a full run skipped 120: counted as failures)" });
+    expect(tallyReport(report(3, 0, 6), 0, false)).toEqual({ tally: { passed: 3, failed: 0, skipped: 6 }, note: "" });
+    expect(tallyReport(report(3, 0, 0, 1), 0, true).tally.failed).toBe(1);
+  });
+
+  it("a report that is not a vitest report, or not JSON, fails (found by review: {} passed as NaN)", () => {
+    for (const text of ["{}", "[]", "null", JSON.stringify({ numPassedTests: "5", numFailedTests: 0, numPendingTests: 0, numTodoTests: 0 }), report(-1, 0)]) {
+      expect(tallyReport(text, 0, true).tally.failed, text).toBe(1);
+      expect(tallyReport(text, 0, true).note, text).toMatch(/not a vitest report/);
+    }
+    expect(tallyReport('{"numPassedTests": 1', 0, true)).toMatchObject({ tally: { failed: 1 }, note: expect.stringMatching(/^ \(results\.json is not JSON: .*; counted as 1 failure\)$/) });
+  });
+
+  it("no tests, or a non-zero exit without a failed test, fails", () => {
+    expect(tallyReport(report(0, 0), 0, false).note).toBe(" (no tests ran: counted as 1 failure)");
+    expect(tallyReport(report(5, 0), 1, false)).toEqual({ tally: { passed: 5, failed: 1, skipped: 0 }, note: " (vitest exited 1: counted as 1 failure)" });
+  });
+});
