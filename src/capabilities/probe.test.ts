@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { formatReport } from '../client/commands/doctor.js';
 import { driverFor, parseProcCrypto } from './proc-crypto.js';
 import { cannotWork, summarize, type CapabilityReport } from './probe.js';
 
@@ -51,10 +52,12 @@ describe('summarize', () => {
     expect(text).toMatch(/No AEAD suite is usable/);
   });
 
-  it('says when AF_ALG is absent and points at the VM', () => {
-    const text = summarize({ ...base, afAlg: { present: false, errno: 'EAFNOSUPPORT' } }).join('\n');
+  it('says when AF_ALG is absent; doctor, not the summary the daemon logs, points at the VM', () => {
+    const report = { ...base, afAlg: { present: false, errno: 'EAFNOSUPPORT' } };
+    const text = summarize(report).join('\n');
     expect(text).toMatch(/AF_ALG is not available \(EAFNOSUPPORT\)/);
-    expect(text).toMatch(/npm run vm/);
+    expect(text).not.toMatch(/npm run vm/);
+    expect(formatReport({ ...report, summary: summarize(report) })).toMatch(/\n {2}To try ringfence on a machine like this, run it in the project's test VM: npm run vm -- scripts\/try.sh\n/);
   });
 
   it('names the default suite when one works', () => {

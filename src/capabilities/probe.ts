@@ -152,7 +152,7 @@ export function probeCapabilities(): CapabilityReport {
 export function summarize(r: CapabilityReport): string[] {
   const out: string[] = [];
   if (!r.afAlg.present) {
-    out.push(`AF_ALG is not available (${r.afAlg.errno}): this kernel lacks CONFIG_CRYPTO_USER_API_* or blocks the socket family. ringfence cannot serve cryptography here; on a machine like this, try it in the test VM (npm run vm -- ...).`);
+    out.push(`AF_ALG is not available (${r.afAlg.errno}): this kernel lacks CONFIG_CRYPTO_USER_API_* or blocks the socket family. ringfence cannot serve cryptography here.`);
     return out;
   }
   out.push('AF_ALG is present. Note: upstream deprecated AF_ALG in 2026; ringfence mediates it for applications.');

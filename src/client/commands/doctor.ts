@@ -14,6 +14,8 @@ function verdict(r: CapabilityReport): string[] {
   const reason = cannotWork(r);
   if (reason === undefined) return [`Verdict: ringfence can work in a process like this one (uid ${r.privilege.uid}).`];
   const lines = [`Verdict: ringfence cannot work in a process like this one (uid ${r.privilege.uid}): ${reason}.`];
+  // Not in the summary, which the daemon logs too: this is for someone trying ringfence out.
+  if (!r.afAlg.present) lines.push('To try ringfence on a machine like this, run it in the project\'s test VM: npm run vm -- scripts/try.sh');
   if (r.restrict.value !== null && r.restrict.value !== 0 && !r.privilege.sufficientForRestricted) {
     lines.push('This is this process\'s view: a daemon with CAP_NET_ADMIN sees more. Ask the running daemon with `ringfence status`.');
   }

@@ -26,8 +26,23 @@ if [ "$RF_INTERACTIVE" = 1 ]; then
   rc=$?
 else
   # Through a pipe: the command sees no tty (like CI) and its stderr stays in order with stdout.
-  { "$@" </dev/null 2>&1; echo $? >/run/ringfence/rc; } | cat
-  rc=$(cat /run/ringfence/rc)
+  rm -f /run/ringfence/rc
+  { "$@" </dev/null 2>&1; echo $? >/run/ringfence/rc; } | cat &
+  reader=$!
+  # cat ends when every writer of the pipe has closed it: a process the command left running with
+  # its output would keep the guest up until the host's guard. Once the command is done, such
+  # processes get 5 s, then are ended (as a shutdown would), so the status is reported at once.
+  while [ ! -s /run/ringfence/rc ] && kill -0 "$reader" 2>/dev/null; do sleep 1; done
+  i=0
+  while kill -0 "$reader" 2>/dev/null && [ "$i" -lt 5 ]; do sleep 1; i=$((i + 1)); done
+  if kill -0 "$reader" 2>/dev/null; then
+    echo "ringfence-guest: processes still hold the command's output after it exited; ending them"
+    kill -TERM -1 2>/dev/null
+    sleep 1
+    kill -KILL -1 2>/dev/null
+  fi
+  wait "$reader" 2>/dev/null
+  rc=$(cat /run/ringfence/rc 2>/dev/null || echo 1)
 fi
 
 echo "$rc" >/run/rfout/exit-code
