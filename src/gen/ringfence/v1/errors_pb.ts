@@ -167,7 +167,9 @@ export enum ErrorReason {
 
   /**
    * RESOURCE_EXHAUSTED: the key version reached its encryption limit (KeyVersion.encryption_limit)
-   * and the daemon cannot rotate it (an imported key: rotate it with new material).
+   * and the daemon cannot rotate it (an imported key: rotate it with new material). Also for any
+   * key: an EncryptStream whose version reaches its limit mid-stream (start a new stream), or a
+   * request for more encryptions than a new version may take.
    * Metadata: `key_name`, `key_version`, `encryption_limit`.
    *
    * @generated from enum value: ERROR_REASON_ENCRYPTION_LIMIT_REACHED = 11;
@@ -234,8 +236,9 @@ export enum ErrorReason {
 
   /**
    * INVALID_ARGUMENT: the ciphertext cannot be parsed: wrong magic, truncated header, unknown
-   * suite id, key version 0, shorter than its tag, or the wrong kind (a stream ciphertext given to
-   * Decrypt, or a unary one given to DecryptStream). Metadata: `detail`.
+   * suite id, key version 0, shorter than its tag, the wrong kind (a stream ciphertext given to
+   * Decrypt, or a unary one given to DecryptStream), or a header naming a MAC key or a suite its
+   * key does not have (an altered header). Metadata: `detail`.
    *
    * @generated from enum value: ERROR_REASON_CIPHERTEXT_MALFORMED = 40;
    */
@@ -286,8 +289,9 @@ export enum ErrorReason {
 
   /**
    * RESOURCE_EXHAUSTED: a batch (or one Session message, counting its packed operations) has
-   * more items than Limits.max_batch_items.
-   * Metadata: `limit_items`, `actual_items`.
+   * more items than Limits.max_batch_items, or a batch's reply would exceed
+   * Limits.max_message_bytes (found before any item ran, or after; the message says which).
+   * Metadata: `limit_items`, `actual_items`; or `limit_bytes`, `actual_bytes`.
    *
    * @generated from enum value: ERROR_REASON_BATCH_TOO_LARGE = 51;
    */
@@ -305,7 +309,8 @@ export enum ErrorReason {
   /**
    * RESOURCE_EXHAUSTED: the daemon is at a limit of concurrent work: too many requests already
    * wait for one key's kernel sockets, or too many hash streams are open. Nothing was done; retry
-   * with backoff. Metadata: `limit` (`queued_requests` or `hash_streams`).
+   * with backoff. Metadata: `limit` (`queued_requests`, `hash_streams` or
+   * `hash_streams_per_caller`).
    *
    * @generated from enum value: ERROR_REASON_DAEMON_BUSY = 53;
    */
@@ -314,15 +319,17 @@ export enum ErrorReason {
   /**
    * PERMISSION_DENIED: the daemon's policy does not let this caller (identified by SO_PEERCRED
    * uid/gid/pid) make this request on this key. Metadata: `operation` (the policy's verb, e.g.
-   * `encrypt`, `read`; see docs/policy.md), `key_name` (if any), `uid`. Never the rules.
+   * `encrypt`, `read`; see docs/policy.md), `key_name` (if any; `key_id` instead for a key known
+   * only from a ciphertext), `uid`. Never the rules.
    *
    * @generated from enum value: ERROR_REASON_PERMISSION_DENIED = 60;
    */
   PERMISSION_DENIED = 60,
 
   /**
-   * UNAVAILABLE: the daemon is shutting down (SIGTERM) and takes no new requests; retry against
-   * the restarted daemon.
+   * UNAVAILABLE: reserved; not sent today. While the daemon stops (SIGTERM), new calls are refused
+   * by HTTP/2 GOAWAY (UNAVAILABLE without ErrorInfo) and calls still running after the 10 s drain
+   * are cut off; retry against the restarted daemon.
    *
    * @generated from enum value: ERROR_REASON_SHUTTING_DOWN = 70;
    */
@@ -337,8 +344,10 @@ export enum ErrorReason {
   KERNEL_ERROR = 71,
 
   /**
-   * INTERNAL: the daemon could not persist its state (metadata or encryption counters), so it
-   * refused the change or the encryption rather than risk losing it. Metadata: `errno`.
+   * The daemon could not persist its state (metadata or encryption counters), so it refused the
+   * change or the encryption rather than risk losing it: RESOURCE_EXHAUSTED when the state
+   * directory is full (ENOSPC, EDQUOT: free space and retry), INTERNAL otherwise (EIO, EROFS,
+   * EACCES). Metadata: `errno`.
    *
    * @generated from enum value: ERROR_REASON_STATE_NOT_PERSISTED = 72;
    */
