@@ -1,6 +1,6 @@
 // Boot a prepared kernel under qemu (TCG), stream its console, and report how the guest ended.
 // TCG only: /dev/kvm exists on the build hosts but stock kernels crash under nested KVM there.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
@@ -58,6 +58,20 @@ export class GuestError extends Error {
   }
 }
 
+/** Every guest running now: a signal to this process ends them all (the matrix runs two at once). */
+const running = new Set<ChildProcess>();
+let signalsHandled = false;
+function endGuestsOnSignal(): void {
+  if (signalsHandled) return;
+  signalsHandled = true;
+  for (const s of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.once(s, (sig: NodeJS.Signals) => {
+      for (const c of running) c.kill("SIGKILL");
+      process.exit(sig === "SIGINT" ? 130 : 143);
+    });
+  }
+}
+
 export function runQemu(r: QemuRun): Promise<QemuResult> {
   const started = performance.now();
   const exitMarker = new RegExp(`@@RINGFENCE-EXIT-${r.nonce}=(\\d+)@@`);
@@ -75,12 +89,8 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
   const utf8 = new StringDecoder("utf8"); // a character may be split across chunks
 
   const kill = () => child.kill("SIGKILL");
-  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-  const onSignal = (sig: NodeJS.Signals) => {
-    kill();
-    process.exit(sig === "SIGINT" ? 130 : 143);
-  };
-  for (const s of signals) process.once(s, onSignal);
+  running.add(child);
+  endGuestsOnSignal();
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -129,11 +139,14 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
   });
 
   return new Promise((resolve, reject) => {
-    child.on("error", (e) => reject(new GuestError(`cannot start qemu-system-x86_64: ${e.message} (install qemu-system-x86)`)));
+    child.on("error", (e) => {
+      running.delete(child);
+      reject(new GuestError(`cannot start qemu-system-x86_64: ${e.message} (install qemu-system-x86)`));
+    });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       clearTimeout(flushTimer);
-      for (const s of signals) process.off(s, onSignal);
+      running.delete(child);
       if (pending) onLine(pending, true);
       const totalMs = performance.now() - started;
       // The exit-code file is authoritative; the console marker covers a share that failed to flush.

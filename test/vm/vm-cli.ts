@@ -57,7 +57,8 @@ function parse(args: string[]): { kernel: KernelName; interactive: boolean; time
 
 try {
   const opts = parse(process.argv.slice(2));
-  const result = await runInGuest(opts);
+  // npm runs scripts in the package root; INIT_CWD is where `npm run vm` was typed.
+  const result = await runInGuest({ ...opts, cwd: process.env.INIT_CWD ?? process.cwd() });
   removeOutDir(result.outDir);
   process.exitCode = result.exitCode;
 } catch (e) {
