@@ -4,15 +4,11 @@
  * and (de)serializers come from the descriptor, so the wire contract is exactly proto/.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { fromBinary, toBinary, type DescMessage, type DescMethod, type DescService, type MessageShape } from '@bufbuild/protobuf';
+import { fromBinary, type DescMessage, type DescMethod, type DescService, type MessageShape } from '@bufbuild/protobuf';
+import { encodeMessage } from './binary-encode.js';
 
 /** A method as grpc-js sees it: path, streaming flags, and protobuf-es message (de)serializers. */
 export type MethodDefinition = grpc.MethodDefinition<MessageShape<DescMessage>, MessageShape<DescMessage>>;
-
-/** A view of the encoded bytes, not a copy: a 1 MiB stream chunk would otherwise be copied once more. */
-function asBuffer(u8: Uint8Array): Buffer {
-  return Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
-}
 
 /** Binary decoding rejects malformed input by throwing; protobuf-es' decoder is the validator. A
  * server's grpc-js would turn that into INTERNAL; the daemon wraps these (src/daemon/api/decode.ts). */
@@ -22,9 +18,9 @@ export function methodDefinition(method: DescMethod): MethodDefinition {
     path: `/${method.parent.typeName}/${method.name}`,
     requestStream: method.methodKind === 'client_streaming' || method.methodKind === 'bidi_streaming',
     responseStream: method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming',
-    requestSerialize: (m) => asBuffer(toBinary(input, m)),
+    requestSerialize: (m) => encodeMessage(input, m),
     requestDeserialize: (b) => fromBinary(input, b),
-    responseSerialize: (m) => asBuffer(toBinary(output, m)),
+    responseSerialize: (m) => encodeMessage(output, m),
     responseDeserialize: (b) => fromBinary(output, b),
     originalName: method.localName,
   };

@@ -2,7 +2,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { Duration } from '@bufbuild/protobuf/wkt';
 import { KeyService } from '../../gen/ringfence/v1/key_service_pb.js';
-import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { encodedSize } from '../../rpc/binary-encode.js';
 import { KeySchema, KeyView } from '../../gen/ringfence/v1/key_pb.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { isValidKeyName, type KeyRecord } from '../keys/model.js';
@@ -48,7 +49,7 @@ const REPLY_OVERHEAD_BYTES = 1024;
 
 /** A Key message's encoded size inside its reply (field tag and length included). */
 function encodedKeyBytes(key: MessageInitShape<typeof KeySchema>): number {
-  return toBinary(KeySchema, create(KeySchema, key)).length + 6;
+  return encodedSize(KeySchema, create(KeySchema, key)) + 6;
 }
 
 /**

@@ -1,4 +1,5 @@
-import { create, toBinary, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
+import { create, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
+import { encodedSize } from '../../rpc/binary-encode.js';
 import { BatchComputeMacResponseSchema, BatchDecryptResponseSchema, BatchEncryptResponseSchema, type BatchComputeMacRequest, type BatchDecryptRequest, type BatchEncryptRequest } from '../../gen/ringfence/v1/batch_pb.js';
 import { ApiError, ErrorReason, Status, toApiError } from '../api/errors.js';
 import { HEADER_BYTES } from '../ciphertext/envelope.js';
@@ -97,7 +98,7 @@ async function runBatch<T, R, S extends DescMessage>(
   }
   const results = await runItems(ctx, items, what, op, onItem);
   if (bound.worst > limit) {
-    const size = toBinary(schema, create(schema, { results } as unknown as MessageInitShape<S>)).length;
+    const size = encodedSize(schema, create(schema, { results } as unknown as MessageInitShape<S>));
     if (size > limit) throw tooLarge(size, limit, `the batch's answers, with their errors, are ${size} bytes, more than the largest reply (${limit} bytes) — split it; its items ran`);
   }
   return { results };
