@@ -10,7 +10,7 @@
  * proto2 required fields, maps with non-string keys, the unwrapped well-known types) is handed to
  * toBinary whole.
  */
-import { ScalarType, toBinary, type DescField, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
+import { create, ScalarType, toBinary, type DescField, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
 
 // google.protobuf.FeatureSet.FieldPresence
 const IMPLICIT = 2;
@@ -71,7 +71,11 @@ export function isSupported(root: DescMessage): boolean {
   return ok;
 }
 
-/** `toBinary(schema, message)`, the same bytes, as a Buffer. */
+/**
+ * `toBinary(schema, message)`, the same bytes, as a Buffer. A result under 4 KiB is a view into
+ * Node's shared allocation pool (Buffer.allocUnsafe): its `.buffer` holds other data around it, so
+ * use the Buffer itself, never its ArrayBuffer (grpc-js copies it into its frame).
+ */
 export function encodeMessage<D extends DescMessage>(schema: D, message: MessageShape<D>): Buffer {
   if (!isSupported(schema)) {
     const u8 = toBinary(schema, message);
@@ -80,16 +84,18 @@ export function encodeMessage<D extends DescMessage>(schema: D, message: Message
   // Pass 1 records, in the order pass 2 meets them, the length of every nested message, packed
   // list and string.
   const lengths: number[] = [];
-  const total = sizeFields(schema, message as Msg, lengths);
+  // toBinary encodes a missing message as an empty one.
+  const msg = (message ?? create(schema)) as Msg;
+  const total = sizeFields(schema, msg, lengths);
   const w: Writer = { buf: Buffer.allocUnsafe(total), pos: 0, lengths, next: 0 };
-  writeFields(schema, message as Msg, w);
+  writeFields(schema, msg, w);
   if (w.pos !== total) throw new Error(`internal: encoded ${w.pos} bytes of ${total} for ${schema.typeName}`);
   return w.buf;
 }
 
 /** `toBinary(schema, message).length`, without encoding (the first pass alone). */
 export function encodedSize<D extends DescMessage>(schema: D, message: MessageShape<D>): number {
-  return isSupported(schema) ? sizeFields(schema, message as Msg, []) : toBinary(schema, message).length;
+  return isSupported(schema) ? sizeFields(schema, (message ?? create(schema)) as Msg, []) : toBinary(schema, message).length;
 }
 
 type Msg = Record<string, unknown> & { $unknown?: { no: number; wireType: number; data: Uint8Array }[] };
@@ -100,24 +106,64 @@ interface Writer {
   next: number;
 }
 
-/** The value to write, or undefined when toBinary would skip the field (unsafeIsSet). */
+/**
+ * The value to write, or undefined when toBinary would skip the field (unsafeIsSet). A field that
+ * is set but holds undefined or null is written as its zero value, as toBinary's reflection reads it.
+ */
 function valueOf(msg: Msg, f: DescField): unknown {
   if (f.oneof) {
     const o = msg[f.oneof.localName] as { case?: string; value?: unknown };
-    return o.case === f.localName ? o.value : undefined;
+    if (o.case !== f.localName) return undefined;
+    return o.value ?? zeroOf(f);
   }
   const v = msg[f.localName];
   // toBinary writes nothing for an empty list or map, whatever the field's presence.
   if (f.fieldKind === 'list') return (v as unknown[]).length > 0 ? v : undefined;
   if (f.fieldKind === 'map') return Object.keys(v as object).length > 0 ? v : undefined;
-  if (f.presence !== IMPLICIT) return v !== undefined && Object.prototype.hasOwnProperty.call(msg, f.localName) ? v : undefined;
+  if (f.presence !== IMPLICIT) {
+    if (v === undefined || !Object.prototype.hasOwnProperty.call(msg, f.localName)) return undefined;
+    // A null scalar is refused below (toBinary would write String(null) into a string field).
+    return f.fieldKind === 'scalar' ? v : (v ?? zeroOf(f));
+  }
   switch (f.fieldKind) {
     case 'enum':
-      return v !== f.enum.values[0]!.number ? v : undefined;
+      return v !== f.enum.values[0]!.number ? (v ?? zeroOf(f)) : undefined;
     case 'scalar':
-      return isZero(f.scalar, v) ? undefined : v;
+      return isZero(f.scalar, v) ? undefined : (v ?? zeroOf(f));
     default:
       return v;
+  }
+}
+
+function zeroOf(f: DescField): unknown {
+  switch (f.fieldKind) {
+    case 'scalar':
+      return zeroScalar(f.scalar);
+    case 'enum':
+      return f.enum.values[0]!.number;
+    case 'message':
+      return create(f.message);
+    default:
+      return undefined;
+  }
+}
+
+function zeroScalar(t: ScalarType): unknown {
+  switch (t) {
+    case ScalarType.STRING:
+      return '';
+    case ScalarType.BYTES:
+      return new Uint8Array(0);
+    case ScalarType.BOOL:
+      return false;
+    case ScalarType.INT64:
+    case ScalarType.UINT64:
+    case ScalarType.SINT64:
+    case ScalarType.FIXED64:
+    case ScalarType.SFIXED64:
+      return 0n;
+    default:
+      return 0;
   }
 }
 
@@ -146,16 +192,18 @@ function varintSize(v: number): number {
 }
 
 function sizeFields(schema: DescMessage, msg: Msg, lengths: number[]): number {
+  // As toBinary: a message of another type is refused, not encoded as whatever fields match.
+  if (schema.fields.length > 0 && msg.$typeName !== schema.typeName) throw new Error(`cannot use ${schema.typeName} fields with message ${String(msg.$typeName)}`);
   let n = 0;
   for (const f of fieldsOf(schema)) {
     const v = valueOf(msg, f);
     if (v === undefined) continue;
     switch (f.fieldKind) {
       case 'scalar':
-        n += varintSize(tagOf(f.number, wireOf(f.scalar))) + sizeScalar(f.scalar, v, lengths);
+        n += varintSize(tagOf(f.number, wireOf(f.scalar))) + sizeChecked(f, f.scalar, v, lengths);
         break;
       case 'enum':
-        n += varintSize(tagOf(f.number, WIRE_VARINT)) + sizeScalar(ScalarType.INT32, v, lengths);
+        n += varintSize(tagOf(f.number, WIRE_VARINT)) + sizeChecked(f, ScalarType.INT32, v, lengths);
         break;
       case 'message':
         n += sizeNested(f.number, f.message, v as Msg, lengths);
@@ -169,12 +217,12 @@ function sizeFields(schema: DescMessage, msg: Msg, lengths: number[]): number {
           if (f.packed) {
             const at = lengths.push(0) - 1;
             let body = 0;
-            for (const item of list) body += sizeScalar(t, item, lengths);
+            for (const item of list) body += sizeChecked(f, t, item, lengths);
             lengths[at] = body;
             n += varintSize(tagOf(f.number, WIRE_LEN)) + varintSize(body) + body;
           } else {
             const tag = varintSize(tagOf(f.number, wireOf(t)));
-            for (const item of list) n += tag + sizeScalar(t, item, lengths);
+            for (const item of list) n += tag + sizeChecked(f, t, item, lengths);
           }
         }
         break;
@@ -183,9 +231,9 @@ function sizeFields(schema: DescMessage, msg: Msg, lengths: number[]): number {
         const tag = varintSize(tagOf(f.number, WIRE_LEN));
         for (const [key, value] of Object.entries(v as object)) {
           const at = lengths.push(0) - 1;
-          let body = 1 + sizeScalar(ScalarType.STRING, key, lengths);
-          if (f.mapKind === 'message') body += sizeNested(2, f.message, value as Msg, lengths);
-          else body += 1 + sizeScalar(f.mapKind === 'enum' ? ScalarType.INT32 : f.scalar, value, lengths);
+          let body = 1 + sizeChecked(f, ScalarType.STRING, key, lengths);
+          if (f.mapKind === 'message') body += sizeNested(2, f.message, (value ?? create(f.message)) as Msg, lengths);
+          else body += 1 + sizeChecked(f, f.mapKind === 'enum' ? ScalarType.INT32 : f.scalar, value, lengths);
           lengths[at] = body;
           n += tag + varintSize(body) + body;
         }
@@ -222,10 +270,20 @@ function wireOf(t: ScalarType): number {
   }
 }
 
+/** sizeScalar, with toBinary's wording for a value it refuses: the field named. */
+function sizeChecked(f: DescField, t: ScalarType, v: unknown, lengths: number[]): number {
+  try {
+    return sizeScalar(t, v, lengths);
+  } catch (e) {
+    throw new Error(`cannot encode field ${f.parent.typeName}.${f.name} to binary: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
 /** The value's encoded size (without tag); checks ranges as protobuf-es' writer does. */
 function sizeScalar(t: ScalarType, v: unknown, lengths: number[]): number {
   switch (t) {
     case ScalarType.STRING: {
+      // toBinary would write String(v) (TextEncoder's reading); a non-string here is a bug to surface.
       if (typeof v !== 'string') throw new Error(`invalid string: ${typeof v}`);
       const len = Buffer.byteLength(v, 'utf8');
       lengths.push(len);
@@ -266,6 +324,8 @@ function sizeScalar(t: ScalarType, v: unknown, lengths: number[]): number {
       int64(v);
       return 8;
     case ScalarType.DOUBLE:
+      // DataView.setFloat64 (toBinary's) refuses a bigint; Number() would convert it.
+      if (typeof v === 'bigint') throw new TypeError('Cannot convert a BigInt value to a number');
       return 8;
   }
 }
@@ -378,7 +438,7 @@ function writeFields(schema: DescMessage, msg: Msg, w: Writer): void {
           putVarint(w, w.lengths[w.next++]!);
           putVarint(w, tagOf(1, WIRE_LEN));
           writeScalar(w, ScalarType.STRING, key);
-          if (f.mapKind === 'message') writeNested(w, 2, f.message, value as Msg);
+          if (f.mapKind === 'message') writeNested(w, 2, f.message, (value ?? create(f.message)) as Msg);
           else {
             const t = f.mapKind === 'enum' ? ScalarType.INT32 : f.scalar;
             putVarint(w, tagOf(2, wireOf(t)));
@@ -409,8 +469,8 @@ function writeScalar(w: Writer, t: ScalarType, v: unknown): void {
     case ScalarType.STRING: {
       const len = w.lengths[w.next++]!;
       putVarint(w, len);
-      b.write(v as string, w.pos, len, 'utf8');
-      w.pos += len;
+      // A short write would leave bytes of the pool behind: the final length check catches it.
+      w.pos += b.write(v as string, w.pos, len, 'utf8');
       return;
     }
     case ScalarType.BYTES: {
