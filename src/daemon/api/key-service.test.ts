@@ -4,12 +4,13 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { describe, expect, it, vi } from 'vitest';
 import { KeyView } from '../../gen/ringfence/v1/key_pb.js';
-import { ListKeysResponseSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
+import { ImportKeyRequestSchema, ListKeysResponseSchema, RotateKeyRequestSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
 import { decodeStatusDetails } from '../../rpc/error-details.js';
 import { KeyManager } from '../keys/key-manager.js';
 import { EMPTY_STATE } from '../keys/model.js';
 import { ApiError, ErrorReason } from './errors.js';
 import { durationMs, keyServiceHandlers } from './key-service.js';
+import { permissionDenied } from '../policy/access.js';
 
 describe('durationMs (rotation periods and deletion waits from the wire)', () => {
   const d = (seconds: bigint, nanos: number) => create(DurationSchema, { seconds, nanos });
@@ -30,14 +31,18 @@ describe('durationMs (rotation periods and deletion waits from the wire)', () =>
 });
 
 /** KeyService's handlers over a KeyManager with stand-in kernel keys (no kernel is needed to shape replies). */
-async function service(maxMessageBytes: number) {
+async function service(maxMessageBytes: number, opts: { deny?: boolean } = {}) {
   let serial = 1;
+  const stand = (suite: { keyBytes: number[] }) => {
+    const serials = suite.keyBytes.map(() => serial++);
+    return { serials, blobs: serials.map(() => randomBytes(8).toString('hex')) };
+  };
   const material = {
-    canSeal: false,
-    generate: (_id: string, _v: number, suite: { keyBytes: number[] }) => {
-      const serials = suite.keyBytes.map(() => serial++);
-      return { serials, blobs: serials.map(() => randomBytes(8).toString('hex')) };
-    },
+    canSeal: true,
+    generate: (_id: string, _v: number, suite: { keyBytes: number[] }) => stand(suite),
+    import: async (_id: string, _v: number, suite: { keyBytes: number[] }) => stand(suite),
+    masterCheck: async () => 'check',
+    verifyMasterCheck: async () => true,
     destroy: () => {},
   };
   const keys = new KeyManager({ material: material as never, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
@@ -45,7 +50,14 @@ async function service(maxMessageBytes: number) {
   const deps = {
     audit: vi.fn(),
     log: { error: vi.fn(), warn: vi.fn(), info: vi.fn() },
-    access: { forCall: () => ({ principal: { uid: 0, gid: 0, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) },
+    access: {
+      forCall: () => {
+        const principal = { uid: 1000, gid: 1000, pid: 1, groups: [] };
+        return opts.deny
+          ? { principal, authorize: (op: string, key?: string) => { throw permissionDenied(principal, op as never, key); }, allows: () => false, mayEverDo: () => false }
+          : { principal, authorize: () => {}, allows: () => true, mayEverDo: () => true };
+      },
+    },
   };
   const handlers = keyServiceHandlers(keys, deps as never, maxMessageBytes) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: unknown) => void) => void>;
   const call = <R>(rpc: string, request: unknown) =>
@@ -117,5 +129,36 @@ describe('ListKeys page tokens', () => {
     // A token naming a key deleted since is fine: the next page starts after that name.
     const page = await call<ListKeysResponse>('listKeys', { pageSize: 10, pageToken: `k1.${Buffer.from('0-gone').toString('base64url')}` });
     expect(page.keys.map((k) => k.name)).toEqual(['a']);
+  });
+});
+
+describe('ImportKey and RotateKey wipe the material in the request, whatever happens', () => {
+  const secret = () => Buffer.from(randomBytes(32).map((b) => b | 1)); // no zero byte: a wipe shows
+  const wiped = (b: Uint8Array) => b.every((x) => x === 0);
+
+  it('after an import, a refused import (policy, bad name, wrong length) and a refused rotation', async () => {
+    const { call } = await service(256 * KiB);
+    const ok = secret();
+    const request = (rpc: string, init: Record<string, unknown>) => create(rpc === 'importKey' ? ImportKeyRequestSchema : RotateKeyRequestSchema, init);
+    await call('importKey', request('importKey', { name: 'imported', material: ok }));
+    expect(wiped(ok)).toBe(true);
+
+    const cases: [string, Record<string, unknown>][] = [
+      ['importKey', { name: 'bad name!' }],
+      ['importKey', { name: 'short', material: secret().subarray(0, 7) }],
+      ['rotateKey', { name: 'no-such-key' }],
+    ];
+    for (const [rpc, req] of cases) {
+      const material = (req.material as Buffer | undefined) ?? secret();
+      await expect(call(rpc, request(rpc, { ...req, material }))).rejects.toThrow();
+      expect(wiped(material), `${rpc} ${String(req.name)}`).toBe(true);
+    }
+
+    const denied = await service(256 * KiB, { deny: true });
+    for (const rpc of ['importKey', 'rotateKey']) {
+      const material = secret();
+      await expect(denied.call(rpc, request(rpc, { name: 'imported', material }))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      expect(wiped(material), rpc).toBe(true);
+    }
   });
 });
