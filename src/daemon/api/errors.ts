@@ -11,6 +11,7 @@ import { encodeStatusDetails, reasonName, STATUS_DETAILS_KEY } from '../../rpc/e
 import { isEngineError } from '../engine/errors.js';
 import { isSyscallError } from '../../../native-ffi/syscall-error.js';
 import { KeystoreError } from '../keystore/errors.js';
+import { StateWriteError } from '../state/state-store.js';
 import { MalformedCiphertextError } from '../ciphertext/envelope.js';
 
 export { ErrorReason };
@@ -106,6 +107,10 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
   // A kernel call outside the engine and key store (getrandom for nonces, data keys, random bytes).
   if (isSyscallError(err)) {
     return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel failed ${what}: ${err.syscall} ${err.code}`, { errno: err.code, call: err.syscall }, { cause: err });
+  }
+  // A save refused by the file system: nothing was changed, whatever the errno.
+  if (err instanceof StateWriteError && err.code !== 'ENOSPC' && err.code !== 'EDQUOT') {
+    return new ApiError(Status.INTERNAL, ErrorReason.STATE_NOT_PERSISTED, `the state could not be written (${err.code ?? 'no errno'}${err.syscall ? ` in ${err.syscall}` : ''}); nothing was changed`, err.code ? { errno: err.code } : {}, { cause: err });
   }
   // What is left with an errno comes from the state store's file system calls.
   const e = err as NodeJS.ErrnoException | undefined;

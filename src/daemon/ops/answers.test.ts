@@ -9,6 +9,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { SyscallError } from '../../../native-ffi/syscall-error.js';
 import { cryptoServiceHandlers } from '../api/crypto-service.js';
 import { ApiError, ErrorReason, toApiError } from '../api/errors.js';
+import { StateWriteError } from '../state/state-store.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { EngineError } from '../engine/errors.js';
 import { KeyManager } from '../keys/key-manager.js';
@@ -162,6 +163,18 @@ describe('errors from below the API', () => {
     // The state store's own file errors keep their meaning.
     const fsErr = Object.assign(new Error('EROFS: read-only file system'), { code: 'EROFS' });
     expect(ErrorReason[toApiError(fsErr).reason]).toBe('STATE_NOT_PERSISTED');
+  });
+
+  it('a state save refused with any errno says the state was not written, naming the errno (review helper-47)', () => {
+    const fsError = (code: string, syscall: string) => Object.assign(new Error(`${code}: refused, ${syscall}`), { code, syscall });
+    // An immutable state.json (chattr +i), LimitFSIZE=, a removed directory: were "internal error ... kernel".
+    for (const [code, syscall] of [['EPERM', 'rename'], ['EFBIG', 'write'], ['ENOENT', 'open']]) {
+      const e = toApiError(new StateWriteError(fsError(code!, syscall!)), 'creating key k');
+      expect([grpc.status[e.code], ErrorReason[e.reason], e.metadata]).toEqual(['INTERNAL', 'STATE_NOT_PERSISTED', { errno: code }]);
+      expect(e.message).toBe(`the state could not be written (${code} in ${syscall}); nothing was changed`);
+    }
+    const full = toApiError(new StateWriteError(fsError('ENOSPC', 'write')));
+    expect([grpc.status[full.code], ErrorReason[full.reason]]).toEqual(['RESOURCE_EXHAUSTED', 'STATE_NOT_PERSISTED']);
   });
 
   it('an INTERNAL batch item is logged with its cause, as a unary call is; once per batch, not per item', async () => {

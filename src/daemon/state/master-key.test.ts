@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -170,6 +170,13 @@ describe('loadOrCreateMasterKey: permissions', () => {
 
   it('accepts 0400', async () => {
     expect((await load(stateDirWith(KEY, 0o400))).material).toEqual(KEY);
+  });
+
+  it('refuses a 0600 state-dir key owned by another uid (review helper-47)', async () => {
+    const dir = stateDirWith(KEY, 0o600);
+    const path = join(dir, MASTER_KEY_FILE);
+    chownSync(path, 4242, 4242); // tests run as root
+    await expect(load(dir)).rejects.toThrow(`master key ${path} is owned by uid 4242, not by the daemon's uid 0; run chown 0 ${path} if that is right`);
   });
 });
 

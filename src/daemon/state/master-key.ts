@@ -188,6 +188,11 @@ async function readKeyFile(path: string, checkMode: boolean): Promise<Buffer | u
     if (checkMode && st.mode & 0o077) {
       throw new Error(`master key ${path} is accessible by group or others (mode 0${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
     }
+    // Its owner could read or replace it (a backup restored with numeric owners, say).
+    const uid = process.getuid?.();
+    if (checkMode && uid !== undefined && st.uid !== uid) {
+      throw new Error(`master key ${path} is owned by uid ${st.uid}, not by the daemon's uid ${uid}; run chown ${uid} ${path} if that is right`);
+    }
     let len = 0;
     while (len < buf.length) {
       const { bytesRead } = await fh.read(buf, len, buf.length - len, null);

@@ -4,7 +4,7 @@ import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, read
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { LOCK_FILE, STATE_FILE, StateStore } from './state-store.js';
+import { LOCK_FILE, STATE_FILE, StateStore, StateWriteError } from './state-store.js';
 
 // Fault injection for errors a real filesystem will not produce on demand (EIO), and a trace of the
 // calls that make a save durable. Everything else passes through to the real node:fs/promises.
@@ -140,6 +140,7 @@ describe('StateStore load/save', () => {
       await store.save({ v: 1 });
       faults[fault] = code;
       const err = await store.save({ v: 2 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StateWriteError);
       expect(err).toMatchObject({ code });
       expect(JSON.parse(stateText(dir))).toEqual({ v: 1 });
       expect(readdirSync(dir).sort()).toEqual([LOCK_FILE, STATE_FILE]);

@@ -19,6 +19,23 @@ const LOCK_TMP_PREFIX = `${LOCK_FILE}.tmp-`;
 
 export type Log = (msg: string, fields?: object) => void;
 
+/**
+ * A save that failed before its rename: state.json is unchanged. Keeps the fs error's code and
+ * syscall, so the API can say which errno stopped the write whatever it is (EPERM from an immutable
+ * file, EFBIG from LimitFSIZE=, ENOENT from a removed directory, not only ENOSPC or EIO).
+ */
+export class StateWriteError extends Error {
+  readonly code: string | undefined;
+  readonly syscall: string | undefined;
+  constructor(cause: unknown) {
+    const e = cause as NodeJS.ErrnoException;
+    super(`the state could not be saved: ${e?.message ?? String(cause)}`, { cause });
+    this.name = 'StateWriteError';
+    this.code = e?.code;
+    this.syscall = e?.syscall;
+  }
+}
+
 function errnoCode(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
@@ -141,8 +158,8 @@ export class StateStore {
 
   /**
    * Atomically and durably replaces state.json with `doc`. Saves run one at a time in call order.
-   * On failure state.json is unchanged, the temp file is gone and the fs error (with its code) is
-   * rethrown. Once the rename is done the save counts as done: the new state.json is what any later
+   * On failure state.json is unchanged, the temp file is gone and a StateWriteError (with the fs
+   * error's code) is thrown. Once the rename is done the save counts as done: the new state.json is what any later
    * start reads (a kill -9 does not undo a rename), so a failing directory fsync is retried and
    * logged, never reported as "nothing was changed" — the caller would undo in memory a change that
    * is on disk. It may then not survive a power loss, which the log line says.
@@ -172,7 +189,7 @@ export class StateStore {
       renamed = true;
     } catch (err) {
       if (!renamed) await unlink(tmp).catch(() => {});
-      throw err;
+      throw new StateWriteError(err);
     }
     for (let attempt = 1; ; attempt++) {
       try {
