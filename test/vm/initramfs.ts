@@ -1,5 +1,6 @@
 // The guest's initramfs: static busybox, this kernel's 9p modules (uncompressed, in load order)
-// and the two boot scripts in guest/. Cached per kernel release and content hash.
+// and the two boot scripts in guest/. Cached per kernel release and content hash (this file's
+// and cpio.ts's source included).
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
@@ -71,7 +72,10 @@ export function buildInitramfs(kernel: PreparedKernel): string {
   const stage2 = readFileSync(path.join(GUEST_DIR, "stage2.sh"));
   const modules = loadOrder(kernel);
   const hash = createHash("sha256");
-  for (const part of [busybox, init, stage2, ...modules.map((m) => m.file)]) hash.update(part).update("\0");
+  // This builder and the cpio writer are part of the content: a change to either rebuilds.
+  const ext = path.extname(new URL(import.meta.url).pathname); // .ts under tsx, .js if compiled
+  const builders = [new URL(import.meta.url), new URL(`./cpio${ext}`, import.meta.url)].map((u) => readFileSync(u));
+  for (const part of [busybox, init, stage2, ...builders, ...modules.map((m) => m.file)]) hash.update(part).update("\0");
   const out = path.join(cachePath("initramfs"), `${kernel.release}-${hash.digest("hex").slice(0, 16)}.cpio.gz`);
   if (existsSync(out)) return out;
 
