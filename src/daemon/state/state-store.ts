@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { takePidLock, type PidLock } from '../pid-lock.js';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 export const STATE_FILE = 'state.json';
 export const LOCK_FILE = 'daemon.lock';
@@ -59,6 +59,19 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/**
+ * The directories whose entries `mkdir(dir, { recursive: true })` changed when it returned
+ * `created` (the first directory it made): the parent of each new directory, deepest first.
+ * Fsyncing them keeps a new state directory, and so the master key in it, across a power loss.
+ */
+export function parentsOfNewDirs(created: string, dir: string): string[] {
+  const parents: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    parents.push(dirname(d));
+    if (d === created || d === dirname(d)) return parents;
+  }
+}
+
 /** Creates the directory (0700) or checks that an existing one is private to this uid. */
 async function ensurePrivateDir(dir: string): Promise<void> {
   let created: string | undefined;
@@ -68,7 +81,10 @@ async function ensurePrivateDir(dir: string): Promise<void> {
     if (errnoCode(err) !== 'EEXIST') throw err; // a non-directory is there: reported below
   }
   // mkdir's mode is filtered by the umask; make ours exact.
-  if (created !== undefined) await chmod(dir, 0o700);
+  if (created !== undefined) {
+    await chmod(dir, 0o700);
+    for (const parent of parentsOfNewDirs(created, dir)) await fsyncDir(parent);
+  }
   const st = await stat(dir);
   if (!st.isDirectory()) throw new Error(`state directory ${dir} exists and is not a directory`);
   if (st.mode & 0o022) {
