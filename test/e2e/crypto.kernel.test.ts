@@ -131,6 +131,8 @@ describe('CryptoService end to end', () => {
         const err = await failure(client.hash(data, alg));
         expect(isFailedPrecondition(err)).toBe(true);
         expect(ErrorReason[err.reason]).toBe('SUITE_RESTRICTED_BY_KERNEL');
+        expect(err.metadata).toMatchObject({ suite: alg, kernel_algorithm: alg });
+        expect(err.metadata.allowed!.split(',')).toEqual(expect.arrayContaining(['sha256', 'sha384', 'sha512']));
         continue;
       }
       expect(Buffer.from((await client.hash(data, alg)).digest).equals(createHash(node).update(data).digest())).toBe(true);

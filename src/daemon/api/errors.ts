@@ -13,6 +13,7 @@ import { isSyscallError } from '../../../native-ffi/syscall-error.js';
 import { KeystoreError } from '../keystore/errors.js';
 import { StateWriteError } from '../state/state-store.js';
 import { MalformedCiphertextError } from '../ciphertext/envelope.js';
+import { AEAD_SUITES, HASH_SUITES, MAC_SUITES } from '../../capabilities/suites.js';
 
 export { ErrorReason };
 export const Status = grpc.status;
@@ -67,6 +68,12 @@ export const payloadTooLarge = (field: string, bytes: number, limit: number, hin
   });
 export const shuttingDown = (): ApiError => new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, 'the daemon is shutting down; retry against the restarted daemon');
 
+/** The kernel algorithm and the suites that need it, as the metadata of SUITE_* errors from the engine. */
+function suiteMetadata(kernelAlgorithm: string): Record<string, string> {
+  const suites = [...AEAD_SUITES, ...MAC_SUITES, ...HASH_SUITES].filter((s) => s.algorithms.some((a) => a.name === kernelAlgorithm)).map((s) => s.name);
+  return suites.length ? { kernel_algorithm: kernelAlgorithm, suite: suites.join(',') } : { kernel_algorithm: kernelAlgorithm };
+}
+
 /**
  * Converts anything thrown below the API into an ApiError. `what` says what the daemon was doing
  * ("encrypting with key orders v2") and goes into INTERNAL messages.
@@ -83,7 +90,7 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
       case 'ALGORITHM_UNAVAILABLE':
         // The probe at start-up found it usable (requests for suites it did not are refused before
         // the engine): the kernel changed since, e.g. a module was removed.
-        return new ApiError(Status.FAILED_PRECONDITION, err.restricted ? ErrorReason.SUITE_RESTRICTED_BY_KERNEL : ErrorReason.SUITE_UNAVAILABLE, `${err.message}; \`ringfence doctor\` shows what the kernel allows now`, err.algorithm ? { kernel_algorithm: err.algorithm } : {}, { cause: err });
+        return new ApiError(Status.FAILED_PRECONDITION, err.restricted ? ErrorReason.SUITE_RESTRICTED_BY_KERNEL : ErrorReason.SUITE_UNAVAILABLE, `${err.message}; \`ringfence doctor\` shows what the kernel allows now`, err.algorithm ? suiteMetadata(err.algorithm) : {}, { cause: err });
       case 'AF_ALG_UNAVAILABLE':
         return new ApiError(Status.UNAVAILABLE, ErrorReason.AF_ALG_UNAVAILABLE, err.message, err.errno ? { errno: err.errno } : {}, { cause: err });
       case 'PAYLOAD_TOO_LARGE':

@@ -19,6 +19,8 @@ import { decrypt } from './decrypt.js';
 import { encrypt } from './encrypt.js';
 import { generateDataKey } from './generate-data-key.js';
 import { generateRandom } from './random.js';
+import { hash } from './hash.js';
+import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
 
 const keyBytes = new Map<number, Buffer>();
 let nextSerial = 100;
@@ -98,6 +100,25 @@ describe('sizes and lengths', () => {
   });
 });
 
+describe('hash algorithms the kernel refuses', () => {
+  it('restricted: names the algorithm and what the kernel allows; missing: names it and points at doctor', async () => {
+    const ctx = await context();
+    const status: Record<string, string> = { sha256: 'available', sha512: 'available', 'blake2b-256': 'restricted', 'sha3-256': 'missing' };
+    ctx.suiteStatus = ((name: string) => status[name] ?? 'restricted') as never;
+    expect(await answer(hash(ctx, { algorithm: HashAlgorithm.BLAKE2B_256, data: new Uint8Array(1) } as never))).toEqual({
+      code: 'FAILED_PRECONDITION',
+      reason: 'SUITE_RESTRICTED_BY_KERNEL',
+      message: 'this kernel refuses blake2b-256 to the daemon (af_alg_restrict=1); use one it allows (sha256, sha512)',
+      metadata: { suite: 'blake2b-256', kernel_algorithm: 'blake2b-256', allowed: 'sha256,sha512' },
+    });
+    expect(await answer(hash(ctx, { algorithm: HashAlgorithm.SHA3_256, data: new Uint8Array(1) } as never))).toMatchObject({
+      code: 'FAILED_PRECONDITION',
+      reason: 'SUITE_UNAVAILABLE',
+      metadata: { suite: 'sha3-256', kernel_algorithm: 'sha3-256' },
+    });
+  });
+});
+
 describe('key names', () => {
   it('a name no key can have is INVALID_ARGUMENT, and the answer does not quote it', async () => {
     const ctx = await context();
@@ -148,7 +169,10 @@ describe('errors from below the API', () => {
 
   it('an algorithm gone since start-up: restricted or missing, as the kernel says, naming it', () => {
     const restricted = toApiError(new EngineError('ALGORITHM_UNAVAILABLE', 'gcm(aes): not offered', { errno: 'ENOENT', algorithm: 'gcm(aes)', restricted: true }));
-    expect([grpc.status[restricted.code], ErrorReason[restricted.reason], restricted.metadata]).toEqual(['FAILED_PRECONDITION', 'SUITE_RESTRICTED_BY_KERNEL', { kernel_algorithm: 'gcm(aes)' }]);
+    expect([grpc.status[restricted.code], ErrorReason[restricted.reason], restricted.metadata]).toEqual(['FAILED_PRECONDITION', 'SUITE_RESTRICTED_BY_KERNEL', { kernel_algorithm: 'gcm(aes)', suite: 'aes-256-gcm' }]);
+    // A kernel algorithm two suites need names both.
+    const hmac = toApiError(new EngineError('ALGORITHM_UNAVAILABLE', 'hmac(sha256): not offered', { errno: 'ENOENT', algorithm: 'hmac(sha256)' }));
+    expect(hmac.metadata).toEqual({ kernel_algorithm: 'hmac(sha256)', suite: 'aes-256-ctr-hmac-sha256,hmac-sha256' });
     const missing = toApiError(new EngineError('ALGORITHM_UNAVAILABLE', 'gcm(aes): not offered', { errno: 'ENOENT', algorithm: 'gcm(aes)' }));
     expect(ErrorReason[missing.reason]).toBe('SUITE_UNAVAILABLE');
     expect(missing.message).toContain('`ringfence doctor`');

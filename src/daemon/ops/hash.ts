@@ -1,7 +1,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { HashRequest, HashResponseSchema, HashStreamRequest, HashStreamResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
-import { hashSuite, type HashName, type HashSuite } from '../../capabilities/suites.js';
+import { HASH_SUITES, hashSuite, type HashName, type HashSuite } from '../../capabilities/suites.js';
 import { hash as kernelHash } from '../engine/suite-ops.js';
 import { ApiError, ErrorReason, Status, invalidField } from '../api/errors.js';
 import { checkSize, SIZE_HINT, type OpContext } from './context.js';
@@ -23,13 +23,18 @@ export function hashSuiteFor(ctx: OpContext, algorithm: HashAlgorithm): { suite:
   const suite = name ? hashSuite(name) : undefined;
   if (!suite) throw invalidField('algorithm', `unknown hash algorithm ${algorithm}`);
   const status = ctx.suiteStatus(suite.name);
+  if (status === 'available') return { suite, algorithm: alg };
+  const kernelAlgorithm = suite.algorithms[0].name;
   if (status === 'restricted') {
-    throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_RESTRICTED_BY_KERNEL, `this kernel refuses ${suite.name} to the daemon (af_alg_restrict=1); use sha256, sha384 or sha512`, { algorithm: suite.name });
+    const allowed = HASH_SUITES.filter((s) => ctx.suiteStatus(s.name) === 'available').map((s) => s.name);
+    throw new ApiError(
+      Status.FAILED_PRECONDITION,
+      ErrorReason.SUITE_RESTRICTED_BY_KERNEL,
+      `this kernel refuses ${suite.name} to the daemon (af_alg_restrict=1); ${allowed.length ? `use one it allows (${allowed.join(', ')})` : 'it allows no hash algorithm'}`,
+      { suite: suite.name, kernel_algorithm: kernelAlgorithm, allowed: allowed.join(',') },
+    );
   }
-  if (status !== 'available') {
-    throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${status})`, { algorithm: suite.name });
-  }
-  return { suite, algorithm: alg };
+  throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${status}); see \`ringfence doctor\``, { suite: suite.name, kernel_algorithm: kernelAlgorithm });
 }
 
 /** CryptoService.Hash. */
