@@ -15,6 +15,10 @@ describe(`capability probe on the ${kernel} kernel`, () => {
     expect(report.keySerial).toMatchObject({ supported: true, verified: true });
   });
 
+  it('generates encrypted keys, keys AF_ALG by their serial, and reloads them from their blob to the same key', () => {
+    expect(report.generatedKeys).toEqual({ supported: true, detail: 'encrypted keys keyed hmac(sha256) by serial, and one reloaded from its wrapped blob gave the same MAC' });
+  });
+
   it('reports af_alg_restrict as the kernel has it', () => {
     expect(report.restrict.value).toBe(kernel === 'restricted' ? 1 : null);
     expect(report.privilege.required).toBe(kernel === 'restricted');

@@ -36,6 +36,7 @@ describe('summarize', () => {
     kernel: { release: '7.3-amd64' },
     afAlg: { present: true },
     keySerial: { supported: true, verified: true, detail: '' },
+    generatedKeys: { supported: true, detail: 'encrypted keys keyed hmac(sha256) by serial' },
     restrict: { sysctl: '/proc/sys/crypto/af_alg_restrict', value: 1 },
     privilege: { uid: 1000, capNetAdmin: false, capSysAdmin: false, initialUserNamespace: true, sufficientForRestricted: false, required: true },
     suites: [{ name: 'aes-256-gcm', kind: 'aead', status: 'restricted', algorithms: [] }],
@@ -60,6 +61,13 @@ describe('summarize', () => {
     expect(formatReport({ ...report, summary: summarize(report) })).toMatch(/\n {2}To try ringfence on a machine like this, run it in the project's test VM: npm run vm -- scripts\/try.sh\n/);
   });
 
+  it('says whether kernel-generated keys work, and that imported ones still do when they do not', () => {
+    expect(summarize(base).join('\n')).toMatch(/Kernel-generated keys work: encrypted keys keyed hmac\(sha256\) by serial\./);
+    const text = summarize({ ...base, generatedKeys: { supported: false, detail: 'the kernel has no encrypted key type (CONFIG_ENCRYPTED_KEYS)', errno: 'ENODEV' } }).join('\n');
+    expect(text).toMatch(/Kernel-generated keys do not work here: the kernel has no encrypted key type \(CONFIG_ENCRYPTED_KEYS\)\. CreateKey will fail; ImportKey still works\./);
+    expect(summarize({ ...base, generatedKeys: { supported: null, detail: 'not checked' } }).join('\n')).not.toMatch(/generated/);
+  });
+
   it('names the default suite when one works', () => {
     const text = summarize({ ...base, restrict: { ...base.restrict, value: null }, defaultAeadSuite: 'aes-256-gcm' }).join('\n');
     expect(text).toMatch(/not restricted/);
@@ -72,6 +80,7 @@ describe('cannotWork (the daemon refuses to start, doctor exits 1)', () => {
     kernel: { release: '7.3-amd64' },
     afAlg: { present: true },
     keySerial: { supported: true, verified: true, detail: '' },
+    generatedKeys: { supported: true, detail: 'encrypted keys keyed hmac(sha256) by serial' },
     restrict: { sysctl: '/proc/sys/crypto/af_alg_restrict', value: 1 },
     privilege: { uid: 0, capNetAdmin: true, capSysAdmin: true, initialUserNamespace: true, sufficientForRestricted: true, required: true },
     suites: [{ name: 'aes-256-ccm', kind: 'aead', status: 'available', algorithms: [] }],

@@ -2,14 +2,13 @@
  * The capability probe: what this kernel lets this process do, said plainly. Used by `ringfence
  * doctor` (no daemon needed) and by the daemon at start-up to choose default suites.
  */
-import { createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import * as afAlg from '../../native-ffi/af-alg.js';
-import * as keyctl from '../../native-ffi/keyctl.js';
 import { isSyscallError } from '../../native-ffi/syscall-error.js';
 import { currentPrivilege, type Privilege } from './privilege.js';
 import { driverFor, readProcCrypto } from './proc-crypto.js';
+import { probeGeneratedKeys, probeKeySerial, type GeneratedKeysReport, type KeySerialReport } from './keying-probe.js';
 import { AEAD_SUITES, ALL_SUITES, MAC_SUITES, type KernelAlg, type Suite } from './suites.js';
 
 export const RESTRICT_SYSCTL = '/proc/sys/crypto/af_alg_restrict';
@@ -34,8 +33,8 @@ export interface SuiteReport {
 export interface CapabilityReport {
   kernel: { release: string };
   afAlg: { present: boolean; errno?: string };
-  /** supported null: not checked (no AF_ALG, no hmac(sha256)), or the check failed (`failed`). */
-  keySerial: { supported: boolean | null; verified: boolean; detail: string; failed?: boolean };
+  keySerial: KeySerialReport;
+  generatedKeys: GeneratedKeysReport;
   restrict: { sysctl: string; value: number | null };
   privilege: Privilege & { required: boolean };
   suites: SuiteReport[];
@@ -64,40 +63,6 @@ function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
 }
 
 const RANK: Record<AlgStatus, number> = { available: 0, restricted: 1, missing: 2, error: 3 };
-
-/** Keys an HMAC transform by a fresh logon key's serial and checks the result against node:crypto. */
-function probeKeySerial(algs: AlgReport[]): CapabilityReport['keySerial'] {
-  if (!algs.some((a) => a.name === 'hmac(sha256)' && a.status === 'available')) {
-    return { supported: null, verified: false, detail: 'not checked: hmac(sha256) is not available to this process' };
-  }
-  let ring: number | undefined;
-  let tfm: number | undefined;
-  const key = randomBytes(32);
-  try {
-    ring = keyctl.createKeyring(`ringfence-probe-${process.pid}`, keyctl.getKeyringId(keyctl.KeySpec.PROCESS, true));
-    const serial = keyctl.addKey('logon', `ringfence-probe:${process.pid}`, key, ring);
-    tfm = afAlg.openTransform('hash', 'hmac(sha256)');
-    afAlg.setKeyBySerial(tfm, serial);
-    const op = afAlg.acceptOp(tfm);
-    const out = Buffer.alloc(32);
-    try {
-      afAlg.sendRequest(op, {}, [Buffer.from('ringfence')]);
-      afAlg.readResult(op, out);
-    } finally {
-      afAlg.closeFd(op);
-    }
-    const verified = out.equals(createHmac('sha256', key).update('ringfence').digest());
-    return { supported: true, verified, detail: verified ? 'ALG_SET_KEY_BY_KEY_SERIAL keyed hmac(sha256) from a logon key; output matched node:crypto' : 'keyed by serial, but the output did not match node:crypto' };
-  } catch (err) {
-    if (isSyscallError(err, 'ENOPROTOOPT')) return { supported: false, verified: false, detail: 'ALG_SET_KEY_BY_KEY_SERIAL unknown to this kernel (needs Linux >= 6.2)' };
-    // The keyring or AF_ALG failing here (ENOSYS, EPERM from seccomp, a quota) fails the daemon too.
-    return { supported: null, verified: false, failed: true, detail: `could not check: ${(err as Error).message}` };
-  } finally {
-    key.fill(0);
-    if (tfm !== undefined) afAlg.closeFd(tfm);
-    if (ring !== undefined) keyctl.invalidateKey(ring);
-  }
-}
 
 export function probeCapabilities(): CapabilityReport {
   const restrictValue = readRestrict();
@@ -133,11 +98,13 @@ export function probeCapabilities(): CapabilityReport {
     if (e) Object.assign(a, { driver: e.driver, module: e.module });
   }
   const keySerial = afAlgPresent ? probeKeySerial([...algCache.values()]) : { supported: null, verified: false, detail: 'not checked: no AF_ALG' };
+  const generatedKeys: GeneratedKeysReport = keySerial.supported ? probeGeneratedKeys() : { supported: null, detail: `not checked: keying by serial ${keySerial.supported === false ? 'is not supported' : 'was not checked'}` };
   const firstAvailable = (names: readonly { name: string }[]) => names.find((s) => suites.find((r) => r.name === s.name)?.status === 'available')?.name ?? null;
   const report: CapabilityReport = {
     kernel: { release: release() },
     afAlg: afAlgErrno ? { present: afAlgPresent, errno: afAlgErrno } : { present: afAlgPresent },
     keySerial,
+    generatedKeys,
     restrict: { sysctl: RESTRICT_SYSCTL, value: restrictValue },
     privilege,
     suites,
@@ -159,6 +126,8 @@ export function summarize(r: CapabilityReport): string[] {
   if (r.keySerial.supported === false) out.push(`Keying by kernel key serial is not supported: ${r.keySerial.detail}. ringfence needs it.`);
   else if (r.keySerial.supported === null) out.push(`Keying by kernel key serial: ${r.keySerial.detail}.`);
   else out.push(`Keying by kernel key serial works${r.keySerial.verified ? ' (verified against node:crypto)' : ' but gave a WRONG result'}.`);
+  if (r.generatedKeys.supported === true) out.push(`Kernel-generated keys work: ${r.generatedKeys.detail}.`);
+  else if (r.generatedKeys.supported === false) out.push(`Kernel-generated keys do not work here: ${r.generatedKeys.detail}. CreateKey will fail; ImportKey still works.`);
   if (r.restrict.value === null) out.push(`No ${r.restrict.sysctl}: AF_ALG is not restricted on this kernel.`);
   else if (r.restrict.value === 0) out.push(`${r.restrict.sysctl} = 0: AF_ALG is not restricted.`);
   else {
