@@ -13,7 +13,7 @@
  * - EBADMSG (read, decrypt): authentication failed.
  * - A request beyond the socket's buffers blocks (these sockets are blocking): size them first.
  */
-import { addressOf, call, callAsync } from './libc.js';
+import { addressOf, call, callAsync, pageSize } from './libc.js';
 
 export const AF_ALG = 38;
 const SOCK_SEQPACKET = 5;
@@ -104,8 +104,8 @@ export function sizeBuffers(op: number, bytes: number): { send: number; receive:
     }
   }
   // af_alg_sndbuf() counts whole pages; af_alg_get_rsgl() stops when less than a page of receive
-  // budget is left, so keep a page in reserve on both sides.
-  const page = 4096;
+  // budget is left, so keep a page in reserve on both sides. Pages, not 4 KiB: arm64 has 64 KiB ones.
+  const page = pageSize();
   return {
     send: Math.max(0, (getIntOpt(op, SO.SNDBUF) & ~(page - 1)) - page),
     receive: Math.max(0, (getIntOpt(op, SO.RCVBUF) & ~(page - 1)) - page),
@@ -185,17 +185,24 @@ function totalLength(data: Buffer[]): number {
   return data.reduce((n, d) => n + d.length, 0);
 }
 
+/**
+ * Never waits for room in the send buffer: nothing reads the socket while its sender waits, so a
+ * request larger than the buffer would block for ever (and hold a libuv thread). It fails instead,
+ * with EAGAIN or a short count.
+ */
+const MSG_DONTWAIT = 0x40;
+
 /** sendmsg(2) of a request, synchronously. Returns bytes accepted (all of them, or it throws). */
 export function sendRequest(op: number, header: OpHeader, data: Buffer[], flags = 0): number {
   const { msg, keep } = buildMsg(header, data);
-  const n = call('sendmsg', [op, msg, flags], 'AF_ALG request');
+  const n = call('sendmsg', [op, msg, flags | MSG_DONTWAIT], 'AF_ALG request');
   keep.length = 0;
   return checkSent(n, totalLength(data));
 }
 
 export async function sendRequestAsync(op: number, header: OpHeader, data: Buffer[], flags = 0): Promise<number> {
   const { msg, keep } = buildMsg(header, data);
-  const n = await callAsync('sendmsg', [op, msg, flags], 'AF_ALG request');
+  const n = await callAsync('sendmsg', [op, msg, flags | MSG_DONTWAIT], 'AF_ALG request');
   keep.length = 0;
   return checkSent(n, totalLength(data));
 }

@@ -1,6 +1,6 @@
 /**
  * flock(2): an advisory lock on an open file that the kernel releases when the last descriptor of
- * that open file is closed, including when the process is killed. Errno: EWOULDBLOCK (held by
+ * that open file is closed, including when the process is killed. Errno: EAGAIN (held by
  * another open file; reported here as false), EBADF, ENOLCK.
  */
 import { call } from './libc.js';
@@ -15,7 +15,7 @@ export function tryLockExclusive(fd: number): boolean {
     return true;
   } catch (err) {
     const code = (err as { code?: string }).code;
-    if (code === 'EWOULDBLOCK' || code === 'EAGAIN') return false;
+    if (code === 'EAGAIN') return false;
     throw err;
   }
 }

@@ -24,12 +24,21 @@ export const fns = {
   close: lib.func('int close(int fd)'),
   getrandom: lib.func('long getrandom(void *buf, size_t buflen, unsigned int flags)'),
   flock: lib.func('int flock(int fd, int operation)'),
+  sysconf: lib.func('long sysconf(int name)'),
   // keyctl(2) and add_key(2) have no glibc wrappers; they go through syscall(2), which is variadic
   // and therefore synchronous only. Key operations are rare and fast, so that costs nothing.
   syscall: lib.func('long syscall(long number, ...)'),
 };
 
 type Fn = (typeof fns)[keyof typeof fns];
+
+const SC_PAGESIZE = 30;
+let pageBytes: number | undefined;
+/** The kernel's page size (4 KiB on x86-64, 4/16/64 KiB on arm64): AF_ALG budgets socket buffers in pages. */
+export function pageSize(): number {
+  pageBytes ??= Number(fns.sysconf(SC_PAGESIZE));
+  return pageBytes;
+}
 
 function check(name: string, ret: number | bigint, detail?: string): number {
   const n = Number(ret);

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { sdNotify } from './sd-notify.js';
+import { projectModule, runTsJson } from '../test/support/run-ts.js';
 
 const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'rf-notify-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,4 +45,28 @@ describe('sdNotify', () => {
   it('says when the socket is missing', () => {
     expect(() => sdNotify('READY=1', join(dir, 'absent'))).toThrow(/sd_notify.*ENOENT/);
   });
+});
+
+describe('sdNotify to a manager that does not read', () => {
+  it('fails with EAGAIN once its queue is full, instead of blocking the event loop (found by review)', async () => {
+    const address = join(dir, 'stuck');
+    // Binds and never reads: the kernel queues max_dgram_qlen datagrams, then a blocking send would sleep.
+    const py = spawn('python3', ['-c', `import socket,sys,time\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('bound',flush=True)\ntime.sleep(60)`, address]);
+    try {
+      await new Promise<void>((resolve) => py.stdout.once('data', () => resolve()));
+      // In a child process: a send that blocks ends there, by the timeout, not in this test worker.
+      const r = runTsJson<{ sent: number; code?: string }>(
+        `import { sdNotify } from ${projectModule('native-ffi/sd-notify.ts')};
+let sent = 0, code;
+try { for (; sent < 1000; sent++) sdNotify('WATCHDOG=1', ${JSON.stringify(address)}); } catch (e) { code = e.code; }
+console.log(JSON.stringify({ sent, code }));`,
+        { timeoutMs: 20_000 },
+      );
+      expect(r.code).toBe('EAGAIN');
+      expect(r.sent).toBeGreaterThan(0);
+      expect(r.sent).toBeLessThan(1000);
+    } finally {
+      py.kill();
+    }
+  }, 30_000);
 });

@@ -3,11 +3,15 @@ import { call } from './libc.js';
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
+/** A full receive queue at the manager fails the send (EAGAIN) instead of blocking the event loop. */
+const MSG_DONTWAIT = 0x40;
+const MSG_NOSIGNAL = 0x4000;
 
 /**
  * Sends a sd_notify(3) datagram ("READY=1", "STATUS=...", "WATCHDOG=1", "STOPPING=1") to
  * $NOTIFY_SOCKET. Node has no Unix datagram sockets, hence the FFI. Returns false when there is no
- * NOTIFY_SOCKET (not run by systemd). Errno: ENOENT/ECONNREFUSED the socket is gone; EACCES.
+ * NOTIFY_SOCKET (not run by systemd). Errno: ENOENT/ECONNREFUSED the socket is gone; EACCES; EAGAIN
+ * the manager's queue is full.
  */
 export function sdNotify(state: string, socketPath = process.env.NOTIFY_SOCKET): boolean {
   if (!socketPath) return false;
@@ -20,7 +24,7 @@ export function sdNotify(state: string, socketPath = process.env.NOTIFY_SOCKET):
   const fd = call('socket', [AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0], 'notify socket');
   try {
     const msg = Buffer.from(state);
-    call('sendto', [fd, msg, msg.length, 0, addr, addr.length], 'sd_notify');
+    call('sendto', [fd, msg, msg.length, MSG_DONTWAIT | MSG_NOSIGNAL, addr, addr.length], 'sd_notify');
     return true;
   } finally {
     call('close', [fd]);

@@ -1,8 +1,11 @@
 import { constants } from 'node:os';
 
-const errnoNames = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, num]) => [num, name]),
-);
+// Where two names share a number, Linux's own (strerrorname_np) wins: EAGAIN, not EWOULDBLOCK.
+const CANONICAL = new Set(['EAGAIN', 'EOPNOTSUPP', 'EDEADLK']);
+const errnoNames = new Map<number, string>();
+for (const [name, num] of Object.entries(constants.errno)) {
+  if (!errnoNames.has(num) || CANONICAL.has(name)) errnoNames.set(num, name);
+}
 // Node's table lacks the key-retention errnos; they are Linux-specific.
 for (const [num, name] of [
   [126, 'ENOKEY'],

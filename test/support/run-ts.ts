@@ -13,13 +13,13 @@ export interface RunResult {
   stderr: string;
 }
 
-export function runTs(code: string, opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; wrapper?: string[] } = {}): RunResult {
+export function runTs(code: string, opts: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv; wrapper?: string[]; timeoutMs?: number } = {}): RunResult {
   // A wrapper (e.g. setpriv, to drop to a uid keeping a capability) runs node as its command.
   const [cmd, ...args] = [...(opts.wrapper ?? []), process.execPath, '--import', 'tsx', '--input-type=module', '-e', code];
   const r = spawnSync(cmd!, args, {
     cwd: PROJECT_ROOT,
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: opts.timeoutMs ?? 120_000,
     env: { ...process.env, HOME: '/tmp', TSX_TSCONFIG_PATH: `${PROJECT_ROOT}tsconfig.json`, ...opts.env },
     ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.gid ?? opts.uid } : {}),
   });

@@ -1,0 +1,27 @@
+// AF_ALG requests larger than the operation socket's send buffer. Nothing reads the socket while
+// its sender waits, so a blocking send would wait for ever (holding a libuv thread for async
+// requests); sizeBuffers must count in the kernel's pages, and a send must never wait.
+import { describe, expect, it } from 'vitest';
+import { projectModule, runTsJson } from '../test/support/run-ts.js';
+
+describe('AF_ALG sends that do not fit the socket buffer', () => {
+  it('fail at once with a short count instead of blocking for ever (found by review)', () => {
+    // In a child process: a send that blocks ends there, by the timeout, not in the test worker.
+    const r = runTsJson<{ error: string; send: number }>(
+      `import { randomBytes } from 'node:crypto';
+import * as afAlg from ${projectModule('native-ffi/af-alg.ts')};
+const tfm = afAlg.openTransform('skcipher', 'ctr(aes)');
+afAlg.setKey(tfm, randomBytes(32));
+const op = afAlg.acceptOp(tfm);
+let error = 'none';
+try { afAlg.sendRequest(op, { op: afAlg.AlgOp.ENCRYPT, iv: Buffer.alloc(16) }, [Buffer.alloc(8 << 20)]); } catch (e) { error = e.message; }
+const { send } = afAlg.sizeBuffers(op, 1 << 20);
+console.log(JSON.stringify({ error, send }));`,
+      { timeoutMs: 30_000 },
+    );
+    expect(r.error).toMatch(/^AF_ALG accepted \d+ of 8388608 bytes: request exceeds socket buffers$/);
+    // What sizeBuffers promises for 1 MiB is whole pages of the buffer it got, less a page.
+    expect(r.send).toBeGreaterThanOrEqual(1 << 20);
+    expect(r.send % 4096).toBe(0);
+  });
+});
