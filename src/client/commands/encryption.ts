@@ -8,7 +8,7 @@ import { ciphertextToText, ErrorReason, isRingfenceError } from '../sdk/index.js
 import { CommandError, MiB, parseInteger, parseKeyName, UsageError } from './args.js';
 import { readCiphertext, STREAM_FORMAT } from './ciphertext-input.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
-import { openInput, openOutput, writeAll, type Input } from './io.js';
+import { openInput, openOutput, writeAll, type Input, type Output } from './io.js';
 import { runStream } from './streaming.js';
 
 /** The daemon's default Limits.max_payload_bytes: larger inputs are streamed. A daemon configured
@@ -48,9 +48,24 @@ async function encrypt(ctx: Context, args: string[], v: Values): Promise<number>
     input.close();
     throw new UsageError(JSON_NEEDS_SMALL);
   }
-  const duplex = ctx.client().encryptStream(keyName, { associatedData });
-  await runStream(ctx, { label: 'encrypt', source: input, size: input.size, duplex, output: openOutput(str(v, 'out'), ctx.io.stdout), produces: 'ciphertext' });
+  const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().encryptStream(keyName, { associatedData }));
+  await runStream(ctx, { label: 'encrypt', source: input, size: input.size, duplex, output, produces: 'ciphertext' });
   return 0;
+}
+
+/**
+ * Opens the output, then the stream. The other order left a stream opened and never consumed when
+ * -o was refused, which failed unhandled when the client closed (found by review); an output
+ * opened for a stream that could not start is removed.
+ */
+async function outputThenStream<D>(path: string | undefined, ctx: Context, openStream: () => D): Promise<{ output: Output; duplex: D }> {
+  const output = openOutput(path, ctx.io.stdout);
+  try {
+    return { output, duplex: openStream() };
+  } catch (err) {
+    await output.abort();
+    throw err;
+  }
 }
 
 async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number> {
@@ -62,9 +77,9 @@ async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number
       input.close();
       throw new UsageError('--json needs a ciphertext from unary encryption; a stream ciphertext decrypts to binary output only');
     }
-    const duplex = ctx.client().decryptStream({ associatedData });
+    const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().decryptStream({ associatedData }));
     const source: Input | Buffer = ct.bytes ?? input;
-    await runStream(ctx, { label: 'decrypt', source, size: ct.bytes ? undefined : input.size, duplex, output: openOutput(str(v, 'out'), ctx.io.stdout), produces: 'plaintext' });
+    await runStream(ctx, { label: 'decrypt', source, size: ct.bytes ? undefined : input.size, duplex, output, produces: 'plaintext' });
     return 0;
   }
   // Anything else goes to Decrypt, which names a malformed or unknown format precisely.

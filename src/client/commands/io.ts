@@ -40,7 +40,11 @@ export interface Head {
 
 /** Opens `path` ("-" or undefined: stdin); a missing or unreadable file is an operation failure. */
 export function openInput(path: string | undefined, stdin: Readable & { fd?: number } = process.stdin): Input {
-  if (path === undefined || path === '-') return new StreamInput(stdin, 'stdin', regularFileSize(() => fstatSync(0)));
+  if (path === undefined || path === '-') {
+    // Node reads a directory on stdin (`< /tmp`) as empty input: refuse it, as -i DIR is.
+    if (isDirectory(() => fstatSync(0))) throw new CommandError('cannot read stdin: it is a directory');
+    return new StreamInput(stdin, 'stdin', regularFileSize(() => fstatSync(0)));
+  }
   let size: number | undefined;
   try {
     const st = statSync(path);
@@ -51,6 +55,14 @@ export function openInput(path: string | undefined, stdin: Readable & { fd?: num
     throw new CommandError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   return new StreamInput(createReadStream(path), path, size);
+}
+
+function isDirectory(stat: () => { isDirectory(): boolean }): boolean {
+  try {
+    return stat().isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function regularFileSize(stat: () => { isFile(): boolean; size: number }): number | undefined {

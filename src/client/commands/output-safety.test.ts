@@ -105,6 +105,19 @@ describe('streamed failures', SLOW, () => {
     expect(r.stderr).not.toContain('ringfence-tmp');
   });
 
+  test('an output refused at once (a directory, a file as directory) is one line and exit 1, for streamed encrypt and decrypt (found by review: a crash trace)', async () => {
+    const sct = join(dir, 'big.sct');
+    if (!existsSync(sct)) expect((await rf(['encrypt', 'k', '-i', big(), '-o', sct])).code).toBe(0);
+    for (const out of [dir, join(big(), 'x')]) {
+      for (const args of [['encrypt', 'k', '-i', big()], ['decrypt', '-i', sct]]) {
+        const r = await rf([...args, '-o', out]);
+        // One line, no crash trace after it.
+        expect([r.code, r.stderr.split('\n').length], args.join(' ')).toEqual([1, 2]);
+        expect(r.stderr).toMatch(new RegExp(`^ringfence: .*cannot write ${out}: ${out === dir ? 'it is a directory' : 'ENOTDIR'}\n$`));
+      }
+    }
+  });
+
   test('no "discard" note when nothing reached stdout; the note when something did', async () => {
     const none = await rf(['encrypt', 'no-such-key', '-i', big()]);
     expect(none.code).toBe(1);
@@ -204,6 +217,15 @@ describe('-o FILE onto what is already there', SLOW, () => {
     expect(cut.stderr).toContain(`the plaintext already written to ${fifo} is incomplete or not authentic: discard it`);
     expect(lstatSync(fifo).isFIFO()).toBe(true);
     expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+
+  test('a directory on stdin is refused, as -i DIR is, not read as empty input (found by review)', async () => {
+    for (const args of [['hash'], ['encrypt', 'k', '-o', join(dir, 'never')], ['mac', 'm']]) {
+      const r = await rf(args, { stdinFile: dir });
+      expect([r.code, r.stdout.length], args.join(' ')).toEqual([1, 0]);
+      expect(r.stderr).toMatch(/^ringfence: .*cannot read stdin: it is a directory\n$/);
+    }
+    expect(existsSync(join(dir, 'never'))).toBe(false);
   });
 
   test('a directory is refused', async () => {

@@ -5,9 +5,9 @@ import { formatBytes, formatProgress, PROGRESS_MIN_BYTES, startProgress } from '
 
 const MiB = 1024 * 1024;
 
-function terminal(isTTY = true) {
+function terminal(isTTY = true, columns = 80) {
   const writes: string[] = [];
-  return { isTTY, columns: 80, writes, write: (s: string) => writes.push(s) };
+  return { isTTY, columns, writes, write: (s: string) => writes.push(s) };
 }
 
 describe('startProgress', () => {
@@ -41,6 +41,16 @@ describe('startProgress', () => {
     await pipeline(Readable.from(chunks), p.counter, new Writable({ write: (c, _e, cb) => (seen.push(c), cb()) }));
     p.done();
     expect(Buffer.concat(seen).equals(Buffer.concat(chunks))).toBe(true); // toEqual on 16 MiB is too slow
+  });
+
+  test('a terminal that reports 0 columns (script(1), serial consoles) gets an 80-column bar, not an empty line (found by review)', () => {
+    const t = terminal(true, 0);
+    let clock = 0;
+    const p = startProgress('encrypt', 16 * MiB, t, () => clock)!;
+    clock += 300;
+    p.add(MiB);
+    p.done();
+    expect(t.writes[0]).toMatch(/^\r\x1b\[Kencrypt \[=*> *\]   6%  1\.0 MiB \/ 16\.0 MiB/);
   });
 
   test('done() on a bar never drawn writes nothing', () => {

@@ -12,6 +12,7 @@ const REDRAW_MS = 200;
 
 export interface ProgressTarget {
   isTTY?: boolean;
+  /** 0 or undefined on a terminal that reports no size (script(1), serial consoles): 80 is assumed. */
   columns?: number;
   write(s: string): unknown;
 }
@@ -34,7 +35,7 @@ export function startProgress(label: string, total: number | undefined, target: 
   let shown = false;
   const draw = () => {
     const elapsed = Math.max(now() - started, 1) / 1000;
-    target.write(`\r\x1b[K${formatProgress(label, bytes, total, bytes / elapsed, target.columns ?? 80)}`);
+    target.write(`\r\x1b[K${formatProgress(label, bytes, total, bytes / elapsed, target.columns || 80)}`);
     shown = true;
   };
   const add = (n: number) => {
