@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorReason, RingfenceClient, isFailedPrecondition, isInvalidArgument } from '../../src/client/sdk/index.js';
+import { ErrorReason, RingfenceClient, isFailedPrecondition, isInvalidArgument, isResourceExhausted } from '../../src/client/sdk/index.js';
 import { TestDaemon } from '../support/daemon.js';
 import { failure } from '../support/failure.js';
 
@@ -137,6 +137,14 @@ describe('streaming encryption end to end', () => {
     expect(await reason(ct, 'other aad')).toBe('AUTHENTICATION_FAILED');
     const unary = Buffer.from((await client.encrypt('s', 'x')).ciphertext);
     expect(await reason(unary)).toMatch(/CIPHERTEXT_MALFORMED|CIPHERTEXT_FORMAT_UNSUPPORTED/);
+    // A chunk longer than this daemon's limit (as from a daemon with a larger maxStreamChunkBytes)
+    // says which limit and how much: refused before its bytes are buffered.
+    const long = Buffer.from(ct);
+    const tag = long.readUInt32BE(list[0]![0] + 1) - 64 * 1024;
+    long.writeUInt32BE(2 * 1024 * 1024 + tag, list[0]![0] + 1);
+    const tooLong = await failure(decryptAll(client, long, 'aad'));
+    expect([isResourceExhausted(tooLong), ErrorReason[tooLong.reason], tooLong.metadata]).toEqual([true, 'PAYLOAD_TOO_LARGE', { field: 'chunk', actual_bytes: '2097152', limit_bytes: '1048576' }]);
+    expect(tooLong.message).toContain('maxStreamChunkBytes');
   });
 
   // The full gigabyte, as issue 3 asks, on every kernel: under qemu TCG (one guest CPU carries client,

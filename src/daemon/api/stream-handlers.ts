@@ -37,6 +37,8 @@ export function streamError(err: unknown, what: string): ApiError {
         return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_TRUNCATED, `${err.message}; discard everything this stream returned`, { chunks_received: String(err.chunksReceived ?? 0) });
       case 'protocol':
         return violation(err.message);
+      case 'too-large':
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, err.message, { field: 'chunk', actual_bytes: String(err.declaredBytes), limit_bytes: String(err.limitBytes) });
     }
   }
   return toApiError(err, what);

@@ -313,6 +313,25 @@ describe('StreamDecryptor refusals', () => {
     expect((await decrypt([all, Buffer.alloc(0)])).out.length).toBe(3); // an empty message carries no bytes
   });
 
+  it('holds a chunk sent a byte at a time in a few slabs, not a Buffer per byte (found by review: 137x memory)', async () => {
+    const max = 200_000;
+    const pt = randomBytes(max);
+    const ct = (await encrypt(pt, { max })).all;
+    const dec = decryptor(AAD, max);
+    const cut = STREAM_HEADER_BYTES + CHUNK_PREFIX_BYTES;
+    await dec.push(ct.subarray(0, cut));
+    const out: Buffer[] = [];
+    for (let i = cut; i < ct.length - 1; i++) {
+      for (const c of await dec.push(ct.subarray(i, i + 1))) out.push(c.plaintext);
+    }
+    expect(dec.bufferedBytes).toBe(ct.length - 1 - cut);
+    expect(dec.heldBuffers).toBe(Math.ceil((ct.length - 1 - cut) / 65536));
+    for (const c of await dec.push(ct.subarray(ct.length - 1))) out.push(c.plaintext);
+    dec.end();
+    expect(Buffer.concat(out).equals(pt)).toBe(true);
+    expect(dec.heldBuffers).toBe(0);
+  });
+
   it('refuses an oversize declared length before buffering the chunk', async () => {
     const header = newHeader();
     const withLen = (flags: number, len: number) => {
@@ -322,12 +341,18 @@ describe('StreamDecryptor refusals', () => {
       return p;
     };
     const dec = decryptor();
-    await expect(dec.push(Buffer.concat([header, withLen(1, MAX + 17), randomBytes(1000)]))).rejects.toMatchObject({ kind: 'protocol', message: /declares 33 sealed bytes; the limit is 32/ });
+    // Authentic streams from a daemon with a larger limit look the same: the message says which limit to raise.
+    await expect(dec.push(Buffer.concat([header, withLen(1, MAX + 17), randomBytes(1000)]))).rejects.toMatchObject({
+      kind: 'too-large',
+      declaredBytes: 17,
+      limitBytes: 16,
+      message: 'stream chunk too large: chunk 0 declares 17 bytes of plaintext; this daemon takes chunks of at most 16 (maxStreamChunkBytes). A stream encrypted by a daemon with a larger limit decrypts once it is raised to at least 17',
+    });
     expect(dec.bufferedBytes).toBe(0);
     const split = decryptor();
     await split.push(Buffer.concat([header, withLen(0, 0xffffffff).subarray(0, 10)]));
     expect(split.bufferedBytes).toBe(10);
-    await expect(split.push(Buffer.concat([withLen(0, 0xffffffff).subarray(10), randomBytes(1000)]))).rejects.toMatchObject({ kind: 'protocol' });
+    await expect(split.push(Buffer.concat([withLen(0, 0xffffffff).subarray(10), randomBytes(1000)]))).rejects.toMatchObject({ kind: 'too-large' });
     expect(split.bufferedBytes).toBe(0);
     const atLimit = decryptor();
     expect(await atLimit.push(Buffer.concat([header, withLen(1, MAX + 16), randomBytes(20)]))).toEqual([]);
@@ -357,7 +382,7 @@ describe('StreamDecryptor refusals', () => {
         bad[pos % bad.length]! ^= xor;
         const cut = sliceSeed % (bad.length + 1);
         const kind = await kindOf(decrypt([bad.subarray(0, cut), bad.subarray(cut)]));
-        expect(['auth', 'malformed', 'unsupported', 'protocol', 'truncated']).toContain(kind);
+        expect(['auth', 'malformed', 'unsupported', 'protocol', 'truncated', 'too-large']).toContain(kind);
       }),
       { numRuns: 1000 },
     );

@@ -29,11 +29,20 @@ export const STREAM_HEADER_BYTES = MAGIC.length + 1 + 1 + KEY_ID_BYTES + 4 + STR
 /** flags u8 | sealed length u32 | nonce. */
 export const CHUNK_PREFIX_BYTES = 1 + 4 + NONCE_BYTES; // 17
 export const FLAG_FINAL = 0x01;
-/** Pieces of a unit this large are held as views of the caller's buffer, smaller ones copied. */
+/**
+ * Pieces of a unit this large are held as views of the caller's buffer; smaller ones are copied
+ * into slabs of this size, so a chunk sent a byte at a time costs its bytes, not a Buffer each.
+ */
 const PIN_MIN_BYTES = 64 * 1024;
 
-export type StreamErrorKind = 'malformed' | 'unsupported' | 'truncated' | 'protocol';
-const KIND_PREFIX: Record<StreamErrorKind, string> = { malformed: 'malformed stream ciphertext', unsupported: 'unsupported ciphertext format', truncated: 'truncated stream ciphertext', protocol: 'stream protocol violation' };
+export type StreamErrorKind = 'malformed' | 'unsupported' | 'truncated' | 'protocol' | 'too-large';
+const KIND_PREFIX: Record<StreamErrorKind, string> = {
+  malformed: 'malformed stream ciphertext',
+  unsupported: 'unsupported ciphertext format',
+  truncated: 'truncated stream ciphertext',
+  protocol: 'stream protocol violation',
+  'too-large': 'stream chunk too large',
+};
 
 /**
  * Why a stream was refused, for the daemon to map: malformed → CIPHERTEXT_MALFORMED, unsupported →
@@ -43,10 +52,13 @@ const KIND_PREFIX: Record<StreamErrorKind, string> = { malformed: 'malformed str
 export class StreamFormatError extends Error {
   readonly formatVersion: number | undefined;
   readonly chunksReceived: number | undefined;
-  constructor(readonly kind: StreamErrorKind, readonly detail: string, meta: { formatVersion?: number; chunksReceived?: number } = {}) {
+  /** For too-large: the plaintext bytes the chunk declares, and the most this decryptor takes. */
+  readonly declaredBytes: number | undefined;
+  readonly limitBytes: number | undefined;
+  constructor(readonly kind: StreamErrorKind, readonly detail: string, meta: { formatVersion?: number; chunksReceived?: number; declaredBytes?: number; limitBytes?: number } = {}) {
     super(`${KIND_PREFIX[kind]}: ${detail}`);
     this.name = 'StreamFormatError';
-    ({ formatVersion: this.formatVersion, chunksReceived: this.chunksReceived } = meta);
+    ({ formatVersion: this.formatVersion, chunksReceived: this.chunksReceived, declaredBytes: this.declaredBytes, limitBytes: this.limitBytes } = meta);
   }
 }
 
@@ -222,6 +234,9 @@ export class StreamDecryptor {
   #need = STREAM_HEADER_BYTES;
   #parts: Buffer[] = [];
   #partBytes = 0;
+  /** Where small pieces are copied: the last part, filled to #slabUsed. */
+  #slab: Buffer | undefined;
+  #slabUsed = 0;
   #flags = 0;
   #nonce = Buffer.alloc(0);
   #index = 0;
@@ -236,6 +251,8 @@ export class StreamDecryptor {
   get chunksOpened(): number { return this.#index; }
   /** Bytes held for the unfinished header, prefix or chunk. */
   get bufferedBytes(): number { return this.#partBytes; }
+  /** The Buffers holding them (tests: small pieces share slabs). */
+  get heldBuffers(): number { return this.#parts.length + (this.#slab ? 1 : 0); }
   get finished(): boolean { return this.#unit === 'done'; }
 
   /**
@@ -250,7 +267,7 @@ export class StreamDecryptor {
       return await this.#consume(bytes);
     } catch (e) {
       this.#failure = { error: e };
-      [this.#parts, this.#partBytes] = [[], 0]; // release what was buffered
+      [this.#parts, this.#partBytes, this.#slab] = [[], 0, undefined]; // release what was buffered
       throw e;
     } finally {
       this.#busy = false;
@@ -283,10 +300,15 @@ export class StreamDecryptor {
         // A small piece is copied, so it does not pin the caller's (maybe much larger) buffer; a large
         // one is kept as a view, since Buffer.concat below copies it once anyway.
         const piece = bytes.subarray(off, off + take);
-        this.#parts.push(take < PIN_MIN_BYTES ? Buffer.from(piece) : piece);
+        if (take < PIN_MIN_BYTES) this.#copyToSlab(piece);
+        else {
+          this.#closeSlab();
+          this.#parts.push(piece);
+        }
         this.#partBytes += take;
         if (this.#partBytes === this.#need) {
-          unit = Buffer.concat(this.#parts, this.#need);
+          this.#closeSlab();
+          unit = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts, this.#need);
           this.#parts = [];
           this.#partBytes = 0;
         }
@@ -298,6 +320,31 @@ export class StreamDecryptor {
       }
     }
     return out;
+  }
+
+  /** Copies a small piece into slabs of at most PIN_MIN_BYTES, never past the unit's end. */
+  #copyToSlab(piece: Buffer): void {
+    let at = 0;
+    while (at < piece.length) {
+      if (this.#slab === undefined || this.#slabUsed === this.#slab.length) {
+        this.#closeSlab();
+        // Pieces held so far, this one's remainder, and what the unit still needs after it.
+        const unitLeft = this.#need - this.#partBytes - at;
+        this.#slab = Buffer.allocUnsafe(Math.min(PIN_MIN_BYTES, unitLeft));
+        this.#slabUsed = 0;
+      }
+      const n = piece.copy(this.#slab, this.#slabUsed, at);
+      this.#slabUsed += n;
+      at += n;
+    }
+  }
+
+  /** The slab being filled becomes a part, its unwritten end cut off. */
+  #closeSlab(): void {
+    if (this.#slab === undefined) return;
+    if (this.#slabUsed > 0) this.#parts.push(this.#slab.subarray(0, this.#slabUsed));
+    this.#slab = undefined;
+    this.#slabUsed = 0;
   }
 
   async #complete(unit: Buffer): Promise<DecryptedChunk | undefined> {
@@ -318,7 +365,13 @@ export class StreamDecryptor {
         if (sealedBytes < this.#tagBytes) throw new StreamFormatError('malformed', `chunk ${this.#index} is shorter than the ${this.#tagBytes}-byte tag`);
         // Refused before a byte of it is buffered: the declared length is attacker-controlled.
         const limit = this.#opts.maxChunkBytes + this.#tagBytes;
-        if (sealedBytes > limit) throw new StreamFormatError('protocol', `chunk ${this.#index} declares ${sealedBytes} sealed bytes; the limit is ${limit}`);
+        if (sealedBytes > limit) {
+          const declared = sealedBytes - this.#tagBytes;
+          throw new StreamFormatError('too-large', `chunk ${this.#index} declares ${declared} bytes of plaintext; this daemon takes chunks of at most ${this.#opts.maxChunkBytes} (maxStreamChunkBytes). A stream encrypted by a daemon with a larger limit decrypts once it is raised to at least ${declared}`, {
+            declaredBytes: declared,
+            limitBytes: this.#opts.maxChunkBytes,
+          });
+        }
         this.#flags = flags;
         this.#nonce = Buffer.from(unit.subarray(5, CHUNK_PREFIX_BYTES));
         this.#expect('body', sealedBytes);
