@@ -11,7 +11,8 @@
  * - EACCES / ENOKEY / EKEYREVOKED / EKEYEXPIRED (key by serial): the key is not usable by this process.
  * - EINVAL: wrong key length for the algorithm, bad IV length, assoclen beyond the data, bad tag size.
  * - EBADMSG (read, decrypt): authentication failed.
- * - A request beyond the socket's buffers blocks (these sockets are blocking): size them first.
+ * - EAGAIN or a short count (sendmsg): a request beyond the socket's buffers (sends never wait: nothing
+ *   reads while the sender waits, so it would wait for ever). Size the buffers first.
  */
 import { addressOf, call, callAsync, pageSize } from './libc.js';
 

@@ -8,6 +8,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinSocketPath, MAX_SOCKET_PATH_BYTES } from '../rpc/socket-path.js';
 import { defaultPolicyPath } from '../policy/default-path.js';
+import { MAX_STREAM_CHUNK_BYTES } from './ciphertext/stream-format.js';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -138,7 +139,7 @@ const MAX_TIMER_MS = 24 * DAY;
 const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxPayloadBytes: [1, 16 * MiB],
   maxAssociatedDataBytes: [1, MiB],
-  maxStreamChunkBytes: [1, 16 * MiB],
+  maxStreamChunkBytes: [1, MAX_STREAM_CHUNK_BYTES],
   maxBatchItems: [1, 100_000],
   maxSessionInFlight: [1, 65_536],
   // At least a second: every rotation writes the state (fsync) and adds a kernel key (found by review:

@@ -17,7 +17,6 @@ import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { daemonServiceDefinition } from './api/decode.js';
 import { guardedServer, knownHealthServices } from './api/foreign-services.js';
 import { ApiError, ErrorReason, Status } from './api/errors.js';
-import { sdNotify } from '../../native-ffi/sd-notify.js';
 import { MAX_HASH_STREAMS, type DaemonConfig, type Limits } from './config.js';
 import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
@@ -45,7 +44,7 @@ import { MemoryBudget } from './api/memory-budget.js';
 import { CallerSlots } from './api/caller-slots.js';
 import { callerKey } from './api/handler.js';
 import { VERSION } from './version.js';
-import { startWatchdog } from './watchdog.js';
+import { notifyReliably, startWatchdog } from './watchdog.js';
 
 /** How long SIGTERM waits for calls in progress before cutting them off. */
 const DRAIN_MS = 10_000;
@@ -293,11 +292,5 @@ export function serverOptions(limits: Limits): grpc.ServerOptions {
 }
 
 function notify(log: Logger, state: string): void {
-  const socket = process.env.NOTIFY_SOCKET;
-  if (!socket) return;
-  try {
-    sdNotify(state, socket);
-  } catch (err) {
-    log.warn({ err }, 'sd_notify failed');
-  }
+  notifyReliably(state, { warn: (msg, fields) => log.warn(fields ?? {}, msg) });
 }

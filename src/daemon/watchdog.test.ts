@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { startNotifyReceiver } from '../../test/support/notify-receiver.js';
-import { startWatchdog, watchdogIntervalMs, type Watchdog } from './watchdog.js';
+import { notifyReliably, startWatchdog, watchdogIntervalMs, type Watchdog } from './watchdog.js';
 
 const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'rf-watchdog-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -89,5 +89,68 @@ describe('startWatchdog over a real NOTIFY_SOCKET', () => {
     running = startWatchdog({ env: { NOTIFY_SOCKET: join(dir, 'absent'), WATCHDOG_USEC: '100000' }, warn: (m) => warnings.push(m) });
     await sleep(300);
     expect(warnings).toEqual(['sd_notify failed (watchdog/status)']);
+  });
+
+  it('sends a STATUS= lost to a full queue again with the next tick (found by review)', async () => {
+    let status = 'starting';
+    const sent: string[] = [];
+    let full = false;
+    const send = (state: string) => {
+      if (full) throw Object.assign(new Error('EAGAIN'), { code: 'EAGAIN' });
+      sent.push(state);
+    };
+    running = startWatchdog({ env: { NOTIFY_SOCKET: '/unused' }, status: () => status, statusIntervalMs: 20, send, warn: () => {} });
+    full = true;
+    status = 'serving 3 keys';
+    await sleep(100);
+    full = false;
+    await sleep(100);
+    expect(sent).toEqual(['STATUS=serving 3 keys']);
+  });
+});
+
+describe('notifyReliably', () => {
+  const eagain = () => Object.assign(new Error('sd_notify: EAGAIN'), { code: 'EAGAIN' });
+
+  it('tries READY=1 again while the manager answers EAGAIN, then delivers it once', async () => {
+    vi.useFakeTimers();
+    try {
+      const tries: string[] = [];
+      const warnings: string[] = [];
+      const send = (state: string) => {
+        tries.push(state);
+        if (tries.length <= 3) throw eagain();
+      };
+      notifyReliably('READY=1', { env: { NOTIFY_SOCKET: '/unused' }, send, warn: (m) => warnings.push(m) });
+      await vi.advanceTimersByTimeAsync(50 + 100 + 200);
+      expect(tries).toEqual(['READY=1', 'READY=1', 'READY=1', 'READY=1']);
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect([tries.length, warnings]).toEqual([4, []]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('warns, without retrying, on other errors, and after ~13 s of EAGAIN', async () => {
+    vi.useFakeTimers();
+    try {
+      const warnings: string[] = [];
+      let tries = 0;
+      notifyReliably('READY=1', { env: { NOTIFY_SOCKET: '/unused' }, send: () => { tries++; throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' }); }, warn: (m) => warnings.push(m) });
+      expect([tries, warnings]).toEqual([1, ['sd_notify failed']]);
+      tries = 0;
+      warnings.length = 0;
+      notifyReliably('READY=1', { env: { NOTIFY_SOCKET: '/unused' }, send: () => { tries++; throw eagain(); }, warn: (m) => warnings.push(m) });
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect([tries, warnings]).toEqual([9, ['sd_notify failed']]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('sends nothing without NOTIFY_SOCKET', () => {
+    const send = vi.fn();
+    notifyReliably('READY=1', { env: {}, send, warn: () => {} });
+    expect(send).not.toHaveBeenCalled();
   });
 });

@@ -44,13 +44,12 @@ export function startWatchdog(opts: WatchdogOptions = {}): Watchdog {
     const parts: string[] = [];
     if (intervalMs !== null) parts.push('WATCHDOG=1');
     const status = opts.status?.();
-    if (status !== undefined && status !== lastStatus) {
-      parts.push(`STATUS=${status}`);
-      lastStatus = status;
-    }
+    if (status !== undefined && status !== lastStatus) parts.push(`STATUS=${status}`);
     if (parts.length === 0) return;
     try {
       send(parts.join('\n'), socket);
+      // Only once sent: a status lost to a full queue (EAGAIN) goes with the next tick (found by review).
+      if (status !== undefined) lastStatus = status;
       warned = false;
     } catch (err) {
       if (!warned) opts.warn?.('sd_notify failed (watchdog/status)', { err });
@@ -65,4 +64,24 @@ export function startWatchdog(opts: WatchdogOptions = {}): Watchdog {
       clearInterval(timer);
     },
   };
+}
+
+/**
+ * Sends a state (READY=1, STOPPING=1) that must arrive: sends never block the event loop, so a
+ * manager whose queue is full answers EAGAIN, and the send is tried again with backoff (for about
+ * 12 s in all) rather than lost, which would leave a Type=notify unit to time out (found by review).
+ */
+export function notifyReliably(state: string, opts: { env?: NodeJS.ProcessEnv; send?: (state: string, socket: string) => void; warn: (msg: string, fields?: object) => void }, attempt = 0): void {
+  const socket = (opts.env ?? process.env).NOTIFY_SOCKET;
+  if (!socket) return;
+  const send = opts.send ?? ((s, path) => void sdNotify(s, path));
+  try {
+    send(state, socket);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EAGAIN' && attempt < 8) {
+      setTimeout(() => notifyReliably(state, opts, attempt + 1), 50 * 2 ** attempt);
+      return;
+    }
+    opts.warn('sd_notify failed', { err });
+  }
 }

@@ -68,10 +68,13 @@ export const payloadTooLarge = (field: string, bytes: number, limit: number, hin
   });
 export const shuttingDown = (): ApiError => new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, 'the daemon is shutting down; retry against the restarted daemon');
 
-/** The kernel algorithm and the suites that need it, as the metadata of SUITE_* errors from the engine. */
+/**
+ * The metadata of SUITE_* errors from the engine: the kernel algorithm, and the suite when only one
+ * needs it (hmac(sha256) serves two; errors.proto's `suite` is one name).
+ */
 function suiteMetadata(kernelAlgorithm: string): Record<string, string> {
-  const suites = [...AEAD_SUITES, ...MAC_SUITES, ...HASH_SUITES].filter((s) => s.algorithms.some((a) => a.name === kernelAlgorithm)).map((s) => s.name);
-  return suites.length ? { kernel_algorithm: kernelAlgorithm, suite: suites.join(',') } : { kernel_algorithm: kernelAlgorithm };
+  const suites = [...AEAD_SUITES, ...MAC_SUITES, ...HASH_SUITES].filter((s) => s.algorithms.some((a) => a.name === kernelAlgorithm));
+  return suites.length === 1 ? { kernel_algorithm: kernelAlgorithm, suite: suites[0]!.name } : { kernel_algorithm: kernelAlgorithm };
 }
 
 /**

@@ -1,5 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { encodeEnvelope, encodeHeader } from './envelope.js';
 import {
@@ -332,6 +334,32 @@ describe('StreamDecryptor refusals', () => {
     expect(dec.heldBuffers).toBe(0);
   });
 
+  it('small pieces between large ones do not hold a 64 KiB slab each (found by review: memory doubled)', async () => {
+    const max = 1024 * 1024;
+    const ct = (await encrypt(randomBytes(max), { max })).all;
+    const dec = decryptor(AAD, max);
+    let at = STREAM_HEADER_BYTES + CHUNK_PREFIX_BYTES;
+    await dec.push(ct.subarray(0, at));
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < 15; i++) {
+      pieces.push(Buffer.from(ct.subarray(at, at + 1)), Buffer.from(ct.subarray(at + 1, at + 1 + 65536)));
+      at += 65537;
+    }
+    // Slabs copied out are garbage until collected: measure what is retained.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage().arrayBuffers;
+    for (const p of pieces) expect(await dec.push(p)).toEqual([]);
+    gc();
+    // The large pieces are held as views (already counted in `before`); the 15 single bytes cost
+    // bytes, not 15 slabs of 64 KiB (983,040 bytes).
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(256 * 1024);
+    expect(dec.bufferedBytes).toBe(15 * 65537);
+    const out = await dec.push(ct.subarray(at));
+    expect(out.map((c) => c.plaintext.length)).toEqual([max]);
+  });
+
   it('refuses an oversize declared length before buffering the chunk', async () => {
     const header = newHeader();
     const withLen = (flags: number, len: number) => {
@@ -352,7 +380,10 @@ describe('StreamDecryptor refusals', () => {
     const split = decryptor();
     await split.push(Buffer.concat([header, withLen(0, 0xffffffff).subarray(0, 10)]));
     expect(split.bufferedBytes).toBe(10);
-    await expect(split.push(Buffer.concat([withLen(0, 0xffffffff).subarray(10), randomBytes(1000)]))).rejects.toMatchObject({ kind: 'too-large' });
+    // Longer than any daemon writes (16 MiB): altered, so malformed, not a limit to raise (found by review).
+    await expect(split.push(Buffer.concat([withLen(0, 0xffffffff).subarray(10), randomBytes(1000)]))).rejects.toMatchObject({ kind: 'malformed', message: /declares 4294967279 bytes of plaintext, more than any ringfence stream chunk holds \(16777216\)/ });
+    await expect(decryptor().push(Buffer.concat([header, withLen(0, 16 * 1024 * 1024 + 17)]))).rejects.toMatchObject({ kind: 'malformed' });
+    await expect(decryptor().push(Buffer.concat([header, withLen(0, 16 * 1024 * 1024 + 16)]))).rejects.toMatchObject({ kind: 'too-large', declaredBytes: 16 * 1024 * 1024 });
     expect(split.bufferedBytes).toBe(0);
     const atLimit = decryptor();
     expect(await atLimit.push(Buffer.concat([header, withLen(1, MAX + 16), randomBytes(20)]))).toEqual([]);

@@ -35,6 +35,9 @@ export const FLAG_FINAL = 0x01;
  */
 const PIN_MIN_BYTES = 64 * 1024;
 
+/** The largest chunk any ringfence daemon writes (the top of Limits.max_stream_chunk_bytes' range). */
+export const MAX_STREAM_CHUNK_BYTES = 16 * 1024 * 1024;
+
 export type StreamErrorKind = 'malformed' | 'unsupported' | 'truncated' | 'protocol' | 'too-large';
 const KIND_PREFIX: Record<StreamErrorKind, string> = {
   malformed: 'malformed stream ciphertext',
@@ -47,7 +50,9 @@ const KIND_PREFIX: Record<StreamErrorKind, string> = {
 /**
  * Why a stream was refused, for the daemon to map: malformed → CIPHERTEXT_MALFORMED, unsupported →
  * CIPHERTEXT_FORMAT_UNSUPPORTED (`formatVersion`), truncated → STREAM_TRUNCATED (`chunksReceived`),
- * protocol → STREAM_PROTOCOL_VIOLATION. `detail` never echoes ciphertext bytes.
+ * protocol → STREAM_PROTOCOL_VIOLATION, too-large (a chunk within the format but over this
+ * decryptor's limit: `declaredBytes`, `limitBytes`) → PAYLOAD_TOO_LARGE. `detail` never echoes
+ * ciphertext bytes.
  */
 export class StreamFormatError extends Error {
   readonly formatVersion: number | undefined;
@@ -339,10 +344,14 @@ export class StreamDecryptor {
     }
   }
 
-  /** The slab being filled becomes a part, its unwritten end cut off. */
+  /**
+   * The slab being filled becomes a part, its unwritten end cut off. One less than half full is
+   * copied out, so small pieces between large ones do not hold a slab each (found by review).
+   */
   #closeSlab(): void {
     if (this.#slab === undefined) return;
-    if (this.#slabUsed > 0) this.#parts.push(this.#slab.subarray(0, this.#slabUsed));
+    const used = this.#slab.subarray(0, this.#slabUsed);
+    if (this.#slabUsed > 0) this.#parts.push(this.#slabUsed * 2 < this.#slab.length ? Buffer.from(used) : used);
     this.#slab = undefined;
     this.#slabUsed = 0;
   }
@@ -365,8 +374,12 @@ export class StreamDecryptor {
         if (sealedBytes < this.#tagBytes) throw new StreamFormatError('malformed', `chunk ${this.#index} is shorter than the ${this.#tagBytes}-byte tag`);
         // Refused before a byte of it is buffered: the declared length is attacker-controlled.
         const limit = this.#opts.maxChunkBytes + this.#tagBytes;
+        const declared = sealedBytes - this.#tagBytes;
+        // Longer than any daemon writes: altered, not a limit to raise.
+        if (declared > Math.max(MAX_STREAM_CHUNK_BYTES, this.#opts.maxChunkBytes)) {
+          throw new StreamFormatError('malformed', `chunk ${this.#index} declares ${declared} bytes of plaintext, more than any ringfence stream chunk holds (${MAX_STREAM_CHUNK_BYTES})`);
+        }
         if (sealedBytes > limit) {
-          const declared = sealedBytes - this.#tagBytes;
           throw new StreamFormatError('too-large', `chunk ${this.#index} declares ${declared} bytes of plaintext; this daemon takes chunks of at most ${this.#opts.maxChunkBytes} (maxStreamChunkBytes). A stream encrypted by a daemon with a larger limit decrypts once it is raised to at least ${declared}`, {
             declaredBytes: declared,
             limitBytes: this.#opts.maxChunkBytes,

@@ -8,9 +8,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 
 const synced = vi.hoisted(() => [] as string[]);
+/** Directories whose open fails with EACCES (a parent this uid may write but not read). */
+const unreadable = vi.hoisted(() => new Set<string>());
 vi.mock('node:fs/promises', async (importOriginal) => {
   const fs = await importOriginal<typeof import('node:fs/promises')>();
   const open = async (path: string, ...rest: [never?, never?]): Promise<FileHandle> => {
+    if (unreadable.has(String(path))) throw Object.assign(new Error(`EACCES: permission denied, open '${path}'`), { code: 'EACCES' });
     const fh = await fs.open(path, ...rest);
     const sync = fh.sync.bind(fh);
     fh.sync = async () => {
@@ -44,5 +47,15 @@ describe('StateStore directory durability', () => {
     synced.length = 0;
     await (await StateStore.open(dir)).close();
     expect(synced).not.toContain(tmp);
+  });
+
+  it('still starts when a parent cannot be opened to fsync (EACCES: writable, not readable; found by review)', async () => {
+    const parent = join(tmp, 'wx-only');
+    unreadable.add(parent);
+    try {
+      await (await StateStore.open(join(parent, 'state'))).close();
+    } finally {
+      unreadable.clear();
+    }
   });
 });

@@ -83,7 +83,13 @@ async function ensurePrivateDir(dir: string): Promise<void> {
   // mkdir's mode is filtered by the umask; make ours exact.
   if (created !== undefined) {
     await chmod(dir, 0o700);
-    for (const parent of parentsOfNewDirs(created, dir)) await fsyncDir(parent);
+    for (const parent of parentsOfNewDirs(created, dir)) {
+      // A parent this uid may write but not read (e.g. 0733) cannot be opened to fsync; starting
+      // matters more than the first start's durability (found by review).
+      await fsyncDir(parent).catch((err: unknown) => {
+        if (errnoCode(err) !== 'EACCES') throw err;
+      });
+    }
   }
   const st = await stat(dir);
   if (!st.isDirectory()) throw new Error(`state directory ${dir} exists and is not a directory`);
