@@ -155,9 +155,9 @@ describe('resolveConfig precedence', () => {
   });
 
   it('file limits and socketMode override defaults individually', () => {
-    const c = resolved(['--config', configFile({ socketMode: '0640', limits: { maxBatchItems: 10, minRotationPeriod: '30s' } })]);
+    const c = resolved(['--config', configFile({ socketMode: '0640', limits: { maxBatchItems: 100, minRotationPeriod: '30s' } })]);
     expect(c.socketMode).toBe(0o640);
-    expect(c.limits).toEqual({ ...DEFAULT_LIMITS, maxBatchItems: 10, minRotationPeriod: 30_000 });
+    expect(c.limits).toEqual({ ...DEFAULT_LIMITS, maxBatchItems: 100, minRotationPeriod: 30_000 });
     expect(resolved(['--config', configFile({ socketMode: '600' })]).socketMode).toBe(0o600);
   });
 
@@ -247,7 +247,8 @@ describe('resolveConfig errors say what and where', () => {
       [{ socketMode: '0060' }, /:socketMode: mode 0060 must give the owner read and write/],
       [{ limits: [] }, /:limits must be a JSON object/],
       [{ limits: { maxPayloadBytes: 16 * 1024 * 1024 + 1 } }, /:limits\.maxPayloadBytes must be an integer from 1 to 16777216 \(got 16777217\)/],
-      [{ limits: { maxBatchItems: 0 } }, /:limits\.maxBatchItems must be an integer from 1/],
+      [{ limits: { maxBatchItems: 0 } }, /:limits\.maxBatchItems must be an integer from 64/],
+      [{ limits: { maxBatchItems: 63 } }, /:limits\.maxBatchItems must be an integer from 64/],
       [{ limits: { maxSessionInFlight: 1.5 } }, /:limits\.maxSessionInFlight must be an integer/],
       [{ limits: { maxAssociatedDataBytes: '64' } }, /:limits\.maxAssociatedDataBytes must be an integer/],
       [{ limits: { minRotationPeriod: 3600000 } }, /:limits\.minRotationPeriod must be a duration string/],

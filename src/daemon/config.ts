@@ -140,7 +140,9 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxPayloadBytes: [1, 16 * MiB],
   maxAssociatedDataBytes: [1, MiB],
   maxStreamChunkBytes: [1, MAX_STREAM_CHUNK_BYTES],
-  maxBatchItems: [1, 100_000],
+  // At least 64: the SDK packs up to 64 Session operations into one message (PACK_OPS in
+  // src/client/sdk/session-packing.ts); fewer ended every busy Session (found by review).
+  maxBatchItems: [64, 100_000],
   maxSessionInFlight: [1, 65_536],
   // At least a second: every rotation writes the state (fsync) and adds a kernel key (found by review:
   // 0 let a key rotate every few milliseconds until the key quota ran out).

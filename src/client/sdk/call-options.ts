@@ -14,6 +14,9 @@ export interface CallOptions {
 
 /** The grpc deadline for a call, or undefined for none. */
 export function callDeadline(opts: CallOptions | undefined, defaultTimeoutMs?: number): Date | undefined {
+  // A NaN or negative one would silently mean "no timeout at all" (found by review).
+  if (opts?.timeoutMs !== undefined && !(opts.timeoutMs >= 0)) throw new RangeError(`timeoutMs must be 0 (none) or a positive number of milliseconds, got ${opts.timeoutMs}`);
+  if (opts?.deadline !== undefined && Number.isNaN(opts.deadline.getTime())) throw new RangeError('deadline is an invalid Date');
   let at = opts?.deadline?.getTime() ?? Infinity;
   // An explicit deadline replaces the default timeout rather than racing it.
   const timeout = opts?.timeoutMs ?? (opts?.deadline ? undefined : defaultTimeoutMs);

@@ -42,7 +42,11 @@ export const SUITE_NAMES = Object.keys(SUITES) as SuiteName[];
 export const HASH_ALGORITHM_NAMES = Object.keys(HASHES) as HashAlgorithmName[];
 
 function parse<E extends number>(what: string, table: Record<string, E>, value: E | string): E {
-  if (typeof value === 'number') return value;
+  if (typeof value === 'number') {
+    // Any int32 goes (a newer daemon may know more values); anything else cannot be encoded.
+    if (!Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31) throw new RangeError(`${what} must be a name or an enum value, got ${value}`);
+    return value;
+  }
   const key = value.toLowerCase();
   const found = Object.hasOwn(table, key) ? table[key] : undefined;
   if (found === undefined) throw new Error(`unknown ${what} "${value}" (expected one of: ${Object.keys(table).join(', ')})`);

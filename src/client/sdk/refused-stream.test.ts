@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EncryptRequestSchema, EncryptResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
-import { RingfenceClient, isUnavailable } from './index.js';
+import { RingfenceClient, isCancelled, isRingfenceError, isUnavailable } from './index.js';
 
 interface Seen {
   path: string;
@@ -106,6 +106,18 @@ describe('unary calls and refused streams', () => {
     const err = await client.encrypt('k', big).then(() => undefined, (e: unknown) => e);
     expect(isUnavailable(err)).toBe(true);
     expect(String((err as Error).message)).toMatch(/processed, then unavailable/);
+    expect(server.seen).toHaveLength(1);
+  });
+
+  it('close() while a refused call waits to be sent again: the call fails as closed, a RingfenceError (found by review)', async () => {
+    let closing: RingfenceClient | undefined;
+    server = await startServer(() => {
+      void closing?.close();
+      return 'refuse';
+    });
+    client = closing = new RingfenceClient({ socketPath: server.socketPath });
+    const err = await client.encrypt('k', big).then(() => undefined, (e: unknown) => e);
+    expect([isRingfenceError(err), isCancelled(err), (err as Error).message]).toEqual([true, true, 'the client is closed']);
     expect(server.seen).toHaveLength(1);
   });
 

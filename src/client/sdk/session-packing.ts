@@ -3,7 +3,7 @@
  * one SessionRequest. The first goes at the top level, the others in its `more`.
  */
 
-/** Most operations in one message (the daemon allows Limits.max_batch_items, 1000 by default). */
+/** Most operations in one message (the daemon allows Limits.max_batch_items: 1000 by default, never below 64). */
 export const PACK_OPS = 64;
 /**
  * Most bytes in one packed message, as opBytes() estimates them (never below the wire size). The

@@ -55,6 +55,22 @@ describe('session pipelining', () => {
     await s.close();
   });
 
+  it('an operation that cannot be encoded, or is larger than a message, fails alone; the others on the stream go on (found by review)', async () => {
+    fake.sessionDelayMs = 30;
+    const s = client.session();
+    const streamsBefore = fake.stats.sessionStreams;
+    const others = Array.from({ length: 20 }, (_, i) => s.hash(`ok ${i}`));
+    await new Promise((r) => setTimeout(r, 5)); // sent, in flight
+    const unencodable = await s.hash('x', 1.5 as never).then(() => undefined, (e: unknown) => e as Error);
+    expect(unencodable).toEqual(new RangeError('hash algorithm must be a name or an enum value, got 1.5'));
+    const oversize = await s.hash(Buffer.alloc(4.5 * 1024 * 1024)).then(() => undefined, (e: unknown) => e as RingfenceError);
+    expect([oversize?.codeName, oversize?.reasonName, oversize?.metadata.limit_bytes]).toEqual(['RESOURCE_EXHAUSTED', 'PAYLOAD_TOO_LARGE', String(4 * 1024 * 1024 + 64 * 1024)]);
+    const digests = await Promise.all(others);
+    expect(digests.map((d) => Buffer.from(d.digest).toString('hex'))).toEqual(Array.from({ length: 20 }, (_, i) => createHash('sha256').update(`ok ${i}`).digest('hex')));
+    expect(fake.stats.sessionStreams - streamsBefore).toBe(1);
+    await s.close();
+  });
+
   it('a failed operation rejects only its own promise, with the ItemStatus as a typed error', async () => {
     const s = client.session();
     const results = await Promise.allSettled([s.encrypt('k', 'a'), s.encrypt('missing-x', 'b'), s.encrypt('k', 'c')]);

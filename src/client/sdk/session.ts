@@ -18,12 +18,14 @@ import * as grpc from '@grpc/grpc-js';
 import type * as pb from '../../gen/ringfence/v1/crypto_pb.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { SessionRequestSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
+import { ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
 import { callDeadline, onAbort, type CallOptions } from './call-options.js';
 import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
 import type { StreamCall, Transport } from './transport.js';
 import { opBytes, takeBatch, type SessionCounts } from './session-packing.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
+import { encodedSize } from '../../rpc/binary-encode.js';
 
 type OpCase = Exclude<SessionRequest['op']['case'], undefined>;
 type OpResult<K extends OpCase> = Extract<SessionResponse['result'], { case: K }>['value'];
@@ -135,6 +137,32 @@ export class RingfenceSession {
     if (this.closing) return Promise.reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the session is closed', rpc: RPC }));
     if (opts.signal?.aborted) return Promise.reject(this.abortError(opts.signal));
     const request = create(SessionRequestSchema, { op: { case: kind, value: init } } as MessageInitShape<typeof SessionRequestSchema>);
+    // An operation that cannot be encoded, or is larger than a message this client sends, would fail
+    // the write and grpc-js would cancel the stream with every operation on it: refuse it alone.
+    let size: number;
+    try {
+      size = encodedSize(SessionRequestSchema, request);
+    } catch (err) {
+      return Promise.reject(new RingfenceError({ code: grpc.status.INVALID_ARGUMENT, message: `the ${kind} operation cannot be encoded: ${(err as Error).message}`, rpc: RPC }));
+    }
+    // 16 bytes for the id the operation gets when it is sent.
+    if (size + 16 > this.transport.maxSendMessageBytes) {
+      return Promise.reject(
+        new RingfenceError({
+          code: grpc.status.RESOURCE_EXHAUSTED,
+          reason: ErrorReason.PAYLOAD_TOO_LARGE,
+          message: `the ${kind} operation is ${size} bytes, more than one message this client sends (${this.transport.maxSendMessageBytes}); use the unary or streaming RPC`,
+          metadata: { field: kind, actual_bytes: String(size), limit_bytes: String(this.transport.maxSendMessageBytes) },
+          rpc: RPC,
+        }),
+      );
+    }
+    let deadline: Date | undefined;
+    try {
+      deadline = callDeadline(opts, this.transport.defaultTimeoutMs);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     clearTimeout(this.idleTimer);
     this.unsettled++;
     return new Promise<OpResult<K>>((resolve, reject) => {
@@ -161,7 +189,6 @@ export class RingfenceSession {
       };
       // Local deadlines and aborts settle the caller's promise at once; an operation already sent
       // keeps its slot until the daemon answers it, so maxInFlight stays true on the wire.
-      const deadline = callDeadline(opts, this.transport.defaultTimeoutMs);
       if (deadline) {
         const expire = () => op.settle(undefined, new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc: RPC }));
         cancelTimer = setTimeoutAt(expire, deadline.getTime());

@@ -53,6 +53,8 @@ export interface StreamCall<C> {
 
 export class Transport {
   readonly client: grpc.Client;
+  /** The largest message this client sends (grpc.max_send_message_length; -1 is no limit). */
+  readonly maxSendMessageBytes: number;
   private closed = false;
 
   constructor(
@@ -60,7 +62,10 @@ export class Transport {
     readonly defaultTimeoutMs: number | undefined,
     grpcOptions: grpc.ChannelOptions = {},
   ) {
-    this.client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure(), { ...DEFAULT_CHANNEL_OPTIONS, ...grpcOptions });
+    const options = { ...DEFAULT_CHANNEL_OPTIONS, ...grpcOptions };
+    const maxSend = Number(options['grpc.max_send_message_length']);
+    this.maxSendMessageBytes = maxSend >= 0 ? maxSend : Infinity;
+    this.client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure(), options);
   }
 
   close(): void {
@@ -81,13 +86,20 @@ export class Transport {
     if (signal?.aborted) return Promise.reject(toRingfenceError(undefined, { rpc, socketPath: this.socketPath, aborted: true, abortReason: signal.reason }));
     const request = create(method.input, init);
     // One deadline for every attempt.
-    const deadline = callDeadline(opts, this.defaultTimeoutMs) ?? Infinity;
+    let deadline: Date | number;
+    try {
+      deadline = callDeadline(opts, this.defaultTimeoutMs) ?? Infinity;
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const attempt = (refusalsLeft: number): Promise<MessageShape<O>> =>
       new Promise((resolve, reject) => {
         let release = () => {};
         const call = this.client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, new grpc.Metadata(), { deadline }, (err, response) => {
           release();
-          if (err && refusalsLeft > 0 && !signal?.aborted && isRefusedStream(err)) resolve(attempt(refusalsLeft - 1));
+          // Not after close(): grpc-js would throw a plain Error on the shut-down channel (found by review).
+          if (err && this.closed && isRefusedStream(err)) reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc }));
+          else if (err && refusalsLeft > 0 && !signal?.aborted && isRefusedStream(err)) resolve(attempt(refusalsLeft - 1));
           else if (err || !response) reject(toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
           else resolve(response as MessageShape<O>);
         });
