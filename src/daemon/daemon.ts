@@ -235,9 +235,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
 
     for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'SERVING');
     log.info({ socket: listener.activated ? 'systemd (LISTEN_FDS)' : config.socket, policy: config.policy, stateDir: config.stateDir, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
-    notify(log, `READY=1\nSTATUS=serving ${keys.size} keys on ${config.socket}\nMAINPID=${process.pid}`);
+    const cancelReady = notify(log, `READY=1\nSTATUS=serving ${keys.size} keys on ${config.socket}\nMAINPID=${process.pid}`);
     // systemd: WATCHDOG=1 every WATCHDOG_USEC/2 and STATUS= updates (watchdog.ts); it stops after the drain.
-    const watchdog = startWatchdog({ status: () => `serving ${keys.size} keys on ${config.socket}`, warn: (m, f) => log.warn(f ?? {}, m) });
+    let draining = false;
+    const watchdog = startWatchdog({ status: () => (draining ? 'draining calls' : `serving ${keys.size} keys on ${config.socket}`), warn: (m, f) => log.warn(f ?? {}, m) });
     cleanups.push(() => watchdog.stop());
 
     return {
@@ -247,6 +248,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       async stop() {
         scheduler.stop();
         listener.close(); // no new connections; those open drain below
+        // A READY=1 still being retried must not follow STOPPING=1, nor a status say "serving" now.
+        cancelReady();
+        draining = true;
         notify(log, 'STOPPING=1\nSTATUS=draining calls');
         for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'NOT_SERVING');
         await new Promise<void>((resolve) => {
@@ -291,6 +295,6 @@ export function serverOptions(limits: Limits): grpc.ServerOptions {
   return options;
 }
 
-function notify(log: Logger, state: string): void {
-  notifyReliably(state, { warn: (msg, fields) => log.warn(fields ?? {}, msg) });
+function notify(log: Logger, state: string): () => void {
+  return notifyReliably(state, { warn: (msg, fields) => log.warn(fields ?? {}, msg) });
 }

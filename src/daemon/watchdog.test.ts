@@ -131,6 +131,23 @@ describe('notifyReliably', () => {
     }
   });
 
+  it('stops retrying when cancelled (READY=1 must not arrive after STOPPING=1; found by review)', async () => {
+    vi.useFakeTimers();
+    try {
+      let tries = 0;
+      const cancel = notifyReliably('READY=1', { env: { NOTIFY_SOCKET: '/unused' }, send: () => { tries++; throw eagain(); }, warn: () => {} });
+      await vi.advanceTimersByTimeAsync(50 + 100);
+      expect(tries).toBe(3);
+      expect(vi.getTimerCount()).toBe(1);
+      cancel();
+      expect(vi.getTimerCount()).toBe(0);
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(tries).toBe(3);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('warns, without retrying, on other errors, and after ~13 s of EAGAIN', async () => {
     vi.useFakeTimers();
     try {

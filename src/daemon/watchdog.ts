@@ -70,18 +70,27 @@ export function startWatchdog(opts: WatchdogOptions = {}): Watchdog {
  * Sends a state (READY=1, STOPPING=1) that must arrive: sends never block the event loop, so a
  * manager whose queue is full answers EAGAIN, and the send is tried again with backoff (for about
  * 12 s in all) rather than lost, which would leave a Type=notify unit to time out (found by review).
+ * Returns a cancel for the retries (READY=1 must not arrive after STOPPING=1); they never keep the
+ * process alive.
  */
-export function notifyReliably(state: string, opts: { env?: NodeJS.ProcessEnv; send?: (state: string, socket: string) => void; warn: (msg: string, fields?: object) => void }, attempt = 0): void {
+export function notifyReliably(state: string, opts: { env?: NodeJS.ProcessEnv; send?: (state: string, socket: string) => void; warn: (msg: string, fields?: object) => void }): () => void {
   const socket = (opts.env ?? process.env).NOTIFY_SOCKET;
-  if (!socket) return;
+  if (!socket) return () => {};
   const send = opts.send ?? ((s, path) => void sdNotify(s, path));
-  try {
-    send(state, socket);
-  } catch (err) {
-    if ((err as { code?: string }).code === 'EAGAIN' && attempt < 8) {
-      setTimeout(() => notifyReliably(state, opts, attempt + 1), 50 * 2 ** attempt);
-      return;
+  let timer: NodeJS.Timeout | undefined;
+  const attempt = (n: number): void => {
+    timer = undefined;
+    try {
+      send(state, socket);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EAGAIN' && n < 8) {
+        timer = setTimeout(() => attempt(n + 1), 50 * 2 ** n);
+        timer.unref();
+        return;
+      }
+      opts.warn('sd_notify failed', { err });
     }
-    opts.warn('sd_notify failed', { err });
-  }
+  };
+  attempt(0);
+  return () => clearTimeout(timer);
 }

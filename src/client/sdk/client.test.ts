@@ -158,6 +158,7 @@ describe('keys', () => {
   it('refuses bad arguments before calling (as rejections)', async () => {
     const calls = fake.stats.calls.CreateKey;
     await expect(client.createKey('x', { suite: 'des' as 'aes-256-gcm' })).rejects.toThrow(/unknown suite "des"/);
+    await expect(client.createKey('x', { suite: 'des' as 'aes-256-gcm' })).rejects.toBeInstanceOf(RangeError); // as README says
     await expect(client.updateKey('x', { rotationPeriodMs: -1 })).rejects.toThrow(RangeError);
     expect(fake.stats.calls.CreateKey).toBe(calls);
   });

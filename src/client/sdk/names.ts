@@ -49,7 +49,7 @@ function parse<E extends number>(what: string, table: Record<string, E>, value: 
   }
   const key = value.toLowerCase();
   const found = Object.hasOwn(table, key) ? table[key] : undefined;
-  if (found === undefined) throw new Error(`unknown ${what} "${value}" (expected one of: ${Object.keys(table).join(', ')})`);
+  if (found === undefined) throw new RangeError(`unknown ${what} "${value}" (expected one of: ${Object.keys(table).join(', ')})`);
   return found;
 }
 

@@ -63,12 +63,33 @@ describe('session pipelining', () => {
     await new Promise((r) => setTimeout(r, 5)); // sent, in flight
     const unencodable = await s.hash('x', 1.5 as never).then(() => undefined, (e: unknown) => e as Error);
     expect(unencodable).toEqual(new RangeError('hash algorithm must be a name or an enum value, got 1.5'));
+    // What the SDK's own checks let through from JavaScript (a key name that is a number) fails at encoding, alone.
+    const wrongType = await s.encrypt(123 as never, 'x').then(() => undefined, (e: unknown) => e as RingfenceError);
+    expect([wrongType?.codeName, wrongType?.message]).toEqual(['INVALID_ARGUMENT', 'the encrypt operation cannot be encoded: cannot encode field ringfence.v1.EncryptRequest.key_name to binary: invalid string: number']);
     const oversize = await s.hash(Buffer.alloc(4.5 * 1024 * 1024)).then(() => undefined, (e: unknown) => e as RingfenceError);
     expect([oversize?.codeName, oversize?.reasonName, oversize?.metadata.limit_bytes]).toEqual(['RESOURCE_EXHAUSTED', 'PAYLOAD_TOO_LARGE', String(4 * 1024 * 1024 + 64 * 1024)]);
     const digests = await Promise.all(others);
     expect(digests.map((d) => Buffer.from(d.digest).toString('hex'))).toEqual(Array.from({ length: 20 }, (_, i) => createHash('sha256').update(`ok ${i}`).digest('hex')));
     expect(fake.stats.sessionStreams - streamsBefore).toBe(1);
     await s.close();
+  });
+
+  it('packs within a small grpc.max_send_message_length, and refuses alone only what cannot fit (found by review)', async () => {
+    const small = new RingfenceClient({ socketPath: fake.socketPath, grpcOptions: { 'grpc.max_send_message_length': 8192 } });
+    try {
+      const s = small.session();
+      const inputs = Array.from({ length: 20 }, (_, i) => Buffer.alloc(1000, i));
+      const digests = await Promise.all(inputs.map((m) => s.hash(m)));
+      expect(digests.map((d) => Buffer.from(d.digest).toString('hex'))).toEqual(inputs.map((m) => createHash('sha256').update(m).digest('hex')));
+      expect(s.counts.messagesSent).toBeGreaterThan(2);
+      // 8150 bytes of data is 8170 with its id: fits alone; 8190 does not.
+      expect((await s.hash(Buffer.alloc(8150))).digest.length).toBe(32);
+      const over = await s.hash(Buffer.alloc(8190)).then(() => undefined, (e: unknown) => e as RingfenceError);
+      expect(over?.message).toMatch(/^the hash operation needs 82\d\d bytes with its id, more than the 8192-byte messages this client sends; send large data with hashStream/);
+      await s.close();
+    } finally {
+      await small.close();
+    }
   });
 
   it('a failed operation rejects only its own promise, with the ItemStatus as a typed error', async () => {

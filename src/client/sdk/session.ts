@@ -23,7 +23,7 @@ import { callDeadline, onAbort, type CallOptions } from './call-options.js';
 import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
 import type { StreamCall, Transport } from './transport.js';
-import { opBytes, takeBatch, type SessionCounts } from './session-packing.js';
+import { opBytes, PACK_BYTES, PACK_OPS, takeBatch, type SessionCounts } from './session-packing.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
 import { encodedSize } from '../../rpc/binary-encode.js';
 
@@ -31,6 +31,8 @@ type OpCase = Exclude<SessionRequest['op']['case'], undefined>;
 type OpResult<K extends OpCase> = Extract<SessionResponse['result'], { case: K }>['value'];
 type OpInit<K extends OpCase> = Extract<NonNullable<MessageInitShape<typeof SessionRequestSchema>['op']>, { case: K }>['value'];
 
+/** A SessionRequest's id field: a tag byte and a uint64 varint (10 bytes at most). */
+const ID_BYTES = 11;
 const RPC = 'ringfence.v1.CryptoService/Session';
 
 export interface SessionOptions {
@@ -145,14 +147,14 @@ export class RingfenceSession {
     } catch (err) {
       return Promise.reject(new RingfenceError({ code: grpc.status.INVALID_ARGUMENT, message: `the ${kind} operation cannot be encoded: ${(err as Error).message}`, rpc: RPC }));
     }
-    // 16 bytes for the id the operation gets when it is sent.
-    if (size + 16 > this.transport.maxSendMessageBytes) {
+    // With the id it gets when sent (a tag and a varint: 11 bytes at most), alone in its message.
+    if (size + ID_BYTES > this.transport.maxSendMessageBytes) {
       return Promise.reject(
         new RingfenceError({
           code: grpc.status.RESOURCE_EXHAUSTED,
           reason: ErrorReason.PAYLOAD_TOO_LARGE,
-          message: `the ${kind} operation is ${size} bytes, more than one message this client sends (${this.transport.maxSendMessageBytes}); use the unary or streaming RPC`,
-          metadata: { field: kind, actual_bytes: String(size), limit_bytes: String(this.transport.maxSendMessageBytes) },
+          message: `the ${kind} operation needs ${size + ID_BYTES} bytes with its id, more than the ${this.transport.maxSendMessageBytes}-byte messages this client sends; send large data with hashStream or encryptStream / decryptStream`,
+          metadata: { field: kind, actual_bytes: String(size + ID_BYTES), limit_bytes: String(this.transport.maxSendMessageBytes) },
           rpc: RPC,
         }),
       );
@@ -226,7 +228,8 @@ export class RingfenceSession {
           stream.blocked.pumpScheduled = true;
           return;
         }
-        const batch = takeBatch(this.queue, this.maxInFlight - this.inFlight);
+        // Packed messages stay within what this client sends, even with a small grpc.max_send_message_length.
+        const batch = takeBatch(this.queue, this.maxInFlight - this.inFlight, PACK_OPS, Math.min(PACK_BYTES, this.transport.maxSendMessageBytes - 64));
         if (batch.length === 0) continue;
         for (const op of batch) {
           const id = this.nextId++;

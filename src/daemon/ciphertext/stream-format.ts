@@ -258,6 +258,11 @@ export class StreamDecryptor {
   get bufferedBytes(): number { return this.#partBytes; }
   /** The Buffers holding them (tests: small pieces share slabs). */
   get heldBuffers(): number { return this.#parts.length + (this.#slab ? 1 : 0); }
+  /** The memory they keep alive: the distinct ArrayBuffers under them (tests). */
+  get heldAllocation(): number {
+    const buffers = new Set<ArrayBufferLike>([...this.#parts, ...(this.#slab ? [this.#slab] : [])].map((b) => b.buffer));
+    return [...buffers].reduce((n, b) => n + b.byteLength, 0);
+  }
   get finished(): boolean { return this.#unit === 'done'; }
 
   /**

@@ -180,7 +180,8 @@ export enum ErrorReason {
    * FAILED_PRECONDITION: the kernel refuses the suite or hash algorithm to the daemon under
    * `af_alg_restrict=1` (e.g. `aes-256-gcm` on Linux >= 7.3). Metadata: `suite` (CLI spelling,
    * e.g. "aes-256-gcm"), `kernel_algorithm` (e.g. "gcm(aes)"), `allowed` (comma-separated suites
-   * the kernel does allow for the purpose).
+   * the kernel does allow for the purpose). When the kernel changed under a running daemon (found
+   * at use, not at start-up), only `kernel_algorithm`, and `suite` if one suite alone needs it.
    *
    * @generated from enum value: ERROR_REASON_SUITE_RESTRICTED_BY_KERNEL = 20;
    */
@@ -188,7 +189,8 @@ export enum ErrorReason {
 
   /**
    * FAILED_PRECONDITION: the kernel lacks the suite's or hash algorithm's algorithm altogether
-   * (not built, module not loadable). Metadata: `suite`, `kernel_algorithm`.
+   * (not built, module not loadable). Metadata: `suite`, `kernel_algorithm` (as above when the
+   * kernel changed under a running daemon).
    *
    * @generated from enum value: ERROR_REASON_SUITE_UNAVAILABLE = 21;
    */
