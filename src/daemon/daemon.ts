@@ -22,6 +22,7 @@ import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
 import { KeyMaterial, WRAP_SUITES } from './keys/material.js';
+import { MaterialFingerprints } from './keys/fingerprints.js';
 import { EMPTY_STATE, validateState } from './keys/model.js';
 import { StateStore } from './state/state-store.js';
 import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-key.js';
@@ -131,6 +132,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     const clock = new WallClockGain();
     const keys = new KeyManager({
       material,
+      fingerprints: new MaterialFingerprints(keystore, engine),
       now: () => clock.now(),
       persist: (state) => store.save(state),
       suiteStatus,

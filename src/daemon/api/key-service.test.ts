@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
@@ -6,6 +6,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { KeyView } from '../../gen/ringfence/v1/key_pb.js';
 import { ImportKeyRequestSchema, ListKeysResponseSchema, RotateKeyRequestSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
 import { decodeStatusDetails } from '../../rpc/error-details.js';
+import { MaterialFingerprints } from '../keys/fingerprints.js';
 import { KeyManager } from '../keys/key-manager.js';
 import { EMPTY_STATE } from '../keys/model.js';
 import { ApiError, ErrorReason } from './errors.js';
@@ -45,7 +46,14 @@ async function service(maxMessageBytes: number, opts: { deny?: boolean } = {}) {
     verifyMasterCheck: async () => true,
     destroy: () => {},
   };
-  const keys = new KeyManager({ material: material as never, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
+  // The kernel's HMAC under this run's fingerprint key, stood in for by node:crypto's.
+  const fingerprintKey = randomBytes(32);
+  const kernel = {
+    keystore: { importRaw: (_d: string, b: Buffer) => (b.fill(0), 9999), destroy: () => {} },
+    engine: { digest: async (_a: unknown, _s: number, _n: number, parts: Buffer[]) => createHmac('sha256', fingerprintKey).update(Buffer.concat(parts)).digest(), forgetKey: () => {} },
+  };
+  const fingerprints = new MaterialFingerprints(kernel.keystore as never, kernel.engine as never);
+  const keys = new KeyManager({ material: material as never, fingerprints, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
   await keys.open(EMPTY_STATE);
   const deps = {
     audit: vi.fn(),
@@ -160,5 +168,42 @@ describe('ImportKey and RotateKey wipe the material in the request, whatever hap
       await expect(denied.call(rpc, request(rpc, { name: 'imported', material }))).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
       expect(wiped(material), rpc).toBe(true);
     }
+  });
+});
+
+describe('imported material is held once (two versions sharing it would share one nonce space)', () => {
+  const request = (rpc: string, init: Record<string, unknown>) => create(rpc === 'importKey' ? ImportKeyRequestSchema : RotateKeyRequestSchema, init);
+  const refused = { code: grpc.status.INVALID_ARGUMENT, reason: ErrorReason.KEY_MATERIAL_INVALID, metadata: { field: 'material' } };
+
+  it('refuses material another key holds, without naming that key; the refused key is not made', async () => {
+    const { call } = await service(256 * KiB);
+    const m = randomBytes(32);
+    await call('importKey', request('importKey', { name: 'first', material: Buffer.from(m) }));
+    const copy = Buffer.from(m);
+    const err = await call('importKey', request('importKey', { name: 'second', material: copy })).catch((e: Error) => e);
+    expect(err).toMatchObject({ ...refused, message: expect.stringContaining('another key in this daemon') });
+    expect((err as Error).message).not.toContain('first');
+    expect(copy.every((b) => b === 0)).toBe(true);
+    await expect(call('getKey', { name: 'second' })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    await call('importKey', request('importKey', { name: 'second', material: randomBytes(32) }));
+  });
+
+  it('refuses a rotation to material one of the key\'s versions holds, naming the version', async () => {
+    const { call } = await service(256 * KiB);
+    const [v1, v2] = [randomBytes(32), randomBytes(32)];
+    await call('importKey', request('importKey', { name: 'k', material: Buffer.from(v1) }));
+    await expect(call('rotateKey', request('rotateKey', { name: 'k', material: Buffer.from(v1) }))).rejects.toMatchObject({ ...refused, message: expect.stringContaining('version 1 of key "k"') });
+    await call('rotateKey', request('rotateKey', { name: 'k', material: Buffer.from(v2) }));
+    await expect(call('rotateKey', request('rotateKey', { name: 'k', material: Buffer.from(v2) }))).rejects.toMatchObject({ ...refused, message: expect.stringContaining('version 2 of key "k"') });
+    const got = await call<{ key: { versions: unknown[] } }>('getKey', { name: 'k' });
+    expect(got.key.versions).toHaveLength(2);
+  });
+
+  it('compares each kernel key\'s worth: the MAC half of an encrypt-then-MAC key is refused as a key of its own', async () => {
+    const { call } = await service(256 * KiB);
+    const [cipherKey, macKey] = [randomBytes(32), randomBytes(32)];
+    await call('importKey', request('importKey', { name: 'etm', suite: 4, material: Buffer.concat([cipherKey, macKey]) }));
+    await expect(call('importKey', request('importKey', { name: 'mac', purpose: 2, suite: 5, material: Buffer.from(macKey) }))).rejects.toMatchObject(refused);
+    await expect(call('importKey', request('importKey', { name: 'gcm', suite: 1, material: Buffer.from(cipherKey) }))).rejects.toMatchObject(refused);
   });
 });

@@ -21,6 +21,7 @@ import { isKeystoreError, KeystoreError } from '../keystore/errors.js';
 import { KernelKeystore } from '../keystore/kernel-keystore.js';
 import { StateStore } from '../state/state-store.js';
 import { DEFAULT_DELETION_WAIT_MS, KeyManager, type KeyPolicyLimits, type ResolvedVersion } from './key-manager.js';
+import { MaterialFingerprints } from './fingerprints.js';
 import { KeyMaterial } from './material.js';
 import { EMPTY_STATE, validateState, type KeyRecord, type PersistedState } from './model.js';
 
@@ -94,6 +95,7 @@ class World {
     this.engine = new CryptoEngine();
     this.km = new KeyManager({
       material: new KeyMaterial(this.keystore, this.engine, undefined),
+      fingerprints: new MaterialFingerprints(this.keystore, this.engine),
       persist: (doc) => this.persist(doc),
       suiteStatus: (name) => this.status.get(name) ?? 'available',
       limits: this.limits,

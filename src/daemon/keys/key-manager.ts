@@ -11,6 +11,7 @@ import { AEAD_SUITES, MAC_SUITES, aeadSuite, macSuite } from '../../capabilities
 import type { AlgStatus } from '../../capabilities/probe.js';
 import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api/errors.js';
 import { KeystoreError } from '../keystore/errors.js';
+import type { MaterialFingerprints, MaterialUse } from './fingerprints.js';
 import { Mutex } from './mutex.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
 import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, nextRotationTime, primaryVersion, suiteOf } from './model.js';
@@ -31,6 +32,8 @@ export interface KeyPolicyLimits {
 
 export interface KeyManagerDeps {
   material: KeyMaterial;
+  /** Imported material already held, so the same bytes are not imported twice (fingerprints.ts). */
+  fingerprints: MaterialFingerprints;
   persist: (state: PersistedState) => Promise<void>;
   /** How the kernel treats a suite for this daemon (from the capability probe). */
   suiteStatus: (suite: string) => AlgStatus;
@@ -84,13 +87,17 @@ export class KeyManager {
       this.deps.log('the master-key check is sealed with a suite this kernel refuses; the master key is not checked up front (generated keys are still verified as they load)', { suite: state.masterCheck.split(':')[1] });
     }
     this.masterCheck = state.masterCheck ?? (material.canSeal ? await material.masterCheck() : null);
+    this.openFingerprints();
+    const { fingerprints } = this.deps;
     try {
       for (const record of state.keys) {
         const versions: number[][] = [];
         try {
           for (const v of record.versions) {
             try {
-              versions.push(await material.restore(record.id, v.version, record.origin, v.blobs));
+              const restored = await material.restore(record.id, v.version, record.origin, v.blobs, (part) => fingerprints.of(part));
+              versions.push(restored.serials);
+              this.noteRestoredMaterial(record, v.version, restored.fingerprints);
             } catch (err) {
               // A kernel that refuses the seal's suite (a move to af_alg_restrict=1) cannot bring
               // this version back; nothing about it is wrong, so it must not keep the daemon down.
@@ -189,9 +196,12 @@ export class KeyManager {
         const suite = this.chooseSuite(req.name, req.purpose, req.suite, req.material.length);
         checkMaterial(suite, req.material);
         this.checkCanSeal(req.name);
+        const fingerprints = await this.refuseReusedMaterial(suite, req.material);
         const id = this.newId();
         const { serials, blobs } = await this.deps.material.import(id, 1, suite, req.material);
-        return this.addRecord(this.newRecord(id, req.name, suite, 'imported', null, req.deletionProtection ?? false, blobs), serials);
+        const record = await this.addRecord(this.newRecord(id, req.name, suite, 'imported', null, req.deletionProtection ?? false, blobs), serials);
+        this.deps.fingerprints.add(fingerprints, { keyId: id, version: 1 });
+        return record;
       });
     } finally {
       req.material.fill(0);
@@ -518,7 +528,7 @@ export class KeyManager {
   private async rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string): Promise<KeyRecord> {
     const suite = suiteOf(record);
     const version = record.versions.length + 1;
-    let made: { serials: number[]; blobs: string[] };
+    let made: { serials: number[]; blobs: string[]; fingerprints?: string[] };
     if (record.origin === 'generated') {
       if (material?.length) {
         throw originMismatch(record, `key "${record.name}" is generated in the kernel: rotate it without material`);
@@ -530,7 +540,8 @@ export class KeyManager {
       }
       checkMaterial(suite, material);
       this.checkCanSeal(record.name);
-      made = await this.deps.material.import(record.id, version, suite, material);
+      const fingerprints = await this.refuseReusedMaterial(suite, material, record);
+      made = { ...(await this.deps.material.import(record.id, version, suite, material)), fingerprints };
     }
     const now = this.now();
     const next = structuredClone(record);
@@ -549,6 +560,7 @@ export class KeyManager {
     this.counts.get(record.id)!.push(0);
     this.setByName(next);
     this.byId.set(next.id, next);
+    if (made.fingerprints) this.deps.fingerprints.add(made.fingerprints, { keyId: record.id, version });
     this.deps.log('key rotated', { key_name: record.name, version, reason: why });
     return next;
   }
@@ -590,6 +602,50 @@ export class KeyManager {
       throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${kernelAlgorithm}: ${status}); see \`ringfence doctor\``, { suite: suite.name, kernel_algorithm: kernelAlgorithm });
     }
     return suite;
+  }
+
+  /** Makes this run's fingerprint key; without one, reused material is not detected (said once, here). */
+  private openFingerprints(): void {
+    const { fingerprints, material, suiteStatus } = this.deps;
+    if (!material.canSeal) return; // nothing can be imported on this kernel
+    try {
+      if (fingerprints.open(suiteStatus('hmac-sha256') === 'available')) return;
+      this.deps.log('hmac(sha256) is not available: imported key material is not checked for reuse', {}, 'warn');
+    } catch (err) {
+      this.deps.log(`imported key material is not checked for reuse: ${err instanceof Error ? err.message : String(err)}`, {}, 'warn');
+    }
+  }
+
+  /** Records a restored version's material; material two versions share (imported before this check existed) is logged. */
+  private noteRestoredMaterial(record: KeyRecord, version: number, fingerprints: string[]): void {
+    const { fingerprints: known } = this.deps;
+    const other = known.find(fingerprints);
+    if (other) {
+      const holder = other.keyId === record.id ? record : this.byId.get(other.keyId);
+      this.deps.log(
+        `key "${record.name}" version ${version} has the same material as key "${holder?.name ?? other.keyId}" version ${other.version}: they share one nonce space and their encryption limits do not hold; rotate one of them to new material`,
+        { key_name: record.name, version, other_key_name: holder?.name, other_version: other.version },
+        'warn',
+      );
+    }
+    known.add(fingerprints, { keyId: record.id, version });
+  }
+
+  /**
+   * The fingerprints of `material`'s parts; INVALID_ARGUMENT when any part is already in use here.
+   * Another key is not named: the caller may not be allowed to see it.
+   */
+  private async refuseReusedMaterial(suite: AeadSuite | MacSuite, material: Buffer, rotating?: KeyRecord): Promise<string[]> {
+    const fingerprints = await this.deps.fingerprints.ofParts(material, suite.keyBytes);
+    const use: MaterialUse | undefined = this.deps.fingerprints.find(fingerprints);
+    if (!use) return fingerprints;
+    const where = use.keyId === rotating?.id ? `version ${use.version} of key "${rotating.name}"` : 'another key in this daemon';
+    throw new ApiError(
+      Status.INVALID_ARGUMENT,
+      ErrorReason.KEY_MATERIAL_INVALID,
+      `this key material is already in use by ${where}; use new random material (two versions with the same material share one nonce space, so neither one's encryption limit would hold)`,
+      { field: 'material' },
+    );
   }
 
   /** Imported material is persisted sealed under the master key, which needs a sealing suite. */
@@ -684,11 +740,13 @@ export class KeyManager {
     this.serials.delete(record.id);
     this.counts.delete(record.id);
     for (const v of record.versions) this.unloadable.delete(`${record.id}:${v.version}`);
+    this.deps.fingerprints.removeKey(record.id);
   }
 
   /** Destroys every kernel key this manager loaded (daemon shutdown). */
   close(): void {
     for (const record of [...this.byId.values()]) this.unindex(record);
+    this.deps.fingerprints.close();
   }
 }
 

@@ -89,9 +89,19 @@ export class KeyMaterial {
     }
   }
 
-  /** Brings one persisted version back into the kernel. */
-  async restore(keyId: string, version: number, origin: 'generated' | 'imported', blobs: readonly string[]): Promise<number[]> {
+  /**
+   * Brings one persisted version back into the kernel. `fingerprint` sees each part of imported
+   * material while it is in user space (see fingerprints.ts); its results come back with the serials.
+   */
+  async restore(
+    keyId: string,
+    version: number,
+    origin: 'generated' | 'imported',
+    blobs: readonly string[],
+    fingerprint: (part: Buffer) => Promise<string | undefined> = async () => undefined,
+  ): Promise<{ serials: number[]; fingerprints: string[] }> {
     const serials: number[] = [];
+    const fingerprints: string[] = [];
     try {
       for (const [part, blob] of blobs.entries()) {
         const description = KeyMaterial.description(keyId, version, part);
@@ -99,10 +109,17 @@ export class KeyMaterial {
           serials.push(this.keystore.load(description, blob));
         } else {
           const piece = await this.openMaterial(blob, aadFor(keyId, version, part));
+          try {
+            const fp = await fingerprint(piece);
+            if (fp !== undefined) fingerprints.push(fp);
+          } catch (err) {
+            piece.fill(0);
+            throw err;
+          }
           serials.push(this.keystore.importRaw(description, piece)); // wipes piece
         }
       }
-      return serials;
+      return { serials, fingerprints };
     } catch (err) {
       this.destroy(serials);
       throw err;

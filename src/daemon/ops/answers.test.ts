@@ -12,6 +12,7 @@ import { ApiError, ErrorReason, toApiError } from '../api/errors.js';
 import { StateWriteError } from '../state/state-store.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { EngineError } from '../engine/errors.js';
+import { MaterialFingerprints } from '../keys/fingerprints.js';
 import { KeyManager } from '../keys/key-manager.js';
 import { EMPTY_STATE } from '../keys/model.js';
 import type { OpContext } from './context.js';
@@ -62,7 +63,7 @@ async function context(): Promise<OpContext> {
     },
     destroy: () => {},
   };
-  const keys = new KeyManager({ material: material as never, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
+  const keys = new KeyManager({ material: material as never, fingerprints: new MaterialFingerprints({} as never, {} as never), persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
   await keys.open(EMPTY_STATE);
   await keys.create({ name: 'k', suite: 'aes-256-gcm' });
   await keys.create({ name: 'm', purpose: 'mac', suite: 'hmac-sha256' });

@@ -613,9 +613,12 @@ export const KeyService: GenService<{
   },
   /**
    * Creates a key from caller-supplied material (KEY_ORIGIN_IMPORTED). The material becomes a
-   * kernel `logon` key and the daemon wipes its copies at once; this is the only time key
-   * material crosses user space. Errors: as CreateKey, plus INVALID_ARGUMENT
-   * (KEY_MATERIAL_INVALID).
+   * kernel `logon` key and the daemon wipes its copies at once. It is kept sealed under the master
+   * key and crosses user space again only at each daemon start, to be loaded back (and wiped).
+   * Material that a version of any key in this daemon already holds is refused (each kernel key's
+   * worth on its own: either half of an encrypt-then-MAC key counts): two versions with the same
+   * material would share one random-nonce space. Errors: as CreateKey, plus INVALID_ARGUMENT
+   * (KEY_MATERIAL_INVALID: wrong length, halves that are equal, material already held).
    *
    * @generated from rpc ringfence.v1.KeyService.ImportKey
    */
@@ -647,7 +650,8 @@ export const KeyService: GenService<{
   },
   /**
    * Adds a new version and makes it primary. Generated keys: the kernel generates the material.
-   * Imported keys: the request must carry new material. Older versions keep decrypting down to
+   * Imported keys: the request must carry new material, held by no version of any key here (as
+   * ImportKey). Older versions keep decrypting down to
    * min_decryption_version. Allowed on disabled keys. Errors: NOT_FOUND (KEY_NOT_FOUND),
    * FAILED_PRECONDITION (KEY_PENDING_DELETION, KEY_ORIGIN_MISMATCH), INVALID_ARGUMENT
    * (KEY_MATERIAL_INVALID), RESOURCE_EXHAUSTED (KERNEL_KEY_QUOTA).

@@ -1,0 +1,97 @@
+/**
+ * Which imported material this daemon already holds, so the same bytes are never imported twice:
+ * two versions (of one key or of two) sharing material would share one random-nonce space while
+ * each counts its encryptions alone, and the suite's safe limit (2^32 for GCM) would hold for
+ * neither. A rotation to the old material would also look like a rotation and be none.
+ *
+ * Each kernel key's worth of material (a part) is fingerprinted by HMAC-SHA256 in the kernel under
+ * a key made for this daemon run: random, a `logon` key, never persisted. Fingerprints live in
+ * memory only; imported material passes through user space at every start-up anyway (it is opened
+ * from its seal just before it goes back into the kernel), so they are made again then. Generated
+ * material never leaves the kernel and cannot be imported, so it needs none.
+ */
+import { macSuite } from '../../capabilities/suites.js';
+import { getRandom } from '../../../native-ffi/random.js';
+import type { CryptoEngine } from '../engine/engine.js';
+import type { KernelKeystore } from '../keystore/kernel-keystore.js';
+
+const HMAC = macSuite('hmac-sha256')!;
+
+/** Where a part of imported material is in use. */
+export interface MaterialUse {
+  keyId: string;
+  version: number;
+}
+
+export class MaterialFingerprints {
+  private serial: number | undefined;
+  private readonly uses = new Map<string, MaterialUse>();
+
+  constructor(
+    private readonly keystore: KernelKeystore,
+    private readonly engine: CryptoEngine,
+  ) {}
+
+  /**
+   * Makes this run's fingerprint key. False (nothing is checked) when the kernel refuses it or
+   * hmac(sha256); the caller says so in the log.
+   */
+  open(hmacAvailable: boolean): boolean {
+    if (!hmacAvailable) return false;
+    this.serial = this.keystore.importRaw('ringfence:material-fingerprint', getRandom(32)); // wipes the random bytes
+    return true;
+  }
+
+  get enabled(): boolean {
+    return this.serial !== undefined;
+  }
+
+  /** The fingerprint of one part (hex), or undefined when fingerprints are off. */
+  async of(part: Buffer): Promise<string | undefined> {
+    if (this.serial === undefined) return undefined;
+    return (await this.engine.digest(HMAC.algorithms[0], this.serial, HMAC.macBytes, [part])).toString('hex');
+  }
+
+  /** The fingerprint of each part of `material` as `sizes` cuts it; [] when fingerprints are off. */
+  async ofParts(material: Buffer, sizes: readonly number[]): Promise<string[]> {
+    if (this.serial === undefined) return [];
+    const out: string[] = [];
+    let offset = 0;
+    for (const size of sizes) {
+      out.push((await this.of(material.subarray(offset, offset + size)))!);
+      offset += size;
+    }
+    return out;
+  }
+
+  /** Where any of `fingerprints` is already in use, if anywhere. */
+  find(fingerprints: readonly string[]): MaterialUse | undefined {
+    for (const fp of fingerprints) {
+      const use = this.uses.get(fp);
+      if (use) return use;
+    }
+    return undefined;
+  }
+
+  add(fingerprints: readonly string[], use: MaterialUse): void {
+    for (const fp of fingerprints) this.uses.set(fp, use);
+  }
+
+  /** Forgets a key's material (the key is deleted: its material may be imported again). */
+  removeKey(keyId: string): void {
+    for (const [fp, use] of this.uses) if (use.keyId === keyId) this.uses.delete(fp);
+  }
+
+  close(): void {
+    if (this.serial !== undefined) {
+      this.engine.forgetKey(this.serial);
+      try {
+        this.keystore.destroy(this.serial);
+      } catch {
+        // The keyring is closing anyway.
+      }
+    }
+    this.serial = undefined;
+    this.uses.clear();
+  }
+}
