@@ -23,7 +23,7 @@ import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
 import { KeyMaterial, WRAP_SUITES } from './keys/material.js';
 import { MaterialFingerprints } from './keys/fingerprints.js';
-import { EMPTY_STATE, validateState } from './keys/model.js';
+import { loadedState } from './keys/model.js';
 import { StateStore } from './state/state-store.js';
 import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-key.js';
 import { KeystoreError } from './keystore/errors.js';
@@ -118,7 +118,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
   };
   try {
     // Read first: keys saved under a master key forbid making a new one in its place.
-    const state = validateState(store.load() ?? EMPTY_STATE, store.statePath);
+    const state = loadedState(store.load(), store.statePath);
     const requiredBy = state.keys.length > 0 ? `${store.statePath} holds ${state.keys.length} keys` : state.masterCheck ? `${store.statePath} holds a master-key check` : undefined;
     const master = await loadOrCreateMasterKey({ stateDir: config.stateDir, requiredBy, log: plain });
     const keystore = KernelKeystore.withMasterKey(master.material); // wipes it

@@ -23,7 +23,7 @@ import { StateStore } from '../state/state-store.js';
 import { DEFAULT_DELETION_WAIT_MS, KeyManager, type KeyPolicyLimits, type ResolvedVersion } from './key-manager.js';
 import { MaterialFingerprints } from './fingerprints.js';
 import { KeyMaterial } from './material.js';
-import { EMPTY_STATE, validateState, type KeyRecord, type PersistedState } from './model.js';
+import { EMPTY_STATE, loadedState, MAX_TIME_MS, validateState, type KeyRecord, type PersistedState } from './model.js';
 
 const SECOND = 1000;
 const HOUR = 3_600_000;
@@ -102,7 +102,7 @@ class World {
       log: () => {},
       now: () => this.clock,
     });
-    await this.km.open(validateState(this.store.load() ?? EMPTY_STATE, this.store.statePath));
+    await this.km.open(loadedState(this.store.load(), this.store.statePath));
   }
 
   /** kill -9: the process's keyring goes, the manager is not closed. */
@@ -922,6 +922,35 @@ describe('KeyManager: lifecycle', () => {
 });
 
 describe('KeyManager.runDueWork', () => {
+  it('a deletion rescheduled while a pass runs is not destroyed by a forward clock step within that pass (found by review)', async () => {
+    const w = await world();
+    await w.km.create({ name: 'a' });
+    await w.km.create({ name: 'b' });
+    await w.km.scheduleDeletion('a', DAY);
+    await w.km.scheduleDeletion('b', DAY);
+    w.clock += DAY + SECOND; // both due
+    let release!: () => void;
+    let holding = true;
+    w.delay = () => (holding ? new Promise<void>((r) => (release = r)) : Promise.resolve());
+    const pass = w.km.runDueWork(); // reads the clock once; a's deletion waits in persist
+    await new Promise((r) => setTimeout(r, 20));
+    holding = false;
+    // b's owner cancels and reschedules with a day's wait, queued behind a's deletion...
+    const cancel = w.km.cancelDeletion('b');
+    const reschedule = w.km.scheduleDeletion('b', DAY);
+    // ...and the wall clock steps two days forward right after that is saved, before the scheduler
+    // has seen the step (it postpones deletions at the start of its next pass).
+    w.afterSave = (doc) => {
+      const b = doc.keys.find((k) => k.name === 'b');
+      if (b?.state === 'pending_deletion' && b.deletionTime === w.clock + DAY) w.clock += 2 * DAY;
+    };
+    release();
+    await cancel;
+    await reschedule;
+    expect((await pass).deleted).toEqual(['a']);
+    expect(w.fileKey('b')).toMatchObject({ state: 'pending_deletion' });
+  });
+
   it('deletes a key once its deletion time has passed, never before: from the state file and from the kernel', async () => {
     const w = await world();
     const r = await w.km.create({ name: 'k', suite: 'aes-256-ctr-hmac-sha256' });
@@ -1236,6 +1265,17 @@ describe('KeyManager.open and close', () => {
 });
 
 describe('KeyManager.postponeDeletions (the wall clock stepped forward)', () => {
+  it('never postpones past the latest time a Date holds (beyond it every error naming the time threw, and due work stopped: found by review)', async () => {
+    const w = await world();
+    await w.km.create({ name: 'doomed' });
+    await w.km.scheduleDeletion('doomed', DAY);
+    expect(await w.km.postponeDeletions(MAX_TIME_MS)).toEqual(['doomed']);
+    expect(w.km.get('doomed').deletionTime).toBe(MAX_TIME_MS);
+    await expectApi(() => w.km.forEncrypt('doomed'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    await w.restart(); // and the state file still loads
+    expect(w.km.get('doomed').deletionTime).toBe(MAX_TIME_MS);
+  });
+
   it('moves every pending deletion later by the step, persisted; other keys are untouched; the deletion then waits', async () => {
     const w = await world();
     await w.km.create({ name: 'doomed' });

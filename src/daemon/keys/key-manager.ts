@@ -14,7 +14,7 @@ import { KeystoreError } from '../keystore/errors.js';
 import type { MaterialFingerprints, MaterialUse } from './fingerprints.js';
 import { Mutex } from './mutex.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
-import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, nextRotationTime, primaryVersion, suiteOf } from './model.js';
+import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, MAX_TIME_MS, nextRotationTime, primaryVersion, suiteOf } from './model.js';
 
 export interface KeyPolicyLimits {
   minRotationPeriodMs: number;
@@ -50,7 +50,6 @@ export interface ResolvedVersion<S extends AeadSuite | MacSuite = AeadSuite | Ma
   serials: readonly number[];
 }
 
-const MAX_ROTATION_PERIOD_MS = 3_155_760_000_000; // 100 years
 const MAX_DELETION_WAIT_MS = 365 * 86_400_000;
 export const DEFAULT_DELETION_WAIT_MS = 7 * 86_400_000;
 
@@ -289,7 +288,7 @@ export class KeyManager {
     return this.lock.run(async () => {
       const next = [...this.byName.values()]
         .filter((r) => r.state === 'pending_deletion' && r.deletionTime !== null)
-        .map((r) => ({ ...structuredClone(r), deletionTime: r.deletionTime! + step, updateTime: this.now() }));
+        .map((r) => ({ ...structuredClone(r), deletionTime: Math.min(r.deletionTime! + step, MAX_TIME_MS), updateTime: this.now() }));
       if (next.length === 0) return [];
       await this.persistWith({ put: next });
       for (const record of next) {
@@ -328,7 +327,9 @@ export class KeyManager {
     if (record.state === 'pending_deletion' && record.deletionTime !== null && record.deletionTime <= now) {
       await this.lock.run(async () => {
         const current = this.byId.get(record.id);
-        if (current?.state !== 'pending_deletion' || current.deletionTime === null || current.deletionTime > this.now()) return;
+        // The pass's own reading, or an earlier one: a deletion rescheduled while the pass ran must not
+        // fall due by a forward clock step the scheduler has not yet postponed deletions by.
+        if (current?.state !== 'pending_deletion' || current.deletionTime === null || current.deletionTime > Math.min(now, this.now())) return;
         await this.persistWith({ remove: current });
         this.unindex(current);
         deleted.push(current.name);
@@ -342,7 +343,7 @@ export class KeyManager {
       const current = this.byId.get(record.id);
       if (!current || current.state === 'pending_deletion') return;
       const stillDue = nextRotationTime(current);
-      if (stillDue === null || stillDue > this.now()) return;
+      if (stillDue === null || stillDue > Math.min(now, this.now())) return;
       await this.rotateLocked(current, undefined, 'rotation period');
       rotated.push(current.name);
     });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isValidKeyName, nextRotationTime, primaryVersion, validateState, type KeyRecord } from './model.js';
+import { EMPTY_STATE, isValidKeyName, loadedState, nextRotationTime, primaryVersion, validateState, type KeyRecord } from './model.js';
 
 const FILE = '/var/lib/ringfence/state.json';
 /** Blob text that must never appear in an error message. */
@@ -89,16 +89,16 @@ describe('validateState', () => {
       [doc(key({ origin: 'derived' as never })), 'keys[0].origin "derived" is neither "generated" nor "imported"'],
       [doc(key({ state: 'destroyed' as never })), 'keys[0].state "destroyed" is invalid'],
       [doc(key({ deletionProtection: 'yes' as never })), 'keys[0].deletionProtection is not a boolean'],
-      [doc(key({ createTime: '2026-01-01' as never })), 'keys[0].createTime is not a time'],
-      [doc(key({ updateTime: undefined as never })), 'keys[0].updateTime is not a time'],
-      [doc(key({ rotateTime: undefined as never })), 'keys[0].rotateTime is neither null nor a time'],
-      [doc(key({ deletionTime: Number.NaN })), 'keys[0].deletionTime is neither null nor a time'],
-      [doc(key({ rotationPeriodMs: 0 })), 'keys[0].rotationPeriodMs is neither null nor a positive number'],
+      [doc(key({ createTime: '2026-01-01' as never })), 'keys[0].createTime is not a time (ms since the epoch, within ±8.64e15)'],
+      [doc(key({ updateTime: undefined as never })), 'keys[0].updateTime is not a time (ms since the epoch, within ±8.64e15)'],
+      [doc(key({ rotateTime: undefined as never })), 'keys[0].rotateTime is neither null nor a time (ms since the epoch, within ±8.64e15)'],
+      [doc(key({ deletionTime: Number.NaN })), 'keys[0].deletionTime is neither null nor a time (ms since the epoch, within ±8.64e15)'],
+      [doc(key({ rotationPeriodMs: 0 })), 'keys[0].rotationPeriodMs is neither null nor a positive number up to 100 years'],
       [doc(key({ versions: [] })), 'keys[0].versions is not a non-empty array'],
       [doc(key({ versions: undefined as never })), 'keys[0].versions is not a non-empty array'],
       [doc(key({ versions: [null as never] })), 'keys[0].versions[0] is not an object'],
       [doc(key({ versions: [{ version: 2, createTime: 1, blobs: [SECRET], encryptionsReserved: 0 }] })), 'keys[0].versions[0].version is not 1'],
-      [doc(key({ versions: [{ version: 1, createTime: null as never, blobs: [SECRET], encryptionsReserved: 0 }] })), 'keys[0].versions[0].createTime is not a time'],
+      [doc(key({ versions: [{ version: 1, createTime: null as never, blobs: [SECRET], encryptionsReserved: 0 }] })), 'keys[0].versions[0].createTime is not a time (ms since the epoch, within ±8.64e15)'],
       [doc(key({ versions: [{ version: 1, createTime: 1, blobs: SECRET as never, encryptionsReserved: 0 }] })), 'keys[0].versions[0].blobs is not an array of non-empty strings'],
       [doc(key({ versions: [{ version: 1, createTime: 1, blobs: [SECRET, 7 as never], encryptionsReserved: 0 }] })), 'keys[0].versions[0].blobs is not an array of non-empty strings'],
       [doc(key({ versions: [{ version: 1, createTime: 1, blobs: [''], encryptionsReserved: 0 }] })), 'keys[0].versions[0].blobs is not an array of non-empty strings'],
@@ -109,8 +109,19 @@ describe('validateState', () => {
       [doc(key({ minDecryptionVersion: 0 })), 'keys[0].minDecryptionVersion 0 is not between 1 and 1 (the primary version)'],
       [doc(key({ minDecryptionVersion: 2 })), 'keys[0].minDecryptionVersion 2 is not between 1 and 1 (the primary version)'],
       [doc(key({ state: 'pending_deletion' })), 'keys[0] is pending deletion without a deletionTime'],
+      // Beyond what a Date holds: accepted, they broke errors, the clock-step postponement (and with
+      // it all due work) and GetKey/ListKeys later (found by review).
+      [doc(key({ createTime: 1e300 })), 'keys[0].createTime is not a time (ms since the epoch, within ±8.64e15)'],
+      [doc(key({ state: 'pending_deletion', deletionTime: 9e15 })), 'keys[0].deletionTime is neither null nor a time (ms since the epoch, within ±8.64e15)'],
+      [doc(key({ updateTime: -9e15 })), 'keys[0].updateTime is not a time (ms since the epoch, within ±8.64e15)'],
+      [doc(key({ rotationPeriodMs: 3_155_760_000_001 })), 'keys[0].rotationPeriodMs is neither null nor a positive number up to 100 years'],
     ];
     for (const [d, want] of cases) expect(problem(d), JSON.stringify(want)).toBe(want);
+  });
+
+  it('loadedState: no file is the empty state; a file holding null is refused (it was taken as empty: found by review)', () => {
+    expect(loadedState(undefined, FILE)).toEqual(EMPTY_STATE);
+    expect(() => loadedState(null, FILE)).toThrow(`${FILE}: not a JSON object`);
   });
 
   it('never quotes blob-like values, wherever they are', () => {

@@ -79,8 +79,20 @@ function quote(value: unknown): string {
   return `a ${Array.isArray(value) ? 'array' : typeof value} value`;
 }
 
-const isTime = (t: unknown): t is number => typeof t === 'number' && Number.isFinite(t);
+/** The latest time a Date holds (and so toISOString and a protobuf Timestamp): times beyond it are refused on load. */
+export const MAX_TIME_MS = 8.64e15;
+export const MAX_ROTATION_PERIOD_MS = 3_155_760_000_000; // 100 years
+
+const isTime = (t: unknown): t is number => typeof t === 'number' && Number.isFinite(t) && Math.abs(t) <= MAX_TIME_MS;
 const isObject = (o: unknown): o is Record<string, unknown> => typeof o === 'object' && o !== null && !Array.isArray(o);
+
+/**
+ * The state from what StateStore.load() read: undefined (no file yet) is the empty state; anything
+ * else is validated, so a file holding `null` is refused like any other non-object.
+ */
+export function loadedState(loaded: unknown, file: string): PersistedState {
+  return validateState(loaded === undefined ? EMPTY_STATE : loaded, file);
+}
 
 /** Checks a parsed state.json; throws naming the first problem (never echoing blobs). */
 export function validateState(doc: unknown, file: string): PersistedState {
@@ -114,17 +126,17 @@ export function validateState(doc: unknown, file: string): PersistedState {
     if (r.origin !== 'generated' && r.origin !== 'imported') fail(`${at}.origin ${quote(r.origin)} is neither "generated" nor "imported"`);
     if (!['enabled', 'disabled', 'pending_deletion'].includes(r.state)) fail(`${at}.state ${quote(r.state)} is invalid`);
     if (typeof r.deletionProtection !== 'boolean') fail(`${at}.deletionProtection is not a boolean`);
-    if (!isTime(r.createTime)) fail(`${at}.createTime is not a time`);
-    if (!isTime(r.updateTime)) fail(`${at}.updateTime is not a time`);
-    if (r.rotateTime !== null && !isTime(r.rotateTime)) fail(`${at}.rotateTime is neither null nor a time`);
-    if (r.deletionTime !== null && !isTime(r.deletionTime)) fail(`${at}.deletionTime is neither null nor a time`);
-    if (r.rotationPeriodMs !== null && !(isTime(r.rotationPeriodMs) && r.rotationPeriodMs > 0)) fail(`${at}.rotationPeriodMs is neither null nor a positive number`);
+    if (!isTime(r.createTime)) fail(`${at}.createTime is not a time (ms since the epoch, within ±8.64e15)`);
+    if (!isTime(r.updateTime)) fail(`${at}.updateTime is not a time (ms since the epoch, within ±8.64e15)`);
+    if (r.rotateTime !== null && !isTime(r.rotateTime)) fail(`${at}.rotateTime is neither null nor a time (ms since the epoch, within ±8.64e15)`);
+    if (r.deletionTime !== null && !isTime(r.deletionTime)) fail(`${at}.deletionTime is neither null nor a time (ms since the epoch, within ±8.64e15)`);
+    if (r.rotationPeriodMs !== null && !(isTime(r.rotationPeriodMs) && r.rotationPeriodMs > 0 && r.rotationPeriodMs <= MAX_ROTATION_PERIOD_MS)) fail(`${at}.rotationPeriodMs is neither null nor a positive number up to 100 years`);
     if (!Array.isArray(r.versions) || r.versions.length === 0) fail(`${at}.versions is not a non-empty array`);
     for (const [j, v] of (r.versions as unknown[]).entries()) {
       const vat = `${at}.versions[${j}]`;
       if (!isObject(v)) return fail(`${vat} is not an object`);
       if (v.version !== j + 1) fail(`${vat}.version is not ${j + 1}`);
-      if (!isTime(v.createTime)) fail(`${vat}.createTime is not a time`);
+      if (!isTime(v.createTime)) fail(`${vat}.createTime is not a time (ms since the epoch, within ±8.64e15)`);
       if (!Array.isArray(v.blobs) || !v.blobs.every((b) => typeof b === 'string' && b.length > 0)) fail(`${vat}.blobs is not an array of non-empty strings`);
       if ((v.blobs as unknown[]).length !== suite.keyBytes.length) fail(`${vat}.blobs has ${(v.blobs as unknown[]).length} entries, but suite ${suite.name} needs ${suite.keyBytes.length}`);
       if (!Number.isSafeInteger(v.encryptionsReserved) || (v.encryptionsReserved as number) < 0) fail(`${vat}.encryptionsReserved is not a non-negative integer`);
