@@ -1,7 +1,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ConfigError, DEFAULT_LIMITS, minMessageBytes, parseDuration, resolveConfig, type DaemonConfig } from './config.js';
 import { serverOptions } from './daemon.js';
 import { defaultSocketPath } from '../rpc/socket-path.js';
@@ -192,6 +195,29 @@ describe('resolveConfig precedence', () => {
   });
 });
 
+describe('connectionMaxAge at its maximum, through grpc-js', () => {
+  it('no connection is sent GOAWAY at once when the jitter is at its top (at 24d a third were: found by review)', async () => {
+    const c = resolved(['--config', configFile({ limits: { connectionMaxAge: '22d' } })]);
+    const socket = join(tmp, 'max-age.sock');
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.9999); // grpc-js: age + (2 * random - 1) * age / 10
+    const server = new grpc.Server(serverOptions(c.limits));
+    try {
+      await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+      const session = http2.connect('http://localhost', { createConnection: () => net.connect(socket) });
+      session.on('error', () => undefined);
+      const goaway = await new Promise<boolean>((resolve) => {
+        session.once('goaway', () => resolve(true));
+        setTimeout(() => resolve(false), 1000);
+      });
+      session.destroy();
+      expect(goaway).toBe(false);
+    } finally {
+      random.mockRestore();
+      server.forceShutdown();
+    }
+  });
+});
+
 describe('resolveConfig --help', () => {
   it('returns the usage without resolving anything else', () => {
     // A user without XDG_RUNTIME_DIR would otherwise fail.
@@ -261,7 +287,7 @@ describe('resolveConfig errors say what and where', () => {
       [{ limits: { maxSessionBufferedBytes: 1024 } }, /:limits\.maxSessionBufferedBytes must be an integer from 65536/],
       [{ limits: { connectionIdleTimeout: 1000 } }, /:limits\.connectionIdleTimeout must be a duration string/],
       // Node timers hold at most 2^31-1 ms (about 24.8 days); longer would fire at once.
-      [{ limits: { connectionMaxAge: '25d' } }, /:limits\.connectionMaxAge: 25d is more than the maximum of 24d/],
+      [{ limits: { connectionMaxAge: '23d' } }, /:limits\.connectionMaxAge: 23d is more than the maximum of 22d/],
       [{ limits: { connectionMaxAgeGrace: 'soon' } }, /:limits\.connectionMaxAgeGrace: invalid duration "soon"/],
       // A message must carry the largest payload plus associated data plus the envelope.
       [{ limits: { maxPayloadBytes: 4 * 1024 * 1024 } }, /:limits\.maxMessageBytes: 4259840 is too small for the payload limits: .* at least 4325376$/],

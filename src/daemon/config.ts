@@ -134,6 +134,12 @@ export const ENVELOPE_OVERHEAD_BYTES = 64 * KiB;
 export const MAX_HASH_STREAMS = 256;
 /** Node's setTimeout holds at most 2^31-1 ms (longer fires at once); grpc-js treats that as "no limit". */
 const MAX_TIMER_MS = 24 * DAY;
+/**
+ * grpc-js arms the max-age timer at the age ±10 % (jitter), so the age itself must stay under
+ * (2^31-1) / 1.1: at 24d about a third of connections were sent GOAWAY a millisecond after they
+ * connected (found by review).
+ */
+const MAX_CONNECTION_AGE_MS = 22 * DAY;
 
 // [min, max] per limit; the maxima keep one request's memory bounded.
 const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
@@ -159,7 +165,7 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxConnectionsPerCaller: [1, 100_000],
   maxHashStreamsPerCaller: [1, MAX_HASH_STREAMS],
   connectionIdleTimeout: [0, MAX_TIMER_MS],
-  connectionMaxAge: [0, MAX_TIMER_MS],
+  connectionMaxAge: [0, MAX_CONNECTION_AGE_MS],
   connectionMaxAgeGrace: [0, MAX_TIMER_MS],
 };
 const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod', 'connectionIdleTimeout', 'connectionMaxAge', 'connectionMaxAgeGrace']);

@@ -42,10 +42,39 @@ export interface Policy {
 const RULE_FIELDS = ['id', 'principals', 'operations', 'keys', 'comment'];
 const MAX_RULES = 10_000;
 
-/** "at position 17" in JSON.parse's message -> line:column. */
+/**
+ * Where JSON.parse failed. Its message says "at position N" for some errors but not for others
+ * (Node 20: a trailing comma, a stray brace or a bare word give "Unexpected token ..." with no
+ * position: found by review); then the error is at the end of the shortest prefix that fails for a
+ * reason other than ending early (a prefix cut short fails at its own length, or "end of JSON").
+ */
+function errorOffset(text: string, err: Error): number {
+  const stated = /position (\d+)/.exec(err.message)?.[1];
+  if (stated !== undefined) return Number(stated);
+  if (/end of JSON/.test(err.message)) return text.length;
+  const failsWithin = (length: number): boolean => {
+    try {
+      JSON.parse(text.slice(0, length));
+      return false;
+    } catch (e) {
+      const message = (e as Error).message;
+      const at = /position (\d+)/.exec(message)?.[1];
+      return !/end of JSON/.test(message) && (at === undefined || Number(at) < length);
+    }
+  };
+  let lo = 1;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (failsWithin(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo - 1;
+}
+
+/** JSON.parse's error -> line:column. */
 function syntaxError(text: string, err: Error): PolicyError {
-  const pos = /position (\d+)/.exec(err.message)?.[1] ?? (/end of JSON/.test(err.message) ? String(text.length) : undefined);
-  if (pos === undefined) return new PolicyError(`not valid JSON: ${err.message}`);
+  const pos = errorOffset(text, err);
   const before = text.slice(0, Number(pos));
   const line = before.split('\n').length;
   const column = Number(pos) - before.lastIndexOf('\n');

@@ -114,6 +114,10 @@ describe('parsePolicy rejects', () => {
   it.each([
     ['{"rules": [', /line 1, column \d+: not valid JSON/],
     ['{\n  "rules": [\n    {,}\n  ]\n}', /line 3, column 6: not valid JSON/],
+    // Errors whose Node 20 message gives no position (found by review: these named no place).
+    ['{\n  "rules": [\n    {"principals": ["uid:1"]},\n  ]\n}', /^line 4, column 3: not valid JSON/],
+    ['{\n  "rules": [\n  }\n}', /^line 3, column 3: not valid JSON/],
+    ['{\n  "rules": [\n    allow\n  ]\n}', /^line 3, column 5: not valid JSON/],
     ['[]', /must be a JSON object/],
     [JSON.stringify({ rule: [] }), /^rule: unknown field/],
     [JSON.stringify({ rules: {} }), /^rules: must be an array/],
