@@ -16,7 +16,8 @@ import type { Access } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
 import { MemoryBudget } from './memory-budget.js';
 import { CallerSlots } from './caller-slots.js';
-import { countSessionOperations, countTopLevelFields, daemonServiceDefinition, UndecodableRequest } from './decode.js';
+import { countSessionOperations, countTopLevelFields, daemonServiceDefinition, undecodable, UndecodableRequest } from './decode.js';
+import { Status } from './errors.js';
 import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
 
 const socket = join(mkdtempSync(join(tmpdir(), 'rf-decode-')), 'rf.sock');
@@ -113,6 +114,32 @@ describe('requests that would decode into millions of objects', () => {
       call.end();
     });
     expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it('items hidden from the count behind a mistyped tag are refused undecoded, as INVALID_ARGUMENT (found by review: 4 MiB decoded into 2 million items)', async () => {
+    const deserialize = (method: string, b: Buffer) => daemonServiceDefinition(CryptoService, MAX_ITEMS)[method]!.requestDeserialize(b);
+    const n = 1_000_000;
+    const hidden: [string, Buffer][] = [
+      // BatchEncrypt: field 1 tagged as a group first; the count stopped there, protobuf-es read on.
+      ['batchEncrypt', Buffer.concat([Buffer.from([0x0b, 0x00]), emptyItems(n)])],
+      // Session: `more` tagged as a group first.
+      ['session', Buffer.concat([Buffer.from([0x83, 0x01, 0x00]), Buffer.alloc(3 * n, Buffer.from([0x82, 0x01, 0x00]))])],
+      // Session: `id` (a varint) tagged length-delimited over everything after it.
+      ['session', (() => {
+        const rest = Buffer.alloc(3 * n, Buffer.from([0x82, 0x01, 0x00]));
+        return Buffer.concat([Buffer.from([0x0a]), varint(rest.length), rest]);
+      })()],
+    ];
+    for (const [method, body] of hidden) {
+      const started = performance.now();
+      const refused = deserialize(method, body);
+      expect(refused, method).toBeInstanceOf(UndecodableRequest);
+      expect(undecodable(refused as UndecodableRequest).code, method).toBe(Status.INVALID_ARGUMENT);
+      // Refused by reading tags, not by building a million objects (printed, never asserted).
+      console.log(`${method}: ${body.length} hidden-item bytes refused in ${(performance.now() - started).toFixed(1)} ms`);
+    }
+    const err = await unary('BatchEncrypt', hidden[0]![1]);
+    expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
   });
 
   it('so does one whose single `more` item nests a million more (found by review: they were decoded first, for seconds)', async () => {
