@@ -197,3 +197,61 @@ describe('Session handler: the daemon-wide budget (maxBufferedBytes)', () => {
     await vi.waitFor(() => expect(budget.held).toBe(0));
   });
 });
+
+describe('Session handler: error answers count as bytes (found by review: counted as 0, they piled up unflushed)', () => {
+  it('a client that never reads and sends operations that all fail is stopped at maxSessionBufferedBytes', async () => {
+    const budget = new MemoryBudget(1 << 30);
+    const s = start({ maxSessionBufferedBytes: 64 * 1024 }, true, budget);
+    // 1000 operations per message, none with an op: each is answered INVALID_ARGUMENT.
+    for (let k = 0; k < 50; k++) s.send({ id: 1n, more: Array.from({ length: 999 }, (_, i) => ({ id: BigInt(i + 2) })) });
+    for (let i = 0; i < 50; i++) await turn();
+    expect(s.call.isPaused()).toBe(true);
+    expect(budget.held).toBeGreaterThan(0);
+    // At ~100 bytes an answer, 64 KiB holds well under two messages' worth.
+    expect(s.audit.length).toBeLessThan(2000);
+    expect(s.audit.every((a) => a.outcome === 'INVALID_ARGUMENT')).toBe(true);
+  });
+});
+
+describe('Session handler: at its deadline (found by review: it read on and audited nothing)', () => {
+  it('stops reading even when the client neither reads nor cancels, audits DEADLINE_EXCEEDED, and an operation still running then is audited so', async () => {
+    const pending: ((b: Buffer) => void)[] = [];
+    const engine = { digest: () => new Promise<Buffer>((r) => pending.push(r)) };
+    const audit: AuditEntry[] = [];
+    const ctx = { limits: { ...LIMITS, maxSessionInFlight: 1 }, budget: new MemoryBudget(1 << 30), engine, suiteStatus: () => 'available' } as unknown as OpContext;
+    const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+    let read = 0;
+    const call = Object.assign(
+      new Duplex({
+        objectMode: true,
+        read() {},
+        write(_m: SessionResponse, _e, cb) {
+          cb();
+        },
+      }),
+      { getDeadline: () => Date.now() + 100 },
+    );
+    call.on('error', () => undefined);
+    const handler = sessionHandler(ctx, deps);
+    call.on('data', () => read++);
+    handler(call as never);
+    const hashOp = (id: bigint, more: Init[] = []): Init => ({ id, op: { case: 'hash', value: { data: new Uint8Array(8) } }, more });
+    const send = (init: Init) => call.push(create(SessionRequestSchema, init) as SessionRequest);
+    send(hashOp(1n, [hashOp(2n)])); // one runs (in-flight limit 1), one waits
+    await vi.waitFor(() => expect(pending).toHaveLength(1));
+    await new Promise((r) => setTimeout(r, 150)); // the deadline passes
+    expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([['CryptoService/Session', 'DEADLINE_EXCEEDED']]);
+    const before = read;
+    pending[0]!(Buffer.alloc(32)); // the running operation ends; its answer is dropped
+    for (let i = 0; i < 3; i++) await turn();
+    for (let i = 0; i < 5; i++) send(hashOp(BigInt(10 + i)));
+    for (let i = 0; i < 3; i++) await turn();
+    expect(read - before).toBe(0);
+    expect(call.destroyed).toBe(true);
+    expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([
+      ['CryptoService/Session', 'DEADLINE_EXCEEDED'],
+      ['Session/hash', 'DEADLINE_EXCEEDED'],
+    ]);
+    expect(pending).toHaveLength(1); // the waiting operation never started
+  });
+});

@@ -58,8 +58,8 @@ export const ANSWER_ALLOWANCE = 256;
 /**
  * What an operation holds while it runs: its request's payload, and room for the largest answer
  * it can make (random data is as long as asked; a data key and its ciphertext twice its length;
- * other answers at most their input plus ANSWER_ALLOWANCE). Corrected to the answer's real size
- * once known, so never less than it (flow.test.ts checks each kind): the budget's bounds hold
+ * other answers at most their input plus ANSWER_ALLOWANCE). Corrected to the answer's wire size
+ * (answerBytes) once known, so never less than it (flow.test.ts checks each kind): the budget's bounds hold
  * for what operations hold once they have answered, not only when they start. Never zero.
  */
 export function reservedBytes(op: SessionRequest['op'], maxPayloadBytes: number): number {
@@ -97,6 +97,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     });
 
     const flow = () => {
+      if (closed) return; // a stopped session reads nothing more (resuming it would read and drop)
       while (waiting.length > 0 && inFlight < max && held < maxBytes && share.mayStart && !closed) start(waiting.shift()!);
       // Held back by the daemon-wide bound or the caller's part alone: go on when bytes go back.
       if (waiting.length > 0 && !share.mayStart && !closed && !budgetWait) {
@@ -128,8 +129,17 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       budgetWait?.();
       budgetWait = undefined;
     };
+    const began = performance.now();
+    let gone: 'CANCELLED' | 'DEADLINE_EXCEEDED' | undefined;
     // Operations already running finish (each is bounded); nothing more is read, started or answered.
-    const dispose = whenGone(call, stop);
+    // Destroyed, as streams are: a client that neither reads nor cancels would otherwise keep a
+    // session past its deadline (grpc-js cannot send the status while the client does not read).
+    const dispose = whenGone(call, (why) => {
+      gone = why;
+      stop();
+      deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: why, durationMs: +(performance.now() - began).toFixed(3) });
+      call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the session' : 'the deadline passed'));
+    });
     call.on('error', stop);
     call.on('close', () => {
       dispose();
@@ -175,7 +185,8 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       (item.refused ? Promise.reject(item.refused) : run(ctx, op))
         .then(
           (result) => {
-            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn: payloadBytes(op.value), bytesOut: payloadBytes(result?.value), outcome: 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
+            // Done after the session ended: the client never gets the answer.
+            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn: payloadBytes(op.value), bytesOut: gone ? 0 : payloadBytes(result?.value), outcome: gone ?? 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
             return result;
           },
           (err: unknown): Result => {
@@ -187,7 +198,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
         )
         .then((result) => {
           if (closed) return release();
-          const actual = payloadBytes(op.value) + payloadBytes(result?.value);
+          // The answer at its wire size: an error answer has no bytes fields, but it is not free (found
+          // by review: counted as 0, answers of failed empty operations piled up unflushed uncounted).
+          const actual = payloadBytes(op.value) + answerBytes(result?.value);
           held += actual - cost;
           if (actual > cost) share.take(actual - cost);
           else share.give(cost - actual);
