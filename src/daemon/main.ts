@@ -2,9 +2,11 @@
  * `ringfenced`: the daemon's entry point. Thin: configuration, logger, signals; daemon.ts does the rest.
  * Exit codes: 0 after a clean stop, 1 when it cannot start (the reason on stderr and in the log), 2 usage.
  */
+import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { ConfigError, resolveConfig } from './config.js';
 import { startDaemon } from './daemon.js';
+import { grpcLogger } from './grpc-log.js';
 
 async function main(argv: string[]): Promise<number> {
   let config;
@@ -22,6 +24,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const log = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+  grpc.setLogger(grpcLogger(log));
   // Handlers catch their own errors; anything that still escapes is logged, never fatal to other callers.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 

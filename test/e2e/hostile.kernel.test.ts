@@ -25,6 +25,7 @@ import { CryptoService } from '../../src/gen/ringfence/v1/crypto_service_pb.js';
 import { StatusService } from '../../src/gen/ringfence/v1/status_service_pb.js';
 import type { ItemStatus } from '../../src/gen/ringfence/v1/errors_pb.js';
 import { TestDaemon } from '../support/daemon.js';
+import { until } from '../support/wait.js';
 import { RawGrpcClient, fdCount, grpcFrame, h2Connect, h2Request, leakForms, type H2Outcome, type RawOutcome } from '../support/raw-grpc.js';
 
 // RINGFENCE_FUZZ_SCALE=10 for a longer local run; 1 keeps the file near 4 minutes per kernel under TCG.
@@ -558,6 +559,23 @@ describe('hostile input', () => {
   }
 
   // ---- 4. no secrets in logs or state ------------------------------------------------------------
+
+  it('a header value gRPC refuses is logged as a JSON warning without the value, never raw on stderr (found by review: grpc-js printed it with C1 controls)', async () => {
+    const session = h2Connect(daemon.socket);
+    try {
+      const { stream, outcome } = h2Request(session, '/grpc.health.v1.Health/Check', { 'x-evil': 'SECRET-\u00e9\u0085{"level":30,"msg":"forged"}\u009b31m' });
+      stream.end(grpcFrame(Buffer.alloc(0)));
+      await step('the health check with a bad header', outcome);
+    } finally {
+      session.close();
+    }
+    await until('the warning', () => daemon.output.includes('x-evil'), 10_000);
+    const lines = daemon.output.split('\n').filter((l) => l.includes('x-evil'));
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 40, source: 'grpc-js', msg: expect.stringContaining('(not logged)') });
+    expect(daemon.output).not.toMatch(/SECRET|forged|\u0085|\u009b/);
+    alive();
+  });
 
   it('known key material, payloads, associated data and data keys never reach logs or state files, on error paths too', async () => {
     // Distinctive patterns: long enough that no accidental match is plausible.

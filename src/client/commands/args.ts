@@ -50,9 +50,16 @@ export function parseInteger(text: string, what: string, min: number, max: numbe
 }
 
 /** Hex (either case, even length, optional 0x) -> bytes; refuses anything Buffer would skip. */
+function describeNonHex(t: string): string {
+  if (t.length === 0) return 'empty';
+  const bad = [...t].findIndex((c) => !/[0-9a-fA-F]/.test(c));
+  return bad >= 0 ? `not hex (character ${bad + 1} of ${t.length})` : `${t.length} hex digits, an odd number`;
+}
+
 export function parseHex(text: string, what: string): Buffer {
   const t = text.startsWith('0x') || text.startsWith('0X') ? text.slice(2) : text;
-  if (t.length === 0 || t.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(t)) throw new UsageError(`${what}: "${text}" is not an even-length hex string`);
+  // The value is not quoted: it may be a MAC, or a secret given to the wrong option (found by review).
+  if (t.length === 0 || t.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(t)) throw new UsageError(`${what}: ${describeNonHex(t)}; give an even number of hex digits`);
   return Buffer.from(t, 'hex');
 }
 
