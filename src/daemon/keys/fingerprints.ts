@@ -11,11 +11,14 @@
  * material never leaves the kernel and cannot be imported, so it needs none.
  */
 import { macSuite } from '../../capabilities/suites.js';
+import { ApiError, ErrorReason, Status } from '../api/errors.js';
 import { getRandom } from '../../../native-ffi/random.js';
 import type { CryptoEngine } from '../engine/engine.js';
 import type { KernelKeystore } from '../keystore/kernel-keystore.js';
 
 const HMAC = macSuite('hmac-sha256')!;
+
+type Log = (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
 
 /** Where a part of imported material is in use. */
 export interface MaterialUse {
@@ -40,6 +43,52 @@ export class MaterialFingerprints {
     if (!hmacAvailable) return false;
     this.serial = this.keystore.importRaw('ringfence:material-fingerprint', getRandom(32)); // wipes the random bytes
     return true;
+  }
+
+  /** open(), saying in the log when reused material will not be detected. */
+  start(canSeal: boolean, hmacAvailable: boolean, log: Log): void {
+    if (!canSeal) return; // nothing can be imported on this kernel
+    try {
+      if (this.open(hmacAvailable)) return;
+      log('hmac(sha256) is not available: imported key material is not checked for reuse', {}, 'warn');
+    } catch (err) {
+      log(`imported key material is not checked for reuse: ${err instanceof Error ? err.message : String(err)}`, {}, 'warn');
+    }
+  }
+
+  /**
+   * Records a restored version's material. Material two versions share (imported before this check
+   * existed) is logged, naming both: the operator should rotate one of them.
+   */
+  noteRestored(fingerprints: readonly string[], use: MaterialUse, nameOf: (keyId: string) => string | undefined, log: Log): void {
+    const other = this.find(fingerprints);
+    if (other) {
+      const name = nameOf(use.keyId);
+      const otherName = nameOf(other.keyId) ?? other.keyId;
+      log(
+        `key "${name}" version ${use.version} has the same material as key "${otherName}" version ${other.version}: they share one nonce space and their encryption limits do not hold; rotate one of them to new material`,
+        { key_name: name, version: use.version, other_key_name: otherName, other_version: other.version },
+        'warn',
+      );
+    }
+    this.add(fingerprints, use);
+  }
+
+  /**
+   * The fingerprints of `material`'s parts; INVALID_ARGUMENT when any part is already in use here.
+   * Another key is not named: the caller may not be allowed to see it.
+   */
+  async refuseReused(material: Buffer, sizes: readonly number[], rotating?: { id: string; name: string }): Promise<string[]> {
+    const fingerprints = await this.ofParts(material, sizes);
+    const use = this.find(fingerprints);
+    if (!use) return fingerprints;
+    const where = use.keyId === rotating?.id ? `version ${use.version} of key "${rotating.name}"` : 'another key in this daemon';
+    throw new ApiError(
+      Status.INVALID_ARGUMENT,
+      ErrorReason.KEY_MATERIAL_INVALID,
+      `this key material is already in use by ${where}; use new random material (two versions with the same material share one nonce space, so neither one's encryption limit would hold)`,
+      { field: 'material' },
+    );
   }
 
   get enabled(): boolean {

@@ -5,14 +5,15 @@
  * changes nothing. Changes are serialized by one lock; the encryption hot path only takes it when a
  * new block of encryptions must be reserved.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { AeadSuite, MacSuite } from '../../capabilities/suites.js';
-import { AEAD_SUITES, MAC_SUITES, aeadSuite, macSuite } from '../../capabilities/suites.js';
 import type { AlgStatus } from '../../capabilities/probe.js';
 import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api/errors.js';
 import { KeystoreError } from '../keystore/errors.js';
-import type { MaterialFingerprints, MaterialUse } from './fingerprints.js';
+import type { MaterialFingerprints } from './fingerprints.js';
+import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './key-errors.js';
 import { Mutex } from './mutex.js';
+import { chooseSuite } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
 import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, MAX_TIME_MS, nextRotationTime, primaryVersion, suiteOf } from './model.js';
 
@@ -86,7 +87,7 @@ export class KeyManager {
       this.deps.log('the master-key check is sealed with a suite this kernel refuses; the master key is not checked up front (generated keys are still verified as they load)', { suite: state.masterCheck.split(':')[1] });
     }
     this.masterCheck = state.masterCheck ?? (material.canSeal ? await material.masterCheck() : null);
-    this.openFingerprints();
+    this.deps.fingerprints.start(material.canSeal, this.deps.suiteStatus('hmac-sha256') === 'available', this.deps.log);
     const { fingerprints } = this.deps;
     try {
       for (const record of state.keys) {
@@ -96,7 +97,7 @@ export class KeyManager {
             try {
               const restored = await material.restore(record.id, v.version, record.origin, v.blobs, (part) => fingerprints.of(part));
               versions.push(restored.serials);
-              this.noteRestoredMaterial(record, v.version, restored.fingerprints);
+              fingerprints.noteRestored(restored.fingerprints, { keyId: record.id, version: v.version }, (id) => (id === record.id ? record.name : this.byId.get(id)?.name), this.deps.log);
             } catch (err) {
               // A kernel that refuses the seal's suite (a move to af_alg_restrict=1) cannot bring
               // this version back; nothing about it is wrong, so it must not keep the daemon down.
@@ -195,7 +196,7 @@ export class KeyManager {
         const suite = this.chooseSuite(req.name, req.purpose, req.suite, req.material.length);
         checkMaterial(suite, req.material);
         this.checkCanSeal(req.name);
-        const fingerprints = await this.refuseReusedMaterial(suite, req.material);
+        const fingerprints = await this.deps.fingerprints.refuseReused(req.material, suite.keyBytes);
         const id = this.newId();
         const { serials, blobs } = await this.deps.material.import(id, 1, suite, req.material);
         const record = await this.addRecord(this.newRecord(id, req.name, suite, 'imported', null, req.deletionProtection ?? false, blobs), serials);
@@ -541,7 +542,7 @@ export class KeyManager {
       }
       checkMaterial(suite, material);
       this.checkCanSeal(record.name);
-      const fingerprints = await this.refuseReusedMaterial(suite, material, record);
+      const fingerprints = await this.deps.fingerprints.refuseReused(material, suite.keyBytes, record);
       made = { ...(await this.deps.material.import(record.id, version, suite, material)), fingerprints };
     }
     const now = this.now();
@@ -569,84 +570,7 @@ export class KeyManager {
   private chooseSuite(name: string, purpose: Purpose | undefined, suiteName: string | undefined, materialBytes?: number): AeadSuite | MacSuite {
     if (!isValidKeyName(name)) throw invalidField('name', `key names are ${KEY_NAME_RULE}`);
     if (this.byName.has(name)) throw new ApiError(Status.ALREADY_EXISTS, ErrorReason.KEY_ALREADY_EXISTS, `key "${name}" already exists`, { key_name: name });
-    let suite: AeadSuite | MacSuite | undefined;
-    if (suiteName) {
-      suite = aeadSuite(suiteName) ?? macSuite(suiteName);
-      if (!suite) throw invalidField('suite', `unknown suite "${suiteName}"`);
-      const suitePurpose = suite.kind === 'aead' ? 'aead' : 'mac';
-      if (purpose && purpose !== suitePurpose) {
-        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.SUITE_PURPOSE_MISMATCH, `suite ${suite.name} is for ${suitePurpose.toUpperCase()} keys, not ${purpose.toUpperCase()}`, { suite: suite.name, purpose: purpose.toUpperCase() });
-      }
-    } else {
-      const candidates: readonly (AeadSuite | MacSuite)[] = (purpose ?? 'aead') === 'aead' ? AEAD_SUITES : MAC_SUITES;
-      const fits = candidates.filter((s) => materialBytes === undefined || s.keyBytes.reduce((a, b) => a + b, 0) === materialBytes);
-      suite = fits.find((s) => this.deps.suiteStatus(s.name) === 'available');
-      if (!suite) {
-        if (materialBytes !== undefined && fits.length === 0) {
-          throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `no ${(purpose ?? 'aead').toUpperCase()} suite takes ${materialBytes}-byte keys`, { field: 'material' });
-        }
-        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel allows none of the ${(purpose ?? 'aead').toUpperCase()} suites${materialBytes !== undefined ? ` for ${materialBytes}-byte keys` : ''}; see \`ringfence doctor\``);
-      }
-    }
-    const status = this.deps.suiteStatus(suite.name);
-    const kernelAlgorithm = suite.algorithms.map((a) => a.name).join(',');
-    if (status === 'restricted') {
-      const allowed = (suite.kind === 'aead' ? AEAD_SUITES : MAC_SUITES).filter((s) => this.deps.suiteStatus(s.name) === 'available').map((s) => s.name);
-      throw new ApiError(
-        Status.FAILED_PRECONDITION,
-        ErrorReason.SUITE_RESTRICTED_BY_KERNEL,
-        `this kernel refuses ${suite.name} (${kernelAlgorithm}) to the daemon: under af_alg_restrict=1 it allows privileged processes only an allowlist that excludes it; ${allowed.length ? `choose one it allows (${allowed.join(', ')}) or leave the suite unset for the default` : 'it allows no suite for this purpose'}`,
-        { suite: suite.name, kernel_algorithm: kernelAlgorithm, allowed: allowed.join(',') },
-      );
-    }
-    if (status !== 'available') {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${kernelAlgorithm}: ${status}); see \`ringfence doctor\``, { suite: suite.name, kernel_algorithm: kernelAlgorithm });
-    }
-    return suite;
-  }
-
-  /** Makes this run's fingerprint key; without one, reused material is not detected (said once, here). */
-  private openFingerprints(): void {
-    const { fingerprints, material, suiteStatus } = this.deps;
-    if (!material.canSeal) return; // nothing can be imported on this kernel
-    try {
-      if (fingerprints.open(suiteStatus('hmac-sha256') === 'available')) return;
-      this.deps.log('hmac(sha256) is not available: imported key material is not checked for reuse', {}, 'warn');
-    } catch (err) {
-      this.deps.log(`imported key material is not checked for reuse: ${err instanceof Error ? err.message : String(err)}`, {}, 'warn');
-    }
-  }
-
-  /** Records a restored version's material; material two versions share (imported before this check existed) is logged. */
-  private noteRestoredMaterial(record: KeyRecord, version: number, fingerprints: string[]): void {
-    const { fingerprints: known } = this.deps;
-    const other = known.find(fingerprints);
-    if (other) {
-      const holder = other.keyId === record.id ? record : this.byId.get(other.keyId);
-      this.deps.log(
-        `key "${record.name}" version ${version} has the same material as key "${holder?.name ?? other.keyId}" version ${other.version}: they share one nonce space and their encryption limits do not hold; rotate one of them to new material`,
-        { key_name: record.name, version, other_key_name: holder?.name, other_version: other.version },
-        'warn',
-      );
-    }
-    known.add(fingerprints, { keyId: record.id, version });
-  }
-
-  /**
-   * The fingerprints of `material`'s parts; INVALID_ARGUMENT when any part is already in use here.
-   * Another key is not named: the caller may not be allowed to see it.
-   */
-  private async refuseReusedMaterial(suite: AeadSuite | MacSuite, material: Buffer, rotating?: KeyRecord): Promise<string[]> {
-    const fingerprints = await this.deps.fingerprints.ofParts(material, suite.keyBytes);
-    const use: MaterialUse | undefined = this.deps.fingerprints.find(fingerprints);
-    if (!use) return fingerprints;
-    const where = use.keyId === rotating?.id ? `version ${use.version} of key "${rotating.name}"` : 'another key in this daemon';
-    throw new ApiError(
-      Status.INVALID_ARGUMENT,
-      ErrorReason.KEY_MATERIAL_INVALID,
-      `this key material is already in use by ${where}; use new random material (two versions with the same material share one nonce space, so neither one's encryption limit would hold)`,
-      { field: 'material' },
-    );
+    return chooseSuite(this.deps.suiteStatus, purpose, suiteName, materialBytes);
   }
 
   /** Imported material is persisted sealed under the master key, which needs a sealing suite. */
@@ -748,39 +672,5 @@ export class KeyManager {
   close(): void {
     for (const record of [...this.byId.values()]) this.unindex(record);
     this.deps.fingerprints.close();
-  }
-}
-
-function limitReached(record: KeyRecord, version: number, limit: number, what: string, when = ''): ApiError {
-  return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${record.name}" version ${version} reached its limit of ${limit} encryptions${when ? ` ${when}` : ''}; ${what}`, {
-    key_name: record.name,
-    key_version: String(version),
-    encryption_limit: String(limit),
-  });
-}
-
-function pendingDeletion(record: KeyRecord, what: string): ApiError {
-  const when = record.deletionTime !== null ? new Date(record.deletionTime).toISOString() : '';
-  return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION, `key "${record.name}" is scheduled for deletion${when ? ` at ${when}` : ''}; ${what}`, {
-    key_name: record.name,
-    ...(when ? { deletion_time: when } : {}),
-  });
-}
-
-function originMismatch(record: KeyRecord, message: string): ApiError {
-  return new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_ORIGIN_MISMATCH, message, { key_name: record.name, origin: record.origin === 'generated' ? 'GENERATED_IN_KERNEL' : 'IMPORTED' });
-}
-
-function checkMaterial(suite: AeadSuite | MacSuite, material: Buffer): void {
-  const want = suite.keyBytes.reduce((a, b) => a + b, 0);
-  if (material.length !== want) {
-    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} keys are ${want} bytes${suite.keyBytes.length > 1 ? ` (${suite.keyBytes.join(' + ')})` : ''}; got ${material.length}`, { suite: suite.name, expected_bytes: String(want), actual_bytes: String(material.length) });
-  }
-  // Encrypt-then-MAC needs independent keys: the cipher key as MAC key is refused (compared in constant time).
-  if (suite.keyBytes.length === 2 && suite.keyBytes[0] === suite.keyBytes[1]) {
-    const half = suite.keyBytes[0]!;
-    if (timingSafeEqual(material.subarray(0, half), material.subarray(half))) {
-      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} key material is a cipher key and a MAC key that must differ; both halves are the same`, { suite: suite.name });
-    }
   }
 }
