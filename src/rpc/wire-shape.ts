@@ -54,10 +54,17 @@ const shapes = new WeakMap<DescMessage, Shape>();
 function messageShape(desc: DescMessage): Shape {
   let shape = shapes.get(desc);
   if (shape) return shape;
+  // Field numbers index an array when they are small (every message of the API), a Map otherwise.
+  const small = desc.fields.every((f) => f.number < 256);
   const byNumber = new Map<number, FieldShape>();
-  shape = (no) => byNumber.get(no);
+  const byIndex: (FieldShape | undefined)[] = [];
+  shape = small ? (no) => (no < byIndex.length ? byIndex[no] : undefined) : (no) => byNumber.get(no);
   shapes.set(desc, shape); // before the fields: a message may contain itself
-  for (const f of desc.fields) byNumber.set(f.number, fieldShape(f));
+  for (const f of desc.fields) {
+    const fs = fieldShape(f);
+    if (small) byIndex[f.number] = fs;
+    else byNumber.set(f.number, fs);
+  }
   return shape;
 }
 
@@ -84,75 +91,88 @@ function fieldShape(f: DescField): FieldShape {
   }
 }
 
-/** True when `bytes` has the wire shape of `desc` at every depth (see above). */
-export function wireShapeMatches(desc: DescMessage, bytes: Uint8Array): boolean {
-  let at = 0;
-  /** A varint ending before `end` in at most 10 bytes; undefined otherwise. Exact below 2^53. */
-  const varint = (end: number): number | undefined => {
+/** Reads varints of one message; `at` is where the next read starts. */
+class Reader {
+  at = 0;
+  constructor(readonly bytes: Uint8Array) {}
+
+  /** A varint ending before `end` in at most 10 bytes, else -1. Exact below 2^53. */
+  varint(end: number): number {
+    const b = this.bytes;
+    if (this.at < end && b[this.at]! < 0x80) return b[this.at++]!; // most tags and lengths
     let value = 0;
     for (let i = 0; i < 10; i++) {
-      if (at >= end) return undefined;
-      const byte = bytes[at++]!;
+      if (this.at >= end) return -1;
+      const byte = b[this.at++]!;
       if (i < 8) value += (byte & 0x7f) * 2 ** (7 * i);
       else if (byte & 0x7f) value = Number.MAX_SAFE_INTEGER; // only ever compared against lengths
       if ((byte & 0x80) === 0) return value;
     }
-    return undefined;
-  };
-  const stack: { shape: Shape; end: number }[] = [{ shape: messageShape(desc), end: bytes.length }];
-  while (stack.length > 0) {
-    const frame = stack[stack.length - 1]!;
-    if (at === frame.end) {
-      stack.pop();
+    return -1;
+  }
+
+  /** A packed list whose last element ends exactly at `end` (the decoder reads on while short of it). */
+  packedFits(wire: Wire, end: number): boolean {
+    if (wire === Wire.Varint) {
+      while (this.at < end) if (this.varint(end) < 0) return false;
+      return true;
+    }
+    if ((end - this.at) % (wire === Wire.Bit64 ? 8 : 4) !== 0) return false;
+    this.at = end;
+    return true;
+  }
+}
+
+/** True when `bytes` has the wire shape of `desc` at every depth (see above). */
+export function wireShapeMatches(desc: DescMessage, bytes: Uint8Array): boolean {
+  const r = new Reader(bytes);
+  // The messages being read, outermost first: their shapes and where each ends.
+  const shapes: Shape[] = [messageShape(desc)];
+  const ends: number[] = [bytes.length];
+  let depth = 0;
+  for (;;) {
+    const end = ends[depth]!;
+    if (r.at === end) {
+      if (depth === 0) return true;
+      depth--;
       continue;
     }
-    const tag = varint(frame.end);
+    const tag = r.varint(end);
     // The decoder reads tags as 32-bit: a larger one would be read as another field.
-    if (tag === undefined || tag > 0xffff_ffff) return false;
+    if (tag < 0 || tag > 0xffff_ffff) return false;
     const no = Math.floor(tag / 8);
-    const wire = tag % 8;
+    const wire = tag & 7;
     if (no === 0) return false;
-    const field = frame.shape(no);
+    const field = shapes[depth]!(no);
     if (field === 'refused') return false;
     if (field && wire !== field.wire && !(field.packed !== undefined && wire === Wire.Delimited)) return false;
     switch (wire) {
       case Wire.Varint:
-        if (varint(frame.end) === undefined) return false;
+        if (r.varint(end) < 0) return false;
         break;
       case Wire.Bit64:
       case Wire.Bit32:
-        at += wire === Wire.Bit64 ? 8 : 4;
-        if (at > frame.end) return false;
+        r.at += wire === Wire.Bit64 ? 8 : 4;
+        if (r.at > end) return false;
         break;
       case Wire.Delimited: {
-        const length = varint(frame.end);
-        if (length === undefined || length > frame.end - at) return false;
-        const end = at + length;
+        const length = r.varint(end);
+        if (length < 0 || length > end - r.at) return false;
+        const inner = r.at + length;
         if (field?.nested) {
-          if (stack.length >= MAX_DEPTH) return false;
-          stack.push({ shape: field.nested, end });
+          if (depth + 1 >= MAX_DEPTH) return false;
+          depth++;
+          shapes[depth] = field.nested;
+          ends[depth] = inner;
         } else if (field?.packed !== undefined && field.wire !== Wire.Delimited) {
-          if (!packedFits(field.packed, end)) return false;
+          if (!r.packedFits(field.packed, inner)) return false;
         } else {
-          at = end;
+          r.at = inner;
         }
         break;
       }
       default:
         return false; // groups (3, 4) and the invalid wire types 6, 7
     }
-  }
-  return true;
-
-  /** A packed list whose last element ends exactly at `end` (the decoder reads on while short of it). */
-  function packedFits(wire: Wire, end: number): boolean {
-    if (wire === Wire.Varint) {
-      while (at < end) if (varint(end) === undefined) return false;
-      return true;
-    }
-    const size = wire === Wire.Bit64 ? 8 : 4;
-    if ((end - at) % size !== 0) return false;
-    at = end;
-    return true;
   }
 }
