@@ -130,12 +130,13 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       budgetWait = undefined;
     };
     const began = performance.now();
-    let gone: 'CANCELLED' | 'DEADLINE_EXCEEDED' | undefined;
+    // How the session ended before its operations did (they are audited so: their answers are dropped).
+    let endedAs: string | undefined;
     // Operations already running finish (each is bounded); nothing more is read, started or answered.
     // Destroyed, as streams are: a client that neither reads nor cancels would otherwise keep a
     // session past its deadline (grpc-js cannot send the status while the client does not read).
     const dispose = whenGone(call, (why) => {
-      gone = why;
+      endedAs = why;
       stop();
       deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: why, durationMs: +(performance.now() - began).toFixed(3) });
       call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the session' : 'the deadline passed'));
@@ -154,6 +155,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     });
     // The whole stream fails: a message without ids to answer, or over the operations limit.
     const fail = (e: ApiError) => {
+      // grpc-js reports every status it sends as a cancel (notifyOnCancel): this one is not.
+      dispose();
+      endedAs = statusName(e.code);
       stop();
       call.emit('error', e.toServiceError());
       deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: 0 });
@@ -186,7 +190,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
         .then(
           (result) => {
             // Done after the session ended: the client never gets the answer.
-            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn: payloadBytes(op.value), bytesOut: gone ? 0 : payloadBytes(result?.value), outcome: gone ?? 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn: payloadBytes(op.value), bytesOut: endedAs ? 0 : payloadBytes(result?.value), outcome: endedAs ?? 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
             return result;
           },
           (err: unknown): Result => {

@@ -28,7 +28,8 @@ export interface MaterialUse {
 
 export class MaterialFingerprints {
   private serial: number | undefined;
-  private readonly uses = new Map<string, MaterialUse>();
+  /** Fingerprint -> every version holding that part (more than one only in states from before this check). */
+  private readonly uses = new Map<string, MaterialUse[]>();
 
   constructor(
     private readonly keystore: KernelKeystore,
@@ -80,7 +81,7 @@ export class MaterialFingerprints {
    */
   async refuseReused(material: Buffer, sizes: readonly number[], rotating?: { id: string; name: string }): Promise<string[]> {
     const fingerprints = await this.ofParts(material, sizes);
-    const use = this.find(fingerprints);
+    const use = this.find(fingerprints, rotating?.id);
     if (!use) return fingerprints;
     const where = use.keyId === rotating?.id ? `version ${use.version} of key "${rotating.name}"` : 'another key in this daemon';
     throw new ApiError(
@@ -113,22 +114,36 @@ export class MaterialFingerprints {
     return out;
   }
 
-  /** Where any of `fingerprints` is already in use, if anywhere. */
-  find(fingerprints: readonly string[]): MaterialUse | undefined {
+  /** Where any of `fingerprints` is already in use, if anywhere; a version of `preferKey` first. */
+  find(fingerprints: readonly string[], preferKey?: string): MaterialUse | undefined {
+    let found: MaterialUse | undefined;
     for (const fp of fingerprints) {
-      const use = this.uses.get(fp);
-      if (use) return use;
+      for (const use of this.uses.get(fp) ?? []) {
+        if (use.keyId === preferKey) return use;
+        found ??= use;
+      }
     }
-    return undefined;
+    return found;
   }
 
   add(fingerprints: readonly string[], use: MaterialUse): void {
-    for (const fp of fingerprints) this.uses.set(fp, use);
+    for (const fp of fingerprints) {
+      const uses = this.uses.get(fp);
+      if (uses) uses.push(use);
+      else this.uses.set(fp, [use]);
+    }
   }
 
-  /** Forgets a key's material (the key is deleted: its material may be imported again). */
+  /**
+   * Forgets a key's material (the key is deleted). Material another key still holds stays known
+   * (found by review: deleting one of two keys sharing material freed it for a third).
+   */
   removeKey(keyId: string): void {
-    for (const [fp, use] of this.uses) if (use.keyId === keyId) this.uses.delete(fp);
+    for (const [fp, uses] of this.uses) {
+      const left = uses.filter((u) => u.keyId !== keyId);
+      if (left.length === 0) this.uses.delete(fp);
+      else if (left.length < uses.length) this.uses.set(fp, left);
+    }
   }
 
   close(): void {
