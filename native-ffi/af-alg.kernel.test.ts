@@ -1,9 +1,27 @@
 // AF_ALG requests larger than the operation socket's send buffer. Nothing reads the socket while
 // its sender waits, so a blocking send would wait for ever (holding a libuv thread for async
 // requests); sizeBuffers must count in the kernel's pages, and a send must never wait.
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import * as afAlg from './af-alg.js';
 import { projectModule, runTsJson } from '../test/support/run-ts.js';
 import { pageSize } from './libc.js';
+
+describe('openTransform on a kernel with AF_ALG', () => {
+  it('binds sha256: its digest of "abc" is the one node:crypto computes', () => {
+    const fd = afAlg.openTransform('hash', 'sha256');
+    const op = afAlg.acceptOp(fd);
+    try {
+      afAlg.sendRequest(op, {}, [Buffer.from('abc')]);
+      const digest = Buffer.alloc(32);
+      expect(afAlg.readResult(op, digest)).toBe(32);
+      expect(digest.toString('hex')).toBe(createHash('sha256').update('abc').digest('hex'));
+    } finally {
+      afAlg.closeFd(op);
+      afAlg.closeFd(fd);
+    }
+  });
+});
 
 describe('AF_ALG sends that do not fit the socket buffer', () => {
   it('fail at once with a short count instead of blocking for ever (found by review)', () => {

@@ -91,7 +91,8 @@ describe('keyctl', () => {
     expect(errCode(() => keyctl.addKey('encrypted', 'rf:enc3', Buffer.from(`load ${blob}`), ring))).toBe('EINVAL');
   });
 
-  it('refuses another process, same uid, a key that only its possessor may use', () => {
+  // Starts a child process through tsx: seconds on a loaded machine.
+  it('refuses another process, same uid, a key that only its possessor may use', { timeout: 60_000 }, () => {
     const serial = keyctl.addKey('user', 'rf:private', Buffer.from('secret'), ring);
     keyctl.setPerm(serial, Perm.POS_VIEW | Perm.POS_SEARCH | Perm.POS_READ);
     expect(keyctl.readKey(serial).toString()).toBe('secret'); // we possess it

@@ -122,13 +122,20 @@ describe('unary calls and refused streams', () => {
   });
 
   it('does not send again once the caller aborted', async () => {
-    const abort = new AbortController();
-    server = await startServer(() => {
-      abort.abort();
+    // Aborted in the turn the refusal arrives, before the abort's listener cancels the call: the
+    // retry's own check must answer with the refusal rather than start a second attempt (which the
+    // abort would then cancel). Found by review: aborting earlier cancelled the call before it was
+    // refused, so the check was never reached.
+    const signal = { aborted: false, reason: new Error('the caller gave up'), addEventListener: () => {}, removeEventListener: () => {} };
+    server = await startServer((n) => {
+      if (n > 0) return 'ok';
+      signal.aborted = true;
       return 'refuse';
     });
     client = new RingfenceClient({ socketPath: server.socketPath });
-    await expect(client.encrypt('k', big, { signal: abort.signal })).rejects.toThrow();
+    const err = await client.encrypt('k', big, { signal: signal as unknown as AbortSignal }).then(() => undefined, (e: unknown) => e);
+    // The refusal is what happened to the one attempt (an abort after a failure does not hide it).
+    expect([isUnavailable(err), (err as Error).message]).toEqual([true, 'Stream refused by server']);
     expect(server.seen).toHaveLength(1);
   });
 });

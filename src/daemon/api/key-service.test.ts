@@ -4,7 +4,7 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { describe, expect, it, vi } from 'vitest';
 import { KeyView } from '../../gen/ringfence/v1/key_pb.js';
-import { ImportKeyRequestSchema, ListKeysResponseSchema, RotateKeyRequestSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
+import { ImportKeyRequestSchema, KeyService, ListKeysResponseSchema, RotateKeyRequestSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
 import { decodeStatusDetails } from '../../rpc/error-details.js';
 import { MaterialFingerprints } from '../keys/fingerprints.js';
 import { KeyManager } from '../keys/key-manager.js';
@@ -32,7 +32,7 @@ describe('durationMs (rotation periods and deletion waits from the wire)', () =>
 });
 
 /** KeyService's handlers over a KeyManager with stand-in kernel keys (no kernel is needed to shape replies). */
-async function service(maxMessageBytes: number, opts: { deny?: boolean } = {}) {
+async function service(maxMessageBytes: number, opts: { deny?: boolean; grant?: (op: string, key?: string) => boolean } = {}) {
   let serial = 1;
   const stand = (suite: { keyBytes: number[] }) => {
     const serials = suite.keyBytes.map(() => serial++);
@@ -61,6 +61,11 @@ async function service(maxMessageBytes: number, opts: { deny?: boolean } = {}) {
     access: {
       forCall: () => {
         const principal = { uid: 1000, gid: 1000, pid: 1, groups: [] };
+        if (opts.grant) {
+          // Read at each check, so a test can change what the caller may do between calls.
+          const grant = (op: string, key?: string) => opts.grant!(op, key);
+          return { principal, authorize: (op: string, key?: string) => { if (!grant(op, key)) throw permissionDenied(principal, op as never, key); }, allows: grant, mayEverDo: (op: string) => grant(op, 'a') || grant(op, 'b') || grant(op, 'k') };
+        }
         return opts.deny
           ? { principal, authorize: (op: string, key?: string) => { throw permissionDenied(principal, op as never, key); }, allows: () => false, mayEverDo: () => false }
           : { principal, authorize: () => {}, allows: () => true, mayEverDo: () => true };
@@ -205,5 +210,45 @@ describe('imported material is held once (two versions sharing it would share on
     await call('importKey', request('importKey', { name: 'etm', suite: 4, material: Buffer.concat([cipherKey, macKey]) }));
     await expect(call('importKey', request('importKey', { name: 'mac', purpose: 2, suite: 5, material: Buffer.from(macKey) }))).rejects.toMatchObject(refused);
     await expect(call('importKey', request('importKey', { name: 'gcm', suite: 1, material: Buffer.from(cipherKey) }))).rejects.toMatchObject(refused);
+  });
+});
+
+describe('KeyService asks the policy for the operation each RPC is (found by review: no host test noticed a swapped or missing check)', () => {
+  it('each RPC is refused without its operation on the key, and not refused with only that operation', async () => {
+    const opts: { grant: (op: string, key?: string) => boolean } = { grant: () => true };
+    const svc = await service(256 * KiB, opts);
+    const call = (rpc: string, init: Record<string, unknown>) => svc.call(rpc, create(KeyService.method[rpc as keyof typeof KeyService.method].input, init as never));
+    await call('createKey', { name: 'k' });
+    await call('scheduleKeyDeletion', { name: 'k', waitingPeriod: create(DurationSchema, { seconds: 86_400n }) });
+    await call('cancelKeyDeletion', { name: 'k' });
+    const cases: [string, string, Record<string, unknown>][] = [
+      ['createKey', 'create', { name: 'k2' }],
+      ['importKey', 'import', { name: 'k3', material: randomBytes(32) }],
+      ['getKey', 'read', { name: 'k' }],
+      ['rotateKey', 'rotate', { name: 'k' }],
+      ['updateKey', 'update', { name: 'k', deletionProtection: true }],
+      ['disableKey', 'disable', { name: 'k' }],
+      ['enableKey', 'enable', { name: 'k' }],
+      ['scheduleKeyDeletion', 'delete', { name: 'k', waitingPeriod: create(DurationSchema, { seconds: 86_400n }) }],
+      ['cancelKeyDeletion', 'delete', { name: 'k' }],
+    ];
+    for (const [rpc, op, request] of cases) {
+      opts.grant = (o) => o !== op;
+      await expect(call(rpc, request), `${rpc} without ${op}`).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      opts.grant = (o) => o === op;
+      const outcome = await call(rpc, request).then(() => 'OK', (e: { code: number }) => grpc.status[e.code]);
+      expect(outcome, `${rpc} with only ${op}`).not.toBe('PERMISSION_DENIED');
+    }
+  });
+
+  it('ListKeys lists only the keys the caller may read, and refuses a caller who may read none', async () => {
+    const opts: { grant: (op: string, key?: string) => boolean } = { grant: () => true };
+    const { call, keys } = await service(256 * KiB, opts);
+    for (const name of ['a', 'b']) await keys.create({ name });
+    opts.grant = (op, key) => op === 'read' && key === 'a';
+    const page = await call<ListKeysResponse>('listKeys', { pageSize: 10, pageToken: '', view: KeyView.BASIC });
+    expect(page.keys.map((k) => k.name)).toEqual(['a']);
+    opts.grant = (op) => op !== 'read';
+    await expect(call('listKeys', { pageSize: 10, pageToken: '', view: KeyView.BASIC })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
   });
 });

@@ -221,6 +221,13 @@ describe('MemoryBudget: each caller holds at most its part', () => {
     expect(budget.heldBy('a')).toBeLessThan(100 + EXEMPT_CALLS_PER_CALLER * 10 + 10);
     expect(budget.heldBy('a')).toBe(44 + 10 * (started.size - 1));
     expect(started.size).toBe(7); // 44 -> 104 after six more; the rest wait
+    // The other streams' bytes go back: every stream still waiting starts, those holding bytes
+    // included (found by review: a wake for a free exemption alone once dropped them from the
+    // waiters, for good). Their own bytes stay: giving those back would wake them on its own.
+    for (const s of [...exempt, ...empty]) s.give(s.held);
+    for (let i = 0; i < 4 && started.size < 16; i++) await turn();
+    expect(holding.filter((s) => started.has(s))).toHaveLength(4);
+    expect(started.size).toBe(16);
     stop.abort(new Error('over'));
     await Promise.all(waits);
     expect(budget.waiters).toBe(0);

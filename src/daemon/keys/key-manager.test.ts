@@ -655,11 +655,17 @@ describe('KeyManager: encryption counts', () => {
     // tested in the guests, test/e2e/keys.kernel.test.ts.)
   });
 
-  it('the default headroom is limit / 256, at most 2^24, and none for small limits', async () => {
+  it('the default headroom is limit / 256: 2^24 at GCM\'s 2^32, 2 at 512', async () => {
     const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 512, reservationBlock: 4096 }));
     await w.km.create({ name: 'k' });
     await w.km.forEncrypt('k', 510);
     expect((await w.km.forEncrypt('k')).version).toBe(2); // 510 + 1 > 512 - 2
+    // The suite's own limit (no encryptionLimit): new work moves 2^24 before 2^32 (found by review:
+    // only the small case was checked).
+    const g = await world((x) => (x.limits = { ...x.limits, reservationBlock: 4096 }));
+    await g.km.create({ name: 'gcm', suite: 'aes-256-gcm' });
+    expect((await g.km.forEncrypt('gcm', 2 ** 32 - 2 ** 24)).version).toBe(1);
+    expect((await g.km.forEncrypt('gcm')).version).toBe(2);
   });
 
   it('countEncryptions on a fixed version refuses at the limit with ENCRYPTION_LIMIT_REACHED and counts nothing', async () => {
@@ -1051,6 +1057,24 @@ describe('KeyManager.runDueWork', () => {
     expect(w.kernelKeys().size).toBe(1);
     w.failWith = undefined;
     expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: ['a'] });
+  });
+
+  it('re-checks a due rotation under the lock: a key rotated by hand while the scheduler waited is not rotated again (found by review: untested)', async () => {
+    const w = await world();
+    await w.km.create({ name: 'rot', rotationPeriodMs: HOUR });
+    w.clock = T0 + HOUR; // due
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    w.delay = () => gate;
+    const slow = w.km.create({ name: 'slow' }); // holds the lock
+    const byHand = w.km.rotate('rot');
+    const run = w.km.runDueWork();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    w.delay = undefined;
+    release();
+    await Promise.all([slow, byHand]);
+    expect(await run).toEqual({ deleted: [], rotated: [] });
+    expect(w.fileKey('rot')!.versions.map((v) => v.version)).toEqual([1, 2]);
   });
 
   it('re-checks each key under the lock: a deletion cancelled, or a key scheduled for deletion, while it waited is left alone', async () => {

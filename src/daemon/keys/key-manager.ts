@@ -26,7 +26,7 @@ export interface KeyPolicyLimits {
   reservationBlock?: number;
   /**
    * Encryptions of a generated key's version kept for the streams still running on it: new
-   * operations move to a new version this many before the limit. Default: limit / 256, at most 2^24.
+   * operations move to a new version this many before the limit. Default: limit / 256 (2^24 at the largest limit, 2^32).
    */
   streamHeadroom?: number;
 }
@@ -436,7 +436,8 @@ export class KeyManager {
   private newWorkLimit(record: KeyRecord): number {
     const limit = this.encryptionLimit(record);
     if (record.origin !== 'generated') return limit;
-    const headroom = this.deps.limits.streamHeadroom ?? Math.min(2 ** 24, Math.floor(limit / 256));
+    // At most 2^24: no limit is above 2^32 (the suites' and encryptionsPerVersion's).
+    const headroom = this.deps.limits.streamHeadroom ?? Math.floor(limit / 256);
     return Math.max(1, limit - headroom);
   }
 
