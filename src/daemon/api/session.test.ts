@@ -265,52 +265,9 @@ describe('Session handler: at its deadline (found by review: it read on and audi
 
 describe('Session handler over a real grpc-js server: a stream refused as a whole', () => {
   const REAL_LIMITS = { maxPayloadBytes: 1 << 20, maxAssociatedDataBytes: 65_536, maxStreamChunkBytes: 1 << 20, maxBatchItems: 3, maxSessionInFlight: 16, maxSessionBufferedBytes: 16 << 20, maxMessageBytes: 4 << 20 };
-  it('a session refused as a whole (too many operations) is audited once, not also CANCELLED (found by review: grpc-js reports its own status as a cancel)', async () => {
-    const socket = join(mkdtempSync(join(tmpdir(), 'rf-sess-')), 's.sock');
-    const audit: AuditEntry[] = [];
-    const ctx = { limits: REAL_LIMITS, budget: new MemoryBudget(1 << 30) } as unknown as OpContext;
-    const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
-    const server = new grpc.Server();
-    server.addService(daemonServiceDefinition(CryptoService, REAL_LIMITS.maxBatchItems), { session: sessionHandler(ctx, deps) } as never);
-    await new Promise<void>((res, rej) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
-    const client = new grpc.Client(`unix:${socket}`, grpc.credentials.createInsecure());
-    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', (m: Uint8Array) => Buffer.from(m), (b: Buffer) => fromBinary(SessionResponseSchema, b));
-    const status = new Promise<grpc.StatusObject>((r) => call.on('status', r));
-    call.on('error', () => undefined);
-    call.on('data', () => undefined);
-    // 5 operations, over the limit of 3: the whole stream is refused. The client does not half-close.
-    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, more: [{ id: 2n }, { id: 3n }, { id: 4n }, { id: 5n }] })));
-    const s = await status;
-    await new Promise((r) => setTimeout(r, 200));
-    client.close();
-    server.forceShutdown();
-    expect(s.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    expect(audit.filter((a) => a.rpc === 'CryptoService/Session')).toHaveLength(1);
-  });
 
-  it('a session that ends normally is not audited CANCELLED', async () => {
-    const socket = join(mkdtempSync(join(tmpdir(), 'rf-sess-')), 's.sock');
-    const audit: AuditEntry[] = [];
-    const ctx = { limits: REAL_LIMITS, budget: new MemoryBudget(1 << 30) } as unknown as OpContext;
-    const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
-    const server = new grpc.Server();
-    server.addService(daemonServiceDefinition(CryptoService, REAL_LIMITS.maxBatchItems), { session: sessionHandler(ctx, deps) } as never);
-    await new Promise<void>((res, rej) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
-    const client = new grpc.Client(`unix:${socket}`, grpc.credentials.createInsecure());
-    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', (m: Uint8Array) => Buffer.from(m), (b: Buffer) => fromBinary(SessionResponseSchema, b));
-    const status = new Promise<grpc.StatusObject>((r) => call.on('status', r));
-    call.on('error', () => undefined);
-    call.on('data', () => undefined);
-    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n })));
-    call.end();
-    const s = await status;
-    await new Promise((r) => setTimeout(r, 200));
-    client.close();
-    server.forceShutdown();
-    expect(audit.filter((a) => a.rpc === 'CryptoService/Session')).toHaveLength(0);
-  });
-
-  it('an operation running when the session is refused as a whole is audited as it ended, not CANCELLED', async () => {
+  /** The handler served by grpc-js on a Unix socket, one Session call open to it; hashes wait in `pending`. */
+  async function realSession() {
     const socket = join(mkdtempSync(join(tmpdir(), 'rf-sess-')), 's.sock');
     const audit: AuditEntry[] = [];
     const pending: ((b: Buffer) => void)[] = [];
@@ -325,17 +282,48 @@ describe('Session handler over a real grpc-js server: a stream refused as a whol
     const status = new Promise<grpc.StatusObject>((r) => call.on('status', r));
     call.on('error', () => undefined);
     call.on('data', () => undefined);
-    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, op: { case: 'hash', value: { data: new Uint8Array(8) } } })));
-    await vi.waitFor(() => expect(pending).toHaveLength(1));
-    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 2n, more: [{ id: 3n }, { id: 4n }, { id: 5n }, { id: 6n }] })));
-    await status;
-    await new Promise((r) => setTimeout(r, 100));
-    pending[0]!(Buffer.alloc(32));
-    await new Promise((r) => setTimeout(r, 100));
-    client.close();
-    server.forceShutdown();
+    const send = (init: Init) => call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, init)));
+    const close = () => {
+      client.close();
+      server.forceShutdown();
+    };
+    return { call, send, status, audit, pending, close };
+  }
+  const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('a session refused as a whole (too many operations) is audited once, not also CANCELLED (found by review: grpc-js reports its own status as a cancel)', async () => {
+    const s = await realSession();
+    // 5 operations, over the limit of 3: the whole stream is refused. The client does not half-close.
+    s.send({ id: 1n, more: [{ id: 2n }, { id: 3n }, { id: 4n }, { id: 5n }] });
+    const status = await s.status;
+    await settle(200);
+    s.close();
+    expect(status.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(s.audit.filter((a) => a.rpc === 'CryptoService/Session')).toHaveLength(1);
+  });
+
+  it('a session that ends normally is not audited CANCELLED', async () => {
+    const s = await realSession();
+    s.send({ id: 1n });
+    s.call.end();
+    await s.status;
+    await settle(200);
+    s.close();
+    expect(s.audit.filter((a) => a.rpc === 'CryptoService/Session')).toHaveLength(0);
+  });
+
+  it('an operation running when the session is refused as a whole is audited as it ended, not CANCELLED', async () => {
+    const s = await realSession();
+    s.send({ id: 1n, op: { case: 'hash', value: { data: new Uint8Array(8) } } });
+    await vi.waitFor(() => expect(s.pending).toHaveLength(1));
+    s.send({ id: 2n, more: [{ id: 3n }, { id: 4n }, { id: 5n }, { id: 6n }] });
+    await s.status;
+    await settle(100);
+    s.pending[0]!(Buffer.alloc(32));
+    await settle(100);
+    s.close();
     // Its answer was dropped with the stream: audited with the stream's outcome, nothing sent.
-    expect(audit.map((a) => [a.rpc, a.outcome, a.bytesOut])).toEqual([
+    expect(s.audit.map((a) => [a.rpc, a.outcome, a.bytesOut])).toEqual([
       ['CryptoService/Session', 'RESOURCE_EXHAUSTED', 0],
       ['Session/hash', 'RESOURCE_EXHAUSTED', 0],
     ]);
