@@ -5,6 +5,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { fromBinary, type DescMessage, type DescMethod, type DescService, type MessageShape } from '@bufbuild/protobuf';
+import { decodeMessage } from './binary-decode.js';
 import { encodeMessage } from './binary-encode.js';
 
 /** A method as grpc-js sees it: path, streaming flags, and protobuf-es message (de)serializers. */
@@ -21,7 +22,8 @@ export function methodDefinition(method: DescMethod): MethodDefinition {
     requestSerialize: (m) => encodeMessage(input, m),
     requestDeserialize: (b) => fromBinary(input, b),
     responseSerialize: (m) => encodeMessage(output, m),
-    responseDeserialize: (b) => fromBinary(output, b),
+    // The one-pass decoder where it can (binary-decode.ts); protobuf-es, more lenient, for the rest.
+    responseDeserialize: (b) => decodeMessage(output, b) ?? fromBinary(output, b),
     originalName: method.localName,
   };
 }

@@ -30,6 +30,7 @@
  *   RINGFENCE_BENCH_PROFILE=1         CPU profiles of daemon, echo server and this client, summarised
  *                                     (profiling slows everything down: compare within a profile only)
  *   RINGFENCE_BENCH_PROFILE_US [10000]  the profiles' sampling interval
+ *   RINGFENCE_BENCH_PROFILE_TOP [12]    how many functions each profile summary lists
  *   RINGFENCE_BENCH_ONLY=session,... only these cells: unary, session, unary64k, stream, crypto, pieces
  *   RINGFENCE_BENCH_KEEP=1            keep the temp dir (daemon log with the audit trail; with npm run vm -- -i)
  */
@@ -81,6 +82,7 @@ const ONLY = (process.env.RINGFENCE_BENCH_ONLY ?? '').split(',').filter(Boolean)
 const wanted = (name: string) => ONLY.length === 0 || ONLY.includes(name);
 /** Sampling interval; V8's default of 1000 us slows a TCG guest several times over. */
 const PROFILE_US = Math.round(num('RINGFENCE_BENCH_PROFILE_US', 10_000));
+const PROFILE_TOP = Math.round(num('RINGFENCE_BENCH_PROFILE_TOP', 12));
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -261,7 +263,7 @@ function printProfile(title: string, profiles: CpuProfile[], ops: number, lastMs
   console.log(`\n${title}: ${busy.toFixed(0)} ms busy${ops ? `, ${((busy * 1000) / ops).toFixed(0)} us per operation over ${ops} operations` : ''}`);
   for (const [b, ms] of top(buckets, 14)) console.log(`  ${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${b}`);
   console.log('  top functions (self time):');
-  for (const [f, ms] of top(fns, 12)) console.log(`  ${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${f}`);
+  for (const [f, ms] of top(fns, PROFILE_TOP)) console.log(`  ${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${f}`);
 }
 
 function readProfiles(dir: string): CpuProfile[] {

@@ -10,13 +10,14 @@
  * level is counted on the wire first (a message with more fields than a batch may have items is
  * refused undecoded; a Session message's operations are counted at every depth of `more`), and
  * unknown fields are skipped rather than kept. The counts are only worth anything because the bytes
- * must also have the wire shape of their schema at every depth (rpc/wire-shape.ts): protobuf-es
- * reads a mistyped field differently from the wire format, which hid items from the count.
+ * must also have the wire shape of their schema at every depth (rpc/binary-decode.ts, which decodes
+ * them in the same pass): protobuf-es reads a mistyped field differently from the wire format, which
+ * hid items from the count.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { fromBinary, type DescService } from '@bufbuild/protobuf';
+import type { DescService } from '@bufbuild/protobuf';
 import { serviceDefinition } from '../../rpc/service-definition.js';
-import { wireShapeMatches } from '../../rpc/wire-shape.js';
+import { decodeMessage } from '../../rpc/binary-decode.js';
 import { ApiError, ErrorReason, Status } from './errors.js';
 
 export class UndecodableRequest {
@@ -55,13 +56,9 @@ export function daemonServiceDefinition(service: DescService, maxItems: number):
             }),
           );
         }
-        // The counts above hold only for bytes the decoder reads as the wire format says (wire-shape.ts).
-        if (!wireShapeMatches(method.input, b)) return new UndecodableRequest(typeName);
-        try {
-          return fromBinary(method.input, b, { readUnknownFields: false });
-        } catch {
-          return new UndecodableRequest(typeName);
-        }
+        // The counts above hold only for bytes read as the wire format says (binary-decode.ts checks that
+        // as it decodes, as wire-shape.ts does for protobuf-es).
+        return decodeMessage(method.input, b) ?? new UndecodableRequest(typeName);
       };
       return [method.localName, { ...m, requestDeserialize }];
     }),
