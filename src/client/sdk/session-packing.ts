@@ -6,7 +6,7 @@
 /** Most operations in one message (the daemon allows Limits.max_batch_items: 1000 by default, never below 64). */
 export const PACK_OPS = 64;
 /**
- * Most bytes in one packed message, as opBytes() estimates them (never below the wire size). The
+ * Most bytes in one packed message, as packedBytes() bounds them (never below the wire size). The
  * daemon's max_message_bytes is always at least 64 KiB more than its largest single operation
  * (config.ts minMessageBytes), so a message of up to 60 KiB fits whatever the daemon's limits, and
  * an operation too large to share goes alone, as every operation did before packing.
@@ -21,19 +21,17 @@ export interface SessionCounts {
   answersReceived: number;
 }
 
+/** A SessionRequest's id field: a tag byte and a uint64 varint (10 bytes at most). */
+export const ID_BYTES = 11;
+/** `more` (field 16) around each packed operation: a two-byte tag and a length of at most 5 bytes. */
+const MORE_ITEM_BYTES = 7;
+
 /**
- * An upper bound on the wire size of an operation inside `more`: its bytes fields, its strings
- * (key names; 3 bytes a character at most in UTF-8), and 32 bytes for id, tags, lengths, numbers.
+ * An upper bound on what an operation adds to a packed message, from its encoded size without an id
+ * (the size the SDK checks anyway before queueing it): that, its id and the `more` framing.
  */
-export function opBytes(value: object): number {
-  let n = 32;
-  for (const v of Object.values(value)) {
-    if (v instanceof Uint8Array) n += v.byteLength + 4;
-    else if (typeof v === 'string') n += 3 * v.length + 2;
-    else if (typeof v !== 'object' || v === null) n += 10;
-    else n += opBytes(v); // a nested message (e.g. a ciphertext's oneof)
-  }
-  return n;
+export function packedBytes(encodedSize: number): number {
+  return encodedSize + ID_BYTES + MORE_ITEM_BYTES;
 }
 
 export interface Queued {

@@ -62,8 +62,7 @@ export const ANSWER_ALLOWANCE = 256;
  * (answerBytes) once known, so never less than it (flow.test.ts checks each kind): the budget's bounds hold
  * for what operations hold once they have answered, not only when they start. Never zero.
  */
-export function reservedBytes(op: SessionRequest['op'], maxPayloadBytes: number): number {
-  const input = payloadBytes(op.value);
+export function reservedBytes(op: SessionRequest['op'], maxPayloadBytes: number, input = payloadBytes(op.value)): number {
   if (op.case === 'generateRandom') return input + Math.min(Math.max(op.value.lengthBytes, 0), maxPayloadBytes) + ANSWER_ALLOWANCE;
   if (op.case === 'generateDataKey') return input + 2 * Math.min(op.value.lengthBytes || 32, MAX_DATA_KEY_BYTES) + ANSWER_ALLOWANCE;
   return 2 * input + ANSWER_ALLOWANCE;
@@ -175,7 +174,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     function start(item: SessionItem): void {
       const { id, op } = item;
       inFlight++;
-      let cost = reservedBytes(op, ctx.limits.maxPayloadBytes);
+      // Measured once: the audit line and the answer's accounting use it again.
+      const bytesIn = payloadBytes(op.value);
+      let cost = reservedBytes(op, ctx.limits.maxPayloadBytes, bytesIn);
       held += cost;
       share.take(cost);
       const release = () => {
@@ -190,13 +191,13 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
         .then(
           (result) => {
             // Done after the session ended: the client never gets the answer.
-            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn: payloadBytes(op.value), bytesOut: endedAs ? 0 : payloadBytes(result?.value), outcome: endedAs ?? 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn, bytesOut: endedAs ? 0 : payloadBytes(result?.value), outcome: endedAs ?? 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
             return result;
           },
           (err: unknown): Result => {
             const e = toApiError(err, rpc);
             logInternal(deps, rpc, e);
-            deps.audit({ rpc, ...who, ...keyOf(op.value), ...auditKeyOf(e), bytesIn: payloadBytes(op.value), bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - begin).toFixed(3) });
+            deps.audit({ rpc, ...who, ...keyOf(op.value), ...auditKeyOf(e), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - begin).toFixed(3) });
             return { case: 'error', value: e.toItemStatus() };
           },
         )
@@ -204,12 +205,13 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           if (closed) return release();
           // The answer at its wire size: an error answer has no bytes fields, but it is not free (found
           // by review: counted as 0, answers of failed empty operations piled up unflushed uncounted).
-          const actual = payloadBytes(op.value) + answerBytes(result?.value);
+          const answer = answerBytes(result?.value);
+          const actual = bytesIn + answer;
           held += actual - cost;
           if (actual > cost) share.take(actual - cost);
           else share.give(cost - actual);
           cost = actual;
-          answers.add(id, result, answerBytes(result?.value), release);
+          answers.add(id, result, answer, release);
         })
         .catch((err: unknown) => {
           release();
