@@ -17,6 +17,7 @@
 import { fromBinary, protoInt64, ScalarType, type DescField, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
 import { getTextEncoding } from '@bufbuild/protobuf/wire';
 import { wireShapeMatches } from './wire-shape.js';
+import { wireOf } from './wire-scalar.js';
 
 const VARINT = 0;
 const BIT64 = 1;
@@ -61,24 +62,6 @@ interface Plan {
   byIndex: (FieldPlan | undefined)[];
   byNumber: Map<number, FieldPlan> | undefined;
   zero: () => Record<string, unknown>;
-}
-
-function wireOf(t: ScalarType): number {
-  switch (t) {
-    case ScalarType.DOUBLE:
-    case ScalarType.FIXED64:
-    case ScalarType.SFIXED64:
-      return BIT64;
-    case ScalarType.FLOAT:
-    case ScalarType.FIXED32:
-    case ScalarType.SFIXED32:
-      return BIT32;
-    case ScalarType.STRING:
-    case ScalarType.BYTES:
-      return LEN;
-    default:
-      return VARINT;
-  }
 }
 
 /** A fresh zero value of a scalar, as protobuf-es' scalarZeroValue (bytes are a new array each time). */
