@@ -387,6 +387,63 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     expect(after).toBe(0); // everything went back
   });
 
+  it('DecryptStreams holding parts of chunks count them, past the bound, and each completes its chunk without waiting for room', async () => {
+    const admin = new RingfenceClient({ socketPath: daemon.socket });
+    onTestFinished(() => admin.close());
+    await admin.createKey('pieced');
+    // Two 768 KiB chunks, each sent back to DecryptStream 16 KiB at a time on a connection of its
+    // own: first 640 KiB of each (1.25 MiB together, past the 1 MiB bound), then the rest. Counted,
+    // the first pieces show as held; the rest must still be taken, or each stream waits for room
+    // the other holds until its deadline.
+    const PART = 640 * KiB;
+    const SLICE = 16 * KiB;
+    const plaintexts = [randomBytes(768 * KiB), randomBytes(768 * KiB)];
+    const ciphertexts: Buffer[] = [];
+    for (const plaintext of plaintexts) {
+      const enc = rawCall(daemon.socket, 'EncryptStream');
+      onTestFinished(() => void enc.session.destroy());
+      enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'pieced' } } })));
+      enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final: true } } })));
+      enc.stream.end();
+      const encrypted = enc.read();
+      expect(await enc.status).toBe('0');
+      ciphertexts.push(Buffer.concat(encrypted.map((m) => fromBinary(EncryptStreamResponseSchema, m).ciphertext)));
+      enc.session.close();
+    }
+    const sendSlices = (call: ReturnType<typeof rawCall>, bytes: Buffer) => {
+      for (let at = 0; at < bytes.length; at += SLICE) {
+        call.send(toBinary(DecryptStreamRequestSchema, msg(DecryptStreamRequestSchema, { frame: { case: 'chunk', value: { ciphertext: bytes.subarray(at, at + SLICE) } } })));
+      }
+    };
+    const calls = ciphertexts.map((ciphertext) => {
+      const call = rawCall(daemon.socket, 'DecryptStream');
+      onTestFinished(() => void call.session.destroy());
+      call.send(toBinary(DecryptStreamRequestSchema, msg(DecryptStreamRequestSchema, { frame: { case: 'header', value: {} } })));
+      sendSlices(call, ciphertext.subarray(0, PART));
+      return call;
+    });
+    let held = 0;
+    for (const end = Date.now() + 60_000; Date.now() < end && held < 2 * PART; await sleep(200)) held = Number((await admin.getStatus()).usage!.bufferedBytes);
+    console.log(`two DecryptStreams each holding ${PART / KiB} KiB of a chunk: ${(held / KiB).toFixed(0)} KiB held (bound 1024 KiB)`);
+    // Their pieces (copied into 64 KiB slabs), at most a slab and the stream header more each.
+    expect(held).toBeGreaterThanOrEqual(2 * (PART - KiB));
+    expect(held).toBeLessThanOrEqual(2 * (PART + 64 * KiB + KiB));
+    // The rest, past the bound: both chunks complete and decrypt; then everything goes back.
+    for (const [i, call] of calls.entries()) {
+      sendSlices(call, ciphertexts[i]!.subarray(PART));
+      call.stream.end();
+    }
+    const got = calls.map((c) => c.read());
+    expect(await Promise.all(calls.map((c) => c.status))).toEqual(['0', '0']);
+    for (const [i, messages] of got.entries()) {
+      expect(Buffer.concat(messages.map((m) => fromBinary(DecryptStreamResponseSchema, m).plaintext)).equals(plaintexts[i]!)).toBe(true);
+    }
+    for (const c of calls) c.session.close();
+    let after = -1;
+    for (let i = 0; i < 50 && after !== 0; i++, await sleep(100)) after = Number((await admin.getStatus()).usage!.bufferedBytes);
+    expect(after).toBe(0);
+  });
+
   it('a DecryptStream message that completes a large chunk counts the chunk\'s plaintext until its answer is flushed', async () => {
     const admin = new RingfenceClient({ socketPath: daemon.socket });
     onTestFinished(() => admin.close());

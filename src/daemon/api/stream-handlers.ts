@@ -5,7 +5,8 @@
  * (limitWriteBehind, awaiting 'drain'; HTTP/2 flow control holds them while the client does not
  * read), so a stream holds a few chunks in memory whatever its size and however slow its reader;
  * a vanished client, or a passed deadline, ends the loop. Each chunk also counts against the
- * daemon-wide maxBufferedBytes until its answer is flushed (memory-budget.ts).
+ * daemon-wide maxBufferedBytes until its answer is flushed (memory-budget.ts), and a DecryptStream
+ * chunk sent in pieces from its first piece.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
@@ -180,6 +181,32 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
       let decryptor: StreamDecryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let first = true;
+      /** Budget counted for what the decryptor holds between messages (a chunk sent in pieces). */
+      let buffered = 0;
+      const decryptPiece = async (d: StreamDecryptor, bytes: Buffer, wait: boolean) => {
+        // The piece and its plaintext, and what the decryptor held, counted until the last answer
+        // they give is flushed. A small piece that completes a chunk buffered from earlier ones
+        // gives more plaintext than it brought: that is counted too, once made.
+        let reserved = (wait ? await reserve(2 * bytes.length) : grow(2 * bytes.length)) + buffered;
+        buffered = 0;
+        const chunks = await d.push(bytes).catch((err: unknown) => {
+          release(reserved);
+          throw err;
+        });
+        buffered = d.heldAllocation;
+        const need = buffered + (chunks.length > 0 ? bytes.length + chunks.reduce((n, c) => n + c.plaintext.length, 0) : 0);
+        if (need > reserved) reserved += grow(need - reserved);
+        const forAnswers = reserved - buffered;
+        if (chunks.length === 0) release(forAnswers);
+        for (const [i, chunk] of chunks.entries()) {
+          audit.bytesOut += chunk.plaintext.length;
+          await write(
+            create(DecryptStreamResponseSchema, { plaintext: chunk.plaintext, final: chunk.final, ...(first ? { keyName: r!.key.name, keyVersion: r!.version } : {}) }),
+            i === chunks.length - 1 ? forAnswers : 0,
+          );
+          first = false;
+        }
+      };
       for await (const m of readAll<DecryptStreamRequest>(call)) {
         if (!decryptor) {
           if (m.frame.case !== 'header') throw violation('the first DecryptStream message must be a header');
@@ -219,25 +246,14 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         if (m.frame.case !== 'chunk') throw violation('every DecryptStream message after the first must be a chunk');
         const bytes = checkSize('ciphertext', m.frame.value.ciphertext, ctx.limits.maxStreamChunkBytes + 64 * 1024, SIZE_HINT.streamMessage);
         audit.bytesIn += bytes.length;
-        // The message and its plaintext, counted until the last answer it gives is flushed. A small
-        // message that completes a chunk buffered from earlier ones gives more plaintext than it
-        // brought: that is counted too, once made.
-        let reserved = await reserve(2 * bytes.length);
-        const chunks = await decryptor.push(bytes).catch((err: unknown) => {
-          release(reserved);
-          throw err;
-        });
-        if (chunks.length === 0) release(reserved);
-        const made = bytes.length + chunks.reduce((n, c) => n + c.plaintext.length, 0);
-        if (chunks.length > 0 && made > reserved) reserved += grow(made - reserved);
-        for (const [i, chunk] of chunks.entries()) {
-          audit.bytesOut += chunk.plaintext.length;
-          await write(
-            create(DecryptStreamResponseSchema, { plaintext: chunk.plaintext, final: chunk.final, ...(first ? { keyName: r!.key.name, keyVersion: r!.version } : {}) }),
-            i === chunks.length - 1 ? reserved : 0,
-          );
-          first = false;
-        }
+        // Bytes that complete a unit begun earlier are taken without waiting for room: what the
+        // decryptor buffers is counted, and streams each holding part of a chunk would otherwise
+        // wait for ever for room they hold themselves. What follows them waits as new work does.
+        const rest = decryptor.unitRemainingBytes;
+        if (rest > 0 && rest < bytes.length) {
+          await decryptPiece(decryptor, bytes.subarray(0, rest), false);
+          await decryptPiece(decryptor, bytes.subarray(rest), true);
+        } else await decryptPiece(decryptor, bytes, rest === 0);
       }
       if (!decryptor) throw violation('the stream ended before its header');
       decryptor.end();

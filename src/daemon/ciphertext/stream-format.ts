@@ -258,7 +258,12 @@ export class StreamDecryptor {
   get bufferedBytes(): number { return this.#partBytes; }
   /** The Buffers holding them (tests: small pieces share slabs). */
   get heldBuffers(): number { return this.#parts.length + (this.#slab ? 1 : 0); }
-  /** The memory they keep alive: the distinct ArrayBuffers under them (tests). */
+  /**
+   * Bytes that complete the header, prefix or chunk begun in earlier input (0 when the next byte
+   * starts a new one): DecryptStream takes them without waiting for budget (api/stream-handlers.ts).
+   */
+  get unitRemainingBytes(): number { return this.#partBytes > 0 ? this.#need - this.#partBytes : 0; }
+  /** The memory they keep alive: the distinct ArrayBuffers under them (what DecryptStream counts against the budget). */
   get heldAllocation(): number {
     const buffers = new Set<ArrayBufferLike>([...this.#parts, ...(this.#slab ? [this.#slab] : [])].map((b) => b.buffer));
     return [...buffers].reduce((n, b) => n + b.byteLength, 0);
