@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ciphertextToText,
   HashAlgorithm,
+  isAuthenticationFailed,
   isFailedPrecondition,
   KeyPurpose,
   KeyState,
@@ -64,6 +65,29 @@ describe('unary cryptography', () => {
     expect((await client.verifyMac('m', 'data', mac)).valid).toBe(true);
     expect((await client.verifyMac('m', 'other', mac, { keyVersion: 1 })).valid).toBe(false);
     expect((fake.stats.lastRequest.VerifyMac as { keyVersion: number }).keyVersion).toBe(1);
+  });
+
+  it('generateDataKey binds its associated data, with or without the plaintext, unary and pipelined', async () => {
+    // The fake seals the data key with the request's associated_data (real AES-GCM), so only AAD that
+    // reached the server makes the ciphertext open with it and refuse another.
+    const aad = 'tenant:7';
+    for (const omitPlaintext of [false, true]) {
+      for (const [how, api] of [['unary', client], ['pipelined', client.pipelined]] as const) {
+        const dk = await api.generateDataKey('dk', { associatedData: aad, omitPlaintext });
+        if (how === 'unary') {
+          const sent = fake.stats.lastRequest.GenerateDataKey as { associatedData: Uint8Array; omitPlaintext: boolean };
+          expect([Buffer.from(sent.associatedData).toString(), sent.omitPlaintext]).toEqual([aad, omitPlaintext]);
+        }
+        expect(dk.plaintext.length, `${how} omitPlaintext=${omitPlaintext}`).toBe(omitPlaintext ? 0 : 32);
+        const opened = await api.decrypt(dk.ciphertext, { associatedData: Buffer.from(aad) });
+        expect(opened.plaintext.length).toBe(32);
+        if (!omitPlaintext) expect(Buffer.from(opened.plaintext).equals(Buffer.from(dk.plaintext))).toBe(true);
+        for (const wrong of ['tenant:8', undefined]) {
+          const err = await api.decrypt(dk.ciphertext, { associatedData: wrong }).catch((e: unknown) => e);
+          expect(isAuthenticationFailed(err), `${how} omitPlaintext=${omitPlaintext} aad=${wrong}`).toBe(true);
+        }
+      }
+    }
   });
 
   it('hash takes the enum or its name', async () => {

@@ -1,7 +1,12 @@
+import { create, toBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
+import { randomBytes } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
-import { clientStreaming, type HandlerDeps } from './handler.js';
+import type { AuditEntry } from './audit.js';
+import { daemonServiceDefinition } from './decode.js';
+import { ApiError, ErrorReason, Status } from './errors.js';
+import { clientStreaming, unary, type HandlerDeps } from './handler.js';
 
 describe('clientStreaming', () => {
   it('audits a call the client cancelled mid-stream as CANCELLED, not as an internal error', async () => {
@@ -23,5 +28,55 @@ describe('clientStreaming', () => {
     expect(audit.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/HashStream', outcome: 'CANCELLED', bytesIn: 3 });
     expect(error).not.toHaveBeenCalled();
     expect(callback).not.toHaveBeenCalled();
+  });
+});
+
+describe('unary', () => {
+  const definition = daemonServiceDefinition(CryptoService, 1000);
+
+  /** The audit line of one call whose request went through the daemon's own deserializer (decode.ts), as on the wire. */
+  async function auditLine<I extends DescMessage, O extends DescMessage>(method: DescMethod & { input: I; output: O }, request: MessageInitShape<I>, answer: () => Promise<MessageInitShape<O>>): Promise<AuditEntry> {
+    const audit = vi.fn();
+    const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+    const decoded = definition[method.localName]!.requestDeserialize(Buffer.from(toBinary(method.input, create(method.input, request)))) as MessageShape<I>;
+    const handler = unary(method, deps, answer);
+    await new Promise((resolve) => handler({ request: decoded } as never, resolve));
+    await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(1));
+    return audit.mock.calls[0]![0] as AuditEntry;
+  }
+
+  // bytesIn / bytesOut are the messages' bytes fields (audit.ts payloadBytes): key names and numbers are not payload.
+  it('audits bytesIn as the request bytes fields and bytesOut as the answer bytes fields', async () => {
+    const plaintext = randomBytes(1000);
+    const associatedData = randomBytes(77);
+    const ciphertext = new Uint8Array(plaintext.length + 52);
+    const keyName = 'a-key-name-long-enough-to-be-noticed-if-it-were-counted';
+    const encrypt = { keyName, plaintext, associatedData };
+    expect(await auditLine(CryptoService.method.encrypt, encrypt, async () => ({ ciphertext, keyName, keyVersion: 3 }))).toMatchObject({
+      rpc: 'CryptoService/Encrypt',
+      outcome: 'OK',
+      bytesIn: plaintext.length + associatedData.length,
+      bytesOut: ciphertext.length,
+    });
+
+    // A refused call still counts what it was sent, and answered nothing.
+    const denied = async () => {
+      throw new ApiError(Status.PERMISSION_DENIED, ErrorReason.PERMISSION_DENIED, 'denied');
+    };
+    expect(await auditLine(CryptoService.method.encrypt, encrypt, denied)).toMatchObject({ outcome: 'PERMISSION_DENIED', bytesIn: plaintext.length + associatedData.length, bytesOut: 0 });
+
+    // ReEncrypt: both associated data fields (the destination's is an optional bytes field) and the ciphertext.
+    const source = randomBytes(300);
+    const sourceAad = randomBytes(5);
+    const destinationAad = randomBytes(9);
+    const reEncrypted = new Uint8Array(310);
+    const line = await auditLine(CryptoService.method.reEncrypt, { ciphertext: source, associatedData: sourceAad, destinationKeyName: keyName, destinationAssociatedData: destinationAad }, async () => ({
+      ciphertext: reEncrypted,
+      keyName,
+      keyVersion: 2,
+      sourceKeyName: keyName,
+      sourceKeyVersion: 1,
+    }));
+    expect(line).toMatchObject({ rpc: 'CryptoService/ReEncrypt', outcome: 'OK', bytesIn: source.length + sourceAad.length + destinationAad.length, bytesOut: reEncrypted.length });
   });
 });
