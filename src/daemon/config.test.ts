@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { ConfigError, DEFAULT_LIMITS, minMessageBytes, parseDuration, resolveConfig, type DaemonConfig } from './config.js';
 import { serverOptions } from './daemon.js';
 import { defaultSocketPath } from '../rpc/socket-path.js';
+import { PACK_OPS } from '../client/sdk/session-packing.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ringfence-config-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -274,7 +275,8 @@ describe('resolveConfig errors say what and where', () => {
       [{ limits: [] }, /:limits must be a JSON object/],
       [{ limits: { maxPayloadBytes: 16 * 1024 * 1024 + 1 } }, /:limits\.maxPayloadBytes must be an integer from 1 to 16777216 \(got 16777217\)/],
       [{ limits: { maxBatchItems: 0 } }, /:limits\.maxBatchItems must be an integer from 64/],
-      [{ limits: { maxBatchItems: 63 } }, /:limits\.maxBatchItems must be an integer from 64/],
+      // Fewer than the SDK packs into one Session message would end every busy Session.
+      [{ limits: { maxBatchItems: PACK_OPS - 1 } }, new RegExp(`:limits\\.maxBatchItems must be an integer from ${PACK_OPS}`)],
       [{ limits: { maxSessionInFlight: 1.5 } }, /:limits\.maxSessionInFlight must be an integer/],
       [{ limits: { maxAssociatedDataBytes: '64' } }, /:limits\.maxAssociatedDataBytes must be an integer/],
       [{ limits: { minRotationPeriod: 3600000 } }, /:limits\.minRotationPeriod must be a duration string/],
