@@ -30,7 +30,7 @@
  *   RINGFENCE_BENCH_PROFILE=1         CPU profiles of daemon, echo server and this client, summarised
  *                                     (profiling slows everything down: compare within a profile only)
  *   RINGFENCE_BENCH_PROFILE_US [10000]  the profiles' sampling interval
- *   RINGFENCE_BENCH_PROFILE_TOP [12]    how many functions each profile summary lists
+ *   RINGFENCE_BENCH_PROFILE_TOP [12]    how many buckets and functions each profile summary lists
  *   RINGFENCE_BENCH_ONLY=session,... only these cells: unary, session, unary64k, stream, crypto, pieces
  *   RINGFENCE_BENCH_KEEP=1            keep the temp dir (daemon log with the audit trail; with npm run vm -- -i)
  */
@@ -219,9 +219,10 @@ function bucketOf(url: string, fn: string): string {
   if (url.includes('/node_modules/koffi/')) return 'koffi (js)';
   if (url.includes('/native-ffi/')) return 'native-ffi';
   if (url.includes('/src/daemon/engine/')) return 'daemon engine';
-  if (url.includes('/src/daemon/')) return 'daemon other';
+  // By directory (api, keys, policy, ...), so a per-call cost shows where it is.
+  if (url.includes('/src/daemon/')) return `daemon ${/\/src\/daemon\/([^/]+)\//.exec(url)?.[1] ?? 'other'}`;
   if (url.includes('/src/client/')) return 'SDK';
-  if (url.includes('/src/')) return 'src/rpc, gen';
+  if (url.includes('/src/')) return `src/${/\/src\/([^/]+)\//.exec(url)?.[1] ?? ''}`;
   if (url.includes('/test/bench/')) return 'bench/echo';
   if (url.startsWith('node:internal/http2')) return 'node http2';
   if (url.startsWith('node:internal/streams') || url === 'node:stream' || url.startsWith('node:internal/webstreams')) return 'node streams';
@@ -261,7 +262,7 @@ function printProfile(title: string, profiles: CpuProfile[], ops: number, lastMs
   if (busy === 0) return;
   const top = (m: Map<string, number>, n: number) => [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, n);
   console.log(`\n${title}: ${busy.toFixed(0)} ms busy${ops ? `, ${((busy * 1000) / ops).toFixed(0)} us per operation over ${ops} operations` : ''}`);
-  for (const [b, ms] of top(buckets, 14)) console.log(`  ${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${b}`);
+  for (const [b, ms] of top(buckets, PROFILE_TOP)) console.log(`  ${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${b}`);
   console.log('  top functions (self time):');
   for (const [f, ms] of top(fns, PROFILE_TOP)) console.log(`  ${((100 * ms) / busy).toFixed(1).padStart(5)} %  ${f}`);
 }
