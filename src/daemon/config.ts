@@ -176,7 +176,8 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
   --socket PATH      Unix socket to serve gRPC on (env RINGFENCE_SOCKET;
                      default /run/ringfence/ringfence.sock as root, else $XDG_RUNTIME_DIR/ringfence.sock)
   --state-dir DIR    state directory (env RINGFENCE_STATE_DIR;
-                     default /var/lib/ringfence as root, else $XDG_STATE_HOME/ringfence)
+                     default /var/lib/ringfence as root, else $XDG_STATE_HOME/ringfence,
+                     ~/.local/state/ringfence if unset)
   --policy FILE      access policy, JSON (env RINGFENCE_POLICY; default /etc/ringfence/policy.json
                      as root, else $XDG_CONFIG_HOME/ringfence/policy.json); reloaded on SIGHUP and
                      on change; without it only root and the daemon's uid may use ringfenced
@@ -196,6 +197,9 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info). The audit
                      trail is logged at info: warn or above turns it off
   --help             print this and exit
+
+Exit status: 0 after a drained stop (SIGTERM, SIGINT) or --help; 1 when it cannot start (the
+reason on stderr); 2 for a bad flag or config file; 143 or 130 for a second signal during the drain.
 `;
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: SECOND, m: MINUTE, h: HOUR, d: DAY };

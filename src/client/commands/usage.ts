@@ -25,8 +25,9 @@ input and output:
   --json); mac and verify read stdin or -i FILE. Bytes pass unchanged (binary safe). -o FILE is
   written under a temporary name and renamed into place when complete: a failed or interrupted
   run leaves no output file (an existing FILE stays as it was). Binary ciphertext and random
-  bytes are not written to a terminal (exit 2): use -o, a pipe or --json. encrypt sends up to
-  1 MiB in one call and streams anything larger in authenticated chunks (constant memory); decrypt
+  bytes are not written to a terminal (exit 2): use -o (encrypt, reencrypt), a pipe, a
+  redirection or --json. encrypt sends up to 1 MiB in one call and streams anything larger in
+  authenticated chunks (constant memory); decrypt
   recognises binary and text ("ringfence:v1:...") ciphertexts of either kind. If a streamed
   decrypt fails, the plaintext already written to stdout must be discarded (ringfence says so on
   stderr). Large files show a progress line on stderr when it is a terminal.

@@ -106,8 +106,11 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
   }
   if (err instanceof KeystoreError) {
     switch (err.code) {
-      case 'QUOTA_EXHAUSTED':
-        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.KERNEL_KEY_QUOTA, `${err.message} (raise kernel.keys.maxkeys / maxbytes, or delete keys)`, { sysctl: process.getuid?.() === 0 ? 'kernel.keys.root_maxkeys' : 'kernel.keys.maxkeys' }, { cause: err });
+      case 'QUOTA_EXHAUSTED': {
+        // EDQUOT does not say which quota ran out; with the defaults it is usually the bytes (found by review).
+        const sysctls = process.getuid?.() === 0 ? ['kernel.keys.root_maxkeys', 'kernel.keys.root_maxbytes'] : ['kernel.keys.maxkeys', 'kernel.keys.maxbytes'];
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.KERNEL_KEY_QUOTA, `${err.message} (raise ${sysctls.join(' and ')}, or delete keys)`, { sysctl: sysctls.join(',') }, { cause: err });
+      }
       case 'INVALID_KEY':
         return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, err.message, { field: 'material' }, { cause: err });
       default:

@@ -302,7 +302,7 @@ export enum ErrorReason {
   /**
    * RESOURCE_EXHAUSTED: the kernel refused to hold another key for the daemon's uid (EDQUOT:
    * `kernel.keys.maxkeys` / `maxbytes`, or `root_maxkeys` / `root_maxbytes` for root).
-   * Metadata: `sysctl` (the setting to raise).
+   * Metadata: `sysctl`: both settings, comma-separated (the kernel does not say which ran out).
    *
    * @generated from enum value: ERROR_REASON_KERNEL_KEY_QUOTA = 52;
    */

@@ -486,8 +486,8 @@ export const AvailabilitySchema: GenEnum<Availability> = /*@__PURE__*/
 export const StatusService: GenService<{
   /**
    * Reports the daemon's version, kernel capabilities as the daemon sees them, key count and
-   * limits. Errors: PERMISSION_DENIED (PERMISSION_DENIED), UNAVAILABLE (no reason) while the
-   * daemon stops.
+   * limits. Not subject to the access policy (it shows counts and limits only). Errors:
+   * UNAVAILABLE (no reason) while the daemon stops.
    *
    * @generated from rpc ringfence.v1.StatusService.GetStatus
    */
