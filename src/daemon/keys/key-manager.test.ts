@@ -928,6 +928,39 @@ describe('KeyManager: lifecycle', () => {
 });
 
 describe('KeyManager.runDueWork', () => {
+  it('after the wall clock ran ahead and stepped back, a rotation period counts from the corrected clock, not from the future (found by review)', async () => {
+    const w = await world();
+    await w.km.create({ name: 'k', rotationPeriodMs: DAY });
+    w.clock = T0 + 365 * DAY; // the clock runs a year ahead: k rotates, recorded a year ahead
+    expect((await w.km.runDueWork()).rotated).toEqual(['k']);
+    expect(w.fileKey('k')!.rotateTime).toBe(T0 + 365 * DAY);
+    w.clock = T0 + 10 * DAY; // set right
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+    expect(w.fileKey('k')!.rotateTime).toBe(T0 + 10 * DAY);
+    expect(w.km.get('k').versions).toHaveLength(2);
+    await w.restart();
+    expect(w.km.nextDueTime()).toBe(T0 + 11 * DAY);
+    w.clock = T0 + 11 * DAY;
+    expect((await w.km.runDueWork()).rotated).toEqual(['k']);
+    expect(w.km.get('k').versions).toHaveLength(3);
+  });
+
+  it('a key created while the clock was ahead and never rotated counts its period from the corrected clock; a step back within a minute changes nothing', async () => {
+    const w = await world();
+    w.clock = T0 + 30 * DAY;
+    await w.km.create({ name: 'early', rotationPeriodMs: DAY });
+    const before = structuredClone(w.fileKey('early'));
+    w.clock -= 30_000; // 30 s back: left alone (no write)
+    await w.km.runDueWork();
+    expect(w.fileKey('early')).toEqual(before);
+    w.clock = T0; // a month back
+    await w.km.runDueWork();
+    expect(w.fileKey('early')).toMatchObject({ createTime: T0, rotateTime: null });
+    expect(w.km.get('early').versions).toHaveLength(1);
+    w.clock = T0 + DAY;
+    expect((await w.km.runDueWork()).rotated).toEqual(['early']);
+  });
+
   it('a deletion rescheduled while a pass runs is not destroyed by a forward clock step within that pass (found by review)', async () => {
     const w = await world();
     await w.km.create({ name: 'a' });

@@ -53,6 +53,9 @@ export interface ResolvedVersion<S extends AeadSuite | MacSuite = AeadSuite | Ma
 
 const MAX_DELETION_WAIT_MS = 365 * 86_400_000;
 export const DEFAULT_DELETION_WAIT_MS = 7 * 86_400_000;
+/** A rotation recorded at most this far ahead of the clock is left alone: such a step back delays one rotation by as much. */
+const CLOCK_BACK_TOLERANCE_MS = 60_000;
+const rotationBase = (r: KeyRecord) => r.rotateTime ?? r.createTime;
 
 export class KeyManager {
   private readonly byName = new Map<string, KeyRecord>();
@@ -339,7 +342,9 @@ export class KeyManager {
       return;
     }
     const due = nextRotationTime(record);
-    if (due === null || due > now || record.state === 'pending_deletion') return;
+    if (due === null || record.state === 'pending_deletion') return;
+    if (rotationBase(record) > now + CLOCK_BACK_TOLERANCE_MS) return this.rebaseRotation(record);
+    if (due > now) return;
     await this.lock.run(async () => {
       const current = this.byId.get(record.id);
       if (!current || current.state === 'pending_deletion') return;
@@ -347,6 +352,25 @@ export class KeyManager {
       if (stillDue === null || stillDue > Math.min(now, this.now())) return;
       await this.rotateLocked(current, undefined, 'rotation period');
       rotated.push(current.name);
+    });
+  }
+
+  /**
+   * The key's last rotation (or creation) is recorded later than now: the wall clock was ahead then
+   * and has stepped back. Counted from that time, its next rotation would wait for as long as the
+   * clock was ahead (found by review: a year ahead, a daily key went a year unrotated). The time is
+   * set to now, which no recorded time should pass, so the period counts from the corrected clock.
+   */
+  private async rebaseRotation(record: KeyRecord): Promise<void> {
+    await this.lock.run(async () => {
+      const current = this.byId.get(record.id);
+      // A fresh reading: a rotation made while this pass ran is no step back.
+      const now = this.now();
+      if (!current || nextRotationTime(current) === null || rotationBase(current) <= now + CLOCK_BACK_TOLERANCE_MS) return;
+      const field = current.rotateTime !== null ? 'rotateTime' : 'createTime';
+      const recorded = rotationBase(current);
+      await this.replace({ ...structuredClone(current), [field]: now });
+      this.deps.log('the wall clock is behind the key\'s last rotation (it stepped back): its rotation period now counts from the present', { key_name: current.name, keyId: current.id, field, recorded: new Date(recorded).toISOString() }, 'warn');
     });
   }
 
