@@ -1294,6 +1294,43 @@ describe('KeyManager.open and close', () => {
     expect(w.km.size).toBe(2);
   });
 
+  it('a state without a master-key check still starts on a full disk: the check is saved by the next write (found by review)', async () => {
+    const w = await world();
+    await w.km.create({ name: 'k' }); // saved without a check: the host cannot seal
+    const state = loadedState(w.store.load(), w.store.statePath);
+    expect(state.masterCheck).toBeFalsy();
+    // A kernel that can seal now; every version restores; the disk is full.
+    const material = {
+      canSeal: true,
+      masterCheck: async () => 'sealed:aes-256-ccm:AAAA',
+      verifyMasterCheck: async () => true,
+      restore: async (_id: string, _v: number, _o: string, blobs: unknown[]) => ({ serials: blobs.map(() => 7), fingerprints: [] }),
+      destroy: () => {},
+    } as unknown as KeyMaterial;
+    const saved: PersistedState[] = [];
+    let full = true;
+    const warnings: string[] = [];
+    const km = new KeyManager({
+      material,
+      fingerprints: new MaterialFingerprints(w.keystore, w.engine),
+      persist: async (doc) => {
+        if (full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+        saved.push(structuredClone(doc));
+      },
+      suiteStatus: () => 'available',
+      limits: w.limits,
+      log: (msg, _f, level) => void (level === 'warn' && warnings.push(msg)),
+      now: () => w.clock,
+    });
+    await km.open(state);
+    expect(km.size).toBe(1);
+    expect(warnings.join('\n')).toMatch(/could not save the master-key check \(ENOSPC/);
+    full = false;
+    await km.update('k', { deletionProtection: true });
+    expect(saved.at(-1)!.masterCheck).toBe('sealed:aes-256-ccm:AAAA');
+    km.close();
+  });
+
   it('a key that fails to load unloads the keys loaded before it', async () => {
     const w = await world();
     const a = await w.km.create({ name: 'a' });

@@ -122,7 +122,13 @@ export class KeyManager {
         if (indexed !== record) this.deps.log(`key "${record.name}" has a rotation period below minRotationPeriod; it rotates every ${minPeriod} ms`, { key_name: record.name, rotationPeriodMs: record.rotationPeriodMs, minRotationPeriodMs: minPeriod }, 'warn');
         this.index(indexed, versions, record.versions.map((v) => v.encryptionsReserved));
       }
-      if (!state.masterCheck && this.masterCheck) await this.persistWith();
+      // Best effort: the check only tests the master key early, every later save carries it, and a
+      // full disk must not keep keys that all loaded from being served (found by review).
+      if (!state.masterCheck && this.masterCheck) {
+        await this.persistWith().catch((err: unknown) =>
+          this.deps.log(`could not save the master-key check (${(err as Error)?.message}); the next state write saves it`, { code: (err as NodeJS.ErrnoException)?.code }, 'warn'),
+        );
+      }
     } catch (err) {
       this.close(); // the keys loaded so far: nothing stays in the kernel for a daemon that did not start
       throw err;
