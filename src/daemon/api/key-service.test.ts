@@ -145,6 +145,20 @@ describe('ListKeys page tokens', () => {
   });
 });
 
+describe('KeyView', () => {
+  it('refuses a view outside the enum (found by review: any number but BASIC gave the full view); unset is each RPC\'s default', async () => {
+    const { keys, call } = await service(4096 * KiB);
+    await keys.create({ name: 'k' });
+    for (const [rpc, init] of [['getKey', { name: 'k' }], ['listKeys', { pageSize: 10, pageToken: '' }]] as const) {
+      for (const view of [99, -1, 3]) {
+        await expect(call(rpc, { ...init, view })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, reason: ErrorReason.INVALID_FIELD, metadata: { field: 'view' } });
+      }
+    }
+    expect((await call<{ key: { versions: unknown[] } }>('getKey', { name: 'k', view: KeyView.UNSPECIFIED })).key.versions).toHaveLength(1);
+    expect((await call<ListKeysResponse>('listKeys', { pageSize: 10, pageToken: '', view: KeyView.UNSPECIFIED })).keys[0]!.versions).toHaveLength(0);
+  });
+});
+
 describe('ImportKey and RotateKey wipe the material in the request, whatever happens', () => {
   const secret = () => Buffer.from(randomBytes(32).map((b) => b | 1)); // no zero byte: a wipe shows
   const wiped = (b: Uint8Array) => b.every((x) => x === 0);

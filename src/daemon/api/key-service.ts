@@ -11,7 +11,7 @@ import type { KeyManager } from '../keys/key-manager.js';
 import { ApiError, ErrorReason, Status, invalidField } from './errors.js';
 import { unary, type HandlerDeps } from './handler.js';
 import { keyMessage } from './key-message.js';
-import { purposeName, suiteName } from './suite-enum.js';
+import { keyView, purposeName, suiteName } from './suite-enum.js';
 import { buf, requireName } from '../ops/context.js';
 import type { CallAccess } from '../policy/access.js';
 import type { Operation } from '../../policy/index.js';
@@ -104,18 +104,19 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessa
     getKey: unary(m.getKey, deps, async (req, a) => {
       const name = requireName('name', req.name);
       a.authorize('read', name);
-      return reply(keys.get(name), req.view || KeyView.FULL);
+      const view = keyView(req.view, KeyView.FULL);
+      return reply(keys.get(name), view);
     }),
     listKeys: unary(m.listKeys, deps, async (req, a) => {
       // Only keys the caller may read are listed; a caller who may read none is refused outright.
       if (!a.mayEverDo('read')) a.authorize('read');
+      const view = keyView(req.view, KeyView.BASIC);
       if (req.pageSize < 0) throw invalidField('page_size', 'page_size must not be negative');
       const size = Math.min(req.pageSize || DEFAULT_PAGE, MAX_PAGE);
       // Filtered before paging: a page token names the last key of its page, which must be one the
       // caller may read (and pages stay full).
       const { keys: page, more } = keys.list(pageAfter(req.pageToken), size, (name) => a.allows('read', name));
       // A page ends early rather than outgrow the largest reply (the proto allows short pages).
-      const view = req.view || KeyView.BASIC;
       const out: MessageInitShape<typeof KeySchema>[] = [];
       let bytes = 0;
       for (const record of page) {

@@ -1,6 +1,6 @@
 /** Proto Suite enum <-> the suite names of src/capabilities/suites.ts. */
 import { Suite } from '../../gen/ringfence/v1/suite_pb.js';
-import { KeyPurpose } from '../../gen/ringfence/v1/key_pb.js';
+import { KeyPurpose, KeyView } from '../../gen/ringfence/v1/key_pb.js';
 import type { Purpose } from '../keys/model.js';
 import { invalidField } from './errors.js';
 
@@ -37,5 +37,19 @@ export function purposeName(purpose: KeyPurpose): Purpose | undefined {
       return 'mac';
     default:
       throw invalidField('purpose', `unknown purpose ${purpose}`);
+  }
+}
+
+/** The view asked for, `fallback` for UNSPECIFIED; INVALID_FIELD for numbers outside the enum (they gave the full view). */
+export function keyView(view: KeyView, fallback: KeyView.BASIC | KeyView.FULL): KeyView.BASIC | KeyView.FULL {
+  switch (view) {
+    case KeyView.UNSPECIFIED:
+    case undefined: // a message made without create() (tests, in-process callers)
+      return fallback;
+    case KeyView.BASIC:
+    case KeyView.FULL:
+      return view;
+    default:
+      throw invalidField('view', `unknown key view ${view}: use KEY_VIEW_BASIC (1) or KEY_VIEW_FULL (2)`);
   }
 }
