@@ -43,13 +43,13 @@ const reason = (e: unknown) => (e instanceof ApiError ? ErrorReason[e.reason] : 
 describe('batch replies never exceed maxMessageBytes', () => {
   it('a BatchEncrypt whose ciphertexts alone would not fit is refused before any item runs', async () => {
     const { ctx, engine } = context();
-    // Four 1 MiB items and many empty ones: the request fits, the ciphertexts (+52 bytes each) not.
-    const requests = [...Array.from({ length: 4 }, () => ({ keyName: 'k', plaintext: new Uint8Array(DEFAULT_LIMITS.maxPayloadBytes) })), ...Array.from({ length: 996, }, () => ({ keyName: 'k', plaintext: new Uint8Array(0) }))];
+    // Four 1 MiB items and many small ones: the request fits, the ciphertexts (+52 bytes each) not.
+    const requests = [...Array.from({ length: 4 }, () => ({ keyName: 'k', plaintext: new Uint8Array(DEFAULT_LIMITS.maxPayloadBytes) })), ...Array.from({ length: 996 }, () => ({ keyName: 'k', plaintext: new Uint8Array(50) }))];
     const req = create(BatchEncryptRequestSchema, { requests });
     expect(toBinary(BatchEncryptRequestSchema, req).length).toBeLessThanOrEqual(M);
     const err = await batchEncrypt(ctx, req).catch((e: unknown) => e);
     expect(reason(err)).toBe('BATCH_TOO_LARGE');
-    expect((err as Error).message).toMatch(/could be \d+ bytes, more than the largest reply \(4259840 bytes\) — split it; no item was run/);
+    expect((err as Error).message).toMatch(/would be at least \d+ bytes, more than the largest reply \(4259840 bytes\) — split it; no item was run/);
     expect(engine.aeadEncrypt).not.toHaveBeenCalled();
   });
 
@@ -66,6 +66,28 @@ describe('batch replies never exceed maxMessageBytes', () => {
     const err = await batchEncrypt(ctx, req).catch((e: unknown) => e);
     expect(reason(err)).toBe('BATCH_TOO_LARGE');
     expect((err as Error).message).toMatch(/with their errors, are \d+ bytes, more than the largest reply .* its items ran/);
+  }, 60_000);
+
+  it('a BatchDecrypt whose plaintexts fit is run, though its ciphertexts would not (found by review: the bound counted each plaintext as long as its ciphertext)', async () => {
+    const { ctx } = context();
+    const one = await sealEnvelope(ctx, { key: record, version: 1, suite, serials: [7] } as never, Buffer.alloc(4200 - 52), Buffer.alloc(0));
+    expect(one.length).toBe(4200);
+    const req = create(BatchDecryptRequestSchema, { requests: Array.from({ length: 1000 }, () => ({ ciphertext: one })) });
+    expect(toBinary(BatchDecryptRequestSchema, req).length).toBeLessThanOrEqual(M);
+    const res = await batchDecrypt(ctx, req);
+    expect(res.results!.every((r) => r.result!.case === 'response')).toBe(true);
+    expect(toBinary(BatchDecryptResponseSchema, create(BatchDecryptResponseSchema, res)).length).toBeLessThanOrEqual(M);
+  }, 60_000);
+
+  it('an item that cannot succeed fails alone: it does not count as a success that would refuse the batch (found by review)', async () => {
+    const { ctx } = context();
+    const good = await sealEnvelope(ctx, { key: record, version: 1, suite, serials: [7] } as never, Buffer.from('fine'), Buffer.alloc(0));
+    const junk = new Uint8Array(M - good.length - 50); // larger than any ciphertext the daemon takes
+    const req = create(BatchDecryptRequestSchema, { requests: [{ ciphertext: good }, { ciphertext: junk }] });
+    expect(toBinary(BatchDecryptRequestSchema, req).length).toBeLessThanOrEqual(M);
+    const res = await batchDecrypt(ctx, req);
+    expect(res.results!.map((r) => r.result!.case)).toEqual(['response', 'error']);
+    expect(ErrorReason[(res.results![1]!.result!.value as { reason: ErrorReason }).reason]).toBe('PAYLOAD_TOO_LARGE');
   }, 60_000);
 
   it('a BatchDecrypt of junk items (errors larger than their 1-byte requests) never gets an oversized reply', async () => {

@@ -3,6 +3,7 @@ import { encodedSize } from '../../rpc/binary-encode.js';
 import { BatchComputeMacResponseSchema, BatchDecryptResponseSchema, BatchEncryptResponseSchema, type BatchComputeMacRequest, type BatchDecryptRequest, type BatchEncryptRequest } from '../../gen/ringfence/v1/batch_pb.js';
 import { ApiError, ErrorReason, Status, toApiError } from '../api/errors.js';
 import { HEADER_BYTES } from '../ciphertext/envelope.js';
+import { isValidKeyName } from '../keys/model.js';
 import type { OpContext } from './context.js';
 import { decrypt } from './decrypt.js';
 import { encrypt } from './encrypt.js';
@@ -58,16 +59,36 @@ const MAC_BYTES = 64;
 /** One failed item's ItemStatus: code, reason, a message and metadata that quote the key name. */
 const ITEM_ERROR_BYTES = 1024;
 
-/** Bounds of a batch's reply: if every item succeeds, and whatever fails. */
-function replyBounds<T>(items: readonly T[], success: (item: T) => number, nameBytes: (item: T) => number): { success: number; worst: number } {
-  let ok = 0;
+/** The least framing of a successful result: result, response and its data field, each a tag and a length. */
+const LEAST_FRAMING_BYTES = 6;
+/** The shortest tag and MAC (GCM, CCM, ChaCha20-Poly1305; hmac-sha256). */
+const LEAST_TAG_BYTES = 16;
+const LEAST_MAC_BYTES = 32;
+
+/**
+ * Per item: the least its answer can be if it succeeds (0 for an item that cannot: too large, not a
+ * key name, too short a ciphertext), the most it can be if it succeeds, and the bytes of the name
+ * its error may quote.
+ */
+interface ItemBounds<T> {
+  least: (item: T) => number;
+  most: (item: T) => number;
+  nameBytes: (item: T) => number;
+}
+
+/**
+ * Bounds of a batch's reply: the least it will be (every item that can succeed does; found by
+ * review: counting the most refused batches whose replies fit, and an item that cannot succeed as
+ * if it would refused the items beside it), and the most it can be, errors included.
+ */
+function replyBounds<T>(items: readonly T[], b: ItemBounds<T>): { least: number; worst: number } {
+  let least = 0;
   let worst = 0;
   for (const item of items) {
-    const s = success(item) + FRAMING_BYTES;
-    ok += s;
-    worst += Math.max(s, ITEM_ERROR_BYTES + 3 * nameBytes(item));
+    least += b.least(item);
+    worst += Math.max(b.most(item) + FRAMING_BYTES, ITEM_ERROR_BYTES + 3 * b.nameBytes(item));
   }
-  return { success: ok, worst };
+  return { least, worst };
 }
 
 function tooLarge(bytes: number, limit: number, message: string): ApiError {
@@ -87,14 +108,14 @@ async function runBatch<T, R, S extends DescMessage>(
   items: readonly T[],
   what: string,
   op: (ctx: OpContext, item: T) => Promise<R>,
-  bounds: { success: (item: T) => number; nameBytes: (item: T) => number },
+  bounds: ItemBounds<T>,
   onItem?: OnItem,
 ): Promise<{ results: { result: ItemResult<R> }[] }> {
   checkCount(ctx, items.length);
   const limit = ctx.limits.maxMessageBytes;
-  const bound = replyBounds(items, bounds.success, bounds.nameBytes);
-  if (bound.success > limit) {
-    throw tooLarge(bound.success, limit, `the batch's answers could be ${bound.success} bytes, more than the largest reply (${limit} bytes) — split it; no item was run`);
+  const bound = replyBounds(items, bounds);
+  if (bound.least > limit) {
+    throw tooLarge(bound.least, limit, `the batch's answers would be at least ${bound.least} bytes, more than the largest reply (${limit} bytes) — split it; no item was run`);
   }
   const results = await runItems(ctx, items, what, op, onItem);
   if (bound.worst > limit) {
@@ -105,24 +126,30 @@ async function runBatch<T, R, S extends DescMessage>(
 }
 
 export async function batchEncrypt(ctx: OpContext, req: BatchEncryptRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchEncryptResponseSchema>> {
+  const fits = (item: BatchEncryptRequest['requests'][number]) => item.plaintext.byteLength <= ctx.limits.maxPayloadBytes && isValidKeyName(item.keyName);
   return runBatch(ctx, BatchEncryptResponseSchema, req.requests, 'encrypting', encrypt, {
     // Ciphertext: plaintext + header + tag; the key's name; its version.
-    success: (item) => item.plaintext.byteLength + HEADER_BYTES + TAG_BYTES + Buffer.byteLength(item.keyName),
+    least: (item) => (fits(item) ? item.plaintext.byteLength + HEADER_BYTES + LEAST_TAG_BYTES + item.keyName.length + LEAST_FRAMING_BYTES : 0),
+    most: (item) => item.plaintext.byteLength + HEADER_BYTES + TAG_BYTES + Buffer.byteLength(item.keyName),
     nameBytes: (item) => Buffer.byteLength(item.keyName),
   }, onItem);
 }
 
 export async function batchDecrypt(ctx: OpContext, req: BatchDecryptRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchDecryptResponseSchema>> {
+  const fits = (item: BatchDecryptRequest['requests'][number]) => item.ciphertext.byteLength >= HEADER_BYTES + LEAST_TAG_BYTES && item.ciphertext.byteLength <= ctx.limits.maxPayloadBytes + 1024;
   return runBatch(ctx, BatchDecryptResponseSchema, req.requests, 'decrypting', decrypt, {
-    // Plaintext (shorter than its ciphertext) and the name of the key the ciphertext names.
-    success: (item) => item.ciphertext.byteLength + KEY_NAME_BYTES,
+    // Plaintext (the ciphertext less its header and tag) and the name of the key the ciphertext names.
+    least: (item) => (fits(item) ? Math.max(0, item.ciphertext.byteLength - HEADER_BYTES - TAG_BYTES) + 1 + LEAST_FRAMING_BYTES : 0),
+    most: (item) => item.ciphertext.byteLength + KEY_NAME_BYTES,
     nameBytes: () => KEY_NAME_BYTES,
   }, onItem);
 }
 
 export async function batchComputeMac(ctx: OpContext, req: BatchComputeMacRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchComputeMacResponseSchema>> {
+  const fits = (item: BatchComputeMacRequest['requests'][number]) => item.data.byteLength <= ctx.limits.maxPayloadBytes && isValidKeyName(item.keyName);
   return runBatch(ctx, BatchComputeMacResponseSchema, req.requests, 'computing a MAC', computeMac, {
-    success: (item) => MAC_BYTES + Buffer.byteLength(item.keyName),
+    least: (item) => (fits(item) ? LEAST_MAC_BYTES + item.keyName.length + LEAST_FRAMING_BYTES : 0),
+    most: (item) => MAC_BYTES + Buffer.byteLength(item.keyName),
     nameBytes: (item) => Buffer.byteLength(item.keyName),
   }, onItem);
 }
