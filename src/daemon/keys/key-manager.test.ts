@@ -927,6 +927,15 @@ describe('KeyManager: lifecycle', () => {
   });
 });
 
+describe('KeyManager.forDecrypt', () => {
+  it('a ciphertext claiming another suite than its key\'s is CIPHERTEXT_MALFORMED with a detail (found by review: metadata had the key name only)', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k', suite: 'aes-256-gcm' });
+    const e = await expectApi(() => w.km.forDecrypt(idBuf(r), 1, 'aes-256-ccm'), Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED);
+    expect(e.metadata).toEqual({ key_name: 'k', detail: "suite differs from the key's" });
+  });
+});
+
 describe('KeyManager.runDueWork', () => {
   it('after the wall clock ran ahead and stepped back, a rotation period counts from the corrected clock, not from the future (found by review)', async () => {
     const w = await world();

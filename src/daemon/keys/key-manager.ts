@@ -508,7 +508,7 @@ export class KeyManager {
     }
     this.usable(record.name, 'aead');
     if (record.suite !== suiteName) {
-      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext claims suite ${suiteName}, but key "${record.name}" is ${record.suite}`, { key_name: record.name });
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext claims suite ${suiteName}, but key "${record.name}" is ${record.suite}`, { key_name: record.name, detail: 'suite differs from the key\'s' });
     }
     return { ...this.checkVersion(record, version), suite: suiteOf(record) as AeadSuite };
   }

@@ -23,7 +23,16 @@ export function chooseSuite(suiteStatus: (suite: string) => AlgStatus, purpose: 
     suite = fits.find((s) => suiteStatus(s.name) === 'available');
     if (!suite) {
       if (materialBytes !== undefined && fits.length === 0) {
-        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `no ${(purpose ?? 'aead').toUpperCase()} suite takes ${materialBytes}-byte keys`, { field: 'material' });
+        // What would fit, and the other purpose if its suites take this length (found by review).
+        const sizes = [...new Set(candidates.map((s) => s.keyBytes.reduce((a, b) => a + b, 0)))].sort((a, b) => a - b);
+        const other = (purpose ?? 'aead') === 'aead' ? MAC_SUITES : AEAD_SUITES;
+        const otherFit = other.find((s) => s.keyBytes.reduce((a, b) => a + b, 0) === materialBytes);
+        const hint = otherFit ? `; ${materialBytes} bytes fit ${otherFit.name} (purpose ${otherFit.kind === 'aead' ? 'AEAD' : 'MAC'})` : '';
+        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `no ${(purpose ?? 'aead').toUpperCase()} suite takes ${materialBytes}-byte keys (they take ${sizes.join(', ')} bytes)${hint}`, {
+          field: 'material',
+          expected_bytes: sizes.join(','),
+          actual_bytes: String(materialBytes),
+        });
       }
       throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel allows none of the ${(purpose ?? 'aead').toUpperCase()} suites${materialBytes !== undefined ? ` for ${materialBytes}-byte keys` : ''}; see \`ringfence doctor\``);
     }
