@@ -81,7 +81,8 @@ function reflectionPackage(): ConstructorParameters<typeof ReflectionService>[0]
   return { ringfence: { format: 'Protocol Buffer 3 FileDescriptorProto', type: {}, fileDescriptorProtos } } as unknown as ConstructorParameters<typeof ReflectionService>[0];
 }
 
-export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Daemon> {
+/** `takePendingReload`: whether a SIGHUP came during start-up (and it is now taken care of). */
+export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { takePendingReload?: () => boolean } = {}): Promise<Daemon> {
   const startTime = Date.now();
   const report = probeCapabilities();
   const unusable = cannotWork(report);
@@ -201,6 +202,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
     };
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     cleanups.push(() => server.forceShutdown());
+    // The policy as it is now, not as it was before the keys loaded, before the first caller connects.
+    policy.watch();
+    if (hooks.takePendingReload?.()) policy.reload('SIGHUP');
     const listener = await openListener({
       socket: config.socket,
       socketMode: config.socketMode,
@@ -222,7 +226,6 @@ export async function startDaemon(config: DaemonConfig, log: Logger): Promise<Da
       },
     });
     cleanups.push(() => listener.close());
-    policy.watch();
 
     // Rotations and deletions that come due, also those due while the daemon was down. A failure is
     // logged and retried; it does not keep the daemon from serving (due-work-scheduler.ts).

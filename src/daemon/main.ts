@@ -30,7 +30,7 @@ async function main(argv: string[]): Promise<number> {
 
   let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
   // Installed before start-up (which may take a while as keys load): SIGHUP's default action would
-  // end the process. One that comes early reloads the policy once the daemon is up.
+  // end the process. One that comes early is applied before the socket opens (startDaemon's hook).
   let reloadWhenReady = false;
   process.on('SIGHUP', () => {
     log.info({ signal: 'SIGHUP' }, daemon ? 'reloading the policy' : 'SIGHUP during start-up: the policy is reloaded once started');
@@ -38,7 +38,14 @@ async function main(argv: string[]): Promise<number> {
     else reloadWhenReady = true;
   });
   try {
-    daemon = await startDaemon(config, log);
+    daemon = await startDaemon(config, log, {
+      // Taken before the socket opens, so callers never meet the policy as it was before the SIGHUP.
+      takePendingReload: () => {
+        const pending = reloadWhenReady;
+        reloadWhenReady = false;
+        return pending;
+      },
+    });
   } catch (err) {
     const message = (err as Error).message;
     log.fatal({ err }, `cannot start: ${message}`);

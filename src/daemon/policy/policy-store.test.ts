@@ -30,6 +30,28 @@ describe('PolicyStore', () => {
     expect(logs).toContainEqual({ level: 'warn', msg: expect.stringMatching(/no policy file at .*only root and the daemon's uid \(0, 999\)/) });
   });
 
+  it('a revocation made after load() (while keys load) is in force as soon as watch() returns, before the daemon serves (found by review)', () => {
+    const { store, path, logs } = setup(grant('encrypt'));
+    store.load();
+    writeFileSync(path, JSON.stringify({ rules: [] }));
+    store.watch();
+    try {
+      expect(store.decide(app, 'encrypt', 'k-1').allowed).toBe(false);
+      expect(logs.filter((l) => l.msg.startsWith('policy loaded'))).toHaveLength(2);
+    } finally {
+      store.close();
+    }
+  });
+
+  it('watch() on an unchanged file logs nothing more', () => {
+    const { store, logs } = setup(grant('encrypt'));
+    store.load();
+    const before = logs.length;
+    store.watch();
+    store.close();
+    expect(logs).toHaveLength(before);
+  });
+
   it('refuses to start on an invalid file, naming the field', () => {
     const { store, path } = setup(grant('encrpyt'));
     expect(() => store.load()).toThrow(`policy file ${path}: rules[0].operations[0]: "encrpyt" is not an operation`);

@@ -133,8 +133,11 @@ export class PolicyStore {
       if (curr.ino !== prev.ino || curr.dev !== prev.dev || curr.mtimeMs !== prev.mtimeMs || curr.ctimeMs !== prev.ctimeMs || curr.size !== prev.size) this.changed();
     };
     watchFile(this.opts.path, { persistent: false, interval: this.pollMs }, this.polling);
-    // The poll's first stat is its baseline: a change between the load and that stat would go
-    // unseen. One reload now closes the gap (silent when nothing changed).
+    // A change since load() (keys may take long to load) is in force before the daemon serves: a
+    // reload now (found by review: a revocation waited for the debounce while calls came in). The
+    // poll's first stat is its baseline, so a change between this read and that stat would go
+    // unseen: one more reload after the quiet period closes that gap. Both are silent when nothing changed.
+    this.reload('file change');
     this.changed();
   }
 
