@@ -37,6 +37,18 @@ async function main(argv: string[]): Promise<number> {
     if (daemon) daemon.reloadPolicy();
     else reloadWhenReady = true;
   });
+  // Also installed before start-up: a SIGTERM that came in the moment between "ready" and a handler
+  // installed afterwards took the default action and ended the daemon by signal, without the drain
+  // (found in the guests: a caller stopping it as soon as it was ready). One that comes during start-up
+  // stops the daemon as soon as it has started. A second one takes the default action: stop now.
+  const stopRequested = new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, daemon ? 'stopping' : `${signal} during start-up: stopping once started`);
+      resolve();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
   try {
     daemon = await startDaemon(config, log, {
       // Taken before the socket opens, so callers never meet the policy as it was before the SIGHUP.
@@ -52,15 +64,8 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`ringfenced: cannot start: ${message}\n`);
     return 1;
   }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'stopping');
-      resolve();
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-    if (reloadWhenReady) daemon!.reloadPolicy();
-  });
+  if (reloadWhenReady) daemon.reloadPolicy();
+  await stopRequested;
   await daemon.stop();
   return 0;
 }

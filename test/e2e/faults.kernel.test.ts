@@ -455,6 +455,28 @@ describe('SIGHUP while the daemon starts', () => {
   });
 });
 
+describe('SIGTERM while the daemon starts', () => {
+  it('stops it cleanly once started, exit 0 (found in the guests: a SIGTERM just after "ready" ended it by signal)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-term-'));
+    let sent = false;
+    const daemon = spawnDaemon(['--socket', join(dir, 'rf.sock'), '--state-dir', join(dir, 'state')], () => {
+      if (sent) return;
+      sent = true;
+      daemon.child.kill('SIGTERM');
+    });
+    try {
+      const [code, signal] = await once(daemon.child, 'exit');
+      expect({ code, signal }, daemon.output()).toEqual({ code: 0, signal: null });
+      expect(daemon.output()).toContain('SIGTERM during start-up: stopping once started');
+      expect(daemon.output()).toContain('"msg":"ringfenced ready"');
+      // It unlinked its socket on the way out.
+      expect(existsSync(join(dir, 'rf.sock'))).toBe(false);
+    } finally {
+      if (daemon.child.exitCode === null && daemon.child.signalCode === null) daemon.child.kill('SIGKILL');
+    }
+  });
+});
+
 describe('two daemons starting at once on one stale socket, each with its own state directory', () => {
   it('one serves and keeps its socket; the other refuses, naming the lock (found by review: each could unlink the socket the other had bound)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rf-race-'));
@@ -482,7 +504,7 @@ describe('two daemons starting at once on one stale socket, each with its own st
       // It unlinked its socket on the way out, and released the lock: the next daemon starts.
       expect(existsSync(socket)).toBe(false);
       const next = await TestDaemon.start({ dir });
-      expect(await next.stop()).toBe(0);
+      expect(await next.stop(), next.output).toBe(0);
     } finally {
       for (const r of racers) if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
     }

@@ -93,11 +93,12 @@ export class TestDaemon {
     });
   }
 
-  /** SIGTERM and wait: resolves with the exit code (0 expected). */
-  async stop(): Promise<number | null> {
-    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return this.child?.exitCode ?? null;
-    this.child.kill('SIGTERM');
-    return (await this.exited!).code;
+  /** SIGTERM and wait: resolves with the exit code (0 expected), or the signal that ended it. */
+  async stop(): Promise<number | NodeJS.Signals | null> {
+    if (!this.child) return null;
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
+    const { code, signal } = await this.exited!;
+    return code ?? signal;
   }
 
   async kill9(): Promise<void> {
@@ -121,7 +122,7 @@ export class TestDaemon {
 }
 
 /** Stops the daemon; one that does not exit within 60 s of SIGTERM is killed, and the test fails with its output. */
-export async function stopOrExplain(daemon: TestDaemon | undefined): Promise<number | null | undefined> {
+export async function stopOrExplain(daemon: TestDaemon | undefined): Promise<number | NodeJS.Signals | null | undefined> {
   if (!daemon) return undefined;
   const code = await Promise.race([daemon.stop(), sleep(60_000).then(() => 'hung' as const)]);
   if (code !== 'hung') return code;
