@@ -83,6 +83,13 @@ function statusOf(call: grpc.ClientDuplexStream<unknown, unknown>): Promise<grpc
   });
 }
 
+/** GetStatus's count of buffered bytes, polled for up to 5 s until it is 0. */
+async function bufferedOnceDrained(admin: RingfenceClient): Promise<number> {
+  let held = -1;
+  for (let i = 0; i < 50 && held !== 0; i++, await sleep(100)) held = Number((await admin.getStatus()).usage!.bufferedBytes);
+  return held;
+}
+
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m![1]) * 1024;
@@ -382,9 +389,7 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
       expect(Buffer.concat(out).equals(Buffer.concat(plaintexts[i]!))).toBe(true);
     }
     for (const c of calls) c.session.close();
-    let after = -1;
-    for (let i = 0; i < 50 && after !== 0; i++, await sleep(100)) after = Number((await admin.getStatus()).usage!.bufferedBytes);
-    expect(after).toBe(0); // everything went back
+    expect(await bufferedOnceDrained(admin)).toBe(0); // everything went back
   });
 
   it('DecryptStreams holding parts of chunks count them, past the bound, and each completes its chunk without waiting for room', async () => {
@@ -439,9 +444,7 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
       expect(Buffer.concat(messages.map((m) => fromBinary(DecryptStreamResponseSchema, m).plaintext)).equals(plaintexts[i]!)).toBe(true);
     }
     for (const c of calls) c.session.close();
-    let after = -1;
-    for (let i = 0; i < 50 && after !== 0; i++, await sleep(100)) after = Number((await admin.getStatus()).usage!.bufferedBytes);
-    expect(after).toBe(0);
+    expect(await bufferedOnceDrained(admin)).toBe(0); // everything went back
   });
 
   it('a DecryptStream message that completes a large chunk counts the chunk\'s plaintext until its answer is flushed', async () => {
@@ -483,9 +486,7 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     expect(await dec.status).toBe('0');
     expect(Buffer.concat(decrypted.map((m) => fromBinary(DecryptStreamResponseSchema, m).plaintext)).equals(plaintext)).toBe(true);
     dec.session.close();
-    let after = -1;
-    for (let i = 0; i < 50 && after !== 0; i++, await sleep(100)) after = Number((await admin.getStatus()).usage!.bufferedBytes);
-    expect(after).toBe(0);
+    expect(await bufferedOnceDrained(admin)).toBe(0); // everything went back
   });
 });
 
