@@ -140,6 +140,31 @@ describe('PolicyStore', () => {
     }
   });
 
+  it('changes that never stop do not postpone the reload for ever (found by review)', async () => {
+    const { path, logs } = setup(grant('encrypt'));
+    const store = new PolicyStore({ path, admins: new Set([0, 999]), log: (level, msg) => logs.push({ level, msg }), accounts, debounceMs: 1000, maxDelayMs: 200 });
+    store.load();
+    store.watch();
+    // A revocation, then the same text rewritten every 10 ms: change events keep coming, each
+    // sooner than the 1 s quiet period.
+    const revoked = JSON.stringify({ rules: [] });
+    writeFileSync(path, revoked);
+    const started = performance.now();
+    let revokedAfter: number | undefined;
+    try {
+      while (performance.now() - started < 3000 && revokedAfter === undefined) {
+        writeFileSync(path, revoked);
+        await new Promise((r) => setTimeout(r, 10));
+        if (!store.decide(app, 'encrypt', 'k-1').allowed) revokedAfter = performance.now() - started;
+      }
+    } finally {
+      store.close();
+    }
+    // With the quiet period alone it never came while the writes went on (3 s here).
+    expect(revokedAfter).toBeDefined();
+    expect(logs.filter((l) => l.msg === 'policy loaded: 0 rules')).toHaveLength(1);
+  });
+
   it('follows a symlinked file: a ConfigMap-style swap, a re-pointed link, an edited target, a swapped link on the way', async () => {
     // As Kubernetes mounts a ConfigMap: policy.json -> ..data/policy.json, ..data -> ..v1; an
     // update writes ..v2 and renames a new ..data link over the old one.

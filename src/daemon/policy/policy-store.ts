@@ -18,6 +18,8 @@ export interface PolicyStoreOptions {
   log: Log;
   accounts?: () => Accounts;
   debounceMs?: number;
+  /** The longest a reload waits after the first change of a burst, however many follow (default 1 s). */
+  maxDelayMs?: number;
   /** How often the file's stat is polled, through symlinks (default 2 s). */
   pollMs?: number;
 }
@@ -35,6 +37,8 @@ export class PolicyStore {
   /** What the last load or reload read (text, MISSING, or INVALID + why), so that a repeat is silent. */
   private lastSeen: string | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** When the first change not yet reloaded was seen (performance.now()). */
+  private burstStart: number | undefined;
   /** Bumped on every reload attempt, so tests and logs can tell reloads apart. */
   generation = 0;
 
@@ -145,9 +149,22 @@ export class PolicyStore {
     return this.opts.pollMs ?? 2000;
   }
 
+  /**
+   * A quiet period lets a file written in several pieces be read whole; but changes that never stop
+   * (a writer touching the file in a loop) must not postpone the reload for ever (found by review:
+   * a revocation waited as long as the events kept coming), so it is due at most maxDelayMs after
+   * the first change of a burst.
+   */
   private changed(): void {
+    const now = performance.now();
+    this.burstStart ??= now;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.reload('file change'), this.opts.debounceMs ?? 200);
+    const due = Math.min(now + (this.opts.debounceMs ?? 200), this.burstStart + (this.opts.maxDelayMs ?? 1000));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.burstStart = undefined;
+      this.reload('file change');
+    }, Math.max(0, due - now));
     this.timer.unref();
   }
 
@@ -161,6 +178,8 @@ export class PolicyStore {
 
   close(): void {
     if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.burstStart = undefined;
     this.watcher?.close();
     if (this.polling) unwatchFile(this.opts.path, this.polling);
   }
