@@ -96,7 +96,7 @@ export class FakeKeys {
 
   material(suite: Suite, m: Uint8Array): Buffer {
     if (m.length !== MATERIAL_BYTES[suite]) {
-      throw invalid(ErrorReason.KEY_MATERIAL_INVALID, `key material must be ${MATERIAL_BYTES[suite]} bytes for this suite, got ${m.length}`, { expected_bytes: String(MATERIAL_BYTES[suite]), actual_bytes: String(m.length) });
+      throw invalid(ErrorReason.KEY_MATERIAL_INVALID, `key material must be ${MATERIAL_BYTES[suite]} bytes for this suite, got ${m.length}`, { field: 'material', expected_bytes: String(MATERIAL_BYTES[suite]), actual_bytes: String(m.length) });
     }
     return Buffer.from(m);
   }

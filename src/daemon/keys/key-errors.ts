@@ -27,7 +27,7 @@ export function originMismatch(record: KeyRecord, message: string): ApiError {
 export function checkMaterial(suite: AeadSuite | MacSuite, material: Buffer): void {
   const want = suite.keyBytes.reduce((a, b) => a + b, 0);
   if (material.length !== want) {
-    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} keys are ${want} bytes${suite.keyBytes.length > 1 ? ` (${suite.keyBytes.join(' + ')})` : ''}; got ${material.length}`, { suite: suite.name, expected_bytes: String(want), actual_bytes: String(material.length) });
+    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} keys are ${want} bytes${suite.keyBytes.length > 1 ? ` (${suite.keyBytes.join(' + ')})` : ''}; got ${material.length}`, { field: 'material', suite: suite.name, expected_bytes: String(want), actual_bytes: String(material.length) });
   }
   // Encrypt-then-MAC needs independent keys: the cipher key as MAC key is refused (compared in constant time).
   if (suite.keyBytes.length === 2 && suite.keyBytes[0] === suite.keyBytes[1]) {

@@ -382,7 +382,7 @@ describe('KeyManager.create', () => {
     expect(material.equals(Buffer.alloc(32))).toBe(true);
     const short = Buffer.alloc(31, 0xcd);
     const bad = await expectApi(w.km.import({ name: 'imp', suite: 'aes-256-gcm', material: short }), Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID);
-    expect(bad.metadata).toMatchObject({ expected_bytes: '32', actual_bytes: '31' });
+    expect(bad.metadata).toEqual({ field: 'material', suite: expect.any(String), expected_bytes: '32', actual_bytes: '31' });
     expect(short.equals(Buffer.alloc(31))).toBe(true);
     // Encrypt-then-MAC material whose cipher and MAC halves are equal (found by review).
     const twins = Buffer.concat([Buffer.alloc(32, 0x11), Buffer.alloc(32, 0x11)]);

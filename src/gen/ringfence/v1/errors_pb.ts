@@ -222,8 +222,10 @@ export enum ErrorReason {
   INVALID_FIELD = 30,
 
   /**
-   * INVALID_ARGUMENT: imported key material has the wrong length for the suite.
-   * Metadata: `suite`, `expected_bytes`, `actual_bytes`.
+   * INVALID_ARGUMENT: imported key material is missing, has the wrong length for the suite, or is
+   * already in use by a key of this daemon. Metadata: `field`; for a wrong length also
+   * `expected_bytes` (a comma-separated list when no suite was named), `actual_bytes`, and `suite`
+   * when one was named.
    *
    * @generated from enum value: ERROR_REASON_KEY_MATERIAL_INVALID = 31;
    */
