@@ -127,6 +127,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       answers.discard();
       budgetWait?.();
       budgetWait = undefined;
+      // Reads nothing more (found by review: a session refused as a whole read and dropped on).
+      if (!paused) call.pause();
+      paused = true;
     };
     const began = performance.now();
     // How the session ended before its operations did (they are audited so: their answers are dropped).
@@ -135,9 +138,12 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     // Destroyed, as streams are: a client that neither reads nor cancels would otherwise keep a
     // session past its deadline (grpc-js cannot send the status while the client does not read).
     const dispose = whenGone(call, (why) => {
-      endedAs = why;
+      // A stream refused as a whole (fail) is audited already: grpc-js reports the status it sent as a cancel.
+      if (endedAs === undefined) {
+        endedAs = why;
+        deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: why, durationMs: +(performance.now() - began).toFixed(3) });
+      }
       stop();
-      deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: why, durationMs: +(performance.now() - began).toFixed(3) });
       call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the session' : 'the deadline passed'));
     });
     call.on('error', stop);
@@ -154,12 +160,15 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     });
     // The whole stream fails: a message without ids to answer, or over the operations limit.
     const fail = (e: ApiError) => {
-      // grpc-js reports every status it sends as a cancel (notifyOnCancel): this one is not.
-      dispose();
+      // grpc-js reports every status it sends as a cancel (notifyOnCancel): whenGone then audits
+      // nothing more (endedAs is set), but it still ends the session at its deadline, as the
+      // status waits behind the answers written while a client does not read (found by review).
       endedAs = statusName(e.code);
+      // Answers already audited OK go out before the status (found by review: they were dropped).
+      answers.flush();
       stop();
       call.emit('error', e.toServiceError());
-      deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: 0 });
+      deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - began).toFixed(3) });
     };
     call.on('data', (req: SessionRequest | UndecodableRequest) => {
       if (closed) return;
