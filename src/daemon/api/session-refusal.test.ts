@@ -3,72 +3,26 @@
  * what was answered goes out, and the session still ends at its deadline when the client does not
  * read (found by review, helper-66). A fake call that ends as grpc-js' does, and a real server.
  */
-import { create, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Duplex } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
-import { SessionRequestSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
+import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
 import type { OpContext, OpLimits } from '../ops/context.js';
 import type { AuditEntry } from './audit.js';
 import type { HandlerDeps } from './handler.js';
 import { sessionHandler } from './session.js';
 import { MemoryBudget } from './memory-budget.js';
 import { daemonServiceDefinition, UndecodableRequest } from './decode.js';
+import { hashOp, randomOp as random, SESSION_LIMITS, startSession, turn, type SessionInit as Init } from './session-call.test-support.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 
-const LIMITS: OpLimits = {
-  maxPayloadBytes: 1 << 20,
-  maxAssociatedDataBytes: 65_536,
-  maxStreamChunkBytes: 1 << 20,
-  maxBatchItems: 64,
-  maxSessionInFlight: 1024,
-  maxSessionBufferedBytes: 16 << 20,
-  maxMessageBytes: 4 << 20,
-};
-type Init = MessageInitShape<typeof SessionRequestSchema>;
-const random = (id: bigint, lengthBytes: number): Init => ({ id, op: { case: 'generateRandom', value: { lengthBytes } } });
-const hashOp = (id: bigint): Init => ({ id, op: { case: 'hash', value: { data: new Uint8Array(8) } } });
-const turn = () => new Promise((r) => setImmediate(r));
-
-/** A fake call that behaves like grpc-js' ServerDuplexStreamImpl on 'error' (status -> end()); `hold` keeps write callbacks. */
-function session(deadline: number, hold: boolean) {
-  const budget = new MemoryBudget(1 << 30);
-  const audit: AuditEntry[] = [];
-  const pending: ((b: Buffer) => void)[] = [];
-  const engine = { digest: () => new Promise<Buffer>((r) => pending.push(r)) };
-  const ctx = { limits: LIMITS, budget, engine, suiteStatus: () => 'available' } as unknown as OpContext;
-  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
-  const written: SessionResponse[] = [];
-  const held: (() => void)[] = [];
-  const call = Object.assign(
-    new Duplex({
-      objectMode: true,
-      read() {},
-      write(m: SessionResponse, _e, cb) {
-        written.push(m);
-        if (hold) held.push(cb);
-        else cb();
-      },
-    }),
-    { getDeadline: () => deadline },
-  );
-  const errors: unknown[] = [];
-  call.on('error', (e) => {
-    errors.push(e);
-    call.end(); // as grpc-js: the status goes out after the answers already written
-  });
-  let reads = 0;
-  call.on('data', () => reads++);
-  sessionHandler(ctx, deps)(call as never);
-  const send = (init: Init) => call.push(create(SessionRequestSchema, init) as SessionRequest);
-  const answers = () => written.flatMap((m) => [m, ...m.more]);
-  return { call, send, budget, audit, pending, answers, held, errors, reads: () => reads };
-}
+const LIMITS: OpLimits = { ...SESSION_LIMITS, maxBatchItems: 64 };
+const session = (deadline: number, hold: boolean) => startSession({}, hold, undefined, { deadline, endOnError: true });
 
 describe('a session refused as a whole still ends at its deadline', () => {
   it('a client that does not read and sends a refused message is destroyed at its deadline, reads nothing more, and its bytes go back', async () => {

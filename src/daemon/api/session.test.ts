@@ -1,74 +1,23 @@
 /**
- * The Session handler against a fake grpc-js call, on the host: GenerateRandom needs no AF_ALG, so
+ * The Session handler against a fake grpc-js call (session-call.test-support.ts), on the host: GenerateRandom needs no AF_ALG, so
  * it stands for an operation that works; bad lengths and missing ops for ones that fail.
  * test/e2e/*.kernel.test.ts run the real thing (crypto, limits, access, hostile).
  */
-import { create, fromBinary, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { daemonServiceDefinition } from './decode.js';
-
-import { Duplex } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
-import { SessionRequestSchema, SessionResponseSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
-import type { OpContext, OpLimits } from '../ops/context.js';
+import { randomOp as random, startSession as start, turn, type SessionInit as Init } from './session-call.test-support.js';
+import { SessionRequestSchema, SessionResponseSchema } from '../../gen/ringfence/v1/session_pb.js';
+import type { OpContext } from '../ops/context.js';
 import type { AuditEntry } from './audit.js';
 import type { HandlerDeps } from './handler.js';
 import { sessionHandler } from './session.js';
 import { MemoryBudget } from './memory-budget.js';
-
-const LIMITS: OpLimits = {
-  maxPayloadBytes: 1 << 20,
-  maxAssociatedDataBytes: 65_536,
-  maxStreamChunkBytes: 1 << 20,
-  maxBatchItems: 1000,
-  maxSessionInFlight: 1024,
-  maxSessionBufferedBytes: 16 << 20,
-  maxMessageBytes: 4 << 20,
-};
-
-type Init = MessageInitShape<typeof SessionRequestSchema>;
-const random = (id: bigint, lengthBytes: number, more: Init[] = []): Init => ({ id, op: { case: 'generateRandom', value: { lengthBytes } }, more });
-const turn = () => new Promise((r) => setImmediate(r));
-
-/** The handler on a fake call; `hold` keeps write callbacks (a client that does not read). */
-function start(limits: Partial<OpLimits> = {}, hold = false, budget = new MemoryBudget(1 << 30)) {
-  const audit: AuditEntry[] = [];
-  let started = 0;
-  let maxRunning = 0;
-  const ctx = { limits: { ...LIMITS, ...limits }, budget } as unknown as OpContext;
-  // Every operation asks first (so this counts starts), and is audited when it ends.
-  const authorize = () => {
-    started++;
-    maxRunning = Math.max(maxRunning, started - audit.length);
-  };
-  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize }) } } as unknown as HandlerDeps;
-  const written: SessionResponse[] = [];
-  const held: (() => void)[] = [];
-  const call = Object.assign(
-    new Duplex({
-      objectMode: true,
-      read() {},
-      write(m: SessionResponse, _e, cb) {
-        written.push(m);
-        if (hold) held.push(cb);
-        else cb();
-      },
-    }),
-    { getDeadline: () => Infinity },
-  );
-  const errors: unknown[] = [];
-  call.on('error', (e) => errors.push(e));
-  let ended = false;
-  call.on('finish', () => (ended = true));
-  sessionHandler(ctx, deps)(call as never);
-  const send = (init: Init) => call.push(create(SessionRequestSchema, init) as SessionRequest);
-  const answers = () => written.flatMap((m) => [m, ...m.more]);
-  return { call, send, written, answers, held, audit, errors, ended: () => ended, maxRunning: () => maxRunning };
-}
 
 describe('Session handler: packing', () => {
   it('answers an old-style client (one operation per message, no `more`) exactly as before', async () => {
@@ -222,38 +171,19 @@ describe('Session handler: error answers count as bytes (found by review: counte
 
 describe('Session handler: at its deadline (found by review: it read on and audited nothing)', () => {
   it('stops reading even when the client neither reads nor cancels, audits DEADLINE_EXCEEDED, and an operation still running then is audited so', async () => {
-    const pending: ((b: Buffer) => void)[] = [];
-    const engine = { digest: () => new Promise<Buffer>((r) => pending.push(r)) };
-    const audit: AuditEntry[] = [];
-    const ctx = { limits: { ...LIMITS, maxSessionInFlight: 1 }, budget: new MemoryBudget(1 << 30), engine, suiteStatus: () => 'available' } as unknown as OpContext;
-    const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
-    let read = 0;
-    const call = Object.assign(
-      new Duplex({
-        objectMode: true,
-        read() {},
-        write(_m: SessionResponse, _e, cb) {
-          cb();
-        },
-      }),
-      { getDeadline: () => Date.now() + 100 },
-    );
-    call.on('error', () => undefined);
-    const handler = sessionHandler(ctx, deps);
-    call.on('data', () => read++);
-    handler(call as never);
+    const s = start({ maxSessionInFlight: 1 }, false, undefined, { deadline: Date.now() + 100 });
+    const { pending, audit, send, call } = s;
     const hashOp = (id: bigint, more: Init[] = []): Init => ({ id, op: { case: 'hash', value: { data: new Uint8Array(8) } }, more });
-    const send = (init: Init) => call.push(create(SessionRequestSchema, init) as SessionRequest);
     send(hashOp(1n, [hashOp(2n)])); // one runs (in-flight limit 1), one waits
     await vi.waitFor(() => expect(pending).toHaveLength(1));
     await new Promise((r) => setTimeout(r, 150)); // the deadline passes
     expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([['CryptoService/Session', 'DEADLINE_EXCEEDED']]);
-    const before = read;
+    const before = s.reads();
     pending[0]!(Buffer.alloc(32)); // the running operation ends; its answer is dropped
     for (let i = 0; i < 3; i++) await turn();
     for (let i = 0; i < 5; i++) send(hashOp(BigInt(10 + i)));
     for (let i = 0; i < 3; i++) await turn();
-    expect(read - before).toBe(0);
+    expect(s.reads() - before).toBe(0);
     expect(call.destroyed).toBe(true);
     expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([
       ['CryptoService/Session', 'DEADLINE_EXCEEDED'],
