@@ -90,6 +90,19 @@ async function bufferedOnceDrained(admin: RingfenceClient): Promise<number> {
   return held;
 }
 
+/** A stream ciphertext of one chunk: EncryptStream over a raw call, the whole plaintext in one message. */
+async function encryptOneChunk(socket: string, keyName: string, plaintext: Buffer): Promise<Buffer> {
+  const enc = rawCall(socket, 'EncryptStream');
+  onTestFinished(() => void enc.session.destroy());
+  enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName } } })));
+  enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final: true } } })));
+  enc.stream.end();
+  const encrypted = enc.read();
+  expect(await enc.status).toBe('0');
+  enc.session.close();
+  return Buffer.concat(encrypted.map((m) => fromBinary(EncryptStreamResponseSchema, m).ciphertext));
+}
+
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m![1]) * 1024;
@@ -404,17 +417,7 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     const SLICE = 16 * KiB;
     const plaintexts = [randomBytes(768 * KiB), randomBytes(768 * KiB)];
     const ciphertexts: Buffer[] = [];
-    for (const plaintext of plaintexts) {
-      const enc = rawCall(daemon.socket, 'EncryptStream');
-      onTestFinished(() => void enc.session.destroy());
-      enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'pieced' } } })));
-      enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final: true } } })));
-      enc.stream.end();
-      const encrypted = enc.read();
-      expect(await enc.status).toBe('0');
-      ciphertexts.push(Buffer.concat(encrypted.map((m) => fromBinary(EncryptStreamResponseSchema, m).ciphertext)));
-      enc.session.close();
-    }
+    for (const plaintext of plaintexts) ciphertexts.push(await encryptOneChunk(daemon.socket, 'pieced', plaintext));
     const sendSlices = (call: ReturnType<typeof rawCall>, bytes: Buffer) => {
       for (let at = 0; at < bytes.length; at += SLICE) {
         call.send(toBinary(DecryptStreamRequestSchema, msg(DecryptStreamRequestSchema, { frame: { case: 'chunk', value: { ciphertext: bytes.subarray(at, at + SLICE) } } })));
@@ -456,15 +459,7 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     // whole 384 KiB of plaintext, which waits on the client's HTTP/2 window. Counting only what
     // that message reserved would show 32 KiB held.
     const plaintext = randomBytes(384 * KiB);
-    const enc = rawCall(daemon.socket, 'EncryptStream');
-    onTestFinished(() => void enc.session.destroy());
-    enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'sliced' } } })));
-    enc.send(toBinary(EncryptStreamRequestSchema, msg(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final: true } } })));
-    enc.stream.end();
-    const encrypted = enc.read();
-    expect(await enc.status).toBe('0');
-    const ciphertext = Buffer.concat(encrypted.map((m) => fromBinary(EncryptStreamResponseSchema, m).ciphertext));
-    enc.session.close();
+    const ciphertext = await encryptOneChunk(daemon.socket, 'sliced', plaintext);
     expect(Number((await admin.getStatus()).usage!.bufferedBytes)).toBe(0);
 
     const dec = rawCall(daemon.socket, 'DecryptStream');
