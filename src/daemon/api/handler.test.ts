@@ -18,7 +18,7 @@ describe('clientStreaming', () => {
       for await (const _ of messages) consumed++;
       return {};
     });
-    const call = new PassThrough({ objectMode: true });
+    const call = Object.assign(new PassThrough({ objectMode: true }), { getDeadline: () => Infinity });
     const callback = vi.fn();
     handler(call as never, callback);
     call.write({ data: new Uint8Array(3) });

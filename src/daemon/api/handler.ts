@@ -152,12 +152,15 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
     const start = performance.now();
     const access = deps.access.forCall(call);
     let bytesIn = 0;
-    // A vanished client must not leave the operation (and its kernel op socket) waiting forever.
-    let cancelled = false;
-    call.on('cancelled', () => {
-      cancelled = true;
-      call.destroy(new Error('the client cancelled the call'));
+    // A vanished client (cancelled, or its deadline passed) must not leave the operation (and its
+    // kernel op socket) waiting forever.
+    let gone: 'CANCELLED' | 'DEADLINE_EXCEEDED' | undefined;
+    const dispose = whenGone(call, (why) => {
+      gone = why;
+      call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the call' : 'the deadline passed'));
     });
+    const auditGone = (why: 'CANCELLED' | 'DEADLINE_EXCEEDED') =>
+      deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: why, durationMs: +(performance.now() - start).toFixed(3) });
     async function* messages(): AsyncGenerator<MessageShape<I>> {
       for await (const m of readAll<MessageShape<I>>(call)) {
         bytesIn += payloadBytes(m);
@@ -168,17 +171,18 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
       .then(() => fn(messages(), access, call))
       .then(
         (init) => {
+          dispose();
+          // Done, but the deadline passed meanwhile: grpc-js has answered DEADLINE_EXCEEDED already.
+          if (gone) return auditGone(gone);
           const response = create(method.output, init) as MessageShape<O>;
           callback(null, response);
           deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: payloadBytes(response), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
         },
         (err: unknown) => {
+          dispose();
           const e = toApiError(err, rpc);
-          // A cancelled call is the client's doing, not an internal error: audited as such, not logged.
-          if (cancelled) {
-            deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: 'CANCELLED', durationMs: +(performance.now() - start).toFixed(3) });
-            return;
-          }
+          // A call the client ended (cancel, deadline) is the client's doing, not an internal error: audited as such, not logged.
+          if (gone) return auditGone(gone);
           callback(e.toServiceError());
           logInternal(deps, rpc, e);
           deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
