@@ -17,7 +17,7 @@ import { clientSocketPath } from '../../rpc/socket-path.js';
 import type { CallOptions } from './call-options.js';
 import { DecryptStream, type DecryptStreamOptions } from './decrypt-stream.js';
 import { EncryptStream, type EncryptStreamOptions } from './encrypt-stream.js';
-import { hashStream, type HashSource } from './hash-stream.js';
+import { hashStream, type HashSource, type HashStreamOptions } from './hash-stream.js';
 import { KeyMethods } from './key-methods.js';
 import * as req from './requests.js';
 import { checkChunkBytes } from './rpc-duplex.js';
@@ -83,9 +83,9 @@ export class RingfenceClient extends KeyMethods {
     return this.transport.unary(CryptoService.method.hash, req.hashRequest(data, algorithm), opts);
   }
 
-  /** Hashes a source of any size (sent in pieces of at most 1 MiB, with backpressure). If the
-   * source throws, the RPC is cancelled and the source's error rethrown. */
-  async hashStream(source: HashSource, algorithm?: req.HashAlgorithmInput, opts: CallOptions = {}): Promise<pb.HashStreamResponse> {
+  /** Hashes a source of any size (sent in pieces of `pieceBytes`, default 1 MiB, with backpressure).
+   * If the source throws, the RPC is cancelled and the source's error rethrown. */
+  async hashStream(source: HashSource, algorithm?: req.HashAlgorithmInput, opts: HashStreamOptions = {}): Promise<pb.HashStreamResponse> {
     return hashStream(this.transport, source, algorithm, opts);
   }
 

@@ -7,11 +7,15 @@ import type { CallOptions } from './call-options.js';
 import type { RingfenceError } from './errors.js';
 import { parseHashAlgorithm } from './names.js';
 import type { HashAlgorithmInput } from './requests.js';
+import { MAX_CHUNK_BYTES } from './rpc-duplex.js';
 import { CallWriter } from './stream-io.js';
 import type { Transport } from './transport.js';
 
-/** The daemon's default Limits.max_stream_chunk_bytes. */
-const MAX_PIECE_BYTES = 1024 * 1024;
+export interface HashStreamOptions extends CallOptions {
+  /** Bytes per message: default and most 1 MiB (the daemon's default max_stream_chunk_bytes); lower it
+   * for a daemon configured with a smaller limit (GetStatus reports it). */
+  pieceBytes?: number;
+}
 
 export type HashSource = AsyncIterable<Uint8Array | string> | NodeJS.ReadableStream;
 
@@ -19,9 +23,10 @@ export async function hashStream(
   transport: Transport,
   source: HashSource,
   algorithm: HashAlgorithmInput = HashAlgorithm.SHA256,
-  opts: CallOptions = {},
+  opts: HashStreamOptions = {},
 ): Promise<HashStreamResponse> {
   const alg = parseHashAlgorithm(algorithm);
+  const pieceBytes = checkPieceBytes(opts.pieceBytes);
   let failure: RingfenceError | undefined;
   let writer: CallWriter<HashStreamRequest> | undefined;
   let settle!: { resolve(r: HashStreamResponse): void; reject(e: RingfenceError): void };
@@ -62,7 +67,7 @@ export async function hashStream(
       if (next.done || failure) break;
       const piece = next.value;
       const bytes = typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece;
-      for (let at = 0; at < bytes.length && !failure; at += MAX_PIECE_BYTES) await send(bytes.subarray(at, at + MAX_PIECE_BYTES));
+      for (let at = 0; at < bytes.length && !failure; at += pieceBytes) await send(bytes.subarray(at, at + pieceBytes));
     }
   } catch (err) {
     stopSource();
@@ -78,4 +83,10 @@ export async function hashStream(
     call.end();
   }
   return result;
+}
+
+function checkPieceBytes(pieceBytes: number | undefined): number {
+  if (pieceBytes === undefined) return MAX_CHUNK_BYTES;
+  if (!Number.isInteger(pieceBytes) || pieceBytes < 1 || pieceBytes > MAX_CHUNK_BYTES) throw new RangeError(`pieceBytes must be an integer from 1 to ${MAX_CHUNK_BYTES}, got ${pieceBytes}`);
+  return pieceBytes;
 }

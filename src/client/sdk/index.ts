@@ -34,7 +34,7 @@ export type { SessionCounts } from './session-packing.js';
 export { EncryptStream, type EncryptStreamOptions } from './encrypt-stream.js';
 export { DecryptStream, type DecryptStreamOptions } from './decrypt-stream.js';
 export { DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, type StreamKeyInfo } from './rpc-duplex.js';
-export type { HashSource } from './hash-stream.js';
+export type { HashSource, HashStreamOptions } from './hash-stream.js';
 export { batchResults } from './batch.js';
 export {
   RingfenceError,
