@@ -1,7 +1,7 @@
 /**
  * Where results go and what a failure says about them, through the real CLI and the fake daemon:
  * --json honours -o (a decrypted document never lands on stdout when a file was asked for), raw
- * binary is not written to a terminal, a streamed write error names the user's path, and the
+ * binary is not written to a terminal, no progress line is drawn over plaintext on one, a streamed write error names the user's path, and the
  * "discard what stdout got" note appears only when stdout got something. Plus usage errors found
  * before any client exists.
  */
@@ -20,8 +20,8 @@ import { PassThrough } from 'node:stream';
 
 const MiB = 1024 * 1024;
 const SLOW = { timeout: 60_000 };
-// The child's stdout is a pipe; this makes it report itself a terminal, as a shell's would.
-const AS_TTY = ['--import', `data:text/javascript,${encodeURIComponent("Object.defineProperty(process.stdout, 'isTTY', { value: true });")}`];
+// The child's stdout (and stderr) are pipes; this makes them report themselves terminals, as a shell's would.
+const asTty = (streams: string[]) => ['--import', `data:text/javascript,${encodeURIComponent(streams.map((s) => `Object.defineProperty(process.${s}, 'isTTY', { value: true });`).join(''))}`];
 let cli: CliRunner;
 let daemon: FakeDaemon;
 let dir: string;
@@ -38,9 +38,9 @@ afterAll(async () => {
 });
 
 const rf = (args: string[], opts?: RunOptions) => cli.run(['--socket', daemon.socketPath, ...args], opts);
-const rfTty = async (args: string[], opts?: RunOptions) => {
+const rfTty = async (args: string[], opts?: RunOptions, streams = ['stdout']) => {
   const { runNode } = await import('./cli-runner.test-support.js');
-  return runNode([...AS_TTY, cli.entry, '--socket', daemon.socketPath, ...args], opts);
+  return runNode([...asTty(streams), cli.entry, '--socket', daemon.socketPath, ...args], opts);
 };
 
 describe('--json with -o FILE', SLOW, () => {
@@ -88,6 +88,22 @@ describe('binary output and terminals', SLOW, () => {
     expect(Buffer.from(JSON.parse(json.stdout.toString()).data, 'base64')).toHaveLength(8);
     const pt = await rfTty(['decrypt', '-i', out]);
     expect([pt.code, pt.stdout.toString()]).toEqual([0, 'hello']);
+  });
+
+  // Found by review: each redraw landed in the plaintext on screen and the final clear erased its last line.
+  test('no progress line while decrypt writes to the terminal; still one when it writes a file', async () => {
+    const text = Buffer.from(`${randomBytes(6 * MiB).toString('base64')}\nTHE END`); // > 8 MiB, no final newline
+    const pt = join(dir, 'progress.txt');
+    writeFileSync(pt, text);
+    const ct = join(dir, 'progress.ct');
+    expect((await rf(['encrypt', 'k', '-i', pt, '-o', ct])).code).toBe(0);
+    const both = await rfTty(['decrypt', '-i', ct], undefined, ['stdout', 'stderr']);
+    expect(both.code).toBe(0);
+    expect(both.stdout.equals(text)).toBe(true);
+    expect(both.stderr.toString()).toBe('');
+    const toFile = await rfTty(['decrypt', '-i', ct, '-o', join(dir, 'progress.out')], undefined, ['stdout', 'stderr']);
+    expect(toFile.code).toBe(0);
+    expect(toFile.stderr.toString()).toMatch(/^\r\x1b\[Kdecrypt \[/);
   });
 });
 
