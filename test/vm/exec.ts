@@ -1,6 +1,7 @@
 // Synchronous child-process helpers for the host side of the test bed.
 // Failures throw with the command line and its stderr, so a broken step names itself.
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { existsSync } from "node:fs";
 
 export interface RunOptions {
   cwd?: string;
@@ -39,6 +40,17 @@ export function succeeds(cmd: string, args: readonly string[]): boolean {
 
 export function hasCommand(cmd: string): boolean {
   return spawnSync("sh", ["-c", `command -v "$1" >/dev/null`, "sh", cmd], { stdio: "ignore" }).status === 0;
+}
+
+/**
+ * A tool from /usr/sbin or /sbin, which a normal user's PATH on Debian lacks (found by review:
+ * `npm run vm` as a user could not run depmod).
+ */
+export function adminCommand(cmd: string, debPackage: string): string {
+  if (hasCommand(cmd)) return cmd;
+  const found = ["/usr/sbin", "/sbin"].map((d) => `${d}/${cmd}`).find((p) => existsSync(p));
+  if (!found) throw new Error(`${cmd} not found on PATH or in /usr/sbin, /sbin: install the ${debPackage} package`);
+  return found;
 }
 
 /** Seconds since `start` (from performance.now()), for the phase timings we print. */

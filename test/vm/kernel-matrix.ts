@@ -27,6 +27,9 @@ function parseArgs(argv: string[]): { kernels: KernelName[]; vitestArgs: string[
   }
   if (picked.length === 0) picked.push(...(process.env.RINGFENCE_KERNELS?.split(",") ?? KERNEL_NAMES));
   const kernels = picked.map((k) => k.trim()).filter(Boolean);
+  // An empty RINGFENCE_KERNELS, `--kernel ''` or a trailing `--kernel` must not become a run of
+  // zero kernels that reports "0 passed, 0 failed" and exits 0.
+  if (kernels.length === 0) throw new Error(`no kernel selected (expected ${KERNEL_NAMES.join(", ")})`);
   for (const k of kernels) if (!isKernelName(k)) throw new Error(`unknown kernel '${k}' (expected ${KERNEL_NAMES.join(", ")})`);
   return { kernels: [...new Set(kernels)] as KernelName[], vitestArgs };
 }

@@ -1,11 +1,11 @@
 // The kernel matrix: which Debian kernel each name means, and a cached, depmod'ed extraction of it.
 //   lts        newest linux-image-6.12.*+deb12-amd64 from the machine's bookworm sources
 //   restricted newest linux-binary-X.Y*-amd64 >= 7.3 from sid/experimental (has af_alg_restrict)
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { download, newest, updateSid, versionsMatching, type AptView, type PackageVersion } from "./apt.js";
 import { cachePath } from "./cache-dir.js";
-import { elapsed, run } from "./exec.js";
+import { adminCommand, elapsed, run } from "./exec.js";
 
 export const KERNEL_NAMES = ["lts", "restricted"] as const;
 export type KernelName = (typeof KERNEL_NAMES)[number];
@@ -102,7 +102,7 @@ function extract(name: KernelName, resolved: Resolved, staging: string, final: s
   if (!existsSync(path.join(root, modRel, release, "modules.builtin"))) {
     throw new Error(`kernel ${name}: ${modRel}/${release}/modules.builtin missing; modprobe would reject built-in modules`);
   }
-  run("depmod", ["-b", root, release]);
+  run(adminCommand("depmod", "kmod"), ["-b", root, release]);
   const vmlinuz = [path.join(root, "boot", `vmlinuz-${release}`), path.join(root, modRel, release, "vmlinuz")].find((f) => existsSync(f));
   if (!vmlinuz) throw new Error(`kernel ${name}: no vmlinuz in ${resolved.packages.map((p) => p.name).join(", ")}`);
 
@@ -122,6 +122,18 @@ function cachedKernels(name: KernelName): PreparedKernel[] {
   return readdirSync(base)
     .filter((d) => !d.startsWith("."))
     .flatMap((d) => readManifest(path.join(base, d)) ?? []);
+}
+
+const IN_USE_MS = 24 * 3600_000;
+
+/** A version directory (not a staging one) that a run prepared within the last day. */
+function usedRecently(name: string, dir: string): boolean {
+  if (name.startsWith(".")) return false;
+  try {
+    return Date.now() - statSync(dir).mtimeMs < IN_USE_MS;
+  } catch {
+    return false;
+  }
 }
 
 function stagingInUse(dir: string): boolean {
@@ -171,9 +183,14 @@ export function prepareKernel(name: KernelName): PreparedKernel {
         throw new Error(`kernel ${name} (${resolved.packages.map((p) => `${p.name}=${p.version}`).join(" ")}): ${String(e)}`);
       }
     }
-    // Older versions are dead weight (100+ MB each), as are staging dirs of runs that died.
+    // Marks this version in use: a run that resolves a newer one must not delete it under us.
+    const now = new Date();
+    utimesSync(final, now, now);
+    // Older versions are dead weight (100+ MB each), as are staging dirs of runs that died; a
+    // version another run used within the day may still be mounted in its guest (found by review).
     for (const d of readdirSync(base)) {
-      if (path.join(base, d) !== final && !stagingInUse(d)) rmSync(path.join(base, d), { recursive: true, force: true });
+      const dir = path.join(base, d);
+      if (dir !== final && !stagingInUse(d) && !usedRecently(d, dir)) rmSync(dir, { recursive: true, force: true });
     }
   }
   prepared.set(name, kernel);

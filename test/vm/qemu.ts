@@ -38,7 +38,10 @@ export function qemuArgs(r: QemuRun): string[] {
   const share = (p: string, tag: string, opts: string) => ["-virtfs", `local,path=${qarg(p)},mount_tag=${tag},${opts},multidevs=remap`];
   return [
     ...["-accel", "tcg", "-cpu", process.env.RINGFENCE_VM_CPU ?? "max", "-smp", String(r.smp), "-m", String(r.memoryMb)],
-    ...["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"],
+    ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
+    // Interactive: mon:stdio turns qemu's mux on (Ctrl-A x quits) and terminal signals off, so ^C
+    // and ^Z reach the guest's shell instead of ending the VM (plain stdio keeps signal=on).
+    ...["-serial", r.interactive ? "mon:stdio" : "stdio"],
     ...["-kernel", r.kernel.vmlinuz, "-initrd", r.initramfs],
     // panic=-1 + -no-reboot: a guest that panics makes qemu exit instead of hanging.
     ...["-append", `console=ttyS0 quiet panic=-1 ${process.env.RINGFENCE_VM_APPEND ?? ""}`.trim()],

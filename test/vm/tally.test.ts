@@ -29,3 +29,10 @@ describe("tallyReport", () => {
     expect(tallyReport(report(5, 0), 1, false)).toEqual({ tally: { passed: 5, failed: 1, skipped: 0 }, note: " (vitest exited 1: counted as 1 failure)" });
   });
 });
+
+describe("tallyReport: skipped tests in a full run always count (found by review)", () => {
+  it("also when vitest exited non-zero or no test ran", () => {
+    expect(tallyReport(report(80, 0, 40), 1, true).tally).toEqual({ passed: 80, failed: 41, skipped: 40 });
+    expect(tallyReport(report(0, 0, 84), 0, true).tally).toEqual({ passed: 0, failed: 85, skipped: 84 });
+  });
+});

@@ -33,16 +33,19 @@ export function tallyReport(text: string, exitCode: number, fullRun: boolean): {
   }
   const report = r as JsonReport;
   const tally = { passed: report.numPassedTests, failed: report.numFailedTests, skipped: report.numPendingTests + report.numTodoTests };
-  let note = "";
+  const notes: string[] = [];
   if (tally.passed + tally.failed === 0) {
     tally.failed += 1;
-    note = " (no tests ran: counted as 1 failure)";
+    notes.push("no tests ran: counted as 1 failure");
   } else if (exitCode !== 0 && tally.failed === 0) {
     tally.failed += 1; // e.g. an unhandled error outside any test
-    note = ` (vitest exited ${exitCode}: counted as 1 failure)`;
-  } else if (fullRun && tally.skipped > 0) {
-    tally.failed += tally.skipped;
-    note = ` (a full run skipped ${tally.skipped}: counted as failures)`;
+    notes.push(`vitest exited ${exitCode}: counted as 1 failure`);
   }
+  // Not an else-branch: the total's "N skipped (counted as failed above)" must be true in every case.
+  if (fullRun && tally.skipped > 0) {
+    tally.failed += tally.skipped;
+    notes.push(`a full run skipped ${tally.skipped}: counted as failures`);
+  }
+  const note = notes.length ? ` (${notes.join("; ")})` : "";
   return { tally, note };
 }
