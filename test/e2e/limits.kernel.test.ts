@@ -279,6 +279,40 @@ describe('limits and backpressure', () => {
     expect((await admin.encrypt('k', 'still serving')).ciphertext.length).toBeGreaterThan(0);
   });
 
+  // Found by review (helper-69): a grpc-js client's cancel sends END_STREAM and then RST_STREAM, and
+  // the daemon took the half-close for the stream's end. Here the daemon has finished and its answer
+  // waits on HTTP/2 flow control (the client reads nothing) when the RST_STREAM comes: the client never
+  // got the answer. EncryptStream was audited OK, DecryptStream OK too.
+  it('a cancel that follows the half-close, before the answer went out, is audited CANCELLED', async () => {
+    const plaintext = randomBytes(64 * KiB); // maxStreamChunkBytes; with its framing, more than the HTTP/2 window (65535)
+    const start = daemon.auditLines().length;
+    const ciphertext = await encryptOneChunk(daemon.socket, 'k', plaintext);
+    // Audit lines come through a pipe, maybe late: this one must not pass for the cancelled stream's.
+    await until('the first stream audited', () => daemon.auditLines().slice(start).some((l) => l.rpc === 'CryptoService/EncryptStream'));
+    const calls = {
+      'CryptoService/EncryptStream': [header(), chunk(plaintext, true)].map((m) => toBinary(EncryptStreamRequestSchema, m)),
+      'CryptoService/DecryptStream': [
+        msg(DecryptStreamRequestSchema, { frame: { case: 'header', value: {} } }),
+        msg(DecryptStreamRequestSchema, { frame: { case: 'chunk', value: { ciphertext } } }),
+      ].map((m) => toBinary(DecryptStreamRequestSchema, m)),
+    };
+    for (const [rpc, messages] of Object.entries(calls)) {
+      const before = daemon.auditLines().length;
+      const call = rawCall(daemon.socket, rpc.split('/')[1]!);
+      onTestFinished(() => void call.session.destroy());
+      for (const m of messages) call.send(m);
+      call.stream.end();
+      // The daemon has answered once the client's receive window is full; its status waits behind.
+      await until(`${rpc}: the answer fills the window`, () => call.stream.state.localWindowSize === 0);
+      await sleep(300);
+      call.stream.close(httpConstants.NGHTTP2_CANCEL);
+      const mine = () => daemon.auditLines().slice(before).filter((l) => l.rpc === rpc);
+      await until(`${rpc} audited`, () => mine().length > 0);
+      expect(mine(), rpc).toMatchObject([{ outcome: 'CANCELLED', key: 'k', bytesIn: rpc.endsWith('DecryptStream') ? ciphertext.length : plaintext.length }]);
+      call.session.close();
+    }
+  });
+
   it('a deadline that passes ends the call with DEADLINE_EXCEEDED, and the daemon serves on', async () => {
     const c = cryptoClient(daemon.socket);
     try {

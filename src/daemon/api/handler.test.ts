@@ -45,6 +45,21 @@ describe('unary', () => {
     return audit.mock.calls[0]![0] as AuditEntry;
   }
 
+  // Found by review (helper-69): a call the client cancelled while the daemon worked was audited OK.
+  it('audits a call the client cancelled while the daemon worked as CANCELLED, and does not answer it', async () => {
+    const audit = vi.fn();
+    const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+    const call = { request: create(CryptoService.method.hash.input, { data: new Uint8Array(5) }), cancelled: false, getDeadline: () => Infinity };
+    const callback = vi.fn();
+    unary(CryptoService.method.hash, deps, async () => {
+      call.cancelled = true; // what grpc-js sets when the client's RST_STREAM arrives
+      return { digest: new Uint8Array(32) };
+    })(call as never, callback);
+    await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(1));
+    expect(audit.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/Hash', outcome: 'CANCELLED', bytesIn: 5, bytesOut: 0 });
+    expect(callback).not.toHaveBeenCalled();
+  });
+
   // bytesIn / bytesOut are the messages' bytes fields (audit.ts payloadBytes): key names and numbers are not payload.
   it('audits bytesIn as the request bytes fields and bytesOut as the answer bytes fields', async () => {
     const plaintext = randomBytes(1000);

@@ -13,6 +13,7 @@ import type { Access, CallAccess } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
 import { decoded } from './decode.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
+import { goneReason, whenHalfClosedEnds, type GoneReason } from './call-end.js';
 
 export interface HandlerDeps {
   audit: Audit;
@@ -36,7 +37,6 @@ export function callerKey(access: Pick<CallAccess, 'principal'>): string {
   return access.principal ? `uid:${access.principal.uid}` : '';
 }
 
-/** The status name ("NOT_FOUND") of a code. */
 /**
  * The messages of a call. A plain `for await` over a grpc-js call destroys the call when the loop
  * ends (Readable's default destroyOnReturn), which drops queued responses and the OK status.
@@ -74,14 +74,14 @@ export function limitWriteBehind(call: object, messages: number): void {
  * status is flushed, which a client that stopped reading never lets happen; the handler's own timer
  * makes sure a stream blocked on such a client is ended all the same. Returns a disposer.
  */
-export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancelled', listener: () => void): unknown }, gone: (why: 'CANCELLED' | 'DEADLINE_EXCEEDED') => void): () => void {
+export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancelled', listener: () => void): unknown }, gone: (why: GoneReason) => void): () => void {
   const d = call.getDeadline();
   const deadline = d instanceof Date ? d.getTime() : d;
   let done = false;
   const fire = () => {
     if (done) return;
     done = true;
-    gone(Number.isFinite(deadline) && Date.now() >= deadline ? 'DEADLINE_EXCEEDED' : 'CANCELLED');
+    gone(goneReason(call));
   };
   call.on('cancelled', fire);
   // setTimeoutAt: a deadline more than 24.8 days away would fire at once with a plain setTimeout.
@@ -97,6 +97,7 @@ export function auditKeyOf(e: ApiError): { key?: string } {
   return e.auditKey ? { key: e.auditKey } : {};
 }
 
+/** The status name ("NOT_FOUND") of a code. */
 export function statusName(code: grpc.status): string {
   return grpc.status[code] ?? String(code);
 }
@@ -122,6 +123,8 @@ export function unary<I extends DescMessage, O extends DescMessage>(
       .then(
         (init) => {
           const response = create(method.output, init) as MessageShape<O>;
+          // The client cancelled (or its deadline passed) while the daemon worked: grpc-js drops the answer.
+          if (call.cancelled) return done({ ...keyOf(request, response), outcome: goneReason(call), items: itemCount(request) });
           callback(null, response);
           done({ ...keyOf(request, response), bytesOut: payloadBytes(response), items: itemCount(request) });
         },
@@ -154,12 +157,12 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
     let bytesIn = 0;
     // A vanished client (cancelled, or its deadline passed) must not leave the operation (and its
     // kernel op socket) waiting forever.
-    let gone: 'CANCELLED' | 'DEADLINE_EXCEEDED' | undefined;
+    let gone: GoneReason | undefined;
     const dispose = whenGone(call, (why) => {
       gone = why;
       call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the call' : 'the deadline passed'));
     });
-    const auditGone = (why: 'CANCELLED' | 'DEADLINE_EXCEEDED') =>
+    const auditGone = (why: GoneReason) =>
       deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: why, durationMs: +(performance.now() - start).toFixed(3) });
     async function* messages(): AsyncGenerator<MessageShape<I>> {
       for await (const m of readAll<MessageShape<I>>(call)) {
@@ -176,7 +179,8 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
           if (gone) return auditGone(gone);
           const response = create(method.output, init) as MessageShape<O>;
           callback(null, response);
-          deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: payloadBytes(response), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+          // A half-close may be the first half of a client's cancel: audited once the stream tells.
+          whenHalfClosedEnds(call, (cancelled) => cancelled ? auditGone(cancelled) : deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: payloadBytes(response), outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) }));
         },
         (err: unknown) => {
           dispose();
@@ -185,7 +189,7 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
           if (gone) return auditGone(gone);
           callback(e.toServiceError());
           logInternal(deps, rpc, e);
-          deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) });
+          whenHalfClosedEnds(call, (cancelled) => cancelled ? auditGone(cancelled) : deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) }));
         },
       )
       .catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to answer a call'));

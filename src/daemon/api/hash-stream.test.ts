@@ -107,7 +107,8 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     const r = await client.hashStream(Readable.from(pieces), name);
     expect(Buffer.from(r.digest).toString('hex')).toBe(createHash(name).update(data).digest('hex'));
     expect([r.algorithm, r.dataBytes]).toEqual([alg, BigInt(data.length)]);
-    expect(lastAudit()).toMatchObject({ rpc: 'CryptoService/HashStream', outcome: 'OK', bytesIn: data.length, bytesOut: createHash(name).digest().length });
+    // Written once the HTTP/2 stream closes (call-end.ts), which may be just after the client has the answer.
+    await vi.waitFor(() => expect(lastAudit()).toMatchObject({ rpc: 'CryptoService/HashStream', outcome: 'OK', bytesIn: data.length, bytesOut: createHash(name).digest().length }));
     await released();
   });
 
@@ -124,7 +125,7 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     const { done } = raw([{ algorithm: HashAlgorithm.SHA256, data: new Uint8Array(10) }, { data: new Uint8Array(limits.maxStreamChunkBytes + 1) }]);
     const { err } = await done;
     expect(err?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    expect(lastAudit()).toMatchObject({ outcome: 'RESOURCE_EXHAUSTED', reason: 'PAYLOAD_TOO_LARGE' });
+    await vi.waitFor(() => expect(lastAudit()).toMatchObject({ outcome: 'RESOURCE_EXHAUSTED', reason: 'PAYLOAD_TOO_LARGE' }));
     await released();
   });
 
@@ -132,7 +133,7 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     const { done } = raw([{ algorithm: HashAlgorithm.SHA256, data: new Uint8Array(10) }, { algorithm: HashAlgorithm.SHA512, data: new Uint8Array(1) }]);
     const { err } = await done;
     expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(lastAudit()).toMatchObject({ outcome: 'INVALID_ARGUMENT', reason: 'STREAM_PROTOCOL_VIOLATION' });
+    await vi.waitFor(() => expect(lastAudit()).toMatchObject({ outcome: 'INVALID_ARGUMENT', reason: 'STREAM_PROTOCOL_VIOLATION' }));
     await released();
   });
 
@@ -145,6 +146,8 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     ac.abort();
     expect(await p).toMatchObject({ codeName: 'CANCELLED' });
     await released();
+    // grpc-js's cancel sends END_STREAM then RST_STREAM: the daemon must not take it for a normal end.
+    await vi.waitFor(() => expect(lastAudit()).toMatchObject({ rpc: 'CryptoService/HashStream', outcome: 'CANCELLED' }));
   });
 
   it('the per-caller limit refuses one more with RESOURCE_EXHAUSTED / DAEMON_BUSY', async () => {

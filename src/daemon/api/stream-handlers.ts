@@ -20,6 +20,7 @@ import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from '../ops/context.js';
+import { whenHalfClosedEnds, type GoneReason } from './call-end.js';
 import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import type { Authorize } from '../policy/access.js';
 
@@ -66,7 +67,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
   const stopped = new AbortController();
   const who = auditPrincipal(access);
   const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
-  let gone: 'CANCELLED' | 'DEADLINE_EXCEEDED' | undefined;
+  let gone: GoneReason | undefined;
   limitWriteBehind(call, 2);
   // Ends the loop (a pending read or 'drain' wait rejects), so a gone call stops consuming work.
   const dispose = whenGone(call, (why) => {
@@ -100,7 +101,8 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
   }).then(
     () => {
       call.end();
-      deps.audit({ rpc, ...who, ...audit, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3) });
+      // A half-close may be the first half of a client's cancel: audited once the stream tells.
+      whenHalfClosedEnds(call, (cancelled) => deps.audit({ rpc, ...who, ...audit, outcome: cancelled ?? 'OK', durationMs: +(performance.now() - start).toFixed(3) }));
     },
     (err: unknown) => {
       const e = streamError(err, rpc);
@@ -110,7 +112,10 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
         logInternal(deps, rpc, e);
       }
       // A gone call's error is only how its loop was ended (call.destroy), no reason worth recording.
-      deps.audit({ rpc, ...who, ...audit, outcome: gone ?? statusName(e.code), ...(gone ? {} : { reason: e.reasonName }), durationMs: +(performance.now() - start).toFixed(3) });
+      const auditEnd = (why: GoneReason | undefined) => deps.audit({ rpc, ...who, ...audit, outcome: why ?? statusName(e.code), ...(why ? {} : { reason: e.reasonName }), durationMs: +(performance.now() - start).toFixed(3) });
+      // A stream the client half-closed (a decrypt it cut short, say) may be the first half of its cancel.
+      if (gone) auditEnd(gone);
+      else whenHalfClosedEnds(call, auditEnd);
     },
   ).catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to end a stream'));
 }

@@ -1,0 +1,53 @@
+/**
+ * How a call ended, as far as the client is concerned. grpc-js reports every end of a call as
+ * 'cancelled' (also after the daemon's own status went out), and a grpc-js client's cancel sends
+ * END_STREAM and then, a moment later, RST_STREAM: a half-closed stream may yet be a cancel. Only
+ * the HTTP/2 stream's close tells: its rstCode is NO_ERROR (0) when the daemon's status went out
+ * first, anything else when the client (or its connection) reset the stream before.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { EventEmitter } from 'node:events';
+
+export type GoneReason = 'CANCELLED' | 'DEADLINE_EXCEEDED';
+
+/** Why a call the client no longer waits for ended: its deadline passed, or it cancelled. */
+export function goneReason(call: { getDeadline(): grpc.Deadline }): GoneReason {
+  const d = call.getDeadline();
+  const deadline = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(deadline) && Date.now() >= deadline ? 'DEADLINE_EXCEEDED' : 'CANCELLED';
+}
+
+interface Http2StreamLike extends EventEmitter {
+  rstCode?: number;
+  closed: boolean;
+  destroyed: boolean;
+}
+
+/**
+ * The HTTP/2 stream under a grpc-js server call. grpc-js keeps it private (call.call.stream, behind
+ * any interceptors' nextCall); undefined when not found, and callers then behave as before.
+ * whenHalfClosedEnds' tests fail if a grpc-js upgrade moves it.
+ */
+export function http2StreamOf(call: object): Http2StreamLike | undefined {
+  let c: unknown = (call as { call?: unknown }).call;
+  for (let depth = 0; depth < 8 && c && typeof c === 'object'; depth++) {
+    const s = (c as { stream?: unknown }).stream;
+    if (s && typeof s === 'object' && 'rstCode' in s && typeof (s as { once?: unknown }).once === 'function') return s as Http2StreamLike;
+    c = (c as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}
+
+/**
+ * Runs `ended(gone)` once a call the client half-closed is over: `gone` is undefined when the
+ * daemon's status went out before the stream closed, else why the client did not get it. A call not
+ * half-closed ends with the daemon's status (the client cannot have cancelled unseen), and one whose
+ * stream cannot be found runs `ended(undefined)` at once.
+ */
+export function whenHalfClosedEnds(call: { readableEnded: boolean; getDeadline(): grpc.Deadline }, ended: (gone: GoneReason | undefined) => void): void {
+  const stream = call.readableEnded ? http2StreamOf(call) : undefined;
+  if (!stream) return ended(undefined);
+  const settle = () => ended(stream.rstCode ? goneReason(call) : undefined);
+  if (stream.closed || stream.destroyed) settle();
+  else stream.once('close', settle);
+}
