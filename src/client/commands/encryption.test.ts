@@ -3,7 +3,7 @@
  * trips through stdin/stdout and files, the unary/stream switch at 1 MiB, text forms, --json, and
  * what is left behind when a streamed decryption fails.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,6 +96,28 @@ describe.concurrent('round trips through stdin and stdout', SLOW, () => {
       const json = await cli.run(['--socket', small.socketPath, '--json', 'encrypt', 'k'], { stdin: plaintext });
       expect([json.code, json.stdout.length]).toEqual([1, 0]);
       expect(json.stderr).toMatch(/^ringfence: encrypt with key k: plaintext of 5000 bytes exceeds the limit of 1000\n$/);
+    } finally {
+      await small.close();
+    }
+  });
+
+  // The CLI sent 256 KiB chunks (and 1 MiB hash pieces) whatever the daemon allowed, so a daemon
+  // configured with a lower max_stream_chunk_bytes refused every CLI stream with PAYLOAD_TOO_LARGE.
+  test("a daemon with a lower max_stream_chunk_bytes: streams are cut to it (GetStatus tells), and round-trip", async () => {
+    const small = await startFakeDaemon({ maxPayloadBytes: 1000, maxStreamChunkBytes: 64 * 1024 });
+    try {
+      small.keys.add('k', 1, { purpose: 1, suite: 1 });
+      const plaintext = binary(300 * 1024);
+      const run = (args: string[], stdin: Buffer) => cli.run(['--socket', small.socketPath, ...args], { stdin });
+      const enc = await run(['encrypt', 'k'], plaintext);
+      expect([enc.code, enc.stderr]).toEqual([0, '']);
+      expect(chunks(enc.stdout).map((c) => c.end - c.start - 17 - 16)).toEqual([65536, 65536, 65536, 65536, 45056]);
+      const dec = await run(['decrypt'], enc.stdout);
+      expect([dec.code, dec.stderr]).toEqual([0, '']);
+      same(dec.stdout, plaintext);
+      const hash = await run(['hash'], plaintext);
+      expect([hash.code, hash.stderr, hash.stdout.toString()]).toEqual([0, '', `${createHash('sha256').update(plaintext).digest('hex')}\n`]);
+      expect(small.calls).toMatchObject({ EncryptStream: 1, DecryptStream: 1, HashStream: 1 });
     } finally {
       await small.close();
     }

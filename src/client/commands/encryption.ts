@@ -4,12 +4,12 @@
  * unary limit) encrypt uses one Encrypt call; more goes through EncryptStream without ever being
  * held in memory. decrypt tells the kinds apart by their header.
  */
-import { ciphertextToText, ErrorReason, isRingfenceError } from '../sdk/index.js';
+import { ciphertextToText, DEFAULT_CHUNK_BYTES, ErrorReason, isRingfenceError } from '../sdk/index.js';
 import { CommandError, MiB, parseInteger, parseKeyName, UsageError } from './args.js';
 import { readCiphertext, STREAM_FORMAT } from './ciphertext-input.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { openInput, openOutput, writeAll, type Input, type Output } from './io.js';
-import { runStream } from './streaming.js';
+import { runStream, streamPieceBytes } from './streaming.js';
 
 /** The daemon's default Limits.max_payload_bytes: larger inputs are streamed. A daemon configured
  * lower answers PAYLOAD_TOO_LARGE, and encrypt then streams instead. */
@@ -48,7 +48,8 @@ async function encrypt(ctx: Context, args: string[], v: Values): Promise<number>
     input.close();
     throw new UsageError(JSON_NEEDS_SMALL);
   }
-  const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().encryptStream(keyName, { associatedData }));
+  const chunkBytes = await streamPieceBytes(ctx, DEFAULT_CHUNK_BYTES);
+  const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().encryptStream(keyName, { associatedData, chunkBytes }));
   await runStream(ctx, { label: 'encrypt', source: input, size: input.size, duplex, output, produces: 'ciphertext' });
   return 0;
 }
@@ -77,7 +78,8 @@ async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number
       input.close();
       throw new UsageError('--json needs a ciphertext from unary encryption; a stream ciphertext decrypts to binary output only');
     }
-    const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().decryptStream({ associatedData }));
+    const chunkBytes = await streamPieceBytes(ctx, DEFAULT_CHUNK_BYTES);
+    const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().decryptStream({ associatedData, chunkBytes }));
     const source: Input | Buffer = ct.bytes ?? input;
     await runStream(ctx, { label: 'decrypt', source, size: ct.bytes ? undefined : input.size, duplex, output, produces: 'plaintext' });
     return 0;

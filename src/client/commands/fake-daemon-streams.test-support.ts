@@ -42,7 +42,12 @@ export function hasher(algorithm: HashAlgorithm) {
   return { algorithm: algorithm || HashAlgorithm.SHA256, hash: createHash(name) };
 }
 
-function encryptStream(keys: FakeKeys, rec: Recorder) {
+/** A stream message over the daemon's max_stream_chunk_bytes (ciphertext messages may carry 64 KiB more). */
+function tooLarge(field: string, n: number, limit: number): FakeError {
+  return new FakeError(grpc.status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${field} of ${n} bytes exceeds the limit of ${limit}`, { field, limit_bytes: String(limit), actual_bytes: String(n) });
+}
+
+function encryptStream(keys: FakeKeys, rec: Recorder, maxChunk: number) {
   return (call: grpc.ServerDuplexStream<EncryptStreamRequest, EncryptStreamResponse>) => {
     count(rec, 'EncryptStream');
     let sealer: Sealer | undefined;
@@ -73,7 +78,7 @@ function encryptStream(keys: FakeKeys, rec: Recorder) {
           return;
         }
         if (r.frame.case !== 'chunk') throw violation('a second header');
-        if (r.frame.value.plaintext.length > 1024 * 1024) throw new FakeError(grpc.status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, 'chunk too large', { field: 'plaintext' });
+        if (r.frame.value.plaintext.length > maxChunk) throw tooLarge('plaintext', r.frame.value.plaintext.length, maxChunk);
         if (r.frame.value.plaintext.length === 0 && !r.frame.value.final) return;
         chunk(r.frame.value.plaintext, r.frame.value.final);
       } catch (err) {
@@ -88,7 +93,7 @@ function encryptStream(keys: FakeKeys, rec: Recorder) {
   };
 }
 
-function decryptStream(keys: FakeKeys, rec: Recorder) {
+function decryptStream(keys: FakeKeys, rec: Recorder, maxChunk: number) {
   return (call: grpc.ServerDuplexStream<DecryptStreamRequest, DecryptStreamResponse>) => {
     count(rec, 'DecryptStream');
     let aad: Uint8Array | undefined;
@@ -138,6 +143,7 @@ function decryptStream(keys: FakeKeys, rec: Recorder) {
           return;
         }
         if (r.frame.case !== 'chunk') throw violation('a second header');
+        if (r.frame.value.ciphertext.length > maxChunk + 64 * 1024) throw tooLarge('ciphertext', r.frame.value.ciphertext.length, maxChunk + 64 * 1024);
         pending = pending.length ? Buffer.concat([pending, r.frame.value.ciphertext]) : Buffer.from(r.frame.value.ciphertext);
         parse();
       } catch (err) {
@@ -152,7 +158,7 @@ function decryptStream(keys: FakeKeys, rec: Recorder) {
   };
 }
 
-function hashStream(rec: Recorder): grpc.handleClientStreamingCall<HashStreamRequest, unknown> {
+function hashStream(rec: Recorder, maxChunk: number): grpc.handleClientStreamingCall<HashStreamRequest, unknown> {
   return (call, callback) => {
     count(rec, 'HashStream');
     let state: ReturnType<typeof hasher> | undefined;
@@ -161,6 +167,7 @@ function hashStream(rec: Recorder): grpc.handleClientStreamingCall<HashStreamReq
     call.on('data', (r: HashStreamRequest) => {
       if (failed) return;
       try {
+        if (r.data.length > maxChunk) throw tooLarge('data', r.data.length, maxChunk);
         state ??= hasher(r.algorithm);
         state.hash.update(r.data);
         bytes += BigInt(r.data.length);
@@ -177,6 +184,6 @@ function hashStream(rec: Recorder): grpc.handleClientStreamingCall<HashStreamReq
   };
 }
 
-export function streamHandlers(keys: FakeKeys, rec: Recorder): grpc.UntypedServiceImplementation {
-  return { encryptStream: encryptStream(keys, rec), decryptStream: decryptStream(keys, rec), hashStream: hashStream(rec) };
+export function streamHandlers(keys: FakeKeys, rec: Recorder, maxChunk: number): grpc.UntypedServiceImplementation {
+  return { encryptStream: encryptStream(keys, rec, maxChunk), decryptStream: decryptStream(keys, rec, maxChunk), hashStream: hashStream(rec, maxChunk) };
 }

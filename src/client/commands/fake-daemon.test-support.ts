@@ -38,9 +38,14 @@ function tooLarge(field: string, n: number, limit: number): void {
 export interface FakeOptions {
   /** Limits.max_payload_bytes of this daemon (default 1 MiB). */
   maxPayloadBytes?: number;
+  /** Limits.max_stream_chunk_bytes (default 1 MiB): the largest plaintext chunk or hash piece a stream message may carry. */
+  maxStreamChunkBytes?: number;
 }
 
-function cryptoService(keys: FakeKeys, rec: Recorder, limit: number): grpc.UntypedServiceImplementation {
+type Limits = Required<FakeOptions>;
+
+function cryptoService(keys: FakeKeys, rec: Recorder, limits: Limits): grpc.UntypedServiceImplementation {
+  const limit = limits.maxPayloadBytes;
   const m = CryptoService.method;
   const encryptWith = (fk: FakeKey, plaintext: Uint8Array, aad: Uint8Array) => {
     tooLarge('plaintext', plaintext.length, limit);
@@ -96,11 +101,11 @@ function cryptoService(keys: FakeKeys, rec: Recorder, limit: number): grpc.Untyp
       tooLarge('length_bytes', r.lengthBytes, MiB);
       return { data: randomBytes(r.lengthBytes) };
     }),
-    ...streamHandlers(keys, rec),
+    ...streamHandlers(keys, rec, limits.maxStreamChunkBytes),
   };
 }
 
-function statusService(keys: FakeKeys, rec: Recorder, startTime = timestampNow()): grpc.UntypedServiceImplementation {
+function statusService(keys: FakeKeys, rec: Recorder, limits: Limits, startTime = timestampNow()): grpc.UntypedServiceImplementation {
   const available = (driver: string) => ({ availability: Availability.AVAILABLE, driver });
   return {
     getStatus: unary(rec, StatusService.method.getStatus, () => ({
@@ -126,9 +131,9 @@ function statusService(keys: FakeKeys, rec: Recorder, startTime = timestampNow()
       defaultMacSuite: Suite.HMAC_SHA256,
       keyCount: keys.byName.size,
       limits: {
-        maxPayloadBytes: MiB,
+        maxPayloadBytes: limits.maxPayloadBytes,
         maxAssociatedDataBytes: 64 * 1024,
-        maxStreamChunkBytes: MiB,
+        maxStreamChunkBytes: limits.maxStreamChunkBytes,
         maxBatchItems: 1000,
         maxSessionInFlight: 1024,
         maxMessageBytes: 4 * MiB + 64 * 1024,
@@ -157,8 +162,9 @@ export async function startFakeDaemon(opts: FakeOptions = {}): Promise<FakeDaemo
   const keys = new FakeKeys();
   const rec: Recorder = { calls: {}, lastRequest: {} };
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 4 * MiB + 64 * 1024 });
-  server.addService(serviceDefinition(StatusService), statusService(keys, rec));
-  server.addService(serviceDefinition(CryptoService), cryptoService(keys, rec, opts.maxPayloadBytes ?? MiB));
+  const limits: Limits = { maxPayloadBytes: opts.maxPayloadBytes ?? MiB, maxStreamChunkBytes: opts.maxStreamChunkBytes ?? MiB };
+  server.addService(serviceDefinition(StatusService), statusService(keys, rec, limits));
+  server.addService(serviceDefinition(CryptoService), cryptoService(keys, rec, limits));
   server.addService(serviceDefinition(KeyService), keyService(keys, rec));
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
   return {

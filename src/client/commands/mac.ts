@@ -3,11 +3,12 @@
  * VerifyMac); hashes stream input of any size through HashStream. MACs and digests print as
  * lowercase hex; `verify` prints "valid" or "invalid" and exits 1 when invalid, for scripts.
  */
-import { HASH_ALGORITHM_NAMES, hashAlgorithmName } from '../sdk/index.js';
+import { HASH_ALGORITHM_NAMES, hashAlgorithmName, MAX_CHUNK_BYTES } from '../sdk/index.js';
 import { CommandError, MiB, parseChoice, parseHex, parseInteger, parseKeyName, UsageError } from './args.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { openInput, openOutput, writeAll } from './io.js';
 import { startProgress } from './progress.js';
+import { streamPieceBytes } from './streaming.js';
 
 /** The daemon's default Limits.max_payload_bytes, the most ComputeMac and VerifyMac take. */
 const MAC_LIMIT = MiB;
@@ -56,7 +57,7 @@ async function hash(ctx: Context, args: string[], v: Values): Promise<number> {
   }
   let res;
   try {
-    res = await ctx.client().hashStream(counted(), alg);
+    res = await ctx.client().hashStream(counted(), alg, { pieceBytes: await streamPieceBytes(ctx, MAX_CHUNK_BYTES) });
   } finally {
     progress?.done();
     input.close();

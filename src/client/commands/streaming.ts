@@ -24,6 +24,16 @@ export interface StreamJob {
   produces: string;
 }
 
+/**
+ * Bytes per stream message: `preferred` (the SDK's default), or the daemon's max_stream_chunk_bytes
+ * where that is lower: a daemon configured below it refused every CLI stream with PAYLOAD_TOO_LARGE.
+ * A daemon whose status cannot be read gets `preferred`; the stream call then says what is wrong.
+ */
+export async function streamPieceBytes(ctx: Context, preferred: number): Promise<number> {
+  const limit = await ctx.client().getStatus().then((s) => s.limits?.maxStreamChunkBytes, () => undefined);
+  return limit ? Math.min(preferred, limit) : preferred;
+}
+
 export async function runStream(ctx: Context, job: StreamJob): Promise<void> {
   // Not while the output itself goes to the terminal (decrypt to the screen): each redraw would land
   // in the middle of it, and the final clear would erase its last line.
