@@ -304,7 +304,7 @@ describe('limits and backpressure', () => {
       call.stream.end();
       // The daemon has answered once the client's receive window is full; its status waits behind.
       await until(`${rpc}: the answer fills the window`, () => call.stream.state.localWindowSize === 0);
-      await sleep(300);
+      await sleep(100); // for the half-close to be read; well within the 1 s a line waits (call-end.ts)
       call.stream.close(httpConstants.NGHTTP2_CANCEL);
       const mine = () => daemon.auditLines().slice(before).filter((l) => l.rpc === rpc);
       await until(`${rpc} audited`, () => mine().length > 0);

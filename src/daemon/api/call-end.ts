@@ -10,6 +10,13 @@ import type { EventEmitter } from 'node:events';
 
 export type GoneReason = 'CANCELLED' | 'DEADLINE_EXCEEDED';
 
+/**
+ * How long a half-closed call's audit line waits for its stream to close: a grpc-js client's reset
+ * follows its half-close within milliseconds, and a client that holds the connection without
+ * reading must not hold the line back for as long as it likes.
+ */
+export const AUDIT_WAIT_MS = 1000;
+
 /** Why a call the client no longer waits for ended: its deadline passed, or it cancelled. */
 export function goneReason(call: { getDeadline(): grpc.Deadline }): GoneReason {
   const d = call.getDeadline();
@@ -19,6 +26,7 @@ export function goneReason(call: { getDeadline(): grpc.Deadline }): GoneReason {
 
 interface Http2StreamLike extends EventEmitter {
   rstCode?: number;
+  writableLength: number;
   closed: boolean;
   destroyed: boolean;
 }
@@ -40,14 +48,27 @@ export function http2StreamOf(call: object): Http2StreamLike | undefined {
 
 /**
  * Runs `ended(gone)` once a call the client half-closed is over: `gone` is undefined when the
- * daemon's status went out before the stream closed, else why the client did not get it. A call not
- * half-closed ends with the daemon's status (the client cannot have cancelled unseen), and one whose
- * stream cannot be found runs `ended(undefined)` at once.
+ * daemon's status went out before the stream closed, else why the client did not get it. After
+ * AUDIT_WAIT_MS without a close (a client that does not read), `gone` is undefined: as answered.
+ * A call not half-closed, or whose stream cannot be found, runs `ended(undefined)` at once: once the
+ * daemon's status is sent on a stream the client still has open, a reset no longer tells whether the
+ * client got it (gRPC clients reset such a stream after reading the status too).
  */
 export function whenHalfClosedEnds(call: { readableEnded: boolean; getDeadline(): grpc.Deadline }, ended: (gone: GoneReason | undefined) => void): void {
   const stream = call.readableEnded ? http2StreamOf(call) : undefined;
   if (!stream) return ended(undefined);
-  const settle = () => ended(stream.rstCode ? goneReason(call) : undefined);
-  if (stream.closed || stream.destroyed) settle();
-  else stream.once('close', settle);
+  let done = false;
+  const settle = (waited: boolean) => {
+    if (done) return;
+    done = true;
+    clearTimeout(bound);
+    stream.off('close', onClose);
+    // Closed with answer bytes still unwritten: the connection went (a server-side session destroy
+    // closes with NO_ERROR), and the client did not get the status either.
+    ended(!waited && (stream.rstCode || stream.writableLength > 0) ? goneReason(call) : undefined);
+  };
+  const onClose = () => settle(false);
+  const bound = setTimeout(() => settle(true), AUDIT_WAIT_MS);
+  if (stream.closed || stream.destroyed) settle(false);
+  else stream.once('close', onClose);
 }
