@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { ConfigError, resolveConfig } from './config.js';
 import { startDaemon } from './daemon.js';
 import { grpcLogger } from './grpc-log.js';
+import { firstStopSignal } from './stop-signals.js';
 
 async function main(argv: string[]): Promise<number> {
   let config;
@@ -41,14 +42,7 @@ async function main(argv: string[]): Promise<number> {
   // installed afterwards took the default action and ended the daemon by signal, without the drain
   // (found in the guests: a caller stopping it as soon as it was ready). One that comes during start-up
   // stops the daemon as soon as it has started. A second one takes the default action: stop now.
-  const stopRequested = new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, daemon ? 'stopping' : `${signal} during start-up: stopping once started`);
-      resolve();
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  const stopRequested = firstStopSignal(process, (signal) => log.info({ signal }, daemon ? 'stopping' : `${signal} during start-up: stopping once started`));
   try {
     daemon = await startDaemon(config, log, {
       // Taken before the socket opens, so callers never meet the policy as it was before the SIGHUP.

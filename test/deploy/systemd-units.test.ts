@@ -99,6 +99,12 @@ describe('deploy/ringfenced.service and .socket', () => {
     // V8 needs W+X pages; PrivateUsers= would take CAP_NET_ADMIN out of the initial user namespace;
     // ProcSubset=pid would hide /proc/crypto and /proc/sys from the capability probe.
     for (const k of ['MemoryDenyWriteExecute', 'PrivateUsers', 'ProcSubset', 'DynamicUser']) expect(d.has(k), k).toBe(false);
+    // `systemctl reload` as the docs say (a policy reload); without ExecReload= systemd refuses it.
+    expect(d.get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+    // StateDirectory= hands an existing state dir's files to the service user only when the directory
+    // is not yet its: a tmpfiles entry for it would make it so first, leaving a root run's files root's.
+    expect(d.get('StateDirectory')).toEqual(['ringfence']);
+    expect(readFileSync(join(DEPLOY, 'tmpfiles.d/ringfence.conf'), 'utf8')).not.toMatch(/^[^#].*\/var\/lib\/ringfence/m);
   });
 
   it("starts the daemon, as its non-root user, on the system's socket, state and policy paths", () => {
