@@ -21,6 +21,7 @@ import {
   RingfenceError,
 } from './index.js';
 import { startFakeServer, type FakeServer } from './test-server.js';
+import { toRingfenceError } from './errors.js';
 
 let fake: FakeServer;
 let client: RingfenceClient;
@@ -138,6 +139,17 @@ describe('no daemon at the socket', () => {
     expect(isDaemonUnreachable(err)).toBe(true);
     expect(err.message).toContain(socketPath);
     expect(err.message).toMatch(/not running or not reachable.*ECONNREFUSED/);
+  });
+
+  // Found by review: the message said the daemon was running (a stale socket file gives EACCES too)
+  // and not what to do.
+  it('permission denied on the socket (EACCES) says who may connect, not that the daemon runs', () => {
+    const socketPath = join(dir, 'theirs.sock');
+    const err = toRingfenceError(Object.assign(new Error('x'), { code: grpc.status.UNAVAILABLE, details: `No connection established. Last error: connect EACCES ${socketPath}`, metadata: new grpc.Metadata() }), { rpc: 'CryptoService/Encrypt', socketPath });
+    expect(isDaemonUnreachable(err)).toBe(true);
+    expect(err.message).toContain(`permission denied on the ringfence daemon's socket ${socketPath} (EACCES)`);
+    expect(err.message).toContain('group ringfence-clients');
+    expect(err.message).not.toMatch(/is running/);
   });
 
   it('streams and sessions fail the same way', async () => {

@@ -79,7 +79,7 @@ export function toRingfenceError(err: unknown, ctx: ErrorContext): RingfenceErro
     const errno = match[1] ?? /\b(E[A-Z]{3,})\b/.exec(err.details)?.[1];
     const message =
       errno === 'EACCES' || errno === 'EPERM'
-        ? `permission denied on the ringfence daemon's socket ${ctx.socketPath} (${errno}): the daemon is running but this user may not connect`
+        ? `permission denied on the ringfence daemon's socket ${ctx.socketPath} (${errno}): this user may not connect to it; the shipped units let members of group ringfence-clients (socket 0660 ringfence:ringfence-clients), else ask whoever runs the daemon`
         : `the ringfence daemon is not running or not reachable at ${ctx.socketPath}${errno ? ` (${errno})` : ''}: start ringfenced, or set RINGFENCE_SOCKET to its socket`;
     return new RingfenceError({ code: err.code, message, rpc: ctx.rpc, unreachable: true, cause: err });
   }

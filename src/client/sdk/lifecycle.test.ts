@@ -7,8 +7,11 @@
 import { getEventListeners } from 'node:events';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { isCancelled, isDeadlineExceeded, isInvalidArgument, isRingfenceError, RingfenceClient } from './index.js';
-import { useFakeServer } from './test-server.js';
+import { startFakeServer, useFakeServer } from './test-server.js';
 
 const env = useFakeServer();
 
@@ -87,6 +90,58 @@ describe('session timeouts and signals', () => {
     }
     expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
   });
+});
+
+describe('session options and close', () => {
+  // Found by review: Infinity or 2^31 fired the idle timer after ~1 ms (a new stream per operation).
+  it('idleTimeoutMs outside 0..2^31-1, or not an integer, is a RangeError', () => {
+    for (const bad of [Infinity, 2 ** 31, -5, Number.NaN, 1.5]) expect(() => env.client.session({ idleTimeoutMs: bad }), String(bad)).toThrow(RangeError);
+    for (const good of [0, 2 ** 31 - 1]) void env.client.session({ idleTimeoutMs: good }).close();
+  });
+
+  // Found by review: with every operation settled, close() waited for ever on a daemon that did not end the stream.
+  it('close() settles when the daemon never ends the stream after the half-close', async () => {
+    env.fake.sessionIgnoresHalfClose = true;
+    try {
+      const s = env.client.session();
+      await s.hash('x');
+      const closed = await Promise.race([s.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still pending after 10 s'), 10_000))]);
+      expect(closed).toBe('closed');
+    } finally {
+      env.fake.sessionIgnoresHalfClose = false;
+    }
+  }, 20_000);
+});
+
+describe('a daemon restart', () => {
+  // Found by review: with grpc-js's reconnect backoff (1 s, growing 1.6x to 120 s), calls kept failing
+  // for seconds after the restarted daemon was serving (12 s after a 30 s outage, 43 s after 60 s).
+  it('calls work again within a few seconds of the daemon coming back, not after the backoff grew', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ringfence-restart-'));
+    let daemon = await startFakeServer(join(dir, 'ringfence.sock'));
+    const client = new RingfenceClient({ socketPath: daemon.socketPath });
+    const c = client.session();
+    try {
+      await c.hash('up');
+      await daemon.close();
+      // A caller that tries every 100 ms while the daemon is down: each attempt fails at once.
+      const down = Date.now();
+      while (Date.now() - down < 30_000) {
+        expect(await rejection(c.hash('down'))).toSatisfy(isRingfenceError);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      daemon = await startFakeServer(join(dir, 'ringfence.sock'));
+      const back = Date.now();
+      while ((await c.hash('again').catch((e: unknown) => e)) instanceof Error) {
+        expect(Date.now() - back).toBeLessThan(2000); // reconnects at most 1.2 s apart (1 s + 20 % jitter)
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await client.close();
+      await daemon.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe('a string that is not a text-form ciphertext', () => {

@@ -33,12 +33,15 @@ type OpInit<K extends OpCase> = Extract<NonNullable<MessageInitShape<typeof Sess
 
 const RPC = 'ringfence.v1.CryptoService/Session';
 /** The message of each operation case. */
+/** How long close() waits for the daemon to end a stream whose operations have all settled. */
+const CLOSE_WAIT_MS = 2000;
+
 const OP_SCHEMAS = Object.fromEntries(SessionRequestSchema.oneofs[0]!.fields.map((f) => [f.localName, f.message!])) as Record<OpCase, DescMessage>;
 
 export interface SessionOptions {
   /** Operations sent and not yet answered, at most; default 256 (the daemon allows 1024). */
   maxInFlight?: number;
-  /** Half-close the stream after this long without operations; default 2000 ms. */
+  /** Half-close the stream after this long without operations; default 2000 ms (0 to 2^31-1). */
   idleTimeoutMs?: number;
   /** Aborting fails every queued and pending operation with CANCELLED and closes the session. */
   signal?: AbortSignal;
@@ -91,6 +94,8 @@ export class RingfenceSession {
     this.maxInFlight = opts.maxInFlight ?? 256;
     if (!Number.isInteger(this.maxInFlight) || this.maxInFlight < 1) throw new RangeError(`maxInFlight must be a positive integer, got ${opts.maxInFlight}`);
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 2000;
+    // setTimeout fires at once (after a warning) beyond 2^31-1 ms, or for NaN: a stream reopened per operation.
+    if (!Number.isInteger(this.idleTimeoutMs) || this.idleTimeoutMs < 0 || this.idleTimeoutMs > 2 ** 31 - 1) throw new RangeError(`idleTimeoutMs must be an integer from 0 to ${2 ** 31 - 1}, got ${opts.idleTimeoutMs}`);
     this.signal = opts.signal;
     this.releaseSignal = onAbort(this.signal, () => this.abort());
   }
@@ -327,7 +332,14 @@ export class RingfenceSession {
     if (!stream) return this.finishClose?.();
     // Entries left are operations the caller gave up on (deadline, abort): don't wait for them.
     if (stream.pending.size > 0) stream.rpc.call.cancel();
-    else stream.rpc.call.end();
+    else {
+      stream.rpc.call.end();
+      // Every operation has settled: a daemon that does not end the stream (stopped, stuck) must not
+      // hold close() for ever.
+      const giveUp = setTimeout(() => stream.rpc.call.cancel(), CLOSE_WAIT_MS);
+      giveUp.unref();
+      void stream.done.then(() => clearTimeout(giveUp));
+    }
     void stream.done.then(() => this.finishClose?.());
   }
 

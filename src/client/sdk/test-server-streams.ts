@@ -226,7 +226,7 @@ export function sessionHandler(fake: FakeServer, ops: CryptoOps) {
       first.more = rest;
       stats.sessionAnswerMessages++;
       call.write(first);
-      if (halfClosed && outstanding === 0) call.end();
+      if (halfClosed && outstanding === 0 && !fake.sessionIgnoresHalfClose) call.end();
     };
     call.on('cancelled', () => (dead = true));
     call.on('data', (message: SessionRequest) => {
@@ -259,6 +259,7 @@ export function sessionHandler(fake: FakeServer, ops: CryptoOps) {
     });
     call.on('end', () => {
       halfClosed = true;
+      if (fake.sessionIgnoresHalfClose) return;
       if (outstanding === 0 && due.length === 0 && !dead) call.end();
     });
   };

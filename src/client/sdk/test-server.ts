@@ -58,6 +58,8 @@ export interface FakeServer {
   stats: FakeStats;
   /** Session operations are answered after a random delay between half this and this, ms (default 3). */
   sessionDelayMs: number;
+  /** Session streams never end after the client's half-close (a daemon that stopped answering). */
+  sessionIgnoresHalfClose?: boolean;
   close(): Promise<void>;
 }
 
@@ -108,9 +110,10 @@ export function delay(ms: number, call: grpc.ServerUnaryCall<unknown, unknown>, 
   });
 }
 
-export async function startFakeServer(): Promise<FakeServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'ringfence-sdk-'));
-  const socketPath = join(dir, 'ringfence.sock');
+/** `at`: a socket path to serve on (a restarted daemon); close() then leaves its directory. */
+export async function startFakeServer(at?: string): Promise<FakeServer> {
+  const dir = at ? undefined : mkdtempSync(join(tmpdir(), 'ringfence-sdk-'));
+  const socketPath = at ?? join(dir!, 'ringfence.sock');
   const stats: FakeStats = {
     calls: {},
     lastRequest: {},
@@ -156,7 +159,7 @@ export async function startFakeServer(): Promise<FakeServer> {
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
   fake.close = async () => {
     server.forceShutdown();
-    rmSync(dir, { recursive: true, force: true });
+    if (dir) rmSync(dir, { recursive: true, force: true });
   };
   return fake;
 }

@@ -23,6 +23,11 @@ export const MiB = 1024 * 1024;
 const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_send_message_length': 4 * MiB + 64 * 1024,
   'grpc.max_receive_message_length': 16 * MiB,
+  // A local socket: after a daemon restart, reconnect within a second. grpc-js's defaults (1 s,
+  // growing 1.6x to 120 s) are for remote servers; calls fail at once meanwhile ("not running"),
+  // so a client kept failing for seconds (43 s after a 60 s outage) against a daemon already serving.
+  'grpc.initial_reconnect_backoff_ms': 200,
+  'grpc.max_reconnect_backoff_ms': 1000,
 };
 
 /**
