@@ -43,6 +43,7 @@ import { statusServiceHandlers } from './api/status-service.js';
 import type { OpContext } from './ops/context.js';
 import { MemoryBudget } from './api/memory-budget.js';
 import { CallerSlots } from './api/caller-slots.js';
+import { Drain } from './api/drain.js';
 import { callerKey } from './api/handler.js';
 import { VERSION } from './version.js';
 import { notifyReliably, startWatchdog } from './watchdog.js';
@@ -160,6 +161,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       authorize: DENY_ALL,
       budget: new MemoryBudget(config.limits.maxBufferedBytes, config.limits.maxBufferedBytesPerCaller),
       hashStreamSlots: new CallerSlots(config.limits.maxHashStreamsPerCaller, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller'),
+      drain: new Drain(),
     };
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
@@ -258,6 +260,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
         draining = true;
         notify(log, 'STOPPING=1\nSTATUS=draining calls');
         for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'NOT_SERVING');
+        ctx.drain!.start(); // Sessions end once what they read is answered (api/drain.ts)
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => {
             log.warn({ drainMs: DRAIN_MS }, 'calls still running after the drain period; cutting them off');

@@ -477,6 +477,49 @@ describe('SIGTERM while the daemon starts', () => {
   });
 });
 
+describe('SIGTERM while a client keeps a session busy', () => {
+  // Found by review (helper-72): the session never ended by itself, so the drain waited its whole
+  // period and then cut it off: operations CANCELLED, done or not, and the stop 10 s late.
+  it('the session ends UNAVAILABLE / SHUTTING_DOWN once what it read is answered; nothing is cut off; exit 0', async () => {
+    const daemon = await TestDaemon.start();
+    const client = new RingfenceClient({ socketPath: daemon.socket });
+    try {
+      await client.createKey('busy');
+      const session = client.session();
+      const outcomes: string[] = [];
+      let failed = false;
+      const pump = (async () => {
+        while (!failed) {
+          await Promise.all(
+            Array.from({ length: 32 }, (_, i) =>
+              session.encrypt('busy', `m${i}`).then(
+                () => void outcomes.push('OK'),
+                (e: RingfenceError) => {
+                  failed = true;
+                  outcomes.push(`${e.codeName} ${ErrorReason[e.reason]}`);
+                },
+              ),
+            ),
+          );
+        }
+      })();
+      await waitFor(() => outcomes.length, (n) => n >= 64, 60_000);
+      expect(await daemon.stop()).toBe(0);
+      await pump;
+      const failures = outcomes.filter((o) => o !== 'OK');
+      expect(failures.length).toBeGreaterThan(0);
+      // Operations it had not read fail UNAVAILABLE (its own SHUTTING_DOWN, or, for operations sent
+      // after, its socket gone): safe to send again. None CANCELLED.
+      expect(failures.every((f) => f.startsWith('UNAVAILABLE')), failures.join(', ')).toBe(true);
+      expect(failures).toContain('UNAVAILABLE SHUTTING_DOWN');
+      expect(daemon.output).not.toContain('cutting them off');
+    } finally {
+      await client.close();
+      await daemon.kill9();
+    }
+  });
+});
+
 describe('two daemons starting at once on one stale socket, each with its own state directory', () => {
   it('one serves and keeps its socket; the other refuses, naming the lock (found by review: each could unlink the socket the other had bound)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rf-race-'));

@@ -11,6 +11,7 @@ import type { OpContext, OpLimits } from '../ops/context.js';
 import type { AuditEntry } from './audit.js';
 import type { HandlerDeps } from './handler.js';
 import { MemoryBudget } from './memory-budget.js';
+import type { Drain } from './drain.js';
 import { sessionHandler } from './session.js';
 
 export const SESSION_LIMITS: OpLimits = {
@@ -33,6 +34,8 @@ export interface FakeCallOptions {
   deadline?: number;
   /** End the call on 'error', as grpc-js does when it sends the status (after the answers already written). */
   endOnError?: boolean;
+  /** The daemon's stop (drain.ts). */
+  drain?: Drain;
 }
 
 /** The handler on a fake call; `hold` keeps write callbacks (a client that does not read). */
@@ -42,7 +45,7 @@ export function startSession(limits: Partial<OpLimits> = {}, hold = false, budge
   let maxRunning = 0;
   const pending: ((digest: Buffer) => void)[] = [];
   const engine = { digest: () => new Promise<Buffer>((r) => pending.push(r)) };
-  const ctx = { limits: { ...SESSION_LIMITS, ...limits }, budget, engine, suiteStatus: () => 'available' } as unknown as OpContext;
+  const ctx = { limits: { ...SESSION_LIMITS, ...limits }, budget, engine, suiteStatus: () => 'available', drain: opts.drain } as unknown as OpContext;
   // Every operation asks first (so this counts starts), and is audited when it ends.
   const authorize = () => {
     started++;

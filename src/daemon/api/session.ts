@@ -22,7 +22,7 @@ import { generateDataKey, MAX_DATA_KEY_BYTES } from '../ops/generate-data-key.js
 import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
-import { invalidField, toApiError, type ApiError } from './errors.js';
+import { invalidField, shuttingDown, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
 import { auditKeyOf, auditPrincipal, callContext, callerKey, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
@@ -86,6 +86,8 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     // Bytes of operations started and not yet flushed (reservedBytes, then request + answer).
     let held = 0;
     let readEnded = false;
+    // The daemon is stopping (drain.ts): nothing more is read; what was read runs and is answered.
+    let draining = false;
     let waitingDrain = false;
     let paused = false;
     let closed = false;
@@ -105,7 +107,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           flow();
         });
       }
-      const shouldPause = waiting.length > 0 || inFlight >= max || held >= maxBytes || waitingDrain;
+      const shouldPause = draining || waiting.length > 0 || inFlight >= max || held >= maxBytes || waitingDrain;
       if (shouldPause && !paused) call.pause();
       else if (!shouldPause && paused) call.resume();
       paused = shouldPause;
@@ -115,7 +117,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
         answers.flush();
         closed = true;
         call.end();
-      }
+      } else if (draining && inFlight === 0 && waiting.length === 0 && !closed) fail(shuttingDown());
     };
     call.on('drain', () => {
       waitingDrain = false;
@@ -179,6 +181,13 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       waiting.push(...items);
       flow();
     });
+    // Registered last: a session opened while the daemon already stops ends at once.
+    const undrain = ctx.drain?.onStart(() => {
+      draining = true;
+      flow();
+      maybeEnd();
+    });
+    if (undrain) call.on('close', undrain);
 
     function start(item: SessionItem): void {
       const { id, op } = item;

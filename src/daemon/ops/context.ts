@@ -11,6 +11,7 @@ import { payloadTooLarge, invalidField } from '../api/errors.js';
 import type { Authorize } from '../policy/access.js';
 import type { MemoryBudget } from '../api/memory-budget.js';
 import type { CallerSlots } from '../api/caller-slots.js';
+import type { Drain } from '../api/drain.js';
 
 export interface OpLimits {
   maxPayloadBytes: number;
@@ -34,6 +35,8 @@ export interface OpContext {
   budget: MemoryBudget;
   /** HashStreams each caller has open (api/caller-slots.ts). */
   hashStreamSlots: CallerSlots;
+  /** The daemon's stop, for Sessions (api/drain.ts); absent where nothing stops (tests). */
+  drain?: Drain;
 }
 
 /** A Buffer view of a protobuf bytes field (no copy). */
