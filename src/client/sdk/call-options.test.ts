@@ -1,8 +1,34 @@
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { callDeadline } from './call-options.js';
+import { callDeadline, onAbort } from './call-options.js';
 import { useFakeServer } from './test-server.js';
 
 const env = useFakeServer();
+
+// Found by review: a signal shared by 11 or more calls in flight printed MaxListenersExceededWarning.
+describe('onAbort', () => {
+  it('one listener on the signal however many wait; each runs once on abort, unless un-registered', () => {
+    const ac = new AbortController();
+    const ran: number[] = [];
+    const offs = Array.from({ length: 20 }, (_, i) => onAbort(ac.signal, () => ran.push(i)));
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(1);
+    offs[3]!();
+    ac.abort();
+    expect(ran).toEqual(Array.from({ length: 20 }, (_, i) => i).filter((i) => i !== 3));
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('none left once every registration is undone; a later one listens again', () => {
+    const ac = new AbortController();
+    const offs = Array.from({ length: 12 }, () => onAbort(ac.signal, () => {}));
+    for (const off of offs) off();
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+    let ran = 0;
+    onAbort(ac.signal, () => ran++);
+    ac.abort();
+    expect(ran).toBe(1);
+  });
+});
 
 describe('callDeadline', () => {
   it('the earlier of deadline and timeoutMs; the default only without either; 0 and Infinity are none', () => {

@@ -24,6 +24,13 @@ export function callDeadline(opts: CallOptions | undefined, defaultTimeoutMs?: n
   return Number.isFinite(at) ? new Date(at) : undefined;
 }
 
+/**
+ * One 'abort' listener per signal, whatever the number of calls waiting on it: a signal shared by
+ * more than 10 calls in flight otherwise printed Node's MaxListenersExceededWarning ("possible
+ * memory leak"), though every listener was released.
+ */
+const waitingOn = new WeakMap<AbortSignal, { fns: Set<() => void>; fire: () => void }>();
+
 /** Runs `fn` once when `signal` aborts (at once if it already has); returns the un-registration. */
 export function onAbort(signal: AbortSignal | undefined, fn: () => void): () => void {
   if (!signal) return () => {};
@@ -31,6 +38,34 @@ export function onAbort(signal: AbortSignal | undefined, fn: () => void): () => 
     queueMicrotask(fn);
     return () => {};
   }
-  signal.addEventListener('abort', fn, { once: true });
-  return () => signal.removeEventListener('abort', fn);
+  let entry = waitingOn.get(signal);
+  if (!entry) {
+    const fns = new Set<() => void>();
+    const fire = () => {
+      waitingOn.delete(signal);
+      for (const f of [...fns]) {
+        try {
+          f();
+        } catch (err) {
+          queueMicrotask(() => {
+            throw err; // reported as a listener's own throw would be, and the others still run
+          });
+        }
+      }
+    };
+    entry = { fns, fire };
+    waitingOn.set(signal, entry);
+    signal.addEventListener('abort', fire, { once: true });
+  }
+  const { fns, fire } = entry;
+  // Each registration its own: un-registering one leaves another of the same function.
+  const once = () => fn();
+  fns.add(once);
+  return () => {
+    fns.delete(once);
+    if (fns.size === 0 && waitingOn.get(signal) === entry) {
+      signal.removeEventListener('abort', fire);
+      waitingOn.delete(signal);
+    }
+  };
 }
