@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { AUDIT_WAIT_MS, http2StreamOf, whenHalfClosedEnds, type GoneReason } from './call-end.js';
+import { AUDIT_WAIT_MS, goneReason, http2StreamOf, whenHalfClosedEnds, type GoneReason } from './call-end.js';
 
 const bytes = { serialize: (b: Buffer) => b, deserialize: (b: Buffer) => b };
 const definition = {
@@ -88,6 +88,18 @@ function unreadCall(address: string, tag: string) {
   stream.end(Buffer.concat([prefix, Buffer.from(tag)]));
   return { session, stream };
 }
+
+// Seen in a loaded host run: a deadline timer fired while Date.now() was a millisecond short of the
+// deadline, and the call was audited CANCELLED though its deadline had passed.
+describe('goneReason', () => {
+  it('an end within a few ms before the deadline is the deadline; one well before it a cancel; no deadline, a cancel', () => {
+    const at = (ms: number) => ({ getDeadline: () => new Date(Date.now() + ms) });
+    expect(goneReason(at(1))).toBe('DEADLINE_EXCEEDED');
+    expect(goneReason(at(-1))).toBe('DEADLINE_EXCEEDED');
+    expect(goneReason(at(1000))).toBe('CANCELLED');
+    expect(goneReason({ getDeadline: () => Infinity })).toBe('CANCELLED');
+  });
+});
 
 describe('whenHalfClosedEnds', () => {
   it('a half-close answered normally: ends with no reason, once the answer went out', async () => {

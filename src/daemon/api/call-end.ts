@@ -17,12 +17,19 @@ export type GoneReason = 'CANCELLED' | 'DEADLINE_EXCEEDED';
  */
 export const AUDIT_WAIT_MS = 1000;
 
-/** Why a call the client no longer waits for ended: its deadline passed, or it cancelled. */
+const DEADLINE_SLACK_MS = 10;
+
+/**
+ * Why a call the client no longer waits for ended: its deadline passed, or it cancelled. A timer
+ * (grpc-js's deadline timer among them) may fire a millisecond before Date.now() reaches the time it
+ * was set for, so an end within DEADLINE_SLACK_MS of the deadline counts as the deadline.
+ */
 export function goneReason(call: { getDeadline(): grpc.Deadline }): GoneReason {
   const d = call.getDeadline();
   const deadline = d instanceof Date ? d.getTime() : d;
-  return Number.isFinite(deadline) && Date.now() >= deadline ? 'DEADLINE_EXCEEDED' : 'CANCELLED';
+  return Number.isFinite(deadline) && Date.now() >= deadline - DEADLINE_SLACK_MS ? 'DEADLINE_EXCEEDED' : 'CANCELLED';
 }
+
 
 interface Http2StreamLike extends EventEmitter {
   rstCode?: number;

@@ -78,14 +78,14 @@ export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancel
   const d = call.getDeadline();
   const deadline = d instanceof Date ? d.getTime() : d;
   let done = false;
-  const fire = () => {
+  const fire = (why: GoneReason) => {
     if (done) return;
     done = true;
-    gone(goneReason(call));
+    gone(why);
   };
-  call.on('cancelled', fire);
+  call.on('cancelled', () => fire(goneReason(call)));
   // setTimeoutAt: a deadline more than 24.8 days away would fire at once with a plain setTimeout.
-  const cancelTimer = Number.isFinite(deadline) ? setTimeoutAt(fire, deadline, true) : undefined;
+  const cancelTimer = Number.isFinite(deadline) ? setTimeoutAt(() => fire('DEADLINE_EXCEEDED'), deadline, true) : undefined;
   return () => {
     done = true;
     cancelTimer?.();
