@@ -12,11 +12,13 @@ import {
   isDaemonUnreachable,
   isDeadlineExceeded,
   isFailedPrecondition,
+  isInternal,
   isInvalidArgument,
   isNotFound,
   isPermissionDenied,
   isResourceExhausted,
   isUnavailable,
+  isUnimplemented,
   RingfenceClient,
   RingfenceError,
 } from './index.js';
@@ -83,9 +85,17 @@ describe('typed errors from the ErrorInfo trailer', () => {
   it('an error without ErrorInfo keeps its code with reason UNSPECIFIED', async () => {
     const err = await failure(client.encrypt('no-details', 'x'));
     expect(err.code).toBe(grpc.status.INTERNAL);
+    expect(isInternal(err)).toBe(true);
     expect(err.reason).toBe(ErrorReason.UNSPECIFIED);
     expect(err.reasonName).toBe('UNSPECIFIED');
     expect(err.metadata).toEqual({});
+  });
+
+  // Found by review: INTERNAL (which the daemon sends for kernel errors it does not map) had no predicate.
+  it('isInternal and isUnimplemented match their codes only', () => {
+    const of = (code: grpc.status) => new RingfenceError({ code, message: 'x', rpc: 'r' });
+    expect([isInternal(of(grpc.status.INTERNAL)), isUnimplemented(of(grpc.status.UNIMPLEMENTED))]).toEqual([true, true]);
+    expect([isInternal(of(grpc.status.UNIMPLEMENTED)), isUnimplemented(of(grpc.status.INTERNAL)), isInternal(of(grpc.status.UNKNOWN))]).toEqual([false, false, false]);
   });
 
   it('predicates are false for anything but a RingfenceError', () => {

@@ -122,6 +122,10 @@ export const isResourceExhausted = byCode(grpc.status.RESOURCE_EXHAUSTED);
 export const isUnavailable = byCode(grpc.status.UNAVAILABLE);
 export const isDeadlineExceeded = byCode(grpc.status.DEADLINE_EXCEEDED);
 export const isCancelled = byCode(grpc.status.CANCELLED);
+/** The daemon failed unexpectedly (a kernel error it does not map, say); its log says why. */
+export const isInternal = byCode(grpc.status.INTERNAL);
+/** The daemon has no such RPC: it is older than this SDK. */
+export const isUnimplemented = byCode(grpc.status.UNIMPLEMENTED);
 
 /** Tampered ciphertext or wrong associated data (INVALID_ARGUMENT, AUTHENTICATION_FAILED). */
 export function isAuthenticationFailed(err: unknown): err is RingfenceError {

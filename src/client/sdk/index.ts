@@ -44,12 +44,14 @@ export {
   isDaemonUnreachable,
   isDeadlineExceeded,
   isFailedPrecondition,
+  isInternal,
   isInvalidArgument,
   isNotFound,
   isPermissionDenied,
   isResourceExhausted,
   isRingfenceError,
   isUnavailable,
+  isUnimplemented,
 } from './errors.js';
 export { CIPHERTEXT_TEXT_PREFIX, ciphertextFromText, ciphertextToText } from './ciphertext-text.js';
 export {

@@ -30,7 +30,6 @@ export function goneReason(call: { getDeadline(): grpc.Deadline }): GoneReason {
   return Number.isFinite(deadline) && Date.now() >= deadline - DEADLINE_SLACK_MS ? 'DEADLINE_EXCEEDED' : 'CANCELLED';
 }
 
-
 interface Http2StreamLike extends EventEmitter {
   rstCode?: number;
   writableLength: number;
