@@ -145,8 +145,12 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
               // Per chunk, as a session checks per operation: a policy reload that revokes the
               // caller's access stops a stream already running.
               authorize('encrypt', name);
-              if (prepaid > 0) prepaid--;
-              else await ctx.keys.countEncryptions(resolved, 1);
+              // The first chunk was counted when the stream began; it is checked as every other is
+              // (found by review: a key disabled or retired meanwhile still sealed it).
+              if (prepaid > 0) {
+                prepaid--;
+                ctx.keys.checkStreamVersion(resolved);
+              } else await ctx.keys.countEncryptions(resolved, 1);
               return seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
             },
           });

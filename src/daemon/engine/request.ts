@@ -42,14 +42,14 @@ export async function runRequest(
   const what = () => describeSpec(tfm.spec);
   const inLen = byteLength(input);
   if (inLen > limits.maxRequestBytes || outLen > limits.maxRequestBytes + 65536) {
-    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds the ${limits.maxRequestBytes}-byte limit of one request`);
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds the ${limits.maxRequestBytes}-byte limit of one request`, { size: { field: 'request', actualBytes: inLen, limitBytes: limits.maxRequestBytes } });
   }
   const sync = inLen + outLen <= limits.asyncThresholdBytes;
   const fd = tfm.tryAcquire() ?? (await tfm.acquire());
   const cap = tfm.capacityOf(fd);
   if (inLen > cap.send || outLen > cap.receive) {
     tfm.release(fd);
-    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds what this kernel lets one request buffer (${Math.min(cap.send, cap.receive)}; raising it needs CAP_NET_ADMIN or net.core.wmem_max/rmem_max)`);
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds what this kernel lets one request buffer (${Math.min(cap.send, cap.receive)}; raising it needs CAP_NET_ADMIN or net.core.wmem_max/rmem_max)`, { size: { field: 'request', actualBytes: inLen, limitBytes: Math.min(cap.send, cap.receive) } });
   }
   // Never read into an empty buffer: recvmsg of 0 bytes returns at once without processing, which
   // would skip tag verification of an empty-plaintext AEAD decryption and leave the request queued.

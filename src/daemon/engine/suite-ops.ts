@@ -68,7 +68,7 @@ function checkLength(suite: AeadSuite, bytes: number, sealing: boolean): void {
     if (bytes <= CCM_MAX_BYTES + 1) return;
     throw new EngineError('AUTHENTICATION_FAILED', `${suite.name}: a ciphertext of ${bytes} bytes is longer than any this suite makes`);
   }
-  throw new EngineError('PAYLOAD_TOO_LARGE', `${suite.name} seals at most ${CCM_MAX_BYTES} bytes in one message (a 12-byte nonce leaves a 3-byte length); got ${bytes}`);
+  throw new EngineError('PAYLOAD_TOO_LARGE', `${suite.name} seals at most ${CCM_MAX_BYTES} bytes in one message (a 12-byte nonce leaves a 3-byte length); got ${bytes}`, { size: { field: 'plaintext', actualBytes: bytes, limitBytes: CCM_MAX_BYTES } });
 }
 
 /**

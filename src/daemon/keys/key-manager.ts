@@ -431,23 +431,7 @@ export class KeyManager {
    * so does a min_decryption_version raised past the stream's version (nothing could decrypt it).
    */
   async countEncryptions(r: ResolvedVersion<AeadSuite>, n: number): Promise<void> {
-    const check = (): KeyRecord => {
-      const current = this.byId.get(r.key.id);
-      if (!current) throw keyNotFound(r.key.name);
-      this.usable(current.name, 'aead');
-      if (r.version < current.minDecryptionVersion) {
-        throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${current.name}" version ${r.version} is now below its min_decryption_version ${current.minDecryptionVersion}, so nothing could decrypt what this stream would seal; start a new stream (it will use version ${current.versions.length})`, {
-          key_name: current.name,
-          key_version: String(r.version),
-          min_decryption_version: String(current.minDecryptionVersion),
-        });
-      }
-      const limit = this.encryptionLimit(current);
-      if (this.encryptionCount(current, r.version) + n > limit) {
-        throw limitReached(current, r.version, limit, 'start a new stream (it will use the rotated version)', 'mid-stream');
-      }
-      return current;
-    };
+    const check = () => this.checkStreamVersion(r, n);
     if (this.tryCount(check(), r.version, n)) return;
     await this.lock.run(async () => {
       for (;;) {
@@ -456,6 +440,28 @@ export class KeyManager {
         await this.reserve(current, r.version, this.encryptionCount(current, r.version) + n);
       }
     });
+  }
+
+  /**
+   * What countEncryptions checks before it counts `n` (0: only that the stream's version may still
+   * seal, for a chunk counted in advance when the stream began).
+   */
+  checkStreamVersion(r: ResolvedVersion<AeadSuite>, n = 0): KeyRecord {
+    const current = this.byId.get(r.key.id);
+    if (!current) throw keyNotFound(r.key.name);
+    this.usable(current.name, 'aead');
+    if (r.version < current.minDecryptionVersion) {
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${current.name}" version ${r.version} is now below its min_decryption_version ${current.minDecryptionVersion}, so nothing could decrypt what this stream would seal; start a new stream (it will use version ${current.versions.length})`, {
+        key_name: current.name,
+        key_version: String(r.version),
+        min_decryption_version: String(current.minDecryptionVersion),
+      });
+    }
+    const limit = this.encryptionLimit(current);
+    if (this.encryptionCount(current, r.version) + n > limit) {
+      throw limitReached(current, r.version, limit, 'start a new stream (it will use the rotated version)', 'mid-stream');
+    }
+    return current;
   }
 
   /**

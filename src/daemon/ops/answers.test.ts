@@ -3,7 +3,6 @@
  * proto/ringfence/v1/errors.proto documents them (found by review). Host test: a real KeyManager
  * over a node:crypto stand-in for the kernel engine (the kernel's own answers are tested in the guests).
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it, vi } from 'vitest';
 import { SyscallError } from '../../../native-ffi/syscall-error.js';
@@ -12,63 +11,14 @@ import { ApiError, ErrorReason, toApiError } from '../api/errors.js';
 import { StateWriteError } from '../state/state-store.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { EngineError } from '../engine/errors.js';
-import { MaterialFingerprints } from '../keys/fingerprints.js';
-import { KeyManager } from '../keys/key-manager.js';
-import { EMPTY_STATE } from '../keys/model.js';
 import type { OpContext } from './context.js';
+import { standIn, standInContext } from './stand-in.test-support.js';
 import { decrypt } from './decrypt.js';
 import { encrypt } from './encrypt.js';
 import { generateDataKey } from './generate-data-key.js';
 import { generateRandom } from './random.js';
 import { hash } from './hash.js';
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
-
-const keyBytes = new Map<number, Buffer>();
-let nextSerial = 100;
-let engineFault: Error | undefined;
-
-const engine = {
-  async aeadEncrypt(_alg: unknown, serial: number, tag: number, iv: Buffer, aad: Buffer, pt: Buffer, headroom = 0) {
-    if (engineFault) throw engineFault;
-    const c = createCipheriv('aes-256-gcm', keyBytes.get(serial)!, iv, { authTagLength: tag });
-    c.setAAD(aad);
-    return Buffer.concat([Buffer.alloc(headroom), c.update(pt), c.final(), c.getAuthTag()]);
-  },
-  async aeadDecrypt(_alg: unknown, serial: number, tag: number, iv: Buffer, aad: Buffer, sealed: Buffer) {
-    const d = createDecipheriv('aes-256-gcm', keyBytes.get(serial)!, iv, { authTagLength: tag });
-    d.setAAD(aad);
-    d.setAuthTag(sealed.subarray(sealed.length - tag));
-    try {
-      return Buffer.concat([d.update(sealed.subarray(0, sealed.length - tag)), d.final()]);
-    } catch {
-      throw new EngineError('AUTHENTICATION_FAILED', 'gcm(aes): authentication failed');
-    }
-  },
-  async digest(alg: { name: string }, serial: number | undefined, n: number, data: Buffer) {
-    if (serial === undefined) return createHash(alg.name).update(data).digest();
-    return createHmac(alg.name.slice(5, -1), keyBytes.get(serial)!).update(data).digest().subarray(0, n);
-  },
-};
-
-async function context(): Promise<OpContext> {
-  const material = {
-    canSeal: false,
-    generate: (_id: string, _v: number, suite: { keyBytes: number[] }) => {
-      const serials = suite.keyBytes.map((b) => {
-        const s = nextSerial++;
-        keyBytes.set(s, randomBytes(b));
-        return s;
-      });
-      return { serials, blobs: serials.map(String) };
-    },
-    destroy: () => {},
-  };
-  const keys = new KeyManager({ material: material as never, fingerprints: new MaterialFingerprints({} as never, {} as never), persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
-  await keys.open(EMPTY_STATE);
-  await keys.create({ name: 'k', suite: 'aes-256-gcm' });
-  await keys.create({ name: 'm', purpose: 'mac', suite: 'hmac-sha256' });
-  return { keys, engine, limits: { ...DEFAULT_LIMITS }, suiteStatus: () => 'available', authorize: () => {}, budget: {} as never, hashStreamSlots: {} as never } as unknown as OpContext;
-}
 
 async function answer(p: Promise<unknown>) {
   const e = toApiError(await p.then(() => undefined, (x: unknown) => x));
@@ -79,7 +29,7 @@ const noAad = new Uint8Array(0);
 
 describe('sizes and lengths', () => {
   it('GenerateRandom: 0 is INVALID_ARGUMENT, too many bytes RESOURCE_EXHAUSTED with the limit', async () => {
-    const ctx = await context();
+    const ctx = await standInContext();
     expect(await answer(generateRandom(ctx, { lengthBytes: 0 } as never))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'INVALID_FIELD', metadata: { field: 'length_bytes' } });
     const max = DEFAULT_LIMITS.maxPayloadBytes;
     expect(await answer(generateRandom(ctx, { lengthBytes: 0xffffffff } as never))).toMatchObject({
@@ -90,8 +40,20 @@ describe('sizes and lengths', () => {
     expect(((await generateRandom(ctx, { lengthBytes: max } as never)).data as Uint8Array).length).toBe(max);
   });
 
+  it('Encrypt under aes-256-ccm: 16 MiB, within the limits, is RESOURCE_EXHAUSTED with the suite\'s bound in metadata (found by review)', async () => {
+    const ctx = await standInContext();
+    ctx.limits.maxPayloadBytes = 16 << 20;
+    await ctx.keys.create({ name: 'ccm', suite: 'aes-256-ccm' });
+    // RFC 3610: a 12-byte nonce leaves a 3-byte length, so at most 2^24 - 1 bytes per message.
+    expect(await answer(encrypt(ctx, { keyName: 'ccm', plaintext: new Uint8Array(16 << 20), associatedData: noAad } as never))).toMatchObject({
+      code: 'RESOURCE_EXHAUSTED',
+      reason: 'PAYLOAD_TOO_LARGE',
+      metadata: { field: 'plaintext', actual_bytes: String(16 << 20), limit_bytes: String(2 ** 24 - 1) },
+    });
+  });
+
   it('GenerateDataKey: more than 1024 bytes is RESOURCE_EXHAUSTED', async () => {
-    const ctx = await context();
+    const ctx = await standInContext();
     expect(await answer(generateDataKey(ctx, { keyName: 'k', lengthBytes: 1025, associatedData: noAad } as never))).toMatchObject({
       code: 'RESOURCE_EXHAUSTED',
       reason: 'PAYLOAD_TOO_LARGE',
@@ -103,7 +65,7 @@ describe('sizes and lengths', () => {
 
 describe('hash algorithms the kernel refuses', () => {
   it('restricted: names the algorithm and what the kernel allows; missing: names it and points at doctor', async () => {
-    const ctx = await context();
+    const ctx = await standInContext();
     const status: Record<string, string> = { sha256: 'available', sha512: 'available', 'blake2b-256': 'restricted', 'sha3-256': 'missing' };
     ctx.suiteStatus = ((name: string) => status[name] ?? 'restricted') as never;
     expect(await answer(hash(ctx, { algorithm: HashAlgorithm.BLAKE2B_256, data: new Uint8Array(1) } as never))).toEqual({
@@ -122,7 +84,7 @@ describe('hash algorithms the kernel refuses', () => {
 
 describe('key names', () => {
   it('a name no key can have is INVALID_ARGUMENT, and the answer does not quote it', async () => {
-    const ctx = await context();
+    const ctx = await standInContext();
     for (const name of ['bad name\n\x1b[31mFAKE LOG LINE', ' k', 'k\u0000', '€'.repeat(10), 'a'.repeat(65), '-k']) {
       const a = await answer(encrypt(ctx, { keyName: name, plaintext: new Uint8Array(1), associatedData: noAad } as never));
       expect(a).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'INVALID_FIELD', metadata: { field: 'key_name' } });
@@ -140,7 +102,7 @@ describe('Decrypt of the wrong kind of ciphertext', () => {
   }
 
   it('a stream ciphertext or format 0 is malformed here; a newer format is unsupported', async () => {
-    const ctx = await context();
+    const ctx = await standInContext();
     const ct = await sealed(ctx);
     const withFormat = (f: number) => Buffer.concat([ct.subarray(0, 2), Buffer.from([f]), ct.subarray(3)]);
     expect(await answer(decrypt(ctx, { ciphertext: withFormat(2), associatedData: noAad } as never))).toMatchObject({
@@ -154,7 +116,7 @@ describe('Decrypt of the wrong kind of ciphertext', () => {
   });
 
   it('a header naming a MAC key was altered: CIPHERTEXT_MALFORMED, not a purpose mismatch', async () => {
-    const ctx = await context();
+    const ctx = await standInContext();
     const ct = await sealed(ctx);
     // Header: "RF", format, suite, then the 16-byte key id (ciphertext/envelope.ts).
     Buffer.from(ctx.keys.get('m').id, 'hex').copy(ct, 4);
@@ -203,7 +165,7 @@ describe('errors from below the API', () => {
   });
 
   it('an INTERNAL batch item is logged with its cause, as a unary call is; once per batch, not per item', async () => {
-    const ctx = await context();
+    const ctx = await standInContext();
     const log = { error: vi.fn(), info: vi.fn(), warn: vi.fn() };
     const deps = {
       audit: vi.fn(),
@@ -212,14 +174,14 @@ describe('errors from below the API', () => {
     };
     const handlers = cryptoServiceHandlers(ctx, deps as never) as unknown as Record<string, (call: unknown, cb: (e: unknown, r?: unknown) => void) => void>;
     const call = (request: unknown) => ({ request, getPeer: () => '', metadata: new grpc.Metadata() });
-    engineFault = new Error('an engine failure nobody expected');
+    standIn.fault = new Error('an engine failure nobody expected');
     try {
       const reply = await new Promise<{ results: { result: { case: string; value: { code: number } } }[] }>((resolve, reject) =>
         handlers.batchEncrypt!(call({ requests: Array.from({ length: 50 }, () => ({ keyName: 'k', plaintext: new Uint8Array(1), associatedData: noAad })) }), (e, r) => (e ? reject(e as Error) : resolve(r as never))),
       );
       expect(reply.results.map((r) => r.result.value.code)).toEqual(Array(50).fill(grpc.status.INTERNAL));
     } finally {
-      engineFault = undefined;
+      standIn.fault = undefined;
     }
     expect(log.error).toHaveBeenCalledTimes(1);
     const [fields, msg] = log.error.mock.calls[0]!;
