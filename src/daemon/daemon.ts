@@ -136,6 +136,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       material,
       fingerprints: new MaterialFingerprints(keystore, engine),
       now: () => clock.now(),
+      unpostponedClockGainMs: () => clock.unpostponed(),
       persist: (state) => store.save(state),
       suiteStatus,
       limits: {
@@ -207,6 +208,18 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     // The policy as it is now, not as it was before the keys loaded, before the first caller connects.
     policy.watch();
     if (hooks.takePendingReload?.()) policy.reload('SIGHUP');
+    // Rotations and deletions that come due, also those due while the daemon was down: the first
+    // pass ends before the first caller connects, so no call sees a key whose deletion is overdue
+    // (found by review: a CancelKeyDeletion could race it). A failure is logged and retried; it does
+    // not keep the daemon from serving (due-work-scheduler.ts).
+    const scheduler = startDueWorkScheduler({ runDueWork: () => keys.runDueWork(), nextDueTime: () => keys.nextDueTime(), clockSteppedForward: (step) => keys.postponeDeletions(step) }, {
+      maxSleepMs: SCHEDULER_MAX_SLEEP_MS,
+      clock,
+      onClockStep: (stepMs) => log.warn({ stepMs: Math.round(stepMs) }, 'the wall clock stepped forward; postponing scheduled key deletions by the step'),
+      onError: (err, retryInMs) => log.error({ err, retryInMs }, 'scheduled rotation or deletion failed; will retry'),
+    });
+    cleanups.push(() => scheduler.stop());
+    await scheduler.started;
     const listener = await openListener({
       socket: config.socket,
       socketMode: config.socketMode,
@@ -228,17 +241,6 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       },
     });
     cleanups.push(() => listener.close());
-
-    // Rotations and deletions that come due, also those due while the daemon was down. A failure is
-    // logged and retried; it does not keep the daemon from serving (due-work-scheduler.ts).
-    const scheduler = startDueWorkScheduler({ runDueWork: () => keys.runDueWork(), nextDueTime: () => keys.nextDueTime(), clockSteppedForward: (step) => keys.postponeDeletions(step) }, {
-      maxSleepMs: SCHEDULER_MAX_SLEEP_MS,
-      clock,
-      onClockStep: (stepMs) => log.warn({ stepMs: Math.round(stepMs) }, 'the wall clock stepped forward; postponing scheduled key deletions by the step'),
-      onError: (err, retryInMs) => log.error({ err, retryInMs }, 'scheduled rotation or deletion failed; will retry'),
-    });
-    cleanups.push(() => scheduler.stop());
-    await scheduler.started;
 
     for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'SERVING');
     log.info({ socket: listener.activated ? 'systemd (LISTEN_FDS)' : config.socket, policy: config.policy, stateDir: config.stateDir, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');

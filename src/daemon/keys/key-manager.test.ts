@@ -887,6 +887,25 @@ describe('KeyManager: lifecycle', () => {
     expect((await w.km.scheduleDeletion('k', DAY)).deletionTime).toBe(w.clock + DAY);
   });
 
+  it('a deletion whose time has passed cannot be cancelled, though the scheduler has not run yet (found by review)', async () => {
+    const w = await world();
+    const r = await w.km.create({ name: 'k' });
+    await w.km.scheduleDeletion('k', DAY);
+    w.clock += DAY;
+    const due = await expectApi(w.km.cancelDeletion('k'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    expect(due.message).toMatch(/can no longer be cancelled/);
+    expect(w.km.get('k').state).toBe('pending_deletion');
+    expect(w.fileKey('k')).toMatchObject({ state: 'pending_deletion' });
+    // The scheduler's pass then destroys it, as it would have without the cancel.
+    expect(await w.km.runDueWork()).toEqual({ deleted: ['k'], rotated: [] });
+    expect(w.kernelKeys().has(desc(r.id, 1, 0))).toBe(false);
+    // A millisecond before its time, the cancel still wins.
+    await w.km.create({ name: 'k2' });
+    await w.km.scheduleDeletion('k2', DAY);
+    w.clock += DAY - 1;
+    expect((await w.km.cancelDeletion('k2')).state).toBe('disabled');
+  });
+
   it('resolves versions for decryption and verification as the ciphertext says, or says why not', async () => {
     const w = await world();
     const r = await w.km.create({ name: 'k' });
@@ -984,6 +1003,8 @@ describe('KeyManager.runDueWork', () => {
     await new Promise((r) => setTimeout(r, 20));
     holding = false;
     // b's owner cancels and reschedules with a day's wait, queued behind a's deletion...
+    // (The clock a little back first: a deletion already due can no longer be cancelled.)
+    w.clock -= 2 * SECOND;
     const cancel = w.km.cancelDeletion('b');
     const reschedule = w.km.scheduleDeletion('b', DAY);
     // ...and the wall clock steps two days forward right after that is saved, before the scheduler
@@ -1124,7 +1145,7 @@ describe('KeyManager.runDueWork', () => {
     await w.km.create({ name: 'del' });
     await w.km.scheduleDeletion('del', DAY);
     await w.km.create({ name: 'rot', rotationPeriodMs: HOUR });
-    w.clock = T0 + DAY;
+    w.clock = T0 + DAY - 1;
     // Hold the lock with a slow write, queue the changes, then the scheduler's run behind them.
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
@@ -1132,7 +1153,11 @@ describe('KeyManager.runDueWork', () => {
     const slow = w.km.create({ name: 'slow' });
     const cancel = w.km.cancelDeletion('del');
     const schedule = w.km.scheduleDeletion('rot', DAY);
+    // The run reads the clock once, as it starts: "del" is due for it. The cancel reads it when it
+    // runs, a millisecond earlier here (a deletion already due can no longer be cancelled).
+    w.clock = T0 + DAY;
     const run = w.km.runDueWork();
+    w.clock = T0 + DAY - 1;
     await new Promise((resolve) => setTimeout(resolve, 10));
     w.delay = undefined;
     release();

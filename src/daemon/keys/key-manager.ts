@@ -41,6 +41,8 @@ export interface KeyManagerDeps {
   limits: KeyPolicyLimits;
   log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
   now?: () => number;
+  /** How far the wall clock gained that deletions are not yet postponed by (wall-clock-gain.ts); default 0. */
+  unpostponedClockGainMs?: () => number;
 }
 
 /** A key version resolved for one operation: everything the crypto layer needs. */
@@ -281,6 +283,13 @@ export class KeyManager {
       if (record.state !== 'pending_deletion') {
         throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_NOT_PENDING_DELETION, `key "${name}" is not scheduled for deletion`, { key_name: name });
       }
+      // Due is due (found by review): the scheduler's next pass may be a second away, or longer
+      // after a failure or at start, and must not be a window in which the key can be brought back.
+      // Left to the scheduler to carry out: it postpones deletions by a forward step of the clock
+      // first, which is also why a gain not yet postponed counts here.
+      if (record.deletionTime !== null && record.deletionTime + (this.deps.unpostponedClockGainMs?.() ?? 0) <= this.now()) {
+        throw pendingDeletion(record, 'its waiting period has passed, so the deletion can no longer be cancelled; the daemon destroys the key at its next pass');
+      }
       return this.replace({ ...structuredClone(record), state: 'disabled', deletionTime: null });
     });
   }
@@ -332,6 +341,13 @@ export class KeyManager {
     return { deleted, rotated };
   }
 
+  /** Removes a key whose deletion is due from the state, then from the kernel (under the lock). */
+  private async destroyLocked(record: KeyRecord): Promise<void> {
+    await this.persistWith({ remove: record });
+    this.unindex(record);
+    this.deps.log('key deleted after its waiting period', { key_name: record.name, keyId: record.id });
+  }
+
   /** The due work of one key, re-checked under the lock (the key may have changed or gone meanwhile). */
   private async dueWorkFor(record: KeyRecord, now: number, deleted: string[], rotated: string[]): Promise<void> {
     if (record.state === 'pending_deletion' && record.deletionTime !== null && record.deletionTime <= now) {
@@ -340,10 +356,8 @@ export class KeyManager {
         // The pass's own reading, or an earlier one: a deletion rescheduled while the pass ran must not
         // fall due by a forward clock step the scheduler has not yet postponed deletions by.
         if (current?.state !== 'pending_deletion' || current.deletionTime === null || current.deletionTime > Math.min(now, this.now())) return;
-        await this.persistWith({ remove: current });
-        this.unindex(current);
+        await this.destroyLocked(current);
         deleted.push(current.name);
-        this.deps.log('key deleted after its waiting period', { key_name: current.name, keyId: current.id });
       });
       return;
     }

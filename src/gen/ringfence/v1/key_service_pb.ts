@@ -714,8 +714,10 @@ export const KeyService: GenService<{
   },
   /**
    * Cancels a scheduled deletion. The key becomes KEY_STATE_DISABLED (enable it explicitly, after
-   * checking why it was scheduled). Errors: NOT_FOUND (KEY_NOT_FOUND), FAILED_PRECONDITION
-   * (KEY_NOT_PENDING_DELETION).
+   * checking why it was scheduled). Once deletion_time has passed the deletion can no longer be
+   * cancelled, though the daemon may not have destroyed the key yet. Errors: NOT_FOUND
+   * (KEY_NOT_FOUND), FAILED_PRECONDITION (KEY_NOT_PENDING_DELETION; KEY_PENDING_DELETION once
+   * deletion_time has passed).
    *
    * @generated from rpc ringfence.v1.KeyService.CancelKeyDeletion
    */
