@@ -5,3 +5,4 @@ export { getRandom } from './random.js';
 export { peerCred, peerGroups, type PeerCred } from './peer-cred.js';
 export { sdNotify } from './sd-notify.js';
 export { tryLockExclusive } from './file-lock.js';
+export { isDumpable, setDumpable } from './dumpable.js';

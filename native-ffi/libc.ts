@@ -25,6 +25,8 @@ export const fns = {
   getrandom: lib.func('long getrandom(void *buf, size_t buflen, unsigned int flags)'),
   flock: lib.func('int flock(int fd, int operation)'),
   sysconf: lib.func('long sysconf(int name)'),
+  // Variadic in glibc: called with typed pairs, synchronously (once, at start).
+  prctl: lib.func('int prctl(int option, ...)'),
   // keyctl(2) and add_key(2) have no glibc wrappers; they go through syscall(2), which is variadic
   // and therefore synchronous only. Key operations are rare and fast, so that costs nothing.
   syscall: lib.func('long syscall(long number, ...)'),
@@ -66,7 +68,7 @@ const queued: (() => void)[] = [];
  * thread before the callback runs, so errno is still read straight after the call.
  * Buffers passed in must stay referenced until the promise settles (the caller holds them).
  */
-export async function callAsync(name: Exclude<keyof typeof fns, 'syscall'>, args: unknown[], detail?: string): Promise<number> {
+export async function callAsync(name: Exclude<keyof typeof fns, 'syscall' | 'prctl'>, args: unknown[], detail?: string): Promise<number> {
   if (running >= MAX_ASYNC_CALLS) await new Promise<void>((resolve) => queued.push(resolve));
   running++;
   try {

@@ -8,6 +8,7 @@ import { ConfigError, resolveConfig } from './config.js';
 import { startDaemon } from './daemon.js';
 import { grpcLogger } from './grpc-log.js';
 import { firstStopSignal } from './stop-signals.js';
+import { setDumpable } from '../../native-ffi/dumpable.js';
 
 async function main(argv: string[]): Promise<number> {
   let config;
@@ -26,6 +27,13 @@ async function main(argv: string[]): Promise<number> {
   }
   const log = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
   grpc.setLogger(grpcLogger(log));
+  // Imported key material passes through buffers the daemon cannot wipe (the gRPC transport's): no
+  // core dump, and no ptrace or /proc/<pid>/mem for other processes of the daemon's uid.
+  try {
+    setDumpable(false);
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'cannot make the daemon undumpable (PR_SET_DUMPABLE): a core dump could hold imported key material');
+  }
   // Handlers catch their own errors; anything that still escapes is logged, never fatal to other callers.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 

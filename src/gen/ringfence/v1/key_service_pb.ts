@@ -125,8 +125,10 @@ export type ImportKeyRequest = Message<"ringfence.v1.ImportKeyRequest"> & {
 
   /**
    * The raw key material: exactly the suite's key length (32 bytes; 64 for aes-256-ctr-hmac-sha256
-   * as AES key || HMAC key; 48 for hmac-sha384; 64 for hmac-sha512). The daemon wipes every copy
-   * it made once the kernel holds the key, and never logs it. Required.
+   * as AES key || HMAC key; 48 for hmac-sha384; 64 for hmac-sha512). The daemon wipes the decoded
+   * request once the kernel holds the key, and never logs it; the gRPC transport's own receive
+   * buffers, which it cannot reach, keep the bytes until they are reused (the daemon makes itself
+   * undumpable: no core dump, no ptrace by its own uid). Required.
    *
    * @generated from field: bytes material = 4;
    */
@@ -613,7 +615,7 @@ export const KeyService: GenService<{
   },
   /**
    * Creates a key from caller-supplied material (KEY_ORIGIN_IMPORTED). The material becomes a
-   * kernel `logon` key and the daemon wipes its copies at once. It is kept sealed under the master
+   * kernel `logon` key and the daemon wipes its copies at once (see ImportKeyRequest.material). It is kept sealed under the master
    * key and crosses user space again only at each daemon start, to be loaded back (and wiped).
    * Material that a version of any key in this daemon already holds is refused (each kernel key's
    * worth on its own: either half of an encrypt-then-MAC key counts): two versions with the same
