@@ -1,8 +1,11 @@
 /**
  * Who may write the policy file. Anyone who can write it can grant themselves every key, so the
  * daemon refuses a file that is group- or world-writable or that belongs to anyone but root or the
- * daemon's own user. `ringfence policy check` applies the same rule, so it refuses what the daemon would.
+ * daemon's own user. The same holds for what leads to it: whoever can write a directory on its path
+ * can rename an older policy over it (undoing a revocation), delete it, or put a symlink of theirs
+ * in its place. `ringfence policy check` applies the same rules, so it refuses what the daemon would.
  */
+import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 
 /** Why a policy file with this owner and mode is refused, or undefined when it is accepted. */
 export function policyFileRefusal(st: { mode: number; uid: number }, daemonUid: number | undefined): string | undefined {
@@ -10,4 +13,72 @@ export function policyFileRefusal(st: { mode: number; uid: number }, daemonUid: 
   if ((st.mode & 0o020) !== 0) return 'it is writable by its group (chmod g-w it)';
   if (daemonUid !== undefined && st.uid !== 0 && st.uid !== daemonUid) return `it belongs to uid ${st.uid}, not to root or the daemon's uid ${daemonUid} (chown it)`;
   return undefined;
+}
+
+/** As the kernel's limit (ELOOP). */
+const MAX_SYMLINKS = 40;
+
+/**
+ * Why the directories and symlinks leading to the policy file are refused, or undefined when only
+ * root or the daemon's uid can change which file the path names. The path is resolved one name at
+ * a time from `/`, following symlinks here, so that the directories a symlink leads through are
+ * checked too. A name that does not exist is not refused: the open that follows reports the file
+ * missing, and the directories it was looked up in have been checked by then. The file itself is
+ * left to policyFileRefusal, on the descriptor that is read.
+ */
+export function policyPathRefusal(path: string, daemonUid: number | undefined): string | undefined {
+  // process.cwd() has no symlinks in it; `..` must not be resolved lexically before the symlinks are.
+  const names = (path.startsWith('/') ? path : `${process.cwd()}/${path}`).split('/');
+  let dir = '/'; // the directory (without symlinks) the next name is looked up in
+  let dirStat: Stats | undefined; // its lstat, when already known
+  let symlinks = 0;
+  for (let name = names.shift(); name !== undefined; name = names.shift()) {
+    if (name === '' || name === '.') continue;
+    if (name === '..') {
+      // Nobody can change what `..` names, so dir itself does not matter here.
+      dir = dir.slice(0, dir.lastIndexOf('/')) || '/';
+      dirStat = undefined;
+      continue;
+    }
+    const next = dir === '/' ? `/${name}` : `${dir}/${name}`;
+    let st: Stats;
+    try {
+      dirStat ??= lstatSync(dir);
+      const refusal = directoryRefusal(dir, dirStat, daemonUid);
+      if (refusal) return refusal;
+      st = lstatSync(next);
+      if (st.isSymbolicLink()) {
+        if (++symlinks > MAX_SYMLINKS) return `resolving it takes more than ${MAX_SYMLINKS} symlinks (a loop at ${next}?)`;
+        const owner = ownerRefusal(`the symlink ${next}`, st.uid, daemonUid, `chown -h root ${next}`);
+        if (owner) return owner;
+        const target = readlinkSync(next);
+        if (target.startsWith('/')) [dir, dirStat] = ['/', undefined];
+        names.unshift(...target.split('/'));
+        continue;
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      return `cannot check ${next} on its path (${code ?? (err as Error).message})`;
+    }
+    [dir, dirStat] = [next, st];
+  }
+  return undefined;
+}
+
+function directoryRefusal(dir: string, st: Stats, daemonUid: number | undefined): string | undefined {
+  // The sticky bit lets others add names but not rename or delete root's (a symlink they add is
+  // refused for its owner). A read-only mount is no exception: under the unit's ProtectSystem=strict
+  // every directory is one in the daemon's view, while others may write it through the host's.
+  const writers = (st.mode & 0o1000) !== 0 ? 0 : st.mode & 0o022;
+  if (writers !== 0) {
+    const [who, fix] = (writers & 0o002) !== 0 ? ['every user', 'o-w'] : ['its group', 'g-w'];
+    return `the directory ${dir} on its path is writable by ${who}, who could replace or delete the file (chmod ${fix} ${dir})`;
+  }
+  return ownerRefusal(`the directory ${dir}`, st.uid, daemonUid, `chown root ${dir}`);
+}
+
+function ownerRefusal(what: string, uid: number, daemonUid: number | undefined, fix: string): string | undefined {
+  if (daemonUid === undefined || uid === 0 || uid === daemonUid) return undefined;
+  return `${what} on its path belongs to uid ${uid}, not to root or the daemon's uid ${daemonUid} (${fix})`;
 }

@@ -1,5 +1,5 @@
 /** `ringfence policy check`: reads a policy file and explains the decision; no daemon involved. */
-import { chmodSync, chownSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -73,6 +73,16 @@ describe.concurrent('policy check', SLOW, () => {
     expect([same.code, same.stderr]).toEqual([0, '']);
     const unknown = await cli.run(['policy', 'check', '--policy', owned, '--uid', '1', '--gid', '1', '--op', 'hash']);
     expect([unknown.code, unknown.stderr]).toEqual([0, `ringfence: note: ${owned} belongs to uid 4321: the daemon accepts it only if it runs as uid 4321\n`]);
+  });
+
+  test('refuses a file in a directory the daemon would refuse: writable by other users (found by review)', async () => {
+    const open = join(dir, 'open');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const file = join(open, 'policy.json');
+    writeFileSync(file, JSON.stringify({ rules: [{ principals: ['*'], operations: ['hash'] }] }));
+    const r = await cli.run(['policy', 'check', '--policy', file, '--uid', '1', '--gid', '1', '--op', 'hash']);
+    expect([r.code, r.stderr]).toEqual([1, `ringfence: policy check: the daemon would refuse the policy file ${file}: the directory ${open} on its path is writable by every user, who could replace or delete the file (chmod o-w ${open})\n`]);
   });
 
   test('an invalid policy file fails with the field; usage errors exit 2', async () => {

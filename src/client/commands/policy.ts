@@ -5,7 +5,7 @@
  */
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { KEYLESS_OPERATIONS, OPERATIONS, decide, defaultPolicyPath, isOperation, parsePolicy, policyFileRefusal, readAccounts, type Policy } from '../../policy/index.js';
+import { KEYLESS_OPERATIONS, OPERATIONS, decide, defaultPolicyPath, isOperation, parsePolicy, policyFileRefusal, policyPathRefusal, readAccounts, type Policy } from '../../policy/index.js';
 import { CommandError, UsageError } from './args.js';
 import { str, type CommandSpec, type Values } from './command.js';
 
@@ -17,14 +17,17 @@ function id(text: string, option: string, names: Map<string, number>): number {
 }
 
 /**
- * The policy as the daemon would load it: the same owner and mode rule (policyFileRefusal), checked
- * on the descriptor read. Without --daemon-uid, a file owned by another user than root is accepted
- * with a note, since the daemon accepts it only when it runs as that user.
+ * The policy as the daemon would load it: the same rules for the directories and symlinks on its
+ * path (policyPathRefusal) and for the file's owner and mode (policyFileRefusal), checked on the
+ * descriptor read. Without --daemon-uid, owners other than root are accepted (a file's with a
+ * note), since the daemon accepts them only when it runs as that user.
  */
 function loadPolicy(path: string, daemonUid: number | undefined): { policy: Policy | undefined; note?: string } {
   let text: string;
   let owner: number;
   try {
+    const pathRefusal = policyPathRefusal(path, daemonUid);
+    if (pathRefusal) throw new CommandError(`the daemon would refuse the policy file ${path}: ${pathRefusal}`);
     const fd = openSync(path, 'r');
     try {
       const st = fstatSync(fd);

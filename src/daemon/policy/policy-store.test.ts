@@ -104,6 +104,26 @@ describe('PolicyStore', () => {
     expect(() => store.load()).not.toThrow();
   });
 
+  it('refuses a file in a directory other users can write: a swap or a deletion there keeps the policy in force (found by review)', () => {
+    const { store, dir, path, logs } = setup(grant('encrypt'));
+    store.load();
+    chmodSync(dir, 0o777);
+    // What another uid can do there: rename an older policy over it, or delete it.
+    writeFileSync(`${path}.old`, grant('decrypt'));
+    renameSync(`${path}.old`, path);
+    const why = `the directory ${dir} on its path is writable by every user, who could replace or delete the file (chmod o-w ${dir})`;
+    expect(store.reload('SIGHUP')).toBe(false);
+    expect(logs.at(-1)).toEqual({ level: 'error', msg: `policy file ${path} is invalid; keeping the policy in force: ${why}` });
+    rmSync(path);
+    expect(store.reload('SIGHUP')).toBe(false);
+    expect(store.decide(app, 'encrypt', 'k-1').allowed).toBe(true);
+    expect(store.decide(app, 'decrypt', 'k-1').allowed).toBe(false);
+    const fresh = new PolicyStore({ path, admins: new Set([0]), log: () => {}, accounts });
+    expect(() => fresh.load()).toThrow(`policy file ${path}: ${why}`);
+    chmodSync(dir, 0o1777);
+    expect(() => fresh.load()).not.toThrow();
+  });
+
   it('reload applies a valid file and keeps the old policy when the new one is invalid', () => {
     const { store, path, logs } = setup(grant('encrypt'));
     store.load();

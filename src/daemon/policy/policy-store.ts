@@ -7,7 +7,7 @@
  */
 import { closeSync, fstatSync, openSync, readFileSync, unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { decide, mayEverDo, parsePolicy, policyFileRefusal, readAccounts, type Accounts, type Decision, type Operation, type Policy, type Subject } from '../../policy/index.js';
+import { decide, mayEverDo, parsePolicy, policyFileRefusal, policyPathRefusal, readAccounts, type Accounts, type Decision, type Operation, type Policy, type Subject } from '../../policy/index.js';
 
 export type Log = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -55,6 +55,9 @@ export class PolicyStore {
   private read(): Loaded {
     let text: string;
     try {
+      // Whoever can write a directory or own a symlink on the way could swap the file: checked first.
+      const pathRefusal = policyPathRefusal(this.opts.path, process.getuid?.());
+      if (pathRefusal) return { state: 'invalid', error: pathRefusal };
       // Owner and mode (policyFileRefusal) are checked on the descriptor that is read, so the file
       // cannot be swapped between the check and the read.
       const fd = openSync(this.opts.path, 'r');

@@ -1,0 +1,122 @@
+/** policyPathRefusal: who could change which file the policy path names (found by review). */
+import { chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { policyPathRefusal } from './index.js';
+
+const uid = process.getuid!();
+const OTHER = 12345;
+const made: string[] = [];
+afterEach(() => {
+  for (const p of made.splice(0)) rmSync(p, { recursive: true, force: true });
+});
+
+/** A 0755 directory owned by the test's uid, with a policy.json in it. */
+function base(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-path-'));
+  made.push(dir);
+  chmodSync(dir, 0o755);
+  writeFileSync(join(dir, 'policy.json'), '{"rules": []}', { mode: 0o644 });
+  return dir;
+}
+
+function subdir(parent: string, name: string, mode: number): string {
+  const dir = join(parent, name);
+  mkdirSync(dir);
+  chmodSync(dir, mode); // not left to the umask
+  return dir;
+}
+
+describe('policyPathRefusal', () => {
+  it('accepts a path through directories only root or the daemon can write', () => {
+    const dir = base();
+    expect(policyPathRefusal(join(dir, 'policy.json'), uid)).toBeUndefined();
+    expect(policyPathRefusal(join(dir, 'missing.json'), uid)).toBeUndefined();
+    expect(policyPathRefusal(join(dir, 'no-dir', 'policy.json'), uid)).toBeUndefined();
+  });
+
+  it('refuses a directory on the way writable by every user or by its group, unless sticky', () => {
+    const dir = base();
+    for (const [mode, who, fix] of [[0o777, 'every user', 'o-w'], [0o775, 'its group', 'g-w']] as const) {
+      const open = subdir(dir, `m${mode.toString(8)}`, mode);
+      const inner = subdir(open, 'inner', 0o755);
+      writeFileSync(join(inner, 'policy.json'), '{}');
+      const why = `the directory ${open} on its path is writable by ${who}, who could replace or delete the file (chmod ${fix} ${open})`;
+      expect(policyPathRefusal(join(inner, 'policy.json'), uid)).toBe(why);
+      // Missing: whoever deleted it there must not be able to turn the policy off.
+      expect(policyPathRefusal(join(open, 'policy.json'), uid)).toBe(why);
+      chmodSync(open, 0o1000 | mode);
+      expect(policyPathRefusal(join(inner, 'policy.json'), uid)).toBeUndefined();
+    }
+  });
+
+  it('refuses a directory on the way owned by another uid than root or the daemon', () => {
+    // As root: chown it. As another user: its own directories, for a daemon of another uid.
+    const dir = base();
+    const owned = uid === 0 ? subdir(dir, 'owned', 0o755) : dir;
+    if (uid === 0) chownSync(owned, OTHER, OTHER);
+    const owner = uid === 0 ? OTHER : uid;
+    const daemonUid = uid === 0 ? 0 : uid + 1;
+    const path = join(owned, 'policy.json');
+    expect(policyPathRefusal(path, daemonUid)).toBe(`the directory ${owned} on its path belongs to uid ${owner}, not to root or the daemon's uid ${daemonUid} (chown root ${owned})`);
+    expect(policyPathRefusal(path, owner)).toBeUndefined();
+    expect(policyPathRefusal(path, undefined)).toBeUndefined(); // `policy check` without --daemon-uid
+  });
+
+  it('refuses a symlink owned by another uid, as one planted in /tmp would be', () => {
+    const dir = base();
+    const link = join(tmpdir(), `rf-link-${process.pid}-${Date.now()}`);
+    made.push(link);
+    symlinkSync(join(dir, 'policy.json'), link);
+    if (uid === 0) lchownSync(link, OTHER, OTHER);
+    const owner = uid === 0 ? OTHER : uid;
+    const daemonUid = uid === 0 ? 0 : uid + 1;
+    expect(policyPathRefusal(link, daemonUid)).toBe(`the symlink ${link} on its path belongs to uid ${owner}, not to root or the daemon's uid ${daemonUid} (chown -h root ${link})`);
+    if (uid === 0) {
+      lchownSync(link, 0, 0);
+      expect(policyPathRefusal(link, 0)).toBeUndefined();
+    }
+  });
+
+  it('follows symlinks into the directories they lead to: a ConfigMap layout is accepted, a writable target directory refused', () => {
+    for (const mode of [0o755, 0o1777]) {
+      const mount = subdir(base(), 'config', mode);
+      const version = subdir(mount, '..2024_01_01_00_00_00.1', 0o755);
+      writeFileSync(join(version, 'policy.json'), '{}', { mode: 0o644 });
+      symlinkSync('..2024_01_01_00_00_00.1', join(mount, '..data'));
+      symlinkSync('..data/policy.json', join(mount, 'policy.json'));
+      expect(policyPathRefusal(join(mount, 'policy.json'), uid)).toBeUndefined();
+      chmodSync(version, 0o777);
+      expect(policyPathRefusal(join(mount, 'policy.json'), uid)).toBe(`the directory ${version} on its path is writable by every user, who could replace or delete the file (chmod o-w ${version})`);
+    }
+  });
+
+  it('resolves `..` after a symlink where the link leads, as the kernel does, and relative paths from the working directory', () => {
+    const dir = base();
+    const elsewhere = subdir(dir, 'elsewhere', 0o777);
+    const deep = subdir(elsewhere, 'deep', 0o755);
+    symlinkSync(deep, join(dir, 'link'));
+    // Lexically dir/link/../policy.json is dir/policy.json; the kernel opens elsewhere/policy.json.
+    expect(policyPathRefusal(`${dir}/link/../policy.json`, uid)).toMatch(`the directory ${elsewhere} on its path is writable by every user`);
+    expect(policyPathRefusal(`${dir}/./elsewhere/../policy.json`, uid)).toBeUndefined();
+    const cwd = process.cwd();
+    try {
+      process.chdir(dir);
+      expect(policyPathRefusal('./policy.json', uid)).toBeUndefined();
+      expect(policyPathRefusal('elsewhere/../policy.json', uid)).toBeUndefined();
+      expect(policyPathRefusal('link/../policy.json', uid)).toMatch(`the directory ${elsewhere} on its path`);
+      process.chdir(deep); // its path goes through elsewhere
+      expect(policyPathRefusal('../../policy.json', uid)).toMatch(`the directory ${elsewhere} on its path`);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
+  it('refuses a symlink loop rather than looping', () => {
+    const dir = base();
+    symlinkSync('b', join(dir, 'a'));
+    symlinkSync('a', join(dir, 'b'));
+    expect(policyPathRefusal(join(dir, 'a'), uid)).toMatch(/^resolving it takes more than 40 symlinks \(a loop at .*\?\)$/);
+  });
+});
