@@ -30,7 +30,7 @@ import { KeystoreError } from './keystore/errors.js';
 import { CallerConnectionLimitError, Connections } from './identity/connections.js';
 import { throttledRefusals, type RefusalCounter } from './identity/warn-throttle.js';
 import { WallClockGain } from './keys/wall-clock-gain.js';
-import { startDueWorkScheduler } from './keys/due-work-scheduler.js';
+import { pendingPostponementMs, startDueWorkScheduler } from './keys/due-work-scheduler.js';
 import { DROP_WARN_INTERVAL_MS, openListener } from './identity/listener.js';
 import { listenFdFromEnv } from './identity/listen-fds.js';
 import { assertSocketPathFree, lockSocketPath } from './socket.js';
@@ -136,7 +136,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       material,
       fingerprints: new MaterialFingerprints(keystore, engine),
       now: () => clock.now(),
-      unpostponedClockGainMs: () => clock.unpostponed(),
+      pendingClockPostponementMs: () => pendingPostponementMs(clock),
       persist: (state) => store.save(state),
       suiteStatus,
       limits: {
@@ -212,7 +212,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     // pass ends before the first caller connects, so no call sees a key whose deletion is overdue
     // (found by review: a CancelKeyDeletion could race it). A failure is logged and retried; it does
     // not keep the daemon from serving (due-work-scheduler.ts).
-    const scheduler = startDueWorkScheduler({ runDueWork: () => keys.runDueWork(), nextDueTime: () => keys.nextDueTime(), clockSteppedForward: (step) => keys.postponeDeletions(step) }, {
+    const scheduler = startDueWorkScheduler({ runDueWork: () => keys.runDueWork(), nextDueTime: () => keys.nextDueTime(), clockSteppedForward: (step, recordPostponed) => keys.postponeDeletions(step, recordPostponed) }, {
       maxSleepMs: SCHEDULER_MAX_SLEEP_MS,
       clock,
       onClockStep: (stepMs) => log.warn({ stepMs: Math.round(stepMs) }, 'the wall clock stepped forward; postponing scheduled key deletions by the step'),

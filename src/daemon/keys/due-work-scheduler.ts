@@ -19,8 +19,12 @@ export interface DueWork {
   runDueWork(): Promise<unknown>;
   /** The earliest time (ms since the epoch) there is something to do, or null. */
   nextDueTime(): number | null;
-  /** The wall clock stepped forward by `stepMs`: postpone what must not come due early. */
-  clockSteppedForward?(stepMs: number): Promise<unknown>;
+  /**
+   * The wall clock stepped forward by `stepMs`: postpone what must not come due early, and call
+   * `recordPostponed` as that takes effect, in the same critical section (what waits on it must not
+   * see the deletions postponed and the step still pending). Called afterwards if it was not.
+   */
+  clockSteppedForward?(stepMs: number, recordPostponed: () => void): Promise<unknown>;
 }
 
 export interface SchedulerOptions {
@@ -43,13 +47,22 @@ export interface DueWorkScheduler {
   stop(): void;
 }
 
+/** How far the wall clock may gain before deletions are postponed, by default: also how early one may come. */
+export const CLOCK_STEP_TOLERANCE_MS = 1000;
+
+/** What the scheduler's next run postpones deletions by: the clock's gain not yet postponed, once past the tolerance. */
+export function pendingPostponementMs(clock: WallClockGain, toleranceMs = CLOCK_STEP_TOLERANCE_MS): number {
+  const gain = clock.unpostponed();
+  return gain > toleranceMs ? gain : 0;
+}
+
 export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): DueWorkScheduler {
   const maxSleep = opts.maxSleepMs ?? 1000;
   const firstRetry = opts.firstRetryMs ?? 1000;
   const maxRetry = opts.maxRetryMs ?? 5 * 60_000;
   const now = opts.now ?? Date.now;
   const clock = opts.clock ?? new WallClockGain(now);
-  const tolerance = opts.clockStepToleranceMs ?? 1000;
+  const tolerance = opts.clockStepToleranceMs ?? CLOCK_STEP_TOLERANCE_MS;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   let retryMs = 0;
@@ -58,12 +71,17 @@ export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): Du
     try {
       if (work.clockSteppedForward) {
         // Until the step is all postponed: the clock may step again while a postponement is saved.
-        for (let step = clock.unpostponed(), tries = 0; step > tolerance; step = clock.unpostponed()) {
+        for (let step = pendingPostponementMs(clock, tolerance), tries = 0; step > 0; step = pendingPostponementMs(clock, tolerance)) {
           if (++tries > 3) throw new Error('the wall clock keeps stepping forward; scheduled key work waits for it to settle');
           opts.onClockStep?.(step);
+          let recorded = false;
+          const recordPostponed = () => {
+            if (!recorded) clock.postponed(step);
+            recorded = true;
+          };
           // If this fails, nothing runs and the next run sees the same step again.
-          await work.clockSteppedForward(step);
-          clock.postponed(step);
+          await work.clockSteppedForward(step, recordPostponed);
+          recordPostponed();
         }
       }
       // No await since the last check: runDueWork reads the clock before its first await, so no

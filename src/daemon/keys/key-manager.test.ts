@@ -22,6 +22,8 @@ import { KernelKeystore } from '../keystore/kernel-keystore.js';
 import { StateStore } from '../state/state-store.js';
 import { DEFAULT_DELETION_WAIT_MS, KeyManager, type KeyPolicyLimits, type ResolvedVersion } from './key-manager.js';
 import { MaterialFingerprints } from './fingerprints.js';
+import { pendingPostponementMs } from './due-work-scheduler.js';
+import { WallClockGain } from './wall-clock-gain.js';
 import { KeyMaterial } from './material.js';
 import { EMPTY_STATE, loadedState, MAX_TIME_MS, validateState, type KeyRecord, type PersistedState } from './model.js';
 
@@ -57,6 +59,8 @@ class World {
   readonly masterName = `rf-km-${process.pid}-${this.n}-master`;
   master = randomBytes(32);
   clock = T0;
+  /** What the scheduler's next run would postpone deletions by (the daemon: pendingPostponementMs). */
+  pendingPostponement = () => 0;
   limits: KeyPolicyLimits = { minRotationPeriodMs: HOUR, minDeletionWaitingPeriodMs: DAY };
   /** Suites the "kernel" does not give as available. */
   status = new Map<string, AlgStatus>();
@@ -101,6 +105,7 @@ class World {
       limits: this.limits,
       log: () => {},
       now: () => this.clock,
+      pendingClockPostponementMs: () => this.pendingPostponement(),
     });
     await this.km.open(loadedState(this.store.load(), this.store.statePath));
   }
@@ -906,6 +911,52 @@ describe('KeyManager: lifecycle', () => {
     expect((await w.km.cancelDeletion('k2')).state).toBe('disabled');
   });
 
+  describe('a cancel is judged as the scheduler\'s next run will judge the deletion (found by review)', () => {
+    /** The world's wall clock against a monotonic one the test moves, as the daemon wires them. */
+    function steppedClock(w: World) {
+      let mono = 0;
+      const clock = new WallClockGain(() => w.clock, () => mono);
+      w.pendingPostponement = () => pendingPostponementMs(clock);
+      return { clock, pass: (realMs: number, stepMs = 0) => ((mono += realMs), (w.clock += realMs + stepMs)) };
+    }
+
+    it('after a forward step beyond the tolerance, not yet postponed: as if postponed', async () => {
+      const w = await world();
+      const { pass } = steppedClock(w);
+      await w.km.create({ name: 'k' });
+      await w.km.scheduleDeletion('k', DAY);
+      pass(DAY - 3 * SECOND, 5 * SECOND); // the wall clock says due; 3 s of real time are left
+      expect((await w.km.cancelDeletion('k')).state).toBe('disabled');
+    });
+
+    it('a step under the tolerance is not postponed by the scheduler, so not counted here either', async () => {
+      const w = await world();
+      const { pass } = steppedClock(w);
+      await w.km.create({ name: 'k' });
+      await w.km.scheduleDeletion('k', DAY);
+      pass(DAY - 400, 900); // due by the wall clock, 500 ms ago; the scheduler would delete it
+      await expectApi(w.km.cancelDeletion('k'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    });
+
+    it('a cancel that waited on the postponement does not count the step again', async () => {
+      const w = await world();
+      const { clock, pass } = steppedClock(w);
+      await w.km.create({ name: 'k' });
+      await w.km.scheduleDeletion('k', DAY);
+      pass(DAY + 3 * SECOND, 5 * SECOND); // due by 3 s of real time, also once postponed by the step
+      let release!: () => void;
+      w.delay = () => new Promise<void>((r) => (release = r));
+      // As the scheduler does it: the step is recorded by postponeDeletions, under its lock.
+      const postponing = w.km.postponeDeletions(5 * SECOND, () => clock.postponed(5 * SECOND));
+      await new Promise((r) => setTimeout(r, 10));
+      w.delay = undefined;
+      const cancel = w.km.cancelDeletion('k'); // waits on the lock
+      release();
+      expect(await postponing).toEqual(['k']);
+      await expectApi(cancel, Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    });
+  });
+
   it('resolves versions for decryption and verification as the ciphertext says, or says why not', async () => {
     const w = await world();
     const r = await w.km.create({ name: 'k' });
@@ -1145,7 +1196,6 @@ describe('KeyManager.runDueWork', () => {
     await w.km.create({ name: 'del' });
     await w.km.scheduleDeletion('del', DAY);
     await w.km.create({ name: 'rot', rotationPeriodMs: HOUR });
-    w.clock = T0 + DAY - 1;
     // Hold the lock with a slow write, queue the changes, then the scheduler's run behind them.
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
@@ -1153,11 +1203,15 @@ describe('KeyManager.runDueWork', () => {
     const slow = w.km.create({ name: 'slow' });
     const cancel = w.km.cancelDeletion('del');
     const schedule = w.km.scheduleDeletion('rot', DAY);
-    // The run reads the clock once, as it starts: "del" is due for it. The cancel reads it when it
-    // runs, a millisecond earlier here (a deletion already due can no longer be cancelled).
+    // The run reads the clock once, as it starts: "del" is due for it...
     w.clock = T0 + DAY;
     const run = w.km.runDueWork();
+    // ...but not yet for the cancel (a deletion already due can no longer be cancelled); once the
+    // cancel is saved the clock moves on, so only the re-check of the key's state spares it.
     w.clock = T0 + DAY - 1;
+    w.afterSave = (doc) => {
+      if (doc.keys.find((k) => k.name === 'del')?.state === 'disabled') w.clock = T0 + DAY + 1;
+    };
     await new Promise((resolve) => setTimeout(resolve, 10));
     w.delay = undefined;
     release();

@@ -41,8 +41,8 @@ export interface KeyManagerDeps {
   limits: KeyPolicyLimits;
   log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
   now?: () => number;
-  /** How far the wall clock gained that deletions are not yet postponed by (wall-clock-gain.ts); default 0. */
-  unpostponedClockGainMs?: () => number;
+  /** What the scheduler's next run will postpone deletions by (due-work-scheduler.ts pendingPostponementMs); default 0. */
+  pendingClockPostponementMs?: () => number;
 }
 
 /** A key version resolved for one operation: everything the crypto layer needs. */
@@ -285,9 +285,9 @@ export class KeyManager {
       }
       // Due is due (found by review): the scheduler's next pass may be a second away, or longer
       // after a failure or at start, and must not be a window in which the key can be brought back.
-      // Left to the scheduler to carry out: it postpones deletions by a forward step of the clock
-      // first, which is also why a gain not yet postponed counts here.
-      if (record.deletionTime !== null && record.deletionTime + (this.deps.unpostponedClockGainMs?.() ?? 0) <= this.now()) {
+      // Left to the scheduler to carry out, and judged as its next run will: after postponing
+      // deletions by a forward step of the clock it has not yet postponed them by (found by review).
+      if (record.deletionTime !== null && record.deletionTime + (this.deps.pendingClockPostponementMs?.() ?? 0) <= this.now()) {
         throw pendingDeletion(record, 'its waiting period has passed, so the deletion can no longer be cancelled; the daemon destroys the key at its next pass');
       }
       return this.replace({ ...structuredClone(record), state: 'disabled', deletionTime: null });
@@ -300,7 +300,7 @@ export class KeyManager {
    * All in one state write: a crash cannot leave some postponed and others not. Returns the keys
    * postponed.
    */
-  async postponeDeletions(stepMs: number): Promise<string[]> {
+  async postponeDeletions(stepMs: number, recordPostponed: () => void = () => {}): Promise<string[]> {
     // Whole milliseconds, as every time in the state (the step comes from performance.now()).
     const step = Math.ceil(stepMs);
     if (!(step > 0)) return [];
@@ -315,6 +315,8 @@ export class KeyManager {
         this.byId.set(record.id, record);
         this.deps.log('the wall clock stepped forward: key deletion postponed by the step', { key_name: record.name, keyId: record.id, stepMs: step, deletionTime: new Date(record.deletionTime!).toISOString() }, 'warn');
       }
+      // Under the lock: a cancel waiting on it would otherwise add the step again (found by review).
+      recordPostponed();
       return next.map((r) => r.name);
     });
   }
