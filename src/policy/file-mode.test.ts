@@ -2,7 +2,9 @@
 import { chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../../test/support/run-ts.js';
 import { policyPathRefusal } from './index.js';
 
 const uid = process.getuid!();
@@ -118,5 +120,39 @@ describe('policyPathRefusal', () => {
     symlinkSync('b', join(dir, 'a'));
     symlinkSync('a', join(dir, 'b'));
     expect(policyPathRefusal(join(dir, 'a'), uid)).toMatch(/^resolving it takes more than 40 symlinks \(a loop at .*\?\)$/);
+  });
+
+  it('accepts a writable directory that is the root of a read-only mount (a ConfigMap volume), not one inside it or a bind of the same file system', () => {
+    // In a mount namespace of its own (unshare -rm: root there, whoever runs the test): a 0777 tmpfs
+    // laid out as kubelet does, made read-only; then the check in a process inside it.
+    const dir = base();
+    const mount = subdir(dir, 'mnt', 0o755);
+    const bound = subdir(dir, 'bound', 0o777);
+    writeFileSync(join(bound, 'policy.json'), '{}', { mode: 0o644 });
+    const code = `
+      import { policyPathRefusal } from './src/policy/file-mode.ts';
+      const p = (path) => policyPathRefusal(path, process.getuid()) ?? 'accepted';
+      console.log(JSON.stringify({ mountRoot: p(${JSON.stringify(join(mount, 'policy.json'))}), inner: p(${JSON.stringify(join(mount, 'inner', 'policy.json'))}), bound: p(${JSON.stringify(join(bound, 'policy.json'))}) }));`;
+    const script = [
+      `mount -t tmpfs -o mode=0777 none ${mount}`,
+      `mkdir -m 0755 ${mount}/..2024_01_01 && echo '{}' > ${mount}/..2024_01_01/policy.json`,
+      `mkdir -m 0777 ${mount}/inner && echo '{}' > ${mount}/inner/policy.json`,
+      `ln -s ..2024_01_01 ${mount}/..data && ln -s ..data/policy.json ${mount}/policy.json`,
+      `mount -o remount,ro,bind ${mount}`,
+      // A read-only bind of a directory of the same file system: writable through its other path.
+      `mount --bind ${bound} ${bound} && mount -o remount,ro,bind ${bound}`,
+      `exec "$0" --import tsx --input-type=module -e "$1"`,
+    ].join(' && ');
+    const r = spawnSync('unshare', ['-rm', 'sh', '-c', script, process.execPath, code], {
+      cwd: PROJECT_ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, TSX_TSCONFIG_PATH: `${PROJECT_ROOT}tsconfig.json` },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toEqual({
+      mountRoot: 'accepted',
+      inner: `the directory ${join(mount, 'inner')} on its path is writable by every user, who could replace or delete the file (chmod o-w ${join(mount, 'inner')})`,
+      bound: `the directory ${bound} on its path is writable by every user, who could replace or delete the file (chmod o-w ${bound})`,
+    });
   });
 });

@@ -98,7 +98,7 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
         return new ApiError(Status.UNAVAILABLE, ErrorReason.AF_ALG_UNAVAILABLE, err.message, err.errno ? { errno: err.errno } : {}, { cause: err });
       case 'PAYLOAD_TOO_LARGE': {
         // errors.proto promises field, limit_bytes and actual_bytes (found by review: aes-256-ccm's bound had none).
-        const size: Record<string, string> = err.size ? { field: err.size.field, actual_bytes: String(err.size.actualBytes), limit_bytes: String(err.size.limitBytes) } : {};
+        const size: Record<string, string> = err.size ? { ...(err.size.field ? { field: err.size.field } : {}), actual_bytes: String(err.size.actualBytes), limit_bytes: String(err.size.limitBytes) } : {};
         return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.PAYLOAD_TOO_LARGE, `${err.message}; send less at once`, { ...size, ...(err.errno ? { errno: err.errno } : {}) }, { cause: err });
       }
       case 'BUSY':

@@ -25,10 +25,10 @@ export class EngineError extends Error {
   /** For ALGORITHM_UNAVAILABLE: the kernel's name (e.g. "gcm(aes)"), and whether af_alg_restrict=1 is why. */
   readonly algorithm: string | undefined;
   readonly restricted: boolean;
-  /** For PAYLOAD_TOO_LARGE, where known: what was too large, its size and the bound (errors.proto's metadata). */
-  readonly size: { field: string; actualBytes: number; limitBytes: number } | undefined;
+  /** For PAYLOAD_TOO_LARGE, where known: the size and the bound, and the request field when the engine can name it (errors.proto's metadata). */
+  readonly size: { field?: string; actualBytes: number; limitBytes: number } | undefined;
 
-  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string; limit?: 'queued_requests' | 'hash_streams'; algorithm?: string; restricted?: boolean; size?: { field: string; actualBytes: number; limitBytes: number } }) {
+  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string; limit?: 'queued_requests' | 'hash_streams'; algorithm?: string; restricted?: boolean; size?: { field?: string; actualBytes: number; limitBytes: number } }) {
     super(message, options?.cause ? { cause: options.cause } : undefined);
     this.name = 'EngineError';
     this.code = code;

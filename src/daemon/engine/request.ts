@@ -41,15 +41,20 @@ export async function runRequest(
   // Described only when something fails: building the string is measurable per small request.
   const what = () => describeSpec(tfm.spec);
   const inLen = byteLength(input);
-  if (inLen > limits.maxRequestBytes || outLen > limits.maxRequestBytes + 65536) {
-    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds the ${limits.maxRequestBytes}-byte limit of one request`, { size: { field: 'request', actualBytes: inLen, limitBytes: limits.maxRequestBytes } });
+  if (inLen > limits.maxRequestBytes) {
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds the ${limits.maxRequestBytes}-byte limit of one request`, { size: { actualBytes: inLen, limitBytes: limits.maxRequestBytes } });
+  }
+  if (outLen > limits.maxRequestBytes + 65536) {
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: an answer of ${outLen} bytes exceeds the ${limits.maxRequestBytes + 65536}-byte limit of one request`, { size: { actualBytes: outLen, limitBytes: limits.maxRequestBytes + 65536 } });
   }
   const sync = inLen + outLen <= limits.asyncThresholdBytes;
   const fd = tfm.tryAcquire() ?? (await tfm.acquire());
   const cap = tfm.capacityOf(fd);
   if (inLen > cap.send || outLen > cap.receive) {
     tfm.release(fd);
-    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${inLen} bytes exceeds what this kernel lets one request buffer (${Math.min(cap.send, cap.receive)}; raising it needs CAP_NET_ADMIN or net.core.wmem_max/rmem_max)`, { size: { field: 'request', actualBytes: inLen, limitBytes: Math.min(cap.send, cap.receive) } });
+    // The side that does not fit (metadata must not show an actual size within its limit).
+    const [actual, limit] = inLen > cap.send ? [inLen, cap.send] : [outLen, cap.receive];
+    throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: ${actual} bytes exceeds what this kernel lets one request buffer (${limit}; raising it needs CAP_NET_ADMIN or net.core.wmem_max/rmem_max)`, { size: { actualBytes: actual, limitBytes: limit } });
   }
   // Never read into an empty buffer: recvmsg of 0 bytes returns at once without processing, which
   // would skip tag verification of an empty-plaintext AEAD decryption and leave the request queued.
