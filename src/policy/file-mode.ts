@@ -5,8 +5,7 @@
  * can rename an older policy over it (undoing a revocation), delete it, or put a symlink of theirs
  * in its place. `ringfence policy check` applies the same rules, so it refuses what the daemon would.
  */
-import { accessSync, constants, lstatSync, readlinkSync, type Stats } from 'node:fs';
-import { dirname } from 'node:path';
+import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 
 /** Why a policy file with this owner and mode is refused, or undefined when it is accepted. */
 export function policyFileRefusal(st: { mode: number; uid: number }, daemonUid: number | undefined): string | undefined {
@@ -69,9 +68,12 @@ export function policyPathRefusal(path: string, daemonUid: number | undefined): 
 
 function directoryRefusal(dir: string, st: Stats, daemonUid: number | undefined): string | undefined {
   // The sticky bit lets others add names but not rename or delete root's (a symlink they add is
-  // refused for its owner).
+  // refused for its owner). A read-only mount is no exception (found by review): nothing seen from
+  // here tells a Kubernetes ConfigMap volume (a read-only bind of a directory only the kubelet
+  // writes) from a read-only view of a directory others write elsewhere; ProtectSystem=strict makes
+  // every directory read-only in the daemon's view.
   const writers = (st.mode & 0o1000) !== 0 ? 0 : st.mode & 0o022;
-  if (writers !== 0 && !isReadOnlyMountRoot(dir, st)) {
+  if (writers !== 0) {
     const [who, fix] = (writers & 0o002) !== 0 ? ['every user', 'o-w'] : ['its group', 'g-w'];
     return `the directory ${dir} on its path is writable by ${who}, who could replace or delete the file (chmod ${fix} ${dir})`;
   }
@@ -81,20 +83,4 @@ function directoryRefusal(dir: string, st: Stats, daemonUid: number | undefined)
 function ownerRefusal(what: string, uid: number, daemonUid: number | undefined, fix: string): string | undefined {
   if (daemonUid === undefined || uid === 0 || uid === daemonUid) return undefined;
   return `${what} on its path belongs to uid ${uid}, not to root or the daemon's uid ${daemonUid} (${fix})`;
-}
-
-/**
- * A directory that is itself the root of a read-only mount: a Kubernetes ConfigMap or Secret volume
- * is mode 0777 (or 1777) and mounted read-only (found by review: the documented layout was refused).
- * Only the mount's root counts: under the unit's ProtectSystem=strict every directory is read-only in
- * the daemon's view, while others may write it through the host's.
- */
-function isReadOnlyMountRoot(dir: string, st: Stats): boolean {
-  if (dir === '/' || lstatSync(dirname(dir)).dev === st.dev) return false;
-  try {
-    accessSync(dir, constants.W_OK);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EROFS';
-  }
 }

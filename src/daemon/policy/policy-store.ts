@@ -119,8 +119,8 @@ export class PolicyStore {
 
   /**
    * Watches the file's directory (an editor's rename into place is seen at once), and polls the
-   * file's stat through any symlinks (fs.watchFile): a symlinked file (a Kubernetes ConfigMap:
-   * policy.json -> ..data/policy.json, updated by swapping ..data), a link re-pointed, or a target
+   * file's stat through any symlinks (fs.watchFile): a symlinked file (policy.json ->
+   * ..data/policy.json, updated by swapping ..data, in directories policyPathRefusal accepts), a link re-pointed, or a target
    * edited in another directory, changes what stat reports even where no watched directory
    * changes. Changes are reloaded after a quiet period; one that leaves the text as it was is silent.
    */
