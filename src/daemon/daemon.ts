@@ -212,7 +212,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     // pass ends before the first caller connects, so no call sees a key whose deletion is overdue
     // (found by review: a CancelKeyDeletion could race it). A failure is logged and retried; it does
     // not keep the daemon from serving (due-work-scheduler.ts).
-    const scheduler = startDueWorkScheduler({ runDueWork: () => keys.runDueWork(), nextDueTime: () => keys.nextDueTime(), clockSteppedForward: (step, recordPostponed) => keys.postponeDeletions(step, recordPostponed) }, {
+    const scheduler = startDueWorkScheduler(keys.dueWork(), {
       maxSleepMs: SCHEDULER_MAX_SLEEP_MS,
       clock,
       onClockStep: (stepMs) => log.warn({ stepMs: Math.round(stepMs) }, 'the wall clock stepped forward; postponing scheduled key deletions by the step'),

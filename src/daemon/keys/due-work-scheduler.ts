@@ -20,11 +20,13 @@ export interface DueWork {
   /** The earliest time (ms since the epoch) there is something to do, or null. */
   nextDueTime(): number | null;
   /**
-   * The wall clock stepped forward by `stepMs`: postpone what must not come due early, and call
-   * `recordPostponed` as that takes effect, in the same critical section (what waits on it must not
-   * see the deletions postponed and the step still pending). Called afterwards if it was not.
+   * The wall clock stepped forward by `stepMs`: postpone what must not come due early. Work that
+   * others wait on while it postpones uses `step`: it re-reads the step there (the clock may have
+   * stepped again meanwhile) and records what it postponed by in the same critical section, so that
+   * nothing waiting on it sees the deletions postponed and the step still pending. If it records
+   * nothing, `stepMs` is recorded afterwards.
    */
-  clockSteppedForward?(stepMs: number, recordPostponed: () => void): Promise<unknown>;
+  clockSteppedForward?(stepMs: number, step: PostponementStep): Promise<unknown>;
 }
 
 export interface SchedulerOptions {
@@ -45,6 +47,12 @@ export interface DueWorkScheduler {
   /** Settles once the first run (at start) has finished, successfully or not. */
   readonly started: Promise<void>;
   stop(): void;
+}
+
+/** The step as it stands now, and its record once postponed (clockSteppedForward). */
+export interface PostponementStep {
+  current(): number;
+  recordPostponed(ms: number): void;
 }
 
 /** How far the wall clock may gain before deletions are postponed, by default: also how early one may come. */
@@ -75,13 +83,13 @@ export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): Du
           if (++tries > 3) throw new Error('the wall clock keeps stepping forward; scheduled key work waits for it to settle');
           opts.onClockStep?.(step);
           let recorded = false;
-          const recordPostponed = () => {
-            if (!recorded) clock.postponed(step);
+          const recordPostponed = (ms: number) => {
+            if (!recorded) clock.postponed(ms);
             recorded = true;
           };
           // If this fails, nothing runs and the next run sees the same step again.
-          await work.clockSteppedForward(step, recordPostponed);
-          recordPostponed();
+          await work.clockSteppedForward(step, { current: () => pendingPostponementMs(clock, tolerance), recordPostponed });
+          recordPostponed(step);
         }
       }
       // No await since the last check: runDueWork reads the clock before its first await, so no

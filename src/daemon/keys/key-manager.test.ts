@@ -22,7 +22,7 @@ import { KernelKeystore } from '../keystore/kernel-keystore.js';
 import { StateStore } from '../state/state-store.js';
 import { DEFAULT_DELETION_WAIT_MS, KeyManager, type KeyPolicyLimits, type ResolvedVersion } from './key-manager.js';
 import { MaterialFingerprints } from './fingerprints.js';
-import { pendingPostponementMs } from './due-work-scheduler.js';
+import { pendingPostponementMs, startDueWorkScheduler } from './due-work-scheduler.js';
 import { WallClockGain } from './wall-clock-gain.js';
 import { KeyMaterial } from './material.js';
 import { EMPTY_STATE, loadedState, MAX_TIME_MS, validateState, type KeyRecord, type PersistedState } from './model.js';
@@ -938,22 +938,35 @@ describe('KeyManager: lifecycle', () => {
       await expectApi(w.km.cancelDeletion('k'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
     });
 
-    it('a cancel that waited on the postponement does not count the step again', async () => {
+    it('a cancel that waited on the scheduler\'s postponement does not count the step again', async () => {
       const w = await world();
       const { clock, pass } = steppedClock(w);
       await w.km.create({ name: 'k' });
       await w.km.scheduleDeletion('k', DAY);
       pass(DAY + 3 * SECOND, 5 * SECOND); // due by 3 s of real time, also once postponed by the step
-      let release!: () => void;
-      w.delay = () => new Promise<void>((r) => (release = r));
-      // As the scheduler does it: the step is recorded by postponeDeletions, under its lock.
-      const postponing = w.km.postponeDeletions(5 * SECOND, () => clock.postponed(5 * SECOND));
-      await new Promise((r) => setTimeout(r, 10));
-      w.delay = undefined;
-      const cancel = w.km.cancelDeletion('k'); // waits on the lock
-      release();
-      expect(await postponing).toEqual(['k']);
-      await expectApi(cancel, Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+      let cancel: Promise<unknown> | undefined;
+      // The postponement's save: a cancel queues behind it on the lock.
+      w.delay = () => {
+        w.delay = undefined;
+        cancel = w.km.cancelDeletion('k').then(() => 'cancelled', (e: unknown) => e);
+        return new Promise<void>((r) => setTimeout(r, 10));
+      };
+      const errors: unknown[] = [];
+      const scheduler = startDueWorkScheduler(
+        w.km.dueWork(), // as daemon.ts wires it
+        { clock, now: () => w.clock, maxSleepMs: 60_000, onError: (err) => errors.push(err) },
+      );
+      try {
+        await scheduler.started;
+      } finally {
+        scheduler.stop();
+      }
+      expect(errors).toEqual([]);
+      expect(cancel).toBeDefined();
+      const refused = await cancel;
+      expect(refused).toBeInstanceOf(ApiError);
+      expect((refused as ApiError).reason).toBe(ErrorReason.KEY_PENDING_DELETION);
+      expect(w.km.list('', 10).keys.map((k) => k.name)).toEqual([]); // and the run deleted it
     });
   });
 

@@ -12,6 +12,7 @@ import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api
 import { KeystoreError } from '../keystore/errors.js';
 import type { MaterialFingerprints } from './fingerprints.js';
 import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './key-errors.js';
+import type { DueWork, PostponementStep } from './due-work-scheduler.js';
 import { Mutex } from './mutex.js';
 import { chooseSuite } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
@@ -298,17 +299,23 @@ export class KeyManager {
    * The wall clock stepped forward by `stepMs` while the daemon ran (due-work-scheduler.ts): every
    * pending deletion moves that much later, so that it still waits its whole period in real time.
    * All in one state write: a crash cannot leave some postponed and others not. Returns the keys
-   * postponed.
+   * postponed. With the scheduler's `stepNow`, the step is read and recorded under the lock (found
+   * by review): a cancel waiting on it judges deletions as the scheduler's next run will.
    */
-  async postponeDeletions(stepMs: number, recordPostponed: () => void = () => {}): Promise<string[]> {
-    // Whole milliseconds, as every time in the state (the step comes from performance.now()).
-    const step = Math.ceil(stepMs);
-    if (!(step > 0)) return [];
+  async postponeDeletions(stepMs: number, stepNow?: PostponementStep): Promise<string[]> {
     return this.lock.run(async () => {
-      const next = [...this.byName.values()]
-        .filter((r) => r.state === 'pending_deletion' && r.deletionTime !== null)
-        .map((r) => ({ ...structuredClone(r), deletionTime: Math.min(r.deletionTime! + step, MAX_TIME_MS), updateTime: this.now() }));
-      if (next.length === 0) return [];
+      const stepRead = stepNow ? stepNow.current() : stepMs;
+      // Whole milliseconds, as every time in the state (the step comes from performance.now()).
+      const step = Math.ceil(stepRead);
+      const next = !(step > 0)
+        ? []
+        : [...this.byName.values()]
+            .filter((r) => r.state === 'pending_deletion' && r.deletionTime !== null)
+            .map((r) => ({ ...structuredClone(r), deletionTime: Math.min(r.deletionTime! + step, MAX_TIME_MS), updateTime: this.now() }));
+      if (next.length === 0) {
+        stepNow?.recordPostponed(Math.max(stepRead, 0));
+        return [];
+      }
       await this.persistWith({ put: next });
       for (const record of next) {
         this.setByName(record);
@@ -316,9 +323,14 @@ export class KeyManager {
         this.deps.log('the wall clock stepped forward: key deletion postponed by the step', { key_name: record.name, keyId: record.id, stepMs: step, deletionTime: new Date(record.deletionTime!).toISOString() }, 'warn');
       }
       // Under the lock: a cancel waiting on it would otherwise add the step again (found by review).
-      recordPostponed();
+      stepNow?.recordPostponed(stepRead);
       return next.map((r) => r.name);
     });
+  }
+
+  /** This manager's scheduled work, as the due-work scheduler runs it (daemon.ts). */
+  dueWork(): DueWork {
+    return { runDueWork: () => this.runDueWork(), nextDueTime: () => this.nextDueTime(), clockSteppedForward: (step, stepNow) => this.postponeDeletions(step, stepNow) };
   }
 
   /** Destroys keys whose deletion time has passed, and rotates keys that are due. Returns what it did. */

@@ -284,8 +284,9 @@ export enum ErrorReason {
 
   /**
    * RESOURCE_EXHAUSTED: a payload exceeds its limit (plaintext, data, associated data, stream
-   * chunk, random or data key length; see Limits). Metadata: `field`, `limit_bytes`,
-   * `actual_bytes`.
+   * chunk, random or data key length; see Limits), or a suite's own bound (aes-256-ccm: 2^24 - 1
+   * bytes at once). Metadata: `limit_bytes`, `actual_bytes`, and `field` except when what refused
+   * it is the kernel's bound on one request (its socket buffers), which no single field names.
    *
    * @generated from enum value: ERROR_REASON_PAYLOAD_TOO_LARGE = 50;
    */
