@@ -81,7 +81,7 @@ describe('policyPathRefusal', () => {
     }
   });
 
-  it('follows symlinks into the directories they lead to: a ConfigMap layout is accepted, a writable target directory refused', () => {
+  it('follows symlinks into the directories they lead to: a ..data layout in a safe directory is accepted, a writable target directory refused', () => {
     for (const mode of [0o755, 0o1777]) {
       const mount = subdir(base(), 'config', mode);
       const version = subdir(mount, '..2024_01_01_00_00_00.1', 0o755);

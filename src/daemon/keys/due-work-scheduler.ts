@@ -39,7 +39,7 @@ export interface SchedulerOptions {
   clock?: WallClockGain;
   /** How far the wall clock may gain before deletions are postponed (default 1 s): also how early one may come. */
   clockStepToleranceMs?: number;
-  /** Told of each forward step before deletions are postponed by it. */
+  /** Told of each forward step deletions are postponed by, as the postponement is recorded. */
   onClockStep?: (stepMs: number) => void;
 }
 
@@ -81,11 +81,13 @@ export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): Du
         // Until the step is all postponed: the clock may step again while a postponement is saved.
         for (let step = pendingPostponementMs(clock, tolerance), tries = 0; step > 0; step = pendingPostponementMs(clock, tolerance)) {
           if (++tries > 3) throw new Error('the wall clock keeps stepping forward; scheduled key work waits for it to settle');
-          opts.onClockStep?.(step);
           let recorded = false;
+          // Told as it is recorded: the work may have read a different step under its lock (found by review).
           const recordPostponed = (ms: number) => {
-            if (!recorded) clock.postponed(ms);
+            if (recorded) return;
             recorded = true;
+            if (ms > 0) opts.onClockStep?.(ms);
+            clock.postponed(ms);
           };
           // If this fails, nothing runs and the next run sees the same step again.
           await work.clockSteppedForward(step, { current: () => pendingPostponementMs(clock, tolerance), recordPostponed });

@@ -938,6 +938,39 @@ describe('KeyManager: lifecycle', () => {
       await expectApi(w.km.cancelDeletion('k'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
     });
 
+    it('the scheduler\'s step is read again under the lock: a further step while it waits is postponed too, a step back undoes it (found by review)', async () => {
+      for (const [further, moved] of [[3 * SECOND, 8 * SECOND], [-5 * SECOND, 0]] as const) {
+        const w = await world();
+        const { clock, pass } = steppedClock(w);
+        await w.km.create({ name: 'k' });
+        await w.km.scheduleDeletion('k', DAY);
+        const before = w.km.get('k').deletionTime!;
+        pass(HOUR, 5 * SECOND);
+        // Another change holds the lock while the scheduler starts and waits on it; the clock moves meanwhile.
+        let release!: () => void;
+        w.delay = () => {
+          w.delay = undefined;
+          return new Promise<void>((r) => (release = r));
+        };
+        const holding = w.km.create({ name: 'other' });
+        await new Promise((r) => setTimeout(r, 10));
+        const told: number[] = [];
+        const scheduler = startDueWorkScheduler(w.km.dueWork(), { clock, now: () => w.clock, maxSleepMs: 60_000, onError: (err) => told.push(-1, (err as Error).message.length), onClockStep: (ms) => told.push(ms) });
+        await new Promise((r) => setTimeout(r, 10));
+        pass(0, further);
+        release();
+        await holding;
+        try {
+          await scheduler.started;
+        } finally {
+          scheduler.stop();
+        }
+        expect(w.km.get('k').deletionTime! - before, `a further step of ${further} ms`).toBe(moved);
+        expect(told).toEqual(moved > 0 ? [moved] : []);
+        expect(pendingPostponementMs(clock)).toBe(0);
+      }
+    });
+
     it('a cancel that waited on the scheduler\'s postponement does not count the step again', async () => {
       const w = await world();
       const { clock, pass } = steppedClock(w);
