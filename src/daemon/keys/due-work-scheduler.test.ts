@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { WallClockGain } from './wall-clock-gain.js';
-import { startDueWorkScheduler, type DueWorkScheduler } from './due-work-scheduler.js';
+import { DueWorkFailed, startDueWorkScheduler, type DueWorkScheduler } from './due-work-scheduler.js';
 
 describe('the due-work scheduler', () => {
   let scheduler: DueWorkScheduler | undefined;
@@ -37,6 +37,38 @@ describe('the due-work scheduler', () => {
     const recovered = runs.length;
     await vi.advanceTimersByTimeAsync(5000);
     expect(runs.length - recovered).toBeGreaterThanOrEqual(4);
+  });
+
+  it('work put off key by key (DueWorkFailed) runs again when the work says, and the rest on time, with no backoff of the whole scheduler (found by review)', async () => {
+    // One key's rotation keeps failing and is retried on its own backoff (1, 2, 4, 8 s); another key's deletion is due at 10 s.
+    const runs: number[] = [];
+    let retryAt = 0;
+    let retryDelay = 0;
+    let deletionDue: number | null = 10_000;
+    let deletedAt: number | undefined;
+    const errors: number[] = [];
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => {
+          const now = Date.now();
+          runs.push(now);
+          if (deletionDue !== null && now >= deletionDue) [deletionDue, deletedAt] = [null, now];
+          if (now >= retryAt) {
+            retryDelay = retryDelay === 0 ? 1000 : retryDelay * 2;
+            retryAt = now + retryDelay;
+            throw new DueWorkFailed([{ name: 'a', err: new Error('ENOSPC: no space left on device'), retryInMs: retryDelay }]);
+          }
+        },
+        nextDueTime: () => Math.min(retryAt, deletionDue ?? Infinity),
+      },
+      { onError: (err, retryInMs) => errors.push(retryInMs, (err as Error).message.includes('"a": ENOSPC') ? 1 : 0), firstRetryMs: 1000, maxRetryMs: 5 * 60_000, maxSleepMs: 60_000 },
+    );
+    await scheduler.started;
+    await vi.advanceTimersByTimeAsync(20_000);
+    // The key's retries when it says (a backoff of the scheduler's own, doubling alike, put the deletion at 15 s).
+    expect(runs).toEqual([0, 1005, 3010, 7015, 10_005, 15_020]);
+    expect(deletedAt).toBe(10_005);
+    expect(errors).toEqual([1000, 1, 2000, 1, 4000, 1, 8000, 1, 16_000, 1]);
   });
 
   it('runs when the next rotation or deletion is due, and not after stop()', async () => {

@@ -3,7 +3,9 @@
  * the daemon was down): once at start, then whenever something is due, checking at least every
  * `maxSleepMs` (the clock may jump). A failure (a full disk, the kernel's key quota) is logged and
  * retried with a backoff: it must neither stop the daemon from serving the other keys nor turn into a
- * loop that logs every few milliseconds while the work stays due.
+ * loop that logs every few milliseconds while the work stays due. The work backs off per key
+ * (DueWorkFailed, key-retries.ts): one key's failure must not hold up the others' deletions and
+ * rotations; the scheduler backs off as a whole only when the run itself fails.
  *
  * Due times are wall-clock times (they must survive restarts), so a forward step of the clock would
  * bring deletions due early, and a deletion cannot be undone. Whatever of the wall clock's gain on
@@ -15,9 +17,13 @@
 import { WallClockGain } from './wall-clock-gain.js';
 
 export interface DueWork {
-  /** Reads the wall clock once, before its first await, and works from that reading. */
+  /**
+   * Reads the wall clock once, before its first await, and works from that reading. Rejects with
+   * DueWorkFailed when only some of the work failed: the rest is done, and what failed is put off
+   * (nextDueTime counts its retry time).
+   */
   runDueWork(): Promise<unknown>;
-  /** The earliest time (ms since the epoch) there is something to do, or null. */
+  /** The earliest time (ms since the epoch) there is something to do, or to try again, or null. */
   nextDueTime(): number | null;
   /**
    * The wall clock stepped forward by `stepMs`: postpone what must not come due early. Work that
@@ -53,6 +59,19 @@ export interface DueWorkScheduler {
 export interface PostponementStep {
   current(): number;
   recordPostponed(ms: number): void;
+}
+
+/** Some of a run's work failed and is put off, each part until its own retry time; the rest was done. */
+export class DueWorkFailed extends AggregateError {
+  /** The soonest any of the failed work is tried again. */
+  readonly retryInMs: number;
+
+  constructor(failures: readonly { name: string; err: unknown; retryInMs: number }[]) {
+    const what = failures.map((f) => `"${f.name}": ${(f.err as Error)?.message ?? String(f.err)} (retry in ${f.retryInMs} ms)`).join('; ');
+    super(failures.map((f) => f.err), `scheduled work failed for ${failures.length} key${failures.length === 1 ? '' : 's'}: ${what}`);
+    this.name = 'DueWorkFailed';
+    this.retryInMs = Math.min(...failures.map((f) => f.retryInMs));
+  }
 }
 
 /** How far the wall clock may gain before deletions are postponed, by default: also how early one may come. */
@@ -99,6 +118,12 @@ export function startDueWorkScheduler(work: DueWork, opts: SchedulerOptions): Du
       await work.runDueWork();
       retryMs = 0;
     } catch (err) {
+      if (err instanceof DueWorkFailed) {
+        // Put off by the work itself, key by key (nextDueTime says when): the others run on time.
+        retryMs = 0;
+        opts.onError(err, err.retryInMs);
+        return;
+      }
       retryMs = retryMs === 0 ? firstRetry : Math.min(retryMs * 2, maxRetry);
       opts.onError(err, retryMs);
     }

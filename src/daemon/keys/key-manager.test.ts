@@ -22,7 +22,7 @@ import { KernelKeystore } from '../keystore/kernel-keystore.js';
 import { StateStore } from '../state/state-store.js';
 import { DEFAULT_DELETION_WAIT_MS, KeyManager, type KeyPolicyLimits, type ResolvedVersion } from './key-manager.js';
 import { MaterialFingerprints } from './fingerprints.js';
-import { pendingPostponementMs, startDueWorkScheduler } from './due-work-scheduler.js';
+import { DueWorkFailed, pendingPostponementMs, startDueWorkScheduler } from './due-work-scheduler.js';
 import { WallClockGain } from './wall-clock-gain.js';
 import { KeyMaterial } from './material.js';
 import { EMPTY_STATE, loadedState, MAX_TIME_MS, validateState, type KeyRecord, type PersistedState } from './model.js';
@@ -1210,13 +1210,50 @@ describe('KeyManager.runDueWork', () => {
     w.clock = T0 + DAY;
     // The rotation of "a" (first in order) cannot be written; the deletion of "z" can.
     w.failWith = (doc) => (doc.keys.find((k) => k.name === 'a')?.versions.length === 2 ? enospc() : undefined);
-    await expect(w.km.runDueWork()).rejects.toMatchObject({ code: 'ENOSPC' });
+    await expect(w.km.runDueWork()).rejects.toSatisfy((e: unknown) => e instanceof DueWorkFailed && e.retryInMs === SECOND && (e.errors[0] as NodeJS.ErrnoException).code === 'ENOSPC');
     expect(w.file().keys.map((k) => k.name)).toEqual(['a']);
     expect(w.kernelKeys().has(desc(z.id, 1, 0))).toBe(false);
     expect(w.km.get('a').versions).toHaveLength(1);
     expect(w.kernelKeys().size).toBe(1);
     w.failWith = undefined;
+    w.clock += SECOND; // its retry
     expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: ['a'] });
+  });
+
+  it('a key whose work keeps failing waits its own backoff; the others\' work due meanwhile is done on time (found by review)', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, minDeletionWaitingPeriodMs: SECOND }));
+    await w.km.create({ name: 'a', rotationPeriodMs: HOUR });
+    const z = await w.km.create({ name: 'z' });
+    const start = (w.clock = T0 + HOUR);
+    w.failWith = (doc) => (doc.keys.find((k) => k.name === 'a')?.versions.length === 2 ? enospc() : undefined);
+    const failure = async (retryInMs: number) => expect(w.km.runDueWork()).rejects.toSatisfy((e: unknown) => e instanceof DueWorkFailed && e.retryInMs === retryInMs && /^scheduled work failed for 1 key: "a": ENOSPC/.test(e.message));
+    await failure(SECOND);
+    expect(w.km.nextDueTime()).toBe(start + SECOND); // its retry, not its rotation time, already past: the scheduler would spin
+    w.clock = start + SECOND / 2;
+    await w.km.scheduleDeletion('z', 4.5 * SECOND); // due at start + 5 s
+    const calls = w.persistCalls;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] }); // "a" waits
+    expect(w.persistCalls).toBe(calls);
+    w.clock = start + SECOND;
+    await failure(2 * SECOND);
+    w.clock = start + 3 * SECOND;
+    await failure(4 * SECOND);
+    expect(w.km.nextDueTime()).toBe(start + 5 * SECOND); // the deletion of "z", before the retry of "a"
+    w.clock = start + 5 * SECOND;
+    expect(await w.km.runDueWork()).toEqual({ deleted: ['z'], rotated: [] });
+    expect(w.kernelKeys().has(desc(z.id, 1, 0))).toBe(false);
+    expect(w.km.nextDueTime()).toBe(start + 7 * SECOND);
+    w.clock = start + 7 * SECOND;
+    await failure(8 * SECOND);
+    w.failWith = undefined;
+    w.clock = start + 15 * SECOND;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: ['a'] });
+    expect(w.km.nextDueTime()).toBe(w.clock + HOUR);
+    expect(w.file().keys.map((k) => k.name)).toEqual(['a']);
+    // The backoff is over: a later failure starts it afresh.
+    w.failWith = (doc) => (doc.keys.find((k) => k.name === 'a')?.versions.length === 3 ? enospc() : undefined);
+    w.clock += HOUR;
+    await failure(SECOND);
   });
 
   it('re-checks a due rotation under the lock: a key rotated by hand while the scheduler waited is not rotated again (found by review: untested)', async () => {

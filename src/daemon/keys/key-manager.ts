@@ -12,7 +12,8 @@ import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api
 import { KeystoreError } from '../keystore/errors.js';
 import type { MaterialFingerprints } from './fingerprints.js';
 import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './key-errors.js';
-import type { DueWork, PostponementStep } from './due-work-scheduler.js';
+import { DueWorkFailed, type DueWork, type PostponementStep } from './due-work-scheduler.js';
+import { KeyRetries, type RetryDelays } from './key-retries.js';
 import { Mutex } from './mutex.js';
 import { chooseSuite } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
@@ -44,6 +45,8 @@ export interface KeyManagerDeps {
   now?: () => number;
   /** What the scheduler's next run will postpone deletions by (due-work-scheduler.ts pendingPostponementMs); default 0. */
   pendingClockPostponementMs?: () => number;
+  /** How a key's failed scheduled work is retried (key-retries.ts); default 1 s doubling to 5 min. */
+  retryDelays?: RetryDelays;
 }
 
 /** A key version resolved for one operation: everything the crypto layer needs. */
@@ -75,11 +78,14 @@ export class KeyManager {
   /** Encryptions made per key id, per version (in memory; persisted as reservations). */
   private readonly counts = new Map<string, number[]>();
   private readonly lock = new Mutex();
+  /** Keys whose scheduled work failed, and when it is tried again. */
+  private readonly retries: KeyRetries;
   private masterCheck: string | null = null;
   private readonly now: () => number;
 
   constructor(private readonly deps: KeyManagerDeps) {
     this.now = deps.now ?? Date.now;
+    this.retries = new KeyRetries(deps.retryDelays);
   }
 
   /** Loads every persisted key version into the kernel; checks the master key first. */
@@ -333,25 +339,27 @@ export class KeyManager {
     return { runDueWork: () => this.runDueWork(), nextDueTime: () => this.nextDueTime(), clockSteppedForward: (step, stepNow) => this.postponeDeletions(step, stepNow) };
   }
 
-  /** Destroys keys whose deletion time has passed, and rotates keys that are due. Returns what it did. */
+  /**
+   * Destroys keys whose deletion time has passed, and rotates keys that are due. Returns what it did.
+   * A key whose work fails (a full disk, the kernel key quota) is put off on its own backoff, and the
+   * run goes on with the others: a deletion further down may be what frees the quota. The failures
+   * are then reported together as DueWorkFailed.
+   */
   async runDueWork(): Promise<{ deleted: string[]; rotated: string[] }> {
     const deleted: string[] = [];
     const rotated: string[] = [];
-    const failed: { name: string; err: unknown }[] = [];
+    const failed: { name: string; err: unknown; retryInMs: number }[] = [];
     const now = this.now();
     for (const record of [...this.byName.values()]) {
-      // One key's failure (a full disk, the kernel key quota) must not hold up the others: a deletion
-      // further down may be what frees the quota.
+      if (this.retries.retryTime(record.id, now) !== null) continue;
       try {
         await this.dueWorkFor(record, now, deleted, rotated);
+        this.retries.succeeded(record.id);
       } catch (err) {
-        failed.push({ name: record.name, err });
+        failed.push({ name: record.name, err, retryInMs: this.retries.failed(record.id, now) });
       }
     }
-    if (failed.length === 1) throw failed[0]!.err;
-    if (failed.length > 1) {
-      throw new AggregateError(failed.map((f) => f.err), `scheduled work failed for ${failed.length} keys: ${failed.map((f) => `"${f.name}": ${(f.err as Error)?.message}`).join('; ')}`);
-    }
+    if (failed.length > 0) throw new DueWorkFailed(failed);
     return { deleted, rotated };
   }
 
@@ -408,12 +416,16 @@ export class KeyManager {
     });
   }
 
-  /** The earliest time runDueWork has something to do, for the scheduler. */
+  /** The earliest time runDueWork has something to do, for the scheduler: a key whose work failed, at its retry time. */
   nextDueTime(): number | null {
     let next: number | null = null;
+    const now = this.now();
     for (const r of this.byName.values()) {
-      const t = r.state === 'pending_deletion' ? r.deletionTime : r.state === 'enabled' || r.state === 'disabled' ? nextRotationTime(r) : null;
-      if (t !== null && (next === null || t < next)) next = t;
+      const due = r.state === 'pending_deletion' ? r.deletionTime : r.state === 'enabled' || r.state === 'disabled' ? nextRotationTime(r) : null;
+      if (due === null) continue;
+      // Counted, or the scheduler would run again at once for work that is put off (and spin).
+      const t = Math.max(due, this.retries.retryTime(r.id, now) ?? due);
+      if (next === null || t < next) next = t;
     }
     return next;
   }
