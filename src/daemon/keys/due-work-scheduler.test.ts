@@ -71,6 +71,30 @@ describe('the due-work scheduler', () => {
     expect(errors).toEqual([1000, 1, 2000, 1, 4000, 1, 8000, 1, 16_000, 1]);
   });
 
+  it('a run that fails as a whole, then key by key, leaves no backoff of its own behind (found by review)', async () => {
+    const runs: number[] = [];
+    const outcomes: (Error | undefined)[] = [new Error('EIO'), new Error('EIO'), new DueWorkFailed([{ name: 'a', err: new Error('EIO'), retryInMs: 600_000 }])];
+    let deletionDue: number | null = null;
+    scheduler = startDueWorkScheduler(
+      {
+        runDueWork: async () => {
+          runs.push(Date.now());
+          if (deletionDue !== null && Date.now() >= deletionDue) deletionDue = null;
+          const outcome = outcomes.shift();
+          if (outcome instanceof DueWorkFailed) deletionDue = 4000; // another key's deletion, due in a second
+          if (outcome) throw outcome;
+        },
+        nextDueTime: () => deletionDue,
+      },
+      { onError: () => {}, firstRetryMs: 1000, maxRetryMs: 5 * 60_000, maxSleepMs: 1000 },
+    );
+    await scheduler.started;
+    await vi.advanceTimersByTimeAsync(5000);
+    // Backs off 1 s, 2 s; then only key "a" failed: the deletion on time, not after the 2 s backoff.
+    expect(runs.slice(0, 4)).toEqual([0, 1005, 3010, 4005]);
+    expect(deletionDue).toBeNull();
+  });
+
   it('runs when the next rotation or deletion is due, and not after stop()', async () => {
     const runs: number[] = [];
     let due: number | null = 2500;

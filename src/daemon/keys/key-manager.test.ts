@@ -1256,6 +1256,28 @@ describe('KeyManager.runDueWork', () => {
     await failure(SECOND);
   });
 
+  it('a deletion is not held up by the key\'s failed rotations, and a retry counts from the failure, not the pass\'s start (found by review)', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, minDeletionWaitingPeriodMs: SECOND }));
+    const a = await w.km.create({ name: 'a', rotationPeriodMs: HOUR });
+    w.clock = T0 + HOUR;
+    w.failWith = (doc) => (doc.keys.find((k) => k.name === 'a')?.versions.length === 2 ? enospc() : undefined);
+    // Each failing write takes 1.5 s: the retry must still be a second after it, not already past.
+    w.delay = async () => void (w.clock += 1500);
+    for (let delay = SECOND; ; delay *= 2) {
+      await expect(w.km.runDueWork()).rejects.toSatisfy((e: unknown) => e instanceof DueWorkFailed && e.retryInMs === delay);
+      expect(w.km.nextDueTime()).toBe(w.clock + delay);
+      if (delay === 64 * SECOND) break;
+      w.clock += delay;
+    }
+    w.delay = undefined;
+    // The rotation waits 64 s now; the key is scheduled for deletion, due in 1 s (to free the quota, say).
+    await w.km.scheduleDeletion('a', SECOND);
+    expect(w.km.nextDueTime()).toBe(w.clock + SECOND);
+    w.clock += SECOND;
+    expect(await w.km.runDueWork()).toEqual({ deleted: ['a'], rotated: [] });
+    expect(w.kernelKeys().has(desc(a.id, 1, 0))).toBe(false);
+  });
+
   it('re-checks a due rotation under the lock: a key rotated by hand while the scheduler waited is not rotated again (found by review: untested)', async () => {
     const w = await world();
     await w.km.create({ name: 'rot', rotationPeriodMs: HOUR });

@@ -13,7 +13,7 @@ import { KeystoreError } from '../keystore/errors.js';
 import type { MaterialFingerprints } from './fingerprints.js';
 import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './key-errors.js';
 import { DueWorkFailed, type DueWork, type PostponementStep } from './due-work-scheduler.js';
-import { KeyRetries, type RetryDelays } from './key-retries.js';
+import { KeyRetries, type DueWorkKind, type RetryDelays } from './key-retries.js';
 import { Mutex } from './mutex.js';
 import { chooseSuite } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
@@ -62,6 +62,7 @@ export const DEFAULT_DELETION_WAIT_MS = 7 * 86_400_000;
 /** A rotation recorded at most this far ahead of the clock is left alone: such a step back delays one rotation by as much. */
 const CLOCK_BACK_TOLERANCE_MS = 60_000;
 const rotationBase = (r: KeyRecord) => r.rotateTime ?? r.createTime;
+const dueWorkKind = (r: KeyRecord): DueWorkKind => (r.state === 'pending_deletion' ? 'deletion' : 'rotation');
 
 export class KeyManager {
   private readonly byName = new Map<string, KeyRecord>();
@@ -351,12 +352,14 @@ export class KeyManager {
     const failed: { name: string; err: unknown; retryInMs: number }[] = [];
     const now = this.now();
     for (const record of [...this.byName.values()]) {
-      if (this.retries.retryTime(record.id, now) !== null) continue;
+      const kind = dueWorkKind(record);
+      if (this.retries.retryTime(record.id, kind, now) !== null) continue;
       try {
         await this.dueWorkFor(record, now, deleted, rotated);
         this.retries.succeeded(record.id);
       } catch (err) {
-        failed.push({ name: record.name, err, retryInMs: this.retries.failed(record.id, now) });
+        // From the failure, not the pass's start: a slow failing write must not leave its retry already past.
+        failed.push({ name: record.name, err, retryInMs: this.retries.failed(record.id, kind, this.now()) });
       }
     }
     if (failed.length > 0) throw new DueWorkFailed(failed);
@@ -424,7 +427,7 @@ export class KeyManager {
       const due = r.state === 'pending_deletion' ? r.deletionTime : r.state === 'enabled' || r.state === 'disabled' ? nextRotationTime(r) : null;
       if (due === null) continue;
       // Counted, or the scheduler would run again at once for work that is put off (and spin).
-      const t = Math.max(due, this.retries.retryTime(r.id, now) ?? due);
+      const t = Math.max(due, this.retries.retryTime(r.id, dueWorkKind(r), now) ?? due);
       if (next === null || t < next) next = t;
     }
     return next;

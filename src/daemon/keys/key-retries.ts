@@ -2,7 +2,9 @@
  * When each key's failed scheduled work (a rotation or deletion that could not be written, the
  * kernel's key quota) is tried again: a backoff per key, so one key's failure neither holds up the
  * other keys' work nor turns into a loop that logs every few milliseconds while it stays due.
- * Kept in memory only: a restart tries everything again at once.
+ * Kept in memory only: a restart tries everything again at once. A retry is for one kind of work:
+ * a key whose rotation kept failing and is then scheduled for deletion gets its deletion done when
+ * due, not after the rotation's backoff (found by review).
  *
  * Times are wall-clock readings (the key manager's clock), and the wall clock may step back: a retry
  * further away than its own delay is taken as due, so a step back never holds a key's work up by more.
@@ -14,16 +16,18 @@ export interface RetryDelays {
 
 export const DEFAULT_RETRY_DELAYS: RetryDelays = { firstMs: 1000, maxMs: 5 * 60_000 };
 
+export type DueWorkKind = 'rotation' | 'deletion';
+
 export class KeyRetries {
-  private readonly byId = new Map<string, { at: number; delayMs: number }>();
+  private readonly byId = new Map<string, { kind: DueWorkKind; at: number; delayMs: number }>();
 
   constructor(private readonly delays: RetryDelays = DEFAULT_RETRY_DELAYS) {}
 
   /** The key's work failed at `now`: returns how long it now waits (doubling from firstMs up to maxMs). */
-  failed(id: string, now: number): number {
-    const last = this.byId.get(id)?.delayMs;
-    const delayMs = last === undefined ? this.delays.firstMs : Math.min(last * 2, this.delays.maxMs);
-    this.byId.set(id, { at: now + delayMs, delayMs });
+  failed(id: string, kind: DueWorkKind, now: number): number {
+    const last = this.byId.get(id);
+    const delayMs = last?.kind !== kind ? this.delays.firstMs : Math.min(last.delayMs * 2, this.delays.maxMs);
+    this.byId.set(id, { kind, at: now + delayMs, delayMs });
     return delayMs;
   }
 
@@ -32,10 +36,10 @@ export class KeyRetries {
     this.byId.delete(id);
   }
 
-  /** When the key's work may be tried again, or null if it is not waiting. */
-  retryTime(id: string, now: number): number | null {
+  /** When the key's work of this kind may be tried again, or null if it is not waiting. */
+  retryTime(id: string, kind: DueWorkKind, now: number): number | null {
     const retry = this.byId.get(id);
-    if (!retry || retry.at <= now || retry.at - now > retry.delayMs) return null;
+    if (!retry || retry.kind !== kind || retry.at <= now || retry.at - now > retry.delayMs) return null;
     return retry.at;
   }
 }
