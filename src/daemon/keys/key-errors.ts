@@ -33,7 +33,7 @@ export function checkMaterial(suite: AeadSuite | MacSuite, material: Buffer): vo
   if (suite.keyBytes.length === 2 && suite.keyBytes[0] === suite.keyBytes[1]) {
     const half = suite.keyBytes[0]!;
     if (timingSafeEqual(material.subarray(0, half), material.subarray(half))) {
-      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} key material is a cipher key and a MAC key that must differ; both halves are the same`, { suite: suite.name });
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, `${suite.name} key material is a cipher key and a MAC key that must differ; both halves are the same`, { field: 'material', suite: suite.name });
     }
   }
 }

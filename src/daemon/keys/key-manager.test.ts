@@ -393,6 +393,7 @@ describe('KeyManager.create', () => {
     const twins = Buffer.concat([Buffer.alloc(32, 0x11), Buffer.alloc(32, 0x11)]);
     const same = await expectApi(w.km.import({ name: 'imp', suite: 'aes-256-ctr-hmac-sha256', material: twins }), Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID);
     expect(same.message).toMatch(/both halves are the same/);
+    expect(same.metadata).toEqual({ field: 'material', suite: 'aes-256-ctr-hmac-sha256' }); // as errors.proto says (found by review)
     expect(twins.equals(Buffer.alloc(64))).toBe(true);
     expect(w.fileText()).toBeUndefined();
     expect(w.kernelKeys().size).toBe(0);

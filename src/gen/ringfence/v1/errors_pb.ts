@@ -214,7 +214,8 @@ export enum ErrorReason {
 
   /**
    * INVALID_ARGUMENT: a request field is missing or out of range (empty key name, bad name
-   * syntax, page_size < 0, a period outside its limits, ...). Metadata: `field` (the field path,
+   * syntax, page_size < 0, a period outside its limits, ...); NOT_FOUND with `field` "service"
+   * for a grpc.health.v1 check of a service the daemon does not serve. Metadata: `field` (the field path,
    * e.g. "rotation_period"), `constraint` (a short human description).
    *
    * @generated from enum value: ERROR_REASON_INVALID_FIELD = 30;
@@ -332,9 +333,10 @@ export enum ErrorReason {
   PERMISSION_DENIED = 60,
 
   /**
-   * UNAVAILABLE: reserved; not sent today. While the daemon stops (SIGTERM), new calls are refused
-   * by HTTP/2 GOAWAY (UNAVAILABLE without ErrorInfo) and calls still running after the 10 s drain
-   * are cut off; retry against the restarted daemon.
+   * UNAVAILABLE: the daemon is stopping (SIGTERM). A Session reads nothing more, answers what it
+   * read, and ends with this: its operations left unanswered were not done and can be sent again
+   * to the restarted daemon. Other calls get no ErrorInfo: new calls are refused by HTTP/2 GOAWAY
+   * (UNAVAILABLE) and calls still running after the 10 s drain are cut off.
    *
    * @generated from enum value: ERROR_REASON_SHUTTING_DOWN = 70;
    */
