@@ -12,6 +12,12 @@
  * If the stream fails, the operations it carried reject with its error and the next call opens a
  * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
  * process alive); it reopens on demand. close() is final.
+ *
+ * A slot whose caller gave up (deadline, abort) is held until the daemon answers, and a faulty or
+ * hung daemon may never answer: with every slot taken and work queued, a stream holding such slots
+ * takes no more operations ("draining"); it is cancelled, and its slots given back, as soon as no
+ * operation on it is awaited, so none fails or is sent twice for it. The queue goes on a fresh
+ * stream as slots come free, so the draining and the fresh stream together keep maxInFlight.
  */
 import { create, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -53,12 +59,16 @@ interface Op {
   bytes: number;
   settled: boolean;
   settle(value: unknown, error?: RingfenceError): void;
+  /** The stream it was sent on. */
+  sentOn?: Stream;
 }
 
 interface Stream {
   rpc: StreamCall<grpc.ClientDuplexStream<SessionRequest, SessionResponse>>;
   /** Sent, unanswered operations by id (including ones that timed out locally meanwhile). */
   pending: Map<bigint, Op>;
+  /** How many of those settled locally (deadline, abort): their callers no longer await them. */
+  abandoned: number;
   /** Set while grpc-js's write() said to wait for 'drain'. */
   blocked?: { wait: Promise<void>; release(): void; pumpScheduled: boolean };
   over: boolean;
@@ -71,6 +81,8 @@ export class RingfenceSession {
   private readonly idleTimeoutMs: number;
   private readonly signal: AbortSignal | undefined;
   private stream: Stream | undefined;
+  /** A former stream that takes no more operations and is cancelled once none on it is awaited (at most one). */
+  private draining: Stream | undefined;
   private readonly queue: Op[] = [];
   private inFlight = 0;
   private unsettled = 0;
@@ -188,6 +200,11 @@ export class RingfenceSession {
           release();
           if (error) reject(error);
           else (resolve as (v: unknown) => void)(value); // the response case matched `kind`
+          // Given up on while sent: its slot may be what keeps queued work or a draining stream waiting.
+          if (error && op.sentOn?.pending.get(op.request.id) === op) {
+            op.sentOn.abandoned++;
+            this.schedulePump();
+          }
           if (--this.unsettled === 0) {
             if (this.closing) this.endAfterClose();
             // The last one may have settled unsent (deadline, abort): no answer will arm the idle timer.
@@ -196,7 +213,8 @@ export class RingfenceSession {
         },
       };
       // Local deadlines and aborts settle the caller's promise at once; an operation already sent
-      // keeps its slot until the daemon answers it, so maxInFlight stays true on the wire.
+      // keeps its slot until the daemon answers it or its stream is dropped (reclaim), so
+      // maxInFlight stays true on the wire.
       if (deadline) {
         const expire = () => op.settle(undefined, new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc: RPC }));
         cancelTimer = setTimeoutAt(expire, deadline.getTime());
@@ -205,10 +223,14 @@ export class RingfenceSession {
       release = onAbort(signal, () => op.settle(undefined, this.abortError(signal)));
       this.queue.push(op);
       // On the next turn, so that every operation queued in this one can share a message.
-      this.pumpScheduled ??= setImmediate(() => {
-        this.pumpScheduled = undefined;
-        this.pump();
-      });
+      this.schedulePump();
+    });
+  }
+
+  private schedulePump(): void {
+    this.pumpScheduled ??= setImmediate(() => {
+      this.pumpScheduled = undefined;
+      this.pump();
     });
   }
 
@@ -219,7 +241,10 @@ export class RingfenceSession {
       for (;;) {
         // Operations settled while queued (deadline, abort) are dropped here: no stream is opened for them.
         while (this.queue[0]?.settled) this.queue.shift();
-        if (this.queue.length === 0 || this.inFlight >= this.maxInFlight) break;
+        // A draining stream goes once nothing on it is awaited, queue or not.
+        if (this.draining && this.draining.abandoned === this.draining.pending.size) this.discard(this.draining);
+        if (this.queue.length === 0) break;
+        if (this.inFlight >= this.maxInFlight && !this.reclaim()) break;
         let stream: Stream;
         try {
           stream = this.stream ?? this.open();
@@ -240,6 +265,7 @@ export class RingfenceSession {
         for (const op of batch) {
           const id = this.nextId++;
           op.request.id = id;
+          op.sentOn = stream;
           stream.pending.set(id, op);
         }
         this.inFlight += batch.length;
@@ -253,6 +279,38 @@ export class RingfenceSession {
     } finally {
       this.pumping = false;
     }
+  }
+
+  /**
+   * Every slot is taken and work is queued: the current stream stops taking operations if some of
+   * its slots are held by operations given up on (their answers may never come). Returns whether
+   * slots came free: when nothing on it is awaited it is cancelled at once; otherwise it drains
+   * (pump() cancels it once nothing on it is awaited), unless another stream already does.
+   */
+  private reclaim(): boolean {
+    const stream = this.stream;
+    if (!stream || stream.abandoned === 0) return false; // every slot awaited: the queue waits, as maxInFlight means
+    if (stream.abandoned === stream.pending.size) {
+      this.discard(stream);
+      return true;
+    }
+    if (this.draining) return false;
+    this.draining = stream;
+    this.stream = undefined;
+    return false;
+  }
+
+  /** Drops a stream none of whose operations is awaited, giving back the slots they held. */
+  private discard(stream: Stream): void {
+    if (stream.pending.size === 0) {
+      // Nothing unanswered: half-closed, as an idle stream is, so the daemon ends it normally.
+      if (this.stream === stream) this.stream = undefined;
+      if (this.draining === stream) this.draining = undefined;
+      stream.rpc.call.end();
+      return;
+    }
+    this.onStreamEnd(stream, new RingfenceError({ code: grpc.status.CANCELLED, message: 'the session stream was cancelled', rpc: RPC }));
+    stream.rpc.call.cancel();
   }
 
   private block(stream: Stream): void {
@@ -270,7 +328,7 @@ export class RingfenceSession {
     const rpc = this.transport.bidi(CryptoService.method.session, { signal: this.signal });
     let markDone = () => {};
     const done = new Promise<void>((resolve) => (markDone = resolve));
-    const stream: Stream = { rpc, pending: new Map(), over: false, done, markDone };
+    const stream: Stream = { rpc, pending: new Map(), abandoned: 0, over: false, done, markDone };
     rpc.call.on('data', (res: SessionResponse) => this.onResponse(stream, res));
     rpc.call.on('error', (err: unknown) => this.onStreamEnd(stream, rpc.toError(err)));
     rpc.call.on('end', () => this.onStreamEnd(stream, undefined));
@@ -291,6 +349,7 @@ export class RingfenceSession {
     const op = stream.pending.get(res.id);
     if (!op) return; // not an id in flight on this stream: nothing waits for it
     stream.pending.delete(res.id);
+    if (op.settled) stream.abandoned--;
     this.inFlight--;
     const { result } = res;
     if (result.case === 'error') op.settle(undefined, itemStatusError(result.value, RPC));
@@ -303,10 +362,12 @@ export class RingfenceSession {
     stream.over = true;
     stream.rpc.release();
     if (this.stream === stream) this.stream = undefined;
+    if (this.draining === stream) this.draining = undefined;
     stream.blocked?.release();
     const err = error ?? new RingfenceError({ code: grpc.status.INTERNAL, message: 'the session stream ended with operations unanswered', rpc: RPC });
     const orphans = [...stream.pending.values()];
     stream.pending.clear();
+    stream.abandoned = 0;
     this.inFlight -= orphans.length;
     for (const op of orphans) op.settle(undefined, err);
     stream.markDone();
@@ -314,10 +375,12 @@ export class RingfenceSession {
   }
 
   private maybeIdle(stream: Stream): void {
-    if (this.inFlight > 0 || this.unsettled > 0 || this.closing || this.stream !== stream) return;
+    if (this.unsettled > 0 || this.closing || this.stream !== stream) return;
     clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => {
-      if (this.inFlight > 0 || this.unsettled > 0 || this.stream !== stream) return;
+      if (this.unsettled > 0 || this.stream !== stream) return;
+      // Operations still unanswered were given up on, and their answers may never come.
+      if (stream.pending.size > 0) return this.discard(stream);
       this.stream = undefined;
       stream.rpc.call.end();
     }, this.idleTimeoutMs);
@@ -327,6 +390,7 @@ export class RingfenceSession {
   private endAfterClose(): void {
     clearTimeout(this.idleTimer);
     this.releaseSignal();
+    if (this.draining) this.discard(this.draining); // nothing is awaited any longer
     const stream = this.stream;
     this.stream = undefined;
     if (!stream) return this.finishClose?.();
@@ -350,6 +414,7 @@ export class RingfenceSession {
     const err = this.abortError(this.signal);
     for (const op of this.queue.splice(0)) op.settle(undefined, err);
     this.stream?.rpc.call.cancel();
+    this.draining?.rpc.call.cancel();
   }
 
   private abortError(signal: AbortSignal | undefined): RingfenceError {

@@ -236,6 +236,7 @@ export function sessionHandler(fake: FakeServer, ops: CryptoOps) {
       for (const r of all) {
         outstanding++;
         stats.sessionMaxOutstanding = Math.max(stats.sessionMaxOutstanding, outstanding);
+        if (fake.sessionSwallows?.(r)) continue; // stays outstanding: the stream never ends on its own
         setTimeout(() => {
           if (dead) return;
           if (r.op.case === 'encrypt' && r.op.value.keyName === 'kill-session') {

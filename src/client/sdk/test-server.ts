@@ -20,6 +20,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { RingfenceClient } from './client.js';
 import { ItemStatusSchema, ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import type { SessionRequest } from '../../gen/ringfence/v1/session_pb.js';
 import { KeyService } from '../../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../../gen/ringfence/v1/status_service_pb.js';
 import { serviceDefinition } from '../../rpc/service-definition.js';
@@ -60,6 +61,8 @@ export interface FakeServer {
   sessionDelayMs: number;
   /** Session streams never end after the client's half-close (a daemon that stopped answering). */
   sessionIgnoresHalfClose?: boolean;
+  /** Session operations this returns true for are never answered (a faulty or hung daemon). */
+  sessionSwallows?: (request: SessionRequest) => boolean;
   close(): Promise<void>;
 }
 
