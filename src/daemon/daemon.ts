@@ -136,7 +136,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       material,
       fingerprints: new MaterialFingerprints(keystore, engine),
       now: () => clock.now(),
-      pendingClockPostponementMs: () => pendingPostponementMs(clock),
+      pendingClockPostponementMs: (wall) => pendingPostponementMs(clock, undefined, wall),
       persist: (state) => store.save(state),
       suiteStatus,
       limits: {

@@ -77,9 +77,12 @@ export class DueWorkFailed extends AggregateError {
 /** How far the wall clock may gain before deletions are postponed, by default: also how early one may come. */
 export const CLOCK_STEP_TOLERANCE_MS = 1000;
 
-/** What the scheduler's next run postpones deletions by: the clock's gain not yet postponed, once past the tolerance. */
-export function pendingPostponementMs(clock: WallClockGain, toleranceMs = CLOCK_STEP_TOLERANCE_MS): number {
-  const gain = clock.unpostponed();
+/**
+ * What the scheduler's next run postpones deletions by: the clock's gain not yet postponed, once
+ * past the tolerance; as of the wall-clock reading `wall` if given (one reading for a whole judgment).
+ */
+export function pendingPostponementMs(clock: WallClockGain, toleranceMs = CLOCK_STEP_TOLERANCE_MS, wall?: number): number {
+  const gain = clock.unpostponed(wall);
   return gain > toleranceMs ? gain : 0;
 }
 

@@ -60,7 +60,7 @@ class World {
   master = randomBytes(32);
   clock = T0;
   /** What the scheduler's next run would postpone deletions by (the daemon: pendingPostponementMs). */
-  pendingPostponement = () => 0;
+  pendingPostponement: (wall: number) => number = () => 0;
   limits: KeyPolicyLimits = { minRotationPeriodMs: HOUR, minDeletionWaitingPeriodMs: DAY };
   /** Suites the "kernel" does not give as available. */
   status = new Map<string, AlgStatus>();
@@ -105,7 +105,7 @@ class World {
       limits: this.limits,
       log: () => {},
       now: () => this.clock,
-      pendingClockPostponementMs: () => this.pendingPostponement(),
+      pendingClockPostponementMs: (wall) => this.pendingPostponement(wall),
     });
     await this.km.open(loadedState(this.store.load(), this.store.statePath));
   }
@@ -917,7 +917,7 @@ describe('KeyManager: lifecycle', () => {
     function steppedClock(w: World) {
       let mono = 0;
       const clock = new WallClockGain(() => w.clock, () => mono);
-      w.pendingPostponement = () => pendingPostponementMs(clock);
+      w.pendingPostponement = (wall) => pendingPostponementMs(clock, undefined, wall);
       return { clock, pass: (realMs: number, stepMs = 0) => ((mono += realMs), (w.clock += realMs + stepMs)) };
     }
 
@@ -928,6 +928,20 @@ describe('KeyManager: lifecycle', () => {
       await w.km.scheduleDeletion('k', DAY);
       pass(DAY - 3 * SECOND, 5 * SECOND); // the wall clock says due; 3 s of real time are left
       expect((await w.km.cancelDeletion('k')).state).toBe('disabled');
+    });
+
+    it('judges by one reading of the wall clock: a step landing between two readings is not half-counted (found by review)', async () => {
+      const w = await world();
+      const { pass } = steppedClock(w);
+      await w.km.create({ name: 'k' });
+      await w.km.scheduleDeletion('k', DAY);
+      pass(DAY - 3 * SECOND); // 3 s of real time are left
+      // A 5 s forward step lands between the cancel's first and second reading of the wall clock.
+      let wall = w.clock;
+      let reads = 0;
+      Object.defineProperty(w, 'clock', { configurable: true, get: () => (++reads === 2 ? (wall += 5 * SECOND) : wall), set: (v: number) => (wall = v) });
+      expect((await w.km.cancelDeletion('k')).state).toBe('disabled');
+      expect(reads).toBeGreaterThanOrEqual(2);
     });
 
     it('a step under the tolerance is not postponed by the scheduler, so not counted here either', async () => {

@@ -43,8 +43,8 @@ export interface KeyManagerDeps {
   limits: KeyPolicyLimits;
   log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
   now?: () => number;
-  /** What the scheduler's next run will postpone deletions by (due-work-scheduler.ts pendingPostponementMs); default 0. */
-  pendingClockPostponementMs?: () => number;
+  /** What the scheduler's next run will postpone deletions by, as of the wall-clock reading `wall` (due-work-scheduler.ts pendingPostponementMs); default 0. */
+  pendingClockPostponementMs?: (wall: number) => number;
   /** How a key's failed scheduled work is retried (key-retries.ts); default 1 s doubling to 5 min. */
   retryDelays?: RetryDelays;
 }
@@ -295,7 +295,9 @@ export class KeyManager {
       // after a failure or at start, and must not be a window in which the key can be brought back.
       // Left to the scheduler to carry out, and judged as its next run will: after postponing
       // deletions by a forward step of the clock it has not yet postponed them by (found by review).
-      if (record.deletionTime !== null && record.deletionTime + (this.deps.pendingClockPostponementMs?.() ?? 0) <= this.now()) {
+      // One reading of the wall clock for both (found by review): a step between two would count half.
+      const now = this.now();
+      if (record.deletionTime !== null && record.deletionTime + (this.deps.pendingClockPostponementMs?.(now) ?? 0) <= now) {
         throw pendingDeletion(record, 'its waiting period has passed, so the deletion can no longer be cancelled; the daemon destroys the key at its next pass');
       }
       return this.replace({ ...structuredClone(record), state: 'disabled', deletionTime: null });
