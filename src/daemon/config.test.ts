@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -246,6 +247,16 @@ describe('resolveConfig errors say what and where', () => {
   it('a socket path longer than sun_path', () => {
     expect(configError(['--socket', `/${'x'.repeat(107)}`]).message).toMatch(/^--socket: .*longer than 107 bytes/);
     expect(resolved(['--socket', `/${'x'.repeat(106)}`]).socket).toHaveLength(107);
+  });
+
+  it('config file: only a regular file, of at most 1 MiB (found by review: a FIFO hung the start)', () => {
+    const fifo = join(tmp, 'config.fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(configError(['--config', fifo]).message).toBe(`config file ${fifo} (from --config) is not a regular file`);
+    expect(configError(['--config', '/dev/zero']).message).toBe('config file /dev/zero (from --config) is not a regular file');
+    expect(configError(['--config', tmp]).message).toBe(`config file ${tmp} (from --config) is not a regular file`);
+    const big = configFile(`{"socket": "/run/x.sock"${' '.repeat(1024 * 1024)}}`);
+    expect(configError(['--config', big]).message).toMatch(/ is 10486\d\d bytes; a config file is at most 1048576$/);
   });
 
   it('config file: syntax, shape and unknown keys', () => {

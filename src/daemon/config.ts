@@ -3,7 +3,7 @@
  * defaults. Everything is validated up front so the daemon fails at start, naming the flag,
  * variable or file:key that is wrong, rather than misbehaving later.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinSocketPath, MAX_SOCKET_PATH_BYTES } from '../rpc/socket-path.js';
@@ -322,12 +322,25 @@ function defaultStateDir(env: NodeJS.ProcessEnv, uid: number): string {
   return join(env.HOME, '.local', 'state', 'ringfence');
 }
 
+/** Far more than any config needs: a larger file is a mistake (a log, a disk image), not read. */
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
 function readConfigFile(path: string, where: string): Record<string, unknown> {
   let text: string;
+  let fd: number | undefined;
   try {
-    text = readFileSync(path, 'utf8');
+    // Non-blocking, and only a regular file (found by review): a FIFO would hang the start waiting
+    // for a writer, and /dev/zero would be read until memory ran out.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new ConfigError(`config file ${path} (from ${where}) is not a regular file`);
+    if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(`config file ${path} (from ${where}) is ${st.size} bytes; a config file is at most ${MAX_CONFIG_BYTES}`);
+    text = readFileSync(fd, 'utf8');
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     throw new ConfigError(`config file ${path} (from ${where}) cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
   let doc: unknown;
   try {

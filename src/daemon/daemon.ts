@@ -122,7 +122,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     // Read first: keys saved under a master key forbid making a new one in its place.
     const state = loadedState(store.load(), store.statePath);
     const requiredBy = state.keys.length > 0 ? `${store.statePath} holds ${state.keys.length} keys` : state.masterCheck ? `${store.statePath} holds a master-key check` : undefined;
-    const master = await loadOrCreateMasterKey({ stateDir: config.stateDir, requiredBy, log: plain });
+    const master = await loadOrCreateMasterKey({ stateDir: store.dir, requiredBy, log: plain });
     const keystore = KernelKeystore.withMasterKey(master.material); // wipes it
     cleanups.push(() => keystore.close());
     const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: Math.max(4 * 1024 * 1024, config.limits.maxPayloadBytes + 128 * 1024, config.limits.maxStreamChunkBytes + 128 * 1024) });

@@ -24,9 +24,10 @@ const MAX_SYMLINKS = 40;
  * a time from `/`, following symlinks here, so that the directories a symlink leads through are
  * checked too. A name that does not exist is not refused: the open that follows reports the file
  * missing, and the directories it was looked up in have been checked by then. The file itself is
- * left to policyFileRefusal, on the descriptor that is read.
+ * left to policyFileRefusal, on the descriptor that is read. The state directory's path is checked
+ * the same way (state-store.ts; `what` names it in the refusal).
  */
-export function policyPathRefusal(path: string, daemonUid: number | undefined): string | undefined {
+export function policyPathRefusal(path: string, daemonUid: number | undefined, what = 'the file'): string | undefined {
   // process.cwd() has no symlinks in it; `..` must not be resolved lexically before the symlinks are.
   const names = (path.startsWith('/') ? path : `${process.cwd()}/${path}`).split('/');
   let dir = '/'; // the directory (without symlinks) the next name is looked up in
@@ -44,7 +45,7 @@ export function policyPathRefusal(path: string, daemonUid: number | undefined): 
     let st: Stats;
     try {
       dirStat ??= lstatSync(dir);
-      const refusal = directoryRefusal(dir, dirStat, daemonUid);
+      const refusal = directoryRefusal(dir, dirStat, daemonUid, what);
       if (refusal) return refusal;
       st = lstatSync(next);
       if (st.isSymbolicLink()) {
@@ -66,7 +67,7 @@ export function policyPathRefusal(path: string, daemonUid: number | undefined): 
   return undefined;
 }
 
-function directoryRefusal(dir: string, st: Stats, daemonUid: number | undefined): string | undefined {
+function directoryRefusal(dir: string, st: Stats, daemonUid: number | undefined, what: string): string | undefined {
   // The sticky bit lets others add names but not rename or delete root's (a symlink they add is
   // refused for its owner). A read-only mount is no exception (found by review): nothing seen from
   // here tells a Kubernetes ConfigMap volume (a read-only bind of a directory only the kubelet
@@ -75,7 +76,7 @@ function directoryRefusal(dir: string, st: Stats, daemonUid: number | undefined)
   const writers = (st.mode & 0o1000) !== 0 ? 0 : st.mode & 0o022;
   if (writers !== 0) {
     const [who, fix] = (writers & 0o002) !== 0 ? ['every user', 'o-w'] : ['its group', 'g-w'];
-    return `the directory ${dir} on its path is writable by ${who}, who could replace or delete the file (chmod ${fix} ${dir})`;
+    return `the directory ${dir} on its path is writable by ${who}, who could replace or delete ${what} (chmod ${fix} ${dir})`;
   }
   return ownerRefusal(`the directory ${dir}`, st.uid, daemonUid, `chown root ${dir}`);
 }

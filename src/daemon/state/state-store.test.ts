@@ -1,6 +1,6 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -99,6 +99,41 @@ describe('StateStore directory', () => {
     mkdirSync(foreign, { mode: 0o700 });
     chownSync(foreign, 12345, 12345);
     await expect(StateStore.open(foreign)).rejects.toThrow(/belongs to uid 12345, not to this daemon's uid 0/);
+  });
+
+  it('refuses a path others could swap the directory on: a parent writable by others, not sticky, or a symlink of another uid (found by review)', async () => {
+    const parent = newDir();
+    mkdirSync(parent);
+    chmodSync(parent, 0o777);
+    await expect(StateStore.open(join(parent, 'state'))).rejects.toThrow(
+      `state directory ${join(parent, 'state')} is refused: the directory ${parent} on its path is writable by every user, who could replace or delete the state directory (chmod o-w ${parent})`,
+    );
+    chmodSync(parent, 0o1777); // sticky, as /tmp: others cannot rename or delete what is not theirs
+    await open(join(parent, 'state'));
+    const link = join(newDir());
+    symlinkSync(join(parent, 'state'), link);
+    await StateStore.open(link).then(() => expect.unreachable(), (e: Error) => expect(e.message).toMatch(/another ringfenced/)); // followed: the same directory, locked
+    const theirs = join(tmp, `theirs-${n++}`);
+    symlinkSync(newDir(), theirs);
+    execFileSync('chown', ['-h', '12345', theirs]);
+    await expect(StateStore.open(theirs)).rejects.toThrow(`the symlink ${theirs} on its path belongs to uid 12345, not to root or the daemon's uid 0 (chown -h root ${theirs})`);
+  });
+
+  it('a symlinked state directory is resolved once: re-pointed later, saves still go where the lock is (found by review)', async () => {
+    const [v1, v2] = [newDir(), newDir()];
+    for (const v of [v1, v2]) mkdirSync(v, { mode: 0o700 });
+    const current = join(tmp, `current-${n++}`);
+    symlinkSync(v1, current);
+    const a = await open(current);
+    expect(a.dir).toBe(v1);
+    // The operator switches the link and starts another daemon on it.
+    unlinkSync(current);
+    symlinkSync(v2, current);
+    const b = await open(current);
+    await b.save({ owner: 'b' });
+    await a.save({ owner: 'a' });
+    expect(JSON.parse(readFileSync(join(v2, STATE_FILE), 'utf8'))).toEqual({ owner: 'b' });
+    expect(JSON.parse(readFileSync(join(v1, STATE_FILE), 'utf8'))).toEqual({ owner: 'a' });
   });
 });
 
@@ -201,6 +236,22 @@ describe('StateStore load/save', () => {
 });
 
 describe('StateStore crash recovery and lock', () => {
+  it('only temp files of the form state.json.tmp-<pid> are removed on open; a save never writes through a symlink at its temp name (found by review)', async () => {
+    const dir = newDir();
+    const store = await open(dir);
+    await store.close();
+    writeFileSync(join(dir, `${STATE_FILE}.tmp-before-upgrade`), '{"operator": "copy"}');
+    const reopened = await open(dir);
+    expect(readFileSync(join(dir, `${STATE_FILE}.tmp-before-upgrade`), 'utf8')).toBe('{"operator": "copy"}');
+    const victim = join(tmp, `victim-${n++}`);
+    writeFileSync(victim, 'untouched');
+    symlinkSync(victim, join(dir, `${STATE_FILE}.tmp-${process.pid}`));
+    await reopened.save({ v: 1 });
+    expect(readFileSync(victim, 'utf8')).toBe('untouched');
+    expect(reopened.load()).toEqual({ v: 1 });
+    expect(existsSync(join(dir, `${STATE_FILE}.tmp-${process.pid}`))).toBe(false);
+  });
+
   it('a crash between write and rename leaves the old state; the temp file is removed on open', async () => {
     const dir = newDir();
     const store = await open(dir);

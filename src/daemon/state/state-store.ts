@@ -5,15 +5,18 @@
  * after a crash state.json is either the old or the new document, never a mix. A lock (flock on
  * daemon.lock) keeps two daemons from sharing a directory (each would overwrite the other's keys).
  */
-import { readFileSync } from 'node:fs';
-import { chmod, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { constants, readFileSync } from 'node:fs';
+import { chmod, mkdir, open, readdir, realpath, rename, stat, unlink } from 'node:fs/promises';
 import { takePidLock, type PidLock } from '../pid-lock.js';
 import { dirname, join, resolve } from 'node:path';
+import { policyPathRefusal } from '../../policy/file-mode.js';
 
 export const STATE_FILE = 'state.json';
 export const LOCK_FILE = 'daemon.lock';
 /** Temp files are `state.json.tmp-<pid>`. */
 export const STATE_TMP_PREFIX = `${STATE_FILE}.tmp-`;
+/** Only names of that form are removed at start: an operator's `state.json.tmp-before-upgrade` is kept (found by review). */
+const STATE_TMP_NAME = /^state\.json\.tmp-\d+$/;
 /** Earlier versions wrote the lock here first and linked it into place; leftovers are removed. */
 const LOCK_TMP_PREFIX = `${LOCK_FILE}.tmp-`;
 
@@ -72,7 +75,11 @@ export function parentsOfNewDirs(created: string, dir: string): string[] {
   }
 }
 
-/** Creates the directory (0700) or checks that an existing one is private to this uid. */
+/**
+ * Creates the directory (0700) or checks that an existing one is this uid's and writable by no one
+ * else. Readable by others is left as the operator set it (a backup group, say); the files in it
+ * are 0600 when written.
+ */
 async function ensurePrivateDir(dir: string): Promise<void> {
   let created: string | undefined;
   try {
@@ -132,8 +139,15 @@ export class StateStore {
    */
   static async open(dir: string, opts: { log?: Log } = {}): Promise<StateStore> {
     const log = opts.log ?? (() => {});
-    const abs = resolve(dir);
-    await ensurePrivateDir(abs);
+    const given = resolve(dir);
+    // Whoever may write a directory leading to it could swap the state directory for one of theirs
+    // while the daemon runs, lock and all (found by review).
+    const pathRefusal = policyPathRefusal(given, process.getuid?.(), 'the state directory');
+    if (pathRefusal) throw new Error(`state directory ${given} is refused: ${pathRefusal}`);
+    await ensurePrivateDir(given);
+    // Resolved once (found by review): a symlink on the path re-pointed later must not move where
+    // saves go, away from the directory whose lock this daemon holds.
+    const abs = await realpath(given);
     const store = new StateStore(abs, await acquireLock(abs, log), log);
     try {
       await store.removeLeftovers();
@@ -146,7 +160,7 @@ export class StateStore {
 
   private async removeLeftovers(): Promise<void> {
     for (const name of await readdir(this.dir)) {
-      const stateTmp = name.startsWith(STATE_TMP_PREFIX);
+      const stateTmp = STATE_TMP_NAME.test(name);
       // Another daemon's lock temp file is a leftover only if that daemon is gone.
       const lockTmp = name.startsWith(LOCK_TMP_PREFIX) && !pidAlive(Number(name.slice(LOCK_TMP_PREFIX.length)));
       if (!stateTmp && !lockTmp) continue;
@@ -199,8 +213,11 @@ export class StateStore {
     const tmp = join(this.dir, `${STATE_TMP_PREFIX}${process.pid}`);
     let renamed = false;
     try {
-      // 'w' truncates a leftover of ours; the directory is private and locked, so nobody else writes here.
-      const fh = await open(tmp, 'w', 0o600);
+      // Created afresh, never through a symlink (found by review): a leftover of ours is removed first.
+      await unlink(tmp).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
+      const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       try {
         await fh.writeFile(`${text}\n`);
         await fh.sync();
