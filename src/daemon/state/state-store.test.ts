@@ -14,6 +14,9 @@ const faults = vi.hoisted(() => ({
   syncDir: undefined as string | undefined,
   rename: undefined as string | undefined,
   write: undefined as string | undefined,
+  /** Called with the path just before a file is opened, or a directory made (to race them). */
+  beforeOpen: undefined as ((path: string) => void) | undefined,
+  beforeMkdir: undefined as ((path: string) => void) | undefined,
   trace: [] as string[],
 }));
 vi.mock('node:fs/promises', async (importOriginal) => {
@@ -27,7 +30,12 @@ vi.mock('node:fs/promises', async (importOriginal) => {
       if (faults.rename) throw fail(faults.rename);
       return fs.rename(from, to);
     },
+    mkdir: async (...args: Parameters<typeof fs.mkdir>) => {
+      faults.beforeMkdir?.(String(args[0]));
+      return fs.mkdir(...args);
+    },
     open: async (...args: Parameters<typeof fs.open>) => {
+      faults.beforeOpen?.(String(args[0]));
       const fh = await fs.open(...args);
       return new Proxy(fh, {
         get(target, prop) {
@@ -51,7 +59,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
 const tmp = mkdtempSync(join(tmpdir(), 'ringfence-state-'));
 const stores: StateStore[] = [];
 afterEach(async () => {
-  Object.assign(faults, { sync: undefined, syncDir: undefined, rename: undefined, write: undefined, trace: [] });
+  Object.assign(faults, { sync: undefined, syncDir: undefined, rename: undefined, write: undefined, beforeOpen: undefined, beforeMkdir: undefined, trace: [] });
   await Promise.all(stores.splice(0).map((s) => s.close()));
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -240,9 +248,9 @@ describe('StateStore crash recovery and lock', () => {
     const dir = newDir();
     const store = await open(dir);
     await store.close();
-    writeFileSync(join(dir, `${STATE_FILE}.tmp-before-upgrade`), '{"operator": "copy"}');
+    for (const name of ['before-upgrade', '123.bak']) writeFileSync(join(dir, `${STATE_FILE}.tmp-${name}`), '{"operator": "copy"}');
     const reopened = await open(dir);
-    expect(readFileSync(join(dir, `${STATE_FILE}.tmp-before-upgrade`), 'utf8')).toBe('{"operator": "copy"}');
+    for (const name of ['before-upgrade', '123.bak']) expect(readFileSync(join(dir, `${STATE_FILE}.tmp-${name}`), 'utf8')).toBe('{"operator": "copy"}');
     const victim = join(tmp, `victim-${n++}`);
     writeFileSync(victim, 'untouched');
     symlinkSync(victim, join(dir, `${STATE_FILE}.tmp-${process.pid}`));
@@ -250,6 +258,30 @@ describe('StateStore crash recovery and lock', () => {
     expect(readFileSync(victim, 'utf8')).toBe('untouched');
     expect(reopened.load()).toEqual({ v: 1 });
     expect(existsSync(join(dir, `${STATE_FILE}.tmp-${process.pid}`))).toBe(false);
+    // Planted between the removal and the open: the open refuses it, and the save fails saying so.
+    faults.beforeOpen = (path) => {
+      if (path.includes('.tmp-')) symlinkSync(victim, path);
+    };
+    await expect(reopened.save({ v: 2 })).rejects.toMatchObject({ name: 'StateWriteError', code: 'EEXIST' });
+    expect(readFileSync(victim, 'utf8')).toBe('untouched');
+    expect(reopened.load()).toEqual({ v: 1 });
+  });
+
+  it('a symlink planted at a name of the path that did not exist at the first check is refused (found by review)', async () => {
+    const parent = newDir();
+    mkdirSync(parent, { mode: 0o1777 });
+    chmodSync(parent, 0o1777);
+    const target = newDir();
+    mkdirSync(target, { mode: 0o700 });
+    const planted = join(parent, 'state');
+    // Another uid plants the link after the first check, just before the store makes the directory.
+    faults.beforeMkdir = () => {
+      faults.beforeMkdir = undefined;
+      symlinkSync(target, planted);
+      execFileSync('chown', ['-h', '12345', planted]);
+    };
+    await expect(StateStore.open(planted)).rejects.toThrow(`the symlink ${planted} on its path belongs to uid 12345`);
+    expect(readdirSync(target)).toEqual([]);
   });
 
   it('a crash between write and rename leaves the old state; the temp file is removed on open', async () => {

@@ -142,9 +142,15 @@ export class StateStore {
     const given = resolve(dir);
     // Whoever may write a directory leading to it could swap the state directory for one of theirs
     // while the daemon runs, lock and all (found by review).
-    const pathRefusal = policyPathRefusal(given, process.getuid?.(), 'the state directory');
-    if (pathRefusal) throw new Error(`state directory ${given} is refused: ${pathRefusal}`);
+    const checkPath = () => {
+      const refusal = policyPathRefusal(given, process.getuid?.(), 'the state directory');
+      if (refusal) throw new Error(`state directory ${given} is refused: ${refusal}`);
+    };
+    checkPath(); // before mkdir, so that it creates nothing through another's symlink
     await ensurePrivateDir(given);
+    // Again once every name on the path exists (found by review): a symlink planted at a name that
+    // was missing at the first check would otherwise go unchecked.
+    checkPath();
     // Resolved once (found by review): a symlink on the path re-pointed later must not move where
     // saves go, away from the directory whose lock this daemon holds.
     const abs = await realpath(given);
