@@ -11,7 +11,8 @@
  *
  * If the stream fails, the operations it carried reject with its error and the next call opens a
  * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
- * process alive); it reopens on demand. close() is final.
+ * process alive); it reopens on demand. A half-closed stream the daemon does not end within
+ * CLOSE_WAIT_MS (stopped, stuck, faulty) is cancelled. close() is final.
  *
  * A slot whose caller gave up (deadline, abort) is held until the daemon answers, and a faulty or
  * hung daemon may never answer: with every slot taken and work queued, a stream holding such slots
@@ -39,7 +40,7 @@ type OpInit<K extends OpCase> = Extract<NonNullable<MessageInitShape<typeof Sess
 
 const RPC = 'ringfence.v1.CryptoService/Session';
 /** The message of each operation case. */
-/** How long close() waits for the daemon to end a stream whose operations have all settled. */
+/** How long a half-closed stream, with nothing on it awaited, waits for the daemon to end it before it is cancelled. */
 const CLOSE_WAIT_MS = 2000;
 
 const OP_SCHEMAS = Object.fromEntries(SessionRequestSchema.oneofs[0]!.fields.map((f) => [f.localName, f.message!])) as Record<OpCase, DescMessage>;
@@ -83,6 +84,8 @@ export class RingfenceSession {
   private stream: Stream | undefined;
   /** A former stream that takes no more operations and is cancelled once none on it is awaited (at most one). */
   private draining: Stream | undefined;
+  /** Half-closed streams the daemon has not ended yet (each is cancelled after CLOSE_WAIT_MS). */
+  private readonly ending = new Set<Stream>();
   private readonly queue: Op[] = [];
   private inFlight = 0;
   private unsettled = 0;
@@ -302,15 +305,29 @@ export class RingfenceSession {
 
   /** Drops a stream none of whose operations is awaited, giving back the slots they held. */
   private discard(stream: Stream): void {
-    if (stream.pending.size === 0) {
-      // Nothing unanswered: half-closed, as an idle stream is, so the daemon ends it normally.
-      if (this.stream === stream) this.stream = undefined;
-      if (this.draining === stream) this.draining = undefined;
-      stream.rpc.call.end();
-      return;
-    }
+    // Nothing unanswered: half-closed, as an idle stream is, so the daemon ends it normally.
+    if (stream.pending.size === 0) return this.halfClose(stream);
     this.onStreamEnd(stream, new RingfenceError({ code: grpc.status.CANCELLED, message: 'the session stream was cancelled', rpc: RPC }));
     stream.rpc.call.cancel();
+  }
+
+  /**
+   * Half-closes a stream with nothing unanswered, so the daemon ends it normally, and cancels it if
+   * the daemon has not within CLOSE_WAIT_MS (found by review: it stayed open, a stream on the
+   * daemon and a connection kept, until the client itself was closed).
+   */
+  private halfClose(stream: Stream): void {
+    if (this.stream === stream) this.stream = undefined;
+    if (this.draining === stream) this.draining = undefined;
+    if (stream.over || this.ending.has(stream)) return;
+    this.ending.add(stream);
+    stream.rpc.call.end();
+    const giveUp = setTimeout(() => stream.rpc.call.cancel(), CLOSE_WAIT_MS);
+    giveUp.unref();
+    void stream.done.then(() => {
+      clearTimeout(giveUp);
+      this.ending.delete(stream);
+    });
   }
 
   private block(stream: Stream): void {
@@ -380,9 +397,7 @@ export class RingfenceSession {
     this.idleTimer = setTimeout(() => {
       if (this.unsettled > 0 || this.stream !== stream) return;
       // Operations still unanswered were given up on, and their answers may never come.
-      if (stream.pending.size > 0) return this.discard(stream);
-      this.stream = undefined;
-      stream.rpc.call.end();
+      this.discard(stream);
     }, this.idleTimeoutMs);
     this.idleTimer.unref();
   }
@@ -391,20 +406,11 @@ export class RingfenceSession {
     clearTimeout(this.idleTimer);
     this.releaseSignal();
     if (this.draining) this.discard(this.draining); // nothing is awaited any longer
-    const stream = this.stream;
-    this.stream = undefined;
-    if (!stream) return this.finishClose?.();
-    // Entries left are operations the caller gave up on (deadline, abort): don't wait for them.
-    if (stream.pending.size > 0) stream.rpc.call.cancel();
-    else {
-      stream.rpc.call.end();
-      // Every operation has settled: a daemon that does not end the stream (stopped, stuck) must not
-      // hold close() for ever.
-      const giveUp = setTimeout(() => stream.rpc.call.cancel(), CLOSE_WAIT_MS);
-      giveUp.unref();
-      void stream.done.then(() => clearTimeout(giveUp));
-    }
-    void stream.done.then(() => this.finishClose?.());
+    // Operations left unanswered were given up on (deadline, abort): the stream is cancelled, not
+    // waited for. Otherwise it is half-closed, and cancelled if the daemon does not end it.
+    if (this.stream) this.discard(this.stream);
+    // close() settles once every stream of the session is over, half-closed ones included.
+    void Promise.all([...this.ending].map((s) => s.done)).then(() => this.finishClose?.());
   }
 
   private abort(): void {
@@ -415,6 +421,7 @@ export class RingfenceSession {
     for (const op of this.queue.splice(0)) op.settle(undefined, err);
     this.stream?.rpc.call.cancel();
     this.draining?.rpc.call.cancel();
+    // Half-closed streams (this.ending) are cancelled by the transport: each call watches the signal.
   }
 
   private abortError(signal: AbortSignal | undefined): RingfenceError {
