@@ -21,6 +21,8 @@ export interface AlgReport extends KernelAlg {
   driver?: string;
   module?: string;
   errno?: string;
+  /** For status error: how many times bind() was tried. */
+  tries?: number;
 }
 
 export interface SuiteReport {
@@ -51,15 +53,36 @@ function readRestrict(): number | null {
   }
 }
 
-function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
+/**
+ * Errnos after which the same bind() may well succeed a moment later (memory or descriptors short,
+ * an algorithm's module still loading). Taken as the answer, one would choose other default and
+ * sealing suites for the daemon's life (found by review: helper-89).
+ */
+export const TRANSIENT_ERRNOS: ReadonlySet<string> = new Set(['ENOMEM', 'ENOBUFS', 'EAGAIN', 'EINTR', 'EMFILE', 'ENFILE', 'EBUSY', 'ETIMEDOUT']);
+/** The waits before each retry of a bind() that failed with a transient errno. */
+const RETRY_WAITS_MS = [10, 100, 500];
+
+function bindOnce(alg: KernelAlg): string | undefined {
   try {
     afAlg.closeFd(afAlg.openTransform(alg.type, alg.name));
+    return undefined;
   } catch (err) {
-    const errno = isSyscallError(err) ? err.code : String(err);
-    const status: AlgStatus = errno === 'ENOENT' ? (restricted ? 'restricted' : 'missing') : 'error';
-    return { ...alg, status, errno };
+    return isSyscallError(err) ? err.code : String(err);
   }
-  return { ...alg, status: 'available' };
+}
+
+function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
+  let errno = bindOnce(alg);
+  let tries = 1;
+  for (const wait of RETRY_WAITS_MS) {
+    if (errno === undefined || !TRANSIENT_ERRNOS.has(errno)) break;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait); // a synchronous sleep: the probe is synchronous
+    errno = bindOnce(alg);
+    tries++;
+  }
+  if (errno === undefined) return { ...alg, status: 'available' };
+  const status: AlgStatus = errno === 'ENOENT' ? (restricted ? 'restricted' : 'missing') : 'error';
+  return status === 'error' ? { ...alg, status, errno, tries } : { ...alg, status, errno };
 }
 
 const RANK: Record<AlgStatus, number> = { available: 0, restricted: 1, missing: 2, error: 3 };
@@ -142,9 +165,24 @@ export function summarize(r: CapabilityReport): string[] {
   if (by('available').length) out.push(`Available: ${by('available').join(', ')}.`);
   if (by('restricted').length) out.push(`Refused under af_alg_restrict: ${by('restricted').join(', ')}.`);
   if (by('missing').length) out.push(`Not in this kernel: ${by('missing').join(', ')}.`);
-  if (by('error').length) out.push(`Failed to probe: ${by('error').join(', ')}.`);
+  const failed = r.suites.filter((x) => x.status === 'error').map((x) => `${x.name} (${x.algorithms.filter((a) => a.status === 'error').map((a) => `${a.name}: ${a.errno ?? 'unknown'}`).join(', ')})`);
+  if (failed.length) out.push(`Failed to probe: ${failed.join(', ')}.`);
   out.push(r.defaultAeadSuite ? `Default AEAD suite for new keys: ${r.defaultAeadSuite}.` : 'No AEAD suite is usable: ringfence cannot encrypt here.');
   return out;
+}
+
+/**
+ * Why the daemon does not start on this probe, or undefined: an algorithm's bind() failed with a
+ * transient errno on every try, so the probe cannot tell whether the kernel offers it. Started
+ * anyway, the daemon would give new keys, and seal imported material with, another suite for good;
+ * refused, it starts again (systemd's Restart=) once the kernel answers. `ringfence doctor` only
+ * reports it.
+ */
+export function inconclusiveProbe(r: CapabilityReport): string | undefined {
+  const algs = new Map(r.suites.flatMap((s) => s.algorithms).filter((a) => a.status === 'error' && a.errno !== undefined && TRANSIENT_ERRNOS.has(a.errno)).map((a) => [a.name, a]));
+  if (algs.size === 0) return undefined;
+  const list = [...algs.values()].map((a) => `${a.name} (${a.errno}, ${a.tries ?? 1} tries)`).join(', ');
+  return `the kernel could not say whether it offers ${list}: binding an AF_ALG socket to it failed with an errno that passes (memory, descriptors, a module loading); not starting rather than choosing default and sealing suites without it`;
 }
 
 /**

@@ -10,7 +10,7 @@ import { toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import type { DescFile } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
-import { cannotWork, probeCapabilities, type AlgStatus, type CapabilityReport } from '../capabilities/probe.js';
+import { cannotWork, inconclusiveProbe, probeCapabilities, type AlgStatus, type CapabilityReport } from '../capabilities/probe.js';
 import { CryptoService } from '../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
@@ -87,9 +87,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
   const startTime = Date.now();
   const report = probeCapabilities();
   const unusable = cannotWork(report);
+  const inconclusive = unusable ? undefined : inconclusiveProbe(report);
   // At warn when the daemon cannot start, so the reasons show whatever the log level.
-  for (const line of report.summary) log[unusable ? 'warn' : 'info']({ kernel: report.kernel.release }, line);
+  for (const line of report.summary) log[unusable || inconclusive ? 'warn' : 'info']({ kernel: report.kernel.release }, line);
   if (unusable) throw new Error(`${unusable}; ringfenced cannot serve cryptography here — see \`ringfence doctor\``);
+  if (inconclusive) throw new Error(`${inconclusive}; start it again shortly (\`ringfence doctor\` probes the same way)`);
 
   // A socket another daemon serves (or is starting to serve) is found before anything is created
   // (a state directory, a master key); the lock is held until the process ends.
