@@ -91,8 +91,9 @@ export function toApiError(err: unknown, what = 'the operation'): ApiError {
       case 'AUTHENTICATION_FAILED':
         return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.AUTHENTICATION_FAILED, 'authentication failed: the ciphertext or its associated data was altered, or they do not belong together', {}, { cause: err });
       case 'ALGORITHM_UNAVAILABLE':
-        // The probe at start-up found it usable (requests for suites it did not are refused before
-        // the engine): the kernel changed since, e.g. a module was removed.
+        // The probe at start-up found it usable (new keys of suites it did not, and uses of existing
+        // ones the kernel refuses or lacks, are refused before the engine): the kernel changed since,
+        // e.g. a module was removed, or its probe failed with another errno (given here).
         return new ApiError(Status.FAILED_PRECONDITION, err.restricted ? ErrorReason.SUITE_RESTRICTED_BY_KERNEL : ErrorReason.SUITE_UNAVAILABLE, `${err.message}; \`ringfence doctor\` shows what the kernel allows now`, err.algorithm ? suiteMetadata(err.algorithm) : {}, { cause: err });
       case 'AF_ALG_UNAVAILABLE':
         return new ApiError(Status.UNAVAILABLE, ErrorReason.AF_ALG_UNAVAILABLE, err.message, err.errno ? { errno: err.errno } : {}, { cause: err });

@@ -15,7 +15,7 @@ import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './
 import { DueWorkFailed, type DueWork, type PostponementStep } from './due-work-scheduler.js';
 import { KeyRetries, type DueWorkKind, type RetryDelays } from './key-retries.js';
 import { Mutex } from './mutex.js';
-import { chooseSuite } from './suite-choice.js';
+import { chooseSuite, keySuiteRefusal } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
 import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, MAX_TIME_MS, nextRotationTime, primaryVersion, suiteOf } from './model.js';
 
@@ -131,6 +131,8 @@ export class KeyManager {
         const indexed = record.rotationPeriodMs !== null && record.rotationPeriodMs < minPeriod ? { ...record, rotationPeriodMs: minPeriod } : record;
         if (indexed !== record) this.deps.log(`key "${record.name}" has a rotation period below minRotationPeriod; it rotates every ${minPeriod} ms`, { key_name: record.name, rotationPeriodMs: record.rotationPeriodMs, minRotationPeriodMs: minPeriod }, 'warn');
         this.index(indexed, versions, record.versions.map((v) => v.encryptionsReserved));
+        const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
+        if (refusal) this.deps.log(`${refusal.message}; it is not rotated on schedule`, { key_name: record.name, suite: record.suite }, 'warn');
       }
       // Best effort: the check only tests the master key early, every later save carries it, and a
       // full disk must not keep keys that all loaded from being served (found by review).
@@ -388,7 +390,7 @@ export class KeyManager {
       });
       return;
     }
-    const due = nextRotationTime(record);
+    const due = this.scheduledRotationTime(record);
     if (due === null || record.state === 'pending_deletion') return;
     if (rotationBase(record) > now + CLOCK_BACK_TOLERANCE_MS) return this.rebaseRotation(record);
     if (due > now) return;
@@ -421,12 +423,20 @@ export class KeyManager {
     });
   }
 
+  /**
+   * When the key's rotation period has it rotated, or null: also for a key of a suite this kernel
+   * refuses (rotateLocked would refuse it every time; open() said so once).
+   */
+  private scheduledRotationTime(record: KeyRecord): number | null {
+    return this.deps.suiteStatus(record.suite) === 'available' ? nextRotationTime(record) : null;
+  }
+
   /** The earliest time runDueWork has something to do, for the scheduler: a key whose work failed, at its retry time. */
   nextDueTime(): number | null {
     let next: number | null = null;
     const now = this.now();
     for (const r of this.byName.values()) {
-      const due = r.state === 'pending_deletion' ? r.deletionTime : r.state === 'enabled' || r.state === 'disabled' ? nextRotationTime(r) : null;
+      const due = r.state === 'pending_deletion' ? r.deletionTime : r.state === 'enabled' || r.state === 'disabled' ? this.scheduledRotationTime(r) : null;
       if (due === null) continue;
       // Counted, or the scheduler would run again at once for work that is put off (and spin).
       const t = Math.max(due, this.retries.retryTime(r.id, dueWorkKind(r), now) ?? due);
@@ -445,6 +455,7 @@ export class KeyManager {
   async forEncrypt(name: string, n = 1): Promise<ResolvedVersion<AeadSuite>> {
     const record = this.usable(name, 'aead');
     this.serialsOf(record, record.versions.length); // nothing is counted for a version this kernel could not load
+    this.checkSuiteUsable(record);
     // Fast path: within the persisted reservation, counted at once (no await between check and count).
     if (this.tryCount(record, record.versions.length, n, this.newWorkLimit(record))) return this.resolved(record, record.versions.length);
     return this.lock.run(async () => {
@@ -561,18 +572,30 @@ export class KeyManager {
     if (record.suite !== suiteName) {
       throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext claims suite ${suiteName}, but key "${record.name}" is ${record.suite}`, { key_name: record.name, detail: 'suite differs from the key\'s' });
     }
-    return { ...this.checkVersion(record, version), suite: suiteOf(record) as AeadSuite };
+    const resolved = this.checkVersion(record, version);
+    this.checkSuiteUsable(record);
+    return { ...resolved, suite: suiteOf(record) as AeadSuite };
   }
 
   forMac(name: string): ResolvedVersion<MacSuite> {
     const record = this.usable(name, 'mac');
     const v = record.versions.length;
-    return { key: record, version: v, suite: suiteOf(record) as MacSuite, serials: this.serialsOf(record, v) };
+    const serials = this.serialsOf(record, v);
+    this.checkSuiteUsable(record);
+    return { key: record, version: v, suite: suiteOf(record) as MacSuite, serials };
   }
 
   forVerify(name: string, version: number | undefined): ResolvedVersion<MacSuite> {
     const record = this.usable(name, 'mac');
-    return { ...this.checkVersion(record, version || record.versions.length), suite: suiteOf(record) as MacSuite };
+    const resolved = this.checkVersion(record, version || record.versions.length);
+    this.checkSuiteUsable(record);
+    return { ...resolved, suite: suiteOf(record) as MacSuite };
+  }
+
+  /** A key of a suite this kernel refuses or lacks is refused with the key named, before the engine (after serialsOf: a version that did not load says why). */
+  private checkSuiteUsable(record: KeyRecord): void {
+    const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'use');
+    if (refusal) throw refusal;
   }
 
   // ---- internals ----
@@ -610,6 +633,9 @@ export class KeyManager {
   }
 
   private async rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string): Promise<KeyRecord> {
+    // CreateKey refuses the suite on this kernel; a rotation would make a version nobody could use here.
+    const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
+    if (refusal) throw refusal;
     const suite = suiteOf(record);
     const version = record.versions.length + 1;
     let made: { serials: number[]; blobs: string[]; fingerprints?: string[] };

@@ -49,7 +49,31 @@ export function chooseSuite(suiteStatus: (suite: string) => AlgStatus, purpose: 
     );
   }
   if (status !== 'available') {
-    throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `this kernel does not provide ${suite.name} (${kernelAlgorithm}: ${status}); see \`ringfence doctor\``, { suite: suite.name, kernel_algorithm: kernelAlgorithm });
+    throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.SUITE_UNAVAILABLE, `${status === 'error' ? `the daemon's start-up probe of ${kernelAlgorithm} failed, so it does not use ${suite.name}` : `this kernel does not provide ${suite.name} (${kernelAlgorithm})`}; \`ringfence doctor\` shows why`, { suite: suite.name, kernel_algorithm: kernelAlgorithm });
   }
   return suite;
+}
+
+/**
+ * Why an existing key cannot be used (`use`: only a suite the kernel refuses or lacks; one whose
+ * probe failed is left to the engine, which gives the errno) or given a new version (`rotate`: any
+ * suite not available) on this kernel, or undefined. Such a key comes from state made on a kernel
+ * that allowed its suite (a move from 6.12 to af_alg_restrict=1); found by review (helper-89).
+ */
+export function keySuiteRefusal(suiteStatus: (suite: string) => AlgStatus, key: { name: string; suite: string }, doing: 'use' | 'rotate'): ApiError | undefined {
+  const status = suiteStatus(key.suite);
+  if (status === 'available' || (doing === 'use' && status === 'error')) return undefined;
+  const suite = aeadSuite(key.suite) ?? macSuite(key.suite);
+  const kernelAlgorithm = suite ? suite.algorithms.map((a) => a.name).join(',') : key.suite;
+  const allowed = (suite?.kind === 'mac' ? MAC_SUITES : AEAD_SUITES).filter((s) => suiteStatus(s.name) === 'available').map((s) => s.name);
+  const why =
+    status === 'restricted' ? `which this kernel refuses to the daemon under af_alg_restrict=1` : status === 'missing' ? 'which this kernel does not provide' : `whose start-up probe (${kernelAlgorithm}) failed; \`ringfence doctor\` shows why`;
+  const effect = doing === 'rotate' ? 'a new version could not be used here' : 'it cannot be used here';
+  const next = allowed.length ? `; for new data, create a key of a suite this kernel allows (${allowed.join(', ')})` : '';
+  return new ApiError(
+    Status.FAILED_PRECONDITION,
+    status === 'restricted' ? ErrorReason.SUITE_RESTRICTED_BY_KERNEL : ErrorReason.SUITE_UNAVAILABLE,
+    `key "${key.name}" is ${key.suite}, ${why}: ${effect}; its versions work again on a kernel that allows ${kernelAlgorithm}${next}`,
+    { key_name: key.name, suite: key.suite, kernel_algorithm: kernelAlgorithm, allowed: allowed.join(',') },
+  );
 }
