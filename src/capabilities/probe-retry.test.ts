@@ -37,7 +37,11 @@ vi.mock('../../native-ffi/keyctl.js', async (importOriginal) => {
   return { ...real, getKeyringId: () => 1, createKeyring: () => serial++, invalidateKey: () => undefined, addKey: () => serial++, readKey: () => Buffer.alloc(8) };
 });
 
+// Keying by serial works here: only the binds matter.
+vi.mock('./keying-probe.js', () => ({ probeKeySerial: () => ({ supported: true, verified: true, detail: 'ok' }), probeGeneratedKeys: () => ({ supported: true, detail: 'ok' }) }));
+
 const { inconclusiveProbe, probeCapabilities } = await import('./probe.js');
+const { doctor } = await import('../client/commands/doctor.js');
 const { WRAP_SUITES } = await import('../daemon/keys/material.js');
 
 const [EAGAIN, ENOMEM, ENOENT, EINVAL] = [11, 12, 2, 22];
@@ -72,6 +76,18 @@ describe('the capability probe and a transient bind() failure', () => {
     expect(suite(r, 'aes-256-gcm').algorithms[0]).toMatchObject({ status: 'error', errno: 'ENOMEM', tries: 4 });
     expect(inconclusiveProbe(r)).toMatch(/^the kernel could not say whether it offers gcm\(aes\) \(ENOMEM, 4 tries\): /);
     expect(r.summary).toContain('Failed to probe: aes-256-gcm (gcm(aes): ENOMEM).');
+  });
+
+  it('doctor exits 1 when the daemon would not start on its probe, 0 when it would (review by helper-90)', () => {
+    const run = () => {
+      let out = '';
+      return { code: doctor(false, (s) => (out += s)), out };
+    };
+    expect(run()).toMatchObject({ code: 0, out: expect.stringContaining('Verdict: ringfence can work') });
+    fail('ccm(aes)', ENOMEM);
+    const inconclusive = run();
+    expect(inconclusive.code).toBe(1);
+    expect(inconclusive.out).toMatch(/Verdict: ringfence cannot work in a process like this one \(uid \d+\): the kernel could not say whether it offers ccm\(aes\) \(ENOMEM, 4 tries\)/);
   });
 
   it('other errnos are answers: not tried again, and the daemon starts without the suite', () => {

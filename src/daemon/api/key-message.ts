@@ -3,13 +3,13 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { durationFromMs, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { KeyOrigin, KeyPurpose, KeyState, KeyVersionState, KeyView, type KeySchema } from '../../gen/ringfence/v1/key_pb.js';
 import type { KeyManager } from '../keys/key-manager.js';
-import { nextRotationTime, type KeyRecord } from '../keys/model.js';
+import type { KeyRecord } from '../keys/model.js';
 import { suiteEnum } from './suite-enum.js';
 
 const STATE = { enabled: KeyState.ENABLED, disabled: KeyState.DISABLED, pending_deletion: KeyState.PENDING_DELETION } as const;
 
 export function keyMessage(keys: KeyManager, r: KeyRecord, view: KeyView = KeyView.FULL): MessageInitShape<typeof KeySchema> {
-  const next = nextRotationTime(r);
+  const next = keys.scheduledRotationTime(r);
   const limit = BigInt(keys.encryptionLimit(r));
   return {
     id: r.id,

@@ -251,6 +251,9 @@ export class KeyManager {
         if (record.origin !== 'generated' && req.rotationPeriodMs) {
           throw originMismatch(record, `key "${name}" is imported: only generated keys rotate automatically (rotate it with new material instead)`);
         }
+        // A period the scheduler would not act on (review by helper-90).
+        const refusal = req.rotationPeriodMs ? keySuiteRefusal(this.deps.suiteStatus, record, 'rotate') : undefined;
+        if (refusal) throw refusal;
         next.rotationPeriodMs = this.checkRotationPeriod(req.rotationPeriodMs);
       }
       if (req.deletionProtection !== undefined) next.deletionProtection = req.deletionProtection;
@@ -425,10 +428,10 @@ export class KeyManager {
 
   /**
    * When the key's rotation period has it rotated, or null: also for a key of a suite this kernel
-   * refuses (rotateLocked would refuse it every time; open() said so once).
+   * refuses (rotateLocked would refuse it every time; open() said so once). GetKey shows this time.
    */
-  private scheduledRotationTime(record: KeyRecord): number | null {
-    return this.deps.suiteStatus(record.suite) === 'available' ? nextRotationTime(record) : null;
+  scheduledRotationTime(record: KeyRecord): number | null {
+    return keySuiteRefusal(this.deps.suiteStatus, record, 'rotate') ? null : nextRotationTime(record);
   }
 
   /** The earliest time runDueWork has something to do, for the scheduler: a key whose work failed, at its retry time. */

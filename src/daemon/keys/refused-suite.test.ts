@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AlgStatus } from '../../capabilities/probe.js';
 import { ApiError, ErrorReason, Status } from '../api/errors.js';
+import { keyMessage } from '../api/key-message.js';
 import { CryptoEngine } from '../engine/engine.js';
 import { KernelKeystore } from '../keystore/kernel-keystore.js';
 import { StateStore } from '../state/state-store.js';
@@ -93,10 +94,14 @@ describe('a key whose suite this kernel refuses', () => {
     expect(err.metadata).toEqual({ key_name: 'g', suite: 'aes-256-gcm', kernel_algorithm: 'gcm(aes)', allowed: 'aes-256-ccm,aes-256-ctr-hmac-sha256' });
     expect(km.get('g').versions).toHaveLength(1);
     expect(stateText()).toBe(before);
-    // A suite whose probe failed is not rotated into either (CreateKey refuses it too).
+    // Nor given a rotation period the scheduler would not act on (review by helper-90).
+    const period = await refusal(km.update('g', { rotationPeriodMs: HOUR }));
+    expect([ErrorReason[period.reason], period.metadata.key_name]).toEqual(['SUITE_RESTRICTED_BY_KERNEL', 'g']);
+    expect(stateText()).toBe(before);
+    // A suite whose probe failed with another errno is left to the kernel, for rotation as for use:
+    // otherwise such a key would encrypt on and never rotate (review by helper-90).
     status.set('aes-256-gcm', 'error');
-    expect(ErrorReason[(await refusal(km.rotate('g'))).reason]).toBe('SUITE_UNAVAILABLE');
-    expect(km.get('g').versions).toHaveLength(1);
+    expect((await km.rotate('g')).versions).toHaveLength(2);
   });
 
   it('is not rotated on schedule, and the scheduler does not count it; start-up says so once', async () => {
@@ -110,10 +115,16 @@ describe('a key whose suite this kernel refuses', () => {
     expect(warnings.filter((w) => w.includes('"c"'))).toEqual([]);
     // Only the key of an allowed suite is due; otherwise the scheduler would run at once, again and again.
     expect(reopened.nextDueTime()).toBe(T0 + 2 * HOUR);
+    // GetKey shows no next rotation for it, which would be overdue for ever.
+    expect([keyMessage(reopened, reopened.get('g')).nextRotationTime, keyMessage(reopened, reopened.get('c')).nextRotationTime?.seconds]).toEqual([undefined, BigInt((T0 + 2 * HOUR) / 1000)]);
     clock = T0 + 3 * HOUR;
     expect(await reopened.runDueWork()).toEqual({ deleted: [], rotated: ['c'] });
     expect(reopened.get('g').versions).toHaveLength(1);
     expect(reopened.get('c').versions).toHaveLength(2);
+    // A suite whose probe failed (not ENOENT) keeps its period: rotations are left to the kernel.
+    status.set('aes-256-gcm', 'error');
+    expect(reopened.nextDueTime()).toBe(T0 + HOUR);
+    expect(await reopened.runDueWork()).toEqual({ deleted: [], rotated: ['g'] });
   });
 
   it('is refused when used, naming the key, before anything is counted', async () => {

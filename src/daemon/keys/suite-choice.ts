@@ -55,19 +55,19 @@ export function chooseSuite(suiteStatus: (suite: string) => AlgStatus, purpose: 
 }
 
 /**
- * Why an existing key cannot be used (`use`: only a suite the kernel refuses or lacks; one whose
- * probe failed is left to the engine, which gives the errno) or given a new version (`rotate`: any
- * suite not available) on this kernel, or undefined. Such a key comes from state made on a kernel
- * that allowed its suite (a move from 6.12 to af_alg_restrict=1); found by review (helper-89).
+ * Why an existing key cannot be used or given a new version on this kernel, or undefined: its suite
+ * is refused (af_alg_restrict) or missing. Such a key comes from state made on a kernel that allowed
+ * its suite (a move from 6.12 to af_alg_restrict=1); found by review (helper-89). A suite whose probe
+ * failed with another errno is not refused here: the engine tries it and reports the errno (for use
+ * and rotation alike, or a key would encrypt on and never rotate: review by helper-90).
  */
 export function keySuiteRefusal(suiteStatus: (suite: string) => AlgStatus, key: { name: string; suite: string }, doing: 'use' | 'rotate'): ApiError | undefined {
   const status = suiteStatus(key.suite);
-  if (status === 'available' || (doing === 'use' && status === 'error')) return undefined;
+  if (status === 'available' || status === 'error') return undefined;
   const suite = aeadSuite(key.suite) ?? macSuite(key.suite);
   const kernelAlgorithm = suite ? suite.algorithms.map((a) => a.name).join(',') : key.suite;
   const allowed = (suite?.kind === 'mac' ? MAC_SUITES : AEAD_SUITES).filter((s) => suiteStatus(s.name) === 'available').map((s) => s.name);
-  const why =
-    status === 'restricted' ? `which this kernel refuses to the daemon under af_alg_restrict=1` : status === 'missing' ? 'which this kernel does not provide' : `whose start-up probe (${kernelAlgorithm}) failed; \`ringfence doctor\` shows why`;
+  const why = status === 'restricted' ? 'which this kernel refuses to the daemon under af_alg_restrict=1' : 'which this kernel does not provide';
   const effect = doing === 'rotate' ? 'a new version could not be used here' : 'it cannot be used here';
   const next = allowed.length ? `; for new data, create a key of a suite this kernel allows (${allowed.join(', ')})` : '';
   return new ApiError(
