@@ -101,7 +101,9 @@ export async function main(argv: string[], io: Stdio): Promise<number> {
   const socket = typeof values.socket === 'string' ? resolve(values.socket) : undefined;
   const ctx = new Context(values.json === true, socket, io);
   try {
-    return await spec.run(ctx, args, values);
+    const code = await spec.run(ctx, args, values);
+    await ctx.flushStdout();
+    return code;
   } catch (err) {
     if (err instanceof UsageError) return usageError(io, err.message, found);
     io.stderr.write(`ringfence: ${spec.what(args)}: ${reason(err)}\n`);

@@ -5,8 +5,8 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { RingfenceClient } from '../sdk/index.js';
-import { UsageError } from './args.js';
-import { openOutput, writeAll } from './io.js';
+import { CommandError, UsageError } from './args.js';
+import { isTerminalPath, openOutput, writeAll } from './io.js';
 
 /** Every option any command takes; cli.ts parses them all, then checks them against the command. */
 export const OPTIONS = {
@@ -66,12 +66,28 @@ export class Context {
 
   /** Text for stdout (results only: progress and warnings go to stderr). */
   print(text: string): void {
-    this.io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    this.toStdout(text.endsWith('\n') ? text : `${text}\n`);
   }
 
   /** The one JSON document of a --json run. */
   printJson(doc: unknown): void {
-    this.io.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+    this.toStdout(`${JSON.stringify(doc, null, 2)}\n`);
+  }
+
+  private readonly stdoutWrites: Promise<void>[] = [];
+  private stdoutError: NodeJS.ErrnoException | undefined;
+  private toStdout(text: string): void {
+    this.stdoutWrites.push(new Promise((resolve) => this.io.stdout.write(text, (err) => ((this.stdoutError ??= err ?? undefined), resolve()))));
+  }
+
+  /**
+   * Waits for what print() and printJson() wrote; a full disk or a reader gone fails the command
+   * (found by review, helper-88: `--json encrypt k > full-disk` exited 0 with the ciphertext lost,
+   * the stream's error coming only after the exit code was set).
+   */
+  async flushStdout(): Promise<void> {
+    await Promise.all(this.stdoutWrites.splice(0));
+    if (this.stdoutError) throw new CommandError(`cannot write stdout: ${this.stdoutError.code ?? this.stdoutError.message}`);
   }
 
   /** The JSON document of a command that takes -o: to FILE when given (it may hold plaintext), else stdout. */
@@ -85,7 +101,7 @@ export class Context {
    * and show nothing useful. A pipe, a file or --json are the ways out.
    */
   refuseBinaryToTerminal(out: string | undefined, what: string, ways: string): void {
-    if (!this.json && (out === undefined || out === '-') && this.io.stdout.isTTY) {
+    if (!this.json && (out === undefined || out === '-' ? this.io.stdout.isTTY === true : isTerminalPath(out))) {
       throw new UsageError(`refusing to write ${what} to a terminal: use ${ways}`);
     }
   }

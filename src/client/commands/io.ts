@@ -8,9 +8,10 @@
  * never leaves a partial (or unauthenticated) result under the requested name.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, fstatSync, lstatSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
+import { closeSync, constants, createReadStream, createWriteStream, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { isatty } from 'node:tty';
 import { Readable, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { CommandError } from './args.js';
@@ -139,6 +140,8 @@ export interface Output {
   readonly stream: Writable;
   /** Written as it goes (stdout, a device, a FIFO): what was written cannot be taken back. */
   readonly inPlace: boolean;
+  /** A terminal: no progress line into it, no raw binary to it. */
+  readonly isTTY: boolean;
   /** Flushes and, for a file, renames the temporary file into place. */
   commit(): Promise<void>;
   /** Removes the temporary file; stdout cannot be taken back. */
@@ -173,7 +176,7 @@ function hookSignals(): void {
  */
 export function openOutput(path: string | undefined, stdout: Writable = process.stdout): Output {
   if (path === undefined || path === '-') {
-    return { label: 'stdout', stream: stdout, inPlace: true, commit: () => drain(stdout), abort: async () => {} };
+    return { label: 'stdout', stream: stdout, inPlace: true, isTTY: (stdout as { isTTY?: boolean }).isTTY === true, commit: () => drain(stdout), abort: async () => {} };
   }
   const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   const target = outputTarget(path, fail);
@@ -189,6 +192,7 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
     label: path,
     stream,
     inPlace: false,
+    isTTY: false,
     async commit() {
       try {
         if (!stream.writableEnded) stream.end();
@@ -282,6 +286,25 @@ function danglingTarget(path: string, fail: (err: unknown) => CommandError): str
   throw fail(Object.assign(new Error('too many symlinks'), { code: 'ELOOP' }));
 }
 
+/**
+ * Whether `path` names a terminal (`-o /dev/tty`, or `/dev/stdout` on one): treated as stdout on a
+ * terminal is (found by review, helper-88: the progress line was drawn into plaintext shown there).
+ * Opened without becoming the controlling terminal, and without waiting.
+ */
+export function isTerminalPath(path: string): boolean {
+  try {
+    if (!statSync(path).isCharacterDevice()) return false;
+    const fd = openSync(path, constants.O_WRONLY | constants.O_NOCTTY | constants.O_NONBLOCK);
+    try {
+      return isatty(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
 /** A device or FIFO: written as it is, like stdout; nothing to rename, nothing to take back. */
 function inPlaceOutput(path: string, fail: (err: unknown) => CommandError): Output {
   const stream: WriteStream = createWriteStream(path, { flags: 'w' });
@@ -290,6 +313,7 @@ function inPlaceOutput(path: string, fail: (err: unknown) => CommandError): Outp
     label: path,
     stream,
     inPlace: true,
+    isTTY: isTerminalPath(path),
     async commit() {
       try {
         if (!stream.writableEnded) stream.end();

@@ -37,8 +37,7 @@ export async function streamPieceBytes(ctx: Context, preferred: number): Promise
 export async function runStream(ctx: Context, job: StreamJob): Promise<void> {
   // Not while the output itself goes to the terminal (decrypt to the screen): each redraw would land
   // in the middle of it, and the final clear would erase its last line.
-  const toTerminal = job.output.stream === ctx.io.stdout && ctx.io.stdout.isTTY === true;
-  const progress = toTerminal ? undefined : startProgress(job.label, job.size, ctx.io.stderr);
+  const progress = job.output.isTTY ? undefined : startProgress(job.label, job.size, ctx.io.stderr);
   const source = Buffer.isBuffer(job.source) ? Readable.from([job.source]) : job.source.rest();
   const stages = [source, ...(progress ? [progress.counter] : []), job.duplex, job.output.stream] as const;
   // A write error names the output's temporary file; the user named another path. pipeline passes
