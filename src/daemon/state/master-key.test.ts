@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -88,6 +88,19 @@ describe('loadOrCreateMasterKey: rejected contents', () => {
       expect(readFileSync(join(dir, MASTER_KEY_FILE))).toEqual(Buffer.from(contents));
     });
   }
+
+  it('refuses a symlink to a missing file, in the state dir or as the credential, changing nothing (review by helper-91: start-up looped making keys)', async () => {
+    const dir = stateDirWith();
+    symlinkSync('/nonexistent/ringfence-volume/master.key', join(dir, MASTER_KEY_FILE));
+    const started = load(dir);
+    const outcome = await Promise.race([started.then(() => 'loaded', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still running after 5 s'), 5000))]);
+    expect(outcome).toBe(`master key ${join(dir, MASTER_KEY_FILE)} is a symlink to /nonexistent/ringfence-volume/master.key, which does not exist (a volume not mounted yet?); nothing was changed`);
+    expect(readdirSync(dir)).toEqual([MASTER_KEY_FILE]);
+    // As the credential: not taken for an absent one (which would fall back to the state dir).
+    const creds = stateDirWith();
+    symlinkSync('/nonexistent/creds/master.key', join(creds, MASTER_KEY_FILE));
+    await expect(load(stateDirWith(KEY), { credentialsDirectory: creds })).rejects.toThrow(/is a symlink to \/nonexistent\/creds\/master\.key, which does not exist/);
+  });
 
   it('refuses a directory in place of the file', async () => {
     const dir = stateDirWith();

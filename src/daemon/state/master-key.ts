@@ -6,7 +6,7 @@
  * Decoding works on bytes, never strings: a JS string of key material cannot be wiped.
  */
 import { randomFillSync } from 'node:crypto';
-import { link, mkdir, open, readdir, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, readlink, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export const MASTER_KEY_FILE = 'master.key';
@@ -178,8 +178,12 @@ async function readKeyFile(path: string, checkMode: boolean): Promise<Buffer | u
   try {
     fh = await open(path, 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    // A symlink to a missing file (a volume not mounted yet): not a missing key. Taken as one, a new
+    // key could never be linked in its place, and start-up looped making keys (review by helper-91).
+    const entry = await lstat(path).catch(() => undefined);
+    if (entry?.isSymbolicLink()) throw new Error(`master key ${path} is a symlink to ${await readlink(path).catch(() => '?')}, which does not exist (a volume not mounted yet?); nothing was changed`);
+    return undefined;
   }
   const buf = Buffer.alloc(MAX_FILE_BYTES + 1); // one more, to tell a longer file
   try {
