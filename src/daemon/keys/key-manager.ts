@@ -95,11 +95,16 @@ export class KeyManager {
     // The check is sealed by an AF_ALG AEAD: a kernel that allows no sealing suite can neither open
     // nor make one (the check stays as it is). Generated keys prove the master key anyway: the
     // kernel verifies each blob's HMAC when it loads it (MASTER_KEY_MISMATCH below).
-    if (state.masterCheck && material.canSeal && !(await material.verifyMasterCheck(state.masterCheck))) {
+    // Whether this master key is known to be the one the state was saved with: its check opened, or
+    // a version loaded (the kernel verifies each blob). Once it is, a blob that does not open is the
+    // state's fault, not the master key's (review by helper-91).
+    let masterProven = false;
+    if (state.masterCheck && material.canSeal) {
+      masterProven = await material.verifyMasterCheck(state.masterCheck);
       // Kept as it is (not sealed again: that would bless a master key nobody verified).
-      this.deps.log('the master-key check is sealed with a suite this kernel refuses; the master key is not checked up front (generated keys are still verified as they load)', { suite: state.masterCheck.split(':')[1] });
+      if (!masterProven) this.deps.log('the master-key check is sealed with a suite this kernel refuses; the master key is not checked up front (generated keys are still verified as they load)', { suite: state.masterCheck.split(':')[1] });
     }
-    this.masterCheck = state.masterCheck ?? (material.canSeal ? await material.masterCheck() : null);
+    this.masterCheck = state.masterCheck ?? null;
     this.deps.fingerprints.start(material.canSeal, this.deps.suiteStatus('hmac-sha256') === 'available', this.deps.log);
     const { fingerprints } = this.deps;
     try {
@@ -110,6 +115,7 @@ export class KeyManager {
             try {
               const restored = await material.restore(record.id, v.version, record.origin, v.blobs, (part) => fingerprints.of(part));
               versions.push(restored.serials);
+              masterProven = true;
               fingerprints.noteRestored(restored.fingerprints, { keyId: record.id, version: v.version }, (id) => (id === record.id ? record.name : this.byId.get(id)?.name), this.deps.log);
             } catch (err) {
               // A kernel that refuses the seal's suite (a move to af_alg_restrict=1) cannot bring
@@ -122,6 +128,9 @@ export class KeyManager {
           }
         } catch (err) {
           for (const s of versions) material.destroy(s);
+          if (err instanceof KeystoreError && err.code === 'MASTER_KEY_MISMATCH' && masterProven) {
+            throw new KeystoreError('INVALID_KEY', `key "${record.name}" version ${versions.length + 1} does not open, though this master key opened ${state.masterCheck ? 'its check' : 'other keys'} in the same state: its blob in the state file is corrupted or was edited; restore the state file from a backup (the master key is the right one)`, err);
+          }
           if (err instanceof KeystoreError) throw new KeystoreError(err.code, `key "${record.name}" version ${versions.length + 1}: ${err.message}`, err);
           throw err;
         }
@@ -134,6 +143,9 @@ export class KeyManager {
         const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
         if (refusal) this.deps.log(`${refusal.message}; it is not rotated on schedule`, { key_name: record.name, suite: record.suite }, 'warn');
       }
+      // Made only for a master key that opened something, or for a state with no keys: sealed under
+      // a key nobody verified (every version unloadable here), it would bless that key (helper-91).
+      if (!state.masterCheck && material.canSeal && (masterProven || state.keys.length === 0)) this.masterCheck = await material.masterCheck();
       // Best effort: the check only tests the master key early, every later save carries it, and a
       // full disk must not keep keys that all loaded from being served (found by review).
       if (!state.masterCheck && this.masterCheck) {
