@@ -91,7 +91,14 @@ export async function main(argv: string[], io: Stdio): Promise<number> {
   const values = parsed.values as Values;
   const found = find(parsed.positionals);
   if (values.help) {
-    io.stdout.write(usageOf('error' in found && !('group' in found) ? {} : found));
+    const help = new Context(false, undefined, io);
+    help.print(usageOf('error' in found && !('group' in found) ? {} : found));
+    try {
+      await help.flushStdout();
+    } catch (err) {
+      io.stderr.write(`ringfence: help: ${reason(err)}\n`);
+      return 1;
+    }
     return 0;
   }
   if (!('spec' in found)) return usageError(io, found.error ?? 'missing command', found);

@@ -12,7 +12,7 @@ export const statusCommands: CommandSpec[] = [
     args: [],
     what: () => 'doctor',
     async run(ctx) {
-      return doctor(ctx.json, (s) => ctx.io.stdout.write(s));
+      return doctor(ctx.json, (s) => ctx.print(s)); // through print: a failed write fails the command
     },
   },
   {

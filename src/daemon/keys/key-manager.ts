@@ -98,11 +98,11 @@ export class KeyManager {
     // Whether this master key is known to be the one the state was saved with: its check opened, or
     // a version loaded (the kernel verifies each blob). Once it is, a blob that does not open is the
     // state's fault, not the master key's (review by helper-91).
-    let masterProven = false;
+    let provenBy: 'its check' | 'other keys' | undefined;
     if (state.masterCheck && material.canSeal) {
-      masterProven = await material.verifyMasterCheck(state.masterCheck);
+      if (await material.verifyMasterCheck(state.masterCheck)) provenBy = 'its check';
       // Kept as it is (not sealed again: that would bless a master key nobody verified).
-      if (!masterProven) this.deps.log('the master-key check is sealed with a suite this kernel refuses; the master key is not checked up front (generated keys are still verified as they load)', { suite: state.masterCheck.split(':')[1] });
+      else this.deps.log('the master-key check is sealed with a suite this kernel refuses; the master key is not checked up front (generated keys are still verified as they load)', { suite: state.masterCheck.split(':')[1] });
     }
     this.masterCheck = state.masterCheck ?? null;
     this.deps.fingerprints.start(material.canSeal, this.deps.suiteStatus('hmac-sha256') === 'available', this.deps.log);
@@ -115,7 +115,7 @@ export class KeyManager {
             try {
               const restored = await material.restore(record.id, v.version, record.origin, v.blobs, (part) => fingerprints.of(part));
               versions.push(restored.serials);
-              masterProven = true;
+              provenBy ??= 'other keys';
               fingerprints.noteRestored(restored.fingerprints, { keyId: record.id, version: v.version }, (id) => (id === record.id ? record.name : this.byId.get(id)?.name), this.deps.log);
             } catch (err) {
               // A kernel that refuses the seal's suite (a move to af_alg_restrict=1) cannot bring
@@ -128,8 +128,8 @@ export class KeyManager {
           }
         } catch (err) {
           for (const s of versions) material.destroy(s);
-          if (err instanceof KeystoreError && err.code === 'MASTER_KEY_MISMATCH' && masterProven) {
-            throw new KeystoreError('INVALID_KEY', `key "${record.name}" version ${versions.length + 1} does not open, though this master key opened ${state.masterCheck ? 'its check' : 'other keys'} in the same state: its blob in the state file is corrupted or was edited; restore the state file from a backup (the master key is the right one)`, err);
+          if (err instanceof KeystoreError && err.code === 'MASTER_KEY_MISMATCH' && provenBy) {
+            throw new KeystoreError('INVALID_KEY', `key "${record.name}" version ${versions.length + 1} does not open, though this master key opened ${provenBy} in the same state: its blob in the state file is corrupted or was edited; restore the state file from a backup (the master key is the right one)`, err);
           }
           if (err instanceof KeystoreError) throw new KeystoreError(err.code, `key "${record.name}" version ${versions.length + 1}: ${err.message}`, err);
           throw err;
@@ -145,7 +145,7 @@ export class KeyManager {
       }
       // Made only for a master key that opened something, or for a state with no keys: sealed under
       // a key nobody verified (every version unloadable here), it would bless that key (helper-91).
-      if (!state.masterCheck && material.canSeal && (masterProven || state.keys.length === 0)) this.masterCheck = await material.masterCheck();
+      if (!state.masterCheck && material.canSeal && (provenBy !== undefined || state.keys.length === 0)) this.masterCheck = await material.masterCheck();
       // Best effort: the check only tests the master key early, every later save carries it, and a
       // full disk must not keep keys that all loaded from being served (found by review).
       if (!state.masterCheck && this.masterCheck) {
