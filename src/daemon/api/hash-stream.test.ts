@@ -47,6 +47,9 @@ import { HashStreamRequestSchema, HashStreamResponseSchema } from '../../gen/rin
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
 import { ErrorReason, RingfenceClient } from '../../client/sdk/index.js';
 import type { OpContext } from '../ops/context.js';
+import { ApiError, ErrorReason as Reason, Status } from './errors.js';
+
+const permissionDenied = (op: string) => new ApiError(Status.PERMISSION_DENIED, Reason.PERMISSION_DENIED, 'not allowed', { operation: op });
 
 let dir: string;
 let socketPath: string;
@@ -56,12 +59,14 @@ const audit = vi.fn();
 const engine = new CryptoEngine();
 const slots = new CallerSlots(3, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller');
 const limits = { ...DEFAULT_LIMITS };
+/** The caller's access check, per call; a test swaps it to revoke `hash` mid-stream. */
+let authorize: (op: string) => void = () => {};
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'rv-hs-'));
   socketPath = join(dir, 's.sock');
   const ctx = { keys: {} as never, engine, limits, suiteStatus: () => 'available', authorize: () => {}, budget: {} as never, hashStreamSlots: slots } as unknown as OpContext;
-  const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {}, principal: { uid: 4242 } }) } } as never;
+  const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ authorize: (op: string) => authorize(op), principal: { uid: 4242 } }) } } as never;
   server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
   server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), cryptoServiceHandlers(ctx, deps));
   await new Promise<void>((res, rej) => server.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
@@ -110,6 +115,23 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     // Written once the HTTP/2 stream closes (call-end.ts), which may be just after the client has the answer.
     await vi.waitFor(() => expect(lastAudit()).toMatchObject({ rpc: 'CryptoService/HashStream', outcome: 'OK', bytesIn: data.length, bytesOut: createHash(name).digest().length }));
     await released();
+  });
+
+  it('a grant of hash revoked mid-stream (a policy reload) ends the stream with PERMISSION_DENIED, as Encrypt/DecryptStream do (review by helper-93)', async () => {
+    let checks = 0;
+    authorize = (op) => {
+      expect(op).toBe('hash');
+      if (++checks > 2) throw permissionDenied('hash');
+    };
+    try {
+      const r = raw([{ data: Buffer.from('one') }, { data: Buffer.from('two') }, { data: Buffer.from('three') }], { keepOpen: true });
+      const { err } = await r.done;
+      expect([err?.code, err?.details]).toEqual([grpc.status.PERMISSION_DENIED, 'not allowed']);
+      expect(checks).toBe(3); // at the call, then per message: the second message was the last one hashed
+      await released();
+    } finally {
+      authorize = () => {};
+    }
   });
 
   it('no message at all, then half-close: SHA-256 of nothing', async () => {

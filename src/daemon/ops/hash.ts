@@ -59,6 +59,9 @@ export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStr
   async function* pieces(): AsyncGenerator<Buffer> {
     let next = first;
     while (!next.done) {
+      // Per message, as Encrypt/DecryptStream check theirs: a grant revoked by a reload stops the
+      // stream too (review by helper-93; the first message was checked with the call).
+      if (next !== first) ctx.authorize('hash');
       const m = next.value;
       if (m.algorithm !== HashAlgorithm.UNSPECIFIED && m.algorithm !== algorithm) {
         throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_PROTOCOL_VIOLATION, 'a later HashStream message names a different algorithm', { field: 'algorithm' });
