@@ -175,8 +175,8 @@ export function summarize(r: CapabilityReport): string[] {
  * Why the daemon does not start on this probe, or undefined: an algorithm's bind() failed with a
  * transient errno on every try, so the probe cannot tell whether the kernel offers it. Started
  * anyway, the daemon would give new keys, and seal imported material with, another suite for good;
- * refused, it starts again (systemd's Restart=) once the kernel answers. `ringfence doctor` only
- * reports it.
+ * refused, it starts again (systemd's Restart=) once the kernel answers. `ringfence doctor` exits 1
+ * on it too.
  */
 export function inconclusiveProbe(r: CapabilityReport): string | undefined {
   const algs = new Map(r.suites.flatMap((s) => s.algorithms).filter((a) => a.status === 'error' && a.errno !== undefined && TRANSIENT_ERRNOS.has(a.errno)).map((a) => [a.name, a]));

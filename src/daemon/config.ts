@@ -179,7 +179,8 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      default /var/lib/ringfence as root, else $XDG_STATE_HOME/ringfence,
                      ~/.local/state/ringfence if unset)
   --policy FILE      access policy, JSON (env RINGFENCE_POLICY; default /etc/ringfence/policy.json
-                     as root, else $XDG_CONFIG_HOME/ringfence/policy.json); reloaded on SIGHUP and
+                     as root, else $XDG_CONFIG_HOME/ringfence/policy.json, ~/.config/ringfence/
+                     policy.json if unset); reloaded on SIGHUP and
                      on change; without it only root and the daemon's uid may use ringfenced
   --config FILE      JSON config file (env RINGFENCE_CONFIG): socket, stateDir, logLevel, policy,
                      socketMode ("0660" as root, else "0600"), limits { maxPayloadBytes, maxAssociatedDataBytes,

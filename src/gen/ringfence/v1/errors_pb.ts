@@ -180,8 +180,11 @@ export enum ErrorReason {
    * FAILED_PRECONDITION: the kernel refuses the suite or hash algorithm to the daemon under
    * `af_alg_restrict=1` (e.g. `aes-256-gcm` on Linux >= 7.3). Metadata: `suite` (CLI spelling,
    * e.g. "aes-256-gcm"), `kernel_algorithm` (e.g. "gcm(aes)"), `allowed` (comma-separated suites
-   * the kernel does allow for the purpose). When the kernel changed under a running daemon (found
-   * at use, not at start-up), only `kernel_algorithm`, and `suite` if one suite alone needs it.
+   * the kernel does allow for the purpose), and `key_name` when an existing key has that suite.
+   * When the kernel changed under a running daemon (found at use, not at start-up), only
+   * `kernel_algorithm`, and `suite` if one suite alone needs it. For a version that could not be
+   * loaded at start-up (sealed under the master key with a suite refused here): `key_name` and
+   * `key_version` only.
    *
    * @generated from enum value: ERROR_REASON_SUITE_RESTRICTED_BY_KERNEL = 20;
    */
@@ -216,7 +219,8 @@ export enum ErrorReason {
    * INVALID_ARGUMENT: a request field is missing or out of range (empty key name, bad name
    * syntax, page_size < 0, a period outside its limits, ...); NOT_FOUND with `field` "service"
    * for a grpc.health.v1 check of a service the daemon does not serve. Metadata: `field` (the field path,
-   * e.g. "rotation_period"), `constraint` (a short human description).
+   * e.g. "rotation_period"), `constraint` (a short human description); for a request that does
+   * not decode as its message type, `message_type` instead.
    *
    * @generated from enum value: ERROR_REASON_INVALID_FIELD = 30;
    */
@@ -277,7 +281,7 @@ export enum ErrorReason {
 
   /**
    * INVALID_ARGUMENT: the stream's messages break the protocol: no header first, a second header,
-   * or data after the final chunk. Metadata: `detail`.
+   * or data after the final chunk. Metadata: `detail` (HashStream: `field`).
    *
    * @generated from enum value: ERROR_REASON_STREAM_PROTOCOL_VIOLATION = 44;
    */
@@ -297,7 +301,8 @@ export enum ErrorReason {
    * RESOURCE_EXHAUSTED: a batch (or one Session message, counting its packed operations) has
    * more items than Limits.max_batch_items, or a batch's reply would exceed
    * Limits.max_message_bytes (found before any item ran, or after; the message says which).
-   * Metadata: `limit_items`, `actual_items`; or `limit_bytes`, `actual_bytes`.
+   * Metadata: `limit_items`, `actual_items`; or `limit_bytes`, `actual_bytes`; refused while the
+   * request is decoded: `message_type`, `limit_items`.
    *
    * @generated from enum value: ERROR_REASON_BATCH_TOO_LARGE = 51;
    */

@@ -101,7 +101,8 @@ export type Key = Message<"ringfence.v1.Key"> & {
   rotationPeriod?: Duration | undefined;
 
   /**
-   * When the next time-based rotation is due. Unset when rotation_period is unset.
+   * When the next time-based rotation is due. Unset when rotation_period is unset, and for a key
+   * whose suite this kernel refuses or lacks (the daemon does not rotate it here).
    *
    * @generated from field: google.protobuf.Timestamp next_rotation_time = 11;
    */

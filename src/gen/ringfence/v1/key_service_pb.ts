@@ -655,8 +655,9 @@ export const KeyService: GenService<{
    * Imported keys: the request must carry new material, held by no version of any key here (as
    * ImportKey). Older versions keep decrypting down to
    * min_decryption_version. Allowed on disabled keys. Errors: NOT_FOUND (KEY_NOT_FOUND),
-   * FAILED_PRECONDITION (KEY_PENDING_DELETION, KEY_ORIGIN_MISMATCH), INVALID_ARGUMENT
-   * (KEY_MATERIAL_INVALID), RESOURCE_EXHAUSTED (KERNEL_KEY_QUOTA).
+   * FAILED_PRECONDITION (KEY_PENDING_DELETION, KEY_ORIGIN_MISMATCH; SUITE_RESTRICTED_BY_KERNEL or
+   * SUITE_UNAVAILABLE for a key whose suite this kernel refuses or lacks, made on another kernel),
+   * INVALID_ARGUMENT (KEY_MATERIAL_INVALID), RESOURCE_EXHAUSTED (KERNEL_KEY_QUOTA).
    *
    * @generated from rpc ringfence.v1.KeyService.RotateKey
    */
@@ -668,7 +669,8 @@ export const KeyService: GenService<{
   /**
    * Changes a key's settings: min_decryption_version, rotation_period, deletion_protection. Only
    * the fields set in the request change. Errors: NOT_FOUND (KEY_NOT_FOUND), INVALID_ARGUMENT
-   * (INVALID_FIELD), FAILED_PRECONDITION (KEY_PENDING_DELETION, KEY_ORIGIN_MISMATCH).
+   * (INVALID_FIELD), FAILED_PRECONDITION (KEY_PENDING_DELETION, KEY_ORIGIN_MISMATCH; as RotateKey,
+   * a rotation_period for a key whose suite this kernel refuses or lacks).
    *
    * @generated from rpc ringfence.v1.KeyService.UpdateKey
    */
