@@ -36,6 +36,20 @@ export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
 
 export type DigestInput = Buffer | readonly Buffer[] | AsyncIterable<Buffer> | Iterable<Buffer>;
 
+/**
+ * `out` after its first `lead` bytes (the associated data the kernel copies in front). A view keeps
+ * all of `out` alive, so where the lead is the larger part (a stream chunk of a few bytes under
+ * 64 KiB of associated data) the rest is copied out and `out` wiped: a DecryptStream message of
+ * 32,000 such chunks held 2 GB while the memory budget counted 2 MB (review by helper-94).
+ */
+function withoutLead(out: Buffer, lead: number): Buffer {
+  const rest = out.subarray(lead);
+  if (lead <= rest.length) return rest;
+  const copy = Buffer.from(rest);
+  out.fill(0);
+  return copy;
+}
+
 export class CryptoEngine {
   readonly options: EngineOptions;
   private readonly transforms = new Map<string, Transform>();
@@ -55,7 +69,7 @@ export class CryptoEngine {
     const tfm = this.transform({ alg, serial, authSize: tagBytes });
     const lead = Math.max(0, headroom - aad.length);
     const out = await runRequest(tfm, this.options, { op: AlgOp.ENCRYPT, iv, assocLen: aad.length }, [aad, plaintext], aad.length + plaintext.length + tagBytes, lead);
-    return out.subarray(lead + aad.length - headroom);
+    return withoutLead(out, lead + aad.length - headroom);
   }
 
   /** AEAD decryption of ciphertext || tag; EngineError AUTHENTICATION_FAILED when the tag does not verify. */
@@ -65,7 +79,7 @@ export class CryptoEngine {
     }
     const tfm = this.transform({ alg, serial, authSize: tagBytes });
     const out = await runRequest(tfm, this.options, { op: AlgOp.DECRYPT, iv, assocLen: aad.length }, [aad, sealed], aad.length + sealed.length - tagBytes);
-    return out.subarray(aad.length);
+    return withoutLead(out, aad.length);
   }
 
   /** A raw symmetric cipher (e.g. ctr(aes)); output length equals input length. */
