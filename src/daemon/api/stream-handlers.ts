@@ -11,6 +11,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
 import { once } from 'node:events';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { DecryptStreamResponseSchema, EncryptStreamResponseSchema, type DecryptStreamRequest, type DecryptStreamResponse, type EncryptStreamRequest, type EncryptStreamResponse } from '../../gen/ringfence/v1/stream_pb.js';
 import { getRandom } from '../../../native-ffi/random.js';
@@ -25,6 +26,17 @@ import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, stat
 import type { Authorize } from '../policy/access.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
+
+/**
+ * Work (bytes through the kernel and copied, plus CHUNK_WORK_BYTES a chunk) after which a
+ * DecryptStream message lets the event loop run other calls. One message may hold thousands of
+ * tiny chunks, each authenticated under the caller's associated data again (up to 64 KiB each): run
+ * back to back, a 1 MiB message held the daemon's only thread for the whole of it, and went on
+ * after its caller left (review by helper-94).
+ */
+const PAUSE_AFTER_WORK_BYTES = 256 * 1024;
+/** A chunk's fixed cost (two syscalls, a few buffers), as bytes: 64 empty chunks between pauses, as a Session message's 64 operations. */
+const CHUNK_WORK_BYTES = 4 * 1024;
 
 const violation = (message: string) => new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_PROTOCOL_VIOLATION, message, { detail: message });
 
@@ -57,6 +69,8 @@ interface Budgeted<O> {
   /** Writes with backpressure; the `reserved` bytes go back when grpc-js has flushed the message. */
   write(m: O, reserved?: number): Promise<void>;
   release(bytes: number): void;
+  /** Lets other calls' work run (one event-loop turn); throws CANCELLED if this call is gone meanwhile. */
+  pause(): Promise<void>;
 }
 
 /** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
@@ -92,6 +106,10 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
       return bytes;
     },
     release: (bytes) => share.give(bytes),
+    pause: async () => {
+      await nextTurn();
+      if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
+    },
   };
   // Whatever is still counted when the call is over (a write callback that never came) goes back.
   call.on('close', () => share.close());
@@ -186,8 +204,9 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
 
 export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<DecryptStreamRequest, DecryptStreamResponse> {
   return (call) =>
-    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, grow, write, release }, audit, authorize) => {
+    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, grow, write, release, pause }, audit, authorize) => {
       let decryptor: StreamDecryptor | undefined;
+      let workSincePause = 0;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let first = true;
       /** Budget counted for what the decryptor holds between messages (a chunk sent in pieces). */
@@ -240,7 +259,12 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             // Checked again for every chunk: a key disabled, scheduled for deletion or with a raised
             // minimum decryption version, or access revoked by a policy reload, stops a stream already
             // running, as it refuses a new one.
-            open: (h, nonce, chunkAad, sealed) => {
+            open: async (h, nonce, chunkAad, sealed) => {
+              if (workSincePause >= PAUSE_AFTER_WORK_BYTES) {
+                workSincePause = 0;
+                await pause();
+              }
+              workSincePause += chunkAad.length + sealed.length + CHUNK_WORK_BYTES;
               try {
                 authorize('decrypt', r!.key.name); // a revoked access stops the stream too
               } catch (err) {
