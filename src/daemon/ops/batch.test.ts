@@ -90,6 +90,29 @@ describe('batch replies never exceed maxMessageBytes', () => {
     expect(ErrorReason[(res.results![1]!.result!.value as { reason: ErrorReason }).reason]).toBe('PAYLOAD_TOO_LARGE');
   }, 60_000);
 
+  it('a BatchEncrypt item whose associated data is over its limit fails alone, not counted as a success (review by helper-98)', async () => {
+    const { ctx: c } = context();
+    const ctx = c as { limits: typeof DEFAULT_LIMITS };
+    ctx.limits.maxAssociatedDataBytes = 1024; // within its range (1 B - 1 MiB)
+    const P = ctx.limits.maxPayloadBytes;
+    const requests: { keyName: string; plaintext: Uint8Array; associatedData?: Uint8Array }[] = [{ keyName: 'k', plaintext: new Uint8Array(P), associatedData: new Uint8Array(1025) }];
+    for (let i = 0; i < 3; i++) requests.push({ keyName: 'k', plaintext: new Uint8Array(P - 30_000) });
+    const small = DEFAULT_LIMITS.maxBatchItems - requests.length;
+    const per = Math.floor((M - toBinary(BatchEncryptRequestSchema, create(BatchEncryptRequestSchema, { requests })).length) / small) - 10;
+    for (let i = 0; i < small; i++) requests.push({ keyName: 'k', plaintext: new Uint8Array(per) });
+    const req = create(BatchEncryptRequestSchema, { requests });
+    expect(toBinary(BatchEncryptRequestSchema, req).length).toBeLessThanOrEqual(M);
+    // Counted as a success, the first item's 1 MiB would put the reply's least size over M.
+    const res = await batchEncrypt(c, req);
+    expect(res.results).toHaveLength(requests.length);
+    const first = res.results![0]!.result!;
+    expect(first.case).toBe('error');
+    expect(ErrorReason[(first.value as { reason: ErrorReason }).reason]).toBe('PAYLOAD_TOO_LARGE');
+    expect((first.value as { metadata: Record<string, string> }).metadata.field).toBe('associated_data');
+    expect(res.results!.slice(1).every((r) => r.result!.case === 'response')).toBe(true);
+    expect(toBinary(BatchEncryptResponseSchema, create(BatchEncryptResponseSchema, res)).length).toBeLessThanOrEqual(M);
+  }, 60_000);
+
   it('a BatchDecrypt of junk items (errors larger than their 1-byte requests) never gets an oversized reply', async () => {
     const { ctx } = context();
     const requests: { ciphertext: Uint8Array }[] = [];

@@ -126,7 +126,8 @@ async function runBatch<T, R, S extends DescMessage>(
 }
 
 export async function batchEncrypt(ctx: OpContext, req: BatchEncryptRequest, onItem?: OnItem): Promise<MessageInitShape<typeof BatchEncryptResponseSchema>> {
-  const fits = (item: BatchEncryptRequest['requests'][number]) => item.plaintext.byteLength <= ctx.limits.maxPayloadBytes && isValidKeyName(item.keyName);
+  const fits = (item: BatchEncryptRequest['requests'][number]) =>
+    item.plaintext.byteLength <= ctx.limits.maxPayloadBytes && item.associatedData.byteLength <= ctx.limits.maxAssociatedDataBytes && isValidKeyName(item.keyName);
   return runBatch(ctx, BatchEncryptResponseSchema, req.requests, 'encrypting', encrypt, {
     // Ciphertext: plaintext + header + tag; the key's name; its version.
     least: (item) => (fits(item) ? item.plaintext.byteLength + HEADER_BYTES + LEAST_TAG_BYTES + item.keyName.length + LEAST_FRAMING_BYTES : 0),
