@@ -1,13 +1,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { until } from '../../test/support/wait.js';
 import { NOBODY, projectModule, runTsJson } from '../../test/support/run-ts.js';
-import { lockSocketPath, prepareSocketPath, probeSocket, setSocketMode, socketLockPath } from './socket.js';
+import { checkSocketMode, lockSocketPath, prepareSocketPath, probeSocket, socketLockPath } from './socket.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'ringfence-socket-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -178,19 +178,51 @@ describe('lockSocketPath', () => {
   });
 });
 
-describe('setSocketMode', () => {
-  it('sets the mode of a listening socket', async () => {
+describe('checkSocketMode', () => {
+  it('accepts a socket of the mode and refuses another, changing nothing', async () => {
     const path = sockPath();
-    await listen(path);
-    await setSocketMode(path, 0o660);
+    const old = process.umask(0o117);
+    try {
+      await listen(path);
+    } finally {
+      process.umask(old);
+    }
+    await checkSocketMode(path, 0o660);
+    await expect(checkSocketMode(path, 0o600)).rejects.toThrow(/was created with mode 0660, not socketMode 0600/);
     expect(statSync(path).mode & 0o7777).toBe(0o660);
-    await setSocketMode(path, 0o600);
-    expect(statSync(path).mode & 0o7777).toBe(0o600);
   });
 
   it('refuses something that is not a socket', async () => {
     const file = join(tmp, 'plain');
     writeFileSync(file, '');
-    await expect(setSocketMode(file, 0o600)).rejects.toThrow(/is not a socket/);
+    await expect(checkSocketMode(file, 0o600)).rejects.toThrow(/is not a socket/);
+  });
+});
+
+describe('the socket path: no directory on it that others may write (found by review)', () => {
+  it('refuses a directory writable by every user or by its group, before creating anything under it', async () => {
+    for (const [mode, who] of [[0o777, 'every user'], [0o770, 'its group']] as const) {
+      const open = mkdtempSync(join(tmp, 'open-'));
+      chmodSync(open, mode);
+      const path = join(open, 'run', 'rf.sock');
+      await expect(lockSocketPath(path)).rejects.toThrow(new RegExp(`socket path .* is refused: the directory ${open} on its path is writable by ${who}`));
+      await expect(prepareSocketPath(path)).rejects.toThrow(/is refused/);
+      expect(existsSync(join(open, 'run'))).toBe(false);
+    }
+  });
+
+  it('accepts a sticky directory such as /tmp', async () => {
+    const sticky = mkdtempSync(join(tmp, 'sticky-'));
+    chmodSync(sticky, 0o1777);
+    const path = join(sticky, 'rf.sock');
+    const lock = await lockSocketPath(path);
+    await prepareSocketPath(path);
+    await lock.release();
+  });
+
+  it('refuses a directory of another uid (the tests run as root)', async () => {
+    const theirs = mkdtempSync(join(tmp, 'theirs-'));
+    chownSync(theirs, NOBODY, NOBODY);
+    await expect(lockSocketPath(join(theirs, 'rf.sock'))).rejects.toThrow(new RegExp(`the directory ${theirs} on its path belongs to uid ${NOBODY}`));
   });
 });

@@ -1,11 +1,12 @@
 /**
- * The gRPC Unix socket's path: claim it with a lock file beside it, make room for it before
- * listening (removing only a stale socket left by a crashed daemon, never a live one or a file that
- * is not a socket) and set its mode after.
+ * The gRPC Unix socket's path: refuse one whose directories others may write, claim it with a lock
+ * file beside it, make room for it before listening (removing only a stale socket left by a crashed
+ * daemon, never a live one or a file that is not a socket) and check its mode after.
  */
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
+import { policyPathRefusal } from '../policy/file-mode.js';
 import { takePidLock, type PidLock } from './pid-lock.js';
 
 export type Log = (msg: string, fields?: object) => void;
@@ -58,12 +59,26 @@ export async function assertSocketPathFree(path: string): Promise<'missing' | 's
   return 'stale';
 }
 
+/**
+ * Throws if a user other than root or the daemon's may write a directory leading to the socket
+ * (found by review): they could put a socket of theirs in its place and be sent every plaintext and
+ * imported key, or swap a symlink in while the daemon works on the path. The rules of the policy
+ * file's and the state directory's paths (policy/file-mode.ts): no such directory without the
+ * sticky bit, no directory or symlink of another uid.
+ */
+export function checkSocketPath(path: string): void {
+  const refusal = policyPathRefusal(path, process.getuid?.(), 'the socket');
+  if (refusal) throw new Error(`socket path ${path} is refused: ${refusal}`);
+}
+
 /** Creates the socket's parent directory (mode `dirMode`, default 0755, as for /run/ringfence) if missing. */
 async function ensureSocketDir(path: string, dirMode = 0o755): Promise<void> {
+  checkSocketPath(path); // before mkdir, so that it creates nothing through another's symlink
   const dir = dirname(path);
   const created = await mkdir(dir, { recursive: true, mode: dirMode });
   // mkdir's mode is filtered by the umask; the socket directory's mode is what we say.
   if (created !== undefined) await chmod(dir, dirMode);
+  checkSocketPath(path);
 }
 
 export const socketLockPath = (path: string) => `${path}.lock`;
@@ -101,14 +116,16 @@ export async function prepareSocketPath(path: string, opts: { dirMode?: number; 
 }
 
 /**
- * Sets the socket's permissions after listen() (bind creates it subject to the umask) and checks
- * that they took: connecting needs write permission, so this mode is who may talk to the daemon.
+ * Checks the socket's permissions after listen(): connecting needs write permission, so this mode
+ * is who may talk to the daemon. bind() made it with this mode (listener.ts sets the umask); it is
+ * never chmod-ed, as chmod follows a symlink swapped in for the socket (found by review). A default
+ * ACL on the directory overrides the umask: the mode differs, and the daemon does not serve.
  */
-export async function setSocketMode(path: string, mode: number): Promise<void> {
-  if (!(await lstat(path)).isSocket()) throw new Error(`${path} is not a socket`);
-  await chmod(path, mode);
-  const actual = (await lstat(path)).mode & 0o7777;
+export async function checkSocketMode(path: string, mode: number): Promise<void> {
+  const st = await lstat(path);
+  if (!st.isSocket()) throw new Error(`${path} is not a socket`);
+  const actual = st.mode & 0o7777;
   if (actual !== mode) {
-    throw new Error(`${path} has mode 0${actual.toString(8)} after chmod 0${mode.toString(8)}`);
+    throw new Error(`${path} was created with mode 0${actual.toString(8)}, not socketMode 0${mode.toString(8)} (a default ACL on its directory? remove it, or choose another --socket)`);
   }
 }

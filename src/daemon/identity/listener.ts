@@ -5,7 +5,7 @@
  * probed and removed, mode set and verified after listen().
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { prepareSocketPath, setSocketMode, type Log } from '../socket.js';
+import { prepareSocketPath, checkSocketMode, type Log } from '../socket.js';
 import { clearListenEnv, listenFdFromEnv } from './listen-fds.js';
 import { throttledRefusals } from './warn-throttle.js';
 
@@ -62,9 +62,10 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
     opts.log('listening on the socket passed by systemd (LISTEN_FDS)', { fd });
   } else {
     await prepareSocketPath(opts.socket, { log: opts.log });
-    // bind() creates the socket with the umask's mode: set so that it is never more open than
-    // socketMode, not even until the chmod below (a connection accepted then would stay). listen()
-    // binds synchronously, so the process-wide umask is changed for no other code.
+    // bind() creates the socket with the umask's mode: set so that it is exactly socketMode from the
+    // start (a connection accepted while it was more open would stay) and never chmod-ed after
+    // (checkSocketMode says why). listen() binds synchronously, so the process-wide umask is changed
+    // for no other code.
     const umask = process.umask(~opts.socketMode & 0o777);
     let listened: Promise<void>;
     try {
@@ -74,7 +75,7 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
     }
     await listened;
     try {
-      await setSocketMode(opts.socket, opts.socketMode);
+      await checkSocketMode(opts.socket, opts.socketMode);
     } catch (err) {
       server.close();
       throw err;
