@@ -19,6 +19,13 @@ describe('watchdogIntervalMs', () => {
     expect(watchdogIntervalMs({ WATCHDOG_USEC: '30000000' }, 42)).toBe(15_000);
     expect(watchdogIntervalMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '42' }, 42)).toBe(15_000);
   });
+  it("is within Node's timer range for a WatchdogSec= of years (found by review: beyond it a timer fires every 1 ms)", async () => {
+    expect(watchdogIntervalMs({ WATCHDOG_USEC: String(50 * 86_400 * 1e6) }, 42)).toBe(2 ** 31 - 1);
+    let sent = 0;
+    running = startWatchdog({ env: { NOTIFY_SOCKET: '/nonexistent', WATCHDOG_USEC: String(50 * 86_400 * 1e6) }, send: () => void sent++ });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(sent).toBe(0);
+  });
   it('is off without WATCHDOG_USEC, for another pid, or for nonsense', () => {
     expect(watchdogIntervalMs({}, 42)).toBeNull();
     expect(watchdogIntervalMs({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '43' }, 42)).toBeNull();

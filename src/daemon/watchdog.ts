@@ -24,12 +24,16 @@ export interface Watchdog {
 }
 
 /** Half of WATCHDOG_USEC in ms, or null when the watchdog is off or not meant for `pid`. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export function watchdogIntervalMs(env: NodeJS.ProcessEnv, pid: number): number | null {
   const usec = env.WATCHDOG_USEC;
   if (!usec || !/^\d+$/.test(usec) || Number(usec) === 0) return null;
   const owner = env.WATCHDOG_PID;
   if (owner !== undefined && owner !== '' && owner !== String(pid)) return null;
-  return Math.max(1, Math.floor(Number(usec) / 2000));
+  // Node's timers take at most 2^31-1 ms and fire every 1 ms beyond it (found by review: a
+  // WatchdogSec= over ~50 days pinged systemd a thousand times a second).
+  return Math.min(MAX_TIMER_MS, Math.max(1, Math.floor(Number(usec) / 2000)));
 }
 
 export function startWatchdog(opts: WatchdogOptions = {}): Watchdog {
