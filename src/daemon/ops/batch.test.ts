@@ -92,7 +92,7 @@ describe('batch replies never exceed maxMessageBytes', () => {
 
   it('a BatchEncrypt item whose associated data is over its limit fails alone, not counted as a success (review by helper-98)', async () => {
     const { ctx: c } = context();
-    const ctx = c as { limits: typeof DEFAULT_LIMITS };
+    const ctx = c as { limits: { maxAssociatedDataBytes: number; maxPayloadBytes: number } };
     ctx.limits.maxAssociatedDataBytes = 1024; // within its range (1 B - 1 MiB)
     const P = ctx.limits.maxPayloadBytes;
     const requests: { keyName: string; plaintext: Uint8Array; associatedData?: Uint8Array }[] = [{ keyName: 'k', plaintext: new Uint8Array(P), associatedData: new Uint8Array(1025) }];
