@@ -211,13 +211,22 @@ describe('the socket path: no directory on it that others may write (found by re
     }
   });
 
-  it('accepts a sticky directory such as /tmp', async () => {
+  it("accepts a sticky directory above the socket, not as the socket's own directory (found by review: anyone may bind a free name there)", async () => {
     const sticky = mkdtempSync(join(tmp, 'sticky-'));
     chmodSync(sticky, 0o1777);
-    const path = join(sticky, 'rf.sock');
+    const path = join(sticky, 'run', 'rf.sock');
     const lock = await lockSocketPath(path);
     await prepareSocketPath(path);
     await lock.release();
+    await expect(lockSocketPath(join(sticky, 'rf.sock'))).rejects.toThrow(new RegExp(`the directory ${sticky} holding it may be written by others, who could bind its name while the daemon is stopped`));
+  });
+
+  it("refuses another uid's socket at the path, naming its uid (not \"another daemon is listening\")", async () => {
+    const path = sockPath();
+    await listen(path);
+    chownSync(path, NOBODY, NOBODY);
+    await expect(lockSocketPath(path)).rejects.toThrow(new RegExp(`${path} belongs to uid ${NOBODY}, not to root`));
+    await expect(prepareSocketPath(path)).rejects.toThrow(/belongs to uid/);
   });
 
   it('refuses a directory of another uid (the tests run as root)', async () => {

@@ -5,6 +5,7 @@
  */
 import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { lstatSync, realpathSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { policyPathRefusal } from '../policy/file-mode.js';
 import { takePidLock, type PidLock } from './pid-lock.js';
@@ -67,8 +68,37 @@ export async function assertSocketPathFree(path: string): Promise<'missing' | 's
  * sticky bit, no directory or symlink of another uid.
  */
 export function checkSocketPath(path: string): void {
-  const refusal = policyPathRefusal(path, process.getuid?.(), 'the socket');
+  const uid = process.getuid?.();
+  const refusal = policyPathRefusal(path, uid, 'the socket') ?? socketNameRefusal(path, uid);
   if (refusal) throw new Error(`socket path ${path} is refused: ${refusal}`);
+}
+
+/**
+ * The socket's own directory may not be shared even with the sticky bit, which protects only names
+ * that exist: the daemon's socket is gone while it is stopped, and clients do not check who serves
+ * a path, so anyone who may add names there could bind it (found by review). Nor may a socket of
+ * another uid be at the path.
+ */
+function socketNameRefusal(path: string, uid: number | undefined): string | undefined {
+  let dir: string;
+  try {
+    dir = realpathSync(dirname(path));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // made by ensureSocketDir, then checked again
+    throw err;
+  }
+  if ((lstatSync(dir).mode & 0o022) !== 0) {
+    return `the directory ${dir} holding it may be written by others, who could bind its name while the daemon is stopped (the sticky bit does not stop that): give the socket a directory of its own, e.g. ${dir === '/' ? '' : dir}/ringfence/`;
+  }
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  if (uid !== undefined && st.uid !== 0 && st.uid !== uid) return `${path} belongs to uid ${st.uid}, not to root or the daemon's uid ${uid}: remove it if it is no daemon's`;
+  return undefined;
 }
 
 /** Creates the socket's parent directory (mode `dirMode`, default 0755, as for /run/ringfence) if missing. */

@@ -23,9 +23,10 @@ export interface Watchdog {
   stop(): void;
 }
 
-/** Half of WATCHDOG_USEC in ms, or null when the watchdog is off or not meant for `pid`. */
+/** The longest delay Node's timers take. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** Half of WATCHDOG_USEC in ms, or null when the watchdog is off or not meant for `pid`. */
 export function watchdogIntervalMs(env: NodeJS.ProcessEnv, pid: number): number | null {
   const usec = env.WATCHDOG_USEC;
   if (!usec || !/^\d+$/.test(usec) || Number(usec) === 0) return null;

@@ -1,8 +1,9 @@
 /**
  * The daemon's own listening socket, whose connections are handed to grpc-js (so that each is
  * identified first). Either systemd passed one (LISTEN_FDS: used as is, never unlinked or
- * chmod-ed — the .socket unit owns its path and mode), or the daemon binds its path: stale socket
- * probed and removed, mode set and verified after listen().
+ * chmod-ed — the .socket unit owns its path and mode), or the daemon binds its path: the path
+ * checked (socket.ts), a stale socket probed and removed, bound with its mode (umask) and the mode
+ * verified after listen().
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { prepareSocketPath, checkSocketMode, type Log } from '../socket.js';
