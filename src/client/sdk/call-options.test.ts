@@ -1,6 +1,7 @@
 import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { callDeadline, onAbort } from './call-options.js';
+import { RingfenceClient } from './index.js';
 import { useFakeServer } from './test-server.js';
 
 const env = useFakeServer();
@@ -43,6 +44,30 @@ describe('callDeadline', () => {
   it('refuses an invalid Date and a NaN or negative timeout, which meant no timeout at all (found by review)', () => {
     expect(() => callDeadline({ deadline: new Date(Number.NaN) }, 30_000)).toThrow(new RangeError('deadline is an invalid Date'));
     for (const t of [-1, Number.NaN]) expect(() => callDeadline({ timeoutMs: t }, 30_000)).toThrow(RangeError);
+  });
+
+  it('a timeout or deadline beyond what gRPC carries is none: the call settles (found by review: grpc-js threw where no one could catch it)', async () => {
+    const settled = <T>(p: Promise<T>) => Promise.race([p.then(() => 'resolved', (e: Error) => `rejected: ${e.message}`), new Promise<string>((r) => setTimeout(() => r('pending'), 5000))]);
+    for (const timeoutMs of [1e15, Number.MAX_SAFE_INTEGER]) {
+      expect(callDeadline({ timeoutMs })).toBeUndefined();
+      expect(await settled(env.client.hash('x', 'sha256', { timeoutMs })), String(timeoutMs)).toBe('resolved');
+    }
+    expect(callDeadline({ deadline: new Date(Date.now() + 1e15) })).toBeUndefined();
+    expect(await settled(env.client.hash('x', 'sha256', { deadline: new Date(Date.now() + 1e15) }))).toBe('resolved');
+    const far = new RingfenceClient({ socketPath: env.fake.socketPath, defaultTimeoutMs: 1e15 });
+    try {
+      expect(await settled(far.hash('x'))).toBe('resolved');
+      const s = far.session();
+      expect(await settled(s.hash('x'))).toBe('resolved');
+      await s.close();
+    } finally {
+      await far.close();
+    }
+  });
+
+  it('a NaN or negative defaultTimeoutMs is refused, as timeoutMs is; so is createKey with a NaN rotation period (found by review)', async () => {
+    for (const bad of [Number.NaN, -1]) expect(() => new RingfenceClient({ socketPath: env.fake.socketPath, defaultTimeoutMs: bad }), String(bad)).toThrow(RangeError);
+    await expect(env.client.createKey('nan-rotation', { rotationPeriodMs: Number.NaN })).rejects.toThrow(RangeError);
   });
 
   it('a call or session operation given one rejects with the RangeError; the session stays usable', async () => {

@@ -5,23 +5,37 @@ export interface CallOptions {
   signal?: AbortSignal;
   /**
    * Fail with DEADLINE_EXCEEDED after this many milliseconds. Overrides the client's
-   * defaultTimeoutMs; 0 or Infinity means no timeout. With `deadline` too, the earlier one wins.
+   * defaultTimeoutMs; 0 or Infinity (or anything over ~1,100 years) means no timeout. With
+   * `deadline` too, the earlier one wins.
    */
   timeoutMs?: number;
   /** Fail with DEADLINE_EXCEEDED at this time. */
   deadline?: Date;
 }
 
+/**
+ * Deadlines this far away (about 1,100 years) are none: gRPC's timeout header holds at most 10^8
+ * hours, grpc-js threw "Deadline is too far in the future" where no one could catch it (the call
+ * never settled, or the process exited), and a Date past year 275760 is invalid (found by review).
+ */
+const FAR_FUTURE_MS = 1e13;
+
+/** Throws a RangeError unless `ms` is 0 (no timeout) or a positive number of milliseconds. */
+export function checkTimeout(field: string, ms: number | undefined): void {
+  // A NaN or negative one would silently mean "no timeout at all" (found by review).
+  if (ms !== undefined && !(ms >= 0)) throw new RangeError(`${field} must be 0 (none) or a positive number of milliseconds, got ${ms}`);
+}
+
 /** The grpc deadline for a call, or undefined for none. */
 export function callDeadline(opts: CallOptions | undefined, defaultTimeoutMs?: number): Date | undefined {
-  // A NaN or negative one would silently mean "no timeout at all" (found by review).
-  if (opts?.timeoutMs !== undefined && !(opts.timeoutMs >= 0)) throw new RangeError(`timeoutMs must be 0 (none) or a positive number of milliseconds, got ${opts.timeoutMs}`);
+  checkTimeout('timeoutMs', opts?.timeoutMs);
   if (opts?.deadline !== undefined && Number.isNaN(opts.deadline.getTime())) throw new RangeError('deadline is an invalid Date');
   let at = opts?.deadline?.getTime() ?? Infinity;
   // An explicit deadline replaces the default timeout rather than racing it.
   const timeout = opts?.timeoutMs ?? (opts?.deadline ? undefined : defaultTimeoutMs);
-  if (timeout !== undefined && timeout > 0 && Number.isFinite(timeout)) at = Math.min(at, Date.now() + timeout);
-  return Number.isFinite(at) ? new Date(at) : undefined;
+  const now = Date.now();
+  if (timeout !== undefined && timeout > 0 && timeout < FAR_FUTURE_MS) at = Math.min(at, now + timeout);
+  return at - now < FAR_FUTURE_MS ? new Date(at) : undefined;
 }
 
 /**

@@ -19,7 +19,8 @@ export interface DecryptStreamOptions extends CallOptions {
   /** The associated data the stream was encrypted with. */
   associatedData?: Data;
   /** Ciphertext bytes per message sent (they need not match the stream's chunks): default 256 KiB,
-   * at most 1 MiB. */
+   * at most 1 MiB. The daemon takes messages of at most its maxStreamChunkBytes + 64 KiB
+   * (GetStatus reports the limit). */
   chunkBytes?: number;
 }
 

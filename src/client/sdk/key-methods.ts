@@ -75,7 +75,8 @@ export class KeyMethods {
       name,
       purpose: enumOr(opts.purpose, parseKeyPurpose),
       suite: enumOr(opts.suite, parseSuite),
-      rotationPeriod: opts.rotationPeriodMs ? duration('rotationPeriodMs', opts.rotationPeriodMs) : undefined,
+      // 0 is none (unset); NaN or negative is refused, as updateKey refuses it (found by review).
+      rotationPeriod: opts.rotationPeriodMs === 0 ? undefined : duration('rotationPeriodMs', opts.rotationPeriodMs),
       deletionProtection: opts.deletionProtection,
     };
     return keyOf(await this.transport.unary(KeyService.method.createKey, request, opts));

@@ -84,7 +84,10 @@ export abstract class RpcDuplex<Req, Res> extends Duplex {
 
   override _write(data: Buffer | string, encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.rechunker.push(typeof data === 'string' ? Buffer.from(data, encoding) : data);
-    this.sendPieces(this.rechunker.take(this.holdBackLast), false).then(() => callback(), callback);
+    this.sendPieces(this.rechunker.take(this.holdBackLast), false).then(() => {
+      this.rechunker.keep(); // the caller may reuse its buffer once called back
+      callback();
+    }, callback);
   }
 
   override _final(callback: (err?: Error | null) => void): void {

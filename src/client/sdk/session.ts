@@ -159,7 +159,12 @@ export class RingfenceSession {
     if (this.closing) return Promise.reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the session is closed', rpc: RPC }));
     if (opts.signal?.aborted) return Promise.reject(this.abortError(opts.signal));
     // The SessionRequest as create() makes it, without its generic init walk (a few % of the SDK's CPU per operation).
-    const request: SessionRequest = { $typeName: SessionRequestSchema.typeName, id: 0n, op: { case: kind, value: create(OP_SCHEMAS[kind], init as never) } as unknown as SessionRequest['op'], more: [] };
+    const value = create(OP_SCHEMAS[kind], init as never) as unknown as Record<string, unknown>;
+    // Encoded when its packed message is written, a turn later: the caller's bytes are copied now,
+    // as a unary call encodes them at once (found by review: a caller that wiped its plaintext
+    // after the call, as the SDK suggests, had zeros encrypted).
+    for (const [k, v] of Object.entries(value)) if (v instanceof Uint8Array && v.length > 0) value[k] = new Uint8Array(v); // a copy (Buffer's slice() is a view)
+    const request: SessionRequest = { $typeName: SessionRequestSchema.typeName, id: 0n, op: { case: kind, value } as unknown as SessionRequest['op'], more: [] };
     // An operation that cannot be encoded, or is larger than a message this client sends, would fail
     // the write and grpc-js would cancel the stream with every operation on it: refuse it alone.
     let size: number;

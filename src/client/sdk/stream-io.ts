@@ -4,10 +4,15 @@
  */
 import type { Readable, Writable } from 'node:stream';
 
-/** Collects written bytes and cuts them into pieces of exactly `size` bytes (the rest at the end). */
+/**
+ * Collects written bytes and cuts them into pieces of exactly `size` bytes (the rest at the end).
+ * Pushed bytes are held as views of the caller's buffers until keep() copies what is still held.
+ */
 export class Rechunker {
   private parts: Buffer[] = [];
   private length = 0;
+  /** The last this many parts are views of callers' buffers, not copies of our own. */
+  private borrowed = 0;
 
   constructor(readonly size: number) {}
 
@@ -19,6 +24,18 @@ export class Rechunker {
     if (bytes.length === 0) return;
     this.parts.push(bytes);
     this.length += bytes.length;
+    this.borrowed++;
+  }
+
+  /**
+   * Copies the held bytes that are still views of callers' buffers: a Writable's write callback
+   * tells its caller the buffer may be reused (an fs.read loop does), and the bytes held back for
+   * the next piece would change under us (found by review: a stream ended OK with a ciphertext of
+   * other bytes). Each byte is copied at most once.
+   */
+  keep(): void {
+    for (let i = this.parts.length - this.borrowed; i < this.parts.length; i++) this.parts[i] = Buffer.from(this.parts[i]!);
+    this.borrowed = 0;
   }
 
   /**
@@ -42,6 +59,7 @@ export class Rechunker {
       if (first.length === n) this.parts.shift();
       else this.parts[0] = first.subarray(n);
       this.length -= n;
+      this.borrowed = Math.min(this.borrowed, this.parts.length);
       return piece;
     }
     const piece = Buffer.allocUnsafe(n);
@@ -55,6 +73,7 @@ export class Rechunker {
       else this.parts[0] = part.subarray(used);
     }
     this.length -= n;
+    this.borrowed = Math.min(this.borrowed, this.parts.length);
     return piece;
   }
 }

@@ -13,7 +13,7 @@ import {
   type MessageShape,
 } from '@bufbuild/protobuf';
 import { methodDefinition, type MethodDefinition } from '../../rpc/service-definition.js';
-import { callDeadline, onAbort, type CallOptions } from './call-options.js';
+import { callDeadline, checkTimeout, onAbort, type CallOptions } from './call-options.js';
 import { RingfenceError, toRingfenceError } from './errors.js';
 
 export const MiB = 1024 * 1024;
@@ -67,6 +67,7 @@ export class Transport {
     readonly defaultTimeoutMs: number | undefined,
     grpcOptions: grpc.ChannelOptions = {},
   ) {
+    checkTimeout('defaultTimeoutMs', defaultTimeoutMs);
     const options = { ...DEFAULT_CHANNEL_OPTIONS, ...grpcOptions };
     const maxSend = Number(options['grpc.max_send_message_length']);
     this.maxSendMessageBytes = maxSend >= 0 ? maxSend : Infinity;
