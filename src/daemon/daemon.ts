@@ -29,7 +29,7 @@ import { loadOrCreateMasterKey, masterKeyMismatchMessage } from './state/master-
 import { KeystoreError } from './keystore/errors.js';
 import { CallerConnectionLimitError, Connections } from './identity/connections.js';
 import { throttledRefusals, type RefusalCounter } from './identity/warn-throttle.js';
-import { WallClockGain } from './keys/wall-clock-gain.js';
+import { readBootId, WallClockGain } from './keys/wall-clock-gain.js';
 import { pendingPostponementMs, startDueWorkScheduler } from './keys/due-work-scheduler.js';
 import { DROP_WARN_INTERVAL_MS, openListener } from './identity/listener.js';
 import { listenFdFromEnv } from './identity/listen-fds.js';
@@ -133,13 +133,15 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     const material = new KeyMaterial(keystore, engine, WRAP_SUITES.find((s) => suiteStatus(s.name) === 'available'));
     // Every wall-clock reading of the key manager goes through this, so the scheduler sees every
     // backward step before a deletion is scheduled (wall-clock-gain.ts).
-    const clock = new WallClockGain();
+    // Resumed from the last state write of this boot, so a step seen before a restart still counts.
+    const bootId = readBootId();
+    const clock = WallClockGain.resumed(state.clock, bootId);
     const keys = new KeyManager({
       material,
       fingerprints: new MaterialFingerprints(keystore, engine),
       now: () => clock.now(),
       pendingClockPostponementMs: (wall) => pendingPostponementMs(clock, undefined, wall),
-      persist: (state) => store.save(state),
+      persist: (next) => store.save(bootId === undefined ? next : { ...next, clock: clock.anchor(bootId) }),
       suiteStatus,
       limits: {
         minRotationPeriodMs: config.limits.minRotationPeriod,

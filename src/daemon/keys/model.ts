@@ -4,6 +4,7 @@
  * kernel's wrapped `encrypted`-key blob, imported versions their material sealed under the master key
  * inside the kernel (see material.ts). Times are milliseconds since the epoch.
  */
+import type { ClockAnchor } from './wall-clock-gain.js';
 import { aeadSuite, macSuite, type AeadSuite, type MacSuite } from '../../capabilities/suites.js';
 
 export type Purpose = 'aead' | 'mac';
@@ -45,6 +46,8 @@ export interface PersistedState {
   /** A random value sealed under the master key: opening it at start-up proves the master key matches. */
   masterCheck: string | null;
   keys: KeyRecord[];
+  /** The clocks as of this write (wall-clock-gain.ts), where the kernel gives a boot id. */
+  clock?: ClockAnchor;
 }
 
 export const EMPTY_STATE: PersistedState = { format: 1, masterCheck: null, keys: [] };
@@ -104,6 +107,11 @@ export function validateState(doc: unknown, file: string): PersistedState {
   if (d.format !== 1) fail(`unsupported format ${quote(d.format)} (this daemon reads format 1)`);
   if (d.masterCheck !== null && typeof d.masterCheck !== 'string') fail('masterCheck is not a string');
   if (!Array.isArray(d.keys)) fail('keys is not an array');
+  if (d.clock !== undefined) {
+    const c = d.clock;
+    const finite = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+    if (!isObject(c) || typeof c.bootId !== 'string' || !finite(c.wallMs) || !finite(c.monoMs) || !finite(c.unpostponedMs) || (c.unpostponedMs as number) < 0) fail('clock is not { bootId, wallMs, monoMs, unpostponedMs }');
+  }
   const names = new Set<string>();
   const ids = new Set<string>();
   for (const [i, k] of (d.keys as unknown[]).entries()) {
