@@ -11,28 +11,9 @@ import { describe, expect, it, vi } from 'vitest';
 
 const kernel = vi.hoisted(() => ({ lastOut: undefined as Buffer | undefined }));
 
-vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => {
-  const real = await importOriginal<typeof import('../../../native-ffi/af-alg.js')>();
-  let next = 100;
-  const read = (out: Buffer): number => {
-    kernel.lastOut = out;
-    out.fill(0xab);
-    return out.length;
-  };
-  return {
-    ...real,
-    openTransform: () => next++,
-    acceptOp: () => next++,
-    setKeyBySerial: () => {},
-    setAeadAuthSize: () => {},
-    closeFd: () => {},
-    sizeBuffers: () => ({ send: 1 << 20, receive: 1 << 20 }),
-    sendRequest: () => {},
-    readResult: (_fd: number, out: Buffer) => read(out),
-    sendRequestAsync: async () => {},
-    readResultAsync: async (_fd: number, out: Buffer) => read(out),
-  };
-});
+vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) =>
+  (await import('../engine/fake-af-alg.test-support.js')).fakeAfAlg(await importOriginal<typeof import('../../../native-ffi/af-alg.js')>(), (out) => void (kernel.lastOut = out)),
+);
 
 const { CryptoEngine } = await import('../engine/engine.js');
 const { DecryptStreamRequestSchema } = await import('../../gen/ringfence/v1/stream_pb.js');
