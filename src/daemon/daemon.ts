@@ -141,7 +141,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       fingerprints: new MaterialFingerprints(keystore, engine),
       now: () => clock.now(),
       pendingClockPostponementMs: (wall) => pendingPostponementMs(clock, undefined, wall),
-      persist: (next) => store.save(bootId === undefined ? next : { ...next, clock: clock.anchor(bootId) }),
+      persist: (next, meta) => store.save(bootId === undefined ? next : { ...next, clock: clock.anchor(bootId, undefined, meta?.postponingMs) }),
       suiteStatus,
       limits: {
         minRotationPeriodMs: config.limits.minRotationPeriod,

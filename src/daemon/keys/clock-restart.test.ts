@@ -33,9 +33,10 @@ function machine() {
       const km = new KeyManager({
         material: { canSeal: false, generate: () => ({ serials: [serial++], blobs: ['b'] }), restore: async () => ({ serials: [serial++], fingerprints: [] }), destroy: () => {} } as never,
         fingerprints: { start: () => {}, noteRestored: () => {}, of: async () => undefined, removeKey: () => {}, close: () => {}, add: () => {} } as never,
-        persist: async (s) => {
+        persist: async (s, meta) => {
           if (m.failWrites) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
-          m.durable = structuredClone({ ...s, clock: clock.anchor(m.bootId, m.mono()) });
+          // Through JSON, as state.json holds it.
+          m.durable = JSON.parse(JSON.stringify({ ...s, clock: clock.anchor(m.bootId, m.mono(), meta?.postponingMs) })) as PersistedState;
         },
         suiteStatus: () => 'available',
         limits: { minRotationPeriodMs: 3_600_000, minDeletionWaitingPeriodMs: DAY },
@@ -53,7 +54,7 @@ function machine() {
 }
 
 describe('a restart in the same boot keeps what the clock did', () => {
-  it('a step seen but not yet postponed (the write failed) still postpones the deletion after a restart', async () => {
+  it('a step seen but not yet postponed (the write failed) still postpones the deletion after a restart', { timeout: 30_000 }, async () => {
     const m = machine();
     let { km, scheduler } = await m.boot();
     await km.create({ name: 'k' });
@@ -77,7 +78,7 @@ describe('a restart in the same boot keeps what the clock did', () => {
     scheduler.stop();
   });
 
-  it('a step while the daemon was stopped is seen in the same boot, not after a reboot (documented)', async () => {
+  it('a step while the daemon was stopped is seen in the same boot, not after a reboot (documented)', { timeout: 30_000 }, async () => {
     for (const [bootAfter, postponed] of [['boot-1', true], ['boot-2', false]] as const) {
       vi.setSystemTime(0);
       const m = machine();
@@ -92,6 +93,49 @@ describe('a restart in the same boot keeps what the clock did', () => {
       scheduler.stop();
       expect(m.durable.keys[0]!.deletionTime, bootAfter).toBe(postponed ? T0 + 10 * DAY : T0 + 7 * DAY);
     }
+  });
+
+  it('a step postponed once is not postponed again by each restart (review by helper-103)', { timeout: 30_000 }, async () => {
+    const m = machine();
+    let { km, scheduler } = await m.boot();
+    await km.create({ name: 'k' });
+    await km.scheduleDeletion('k', 7 * DAY);
+    await vi.advanceTimersByTimeAsync(60_000);
+    m.off += 3 * DAY; // a step while running: postponed, in the same write as the anchor
+    await vi.advanceTimersByTimeAsync(3000);
+    const once = m.durable.keys[0]!.deletionTime!;
+    expect(once).toBeGreaterThanOrEqual(T0 + 10 * DAY - 1000);
+    for (let i = 0; i < 3; i++) {
+      scheduler.stop();
+      await vi.advanceTimersByTimeAsync(60_000); // stopped a minute, no step
+      ({ km, scheduler } = await m.boot());
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(m.durable.keys[0]!.deletionTime, `restart ${i + 1}`).toBeLessThan(once + 2000);
+    }
+    scheduler.stop();
+  });
+
+  it('a hand-edited anchor far out of range is refused; one within range that overflows the arithmetic carries nothing odd (review by helper-103)', { timeout: 30_000 }, async () => {
+    const base = (extra: object) => ({ ...(structuredClone(EMPTY_STATE) as object), clock: { bootId: 'boot-1', wallMs: 0, monoMs: 0, unpostponedMs: 0, ...extra } });
+    expect(() => validateState(base({ unpostponedMs: 1e308 }), 's')).toThrow(/clock is not/);
+    expect(() => validateState(base({ wallMs: -1e308 }), 's')).toThrow(/clock is not/);
+    // The largest values validation lets through: the tracker stays finite and still sees a later step.
+    const m = machine();
+    let { km, scheduler } = await m.boot();
+    await km.create({ name: 'k' });
+    scheduler.stop();
+    m.durable = { ...m.durable, clock: { bootId: 'boot-1', wallMs: -8.64e15, monoMs: 0, unpostponedMs: 8.64e15 } };
+    ({ km, scheduler } = await m.boot());
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(Number.isFinite(m.durable.clock!.unpostponedMs)).toBe(true);
+    await km.scheduleDeletion('k', 7 * DAY);
+    const due = km.get('k').deletionTime!;
+    m.off += 6 * DAY;
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(km.get('k').deletionTime).toBeGreaterThanOrEqual(Math.min(due + 6 * DAY - 1000, 8.64e15));
+    await vi.advanceTimersByTimeAsync(DAY + 10_000);
+    expect(m.destroyed).toEqual([]);
+    scheduler.stop();
   });
 
   it('the anchor is checked when the state is read', () => {

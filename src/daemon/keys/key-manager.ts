@@ -37,7 +37,8 @@ export interface KeyManagerDeps {
   material: KeyMaterial;
   /** Imported material already held, so the same bytes are not imported twice (fingerprints.ts). */
   fingerprints: MaterialFingerprints;
-  persist: (state: PersistedState) => Promise<void>;
+  /** `postponingMs`: how much clock gain this write postpones deletions by (recorded only after it). */
+  persist: (state: PersistedState, meta?: { postponingMs?: number }) => Promise<void>;
   /** How the kernel treats a suite for this daemon (from the capability probe). */
   suiteStatus: (suite: string) => AlgStatus;
   limits: KeyPolicyLimits;
@@ -342,7 +343,9 @@ export class KeyManager {
         stepNow?.recordPostponed(Math.max(stepRead, 0));
         return [];
       }
-      await this.persistWith({ put: next });
+      // The clock anchor written with it must not count this step as still to postpone (found by
+      // review: every restart postponed the deletions again).
+      await this.persistWith({ put: next }, { postponingMs: Math.max(stepRead, 0) });
       for (const record of next) {
         this.setByName(record);
         this.byId.set(record.id, record);
@@ -752,13 +755,13 @@ export class KeyManager {
     return next;
   }
 
-  private persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord } = {}): Promise<void> {
+  private persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord } = {}, meta?: { postponingMs?: number }): Promise<void> {
     const puts = change.put === undefined ? [] : Array.isArray(change.put) ? change.put : [change.put];
     const replaced = new Set([change.remove?.id, ...puts.map((r) => r.id)]);
     const keys = [...this.byId.values()].filter((r) => !replaced.has(r.id));
     keys.push(...puts);
     keys.sort((a, b) => (a.name < b.name ? -1 : 1));
-    return this.deps.persist({ format: 1, masterCheck: this.masterCheck, keys });
+    return this.deps.persist({ format: 1, masterCheck: this.masterCheck, keys }, meta);
   }
 
   /** The kernel serials of a version, or FAILED_PRECONDITION when this kernel could not load it. */

@@ -109,8 +109,8 @@ export function validateState(doc: unknown, file: string): PersistedState {
   if (!Array.isArray(d.keys)) fail('keys is not an array');
   if (d.clock !== undefined) {
     const c = d.clock;
-    const finite = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
-    if (!isObject(c) || typeof c.bootId !== 'string' || !finite(c.wallMs) || !finite(c.monoMs) || !finite(c.unpostponedMs) || (c.unpostponedMs as number) < 0) fail('clock is not { bootId, wallMs, monoMs, unpostponedMs }');
+    const within = (v: unknown, min: number) => typeof v === 'number' && v >= min && v <= MAX_TIME_MS;
+    if (!isObject(c) || typeof c.bootId !== 'string' || !within(c.wallMs, -MAX_TIME_MS) || !within(c.monoMs, 0) || !within(c.unpostponedMs, 0)) fail('clock is not { bootId, wallMs, monoMs, unpostponedMs } within ±8.64e15 ms');
   }
   const names = new Set<string>();
   const ids = new Set<string>();

@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import { MAX_TIME_MS } from './model.js';
 
 /**
  * The clocks as of a state write (state.json's `clock`), so that a daemon restarted within the same
@@ -62,14 +63,20 @@ export class WallClockGain {
     let carried = 0;
     if (anchor && bootId !== undefined && anchor.bootId === bootId) {
       carried = anchor.unpostponedMs + (wall() - anchor.wallMs) - ((clocks.systemMono ?? systemMonotonicMs)() - anchor.monoMs);
+      // A hand-edited anchor must not break the arithmetic (found by review: Infinity, then NaN, and no step seen again).
+      if (!Number.isFinite(carried)) carried = 0;
+      carried = Math.min(carried, MAX_TIME_MS);
     }
     return new WallClockGain(wall, clocks.monotonic, carried);
   }
 
-  /** What to record with a state write. */
-  anchor(bootId: string, systemMono = systemMonotonicMs()): ClockAnchor {
+  /**
+   * What to record with a state write; `postponingMs` of the gain is postponed by that very write
+   * (recorded with postponed() once it succeeds), so it is not counted as still to postpone.
+   */
+  anchor(bootId: string, systemMono = systemMonotonicMs(), postponingMs = 0): ClockAnchor {
     const wall = this.wall();
-    return { bootId, wallMs: wall, monoMs: systemMono, unpostponedMs: this.unpostponed(wall) };
+    return { bootId, wallMs: wall, monoMs: systemMono, unpostponedMs: Math.max(0, this.unpostponed(wall) - postponingMs) };
   }
 
   /** The wall clock (ms since the epoch), read so that a backward step is noted. */
