@@ -1,6 +1,6 @@
 import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { callDeadline, onAbort } from './call-options.js';
+import { callDeadline, MAX_WIRE_TIMEOUT_MS, onAbort, wireDeadline } from './call-options.js';
 import { RingfenceClient } from './index.js';
 import { useFakeServer } from './test-server.js';
 
@@ -63,6 +63,20 @@ describe('callDeadline', () => {
     } finally {
       await far.close();
     }
+  });
+
+  it('a timeout of days to centuries reaches the daemon as none and is kept by the SDK (review by helper-103: grpc-js servers wrapped it past 2^31 ms and failed the call at once)', { timeout: 20_000 }, async () => {
+    const DAY = 86_400_000;
+    const near = new Date(Date.now() + 20 * DAY);
+    expect(wireDeadline(near)).toEqual({ wire: near });
+    const far = new Date(Date.now() + MAX_WIRE_TIMEOUT_MS + 5000);
+    expect(wireDeadline(far)).toEqual({ wire: Infinity, local: far });
+    expect(wireDeadline(undefined)).toEqual({ wire: Infinity });
+    // The fake server's "slow" key answers after 5 s, unless the deadline it read has passed.
+    const t0 = Date.now();
+    const r = await env.client.encrypt('slow', 'x', { timeoutMs: 30 * DAY }).then(() => 'ok', (e: Error) => e.message);
+    expect(r).toBe('ok');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(4500);
   });
 
   it('a NaN or negative defaultTimeoutMs is refused, as timeoutMs is; so is createKey with a NaN rotation period (found by review)', async () => {

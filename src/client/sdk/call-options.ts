@@ -5,7 +5,7 @@ export interface CallOptions {
   signal?: AbortSignal;
   /**
    * Fail with DEADLINE_EXCEEDED after this many milliseconds. Overrides the client's
-   * defaultTimeoutMs; 0 or Infinity (or anything over ~1,100 years) means no timeout. With
+   * defaultTimeoutMs; 0 or Infinity (or anything over ~317 years) means no timeout. With
    * `deadline` too, the earlier one wins.
    */
   timeoutMs?: number;
@@ -14,11 +14,27 @@ export interface CallOptions {
 }
 
 /**
- * Deadlines this far away (about 1,100 years) are none: gRPC's timeout header holds at most 10^8
+ * Deadlines this far away (about 317 years) are none: gRPC's timeout header holds at most 10^8
  * hours, grpc-js threw "Deadline is too far in the future" where no one could catch it (the call
  * never settled, or the process exited), and a Date past year 275760 is invalid (found by review).
  */
 const FAR_FUTURE_MS = 1e13;
+
+/**
+ * The longest timeout sent to the daemon, a minute under 2^31 ms (24.8 days): grpc-js servers read
+ * the timeout header into a 32-bit integer of ms, so a longer one wrapped and failed the call at
+ * once (found by review). A later deadline is kept by the SDK itself (wireDeadline).
+ */
+export const MAX_WIRE_TIMEOUT_MS = 2 ** 31 - 1 - 60_000;
+
+/**
+ * The deadline to send (Infinity: none), and the one the SDK must enforce itself because the
+ * daemon could not read it (undefined when the sent one does).
+ */
+export function wireDeadline(deadline: Date | undefined): { wire: Date | number; local?: Date } {
+  if (!deadline) return { wire: Infinity };
+  return deadline.getTime() - Date.now() > MAX_WIRE_TIMEOUT_MS ? { wire: Infinity, local: deadline } : { wire: deadline };
+}
 
 /** Throws a RangeError unless `ms` is 0 (no timeout) or a positive number of milliseconds. */
 export function checkTimeout(field: string, ms: number | undefined): void {

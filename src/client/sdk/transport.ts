@@ -13,7 +13,8 @@ import {
   type MessageShape,
 } from '@bufbuild/protobuf';
 import { methodDefinition, type MethodDefinition } from '../../rpc/service-definition.js';
-import { callDeadline, checkTimeout, onAbort, type CallOptions } from './call-options.js';
+import { callDeadline, checkTimeout, onAbort, wireDeadline, type CallOptions } from './call-options.js';
+import { setTimeoutAt } from '../../rpc/long-timeout.js';
 import { RingfenceError, toRingfenceError } from './errors.js';
 
 export const MiB = 1024 * 1024;
@@ -92,24 +93,29 @@ export class Transport {
     if (signal?.aborted) return Promise.reject(toRingfenceError(undefined, { rpc, socketPath: this.socketPath, aborted: true, abortReason: signal.reason }));
     const request = create(method.input, init);
     // One deadline for every attempt.
-    let deadline: Date | number;
+    let deadline: { wire: Date | number; local?: Date };
     try {
-      deadline = callDeadline(opts, this.defaultTimeoutMs) ?? Infinity;
+      deadline = wireDeadline(callDeadline(opts, this.defaultTimeoutMs));
     } catch (err) {
       return Promise.reject(err);
     }
     const attempt = (refusalsLeft: number): Promise<MessageShape<O>> =>
       new Promise((resolve, reject) => {
         let release = () => {};
-        const call = this.client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, new grpc.Metadata(), { deadline }, (err, response) => {
+        let stopTimer = () => {};
+        let timedOut = false;
+        const call = this.client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, new grpc.Metadata(), { deadline: deadline.wire }, (err, response) => {
           release();
+          stopTimer();
+          if (err && timedOut) reject(new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc }));
           // Not after close(): grpc-js would throw a plain Error on the shut-down channel (found by review).
-          if (err && this.closed && isRefusedStream(err)) reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc }));
+          else if (err && this.closed && isRefusedStream(err)) reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc }));
           else if (err && refusalsLeft > 0 && !signal?.aborted && isRefusedStream(err)) resolve(attempt(refusalsLeft - 1));
           else if (err || !response) reject(toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
           else resolve(response as MessageShape<O>);
         });
         release = onAbort(signal, () => call.cancel());
+        if (deadline.local) stopTimer = setTimeoutAt(() => ((timedOut = true), call.cancel()), deadline.local.getTime());
       });
     return attempt(MAX_REFUSED_RETRIES);
   }
@@ -121,10 +127,11 @@ export class Transport {
   ): StreamCall<grpc.ClientDuplexStream<MessageShape<I>, MessageShape<O>>> {
     const def = definitionOf(method);
     this.refuseIfClosed(def.path.slice(1));
+    const deadline = wireDeadline(callDeadline(opts));
     const call = this.client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, new grpc.Metadata(), {
-      deadline: callDeadline(opts) ?? Infinity,
+      deadline: deadline.wire,
     }) as unknown as grpc.ClientDuplexStream<MessageShape<I>, MessageShape<O>>;
-    return this.wire(call, def.path.slice(1), opts.signal);
+    return this.wire(call, def.path.slice(1), opts.signal, deadline.local);
   }
 
   clientStream<I extends DescMessage, O extends DescMessage>(
@@ -135,29 +142,39 @@ export class Transport {
     const def = definitionOf(method);
     this.refuseIfClosed(def.path.slice(1));
     let wired: StreamCall<grpc.ClientWritableStream<MessageShape<I>>> | undefined;
+    const deadline = wireDeadline(callDeadline(opts));
     const call = this.client.makeClientStreamRequest(
       def.path,
       def.requestSerialize,
       def.responseDeserialize,
       new grpc.Metadata(),
-      { deadline: callDeadline(opts) ?? Infinity },
+      { deadline: deadline.wire },
       (err, response) => {
         wired?.release();
         if (err || !response) callback(wired?.toError(err) ?? toRingfenceError(err, { socketPath: this.socketPath }), undefined);
         else callback(undefined, response as MessageShape<O>);
       },
     ) as unknown as grpc.ClientWritableStream<MessageShape<I>>;
-    wired = this.wire(call, def.path.slice(1), opts.signal);
+    wired = this.wire(call, def.path.slice(1), opts.signal, deadline.local);
     return wired;
   }
 
-  private wire<C extends { cancel(): void }>(call: C, rpc: string, signal: AbortSignal | undefined): StreamCall<C> {
-    const release = onAbort(signal, () => call.cancel());
+  /** `localDeadline`: one the daemon could not be sent (wireDeadline), kept here by cancelling. */
+  private wire<C extends { cancel(): void }>(call: C, rpc: string, signal: AbortSignal | undefined, localDeadline?: Date): StreamCall<C> {
+    const unlisten = onAbort(signal, () => call.cancel());
+    let timedOut = false;
+    const stopTimer = localDeadline ? setTimeoutAt(() => ((timedOut = true), call.cancel()), localDeadline.getTime()) : () => {};
     return {
       call,
       rpc,
-      release,
-      toError: (err) => toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }),
+      release: () => {
+        unlisten();
+        stopTimer();
+      },
+      toError: (err) =>
+        timedOut
+          ? new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc })
+          : toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }),
     };
   }
 }
