@@ -101,6 +101,28 @@ describe('key import', SLOW, () => {
   });
 });
 
+// Loaded into the CLI with --import: reports on stderr every string made from a buffer that holds
+// the bytes in RF_WATCH_HEX, the way a key read for import could leak into memory nobody wipes.
+const STRING_WATCH = `const watch = Buffer.from(process.env.RF_WATCH_HEX, 'hex');
+const toString = Buffer.prototype.toString;
+Buffer.prototype.toString = function (...args) {
+  if (this.length >= watch.length && this.includes(watch)) process.stderr.write('string made from the key file\\n');
+  return toString.apply(this, args);
+};`;
+
+describe('key import of a wrong length', SLOW, () => {
+  test('the refused bytes are wiped without being copied into a string (review by helper-104)', async () => {
+    const hint = ' (it must hold raw bytes, not hex or base64 text and no trailing newline)';
+    for (const [name, content, expectHint] of [['text', Buffer.from(` ${randomBytes(33).toString('hex')}\r\n\t`), true], ['binary', randomBytes(40), false]] as const) {
+      const file = join(dir, `watched-${name}`);
+      writeFileSync(file, content);
+      const env = { NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent(STRING_WATCH)}`, RF_WATCH_HEX: content.toString('hex') };
+      const r = await rf(['key', 'import', `w-${name}`, '--from', file], { env });
+      expect([r.code, r.stderr], name).toEqual([1, `ringfence: import key w-${name}: ${file} holds ${content.length} bytes, but a key takes 32, 48, 64 bytes of raw key material${expectHint ? hint : ''}\n`]);
+    }
+  });
+});
+
 describe('key lifecycle', SLOW, () => {
   test('show, rotate, disable, enable, delete, cancel-delete', async () => {
     await ok(['key', 'create', 'life']);

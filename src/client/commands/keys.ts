@@ -44,11 +44,23 @@ async function readMaterial(ctx: Context, from: string, suite: string | undefine
   const expected = suite === undefined ? undefined : KEY_BYTES[suite];
   const lengths = expected === undefined ? [32, 48, 64] : [expected];
   if (!lengths.includes(bytes.length)) {
-    const hint = bytes.length > 0 && (bytes[bytes.length - 1] === 0x0a || /^[0-9a-fA-F\s]+$/.test(bytes.toString('latin1'))) ? ' (it must hold raw bytes, not hex or base64 text and no trailing newline)' : '';
+    const hint = bytes.length > 0 && (bytes[bytes.length - 1] === 0x0a || isHexText(bytes)) ? ' (it must hold raw bytes, not hex or base64 text and no trailing newline)' : '';
     bytes.fill(0);
     throw new CommandError(`${label} holds ${bytes.length} bytes, but ${suite ?? 'a key'} takes ${lengths.join(', ')} bytes of raw key material${hint}`);
   }
   return bytes;
+}
+
+/**
+ * Hex digits and ASCII white space only. Tested byte by byte: a string made of the bytes (as a
+ * regular expression needs) would be a copy of the key the wipe cannot reach.
+ */
+function isHexText(bytes: Uint8Array): boolean {
+  for (const b of bytes) {
+    const hex = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+    if (!hex && b !== 0x20 && (b < 0x09 || b > 0x0d)) return false;
+  }
+  return true;
 }
 
 async function readMaterialStream(ctx: Context): Promise<{ bytes: Buffer; complete: boolean }> {
