@@ -52,25 +52,34 @@ export async function hash(ctx: OpContext, req: HashRequest): Promise<MessageIni
 export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStreamRequest>): Promise<MessageInitShape<typeof HashStreamResponseSchema>> {
   ctx.authorize('hash');
   const it = messages[Symbol.asyncIterator]();
-  const first = await it.next();
+  // Let, not const: handed to the generator and dropped here, so a message already hashed is not
+  // kept alive while the stream idles (it is not in maxBufferedBytes; review by helper-104).
+  let first: IteratorResult<HashStreamRequest> | undefined = await it.next();
   const { suite, algorithm } = hashSuiteFor(ctx, first.done ? HashAlgorithm.UNSPECIFIED : first.value.algorithm);
   let total = 0;
   const limit = ctx.limits.maxStreamChunkBytes;
   async function* pieces(): AsyncGenerator<Buffer> {
-    let next = first;
-    while (!next.done) {
-      // Per message, as Encrypt/DecryptStream check theirs: a grant revoked by a reload stops the
-      // stream too (review by helper-93; the first message was checked with the call).
-      if (next !== first) ctx.authorize('hash');
-      const m = next.value;
-      if (m.algorithm !== HashAlgorithm.UNSPECIFIED && m.algorithm !== algorithm) {
-        throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_PROTOCOL_VIOLATION, 'a later HashStream message names a different algorithm', { field: 'algorithm' });
-      }
-      const data = checkSize('data', m.data, limit, SIZE_HINT.streamMessage);
-      total += data.length;
+    let next: IteratorResult<HashStreamRequest> | undefined = first;
+    first = undefined;
+    // Per message, as Encrypt/DecryptStream check theirs: a grant revoked by a reload stops the
+    // stream too (review by helper-93; the first message was checked with the call).
+    let authorized = true;
+    while (next && !next.done) {
+      if (!authorized) ctx.authorize('hash');
+      authorized = false;
+      const data = accept(next.value);
+      next = undefined;
       if (data.length) yield data;
       next = await it.next();
     }
+  }
+  function accept(m: HashStreamRequest): Buffer {
+    if (m.algorithm !== HashAlgorithm.UNSPECIFIED && m.algorithm !== algorithm) {
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.STREAM_PROTOCOL_VIOLATION, 'a later HashStream message names a different algorithm', { field: 'algorithm' });
+    }
+    const data = checkSize('data', m.data, limit, SIZE_HINT.streamMessage);
+    total += data.length;
+    return data;
   }
   const digest = await kernelHash(ctx.engine, suite, pieces());
   return { digest, algorithm, dataBytes: BigInt(total) };
