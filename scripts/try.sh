@@ -10,11 +10,12 @@ rf() { "$root/bin/ringfence" "$@"; }
 
 "$root/bin/ringfenced" --state-dir "$dir/state" --log-level warn &
 daemon=$!
-trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$dir"' EXIT
+# '|| :': under set -e a failing kill or wait (the daemon already gone) would end the trap early.
+trap 'kill -TERM $daemon 2>/dev/null || :; wait $daemon 2>/dev/null || :; rm -rf "$dir"' EXIT
 i=0
 until [ -S "$RINGFENCE_SOCKET" ] && rf status >/dev/null 2>&1; do
   i=$((i + 1))
-  if [ "$i" -gt 120 ] || ! kill -0 "$daemon" 2>/dev/null; then echo "try.sh: ringfenced did not start" >&2; exit 1; fi
+  if [ "$i" -gt 120 ] || ! kill -0 "$daemon" 2>/dev/null; then echo "try.sh: ringfenced did not start (see its message above; without AF_ALG here, run: npm run vm -- scripts/try.sh)" >&2; exit 1; fi
   sleep 0.5
 done
 

@@ -10,7 +10,7 @@ import path from "node:path";
 import { GUEST_OUT } from "./guest-command.js";
 import { isKernelName, KERNEL_NAMES, type KernelName } from "./kernels.js";
 import { PROJECT_DIR, removeOutDir, runInGuest } from "./run-in-guest.js";
-import { tallyReport, type Tally } from "./tally.js";
+import { tallyReport, withKernelFaults, type Tally } from "./tally.js";
 
 function parseArgs(argv: string[]): { kernels: KernelName[]; vitestArgs: string[] } {
   const sep = argv.indexOf("--");
@@ -56,7 +56,7 @@ async function runKernel(name: KernelName, vitestArgs: string[], linePrefix?: st
     if (!existsSync(file)) {
       return { tally: { passed: 0, failed: 1, skipped: 0 }, line: `${label}: vitest wrote no results (exit ${result.exitCode}; counted as 1 failure)` };
     }
-    const { tally, note } = tallyReport(readFileSync(file, "utf8"), result.exitCode, vitestArgs.length === 0);
+    const { tally, note } = withKernelFaults(tallyReport(readFileSync(file, "utf8"), result.exitCode, vitestArgs.length === 0), result.kernelFaults);
     return { tally, line: `${label}: ${tally.passed} passed, ${tally.failed} failed, ${tally.skipped} skipped${note}` };
   } finally {
     removeOutDir(result.outDir);

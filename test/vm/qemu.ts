@@ -27,7 +27,15 @@ export interface QemuResult {
   /** From qemu start until the guest began the command. */
   bootMs: number | undefined;
   totalMs: number;
+  /** Console lines where the kernel reported an Oops or BUG (the first few): a kernel fault. */
+  kernelFaults: string[];
 }
+
+/**
+ * The start of a kernel's report of its own fault, as printk puts it on the console (above the
+ * `quiet` console level): the command may still exit 0 when only one of its processes was killed.
+ */
+const KERNEL_FAULT = /\[\s*\d+\.\d+\] (BUG: |Oops: |kernel BUG at |general protection fault|Kernel panic)/;
 
 const TAIL_LINES = 40;
 
@@ -86,6 +94,7 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
   let bootMs: number | undefined;
   let markerCode: number | undefined;
   let initFailed = false;
+  const kernelFaults: string[] = [];
   let pending = "";
   let shownPart = ""; // start of the current line, already printed
   let flushTimer: NodeJS.Timeout | undefined;
@@ -102,17 +111,20 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
 
   const onLine = (raw: string, complete: boolean) => {
     const line = raw.replace(/\r$/, "");
-    const exit = exitMarker.exec(line);
+    // Markers are matched on the whole line: its start may already be shown (a stalled "@").
+    const whole = shownPart + line;
+    const exit = exitMarker.exec(whole);
     if (exit) {
       markerCode = Number(exit[1]);
       // The command is done; a guest that then fails to power off must not cost the whole timeout.
       clearTimeout(timer);
       setTimeout(kill, 15_000).unref();
-    } else if (line.includes(startMarker)) bootMs = performance.now() - started;
+    } else if (whole.includes(startMarker)) bootMs = performance.now() - started;
     else if (/^\[[\s\d.]+\] (sysrq: Power Off|reboot: Power down)$/.test(line)) {
       // our own power-off, not news
     } else {
       if (line.includes("@@RINGFENCE-INIT-FAILED@@")) initFailed = true;
+      if (KERNEL_FAULT.test(whole) && kernelFaults.length < 3) kernelFaults.push(whole);
       if (r.linePrefix === undefined) process.stdout.write(complete ? `${line}\n` : line);
       else if (complete) process.stdout.write(`${r.linePrefix}${line}\n`);
       shownPart += line;
@@ -156,13 +168,15 @@ export function runQemu(r: QemuRun): Promise<QemuResult> {
       const file = path.join(r.outDir, "exit-code");
       const fromFile = existsSync(file) ? Number.parseInt(readFileSync(file, "utf8"), 10) : undefined;
       const exitCode = Number.isInteger(fromFile) ? fromFile : markerCode;
-      if (exitCode !== undefined && !timedOut) return resolve({ exitCode, bootMs, totalMs });
+      if (exitCode !== undefined && !timedOut) return resolve({ exitCode, bootMs, totalMs, kernelFaults });
       const why = timedOut
         ? `timed out after ${r.timeoutMs / 1000}s (RINGFENCE_VM_TIMEOUT)`
         : initFailed
           ? "the initramfs could not set up the guest"
           : `qemu ended (${signal ?? `exit ${code}`}) without the guest reporting an exit status (kernel panic?)`;
-      const crashedBeforeStart = !r.interactive && !timedOut && !initFailed && bootMs === undefined;
+      // The guest's "started" file too: kernel messages printed into the marker's line hide it.
+      const commandBegan = bootMs !== undefined || existsSync(path.join(r.outDir, "started"));
+      const crashedBeforeStart = !r.interactive && !timedOut && !initFailed && !commandBegan;
       const msg = `guest ${r.kernel.name} (${r.kernel.release}): ${why}\n--- last console lines ---\n${tail.join("\n")}`;
       reject(new GuestError(msg, crashedBeforeStart));
     });

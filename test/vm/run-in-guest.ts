@@ -80,6 +80,7 @@ export async function runInGuest(o: GuestRunOptions): Promise<GuestRunResult> {
     }
     const boot = result.bootMs === undefined ? "" : `booted in ${(result.bootMs / 1000).toFixed(1)}s, `;
     log(`guest ${kernel.name}: ${boot}exit ${result.exitCode} after ${(result.totalMs / 1000).toFixed(1)}s`);
+    for (const line of result.kernelFaults) log(`guest ${kernel.name}: the kernel reported a fault: ${line.trim()}`);
     return { ...result, kernel, outDir };
   } catch (e) {
     removeOutDir(outDir);

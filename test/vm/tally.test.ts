@@ -1,6 +1,6 @@
 // How a guest's vitest report becomes a kernel's result: nothing that did not run counts as a pass.
 import { describe, expect, it } from "vitest";
-import { tallyReport } from "./tally.js";
+import { tallyReport, withKernelFaults } from "./tally.js";
 
 const report = (passed: number, failed: number, pending = 0, todo = 0) => JSON.stringify({ numPassedTests: passed, numFailedTests: failed, numPendingTests: pending, numTodoTests: todo, success: failed === 0 });
 
@@ -34,5 +34,16 @@ describe("tallyReport: skipped tests in a full run always count (found by review
   it("also when vitest exited non-zero or no test ran", () => {
     expect(tallyReport(report(80, 0, 40), 1, true).tally).toEqual({ passed: 80, failed: 41, skipped: 40 });
     expect(tallyReport(report(0, 0, 84), 0, true).tally).toEqual({ passed: 0, failed: 85, skipped: 84 });
+  });
+});
+
+describe("withKernelFaults (review by helper-105)", () => {
+  it("a kernel Oops fails a run whose tests all passed, naming the first report", () => {
+    const clean = tallyReport(report(120, 0), 0, true);
+    expect(withKernelFaults(clean, [])).toEqual(clean);
+    expect(withKernelFaults(clean, ["[   41.2] BUG: kernel NULL pointer dereference, address: 0000000000000008 ", "[   41.3] Oops: 0000 [#1] PREEMPT SMP"])).toEqual({
+      tally: { passed: 120, failed: 1, skipped: 0 },
+      note: "; the kernel reported a fault, counted as 1 failure: [   41.2] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+    });
   });
 });

@@ -49,3 +49,13 @@ export function tallyReport(text: string, exitCode: number, fullRun: boolean): {
   const note = notes.length ? ` (${notes.join("; ")})` : "";
   return { tally, note };
 }
+
+/**
+ * A kernel that reported an Oops or BUG on its console counts one failure more, whatever its tests
+ * said: the fault may have killed only a process a test expected to die.
+ */
+export function withKernelFaults(result: { tally: Tally; note: string }, faults: readonly string[]): { tally: Tally; note: string } {
+  if (faults.length === 0) return result;
+  const tally = { ...result.tally, failed: result.tally.failed + 1 };
+  return { tally, note: `${result.note}; the kernel reported a fault, counted as 1 failure: ${faults[0]!.trim()}` };
+}

@@ -18,6 +18,8 @@ if [ -n "$wanted" ] && ! modprobe -a $wanted; then
 fi
 
 mkdir -p /tmp/home
+# The host retries a guest that crashes before this point, never after it (run-in-guest.ts).
+: >/run/rfout/started
 echo "@@RINGFENCE-STARTED-$RF_NONCE@@" # lets the host measure boot time
 set -- env -i RINGFENCE_MODULES_LOAD_FAILED="${failed# }" /bin/sh /run/rfout/cmd.sh
 if [ "$RF_INTERACTIVE" = 1 ]; then
