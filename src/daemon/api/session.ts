@@ -14,6 +14,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { performance } from 'node:perf_hooks';
 import type { SessionResponseSchema, SessionRequest, SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
 import { AnswerPacker, answerBytes, unpack, type SessionItem } from './session-packing.js';
+import { detachBytes, heldBytes } from './session-input.js';
 import type { OpContext } from '../ops/context.js';
 import { encrypt } from '../ops/encrypt.js';
 import { decrypt } from '../ops/decrypt.js';
@@ -178,6 +179,8 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       if (req instanceof UndecodableRequest) return fail(undecodable(req));
       const items = unpack(req, ctx.limits.maxBatchItems);
       if (!Array.isArray(items)) return fail(items);
+      // Each operation then holds only its own bytes, which it counts (session-input.ts).
+      for (const item of items) detachBytes(item.op.value);
       waiting.push(...items);
       flow();
     });
@@ -192,9 +195,10 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     function start(item: SessionItem): void {
       const { id, op } = item;
       inFlight++;
-      // Measured once: the audit line and the answer's accounting use it again.
+      // The audit line's payload size; what the operation holds also counts its text (a key name).
       const bytesIn = payloadBytes(op.value);
-      let cost = reservedBytes(op, ctx.limits.maxPayloadBytes, bytesIn);
+      const input = heldBytes(op.value);
+      let cost = reservedBytes(op, ctx.limits.maxPayloadBytes, input);
       held += cost;
       share.take(cost);
       const release = () => {
@@ -224,7 +228,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           // The answer at its wire size: an error answer has no bytes fields, but it is not free (found
           // by review: counted as 0, answers of failed empty operations piled up unflushed uncounted).
           const answer = answerBytes(result?.value);
-          const actual = bytesIn + answer;
+          const actual = input + answer;
           held += actual - cost;
           if (actual > cost) share.take(actual - cost);
           else share.give(cost - actual);
