@@ -8,7 +8,19 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EventEmitter } from 'node:events';
 
-export type GoneReason = 'CANCELLED' | 'DEADLINE_EXCEEDED';
+/**
+ * Why a call ended before its handler answered, as a gRPC status name: CANCELLED or
+ * DEADLINE_EXCEEDED, or a status grpc-js sent itself (RESOURCE_EXHAUSTED for a message over
+ * maxMessageBytes), which is what the client was told.
+ */
+export type GoneReason = string;
+
+/** What a handler's destroy of a gone call says (never seen by the client, which is gone). */
+export function goneMessage(why: GoneReason, what: string): string {
+  if (why === 'CANCELLED') return `the client cancelled the ${what}`;
+  if (why === 'DEADLINE_EXCEEDED') return 'the deadline passed';
+  return `grpc-js ended the ${what} with ${why}`;
+}
 
 /**
  * How long a half-closed call's audit line waits for its stream to close: a grpc-js client's reset
@@ -35,6 +47,32 @@ interface Http2StreamLike extends EventEmitter {
   writableLength: number;
   closed: boolean;
   destroyed: boolean;
+  writableEnded: boolean;
+  sentHeaders?: Record<string, unknown>;
+  sentTrailers?: Record<string, unknown>;
+}
+
+/**
+ * Runs `then(code)` with the status code grpc-js sent on a call's stream when it is not OK, else
+ * `then(undefined)`. grpc-js sends one itself for a message over the size limit and reports the
+ * call cancelled, as it reports every end; its trailers wait behind answers not yet flushed, so a
+ * stream it has ended but not yet closed is waited for (at most AUDIT_WAIT_MS).
+ */
+export function afterStatusSent(call: object, then: (code: number | undefined) => void): void {
+  const stream = http2StreamOf(call);
+  const sent = () => {
+    const code = Number(stream?.sentTrailers?.['grpc-status'] ?? stream?.sentHeaders?.['grpc-status']);
+    return Number.isInteger(code) && code !== 0 ? code : undefined;
+  };
+  // Sent already (trailers, or a headers-only answer), or not a stream grpc-js ended to send one.
+  if (!stream || sent() !== undefined || !stream.writableEnded || stream.sentTrailers || stream.closed || stream.destroyed) return then(sent());
+  const settle = () => {
+    clearTimeout(bound);
+    stream.off('close', settle);
+    then(sent());
+  };
+  const bound = setTimeout(settle, AUDIT_WAIT_MS);
+  stream.once('close', settle);
 }
 
 /**

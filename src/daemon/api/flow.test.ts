@@ -100,7 +100,7 @@ describe('whenGone', () => {
       vi.advanceTimersByTime(999);
       expect(gone).not.toHaveBeenCalled();
       vi.advanceTimersByTime(1);
-      expect(gone).toHaveBeenCalledExactlyOnceWith('DEADLINE_EXCEEDED');
+      expect(gone).toHaveBeenCalledExactlyOnceWith('DEADLINE_EXCEEDED', expect.any(Promise));
     } finally {
       vi.useRealTimers();
     }
@@ -114,7 +114,7 @@ describe('whenGone', () => {
       vi.advanceTimersByTime(30 * 86_400_000);
       expect(gone).not.toHaveBeenCalled();
       vi.advanceTimersByTime(10 * 86_400_000);
-      expect(gone).toHaveBeenCalledExactlyOnceWith('DEADLINE_EXCEEDED');
+      expect(gone).toHaveBeenCalledExactlyOnceWith('DEADLINE_EXCEEDED', expect.any(Promise));
       dispose();
     } finally {
       vi.useRealTimers();
@@ -127,7 +127,7 @@ describe('whenGone', () => {
     whenGone(call, gone);
     call.emit('cancelled');
     call.emit('cancelled');
-    expect(gone).toHaveBeenCalledExactlyOnceWith('CANCELLED');
+    expect(gone).toHaveBeenCalledExactlyOnceWith('CANCELLED', expect.any(Promise));
 
     const later = vi.fn();
     const call2 = fakeCall(Date.now() + 60_000);

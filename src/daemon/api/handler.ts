@@ -13,7 +13,7 @@ import type { Access, CallAccess } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
 import { decoded } from './decode.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
-import { goneReason, whenHalfClosedEnds, type GoneReason } from './call-end.js';
+import { afterStatusSent, goneMessage, goneReason, whenHalfClosedEnds, type GoneReason } from './call-end.js';
 
 export interface HandlerDeps {
   audit: Audit;
@@ -72,20 +72,28 @@ export function limitWriteBehind(call: object, messages: number): void {
  * Calls `gone` once when the call ends without the handler: cancelled by the client, or its
  * deadline passed. grpc-js answers DEADLINE_EXCEEDED itself, but emits 'cancelled' only once that
  * status is flushed, which a client that stopped reading never lets happen; the handler's own timer
- * makes sure a stream blocked on such a client is ended all the same. Returns a disposer.
+ * makes sure a stream blocked on such a client is ended all the same. `why` is known at once (the
+ * handler stops on it); `told` is the status the client was told, for the audit line, known once
+ * grpc-js has sent its own (a message over the size limit). Returns a disposer.
  */
-export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancelled', listener: () => void): unknown }, gone: (why: GoneReason) => void): () => void {
+export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancelled', listener: () => void): unknown }, gone: (why: GoneReason, told: Promise<GoneReason>) => void): () => void {
   const d = call.getDeadline();
   const deadline = d instanceof Date ? d.getTime() : d;
   let done = false;
-  const fire = (why: GoneReason) => {
+  const fire = (why: GoneReason, told: Promise<GoneReason>) => {
     if (done) return;
     done = true;
-    gone(why);
+    gone(why, told);
   };
-  call.on('cancelled', () => fire(goneReason(call)));
+  call.on('cancelled', () => {
+    const why = goneReason(call);
+    // A status grpc-js sent itself is what the client was told (review by helper-107: an oversize
+    // Session message was audited CANCELLED while the client got RESOURCE_EXHAUSTED).
+    const told = new Promise<GoneReason>((resolve) => afterStatusSent(call, (sent) => resolve(sent === undefined ? why : statusName(sent))));
+    fire(why, told);
+  });
   // setTimeoutAt: a deadline more than 24.8 days away would fire at once with a plain setTimeout.
-  const cancelTimer = Number.isFinite(deadline) ? setTimeoutAt(() => fire('DEADLINE_EXCEEDED'), deadline, true) : undefined;
+  const cancelTimer = Number.isFinite(deadline) ? setTimeoutAt(() => fire('DEADLINE_EXCEEDED', Promise.resolve('DEADLINE_EXCEEDED')), deadline, true) : undefined;
   return () => {
     done = true;
     cancelTimer?.();
@@ -157,13 +165,13 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
     let bytesIn = 0;
     // A vanished client (cancelled, or its deadline passed) must not leave the operation (and its
     // kernel op socket) waiting forever.
-    let gone: GoneReason | undefined;
-    const dispose = whenGone(call, (why) => {
-      gone = why;
-      call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the call' : 'the deadline passed'));
+    let gone: Promise<GoneReason> | undefined;
+    const dispose = whenGone(call, (why, told) => {
+      gone = told;
+      call.destroy(new Error(goneMessage(why, 'call')));
     });
-    const auditGone = (why: GoneReason) =>
-      deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: why, durationMs: +(performance.now() - start).toFixed(3) });
+    const auditGone = (why: GoneReason | Promise<GoneReason>) =>
+      void Promise.resolve(why).then((outcome) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome, durationMs: +(performance.now() - start).toFixed(3) }));
     async function* messages(): AsyncGenerator<MessageShape<I>> {
       for await (const m of readAll<MessageShape<I>>(call)) {
         bytesIn += payloadBytes(m);

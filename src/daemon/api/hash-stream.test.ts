@@ -151,6 +151,14 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     await released();
   });
 
+  it('a message over maxMessageBytes, refused by grpc-js itself, is audited RESOURCE_EXHAUSTED as the client was told (review by helper-107)', async () => {
+    const { done } = raw([{ algorithm: HashAlgorithm.SHA256, data: new Uint8Array(10) }, { data: new Uint8Array(limits.maxMessageBytes + 1) }], { keepOpen: true });
+    const { err } = await done;
+    expect([err?.code, err?.details]).toEqual([grpc.status.RESOURCE_EXHAUSTED, expect.stringContaining('larger than max')]);
+    await vi.waitFor(() => expect(lastAudit()).toMatchObject({ rpc: 'CryptoService/HashStream', outcome: 'RESOURCE_EXHAUSTED' }));
+    await released();
+  });
+
   it('a later message naming another algorithm: INVALID_ARGUMENT / STREAM_PROTOCOL_VIOLATION', async () => {
     const { done } = raw([{ algorithm: HashAlgorithm.SHA256, data: new Uint8Array(10) }, { algorithm: HashAlgorithm.SHA512, data: new Uint8Array(1) }]);
     const { err } = await done;

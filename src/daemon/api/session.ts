@@ -26,6 +26,7 @@ import { generateRandom } from '../ops/random.js';
 import { invalidField, shuttingDown, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
+import { goneMessage } from './call-end.js';
 import { auditKeyOf, auditPrincipal, callContext, callerKey, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
@@ -140,14 +141,15 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     // Operations already running finish (each is bounded); nothing more is read, started or answered.
     // Destroyed, as streams are: a client that neither reads nor cancels would otherwise keep a
     // session past its deadline (grpc-js cannot send the status while the client does not read).
-    const dispose = whenGone(call, (why) => {
+    const dispose = whenGone(call, (why, told) => {
       // A stream refused as a whole (fail) is audited already: grpc-js reports the status it sent as a cancel.
       if (endedAs === undefined) {
         endedAs = why;
-        deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome: why, durationMs: +(performance.now() - began).toFixed(3) });
+        const durationMs = +(performance.now() - began).toFixed(3);
+        void told.then((outcome) => deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome, durationMs }));
       }
       stop();
-      call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the session' : 'the deadline passed'));
+      call.destroy(new Error(goneMessage(why, 'session')));
     });
     call.on('error', stop);
     call.on('close', () => {

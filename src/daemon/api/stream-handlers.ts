@@ -21,7 +21,7 @@ import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from '../ops/context.js';
-import { whenHalfClosedEnds, type GoneReason } from './call-end.js';
+import { goneMessage, whenHalfClosedEnds, type GoneReason } from './call-end.js';
 import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import type { Authorize } from '../policy/access.js';
 
@@ -81,13 +81,14 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
   const stopped = new AbortController();
   const who = auditPrincipal(access);
   const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
-  let gone: GoneReason | undefined;
+  // What the client was told, once it is known (whenGone); set at once, so the loop stops at once.
+  let gone: Promise<GoneReason> | undefined;
   limitWriteBehind(call, 2);
   // Ends the loop (a pending read or 'drain' wait rejects), so a gone call stops consuming work.
-  const dispose = whenGone(call, (why) => {
-    gone = why;
+  const dispose = whenGone(call, (why, told) => {
+    gone = told;
     stopped.abort(new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away'));
-    call.destroy(new Error(why === 'CANCELLED' ? 'the client cancelled the stream' : 'the deadline passed'));
+    call.destroy(new Error(goneMessage(why, 'stream')));
   });
   const io: Budgeted<O> = {
     reserve: async (bytes) => {
@@ -132,7 +133,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
       // A gone call's error is only how its loop was ended (call.destroy), no reason worth recording.
       const auditEnd = (why: GoneReason | undefined) => deps.audit({ rpc, ...who, ...audit, outcome: why ?? statusName(e.code), ...(why ? {} : { reason: e.reasonName }), durationMs: +(performance.now() - start).toFixed(3) });
       // A stream the client half-closed (a decrypt it cut short, say) may be the first half of its cancel.
-      if (gone) auditEnd(gone);
+      if (gone) void gone.then(auditEnd);
       else whenHalfClosedEnds(call, auditEnd);
     },
   ).catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to end a stream'));

@@ -1,0 +1,81 @@
+/**
+ * A message over maxMessageBytes, through a real grpc-js server: grpc-js refuses it itself
+ * (RESOURCE_EXHAUSTED) and reports the call cancelled to the handler, as it reports every end; the
+ * audit line must say what the client was told (review by helper-107: it said CANCELLED), and the
+ * handler's own end is no internal error. HashStream's case: hash-stream.test.ts.
+ */
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect, test, vi } from 'vitest';
+import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import { SessionRequestSchema, SessionResponseSchema } from '../../gen/ringfence/v1/session_pb.js';
+import type { OpContext } from '../ops/context.js';
+import type { AuditEntry } from './audit.js';
+import { daemonServiceDefinition } from './decode.js';
+import type { HandlerDeps } from './handler.js';
+import { MemoryBudget } from './memory-budget.js';
+import { sessionHandler } from './session.js';
+import { cryptoServiceHandlers } from './crypto-service.js';
+import { CallerSlots } from './caller-slots.js';
+import { SESSION_LIMITS } from './session-call.test-support.js';
+
+test('an oversize Session message: the client gets RESOURCE_EXHAUSTED and the audit says so', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-oversize-'));
+  const audit: AuditEntry[] = [];
+  const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
+  const budget = new MemoryBudget(1 << 30);
+  const ctx = { limits, budget, suiteStatus: () => 'available' } as unknown as OpContext;
+  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
+  server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), { session: sessionHandler(ctx, deps) } as never);
+  await new Promise<void>((res, rej) => server.bindAsync(`unix:${join(dir, 's.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+  const client = new grpc.Client(`unix:${join(dir, 's.sock')}`, grpc.credentials.createInsecure());
+  try {
+    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', (m: Uint8Array) => Buffer.from(m), (b: Buffer) => fromBinary(SessionResponseSchema, b));
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    const answered = new Promise((resolve) => call.once('data', resolve));
+    call.on('error', () => {});
+    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, op: { case: 'generateRandom', value: { lengthBytes: 8 } } })));
+    await answered;
+    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 2n, op: { case: 'hash', value: { data: new Uint8Array(100 * 1024) } } })));
+    const st = await status;
+    expect([st.code, st.details]).toEqual([grpc.status.RESOURCE_EXHAUSTED, expect.stringContaining('larger than max')]);
+    await vi.waitFor(() => expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([['Session/generateRandom', 'OK'], ['CryptoService/Session', 'RESOURCE_EXHAUSTED']]));
+    await vi.waitFor(() => expect(budget.held).toBe(0));
+  } finally {
+    client.close();
+    server.forceShutdown();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an oversize first EncryptStream message: RESOURCE_EXHAUSTED, audited so, nothing logged as internal', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-oversize-'));
+  const audit: AuditEntry[] = [];
+  const log = { error: vi.fn(), warn: vi.fn(), info: vi.fn(), debug: vi.fn() };
+  const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
+  const ctx = { limits, budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller'), suiteStatus: () => 'available' } as unknown as OpContext;
+  const access = { forCall: () => ({ principal: undefined, authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
+  server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), cryptoServiceHandlers(ctx, { audit: (e: AuditEntry) => audit.push(e), log, access } as unknown as HandlerDeps));
+  await new Promise<void>((res, rej) => server.bindAsync(`unix:${join(dir, 's.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+  const client = new grpc.Client(`unix:${join(dir, 's.sock')}`, grpc.credentials.createInsecure());
+  try {
+    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/EncryptStream', (m: Buffer) => m, (b: Buffer) => b);
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    call.on('error', () => {});
+    call.on('data', () => {});
+    call.write(Buffer.alloc(100 * 1024));
+    const st = await status;
+    expect(st.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    await vi.waitFor(() => expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([['CryptoService/EncryptStream', 'RESOURCE_EXHAUSTED']]));
+    expect(log.error).not.toHaveBeenCalled();
+  } finally {
+    client.close();
+    server.forceShutdown();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
