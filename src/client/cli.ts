@@ -127,3 +127,6 @@ let stdoutFailed = false;
 process.stdout.on('error', () => (stdoutFailed = true));
 const code = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
 process.exitCode = code === 0 && stdoutFailed ? 1 : code;
+// Done reading: a writer that keeps its end of the pipe open must not keep the CLI running
+// (review by helper-106: a refused decrypt exited only once `(...; sleep 5) |` had ended).
+process.stdin.destroy();

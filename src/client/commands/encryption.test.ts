@@ -3,6 +3,7 @@
  * trips through stdin/stdout and files, the unary/stream switch at 1 MiB, text forms, --json, and
  * what is left behind when a streamed decryption fails.
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -135,6 +136,31 @@ describe.concurrent('round trips through stdin and stdout', SLOW, () => {
         expect(wrong.stdout.length).toBe(0); // a stream fails on its first chunk, before any output
       }
     }
+  });
+
+  test('--aad that is not UTF-8 is a usage error, not bound as U+FFFD (review by helper-106)', async () => {
+    // Through bash, as a script passes bytes: Node would decode \\xff and \\xfe both to U+FFFD.
+    const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+    const sh = spawn('bash', ['-c', `printf secret | ${q(process.execPath)} ${q(cli.entry)} --socket ${q(daemon.socketPath)} encrypt k --aad "$(printf 'id:\\xff')"`]);
+    let err = '';
+    sh.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const status = await new Promise<number | null>((resolve) => sh.on('close', resolve));
+    expect([status, err.split('\n')[0]]).toEqual([2, 'ringfence: --aad must be UTF-8 text: it holds bytes that are not (or U+FFFD), which would not be passed on as given; for binary associated data use the SDK']);
+    for (const command of [['encrypt', 'k'], ['decrypt'], ['reencrypt'], ['datakey', 'k']]) {
+      const r = await rf([...command, '--aad', 'a\ufffdb'], { stdin: 'x' });
+      expect([r.code, r.stdout.length, r.stderr.split('\n')[0]], command.join(' ')).toEqual([2, 0, expect.stringMatching(/^ringfence: --aad must be UTF-8 text/)]);
+    }
+  });
+
+  test('a command that fails early exits while the writer of its stdin still holds the pipe open (review by helper-106)', async () => {
+    const child = spawn(process.execPath, [cli.entry, '--socket', daemon.socketPath, 'decrypt'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    child.stdin.on('error', () => {});
+    child.stdin.write(Buffer.alloc(100)); // not a ciphertext; stdin is never ended
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    child.stdin.destroy();
+    expect([code, err]).toEqual([1, expect.stringMatching(/^ringfence: decrypt: /)]);
   });
 
   test('large input produces nothing on stderr when it is not a terminal', async () => {

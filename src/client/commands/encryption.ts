@@ -17,6 +17,9 @@ export const UNARY_LIMIT = MiB;
 
 const aadOf = (v: Values) => {
   const aad = str(v, 'aad');
+  // Node decodes each argument as UTF-8 and turns every byte that is not into U+FFFD: distinct
+  // binary values would bind as the same associated data (review by helper-106).
+  if (aad?.includes('\ufffd')) throw new UsageError('--aad must be UTF-8 text: it holds bytes that are not (or U+FFFD), which would not be passed on as given; for binary associated data use the SDK');
   return aad === undefined ? undefined : Buffer.from(aad, 'utf8');
 };
 
@@ -98,6 +101,7 @@ async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number
 async function reencrypt(ctx: Context, _args: string[], v: Values): Promise<number> {
   const to = str(v, 'to');
   const destinationKeyName = to === undefined ? undefined : parseKeyName(to);
+  const associatedData = aadOf(v);
   const input = openInput(str(v, 'in'), ctx.io.stdin);
   const ct = await readCiphertext(input);
   // Binary in, binary out: not to a terminal (text in, text out is fine anywhere).
@@ -106,7 +110,7 @@ async function reencrypt(ctx: Context, _args: string[], v: Values): Promise<numb
     input.close();
     throw new CommandError('reencrypt takes a ciphertext from unary encryption; decrypt a stream ciphertext and encrypt it again instead');
   }
-  const res = await ctx.client().reEncrypt(ct.bytes, { associatedData: aadOf(v), destinationKeyName });
+  const res = await ctx.client().reEncrypt(ct.bytes, { associatedData, destinationKeyName });
   const text = ciphertextToText(res.ciphertext);
   if (ctx.json) {
     await ctx.writeJson({ ciphertext: text, key: res.keyName, version: res.keyVersion, sourceKey: res.sourceKeyName, sourceVersion: res.sourceKeyVersion }, str(v, 'out'));

@@ -8,7 +8,7 @@
  * never leaves a partial (or unauthenticated) result under the requested name.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, createReadStream, createWriteStream, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
+import { accessSync, closeSync, constants, createReadStream, createWriteStream, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { isatty } from 'node:tty';
@@ -179,6 +179,11 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
     return { label: 'stdout', stream: stdout, inPlace: true, isTTY: (stdout as { isTTY?: boolean }).isTTY === true, commit: () => drain(stdout), abort: async () => {} };
   }
   const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  // /dev/stdout on a file would be that file replaced, dropping what the shell wrote there before
+  // and after, and ignoring >> (review by helper-106): it is stdout, and /dev/fd/N is descriptor N.
+  const fd = descriptorNamed(path);
+  if (fd === 1) return openOutput(undefined, stdout);
+  if (fd !== undefined) return descriptorOutput(path, fd, fail);
   const target = outputTarget(path, fail);
   if (target.kind === 'special') return inPlaceOutput(path, fail);
   const tmp = join(dirname(target.path), `.${basename(target.path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
@@ -255,6 +260,13 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
   if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
   if (!st.isFile()) return { kind: 'special' };
   const asRoot = process.getuid?.() === 0;
+  // Replacing is a rename in its directory: without this, a file the caller may not write (0444,
+  // or another user's) in a directory it may write would be replaced, as `>` would refuse.
+  try {
+    accessSync(path, constants.W_OK);
+  } catch (err) {
+    throw fail(err);
+  }
   let real: string;
   try {
     real = realpathSync(path);
@@ -303,6 +315,37 @@ export function isTerminalPath(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The open descriptor a path names as written (/dev/stdout, /dev/fd/N, /proc/self/fd/N), if any. */
+export function descriptorNamed(path: string): number | undefined {
+  const std = /^\/dev\/(stdin|stdout|stderr)$/.exec(path);
+  if (std) return ['stdin', 'stdout', 'stderr'].indexOf(std[1]!);
+  const fd = new RegExp(`^(?:/dev/fd|/proc/(?:self|thread-self|${process.pid})/fd)/(\\d{1,9})$`).exec(path);
+  return fd ? Number(fd[1]) : undefined;
+}
+
+/** An open descriptor (`3>>log` then `-o /dev/fd/3`): written where it is, as stdout is. */
+function descriptorOutput(path: string, fd: number, fail: (err: unknown) => CommandError): Output {
+  const stream: WriteStream = createWriteStream('', { fd, autoClose: false });
+  stream.on('error', () => {});
+  return {
+    label: path,
+    stream,
+    inPlace: true,
+    isTTY: isatty(fd),
+    async commit() {
+      try {
+        if (!stream.writableEnded) stream.end();
+        await finished(stream);
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+    abort: async () => {
+      stream.destroy();
+    },
+  };
 }
 
 /** A device or FIFO: written as it is, like stdout; nothing to rename, nothing to take back. */

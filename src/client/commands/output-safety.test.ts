@@ -8,7 +8,7 @@
 import { chmodSync, createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildCli, type CliRunner, type RunOptions } from './cli-runner.test-support.js';
@@ -212,6 +212,55 @@ describe('-o FILE onto what is already there', SLOW, () => {
     sh.stderr.on('data', (b: Buffer) => (err += b.toString()));
     const status = await new Promise<number | null>((resolve) => sh.on('close', (code) => resolve(code)));
     expect([status, err, out]).toEqual([0, '', 'to stdout by name']);
+  });
+
+  /** bash running `script` (with $RF the CLI command); spawned, as the fake daemon answers from this process. */
+  async function shell(script: string, asNobody = false): Promise<{ status: number | null; err: string; out: string }> {
+    const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+    const rfCommand = `${q(process.execPath)} ${q(cli.entry)} --socket ${q(daemon.socketPath)}`;
+    const argv = ['bash', '-c', script.replaceAll('$RF', rfCommand)];
+    const sh = asNobody ? spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...argv]) : spawn(argv[0]!, argv.slice(1));
+    let out = '';
+    let err = '';
+    sh.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    sh.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const status = await new Promise<number | null>((resolve) => sh.on('close', (code) => resolve(code)));
+    return { status, err, out };
+  }
+
+  test('-o /dev/stdout and /dev/fd/N onto a file write through the descriptor, keeping >> and what the shell wrote around it (review by helper-106)', async () => {
+    const ctFile = join(dir, 'for-dev-fd.bin');
+    writeFileSync(ctFile, (await rf(['encrypt', 'k'], { stdin: 'plaintext\n' })).stdout);
+    const log = join(dir, 'append.log');
+    writeFileSync(log, 'existing line\n');
+    expect(await shell(`$RF decrypt -i '${ctFile}' -o /dev/stdout >> '${log}'`)).toEqual({ status: 0, err: '', out: '' });
+    expect(readFileSync(log, 'utf8')).toBe('existing line\nplaintext\n');
+    const grouped = join(dir, 'grouped.out');
+    expect(await shell(`{ echo header; $RF decrypt -i '${ctFile}' -o /dev/stdout; echo footer; } > '${grouped}'`)).toEqual({ status: 0, err: '', out: '' });
+    expect(readFileSync(grouped, 'utf8')).toBe('header\nplaintext\nfooter\n');
+    expect(await shell(`$RF decrypt -i '${ctFile}' -o /dev/fd/3 3>> '${log}'`)).toEqual({ status: 0, err: '', out: '' });
+    expect(readFileSync(log, 'utf8')).toBe('existing line\nplaintext\nplaintext\n');
+    expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+
+  test('an existing file the caller may not write is refused, as `>` refuses it, even in a directory it may write (review by helper-106)', async () => {
+    const open = join(dir, 'world-writable');
+    mkdirSync(open);
+    // The test's own paths, opened to uid 65534 (nobody): the bundled CLI, the fake daemon's socket.
+    for (const d of [dir, open, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o777);
+    chmodSync(cli.entry, 0o644);
+    chmodSync(daemon.socketPath, 0o666);
+    const readOnly = join(open, 'read-only.txt');
+    writeFileSync(readOnly, 'keep me\n');
+    chmodSync(readOnly, 0o444);
+    const r = await shell(`printf secret | $RF encrypt k -o '${readOnly}'`, true);
+    expect([r.status, r.err]).toEqual([1, `ringfence: encrypt with key k: cannot write ${readOnly}: EACCES\n`]);
+    expect([readFileSync(readOnly, 'utf8'), statSync(readOnly).uid]).toEqual(['keep me\n', 0]);
+    // One it may write is replaced as before.
+    const own = join(open, 'own.bin');
+    expect(await shell(`printf one | $RF encrypt k -o '${own}' && printf two | $RF encrypt k -o '${own}'`, true)).toMatchObject({ status: 0, err: '' });
+    expect([(await rf(['decrypt', '-i', own])).stdout.toString(), statSync(own).uid]).toEqual(['two', 65534]);
+    for (const d of [dir, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o700);
   });
 
   test('a FIFO is written in place, not replaced by a file; a failed stream into it says to discard', async () => {
