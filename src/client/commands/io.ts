@@ -183,7 +183,7 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
   // and after, and ignoring >> (review by helper-106): it is stdout, and /dev/fd/N is descriptor N.
   const fd = descriptorNamed(path);
   if (fd === 1) return openOutput(undefined, stdout);
-  if (fd !== undefined) return descriptorOutput(path, fd, fail);
+  if (fd !== undefined) return inPlaceOutput(path, fail, fd);
   const target = outputTarget(path, fail);
   if (target.kind === 'special') return inPlaceOutput(path, fail);
   const tmp = join(dirname(target.path), `.${basename(target.path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
@@ -325,15 +325,18 @@ export function descriptorNamed(path: string): number | undefined {
   return fd ? Number(fd[1]) : undefined;
 }
 
-/** An open descriptor (`3>>log` then `-o /dev/fd/3`): written where it is, as stdout is. */
-function descriptorOutput(path: string, fd: number, fail: (err: unknown) => CommandError): Output {
-  const stream: WriteStream = createWriteStream('', { fd, autoClose: false });
+/**
+ * Written as it is, like stdout, nothing to rename, nothing to take back: a device or FIFO opened
+ * by path, or an open descriptor (`3>>log` then `-o /dev/fd/3`) written where it is.
+ */
+function inPlaceOutput(path: string, fail: (err: unknown) => CommandError, fd?: number): Output {
+  const stream: WriteStream = fd === undefined ? createWriteStream(path, { flags: 'w' }) : createWriteStream('', { fd, autoClose: false });
   stream.on('error', () => {});
   return {
     label: path,
     stream,
     inPlace: true,
-    isTTY: isatty(fd),
+    isTTY: fd === undefined ? isTerminalPath(path) : isatty(fd),
     async commit() {
       try {
         if (!stream.writableEnded) stream.end();
@@ -342,30 +345,8 @@ function descriptorOutput(path: string, fd: number, fail: (err: unknown) => Comm
         throw fail(err);
       }
     },
-    abort: async () => {
-      stream.destroy();
-    },
-  };
-}
-
-/** A device or FIFO: written as it is, like stdout; nothing to rename, nothing to take back. */
-function inPlaceOutput(path: string, fail: (err: unknown) => CommandError): Output {
-  const stream: WriteStream = createWriteStream(path, { flags: 'w' });
-  stream.on('error', () => {});
-  return {
-    label: path,
-    stream,
-    inPlace: true,
-    isTTY: isTerminalPath(path),
-    async commit() {
-      try {
-        if (!stream.writableEnded) stream.end();
-        await finished(stream);
-      } catch (err) {
-        throw fail(err);
-      }
-    },
-    abort: () => destroyed(stream),
+    // Not waited for a descriptor this process does not close: it emits no 'close'.
+    abort: async () => (fd === undefined ? destroyed(stream) : void stream.destroy()),
   };
 }
 
