@@ -21,6 +21,12 @@ describe('ciphertext text form', () => {
 
   it('ignores surrounding whitespace (a trailing newline from a file)', () => {
     expect([...ciphertextFromText('  ringfence:v1:AQID\n')]).toEqual([1, 2, 3]);
+    expect([...ciphertextFromText('\t\r\nringfence:v1:AQID\r\n')]).toEqual([1, 2, 3]);
+  });
+
+  it.each(['\u00a0', '\ufeff', '\u2028', '\u3000', '\u200a', '\v', '\f'])('refuses other white space around it (%j): one text form per ciphertext (review by helper-109)', (space) => {
+    expect(() => ciphertextFromText(`${space}ringfence:v1:AQID`)).toThrow(/must start with "ringfence:v1:"/);
+    expect(() => ciphertextFromText(`ringfence:v1:AQID${space}`)).toThrow(/not base64url|not a ringfence ciphertext/);
   });
 
   it.each([

@@ -17,14 +17,15 @@ export function ciphertextToText(bytes: Uint8Array): string {
 }
 
 /**
- * Parses the text form. Surrounding whitespace is ignored (a trailing newline from a file or a
- * shell is common); anything else is refused: a missing or different prefix, characters outside
+ * Parses the text form. Surrounding ASCII white space (space, tab, CR, LF) is ignored (a trailing
+ * newline from a file or a shell is common); anything else is refused (Unicode spaces such as
+ * U+00A0 or U+FEFF too): a missing or different prefix, characters outside
  * the base64url alphabet (including `=` padding and the `+` `/` of plain base64), and non-canonical
  * encodings (a length of 4n+1, or stray low bits in the last character) that Buffer would silently
  * truncate, so each ciphertext has exactly one text form.
  */
 export function ciphertextFromText(text: string): Buffer {
-  const t = text.trim();
+  const t = text.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
   if (!t.startsWith(CIPHERTEXT_TEXT_PREFIX)) {
     // Not quoted: a caller who passed the wrong string may have passed plaintext or a secret. Only
     // another version's prefix is named, as that is all it shows.
