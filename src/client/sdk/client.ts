@@ -43,6 +43,8 @@ export class RingfenceClient extends KeyMethods {
   readonly socketPath: string;
   private readonly sessions = new Set<RingfenceSession>();
   private defaultSession: RingfenceSession | undefined;
+  private closing: Promise<void> | undefined;
+  private closed = false;
 
   constructor(opts: RingfenceClientOptions = {}) {
     const socketPath = opts.socketPath ?? clientSocketPath(process.env, process.getuid?.() ?? -1);
@@ -128,7 +130,10 @@ export class RingfenceClient extends KeyMethods {
   /** A new pipelined session (one Session stream); close it when done. */
   session(opts: SessionOptions = {}): RingfenceSession {
     const session = new RingfenceSession(this.transport, opts, () => this.sessions.delete(session));
-    this.sessions.add(session);
+    // A session made while the client closes is closed too: its operations fail at once (CANCELLED;
+    // once the channel is closed they fail as every call does, "the client is closed").
+    if (this.closing && !this.closed) void session.close();
+    else this.sessions.add(session);
     return session;
   }
 
@@ -149,12 +154,18 @@ export class RingfenceClient extends KeyMethods {
    * Closes the sessions this client made (waiting for their operations to settle), then the
    * channel. Streams still running are not waited for: finish them first.
    */
-  async close(): Promise<void> {
-    const sessions = [...this.sessions];
-    this.sessions.clear();
-    this.defaultSession = undefined;
-    await Promise.all(sessions.map((s) => s.close()));
-    this.transport.close();
+  close(): Promise<void> {
+    // Once: a second close() waits for the first (found by review, helper-110: it closed the channel
+    // under operations the first was still waiting for).
+    this.closing ??= (async () => {
+      const sessions = [...this.sessions];
+      this.sessions.clear();
+      this.defaultSession = undefined;
+      await Promise.all(sessions.map((s) => s.close()));
+      this.transport.close();
+      this.closed = true;
+    })();
+    return this.closing;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -275,15 +275,50 @@ describe('session packing', () => {
     await s.close();
   });
 
-  it('packs at most PACK_BYTES per message; a larger operation goes alone', async () => {
+  it('packs at most PACK_BYTES per message; a larger operation goes as its unary call', async () => {
     const s = client.session();
     const sent = fake.stats.sessionMessages;
+    const unaryHashes = fake.stats.calls.Hash ?? 0;
     const big = Buffer.alloc(25 * 1024, 1);
-    await Promise.all([s.hash(big), s.hash(big), s.hash(big), s.hash(Buffer.alloc(PACK_BYTES + 1)), s.hash('small')]);
+    const oversized = Buffer.alloc(PACK_BYTES + 1, 2);
+    const digests = await Promise.all([s.hash(big), s.hash(big), s.hash(big), s.hash(oversized), s.hash('small')]);
+    expect(Buffer.from(digests[3]!.digest).toString('hex')).toBe(createHash('sha256').update(oversized).digest('hex'));
     expect(fake.stats.sessionMaxOpsPerMessage).toBe(2);
-    // [big, big] [big] [oversized] [small]
-    expect(fake.stats.sessionMessages - sent).toBe(4);
+    // [big, big] [big, small] on the stream; the oversized one as Hash
+    expect(fake.stats.sessionMessages - sent).toBe(2);
+    expect((fake.stats.calls.Hash ?? 0) - unaryHashes).toBe(1);
     await s.close();
+  });
+
+  it("an operation over a daemon's smaller max_message_bytes fails alone, not the stream with the others (review by helper-110)", async () => {
+    const small = await startFakeServer(undefined, 1024 * 1024 + 128 * 1024);
+    const c = new RingfenceClient({ socketPath: small.socketPath });
+    try {
+      small.sessionDelayMs = 50;
+      const s = c.session();
+      const hashes = Array.from({ length: 10 }, (_, i) => s.hash(`h${i}`));
+      const big = s.encrypt('app', Buffer.alloc(2 * 1024 * 1024));
+      const results = await Promise.allSettled([...hashes, big]);
+      expect(results.slice(0, 10).map((r) => r.status)).toEqual(Array(10).fill('fulfilled'));
+      expect(results[10]).toMatchObject({ status: 'rejected', reason: { code: 8 } });
+      await s.close();
+    } finally {
+      await c.close();
+      await small.close();
+    }
+  });
+
+  it('close() once: a second call waits for the first, and a session made meanwhile is closed (review by helper-110)', async () => {
+    const c = new RingfenceClient({ socketPath: fake.socketPath });
+    fake.sessionDelayMs = 100;
+    const order: string[] = [];
+    const op = c.pipelined.hash('y').then(() => order.push('op'), (e: Error) => order.push(`op failed: ${e.message}`));
+    const first = c.close().then(() => order.push('first'));
+    const second = c.close().then(() => order.push('second'));
+    const late = c.session().hash('z').then(() => 'answered', (e: RingfenceError) => `${e.code} ${e.message}`);
+    await Promise.all([op, first, second]);
+    expect(order).toEqual(['op', 'first', 'second']);
+    expect(await late).toBe('1 the session is closed');
   });
 
   it('never packs more than maxInFlight leaves room for', async () => {
@@ -321,4 +356,35 @@ describe('session packing', () => {
       expect(packedBytes(toBinary(SessionRequestSchema, msg).length), op.case).toBeGreaterThanOrEqual(packed.length - alone.length);
     }
   });
+});
+
+describe('memory of operations given up on (review by helper-110)', () => {
+  it('an operation that timed out while the daemon holds it keeps no copy of its data, nor does its error', async () => {
+    const { setFlagsFromString } = await import('node:v8');
+    const { runInNewContext } = await import('node:vm');
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const collect = async () => {
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setImmediate(r));
+        gc();
+      }
+    };
+    const s = client.session();
+    await s.hash('warm up');
+    fake.sessionDelayMs = 3000; // answers come after the callers gave up
+    await collect();
+    const before = process.memoryUsage().arrayBuffers;
+    const OPS = 96;
+    const BYTES = 40 * 1024; // under PACK_BYTES: sent on the stream
+    const errors = await Promise.all(Array.from({ length: OPS }, () => s.encrypt('app', Buffer.alloc(BYTES, 7), { timeoutMs: 200 }).catch((e: unknown) => e)));
+    expect(errors.every((e) => isDeadlineExceeded(e))).toBe(true);
+    await collect();
+    // The fake daemon, in this process, holds the requests it has not answered (OPS × BYTES); the
+    // SDK's copies would be as much again. The errors are kept alive on purpose.
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1.5 * OPS * BYTES);
+    expect(errors.length).toBe(OPS);
+    fake.sessionDelayMs = 3;
+    await s.close();
+  }, 30_000);
 });

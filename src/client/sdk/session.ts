@@ -6,8 +6,10 @@
  *
  * Operations queued in the same turn of the event loop go out packed in one message (the first at
  * the top level, the others in `more`; session.proto, "Packing"), up to PACK_OPS operations and
- * PACK_BYTES (60 KiB, which fits any daemon's max_message_bytes); an operation larger than that
- * goes alone, as every operation did before packing. The daemon packs its answers the same way.
+ * PACK_BYTES (60 KiB, which fits any daemon's max_message_bytes). An operation larger than that
+ * goes as a unary call of its own RPC: a daemon's max_message_bytes may be below what this client
+ * sends, and a message over it fails the whole stream with every operation on it (found by review,
+ * helper-110). The daemon packs its answers the same way.
  *
  * If the stream fails, the operations it carried reject with its error and the next call opens a
  * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
@@ -191,6 +193,7 @@ export class RingfenceSession {
     } catch (err) {
       return Promise.reject(err);
     }
+    if (size + ID_BYTES > PACK_BYTES) return this.runUnary(kind, value, opts);
     clearTimeout(this.idleTimer);
     this.unsettled++;
     return new Promise<OpResult<K>>((resolve, reject) => {
@@ -206,6 +209,11 @@ export class RingfenceSession {
           op.settled = true;
           cancelTimer();
           release();
+          // Its copy of the caller's data is not needed any more (found by review, helper-110: an
+          // operation given up on kept it, plaintext perhaps, until the daemon answered, and its
+          // error kept it too). In a message handed to grpc-js but not yet encoded, it goes as an
+          // empty operation the daemon refuses alone; `more`, the operations packed with it, stays.
+          op.request.op = { case: undefined };
           if (error) reject(error);
           else (resolve as (v: unknown) => void)(value); // the response case matched `kind`
           // Given up on while sent: its slot may be what keeps queued work or a draining stream waiting.
@@ -232,6 +240,19 @@ export class RingfenceSession {
       this.queue.push(op);
       // On the next turn, so that every operation queued in this one can share a message.
       this.schedulePump();
+    });
+  }
+
+  /** One operation too large to share a message, as its unary RPC; close() waits for it too. */
+  private runUnary<K extends OpCase>(kind: K, value: Record<string, unknown>, opts: CallOptions): Promise<OpResult<K>> {
+    this.unsettled++;
+    const signal = this.signal && opts.signal ? AbortSignal.any([this.signal, opts.signal]) : (this.signal ?? opts.signal);
+    const method = CryptoService.method[kind] as unknown as Parameters<Transport['unary']>[0];
+    return (this.transport.unary(method, value as never, { ...opts, signal }) as Promise<OpResult<K>>).finally(() => {
+      if (--this.unsettled === 0) {
+        if (this.closing) this.endAfterClose();
+        else if (this.stream) this.maybeIdle(this.stream);
+      }
     });
   }
 

@@ -114,7 +114,7 @@ export function delay(ms: number, call: grpc.ServerUnaryCall<unknown, unknown>, 
 }
 
 /** `at`: a socket path to serve on (a restarted daemon); close() then leaves its directory. */
-export async function startFakeServer(at?: string): Promise<FakeServer> {
+export async function startFakeServer(at?: string, maxReceiveMessageBytes = 5 * 1024 * 1024): Promise<FakeServer> {
   const dir = at ? undefined : mkdtempSync(join(tmpdir(), 'ringfence-sdk-'));
   const socketPath = at ?? join(dir!, 'ringfence.sock');
   const stats: FakeStats = {
@@ -133,7 +133,7 @@ export async function startFakeServer(at?: string): Promise<FakeServer> {
     streamsCancelled: 0,
   };
   const fake: FakeServer = { socketPath, stats, sessionDelayMs: 3, close: async () => {} };
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 5 * 1024 * 1024 });
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': maxReceiveMessageBytes });
   const ops = cryptoOps();
   const u = <I extends DescMessage, O extends DescMessage>(m: DescMethodUnary<I, O>, f: UnaryImpl<I, O>) => unary(stats, m, f);
   const m = CryptoService.method;
