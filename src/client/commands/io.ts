@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, createReadStream, createWriteStream, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
+import * as fsCallbacks from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { isatty } from 'node:tty';
@@ -175,15 +176,17 @@ function hookSignals(): void {
  * device such as /dev/null, a FIFO) is written in place, as stdout is — it cannot be taken back.
  */
 export function openOutput(path: string | undefined, stdout: Writable = process.stdout): Output {
-  if (path === undefined || path === '-') {
-    return { label: 'stdout', stream: stdout, inPlace: true, isTTY: (stdout as { isTTY?: boolean }).isTTY === true, commit: () => drain(stdout), abort: async () => {} };
-  }
+  if (path === undefined || path === '-') return streamOutput('stdout', stdout);
   const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   // /dev/stdout on a file would be that file replaced, dropping what the shell wrote there before
   // and after, and ignoring >> (review by helper-106): it is stdout, and /dev/fd/N is descriptor N.
   const fd = descriptorNamed(path);
   if (fd === 1) return openOutput(undefined, stdout);
-  if (fd !== undefined) return inPlaceOutput(path, fail, fd);
+  if (fd === 2) return streamOutput(path, process.stderr);
+  // Another descriptor is written where it is only when it holds a regular file (`3>>log`); any
+  // other (a pipe, a terminal, or one of Node's own, such as its event loop's) is opened by path as
+  // before (review by helper-108: writing to Node's epoll descriptor aborted the process).
+  if (fd !== undefined && isRegularFile(fd)) return inPlaceOutput(path, fail, fd);
   const target = outputTarget(path, fail);
   if (target.kind === 'special') return inPlaceOutput(path, fail);
   const tmp = join(dirname(target.path), `.${basename(target.path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
@@ -231,6 +234,19 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
   };
 }
 
+/** Stdout or stderr: written as it goes, never closed. */
+function streamOutput(label: string, stream: Writable): Output {
+  return { label, stream, inPlace: true, isTTY: (stream as { isTTY?: boolean }).isTTY === true, commit: () => drain(stream), abort: async () => {} };
+}
+
+function isRegularFile(fd: number): boolean {
+  try {
+    return fstatSync(fd).isFile();
+  } catch {
+    return false;
+  }
+}
+
 /** Destroys `stream` and waits until it has closed. */
 async function destroyed(stream: WriteStream): Promise<void> {
   if (stream.closed) return;
@@ -266,6 +282,12 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
     accessSync(path, constants.W_OK);
   } catch (err) {
     throw fail(err);
+  }
+  // Nor may it take over another user's file it may write (group-writable): the new file would be
+  // the caller's, and its owner locked out (review by helper-108). Root keeps the owner (chown).
+  const euid = process.geteuid?.();
+  if (!asRoot && euid !== undefined && st.uid !== euid) {
+    throw new CommandError(`cannot write ${path}: it belongs to uid ${st.uid}, and -o replaces FILE with a new file of yours; write elsewhere, or as its owner`);
   }
   let real: string;
   try {
@@ -325,12 +347,16 @@ export function descriptorNamed(path: string): number | undefined {
   return fd ? Number(fd[1]) : undefined;
 }
 
+const KEEP_OPEN = { open: fsCallbacks.open, write: fsCallbacks.write, writev: fsCallbacks.writev, close: (_fd: number, done: (err: null) => void) => done(null) };
+
 /**
  * Written as it is, like stdout, nothing to rename, nothing to take back: a device or FIFO opened
  * by path, or an open descriptor (`3>>log` then `-o /dev/fd/3`) written where it is.
  */
 function inPlaceOutput(path: string, fail: (err: unknown) => CommandError, fd?: number): Output {
-  const stream: WriteStream = fd === undefined ? createWriteStream(path, { flags: 'w' }) : createWriteStream('', { fd, autoClose: false });
+  // A descriptor this process was given is never closed: autoClose false still closes on destroy(),
+  // which a failure calls (review by helper-108), so its close does nothing.
+  const stream: WriteStream = fd === undefined ? createWriteStream(path, { flags: 'w' }) : createWriteStream('', { fd, autoClose: false, fs: { ...KEEP_OPEN } });
   stream.on('error', () => {});
   return {
     label: path,
@@ -345,8 +371,7 @@ function inPlaceOutput(path: string, fail: (err: unknown) => CommandError, fd?: 
         throw fail(err);
       }
     },
-    // Not waited for a descriptor this process does not close: it emits no 'close'.
-    abort: async () => (fd === undefined ? destroyed(stream) : void stream.destroy()),
+    abort: () => destroyed(stream),
   };
 }
 

@@ -5,7 +5,7 @@
  * "discard what stdout got" note appears only when stdout got something. Plus usage errors found
  * before any client exists.
  */
-import { chmodSync, createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -215,11 +215,12 @@ describe('-o FILE onto what is already there', SLOW, () => {
   });
 
   /** bash running `script` (with $RF the CLI command); spawned, as the fake daemon answers from this process. */
-  async function shell(script: string, asNobody = false): Promise<{ status: number | null; err: string; out: string }> {
+  async function shell(script: string, asNobody: boolean | string[] = false): Promise<{ status: number | null; err: string; out: string }> {
     const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
     const rfCommand = `${q(process.execPath)} ${q(cli.entry)} --socket ${q(daemon.socketPath)}`;
     const argv = ['bash', '-c', script.replaceAll('$RF', rfCommand)];
-    const sh = asNobody ? spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...argv]) : spawn(argv[0]!, argv.slice(1));
+    const groups = Array.isArray(asNobody) ? asNobody : ['--clear-groups'];
+    const sh = asNobody ? spawn('setpriv', ['--reuid=65534', '--regid=65534', ...groups, ...argv]) : spawn(argv[0]!, argv.slice(1));
     let out = '';
     let err = '';
     sh.stdout.on('data', (b: Buffer) => (out += b.toString()));
@@ -241,6 +242,40 @@ describe('-o FILE onto what is already there', SLOW, () => {
     expect(await shell(`$RF decrypt -i '${ctFile}' -o /dev/fd/3 3>> '${log}'`)).toEqual({ status: 0, err: '', out: '' });
     expect(readFileSync(log, 'utf8')).toBe('existing line\nplaintext\nplaintext\n');
     expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+
+  test('-o /dev/stderr and /dev/fd/N: a failure leaves the descriptor open, and a descriptor not passed in is a clean error (review by helper-108)', async () => {
+    const sct = (await rf(['encrypt', 'k'], { stdin: Buffer.alloc(MiB + 1000, 1) })).stdout;
+    const cut = join(dir, 'cut-for-fd.bin');
+    writeFileSync(cut, sct.subarray(0, 40 + 17 + sct.readUInt32BE(40 + 1)));
+    // `timeout`: a CLI that hangs (fd 2 closed under process.stderr) is killed, status 137.
+    const failed = await shell(`timeout -s KILL 20 $RF decrypt -i '${cut}' -o /dev/stderr 2>/dev/null; echo "status $?"`);
+    expect(failed.out).toBe('status 1\n');
+    const errLog = join(dir, 'stderr.log');
+    writeFileSync(errLog, 'before\n');
+    const whole = join(dir, 'whole.bin');
+    writeFileSync(whole, (await rf(['encrypt', 'k'], { stdin: 'to stderr\n' })).stdout);
+    expect(await shell(`$RF decrypt -i '${whole}' -o /dev/stderr 2>> '${errLog}'`)).toEqual({ status: 0, err: '', out: '' });
+    expect(readFileSync(errLog, 'utf8')).toBe('before\nto stderr\n');
+    // fd 3 not passed by the shell: in the CLI it may be one of Node's own (its event loop's).
+    const notPassed = await shell(`printf hi | timeout -s KILL 20 $RF encrypt k -o /dev/fd/3; echo "status $?"`);
+    expect([notPassed.out, notPassed.err]).toEqual(['status 1\n', expect.stringMatching(/^ringfence: encrypt with key k: cannot write \/dev\/fd\/3: E[A-Z]+\n$/)]);
+  });
+
+  test("another user's file the caller may write (group-writable) is refused, not taken over (review by helper-108)", async () => {
+    const open = join(dir, 'shared-dir');
+    mkdirSync(open);
+    for (const d of [dir, open, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o777);
+    chmodSync(cli.entry, 0o644);
+    chmodSync(daemon.socketPath, 0o666);
+    const shared = join(open, 'shared.txt');
+    writeFileSync(shared, 'alice data\n');
+    chownSync(shared, 1000, 1000);
+    chmodSync(shared, 0o660);
+    const r = await shell(`printf bob | $RF encrypt k -o '${shared}'`, ['--groups=1000']);
+    expect([r.status, r.err]).toEqual([1, `ringfence: encrypt with key k: cannot write ${shared}: it belongs to uid 1000, and -o replaces FILE with a new file of yours; write elsewhere, or as its owner\n`]);
+    expect([readFileSync(shared, 'utf8'), statSync(shared).uid, statSync(shared).gid]).toEqual(['alice data\n', 1000, 1000]);
+    for (const d of [dir, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o700);
   });
 
   test('an existing file the caller may not write is refused, as `>` refuses it, even in a directory it may write (review by helper-106)', async () => {

@@ -79,3 +79,35 @@ test('an oversize first EncryptStream message: RESOURCE_EXHAUSTED, audited so, n
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a Session operation still running when grpc-js refuses a message is audited with the same status (review by helper-108)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-oversize-'));
+  const audit: AuditEntry[] = [];
+  const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
+  let finish: ((digest: Buffer) => void) | undefined;
+  const engine = { digest: () => new Promise<Buffer>((resolve) => (finish = resolve)) };
+  const ctx = { limits, budget: new MemoryBudget(1 << 30), engine, suiteStatus: () => 'available' } as unknown as OpContext;
+  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
+  server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), { session: sessionHandler(ctx, deps) } as never);
+  await new Promise<void>((res, rej) => server.bindAsync(`unix:${join(dir, 's.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+  const client = new grpc.Client(`unix:${join(dir, 's.sock')}`, grpc.credentials.createInsecure());
+  try {
+    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', (m: Uint8Array) => Buffer.from(m), (b: Buffer) => fromBinary(SessionResponseSchema, b));
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    const answered = new Promise((resolve) => call.once('data', resolve));
+    call.on('error', () => {});
+    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, op: { case: 'generateRandom', value: { lengthBytes: 8 } } })));
+    await answered; // headers sent: grpc-js's status then waits for the stream's trailers
+    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 2n, op: { case: 'hash', value: { data: new Uint8Array(8) } } })));
+    await vi.waitFor(() => expect(finish).toBeDefined()); // the hash runs, held by the engine
+    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 3n, op: { case: 'hash', value: { data: new Uint8Array(100 * 1024) } } })));
+    expect((await status).code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    finish!(Buffer.alloc(32));
+    await vi.waitFor(() => expect(audit.map((a) => `${a.rpc} ${a.outcome}`).sort()).toEqual(['CryptoService/Session RESOURCE_EXHAUSTED', 'Session/generateRandom OK', 'Session/hash RESOURCE_EXHAUSTED']));
+  } finally {
+    client.close();
+    server.forceShutdown();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

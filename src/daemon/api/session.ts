@@ -138,6 +138,8 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     const began = performance.now();
     // How the session ended before its operations did (they are audited so: their answers are dropped).
     let endedAs: string | undefined;
+    // What the client was told then (whenGone's `told`), for the operations that finish after.
+    let endedTold: Promise<string> | undefined;
     // Operations already running finish (each is bounded); nothing more is read, started or answered.
     // Destroyed, as streams are: a client that neither reads nor cancels would otherwise keep a
     // session past its deadline (grpc-js cannot send the status while the client does not read).
@@ -145,6 +147,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       // A stream refused as a whole (fail) is audited already: grpc-js reports the status it sent as a cancel.
       if (endedAs === undefined) {
         endedAs = why;
+        endedTold = told;
         const durationMs = +(performance.now() - began).toFixed(3);
         void told.then((outcome) => deps.audit({ rpc: 'CryptoService/Session', ...who, bytesIn: 0, bytesOut: 0, outcome, durationMs }));
       }
@@ -215,7 +218,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
         .then(
           (result) => {
             // Done after the session ended: the client never gets the answer.
-            deps.audit({ rpc, ...who, ...keyOf(op.value, result?.value), bytesIn, bytesOut: endedAs ? 0 : payloadBytes(result?.value), outcome: endedAs ?? 'OK', durationMs: +(performance.now() - begin).toFixed(3) });
+            const line = { rpc, ...who, ...keyOf(op.value, result?.value), bytesIn, bytesOut: endedAs ? 0 : payloadBytes(result?.value), durationMs: +(performance.now() - begin).toFixed(3) };
+            if (endedAs === undefined) deps.audit({ ...line, outcome: 'OK' });
+            else void (endedTold ?? Promise.resolve(endedAs)).then((outcome) => deps.audit({ ...line, outcome }));
             return result;
           },
           (err: unknown): Result => {
