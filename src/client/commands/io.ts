@@ -183,10 +183,11 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
   const fd = descriptorNamed(path);
   if (fd === 1) return openOutput(undefined, stdout);
   if (fd === 2) return streamOutput(path, process.stderr);
-  // Another descriptor is written where it is only when it holds a regular file (`3>>log`); any
-  // other (a pipe, a terminal, or one of Node's own, such as its event loop's) is opened by path as
-  // before (review by helper-108: writing to Node's epoll descriptor aborted the process).
-  if (fd !== undefined && isRegularFile(fd)) return inPlaceOutput(path, fail, fd);
+  // Another descriptor is written where it is only when it holds a regular file (`3>>log`) or a
+  // socket (a parent's socketpair, which open(2) of the path refuses: ENXIO); any other (a pipe, a
+  // terminal, or one of Node's own, such as its event loop's) is opened by path as before (reviews
+  // by helper-108: writing to Node's epoll descriptor aborted the process; helper-111).
+  if (fd !== undefined && writableInPlace(fd)) return inPlaceOutput(path, fail, fd);
   const target = outputTarget(path, fail);
   if (target.kind === 'special') return inPlaceOutput(path, fail);
   const tmp = join(dirname(target.path), `.${basename(target.path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
@@ -239,9 +240,10 @@ function streamOutput(label: string, stream: Writable): Output {
   return { label, stream, inPlace: true, isTTY: (stream as { isTTY?: boolean }).isTTY === true, commit: () => drain(stream), abort: async () => {} };
 }
 
-function isRegularFile(fd: number): boolean {
+function writableInPlace(fd: number): boolean {
   try {
-    return fstatSync(fd).isFile();
+    const st = fstatSync(fd);
+    return st.isFile() || st.isSocket();
   } catch {
     return false;
   }

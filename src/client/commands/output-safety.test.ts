@@ -262,6 +262,18 @@ describe('-o FILE onto what is already there', SLOW, () => {
     expect([notPassed.out, notPassed.err]).toEqual(['status 1\n', expect.stringMatching(/^ringfence: encrypt with key k: cannot write \/dev\/fd\/3: E[A-Z]+\n$/)]);
   });
 
+  test('-o /dev/fd/3 that a parent passed as a socketpair (as Node and Python do) is written through the descriptor (review by helper-111)', async () => {
+    const child = spawn(process.execPath, [cli.entry, '--socket', daemon.socketPath, 'encrypt', 'k', '-o', '/dev/fd/3'], { stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
+    const parts: Buffer[] = [];
+    let err = '';
+    (child.stdio[3] as NodeJS.ReadableStream).on('data', (b: Buffer) => parts.push(b));
+    child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+    child.stdin!.end('through a socketpair');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect([code, err]).toEqual([0, '']);
+    expect((await rf(['decrypt'], { stdin: Buffer.concat(parts) })).stdout.toString()).toBe('through a socketpair');
+  });
+
   test("another user's file the caller may write (group-writable) is refused, not taken over (review by helper-108)", async () => {
     const open = join(dir, 'shared-dir');
     mkdirSync(open);

@@ -24,8 +24,21 @@ export function ciphertextToText(bytes: Uint8Array): string {
  * encodings (a length of 4n+1, or stray low bits in the last character) that Buffer would silently
  * truncate, so each ciphertext has exactly one text form.
  */
+/** Without surrounding space, tab, CR and LF; index loops, as a regular expression for the end backtracks quadratically on inner spaces (review by helper-111). */
+function trimAsciiSpace(text: string): string {
+  const space = (i: number) => {
+    const c = text.charCodeAt(i);
+    return c === 0x20 || c === 0x09 || c === 0x0d || c === 0x0a;
+  };
+  let start = 0;
+  let end = text.length;
+  while (start < end && space(start)) start++;
+  while (end > start && space(end - 1)) end--;
+  return text.slice(start, end);
+}
+
 export function ciphertextFromText(text: string): Buffer {
-  const t = text.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
+  const t = trimAsciiSpace(text);
   if (!t.startsWith(CIPHERTEXT_TEXT_PREFIX)) {
     // Not quoted: a caller who passed the wrong string may have passed plaintext or a secret. Only
     // another version's prefix is named, as that is all it shows.

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { isCancelled, isDeadlineExceeded, isNotFound, isUnavailable, RingfenceClient, RingfenceError, ErrorReason } from './index.js';
 import { startFakeServer, type FakeServer } from './test-server.js';
 import { create, toBinary } from '@bufbuild/protobuf';
@@ -384,7 +384,22 @@ describe('memory of operations given up on (review by helper-110)', () => {
     // SDK's copies would be as much again. The errors are kept alive on purpose.
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1.5 * OPS * BYTES);
     expect(errors.length).toBe(OPS);
+    expect(fake.stats.sessionEmptyOps).toBe(0);
     fake.sessionDelayMs = 3;
+    await s.close();
+  }, 30_000);
+});
+
+describe('operations given up on before grpc-js encoded them (review by helper-111)', () => {
+  it('reach the daemon whole or not at all, never as empty operations', async () => {
+    const s = client.session();
+    await s.hash('the stream is open');
+    const [ops, empty] = [fake.stats.sessionOps, fake.stats.sessionEmptyOps];
+    const results = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => s.hash(Buffer.alloc(40 * 1024, i), undefined, { timeoutMs: 20 })));
+    expect(results.some((r) => r.status === 'rejected')).toBe(true);
+    // Everything sent has arrived.
+    await vi.waitFor(() => expect(fake.stats.sessionOps - ops).toBe(s.counts.operationsSent - 1), { timeout: 10_000 });
+    expect(fake.stats.sessionEmptyOps - empty).toBe(0);
     await s.close();
   }, 30_000);
 });

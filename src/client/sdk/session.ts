@@ -48,7 +48,10 @@ const CLOSE_WAIT_MS = 2000;
 const OP_SCHEMAS = Object.fromEntries(SessionRequestSchema.oneofs[0]!.fields.map((f) => [f.localName, f.message!])) as Record<OpCase, DescMessage>;
 
 export interface SessionOptions {
-  /** Operations sent and not yet answered, at most; default 256 (the daemon allows 1024). */
+  /**
+   * Operations sent on the stream and not yet answered, at most; default 256 (the daemon allows
+   * 1024). Operations over 60 KiB go as unary calls, which this does not limit.
+   */
   maxInFlight?: number;
   /** Half-close the stream after this long without operations; default 2000 ms (0 to 2^31-1). */
   idleTimeoutMs?: number;
@@ -59,12 +62,18 @@ export interface SessionOptions {
 interface Op {
   kind: OpCase;
   request: SessionRequest;
+  /** Its message was encoded (grpc-js's write callback). */
+  written?: boolean;
   bytes: number;
   settled: boolean;
   settle(value: unknown, error?: RingfenceError): void;
   /** The stream it was sent on. */
   sentOn?: Stream;
 }
+
+const dropPayload = (op: Op) => {
+  op.request.op = { case: undefined };
+};
 
 interface Stream {
   rpc: StreamCall<grpc.ClientDuplexStream<SessionRequest, SessionResponse>>;
@@ -211,9 +220,9 @@ export class RingfenceSession {
           release();
           // Its copy of the caller's data is not needed any more (found by review, helper-110: an
           // operation given up on kept it, plaintext perhaps, until the daemon answered, and its
-          // error kept it too). In a message handed to grpc-js but not yet encoded, it goes as an
-          // empty operation the daemon refuses alone; `more`, the operations packed with it, stays.
-          op.request.op = { case: undefined };
+          // error kept it too). A message handed to grpc-js may wait unencoded in its write buffer:
+          // cleared once written, or it would reach the daemon as an empty operation (helper-111).
+          if (!op.sentOn || op.written) dropPayload(op);
           if (error) reject(error);
           else (resolve as (v: unknown) => void)(value); // the response case matched `kind`
           // Given up on while sent: its slot may be what keeps queued work or a draining stream waiting.
@@ -246,9 +255,14 @@ export class RingfenceSession {
   /** One operation too large to share a message, as its unary RPC; close() waits for it too. */
   private runUnary<K extends OpCase>(kind: K, value: Record<string, unknown>, opts: CallOptions): Promise<OpResult<K>> {
     this.unsettled++;
-    const signal = this.signal && opts.signal ? AbortSignal.any([this.signal, opts.signal]) : (this.signal ?? opts.signal);
+    // Either signal aborts it. Not AbortSignal.any: on Node 20 each call leaves an entry on the
+    // session's long-lived signal (review by helper-111).
+    const both = new AbortController();
+    const unlink = [this.signal, opts.signal].map((signal) => onAbort(signal, () => both.abort(signal?.reason)));
+    const signal = this.signal || opts.signal ? both.signal : undefined;
     const method = CryptoService.method[kind] as unknown as Parameters<Transport['unary']>[0];
     return (this.transport.unary(method, value as never, { ...opts, signal }) as Promise<OpResult<K>>).finally(() => {
+      for (const release of unlink) release();
       if (--this.unsettled === 0) {
         if (this.closing) this.endAfterClose();
         else if (this.stream) this.maybeIdle(this.stream);
@@ -303,7 +317,13 @@ export class RingfenceSession {
         message.more = rest.map((op) => op.request);
         this.counts.messagesSent++;
         this.counts.operationsSent += batch.length;
-        if (!stream.rpc.call.write(message)) this.block(stream);
+        const written = () => {
+          for (const op of batch) {
+            op.written = true;
+            if (op.settled) dropPayload(op);
+          }
+        };
+        if (!stream.rpc.call.write(message, written)) this.block(stream);
       }
     } finally {
       this.pumping = false;

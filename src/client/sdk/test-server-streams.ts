@@ -234,6 +234,8 @@ export function sessionHandler(fake: FakeServer, ops: CryptoOps) {
       stats.sessionMessages++;
       stats.sessionMaxOpsPerMessage = Math.max(stats.sessionMaxOpsPerMessage, all.length);
       for (const r of all) {
+        stats.sessionOps++;
+        if (r.op.case === undefined) stats.sessionEmptyOps++;
         outstanding++;
         stats.sessionMaxOutstanding = Math.max(stats.sessionMaxOutstanding, outstanding);
         if (fake.sessionSwallows?.(r)) continue; // stays outstanding: the stream never ends on its own

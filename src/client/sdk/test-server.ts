@@ -44,6 +44,9 @@ export interface FakeStats {
   sessionOutOfOrder: number;
   /** Session request messages received, and the most operations one of them carried. */
   sessionMessages: number;
+  /** Session operations that arrived, and those without an operation case. */
+  sessionOps: number;
+  sessionEmptyOps: number;
   sessionMaxOpsPerMessage: number;
   /** Session response messages sent (each packs the answers due in one turn of the event loop). */
   sessionAnswerMessages: number;
@@ -126,6 +129,8 @@ export async function startFakeServer(at?: string, maxReceiveMessageBytes = 5 * 
     sessionStreamsOpen: 0,
     sessionOutOfOrder: 0,
     sessionMessages: 0,
+    sessionOps: 0,
+    sessionEmptyOps: 0,
     sessionMaxOpsPerMessage: 0,
     sessionAnswerMessages: 0,
     streamMaxUnflushed: 0,
