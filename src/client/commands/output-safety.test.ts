@@ -214,6 +214,19 @@ describe('-o FILE onto what is already there', SLOW, () => {
     expect([status, err, out]).toEqual([0, '', 'to stdout by name']);
   });
 
+  /** A new 0777 directory, and the test's own paths opened to uid 65534 (nobody): the bundled CLI, the fake daemon's socket. */
+  function openToNobody(name: string): string {
+    const open = join(dir, name);
+    mkdirSync(open);
+    for (const d of [dir, open, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o777);
+    chmodSync(cli.entry, 0o644);
+    chmodSync(daemon.socketPath, 0o666);
+    return open;
+  }
+  const closeToNobody = () => {
+    for (const d of [dir, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o700);
+  };
+
   /** bash running `script` (with $RF the CLI command); spawned, as the fake daemon answers from this process. */
   async function shell(script: string, asNobody: boolean | string[] = false): Promise<{ status: number | null; err: string; out: string }> {
     const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
@@ -275,11 +288,7 @@ describe('-o FILE onto what is already there', SLOW, () => {
   });
 
   test("another user's file the caller may write (group-writable) is refused, not taken over (review by helper-108)", async () => {
-    const open = join(dir, 'shared-dir');
-    mkdirSync(open);
-    for (const d of [dir, open, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o777);
-    chmodSync(cli.entry, 0o644);
-    chmodSync(daemon.socketPath, 0o666);
+    const open = openToNobody('shared-dir');
     const shared = join(open, 'shared.txt');
     writeFileSync(shared, 'alice data\n');
     chownSync(shared, 1000, 1000);
@@ -287,16 +296,11 @@ describe('-o FILE onto what is already there', SLOW, () => {
     const r = await shell(`printf bob | $RF encrypt k -o '${shared}'`, ['--groups=1000']);
     expect([r.status, r.err]).toEqual([1, `ringfence: encrypt with key k: cannot write ${shared}: it belongs to uid 1000, and -o replaces FILE with a new file of yours; write elsewhere, or as its owner\n`]);
     expect([readFileSync(shared, 'utf8'), statSync(shared).uid, statSync(shared).gid]).toEqual(['alice data\n', 1000, 1000]);
-    for (const d of [dir, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o700);
+    closeToNobody();
   });
 
   test('an existing file the caller may not write is refused, as `>` refuses it, even in a directory it may write (review by helper-106)', async () => {
-    const open = join(dir, 'world-writable');
-    mkdirSync(open);
-    // The test's own paths, opened to uid 65534 (nobody): the bundled CLI, the fake daemon's socket.
-    for (const d of [dir, open, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o777);
-    chmodSync(cli.entry, 0o644);
-    chmodSync(daemon.socketPath, 0o666);
+    const open = openToNobody('world-writable');
     const readOnly = join(open, 'read-only.txt');
     writeFileSync(readOnly, 'keep me\n');
     chmodSync(readOnly, 0o444);
@@ -307,7 +311,7 @@ describe('-o FILE onto what is already there', SLOW, () => {
     const own = join(open, 'own.bin');
     expect(await shell(`printf one | $RF encrypt k -o '${own}' && printf two | $RF encrypt k -o '${own}'`, true)).toMatchObject({ status: 0, err: '' });
     expect([(await rf(['decrypt', '-i', own])).stdout.toString(), statSync(own).uid]).toEqual(['two', 65534]);
-    for (const d of [dir, dirname(cli.entry), dirname(daemon.socketPath)]) chmodSync(d, 0o700);
+    closeToNobody();
   });
 
   test('a FIFO is written in place, not replaced by a file; a failed stream into it says to discard', async () => {

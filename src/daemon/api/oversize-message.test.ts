@@ -22,47 +22,56 @@ import { cryptoServiceHandlers } from './crypto-service.js';
 import { CallerSlots } from './caller-slots.js';
 import { SESSION_LIMITS } from './session-call.test-support.js';
 
-test('an oversize Session message: the client gets RESOURCE_EXHAUSTED and the audit says so', async () => {
+/** A grpc-js server with these CryptoService handlers on a Unix socket, and a client of it. */
+async function serve(limits: typeof SESSION_LIMITS, handlers: (deps: HandlerDeps) => object, log: object = { error: vi.fn() }) {
   const dir = mkdtempSync(join(tmpdir(), 'rf-oversize-'));
   const audit: AuditEntry[] = [];
+  const access = { forCall: () => ({ principal: undefined, authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
+  server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), handlers({ audit: (e: AuditEntry) => audit.push(e), log, access } as unknown as HandlerDeps) as never);
+  await new Promise<void>((res, rej) => server.bindAsync(`unix:${join(dir, 's.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+  const client = new grpc.Client(`unix:${join(dir, 's.sock')}`, grpc.credentials.createInsecure());
+  const close = () => {
+    client.close();
+    server.forceShutdown();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { audit, client, close };
+}
+
+/** A Session whose first operation (id 1) was answered: headers sent, so grpc-js's own status waits for the stream's trailers. */
+async function answeredSession(client: grpc.Client) {
+  const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', (m: Uint8Array) => Buffer.from(m), (b: Buffer) => fromBinary(SessionResponseSchema, b));
+  const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+  const answered = new Promise((resolve) => call.once('data', resolve));
+  call.on('error', () => {});
+  call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, op: { case: 'generateRandom', value: { lengthBytes: 8 } } })));
+  await answered;
+  return { call, status };
+}
+
+test('an oversize Session message: the client gets RESOURCE_EXHAUSTED and the audit says so', async () => {
   const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
   const budget = new MemoryBudget(1 << 30);
   const ctx = { limits, budget, suiteStatus: () => 'available' } as unknown as OpContext;
-  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
-  server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), { session: sessionHandler(ctx, deps) } as never);
-  await new Promise<void>((res, rej) => server.bindAsync(`unix:${join(dir, 's.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
-  const client = new grpc.Client(`unix:${join(dir, 's.sock')}`, grpc.credentials.createInsecure());
+  const { audit, client, close } = await serve(limits, (deps) => ({ session: sessionHandler(ctx, deps) }));
   try {
-    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', (m: Uint8Array) => Buffer.from(m), (b: Buffer) => fromBinary(SessionResponseSchema, b));
-    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
-    const answered = new Promise((resolve) => call.once('data', resolve));
-    call.on('error', () => {});
-    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, op: { case: 'generateRandom', value: { lengthBytes: 8 } } })));
-    await answered;
+    const { call, status } = await answeredSession(client);
     call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 2n, op: { case: 'hash', value: { data: new Uint8Array(100 * 1024) } } })));
     const st = await status;
     expect([st.code, st.details]).toEqual([grpc.status.RESOURCE_EXHAUSTED, expect.stringContaining('larger than max')]);
     await vi.waitFor(() => expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([['Session/generateRandom', 'OK'], ['CryptoService/Session', 'RESOURCE_EXHAUSTED']]));
     await vi.waitFor(() => expect(budget.held).toBe(0));
   } finally {
-    client.close();
-    server.forceShutdown();
-    rmSync(dir, { recursive: true, force: true });
+    close();
   }
 });
 
 test('an oversize first EncryptStream message: RESOURCE_EXHAUSTED, audited so, nothing logged as internal', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rf-oversize-'));
-  const audit: AuditEntry[] = [];
   const log = { error: vi.fn(), warn: vi.fn(), info: vi.fn(), debug: vi.fn() };
   const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
   const ctx = { limits, budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller'), suiteStatus: () => 'available' } as unknown as OpContext;
-  const access = { forCall: () => ({ principal: undefined, authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
-  server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), cryptoServiceHandlers(ctx, { audit: (e: AuditEntry) => audit.push(e), log, access } as unknown as HandlerDeps));
-  await new Promise<void>((res, rej) => server.bindAsync(`unix:${join(dir, 's.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
-  const client = new grpc.Client(`unix:${join(dir, 's.sock')}`, grpc.credentials.createInsecure());
+  const { audit, client, close } = await serve(limits, (deps) => cryptoServiceHandlers(ctx, deps), log);
   try {
     const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/EncryptStream', (m: Buffer) => m, (b: Buffer) => b);
     const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
@@ -74,31 +83,18 @@ test('an oversize first EncryptStream message: RESOURCE_EXHAUSTED, audited so, n
     await vi.waitFor(() => expect(audit.map((a) => [a.rpc, a.outcome])).toEqual([['CryptoService/EncryptStream', 'RESOURCE_EXHAUSTED']]));
     expect(log.error).not.toHaveBeenCalled();
   } finally {
-    client.close();
-    server.forceShutdown();
-    rmSync(dir, { recursive: true, force: true });
+    close();
   }
 });
 
 test('a Session operation still running when grpc-js refuses a message is audited with the same status (review by helper-108)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rf-oversize-'));
-  const audit: AuditEntry[] = [];
   const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
   let finish: ((digest: Buffer) => void) | undefined;
   const engine = { digest: () => new Promise<Buffer>((resolve) => (finish = resolve)) };
   const ctx = { limits, budget: new MemoryBudget(1 << 30), engine, suiteStatus: () => 'available' } as unknown as OpContext;
-  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': limits.maxMessageBytes });
-  server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), { session: sessionHandler(ctx, deps) } as never);
-  await new Promise<void>((res, rej) => server.bindAsync(`unix:${join(dir, 's.sock')}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
-  const client = new grpc.Client(`unix:${join(dir, 's.sock')}`, grpc.credentials.createInsecure());
+  const { audit, client, close } = await serve(limits, (deps) => ({ session: sessionHandler(ctx, deps) }));
   try {
-    const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/Session', (m: Uint8Array) => Buffer.from(m), (b: Buffer) => fromBinary(SessionResponseSchema, b));
-    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
-    const answered = new Promise((resolve) => call.once('data', resolve));
-    call.on('error', () => {});
-    call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 1n, op: { case: 'generateRandom', value: { lengthBytes: 8 } } })));
-    await answered; // headers sent: grpc-js's status then waits for the stream's trailers
+    const { call, status } = await answeredSession(client);
     call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 2n, op: { case: 'hash', value: { data: new Uint8Array(8) } } })));
     await vi.waitFor(() => expect(finish).toBeDefined()); // the hash runs, held by the engine
     call.write(toBinary(SessionRequestSchema, create(SessionRequestSchema, { id: 3n, op: { case: 'hash', value: { data: new Uint8Array(100 * 1024) } } })));
@@ -106,8 +102,6 @@ test('a Session operation still running when grpc-js refuses a message is audite
     finish!(Buffer.alloc(32));
     await vi.waitFor(() => expect(audit.map((a) => `${a.rpc} ${a.outcome}`).sort()).toEqual(['CryptoService/Session RESOURCE_EXHAUSTED', 'Session/generateRandom OK', 'Session/hash RESOURCE_EXHAUSTED']));
   } finally {
-    client.close();
-    server.forceShutdown();
-    rmSync(dir, { recursive: true, force: true });
+    close();
   }
 });
