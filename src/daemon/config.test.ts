@@ -272,6 +272,9 @@ describe('resolveConfig errors say what and where', () => {
       const f = configFile(`{"limits": {"${name}": 5}}`);
       expect(configError(['--config', f]).message, name).toMatch(new RegExp(`^${f}:limits\\.${name}: unknown key`));
     }
+    // JSON.parse keeps the last of a repeated name, which a reader does not see (review by helper-113).
+    const twice = configFile('{"socketMode": "0600", "limits": {"maxPayloadBytes": 1024, "maxPayloadBytes": 4194304}}');
+    expect(configError(['--config', twice]).message).toBe(`${twice}:limits.maxPayloadBytes: given twice; remove one`);
   });
 
   it('config file: values, even when a flag overrides them', () => {

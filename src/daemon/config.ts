@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { builtinSocketPath, MAX_SOCKET_PATH_BYTES } from '../rpc/socket-path.js';
 import { defaultPolicyPath } from '../policy/default-path.js';
 import { MAX_STREAM_CHUNK_BYTES } from './ciphertext/stream-format.js';
+import { firstDuplicateName } from '../json/duplicate-names.js';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -349,6 +350,9 @@ function readConfigFile(path: string, where: string): Record<string, unknown> {
   } catch (err) {
     throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
   }
+  // JSON.parse keeps the last of a repeated name: the file would not mean what it reads as.
+  const repeated = firstDuplicateName(text);
+  if (repeated) throw new ConfigError(`${path}:${repeated.path}: given twice; remove one`);
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
     throw new ConfigError(`config file ${path} must contain a JSON object`);
   }

@@ -1,6 +1,7 @@
 /**
  * The policy file: JSON, validated strictly (unknown fields and unknown operations are errors, each
- * naming its place, e.g. `rules[2].operations[1]`, or line:column for a syntax error). User and
+ * naming its place, e.g. `rules[2].operations[1]`, or line:column for a syntax error; a name given
+ * twice in one object is an error too). User and
  * group names are resolved to ids here, once per load; one that does not resolve matches nobody and
  * is reported as a warning (an account removed must not make every later edit invalid, nor keep its
  * old uid's grants in force). Format: docs/policy.md.
@@ -8,6 +9,7 @@
 import { compileGlob } from './glob.js';
 import { KEYLESS_OPERATIONS, OPERATION_GROUPS, OPERATIONS, isOperation, type Operation } from './operations.js';
 import type { Accounts } from './accounts.js';
+import { firstDuplicateName } from '../json/duplicate-names.js';
 
 export class PolicyError extends Error {
   constructor(message: string) {
@@ -72,13 +74,14 @@ function errorOffset(text: string, err: Error): number {
   return lo - 1;
 }
 
+function lineColumn(text: string, pos: number): string {
+  const before = text.slice(0, pos);
+  return `line ${before.split('\n').length}, column ${pos - before.lastIndexOf('\n')}`;
+}
+
 /** JSON.parse's error -> line:column. */
 function syntaxError(text: string, err: Error): PolicyError {
-  const pos = errorOffset(text, err);
-  const before = text.slice(0, Number(pos));
-  const line = before.split('\n').length;
-  const column = Number(pos) - before.lastIndexOf('\n');
-  return new PolicyError(`line ${line}, column ${column}: not valid JSON (${err.message.replace(/ in JSON at position \d+.*$/s, '')})`);
+  return new PolicyError(`${lineColumn(text, errorOffset(text, err))}: not valid JSON (${err.message.replace(/ in JSON at position \d+.*$/s, '')})`);
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -135,6 +138,9 @@ export function parsePolicy(text: string, accounts: Accounts): Policy {
   } catch (err) {
     throw syntaxError(text, err as Error);
   }
+  // JSON.parse keeps the last of a repeated name: the file would grant other than what it reads as.
+  const repeated = firstDuplicateName(text);
+  if (repeated) throw new PolicyError(`${repeated.path}: given twice (again at ${lineColumn(text, repeated.offset)}); remove one`);
   if (!isObject(doc)) throw new PolicyError('the policy must be a JSON object with a "rules" array');
   for (const k of Object.keys(doc)) if (k !== 'rules' && k !== 'comment') throw new PolicyError(`${k}: unknown field (known: rules, comment)`);
   if (!Array.isArray(doc.rules)) throw new PolicyError('rules: must be an array');

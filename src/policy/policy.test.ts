@@ -130,6 +130,10 @@ describe('parsePolicy rejects', () => {
     [JSON.stringify({ rules: [{ ...rule, keys: [''] }] }), /^rules\[0\]\.keys\[0\]: must be a non-empty string/],
     [JSON.stringify({ rules: [{ ...rule, key: ['k'] }] }), /^rules\[0\]\.key: unknown field/],
     [JSON.stringify({ rules: [{ ...rule, id: 'a' }, { ...rule, id: 'a' }] }), /^rules\[1\]\.id: "a" is used by an earlier rule/],
+    // A name given twice: JSON.parse keeps the last, which a reader does not see (review by helper-113).
+    ['{"rules":[{"principals":["uid:1"],"operations":["decrypt"],"keys":["orders-eu"],"keys":["*"]}]}', /^rules\[0\]\.keys: given twice \(again at line 1, column 81\)/],
+    ['{"rules":[{"principals":["uid:1"],"operations":["hash"]}],\n"rules":[{"principals":["*"],"operations":["*"],"keys":["*"]}]}', /^rules: given twice \(again at line 2, column 1\)/],
+    ['{"rules":[{"principals":["uid:1"],"principals":["*"],"operations":["hash"]}]}', /^rules\[0\]\.principals: given twice/],
   ])('%s', (text, message) => {
     expect(() => parsePolicy(text, accounts)).toThrow(PolicyError);
     expect(() => parsePolicy(text, accounts)).toThrow(message);
