@@ -121,13 +121,36 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     let checks = 0;
     authorize = (op) => {
       expect(op).toBe('hash');
-      if (++checks > 2) throw permissionDenied('hash');
+      if (++checks > 3) throw permissionDenied('hash');
     };
     try {
       const r = raw([{ data: Buffer.from('one') }, { data: Buffer.from('two') }, { data: Buffer.from('three') }], { keepOpen: true });
       const { err } = await r.done;
       expect([err?.code, err?.details]).toEqual([grpc.status.PERMISSION_DENIED, 'not allowed']);
-      expect(checks).toBe(3); // at the call, then per message: the second message was the last one hashed
+      expect(checks).toBe(4); // at the call, then per message: the second message was the last one hashed
+      await released();
+    } finally {
+      authorize = () => {};
+    }
+  });
+
+  it('a grant revoked after the call opened and before its first message: that message is refused too (review by helper-113)', async () => {
+    let checks = 0;
+    authorize = () => {
+      checks++;
+    };
+    try {
+      const r = raw([], { keepOpen: true });
+      await vi.waitFor(() => expect(checks).toBe(1)); // the call was checked and waits for a message
+      authorize = (op) => {
+        checks++;
+        throw permissionDenied(op);
+      };
+      r.call.write(toBinary(HashStreamRequestSchema, create(HashStreamRequestSchema, { data: Buffer.from('sent after the reload') })));
+      const { err } = await r.done;
+      expect([err?.code, err?.details]).toEqual([grpc.status.PERMISSION_DENIED, 'not allowed']);
+      expect(checks).toBe(2);
+      await vi.waitFor(() => expect(lastAudit()).toMatchObject({ rpc: 'CryptoService/HashStream', outcome: 'PERMISSION_DENIED' }));
       await released();
     } finally {
       authorize = () => {};
