@@ -291,7 +291,7 @@ describe('session packing', () => {
   });
 
   it("an operation over a daemon's smaller max_message_bytes fails alone, not the stream with the others (review by helper-110)", async () => {
-    const small = await startFakeServer(undefined, 1024 * 1024 + 128 * 1024);
+    const small = await startFakeServer(undefined, { 'grpc.max_receive_message_length': 1024 * 1024 + 128 * 1024 });
     const c = new RingfenceClient({ socketPath: small.socketPath });
     try {
       small.sessionDelayMs = 50;

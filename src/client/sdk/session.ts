@@ -21,6 +21,12 @@
  * takes no more operations ("draining"); it is cancelled, and its slots given back, as soon as no
  * operation on it is awaited, so none fails or is sent twice for it. The queue goes on a fresh
  * stream as slots come free, so the draining and the fresh stream together keep maxInFlight.
+ *
+ * When the stream's connection goes away (the daemon's connectionMaxAge GOAWAY), the stream takes no
+ * more operations ("retiring") and is half-closed: the daemon answers what it has and ends it, while
+ * new operations go on a fresh stream, on a new connection. A stream that never went idle otherwise
+ * stayed on the old connection until grpc-js cut it after the grace period, failing every operation
+ * in flight (found by review, helper-110).
  */
 import { create, type DescMessage, type MessageInitShape } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -84,6 +90,8 @@ interface Stream {
   /** Set while grpc-js's write() said to wait for 'drain'. */
   blocked?: { wait: Promise<void>; release(): void; pumpScheduled: boolean };
   over: boolean;
+  /** The channel's connection epoch when it was opened (connection-watch.ts). */
+  epoch: number;
   done: Promise<void>;
   markDone(): void;
 }
@@ -97,6 +105,10 @@ export class RingfenceSession {
   private draining: Stream | undefined;
   /** Half-closed streams the daemon has not ended yet (each is cancelled after CLOSE_WAIT_MS). */
   private readonly ending = new Set<Stream>();
+  /** Former streams on a connection that went away, half-closed with operations still awaited. */
+  private readonly retiring = new Set<Stream>();
+  /** Stops listening for the channel's connection changes. */
+  private unwatch: (() => void) | undefined;
   private readonly queue: Op[] = [];
   private inFlight = 0;
   private unsettled = 0;
@@ -286,6 +298,7 @@ export class RingfenceSession {
         while (this.queue[0]?.settled) this.queue.shift();
         // A draining stream goes once nothing on it is awaited, queue or not.
         if (this.draining && this.draining.abandoned === this.draining.pending.size) this.discard(this.draining);
+        for (const s of this.retiring) if (s.abandoned === s.pending.size) this.discard(s);
         if (this.queue.length === 0) break;
         if (this.inFlight >= this.maxInFlight && !this.reclaim()) break;
         let stream: Stream;
@@ -351,6 +364,7 @@ export class RingfenceSession {
 
   /** Drops a stream none of whose operations is awaited, giving back the slots they held. */
   private discard(stream: Stream): void {
+    this.retiring.delete(stream);
     // Nothing unanswered: half-closed, as an idle stream is, so the daemon ends it normally.
     if (stream.pending.size === 0) return this.halfClose(stream);
     this.onStreamEnd(stream, new RingfenceError({ code: grpc.status.CANCELLED, message: 'the session stream was cancelled', rpc: RPC }));
@@ -391,12 +405,26 @@ export class RingfenceSession {
     const rpc = this.transport.bidi(CryptoService.method.session, { signal: this.signal });
     let markDone = () => {};
     const done = new Promise<void>((resolve) => (markDone = resolve));
-    const stream: Stream = { rpc, pending: new Map(), abandoned: 0, over: false, done, markDone };
+    const stream: Stream = { rpc, pending: new Map(), abandoned: 0, over: false, epoch: this.transport.connection.epoch, done, markDone };
     rpc.call.on('data', (res: SessionResponse) => this.onResponse(stream, res));
     rpc.call.on('error', (err: unknown) => this.onStreamEnd(stream, rpc.toError(err)));
     rpc.call.on('end', () => this.onStreamEnd(stream, undefined));
     this.stream = stream;
+    this.unwatch ??= this.transport.connection.onLost(() => this.connectionLost());
     return stream;
+  }
+
+  /** The channel left the connection the current stream is on: it retires, and the queue goes on a fresh one. */
+  private connectionLost(): void {
+    const stream = this.stream;
+    if (!stream || stream.epoch === this.transport.connection.epoch) return;
+    this.stream = undefined;
+    if (stream.abandoned === stream.pending.size) return this.discard(stream);
+    this.retiring.add(stream);
+    void stream.done.then(() => this.retiring.delete(stream));
+    // The daemon answers the operations it read, then ends the stream (or grpc-js cuts it at max age + grace).
+    stream.rpc.call.end();
+    this.schedulePump();
   }
 
   private onResponse(stream: Stream, res: SessionResponse): void {
@@ -451,7 +479,9 @@ export class RingfenceSession {
   private endAfterClose(): void {
     clearTimeout(this.idleTimer);
     this.releaseSignal();
+    this.unwatch?.();
     if (this.draining) this.discard(this.draining); // nothing is awaited any longer
+    for (const s of this.retiring) this.discard(s);
     // Operations left unanswered were given up on (deadline, abort): the stream is cancelled, not
     // waited for. Otherwise it is half-closed, and cancelled if the daemon does not end it.
     if (this.stream) this.discard(this.stream);
@@ -461,6 +491,7 @@ export class RingfenceSession {
 
   private abort(): void {
     this.releaseSignal();
+    this.unwatch?.();
     if (!this.closing) this.onClosed();
     this.closing = true;
     const err = this.abortError(this.signal);

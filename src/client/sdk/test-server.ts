@@ -116,8 +116,11 @@ export function delay(ms: number, call: grpc.ServerUnaryCall<unknown, unknown>, 
   });
 }
 
-/** `at`: a socket path to serve on (a restarted daemon); close() then leaves its directory. */
-export async function startFakeServer(at?: string, maxReceiveMessageBytes = 5 * 1024 * 1024): Promise<FakeServer> {
+/**
+ * `at`: a socket path to serve on (a restarted daemon); close() then leaves its directory.
+ * `serverOptions`: grpc-js server options over the defaults (a 5 MiB receive limit).
+ */
+export async function startFakeServer(at?: string, serverOptions: grpc.ServerOptions = {}): Promise<FakeServer> {
   const dir = at ? undefined : mkdtempSync(join(tmpdir(), 'ringfence-sdk-'));
   const socketPath = at ?? join(dir!, 'ringfence.sock');
   const stats: FakeStats = {
@@ -138,7 +141,7 @@ export async function startFakeServer(at?: string, maxReceiveMessageBytes = 5 * 
     streamsCancelled: 0,
   };
   const fake: FakeServer = { socketPath, stats, sessionDelayMs: 3, close: async () => {} };
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': maxReceiveMessageBytes });
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 5 * 1024 * 1024, ...serverOptions });
   const ops = cryptoOps();
   const u = <I extends DescMessage, O extends DescMessage>(m: DescMethodUnary<I, O>, f: UnaryImpl<I, O>) => unary(stats, m, f);
   const m = CryptoService.method;

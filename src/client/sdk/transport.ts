@@ -16,6 +16,7 @@ import { methodDefinition, type MethodDefinition } from '../../rpc/service-defin
 import { callDeadline, checkTimeout, onAbort, wireDeadline, type CallOptions } from './call-options.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
 import { RingfenceError, toRingfenceError } from './errors.js';
+import { ConnectionWatch } from './connection-watch.js';
 
 export const MiB = 1024 * 1024;
 
@@ -61,6 +62,8 @@ export class Transport {
   readonly client: grpc.Client;
   /** The largest message this client sends (grpc.max_send_message_length; -1 is no limit). */
   readonly maxSendMessageBytes: number;
+  /** Which of the channel's connections is current (a Session moves off one that went away). */
+  readonly connection: ConnectionWatch;
   private closed = false;
 
   constructor(
@@ -73,6 +76,7 @@ export class Transport {
     const maxSend = Number(options['grpc.max_send_message_length']);
     this.maxSendMessageBytes = maxSend >= 0 ? maxSend : Infinity;
     this.client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure(), options);
+    this.connection = new ConnectionWatch(this.client.getChannel());
   }
 
   close(): void {
