@@ -484,16 +484,54 @@ describe('KeyManager: persistence before effect', () => {
     expect(w.fileKey('k')!.versions[0]!.encryptionsReserved).toBeGreaterThanOrEqual(4);
   });
 
-  it('a rotation period saved under a lower minimum is raised to the minimum at start (found by review)', async () => {
+  it('a rotation period saved under a lower minimum counts as the minimum while it stands (found by review)', async () => {
     const w = await world((x) => (x.limits = { ...x.limits, minRotationPeriodMs: 1 }));
     await w.km.create({ name: 'fast', rotationPeriodMs: 5 });
     w.limits = { ...w.limits, minRotationPeriodMs: HOUR };
     await w.restart();
-    expect(w.km.get('fast').rotationPeriodMs).toBe(HOUR);
     expect(w.km.nextDueTime()).toBe(w.km.get('fast').createTime + HOUR);
+    expect(w.km.scheduledRotationTime(w.km.get('fast'))).toBe(w.km.get('fast').createTime + HOUR);
     w.clock += 60_000;
     await w.km.runDueWork();
     expect(w.km.get('fast').versions).toHaveLength(1);
+    w.clock += HOUR;
+    await w.km.runDueWork();
+    expect(w.km.get('fast').versions).toHaveLength(2);
+  });
+
+  it("the client's period is kept, not the raised one: a later write does not save it, and the minimum lowered again gives it back (review by helper-112)", async () => {
+    const w = await world();
+    await w.km.create({ name: 'daily', rotationPeriodMs: DAY });
+    w.limits = { ...w.limits, minRotationPeriodMs: 30 * DAY }; // raised for a while
+    await w.restart();
+    expect(w.km.get('daily').rotationPeriodMs).toBe(DAY);
+    expect(w.km.scheduledRotationTime(w.km.get('daily'))).toBe(w.km.get('daily').createTime + 30 * DAY);
+    await w.km.create({ name: 'other' }); // an unrelated write saves every key
+    expect(w.fileKey('daily')!.rotationPeriodMs).toBe(DAY);
+    w.limits = { ...w.limits, minRotationPeriodMs: HOUR };
+    await w.restart();
+    expect(w.km.get('daily').rotationPeriodMs).toBe(DAY);
+    expect(w.km.scheduledRotationTime(w.km.get('daily'))).toBe(w.km.get('daily').createTime + DAY);
+  });
+
+  it('UpdateKey to the period a raised minimum imposes is a change, saved before it is acknowledged (review by helper-112)', async () => {
+    const w = await world();
+    await w.km.create({ name: 'k', rotationPeriodMs: DAY });
+    w.limits = { ...w.limits, minRotationPeriodMs: 30 * DAY };
+    await w.restart();
+    const calls = w.persistCalls;
+    expect((await w.km.update('k', { rotationPeriodMs: 30 * DAY })).rotationPeriodMs).toBe(30 * DAY);
+    expect(w.persistCalls).toBe(calls + 1);
+    expect(w.fileKey('k')!.rotationPeriodMs).toBe(30 * DAY);
+  });
+
+  it('a key pending deletion shows no next rotation (it is never rotated); cancelled, it does again (review by helper-112)', async () => {
+    const w = await world();
+    await w.km.create({ name: 'k', rotationPeriodMs: DAY });
+    await w.km.scheduleDeletion('k', 7 * DAY);
+    expect(w.km.scheduledRotationTime(w.km.get('k'))).toBeNull();
+    await w.km.cancelDeletion('k');
+    expect(w.km.scheduledRotationTime(w.km.get('k'))).toBe(w.km.get('k').createTime + DAY);
   });
 
   it('what a fresh daemon opens is what the old one acknowledged: ids, versions, states, times, settings, counts', async () => {

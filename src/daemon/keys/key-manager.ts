@@ -135,12 +135,13 @@ export class KeyManager {
           if (err instanceof KeystoreError) throw new KeystoreError(err.code, `key "${record.name}" version ${versions.length + 1}: ${err.message}`, err);
           throw err;
         }
-        // A period saved when the minimum was lower (it is checked on create and update only) is
-        // raised to today's minimum here, or the key would rotate on every scheduler tick.
+        // A period saved when the minimum was lower (it is checked on create and update only) counts
+        // as today's minimum (nextRotationTime), or the key would rotate on every scheduler tick. The
+        // record keeps the client's period: written back raised, it outlived the raise of the minimum,
+        // and an UpdateKey to the raised value was taken as no change, never written (helper-112).
         const minPeriod = this.deps.limits.minRotationPeriodMs;
-        const indexed = record.rotationPeriodMs !== null && record.rotationPeriodMs < minPeriod ? { ...record, rotationPeriodMs: minPeriod } : record;
-        if (indexed !== record) this.deps.log(`key "${record.name}" has a rotation period below minRotationPeriod; it rotates every ${minPeriod} ms`, { key_name: record.name, rotationPeriodMs: record.rotationPeriodMs, minRotationPeriodMs: minPeriod }, 'warn');
-        this.index(indexed, versions, record.versions.map((v) => v.encryptionsReserved));
+        if (record.rotationPeriodMs !== null && record.rotationPeriodMs < minPeriod) this.deps.log(`key "${record.name}" has a rotation period below minRotationPeriod; it rotates every ${minPeriod} ms while that minimum stands`, { key_name: record.name, rotationPeriodMs: record.rotationPeriodMs, minRotationPeriodMs: minPeriod }, 'warn');
+        this.index(record, versions, record.versions.map((v) => v.encryptionsReserved));
         const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
         if (refusal) this.deps.log(`${refusal.message}; it is not rotated on schedule`, { key_name: record.name, suite: record.suite }, 'warn');
       }
@@ -415,7 +416,7 @@ export class KeyManager {
     await this.lock.run(async () => {
       const current = this.byId.get(record.id);
       if (!current || current.state === 'pending_deletion') return;
-      const stillDue = nextRotationTime(current);
+      const stillDue = nextRotationTime(current, this.deps.limits.minRotationPeriodMs);
       if (stillDue === null || stillDue > Math.min(now, this.now())) return;
       await this.rotateLocked(current, undefined, 'rotation period');
       rotated.push(current.name);
@@ -443,10 +444,12 @@ export class KeyManager {
 
   /**
    * When the key's rotation period has it rotated, or null: also for a key of a suite this kernel
-   * refuses (rotateLocked would refuse it every time; open() said so once). GetKey shows this time.
+   * refuses (rotateLocked would refuse it every time; open() said so once) and for a key pending
+   * deletion (never rotated; review by helper-112). GetKey shows this time.
    */
   scheduledRotationTime(record: KeyRecord): number | null {
-    return keySuiteRefusal(this.deps.suiteStatus, record, 'rotate') ? null : nextRotationTime(record);
+    if (record.state === 'pending_deletion' || keySuiteRefusal(this.deps.suiteStatus, record, 'rotate')) return null;
+    return nextRotationTime(record, this.deps.limits.minRotationPeriodMs);
   }
 
   /** The earliest time runDueWork has something to do, for the scheduler: a key whose work failed, at its retry time. */

@@ -62,10 +62,13 @@ export function primaryVersion(record: KeyRecord): VersionRecord {
   return record.versions[record.versions.length - 1]!;
 }
 
-/** The time the next time-based rotation is due, or null. */
-export function nextRotationTime(record: KeyRecord): number | null {
+/**
+ * The time the next time-based rotation is due, or null. A period below `minPeriodMs` (saved when
+ * the minimum was lower) counts as the minimum, which the record itself keeps unchanged.
+ */
+export function nextRotationTime(record: KeyRecord, minPeriodMs = 0): number | null {
   if (record.rotationPeriodMs === null || record.origin !== 'generated') return null;
-  return (record.rotateTime ?? record.createTime) + record.rotationPeriodMs;
+  return (record.rotateTime ?? record.createTime) + Math.max(record.rotationPeriodMs, minPeriodMs);
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
