@@ -247,7 +247,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     cleanups.push(() => listener.close());
 
     for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'SERVING');
-    log.info({ socket: listener.activated ? 'systemd (LISTEN_FDS)' : config.socket, policy: config.policy, stateDir: store.dir, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
+    // Which master key it runs on: moving a state-dir key into a credential is checked by this (helper-114).
+    log.info({ socket: listener.activated ? 'systemd (LISTEN_FDS)' : config.socket, policy: config.policy, stateDir: store.dir, masterKey: master.path, masterKeySource: master.source, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
     const cancelReady = notify(log, `READY=1\nSTATUS=serving ${keys.size} keys on ${config.socket}\nMAINPID=${process.pid}`);
     // systemd: WATCHDOG=1 every WATCHDOG_USEC/2 and STATUS= updates (watchdog.ts); it stops after the drain.
     let draining = false;

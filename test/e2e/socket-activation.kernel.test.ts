@@ -111,6 +111,7 @@ describe('socket activation', () => {
     // exec'd by the activator: same pid, so LISTEN_PID was the daemon's own.
     expect(ready.pid).toBe(a.child.pid);
     expect(ready.socket).toBe('systemd (LISTEN_FDS)');
+    expect([ready.masterKey, ready.masterKeySource]).toEqual([join(dir, 'state', 'master.key'), 'state-dir']);
     const listening = a.logLines().find((l) => l.msg === LISTEN_FDS_MSG);
     expect(listening, a.output).toBeDefined();
     expect(listening!.fd).toBe(3);
