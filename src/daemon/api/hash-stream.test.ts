@@ -134,7 +134,13 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     }
   });
 
-  it('a grant revoked after the call opened and before its first message: that message is refused too (review by helper-113)', async () => {
+  it.each([
+    ['a first message', (call: grpc.ClientWritableStream<Uint8Array>) => call.write(toBinary(HashStreamRequestSchema, create(HashStreamRequestSchema, { data: Buffer.from('sent after the reload') })))],
+    // Not a digest of nothing (review by helper-115).
+    ['no message, a half-close', (call: grpc.ClientWritableStream<Uint8Array>) => call.end()],
+    // Not INVALID_ARGUMENT: the revoked caller learns nothing more (review by helper-115).
+    ['a first message naming an unknown algorithm', (call: grpc.ClientWritableStream<Uint8Array>) => call.write(toBinary(HashStreamRequestSchema, create(HashStreamRequestSchema, { algorithm: 99 as HashAlgorithm, data: Buffer.from('x') })))],
+  ])('a grant revoked after the call opened, then %s: PERMISSION_DENIED (review by helper-113)', async (_, send) => {
     let checks = 0;
     authorize = () => {
       checks++;
@@ -146,7 +152,7 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
         checks++;
         throw permissionDenied(op);
       };
-      r.call.write(toBinary(HashStreamRequestSchema, create(HashStreamRequestSchema, { data: Buffer.from('sent after the reload') })));
+      send(r.call);
       const { err } = await r.done;
       expect([err?.code, err?.details]).toEqual([grpc.status.PERMISSION_DENIED, 'not allowed']);
       expect(checks).toBe(2);

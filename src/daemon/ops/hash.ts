@@ -55,6 +55,9 @@ export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStr
   // Let, not const: handed to the generator and dropped here, so a message already hashed is not
   // kept alive while the stream idles (it is not in maxBufferedBytes; review by helper-104).
   let first: IteratorResult<HashStreamRequest> | undefined = await it.next();
+  // Again once the first message (or the end) is here: a reload may have revoked hash since the
+  // call was checked, and a revoked caller gets no digest, not even of nothing (helper-113, helper-115).
+  ctx.authorize('hash');
   const { suite, algorithm } = hashSuiteFor(ctx, first.done ? HashAlgorithm.UNSPECIFIED : first.value.algorithm);
   let total = 0;
   const limit = ctx.limits.maxStreamChunkBytes;
@@ -62,10 +65,11 @@ export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStr
     let next: IteratorResult<HashStreamRequest> | undefined = first;
     first = undefined;
     // Per message, as Encrypt/DecryptStream check theirs: a grant revoked by a reload stops the
-    // stream too (review by helper-93). The first one too: the client may send it long after the
-    // call was checked, after a reload (review by helper-113).
+    // stream too (review by helper-93; the first one was checked as it arrived).
+    let checked = true;
     while (next && !next.done) {
-      ctx.authorize('hash');
+      if (!checked) ctx.authorize('hash');
+      checked = false;
       const data = accept(next.value);
       next = undefined;
       if (data.length) yield data;
