@@ -274,7 +274,7 @@ describe('resolveConfig errors say what and where', () => {
     }
     // JSON.parse keeps the last of a repeated name, which a reader does not see (review by helper-113).
     const twice = configFile('{"socketMode": "0600", "limits": {"maxPayloadBytes": 1024, "maxPayloadBytes": 4194304}}');
-    expect(configError(['--config', twice]).message).toBe(`${twice}:limits.maxPayloadBytes: given twice; remove one`);
+    expect(configError(['--config', twice]).message).toBe(`${twice}:limits.maxPayloadBytes: given twice (again at line 1, column 60); remove one`);
   });
 
   it('config file: values, even when a flag overrides them', () => {

@@ -352,7 +352,7 @@ function readConfigFile(path: string, where: string): Record<string, unknown> {
   }
   // JSON.parse keeps the last of a repeated name: the file would not mean what it reads as.
   const repeated = firstDuplicateName(text);
-  if (repeated) throw new ConfigError(`${path}:${repeated.path}: given twice; remove one`);
+  if (repeated) throw new ConfigError(`${path}:${repeated.path}: given twice (again at ${repeated.at}); remove one`);
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
     throw new ConfigError(`config file ${path} must contain a JSON object`);
   }

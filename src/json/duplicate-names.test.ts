@@ -4,8 +4,8 @@ import { firstDuplicateName } from './duplicate-names.js';
 describe('firstDuplicateName', () => {
   it('finds a member given twice, naming its path and the second occurrence', () => {
     const text = '{"rules":[{"id":"a","keys":["x"]},{"id":"b","keys":["orders"],"keys":["*"]}]}';
-    expect(firstDuplicateName(text)).toEqual({ path: 'rules[1].keys', offset: text.lastIndexOf('"keys"') });
-    expect(firstDuplicateName('{"rules":[],\n"rules":[1]}')).toEqual({ path: 'rules', offset: 13 });
+    expect(firstDuplicateName(text)).toEqual({ path: 'rules[1].keys', offset: text.lastIndexOf('"keys"'), at: `line 1, column ${text.lastIndexOf('"keys"') + 1}` });
+    expect(firstDuplicateName('{"rules":[],\n"rules":[1]}')).toEqual({ path: 'rules', offset: 13, at: 'line 2, column 1' });
   });
 
   it('compares names as JSON.parse decodes them', () => {

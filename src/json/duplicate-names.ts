@@ -4,12 +4,15 @@
  * review, helper-113). This finds the first repeated name in text JSON.parse already accepted, so
  * only strings, brackets and separators need telling apart.
  */
+import { lineColumn } from './position.js';
 
 export interface DuplicateName {
   /** Where the member is, e.g. `rules[0].keys`. */
   path: string;
   /** Offset of the second occurrence's name in the text. */
   offset: number;
+  /** The same as `line L, column C` (1-based). */
+  at: string;
 }
 
 type Frame = { kind: 'object'; names: Set<string>; name?: string; expectName: boolean } | { kind: 'array'; index: number };
@@ -31,7 +34,7 @@ export function firstDuplicateName(text: string): DuplicateName | undefined {
         top.expectName = false;
         if (top.names.has(name)) {
           top.name = name;
-          return { path: pathOf(frames), offset: start };
+          return { path: pathOf(frames), offset: start, at: lineColumn(text, start) };
         }
         top.names.add(name);
         top.name = name;

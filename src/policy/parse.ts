@@ -10,6 +10,7 @@ import { compileGlob } from './glob.js';
 import { KEYLESS_OPERATIONS, OPERATION_GROUPS, OPERATIONS, isOperation, type Operation } from './operations.js';
 import type { Accounts } from './accounts.js';
 import { firstDuplicateName } from '../json/duplicate-names.js';
+import { lineColumn } from '../json/position.js';
 
 export class PolicyError extends Error {
   constructor(message: string) {
@@ -74,11 +75,6 @@ function errorOffset(text: string, err: Error): number {
   return lo - 1;
 }
 
-function lineColumn(text: string, pos: number): string {
-  const before = text.slice(0, pos);
-  return `line ${before.split('\n').length}, column ${pos - before.lastIndexOf('\n')}`;
-}
-
 /** JSON.parse's error -> line:column. */
 function syntaxError(text: string, err: Error): PolicyError {
   return new PolicyError(`${lineColumn(text, errorOffset(text, err))}: not valid JSON (${err.message.replace(/ in JSON at position \d+.*$/s, '')})`);
@@ -140,7 +136,7 @@ export function parsePolicy(text: string, accounts: Accounts): Policy {
   }
   // JSON.parse keeps the last of a repeated name: the file would grant other than what it reads as.
   const repeated = firstDuplicateName(text);
-  if (repeated) throw new PolicyError(`${repeated.path}: given twice (again at ${lineColumn(text, repeated.offset)}); remove one`);
+  if (repeated) throw new PolicyError(`${repeated.path}: given twice (again at ${repeated.at}); remove one`);
   if (!isObject(doc)) throw new PolicyError('the policy must be a JSON object with a "rules" array');
   for (const k of Object.keys(doc)) if (k !== 'rules' && k !== 'comment') throw new PolicyError(`${k}: unknown field (known: rules, comment)`);
   if (!Array.isArray(doc.rules)) throw new PolicyError('rules: must be an array');
