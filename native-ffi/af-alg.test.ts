@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { acceptOp, AlgOp, buildMsg, closeFd, openTransform, readResult, sendRequest, SOL_ALG } from './af-alg.js';
+import { acceptOp, AlgOp, buildMsg, checkSent, closeFd, openTransform, readResult, sendRequest, SOL_ALG } from './af-alg.js';
 import { createHash } from 'node:crypto';
 import { addressOf } from './libc.js';
 import { SyscallError } from './syscall-error.js';
@@ -85,5 +85,20 @@ describe('openTransform', () => {
 
   it('rejects an algorithm name longer than sockaddr_alg holds, before opening a socket', () => {
     expect(() => openTransform('hash', 'x'.repeat(64))).toThrow(/^algorithm name too long/);
+  });
+});
+
+describe('a short AF_ALG send', () => {
+  it('is the EAGAIN of buffers too small, not a RangeError (review by helper-116; engine/errors.test.ts: PAYLOAD_TOO_LARGE)', () => {
+    expect(checkSent(10, 10)).toBe(10);
+    let err: unknown;
+    try {
+      checkSent(4096, 10_000);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(SyscallError);
+    expect((err as SyscallError).code).toBe('EAGAIN');
+    expect((err as Error).message).toContain('accepted 4096 of 10000 bytes');
   });
 });

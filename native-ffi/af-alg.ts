@@ -14,7 +14,9 @@
  * - EAGAIN or a short count (sendmsg): a request beyond the socket's buffers (sends never wait: nothing
  *   reads while the sender waits, so it would wait for ever). Size the buffers first.
  */
+import { constants } from 'node:os';
 import { addressOf, call, callAsync, pageSize } from './libc.js';
+import { SyscallError } from './syscall-error.js';
 
 export const AF_ALG = 38;
 const SOCK_SEQPACKET = 5;
@@ -208,9 +210,13 @@ export async function sendRequestAsync(op: number, header: OpHeader, data: Buffe
   return checkSent(n, totalLength(data));
 }
 
-function checkSent(n: number, want: number): number {
-  // AF_ALG sendmsg either takes everything or fails; a short count means the buffers were too small.
-  if (n !== want) throw new RangeError(`AF_ALG accepted ${n} of ${want} bytes: request exceeds socket buffers`);
+/**
+ * A short count means the socket's buffers were too small: with MSG_DONTWAIT af_alg_sendmsg returns
+ * what it copied, and only fails (EAGAIN) when it copied nothing. Reported as that EAGAIN, so it is
+ * PAYLOAD_TOO_LARGE as the kernel's own is, not INTERNAL (review by helper-116).
+ */
+export function checkSent(n: number, want: number): number {
+  if (n !== want) throw new SyscallError('sendmsg', constants.errno.EAGAIN, `AF_ALG accepted ${n} of ${want} bytes: the request exceeds the socket buffers`);
   return n;
 }
 

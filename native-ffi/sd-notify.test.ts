@@ -39,6 +39,12 @@ describe('sdNotify', () => {
     expect(await receiver(`@rf-notify-${process.pid}`)).toBe('READY=1\nSTATUS=serving');
   });
 
+  it('delivers the state to an abstract socket whose name fills sun_path (108 bytes with its NUL; review by helper-116)', { timeout: 30_000 }, async () => {
+    expect(await receiver(`@rf-notify-${process.pid}-`.padEnd(108, 'x'))).toBe('READY=1\nSTATUS=serving');
+    expect(() => sdNotify('READY=1', `@${'x'.repeat(108)}`)).toThrow(/too long/);
+    expect(() => sdNotify('READY=1', `/${'x'.repeat(107)}`)).toThrow(/too long/);
+  });
+
   it('does nothing without NOTIFY_SOCKET', () => {
     expect(sdNotify('READY=1', undefined)).toBe(false);
   });

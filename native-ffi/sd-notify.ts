@@ -17,7 +17,8 @@ export function sdNotify(state: string, socketPath = process.env.NOTIFY_SOCKET):
   if (!socketPath) return false;
   // sockaddr_un: family u16 + path[108]; a leading '@' means the abstract namespace (NUL first byte).
   const path = Buffer.from(socketPath.startsWith('@') ? `\0${socketPath.slice(1)}` : socketPath);
-  if (path.length > 107) throw new RangeError('NOTIFY_SOCKET path too long');
+  // A path needs its terminating NUL within the 108 bytes; an abstract name has none (review by helper-116).
+  if (path.length > (path[0] === 0 ? 108 : 107)) throw new RangeError('NOTIFY_SOCKET path too long');
   const addr = Buffer.alloc(2 + path.length + (path[0] === 0 ? 0 : 1));
   addr.writeUInt16LE(AF_UNIX, 0);
   path.copy(addr, 2);

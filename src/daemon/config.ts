@@ -433,6 +433,15 @@ function parseLimits(raw: unknown, where: string): Limits {
   return limits;
 }
 
+/**
+ * The most one kernel request takes: the largest payload or stream chunk with its associated data
+ * and envelope (header, chunk prefix, tag). Without the associated data, an Encrypt within every
+ * limit was refused once maxAssociatedDataBytes was raised past 128 KiB (review by helper-116).
+ */
+export function engineRequestBytes(l: Pick<Limits, 'maxPayloadBytes' | 'maxStreamChunkBytes' | 'maxAssociatedDataBytes'>): number {
+  return Math.max(4 * MiB, minMessageBytes(l));
+}
+
 /** The smallest maxMessageBytes that carries the largest request or response the other limits allow. */
 export function minMessageBytes(l: Pick<Limits, 'maxPayloadBytes' | 'maxStreamChunkBytes' | 'maxAssociatedDataBytes'>): number {
   return Math.max(l.maxPayloadBytes, l.maxStreamChunkBytes) + l.maxAssociatedDataBytes + ENVELOPE_OVERHEAD_BYTES;

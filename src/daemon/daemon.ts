@@ -17,7 +17,7 @@ import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { daemonServiceDefinition } from './api/decode.js';
 import { guardedServer, knownHealthServices } from './api/foreign-services.js';
 import { ApiError, ErrorReason, Status } from './api/errors.js';
-import { MAX_HASH_STREAMS, type DaemonConfig, type Limits } from './config.js';
+import { engineRequestBytes, MAX_HASH_STREAMS, type DaemonConfig, type Limits } from './config.js';
 import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
@@ -127,7 +127,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     const master = await loadOrCreateMasterKey({ stateDir: store.dir, requiredBy, log: plain });
     const keystore = KernelKeystore.withMasterKey(master.material); // wipes it
     cleanups.push(() => keystore.close());
-    const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: Math.max(4 * 1024 * 1024, config.limits.maxPayloadBytes + 128 * 1024, config.limits.maxStreamChunkBytes + 128 * 1024) });
+    const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: engineRequestBytes(config.limits) });
     cleanups.push(() => engine.close());
     const suiteStatus = suiteStatusFrom(report);
     const material = new KeyMaterial(keystore, engine, WRAP_SUITES.find((s) => suiteStatus(s.name) === 'available'));

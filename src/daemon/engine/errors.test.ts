@@ -1,0 +1,17 @@
+import { describe, expect, it } from 'vitest';
+import { checkSent } from '../../../native-ffi/af-alg.js';
+import { fromKernel } from './errors.js';
+
+describe('fromKernel', () => {
+  it('a short AF_ALG send is PAYLOAD_TOO_LARGE, as the kernel\'s EAGAIN is, not INTERNAL (review by helper-116)', () => {
+    let err: unknown;
+    try {
+      checkSent(4096, 10_000);
+    } catch (e) {
+      err = e;
+    }
+    const e = fromKernel(err, 'request', 'gcm(aes) with key 5');
+    expect(e.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(e.message).toBe('gcm(aes) with key 5: request larger than the kernel will buffer');
+  });
+});
