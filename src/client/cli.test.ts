@@ -134,6 +134,15 @@ describe.concurrent('help', SLOW, () => {
     expect(key.code).toBe(0);
     expect(key.stdout.toString()).toMatch(/^usage: ringfence \[--socket PATH\] \[--json\] key SUBCOMMAND/);
   });
+
+  test('--help after a command that does not exist is a usage error, exit 2 (review by helper-117)', async () => {
+    const frob = await cli.run(['frob', '--help']);
+    expect([frob.code, frob.stdout.length]).toEqual([2, 0]);
+    expect(frob.stderr.toString()).toMatch(/^ringfence: unknown command "frob"\nusage: /);
+    const sub = await cli.run(['key', 'frob', '-h']);
+    expect([sub.code, sub.stdout.length]).toEqual([2, 0]);
+    expect(sub.stderr.toString()).toMatch(/^ringfence: key: unknown subcommand "frob"\nusage: ringfence \[--socket PATH\] \[--json\] key SUBCOMMAND/);
+  });
 });
 
 describe.concurrent('the daemon socket', SLOW, () => {

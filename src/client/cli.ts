@@ -91,6 +91,9 @@ export async function main(argv: string[], io: Stdio): Promise<number> {
   const values = parsed.values as Values;
   const found = find(parsed.positionals);
   if (values.help) {
+    // A command that does not exist is a usage error with --help too: a script checking
+    // `ringfence frob --help` must not see success (review by helper-117).
+    if ('error' in found && found.error && parsed.positionals.length > ('group' in found ? 1 : 0)) return usageError(io, found.error, found);
     const help = new Context(false, undefined, io);
     help.print(usageOf('error' in found && !('group' in found) ? {} : found));
     try {

@@ -25,6 +25,7 @@ const aadOf = (v: Values) => {
 
 const tooLarge = (err: unknown) => isRingfenceError(err) && err.reason === ErrorReason.PAYLOAD_TOO_LARGE && err.metadata.field !== 'associated_data';
 
+// Exit 1, not 2 (usage): it depends on the input, as mac's size limit does (review by helper-117).
 const JSON_NEEDS_SMALL = `--json needs input of at most ${UNARY_LIMIT / MiB} MiB (larger input is stream-encrypted to binary output)`;
 
 async function encrypt(ctx: Context, args: string[], v: Values): Promise<number> {
@@ -33,7 +34,7 @@ async function encrypt(ctx: Context, args: string[], v: Values): Promise<number>
   ctx.refuseBinaryToTerminal(str(v, 'out'), 'binary ciphertext', '-o FILE, a pipe, or --json (text form)');
   const input = openInput(str(v, 'in'), ctx.io.stdin);
   // Refuse before reading when the file is known to be too big.
-  if (ctx.json && input.size !== undefined && input.size > UNARY_LIMIT) throw new UsageError(JSON_NEEDS_SMALL);
+  if (ctx.json && input.size !== undefined && input.size > UNARY_LIMIT) throw new CommandError(JSON_NEEDS_SMALL);
   const head = await input.readHead(UNARY_LIMIT);
   if (head.complete) {
     let res;
@@ -49,7 +50,7 @@ async function encrypt(ctx: Context, args: string[], v: Values): Promise<number>
     }
   } else if (ctx.json) {
     input.close();
-    throw new UsageError(JSON_NEEDS_SMALL);
+    throw new CommandError(JSON_NEEDS_SMALL);
   }
   const chunkBytes = await streamPieceBytes(ctx, DEFAULT_CHUNK_BYTES);
   const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().encryptStream(keyName, { associatedData, chunkBytes }));
@@ -79,7 +80,7 @@ async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number
   if (ct.bytes === undefined || ct.format === STREAM_FORMAT) {
     if (ctx.json) {
       input.close();
-      throw new UsageError('--json needs a ciphertext from unary encryption; a stream ciphertext decrypts to binary output only');
+      throw new CommandError('--json needs a ciphertext from unary encryption; a stream ciphertext decrypts to binary output only');
     }
     const chunkBytes = await streamPieceBytes(ctx, DEFAULT_CHUNK_BYTES);
     const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().decryptStream({ associatedData, chunkBytes }));

@@ -232,7 +232,7 @@ export const keyCommands: CommandSpec[] = [
   {
     name: 'key delete',
     synopsis: 'key delete NAME [--after DUR]',
-    summary: 'schedule the deletion of a key (default after 7d); prints when',
+    summary: "schedule the deletion of a key (default after 7d, or the daemon's minimum if longer); prints when",
     options: ['after'],
     args: ['NAME'],
     what: (a) => `schedule deletion of key ${a[0]}`,

@@ -49,7 +49,8 @@ describe.concurrent('policy check', SLOW, () => {
   test('root administers; no policy file means administrators only', async () => {
     expect((await cli.run(['policy', 'check', '--policy', policy, '--uid', '0', '--gid', '0', '--op', 'delete', '--key', 'x'])).code).toBe(0);
     const r = await cli.run(['policy', 'check', '--policy', join(dir, 'missing.json'), '--uid', '4321', '--gid', '1', '--op', 'hash']);
-    expect([r.code, r.stdout.toString()]).toEqual([1, `no policy file at ${join(dir, 'missing.json')}: only root may act\ndenied: no policy is loaded, so only administrators may act; uid 4321 may not hash\n`]);
+    // The decision alone on stdout; the note on stderr (review by helper-117: it came first on stdout).
+    expect([r.code, r.stdout.toString(), r.stderr.toString()]).toEqual([1, 'denied: no policy is loaded, so only administrators may act; uid 4321 may not hash\n', `ringfence: no policy file at ${join(dir, 'missing.json')}: only root and the daemon's uid may act (--daemon-uid names it)\n`]);
     expect((await cli.run(['policy', 'check', '--policy', join(dir, 'missing.json'), '--uid', '4321', '--gid', '1', '--op', 'hash', '--daemon-uid', '4321'])).code).toBe(0);
   });
 

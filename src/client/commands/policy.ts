@@ -76,13 +76,14 @@ async function check(ctx: Parameters<CommandSpec['run']>[0], _args: string[], va
   if (path === undefined) throw new UsageError('no policy file: give --policy FILE (or set RINGFENCE_POLICY)');
   const { policy, note } = loadPolicy(path, daemonUid);
   if (note) ctx.warn(note);
+  // On stderr with the other notes: stdout is the one decision line (review by helper-117).
+  if (!policy) ctx.warn(`no policy file at ${path}: only root and the daemon's uid may act${daemonUid !== undefined ? '' : ' (--daemon-uid names it)'}`);
   for (const w of policy?.warnings ?? []) ctx.warn(`warning: ${w}`);
   const d = decide(policy, admins, { uid, gid }, op, KEYLESS_OPERATIONS.has(op) ? undefined : key);
   const rule = d.allowed && d.by === 'rule' ? d.rule.id : null;
   if (ctx.json) {
     ctx.printJson({ allowed: d.allowed, by: d.allowed ? d.by : null, rule, explanation: d.explanation, policy: path, policyFound: policy !== undefined, uid, gid, operation: op, key: key ?? null });
   } else {
-    if (!policy) ctx.print(`no policy file at ${path}: only root${daemonUid !== undefined ? ' and the daemon uid' : ''} may act`);
     ctx.print(`${d.allowed ? 'allowed' : 'denied'}: ${d.explanation}`);
   }
   return d.allowed ? 0 : 1;

@@ -8,7 +8,7 @@ const GLOBALS = `global options (before or after the command):
   --socket PATH  the daemon's socket; default $RINGFENCE_SOCKET, else for root
                  /run/ringfence/ringfence.sock, else $XDG_RUNTIME_DIR/ringfence.sock if it exists,
                  else /run/ringfence/ringfence.sock (the systemd-installed daemon's) if it exists,
-                 else $XDG_RUNTIME_DIR/ringfence.sock
+                 else $XDG_RUNTIME_DIR/ringfence.sock (without XDG_RUNTIME_DIR, the system path)
   --json         one JSON document on stdout: enums by name ("aes-256-gcm", "enabled"), times in
                  ISO 8601, bytes in base64, ciphertexts in text form, MACs and digests in hex
   -h, --help     this help; "ringfence COMMAND --help" for one command`;

@@ -24,6 +24,11 @@ import { checkChunkBytes } from './rpc-duplex.js';
 import { RingfenceSession, type SessionOptions } from './session.js';
 import { Transport } from './transport.js';
 
+/** One item of batchEncrypt / batchDecrypt / batchComputeMac: the fields of its unary request. */
+export type BatchEncryptItem = MessageInitShape<typeof pb.EncryptRequestSchema>;
+export type BatchDecryptItem = MessageInitShape<typeof pb.DecryptRequestSchema>;
+export type BatchComputeMacItem = MessageInitShape<typeof pb.ComputeMacRequestSchema>;
+
 export interface RingfenceClientOptions {
   /** Default (clientSocketPath): RINGFENCE_SOCKET; else /run/ringfence/ringfence.sock as root;
    * else the user's own daemon's $XDG_RUNTIME_DIR/ringfence.sock if it exists, else the system
@@ -97,15 +102,15 @@ export class RingfenceClient extends KeyMethods {
 
   // ---- batches: one result per item, in order; see batchResults() ----
 
-  async batchEncrypt(items: MessageInitShape<typeof pb.EncryptRequestSchema>[], opts: CallOptions = {}): Promise<BatchEncryptResponse> {
+  async batchEncrypt(items: BatchEncryptItem[], opts: CallOptions = {}): Promise<BatchEncryptResponse> {
     return this.transport.unary(CryptoService.method.batchEncrypt, { requests: items }, opts);
   }
 
-  async batchDecrypt(items: MessageInitShape<typeof pb.DecryptRequestSchema>[], opts: CallOptions = {}): Promise<BatchDecryptResponse> {
+  async batchDecrypt(items: BatchDecryptItem[], opts: CallOptions = {}): Promise<BatchDecryptResponse> {
     return this.transport.unary(CryptoService.method.batchDecrypt, { requests: items }, opts);
   }
 
-  async batchComputeMac(items: MessageInitShape<typeof pb.ComputeMacRequestSchema>[], opts: CallOptions = {}): Promise<BatchComputeMacResponse> {
+  async batchComputeMac(items: BatchComputeMacItem[], opts: CallOptions = {}): Promise<BatchComputeMacResponse> {
     return this.transport.unary(CryptoService.method.batchComputeMac, { requests: items }, opts);
   }
 

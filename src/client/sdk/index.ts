@@ -7,9 +7,10 @@
  *   await client.close();
  *
  * Failures are RingfenceErrors (gRPC code + ErrorReason + metadata); test them with the is*()
- * predicates. Request and response types are the generated protobuf-es messages, re-exported here.
+ * predicates. Response types are the generated protobuf-es messages, re-exported here; methods take
+ * plain arguments and option objects, and batch methods items typed BatchEncryptItem & co.
  */
-export { RingfenceClient, DEFAULT_TIMEOUT_MS, type RingfenceClientOptions } from './client.js';
+export { RingfenceClient, DEFAULT_TIMEOUT_MS, type BatchComputeMacItem, type BatchDecryptItem, type BatchEncryptItem, type RingfenceClientOptions } from './client.js';
 export type {
   CreateKeyOptions,
   GetKeyOptions,

@@ -56,4 +56,22 @@ describe('the SDK package for TypeScript consumers', { timeout: 120_000 }, () =>
     expect(r.status).not.toBe(0);
     expect(r.stdout).toMatch(/wrong\.ts\(2,\d+\): error TS2345/);
   });
+
+  it('batch items can be named and built apart from the call (review by helper-117: the types were not exported)', () => {
+    const program = [
+      "import { RingfenceClient, batchResults, type BatchEncryptItem, type BatchDecryptItem, type BatchComputeMacItem } from 'ringfence/sdk';",
+      "const items: BatchEncryptItem[] = [{ keyName: 'k', plaintext: new Uint8Array([1]), associatedData: new Uint8Array() }];",
+      'const client = new RingfenceClient();',
+      'const sealed = batchResults(await client.batchEncrypt(items));',
+      "const back: BatchDecryptItem[] = sealed.map((r) => ({ ciphertext: r instanceof Error ? new Uint8Array() : r.ciphertext }));",
+      'await client.batchDecrypt(back);',
+      "const macs: BatchComputeMacItem[] = [{ keyName: 'm', data: new Uint8Array([2]) }];",
+      'await client.batchComputeMac(macs);',
+      "const wrong: BatchEncryptItem = { keyName: 7 };",
+    ].join('\n');
+    writeFileSync(join(dir, 'consumer/batch.ts'), program);
+    const r = typecheck('batch.ts');
+    // Only the last line is wrong: the names exist and describe the items.
+    expect(r.stdout.trim().split('\n')).toEqual([expect.stringMatching(/^batch\.ts\(9,\d+\): error TS2322/)]);
+  });
 });
