@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import * as afAlg from '../../native-ffi/af-alg.js';
 import { isSyscallError } from '../../native-ffi/syscall-error.js';
-import { currentPrivilege, type Privilege } from './privilege.js';
+import { currentPrivilege, privilegeAdvice, type Privilege } from './privilege.js';
 import { driverFor, readProcCrypto } from './proc-crypto.js';
 import { probeGeneratedKeys, probeKeySerial, type GeneratedKeysReport, type KeySerialReport } from './keying-probe.js';
 import { AEAD_SUITES, ALL_SUITES, MAC_SUITES, type KernelAlg, type Suite } from './suites.js';
@@ -34,10 +34,12 @@ export interface SuiteReport {
 
 export interface CapabilityReport {
   kernel: { release: string };
-  afAlg: { present: boolean; errno?: string };
+  /** errno: why socket(AF_ALG) failed; EAFNOSUPPORT is a kernel without it (or a filter saying so). */
+  afAlg: { present: boolean; errno?: string; tries?: number };
   keySerial: KeySerialReport;
   generatedKeys: GeneratedKeysReport;
-  restrict: { sysctl: string; value: number | null };
+  /** value null: no such sysctl (before 7.3), or `unreadable` says why it could not be read. */
+  restrict: { sysctl: string; value: number | null; unreadable?: string };
   privilege: Privilege & { required: boolean };
   suites: SuiteReport[];
   defaultAeadSuite: string | null;
@@ -45,12 +47,24 @@ export interface CapabilityReport {
   summary: string[];
 }
 
-function readRestrict(): number | null {
+/**
+ * Only a missing sysctl means "not restricted": one that cannot be read (EACCES) or holds no number
+ * may well restrict, and was reported as not doing so (review by helper-119).
+ */
+function readRestrict(): { value: number | null; unreadable?: string } {
+  let text: string;
   try {
-    return Number(readFileSync(RESTRICT_SYSCTL, 'utf8').trim());
-  } catch {
-    return null;
+    text = readFileSync(RESTRICT_SYSCTL, 'utf8').trim();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? { value: null } : { value: null, unreadable: code ?? String(err) };
   }
+  return /^\d{1,9}$/.test(text) ? { value: Number(text) } : { value: null, unreadable: `not a number: ${JSON.stringify(text.slice(0, 16))}` };
+}
+
+/** Whether the probe takes AF_ALG to be restricted: the sysctl says so, or it could not be read. */
+export function isRestricted(r: Pick<CapabilityReport, 'restrict'>): boolean {
+  return r.restrict.unreadable !== undefined || (r.restrict.value !== null && r.restrict.value !== 0);
 }
 
 /**
@@ -62,24 +76,31 @@ export const TRANSIENT_ERRNOS: ReadonlySet<string> = new Set(['ENOMEM', 'ENOBUFS
 /** The waits before each retry of a bind() that failed with a transient errno. */
 const RETRY_WAITS_MS = [10, 100, 500];
 
-function bindOnce(alg: KernelAlg): string | undefined {
+/** The errno of `step`, or undefined if it worked. */
+function errnoOf(step: () => void): string | undefined {
   try {
-    afAlg.closeFd(afAlg.openTransform(alg.type, alg.name));
+    step();
     return undefined;
   } catch (err) {
     return isSyscallError(err) ? err.code : String(err);
   }
 }
 
-function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
-  let errno = bindOnce(alg);
+/** Runs `step` again while it fails with a transient errno, up to RETRY_WAITS_MS.length times more. */
+function withRetries(step: () => void): { errno: string | undefined; tries: number } {
+  let errno = errnoOf(step);
   let tries = 1;
   for (const wait of RETRY_WAITS_MS) {
     if (errno === undefined || !TRANSIENT_ERRNOS.has(errno)) break;
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait); // a synchronous sleep: the probe is synchronous
-    errno = bindOnce(alg);
+    errno = errnoOf(step);
     tries++;
   }
+  return { errno, tries };
+}
+
+function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
+  const { errno, tries } = withRetries(() => afAlg.closeFd(afAlg.openTransform(alg.type, alg.name)));
   if (errno === undefined) return { ...alg, status: 'available' };
   const status: AlgStatus = errno === 'ENOENT' ? (restricted ? 'restricted' : 'missing') : 'error';
   return status === 'error' ? { ...alg, status, errno, tries } : { ...alg, status, errno };
@@ -88,17 +109,16 @@ function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
 const RANK: Record<AlgStatus, number> = { available: 0, restricted: 1, missing: 2, error: 3 };
 
 export function probeCapabilities(): CapabilityReport {
-  const restrictValue = readRestrict();
-  const restricted = restrictValue !== null && restrictValue !== 0;
+  const restrict = { sysctl: RESTRICT_SYSCTL, ...readRestrict() };
+  const restricted = isRestricted({ restrict });
   const privilege = { ...currentPrivilege(), required: restricted };
-  let afAlgPresent = true;
-  let afAlgErrno: string | undefined;
-  try {
-    afAlg.checkFamily();
-  } catch (err) {
-    afAlgPresent = false;
-    afAlgErrno = isSyscallError(err) ? err.code : String(err);
-  }
+  // Retried as a bind is: EMFILE once at start is no kernel without AF_ALG (review by helper-119).
+  const family = withRetries(() => afAlg.checkFamily());
+  const afAlgErrno = family.errno;
+  const afAlgPresent = afAlgErrno === undefined;
+  // Without the family every algorithm is missing; refused by a filter (EPERM) or short of
+  // descriptors, what the kernel has is unknown.
+  const noFamily = (alg: KernelAlg): AlgReport => (afAlgErrno === 'EAFNOSUPPORT' ? { ...alg, status: 'missing', errno: afAlgErrno } : { ...alg, status: 'error', errno: afAlgErrno, tries: family.tries });
   const algCache = new Map<string, AlgReport>();
   const procCrypto = () => readProcCrypto();
   const suites: SuiteReport[] = ALL_SUITES.map((suite) => {
@@ -106,7 +126,7 @@ export function probeCapabilities(): CapabilityReport {
       const id = `${alg.type}:${alg.name}`;
       let r = algCache.get(id);
       if (!r) {
-        r = afAlgPresent ? probeAlg(alg, restricted) : { ...alg, status: 'missing', errno: afAlgErrno };
+        r = afAlgPresent ? probeAlg(alg, restricted) : noFamily(alg);
         algCache.set(id, r);
       }
       return r;
@@ -125,10 +145,10 @@ export function probeCapabilities(): CapabilityReport {
   const firstAvailable = (names: readonly { name: string }[]) => names.find((s) => suites.find((r) => r.name === s.name)?.status === 'available')?.name ?? null;
   const report: CapabilityReport = {
     kernel: { release: release() },
-    afAlg: afAlgErrno ? { present: afAlgPresent, errno: afAlgErrno } : { present: afAlgPresent },
+    afAlg: afAlgErrno ? { present: afAlgPresent, errno: afAlgErrno, tries: family.tries } : { present: afAlgPresent },
     keySerial,
     generatedKeys,
-    restrict: { sysctl: RESTRICT_SYSCTL, value: restrictValue },
+    restrict,
     privilege,
     suites,
     defaultAeadSuite: firstAvailable(AEAD_SUITES),
@@ -142,7 +162,10 @@ export function probeCapabilities(): CapabilityReport {
 export function summarize(r: CapabilityReport): string[] {
   const out: string[] = [];
   if (!r.afAlg.present) {
-    out.push(`AF_ALG is not available (${r.afAlg.errno}): this kernel lacks CONFIG_CRYPTO_USER_API_* or blocks the socket family. ringfence cannot serve cryptography here.`);
+    const errno = r.afAlg.errno ?? 'unknown';
+    if (errno === 'EAFNOSUPPORT') out.push(`AF_ALG is not available (${errno}): this kernel lacks CONFIG_CRYPTO_USER_API_* or blocks the socket family. ringfence cannot serve cryptography here.`);
+    else if (TRANSIENT_ERRNOS.has(errno)) out.push(`socket(AF_ALG) failed with ${errno} on each of ${r.afAlg.tries ?? 1} tries (memory or descriptors short): what this kernel offers is unknown; try again.`);
+    else out.push(`socket(AF_ALG) is refused to this process (${errno}): a seccomp filter or security module blocks it. ringfence cannot serve cryptography here.`);
     return out;
   }
   out.push('AF_ALG is present. Note: upstream deprecated AF_ALG in 2026; ringfence mediates it for applications.');
@@ -151,14 +174,15 @@ export function summarize(r: CapabilityReport): string[] {
   else out.push(`Keying by kernel key serial works${r.keySerial.verified ? ' (verified against node:crypto)' : ' but gave a WRONG result'}.`);
   if (r.generatedKeys.supported === true) out.push(`Kernel-generated keys work: ${r.generatedKeys.detail}.`);
   else if (r.generatedKeys.supported === false) out.push(`Kernel-generated keys do not work here: ${r.generatedKeys.detail}. CreateKey will fail; ImportKey still works.`);
-  if (r.restrict.value === null) out.push(`No ${r.restrict.sysctl}: AF_ALG is not restricted on this kernel.`);
+  if (r.restrict.unreadable !== undefined) out.push(`${r.restrict.sysctl} could not be read (${r.restrict.unreadable}): AF_ALG may be restricted; taken as restricted.`);
+  else if (r.restrict.value === null) out.push(`No ${r.restrict.sysctl}: AF_ALG is not restricted on this kernel.`);
   else if (r.restrict.value === 0) out.push(`${r.restrict.sysctl} = 0: AF_ALG is not restricted.`);
-  else {
-    out.push(`${r.restrict.sysctl} = ${r.restrict.value}: unprivileged processes get no AF_ALG, and privileged ones only an allowlist (no gcm(aes), no chacha20-poly1305).`);
+  else out.push(`${r.restrict.sysctl} = ${r.restrict.value}: unprivileged processes get no AF_ALG, and privileged ones only an allowlist (no gcm(aes), no chacha20-poly1305, no SHA-3 or BLAKE2b).`);
+  if (isRestricted(r)) {
     out.push(
       r.privilege.sufficientForRestricted
         ? 'This process is privileged enough (CAP_NET_ADMIN or CAP_SYS_ADMIN in the initial user namespace).'
-        : 'This process lacks the privilege restricted kernels require: run ringfenced as root or with AmbientCapabilities=CAP_NET_ADMIN (see deploy/).',
+        : `This process lacks the privilege restricted kernels require: ${privilegeAdvice(r.privilege)}.`,
     );
   }
   const by = (s: string) => r.suites.filter((x) => x.status === s).map((x) => x.name);
@@ -179,6 +203,9 @@ export function summarize(r: CapabilityReport): string[] {
  * on it too.
  */
 export function inconclusiveProbe(r: CapabilityReport): string | undefined {
+  if (!r.afAlg.present && r.afAlg.errno !== undefined && TRANSIENT_ERRNOS.has(r.afAlg.errno)) {
+    return `socket(AF_ALG) failed with ${r.afAlg.errno} on each of ${r.afAlg.tries ?? 1} tries (memory or descriptors short), so the kernel could not say what it offers; not starting rather than choosing default and sealing suites without knowing`;
+  }
   const algs = new Map(r.suites.flatMap((s) => s.algorithms).filter((a) => a.status === 'error' && a.errno !== undefined && TRANSIENT_ERRNOS.has(a.errno)).map((a) => [a.name, a]));
   if (algs.size === 0) return undefined;
   const list = [...algs.values()].map((a) => `${a.name} (${a.errno}, ${a.tries ?? 1} tries)`).join(', ');
@@ -191,11 +218,18 @@ export function inconclusiveProbe(r: CapabilityReport): string | undefined {
  * without CAP_NET_ADMIN). The daemon refuses to start and `ringfence doctor` exits 1 for the same.
  */
 export function cannotWork(r: CapabilityReport): string | undefined {
-  const unprivileged = r.restrict.value !== null && r.restrict.value > 0 && !r.privilege.sufficientForRestricted;
+  const unprivileged = isRestricted(r) && !r.privilege.sufficientForRestricted;
   if (unprivileged && !r.defaultAeadSuite) {
-    return `no AEAD suite is usable: ${r.restrict.sysctl} = ${r.restrict.value} and this process lacks CAP_NET_ADMIN (run ringfenced as root or with AmbientCapabilities=CAP_NET_ADMIN, as deploy/ringfenced.service does)`;
+    const state = r.restrict.value !== null ? `= ${r.restrict.value}` : `is unreadable (${r.restrict.unreadable})`;
+    return `no AEAD suite is usable: ${r.restrict.sysctl} ${state} and ${privilegeAdvice(r.privilege)}`;
   }
-  if (!r.afAlg.present) return `this kernel has no AF_ALG (${r.afAlg.errno ?? 'unknown'})`;
+  if (!r.afAlg.present) {
+    const errno = r.afAlg.errno ?? 'unknown';
+    if (errno === 'EAFNOSUPPORT') return `this kernel has no AF_ALG (${errno})`;
+    // Short of memory or descriptors: unknown, and inconclusiveProbe says so (start again).
+    if (TRANSIENT_ERRNOS.has(errno)) return undefined;
+    return `socket(AF_ALG) is refused to this process (${errno}): a seccomp filter or security module blocks it`;
+  }
   if (r.keySerial.supported === false) return `this kernel cannot key AF_ALG by kernel key serial (${r.keySerial.detail})`;
   if (r.keySerial.supported === true && !r.keySerial.verified) return 'keying AF_ALG by kernel key serial gave a wrong result on this kernel';
   if (r.keySerial.failed) return `keying AF_ALG by kernel key serial could not be checked (${r.keySerial.detail.replace(/^could not check: /, '')})`;

@@ -86,8 +86,10 @@ function reflectionPackage(): ConstructorParameters<typeof ReflectionService>[0]
 export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { takePendingReload?: () => boolean } = {}): Promise<Daemon> {
   const startTime = Date.now();
   const report = probeCapabilities();
-  const unusable = cannotWork(report);
-  const inconclusive = unusable ? undefined : inconclusiveProbe(report);
+  // Inconclusive first: a bind short of memory everywhere also leaves no suite, which must not read
+  // as a kernel that cannot work (review by helper-119).
+  const inconclusive = inconclusiveProbe(report);
+  const unusable = inconclusive ? undefined : cannotWork(report);
   // At warn when the daemon cannot start, so the reasons show whatever the log level.
   for (const line of report.summary) log[unusable || inconclusive ? 'warn' : 'info']({ kernel: report.kernel.release }, line);
   if (unusable) throw new Error(`${unusable}; ringfenced cannot serve cryptography here — see \`ringfence doctor\``);

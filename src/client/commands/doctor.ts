@@ -1,9 +1,9 @@
-import { cannotWork, inconclusiveProbe, probeCapabilities, type CapabilityReport } from '../../capabilities/probe.js';
+import { cannotWork, inconclusiveProbe, isRestricted, probeCapabilities, type CapabilityReport } from '../../capabilities/probe.js';
 
 /** `ringfence doctor [--json]`: the kernel capability report; needs no daemon. */
 export function doctor(json: boolean, write: (s: string) => void): number {
   const report = probeCapabilities();
-  const reason = cannotWork(report) ?? inconclusiveProbe(report) ?? null;
+  const reason = inconclusiveProbe(report) ?? cannotWork(report) ?? null;
   write(json ? `${JSON.stringify({ ...report, usable: reason === null, reason }, null, 2)}\n` : formatReport(report));
   // Exit 1 when ringfence could not work here (the daemon would refuse to start), so scripts can gate on it.
   return reason === null ? 0 : 1;
@@ -11,12 +11,12 @@ export function doctor(json: boolean, write: (s: string) => void): number {
 
 /** The report is this process's view; a daemon with more privilege may see more (found by review). */
 function verdict(r: CapabilityReport): string[] {
-  const reason = cannotWork(r) ?? inconclusiveProbe(r);
+  const reason = inconclusiveProbe(r) ?? cannotWork(r);
   if (reason === undefined) return [`Verdict: ringfence can work in a process like this one (uid ${r.privilege.uid}).`];
   const lines = [`Verdict: ringfence cannot work in a process like this one (uid ${r.privilege.uid}): ${reason}.`];
   // Not in the summary, which the daemon logs too: this is for someone trying ringfence out.
-  if (!r.afAlg.present) lines.push('To try ringfence on a machine like this, run it in the project\'s test VM: npm run vm -- scripts/try.sh');
-  if (r.restrict.value !== null && r.restrict.value !== 0 && !r.privilege.sufficientForRestricted) {
+  if (!r.afAlg.present && r.afAlg.errno === 'EAFNOSUPPORT') lines.push('To try ringfence on a machine like this, run it in the project\'s test VM: npm run vm -- scripts/try.sh');
+  if (isRestricted(r) && !r.privilege.sufficientForRestricted) {
     lines.push('This is this process\'s view: a daemon with CAP_NET_ADMIN sees more. Ask the running daemon with `ringfence status`.');
   }
   return lines;

@@ -181,7 +181,8 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
   const lines = [
     `daemon      ringfenced ${s.daemonVersion}, pid ${s.pid}, started ${j.startTime ?? '-'}`,
     `socket      ${socketPath}`,
-    `kernel      ${s.kernelRelease}, af_alg_restrict=${s.afAlgRestricted ? 1 : 0}`,
+    // Not "af_alg_restrict=0": kernels before 7.3 have no such sysctl (review by helper-119).
+    `kernel      ${s.kernelRelease}, AF_ALG ${s.afAlgRestricted ? 'restricted (af_alg_restrict)' : 'not restricted'}`,
     `defaults    aead ${j.defaultAeadSuite ?? 'none available'}, mac ${j.defaultMacSuite ?? 'none available'}`,
     `keys        ${s.keyCount}`,
   ];

@@ -5,7 +5,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Availability, StatusService, type UsageSchema } from '../../gen/ringfence/v1/status_service_pb.js';
 import type { Principal } from '../identity/principal.js';
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
-import type { AlgStatus, CapabilityReport, SuiteReport } from '../../capabilities/probe.js';
+import { isRestricted, type AlgStatus, type CapabilityReport, type SuiteReport } from '../../capabilities/probe.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import type { Limits } from '../config.js';
 import { unary, type HandlerDeps } from './handler.js';
@@ -28,7 +28,7 @@ const HASHES: Record<string, HashAlgorithm> = {
   'blake2b-512': HashAlgorithm.BLAKE2B_512,
 };
 
-function describe(s: SuiteReport, restrict: number | null) {
+function describe(s: SuiteReport, restrict: number | string) {
   const drivers = s.algorithms.map((a) => a.driver).filter(Boolean).join(',');
   const detail = s.status === 'available' ? '' : s.algorithms.filter((a) => a.status !== 'available').map((a) => `${a.name}: ${a.errno ?? a.status}${a.status === 'restricted' ? ` under af_alg_restrict=${restrict}` : ''}`).join('; ');
   return { availability: AVAILABILITY[s.status], driver: s.status === 'available' ? drivers : '', detail };
@@ -52,10 +52,10 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
       startTime: timestampFromMs(info.startTime),
       pid: process.pid,
       kernelRelease: report.kernel.release,
-      // As the probe reads it: any value but 0 restricts (an absent sysctl does not).
-      afAlgRestricted: report.restrict.value !== null && report.restrict.value !== 0,
-      suites: report.suites.filter((s) => s.kind !== 'hash').map((s) => ({ suite: suiteEnum(s.name), ...describe(s, report.restrict.value) })),
-      hashAlgorithms: report.suites.filter((s) => s.kind === 'hash').map((s) => ({ algorithm: HASHES[s.name] ?? HashAlgorithm.UNSPECIFIED, ...describe(s, report.restrict.value) })),
+      // As the probe reads it: any value but 0 restricts, and so may one it could not read (an absent sysctl does not).
+      afAlgRestricted: isRestricted(report),
+      suites: report.suites.filter((s) => s.kind !== 'hash').map((s) => ({ suite: suiteEnum(s.name), ...describe(s, report.restrict.value ?? 'unknown') })),
+      hashAlgorithms: report.suites.filter((s) => s.kind === 'hash').map((s) => ({ algorithm: HASHES[s.name] ?? HashAlgorithm.UNSPECIFIED, ...describe(s, report.restrict.value ?? 'unknown') })),
       defaultAeadSuite: suiteEnum(report.defaultAeadSuite ?? ''),
       defaultMacSuite: suiteEnum(report.defaultMacSuite ?? ''),
       keyCount: keys.size,

@@ -87,7 +87,8 @@ function afAlgRestricted(): boolean {
       restrict = '';
     }
   }
-  return restrict === '1';
+  // Any value but 0, as the probe reads it (review by helper-119).
+  return restrict !== '' && restrict !== '0';
 }
 
 function restrictHint(): string {
