@@ -163,6 +163,27 @@ describe('HashStream (daemon path)', { timeout: 30_000 }, () => {
     }
   });
 
+  it('a grant revoked after the last data message, then a half-close: PERMISSION_DENIED, no digest (review by helper-118)', async () => {
+    let checks = 0;
+    authorize = () => {
+      checks++;
+    };
+    try {
+      const r = raw([{ data: Buffer.from('hashed while allowed') }], { keepOpen: true });
+      await vi.waitFor(() => expect(checks).toBe(2)); // the call, then its first message
+      authorize = (op) => {
+        checks++;
+        throw permissionDenied(op);
+      };
+      r.call.end();
+      const { err, res } = await r.done;
+      expect([err?.code, res]).toEqual([grpc.status.PERMISSION_DENIED, undefined]);
+      await released();
+    } finally {
+      authorize = () => {};
+    }
+  });
+
   it('no message at all, then half-close: SHA-256 of nothing', async () => {
     const { done } = await raw([]);
     const { err, res } = await done;

@@ -64,16 +64,15 @@ export async function hashStream(ctx: OpContext, messages: AsyncIterable<HashStr
   async function* pieces(): AsyncGenerator<Buffer> {
     let next: IteratorResult<HashStreamRequest> | undefined = first;
     first = undefined;
-    // Per message, as Encrypt/DecryptStream check theirs: a grant revoked by a reload stops the
-    // stream too (review by helper-93; the first one was checked as it arrived).
-    let checked = true;
     while (next && !next.done) {
-      if (!checked) ctx.authorize('hash');
-      checked = false;
       const data = accept(next.value);
       next = undefined;
       if (data.length) yield data;
       next = await it.next();
+      // On each arrival, as Encrypt/DecryptStream check theirs: a grant revoked by a reload stops
+      // the stream (helper-93), and the end too, or a revoked caller got the digest of what it had
+      // sent (helper-118). The first arrival was checked above.
+      ctx.authorize('hash');
     }
   }
   function accept(m: HashStreamRequest): Buffer {

@@ -93,16 +93,18 @@ export type Key = Message<"ringfence.v1.Key"> & {
   /**
    * The automatic rotation period: the daemon creates a new primary version when this much time
    * has passed since the last rotation (or creation). Unset: no time-based rotation. Only for
-   * generated keys. Independently, the daemon rotates a generated key before its primary version
-   * reaches its encryption limit.
+   * generated keys. A period below the daemon's Limits.min_rotation_period (set when the minimum
+   * was lower) is kept as set but rotates at the minimum while it stands. Independently, the
+   * daemon rotates a generated key before its primary version reaches its encryption limit.
    *
    * @generated from field: google.protobuf.Duration rotation_period = 10;
    */
   rotationPeriod?: Duration | undefined;
 
   /**
-   * When the next time-based rotation is due. Unset when rotation_period is unset, and for a key
-   * whose suite this kernel refuses or lacks (the daemon does not rotate it here).
+   * When the next time-based rotation is due. Unset when rotation_period is unset, for an imported
+   * key, for a key pending deletion, and for a key whose suite this kernel refuses or lacks (the
+   * daemon does not rotate these).
    *
    * @generated from field: google.protobuf.Timestamp next_rotation_time = 11;
    */
