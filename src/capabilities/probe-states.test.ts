@@ -11,6 +11,7 @@ const fake = vi.hoisted(() => ({
   family: [] as number[], // errnos socket(AF_ALG) fails with, one per call, then it works
   failures: new Map<string, number>(), // name -> errno on every bind
   files: new Map<string, string | number>(), // path -> contents, or an errno to throw
+  missingDirs: new Set<string>(), // paths existsSync says are not there
 }));
 
 vi.mock('node:fs', async (importOriginal) => {
@@ -18,10 +19,14 @@ vi.mock('node:fs', async (importOriginal) => {
   const readFileSync = ((path: string, ...rest: unknown[]) => {
     const f = fake.files.get(String(path));
     if (f === undefined) return (real.readFileSync as (...a: unknown[]) => unknown)(path, ...rest);
-    if (typeof f === 'number') throw Object.assign(new Error(`EACCES: ${String(path)}`), { code: 'EACCES', errno: -f });
+    if (typeof f === 'number') {
+      const code = f === 2 ? 'ENOENT' : 'EACCES';
+      throw Object.assign(new Error(`${code}: ${String(path)}`), { code, errno: -f });
+    }
     return f;
   }) as typeof real.readFileSync;
-  return { ...real, readFileSync, default: { ...real, readFileSync } };
+  const existsSync = ((path: string) => !fake.missingDirs.has(String(path)) && real.existsSync(path)) as typeof real.existsSync;
+  return { ...real, readFileSync, existsSync, default: { ...real, readFileSync, existsSync } };
 });
 
 vi.mock('../../native-ffi/af-alg.js', async (importOriginal) => {
@@ -52,6 +57,7 @@ beforeEach(() => {
   fake.family = [];
   fake.failures.clear();
   fake.files.clear();
+  fake.missingDirs.clear();
 });
 
 describe('socket(AF_ALG) failing for a reason other than a kernel without AF_ALG', () => {
@@ -105,6 +111,16 @@ describe('/proc/sys/crypto/af_alg_restrict present but unreadable', () => {
     expect(r.restrict).toEqual({ sysctl: RESTRICT_SYSCTL, value: null, unreadable: 'EACCES' });
     expect(r.summary).toContain(`${RESTRICT_SYSCTL} could not be read (EACCES): AF_ALG may be restricted; taken as restricted.`);
     expect(r.suites.find((s) => s.name === 'aes-256-gcm')!.status).toBe('restricted');
+  });
+});
+
+describe('no /proc/sys at all (ProcSubset=pid)', () => {
+  it('says nothing of the kernel: not "not restricted" (review by helper-120)', () => {
+    fake.files.set(RESTRICT_SYSCTL, ENOENT);
+    fake.missingDirs.add('/proc/sys');
+    expect(probeCapabilities().restrict).toEqual({ sysctl: RESTRICT_SYSCTL, value: null, unreadable: 'no /proc/sys in this process' });
+    fake.missingDirs.clear();
+    expect(probeCapabilities().restrict).toEqual({ sysctl: RESTRICT_SYSCTL, value: null }); // a kernel without the sysctl
   });
 });
 

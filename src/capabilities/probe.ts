@@ -2,7 +2,7 @@
  * The capability probe: what this kernel lets this process do, said plainly. Used by `ringfence
  * doctor` (no daemon needed) and by the daemon at start-up to choose default suites.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import * as afAlg from '../../native-ffi/af-alg.js';
 import { isSyscallError } from '../../native-ffi/syscall-error.js';
@@ -57,6 +57,8 @@ function readRestrict(): { value: number | null; unreadable?: string } {
     text = readFileSync(RESTRICT_SYSCTL, 'utf8').trim();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    // No /proc/sys at all (ProcSubset=pid, a proc mount with subset=pid) says nothing of the kernel.
+    if (code === 'ENOENT' && !existsSync('/proc/sys')) return { value: null, unreadable: 'no /proc/sys in this process' };
     return code === 'ENOENT' ? { value: null } : { value: null, unreadable: code ?? String(err) };
   }
   return /^\d{1,9}$/.test(text) ? { value: Number(text) } : { value: null, unreadable: `not a number: ${JSON.stringify(text.slice(0, 16))}` };

@@ -77,22 +77,27 @@ export function fromKernel(err: unknown, stage: Stage, what: string): EngineErro
   return new EngineError('INTERNAL', `${what}: ${err.message}`, opts);
 }
 
-let restrict: string | undefined;
-function afAlgRestricted(): boolean {
+/** The sysctl's value, "unreadable", or undefined where the kernel has none: read lazily, on the error path only. */
+let restrict: string | null | undefined;
+function restrictValue(): string | undefined {
   if (restrict === undefined) {
     try {
-      // Read lazily: only on the error path.
       restrict = readFileSync('/proc/sys/crypto/af_alg_restrict', 'utf8').trim();
-    } catch {
-      restrict = '';
+    } catch (err) {
+      // As the probe reads it (capabilities/probe.ts): only a missing sysctl restricts nothing.
+      restrict = (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : 'unreadable';
     }
   }
-  // Any value but 0, as the probe reads it (review by helper-119).
-  return restrict !== '' && restrict !== '0';
+  return restrict ?? undefined;
+}
+
+function afAlgRestricted(): boolean {
+  const v = restrictValue();
+  return v !== undefined && v !== '0';
 }
 
 function restrictHint(): string {
   return afAlgRestricted()
-    ? ' (af_alg_restrict=1: unprivileged processes get no AF_ALG, and privileged ones only an allowlist that excludes e.g. gcm(aes))'
+    ? ` (af_alg_restrict=${restrictValue()}: unprivileged processes get no AF_ALG, and privileged ones only an allowlist that excludes e.g. gcm(aes))`
     : '';
 }
