@@ -509,9 +509,11 @@ describe('SIGTERM while a client keeps a session busy', () => {
       const failures = outcomes.filter((o) => o !== 'OK');
       expect(failures.length).toBeGreaterThan(0);
       // Operations it had not read fail UNAVAILABLE (its own SHUTTING_DOWN, or, for operations sent
-      // after, its socket gone): safe to send again. None CANCELLED.
-      expect(failures.every((f) => f.startsWith('UNAVAILABLE')), failures.join(', ')).toBe(true);
-      expect(failures).toContain('UNAVAILABLE SHUTTING_DOWN');
+      // after, its socket gone): safe to send again. None CANCELLED. Which of the two depends on
+      // timing: at the drain's GOAWAY the SDK half-closes the stream and sends later operations on
+      // a fresh one (d74d53e), which finds the socket gone; src/daemon/api/session-drain.test.ts
+      // shows the daemon's SHUTTING_DOWN for operations on a stream it stopped reading.
+      expect(failures.every((f) => f === 'UNAVAILABLE SHUTTING_DOWN' || f === 'UNAVAILABLE UNSPECIFIED'), failures.join(', ')).toBe(true);
       expect(daemon.output).not.toContain('cutting them off');
     } finally {
       await client.close();
