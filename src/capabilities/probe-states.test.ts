@@ -134,3 +134,33 @@ describe('root whose bounding set lacks CAP_NET_ADMIN (systemd CapabilityBoundin
     expect(r.summary).toContain('This process lacks the privilege restricted kernels require: this process is root but lacks CAP_NET_ADMIN (a CapabilityBoundingSet= or container that drops it): keep CAP_NET_ADMIN, as deploy/ringfenced.service does.');
   });
 });
+
+describe('ENOENT under af_alg_restrict=1 for an algorithm on its allowlist', () => {
+  // ccm(aes) is on 7.3's aead allowlist (restrict-allowlist.ts), gcm(aes) is not.
+  it('a privileged process: the allowlisted one is "not in this kernel", the other "refused"', () => {
+    fake.files.set(RESTRICT_SYSCTL, '1\n');
+    fake.failures.set('ccm(aes)', ENOENT);
+    fake.failures.set('gcm(aes)', ENOENT);
+    const r = probeCapabilities();
+    expect(r.privilege.sufficientForRestricted).toBe(true); // tests run as root
+    expect(r.suites.find((s) => s.name === 'aes-256-ccm')!.status).toBe('missing');
+    expect(r.suites.find((s) => s.name === 'aes-256-gcm')!.status).toBe('restricted');
+    expect(r.summary).toContain('Not in this kernel: aes-256-ccm.');
+    expect(r.summary).toContain('Refused under af_alg_restrict: aes-256-gcm.');
+  });
+
+  it('an unprivileged process: every ENOENT is the restriction (it gets no AF_ALG at all)', () => {
+    fake.files.set('/proc/self/status', 'Name:\tnode\nCapEff:\t0000000000000000\n');
+    fake.files.set(RESTRICT_SYSCTL, '1\n');
+    fake.failures.set('ccm(aes)', ENOENT);
+    const r = probeCapabilities();
+    expect(r.privilege.sufficientForRestricted).toBe(false);
+    expect(r.suites.find((s) => s.name === 'aes-256-ccm')!.status).toBe('restricted');
+  });
+
+  it('without af_alg_restrict, ENOENT is "not in this kernel" whatever the algorithm', () => {
+    fake.files.set(RESTRICT_SYSCTL, ENOENT);
+    fake.failures.set('gcm(aes)', ENOENT);
+    expect(probeCapabilities().suites.find((s) => s.name === 'aes-256-gcm')!.status).toBe('missing');
+  });
+});

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { currentKernel, RESTRICTED_FOR_ROOT } from '../../test/support/kernel-matrix.js';
 import { NOBODY, PROJECT_ROOT, projectModule, runTsJson } from '../../test/support/run-ts.js';
 import { probeCapabilities, type CapabilityReport } from './probe.js';
+import { allowedWhenRestricted } from './restrict-allowlist.js';
 import { ALL_SUITES } from './suites.js';
 
 const kernel = currentKernel();
@@ -35,6 +36,12 @@ describe(`capability probe on the ${kernel} kernel`, () => {
     }
     expect(report.defaultAeadSuite).toBe(kernel === 'restricted' ? 'aes-256-ccm' : 'aes-256-gcm');
     expect(report.defaultMacSuite).toBe('hmac-sha256');
+  });
+
+  it('binds every algorithm, or under af_alg_restrict exactly those restrict-allowlist.ts lists (the probe tells refused from missing by it)', () => {
+    for (const a of report.suites.flatMap((s) => s.algorithms)) {
+      expect(a.status, `${a.type} ${a.name}`).toBe(kernel === 'restricted' && !allowedWhenRestricted(a) ? 'restricted' : 'available');
+    }
   });
 
   it('tells an unprivileged process plainly what it may do', () => {

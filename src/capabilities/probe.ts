@@ -8,12 +8,16 @@ import * as afAlg from '../../native-ffi/af-alg.js';
 import { isSyscallError } from '../../native-ffi/syscall-error.js';
 import { currentPrivilege, privilegeAdvice, type Privilege } from './privilege.js';
 import { driverFor, readProcCrypto } from './proc-crypto.js';
+import { allowedWhenRestricted } from './restrict-allowlist.js';
 import { probeGeneratedKeys, probeKeySerial, type GeneratedKeysReport, type KeySerialReport } from './keying-probe.js';
 import { AEAD_SUITES, ALL_SUITES, MAC_SUITES, type KernelAlg, type Suite } from './suites.js';
 
 export const RESTRICT_SYSCTL = '/proc/sys/crypto/af_alg_restrict';
 
-/** available: binds; restricted: refused under af_alg_restrict; missing: not in this kernel; error: other. */
+/**
+ * available: binds; restricted: refused under af_alg_restrict; missing: not in this kernel (under
+ * af_alg_restrict: on its allowlist, yet ENOENT); error: other.
+ */
 export type AlgStatus = 'available' | 'restricted' | 'missing' | 'error';
 
 export interface AlgReport extends KernelAlg {
@@ -101,10 +105,19 @@ function withRetries(step: () => void): { errno: string | undefined; tries: numb
   return { errno, tries };
 }
 
-function probeAlg(alg: KernelAlg, restricted: boolean): AlgReport {
+/**
+ * ENOENT under af_alg_restrict: refused, unless this process is privileged and the algorithm is on
+ * the allowlist; then the kernel does not offer it (a module not built), which was reported as
+ * "refused under af_alg_restrict" (review by helper-119).
+ */
+function enoentStatus(alg: KernelAlg, restricted: boolean, privileged: boolean): AlgStatus {
+  return restricted && !(privileged && allowedWhenRestricted(alg)) ? 'restricted' : 'missing';
+}
+
+function probeAlg(alg: KernelAlg, restricted: boolean, privileged: boolean): AlgReport {
   const { errno, tries } = withRetries(() => afAlg.closeFd(afAlg.openTransform(alg.type, alg.name)));
   if (errno === undefined) return { ...alg, status: 'available' };
-  const status: AlgStatus = errno === 'ENOENT' ? (restricted ? 'restricted' : 'missing') : 'error';
+  const status: AlgStatus = errno === 'ENOENT' ? enoentStatus(alg, restricted, privileged) : 'error';
   return status === 'error' ? { ...alg, status, errno, tries } : { ...alg, status, errno };
 }
 
@@ -128,7 +141,7 @@ export function probeCapabilities(): CapabilityReport {
       const id = `${alg.type}:${alg.name}`;
       let r = algCache.get(id);
       if (!r) {
-        r = afAlgPresent ? probeAlg(alg, restricted) : noFamily(alg);
+        r = afAlgPresent ? probeAlg(alg, restricted, privilege.sufficientForRestricted) : noFamily(alg);
         algCache.set(id, r);
       }
       return r;

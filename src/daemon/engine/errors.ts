@@ -5,6 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { isSyscallError } from '../../../native-ffi/syscall-error.js';
+import type { AlgType } from '../../../native-ffi/af-alg.js';
+import { currentPrivilege } from '../../capabilities/privilege.js';
+import { allowedWhenRestricted } from '../../capabilities/restrict-allowlist.js';
 
 export type EngineErrorCode =
   | 'AF_ALG_UNAVAILABLE' // no AF_ALG in this kernel, or it is blocked
@@ -47,7 +50,8 @@ export function isEngineError(err: unknown, code?: EngineErrorCode): err is Engi
 /** What the engine was doing when the kernel said no. */
 export type Stage = 'open' | 'key' | 'authsize' | 'request';
 
-export function fromKernel(err: unknown, stage: Stage, what: string): EngineError {
+/** `type`: for stage open, the algorithm's AF_ALG type (tells af_alg_restrict's refusal from a missing module). */
+export function fromKernel(err: unknown, stage: Stage, what: string, type?: AlgType): EngineError {
   if (err instanceof EngineError) return err;
   if (!isSyscallError(err)) return new EngineError('INTERNAL', `${what}: ${String(err)}`, { cause: err });
   const c = err.code;
@@ -56,6 +60,10 @@ export function fromKernel(err: unknown, stage: Stage, what: string): EngineErro
     return new EngineError('AF_ALG_UNAVAILABLE', 'this kernel has no AF_ALG (CONFIG_CRYPTO_USER_API*), or it is blocked', opts);
   }
   if (stage === 'open' && c === 'ENOENT') {
+    // As the probe tells them apart (capabilities/probe.ts): on the allowlist, and privileged, it is missing.
+    if (afAlgRestricted() && type !== undefined && allowedWhenRestricted({ type, name: what }) && privileged()) {
+      return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel (af_alg_restrict=${restrictValue()} allows it: the kernel lacks its module)`, { ...opts, algorithm: what, restricted: false });
+    }
     return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel to this process${restrictHint()}`, { ...opts, algorithm: what, restricted: afAlgRestricted() });
   }
   if (stage === 'key') {
@@ -89,6 +97,12 @@ function restrictValue(): string | undefined {
     }
   }
   return restrict ?? undefined;
+}
+
+let privilegedCache: boolean | undefined;
+/** Whether af_alg_restrict's allowlist applies to this process: read once, on the error path only. */
+function privileged(): boolean {
+  return (privilegedCache ??= currentPrivilege().sufficientForRestricted);
 }
 
 function afAlgRestricted(): boolean {

@@ -47,7 +47,7 @@ export class Transform {
     try {
       fd = afAlg.openTransform(spec.alg.type, spec.alg.name);
     } catch (err) {
-      throw fromKernel(err, 'open', spec.alg.name);
+      throw fromKernel(err, 'open', spec.alg.name, spec.alg.type);
     }
     try {
       if (spec.serial !== undefined) {
