@@ -95,7 +95,8 @@ describe('DecryptStream: a message of many chunks', () => {
     await new Promise((r) => setTimeout(r, 50)); // anything still running would open more meanwhile
     expect(atCancel).toBeGreaterThanOrEqual(200);
     expect(kernel.reads).toBeLessThanOrEqual(atCancel + 64);
-    expect(s.answers()).toBe(0);
+    // Each chunk is answered as it is opened; none once the caller is gone.
+    expect(s.answers()).toBeLessThanOrEqual(atCancel);
     expect(s.audits.map((a) => a.outcome)).toEqual(['CANCELLED']);
   });
 });

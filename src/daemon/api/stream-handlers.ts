@@ -6,7 +6,7 @@
  * read), so a stream holds a few chunks in memory whatever its size and however slow its reader;
  * a vanished client, or a passed deadline, ends the loop. Each chunk also counts against the
  * daemon-wide maxBufferedBytes until its answer is flushed (memory-budget.ts), and a DecryptStream
- * chunk sent in pieces from its first piece.
+ * chunk sent in pieces whole, from when its body begins.
  */
 import type * as grpc from '@grpc/grpc-js';
 import { create } from '@bufbuild/protobuf';
@@ -15,7 +15,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { DecryptStreamResponseSchema, EncryptStreamResponseSchema, type DecryptStreamRequest, type DecryptStreamResponse, type EncryptStreamRequest, type EncryptStreamResponse } from '../../gen/ringfence/v1/stream_pb.js';
 import { getRandom } from '../../../native-ffi/random.js';
-import { StreamDecryptor, StreamEncryptor, StreamFormatError, encodeStreamHeader, type StreamHeader } from '../ciphertext/stream-format.js';
+import { StreamDecryptor, StreamEncryptor, StreamFormatError, encodeStreamHeader, type DecryptedChunk, type StreamHeader } from '../ciphertext/stream-format.js';
 import { open, seal } from '../engine/suite-ops.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
@@ -28,11 +28,11 @@ import type { Authorize } from '../policy/access.js';
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
 
 /**
- * Work (bytes through the kernel and copied, plus CHUNK_WORK_BYTES a chunk) after which a
- * DecryptStream message lets the event loop run other calls. One message may hold thousands of
- * tiny chunks, each authenticated under the caller's associated data again (up to 64 KiB each): run
- * back to back, a 1 MiB message held the daemon's only thread for the whole of it, and went on
- * after its caller left (review by helper-94).
+ * Work (bytes through the kernel and copied, plus CHUNK_WORK_BYTES a chunk) after which a stream
+ * lets the event loop run other calls. One DecryptStream message may hold thousands of tiny chunks,
+ * each authenticated under the caller's associated data again (up to 64 KiB each): run back to back,
+ * a 1 MiB message held the daemon's only thread for the whole of it, and went on after its caller
+ * left (review by helper-94). EncryptStream's tiny chunks, queued, did the same (helper-121).
  */
 const PAUSE_AFTER_WORK_BYTES = 256 * 1024;
 /** A chunk's fixed cost (two syscalls, a few buffers), as bytes: 64 empty chunks between pauses, as a Session message's 64 operations. */
@@ -141,13 +141,15 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
 
 export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<EncryptStreamRequest, EncryptStreamResponse> {
   return (call) =>
-    runStream(call, ctx, deps, 'CryptoService/EncryptStream', async ({ reserve, write, release }, audit, authorize) => {
+    runStream(call, ctx, deps, 'CryptoService/EncryptStream', async ({ reserve, write, release, pause }, audit, authorize) => {
       let encryptor: StreamEncryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
+      let name = '';
+      let workSincePause = 0;
       for await (const m of readAll<EncryptStreamRequest>(call)) {
         if (!encryptor) {
           if (m.frame.case !== 'header') throw violation('the first EncryptStream message must be a header');
-          const name = requireName('key_name', m.frame.value.keyName);
+          name = requireName('key_name', m.frame.value.keyName);
           authorize('encrypt', name);
           const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
           // Resolving counts the first chunk's encryption (and rotates first if the version is spent).
@@ -161,6 +163,13 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             maxChunkBytes: ctx.limits.maxStreamChunkBytes,
             nonce: () => getRandom(12),
             seal: async (nonce, chunkAad, plaintext, headroom) => {
+              // Tiny chunks each authenticate the whole associated data again: other calls run
+              // between, as in DecryptStream, even while this stream's messages are all queued.
+              if (workSincePause >= PAUSE_AFTER_WORK_BYTES) {
+                workSincePause = 0;
+                await pause();
+              }
+              workSincePause += chunkAad.length + plaintext.length + CHUNK_WORK_BYTES;
               // Per chunk, as a session checks per operation: a policy reload that revokes the
               // caller's access stops a stream already running.
               authorize('encrypt', name);
@@ -181,6 +190,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         }
         if (m.frame.case !== 'chunk') throw violation('every EncryptStream message after the first must be a chunk');
         if (encryptor.finished) throw violation('a chunk after the final chunk');
+        authorize('encrypt', name); // every message, an empty chunk too (review by helper-121)
         const plaintext = checkSize('plaintext', m.frame.value.plaintext, ctx.limits.maxStreamChunkBytes, SIZE_HINT.streamMessage);
         audit.bytesIn += plaintext.length;
         // The chunk and its ciphertext, counted until the ciphertext is flushed.
@@ -195,6 +205,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         } else release(reserved);
       }
       if (!encryptor) throw violation('the stream ended before its header');
+      authorize('encrypt', name);
       const last = await encryptor.finish();
       if (last) {
         audit.bytesOut += last.length;
@@ -210,31 +221,38 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
       let workSincePause = 0;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let first = true;
-      /** Budget counted for what the decryptor holds between messages (a chunk sent in pieces). */
-      let buffered = 0;
-      const decryptPiece = async (d: StreamDecryptor, bytes: Buffer, wait: boolean) => {
-        // The piece and its plaintext, and what the decryptor held, counted until the last answer
-        // they give is flushed. A small piece that completes a chunk buffered from earlier ones
-        // gives more plaintext than it brought: that is counted too, once made.
-        let reserved = (wait ? await reserve(2 * bytes.length) : grow(2 * bytes.length)) + buffered;
-        buffered = 0;
-        const chunks = await d.push(bytes).catch((err: unknown) => {
-          release(reserved);
+      /** Budget this stream counts for what the decryptor holds and the chunk it is reading. */
+      let held = 0;
+      /** A revoked access ends the stream at its next message, as at its next chunk. */
+      const checkAccess = (h: StreamHeader) => {
+        try {
+          authorize('decrypt', r!.key.name);
+        } catch (err) {
+          throw deniedByCiphertext(err, h.keyId, r!.key.name); // named by id, as at the start
+        }
+      };
+      /** Pushes input that ends at or before the end of the decryptor's current unit. */
+      const pushPiece = async (d: StreamDecryptor, piece: Buffer) => {
+        const chunks = await d.push(piece).catch((err: unknown) => {
+          release(held);
+          held = 0;
           throw err;
         });
-        buffered = d.heldAllocation;
-        const need = buffered + (chunks.length > 0 ? bytes.length + chunks.reduce((n, c) => n + c.plaintext.length, 0) : 0);
-        if (need > reserved) reserved += grow(need - reserved);
-        const forAnswers = reserved - buffered;
-        if (chunks.length === 0) release(forAnswers);
-        for (const [i, chunk] of chunks.entries()) {
-          audit.bytesOut += chunk.plaintext.length;
-          await write(
-            create(DecryptStreamResponseSchema, { plaintext: chunk.plaintext, final: chunk.final, ...(first ? { keyName: r!.key.name, keyVersion: r!.version } : {}) }),
-            i === chunks.length - 1 ? forAnswers : 0,
-          );
-          first = false;
+        if (chunks.length === 0) {
+          // A header, prefix or chunk body not complete yet: what it keeps alive stays counted.
+          const hold = d.heldAllocation;
+          if (hold > held) held += grow(hold - held);
+          return;
         }
+        const [chunk] = chunks as [DecryptedChunk];
+        // The body's room was reserved as it began; a view pinning a larger buffer is counted too.
+        const need = piece.length + chunk.plaintext.length;
+        if (need > held) held += grow(need - held);
+        const forAnswer = held;
+        held = 0;
+        audit.bytesOut += chunk.plaintext.length;
+        await write(create(DecryptStreamResponseSchema, { plaintext: chunk.plaintext, final: chunk.final, ...(first ? { keyName: r!.key.name, keyVersion: r!.version } : {}) }), forAnswer);
+        first = false;
       };
       for await (const m of readAll<DecryptStreamRequest>(call)) {
         if (!decryptor) {
@@ -266,11 +284,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
                 await pause();
               }
               workSincePause += chunkAad.length + sealed.length + CHUNK_WORK_BYTES;
-              try {
-                authorize('decrypt', r!.key.name); // a revoked access stops the stream too
-              } catch (err) {
-                throw deniedByCiphertext(err, h.keyId, r!.key.name); // named by id, as at the start
-              }
+              checkAccess(h);
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
               return open(ctx.engine, r.suite, r.serials, nonce, chunkAad, sealed);
             },
@@ -278,18 +292,26 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
           continue;
         }
         if (m.frame.case !== 'chunk') throw violation('every DecryptStream message after the first must be a chunk');
+        // Every message, not only every chunk: pieces that complete none are refused too (review by helper-121).
+        if (decryptor.header) checkAccess(decryptor.header);
         const bytes = checkSize('ciphertext', m.frame.value.ciphertext, ctx.limits.maxStreamChunkBytes + 64 * 1024, SIZE_HINT.streamMessage);
         audit.bytesIn += bytes.length;
-        // Bytes that complete a unit begun earlier are taken without waiting for room: what the
-        // decryptor buffers is counted, and streams each holding part of a chunk would otherwise
-        // wait for ever for room they hold themselves. What follows them waits as new work does.
-        const rest = decryptor.unitRemainingBytes;
-        if (rest > 0 && rest < bytes.length) {
-          await decryptPiece(decryptor, bytes.subarray(0, rest), false);
-          await decryptPiece(decryptor, bytes.subarray(rest), true);
-        } else await decryptPiece(decryptor, bytes, rest === 0);
+        // Pushed one unit (header, chunk prefix, chunk body) at a time. A chunk body's room (its
+        // ciphertext and its plaintext) is reserved whole as it begins, before a byte of it is held:
+        // counted from its first piece instead, a body declared 1 MiB and sent 1 byte at a time took
+        // the rest beyond the bounds, and many streams so held gigabytes (review by helper-121).
+        // The pieces that complete it then never wait, so streams each holding part of a chunk
+        // cannot wait for room they hold themselves.
+        for (let off = 0; off < bytes.length; ) {
+          const { unit, remaining } = decryptor.position;
+          const piece = unit === 'done' ? bytes.subarray(off) : bytes.subarray(off, off + Math.min(remaining, bytes.length - off));
+          off += piece.length;
+          if (unit === 'body' && decryptor.bufferedBytes === 0) held += await reserve(2 * remaining);
+          await pushPiece(decryptor, piece);
+        }
       }
       if (!decryptor) throw violation('the stream ended before its header');
+      if (decryptor.header) checkAccess(decryptor.header);
       decryptor.end();
     });
 }

@@ -224,7 +224,7 @@ export interface StreamDecryptorOptions {
 
 export interface DecryptedChunk { index: number; plaintext: Buffer; final: boolean }
 
-type Unit = 'header' | 'prefix' | 'body' | 'done';
+export type Unit = 'header' | 'prefix' | 'body' | 'done';
 
 /**
  * Reassembles a stream ciphertext sliced anywhere and opens its chunks in order. Holds at most the
@@ -258,11 +258,8 @@ export class StreamDecryptor {
   get bufferedBytes(): number { return this.#partBytes; }
   /** The Buffers holding them (tests: small pieces share slabs). */
   get heldBuffers(): number { return this.#parts.length + (this.#slab ? 1 : 0); }
-  /**
-   * Bytes that complete the header, prefix or chunk begun in earlier input (0 when the next byte
-   * starts a new one): DecryptStream takes them without waiting for budget (api/stream-handlers.ts).
-   */
-  get unitRemainingBytes(): number { return this.#partBytes > 0 ? this.#need - this.#partBytes : 0; }
+  /** What the decryptor reads next, and how many bytes it still needs to finish it. */
+  get position(): { unit: Unit; remaining: number } { return { unit: this.#unit, remaining: this.#need - this.#partBytes }; }
   /** The memory they keep alive: the distinct ArrayBuffers under them (what DecryptStream counts against the budget). */
   get heldAllocation(): number {
     const buffers = new Set<ArrayBufferLike>([...this.#parts, ...(this.#slab ? [this.#slab] : [])].map((b) => b.buffer));
