@@ -110,5 +110,11 @@ export function newest<T extends { version: string }>(items: readonly T[]): T | 
 
 /** Download exact name=version .debs into dir. */
 export function download(view: AptView, pkgs: readonly PackageVersion[], dir: string): void {
-  apt(view, "apt-get", ["-q", "download", ...pkgs.map((p) => `${p.name}=${p.version}`)], { cwd: dir, inherit: true });
+  try {
+    apt(view, "apt-get", ["-q", "download", ...pkgs.map((p) => `${p.name}=${p.version}`)], { cwd: dir, inherit: true });
+  } catch (e) {
+    // apt printed its reason above (its output is not captured); a 404 means stale package lists.
+    const hint = view === "system" ? "run `apt-get update` as root if the host's package lists are old" : "the private sid lists are refreshed on each run";
+    throw new Error(`${e instanceof Error ? e.message : String(e)} (apt's reason is printed above; ${hint})`);
+  }
 }

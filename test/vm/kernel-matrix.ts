@@ -48,7 +48,7 @@ async function runKernel(name: KernelName, vitestArgs: string[], linePrefix?: st
     result = await runInGuest({ kernel: name, argv, cwd: PROJECT_DIR, linePrefix });
   } catch (e) {
     console.error(`[ringfence-vm] ${e instanceof Error ? e.message : String(e)}`);
-    return { tally: { passed: 0, failed: 1, skipped: 0 }, line: `${name}: FAILED to fetch or boot the kernel (counted as 1 failure)` };
+    return { tally: { passed: 0, failed: 1, skipped: 0 }, line: `${name}: FAILED: the kernel could not be fetched or booted, or its guest did not finish (reason above; counted as 1 failure)` };
   }
   try {
     const label = `${name} (${result.kernel.release}, ${result.kernel.version})`;

@@ -22,6 +22,8 @@ export interface PreparedKernel {
   release: string;
   packages: string[];
   vmlinuz: string;
+  /** Its size, checked before each use: a tree damaged since (a host reset mid-write) is fetched again. */
+  vmlinuzBytes?: number;
   /** Directory holding `<release>/`: bind-mounted over the guest's /lib/modules. */
   modulesDir: string;
 }
@@ -76,9 +78,42 @@ function kernelRoot(name: KernelName): string {
   return cachePath("kernels", name);
 }
 
-function readManifest(dir: string): PreparedKernel | undefined {
+/**
+ * The extraction in `dir`, if it is whole. A manifest that does not parse (written, then a host
+ * reset) or a tree missing its vmlinuz or modules.dep made every later run fail the same way until
+ * someone deleted the cache (review by helper-122); such a tree counts as absent and is fetched again.
+ */
+export function readManifest(dir: string): PreparedKernel | undefined {
   const file = path.join(dir, MANIFEST);
-  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as PreparedKernel) : undefined;
+  if (!existsSync(file)) return undefined;
+  let k: PreparedKernel;
+  try {
+    k = JSON.parse(readFileSync(file, "utf8")) as PreparedKernel;
+  } catch (e) {
+    console.error(`[ringfence-vm] ${file} is damaged (${String(e)}): fetching that kernel again`);
+    return undefined;
+  }
+  const damage = treeDamage(k);
+  if (damage) console.error(`[ringfence-vm] the kernel cached in ${dir} is damaged (${damage}): fetching it again`);
+  return damage ? undefined : k;
+}
+
+function treeDamage(k: PreparedKernel): string | undefined {
+  if (typeof k.vmlinuz !== "string" || typeof k.modulesDir !== "string" || typeof k.release !== "string") return "manifest fields missing";
+  let bytes: number;
+  try {
+    bytes = statSync(k.vmlinuz).size;
+  } catch {
+    return `no ${k.vmlinuz}`;
+  }
+  if (bytes === 0 || (k.vmlinuzBytes !== undefined && bytes !== k.vmlinuzBytes)) return `${k.vmlinuz} is ${bytes} bytes, expected ${k.vmlinuzBytes ?? "more than 0"}`;
+  const dep = path.join(k.modulesDir, k.release, "modules.dep");
+  try {
+    if (statSync(dep).size === 0) return `${dep} is empty`;
+  } catch {
+    return `no ${dep}`;
+  }
+  return undefined;
 }
 
 /** Unpack the .debs and make the tree look like an installed kernel (modules.dep included). */
@@ -113,15 +148,25 @@ function extract(name: KernelName, resolved: Resolved, staging: string, final: s
     release,
     packages: resolved.packages.map((p) => `${p.name}=${p.version}`),
     vmlinuz: relocate(vmlinuz),
+    vmlinuzBytes: statSync(vmlinuz).size,
     modulesDir: relocate(path.join(root, modRel)),
   };
 }
 
-function cachedKernels(name: KernelName): PreparedKernel[] {
+function cachedKernels(name: KernelName): { dir: string; kernel: PreparedKernel }[] {
   const base = kernelRoot(name);
   return readdirSync(base)
     .filter((d) => !d.startsWith("."))
-    .flatMap((d) => readManifest(path.join(base, d)) ?? []);
+    .flatMap((d) => {
+      const kernel = readManifest(path.join(base, d));
+      return kernel ? [{ dir: path.join(base, d), kernel }] : [];
+    });
+}
+
+/** Marks a version in use: a run that resolves a newer one must not delete it under us. */
+function markInUse(dir: string): void {
+  const now = new Date();
+  utimesSync(dir, now, now);
 }
 
 const IN_USE_MS = 24 * 3600_000;
@@ -160,8 +205,11 @@ export function prepareKernel(name: KernelName): PreparedKernel {
   const base = kernelRoot(name);
   let kernel: PreparedKernel | undefined;
   if (process.env.RINGFENCE_VM_OFFLINE === "1") {
-    kernel = newest(cachedKernels(name));
-    if (!kernel) throw new Error(`kernel ${name}: RINGFENCE_VM_OFFLINE=1 but nothing cached in ${base}`);
+    const cached = cachedKernels(name);
+    kernel = newest(cached.map((c) => c.kernel));
+    if (!kernel) throw new Error(`kernel ${name}: RINGFENCE_VM_OFFLINE=1 but nothing whole cached in ${base}`);
+    // An online run that resolves a newer version deletes versions unused for a day (review by helper-122).
+    markInUse(cached.find((c) => c.kernel === kernel)!.dir);
   } else {
     const resolved = name === "lts" ? resolveLts() : resolveRestricted();
     const version = resolved.packages[0]!.version;
@@ -176,16 +224,20 @@ export function prepareKernel(name: KernelName): PreparedKernel {
         if (readManifest(final)?.version === version) rmSync(staging, { recursive: true, force: true }); // a concurrent run won
         else {
           rmSync(final, { recursive: true, force: true });
-          renameSync(staging, final);
+          try {
+            renameSync(staging, final);
+          } catch (e) {
+            // A concurrent run renamed its own extraction in between: use that one.
+            if (readManifest(final)?.version !== version) throw e;
+            rmSync(staging, { recursive: true, force: true });
+          }
         }
       } catch (e) {
         rmSync(staging, { recursive: true, force: true });
         throw new Error(`kernel ${name} (${resolved.packages.map((p) => `${p.name}=${p.version}`).join(" ")}): ${String(e)}`);
       }
     }
-    // Marks this version in use: a run that resolves a newer one must not delete it under us.
-    const now = new Date();
-    utimesSync(final, now, now);
+    markInUse(final);
     // Older versions are dead weight (100+ MB each), as are staging dirs of runs that died; a
     // version another run used within the day may still be mounted in its guest (found by review).
     for (const d of readdirSync(base)) {
