@@ -439,14 +439,15 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
     expect(await bufferedOnceDrained(admin)).toBe(0); // everything went back
   });
 
-  it('DecryptStreams holding parts of chunks count them, past the bound, and each completes its chunk without waiting for room', async () => {
+  it('DecryptStreams holding parts of chunks count them whole, past the bound, and each completes its chunk without waiting for room', async () => {
     const admin = new RingfenceClient({ socketPath: daemon.socket });
     onTestFinished(() => admin.close());
     await admin.createKey('pieced');
     // Two 768 KiB chunks, each sent back to DecryptStream 16 KiB at a time on a connection of its
-    // own: first 640 KiB of each (1.25 MiB together, past the 1 MiB bound), then the rest. Counted,
-    // the first pieces show as held; the rest must still be taken, or each stream waits for room
-    // the other holds until its deadline.
+    // own: first 640 KiB of each, then the rest. Each body's room (its ciphertext and plaintext,
+    // 1.5 MiB) is counted whole as it begins: the first within the 1 MiB bound, the second as a call
+    // holding nothing (exempt). The rest must still be taken, or each stream waits for room the
+    // other holds until its deadline.
     const PART = 640 * KiB;
     const SLICE = 16 * KiB;
     const plaintexts = [randomBytes(768 * KiB), randomBytes(768 * KiB)];
@@ -465,11 +466,12 @@ describe('the daemon-wide buffer bound (maxBufferedBytes)', () => {
       return call;
     });
     let held = 0;
-    for (const end = Date.now() + 60_000; Date.now() < end && held < 2 * PART; await sleep(200)) held = Number((await admin.getStatus()).usage!.bufferedBytes);
+    for (const end = Date.now() + 60_000; Date.now() < end && held < 4 * 768 * KiB; await sleep(200)) held = Number((await admin.getStatus()).usage!.bufferedBytes);
     console.log(`two DecryptStreams each holding ${PART / KiB} KiB of a chunk: ${(held / KiB).toFixed(0)} KiB held (bound 1024 KiB)`);
-    // Their pieces (copied into 64 KiB slabs), at most a slab and the stream header more each.
-    expect(held).toBeGreaterThanOrEqual(2 * (PART - KiB));
-    expect(held).toBeLessThanOrEqual(2 * (PART + 64 * KiB + KiB));
+    // Each body whole, twice (ciphertext and plaintext), and at most a part of a header or prefix more.
+    const body = 768 * KiB + 16;
+    expect(held).toBeGreaterThanOrEqual(2 * 2 * body);
+    expect(held).toBeLessThanOrEqual(2 * (2 * body + KiB));
     // The rest, past the bound: both chunks complete and decrypt; then everything goes back.
     for (const [i, call] of calls.entries()) {
       sendSlices(call, ciphertexts[i]!.subarray(PART));

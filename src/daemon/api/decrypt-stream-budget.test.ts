@@ -7,11 +7,12 @@ import { Duplex } from 'node:stream';
 import { create } from '@bufbuild/protobuf';
 import { describe, expect, it, vi } from 'vitest';
 import { DecryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
-import { encodeStreamHeader } from '../ciphertext/stream-format.js';
+import { encodeStreamHeader, STREAM_HEADER_BYTES } from '../ciphertext/stream-format.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
 import { ApiError, ErrorReason, Status } from './errors.js';
 import { EXEMPT_CALLS_PER_CALLER, MemoryBudget } from './memory-budget.js';
-import { decryptStreamHandler } from './stream-handlers.js';
+import { decryptStreamHandler, encryptStreamHandler } from './stream-handlers.js';
+import { EncryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
 
 function fakeCall() {
   const errors: { code?: number; details?: string; metadata?: unknown }[] = [];
@@ -63,6 +64,34 @@ describe('DecryptStream chunk bodies and the buffer budget', () => {
     expect(budget.waiters).toBeGreaterThan(0); // the others wait for room, before holding any of their body
     expect(streams.flatMap((s) => s.errors)).toEqual([]);
     for (const s of streams) s.call.destroy();
+  });
+
+  it('a stream whose chunk prefix came in two messages holds nothing once it is whole: it starts its body while another caller holds the whole budget', { timeout: 30_000 }, async () => {
+    const budget = new MemoryBudget(1 << 20);
+    const ctx = await standInContext({ budget } as never);
+    const deps = (uid: number) => ({ audit: () => {}, log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid }, authorize: () => {} }) } });
+    // A real two-chunk stream ciphertext, from EncryptStream.
+    const enc = fakeCall();
+    encryptStreamHandler(ctx, deps(1000) as never)(enc.call as never);
+    enc.call.push(create(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'k' } } }));
+    enc.call.push(create(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext: Buffer.alloc(1000, 1) } } }));
+    enc.call.push(create(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext: Buffer.alloc(1000, 2), final: true } } }));
+    enc.call.push(null);
+    await vi.waitFor(() => expect(enc.written).toHaveLength(3));
+    const ciphertext = Buffer.concat((enc.written as { ciphertext: Uint8Array }[]).map((m) => m.ciphertext));
+    // Another caller takes all the budget and keeps it.
+    const hog = budget.share('666');
+    hog.take(1 << 20);
+    const s = fakeCall();
+    decryptStreamHandler(ctx, deps(1000) as never)(s.call as never);
+    s.call.push(create(DecryptStreamRequestSchema, { frame: { case: 'header', value: {} } }));
+    const cut = STREAM_HEADER_BYTES + 5; // inside the first chunk prefix
+    s.call.push(chunkMessage(ciphertext.subarray(0, cut)));
+    s.call.push(chunkMessage(ciphertext.subarray(cut)));
+    s.call.push(null);
+    await vi.waitFor(() => expect(s.written).toHaveLength(2), { timeout: 5_000 });
+    expect(s.errors).toEqual([]);
+    hog.close();
   });
 });
 

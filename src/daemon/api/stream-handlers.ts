@@ -205,7 +205,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         } else release(reserved);
       }
       if (!encryptor) throw violation('the stream ended before its header');
-      authorize('encrypt', name);
+      if (!encryptor.finished) authorize('encrypt', name); // finish() seals the last chunk
       const last = await encryptor.finish();
       if (last) {
         audit.bytesOut += last.length;
@@ -242,12 +242,24 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
           // A header, prefix or chunk body not complete yet: what it keeps alive stays counted.
           const hold = d.heldAllocation;
           if (hold > held) held += grow(hold - held);
+          else if (!(d.position.unit === 'body' && d.bufferedBytes > 0)) {
+            // No body part-way: only what it holds stays counted (a prefix sent in two pieces held
+            // an 8 KiB slab), so that a stream holding nothing can start its next body as an
+            // exempt call while others hold the budget (review by helper-124).
+            release(held - hold);
+            held = hold;
+          }
           return;
         }
         const [chunk] = chunks as [DecryptedChunk];
-        // The body's room was reserved as it began; a view pinning a larger buffer is counted too.
+        // The body's room (2 x its length) was reserved as it began: now only its plaintext and
+        // this last piece stay alive until the answer is flushed. (The grow is defensive.)
         const need = piece.length + chunk.plaintext.length;
         if (need > held) held += grow(need - held);
+        else {
+          release(held - need);
+          held = need;
+        }
         const forAnswer = held;
         held = 0;
         audit.bytesOut += chunk.plaintext.length;
@@ -311,7 +323,9 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         }
       }
       if (!decryptor) throw violation('the stream ended before its header');
-      if (decryptor.header) checkAccess(decryptor.header);
+      // A revoked grant, not STREAM_TRUNCATED, for a stream cut short; one whose final chunk was
+      // answered has nothing left to withhold.
+      if (decryptor.header && !decryptor.finished) checkAccess(decryptor.header);
       decryptor.end();
     });
 }

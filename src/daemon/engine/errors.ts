@@ -62,7 +62,7 @@ export function fromKernel(err: unknown, stage: Stage, what: string, type?: AlgT
   if (stage === 'open' && c === 'ENOENT') {
     // As the probe tells them apart (capabilities/probe.ts): on the allowlist, and privileged, it is missing.
     if (afAlgRestricted() && type !== undefined && allowedWhenRestricted({ type, name: what }) && privileged()) {
-      return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel (af_alg_restrict=${restrictValue()} allows it: the kernel lacks its module)`, { ...opts, algorithm: what, restricted: false });
+      return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel (it is on af_alg_restrict's allowlist: the kernel lacks its module)`, { ...opts, algorithm: what, restricted: false });
     }
     return new EngineError('ALGORITHM_UNAVAILABLE', `${what}: not offered by this kernel to this process${restrictHint()}`, { ...opts, algorithm: what, restricted: afAlgRestricted() });
   }

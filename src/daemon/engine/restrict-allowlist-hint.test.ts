@@ -21,7 +21,7 @@ describe('fromKernel on ENOENT with af_alg_restrict=1', () => {
     const e = fromKernel(enoent('ccm(aes)'), 'open', 'ccm(aes)', 'aead');
     expect(e.code).toBe('ALGORITHM_UNAVAILABLE');
     expect(e.restricted).toBe(false);
-    expect(e.message).toBe('ccm(aes): not offered by this kernel (af_alg_restrict=1 allows it: the kernel lacks its module)');
+    expect(e.message).toBe("ccm(aes): not offered by this kernel (it is on af_alg_restrict's allowlist: the kernel lacks its module)");
   });
 
   it('gcm(aes), not on the allowlist, is restricted', () => {
