@@ -20,7 +20,9 @@ export interface DecryptStreamOptions extends CallOptions {
   associatedData?: Data;
   /** Ciphertext bytes per message sent (they need not match the stream's chunks): default 256 KiB,
    * at most 1 MiB. The daemon takes messages of at most its maxStreamChunkBytes + 64 KiB
-   * (GetStatus reports the limit). */
+   * (GetStatus reports the limit). Ciphertext is sent once this much is written, or at end(): for
+   * a source that stays open (a socket), set it no larger than the stream's chunks, or plaintext
+   * waits for the next chunkBytes of ciphertext. */
   chunkBytes?: number;
 }
 

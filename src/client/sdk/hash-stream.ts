@@ -65,7 +65,11 @@ export async function hashStream(
     for (;;) {
       const next = await Promise.race([pieces.next(), callFailed]);
       if (next.done || failure) break;
-      const piece = next.value;
+      const piece: unknown = next.value;
+      // An ArrayBuffer or a DataView has no length: it was hashed as nothing (review by helper-125).
+      if (typeof piece !== 'string' && !(piece instanceof Uint8Array)) {
+        throw new TypeError(`hashStream: the source gave ${Object.prototype.toString.call(piece)}; it must give strings or Uint8Arrays (Buffers)`);
+      }
       const bytes = typeof piece === 'string' ? Buffer.from(piece, 'utf8') : piece;
       for (let at = 0; at < bytes.length && !failure; at += pieceBytes) await send(bytes.subarray(at, at + pieceBytes));
     }

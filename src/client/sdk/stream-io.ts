@@ -46,6 +46,18 @@ export class Rechunker {
     while (this.length > this.size || (!holdBack && this.length >= this.size && this.length > 0)) yield this.cut(this.size);
   }
 
+  /**
+   * Drops what is held, zeroing the copies that are ours (keep()): a stream destroyed mid-way kept
+   * its caller's plaintext for as long as the stream object lived (review by helper-125). Views of
+   * callers' buffers are theirs, left as they are.
+   */
+  discard(): void {
+    for (let i = 0; i < this.parts.length - this.borrowed; i++) this.parts[i]!.fill(0);
+    this.parts = [];
+    this.length = 0;
+    this.borrowed = 0;
+  }
+
   /** Everything still buffered (possibly empty). */
   rest(): Buffer {
     return this.cut(this.length);
