@@ -38,13 +38,15 @@ export async function takePidLock(path: string, opts: { refuse: (holder: number 
   try {
     handle = await open(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW, opts.mode ?? 0o600);
   } catch (err) {
-    // A lock file another user left (root once ran the daemon by hand): flock needs no write
-    // access, so it is taken read-only if it may be read, without the pid (found by review).
-    if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    // A lock file another user left (root once ran the daemon by hand), or a file system mounted
+    // read-only: flock needs no write access, so it is taken read-only if it may be read, without
+    // the pid (found by review; EROFS: helper-126).
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EROFS') throw err;
     try {
       handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     } catch {
-      throw new Error(`cannot open the lock file ${path} (EACCES): another user made it; with no daemon running, remove it`, { cause: err });
+      throw new Error(code === 'EACCES' ? `cannot open the lock file ${path} (EACCES): another user made it; with no daemon running, remove it` : `cannot open the lock file ${path} (EROFS): it does not exist on a read-only file system`, { cause: err });
     }
     writable = false;
   }
@@ -54,7 +56,13 @@ export async function takePidLock(path: string, opts: { refuse: (holder: number 
     if (previous !== undefined) opts.log?.('took over the lock of a daemon that is gone', { path, pid: previous });
     if (writable) {
       await handle.truncate(0);
-      await handle.write(`${process.pid}\n`, 0);
+      // The pid is only for messages. Writing it needs a block, which a full disk refuses after a
+      // clean stop emptied the file: the daemon would not start, though every key it has can be
+      // served without writing anything (review by helper-126).
+      await handle.write(`${process.pid}\n`, 0).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOSPC' && e.code !== 'EDQUOT') throw e;
+        opts.log?.('the lock file holds no pid: the file system is full', { path, code: e.code });
+      });
     }
   } catch (err) {
     await handle.close();
