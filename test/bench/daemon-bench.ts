@@ -22,7 +22,7 @@
  * Options (RINGFENCE_* variables reach the guest; defaults in brackets):
  *   RINGFENCE_BENCH_SECONDS [3]       per gRPC cell and round (plus the time to drain what is in flight)
  *   RINGFENCE_BENCH_ROUNDS [3]
- *   RINGFENCE_BENCH_WARMUP_SECONDS [1]
+ *   RINGFENCE_BENCH_WARMUP_SECONDS [3]
  *   RINGFENCE_BENCH_LOCAL_SECONDS [1.5]  per node:crypto cell and round
  *   RINGFENCE_BENCH_PIECE_SECONDS [1]  per in-process piece (run once)
  *   RINGFENCE_BENCH_DEPTH [256]       operations in flight on the session and its echo
@@ -59,7 +59,9 @@ import { EncryptRequestSchema, EncryptResponseSchema } from '../../src/gen/ringf
 import { CryptoService } from '../../src/gen/ringfence/v1/crypto_service_pb.js';
 import { SessionRequestSchema, SessionResponseSchema } from '../../src/gen/ringfence/v1/session_pb.js';
 import { EncryptStreamRequestSchema, EncryptStreamResponseSchema } from '../../src/gen/ringfence/v1/stream_pb.js';
-import { methodDefinition } from '../../src/rpc/service-definition.js';
+import { methodDefinition, type MethodDefinition } from '../../src/rpc/service-definition.js';
+import { daemonServiceDefinition } from '../../src/daemon/api/decode.js';
+import { DEFAULT_LIMITS } from '../../src/daemon/config.js';
 import { ECHO_BIDI, ECHO_UNARY, echoRequest } from './echo-server.js';
 
 // ---------------------------------------------------------------- settings
@@ -70,7 +72,7 @@ const num = (name: string, fallback: number): number => {
 };
 const SECONDS = num('RINGFENCE_BENCH_SECONDS', 3);
 const ROUNDS = Math.round(num('RINGFENCE_BENCH_ROUNDS', 3));
-const WARMUP = num('RINGFENCE_BENCH_WARMUP_SECONDS', 1);
+const WARMUP = num('RINGFENCE_BENCH_WARMUP_SECONDS', 3); // 1 s left rounds climbing 1.5-3x from the first to the third (review by helper-123)
 const DEPTH = Math.round(num('RINGFENCE_BENCH_DEPTH', 256));
 /** node:crypto rows: this long in every round; pieces: PIECE_SECONDS, once. */
 const LOCAL_SECONDS = num('RINGFENCE_BENCH_LOCAL_SECONDS', Math.min(SECONDS, 1.5));
@@ -399,7 +401,7 @@ try {
 
   async function rfPipelined(seconds: number): Promise<Result> {
     const session = client.session({ maxInFlight: DEPTH });
-    const r = await drive(() => session.encrypt(KEY, P1K), DEPTH, seconds, KiB);
+    const r = await drive(keepLast('session 1 KiB', P1K, () => session.encrypt(KEY, P1K)), DEPTH, seconds, KiB);
     await session.close();
     const c = session.counts;
     const packing = { sent: c.operationsSent / Math.max(1, c.messagesSent), received: c.answersReceived / Math.max(1, c.messagesReceived) };
@@ -417,6 +419,8 @@ try {
    */
   const STALL_MS = 2000;
   const streamTrouble = { noStatus: 0, lostChunks: 0, streams: 0 };
+  /** The stream header and first chunk of the latest measured stream (checked after the rounds). */
+  let streamHead: Buffer | undefined;
   async function rfStream(seconds: number): Promise<Result> {
     const s = client.encryptStream(KEY, { chunkBytes: MiB });
     const perChunk = MiB + streamChunkOverhead;
@@ -425,7 +429,9 @@ try {
     let expected = Infinity;
     let allBytes = () => {};
     const gotAll = new Promise<'bytes'>((resolve) => (allBytes = () => resolve('bytes')));
+    const head: Buffer[] = [];
     s.on('data', (b: Buffer) => {
+      if (received < STREAM_HEADER_BYTES + perChunk) head.push(b);
       received += b.length;
       lastByteAt = now();
       if (received >= expected) allBytes();
@@ -464,6 +470,7 @@ try {
     }
     const chunks = Math.max(0, Math.floor((received - STREAM_HEADER_BYTES) / perChunk));
     streamTrouble.lostChunks += n - chunks;
+    if (chunks > 0) streamHead = Buffer.concat(head).subarray(0, STREAM_HEADER_BYTES + perChunk);
     return { ops: chunks / elapsed, count: chunks, mbps: (chunks * MiB) / elapsed / 1e6 };
   }
 
@@ -520,10 +527,16 @@ try {
   const echoS1kPacked = cell(`echo bidi packed like the SDK, ${DEPTH} in flight (informational)`, 'grpc', echoPacked);
   const echoU64k = cell(`echo unary ${sz.u64k.req} B -> ${sz.u64k.res} B, 1 in flight`, 'grpc', (s) => drive(() => echoUnary(E.u64k), 1, s, 64 * KiB));
   const echoSt1m = cell(`echo bidi stream ${sz.st1m.req} B -> ${sz.st1m.res} B messages`, 'grpc', echoStream);
+  /** The latest ciphertext each ringfence path gave: decrypted after the rounds, so that a broken fast path cannot look good. */
+  const lastCiphertext = new Map<string, { plaintext: Buffer; ciphertext: Uint8Array }>();
+  const keepLast = (path: string, plaintext: Buffer, op: () => Promise<{ ciphertext: Uint8Array }>) => async () => {
+    const r = await op();
+    lastCiphertext.set(path, { plaintext, ciphertext: r.ciphertext });
+  };
   const allPairs: Cell[][] = [
-    [cell('ringfence Encrypt 1 KiB unary, 1 in flight', 'grpc', (s) => drive(() => client.encrypt(KEY, P1K), 1, s, KiB), { ceiling: echoU1k }), echoU1k],
+    [cell('ringfence Encrypt 1 KiB unary, 1 in flight', 'grpc', (s) => drive(keepLast('unary 1 KiB', P1K, () => client.encrypt(KEY, P1K)), 1, s, KiB), { ceiling: echoU1k }), echoU1k],
     [cell(`ringfence Encrypt 1 KiB session, ${DEPTH} in flight (SDK packs ops per message)`, 'grpc', rfPipelined, { ceiling: echoS1k }), echoS1k, echoS1kPacked],
-    [cell('ringfence Encrypt 64 KiB unary, 1 in flight', 'grpc', (s) => drive(() => client.encrypt(KEY, P64K), 1, s, 64 * KiB), { ceiling: echoU64k }), echoU64k],
+    [cell('ringfence Encrypt 64 KiB unary, 1 in flight', 'grpc', (s) => drive(keepLast('unary 64 KiB', P64K, () => client.encrypt(KEY, P64K)), 1, s, 64 * KiB), { ceiling: echoU64k }), echoU64k],
     [cell('ringfence encryptStream, 1 MiB chunks', 'grpc', rfStream, { ceiling: echoSt1m }), echoSt1m],
   ];
   const pairNames = ['unary', 'session', 'unary64k', 'stream'];
@@ -533,6 +546,34 @@ try {
   const gcm1k = cell('node:crypto AES-256-GCM 1 KiB, in-process', 'local', (s) => loop(nodeGcm(P1K), s, KiB));
   const gcm1m = cell('node:crypto AES-256-GCM 1 MiB, in-process', 'local', (s) => loop(nodeGcm(P1M), s, MiB));
   if (wanted('crypto')) locals.push(gcm1k, gcm1m);
+
+  /**
+   * Decrypts the latest ciphertext of every measured path (and a stream's first chunk, whose
+   * stream has no final chunk here: its truncation must be reported) and compares the plaintext.
+   */
+  async function checkOutputs(): Promise<string[]> {
+    const done: string[] = [];
+    for (const [path, { plaintext, ciphertext }] of lastCiphertext) {
+      const r = await client.decrypt(ciphertext);
+      if (!Buffer.from(r.plaintext).equals(plaintext)) throw new Error(`bench: the ${path} ciphertext decrypted to other bytes`);
+      done.push(path);
+    }
+    if (streamHead) {
+      const d = client.decryptStream();
+      const out: Buffer[] = [];
+      d.on('data', (b: Buffer) => out.push(b));
+      const ended = finished(d).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      d.end(streamHead);
+      const err = await ended;
+      if (!Buffer.concat(out).equals(P1M)) throw new Error('bench: the first stream chunk decrypted to other bytes');
+      if (err === undefined) throw new Error('bench: a stream cut after its first chunk decrypted without a truncation error');
+      done.push('stream 1 MiB chunk');
+    }
+    return done;
+  }
 
   // ---- client profile (RINGFENCE_BENCH_PROFILE): one profile per kind of cell
   const inspector = PROFILE ? new InspectorSession() : undefined;
@@ -567,6 +608,8 @@ try {
     for (const pair of pairs) for (const c of round % 2 === 0 ? pair : [...pair].reverse()) await measure(c, SECONDS, true);
     for (const c of locals) await measure(c, LOCAL_SECONDS, true);
   }
+  const checked = await checkOutputs();
+  progress(`outputs checked: ${checked.join(', ') || 'none measured'}`);
   await client.close();
   echoClient.close();
 
@@ -584,13 +627,19 @@ try {
       pieces.push(cell(`  daemon's seal ${label} (sealEnvelope: getrandom + AF_ALG), in-process`, 'piece', (s) => loop(() => sealEnvelope(ctx, r, p, noAad), s, p.length)));
     }
   }
+  // The (de)serializers each side really uses: the SDK's (service-definition.ts) and the daemon's
+  // request decoder (api/decode.ts, one pass); protobuf-es fromBinary made this piece ~2 us too dear
+  // (review by helper-123). Messages are made once: the SDK and daemon build theirs elsewhere.
+  const daemonDefs = daemonServiceDefinition(CryptoService, DEFAULT_LIMITS.maxBatchItems);
   const codec = (method: Parameters<typeof methodDefinition>[0], req: () => object, res: () => object, payload: number) => {
     const def = methodDefinition(method);
+    const daemonDecode = (daemonDefs[method.localName] as unknown as MethodDefinition).requestDeserialize;
+    const [request, response] = [req(), res()];
     return (s: number) =>
       loop(
         () => {
-          def.responseDeserialize(def.responseSerialize(res() as never));
-          def.requestDeserialize(def.requestSerialize(req() as never));
+          def.responseDeserialize(def.responseSerialize(response as never));
+          daemonDecode(def.requestSerialize(request as never));
         },
         s,
         payload,
@@ -600,13 +649,13 @@ try {
   const ct64k = Buffer.alloc(64 * KiB + overhead);
   const ct1m = Buffer.alloc(MiB + streamChunkOverhead);
   pieces.push(
-    cell('  protobuf-es encode+decode, Session request+response 1 KiB', 'piece', codec(CryptoService.method.session,
+    cell('  protobuf encode+decode (SDK + daemon codecs), Session request+response 1 KiB', 'piece', codec(CryptoService.method.session,
       () => create(SessionRequestSchema, { id: 7n, op: { case: 'encrypt', value: { keyName: KEY, plaintext: P1K } } }),
       () => create(SessionResponseSchema, { id: 7n, result: { case: 'encrypt', value: { ciphertext: ct1k, keyName: KEY, keyVersion: 1 } } }), KiB)),
-    cell('  protobuf-es encode+decode, Encrypt request+response 64 KiB', 'piece', codec(CryptoService.method.encrypt,
+    cell('  protobuf encode+decode (SDK + daemon codecs), Encrypt request+response 64 KiB', 'piece', codec(CryptoService.method.encrypt,
       () => create(EncryptRequestSchema, { keyName: KEY, plaintext: P64K }),
       () => create(EncryptResponseSchema, { ciphertext: ct64k, keyName: KEY, keyVersion: 1 }), 64 * KiB)),
-    cell('  protobuf-es encode+decode, EncryptStream chunk 1 MiB', 'piece', codec(CryptoService.method.encryptStream,
+    cell('  protobuf encode+decode (SDK + daemon codecs), EncryptStream chunk 1 MiB', 'piece', codec(CryptoService.method.encryptStream,
       () => create(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext: P1M } } }),
       () => create(EncryptStreamResponseSchema, { ciphertext: ct1m }), MiB)),
   );
@@ -650,6 +699,9 @@ try {
     return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
   };
   const med = (c: Cell, f: (r: Result) => number | undefined) => median(c.results.map((r) => f(r) ?? NaN));
+  // A ringfence cell and its ceiling run next to each other in each round: the ratio is taken per
+  // round, then the median. Medians taken apart could come from different rounds (review by helper-123).
+  const pairedRatio = (c: Cell, ceiling: Cell, f: (r: Result) => number | undefined) => median(c.results.map((r, i) => (f(r) ?? NaN) / (ceiling.results[i] ? (f(ceiling.results[i]!) ?? NaN) : NaN)));
   const fmtOps = (x: number) => (!Number.isFinite(x) ? '' : x >= 100 ? x.toFixed(0) : x.toFixed(1));
   const fmtMs = (x: number) => (!Number.isFinite(x) ? '' : x >= 100 ? x.toFixed(0) : x.toFixed(2));
   const fmtMb = (x: number) => (!Number.isFinite(x) || x === 0 ? '' : x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(3));
@@ -663,7 +715,7 @@ try {
   const addRow = (c: Cell) => {
     if (c.results.length === 0) return;
     const ops = med(c, (r) => r.ops);
-    const ofCeiling = c.ceiling ? `${((100 * ops) / med(c.ceiling, (r) => r.ops)).toFixed(0)} %` : '';
+    const ofCeiling = c.ceiling ? `${(100 * pairedRatio(c, c.ceiling, (r) => r.ops)).toFixed(0)} %` : '';
     rows.push([c.label, fmtOps(ops), (1e6 / ops).toFixed(0), fmtMs(med(c, (r) => r.p50)), fmtMs(med(c, (r) => r.p99)), fmtMb(med(c, (r) => r.mbps)), ofCeiling, spread(c)]);
   };
   const k = median(echoS1kPacked.results.map((r) => r.packing?.sent ?? NaN));
@@ -682,7 +734,7 @@ try {
   );
   console.log(
     `warmup ${WARMUP} s per cell, then ${ROUNDS} rounds of ${SECONDS} s per gRPC cell (ringfence and its echo ceiling adjacent, order alternating), ` +
-      `${LOCAL_SECONDS} s per node:crypto cell, ${PIECE_SECONDS} s per piece; medians over the rounds; spread = half the range across rounds. Start-up ${startupSeconds.toFixed(0)} s, measuring ${measureSeconds.toFixed(0)} s.${PROFILE ? ' PROFILING ON: numbers are slowed.' : ''}\n`,
+      `${LOCAL_SECONDS} s per node:crypto cell, ${PIECE_SECONDS} s per piece; medians over the rounds (ratios: the median of the per-round ratios); spread = half the range across rounds. Outputs checked by decrypting each path's latest ciphertext. Start-up ${startupSeconds.toFixed(0)} s, measuring ${measureSeconds.toFixed(0)} s.${PROFILE ? ' PROFILING ON: numbers are slowed.' : ''}\n`,
   );
   console.log(line(header));
   console.log(`|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`);
@@ -691,11 +743,11 @@ try {
   // ---- targets
   const [unary1k, session1k, , stream1m] = allPairs.map(([rf]) => rf);
   const targets: [string, number, string, boolean][] = [];
-  const sessionRatio = med(session1k!, (r) => r.ops) / med(echoS1k, (r) => r.ops);
+  const sessionRatio = pairedRatio(session1k!, echoS1k, (r) => r.ops);
   targets.push([`session 1 KiB rate / bidi echo rate (1 op/msg)`, sessionRatio, '>= 0.90', sessionRatio >= 0.9]);
-  const streamRatio = med(stream1m!, (r) => r.mbps) / med(echoSt1m, (r) => r.mbps);
+  const streamRatio = pairedRatio(stream1m!, echoSt1m, (r) => r.mbps);
   targets.push([`streaming 1 MiB MB/s / bidi echo MB/s`, streamRatio, '>= 0.80', streamRatio >= 0.8]);
-  const p50Ratio = med(unary1k!, (r) => r.p50) / med(echoU1k, (r) => r.p50);
+  const p50Ratio = pairedRatio(unary1k!, echoU1k, (r) => r.p50);
   targets.push([`unary 1 KiB p50 / echo unary p50`, p50Ratio, '<= 1.25', p50Ratio <= 1.25]);
   const sessionPacking = session1k!.results.map((r) => r.packing).filter((p) => p !== undefined);
   if (sessionPacking.length) {
