@@ -6,20 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { RingfenceClient } from './index.js';
-import { startFakeServer, type FakeServer } from './test-server.js';
+import { describe, expect, it, vi } from 'vitest';
+import { useFakeServer } from './test-server.js';
 
-let fake: FakeServer;
-let client: RingfenceClient;
-beforeAll(async () => {
-  fake = await startFakeServer();
-  client = new RingfenceClient({ socketPath: fake.socketPath });
-});
-afterAll(async () => {
-  await client.close();
-  await fake.close();
-});
+const env = useFakeServer();
 
 const isZero = (b: Uint8Array) => b.every((x) => x === 0);
 
@@ -27,8 +17,8 @@ describe('a stream destroyed before its user read or sent everything', () => {
   it('decryptStream: the plaintext it holds unread is zeroed', async () => {
     const out: Buffer[] = [];
     const collect = new Writable({ write: (c: Buffer, _e, cb) => (out.push(c), cb()) });
-    await pipeline(Readable.from([randomBytes(2 * 1024 * 1024)]), client.encryptStream('k'), collect);
-    const d = client.decryptStream();
+    await pipeline(Readable.from([randomBytes(2 * 1024 * 1024)]), env.client.encryptStream('k'), collect);
+    const d = env.client.decryptStream();
     d.on('error', () => {});
     d.end(Buffer.concat(out));
     d.read(0); // starts the flow of answers into the readable buffer; nobody reads them
@@ -40,7 +30,7 @@ describe('a stream destroyed before its user read or sent everything', () => {
   });
 
   it('encryptStream: its own copy of unsent plaintext is zeroed; the caller\'s buffer is left alone', async () => {
-    const e = client.encryptStream('k', { chunkBytes: 100_000 });
+    const e = env.client.encryptStream('k', { chunkBytes: 100_000 });
     e.on('error', () => {});
     const input = Buffer.alloc(50_000, 0x42);
     await new Promise<void>((resolve, reject) => e.write(input, (err) => (err ? reject(err) : resolve())));
@@ -56,11 +46,11 @@ describe('a stream destroyed before its user read or sent everything', () => {
 
 describe('hashStream sources', () => {
   it('an ArrayBuffer piece is refused with a TypeError, not hashed as nothing', async () => {
-    await expect(client.hashStream(Readable.from([new ArrayBuffer(10)]))).rejects.toThrow(TypeError);
+    await expect(env.client.hashStream(Readable.from([new ArrayBuffer(10)]))).rejects.toThrow(TypeError);
   });
 
   it('Buffers, Uint8Arrays and strings are hashed', async () => {
-    const r = await client.hashStream(Readable.from([Buffer.from('a'), new Uint8Array([98]), 'c']));
+    const r = await env.client.hashStream(Readable.from([Buffer.from('a'), new Uint8Array([98]), 'c']));
     expect(Buffer.from(r.digest).toString('hex')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'); // SHA-256("abc"), FIPS 180-2 B.1
   });
 });

@@ -3,7 +3,6 @@
  * helper-121): a chunk body declared 1 MiB and sent a byte at a time, on many streams; and a grant
  * revoked while pieces that complete no chunk keep arriving.
  */
-import { Duplex } from 'node:stream';
 import { create } from '@bufbuild/protobuf';
 import { describe, expect, it, vi } from 'vitest';
 import { DecryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
@@ -11,26 +10,10 @@ import { encodeStreamHeader, STREAM_HEADER_BYTES } from '../ciphertext/stream-fo
 import { standInContext } from '../ops/stand-in.test-support.js';
 import { ApiError, ErrorReason, Status } from './errors.js';
 import { EXEMPT_CALLS_PER_CALLER, MemoryBudget } from './memory-budget.js';
+import { fakeStreamCall as fakeCall } from './stream-call.test-support.js';
 import { decryptStreamHandler, encryptStreamHandler } from './stream-handlers.js';
 import { EncryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
 
-function fakeCall() {
-  const errors: { code?: number; details?: string; metadata?: unknown }[] = [];
-  const written: unknown[] = [];
-  const call = Object.assign(
-    new Duplex({
-      objectMode: true,
-      read() {},
-      write(m, _e, cb) {
-        written.push(m);
-        cb();
-      },
-    }),
-    { getDeadline: () => Infinity },
-  );
-  call.on('error', (e) => errors.push(e as never));
-  return { call, errors, written };
-}
 const chunkMessage = (ciphertext: Buffer) => create(DecryptStreamRequestSchema, { frame: { case: 'chunk', value: { ciphertext } } });
 const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

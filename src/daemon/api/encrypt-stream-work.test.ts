@@ -3,32 +3,15 @@
  * 64 KiB of associated data, queued at once, each authenticating all of it again; and a grant
  * revoked while empty chunks keep arriving.
  */
-import { Duplex } from 'node:stream';
 import { create } from '@bufbuild/protobuf';
 import { describe, expect, it, vi } from 'vitest';
 import { EncryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
 import { ApiError, ErrorReason, Status } from './errors.js';
 import { MemoryBudget } from './memory-budget.js';
+import { fakeStreamCall as fakeCall } from './stream-call.test-support.js';
 import { encryptStreamHandler } from './stream-handlers.js';
 
-function fakeCall() {
-  const errors: { code?: number; details?: string }[] = [];
-  const written: unknown[] = [];
-  const call = Object.assign(
-    new Duplex({
-      objectMode: true,
-      read() {},
-      write(m, _e, cb) {
-        written.push(m);
-        cb();
-      },
-    }),
-    { getDeadline: () => Infinity },
-  );
-  call.on('error', (e) => errors.push(e as never));
-  return { call, errors, written };
-}
 const headerMessage = (aad: Buffer) => create(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'k', associatedData: aad } } });
 const chunkMessage = (plaintext: Buffer, final = false) => create(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext, final } } });
 
