@@ -57,8 +57,9 @@ export async function takePidLock(path: string, opts: { refuse: (holder: number 
     if (writable) {
       await handle.truncate(0);
       // The pid is only for messages. Writing it needs a block, which a full disk refuses after a
-      // clean stop emptied the file: the daemon would not start, though every key it has can be
-      // served without writing anything (review by helper-126).
+      // clean stop emptied the file: the daemon would not start, though decrypt, MAC and hash need
+      // no write (review by helper-126). Encryption does (its counter reservation): it fails with
+      // RESOURCE_EXHAUSTED STATE_NOT_PERSISTED until there is room.
       await handle.write(`${process.pid}\n`, 0).catch((e: NodeJS.ErrnoException) => {
         if (e.code !== 'ENOSPC' && e.code !== 'EDQUOT') throw e;
         opts.log?.('the lock file holds no pid: the file system is full', { path, code: e.code });

@@ -112,10 +112,10 @@ export abstract class RpcDuplex<Req, Res> extends Duplex {
       this.rpc.call.cancel();
       this.rejectKey(new RingfenceError({ code: grpc.status.CANCELLED, message: 'stream destroyed before it completed', rpc: this.rpc.rpc }));
     }
-    // Nobody reads what is still held: the input not yet sent, and output (a decrypt's plaintext)
-    // not yet read, are zeroed rather than kept until the stream object is collected.
+    // The input not yet sent is never sent now: our copies of it are zeroed rather than kept until
+    // the stream object is collected. (Output not yet read stays as it is: Node still hands a
+    // destroyed stream's buffered chunks to a reader, found by review: helper-127.)
     this.rechunker.discard();
-    for (const chunk of (this as unknown as { readableBuffer?: Iterable<unknown> }).readableBuffer ?? []) if (chunk instanceof Uint8Array) chunk.fill(0);
     callback(err);
   }
 
