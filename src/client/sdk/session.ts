@@ -9,7 +9,8 @@
  * PACK_BYTES (60 KiB, which fits any daemon's max_message_bytes). An operation larger than that
  * goes as a unary call of its own RPC: a daemon's max_message_bytes may be below what this client
  * sends, and a message over it fails the whole stream with every operation on it (found by review,
- * helper-110). The daemon packs its answers the same way.
+ * helper-110). So does a GenerateRandom asking for more than PACK_BYTES (its answer would be that
+ * large). The daemon packs its answers the same way.
  *
  * If the stream fails, the operations it carried reject with its error and the next call opens a
  * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
@@ -214,7 +215,10 @@ export class RingfenceSession {
     } catch (err) {
       return Promise.reject(err);
     }
-    if (size + ID_BYTES > PACK_BYTES) return this.runUnary(kind, value, opts);
+    // Random data is as long as asked, however small the request: a packed answer too large for this
+    // client would make grpc-js cancel the stream with every operation on it (review by helper-129).
+    const answer = kind === 'generateRandom' ? Number(value.lengthBytes) || 0 : 0;
+    if (Math.max(size, answer) + ID_BYTES > PACK_BYTES) return this.runUnary(kind, value, opts);
     clearTimeout(this.idleTimer);
     this.unsettled++;
     return new Promise<OpResult<K>>((resolve, reject) => {

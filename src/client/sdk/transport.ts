@@ -20,11 +20,13 @@ import { ConnectionWatch } from './connection-watch.js';
 
 export const MiB = 1024 * 1024;
 
-/** Defaults sized for the daemon's limits: 1 MiB payloads, 4 MiB + 64 KiB requests; batch
- * responses can be somewhat larger than their request, hence the wider receive limit. */
+/** Defaults sized for the daemon's limits: 1 MiB payloads, 4 MiB + 64 KiB requests. Receive: the
+ * largest message a daemon may be configured to send (maxMessageBytes, at most 64 MiB), so no valid
+ * answer is refused here: 16 MiB refused GenerateRandom of the 16 MiB a daemon may allow (review by
+ * helper-129). */
 const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_send_message_length': 4 * MiB + 64 * 1024,
-  'grpc.max_receive_message_length': 16 * MiB,
+  'grpc.max_receive_message_length': 64 * MiB,
   // A local socket: after a daemon restart, reconnect within a second. grpc-js's defaults (1 s,
   // growing 1.6x to 120 s) are for remote servers; calls fail at once meanwhile ("not running"),
   // so a client kept failing for seconds (43 s after a 60 s outage) against a daemon already serving.
