@@ -128,6 +128,9 @@ export async function main(argv: string[], io: Stdio): Promise<number> {
 // A reader that went away (`ringfence random 64 | head -c 1`) is a failed run, not a crash.
 let stdoutFailed = false;
 process.stdout.on('error', () => (stdoutFailed = true));
+// stderr gone too (`2>&1 | true`): its messages are lost, and the exit code main decides stands;
+// unheard, the EPIPE was an uncaught exception and every run exited 1 (review by helper-130).
+process.stderr.on('error', () => {});
 const code = await main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
 process.exitCode = code === 0 && stdoutFailed ? 1 : code;
 // Done reading: a writer that keeps its end of the pipe open must not keep the CLI running

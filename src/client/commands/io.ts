@@ -169,6 +169,27 @@ function hookSignals(): void {
   }
 }
 
+/** NAME_MAX on Linux file systems: the longest name one directory entry takes, in bytes. */
+const NAME_MAX_BYTES = 255;
+
+/**
+ * The name of the temporary file an output is written to before its rename: `.NAME.<random>.ringfence-tmp`,
+ * with NAME cut (whole characters) so the whole fits NAME_MAX. Uncut, an output name of more than
+ * 227 bytes, which `> NAME` writes, failed with ENAMETOOLONG (review by helper-130).
+ */
+export function temporaryName(name: string): string {
+  const suffix = `.${randomBytes(6).toString('hex')}.ringfence-tmp`;
+  const room = NAME_MAX_BYTES - 1 - suffix.length;
+  let cut = '';
+  let bytes = 0;
+  for (const ch of name) {
+    bytes += Buffer.byteLength(ch);
+    if (bytes > room) break;
+    cut += ch;
+  }
+  return `.${cut}${suffix}`;
+}
+
 /**
  * Opens `path` ("-" or undefined: stdout). A new file is created 0600 (outputs may be plaintext);
  * an existing regular file is replaced atomically and keeps its mode (and, as root, its owner); a
@@ -190,7 +211,7 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
   if (fd !== undefined && writableInPlace(fd)) return inPlaceOutput(path, fail, fd);
   const target = outputTarget(path, fail);
   if (target.kind === 'special') return inPlaceOutput(path, fail);
-  const tmp = join(dirname(target.path), `.${basename(target.path)}.${randomBytes(6).toString('hex')}.ringfence-tmp`);
+  const tmp = join(dirname(target.path), temporaryName(basename(target.path)));
   hookSignals();
   pending.add(tmp);
   const stream: WriteStream = createWriteStream(tmp, { flags: 'wx', mode: 0o600 });

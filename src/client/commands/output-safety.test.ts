@@ -151,6 +151,15 @@ describe('streamed failures', SLOW, () => {
 });
 
 describe('-o FILE onto what is already there', SLOW, () => {
+  test('a name too long for the temporary name as it was (240 bytes; `> NAME` takes it) is written (review by helper-130)', async () => {
+    const out = join(dir, 'é'.repeat(120)); // two bytes each: the cut must fall between characters
+    writeFileSync(out, 'old');
+    const r = await rf(['encrypt', 'k', '-o', out], { stdin: 'secret' });
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect((await rf(['decrypt', '-i', out])).stdout.toString()).toBe('secret');
+    expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+
   test('an existing file is replaced with its mode kept; a new file is 0600', async () => {
     const existing = join(dir, 'shared.txt');
     writeFileSync(existing, 'old contents');

@@ -102,3 +102,11 @@ describe('-o naming the terminal is treated as stdout on a terminal', SLOW, () =
     expect(screen.trimEnd().endsWith('exit 2')).toBe(true);
   });
 });
+
+describe('stderr that cannot be written', SLOW, () => {
+  test('a usage error still exits 2 when stderr is a pipe nobody reads (was 1: an uncaught EPIPE; review by helper-130)', async () => {
+    // stderr is a pipe whose reader (`true`) has exited; the status goes to the outer stdout (fd 3).
+    const script = `exec 3>&1; { sleep 0.3; ${process.execPath} ${cli.entry} frobnicate 2>&1 >/dev/null; echo "status $?" >&3; } | true`;
+    expect(await sh(script)).toBe('status 2\n');
+  });
+});
