@@ -449,7 +449,8 @@ export enum Availability {
   AVAILABLE = 1,
 
   /**
-   * The kernel has it but refuses it under `af_alg_restrict=1`.
+   * Refused under `af_alg_restrict=1`: a privileged daemon is refused what is off the restricted
+   * allowlist; an unprivileged one is refused everything, so whether the kernel has it is unknown.
    *
    * @generated from enum value: AVAILABILITY_RESTRICTED = 2;
    */
