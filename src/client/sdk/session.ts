@@ -57,7 +57,8 @@ const OP_SCHEMAS = Object.fromEntries(SessionRequestSchema.oneofs[0]!.fields.map
 export interface SessionOptions {
   /**
    * Operations sent on the stream and not yet answered, at most; default 256 (the daemon allows
-   * 1024). Operations over 60 KiB go as unary calls, which this does not limit.
+   * 1024). Operations over 60 KiB, and GenerateRandom of more than 60 KiB, go as unary calls,
+   * which this does not limit.
    */
   maxInFlight?: number;
   /** Half-close the stream after this long without operations; default 2000 ms (0 to 2^31-1). */
