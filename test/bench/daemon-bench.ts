@@ -25,7 +25,8 @@
  *   RINGFENCE_BENCH_WARMUP_SECONDS [3]
  *   RINGFENCE_BENCH_LOCAL_SECONDS [1.5]  per node:crypto cell and round
  *   RINGFENCE_BENCH_PIECE_SECONDS [1]  per in-process piece (run once)
- *   RINGFENCE_BENCH_PIECE_WARMUP_MAX_SECONDS [15]  a piece is warmed in 1 s windows until its rate stops climbing, at most this long
+ *   RINGFENCE_BENCH_PIECE_WARMUP_MAX_SECONDS [15]  a piece is warmed in 1 s windows until two in a row
+ *                                     beat its best by less than 10 %, at most this long
  *   RINGFENCE_BENCH_DEPTH [256]       operations in flight on the session and its echo
  *   RINGFENCE_BENCH_LOG_LEVEL [info]  e.g. warn: the daemon without its audit trail (not production)
  *   RINGFENCE_BENCH_PROFILE=1         CPU profiles of daemon, echo server and this client, summarised
@@ -617,17 +618,21 @@ try {
   echoClient.close();
 
   /**
-   * Runs a piece in 1 s windows until its rate stops climbing (under 10 % from one window to the
-   * next). Pieces run code this process has not run before; under TCG V8's tiers plus qemu's
-   * translation of each new tier take seconds: a 1 KiB seal took 32 ms per op in its first second,
-   * 1.5 ms in its second and 290 us from its fifth on. A fixed 0.5 s warm-up made it 770 us.
+   * Runs a piece in 1 s windows until its rate stops climbing: two windows in a row without 10 %
+   * over the best so far (one window slowed by the host's load alone ended the warm-up early:
+   * review by helper-133). Pieces run code this process has not run before; under TCG V8's tiers
+   * plus qemu's translation of each new tier take seconds: a 1 KiB seal took 32 ms per op in its
+   * first second, 1.5 ms in its second and 290 us from its fifth on. A fixed 0.5 s warm-up made it 770 us.
    */
   const warmUntilSteady = async (c: Cell) => {
-    let last = 0;
+    let best = 0;
+    let flat = 0;
     for (let window = 0; window < PIECE_WARMUP_MAX_SECONDS; window++) {
       const r = await measure(c, 1, false);
-      if (last > 0 && r.ops < last * 1.1) return;
-      last = r.ops;
+      const climbed = r.ops > best * 1.1;
+      best = Math.max(best, r.ops);
+      if (climbed) flat = 0;
+      else if (++flat >= 2) return;
     }
     progress(`${c.label.trim()}: still climbing after ${PIECE_WARMUP_MAX_SECONDS} s of warm-up`);
   };

@@ -38,7 +38,7 @@ export interface RingfenceClientOptions {
   /** Timeout of unary calls and session operations unless a call says otherwise; default 30 s;
    * 0 or Infinity: none. Streams have no default timeout. */
   defaultTimeoutMs?: number;
-  /** Merged over the SDK's defaults (send 4 MiB + 64 KiB, receive 64 MiB). */
+  /** Merged over the SDK's defaults (send 4 MiB + 64 KiB, receive 64 MiB). A receive limit below 64 KiB is refused (RangeError). */
   grpcOptions?: grpc.ChannelOptions;
 }
 

@@ -60,6 +60,13 @@ export interface StreamCall<C> {
   release(): void;
 }
 
+/**
+ * The smallest receive limit a client may set: the daemon packs Session answers into messages of up
+ * to 60 KiB (its own maxMessageBytes is at least 64 KiB), and one message over the client's limit
+ * makes grpc-js cancel the stream with every operation on it (review by helper-133).
+ */
+export const MIN_RECEIVE_MESSAGE_BYTES = 64 * 1024;
+
 export class Transport {
   readonly client: grpc.Client;
   /** The largest message this client sends (grpc.max_send_message_length; -1 is no limit). */
@@ -77,6 +84,10 @@ export class Transport {
     const options = { ...DEFAULT_CHANNEL_OPTIONS, ...grpcOptions };
     const maxSend = Number(options['grpc.max_send_message_length']);
     this.maxSendMessageBytes = maxSend >= 0 ? maxSend : Infinity;
+    const maxReceive = Number(options['grpc.max_receive_message_length']);
+    if (maxReceive >= 0 && maxReceive < MIN_RECEIVE_MESSAGE_BYTES) {
+      throw new RangeError(`grpc.max_receive_message_length must be at least ${MIN_RECEIVE_MESSAGE_BYTES} (or -1), got ${maxReceive}: the daemon packs Session answers into messages of up to 60 KiB`);
+    }
     this.client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure(), options);
     this.connection = new ConnectionWatch(this.client.getChannel());
   }
