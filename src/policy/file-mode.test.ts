@@ -1,11 +1,11 @@
-/** policyPathRefusal: who could change which file the policy path names (found by review). */
+/** policyPathRefusal: who could change which file the policy path names (found by review); readPolicyFile. */
 import { chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../../test/support/run-ts.js';
-import { policyPathRefusal } from './index.js';
+import { PROJECT_ROOT, projectModule, runTs } from '../../test/support/run-ts.js';
+import { MAX_POLICY_BYTES, policyPathRefusal, readPolicyFile } from './index.js';
 
 const uid = process.getuid!();
 const OTHER = 12345;
@@ -153,5 +153,27 @@ describe('policyPathRefusal', () => {
       mountRoot: `the directory ${mount} on its path is writable by every user, who could replace or delete the file (chmod o-w ${mount})`,
       bound: `the directory ${bound} on its path is writable by every user, who could replace or delete the file (chmod o-w ${bound})`,
     });
+  });
+});
+
+describe('readPolicyFile', () => {
+  it('refuses a FIFO at once instead of waiting for a writer (review by helper-132: it hung the daemon at start and at reloads)', () => {
+    const dir = base();
+    const fifo = join(dir, 'fifo.json');
+    expect(spawnSync('mkfifo', ['-m', '0644', fifo]).status).toBe(0);
+    // In a child, so that a blocking open fails the test by its timeout instead of hanging it.
+    const r = runTs(`import { readPolicyFile } from ${projectModule('src/policy/index.ts')};
+      console.log(JSON.stringify(readPolicyFile(${JSON.stringify(fifo)}, ${uid})));`, { timeoutMs: 20_000 });
+    expect({ status: r.status, out: r.stdout.trim() }).toEqual({ status: 0, out: JSON.stringify({ state: 'refused', why: 'it is not a regular file' }) });
+  }, 60_000);
+
+  it('refuses a device and a file over MAX_POLICY_BYTES; reads a regular one; reports a missing one', () => {
+    const dir = base();
+    expect(readPolicyFile('/dev/zero', uid)).toEqual({ state: 'refused', why: 'it is not a regular file' });
+    const big = join(dir, 'big.json');
+    writeFileSync(big, Buffer.alloc(MAX_POLICY_BYTES + 1, 0x20), { mode: 0o644 });
+    expect(readPolicyFile(big, uid)).toEqual({ state: 'refused', why: `it is ${MAX_POLICY_BYTES + 1} bytes; a policy file is at most ${MAX_POLICY_BYTES}` });
+    expect(readPolicyFile(join(dir, 'policy.json'), uid)).toEqual({ state: 'read', text: '{"rules": []}', uid });
+    expect(readPolicyFile(join(dir, 'none.json'), uid)).toEqual({ state: 'missing' });
   });
 });

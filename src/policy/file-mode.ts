@@ -5,7 +5,7 @@
  * can rename an older policy over it (undoing a revocation), delete it, or put a symlink of theirs
  * in its place. `ringfence policy check` applies the same rules, so it refuses what the daemon would.
  */
-import { lstatSync, readlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
 
 /** Why a policy file with this owner and mode is refused, or undefined when it is accepted. */
 export function policyFileRefusal(st: { mode: number; uid: number }, daemonUid: number | undefined): string | undefined {
@@ -84,4 +84,39 @@ function directoryRefusal(dir: string, st: Stats, daemonUid: number | undefined,
 function ownerRefusal(what: string, uid: number, daemonUid: number | undefined, fix: string): string | undefined {
   if (daemonUid === undefined || uid === 0 || uid === daemonUid) return undefined;
   return `${what} on its path belongs to uid ${uid}, not to root or the daemon's uid ${daemonUid} (${fix})`;
+}
+
+/** The largest policy file read: far beyond any real policy, and a bound on what a reload reads. */
+export const MAX_POLICY_BYTES = 4 * 1024 * 1024;
+
+export type PolicyFile = { state: 'read'; text: string; uid: number } | { state: 'missing' } | { state: 'refused'; why: string };
+
+/**
+ * Reads the policy file as the daemon does: the path checked first (policyPathRefusal); then,
+ * on the descriptor that is read (so the file cannot be swapped in between), a regular file of at
+ * most MAX_POLICY_BYTES whose owner and mode pass policyFileRefusal. Opened without blocking: a
+ * FIFO there hung the daemon's event loop for good, at start or at a reload, and a device was
+ * read without end (review by helper-132; config.ts reads its file the same way). Other errors
+ * (EACCES, ...) are thrown.
+ */
+export function readPolicyFile(path: string, daemonUid: number | undefined): PolicyFile {
+  const pathRefusal = policyPathRefusal(path, daemonUid);
+  if (pathRefusal) return { state: 'refused', why: pathRefusal };
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'missing' };
+    throw err;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { state: 'refused', why: 'it is not a regular file' };
+    const refusal = policyFileRefusal(st, daemonUid);
+    if (refusal) return { state: 'refused', why: refusal };
+    if (st.size > MAX_POLICY_BYTES) return { state: 'refused', why: `it is ${st.size} bytes; a policy file is at most ${MAX_POLICY_BYTES}` };
+    return { state: 'read', text: readFileSync(fd, 'utf8'), uid: st.uid };
+  } finally {
+    closeSync(fd);
+  }
 }

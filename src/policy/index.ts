@@ -5,4 +5,4 @@ export { parseAccounts, readAccounts, type Accounts } from './accounts.js';
 export { PolicyError, parsePolicy, type Policy, type PrincipalMatcher, type Rule } from './parse.js';
 export { decide, mayEverDo, type Decision, type Subject } from './evaluate.js';
 export { defaultPolicyPath } from './default-path.js';
-export { policyFileRefusal, policyPathRefusal } from './file-mode.js';
+export { MAX_POLICY_BYTES, policyFileRefusal, policyPathRefusal, readPolicyFile } from './file-mode.js';

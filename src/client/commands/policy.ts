@@ -3,9 +3,8 @@
  * It reads the policy file itself with the same pure evaluator the daemon uses (src/policy), so it
  * needs no daemon and shows the rules to whoever may read the file — the daemon never does.
  */
-import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { KEYLESS_OPERATIONS, OPERATIONS, decide, defaultPolicyPath, isOperation, parsePolicy, policyFileRefusal, policyPathRefusal, readAccounts, type Policy } from '../../policy/index.js';
+import { KEYLESS_OPERATIONS, OPERATIONS, decide, defaultPolicyPath, isOperation, parsePolicy, readAccounts, readPolicyFile, type Policy } from '../../policy/index.js';
 import { CommandError, UsageError } from './args.js';
 import { str, type CommandSpec, type Values } from './command.js';
 
@@ -17,31 +16,21 @@ function id(text: string, option: string, names: Map<string, number>): number {
 }
 
 /**
- * The policy as the daemon would load it: the same rules for the directories and symlinks on its
- * path (policyPathRefusal) and for the file's owner and mode (policyFileRefusal), checked on the
- * descriptor read. Without --daemon-uid, owners other than root are accepted (a file's with a
+ * The policy as the daemon would load it (readPolicyFile: the directories and symlinks on its path,
+ * the file's type, owner, mode and size, checked on the descriptor read). Without --daemon-uid, owners other than root are accepted (a file's with a
  * note), since the daemon accepts them only when it runs as that user.
  */
 function loadPolicy(path: string, daemonUid: number | undefined): { policy: Policy | undefined; note?: string } {
   let text: string;
   let owner: number;
   try {
-    const pathRefusal = policyPathRefusal(path, daemonUid);
-    if (pathRefusal) throw new CommandError(`the daemon would refuse the policy file ${path}: ${pathRefusal}`);
-    const fd = openSync(path, 'r');
-    try {
-      const st = fstatSync(fd);
-      const refusal = policyFileRefusal(st, daemonUid);
-      if (refusal) throw new CommandError(`the daemon would refuse the policy file ${path}: ${refusal}`);
-      owner = st.uid;
-      text = readFileSync(fd, 'utf8');
-    } finally {
-      closeSync(fd);
-    }
+    const file = readPolicyFile(path, daemonUid);
+    if (file.state === 'missing') return { policy: undefined };
+    if (file.state === 'refused') throw new CommandError(`the daemon would refuse the policy file ${path}: ${file.why}`);
+    ({ text, uid: owner } = file);
   } catch (err) {
     if (err instanceof CommandError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return { policy: undefined };
     throw new CommandError(`cannot read the policy file ${path} (${code ?? (err as Error).message})`);
   }
   let policy: Policy;

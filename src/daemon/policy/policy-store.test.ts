@@ -1,7 +1,9 @@
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { projectModule, runTs } from '../../../test/support/run-ts.js';
 import { parseAccounts } from '../../policy/index.js';
 import { PolicyStore } from './policy-store.js';
 import { Access, permissionDenied } from './access.js';
@@ -270,4 +272,21 @@ describe('Access', () => {
     expect(a.principal).toBeUndefined();
     expect(permissionDenied(undefined, 'random').metadata).toEqual({ operation: 'random' });
   });
+});
+
+describe('PolicyStore and a FIFO at the policy path (review by helper-132)', () => {
+  it('refuses it at start at once instead of hanging the event loop', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-policy-fifo-'));
+    try {
+      const fifo = join(dir, 'policy.json');
+      expect(spawnSync('mkfifo', ['-m', '0644', fifo]).status).toBe(0);
+      // In a child: the old blocking open hung, and is failed here by the timeout.
+      const r = runTs(`import { PolicyStore } from ${projectModule('src/daemon/policy/policy-store.ts')};
+        try { new PolicyStore({ path: ${JSON.stringify(fifo)}, admins: new Set([0]), log: () => {} }).load(); console.log('loaded'); }
+        catch (e) { console.log(e.message); }`, { timeoutMs: 20_000 });
+      expect({ status: r.status, out: r.stdout.trim() }).toEqual({ status: 0, out: `policy file ${fifo}: it is not a regular file` });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -5,9 +5,9 @@
  * debounced). An invalid file on reload keeps the policy in force and logs why; a deleted file
  * falls back to administrators only.
  */
-import { closeSync, fstatSync, openSync, readFileSync, unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs';
+import { unwatchFile, watch, watchFile, type FSWatcher, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { decide, mayEverDo, parsePolicy, policyFileRefusal, policyPathRefusal, readAccounts, type Accounts, type Decision, type Operation, type Policy, type Subject } from '../../policy/index.js';
+import { decide, mayEverDo, parsePolicy, readAccounts, readPolicyFile, type Accounts, type Decision, type Operation, type Policy, type Subject } from '../../policy/index.js';
 
 export type Log = (level: 'info' | 'warn' | 'error', msg: string, fields?: object) => void;
 
@@ -55,22 +55,13 @@ export class PolicyStore {
   private read(): Loaded {
     let text: string;
     try {
-      // Whoever can write a directory or own a symlink on the way could swap the file: checked first.
-      const pathRefusal = policyPathRefusal(this.opts.path, process.getuid?.());
-      if (pathRefusal) return { state: 'invalid', error: pathRefusal };
-      // Owner and mode (policyFileRefusal) are checked on the descriptor that is read, so the file
-      // cannot be swapped between the check and the read.
-      const fd = openSync(this.opts.path, 'r');
-      try {
-        const refusal = policyFileRefusal(fstatSync(fd), process.getuid?.());
-        if (refusal) return { state: 'invalid', error: refusal };
-        text = readFileSync(fd, 'utf8');
-      } finally {
-        closeSync(fd);
-      }
+      // Path, owner, mode, file type and size: see readPolicyFile.
+      const file = readPolicyFile(this.opts.path, process.getuid?.());
+      if (file.state === 'missing') return file;
+      if (file.state === 'refused') return { state: 'invalid', error: file.why };
+      text = file.text;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return { state: 'missing' };
       return { state: 'invalid', error: `cannot read it (${code ?? (err as Error).message})` };
     }
     try {
