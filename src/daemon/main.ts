@@ -34,6 +34,10 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     log.warn({ err: (err as Error).message }, 'cannot make the daemon undumpable (PR_SET_DUMPABLE): a core dump could hold imported key material');
   }
+  // Node opens its inspector on SIGUSR1 unless the process listens for it: a debugger on
+  // 127.0.0.1:9229 that asks for no credentials, through which any local user could run code in the
+  // daemon (review by helper-132).
+  process.on('SIGUSR1', () => log.warn({ signal: 'SIGUSR1' }, 'SIGUSR1 ignored: ringfenced opens no debugger'));
   // Handlers catch their own errors; anything that still escapes is logged, never fatal to other callers.
   process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
 

@@ -577,6 +577,17 @@ describe('hostile input', () => {
     alive();
   });
 
+  it('SIGUSR1 opens no debugger (review by helper-132: Node opens an unauthenticated inspector on 127.0.0.1:9229); the daemon keeps serving', async () => {
+    const before = daemon.output.length;
+    process.kill(daemon.pid!, 'SIGUSR1');
+    await until('the warning', () => daemon.output.slice(before).includes('SIGUSR1 ignored'), 10_000);
+    // Node reports the inspector on stderr ("Debugger listening", or "Starting inspector ... failed" without loopback).
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(daemon.output.slice(before)).not.toMatch(/Debugger|inspector/i);
+    alive();
+    expect((await step('a call after SIGUSR1', client.generateRandom(16))).data).toHaveLength(16);
+  });
+
   it('known key material, payloads, associated data and data keys never reach logs or state files, on error paths too', async () => {
     // Distinctive patterns: long enough that no accidental match is plausible.
     const KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => (0xa5 ^ (i * 29)) & 0xff));
