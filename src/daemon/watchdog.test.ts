@@ -35,7 +35,8 @@ describe('watchdogIntervalMs', () => {
   });
 });
 
-describe('startWatchdog over a real NOTIFY_SOCKET', () => {
+// A Python receiver starts in each test: seconds on a loaded host (the 5 s default timed out in a review).
+describe('startWatchdog over a real NOTIFY_SOCKET', { timeout: 30_000 }, () => {
   it('sends WATCHDOG=1 every half interval and STATUS= when it changes', async () => {
     const sock = await notifySocket('ping');
     try {
