@@ -27,6 +27,13 @@ export async function readCiphertext(input: Input): Promise<Sniffed> {
   let head = await input.readHead(64);
   let start = 0;
   while (start < head.bytes.length && isSpace(head.bytes[start]!)) start++;
+  // Whitespace of any length may come first, as ciphertextFromText allows: read on while the
+  // prefix cannot be told yet (found by review, helper-135: 60 newlines first made a text form
+  // "not a ringfence ciphertext").
+  while (start + 10 > head.bytes.length && !head.complete && head.bytes.length < TEXT_MAX_BYTES) {
+    head = await input.readHead(Math.min(head.bytes.length * 2, TEXT_MAX_BYTES));
+    while (start < head.bytes.length && isSpace(head.bytes[start]!)) start++;
+  }
   if (head.bytes.subarray(start, start + 10).toString('latin1') === CIPHERTEXT_TEXT_PREFIX.slice(0, 10)) {
     head = await input.readHead(TEXT_MAX_BYTES);
     if (!head.complete) throw new CommandError(`${input.label}: text-form ciphertexts larger than ${TEXT_MAX_BYTES / MiB} MiB are not supported; use the binary form`);

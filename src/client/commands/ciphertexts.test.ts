@@ -150,6 +150,9 @@ describe('datakey', SLOW, () => {
     const key = Buffer.from(m[2]!, 'base64');
     expect(key.length).toBe(32);
     expect(await ok(['decrypt'], { stdin: m[1]! })).toEqual(key);
+    // Whitespace around the text form, however much (review by helper-135: 60 newlines first made it "not a ciphertext").
+    expect(await ok(['decrypt'], { stdin: `${'\n'.repeat(60)}  \t${m[1]!}\n\n` })).toEqual(key);
+    expect(await ok(['decrypt'], { stdin: `${' '.repeat(100_000)}${m[1]!}` })).toEqual(key);
   });
 
   test('--no-plaintext: the ciphertext only; --json, --length and --aad', async () => {
