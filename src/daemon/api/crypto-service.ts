@@ -10,7 +10,7 @@ import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash, hashStream } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
 import { batchComputeMac, batchDecrypt, batchEncrypt, type OnItem } from '../ops/batch.js';
-import { auditPrincipal, callContext, callerKey, clientStreaming, logInternal, statusName, unary, type HandlerDeps } from './handler.js';
+import { auditKeyOf, auditPrincipal, callContext, callerKey, clientStreaming, logInternal, statusName, unary, type HandlerDeps } from './handler.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { Status, type ApiError } from './errors.js';
 import type { CallAccess } from '../policy/access.js';
@@ -60,13 +60,8 @@ function auditItem(deps: HandlerDeps, access: CallAccess, rpc: string): OnItem {
         internalLogged = true;
         logInternal(deps, rpc, outcome.error);
       }
-      deps.audit({ ...entry, ...keyOf(item), ...keyOfError(outcome.error), bytesOut: 0, outcome: statusName(outcome.error.code), reason: outcome.error.reasonName });
+      deps.audit({ ...entry, ...keyOf(item), ...auditKeyOf(outcome.error), bytesOut: 0, outcome: statusName(outcome.error.code), reason: outcome.error.reasonName });
     }
   };
 }
 
-/** A decrypt item names no key; its error may (the key the ciphertext names, e.g. when denied). */
-function keyOfError(e: ApiError): { key?: string } {
-  const name = e.auditKey ?? e.metadata.key_name;
-  return name ? { key: name } : {};
-}

@@ -100,9 +100,15 @@ export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancel
   };
 }
 
-/** The key an error names for the audit line only (a denied decrypt: see deniedByCiphertext). */
+/**
+ * The key an error names, for the audit line: the one kept for the audit only (a denied decrypt: see
+ * deniedByCiphertext), else the one its metadata names. A Decrypt request names no key, and a
+ * ReEncrypt's names its destination: a refusal of the source key is about the source (review by
+ * helper-134: the audit line named no key, or the destination, where a batch item named the source).
+ */
 export function auditKeyOf(e: ApiError): { key?: string } {
-  return e.auditKey ? { key: e.auditKey } : {};
+  const name = e.auditKey ?? e.metadata.key_name;
+  return name ? { key: name } : {};
 }
 
 /** The status name ("NOT_FOUND") of a code. */

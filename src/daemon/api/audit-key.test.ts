@@ -1,0 +1,45 @@
+/**
+ * The key an audit line names when an operation fails on a key its request does not name (review
+ * by helper-134): a unary Decrypt refused for the state of the key its ciphertext names was audited
+ * with no key, though the same failure as a BatchDecrypt item named it; a ReEncrypt refused for its
+ * source key was audited against its destination.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { expect, it, vi } from 'vitest';
+import { cryptoServiceHandlers } from './crypto-service.js';
+import { standInContext } from '../ops/stand-in.test-support.js';
+import { encrypt } from '../ops/encrypt.js';
+
+it('a unary Decrypt refused for its key\'s state names the key in its audit line, as a BatchDecrypt item does', async () => {
+  const ctx = await standInContext();
+  const ciphertext = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext;
+  await ctx.keys.setEnabled('k', false);
+  const audit = vi.fn();
+  const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid: 1000, gid: 1000, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } };
+  const h = cryptoServiceHandlers(ctx, deps as never) as unknown as Record<string, (call: unknown, cb: (e: unknown, r?: unknown) => void) => void>;
+  const call = (request: unknown) => ({ request, getPeer: () => '', metadata: new grpc.Metadata(), getDeadline: () => Infinity });
+  const item = { ciphertext, associatedData: new Uint8Array(0) };
+  await new Promise((r) => h.batchDecrypt!(call({ requests: [item] }), r));
+  await new Promise((r) => h.decrypt!(call(item), r));
+  await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(3));
+  const lines = audit.mock.calls.map((c) => c[0] as { rpc: string; key?: string; outcome: string });
+  const batchItem = lines.find((l) => l.rpc === 'Batch/decrypt')!;
+  const unary = lines.find((l) => l.rpc === 'CryptoService/Decrypt')!;
+  expect(batchItem).toMatchObject({ key: 'k', outcome: 'FAILED_PRECONDITION' });
+  expect(unary).toMatchObject({ key: 'k', outcome: 'FAILED_PRECONDITION' });
+});
+
+it('a ReEncrypt refused because its SOURCE key is disabled is not audited against the destination key', async () => {
+  const ctx = await standInContext();
+  await ctx.keys.create({ name: 'k2', suite: 'aes-256-gcm' });
+  const ciphertext = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext;
+  await ctx.keys.setEnabled('k', false);
+  const audit = vi.fn();
+  const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid: 1000, gid: 1000, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } };
+  const h = cryptoServiceHandlers(ctx, deps as never) as unknown as Record<string, (call: unknown, cb: (e: unknown, r?: unknown) => void) => void>;
+  const err = await new Promise<grpc.ServiceError>((r) => h.reEncrypt!({ request: { ciphertext, associatedData: new Uint8Array(0), destinationKeyName: 'k2' }, getPeer: () => '', metadata: new grpc.Metadata(), getDeadline: () => Infinity }, r as never));
+  expect(err.details).toBe('key "k" is disabled; enable it to use it');
+  await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(1));
+  // The line says key "k2" was refused as KEY_DISABLED; "k2" is enabled, "k" was the disabled one.
+  expect(audit.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/ReEncrypt', reason: 'KEY_DISABLED', key: 'k' });
+});
