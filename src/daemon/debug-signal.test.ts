@@ -1,0 +1,45 @@
+/**
+ * SIGUSR1 makes Node open its inspector, an unauthenticated debugger on 127.0.0.1:9229, unless the
+ * process listens for it. bin/ringfenced listens from its first statement, before the daemon's
+ * modules load (review by helper-136: main() installed its listener only after hundreds of ms of
+ * loading). The running daemon is checked in test/e2e/hostile.kernel.test.ts; this host has no
+ * AF_ALG, so here the daemon stops after loading, which is the window that matters.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../../test/support/run-ts.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+it('SIGUSR1 while the daemon is still loading its modules opens no debugger', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-usr1-'));
+  try {
+    const child = spawn(process.execPath, [join(PROJECT_ROOT, 'bin/ringfenced'), '--state-dir', join(dir, 'state'), '--socket', join(dir, 's.sock'), '--policy', join(dir, 'policy.json')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const exit = new Promise((r) => child.once('exit', r));
+    // koffi's native module is mapped while the daemon's modules load: after bin/ringfenced's first
+    // statement, before main() runs. Not earlier: Node's own start-up cannot be covered.
+    const loading = () => {
+      try {
+        return readFileSync(`/proc/${child.pid}/maps`, 'utf8').includes('koffi');
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 3000 && child.exitCode === null && !loading(); i++) await sleep(5);
+    expect(loading(), 'the daemon never got to loading koffi').toBe(true);
+    child.kill('SIGUSR1');
+    await Promise.race([exit, sleep(8000)]);
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exit;
+    // Node's own messages: "Debugger listening on ws://...", or "Starting inspector on ... failed".
+    expect(out).not.toMatch(/Debugger listening|Starting inspector/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 60_000);
