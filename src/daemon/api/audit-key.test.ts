@@ -43,3 +43,18 @@ it('a ReEncrypt refused because its SOURCE key is disabled is not audited agains
   // The line says key "k2" was refused as KEY_DISABLED; "k2" is enabled, "k" was the disabled one.
   expect(audit.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/ReEncrypt', reason: 'KEY_DISABLED', key: 'k' });
 });
+
+it('a ReEncrypt refused because its SOURCE key does not exist names no key but its id, not the existing destination (review by helper-136)', async () => {
+  const ctx = await standInContext();
+  await ctx.keys.create({ name: 'k2', suite: 'aes-256-gcm' });
+  const ciphertext = Buffer.from((await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext);
+  ciphertext.fill(0xee, 4, 20); // the key id of a key this daemon does not have (deleted, or another daemon's)
+  const audit = vi.fn();
+  const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid: 1000, gid: 1000, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } };
+  const h = cryptoServiceHandlers(ctx, deps as never) as unknown as Record<string, (call: unknown, cb: (e: unknown, r?: unknown) => void) => void>;
+  const err = await new Promise<grpc.ServiceError>((r) => h.reEncrypt!({ request: { ciphertext, associatedData: new Uint8Array(0), destinationKeyName: 'k2' }, getPeer: () => '', metadata: new grpc.Metadata(), getDeadline: () => Infinity }, r as never));
+  expect(err.details).toMatch(/the key that made this ciphertext does not exist/);
+  await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(1));
+  const line = audit.mock.calls[0]![0] as { key?: string; keyId?: string; reason: string };
+  expect(line).toMatchObject({ reason: 'KEY_NOT_FOUND', key: undefined, keyId: 'ee'.repeat(16) });
+});

@@ -106,9 +106,13 @@ export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancel
  * ReEncrypt's names its destination: a refusal of the source key is about the source (review by
  * helper-134: the audit line named no key, or the destination, where a batch item named the source).
  */
-export function auditKeyOf(e: ApiError): { key?: string } {
+export function auditKeyOf(e: ApiError): { key?: string; keyId?: string } {
   const name = e.auditKey ?? e.metadata.key_name;
-  return name ? { key: name } : {};
+  if (name) return { key: name };
+  // A key known by id only (a ciphertext's key that does not exist here): not the request's key
+  // name, which for a ReEncrypt is its destination (review by helper-136).
+  const id = e.metadata.key_id;
+  return id ? { key: undefined, keyId: id } : {};
 }
 
 /** The status name ("NOT_FOUND") of a code. */
