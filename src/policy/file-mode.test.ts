@@ -2,7 +2,7 @@
 import { chmodSync, chownSync, lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PROJECT_ROOT, projectModule, runTs } from '../../test/support/run-ts.js';
 import { MAX_POLICY_BYTES, policyPathRefusal, readPolicyFile } from './index.js';
@@ -166,6 +166,18 @@ describe('readPolicyFile', () => {
       console.log(JSON.stringify(readPolicyFile(${JSON.stringify(fifo)}, ${uid})));`, { timeoutMs: 20_000 });
     expect({ status: r.status, out: r.stdout.trim() }).toEqual({ status: 0, out: JSON.stringify({ state: 'refused', why: 'it is not a regular file' }) });
   }, 60_000);
+
+  it('reads no more than MAX_POLICY_BYTES + 1 of a regular file whose size fstat understates (review by helper-136)', async () => {
+    // /proc/<pid>/smaps is a regular file of st_size 0; with 12,000 mappings it holds about 9 MB
+    // (a file that grows after the fstat is read alike).
+    const py = spawn('python3', ['-c', "import mmap,time\nms=[mmap.mmap(-1,4096,prot=(mmap.PROT_READ if i%2 else mmap.PROT_READ|mmap.PROT_WRITE)) for i in range(12000)]\nprint('ready',flush=True)\ntime.sleep(60)"], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise((r) => py.stdout.once('data', r));
+      expect(readPolicyFile(`/proc/${py.pid}/smaps`, 0)).toEqual({ state: 'refused', why: `it is over ${MAX_POLICY_BYTES} bytes; a policy file is at most ${MAX_POLICY_BYTES}` });
+    } finally {
+      py.kill('SIGKILL');
+    }
+  }, 30_000);
 
   it('refuses a device and a file over MAX_POLICY_BYTES; reads a regular one; reports a missing one', () => {
     const dir = base();

@@ -5,7 +5,7 @@
  * can rename an older policy over it (undoing a revocation), delete it, or put a symlink of theirs
  * in its place. `ringfence policy check` applies the same rules, so it refuses what the daemon would.
  */
-import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, readSync, type Stats } from 'node:fs';
 
 /** Why a policy file with this owner and mode is refused, or undefined when it is accepted. */
 export function policyFileRefusal(st: { mode: number; uid: number }, daemonUid: number | undefined): string | undefined {
@@ -114,8 +114,15 @@ export function readPolicyFile(path: string, daemonUid: number | undefined): Pol
     if (!st.isFile()) return { state: 'refused', why: 'it is not a regular file' };
     const refusal = policyFileRefusal(st, daemonUid);
     if (refusal) return { state: 'refused', why: refusal };
-    if (st.size > MAX_POLICY_BYTES) return { state: 'refused', why: `it is ${st.size} bytes; a policy file is at most ${MAX_POLICY_BYTES}` };
-    return { state: 'read', text: readFileSync(fd, 'utf8'), uid: st.uid };
+    const tooLarge = (size: number | string) => ({ state: 'refused' as const, why: `it is ${size} bytes; a policy file is at most ${MAX_POLICY_BYTES}` });
+    if (st.size > MAX_POLICY_BYTES) return tooLarge(st.size);
+    // Read to the limit, not to the end: a file may grow after fstat, and some report size 0
+    // (/proc files; review by helper-136).
+    const buf = Buffer.alloc(MAX_POLICY_BYTES + 1);
+    let n = 0;
+    for (let got = 1; got > 0 && n < buf.length; n += got) got = readSync(fd, buf, n, buf.length - n, null);
+    if (n > MAX_POLICY_BYTES) return tooLarge(`over ${MAX_POLICY_BYTES}`);
+    return { state: 'read', text: buf.toString('utf8', 0, n), uid: st.uid };
   } finally {
     closeSync(fd);
   }
