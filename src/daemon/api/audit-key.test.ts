@@ -47,7 +47,7 @@ it('a ReEncrypt refused because its SOURCE key is disabled is not audited agains
 it('a ReEncrypt refused because its SOURCE key does not exist names no key but its id, not the existing destination (review by helper-136)', async () => {
   const ctx = await standInContext();
   await ctx.keys.create({ name: 'k2', suite: 'aes-256-gcm' });
-  const ciphertext = Buffer.from((await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext);
+  const ciphertext = Buffer.from((await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext!);
   ciphertext.fill(0xee, 4, 20); // the key id of a key this daemon does not have (deleted, or another daemon's)
   const audit = vi.fn();
   const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid: 1000, gid: 1000, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } };
