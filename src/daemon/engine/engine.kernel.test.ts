@@ -1,4 +1,5 @@
 import { createCipheriv, createHash, createHmac, randomBytes, randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AEAD_SUITES, aeadSuite, hashSuite, MAC_SUITES, type AeadSuite } from '../../capabilities/suites.js';
 import { currentKernel, suiteExpectedAvailable } from '../../../test/support/kernel-matrix.js';
@@ -295,5 +296,20 @@ describe('limits and concurrency', () => {
     const pt = randomBytes(4 * 1024 * 1024 - 1024);
     const sealed = await seal(engine, suite, [serial], nonce, Buffer.alloc(1024), pt);
     expect(sealed.equals(nodeSeal(suite, [key], nonce, Buffer.alloc(1024), pt))).toBe(true);
+  });
+
+  it('a request beyond what net.core.optmem_max lets AF_ALG track is PAYLOAD_TOO_LARGE naming the sysctl (review by helper-137)', async () => {
+    // About 4.9 MiB at 131072 (the default since 6.9, both matrix kernels), 9.9 MiB at 262144.
+    const optmem = Number(readFileSync('/proc/sys/net/core/optmem_max', 'utf8'));
+    expect(optmem).toBeLessThanOrEqual(262144);
+    const { serial } = knownKey(32);
+    const big = new CryptoEngine({ maxRequestBytes: 20 * 1024 * 1024 });
+    try {
+      const err = await seal(big, suite, [serial], randomBytes(12), Buffer.alloc(0), randomBytes(12 * 1024 * 1024)).then(() => undefined, (e: unknown) => e);
+      expect(isEngineError(err, 'PAYLOAD_TOO_LARGE'), String(err)).toBe(true);
+      expect((err as Error).message).toContain(`net.core.optmem_max, ${optmem} here`);
+    } finally {
+      big.close();
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { checkSent } from '../../../native-ffi/af-alg.js';
 import { fromKernel } from './errors.js';
@@ -12,6 +13,8 @@ describe('fromKernel', () => {
     }
     const e = fromKernel(err, 'request', 'gcm(aes) with key 5');
     expect(e.code).toBe('PAYLOAD_TOO_LARGE');
-    expect(e.message).toBe('gcm(aes) with key 5: request larger than the kernel will buffer');
+    // Names the sysctl that bounds it, and its value here (review by helper-137).
+    const optmem = readFileSync('/proc/sys/net/core/optmem_max', 'utf8').trim();
+    expect(e.message).toBe(`gcm(aes) with key 5: request larger than the kernel will buffer (AF_ALG bounds a request by net.core.optmem_max, ${optmem} here: about 4.9 MiB per 131072; raise it, or lower the daemon's payload limits)`);
   });
 });

@@ -79,7 +79,7 @@ export function fromKernel(err: unknown, stage: Stage, what: string, type?: AlgT
   if (stage === 'request') {
     if (c === 'EBADMSG') return new EngineError('AUTHENTICATION_FAILED', `${what}: authentication failed`, opts);
     if (c === 'EINVAL') return new EngineError('INVALID_ARGUMENT', `${what}: the kernel rejected the request's lengths`, opts);
-    if (c === 'ENOMEM' || c === 'EAGAIN') return new EngineError('PAYLOAD_TOO_LARGE', `${what}: request larger than the kernel will buffer`, opts);
+    if (c === 'ENOMEM' || c === 'EAGAIN') return new EngineError('PAYLOAD_TOO_LARGE', `${what}: request larger than the kernel will buffer${optmemHint()}`, opts);
   }
   if (stage === 'authsize' && c === 'EINVAL') return new EngineError('INVALID_ARGUMENT', `${what}: tag size not supported`, opts);
   return new EngineError('INTERNAL', `${what}: ${err.message}`, opts);
@@ -114,4 +114,22 @@ function restrictHint(): string {
   return afAlgRestricted()
     ? ` (af_alg_restrict=${restrictValue()}: unprivileged processes get no AF_ALG, and privileged ones only an allowlist that excludes e.g. gcm(aes))`
     : '';
+}
+
+const OPTMEM_SYSCTL = '/proc/sys/net/core/optmem_max';
+
+/**
+ * AF_ALG keeps each request's scatterlists in socket option memory, bounded per socket by
+ * net.core.optmem_max: with its default since Linux 6.9 (131072) a request of about 4.9 MiB is the
+ * most one operation socket takes, 262144 about 9.9 MiB, 524288 16 MiB, 20480 (before 6.9) about
+ * 0.6 MiB (measured in the lts guest; review by helper-137). The socket buffers are raised as needed, so this is what bounds larger ones.
+ */
+function optmemHint(): string {
+  let value: string;
+  try {
+    value = readFileSync(OPTMEM_SYSCTL, 'utf8').trim();
+  } catch {
+    return ' (AF_ALG bounds a request by net.core.optmem_max)';
+  }
+  return ` (AF_ALG bounds a request by net.core.optmem_max, ${value} here: about 4.9 MiB per 131072; raise it, or lower the daemon's payload limits)`;
 }
