@@ -9,6 +9,12 @@ import { expect, it, vi } from 'vitest';
 import { cryptoServiceHandlers } from './crypto-service.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
 import { encrypt } from '../ops/encrypt.js';
+import { Duplex } from 'node:stream';
+import { create } from '@bufbuild/protobuf';
+import { DecryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
+import { encodeStreamHeader } from '../ciphertext/stream-format.js';
+import { decryptStreamHandler } from './stream-handlers.js';
+import { MemoryBudget } from './memory-budget.js';
 
 it('a unary Decrypt refused for its key\'s state names the key in its audit line, as a BatchDecrypt item does', async () => {
   const ctx = await standInContext();
@@ -57,4 +63,27 @@ it('a ReEncrypt refused because its SOURCE key does not exist names no key but i
   await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(1));
   const line = audit.mock.calls[0]![0] as { key?: string; keyId?: string; reason: string };
   expect(line).toMatchObject({ reason: 'KEY_NOT_FOUND', key: undefined, keyId: 'ee'.repeat(16) });
+});
+
+/** The audit line of a DecryptStream whose first chunk is a stream header naming `keyId`. */
+async function decryptStreamAudit(ctx: Awaited<ReturnType<typeof standInContext>>, keyId: Buffer): Promise<Record<string, unknown>> {
+  const header = encodeStreamHeader({ suite: 'aes-256-gcm', keyId, keyVersion: 1, streamId: Buffer.alloc(16, 7) });
+  const call = Object.assign(new Duplex({ objectMode: true, read() {}, write(_m, _e, cb) { cb(); } }), { getDeadline: () => Infinity });
+  call.on('error', () => {});
+  const audits: Record<string, unknown>[] = [];
+  const deps = { audit: (a: Record<string, unknown>) => audits.push(a), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } };
+  decryptStreamHandler(ctx, deps as never)(call as never);
+  call.push(create(DecryptStreamRequestSchema, { frame: { case: 'header', value: { associatedData: new Uint8Array(0) } } }));
+  call.push(create(DecryptStreamRequestSchema, { frame: { case: 'chunk', value: { ciphertext: header } } }));
+  call.push(null);
+  await vi.waitFor(() => expect(audits).toHaveLength(1));
+  return audits[0]!;
+}
+
+it('a DecryptStream refused for its key names it as a unary Decrypt does: keyId for a key that does not exist, the name for a disabled one (review by helper-139)', async () => {
+  const ctx = await standInContext({ budget: new MemoryBudget(1 << 30) } as never);
+  expect(await decryptStreamAudit(ctx, Buffer.alloc(16, 0xee))).toMatchObject({ reason: 'KEY_NOT_FOUND', keyId: 'ee'.repeat(16) });
+  const ciphertext = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext!;
+  await ctx.keys.setEnabled('k', false);
+  expect(await decryptStreamAudit(ctx, Buffer.from(ciphertext.subarray(4, 20)))).toMatchObject({ key: 'k', reason: 'KEY_DISABLED' });
 });

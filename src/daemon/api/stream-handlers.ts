@@ -74,13 +74,13 @@ interface Budgeted<O> {
 }
 
 /** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
-function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: string, body: (io: Budgeted<O>, audit: { key?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize) => Promise<void>): void {
+function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: string, body: (io: Budgeted<O>, audit: { key?: string; keyId?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize) => Promise<void>): void {
   const start = performance.now();
   const access = deps.access.forCall(call);
   const share = ctx.budget.share(callerKey(access));
   const stopped = new AbortController();
   const who = auditPrincipal(access);
-  const audit: { key?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
+  const audit: { key?: string; keyId?: string; version?: number; bytesIn: number; bytesOut: number } = { bytesIn: 0, bytesOut: 0 };
   // What the client was told, once it is known (whenGone); set at once, so the loop stops at once.
   let gone: Promise<GoneReason> | undefined;
   limitWriteBehind(call, 2);
@@ -275,11 +275,13 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
             maxChunkBytes: ctx.limits.maxStreamChunkBytes,
             onHeader: (h: StreamHeader) => {
               const name = ctx.keys.nameOfId(h.keyId);
+              // Audited as a unary Decrypt is: the key's name, or its id when no key has it (review by helper-139).
+              if (name !== undefined) audit.key = name;
+              else audit.keyId = h.keyId.toString('hex');
               if (name !== undefined) {
                 try {
                   authorize('decrypt', name);
                 } catch (err) {
-                  audit.key = name;
                   throw deniedByCiphertext(err, h.keyId, name);
                 }
               }
