@@ -307,7 +307,7 @@ describe('limits and concurrency', () => {
     try {
       const err = await seal(big, suite, [serial], randomBytes(12), Buffer.alloc(0), randomBytes(12 * 1024 * 1024)).then(() => undefined, (e: unknown) => e);
       expect(isEngineError(err, 'PAYLOAD_TOO_LARGE'), String(err)).toBe(true);
-      expect((err as Error).message).toContain(`net.core.optmem_max, ${optmem} here`);
+      expect((err as Error).message).toContain(`net.core.optmem_max, ${optmem} in the daemon's network namespace`);
     } finally {
       big.close();
     }

@@ -15,6 +15,6 @@ describe('fromKernel', () => {
     expect(e.code).toBe('PAYLOAD_TOO_LARGE');
     // Names the sysctl that bounds it, and its value here (review by helper-137).
     const optmem = readFileSync('/proc/sys/net/core/optmem_max', 'utf8').trim();
-    expect(e.message).toBe(`gcm(aes) with key 5: request larger than the kernel will buffer (AF_ALG bounds a request by net.core.optmem_max, ${optmem} here: about 4.9 MiB per 131072; raise it, or lower the daemon's payload limits)`);
+    expect(e.message).toBe(`gcm(aes) with key 5: request larger than the kernel will buffer (AF_ALG bounds a request by net.core.optmem_max, ${optmem} in the daemon's network namespace: about 4.9 MiB per 131072; lower the daemon's payload limits, or raise it: docs/operations.md, Limits)`);
   });
 });

@@ -122,7 +122,10 @@ const OPTMEM_SYSCTL = '/proc/sys/net/core/optmem_max';
  * AF_ALG keeps each request's scatterlists in socket option memory, bounded per socket by
  * net.core.optmem_max: with its default since Linux 6.9 (131072) a request of about 4.9 MiB is the
  * most one operation socket takes, 262144 about 9.9 MiB, 524288 16 MiB, 20480 (before 6.9) about
- * 0.6 MiB (measured in the lts guest; review by helper-137). The socket buffers are raised as needed, so this is what bounds larger ones.
+ * 0.6 MiB (measured in the lts guest; review by helper-137). The socket buffers are raised as
+ * needed, so this is what bounds larger requests. It is per network namespace: the unit's
+ * PrivateNetwork=yes gives the daemon the kernel's default whatever the host's sysctl says
+ * (review by helper-139).
  */
 function optmemHint(): string {
   let value: string;
@@ -131,5 +134,5 @@ function optmemHint(): string {
   } catch {
     return ' (AF_ALG bounds a request by net.core.optmem_max)';
   }
-  return ` (AF_ALG bounds a request by net.core.optmem_max, ${value} here: about 4.9 MiB per 131072; raise it, or lower the daemon's payload limits)`;
+  return ` (AF_ALG bounds a request by net.core.optmem_max, ${value} in the daemon's network namespace: about 4.9 MiB per 131072; lower the daemon's payload limits, or raise it: docs/operations.md, Limits)`;
 }
