@@ -17,7 +17,8 @@ import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { daemonServiceDefinition } from './api/decode.js';
 import { guardedServer, knownHealthServices } from './api/foreign-services.js';
 import { ApiError, ErrorReason, Status } from './api/errors.js';
-import { engineRequestBytes, MAX_HASH_STREAMS, type DaemonConfig, type Limits } from './config.js';
+import { engineRequestBytes, MAX_HASH_STREAMS, minMessageBytes, type DaemonConfig, type Limits } from './config.js';
+import { estimatedRequestBound, readOptmemMax } from './engine/request-bound.js';
 import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
@@ -131,6 +132,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     cleanups.push(() => keystore.close());
     const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: engineRequestBytes(config.limits) });
     cleanups.push(() => engine.close());
+    warnIfKernelTakesLess(config.limits, log);
     const suiteStatus = suiteStatusFrom(report);
     const material = new KeyMaterial(keystore, engine, WRAP_SUITES.find((s) => suiteStatus(s.name) === 'available'));
     // Every wall-clock reading of the key manager goes through this, so the scheduler sees every
@@ -314,4 +316,20 @@ export function serverOptions(limits: Limits): grpc.ServerOptions {
 
 function notify(log: Logger, state: string): () => void {
   return notifyReliably(state, { warn: (msg, fields) => log.warn(fields ?? {}, msg) });
+}
+
+/**
+ * Says at start when the payload limits allow requests larger than AF_ALG takes in this network
+ * namespace (net.core.optmem_max; request-bound.ts): each such request would fail PAYLOAD_TOO_LARGE.
+ */
+function warnIfKernelTakesLess(limits: Limits, log: Logger): void {
+  const optmemMax = readOptmemMax();
+  if (optmemMax === undefined) return;
+  const largestRequestBytes = minMessageBytes(limits);
+  const kernelTakesBytes = estimatedRequestBound(optmemMax);
+  if (largestRequestBytes <= kernelTakesBytes) return;
+  log.warn(
+    { optmemMax, largestRequestBytes, kernelTakesBytes },
+    'the payload limits allow requests larger than AF_ALG takes with net.core.optmem_max in this network namespace: those will fail PAYLOAD_TOO_LARGE; lower maxPayloadBytes / maxStreamChunkBytes (docs/operations.md, Limits)',
+  );
 }

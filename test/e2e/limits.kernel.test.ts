@@ -595,3 +595,31 @@ describe('connection limits', () => {
     }
   });
 });
+
+describe('payload limits beyond what AF_ALG takes (net.core.optmem_max; review by helper-137)', () => {
+  it('a daemon whose limits allow 8 MiB requests warns at start, naming the sysctl; one with the defaults does not', async () => {
+    const MiB8 = 8 * 1024 * 1024;
+    const big = await TestDaemon.start({ config: { limits: { maxPayloadBytes: MiB8, maxMessageBytes: MiB8 + 256 * 1024 } } });
+    const plain = await TestDaemon.start();
+    try {
+      const warning = big.output.split('\n').find((l) => l.includes('net.core.optmem_max'));
+      expect(warning, big.output.slice(-2000)).toBeDefined();
+      expect(JSON.parse(warning!)).toMatchObject({ level: 40, optmemMax: Number(readFileSync('/proc/sys/net/core/optmem_max', 'utf8')) });
+      expect(plain.output).not.toContain('net.core.optmem_max');
+      // What it warns of: an 8 MiB Encrypt fails PAYLOAD_TOO_LARGE, naming the sysctl; 1 MiB works.
+      const client = new RingfenceClient({ socketPath: big.socket, grpcOptions: { 'grpc.max_send_message_length': MiB8 + 256 * 1024 } });
+      try {
+        await client.createKey('k');
+        expect((await client.encrypt('k', randomBytes(1024 * 1024))).ciphertext.length).toBeGreaterThan(1024 * 1024);
+        const err = await failure(client.encrypt('k', randomBytes(MiB8 - 1024)));
+        expect(isResourceExhausted(err), String(err)).toBe(true);
+        expect(String(err)).toContain('net.core.optmem_max');
+      } finally {
+        await client.close();
+      }
+    } finally {
+      expect(await stopOrExplain(big)).toBe(0);
+      expect(await stopOrExplain(plain)).toBe(0);
+    }
+  });
+});

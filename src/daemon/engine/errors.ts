@@ -8,6 +8,7 @@ import { isSyscallError } from '../../../native-ffi/syscall-error.js';
 import type { AlgType } from '../../../native-ffi/af-alg.js';
 import { currentPrivilege } from '../../capabilities/privilege.js';
 import { allowedWhenRestricted } from '../../capabilities/restrict-allowlist.js';
+import { readOptmemMax } from './request-bound.js';
 
 export type EngineErrorCode =
   | 'AF_ALG_UNAVAILABLE' // no AF_ALG in this kernel, or it is blocked
@@ -116,23 +117,9 @@ function restrictHint(): string {
     : '';
 }
 
-const OPTMEM_SYSCTL = '/proc/sys/net/core/optmem_max';
-
-/**
- * AF_ALG keeps each request's scatterlists in socket option memory, bounded per socket by
- * net.core.optmem_max: with its default since Linux 6.9 (131072) a request of about 4.9 MiB is the
- * most one operation socket takes, 262144 about 9.9 MiB, 524288 16 MiB, 20480 (before 6.9) about
- * 0.6 MiB (measured in the lts guest; review by helper-137). The socket buffers are raised as
- * needed, so this is what bounds larger requests. It is per network namespace: the unit's
- * PrivateNetwork=yes gives the daemon the kernel's default whatever the host's sysctl says
- * (review by helper-139).
- */
+/** The request bound's sysctl and its value (request-bound.ts). */
 function optmemHint(): string {
-  let value: string;
-  try {
-    value = readFileSync(OPTMEM_SYSCTL, 'utf8').trim();
-  } catch {
-    return ' (AF_ALG bounds a request by net.core.optmem_max)';
-  }
+  const value = readOptmemMax();
+  if (value === undefined) return ' (AF_ALG bounds a request by net.core.optmem_max)';
   return ` (AF_ALG bounds a request by net.core.optmem_max, ${value} in the daemon's network namespace: about 4.9 MiB per 131072; lower the daemon's payload limits, or raise it: docs/operations.md, Limits)`;
 }
