@@ -299,7 +299,7 @@ describe('limits and concurrency', () => {
   });
 
   it('a request beyond what net.core.optmem_max lets AF_ALG track is PAYLOAD_TOO_LARGE naming the sysctl (review by helper-137)', async () => {
-    // About 4.9 MiB at 131072 (the default since 6.9, both matrix kernels), 9.9 MiB at 262144.
+    // About 4.9 MiB at 131072 (the default since 6.8, both matrix kernels), 9.9 MiB at 262144.
     const optmem = Number(readFileSync('/proc/sys/net/core/optmem_max', 'utf8'));
     expect(optmem).toBeLessThanOrEqual(262144);
     const { serial } = knownKey(32);

@@ -8,7 +8,7 @@ import { isSyscallError } from '../../../native-ffi/syscall-error.js';
 import type { AlgType } from '../../../native-ffi/af-alg.js';
 import { currentPrivilege } from '../../capabilities/privilege.js';
 import { allowedWhenRestricted } from '../../capabilities/restrict-allowlist.js';
-import { readOptmemMax } from './request-bound.js';
+import { estimatedRequestBound, readOptmemMax } from './request-bound.js';
 
 export type EngineErrorCode =
   | 'AF_ALG_UNAVAILABLE' // no AF_ALG in this kernel, or it is blocked
@@ -121,5 +121,6 @@ function restrictHint(): string {
 function optmemHint(): string {
   const value = readOptmemMax();
   if (value === undefined) return ' (AF_ALG bounds a request by net.core.optmem_max)';
-  return ` (AF_ALG bounds a request by net.core.optmem_max, ${value} in the daemon's network namespace: about 4.9 MiB per 131072; lower the daemon's payload limits, or raise it: docs/operations.md, Limits)`;
+  const mib = (estimatedRequestBound(value) / (1024 * 1024)).toFixed(1);
+  return ` (AF_ALG bounds a request by net.core.optmem_max, ${value} in the daemon's network namespace, which takes about ${mib} MiB; lower the daemon's payload limits, or raise it: docs/operations.md, Limits)`;
 }

@@ -1,9 +1,9 @@
 /**
  * The largest AF_ALG request this network namespace's kernel takes, estimated from the sysctl
  * net.core.optmem_max: AF_ALG keeps a request's scatterlists in socket option memory, bounded per
- * socket by it (the socket buffers, which the engine raises, are not the limit). It is per network
- * namespace: the unit's PrivateNetwork=yes gives the daemon the kernel's default, whatever the
- * host's sysctl says. Review by helper-137 and helper-139.
+ * socket by it (the socket buffers, which the engine raises, are not the limit). Since Linux 6.8 it
+ * is per network namespace: the unit's PrivateNetwork=yes gives the daemon the kernel's default,
+ * whatever the host's sysctl says. Review by helper-137, helper-139 and helper-140.
  */
 import { readFileSync } from 'node:fs';
 
