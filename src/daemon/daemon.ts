@@ -18,7 +18,7 @@ import { daemonServiceDefinition } from './api/decode.js';
 import { guardedServer, knownHealthServices } from './api/foreign-services.js';
 import { ApiError, ErrorReason, Status } from './api/errors.js';
 import { engineRequestBytes, MAX_HASH_STREAMS, minMessageBytes, type DaemonConfig, type Limits } from './config.js';
-import { estimatedRequestBound, readOptmemMax } from './engine/request-bound.js';
+import { estimatedRequestBound, OPTMEM_MAX_BEFORE_6_8, readOptmemMax } from './engine/request-bound.js';
 import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
@@ -323,13 +323,17 @@ function notify(log: Logger, state: string): () => void {
  * namespace (net.core.optmem_max; request-bound.ts): each such request would fail PAYLOAD_TOO_LARGE.
  */
 function warnIfKernelTakesLess(limits: Limits, log: Logger): void {
-  const optmemMax = readOptmemMax();
-  if (optmemMax === undefined) return;
+  const seen = readOptmemMax();
+  if (seen === undefined) return;
+  // Not shown here (a kernel before 6.8 in its own network namespace): judged by that era's default.
+  const optmemMax = seen === 'host-only' ? OPTMEM_MAX_BEFORE_6_8 : seen;
   const largestRequestBytes = minMessageBytes(limits);
   const kernelTakesBytes = estimatedRequestBound(optmemMax);
   if (largestRequestBytes <= kernelTakesBytes) return;
   log.warn(
-    { optmemMax, largestRequestBytes, kernelTakesBytes },
-    'the payload limits allow requests larger than AF_ALG takes with net.core.optmem_max in this network namespace: those will fail PAYLOAD_TOO_LARGE; lower maxPayloadBytes / maxStreamChunkBytes (docs/operations.md, Limits)',
+    { optmemMax: seen, largestRequestBytes, kernelTakesBytes },
+    seen === 'host-only'
+      ? `the payload limits allow requests larger than AF_ALG takes with net.core.optmem_max at ${OPTMEM_MAX_BEFORE_6_8}, the default before Linux 6.8, and this network namespace cannot show the host's value: unless it was raised, those will fail PAYLOAD_TOO_LARGE (docs/operations.md, Limits)`
+      : 'the payload limits allow requests larger than AF_ALG takes with net.core.optmem_max in this network namespace: those will fail PAYLOAD_TOO_LARGE; lower maxPayloadBytes / maxStreamChunkBytes (docs/operations.md, Limits)',
   );
 }

@@ -121,6 +121,7 @@ function restrictHint(): string {
 function optmemHint(): string {
   const value = readOptmemMax();
   if (value === undefined) return ' (AF_ALG bounds a request by net.core.optmem_max)';
+  if (value === 'host-only') return " (AF_ALG bounds a request by net.core.optmem_max, the host's: kernels before 6.8 do not show it in the daemon's network namespace; raise it on the host, or lower the daemon's payload limits: docs/operations.md, Limits)";
   const mib = (estimatedRequestBound(value) / (1024 * 1024)).toFixed(1);
   return ` (AF_ALG bounds a request by net.core.optmem_max, ${value} in the daemon's network namespace, which takes about ${mib} MiB; lower the daemon's payload limits, or raise it: docs/operations.md, Limits)`;
 }

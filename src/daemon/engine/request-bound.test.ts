@@ -1,5 +1,8 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { estimatedRequestBound } from './request-bound.js';
+import { estimatedRequestBound, readOptmemMax } from './request-bound.js';
 
 const MiB = 1024 * 1024;
 
@@ -27,4 +30,22 @@ it('takes 4 MiB payloads with 512 KiB of associated data at 131072, as docs/oper
   const request = (payload: number, aad: number) => payload + aad + 64 * 1024; // as minMessageBytes counts it
   expect(request(4 * MiB, 512 * 1024)).toBeLessThanOrEqual(estimatedRequestBound(131072));
   expect(request(4 * MiB, MiB)).toBeGreaterThan(estimatedRequestBound(131072));
+});
+
+describe('readOptmemMax', () => {
+  it("reads the value; 'host-only' for a net/core without it (before 6.8, in a namespace of its own: review by helper-141); undefined for blank content or no net/core", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-optmem-'));
+    try {
+      const core = join(dir, 'core');
+      mkdirSync(core);
+      expect(readOptmemMax(core)).toBe('host-only');
+      writeFileSync(join(core, 'optmem_max'), '131072\n');
+      expect(readOptmemMax(core)).toBe(131072);
+      writeFileSync(join(core, 'optmem_max'), ' \n');
+      expect(readOptmemMax(core)).toBeUndefined();
+      expect(readOptmemMax(join(dir, 'none'))).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

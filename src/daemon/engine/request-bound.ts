@@ -5,18 +5,27 @@
  * is per network namespace: the unit's PrivateNetwork=yes gives the daemon the kernel's default,
  * whatever the host's sysctl says. Review by helper-137, helper-139 and helper-140.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
-const OPTMEM_SYSCTL = '/proc/sys/net/core/optmem_max';
+const NET_CORE = '/proc/sys/net/core';
+/** The default before Linux 6.8, which kept the sysctl in the host's network namespace only. */
+export const OPTMEM_MAX_BEFORE_6_8 = 20480;
 
-/** net.core.optmem_max as this process sees it, or undefined when it cannot be read. */
-export function readOptmemMax(): number | undefined {
+/**
+ * net.core.optmem_max as this process sees it: its value; 'host-only' when this network namespace
+ * has a net/core directory without it (a kernel before 6.8 under the unit's PrivateNetwork=yes:
+ * the host's value applies, unseen; review by helper-141); undefined when nothing can be read.
+ */
+export function readOptmemMax(netCore = NET_CORE): number | 'host-only' | undefined {
+  let text: string;
   try {
-    const n = Number(readFileSync(OPTMEM_SYSCTL, 'utf8').trim());
-    return Number.isInteger(n) && n >= 0 ? n : undefined;
-  } catch {
-    return undefined;
+    text = readFileSync(join(netCore, 'optmem_max'), 'utf8').trim();
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' && existsSync(netCore) ? 'host-only' : undefined;
   }
+  const n = Number(text);
+  return text !== '' && Number.isInteger(n) && n >= 0 ? n : undefined;
 }
 
 /**
