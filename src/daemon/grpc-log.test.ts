@@ -40,6 +40,16 @@ describe('grpc-js log lines go through the daemon log', () => {
     expect(lines.at(-1)).toEqual({ level: 'info', fields: { source: 'grpc-js', dropped: 5 }, msg: 'next' });
   });
 
+  it('lines the log would drop (debug at level info) spend none of the budget: the errors after them are written (review by helper-143)', () => {
+    const { lines, log } = recorder();
+    const logger = grpcLogger({ ...log, isLevelEnabled: (level: string) => level !== 'debug' }, () => 0);
+    for (let i = 0; i < PER_SECOND + 5; i++) logger.debug!(`trace ${i}`);
+    logger.error!('real error');
+    logger.error!('another');
+    expect(lines.map((l) => l.msg)).toEqual(['real error', 'another']);
+    expect(lines[0]!.fields).toEqual({ source: 'grpc-js' });
+  });
+
   it('through a real grpc-js server: a client\'s bad header reaches neither stderr nor the log (found by review: printed raw, with C1 controls, by console.error)', async () => {
     const socket = join(tmp, 's.sock');
     const server = new grpc.Server(serverOptions(DEFAULT_LIMITS));

@@ -13,7 +13,7 @@ export const MAX_CHARS = 512;
 export const PER_SECOND = 20;
 
 type Level = 'error' | 'info' | 'debug';
-type Log = Record<Level | 'warn', (fields: Record<string, unknown>, msg: string) => void>;
+type Log = Record<Level | 'warn', (fields: Record<string, unknown>, msg: string) => void> & { isLevelEnabled?: (level: string) => boolean };
 
 /** A grpc-js logger (grpc.setLogger) writing to `log`. */
 export function grpcLogger(log: Log, now: () => number = Date.now): Partial<Console> {
@@ -21,6 +21,9 @@ export function grpcLogger(log: Log, now: () => number = Date.now): Partial<Cons
   let written = 0;
   let dropped = 0;
   const emit = (level: Level, args: unknown[]) => {
+    // A line pino would drop spends none of the budget: with GRPC_TRACE set and the daemon at info,
+    // trace lines used it up, and errors went unwritten (review by helper-143).
+    if (log.isLevelEnabled && !log.isLevelEnabled(level)) return;
     const t = now();
     if (t - windowStart >= 1000) {
       windowStart = t;

@@ -11,9 +11,12 @@ import { standInContext } from '../ops/stand-in.test-support.js';
 import { encrypt } from '../ops/encrypt.js';
 import { Duplex } from 'node:stream';
 import { create } from '@bufbuild/protobuf';
-import { DecryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
 import { encodeStreamHeader } from '../ciphertext/stream-format.js';
-import { decryptStreamHandler } from './stream-handlers.js';
+import { decryptStreamHandler, encryptStreamHandler } from './stream-handlers.js';
+import { DecryptStreamRequestSchema, EncryptStreamRequestSchema } from '../../gen/ringfence/v1/stream_pb.js';
+import { permissionDenied } from '../policy/access.js';
+import { pino } from 'pino';
+import { auditText, pinoAudit } from './audit.js';
 import { MemoryBudget } from './memory-budget.js';
 
 it('a unary Decrypt refused for its key\'s state names the key in its audit line, as a BatchDecrypt item does', async () => {
@@ -86,4 +89,79 @@ it('a DecryptStream refused for its key names it as a unary Decrypt does: keyId 
   const ciphertext = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext!;
   await ctx.keys.setEnabled('k', false);
   expect(await decryptStreamAudit(ctx, Buffer.from(ciphertext.subarray(4, 20)))).toMatchObject({ key: 'k', reason: 'KEY_DISABLED' });
+});
+
+function unaryHandlers(ctx: Awaited<ReturnType<typeof standInContext>>) {
+  const audit = vi.fn();
+  const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid: 1000, gid: 1000, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } };
+  const h = cryptoServiceHandlers(ctx, deps as never) as unknown as Record<string, (call: unknown, cb: (e: unknown, r?: unknown) => void) => void>;
+  const call = (request: unknown) => ({ request, getPeer: () => '', metadata: new grpc.Metadata(), getDeadline: () => Infinity });
+  return { audit, h, call, lines: () => audit.mock.calls.map((c) => c[0] as Record<string, unknown>) };
+}
+
+it('a decryption that fails to authenticate names the key it was tried against: Decrypt, a batch item, and ReEncrypt\'s source, not its destination (review by helper-143)', async () => {
+  const ctx = await standInContext();
+  await ctx.keys.create({ name: 'k2', suite: 'aes-256-gcm' });
+  const ciphertext = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: Buffer.from('right') } as never)).ciphertext;
+  const { h, call, lines } = unaryHandlers(ctx);
+  const item = { ciphertext, associatedData: Buffer.from('wrong') };
+  await new Promise((r) => h.decrypt!(call(item), r));
+  await new Promise((r) => h.batchDecrypt!(call({ requests: [item] }), r));
+  await new Promise((r) => h.reEncrypt!(call({ ...item, destinationKeyName: 'k2' }), r));
+  await vi.waitFor(() => expect(lines()).toHaveLength(4));
+  for (const rpc of ['CryptoService/Decrypt', 'Batch/decrypt', 'CryptoService/ReEncrypt']) {
+    expect(lines().find((l) => l.rpc === rpc), rpc).toMatchObject({ key: 'k', reason: 'AUTHENTICATION_FAILED' });
+  }
+});
+
+it('a ReEncrypt whose ciphertext is malformed is not audited against its destination; one whose destination is refused names the destination', async () => {
+  const ctx = await standInContext();
+  await ctx.keys.create({ name: 'k2', suite: 'aes-256-gcm' });
+  const { h, call, lines } = unaryHandlers(ctx);
+  await new Promise((r) => h.reEncrypt!(call({ ciphertext: Buffer.from('garbage-garbage-garbage-garbage-garbage-garbage'), associatedData: new Uint8Array(0), destinationKeyName: 'k2' }), r));
+  await vi.waitFor(() => expect(lines()).toHaveLength(1));
+  expect(lines()[0]).toMatchObject({ reason: 'CIPHERTEXT_MALFORMED', key: undefined });
+  const ciphertext = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext;
+  await ctx.keys.setEnabled('k2', false);
+  await new Promise((r) => h.reEncrypt!(call({ ciphertext, associatedData: new Uint8Array(0), destinationKeyName: 'k2' }), r));
+  await vi.waitFor(() => expect(lines()).toHaveLength(2));
+  expect(lines()[1]).toMatchObject({ reason: 'KEY_DISABLED', key: 'k2' });
+});
+
+/** The audit line of an EncryptStream whose header names `keyName`. */
+async function encryptStreamAudit(ctx: Awaited<ReturnType<typeof standInContext>>, keyName: string, authorize: () => void): Promise<Record<string, unknown>> {
+  const call = Object.assign(new Duplex({ objectMode: true, read() {}, write(_m, _e, cb) { cb(); } }), { getDeadline: () => Infinity });
+  call.on('error', () => {});
+  const audits: Record<string, unknown>[] = [];
+  const deps = { audit: (a: Record<string, unknown>) => audits.push(a), log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid: 1000 }, authorize }) } };
+  encryptStreamHandler(ctx, deps as never)(call as never);
+  call.push(create(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName, associatedData: new Uint8Array(0) } } }));
+  call.push(null);
+  await vi.waitFor(() => expect(audits).toHaveLength(1));
+  return audits[0]!;
+}
+
+it('an EncryptStream refused for its key names it, as a unary Encrypt does (review by helper-143)', async () => {
+  const ctx = await standInContext({ budget: new MemoryBudget(1 << 30) } as never);
+  await ctx.keys.setEnabled('k', false);
+  expect(await encryptStreamAudit(ctx, 'k', () => {})).toMatchObject({ key: 'k', reason: 'KEY_DISABLED' });
+  expect(await encryptStreamAudit(ctx, 'nosuch', () => {})).toMatchObject({ key: 'nosuch', reason: 'KEY_NOT_FOUND' });
+  const deny = () => {
+    throw permissionDenied({ uid: 1000 } as never, 'encrypt', 'payroll');
+  };
+  expect(await encryptStreamAudit(ctx, 'payroll', deny)).toMatchObject({ key: 'payroll', outcome: 'PERMISSION_DENIED' });
+});
+
+it('a refused key name reaches the audit line with C1 controls, bidi overrides and line separators escaped, and cut (review by helper-143)', async () => {
+  const ctx = await standInContext();
+  const { h, call, lines } = unaryHandlers(ctx);
+  const name = 'payroll\u202e\u0085\u009b31m\u2028\\u0041{"rpc":"fake"}';
+  await new Promise((r) => h.encrypt!(call({ keyName: name, plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) }), r));
+  await vi.waitFor(() => expect(lines()).toHaveLength(1));
+  expect(lines()[0]!.key).toBe('payroll\\u202e\\u0085\\u009b31m\\u2028\\u005cu0041{"rpc":"fake"}');
+  const written: string[] = [];
+  pinoAudit(pino({}, { write: (line: string) => void written.push(line) }))(lines()[0] as never);
+  expect(written).toHaveLength(1);
+  expect(written[0]).toMatch(/^[\x20-\x7e]*\n$/);
+  expect(auditText('x'.repeat(100))).toBe(`${'x'.repeat(64)}...(100 chars)`);
 });

@@ -38,13 +38,29 @@ export function payloadBytes(message: unknown): number {
   return n;
 }
 
-/** The key a request or response names, for the audit line (never the data). */
+/**
+ * The key a request or response names, for the audit line (never the data). A ReEncrypt's
+ * destination counts only once it answered: a refusal is about its source, unless the error names
+ * the destination itself (auditKeyOf; review by helper-143: a malformed source was audited
+ * against the destination).
+ */
 export function keyOf(request: unknown, response?: unknown): { key?: string; version?: number } {
   const res = response as { keyName?: string; keyVersion?: number; key?: { name?: string; primaryVersion?: number } } | undefined;
-  const req = request as { keyName?: string; name?: string; destinationKeyName?: string } | undefined;
-  const named = res?.keyName || res?.key?.name || req?.keyName || req?.name || req?.destinationKeyName || undefined;
-  // A name from a refused request may be anything up to a message long: the audit keeps its start.
-  const key = named !== undefined && named.length > 64 ? `${named.slice(0, 64)}...(${named.length} chars)` : named;
+  const req = request as { keyName?: string; name?: string } | undefined;
+  const named = res?.keyName || res?.key?.name || req?.keyName || req?.name || undefined;
+  const key = named === undefined ? undefined : auditText(named);
   const version = res?.keyVersion || res?.key?.primaryVersion || undefined;
   return { key, version };
+}
+
+/**
+ * Text a client chose (a refused request's key name), fit for an audit line: its first 64
+ * characters, with anything but printable ASCII (and the backslash) escaped. pino escapes only C0
+ * controls, so C1 controls, U+2028 and bidi overrides (U+202E) would reach a reader's terminal as
+ * they are (review by helper-143); escaped, two different names also stay two different strings.
+ */
+export function auditText(text: string, max = 64): string {
+  const cut = text.length > max ? text.slice(0, max) : text;
+  const escaped = cut.replace(/[^\x20-\x5b\x5d-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.length > max ? `${escaped}...(${text.length} chars)` : escaped;
 }

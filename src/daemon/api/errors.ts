@@ -82,6 +82,27 @@ function suiteMetadata(kernelAlgorithm: string): Record<string, string> {
  * ("encrypting with key orders v2") and goes into INTERNAL messages.
  */
 export function toApiError(err: unknown, what = 'the operation'): ApiError {
+  const e = convert(err, what);
+  const key = err !== null && typeof err === 'object' ? errorKeys.get(err) : undefined;
+  if (key !== undefined) e.auditKey ??= key;
+  return e;
+}
+
+/** Keys that errors from below the API concern, for their audit lines (see aboutKey). */
+const errorKeys = new WeakMap<object, string>();
+
+/**
+ * Marks what using key `name` threw as being about that key, for the audit line only (never sent):
+ * a Decrypt request names no key, and the engine's AUTHENTICATION_FAILED none either, so a run of
+ * failed decryptions could not be tied to the key they were tried against (review by helper-143).
+ */
+export function aboutKey(err: unknown, name: string): unknown {
+  if (err instanceof ApiError) err.auditKey ??= name;
+  else if (err !== null && typeof err === 'object') errorKeys.set(err, name);
+  return err;
+}
+
+function convert(err: unknown, what: string): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof MalformedCiphertextError) {
     return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, err.message, { detail: err.message }, { cause: err });

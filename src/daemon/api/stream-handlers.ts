@@ -150,6 +150,8 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         if (!encryptor) {
           if (m.frame.case !== 'header') throw violation('the first EncryptStream message must be a header');
           name = requireName('key_name', m.frame.value.keyName);
+          // Named before anything can refuse it, as a unary Encrypt's line does (review by helper-143).
+          audit.key = name;
           authorize('encrypt', name);
           const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
           // Resolving counts the first chunk's encryption (and rotates first if the version is spent).

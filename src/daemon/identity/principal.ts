@@ -23,10 +23,19 @@ export function socketFd(socket: Socket): number | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
+/**
+ * /proc/<pid>/exe for the audit line. A path is bytes, and the client chose them: anything but
+ * printable ASCII (and the backslash) is given as \xHH, so that control characters or bidi
+ * overrides never reach a reader's terminal and two paths never show as the same string (review
+ * by helper-143: read as UTF-8, invalid bytes all became U+FFFD).
+ */
 export function readExe(pid: number): string | undefined {
   if (!(pid > 0)) return undefined;
   try {
-    return readlinkSync(`/proc/${pid}/exe`);
+    const path = readlinkSync(`/proc/${pid}/exe`, { encoding: 'buffer' });
+    let out = '';
+    for (const b of path) out += b >= 0x20 && b <= 0x7e && b !== 0x5c ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`;
+    return out;
   } catch {
     return undefined;
   }

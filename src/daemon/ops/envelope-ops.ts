@@ -6,7 +6,7 @@ import { getRandom } from '../../../native-ffi/random.js';
 import { associatedData, decodeEnvelope, FORMAT_VERSION, HEADER_BYTES, headerWithAssociatedData } from '../ciphertext/envelope.js';
 import { STREAM_FORMAT_VERSION } from '../ciphertext/stream-format.js';
 import { open, seal } from '../engine/suite-ops.js';
-import { ApiError, deniedByCiphertext, ErrorReason, Status } from '../api/errors.js';
+import { aboutKey, ApiError, deniedByCiphertext, ErrorReason, Status } from '../api/errors.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import type { OpContext } from './context.js';
@@ -59,10 +59,14 @@ export async function openEnvelope(
       throw deniedByCiphertext(err, env.keyId, name);
     }
   }
-  const r = ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite);
-  if (env.sealed.length < r.suite.tagBytes) {
-    throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is shorter than its ${HEADER_BYTES}-byte header and ${r.suite.tagBytes}-byte tag`, { detail: 'shorter than header and tag' });
+  try {
+    const r = ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite);
+    if (env.sealed.length < r.suite.tagBytes) {
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is shorter than its ${HEADER_BYTES}-byte header and ${r.suite.tagBytes}-byte tag`, { detail: 'shorter than header and tag' });
+    }
+    const plaintext = await open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed);
+    return { plaintext, r };
+  } catch (err) {
+    throw name === undefined ? err : aboutKey(err, name);
   }
-  const plaintext = await open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed);
-  return { plaintext, r };
 }

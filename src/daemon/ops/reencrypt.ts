@@ -1,6 +1,6 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ReEncryptRequest, ReEncryptResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
-import { invalidField } from '../api/errors.js';
+import { aboutKey, invalidField } from '../api/errors.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from './context.js';
 import { openEnvelope, sealEnvelope } from './envelope-ops.js';
 
@@ -17,8 +17,8 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
   const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad, 'reencrypt', (sourceName) => {
     if (req.destinationKeyName && req.destinationKeyName !== sourceName) ctx.authorize('decrypt', sourceName);
   });
+  const destName = req.destinationKeyName || source.key.name;
   try {
-    const destName = req.destinationKeyName || source.key.name;
     const dest = await ctx.keys.forEncrypt(destName);
     return {
       ciphertext: await sealEnvelope(ctx, dest, plaintext, newAad),
@@ -27,6 +27,8 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
       sourceKeyName: source.key.name,
       sourceKeyVersion: source.version,
     };
+  } catch (err) {
+    throw aboutKey(err, destName);
   } finally {
     plaintext.fill(0);
   }
