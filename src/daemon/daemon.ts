@@ -46,6 +46,7 @@ import { MemoryBudget } from './api/memory-budget.js';
 import { CallerSlots } from './api/caller-slots.js';
 import { Drain } from './api/drain.js';
 import { callerKey } from './api/handler.js';
+import { refusedUnaryAudit } from './api/refused-call-audit.js';
 import { VERSION } from './version.js';
 import { notifyReliably, startWatchdog } from './watchdog.js';
 
@@ -174,7 +175,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     };
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
-    const server = new grpc.Server(serverOptions(config.limits));
+    const server = new grpc.Server({ ...serverOptions(config.limits), interceptors: [refusedUnaryAudit(deps)] });
     server.addService(daemonServiceDefinition(KeyService, config.limits.maxBatchItems), keyServiceHandlers(keys, deps, config.limits.maxMessageBytes));
     server.addService(daemonServiceDefinition(CryptoService, config.limits.maxBatchItems), cryptoServiceHandlers(ctx, deps));
     server.addService(
