@@ -32,6 +32,14 @@ describe.concurrent('policy check', SLOW, () => {
     expect(r.stderr).toContain('warning: rules[0].principals[0]: no user named "no-such-user-here" in /etc/passwd; it matches nobody');
   });
 
+  test('reencrypt allowed: a note says the daemon also checks the other key and decrypt on the source (review by helper-142)', async () => {
+    const mover = join(dir, 'mover.json');
+    writeFileSync(mover, JSON.stringify({ rules: [{ id: 'mover', principals: ['uid:4242'], operations: ['reencrypt'], keys: ['*'] }] }));
+    const r = await cli.run(['policy', 'check', '--policy', mover, '--uid', '4242', '--gid', '4242', '--op', 'reencrypt', '--key', 'k2']);
+    expect([r.code, r.stdout.toString()]).toEqual([0, 'allowed: rule "mover" grants reencrypt on keys matching "*"\n']);
+    expect(r.stderr).toBe('ringfence: note: a ReEncrypt needs reencrypt on its source and destination keys, and, when they differ, decrypt on the source: check each\n');
+  });
+
   test('allowed by group, keyless operation by "*"', async () => {
     expect((await cli.run(['policy', 'check', '--policy', policy, '--uid', '9999', '--gid', '77', '--op', 'decrypt', '--key', 'app-1'])).code).toBe(0);
     const r = await cli.run(['policy', 'check', '--policy', policy, '--uid', '9999', '--gid', '9999', '--op', 'hash']);

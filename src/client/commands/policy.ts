@@ -69,6 +69,9 @@ async function check(ctx: Parameters<CommandSpec['run']>[0], _args: string[], va
   if (!policy) ctx.warn(`no policy file at ${path}: only root and the daemon's uid may act${daemonUid !== undefined ? '' : ' (--daemon-uid names it)'}`);
   for (const w of policy?.warnings ?? []) ctx.warn(`warning: ${w}`);
   const d = decide(policy, admins, { uid, gid }, op, KEYLESS_OPERATIONS.has(op) ? undefined : key);
+  // One key, one operation: a ReEncrypt to another key is three checks (review by helper-142: an
+  // "allowed" here was denied by the daemon for want of decrypt on the source).
+  if (op === 'reencrypt' && d.allowed) ctx.warn('note: a ReEncrypt needs reencrypt on its source and destination keys, and, when they differ, decrypt on the source: check each');
   const rule = d.allowed && d.by === 'rule' ? d.rule.id : null;
   if (ctx.json) {
     ctx.printJson({ allowed: d.allowed, by: d.allowed ? d.by : null, rule, explanation: d.explanation, policy: path, policyFound: policy !== undefined, uid, gid, operation: op, key: key ?? null });
