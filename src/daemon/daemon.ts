@@ -4,19 +4,14 @@
  * scheduler for rotations and deletions, and an orderly stop.
  */
 import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
-import { ReflectionService } from '@grpc/reflection';
-import { toBinary } from '@bufbuild/protobuf';
-import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
-import type { DescFile } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
 import { cannotWork, inconclusiveProbe, probeCapabilities, type AlgStatus, type CapabilityReport } from '../capabilities/probe.js';
 import { CryptoService } from '../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { daemonServiceDefinition } from './api/decode.js';
-import { guardedServer, knownHealthServices } from './api/foreign-services.js';
-import { ApiError, ErrorReason, Status } from './api/errors.js';
+import { DaemonHealth } from './api/daemon-health.js';
+import { addReflection } from './api/reflection.js';
 import { engineRequestBytes, MAX_HASH_STREAMS, minMessageBytes, type DaemonConfig, type Limits } from './config.js';
 import { estimatedRequestBound, OPTMEM_MAX_BEFORE_6_8, readOptmemMax } from './engine/request-bound.js';
 import { CryptoEngine } from './engine/engine.js';
@@ -55,7 +50,7 @@ const DRAIN_MS = 10_000;
 /** The scheduler looks at least this often, so keys created or changed meanwhile are seen in time. */
 const SCHEDULER_MAX_SLEEP_MS = 1000;
 
-const SERVICE_NAMES = [KeyService.typeName, CryptoService.typeName, StatusService.typeName];
+const SERVICES = [KeyService, CryptoService, StatusService];
 
 export interface Daemon {
   readonly socket: string;
@@ -68,20 +63,6 @@ export interface Daemon {
 function suiteStatusFrom(report: CapabilityReport): (name: string) => AlgStatus {
   const byName = new Map(report.suites.map((s) => [s.name, s.status]));
   return (name) => byName.get(name) ?? 'missing';
-}
-
-/** Every file descriptor the services need, dependencies first, encoded for @grpc/reflection. */
-function reflectionPackage(): ConstructorParameters<typeof ReflectionService>[0] {
-  const seen = new Map<string, DescFile>();
-  const visit = (f: DescFile) => {
-    if (seen.has(f.name)) return;
-    for (const d of f.dependencies) visit(d);
-    seen.set(f.name, f);
-  };
-  for (const s of [KeyService, CryptoService, StatusService]) visit(s.file);
-  const fileDescriptorProtos = [...seen.values()].map((f) => Buffer.from(toBinary(FileDescriptorProtoSchema, f.proto)));
-  // @grpc/reflection reads only `fileDescriptorProtos` from each entry of a proto-loader package.
-  return { ringfence: { format: 'Protocol Buffer 3 FileDescriptorProto', type: {}, fileDescriptorProtos } } as unknown as ConstructorParameters<typeof ReflectionService>[0];
 }
 
 /** `takePendingReload`: whether a SIGHUP came during start-up (and it is now taken care of). */
@@ -162,6 +143,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     cleanups.push(() => keys.close());
 
     const opLimits = { ...config.limits };
+    const drain = new Drain();
     // Handlers replace `authorize` per call with the caller's (api/handler.ts callContext).
     const ctx: OpContext = {
       keys,
@@ -171,7 +153,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       authorize: DENY_ALL,
       budget: new MemoryBudget(config.limits.maxBufferedBytes, config.limits.maxBufferedBytesPerCaller),
       hashStreamSlots: new CallerSlots(config.limits.maxHashStreamsPerCaller, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller'),
-      drain: new Drain(),
+      drain,
     };
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
@@ -198,11 +180,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
         },
       }, deps),
     );
-    const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((n) => [n, 'NOT_SERVING'])) });
-    // Their undecodable requests are refused with INVALID_ARGUMENT, like the daemon's own.
-    const unknownService = (message: string) => new ApiError(Status.NOT_FOUND, ErrorReason.INVALID_FIELD, message, { field: 'service' });
-    health.addToServer(guardedServer(server, knownHealthServices(['', ...SERVICE_NAMES], unknownService)) as grpc.Server);
-    new ReflectionService(reflectionPackage()).addToServer(guardedServer(server) as grpc.Server);
+    const health = new DaemonHealth(server, ['', ...SERVICES.map((s) => s.typeName)], drain);
+    addReflection(server, SERVICES);
 
     // Connections are accepted here, identified (SO_PEERCRED), and only then handed to grpc-js.
     // One throttled warning per uid, so that each names the caller whose connections were closed.
@@ -251,7 +230,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     });
     cleanups.push(() => listener.close());
 
-    for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'SERVING');
+    health.serving();
     // Which master key it runs on: moving a state-dir key into a credential is checked by this (helper-114).
     log.info({ socket: listener.activated ? 'systemd (LISTEN_FDS)' : config.socket, policy: config.policy, stateDir: store.dir, masterKey: master.path, masterKeySource: master.source, keys: keys.size, pid: process.pid, defaultAeadSuite: report.defaultAeadSuite }, 'ringfenced ready');
     const cancelReady = notify(log, `READY=1\nSTATUS=serving ${keys.size} keys on ${config.socket}\nMAINPID=${process.pid}`);
@@ -271,8 +250,9 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
         cancelReady();
         draining = true;
         notify(log, 'STOPPING=1\nSTATUS=draining calls');
-        for (const n of ['', ...SERVICE_NAMES]) health.setStatus(n, 'NOT_SERVING');
-        ctx.drain!.start(); // Sessions end once what they read is answered (api/drain.ts)
+        // Health turns NOT_SERVING and its watches end (api/daemon-health.ts); Sessions end once
+        // what they read is answered (api/drain.ts).
+        drain.start();
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => {
             log.warn({ drainMs: DRAIN_MS }, 'calls still running after the drain period; cutting them off');

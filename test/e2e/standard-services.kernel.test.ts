@@ -56,7 +56,10 @@ describe('standard gRPC services', () => {
       });
     const list = (await ask({ list_services: '' })) as { list_services_response: { service: { name: string }[] } };
     const names = list.list_services_response.service.map((s) => s.name);
-    expect(names).toEqual(expect.arrayContaining(['ringfence.v1.KeyService', 'ringfence.v1.CryptoService', 'ringfence.v1.StatusService']));
+    expect(names).toEqual(expect.arrayContaining(['ringfence.v1.KeyService', 'ringfence.v1.CryptoService', 'ringfence.v1.StatusService', 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection']));
+    // grpcurl resolves grpc.health.v1.Health/Check through reflection too (review by helper-144).
+    const health = (await ask({ file_containing_symbol: 'grpc.health.v1.Health' })) as { file_descriptor_response: { file_descriptor_proto: Buffer[] } };
+    expect(health.file_descriptor_response.file_descriptor_proto.map((b) => Buffer.from(b).toString('latin1')).some((b) => b.includes('grpc/health/v1/health.proto') && b.includes('Watch'))).toBe(true);
     const file = (await ask({ file_containing_symbol: 'ringfence.v1.CryptoService' })) as { file_descriptor_response: { file_descriptor_proto: Buffer[] } };
     const blobs = file.file_descriptor_response.file_descriptor_proto.map((b) => Buffer.from(b).toString('latin1'));
     expect(blobs.some((b) => b.includes('ringfence/v1/crypto_service.proto') && b.includes('EncryptStream'))).toBe(true);
