@@ -197,6 +197,40 @@ describe('keys', () => {
     expect(fake.stats.calls.GenerateRandom ?? 0).toBe(random);
     expect((await client.generateRandom(2 ** 4)).data).toHaveLength(16);
   });
+
+  // Review by helper-144: 2.3 hours in ms (8279999.999999999) failed as INTERNAL "Request message
+  // serialization failure ... invalid int32", and 1e25 ms threw a plain Error "invalid int64".
+  it('durations are sent in whole milliseconds, and one longer than the daemon takes is a RangeError naming the option and its bound', async () => {
+    type Sent = { rotationPeriod?: { seconds: bigint; nanos: number }; waitingPeriod?: { seconds: bigint; nanos: number } };
+    const sent = (rpc: string) => fake.stats.lastRequest[rpc] as Sent;
+    const key = await client.createKey('fractional', { rotationPeriodMs: 2.3 * 3_600_000 });
+    expect([key.rotationPeriod?.seconds, key.rotationPeriod?.nanos]).toEqual([8280n, 0]);
+    await client.updateKey('fractional', { rotationPeriodMs: 3_600_000.1234567 });
+    expect([sent('UpdateKey').rotationPeriod?.seconds, sent('UpdateKey').rotationPeriod?.nanos]).toEqual([3600n, 0]);
+    // Under half a millisecond but not 0: 1 ms (the daemon refuses it), never 0, which is "no rotation".
+    await client.updateKey('fractional', { rotationPeriodMs: 0.2 });
+    expect([sent('UpdateKey').rotationPeriod?.seconds, sent('UpdateKey').rotationPeriod?.nanos]).toEqual([0n, 1_000_000]);
+    await client.scheduleKeyDeletion('fractional', { waitingPeriodMs: 7 * 86_400_000 + 0.3 });
+    expect([sent('ScheduleKeyDeletion').waitingPeriod?.seconds, sent('ScheduleKeyDeletion').waitingPeriod?.nanos]).toEqual([604_800n, 0]);
+    await client.createKey('century', { rotationPeriodMs: 3_155_760_000_000 }); // 100 years: the longest
+    const calls = { ...fake.stats.calls };
+    const bad = async (p: Promise<unknown>, message: string) => {
+      const err = await p.then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(RangeError);
+      expect((err as Error).message).toBe(message);
+    };
+    const rotation = (got: number) => `rotationPeriodMs must be a number of milliseconds from 0 to 3155760000000 (100 years), got ${got}`;
+    await bad(client.createKey('too-long', { rotationPeriodMs: 1e25 }), rotation(1e25));
+    await bad(client.updateKey('fractional', { rotationPeriodMs: 1e25 }), rotation(1e25));
+    await bad(client.updateKey('fractional', { rotationPeriodMs: 3_155_760_000_001 }), rotation(3_155_760_000_001));
+    await bad(client.updateKey('fractional', { rotationPeriodMs: Number.NaN }), rotation(Number.NaN));
+    await bad(client.createKey('too-long', { rotationPeriodMs: -1 }), rotation(-1));
+    await bad(client.updateKey('fractional', { rotationPeriodMs: -0.3 }), rotation(-0.3)); // not rounded to 0 (off)
+    const waiting = (got: number) => `waitingPeriodMs must be a number of milliseconds from 0 to 31536000000 (365 days), got ${got}`;
+    await bad(client.scheduleKeyDeletion('fractional', { waitingPeriodMs: 365 * 86_400_000 + 1 }), waiting(365 * 86_400_000 + 1));
+    await bad(client.scheduleKeyDeletion('fractional', { waitingPeriodMs: Infinity }), waiting(Infinity));
+    expect(fake.stats.calls).toEqual(calls); // refused before calling
+  });
 });
 
 describe('names', () => {

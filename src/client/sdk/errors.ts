@@ -46,7 +46,7 @@ export class RingfenceError extends Error {
   }
 }
 
-function isServiceError(err: unknown): err is grpc.ServiceError {
+export function isServiceError(err: unknown): err is grpc.ServiceError {
   return err instanceof Error && typeof (err as Partial<grpc.ServiceError>).code === 'number' && 'details' in err;
 }
 

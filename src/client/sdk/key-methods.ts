@@ -15,7 +15,8 @@ export interface CreateKeyOptions extends CallOptions {
   purpose?: KeyPurpose | KeyPurposeName;
   /** Default: the best suite for the purpose that the daemon's kernel allows. */
   suite?: Suite | SuiteName;
-  /** Automatic rotation period; unset or 0: none. At least 1 hour by default. */
+  /** Automatic rotation period; unset or 0: none. At least 1 hour by default, at most 100 years;
+   * rounded to whole milliseconds. */
   rotationPeriodMs?: number;
   deletionProtection?: boolean;
 }
@@ -39,20 +40,33 @@ export interface ListKeysOptions extends CallOptions {
 /** Only the fields given change. */
 export interface UpdateKeyOptions extends CallOptions {
   minDecryptionVersion?: number;
-  /** 0 turns time-based rotation off. */
+  /** 0 turns time-based rotation off. As for createKey: at most 100 years, whole milliseconds. */
   rotationPeriodMs?: number;
   deletionProtection?: boolean;
 }
 export interface ScheduleKeyDeletionOptions extends CallOptions {
   /** Default 7 days (or the daemon's minimum, if longer); at least that minimum (1 day unless
-   * configured), at most 365 days. */
+   * configured), at most 365 days; rounded to whole milliseconds. */
   waitingPeriodMs?: number;
 }
 
-function duration(field: string, ms: number | undefined) {
+/** The longest durations the daemon takes (key_service.proto; it refuses longer ones). */
+const MAX_ROTATION_PERIOD = { ms: 3_155_760_000_000, text: '100 years' };
+const MAX_WAITING_PERIOD = { ms: 365 * 86_400_000, text: '365 days' };
+
+/**
+ * A Duration of whole milliseconds (the daemon's own resolution). A fraction of a millisecond
+ * (2.3 hours in ms is 8279999.999999999) failed to serialize as an INTERNAL error, and a value
+ * beyond int64 seconds (1e25) threw a plain Error: rounded, and bounded by what the daemon takes,
+ * as a RangeError naming the option (review by helper-144). A positive value under half a
+ * millisecond is 1 ms, not 0, which would mean "no rotation" (the daemon rounds up for the same).
+ */
+function duration(field: string, ms: number | undefined, max: { ms: number; text: string }) {
   if (ms === undefined) return undefined;
-  if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`${field} must be a non-negative number of milliseconds, got ${ms}`);
-  return durationFromMs(ms);
+  const whole = ms > 0 ? Math.max(1, Math.round(ms)) : 0;
+  // ms itself, not whole: -0.3 must not round to 0 ("no rotation").
+  if (!(ms >= 0 && whole <= max.ms)) throw new RangeError(`${field} must be a number of milliseconds from 0 to ${max.ms} (${max.text}), got ${ms}`);
+  return durationFromMs(whole);
 }
 
 function int32(field: string, n: number | undefined): number | undefined {
@@ -76,7 +90,7 @@ export class KeyMethods {
       purpose: enumOr(opts.purpose, parseKeyPurpose),
       suite: enumOr(opts.suite, parseSuite),
       // 0 is none (unset); NaN or negative is refused, as updateKey refuses it (found by review).
-      rotationPeriod: opts.rotationPeriodMs === 0 ? undefined : duration('rotationPeriodMs', opts.rotationPeriodMs),
+      rotationPeriod: opts.rotationPeriodMs === 0 ? undefined : duration('rotationPeriodMs', opts.rotationPeriodMs, MAX_ROTATION_PERIOD),
       deletionProtection: opts.deletionProtection,
     };
     return keyOf(await this.transport.unary(KeyService.method.createKey, request, opts));
@@ -117,7 +131,7 @@ export class KeyMethods {
     const request = {
       name,
       minDecryptionVersion: uint32('minDecryptionVersion', opts.minDecryptionVersion),
-      rotationPeriod: duration('rotationPeriodMs', opts.rotationPeriodMs),
+      rotationPeriod: duration('rotationPeriodMs', opts.rotationPeriodMs, MAX_ROTATION_PERIOD),
       deletionProtection: opts.deletionProtection,
     };
     return keyOf(await this.transport.unary(KeyService.method.updateKey, request, opts));
@@ -132,7 +146,7 @@ export class KeyMethods {
   }
 
   async scheduleKeyDeletion(name: string, opts: ScheduleKeyDeletionOptions = {}): Promise<Key> {
-    const request = { name, waitingPeriod: duration('waitingPeriodMs', opts.waitingPeriodMs) };
+    const request = { name, waitingPeriod: duration('waitingPeriodMs', opts.waitingPeriodMs, MAX_WAITING_PERIOD) };
     return keyOf(await this.transport.unary(KeyService.method.scheduleKeyDeletion, request, opts));
   }
 

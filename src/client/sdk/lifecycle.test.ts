@@ -44,6 +44,21 @@ describe('a closed client', () => {
     }
     expect(closed(thrown)).toBe(true);
   });
+
+  // Review by helper-144: on a client that had not connected yet, such calls failed UNAVAILABLE
+  // "Channel closed before call started", as if the daemon could not be reached.
+  it('fails calls made just before close(), still waiting for the first connection, as closed too', async () => {
+    const c = new RingfenceClient({ socketPath: env.fake.socketPath });
+    const unary = c.encrypt('app', 'x').catch((e: unknown) => e);
+    const hashed = c.hashStream(new PassThrough().end('abc')).catch((e: unknown) => e);
+    const stream = c.encryptStream('app');
+    const streamError = new Promise((resolve) => stream.on('error', resolve));
+    stream.resume().end('x');
+    await c.close();
+    for (const e of [await unary, await hashed, await streamError]) {
+      expect([isCancelled(e), (e as Error).message, (e as { unreachable?: boolean }).unreachable]).toEqual([true, 'the client is closed', false]);
+    }
+  });
 });
 
 describe('hashStream with a stalled source', () => {

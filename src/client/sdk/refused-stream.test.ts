@@ -16,6 +16,8 @@ import { RingfenceClient, isCancelled, isRingfenceError, isUnavailable } from '.
 interface Seen {
   path: string;
   requestBytes: number;
+  /** What an answered attempt asked to encrypt. */
+  plaintext?: Buffer;
 }
 
 /** Answers stream n (from 0) as `plan(n)` says: refuse it, fail it with UNAVAILABLE, or encrypt. */
@@ -40,6 +42,7 @@ async function startServer(plan: (n: number) => 'refuse' | 'unavailable' | 'ok')
       const framed = Buffer.concat(body);
       entry.requestBytes = framed.readUInt32BE(1);
       const request = fromBinary(EncryptRequestSchema, framed.subarray(5));
+      entry.plaintext = Buffer.from(request.plaintext);
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
       stream.on('wantTrailers', () =>
         stream.sendTrailers(action === 'ok' ? { 'grpc-status': '0' } : { 'grpc-status': '14', 'grpc-message': 'processed, then unavailable' }),
@@ -89,6 +92,23 @@ describe('unary calls and refused streams', () => {
     // The refused attempts carried nothing the server read; the answered ones carried the request.
     expect(server.seen[1]!.requestBytes).toBeGreaterThan(big.length);
     expect(server.seen[3]!.requestBytes).toBeGreaterThan(2);
+  });
+
+  // Review by helper-144: each replay encoded the request again from the caller's buffer, so a
+  // caller that wiped it once the call was made (importKey asks for that) had zeros sent. Large: every
+  // attempt is the SDK's; small: grpc-js replays once from its own copy, then the SDK does.
+  it('sends every attempt the bytes the call was made with, though the caller wiped its buffer at once', async () => {
+    server = await startServer((n) => (n % 3 === 2 ? 'ok' : 'refuse'));
+    client = new RingfenceClient({ socketPath: server.socketPath });
+    for (const [size, fill] of [[big.length, 0xab], [100, 0xcd]] as const) {
+      const plaintext = Buffer.alloc(size, fill);
+      const call = client.encrypt('k', plaintext);
+      plaintext.fill(0); // "wipe your copy afterwards"
+      expect(Buffer.from((await call).ciphertext).toString()).toBe(`sealed ${size}`);
+    }
+    // What each stream carried, as "length x byte" (refused ones: nothing the server read).
+    const carried = server.seen.map(({ plaintext: p }) => p && (p.equals(Buffer.alloc(p.length, p[0])) ? `${p.length} x ${p[0]}` : `${p.length} mixed`));
+    expect(carried).toEqual([undefined, undefined, `${big.length} x ${0xab}`, undefined, undefined, `100 x ${0xcd}`]);
   });
 
   it('gives up with UNAVAILABLE once refused three times in a row', async () => {

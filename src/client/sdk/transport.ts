@@ -15,7 +15,7 @@ import {
 import { methodDefinition, type MethodDefinition } from '../../rpc/service-definition.js';
 import { callDeadline, checkTimeout, onAbort, wireDeadline, type CallOptions } from './call-options.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
-import { RingfenceError, toRingfenceError } from './errors.js';
+import { isServiceError, RingfenceError, toRingfenceError } from './errors.js';
 import { ConnectionWatch } from './connection-watch.js';
 
 export const MiB = 1024 * 1024;
@@ -43,6 +43,11 @@ const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
  */
 const MAX_REFUSED_RETRIES = 2;
 const isRefusedStream = (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE && err.details === 'Stream refused by server';
+/** grpc-js's answer to a call still waiting for a connection when the channel closes: it never ran. */
+const isClosedBeforeStart = (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE && err.details === 'Channel closed before call started';
+
+/** The request as its bytes: serialized once, before the call returns (see Transport#unary). */
+const sameBytes = (bytes: Buffer) => bytes;
 
 const definitions = new WeakMap<object, MethodDefinition>();
 function definitionOf(method: Parameters<typeof methodDefinition>[0]): MethodDefinition {
@@ -99,14 +104,24 @@ export class Transport {
 
   /** After close(), grpc-js throws a plain Error ("Channel has been shut down"); callers get this instead. */
   private refuseIfClosed(rpc: string): void {
-    if (this.closed) throw new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc });
+    if (this.closed) throw closedError(rpc);
+  }
+
+  /**
+   * Whether a call failed, unsent, because the client was closed under it: refused by the daemon
+   * and not sent again (found by review), or made before close() while the channel still waited for
+   * its first connection (grpc-js's UNAVAILABLE "Channel closed before call started", though the
+   * daemon may well be reachable; review by helper-144). Such a call fails as calls after close() do.
+   */
+  private closedUnder(err: unknown): boolean {
+    return this.closed && isServiceError(err) && (isRefusedStream(err) || isClosedBeforeStart(err));
   }
 
   unary<I extends DescMessage, O extends DescMessage>(method: DescMethodUnary<I, O>, init: MessageInitShape<I>, opts: CallOptions = {}): Promise<MessageShape<O>> {
     const def = definitionOf(method);
     const rpc = def.path.slice(1);
     const { signal } = opts;
-    if (this.closed) return Promise.reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc }));
+    if (this.closed) return Promise.reject(closedError(rpc));
     if (signal?.aborted) return Promise.reject(toRingfenceError(undefined, { rpc, socketPath: this.socketPath, aborted: true, abortReason: signal.reason }));
     const request = create(method.input, init);
     // One deadline for every attempt.
@@ -116,17 +131,28 @@ export class Transport {
     } catch (err) {
       return Promise.reject(err);
     }
+    // Serialized here, once: every attempt sends these bytes. Re-encoding `request` for a replay
+    // read the caller's buffers after the call was made, and a caller that wiped its key material
+    // (as importKey asks) had zeros imported (review by helper-144). grpc-js copies them into its
+    // own framed message, so they are never changed.
+    let bytes: Buffer;
+    try {
+      bytes = def.requestSerialize(request);
+    } catch (err) {
+      // As grpc-js reported it when it serialized.
+      return Promise.reject(new RingfenceError({ code: grpc.status.INTERNAL, message: `Request message serialization failure: ${err instanceof Error ? err.message : String(err)}`, rpc, cause: err }));
+    }
     const attempt = (refusalsLeft: number): Promise<MessageShape<O>> =>
       new Promise((resolve, reject) => {
         let release = () => {};
         let stopTimer = () => {};
         let timedOut = false;
-        const call = this.client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, new grpc.Metadata(), { deadline: deadline.wire }, (err, response) => {
+        const call = this.client.makeUnaryRequest(def.path, sameBytes, def.responseDeserialize, bytes, new grpc.Metadata(), { deadline: deadline.wire }, (err, response) => {
           release();
           stopTimer();
           if (err && timedOut) reject(new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc }));
-          // Not after close(): grpc-js would throw a plain Error on the shut-down channel (found by review).
-          else if (err && this.closed && isRefusedStream(err)) reject(new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc }));
+          // Not retried after close(): grpc-js would throw a plain Error on the shut-down channel.
+          else if (err && this.closedUnder(err)) reject(closedError(rpc));
           else if (err && refusalsLeft > 0 && !signal?.aborted && isRefusedStream(err)) resolve(attempt(refusalsLeft - 1));
           else if (err || !response) reject(toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
           else resolve(response as MessageShape<O>);
@@ -191,7 +217,13 @@ export class Transport {
       toError: (err) =>
         timedOut
           ? new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc })
-          : toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }),
+          : this.closedUnder(err)
+            ? closedError(rpc)
+            : toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }),
     };
   }
+}
+
+function closedError(rpc: string): RingfenceError {
+  return new RingfenceError({ code: grpc.status.CANCELLED, message: 'the client is closed', rpc });
 }
