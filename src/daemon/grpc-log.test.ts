@@ -48,6 +48,12 @@ describe('grpc-js log lines go through the daemon log', () => {
     logger.error!('another');
     expect(lines.map((l) => l.msg)).toEqual(['real error', 'another']);
     expect(lines[0]!.fields).toEqual({ source: 'grpc-js' });
+    // At level error, a refused header (logged as warn) is dropped too, without spending any (helper-147).
+    const atError = recorder();
+    const strict = grpcLogger({ ...atError.log, isLevelEnabled: (level: string) => level === 'error' }, () => 0);
+    for (let i = 0; i < PER_SECOND + 5; i++) strict.error!(`Failed to add metadata entry x-bad-${i}: bad value`);
+    strict.error!('real error');
+    expect(atError.lines.map((l) => [l.level, l.msg])).toEqual([['error', 'real error']]);
   });
 
   it('through a real grpc-js server: a client\'s bad header reaches neither stderr nor the log (found by review: printed raw, with C1 controls, by console.error)', async () => {

@@ -20,7 +20,10 @@ export function grpcLogger(log: Log, now: () => number = Date.now): Partial<Cons
   let windowStart = -Infinity;
   let written = 0;
   let dropped = 0;
-  const emit = (level: Level, args: unknown[]) => {
+  const emit = (grpcLevel: Level, args: unknown[]) => {
+    const line = format(...args);
+    // A header the client got wrong is the client's doing, not an error of the daemon's.
+    const level = grpcLevel === 'error' && REFUSED_METADATA.test(line) ? 'warn' : grpcLevel;
     // A line pino would drop spends none of the budget: with GRPC_TRACE set and the daemon at info,
     // trace lines used it up, and errors went unwritten (review by helper-143).
     if (log.isLevelEnabled && !log.isLevelEnabled(level)) return;
@@ -37,9 +40,7 @@ export function grpcLogger(log: Log, now: () => number = Date.now): Partial<Cons
     const fields: Record<string, unknown> = { source: 'grpc-js' };
     if (dropped > 0) fields.dropped = dropped;
     dropped = 0;
-    const line = format(...args);
-    // A header the client got wrong is the client's doing, not an error of the daemon's.
-    log[level === 'error' && REFUSED_METADATA.test(line) ? 'warn' : level](fields, cleanGrpcLine(line));
+    log[level](fields, cleanGrpcLine(line));
   };
   return {
     error: (...args: unknown[]) => emit('error', args),

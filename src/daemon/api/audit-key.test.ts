@@ -150,6 +150,19 @@ it('an EncryptStream refused for its key names it, as a unary Encrypt does (revi
     throw permissionDenied({ uid: 1000 } as never, 'encrypt', 'payroll');
   };
   expect(await encryptStreamAudit(ctx, 'payroll', deny)).toMatchObject({ key: 'payroll', outcome: 'PERMISSION_DENIED' });
+  // A name that is no key name: escaped, as a unary Encrypt's (review by helper-147).
+  expect(await encryptStreamAudit(ctx, 'bad name\u202e', () => {})).toMatchObject({ key: 'bad name\\u202e', reason: 'INVALID_FIELD' });
+});
+
+it('a ReEncrypt refused for an invalid destination name audits that name, escaped (review by helper-147)', async () => {
+  const ctx = await standInContext();
+  const { h, call, lines } = unaryHandlers(ctx);
+  const ciphertext = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext;
+  const err = await new Promise<grpc.ServiceError>((r) => h.reEncrypt!(call({ ciphertext, associatedData: new Uint8Array(0), destinationKeyName: 'bad name\u202e' }), r as never));
+  expect(err.details).toMatch(/destination_key_name is not a key name/);
+  expect(err.details).not.toContain('bad name');
+  await vi.waitFor(() => expect(lines()).toHaveLength(1));
+  expect(lines()[0]).toMatchObject({ key: 'bad name\\u202e', reason: 'INVALID_FIELD' });
 });
 
 it('a refused key name reaches the audit line with C1 controls, bidi overrides and line separators escaped, and cut (review by helper-143)', async () => {

@@ -22,6 +22,7 @@ import { daemonServiceDefinition } from './decode.js';
 import { guardedServer } from './foreign-services.js';
 import { refusedUnaryAudit } from './refused-call-audit.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
+import { Connections, type PeerCall } from '../identity/connections.js';
 
 const MAX = 64 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'rf-refused-'));
@@ -29,21 +30,31 @@ const socket = join(dir, 's.sock');
 const audit: AuditEntry[] = [];
 let server: grpc.Server;
 let client: grpc.Client;
+let listener: net.Server;
 
 beforeAll(async () => {
   const limits = { ...DEFAULT_LIMITS, maxMessageBytes: MAX };
   const ctx = await standInContext();
-  const access = { forCall: () => ({ principal: { uid: 4242, gid: 4242, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
+  // Callers identified as the daemon does (connections.ts): by connection, forgotten when it closes.
+  const connections = new Connections(() => ({ uid: 4242, gid: 4242, pid: 1, groups: [] }));
+  const access = { forCall: (call: PeerCall) => ({ principal: connections.principalOf(call), authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
   const deps = { audit: (e: AuditEntry) => void audit.push(e), log: { error: vi.fn() }, access } as never;
   server = new grpc.Server({ ...serverOptions(limits), interceptors: [refusedUnaryAudit(deps)] });
   server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), cryptoServiceHandlers({ ...ctx, limits: { ...ctx.limits, maxMessageBytes: MAX } }, deps) as never);
   new HealthImplementation({ '': 'SERVING' }).addToServer(guardedServer(server) as grpc.Server);
-  await new Promise<void>((res, rej) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  listener = net.createServer((sock) => {
+    sock.on('error', () => {});
+    connections.register(sock);
+    injector.injectConnection(sock);
+  });
+  await new Promise<void>((resolve) => listener.listen(socket, resolve));
   client = new grpc.Client(`unix:${socket}`, grpc.credentials.createInsecure());
 });
 afterAll(() => {
   client.close();
   server.forceShutdown();
+  listener.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -61,8 +72,9 @@ async function settled(from: number): Promise<AuditEntry[]> {
   return audit.slice(from);
 }
 /** A raw HTTP/2 call to Hash: `frames` are written as they are, then `end` (half-close) or a reset. */
-async function rawHash(frames: Buffer[], end: 'half-close' | 'reset'): Promise<void> {
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(socket) });
+async function rawHash(frames: Buffer[], end: 'half-close' | 'reset' | 'drop'): Promise<void> {
+  let connection: net.Socket | undefined;
+  const session = http2.connect('http://localhost', { createConnection: () => (connection = net.connect(socket)) });
   session.on('error', () => {});
   const req = session.request({ ':method': 'POST', ':path': '/ringfence.v1.CryptoService/Hash', 'content-type': 'application/grpc', te: 'trailers' });
   req.on('error', () => {});
@@ -70,7 +82,8 @@ async function rawHash(frames: Buffer[], end: 'half-close' | 'reset'): Promise<v
   for (const f of frames) req.write(f);
   const closed = new Promise((r) => req.on('close', r));
   if (end === 'half-close') req.end();
-  else setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 200);
+  else if (end === 'reset') setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 200);
+  else setTimeout(() => connection!.destroy(), 200);
   await closed;
   session.close();
 }
@@ -106,6 +119,13 @@ test('a client that resets the call while still sending its request: audited onc
   // Node ends the stream's input at the reset without marking it aborted (rstCode 0), so grpc-js
   // takes it for a half-close without a message and answers UNIMPLEMENTED: the line says that.
   expect((await settled(from)).map((a) => [a.rpc, a.outcome])).toEqual([['CryptoService/Hash', 'UNIMPLEMENTED']]);
+});
+
+test('a client whose connection goes while it sends its request: audited CANCELLED, with the caller (review by helper-147: looked up after the connection was forgotten)', async () => {
+  const from = audit.length;
+  const body = hashRequest(1000);
+  await rawHash([framed(body.subarray(0, 100), body.length)], 'drop');
+  expect((await settled(from)).map((a) => [a.rpc, a.outcome, a.principal?.uid])).toEqual([['CryptoService/Hash', 'CANCELLED', 4242]]);
 });
 
 test('calls to the standard services are not audited here', async () => {

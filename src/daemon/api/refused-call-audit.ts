@@ -15,16 +15,20 @@ const PREFIX = '/ringfence.v1.';
 
 export function refusedUnaryAudit(deps: Pick<HandlerDeps, 'audit' | 'access'>): grpc.ServerInterceptor {
   return (method, call) => {
-    if (method.requestStream || method.responseStream || !method.path.startsWith(PREFIX)) return new grpc.ServerInterceptingCall(call);
+    // Other calls pass as they are, without a layer of their own.
+    if (method.requestStream || method.responseStream || !method.path.startsWith(PREFIX)) return call as grpc.ServerInterceptingCall;
     const rpc = method.path.slice(PREFIX.length);
     const start = performance.now();
+    // Now: once the call has ended, its connection may be gone, and with it the caller's identity
+    // (review by helper-147: a dropped connection was audited without a principal).
+    const who = auditPrincipal(deps.access.forCall(call));
     let messages = 0;
     let handled = false;
     let audited = false;
     const audit = (outcome: string) => {
       if (handled || audited) return;
       audited = true;
-      deps.audit({ rpc, ...auditPrincipal(deps.access.forCall(call)), bytesIn: 0, bytesOut: 0, outcome, durationMs: +(performance.now() - start).toFixed(3) });
+      deps.audit({ rpc, ...who, bytesIn: 0, bytesOut: 0, outcome, durationMs: +(performance.now() - start).toFixed(3) });
     };
     return new grpc.ServerInterceptingCall(call, {
       start: (next) =>

@@ -23,6 +23,7 @@ import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from '.
 import { checkSize, SIZE_HINT, requireName, type OpContext } from '../ops/context.js';
 import { goneMessage, whenHalfClosedEnds, type GoneReason } from './call-end.js';
 import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
+import { auditText } from './audit.js';
 import type { Authorize } from '../policy/access.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
@@ -149,9 +150,10 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
       for await (const m of readAll<EncryptStreamRequest>(call)) {
         if (!encryptor) {
           if (m.frame.case !== 'header') throw violation('the first EncryptStream message must be a header');
+          // Named before anything can refuse it, as a unary Encrypt's line does (review by helper-143),
+          // an invalid name escaped (helper-147).
+          audit.key = m.frame.value.keyName ? auditText(m.frame.value.keyName) : undefined;
           name = requireName('key_name', m.frame.value.keyName);
-          // Named before anything can refuse it, as a unary Encrypt's line does (review by helper-143).
-          audit.key = name;
           authorize('encrypt', name);
           const aad = checkSize('associated_data', m.frame.value.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
           // Resolving counts the first chunk's encryption (and rotates first if the version is spent).

@@ -1,6 +1,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ReEncryptRequest, ReEncryptResponseSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { aboutKey, invalidField } from '../api/errors.js';
+import { auditText } from '../api/audit.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from './context.js';
 import { openEnvelope, sealEnvelope } from './envelope-ops.js';
 
@@ -13,7 +14,16 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
   // Both keys are checked before anything is decrypted (the source inside openEnvelope). Moving a
   // ciphertext to another key also needs decrypt on its source: with reencrypt on two keys and
   // decrypt on only one, it would otherwise be a way to read the other's ciphertexts.
-  if (req.destinationKeyName) ctx.authorize('reencrypt', requireName('destination_key_name', req.destinationKeyName));
+  if (req.destinationKeyName) {
+    let destination: string;
+    try {
+      destination = requireName('destination_key_name', req.destinationKeyName);
+    } catch (err) {
+      // The audit line names it as a refused Encrypt's names its key (review by helper-147).
+      throw aboutKey(err, auditText(req.destinationKeyName));
+    }
+    ctx.authorize('reencrypt', destination);
+  }
   const { plaintext, r: source } = await openEnvelope(ctx, ciphertext, aad, 'reencrypt', (sourceName) => {
     if (req.destinationKeyName && req.destinationKeyName !== sourceName) ctx.authorize('decrypt', sourceName);
   });
