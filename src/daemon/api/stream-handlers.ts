@@ -183,7 +183,11 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
                 prepaid--;
                 ctx.keys.checkStreamVersion(resolved);
               } else await ctx.keys.countEncryptions(resolved, 1);
-              return seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
+              const sealed = await seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
+              // And again once the kernel answers: a key change acknowledged while it sealed holds
+              // for this chunk too (review by helper-149).
+              ctx.keys.checkStreamVersion(resolved);
+              return sealed;
             },
           });
           audit.key = r.key.name;
@@ -304,7 +308,14 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
               workSincePause += chunkAad.length + sealed.length + CHUNK_WORK_BYTES;
               checkAccess(h);
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
-              return open(ctx.engine, r.suite, r.serials, nonce, chunkAad, sealed);
+              const plaintext = await open(ctx.engine, r.suite, r.serials, nonce, chunkAad, sealed);
+              try {
+                ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite); // and once the kernel answered, as in Decrypt
+              } catch (err) {
+                plaintext.fill(0);
+                throw err;
+              }
+              return plaintext;
             },
           });
           continue;

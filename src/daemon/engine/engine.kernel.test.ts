@@ -8,6 +8,7 @@ import { KernelKeystore } from '../keystore/kernel-keystore.js';
 import { CryptoEngine } from './engine.js';
 import { isEngineError } from './errors.js';
 import { computeMac, hash, open, seal, verifyMac } from './suite-ops.js';
+import { estimatedRequestBound } from './request-bound.js';
 
 const engine = new CryptoEngine();
 const store = new KernelKeystore({ keyringName: `rf-engine-test-${process.pid}` });
@@ -296,6 +297,31 @@ describe('limits and concurrency', () => {
     const pt = randomBytes(4 * 1024 * 1024 - 1024);
     const sealed = await seal(engine, suite, [serial], nonce, Buffer.alloc(1024), pt);
     expect(sealed.equals(nodeSeal(suite, [key], nonce, Buffer.alloc(1024), pt))).toBe(true);
+  });
+
+  // The bound the daemon warns and hints with (request-bound.ts) was measured on the lts kernel with
+  // CCM; it must hold on every kernel of the matrix and for every suite it has (review by helper-148).
+  it('takes a request of estimatedRequestBound(optmem_max) for every suite this kernel has, and refuses 1.15 times it', async () => {
+    const optmem = Number(readFileSync('/proc/sys/net/core/optmem_max', 'utf8'));
+    const bound = estimatedRequestBound(optmem);
+    expect(bound).toBeGreaterThan(1024 * 1024);
+    const big = new CryptoEngine({ maxRequestBytes: 20 * 1024 * 1024 });
+    try {
+      for (const s of AEAD_SUITES.filter((x) => suiteExpectedAvailable(x.name))) {
+        const keys = s.keyBytes.map((b) => knownKey(b));
+        const nonce = randomBytes(s.nonceBytes);
+        const aad = randomBytes(64 * 1024);
+        const pt = randomBytes(bound - aad.length);
+        const sealed = await seal(big, s, keys.map((k) => k.serial), nonce, aad, pt);
+        expect(sealed.equals(nodeSeal(s, keys.map((k) => k.key), nonce, aad, pt)), `${s.name} at ${bound} bytes`).toBe(true);
+      }
+      const { serial } = knownKey(32);
+      const over = Math.ceil(bound * 1.15);
+      const err = await seal(big, suite, [serial], randomBytes(12), Buffer.alloc(0), randomBytes(over)).then(() => undefined, (e: unknown) => e);
+      expect(isEngineError(err, 'PAYLOAD_TOO_LARGE'), `${suite.name} at ${over} bytes: ${String(err)}`).toBe(true);
+    } finally {
+      big.close();
+    }
   });
 
   it('a request beyond what net.core.optmem_max lets AF_ALG track is PAYLOAD_TOO_LARGE naming the sysctl (review by helper-137)', async () => {

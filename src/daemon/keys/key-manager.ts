@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type { AeadSuite, MacSuite } from '../../capabilities/suites.js';
 import type { AlgStatus } from '../../capabilities/probe.js';
-import { ApiError, ErrorReason, Status, invalidField, keyNotFound } from '../api/errors.js';
+import { ApiError, ErrorReason, Status, invalidField, keyNotFound, shuttingDown } from '../api/errors.js';
 import { KeystoreError } from '../keystore/errors.js';
 import type { MaterialFingerprints } from './fingerprints.js';
 import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './key-errors.js';
@@ -83,6 +83,8 @@ export class KeyManager {
   /** Keys whose scheduled work failed, and when it is tried again. */
   private readonly retries: KeyRetries;
   private masterCheck: string | null = null;
+  /** Set by close(): nothing is written or indexed after it. */
+  private closed = false;
   private readonly now: () => number;
 
   constructor(private readonly deps: KeyManagerDeps) {
@@ -521,14 +523,18 @@ export class KeyManager {
 
   /**
    * What countEncryptions checks before it counts `n` (0: only that the stream's version may still
-   * seal, for a chunk counted in advance when the stream began).
+   * seal, for a chunk counted in advance when the stream began). With n = 0 also what a seal checks
+   * once the kernel has answered (`subject` 'request'): a key disabled, scheduled for deletion or
+   * given a higher min_decryption_version while it sealed was acknowledged first, so the ciphertext
+   * is refused rather than answered (review by helper-149: nothing could decrypt it).
    */
-  checkStreamVersion(r: ResolvedVersion<AeadSuite>, n = 0): KeyRecord {
+  checkStreamVersion(r: ResolvedVersion<AeadSuite>, n = 0, subject: 'stream' | 'request' = 'stream'): KeyRecord {
     const current = this.byId.get(r.key.id);
     if (!current) throw keyNotFound(r.key.name);
     this.usable(current.name, 'aead');
     if (r.version < current.minDecryptionVersion) {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${current.name}" version ${r.version} is now below its min_decryption_version ${current.minDecryptionVersion}, so nothing could decrypt what this stream would seal; start a new stream (it will use version ${current.versions.length})`, {
+      const what = subject === 'stream' ? 'what this stream would seal; start a new stream' : 'what this request sealed (it was raised meanwhile); send it again';
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_VERSION_DISABLED, `key "${current.name}" version ${r.version} is now below its min_decryption_version ${current.minDecryptionVersion}, so nothing could decrypt ${what} (it will use version ${current.versions.length})`, {
         key_name: current.name,
         key_version: String(r.version),
         min_decryption_version: String(current.minDecryptionVersion),
@@ -604,6 +610,13 @@ export class KeyManager {
     const serials = this.serialsOf(record, v);
     this.checkSuiteUsable(record);
     return { key: record, version: v, suite: suiteOf(record) as MacSuite, serials };
+  }
+
+  /** A MAC key's version resolved before the kernel ran, checked again once it answered (as checkStreamVersion for a seal). */
+  checkMacVersion(r: ResolvedVersion<MacSuite>): void {
+    const current = this.byId.get(r.key.id);
+    if (!current) throw keyNotFound(r.key.name);
+    this.checkVersion(this.usable(current.name, 'mac'), r.version);
   }
 
   forVerify(name: string, version: number | undefined): ResolvedVersion<MacSuite> {
@@ -758,13 +771,19 @@ export class KeyManager {
     return next;
   }
 
-  private persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord } = {}, meta?: { postponingMs?: number }): Promise<void> {
+  private async persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord } = {}, meta?: { postponingMs?: number }): Promise<void> {
+    // After close() the maps are empty: a document built from them would hold no other key.
+    if (this.closed) throw shuttingDown();
     const puts = change.put === undefined ? [] : Array.isArray(change.put) ? change.put : [change.put];
     const replaced = new Set([change.remove?.id, ...puts.map((r) => r.id)]);
     const keys = [...this.byId.values()].filter((r) => !replaced.has(r.id));
     keys.push(...puts);
     keys.sort((a, b) => (a.name < b.name ? -1 : 1));
-    return this.deps.persist({ format: 1, masterCheck: this.masterCheck, keys }, meta);
+    await this.deps.persist({ format: 1, masterCheck: this.masterCheck, keys }, meta);
+    // close() ran while this was written (a stop cut the call off, or the scheduler's run): the
+    // change is on disk, but nothing may be put back into a closed manager (review by helper-149:
+    // the next write then held only the keys put back). Callers destroy kernel keys they made.
+    if (this.closed) throw shuttingDown();
   }
 
   /** The kernel serials of a version, or FAILED_PRECONDITION when this kernel could not load it. */
@@ -799,6 +818,7 @@ export class KeyManager {
 
   /** Destroys every kernel key this manager loaded (daemon shutdown). */
   close(): void {
+    this.closed = true;
     for (const record of [...this.byId.values()]) this.unindex(record);
     this.deps.fingerprints.close();
   }

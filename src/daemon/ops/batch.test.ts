@@ -29,6 +29,7 @@ function context() {
       forEncrypt: async () => ({ key: record, version: 1, suite, serials: [7] }),
       nameOfId: () => 'k',
       forDecrypt: () => ({ key: record, version: 1, suite, serials: [7] }),
+      checkStreamVersion: () => record, // the key stays usable
     },
     // Only key "k" is allowed: every other item is denied, with a message and metadata naming it.
     authorize: (op: 'encrypt' | 'decrypt', key?: string) => {

@@ -26,6 +26,9 @@ export async function sealEnvelope(ctx: OpContext, r: ResolvedVersion<AeadSuite>
   const { header, aad: headerAndAad } = headerWithAssociatedData({ suite: r.suite.name, keyId: keyIdBytes(r.key), keyVersion: r.version, nonce }, aad);
   // The header goes into the seal's headroom: the envelope is header || sealed without another copy.
   const envelope = await seal(ctx.engine, r.suite, r.serials, nonce, headerAndAad, plaintext, HEADER_BYTES);
+  // Checked again once the kernel answers (a large seal waits on the pool): a key change
+  // acknowledged meanwhile must hold for this answer too (review by helper-149).
+  ctx.keys.checkStreamVersion(r, 0, 'request');
   header.copy(envelope, 0);
   return envelope;
 }
@@ -65,6 +68,14 @@ export async function openEnvelope(
       throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is shorter than its ${HEADER_BYTES}-byte header and ${r.suite.tagBytes}-byte tag`, { detail: 'shorter than header and tag' });
     }
     const plaintext = await open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed);
+    // As for a seal: a key disabled (or its version retired) while the kernel opened this answers
+    // as it would have after.
+    try {
+      ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite);
+    } catch (err) {
+      plaintext.fill(0);
+      throw err;
+    }
     return { plaintext, r };
   } catch (err) {
     throw name === undefined ? err : aboutKey(err, name);

@@ -16,7 +16,10 @@ export async function generateDataKey(ctx: OpContext, req: GenerateDataKeyReques
   const aad = checkSize('associated_data', req.associatedData, ctx.limits.maxAssociatedDataBytes, SIZE_HINT.aad);
   const r = await ctx.keys.forEncrypt(name);
   const dataKey = getRandom(length);
-  const ciphertext = await sealEnvelope(ctx, r, dataKey, aad);
+  const ciphertext = await sealEnvelope(ctx, r, dataKey, aad).catch((err: unknown) => {
+    dataKey.fill(0);
+    throw err;
+  });
   if (req.omitPlaintext) dataKey.fill(0);
   return { ciphertext, plaintext: req.omitPlaintext ? new Uint8Array(0) : dataKey, keyName: r.key.name, keyVersion: r.version };
 }

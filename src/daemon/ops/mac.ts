@@ -10,7 +10,10 @@ export async function computeMac(ctx: OpContext, req: ComputeMacRequest): Promis
   ctx.authorize('mac', name);
   const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes, SIZE_HINT.mac);
   const r = ctx.keys.forMac(name);
-  return { mac: await kernelMac(ctx.engine, r.suite, r.serials[0]!, data), keyName: r.key.name, keyVersion: r.version };
+  const mac = await kernelMac(ctx.engine, r.suite, r.serials[0]!, data);
+  // Checked again once the kernel answers: a key change acknowledged meanwhile holds for this answer (helper-149).
+  ctx.keys.checkMacVersion(r);
+  return { mac, keyName: r.key.name, keyVersion: r.version };
 }
 
 /** CryptoService.VerifyMac: a wrong MAC is `valid: false`; the comparison is constant-time. */
@@ -22,5 +25,6 @@ export async function verifyMac(ctx: OpContext, req: VerifyMacRequest): Promise<
   const r = ctx.keys.forVerify(name, req.keyVersion);
   // A MAC of the wrong length is simply not valid; the kernel is not asked.
   const valid = req.mac.byteLength === r.suite.macBytes && (await kernelVerify(ctx.engine, r.suite, r.serials[0]!, data, Buffer.from(req.mac)));
+  ctx.keys.checkMacVersion(r);
   return { valid, keyName: r.key.name, keyVersion: r.version };
 }

@@ -3,7 +3,7 @@
  * operations and their handlers (answers.test.ts, stream-handlers.test.ts). The kernel's own answers
  * are tested in the guests. Keys: "k" (aes-256-gcm) and "m" (hmac-sha256).
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { DEFAULT_LIMITS } from '../config.js';
 import { EngineError } from '../engine/errors.js';
 import { MaterialFingerprints } from '../keys/fingerprints.js';
@@ -37,6 +37,9 @@ const engine = {
   async digest(alg: { name: string }, serial: number | undefined, n: number, data: Buffer) {
     if (serial === undefined) return createHash(alg.name).update(data).digest();
     return createHmac(alg.name.slice(5, -1), keyBytes.get(serial)!).update(data).digest().subarray(0, n);
+  },
+  async verifyDigest(alg: { name: string }, serial: number, n: number, data: Buffer, mac: Buffer) {
+    return timingSafeEqual(await engine.digest(alg, serial, n, data), mac);
   },
 };
 

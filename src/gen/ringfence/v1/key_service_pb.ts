@@ -681,7 +681,8 @@ export const KeyService: GenService<{
   },
   /**
    * Disables a key: every cryptographic operation with it fails with KEY_DISABLED until
-   * EnableKey. Idempotent. Errors: NOT_FOUND (KEY_NOT_FOUND), FAILED_PRECONDITION
+   * EnableKey, also one the kernel was working on when this answered (its result is not sent;
+   * likewise for ScheduleKeyDeletion and a raised min_decryption_version). Idempotent. Errors: NOT_FOUND (KEY_NOT_FOUND), FAILED_PRECONDITION
    * (KEY_PENDING_DELETION).
    *
    * @generated from rpc ringfence.v1.KeyService.DisableKey
