@@ -8,6 +8,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { UndecodableRequest, undecodable } from './decode.js';
 import type { ApiError } from './errors.js';
+import { limitReadAhead, limitWriteBehind } from './handler.js';
 
 /** A check of a decoded request (unary and server-streaming methods) before the package sees it. */
 export type Admit = (path: string, request: unknown) => ApiError | undefined;
@@ -41,6 +42,7 @@ function guardHandler(m: AnyDefinition, handler: AnyHandler, admit: Admit): AnyH
   // Streamed requests arrive as 'data' events to the package's listeners: the first undecodable one
   // ends the call with its status, and nothing after it reaches them.
   return ((call: grpc.ServerReadableStream<unknown, unknown>) => {
+    if (m.responseStream) holdBackWhileAnswersWait(call as unknown as grpc.ServerDuplexStream<unknown, unknown>);
     const emit = call.emit.bind(call) as (event: string | symbol, ...args: unknown[]) => boolean;
     let refused = false;
     call.emit = ((event: string | symbol, ...args: unknown[]) => {
@@ -53,6 +55,32 @@ function guardHandler(m: AnyDefinition, handler: AnyHandler, admit: Admit): AnyH
     }) as typeof call.emit;
     (handler as (c: typeof call) => void)(call);
   }) as AnyHandler;
+}
+
+/**
+ * Reflection answers each request as it arrives (`stream.on('data', m => stream.write(answer))`)
+ * and ignores write()'s backpressure: a client that sent requests and never read had every answer
+ * queued, and one such stream took the daemon's heap (review by helper-150). The call stops reading
+ * (so HTTP/2 flow control holds the client back) while two answers wait unflushed, and goes on at
+ * 'drain'; at most one request is read ahead.
+ */
+function holdBackWhileAnswersWait(call: grpc.ServerDuplexStream<unknown, unknown>): void {
+  limitReadAhead(call);
+  limitWriteBehind(call, 2);
+  const write = call.write.bind(call) as (...args: unknown[]) => boolean;
+  let held = false;
+  call.write = ((...args: unknown[]) => {
+    const room = write(...args);
+    if (!room && !held) {
+      held = true;
+      call.pause();
+      call.once('drain', () => {
+        held = false;
+        call.resume();
+      });
+    }
+    return room;
+  }) as typeof call.write;
 }
 
 /** The server as a package's addToServer sees it: addService registers guarded definitions. */

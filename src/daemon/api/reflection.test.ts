@@ -9,10 +9,12 @@ import { ReflectionService } from '@grpc/reflection';
 import { create, createFileRegistry, fromBinary, toBinary, type DescFile, type DescMessage, type DescService } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema, type FileDescriptorProto } from '@bufbuild/protobuf/wkt';
 import { mkdtempSync, rmSync } from 'node:fs';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { KeyService } from '../../gen/ringfence/v1/key_service_pb.js';
 import { StatusService } from '../../gen/ringfence/v1/status_service_pb.js';
@@ -41,16 +43,21 @@ afterEach(() => {
   cleanup = [];
 });
 
-/** A server with health and reflection as the daemon registers reflection. */
-async function serve(): Promise<grpc.Client> {
+/** A server with health and reflection as the daemon registers reflection; its socket's path. */
+async function serveAt(): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'rf-reflection-'));
   const server = new grpc.Server();
   new HealthImplementation({ '': 'SERVING' }).addToServer(server);
   addReflection(server, SERVICES);
   const socket = join(dir, 's.sock');
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
-  const client = new grpc.Client(`unix:${socket}`, grpc.credentials.createInsecure());
-  cleanup.push(() => rmSync(dir, { recursive: true, force: true }), () => server.forceShutdown(), () => client.close());
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }), () => server.forceShutdown());
+  return socket;
+}
+
+async function serve(): Promise<grpc.Client> {
+  const client = new grpc.Client(`unix:${await serveAt()}`, grpc.credentials.createInsecure());
+  cleanup.push(() => client.close());
   return client;
 }
 
@@ -152,5 +159,43 @@ describe('server reflection of every service the daemon serves', () => {
     const described = FOREIGN_SERVICES.flatMap((s) => s.methods.map((m) => `/${s.typeName}/${m.name} ${m.methodKind.replace('_streaming', '')}`));
     const served = [...registered((s) => new HealthImplementation().addToServer(s)), ...registered((s) => new ReflectionService({}).addToServer(s))];
     expect(described.sort()).toEqual(served.sort());
+  });
+});
+
+describe('a reflection stream whose client does not read', () => {
+  // Reflection answered every request as it came, whatever write() said: a client that sent
+  // requests and read nothing had all the answers (tens of KiB each) queued, and one such stream
+  // took the daemon's heap (review by helper-150). Now the call stops reading while answers wait.
+  it('stops taking requests while its answers wait, and answers every one once the client reads', async () => {
+    const { ReflectionV1Implementation } = require('@grpc/reflection/build/src/implementations/reflection-v1.js') as { ReflectionV1Implementation: { prototype: { handleServerReflectionRequest: () => unknown } } };
+    const handled = vi.spyOn(ReflectionV1Implementation.prototype, 'handleServerReflectionRequest');
+    cleanup.push(() => handled.mockRestore());
+    const socket = await serveAt();
+    // A raw HTTP/2 client whose streams' windows are 0: the server may send no answer's bytes.
+    const session = http2.connect('http://localhost', { createConnection: () => net.connect(socket), settings: { initialWindowSize: 0 } });
+    cleanup.push(() => session.destroy());
+    const stream = session.request({ ':method': 'POST', ':path': reflectionMethod.path, 'content-type': 'application/grpc', te: 'trailers' });
+    const N = 300;
+    const message = reflectionMethod.requestSerialize({ file_containing_symbol: 'ringfence.v1.CryptoService' });
+    const frame = Buffer.alloc(5 + message.length);
+    frame.writeUInt32BE(message.length, 1);
+    message.copy(frame, 5);
+    stream.end(Buffer.concat(Array.from({ length: N }, () => frame)));
+    await new Promise((r) => setTimeout(r, 500));
+    const whileBlocked = handled.mock.calls.length;
+    expect(whileBlocked).toBeGreaterThan(0);
+    expect(whileBlocked).toBeLessThanOrEqual(5); // before: all 300
+    // The client reads: every request is answered, none lost.
+    let received = Buffer.alloc(0);
+    stream.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+    session.settings({ initialWindowSize: 1 << 20 });
+    await new Promise<void>((resolve, reject) => {
+      stream.on('close', resolve);
+      stream.on('error', reject);
+    });
+    let answers = 0;
+    for (let at = 0; at < received.length; at += 5 + received.readUInt32BE(at + 1)) answers++;
+    expect(answers).toBe(N);
+    expect(handled.mock.calls.length).toBe(N);
   });
 });
