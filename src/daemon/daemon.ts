@@ -33,6 +33,7 @@ import { assertSocketPathFree, lockSocketPath } from './socket.js';
 import { Access, DENY_ALL } from './policy/access.js';
 import { PolicyStore } from './policy/policy-store.js';
 import { pinoAudit } from './api/audit.js';
+import { refusalBudget } from './api/audit-refusals.js';
 import { cryptoServiceHandlers } from './api/crypto-service.js';
 import { keyServiceHandlers } from './api/key-service.js';
 import { statusServiceHandlers } from './api/status-service.js';
@@ -156,7 +157,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
       drain,
     };
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
-    const deps = { audit: pinoAudit(log), log, access: new Access(policy, (call) => connections.principalOf(call)) };
+    const auditTrail = refusalBudget(pinoAudit(log));
+    const deps = { audit: auditTrail.audit, log, access: new Access(policy, (call) => connections.principalOf(call)) };
     const server = new grpc.Server({ ...serverOptions(config.limits), interceptors: [refusedUnaryAudit(deps)] });
     server.addService(daemonServiceDefinition(KeyService, config.limits.maxBatchItems), keyServiceHandlers(keys, deps, config.limits.maxMessageBytes));
     server.addService(daemonServiceDefinition(CryptoService, config.limits.maxBatchItems), cryptoServiceHandlers(ctx, deps));
@@ -264,6 +266,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
             resolve();
           });
         });
+        auditTrail.flush();
         await cleanup();
         log.info('ringfenced stopped');
       },

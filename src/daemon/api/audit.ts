@@ -15,6 +15,8 @@ export interface AuditEntry {
   reason?: string | undefined;
   durationMs: number;
   items?: number | undefined;
+  /** A line for this many refusals alike, over a caller's audit budget (audit-refusals.ts). */
+  suppressed?: number | undefined;
   /** The caller (SO_PEERCRED at accept, exe from /proc when readable); absent if unidentified. */
   principal?: { uid: number; gid: number; pid: number; exe?: string } | undefined;
 }
