@@ -156,7 +156,8 @@ describe('KeyService end to end', () => {
     expect(cancelled.deletionTime).toBeUndefined();
     await client.enableKey('doomed');
 
-    const scheduled = await client.scheduleKeyDeletion('doomed', { waitingPeriodMs: 25_000 });
+    // Long enough for a stop and a restart under emulation on a busy host (25 s was not, once).
+    const scheduled = await client.scheduleKeyDeletion('doomed', { waitingPeriodMs: 45_000 });
     expect(scheduled.state).toBe(KeyState.PENDING_DELETION);
     await expectError(client.encrypt('doomed', 'x'), isFailedPrecondition, ErrorReason.KEY_PENDING_DELETION);
     await expectError(client.enableKey('doomed'), isFailedPrecondition, ErrorReason.KEY_PENDING_DELETION);
