@@ -83,6 +83,8 @@ describe('resolveConfig defaults', () => {
         maxBufferedBytesPerCaller: 128 * 1024 * 1024,
         maxConnectionsPerCaller: 256,
         maxHashStreamsPerCaller: 64,
+        maxCalls: 1024,
+        maxCallsPerCaller: 256,
         connectionIdleTimeout: 300_000,
         connectionMaxAge: 0,
         connectionMaxAgeGrace: 60_000,
@@ -102,6 +104,17 @@ describe('resolveConfig defaults', () => {
     );
     expect(configError(['--config', configFile({ limits: { maxBufferedBytes: 1024 * 1024, maxBufferedBytesPerCaller: 2 * 1024 * 1024 } })]).message).toMatch(/maxBufferedBytesPerCaller: 2097152 is more than maxBufferedBytes/);
     expect(configError(['--config', configFile({ limits: { maxHashStreamsPerCaller: 257 } })]).message).toMatch(/maxHashStreamsPerCaller must be an integer from 1 to 256/);
+  });
+
+  it('maxCallsPerCaller: a quarter of maxCalls unless set, at least 1, at most maxCalls', () => {
+    expect(resolved(['--config', configFile({ limits: { maxCalls: 2048 } })]).limits.maxCallsPerCaller).toBe(512);
+    expect(resolved(['--config', configFile({ limits: { maxCalls: 3 } })]).limits.maxCallsPerCaller).toBe(1);
+    const set = resolved(['--config', configFile({ limits: { maxCalls: 100, maxCallsPerCaller: 100 } })]).limits;
+    expect([set.maxCalls, set.maxCallsPerCaller]).toEqual([100, 100]);
+    expect(resolved(['--config', configFile({ limits: { maxCallsPerCaller: 1000 } })]).limits).toMatchObject({ maxCalls: 1024, maxCallsPerCaller: 1000 });
+    expect(configError(['--config', configFile({ limits: { maxCallsPerCaller: 1025 } })]).message).toMatch(/limits\.maxCallsPerCaller: 1025 is more than maxCalls \(1024\); a caller's part cannot exceed the whole/);
+    expect(configError(['--config', configFile({ limits: { maxCalls: 0 } })]).message).toMatch(/limits\.maxCalls must be an integer from 1 to 1000000 \(got 0\)/);
+    expect(configError(['--config', configFile({ limits: { maxCallsPerCaller: '8' } })]).message).toMatch(/limits\.maxCallsPerCaller must be an integer from 1 to 1000000/);
   });
 
   it('policy: flag > env > config file (relative to it) > <config dir>/policy.json', () => {
@@ -226,6 +239,7 @@ describe('resolveConfig --help', () => {
     const r = resolveConfig(['--help'], {}, 1000);
     expect(r.help).toBe(true);
     if (r.help) expect(r.usage).toMatch(/^Usage: ringfenced .*--socket PATH/);
+    if (r.help) expect(r.usage).toMatch(/maxCalls \(1024\),\s+maxCallsPerCaller \(a quarter of maxCalls\)/);
     expect(resolveConfig(['-h', '--config', '/nonexistent'], {}, 0).help).toBe(true);
   });
 });

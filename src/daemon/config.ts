@@ -66,6 +66,14 @@ export interface Limits {
    */
   maxHashStreamsPerCaller: number;
   /**
+   * Calls (HTTP/2 streams of any service) open at once in the whole daemon. Each may hold a
+   * request message of up to maxMessageBytes that grpc-js reads before any handler runs, so this
+   * bounds that memory; connections × streams per connection would allow far more.
+   */
+  maxCalls: number;
+  /** Of maxCalls, how many one caller (uid) may have open at once. Default: a quarter of it. */
+  maxCallsPerCaller: number;
+  /**
    * Milliseconds ("5m"; "0s" never) a connection may carry no call before the daemon closes it
    * (GOAWAY). Also what reclaims the fd of a connection that broke the HTTP/2 protocol (node stops
    * reading it after its GOAWAY, so it never sees the peer close) or that was left half-open.
@@ -120,6 +128,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxBufferedBytesPerCaller: 128 * MiB,
   maxConnectionsPerCaller: 256,
   maxHashStreamsPerCaller: 64,
+  maxCalls: 1024,
+  maxCallsPerCaller: 256,
   connectionIdleTimeout: 5 * MINUTE,
   connectionMaxAge: 0,
   connectionMaxAgeGrace: MINUTE,
@@ -165,6 +175,8 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxBufferedBytesPerCaller: [64 * KiB, 64 * 1024 * MiB],
   maxConnectionsPerCaller: [1, 100_000],
   maxHashStreamsPerCaller: [1, MAX_HASH_STREAMS],
+  maxCalls: [1, 1_000_000],
+  maxCallsPerCaller: [1, 1_000_000],
   connectionIdleTimeout: [0, MAX_TIMER_MS],
   connectionMaxAge: [0, MAX_CONNECTION_AGE_MS],
   connectionMaxAgeGrace: [0, MAX_TIMER_MS],
@@ -192,7 +204,8 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      maxSessionBufferedBytes (16777216), maxBufferedBytes (536870912),
                      maxBufferedBytesPerCaller (a quarter of maxBufferedBytes),
                      maxConnectionsPerCaller (a quarter of maxConnections),
-                     maxHashStreamsPerCaller (64),
+                     maxHashStreamsPerCaller (64), maxCalls (1024),
+                     maxCallsPerCaller (a quarter of maxCalls),
                      connectionIdleTimeout ("5m"; "0s" never), connectionMaxAge ("0s" = none),
                      connectionMaxAgeGrace ("1m") }
                      (docs/operations.md, "Limits")
@@ -385,6 +398,7 @@ function parseMode({ value, where }: { value: string; where: string }): number {
 const PER_CALLER: ReadonlyArray<readonly [keyof Limits, keyof Limits, number]> = [
   ['maxBufferedBytesPerCaller', 'maxBufferedBytes', 64 * KiB],
   ['maxConnectionsPerCaller', 'maxConnections', 1],
+  ['maxCallsPerCaller', 'maxCalls', 1],
 ];
 
 function parseLimits(raw: unknown, where: string): Limits {

@@ -43,6 +43,7 @@ import { CallerSlots } from './api/caller-slots.js';
 import { Drain } from './api/drain.js';
 import { callerKey } from './api/handler.js';
 import { refusedUnaryAudit } from './api/refused-call-audit.js';
+import { callLimit } from './api/call-limit.js';
 import { VERSION } from './version.js';
 import { notifyReliably, startWatchdog } from './watchdog.js';
 
@@ -159,7 +160,10 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const auditTrail = refusalBudget(pinoAudit(log));
     const deps = { audit: auditTrail.audit, log, access: new Access(policy, (call) => connections.principalOf(call)) };
-    const server = new grpc.Server({ ...serverOptions(config.limits), interceptors: [refusedUnaryAudit(deps)] });
+    // Every call of every service, counted from its first header until its stream closes (api/call-limit.ts).
+    const calls = new CallerSlots(config.limits.maxCallsPerCaller, 'calls', 'calls_per_caller', 'maxCallsPerCaller', { limit: config.limits.maxCalls, limitName: 'calls', setting: 'maxCalls' });
+    // The call limit first (innermost): a call it refuses never reaches the other's listener.
+    const server = new grpc.Server({ ...serverOptions(config.limits), interceptors: [callLimit({ ...deps, calls }), refusedUnaryAudit(deps)] });
     server.addService(daemonServiceDefinition(KeyService, config.limits.maxBatchItems), keyServiceHandlers(keys, deps, config.limits.maxMessageBytes));
     server.addService(daemonServiceDefinition(CryptoService, config.limits.maxBatchItems), cryptoServiceHandlers(ctx, deps));
     server.addService(
@@ -178,6 +182,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
             callerConnections: principal ? connections.openBy(principal.uid) : 0,
             callerBufferedBytes: BigInt(ctx.budget.heldBy(caller)),
             callerHashStreams: ctx.hashStreamSlots.heldBy(caller),
+            calls: calls.total,
+            callerCalls: calls.heldBy(caller),
           };
         },
       }, deps),

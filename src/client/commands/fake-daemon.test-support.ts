@@ -145,13 +145,15 @@ function statusService(keys: FakeKeys, rec: Recorder, limits: Limits, startTime 
         maxBufferedBytesPerCaller: 128n * BigInt(MiB),
         maxConnectionsPerCaller: 256,
         maxHashStreamsPerCaller: 64,
+        maxCalls: 1024,
+        maxCallsPerCaller: 256,
         maxConcurrentStreamsPerConnection: 128,
         maxConnections: 1024,
         connectionIdleTimeout: { seconds: 300n },
         connectionMaxAge: {},
         connectionMaxAgeGrace: { seconds: 60n },
       },
-      usage: { connections: 3, bufferedBytes: 2048n, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024n, callerHashStreams: 0 },
+      usage: { connections: 3, bufferedBytes: 2048n, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024n, callerHashStreams: 0, calls: 5, callerCalls: 2 },
     })),
   };
 }

@@ -146,6 +146,8 @@ function usageJson(u: Usage) {
     callerConnections: u.callerConnections,
     callerBufferedBytes: Number(u.callerBufferedBytes),
     callerHashStreams: u.callerHashStreams,
+    calls: u.calls,
+    callerCalls: u.callerCalls,
   };
 }
 
@@ -165,6 +167,8 @@ function limitsJson(l: Limits): Record<string, unknown> {
     maxBufferedBytesPerCaller: Number(l.maxBufferedBytesPerCaller),
     maxConnectionsPerCaller: l.maxConnectionsPerCaller,
     maxHashStreamsPerCaller: l.maxHashStreamsPerCaller,
+    maxCalls: l.maxCalls,
+    maxCallsPerCaller: l.maxCallsPerCaller,
     maxConcurrentStreamsPerConnection: l.maxConcurrentStreamsPerConnection,
     maxConnections: l.maxConnections,
     connectionIdleTimeoutSeconds: seconds(l.connectionIdleTimeout),
@@ -189,14 +193,14 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
   const u = j.usage as ReturnType<typeof usageJson> | null;
   if (u) {
     const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
-    lines.push(`in use      ${n(u.connections, 'connection')} (${u.callerConnections} yours), ${u.bufferedBytes} B buffered (${u.callerBufferedBytes} B yours), ${n(u.hashStreams, 'hash stream')} (${u.callerHashStreams} yours)`);
+    lines.push(`in use      ${n(u.connections, 'connection')} (${u.callerConnections} yours), ${u.bufferedBytes} B buffered (${u.callerBufferedBytes} B yours), ${n(u.hashStreams, 'hash stream')} (${u.callerHashStreams} yours), ${n(u.calls, 'call')} (${u.callerCalls} yours)`);
   }
   if (l) {
     lines.push(
       `limits      payload ${l.maxPayloadBytes} B, associated data ${l.maxAssociatedDataBytes} B, stream chunk ${l.maxStreamChunkBytes} B, message ${l.maxMessageBytes} B`,
       `            batch ${l.maxBatchItems} items, session ${l.maxSessionInFlight} in flight and ${l.maxSessionBufferedBytes} B held, rotation >= ${dur(l.minRotationPeriodSeconds)}, deletion wait >= ${dur(l.minDeletionWaitingPeriodSeconds)}`,
       `            ${l.encryptionsPerVersion} encryptions per key version, ${l.maxBufferedBytes} B buffered by all sessions and streams (${l.maxBufferedBytesPerCaller} B per caller)`,
-      `            ${l.maxConnections} connections (${l.maxConnectionsPerCaller} per caller), ${l.maxConcurrentStreamsPerConnection} calls each, ${l.maxHashStreamsPerCaller} hash streams per caller, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
+      `            ${l.maxConnections} connections (${l.maxConnectionsPerCaller} per caller), ${l.maxConcurrentStreamsPerConnection} calls each, ${l.maxCalls} calls in all (${l.maxCallsPerCaller} per caller), ${l.maxHashStreamsPerCaller} hash streams per caller, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
     );
   }
   const rows = [['SUITE / HASH', 'AVAILABILITY', 'DRIVER OR DETAIL']];

@@ -27,11 +27,11 @@ describe.concurrent('status', SLOW, () => {
     expect(text).toContain('\nkernel      6.12.48+deb13-amd64, AF_ALG not restricted\n');
     expect(text).toContain('\ndefaults    aead aes-256-gcm, mac hmac-sha256\n');
     expect(text).toContain('\nkeys        1\n');
-    expect(text).toContain('\nin use      3 connections (1 yours), 2048 B buffered (1024 B yours), 1 hash stream (0 yours)\n');
+    expect(text).toContain('\nin use      3 connections (1 yours), 2048 B buffered (1024 B yours), 1 hash stream (0 yours), 5 calls (2 yours)\n');
     expect(text).toContain('\nlimits      payload 1048576 B, associated data 65536 B, stream chunk 1048576 B, message 4259840 B\n');
     expect(text).toContain('batch 1000 items, session 1024 in flight and 16777216 B held, rotation >= 1h, deletion wait >= 1d\n');
     expect(text).toContain('\n            4294967296 encryptions per key version, 536870912 B buffered by all sessions and streams (134217728 B per caller)\n');
-    expect(text).toContain('\n            1024 connections (256 per caller), 128 calls each, 64 hash streams per caller, idle 5m, max age never (grace 1m)\n');
+    expect(text).toContain('\n            1024 connections (256 per caller), 128 calls each, 1024 calls in all (256 per caller), 64 hash streams per caller, idle 5m, max age never (grace 1m)\n');
     expect(text).toMatch(/\nSUITE \/ HASH +AVAILABILITY +DRIVER OR DETAIL\naes-256-gcm +available +generic-gcm-aesni\n/);
     expect(text).toMatch(/\nblake2b-256 +restricted +blake2b-256: ENOENT under af_alg_restrict=1\n$/);
   });
@@ -60,13 +60,15 @@ describe.concurrent('status', SLOW, () => {
         maxBufferedBytesPerCaller: 134217728,
         maxConnectionsPerCaller: 256,
         maxHashStreamsPerCaller: 64,
+        maxCalls: 1024,
+        maxCallsPerCaller: 256,
         maxConcurrentStreamsPerConnection: 128,
         maxConnections: 1024,
         connectionIdleTimeoutSeconds: 300,
         connectionMaxAgeSeconds: null,
         connectionMaxAgeGraceSeconds: 60,
       },
-      usage: { connections: 3, bufferedBytes: 2048, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024, callerHashStreams: 0 },
+      usage: { connections: 3, bufferedBytes: 2048, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024, callerHashStreams: 0, calls: 5, callerCalls: 2 },
     });
     expect(doc.startTime).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(doc.suites).toHaveLength(7);

@@ -17,6 +17,12 @@ export interface AuditEntry {
   items?: number | undefined;
   /** A line for this many refusals alike, over a caller's audit budget (audit-refusals.ts). */
   suppressed?: number | undefined;
+  /**
+   * Lines that stand for many refusals (api/call-limit.ts, at most one per caller per 10 s): how
+   * many calls were refused since the caller's last such line, this one included, and in all.
+   */
+  refused?: number | undefined;
+  refusedTotal?: number | undefined;
   /** The caller (SO_PEERCRED at accept, exe from /proc when readable); absent if unidentified. */
   principal?: { uid: number; gid: number; pid: number; exe?: string } | undefined;
 }

@@ -50,6 +50,7 @@ interface Http2StreamLike extends EventEmitter {
   writableEnded: boolean;
   sentHeaders?: Record<string, unknown>;
   sentTrailers?: Record<string, unknown>;
+  close(code?: number): void;
 }
 
 /**

@@ -25,4 +25,23 @@ describe('CallerSlots', () => {
     slots.acquire('uid:1');
     expect(() => slots.acquire('uid:1')).toThrow(ApiError);
   });
+
+  it('with a daemon-wide limit: a caller below its own is refused once all callers hold it (limit `calls`); the caller\'s own limit is named first', () => {
+    const slots = new CallerSlots(2, 'calls', 'calls_per_caller', 'maxCallsPerCaller', { limit: 3, limitName: 'calls', setting: 'maxCalls' });
+    const held = [slots.acquire('uid:1'), slots.acquire('uid:1'), slots.acquire('uid:2')];
+    expect(() => slots.acquire('uid:1')).toThrow(/uid 1 already has 2 calls open, its limit \(maxCallsPerCaller\)/);
+    let refused: ApiError | undefined;
+    try {
+      slots.acquire('uid:3');
+    } catch (e) {
+      refused = e as ApiError;
+    }
+    expect([refused?.code, refused?.reason, refused?.metadata.limit, refused?.message]).toEqual([Status.RESOURCE_EXHAUSTED, ErrorReason.DAEMON_BUSY, 'calls', 'the daemon already has 3 calls open, its limit (maxCalls); retry later']);
+    expect(slots.total).toBe(3);
+    held[0]!();
+    held[0]!();
+    expect(slots.total).toBe(2);
+    slots.acquire('uid:3');
+    expect([slots.total, slots.heldBy('uid:1'), slots.heldBy('uid:3')]).toEqual([3, 1, 1]);
+  });
 });

@@ -166,7 +166,7 @@ describe('a reflection stream whose client does not read', () => {
   // Reflection answered every request as it came, whatever write() said: a client that sent
   // requests and read nothing had all the answers (tens of KiB each) queued, and one such stream
   // took the daemon's heap (review by helper-150). Now the call stops reading while answers wait.
-  it('stops taking requests while its answers wait, and answers every one once the client reads', async () => {
+  it('stops taking requests while its answers wait, and answers every one once the client reads', { timeout: 30_000 }, async () => {
     const { ReflectionV1Implementation } = require('@grpc/reflection/build/src/implementations/reflection-v1.js') as { ReflectionV1Implementation: { prototype: { handleServerReflectionRequest: () => unknown } } };
     const handled = vi.spyOn(ReflectionV1Implementation.prototype, 'handleServerReflectionRequest');
     cleanup.push(() => handled.mockRestore());

@@ -4,7 +4,8 @@
  * (RESOURCE_EXHAUSTED), a second request message, none at all; or the client cancels, or its
  * deadline passes, while it is still sending. Those calls left no audit line (review by
  * helper-143). Streams and Session need none of this: their handlers start with the call and
- * audit how it ended (oversize-message.test.ts).
+ * audit how it ended (oversize-message.test.ts). Calls refused at the open-call limits never reach
+ * this interceptor's listener: call-limit.ts audits those.
  */
 import * as grpc from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';

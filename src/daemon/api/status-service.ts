@@ -74,6 +74,8 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
         maxBufferedBytesPerCaller: BigInt(limits.maxBufferedBytesPerCaller),
         maxConnectionsPerCaller: limits.maxConnectionsPerCaller,
         maxHashStreamsPerCaller: limits.maxHashStreamsPerCaller,
+        maxCalls: limits.maxCalls,
+        maxCallsPerCaller: limits.maxCallsPerCaller,
         maxConcurrentStreamsPerConnection: limits.maxConcurrentStreamsPerConnection,
         maxConnections: limits.maxConnections,
         connectionIdleTimeout: durationFromMs(limits.connectionIdleTimeout),

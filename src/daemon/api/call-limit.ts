@@ -1,0 +1,109 @@
+/**
+ * The calls each caller (uid) may have open at once, and all callers together (Limits
+ * maxCallsPerCaller, maxCalls), on every service of the daemon's server (health and reflection
+ * too). grpc-js reads a unary call's whole request (up to maxMessageBytes) before any handler or
+ * policy check runs, and a stream's partial message: bounded only by connections × streams per
+ * connection, one uid could make the daemon hold 256 × 128 × 4 MiB (found by review).
+ *
+ * When a call is counted: grpc-js builds its interceptors as the HTTP/2 stream arrives, with the
+ * stream paused (server-interceptors.js, BaseServerInterceptingCall), and reads its body only once
+ * the handler's onReceiveMetadata asks (startRead), which runs only if every interceptor's start
+ * passes the call on. A refused call never gets there: none of its body is read, what HTTP/2 flow
+ * control already let in is dropped, and its stream is closed (RST_STREAM NO_ERROR after the
+ * status, as HTTP/2 allows a server that answered before the request ended) so that a client that
+ * holds it open keeps nothing in the daemon.
+ *
+ * Until when: the HTTP/2 stream's close, not the status. grpc-js keeps a call's partial message in
+ * its decoder while the stream is open, and a client may keep it open after the status (a deadline
+ * that passed mid-message): such a call still holds memory, so it still counts, against its caller.
+ * The close comes on every end: both sides done, a reset, the connection gone, the daemon's stop.
+ *
+ * The refusal is RESOURCE_EXHAUSTED / DAEMON_BUSY (limit `calls_per_caller` or `calls`); its audit
+ * line (and a warning) come at most once per caller per DROP_WARN_INTERVAL_MS, with counts, like
+ * the warnings of connections closed at accept, so that refused calls cannot flood the log.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { constants as http2 } from 'node:http2';
+import type { Logger } from 'pino';
+import { throttledRefusals, type RefusalCounter } from '../identity/warn-throttle.js';
+import { DROP_WARN_INTERVAL_MS } from '../identity/listener.js';
+import type { Access } from '../policy/access.js';
+import type { Audit } from './audit.js';
+import type { CallerSlots } from './caller-slots.js';
+import { http2StreamOf } from './call-end.js';
+import { isApiError, type ApiError } from './errors.js';
+import { auditPrincipal, callerKey, statusName } from './handler.js';
+
+const OWN_PREFIX = '/ringfence.v1.';
+
+export interface CallLimitDeps {
+  /** The open calls, by caller (callerKey): the daemon's `CallerSlots` with maxCalls as its whole. */
+  calls: CallerSlots;
+  audit: Audit;
+  access: Pick<Access, 'forCall'>;
+  log: Pick<Logger, 'warn'>;
+}
+
+interface Refusal {
+  rpc: string;
+  who: ReturnType<typeof auditPrincipal>;
+  err: ApiError;
+}
+
+/** The rpc as audit lines name it: "CryptoService/Hash", or the full path of another package's. */
+function rpcName(path: string): string {
+  return path.startsWith(OWN_PREFIX) ? path.slice(OWN_PREFIX.length) : path.replace(/^\//, '');
+}
+
+export function callLimit(deps: CallLimitDeps, intervalMs = DROP_WARN_INTERVAL_MS): grpc.ServerInterceptor {
+  // One throttle per caller, so that one caller's refusals do not hide another's.
+  const refusals = new Map<string, { counter: RefusalCounter; latest: Refusal }>();
+  const refused = (caller: string, refusal: Refusal) => {
+    let r = refusals.get(caller);
+    if (!r) {
+      const entry: { counter?: RefusalCounter; latest: Refusal } = { latest: refusal };
+      entry.counter = throttledRefusals(intervalMs, (counts) => {
+        const { rpc, who, err } = entry.latest;
+        const n = { refused: counts.closed as number, refusedTotal: counts.closedTotal as number };
+        deps.audit({ rpc, ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(err.code), reason: err.reasonName, durationMs: 0, ...n });
+        deps.log.warn({ uid: who.principal?.uid, limit: err.metadata.limit, ...n }, 'a caller is at a limit of open calls: refused its new ones with RESOURCE_EXHAUSTED');
+      });
+      refusals.set(caller, (r = entry as { counter: RefusalCounter; latest: Refusal }));
+    }
+    r.latest = refusal;
+    r.counter.count();
+  };
+
+  return (method, call) => {
+    const access = deps.access.forCall(call);
+    const caller = callerKey(access);
+    const stream = http2StreamOf({ call });
+    let release: () => void;
+    try {
+      release = deps.calls.acquire(caller);
+    } catch (err) {
+      if (!isApiError(err)) throw err;
+      refused(caller, { rpc: rpcName(method.path), who: auditPrincipal(access), err });
+      return new grpc.ServerInterceptingCall(call, {
+        // The call is not passed on: grpc-js never reads its body, nor runs a handler or another interceptor's listener.
+        start: () => {
+          call.sendStatus(err.toServiceError() as grpc.StatusObject);
+          stream?.close(http2.NGHTTP2_NO_ERROR);
+        },
+      });
+    }
+    if (stream) {
+      if (stream.closed || stream.destroyed) release();
+      else stream.once('close', release);
+      return call as grpc.ServerInterceptingCall;
+    }
+    // No stream found (a grpc-js upgrade moved it; call-limit.test.ts would fail): released at the
+    // status or the stream's close, whichever grpc-js reports first.
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onCancel: release,
+        }),
+    });
+  };
+}
