@@ -4,7 +4,7 @@
  *
  * Sync vs async: a koffi sync call costs well under 1 us, an async one 40-60 us (libuv pool round trip,
  * measured natively; see docs/benchmarks.md). Small crypto operations are therefore synchronous;
- * only large ones go to the pool (the engine decides, by payload size).
+ * only large ones go to the pool (the engine, and GenerateRandom, decide by size).
  */
 import koffi from 'koffi';
 import { SyscallError } from './syscall-error.js';

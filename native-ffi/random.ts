@@ -1,4 +1,4 @@
-import { call } from './libc.js';
+import { call, callAsync } from './libc.js';
 
 const GETRANDOM_MAX = 33554431; // the kernel returns at most this many bytes per call
 
@@ -13,6 +13,26 @@ export function getRandom(length: number): Buffer {
   while (off < length) {
     try {
       off += call('getrandom', [out.subarray(off), Math.min(length - off, GETRANDOM_MAX), 0], `getrandom ${length}`);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EINTR') throw err;
+    }
+  }
+  return out;
+}
+
+/**
+ * getRandom on the libuv pool: the kernel fills about 250 MB/s, so a large request run
+ * synchronously stops the event loop (1 MiB: ~4 ms; a thousand at once: seconds, past the
+ * watchdog). Still a real getrandom(2) for every byte, as the sync one: no userspace pool, which a
+ * cloned VM snapshot would repeat. Same errno handling (EINTR retried).
+ */
+export async function getRandomAsync(length: number): Promise<Buffer> {
+  // Not from Node's shared pool: another thread writes it while the main thread uses the pool.
+  const out = Buffer.allocUnsafeSlow(length);
+  let off = 0;
+  while (off < length) {
+    try {
+      off += await callAsync('getrandom', [out.subarray(off), Math.min(length - off, GETRANDOM_MAX), 0], `getrandom ${length}`);
     } catch (err) {
       if ((err as { code?: string }).code !== 'EINTR') throw err;
     }
