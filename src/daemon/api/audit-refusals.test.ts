@@ -85,3 +85,26 @@ describe('refusalBudget', () => {
     expect(lines).toHaveLength(PER_SECOND + 1);
   });
 });
+
+describe('refusalBudget against a caller that changes what it names', () => {
+  it(`makes at most ${PER_SECOND} groups of a caller a second: past that, its refusals are counted without their key`, () => {
+    vi.useFakeTimers({ now: 0 });
+    const lines: AuditEntry[] = [];
+    const b = refusalBudget((e) => lines.push(e));
+    // A new key name per refusal made a group, and a line, each (review by helper-154).
+    for (let i = 0; i < 5000; i++) b.audit(entry(1000, 'PERMISSION_DENIED', `k${i}`));
+    vi.advanceTimersByTime(1000);
+    expect(lines.length).toBeLessThanOrEqual(2 * PER_SECOND + 1);
+    expect(lines.at(-1)).toMatchObject({ manyKeys: true, suppressed: 5000 - 2 * PER_SECOND });
+    expect(lines.at(-1)!.key).toBeUndefined();
+    expect(accounted(lines)).toBe(5000);
+  });
+
+  it('writes every line as it comes once flushed at stop (a group made then would be lost at exit)', () => {
+    const lines: AuditEntry[] = [];
+    const b = refusalBudget((e) => lines.push(e), () => 0);
+    b.flush();
+    for (let i = 0; i < 3 * PER_SECOND; i++) b.audit(entry(1000, 'CANCELLED'));
+    expect(lines).toHaveLength(3 * PER_SECOND);
+  });
+});

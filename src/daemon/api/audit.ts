@@ -17,6 +17,8 @@ export interface AuditEntry {
   items?: number | undefined;
   /** A line for this many refusals alike, over a caller's audit budget (audit-refusals.ts). */
   suppressed?: number | undefined;
+  /** In a `suppressed` line: refusals of many keys alike, counted without their key (audit-refusals.ts). */
+  manyKeys?: boolean | undefined;
   /**
    * Lines that stand for many refusals (api/call-limit.ts, at most one per caller per 10 s): how
    * many calls were refused since the caller's last such line, this one included, and in all.

@@ -51,6 +51,7 @@ interface Http2StreamLike extends EventEmitter {
   sentHeaders?: Record<string, unknown>;
   sentTrailers?: Record<string, unknown>;
   close(code?: number): void;
+  resume(): unknown;
 }
 
 /**

@@ -18,9 +18,9 @@
  * that passed mid-message): such a call still holds memory, so it still counts, against its caller.
  * The close comes on every end: both sides done, a reset, the connection gone, the daemon's stop.
  *
- * The refusal is RESOURCE_EXHAUSTED / DAEMON_BUSY (limit `calls_per_caller` or `calls`); its audit
- * line (and a warning) come at most once per caller per DROP_WARN_INTERVAL_MS, with counts, like
- * the warnings of connections closed at accept, so that refused calls cannot flood the log.
+ * The refusal is RESOURCE_EXHAUSTED / DAEMON_BUSY (limit `calls_per_caller` or `calls`), audited
+ * (the audit trail bounds a caller's refusal lines: audit-refusals.ts) and warned about at most once
+ * per caller per DROP_WARN_INTERVAL_MS, with counts, like connections closed at accept.
  */
 import * as grpc from '@grpc/grpc-js';
 import { constants as http2 } from 'node:http2';
@@ -56,22 +56,21 @@ function rpcName(path: string): string {
 }
 
 export function callLimit(deps: CallLimitDeps, intervalMs = DROP_WARN_INTERVAL_MS): grpc.ServerInterceptor {
-  // One throttle per caller, so that one caller's refusals do not hide another's.
-  const refusals = new Map<string, { counter: RefusalCounter; latest: Refusal }>();
-  const refused = (caller: string, refusal: Refusal) => {
-    let r = refusals.get(caller);
-    if (!r) {
-      const entry: { counter?: RefusalCounter; latest: Refusal } = { latest: refusal };
-      entry.counter = throttledRefusals(intervalMs, (counts) => {
-        const { rpc, who, err } = entry.latest;
-        const n = { refused: counts.closed as number, refusedTotal: counts.closedTotal as number };
-        deps.audit({ rpc, ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(err.code), reason: err.reasonName, durationMs: 0, ...n });
-        deps.log.warn({ uid: who.principal?.uid, limit: err.metadata.limit, ...n }, 'a caller is at a limit of open calls: refused its new ones with RESOURCE_EXHAUSTED');
-      });
-      refusals.set(caller, (r = entry as { counter: RefusalCounter; latest: Refusal }));
+  // Every refusal has its audit line (the daemon's audit trail bounds a caller's refusal lines
+  // itself: audit-refusals.ts); the warning comes at most once per caller per interval, with
+  // counts. Audited through the throttle, the refusals after an interval's first were written only
+  // with a later one, and never if none came (review by helper-154).
+  const warnings = new Map<string, RefusalCounter>();
+  const refused = (caller: string, { rpc, who, err }: Refusal) => {
+    deps.audit({ rpc, ...who, bytesIn: 0, bytesOut: 0, outcome: statusName(err.code), reason: err.reasonName, durationMs: 0 });
+    let counter = warnings.get(caller);
+    if (!counter) {
+      counter = throttledRefusals(intervalMs, (counts) =>
+        deps.log.warn({ uid: who.principal?.uid, limit: err.metadata.limit, refused: counts.closed, refusedTotal: counts.closedTotal }, 'a caller is at a limit of open calls: refused its new ones with RESOURCE_EXHAUSTED'),
+      );
+      warnings.set(caller, counter);
     }
-    r.latest = refusal;
-    r.counter.count();
+    counter.count();
   };
 
   return (method, call) => {
@@ -94,7 +93,14 @@ export function callLimit(deps: CallLimitDeps, intervalMs = DROP_WARN_INTERVAL_M
     }
     if (stream) {
       if (stream.closed || stream.destroyed) release();
-      else stream.once('close', release);
+      else {
+        stream.once('close', release);
+        // A client's RST_STREAM NO_ERROR on a stream grpc-js has paused with data buffered ends it
+        // only once that data is read: Node emits 'aborted' and waits for 'end', which a paused
+        // stream never reaches, so 'close' (and grpc-js's cancel) never came (review by helper-154,
+        // shown with a plain Node HTTP/2 server; not reproduced through grpc-js here).
+        stream.once('aborted', () => stream.resume());
+      }
       return call as grpc.ServerInterceptingCall;
     }
     // No stream found (a grpc-js upgrade moved it; call-limit.test.ts would fail): released at the
