@@ -82,10 +82,16 @@ describe('startWatchdog over a real NOTIFY_SOCKET', { timeout: 30_000 }, () => {
     const sock = await notifySocket('status');
     try {
       let n = 0;
-      running = startWatchdog({ env: { NOTIFY_SOCKET: sock.path }, status: () => `step ${n}`, statusIntervalMs: 50 });
-      await sleep(120);
+      let ticks = -1; // status() is read once at the start, then once per tick
+      running = startWatchdog({ env: { NOTIFY_SOCKET: sock.path }, status: () => { ticks++; return `step ${n}`; }, statusIntervalMs: 50 });
+      // Ticks counted, not slept through: an unchanged status is not sent, however slow the host.
+      await vi.waitFor(() => expect(ticks).toBeGreaterThanOrEqual(2), { timeout: 10_000 });
       n = 1;
-      await sleep(150);
+      await vi.waitFor(() => expect(sock.messages.length).toBeGreaterThan(0), { timeout: 10_000 });
+      // Then no repeat: more ticks, and a settle for the receiver (another process) to print any.
+      const seen = ticks;
+      await vi.waitFor(() => expect(ticks).toBeGreaterThanOrEqual(seen + 2), { timeout: 10_000 });
+      await sleep(200);
       expect(sock.messages).toEqual(['STATUS=step 1']);
     } finally {
       sock.close();

@@ -1,9 +1,10 @@
 /**
  * Every CryptoService RPC (unary, batch, session) and StatusService through the SDK against a real
  * ringfenced. Independent truth: node:crypto holding the same imported key material decrypts what the
- * daemon encrypted (and the reverse), computes the same HMACs and hashes; published vectors for
- * BLAKE2b-256 (node has none). Attacks: every flipped byte of a ciphertext fails (property test);
- * known key and payload bytes never reach the logs or the state directory.
+ * daemon encrypted (and the reverse), computes the same HMACs and hashes; for BLAKE2b-256 (node has
+ * none), vectors generated with CPython's hashlib, as no published set exists (test/vectors/README.md).
+ * Attacks: every flipped byte of a ciphertext fails (property test); known key and payload bytes never
+ * reach the logs or the state directory.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -124,7 +125,7 @@ describe('CryptoService end to end', () => {
     }
   });
 
-  it('hashes match node:crypto or published vectors; restricted algorithms say why', async () => {
+  it('hashes match node:crypto or, for BLAKE2b-256, CPython-generated vectors; restricted algorithms say why', async () => {
     const data = randomBytes(5000);
     for (const [alg, node] of [['sha256', 'sha256'], ['sha384', 'sha384'], ['sha512', 'sha512'], ['sha3-256', 'sha3-256'], ['sha3-512', 'sha3-512'], ['blake2b-512', 'blake2b512']] as const) {
       if (!suiteExpectedAvailable(alg)) {

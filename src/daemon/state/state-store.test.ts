@@ -372,51 +372,52 @@ async function until(cond: () => boolean, ms = 10_000): Promise<void> {
   }
 }
 
-/** Mounts a 64 KiB tmpfs on `dir`; false where this process may not mount (no CAP_SYS_ADMIN). */
-function mountSmallTmpfs(dir: string): boolean {
+/**
+ * Mounts a 64 KiB tmpfs on `dir`. The host tests run as root (see .ci/run and the README): a host
+ * that may not mount fails here, saying so, rather than testing an injected ENOSPC in its place.
+ */
+function mountSmallTmpfs(dir: string): void {
   mkdirSync(dir);
   try {
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', dir], { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
+  } catch (err) {
+    const why = (err as { stderr?: Buffer }).stderr?.toString().trim() || String(err);
+    throw new Error(`cannot mount a tmpfs for the full-disk test (${why}): the host tests need root with CAP_SYS_ADMIN, as in CI`);
   }
 }
 
 describe('StateStore on a full disk', () => {
-  // The tests run as root (see .ci/run), so this is a real full filesystem. Where root may not
-  // mount (a container without CAP_SYS_ADMIN) unshare(CLONE_NEWNS/NEWUSER) is refused too, so the
-  // same scenario then runs on an injected ENOSPC, and the test's name says so.
   const mnt = newDir();
-  const real = mountSmallTmpfs(mnt);
+  let mounted = false;
   afterAll(() => {
-    if (real) execFileSync('umount', [mnt]);
+    if (mounted) execFileSync('umount', [mnt]);
   });
 
-  const how = real ? 'a real 64 KiB tmpfs' : 'INJECTED ENOSPC: this host cannot mount a tmpfs';
-  it(`save rejects with ENOSPC, keeps the old state, and works once space is freed (${how})`, async () => {
+  it('save rejects with ENOSPC on a real full 64 KiB tmpfs, keeps the old state, and works once space is freed', async () => {
+    mountSmallTmpfs(mnt);
+    mounted = true;
     const store = await open(mnt);
     await store.save({ v: 1 });
     const filler = join(mnt, 'filler');
     const fd = openSync(filler, 'w');
+    const chunk = Buffer.alloc(4096, 1);
+    let full: unknown;
     try {
-      if (!real) faults.write = 'ENOSPC';
-      const chunk = Buffer.alloc(4096, 1);
-      for (let i = 0; real; i++) {
+      for (let i = 0; ; i++) {
         writeSync(fd, chunk);
         expect(i).toBeLessThan(16); // 64 KiB is 16 pages
       }
     } catch (err) {
-      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      full = err;
     } finally {
       closeSync(fd);
     }
+    expect(full).toMatchObject({ code: 'ENOSPC' });
     const err = await store.save({ v: 2, pad: 'x'.repeat(10_000) }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ENOSPC' });
     expect(JSON.parse(stateText(mnt))).toEqual({ v: 1 });
     expect(readdirSync(mnt).sort()).toEqual([LOCK_FILE, 'filler', STATE_FILE]);
     unlinkSync(filler);
-    faults.write = undefined;
     await store.save({ v: 3, pad: 'x'.repeat(10_000) });
     await store.close();
     expect((await open(mnt)).load()).toEqual({ v: 3, pad: 'x'.repeat(10_000) });
