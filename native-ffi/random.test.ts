@@ -3,6 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import * as libc from './libc.js';
 import { getRandom, getRandomAsync } from './random.js';
 import { SyscallError } from './syscall-error.js';
+import { countLoopTurns } from '../test/support/loop-turns.js';
 
 // The real calls, through spies, so that a test can make one of them fail with an errno.
 vi.mock('./libc.js', async (importOriginal) => {
@@ -54,15 +55,9 @@ describe('getRandomAsync', () => {
   });
 
   it('runs on the libuv pool: the event loop turns while 4 MiB are made', async () => {
-    let turns = 0;
-    let counting = true;
-    const tick = () => {
-      turns++;
-      if (counting) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const loop = countLoopTurns();
     const out = await getRandomAsync(4 << 20);
-    counting = false;
+    const turns = loop.stop();
     expect(out.length).toBe(4 << 20);
     expect(turns).toBeGreaterThan(0);
   });

@@ -3,6 +3,7 @@ import type { OpContext } from './context.js';
 import { generateRandom, RANDOM_ASYNC_THRESHOLD_BYTES } from './random.js';
 import { create } from '@bufbuild/protobuf';
 import { GenerateRandomRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
+import { countLoopTurns } from '../../../test/support/loop-turns.js';
 
 const ctx = { authorize: () => {}, limits: { maxPayloadBytes: 4 << 20 } } as unknown as OpContext;
 const ask = (lengthBytes: number) => generateRandom(ctx, create(GenerateRandomRequestSchema, { lengthBytes }));
@@ -11,15 +12,9 @@ describe('generateRandom', () => {
   // Found by review: 1024 concurrent 1 MiB calls held the event loop for 5 s (a synchronous
   // getrandom each), long enough for systemd's watchdog to kill the daemon.
   it('lets the event loop turn while it makes a large answer', async () => {
-    let turns = 0;
-    let counting = true;
-    const tick = () => {
-      turns++;
-      if (counting) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const loop = countLoopTurns();
     const answers = await Promise.all([ask(4 << 20), ask(4 << 20)]);
-    counting = false;
+    const turns = loop.stop();
     expect(turns).toBeGreaterThan(0);
     for (const { data } of answers) {
       expect(data!.length).toBe(4 << 20);
