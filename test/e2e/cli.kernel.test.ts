@@ -68,9 +68,9 @@ describe('ringfence CLI end to end', () => {
   it('status and doctor say what the kernel allows', async () => {
     const text = (await ok(['status'])).toString();
     expect(text).toMatch(currentKernel() === 'restricted' ? /\nkernel +\S+, AF_ALG restricted \(af_alg_restrict\)\n/ : /\nkernel +\S+, AF_ALG not restricted\n/);
-    expect(text).toMatch(/1024 connections \(256 per caller\), 128 calls each, 64 hash streams per caller, idle 5m/);
+    expect(text).toMatch(/1024 connections \(256 per caller\), 128 calls each, 1024 calls in all \(256 per caller\), 64 hash streams per caller, idle 5m/);
     const s = await json<{ afAlgRestricted: boolean; defaultAeadSuite: string; suites: { suite: string; availability: string }[]; limits: Record<string, unknown> }>(['status']);
-    expect(s.limits).toMatchObject({ maxPayloadBytes: 1024 * 1024, encryptionsPerVersion: 2 ** 32, maxConnections: 1024, connectionIdleTimeoutSeconds: 300, connectionMaxAgeSeconds: null });
+    expect(s.limits).toMatchObject({ maxPayloadBytes: 1024 * 1024, encryptionsPerVersion: 2 ** 32, maxConnections: 1024, maxCalls: 1024, maxCallsPerCaller: 256, connectionIdleTimeoutSeconds: 300, connectionMaxAgeSeconds: null });
     expect(s.afAlgRestricted).toBe(currentKernel() === 'restricted');
     expect(s.defaultAeadSuite).toBe(defaultAead);
     expect(s.suites.find((x) => x.suite === 'aes-256-gcm')!.availability).toBe(currentKernel() === 'lts' ? 'available' : 'restricted');
