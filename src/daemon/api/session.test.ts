@@ -96,6 +96,8 @@ describe('Session handler: limits count operations, not messages', () => {
     const s = start({ maxSessionBufferedBytes: 64 * 1024 }, true);
     s.send(random(1n, 32 * 1024, Array.from({ length: 5 }, (_, i) => random(BigInt(i + 2), 32 * 1024))));
     s.send(random(100n, 8));
+    // Random data over 16 KiB is made on the libuv pool: wait for the two, then see no third start.
+    await vi.waitFor(() => expect(s.audit).toHaveLength(2));
     for (let i = 0; i < 5; i++) await turn();
     expect(s.audit).toHaveLength(2);
     // Two ran; their answers (too large to share a message) wait unflushed in the call, the
@@ -120,6 +122,7 @@ describe('Session handler: the daemon-wide budget (maxBufferedBytes)', () => {
     // A's own cap (1 MiB) would let all four GenerateRandom(32 KiB) run; the budget lets two.
     const a = start({ maxSessionBufferedBytes: 1 << 20 }, true, budget);
     a.send(random(1n, 32 * 1024, [random(2n, 32 * 1024), random(3n, 32 * 1024), random(4n, 32 * 1024)]));
+    await vi.waitFor(() => expect(a.audit).toHaveLength(2)); // made on the pool (over 16 KiB)
     for (let i = 0; i < 5; i++) await turn();
     expect(a.audit).toHaveLength(2);
     expect(budget.exhausted).toBe(true);
