@@ -19,6 +19,7 @@ import { CallerSlots } from './caller-slots.js';
 import { countSessionOperations, countTopLevelFields, daemonServiceDefinition, undecodable, UndecodableRequest } from './decode.js';
 import { Status } from './errors.js';
 import { SessionRequestSchema } from '../../gen/ringfence/v1/session_pb.js';
+import { callerEngine } from '../engine/caller-engine.test-support.js';
 
 const socket = join(mkdtempSync(join(tmpdir(), 'rf-decode-')), 'rf.sock');
 // Field 1 as a varint whose bytes run out: no message type decodes it.
@@ -31,7 +32,7 @@ let client: grpc.Client;
 
 beforeAll(async () => {
   const allowAll = { forCall: () => ({ principal: undefined, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } as unknown as Access;
-  const ctx = { limits: { maxPayloadBytes: 1024, maxSessionInFlight: 4 }, budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller') } as unknown as OpContext;
+  const ctx = { limits: { maxPayloadBytes: 1024, maxSessionInFlight: 4 }, engine: callerEngine(), budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller') } as unknown as OpContext;
   server = new grpc.Server();
   server.addService(daemonServiceDefinition(CryptoService, MAX_ITEMS), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: allowAll }));
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));

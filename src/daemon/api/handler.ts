@@ -22,9 +22,12 @@ export interface HandlerDeps {
   access: Access;
 }
 
-/** The operation context of one call: the daemon's, with the caller's policy check. */
+/**
+ * The operation context of one call: the daemon's, with the caller's policy check, and the engine
+ * making the call's requests as this caller's (a busy key serves its callers in turns).
+ */
 export function callContext(ctx: OpContext, access: CallAccess): OpContext {
-  return { ...ctx, authorize: access.authorize };
+  return { ...ctx, authorize: access.authorize, engine: ctx.engine.forCaller(callerKey(access)) };
 }
 
 /** The principal as audit lines carry it. */

@@ -21,6 +21,7 @@ import { sessionHandler } from './session.js';
 import { cryptoServiceHandlers } from './crypto-service.js';
 import { CallerSlots } from './caller-slots.js';
 import { SESSION_LIMITS } from './session-call.test-support.js';
+import { callerEngine } from '../engine/caller-engine.test-support.js';
 
 /** A grpc-js server with these CryptoService handlers on a Unix socket, and a client of it. */
 async function serve(limits: typeof SESSION_LIMITS, handlers: (deps: HandlerDeps) => object, log: object = { error: vi.fn() }) {
@@ -53,7 +54,7 @@ async function answeredSession(client: grpc.Client) {
 test('an oversize Session message: the client gets RESOURCE_EXHAUSTED and the audit says so', async () => {
   const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
   const budget = new MemoryBudget(1 << 30);
-  const ctx = { limits, budget, suiteStatus: () => 'available' } as unknown as OpContext;
+  const ctx = { limits, budget, engine: callerEngine(), suiteStatus: () => 'available' } as unknown as OpContext;
   const { audit, client, close } = await serve(limits, (deps) => ({ session: sessionHandler(ctx, deps) }));
   try {
     const { call, status } = await answeredSession(client);
@@ -70,7 +71,7 @@ test('an oversize Session message: the client gets RESOURCE_EXHAUSTED and the au
 test('an oversize first EncryptStream message: RESOURCE_EXHAUSTED, audited so, nothing logged as internal', async () => {
   const log = { error: vi.fn(), warn: vi.fn(), info: vi.fn(), debug: vi.fn() };
   const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
-  const ctx = { limits, budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller'), suiteStatus: () => 'available' } as unknown as OpContext;
+  const ctx = { limits, budget: new MemoryBudget(1 << 30), engine: callerEngine(), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller'), suiteStatus: () => 'available' } as unknown as OpContext;
   const { audit, client, close } = await serve(limits, (deps) => cryptoServiceHandlers(ctx, deps), log);
   try {
     const call = client.makeBidiStreamRequest('/ringfence.v1.CryptoService/EncryptStream', (m: Buffer) => m, (b: Buffer) => b);
@@ -90,7 +91,7 @@ test('an oversize first EncryptStream message: RESOURCE_EXHAUSTED, audited so, n
 test('a Session operation still running when grpc-js refuses a message is audited with the same status (review by helper-108)', async () => {
   const limits = { ...SESSION_LIMITS, maxMessageBytes: 64 * 1024 };
   let finish: ((digest: Buffer) => void) | undefined;
-  const engine = { digest: () => new Promise<Buffer>((resolve) => (finish = resolve)) };
+  const engine = callerEngine({ digest: () => new Promise<Buffer>((resolve) => (finish = resolve)) });
   const ctx = { limits, budget: new MemoryBudget(1 << 30), engine, suiteStatus: () => 'available' } as unknown as OpContext;
   const { audit, client, close } = await serve(limits, (deps) => ({ session: sessionHandler(ctx, deps) }));
   try {

@@ -13,6 +13,7 @@ import type { HandlerDeps } from './handler.js';
 import { MemoryBudget } from './memory-budget.js';
 import type { Drain } from './drain.js';
 import { sessionHandler } from './session.js';
+import { callerEngine } from '../engine/caller-engine.test-support.js';
 
 export const SESSION_LIMITS: OpLimits = {
   maxPayloadBytes: 1 << 20,
@@ -44,7 +45,7 @@ export function startSession(limits: Partial<OpLimits> = {}, hold = false, budge
   let started = 0;
   let maxRunning = 0;
   const pending: ((digest: Buffer) => void)[] = [];
-  const engine = { digest: () => new Promise<Buffer>((r) => pending.push(r)) };
+  const engine = callerEngine({ digest: () => new Promise<Buffer>((r) => pending.push(r)) });
   const ctx = { limits: { ...SESSION_LIMITS, ...limits }, budget, engine, suiteStatus: () => 'available', drain: opts.drain } as unknown as OpContext;
   // Every operation asks first (so this counts starts), and is audited when it ends.
   const authorize = () => {

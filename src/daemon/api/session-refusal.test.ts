@@ -20,6 +20,7 @@ import { MemoryBudget } from './memory-budget.js';
 import { daemonServiceDefinition, UndecodableRequest } from './decode.js';
 import { hashOp, randomOp as random, SESSION_LIMITS, startSession, turn, type SessionInit as Init } from './session-call.test-support.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import { callerEngine } from '../engine/caller-engine.test-support.js';
 
 const LIMITS: OpLimits = { ...SESSION_LIMITS, maxBatchItems: 64 };
 const session = (deadline: number, hold: boolean) => startSession({}, hold, undefined, { deadline, endOnError: true });
@@ -65,7 +66,7 @@ describe('over a real grpc-js server, a raw HTTP/2 client with a deadline that d
     const limits = { ...LIMITS, maxBatchItems: 3 };
     const budget = new MemoryBudget(1 << 30);
     const audit: AuditEntry[] = [];
-    const ctx = { limits, budget } as unknown as OpContext;
+    const ctx = { limits, budget, engine: callerEngine() } as unknown as OpContext;
     const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
     const server = new grpc.Server();
     server.addService(daemonServiceDefinition(CryptoService, limits.maxBatchItems), { session: sessionHandler(ctx, deps) } as never);

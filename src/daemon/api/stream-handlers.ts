@@ -25,6 +25,7 @@ import { goneMessage, whenHalfClosedEnds, type GoneReason } from './call-end.js'
 import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import { auditText } from './audit.js';
 import type { Authorize } from '../policy/access.js';
+import type { CryptoEngine } from '../engine/engine.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
 
@@ -75,7 +76,7 @@ interface Budgeted<O> {
 }
 
 /** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
-function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: string, body: (io: Budgeted<O>, audit: { key?: string; keyId?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize) => Promise<void>): void {
+function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: string, body: (io: Budgeted<O>, audit: { key?: string; keyId?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize, engine: CryptoEngine) => Promise<void>): void {
   const start = performance.now();
   const access = deps.access.forCall(call);
   const share = ctx.budget.share(callerKey(access));
@@ -115,7 +116,8 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
   };
   // Whatever is still counted when the call is over (a write callback that never came) goes back.
   call.on('close', () => share.close());
-  body(io, audit, access.authorize).finally(() => {
+  // The caller's engine: a busy key serves its callers in turns (engine/fair-queue.ts).
+  body(io, audit, access.authorize, ctx.engine.forCaller(callerKey(access))).finally(() => {
     dispose();
     stopped.abort();
   }).then(
@@ -142,7 +144,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
 
 export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<EncryptStreamRequest, EncryptStreamResponse> {
   return (call) =>
-    runStream(call, ctx, deps, 'CryptoService/EncryptStream', async ({ reserve, write, release, pause }, audit, authorize) => {
+    runStream(call, ctx, deps, 'CryptoService/EncryptStream', async ({ reserve, write, release, pause }, audit, authorize, engine) => {
       let encryptor: StreamEncryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let name = '';
@@ -183,7 +185,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
                 prepaid--;
                 ctx.keys.checkStreamVersion(resolved);
               } else await ctx.keys.countEncryptions(resolved, 1);
-              const sealed = await seal(ctx.engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
+              const sealed = await seal(engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
               // And again once the kernel answers: a key change acknowledged while it sealed holds
               // for this chunk too (review by helper-149).
               ctx.keys.checkStreamVersion(resolved);
@@ -224,7 +226,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
 
 export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<DecryptStreamRequest, DecryptStreamResponse> {
   return (call) =>
-    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, grow, write, release, pause }, audit, authorize) => {
+    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, grow, write, release, pause }, audit, authorize, engine) => {
       let decryptor: StreamDecryptor | undefined;
       let workSincePause = 0;
       let r: ResolvedVersion<AeadSuite> | undefined;
@@ -308,7 +310,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
               workSincePause += chunkAad.length + sealed.length + CHUNK_WORK_BYTES;
               checkAccess(h);
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
-              const plaintext = await open(ctx.engine, r.suite, r.serials, nonce, chunkAad, sealed);
+              const plaintext = await open(engine, r.suite, r.serials, nonce, chunkAad, sealed);
               try {
                 ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite); // and once the kernel answered, as in Decrypt
               } catch (err) {

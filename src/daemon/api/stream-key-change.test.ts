@@ -13,6 +13,7 @@ import type { AuditEntry } from './audit.js';
 import { MemoryBudget } from './memory-budget.js';
 import { fakeStreamCall } from './stream-call.test-support.js';
 import { decryptStreamHandler, encryptStreamHandler } from './stream-handlers.js';
+import { callerEngine } from '../engine/caller-engine.test-support.js';
 
 type EngineFn = (...a: unknown[]) => Promise<Buffer>;
 
@@ -25,7 +26,7 @@ function holdable(ctx: OpContext, method: 'aeadEncrypt' | 'aeadDecrypt') {
   let reach!: () => void;
   const reached = new Promise<void>((r) => (reach = r));
   const outputs: Buffer[] = [];
-  const engine = {
+  const engine = callerEngine({
     ...real,
     [method]: async (...a: unknown[]) => {
       if (armed) {
@@ -36,7 +37,7 @@ function holdable(ctx: OpContext, method: 'aeadEncrypt' | 'aeadDecrypt') {
       if (armed) outputs.push(out);
       return out;
     },
-  };
+  });
   return { ctx: { ...ctx, engine } as unknown as OpContext, arm: () => (armed = true), reached, release, outputs };
 }
 

@@ -17,6 +17,8 @@ export interface EngineOptions {
   maxOpSockets: number;
   /** Requests that may wait for one transform's operation sockets; more are refused (BUSY). */
   maxQueuedRequests: number;
+  /** Of maxQueuedRequests, how many one caller may have waiting for one transform (a quarter). */
+  maxQueuedRequestsPerCaller: number;
   /** Digests fed by a stream (HashStream) at once, each holding a socket of its own; more are refused (BUSY). */
   maxDigestStreams: number;
   /** Largest AEAD/skcipher request (plaintext or ciphertext plus AAD). */
@@ -29,6 +31,7 @@ export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
   maxTransforms: 512,
   maxOpSockets: 8,
   maxQueuedRequests: 4096,
+  maxQueuedRequestsPerCaller: 1024,
   maxDigestStreams: 256,
   maxRequestBytes: 4 * 1024 * 1024,
   asyncThresholdBytes: 16 * 1024,
@@ -50,13 +53,32 @@ function withoutLead(out: Buffer, lead: number): Buffer {
   return copy;
 }
 
+/** What every caller's view of one engine shares. */
+interface EngineState {
+  readonly transforms: Map<string, Transform>;
+  digestStreams: number;
+}
+
 export class CryptoEngine {
   readonly options: EngineOptions;
-  private readonly transforms = new Map<string, Transform>();
-  private digestStreams = 0;
+  private readonly state: EngineState;
 
-  constructor(options: Partial<EngineOptions> = {}) {
+  /**
+   * `owner` is whose requests this view makes (forCaller): requests waiting for a busy key are
+   * served in turns across owners. The daemon's own work (key wrapping, fingerprints) is ''.
+   */
+  constructor(options: Partial<EngineOptions> = {}, readonly owner = '', state?: EngineState) {
     this.options = { ...DEFAULT_ENGINE_OPTIONS, ...options };
+    this.state = state ?? { transforms: new Map(), digestStreams: 0 };
+  }
+
+  /** This engine (same transforms, same limits) making requests on behalf of `owner` (a caller's uid key). */
+  forCaller(owner: string): CryptoEngine {
+    return owner === this.owner ? this : new CryptoEngine(this.options, owner, this.state);
+  }
+
+  private get transforms(): Map<string, Transform> {
+    return this.state.transforms;
   }
 
   /**
@@ -68,7 +90,7 @@ export class CryptoEngine {
   async aeadEncrypt(alg: KernelAlg, serial: number, tagBytes: number, iv: Buffer, aad: Buffer, plaintext: Buffer, headroom = 0): Promise<Buffer> {
     const tfm = this.transform({ alg, serial, authSize: tagBytes });
     const lead = Math.max(0, headroom - aad.length);
-    const out = await runRequest(tfm, this.options, { op: AlgOp.ENCRYPT, iv, assocLen: aad.length }, [aad, plaintext], aad.length + plaintext.length + tagBytes, lead);
+    const out = await runRequest(tfm, this.options, { op: AlgOp.ENCRYPT, iv, assocLen: aad.length }, [aad, plaintext], aad.length + plaintext.length + tagBytes, lead, this.owner);
     return withoutLead(out, lead + aad.length - headroom);
   }
 
@@ -78,7 +100,7 @@ export class CryptoEngine {
       throw new EngineError('AUTHENTICATION_FAILED', `${alg.name}: ciphertext shorter than its ${tagBytes}-byte tag`);
     }
     const tfm = this.transform({ alg, serial, authSize: tagBytes });
-    const out = await runRequest(tfm, this.options, { op: AlgOp.DECRYPT, iv, assocLen: aad.length }, [aad, sealed], aad.length + sealed.length - tagBytes);
+    const out = await runRequest(tfm, this.options, { op: AlgOp.DECRYPT, iv, assocLen: aad.length }, [aad, sealed], aad.length + sealed.length - tagBytes, 0, this.owner);
     return withoutLead(out, aad.length);
   }
 
@@ -86,27 +108,27 @@ export class CryptoEngine {
   async skcipher(alg: KernelAlg, serial: number, encrypt: boolean, iv: Buffer, data: Buffer): Promise<Buffer> {
     if (data.length === 0) return Buffer.alloc(0);
     const tfm = this.transform({ alg, serial });
-    return runRequest(tfm, this.options, { op: encrypt ? AlgOp.ENCRYPT : AlgOp.DECRYPT, iv }, [data], data.length);
+    return runRequest(tfm, this.options, { op: encrypt ? AlgOp.ENCRYPT : AlgOp.DECRYPT, iv }, [data], data.length, 0, this.owner);
   }
 
   /** A hash, or a keyed hash (HMAC) when `serial` is given. */
   async digest(alg: KernelAlg, serial: number | undefined, digestBytes: number, data: DigestInput): Promise<Buffer> {
     const tfm = this.transform(serial === undefined ? { alg } : { alg, serial });
-    if (!isStreamed(data)) return runDigest(tfm, this.options, data, digestBytes);
-    if (this.digestStreams >= this.options.maxDigestStreams) {
-      throw new EngineError('BUSY', `${this.digestStreams} hash streams are open, the daemon's limit; finish one or retry later`, { limit: 'hash_streams' });
+    if (!isStreamed(data)) return runDigest(tfm, this.options, data, digestBytes, this.owner);
+    if (this.state.digestStreams >= this.options.maxDigestStreams) {
+      throw new EngineError('BUSY', `${this.state.digestStreams} hash streams are open, the daemon's limit; finish one or retry later`, { limit: 'hash_streams' });
     }
-    this.digestStreams++;
+    this.state.digestStreams++;
     try {
-      return await runDigest(tfm, this.options, data, digestBytes);
+      return await runDigest(tfm, this.options, data, digestBytes, this.owner);
     } finally {
-      this.digestStreams--;
+      this.state.digestStreams--;
     }
   }
 
   /** Digests being fed by a stream now. */
   get openDigestStreams(): number {
-    return this.digestStreams;
+    return this.state.digestStreams;
   }
 
   /** Constant-time MAC comparison of the full-length MAC, or of a truncation the caller presents. */

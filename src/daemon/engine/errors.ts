@@ -20,19 +20,22 @@ export type EngineErrorCode =
   | 'BUSY' // too many requests wait for, or streams hold, the kernel's sockets
   | 'INTERNAL';
 
+/** Which bound a BUSY refusal met (ErrorInfo metadata `limit`). */
+export type EngineLimit = 'queued_requests' | 'queued_requests_per_caller' | 'hash_streams';
+
 export class EngineError extends Error {
   readonly code: EngineErrorCode;
   /** The errno name, when the kernel said no. */
   readonly errno: string | undefined;
   /** For BUSY: which limit was reached. */
-  readonly limit: 'queued_requests' | 'hash_streams' | undefined;
+  readonly limit: EngineLimit | undefined;
   /** For ALGORITHM_UNAVAILABLE: the kernel's name (e.g. "gcm(aes)"), and whether af_alg_restrict=1 is why. */
   readonly algorithm: string | undefined;
   readonly restricted: boolean;
   /** For PAYLOAD_TOO_LARGE, where known: the size and the bound, and the request field when the engine can name it (errors.proto's metadata). */
   readonly size: { field?: string; actualBytes: number; limitBytes: number } | undefined;
 
-  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string; limit?: 'queued_requests' | 'hash_streams'; algorithm?: string; restricted?: boolean; size?: { field?: string; actualBytes: number; limitBytes: number } }) {
+  constructor(code: EngineErrorCode, message: string, options?: { cause?: unknown; errno?: string; limit?: EngineLimit; algorithm?: string; restricted?: boolean; size?: { field?: string; actualBytes: number; limitBytes: number } }) {
     super(message, options?.cause ? { cause: options.cause } : undefined);
     this.name = 'EngineError';
     this.code = code;

@@ -37,6 +37,7 @@ export async function runRequest(
   input: Buffer[],
   outLen: number,
   lead = 0,
+  owner = '',
 ): Promise<Buffer> {
   // Described only when something fails: building the string is measurable per small request.
   const what = () => describeSpec(tfm.spec);
@@ -48,7 +49,7 @@ export async function runRequest(
     throw new EngineError('PAYLOAD_TOO_LARGE', `${what()}: an answer of ${outLen} bytes exceeds the ${limits.maxRequestBytes + 65536}-byte limit of one request`, { size: { actualBytes: outLen, limitBytes: limits.maxRequestBytes + 65536 } });
   }
   const sync = inLen + outLen <= limits.asyncThresholdBytes;
-  const fd = tfm.tryAcquire() ?? (await tfm.acquire());
+  const fd = tfm.tryAcquire() ?? (await tfm.acquire(owner));
   const cap = tfm.capacityOf(fd);
   if (inLen > cap.send || outLen > cap.receive) {
     tfm.release(fd);
@@ -104,12 +105,13 @@ export async function runDigest(
   limits: RequestLimits,
   input: Buffer | readonly Buffer[] | AsyncIterable<Buffer> | Iterable<Buffer>,
   digestBytes: number,
+  owner = '',
 ): Promise<Buffer> {
   const what = () => describeSpec(tfm.spec);
   // Input that arrives over time (a client's stream) gets a socket of its own: holding a pool
   // socket while a client idles would stall every other request for this transform.
   const streamed = isStreamed(input);
-  const fd = streamed ? tfm.acceptDedicated() : (tfm.tryAcquire() ?? (await tfm.acquire()));
+  const fd = streamed ? tfm.acceptDedicated() : (tfm.tryAcquire() ?? (await tfm.acquire(owner)));
   const done = (ok: boolean) => (streamed ? tfm.closeDedicated(fd) : ok ? tfm.release(fd) : tfm.discard(fd));
   const out = Buffer.alloc(digestBytes);
   let n: number;

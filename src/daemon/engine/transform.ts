@@ -6,6 +6,7 @@
 import * as afAlg from '../../../native-ffi/af-alg.js';
 import type { KernelAlg } from '../../capabilities/suites.js';
 import { EngineError, fromKernel } from './errors.js';
+import { FairQueue } from './fair-queue.js';
 
 export interface TransformSpec {
   alg: KernelAlg;
@@ -20,6 +21,8 @@ export interface PoolOptions {
   maxOpSockets: number;
   /** Requests that may wait for an operation socket of one transform; more are refused (BUSY). */
   maxQueuedRequests: number;
+  /** Of maxQueuedRequests, how many one caller (owner) may have waiting; more of its own are refused (BUSY). */
+  maxQueuedRequestsPerCaller: number;
   /** Largest single AEAD/skcipher request; operation socket buffers are sized for it. */
   maxRequestBytes: number;
 }
@@ -35,13 +38,15 @@ export class Transform {
   private busy = 0;
   /** Sockets handed out with acceptDedicated(), outside the pool. */
   private dedicated = 0;
-  private readonly waiters: { resolve: (fd: number) => void; reject: (err: unknown) => void }[] = [];
+  /** Requests waiting for a socket, served in turns across callers (fair-queue.ts). */
+  private readonly waiters: FairQueue<number>;
   private closed = false;
   /** What one request may carry on each operation socket (its buffers, as the kernel granted them). */
   private readonly capacity = new Map<number, { send: number; receive: number }>();
 
   constructor(spec: TransformSpec, private readonly opts: PoolOptions) {
     this.spec = spec;
+    this.waiters = new FairQueue(opts.maxQueuedRequests, opts.maxQueuedRequestsPerCaller);
     const what = describeSpec(spec);
     let fd: number;
     try {
@@ -74,14 +79,20 @@ export class Transform {
   /**
    * Takes an operation socket, waiting if all are busy. Pair with release() or discard(). The queue
    * is bounded: a flood of requests for one key is refused, not held in memory with its payloads.
+   * `owner` is who asks (a caller's uid key; '' for the daemon's own work): waiting requests are
+   * served in turns across owners, and each owner's share of the queue is bounded.
    */
-  async acquire(): Promise<number> {
+  async acquire(owner = ''): Promise<number> {
     const fd = this.tryAcquire();
     if (fd !== undefined) return fd;
-    if (this.waiters.length >= this.opts.maxQueuedRequests) {
+    const full = this.waiters.full(owner);
+    if (full === 'total') {
       throw new EngineError('BUSY', `${describeSpec(this.spec)}: ${this.waiters.length} requests are already waiting for this key; retry later`, { limit: 'queued_requests' });
     }
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (full === 'owner') {
+      throw new EngineError('BUSY', `${describeSpec(this.spec)}: this caller already has ${Math.min(this.opts.maxQueuedRequestsPerCaller, this.opts.maxQueuedRequests)} requests waiting for this key, its share; wait for answers before sending more`, { limit: 'queued_requests_per_caller' });
+    }
+    return new Promise((resolve, reject) => this.waiters.push(owner, { resolve, reject }));
   }
 
   /**
@@ -183,7 +194,7 @@ export class Transform {
     if (this.closed) return;
     this.closed = true;
     for (const fd of this.idle.splice(0)) this.closeOp(fd);
-    for (const w of this.waiters.splice(0)) w.reject(new EngineError('KEY_UNUSABLE', `${describeSpec(this.spec)}: transform closed`));
+    for (const w of this.waiters.drain()) w.reject(new EngineError('KEY_UNUSABLE', `${describeSpec(this.spec)}: transform closed`));
     afAlg.closeFd(this.fd);
   }
 }

@@ -18,6 +18,7 @@ let nextSerial = 100;
 export const standIn: { fault: Error | undefined } = { fault: undefined };
 
 const engine = {
+  forCaller: () => engine,
   async aeadEncrypt(_alg: unknown, serial: number, tag: number, iv: Buffer, aad: Buffer, pt: Buffer, headroom = 0) {
     if (standIn.fault) throw standIn.fault;
     const c = createCipheriv('aes-256-gcm', keyBytes.get(serial)!, iv, { authTagLength: tag });

@@ -19,6 +19,7 @@ import { MemoryBudget } from '../api/memory-budget.js';
 import { CallerSlots } from '../api/caller-slots.js';
 import { Access, DENY_ALL } from './access.js';
 import { PolicyStore } from './policy-store.js';
+import { callerEngine } from '../engine/caller-engine.test-support.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rf-enforce-'));
 const socket = join(dir, 'rf.sock');
@@ -36,7 +37,7 @@ beforeAll(async () => {
   store = new PolicyStore({ path: policyPath, admins: new Set([me + 1]), log: () => {} });
   store.load();
   const connections = new Connections();
-  const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL, budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller') } as unknown as OpContext;
+  const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL, engine: callerEngine(), budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller') } as unknown as OpContext;
   server = new grpc.Server();
   server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: new Access(store, (c) => connections.principalOf(c)) }));
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());

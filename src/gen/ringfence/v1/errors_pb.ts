@@ -319,10 +319,11 @@ export enum ErrorReason {
 
   /**
    * RESOURCE_EXHAUSTED: the daemon is at a limit of concurrent work: too many requests already
-   * wait for one key's kernel sockets, too many hash streams are open, or too many calls (of the
-   * caller, or of all callers; the call was refused before its request was read). Nothing was
-   * done; retry with backoff. Metadata: `limit` (`queued_requests`, `hash_streams`,
-   * `hash_streams_per_caller`, `calls_per_caller` or `calls`).
+   * wait for one key's kernel sockets (of all callers, or of this caller: its share), too many
+   * hash streams are open, or too many calls (of the caller, or of all callers; the call was
+   * refused before its request was read). Nothing was done; retry with backoff. Metadata: `limit`
+   * (`queued_requests`, `queued_requests_per_caller`, `hash_streams`, `hash_streams_per_caller`,
+   * `calls_per_caller` or `calls`).
    *
    * @generated from enum value: ERROR_REASON_DAEMON_BUSY = 53;
    */
