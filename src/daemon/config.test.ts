@@ -85,6 +85,11 @@ describe('resolveConfig defaults', () => {
         maxHashStreamsPerCaller: 64,
         maxCalls: 1024,
         maxCallsPerCaller: 256,
+        maxKeys: 1000,
+        maxKeysPerCaller: 250,
+        maxVersionsPerKey: 1000,
+        maxKeyVersions: 8000,
+        maxKeyVersionsPerCaller: 2000,
         connectionIdleTimeout: 300_000,
         connectionMaxAge: 0,
         connectionMaxAgeGrace: 60_000,
@@ -115,6 +120,17 @@ describe('resolveConfig defaults', () => {
     expect(configError(['--config', configFile({ limits: { maxCallsPerCaller: 1025 } })]).message).toMatch(/limits\.maxCallsPerCaller: 1025 is more than maxCalls \(1024\); a caller's part cannot exceed the whole/);
     expect(configError(['--config', configFile({ limits: { maxCalls: 0 } })]).message).toMatch(/limits\.maxCalls must be an integer from 1 to 1000000 \(got 0\)/);
     expect(configError(['--config', configFile({ limits: { maxCallsPerCaller: '8' } })]).message).toMatch(/limits\.maxCallsPerCaller must be an integer from 1 to 1000000/);
+  });
+
+  it('caps on keys and versions: per-caller parts a quarter of the whole unless set, at most the whole', () => {
+    const l = resolved(['--config', configFile({ limits: { maxKeys: 10, maxKeyVersions: 3, maxVersionsPerKey: 5 } })]).limits;
+    expect([l.maxKeys, l.maxKeysPerCaller, l.maxVersionsPerKey, l.maxKeyVersions, l.maxKeyVersionsPerCaller]).toEqual([10, 2, 5, 3, 1]);
+    const set = resolved(['--config', configFile({ limits: { maxKeysPerCaller: 1000, maxKeyVersionsPerCaller: 8000 } })]).limits;
+    expect([set.maxKeysPerCaller, set.maxKeyVersionsPerCaller]).toEqual([1000, 8000]);
+    expect(configError(['--config', configFile({ limits: { maxKeysPerCaller: 1001 } })]).message).toMatch(/limits\.maxKeysPerCaller: 1001 is more than maxKeys \(1000\); a caller's part cannot exceed the whole/);
+    expect(configError(['--config', configFile({ limits: { maxKeyVersions: 100, maxKeyVersionsPerCaller: 101 } })]).message).toMatch(/limits\.maxKeyVersionsPerCaller: 101 is more than maxKeyVersions \(100\)/);
+    expect(configError(['--config', configFile({ limits: { maxVersionsPerKey: 0 } })]).message).toMatch(/limits\.maxVersionsPerKey must be an integer from 1 to 1000000 \(got 0\)/);
+    expect(configError(['--config', configFile({ limits: { maxKeys: '5' } })]).message).toMatch(/limits\.maxKeys must be an integer from 1 to 1000000/);
   });
 
   it('policy: flag > env > config file (relative to it) > <config dir>/policy.json', () => {
@@ -240,6 +256,7 @@ describe('resolveConfig --help', () => {
     expect(r.help).toBe(true);
     if (r.help) expect(r.usage).toMatch(/^Usage: ringfenced .*--socket PATH/);
     if (r.help) expect(r.usage).toMatch(/maxCalls \(1024\),\s+maxCallsPerCaller \(a quarter of maxCalls\)/);
+    if (r.help) expect(r.usage).toMatch(/maxKeys \(1000\),\s+maxKeysPerCaller \(a quarter of maxKeys\), maxVersionsPerKey \(1000\),\s+maxKeyVersions \(8000\), maxKeyVersionsPerCaller \(a quarter of maxKeyVersions\)/);
     expect(resolveConfig(['-h', '--config', '/nonexistent'], {}, 0).help).toBe(true);
   });
 });

@@ -74,6 +74,25 @@ export interface Limits {
   /** Of maxCalls, how many one caller (uid) may have open at once. Default: a quarter of it. */
   maxCallsPerCaller: number;
   /**
+   * Keys in the daemon, those scheduled for deletion included until they are deleted: CreateKey
+   * and ImportKey beyond it are refused (RESOURCE_EXHAUSTED, KEY_LIMIT_REACHED).
+   */
+  maxKeys: number;
+  /**
+   * Of maxKeys, how many the keys one caller (uid) created or imported may be. Root and the
+   * daemon's uid (administrators) are held to maxKeys only. Default: a quarter of maxKeys.
+   */
+  maxKeysPerCaller: number;
+  /** Versions one key may have (versions are never removed): rotations beyond it are refused. */
+  maxVersionsPerKey: number;
+  /**
+   * Key versions in the daemon, of all keys: each is a kernel key (two for encrypt-then-MAC)
+   * charged to the daemon's uid, so this keeps them under its kernel key quota (sysctl.d).
+   */
+  maxKeyVersions: number;
+  /** Of maxKeyVersions, what the keys one caller (uid) created may have together; as maxKeysPerCaller. */
+  maxKeyVersionsPerCaller: number;
+  /**
    * Milliseconds ("5m"; "0s" never) a connection may carry no call before the daemon closes it
    * (GOAWAY). Also what reclaims the fd of a connection that broke the HTTP/2 protocol (node stops
    * reading it after its GOAWAY, so it never sees the peer close) or that was left half-open.
@@ -130,6 +149,11 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxHashStreamsPerCaller: 64,
   maxCalls: 1024,
   maxCallsPerCaller: 256,
+  maxKeys: 1000,
+  maxKeysPerCaller: 250,
+  maxVersionsPerKey: 1000,
+  maxKeyVersions: 8000,
+  maxKeyVersionsPerCaller: 2000,
   connectionIdleTimeout: 5 * MINUTE,
   connectionMaxAge: 0,
   connectionMaxAgeGrace: MINUTE,
@@ -177,6 +201,11 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   maxHashStreamsPerCaller: [1, MAX_HASH_STREAMS],
   maxCalls: [1, 1_000_000],
   maxCallsPerCaller: [1, 1_000_000],
+  maxKeys: [1, 1_000_000],
+  maxKeysPerCaller: [1, 1_000_000],
+  maxVersionsPerKey: [1, 1_000_000],
+  maxKeyVersions: [1, 10_000_000],
+  maxKeyVersionsPerCaller: [1, 10_000_000],
   connectionIdleTimeout: [0, MAX_TIMER_MS],
   connectionMaxAge: [0, MAX_CONNECTION_AGE_MS],
   connectionMaxAgeGrace: [0, MAX_TIMER_MS],
@@ -205,7 +234,9 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      maxBufferedBytesPerCaller (a quarter of maxBufferedBytes),
                      maxConnectionsPerCaller (a quarter of maxConnections),
                      maxHashStreamsPerCaller (64), maxCalls (1024),
-                     maxCallsPerCaller (a quarter of maxCalls),
+                     maxCallsPerCaller (a quarter of maxCalls), maxKeys (1000),
+                     maxKeysPerCaller (a quarter of maxKeys), maxVersionsPerKey (1000),
+                     maxKeyVersions (8000), maxKeyVersionsPerCaller (a quarter of maxKeyVersions),
                      connectionIdleTimeout ("5m"; "0s" never), connectionMaxAge ("0s" = none),
                      connectionMaxAgeGrace ("1m") }
                      (docs/operations.md, "Limits")
@@ -399,6 +430,8 @@ const PER_CALLER: ReadonlyArray<readonly [keyof Limits, keyof Limits, number]> =
   ['maxBufferedBytesPerCaller', 'maxBufferedBytes', 64 * KiB],
   ['maxConnectionsPerCaller', 'maxConnections', 1],
   ['maxCallsPerCaller', 'maxCalls', 1],
+  ['maxKeysPerCaller', 'maxKeys', 1],
+  ['maxKeyVersionsPerCaller', 'maxKeyVersions', 1],
 ];
 
 function parseLimits(raw: unknown, where: string): Limits {

@@ -93,7 +93,8 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
   }
   const plain = (msg: string, fields?: object) => log.info(fields ?? {}, msg);
   // Root and the daemon's own uid administer everything; the policy grants the rest.
-  const policy = new PolicyStore({ path: config.policy, admins: new Set([0, process.getuid!()]), log: (level, msg, fields) => log[level](fields ?? {}, msg) });
+  const admins = new Set([0, process.getuid!()]);
+  const policy = new PolicyStore({ path: config.policy, admins, log: (level, msg, fields) => log[level](fields ?? {}, msg) });
   let store: StateStore;
   try {
     policy.load();
@@ -135,7 +136,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
         minRotationPeriodMs: config.limits.minRotationPeriod,
         minDeletionWaitingPeriodMs: config.limits.minDeletionWaitingPeriod,
         encryptionLimit: config.limits.encryptionsPerVersion,
+        maxKeys: config.limits.maxKeys,
+        maxKeysPerCaller: config.limits.maxKeysPerCaller,
+        maxVersionsPerKey: config.limits.maxVersionsPerKey,
+        maxKeyVersions: config.limits.maxKeyVersions,
+        maxKeyVersionsPerCaller: config.limits.maxKeyVersionsPerCaller,
       },
+      // The policy's administrators: they provision keys for others, so only the daemon-wide caps hold them.
+      uncappedCallers: admins,
       log: (msg, fields, level = 'info') => log[level](fields ?? {}, msg),
     });
     await keys.open(state).catch((err: unknown) => {

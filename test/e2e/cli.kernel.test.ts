@@ -69,8 +69,9 @@ describe('ringfence CLI end to end', () => {
     const text = (await ok(['status'])).toString();
     expect(text).toMatch(currentKernel() === 'restricted' ? /\nkernel +\S+, AF_ALG restricted \(af_alg_restrict\)\n/ : /\nkernel +\S+, AF_ALG not restricted\n/);
     expect(text).toMatch(/1024 connections \(256 per caller\), 128 calls each, 1024 calls in all \(256 per caller\), 64 hash streams per caller, idle 5m/);
+    expect(text).toMatch(/\n +1000 keys \(250 per caller\), 1000 versions per key, 8000 key versions in all \(2000 per caller\)\n/);
     const s = await json<{ afAlgRestricted: boolean; defaultAeadSuite: string; suites: { suite: string; availability: string }[]; limits: Record<string, unknown> }>(['status']);
-    expect(s.limits).toMatchObject({ maxPayloadBytes: 1024 * 1024, encryptionsPerVersion: 2 ** 32, maxConnections: 1024, maxCalls: 1024, maxCallsPerCaller: 256, connectionIdleTimeoutSeconds: 300, connectionMaxAgeSeconds: null });
+    expect(s.limits).toMatchObject({ maxPayloadBytes: 1024 * 1024, encryptionsPerVersion: 2 ** 32, maxConnections: 1024, maxCalls: 1024, maxCallsPerCaller: 256, maxKeys: 1000, maxKeysPerCaller: 250, maxVersionsPerKey: 1000, maxKeyVersions: 8000, maxKeyVersionsPerCaller: 2000, connectionIdleTimeoutSeconds: 300, connectionMaxAgeSeconds: null });
     expect(s.afAlgRestricted).toBe(currentKernel() === 'restricted');
     expect(s.defaultAeadSuite).toBe(defaultAead);
     expect(s.suites.find((x) => x.suite === 'aes-256-gcm')!.availability).toBe(currentKernel() === 'lts' ? 'available' : 'restricted');

@@ -169,6 +169,11 @@ function limitsJson(l: Limits): Record<string, unknown> {
     maxHashStreamsPerCaller: l.maxHashStreamsPerCaller,
     maxCalls: l.maxCalls,
     maxCallsPerCaller: l.maxCallsPerCaller,
+    maxKeys: l.maxKeys,
+    maxKeysPerCaller: l.maxKeysPerCaller,
+    maxVersionsPerKey: l.maxVersionsPerKey,
+    maxKeyVersions: l.maxKeyVersions,
+    maxKeyVersionsPerCaller: l.maxKeyVersionsPerCaller,
     maxConcurrentStreamsPerConnection: l.maxConcurrentStreamsPerConnection,
     maxConnections: l.maxConnections,
     connectionIdleTimeoutSeconds: seconds(l.connectionIdleTimeout),
@@ -199,6 +204,7 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
     lines.push(
       `limits      payload ${l.maxPayloadBytes} B, associated data ${l.maxAssociatedDataBytes} B, stream chunk ${l.maxStreamChunkBytes} B, message ${l.maxMessageBytes} B`,
       `            batch ${l.maxBatchItems} items, session ${l.maxSessionInFlight} in flight and ${l.maxSessionBufferedBytes} B held, rotation >= ${dur(l.minRotationPeriodSeconds)}, deletion wait >= ${dur(l.minDeletionWaitingPeriodSeconds)}`,
+      `            ${l.maxKeys} keys (${l.maxKeysPerCaller} per caller), ${l.maxVersionsPerKey} versions per key, ${l.maxKeyVersions} key versions in all (${l.maxKeyVersionsPerCaller} per caller)`,
       `            ${l.encryptionsPerVersion} encryptions per key version, ${l.maxBufferedBytes} B buffered by all sessions and streams (${l.maxBufferedBytesPerCaller} B per caller)`,
       `            ${l.maxConnections} connections (${l.maxConnectionsPerCaller} per caller), ${l.maxConcurrentStreamsPerConnection} calls each, ${l.maxCalls} calls in all (${l.maxCallsPerCaller} per caller), ${l.maxHashStreamsPerCaller} hash streams per caller, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
     );

@@ -30,6 +30,7 @@ describe.concurrent('status', SLOW, () => {
     expect(text).toContain('\nin use      3 connections (1 yours), 2048 B buffered (1024 B yours), 1 hash stream (0 yours), 5 calls (2 yours)\n');
     expect(text).toContain('\nlimits      payload 1048576 B, associated data 65536 B, stream chunk 1048576 B, message 4259840 B\n');
     expect(text).toContain('batch 1000 items, session 1024 in flight and 16777216 B held, rotation >= 1h, deletion wait >= 1d\n');
+    expect(text).toContain('\n            1000 keys (250 per caller), 1000 versions per key, 8000 key versions in all (2000 per caller)\n');
     expect(text).toContain('\n            4294967296 encryptions per key version, 536870912 B buffered by all sessions and streams (134217728 B per caller)\n');
     expect(text).toContain('\n            1024 connections (256 per caller), 128 calls each, 1024 calls in all (256 per caller), 64 hash streams per caller, idle 5m, max age never (grace 1m)\n');
     expect(text).toMatch(/\nSUITE \/ HASH +AVAILABILITY +DRIVER OR DETAIL\naes-256-gcm +available +generic-gcm-aesni\n/);
@@ -62,6 +63,11 @@ describe.concurrent('status', SLOW, () => {
         maxHashStreamsPerCaller: 64,
         maxCalls: 1024,
         maxCallsPerCaller: 256,
+        maxKeys: 1000,
+        maxKeysPerCaller: 250,
+        maxVersionsPerKey: 1000,
+        maxKeyVersions: 8000,
+        maxKeyVersionsPerCaller: 2000,
         maxConcurrentStreamsPerConnection: 128,
         maxConnections: 1024,
         connectionIdleTimeoutSeconds: 300,

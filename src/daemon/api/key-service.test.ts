@@ -4,10 +4,10 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { DurationSchema } from '@bufbuild/protobuf/wkt';
 import { describe, expect, it, vi } from 'vitest';
 import { KeyView } from '../../gen/ringfence/v1/key_pb.js';
-import { ImportKeyRequestSchema, KeyService, ListKeysResponseSchema, RotateKeyRequestSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
+import { CreateKeyRequestSchema, ImportKeyRequestSchema, KeyService, ListKeysResponseSchema, RotateKeyRequestSchema, type ListKeysResponse } from '../../gen/ringfence/v1/key_service_pb.js';
 import { decodeStatusDetails } from '../../rpc/error-details.js';
 import { MaterialFingerprints } from '../keys/fingerprints.js';
-import { KeyManager } from '../keys/key-manager.js';
+import { KeyManager, type KeyPolicyLimits } from '../keys/key-manager.js';
 import { EMPTY_STATE } from '../keys/model.js';
 import { ApiError, ErrorReason } from './errors.js';
 import { durationMs, keyServiceHandlers } from './key-service.js';
@@ -32,7 +32,7 @@ describe('durationMs (rotation periods and deletion waits from the wire)', () =>
 });
 
 /** KeyService's handlers over a KeyManager with stand-in kernel keys (no kernel is needed to shape replies). */
-async function service(maxMessageBytes: number, opts: { deny?: boolean; grant?: (op: string, key?: string) => boolean } = {}) {
+async function service(maxMessageBytes: number, opts: { deny?: boolean; grant?: (op: string, key?: string) => boolean; limits?: Partial<KeyPolicyLimits> } = {}) {
   let serial = 1;
   const stand = (suite: { keyBytes: number[] }) => {
     const serials = suite.keyBytes.map(() => serial++);
@@ -53,7 +53,7 @@ async function service(maxMessageBytes: number, opts: { deny?: boolean; grant?: 
     engine: { digest: async (_a: unknown, _s: number, _n: number, parts: Buffer[]) => createHmac('sha256', fingerprintKey).update(Buffer.concat(parts)).digest(), forgetKey: () => {} },
   };
   const fingerprints = new MaterialFingerprints(kernel.keystore as never, kernel.engine as never);
-  const keys = new KeyManager({ material: material as never, fingerprints, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1 }, log: () => {} });
+  const keys = new KeyManager({ material: material as never, fingerprints, persist: async () => {}, suiteStatus: () => 'available', limits: { minRotationPeriodMs: 1, minDeletionWaitingPeriodMs: 1, ...opts.limits }, log: () => {} });
   await keys.open(EMPTY_STATE);
   const deps = {
     audit: vi.fn(),
@@ -264,5 +264,29 @@ describe('KeyService asks the policy for the operation each RPC is (found by rev
     expect(page.keys.map((k) => k.name)).toEqual(['a']);
     opts.grant = (op) => op !== 'read';
     await expect(call('listKeys', { pageSize: 10, pageToken: '', view: KeyView.BASIC })).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+  });
+});
+
+describe('KeyService: caps on keys and versions', () => {
+  it("CreateKey and ImportKey charge the key to the caller's uid: past maxKeysPerCaller, RESOURCE_EXHAUSTED with KEY_LIMIT_REACHED naming the limit", async () => {
+    const { keys, call } = await service(64 * KiB, { limits: { maxKeysPerCaller: 2, maxKeys: 10 } });
+    await call('createKey', create(CreateKeyRequestSchema, { name: 'a' }));
+    await call('importKey', create(ImportKeyRequestSchema, { name: 'b', material: randomBytes(32) }));
+    expect([keys.get('a').creatorUid, keys.get('b').creatorUid]).toEqual([1000, 1000]);
+    const err = await call('createKey', create(CreateKeyRequestSchema, { name: 'c' })).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, reason: ErrorReason.KEY_LIMIT_REACHED, metadata: { limit: 'keys_per_caller', limit_value: '2', key_name: 'c', uid: '1000' } });
+    expect((err as Error).message).toMatch(/^uid 1000 already created 2 keys, its limit \(maxKeysPerCaller 2;.*raise limits\.maxKeysPerCaller/);
+    // A key made without a caller (none on the wire) counts toward no one's part.
+    await keys.create({ name: 'internal' });
+    expect(keys.get('internal').creatorUid).toBeUndefined();
+  });
+
+  it('RotateKey past maxVersionsPerKey: RESOURCE_EXHAUSTED with KEY_LIMIT_REACHED, and the key is unchanged', async () => {
+    const { keys, call } = await service(64 * KiB, { limits: { maxVersionsPerKey: 2 } });
+    await call('createKey', create(CreateKeyRequestSchema, { name: 'k' }));
+    await call('rotateKey', create(RotateKeyRequestSchema, { name: 'k' }));
+    const err = await call('rotateKey', create(RotateKeyRequestSchema, { name: 'k' })).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, reason: ErrorReason.KEY_LIMIT_REACHED, metadata: { limit: 'versions_per_key', limit_value: '2', key_name: 'k' } });
+    expect(keys.get('k').versions).toHaveLength(2);
   });
 });

@@ -87,6 +87,7 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessa
         suite: suiteName(req.suite),
         rotationPeriodMs: durationMs('rotation_period', req.rotationPeriod) ?? null,
         deletionProtection: req.deletionProtection,
+        ...(a.principal ? { creatorUid: a.principal.uid } : {}),
       });
       return { key: keyMessage(keys, record) };
     }),
@@ -95,7 +96,7 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessa
       try {
         named(a, 'import', req.name);
         if (material.length === 0) throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, 'material is required', { field: 'material' });
-        const record = await keys.import({ name: req.name, purpose: purposeName(req.purpose), suite: suiteName(req.suite), material, deletionProtection: req.deletionProtection });
+        const record = await keys.import({ name: req.name, purpose: purposeName(req.purpose), suite: suiteName(req.suite), material, deletionProtection: req.deletionProtection, ...(a.principal ? { creatorUid: a.principal.uid } : {}) });
         return { key: keyMessage(keys, record) };
       } finally {
         material.fill(0); // also wipes the request message's copy: `buf` is a view of it

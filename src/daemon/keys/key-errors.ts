@@ -4,11 +4,12 @@ import type { AeadSuite, MacSuite } from '../../capabilities/suites.js';
 import { ApiError, ErrorReason, Status } from '../api/errors.js';
 import type { KeyRecord } from './model.js';
 
-export function limitReached(record: KeyRecord, version: number, limit: number, what: string, when = ''): ApiError {
+export function limitReached(record: KeyRecord, version: number, limit: number, what: string, when = '', more: Record<string, string> = {}): ApiError {
   return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${record.name}" version ${version} reached its limit of ${limit} encryptions${when ? ` ${when}` : ''}; ${what}`, {
     key_name: record.name,
     key_version: String(version),
     encryption_limit: String(limit),
+    ...more,
   });
 }
 

@@ -64,6 +64,10 @@ class World {
   limits: KeyPolicyLimits = { minRotationPeriodMs: HOUR, minDeletionWaitingPeriodMs: DAY };
   /** Suites the "kernel" does not give as available. */
   status = new Map<string, AlgStatus>();
+  /** uids held to the daemon-wide caps only (the daemon: root and its own). */
+  uncapped = new Set<number>();
+  /** What the manager logged. */
+  logs: { msg: string; fields: Record<string, unknown> | undefined; level: string }[] = [];
   /** Every document persisted, in order, as it was handed to persist. */
   persisted: PersistedState[] = [];
   persistCalls = 0;
@@ -103,9 +107,10 @@ class World {
       persist: (doc) => this.persist(doc),
       suiteStatus: (name) => this.status.get(name) ?? 'available',
       limits: this.limits,
-      log: () => {},
+      log: (msg, fields, level = 'info') => void this.logs.push({ msg, fields, level }),
       now: () => this.clock,
       pendingClockPostponementMs: (wall) => this.pendingPostponement(wall),
+      uncappedCallers: this.uncapped,
     });
     await this.km.open(loadedState(this.store.load(), this.store.statePath));
   }
@@ -1670,3 +1675,109 @@ describe('KeyManager.postponeDeletions (the wall clock stepped forward)', () => 
   });
 });
 
+
+describe('KeyManager: caps on keys and versions (found by review: one caller could use up the kernel key quota)', () => {
+  /** Refused with nothing written and no kernel key left behind. */
+  async function refusedCleanly(w: World, op: Promise<unknown>, reason = ErrorReason.KEY_LIMIT_REACHED): Promise<ApiError> {
+    const [text, kernel] = [w.fileText(), w.kernelKeys().size];
+    const err = await expectApi(op, Status.RESOURCE_EXHAUSTED, reason);
+    expect(w.fileText()).toBe(text);
+    expect(w.kernelKeys().size).toBe(kernel);
+    return err;
+  }
+
+  it('maxKeys: CreateKey beyond it is refused, saying which limit and what to do; a key pending deletion counts until deleted', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxKeys: 2 }));
+    await w.km.create({ name: 'a' });
+    await w.km.create({ name: 'b', creatorUid: 1001 });
+    const err = await refusedCleanly(w, w.km.create({ name: 'c', creatorUid: 1002 }));
+    expect(err.metadata).toEqual({ limit: 'keys', limit_value: '2', key_name: 'c' });
+    expect(err.message).toBe("the daemon already holds 2 keys, its limit (maxKeys 2; keys scheduled for deletion count until they are deleted): delete keys that are no longer needed, or have the operator raise limits.maxKeys in the daemon's config");
+    await w.km.scheduleDeletion('a', DAY);
+    await refusedCleanly(w, w.km.create({ name: 'c' }));
+    w.clock += DAY;
+    expect((await w.km.runDueWork()).deleted).toEqual(['a']);
+    await w.km.create({ name: 'c' });
+    expect(w.km.size).toBe(2);
+  });
+
+  it('maxKeysPerCaller: a caller is refused at its limit, others are not; administrators and keys of no recorded creator count toward no caller', async () => {
+    const w = await world((x) => {
+      x.limits = { ...x.limits, maxKeys: 9, maxKeysPerCaller: 2 };
+      x.uncapped.add(0);
+    });
+    await w.km.create({ name: 'a1', creatorUid: 1001 });
+    await w.km.create({ name: 'a2', creatorUid: 1001 });
+    const err = await refusedCleanly(w, w.km.create({ name: 'a3', creatorUid: 1001 }));
+    expect(err.metadata).toEqual({ limit: 'keys_per_caller', limit_value: '2', key_name: 'a3', uid: '1001' });
+    expect(err.message).toMatch(/^uid 1001 already created 2 keys, its limit \(maxKeysPerCaller 2; keys scheduled for deletion count until they are deleted\): delete keys it no longer needs, or have the operator raise limits\.maxKeysPerCaller/);
+    await w.km.create({ name: 'b1', creatorUid: 1002 });
+    for (const name of ['r1', 'r2', 'r3']) await w.km.create({ name, creatorUid: 0 });
+    for (const name of ['n1', 'n2', 'n3']) await w.km.create({ name });
+    // Recorded in the state, and so still counted after a restart.
+    expect(w.fileKey('a1')!.creatorUid).toBe(1001);
+    expect(w.fileKey('n1')!.creatorUid).toBeUndefined();
+    await w.restart();
+    await refusedCleanly(w, w.km.create({ name: 'a3', creatorUid: 1001 }));
+    // The daemon-wide cap holds everyone, administrators too.
+    const full = await refusedCleanly(w, w.km.create({ name: 'r4', creatorUid: 0 }));
+    expect(full.metadata.limit).toBe('keys');
+  });
+
+  it('maxVersionsPerKey: RotateKey beyond it is refused; the key stays usable', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxVersionsPerKey: 2 }));
+    await w.km.create({ name: 'k', creatorUid: 1001 });
+    await w.km.rotate('k');
+    const err = await refusedCleanly(w, w.km.rotate('k'));
+    expect(err.metadata).toEqual({ limit: 'versions_per_key', limit_value: '2', key_name: 'k' });
+    expect(err.message).toBe("key \"k\" has 2 versions, its limit (maxVersionsPerKey 2), and versions are never removed: create a new key and move to it, or have the operator raise limits.maxVersionsPerKey in the daemon's config");
+    expect((await w.km.forEncrypt('k')).version).toBe(2);
+    expect(w.km.get('k').state).toBe('enabled');
+  });
+
+  it('maxKeyVersions and maxKeyVersionsPerCaller: rotations and new keys beyond them are refused', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxKeyVersions: 4, maxKeyVersionsPerCaller: 2 }));
+    await w.km.create({ name: 'a', creatorUid: 1001 });
+    await w.km.rotate('a');
+    const mine = await refusedCleanly(w, w.km.rotate('a'));
+    expect(mine.metadata).toEqual({ limit: 'key_versions_per_caller', limit_value: '2', key_name: 'a', uid: '1001' });
+    expect(mine.message).toMatch(/^the keys uid 1001 created already have 2 versions together, its limit \(maxKeyVersionsPerCaller 2;/);
+    await refusedCleanly(w, w.km.create({ name: 'a2', creatorUid: 1001 }));
+    await w.km.create({ name: 'b', creatorUid: 1002 });
+    await w.km.create({ name: 'c' });
+    const all = await refusedCleanly(w, w.km.rotate('c'));
+    expect(all.metadata).toEqual({ limit: 'key_versions', limit_value: '4', key_name: 'c' });
+    expect(all.message).toMatch(/^the daemon's keys already have 4 versions together, its limit \(maxKeyVersions 4; each is a kernel key;/);
+  });
+
+  it('a key rotated on schedule stops at maxVersionsPerKey: said once, no failure, no retry, and it stays usable', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxVersionsPerKey: 2 }));
+    await w.km.create({ name: 'k', rotationPeriodMs: DAY });
+    w.clock += DAY;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: ['k'] });
+    const warned = w.logs.filter((l) => l.level === 'warn' && l.msg.includes('maxVersionsPerKey'));
+    expect(warned.map((l) => l.msg)).toEqual([`key "k" has 2 versions, its limit (maxVersionsPerKey 2): it is no longer rotated on schedule; create a new key and move to it, or raise limits.maxVersionsPerKey in the daemon's config`]);
+    expect(w.km.nextDueTime()).toBeNull();
+    expect(w.km.scheduledRotationTime(w.km.get('k'))).toBeNull();
+    w.clock += 10 * DAY;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+    expect(w.km.get('k').versions).toHaveLength(2);
+    expect((await w.km.forEncrypt('k')).version).toBe(2);
+    // Said again at start-up, where the key is loaded at its cap.
+    w.logs = [];
+    await w.restart();
+    expect(w.logs.filter((l) => l.level === 'warn' && l.msg.includes('no longer rotated on schedule'))).toHaveLength(1);
+    expect(w.km.nextDueTime()).toBeNull();
+  });
+
+  it('at its version cap, a key at its encryption limit refuses encryption (never counts past the limit) and says why', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, encryptionLimit: 5, reservationBlock: 1, maxVersionsPerKey: 1 }));
+    await w.km.create({ name: 'k' });
+    for (let i = 0; i < 5; i++) expect((await w.km.forEncrypt('k')).version).toBe(1);
+    const err = await refusedCleanly(w, w.km.forEncrypt('k'), ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    expect(err.metadata).toEqual({ key_name: 'k', key_version: '1', encryption_limit: '5', limit: 'versions_per_key', limit_value: '1' });
+    expect(err.message).toMatch(/^key "k" version 1 reached its limit of 5 encryptions; it cannot rotate: key "k" has 1 versions, its limit \(maxVersionsPerKey 1\)/);
+    expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(5);
+    expect(w.km.get('k').versions).toHaveLength(1);
+  });
+});

@@ -12,6 +12,7 @@ import { ApiError, ErrorReason, Status, invalidField, keyNotFound, shuttingDown 
 import { KeystoreError } from '../keystore/errors.js';
 import type { MaterialFingerprints } from './fingerprints.js';
 import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './key-errors.js';
+import { atVersionCap, capRefusal, isCapRefusal } from './key-caps.js';
 import { DueWorkFailed, type DueWork, type PostponementStep } from './due-work-scheduler.js';
 import { KeyRetries, type DueWorkKind, type RetryDelays } from './key-retries.js';
 import { Mutex } from './mutex.js';
@@ -31,6 +32,12 @@ export interface KeyPolicyLimits {
    * operations move to a new version this many before the limit. Default: limit / 256 (2^24 at the largest limit, 2^32).
    */
   streamHeadroom?: number;
+  /** Caps on keys and key versions (config.ts Limits, key-caps.ts); unset, no cap. */
+  maxKeys?: number;
+  maxKeysPerCaller?: number;
+  maxVersionsPerKey?: number;
+  maxKeyVersions?: number;
+  maxKeyVersionsPerCaller?: number;
 }
 
 export interface KeyManagerDeps {
@@ -48,6 +55,8 @@ export interface KeyManagerDeps {
   pendingClockPostponementMs?: (wall: number) => number;
   /** How a key's failed scheduled work is retried (key-retries.ts); default 1 s doubling to 5 min. */
   retryDelays?: RetryDelays;
+  /** uids held to the daemon-wide caps only, not to a caller's (root and the daemon's own). */
+  uncappedCallers?: ReadonlySet<number>;
 }
 
 /** A key version resolved for one operation: everything the crypto layer needs. */
@@ -146,6 +155,7 @@ export class KeyManager {
         this.index(record, versions, record.versions.map((v) => v.encryptionsReserved));
         const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
         if (refusal) this.deps.log(`${refusal.message}; it is not rotated on schedule`, { key_name: record.name, suite: record.suite }, 'warn');
+        else this.warnIfAtVersionCap(record);
       }
       // Made only for a master key that opened something, or for a state with no keys: sealed under
       // a key nobody verified (every version unloadable here), it would bless that key (helper-91).
@@ -217,26 +227,29 @@ export class KeyManager {
 
   // ---- lifecycle ----
 
-  async create(req: { name: string; purpose?: Purpose; suite?: string; rotationPeriodMs?: number | null; deletionProtection?: boolean }): Promise<KeyRecord> {
+  /** `creatorUid`: the caller's uid, recorded in the key and held to the per-caller caps. */
+  async create(req: { name: string; purpose?: Purpose; suite?: string; rotationPeriodMs?: number | null; deletionProtection?: boolean; creatorUid?: number }): Promise<KeyRecord> {
     return this.lock.run(async () => {
       const suite = this.chooseSuite(req.name, req.purpose, req.suite);
       const rotationPeriodMs = this.checkRotationPeriod(req.rotationPeriodMs ?? null);
+      this.checkRoom(req.name, req.creatorUid);
       const id = this.newId();
       const { serials, blobs } = this.deps.material.generate(id, 1, suite);
-      return this.addRecord(this.newRecord(id, req.name, suite, 'generated', rotationPeriodMs, req.deletionProtection ?? false, blobs), serials);
+      return this.addRecord(this.newRecord(id, req.name, suite, 'generated', rotationPeriodMs, req.deletionProtection ?? false, blobs, req.creatorUid), serials);
     });
   }
 
-  async import(req: { name: string; purpose?: Purpose; suite?: string; material: Buffer; deletionProtection?: boolean }): Promise<KeyRecord> {
+  async import(req: { name: string; purpose?: Purpose; suite?: string; material: Buffer; deletionProtection?: boolean; creatorUid?: number }): Promise<KeyRecord> {
     try {
       return await this.lock.run(async () => {
         const suite = this.chooseSuite(req.name, req.purpose, req.suite, req.material.length);
         checkMaterial(suite, req.material);
         this.checkCanSeal(req.name);
+        this.checkRoom(req.name, req.creatorUid);
         const fingerprints = await this.deps.fingerprints.refuseReused(req.material, suite.keyBytes);
         const id = this.newId();
         const { serials, blobs } = await this.deps.material.import(id, 1, suite, req.material);
-        const record = await this.addRecord(this.newRecord(id, req.name, suite, 'imported', null, req.deletionProtection ?? false, blobs), serials);
+        const record = await this.addRecord(this.newRecord(id, req.name, suite, 'imported', null, req.deletionProtection ?? false, blobs, req.creatorUid), serials);
         this.deps.fingerprints.add(fingerprints, { keyId: id, version: 1 });
         return record;
       });
@@ -451,6 +464,8 @@ export class KeyManager {
    */
   scheduledRotationTime(record: KeyRecord): number | null {
     if (record.state === 'pending_deletion' || keySuiteRefusal(this.deps.suiteStatus, record, 'rotate')) return null;
+    // Never again (versions are never removed): the scheduler would retry it for ever (warnIfAtVersionCap says so).
+    if (atVersionCap(record, this.deps.limits)) return null;
     return nextRotationTime(record, this.deps.limits.minRotationPeriodMs);
   }
 
@@ -494,7 +509,13 @@ export class KeyManager {
           if (n > this.newWorkLimit(current)) {
             throw new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.ENCRYPTION_LIMIT_REACHED, `key "${name}" cannot count ${n} encryptions at once: a new version takes at most ${this.newWorkLimit(current)}`, { key_name: name, key_version: String(v), encryption_limit: String(limit) });
           }
-          await this.rotateLocked(current, undefined, 'encryption limit');
+          try {
+            await this.rotateLocked(current, undefined, 'encryption limit');
+          } catch (err) {
+            // At a cap on versions: refused, never counted past the limit (the nonces' bound).
+            if (!isCapRefusal(err)) throw err;
+            throw limitReached(current, v, limit, `it cannot rotate: ${err.message}`, '', { limit: err.metadata.limit!, limit_value: err.metadata.limit_value! });
+          }
           continue;
         }
         if (this.tryCount(current, v, n, this.newWorkLimit(current))) return this.resolved(current, v);
@@ -670,6 +691,7 @@ export class KeyManager {
     // CreateKey refuses the suite on this kernel; a rotation would make a version nobody could use here.
     const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
     if (refusal) throw refusal;
+    this.checkRoom(record.name, record.creatorUid, record);
     const suite = suiteOf(record);
     const version = record.versions.length + 1;
     let made: { serials: number[]; blobs: string[]; fingerprints?: string[] };
@@ -706,7 +728,34 @@ export class KeyManager {
     this.byId.set(next.id, next);
     if (made.fingerprints) this.deps.fingerprints.add(made.fingerprints, { keyId: record.id, version });
     this.deps.log('key rotated', { key_name: record.name, version, reason: why });
+    this.warnIfAtVersionCap(next);
     return next;
+  }
+
+  /**
+   * Refuses (KEY_LIMIT_REACHED) a new key named `name` of `creatorUid`, or with `rotating` a new
+   * version of that key, where it would pass a cap on keys or versions. Counted over every key,
+   * those scheduled for deletion included: they hold their kernel keys until deleted.
+   */
+  private checkRoom(name: string, creatorUid: number | undefined, rotating?: KeyRecord): void {
+    const caller = creatorUid !== undefined && !this.deps.uncappedCallers?.has(creatorUid) ? creatorUid : undefined;
+    const n = { keys: 0, versions: 0, callerKeys: 0, callerVersions: 0 };
+    for (const r of this.byId.values()) {
+      n.keys++;
+      n.versions += r.versions.length;
+      if (caller !== undefined && r.creatorUid === caller) {
+        n.callerKeys++;
+        n.callerVersions += r.versions.length;
+      }
+    }
+    const refusal = capRefusal(this.deps.limits, { name, uid: caller, rotating }, n);
+    if (refusal) throw refusal;
+  }
+
+  /** Says once, when a key with a rotation period reaches maxVersionsPerKey, that it no longer rotates on schedule. */
+  private warnIfAtVersionCap(record: KeyRecord): void {
+    if (nextRotationTime(record) === null || !atVersionCap(record, this.deps.limits)) return;
+    this.deps.log(`key "${record.name}" has ${record.versions.length} versions, its limit (maxVersionsPerKey ${this.deps.limits.maxVersionsPerKey}): it is no longer rotated on schedule; create a new key and move to it, or raise limits.maxVersionsPerKey in the daemon's config`, { key_name: record.name, versions: record.versions.length, maxVersionsPerKey: this.deps.limits.maxVersionsPerKey }, 'warn');
   }
 
   private chooseSuite(name: string, purpose: Purpose | undefined, suiteName: string | undefined, materialBytes?: number): AeadSuite | MacSuite {
@@ -741,12 +790,13 @@ export class KeyManager {
     return id;
   }
 
-  private newRecord(id: string, name: string, suite: AeadSuite | MacSuite, origin: 'generated' | 'imported', rotationPeriodMs: number | null, deletionProtection: boolean, blobs: string[]): KeyRecord {
+  private newRecord(id: string, name: string, suite: AeadSuite | MacSuite, origin: 'generated' | 'imported', rotationPeriodMs: number | null, deletionProtection: boolean, blobs: string[], creatorUid: number | undefined): KeyRecord {
     const now = this.now();
     const version: VersionRecord = { version: 1, createTime: now, blobs, encryptionsReserved: 0 };
     return {
       id, name, purpose: suite.kind === 'aead' ? 'aead' : 'mac', suite: suite.name, origin, state: 'enabled', minDecryptionVersion: 1, rotationPeriodMs,
       deletionProtection, createTime: now, rotateTime: null, updateTime: now, deletionTime: null, versions: [version],
+      ...(creatorUid !== undefined ? { creatorUid } : {}),
     };
   }
 

@@ -66,6 +66,14 @@ describe('validateState', () => {
     expect(validateState({ format: 1, masterCheck: 'sealed:aes-256-gcm:QUJD', keys: [] }, FILE).masterCheck).toBe('sealed:aes-256-gcm:QUJD');
   });
 
+  it('creatorUid: absent (a state file from before it was recorded) or a uid; anything else is refused', () => {
+    const d = doc(key({ creatorUid: 1001 }), key({ id: 'ffffffffffffffffffffffffffffffff', name: 'root', creatorUid: 0 }), key({ id: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', name: 'old' }));
+    expect(validateState(d, FILE)).toBe(d);
+    for (const bad of [-1, 1.5, 0xffff_ffff, '1001', null]) {
+      expect(problem(doc(key({ creatorUid: bad as never })))).toBe('keys[0].creatorUid is not a uid (an integer from 0 to 4294967294)');
+    }
+  });
+
   it('rejects malformed documents, naming the problem', () => {
     const cases: [unknown, string][] = [
       [null, 'not a JSON object'],

@@ -39,6 +39,13 @@ export interface KeyRecord {
   updateTime: number;
   deletionTime: number | null;
   versions: VersionRecord[];
+  /**
+   * The uid (SO_PEERCRED) that created or imported the key, for the per-caller caps on keys and
+   * versions (Limits.maxKeysPerCaller, maxKeyVersionsPerCaller). Absent from keys saved before it
+   * was recorded (state files stay format 1 and load as they were), and from keys made without a
+   * caller: those count toward no caller's caps, only the daemon's.
+   */
+  creatorUid?: number;
 }
 
 export interface PersistedState {
@@ -87,6 +94,8 @@ function quote(value: unknown): string {
 
 /** The latest time a Date holds (and so toISOString and a protobuf Timestamp): times beyond it are refused on load. */
 export const MAX_TIME_MS = 8.64e15;
+/** The largest uid: uid_t is 32 bits, and (uid_t)-1 means "none". */
+const MAX_UID = 0xffff_fffe;
 export const MAX_ROTATION_PERIOD_MS = 3_155_760_000_000; // 100 years
 
 const isTime = (t: unknown): t is number => typeof t === 'number' && Number.isFinite(t) && Math.abs(t) <= MAX_TIME_MS;
@@ -155,6 +164,7 @@ export function validateState(doc: unknown, file: string): PersistedState {
     if (!Number.isInteger(r.minDecryptionVersion) || r.minDecryptionVersion < 1 || r.minDecryptionVersion > r.versions.length) {
       fail(`${at}.minDecryptionVersion ${quote(r.minDecryptionVersion)} is not between 1 and ${r.versions.length} (the primary version)`);
     }
+    if (r.creatorUid !== undefined && !(Number.isInteger(r.creatorUid) && r.creatorUid >= 0 && r.creatorUid <= MAX_UID)) fail(`${at}.creatorUid is not a uid (an integer from 0 to ${MAX_UID})`);
     if (r.state === 'pending_deletion' && r.deletionTime === null) fail(`${at} is pending deletion without a deletionTime`);
   }
   return d as unknown as PersistedState;

@@ -1,0 +1,73 @@
+/**
+ * The caps on keys and key versions (config.ts Limits maxKeys, maxKeysPerCaller, maxVersionsPerKey,
+ * maxKeyVersions, maxKeyVersionsPerCaller). Every version is a kernel key (two for encrypt-then-MAC)
+ * charged to the daemon's uid: without them one caller allowed to create or rotate could use up
+ * that uid's kernel key quota, and every other caller's CreateKey, RotateKey and scheduled rotation
+ * would fail (found by review). A key scheduled for deletion counts until it is deleted.
+ */
+import { ApiError, ErrorReason, Status } from '../api/errors.js';
+import type { KeyRecord } from './model.js';
+
+export interface KeyCaps {
+  maxKeys?: number;
+  maxKeysPerCaller?: number;
+  maxVersionsPerKey?: number;
+  maxKeyVersions?: number;
+  maxKeyVersionsPerCaller?: number;
+}
+
+/** What the daemon holds now: in all, and of the caller's keys (keys whose creatorUid is the caller's). */
+export interface KeyCounts {
+  keys: number;
+  versions: number;
+  callerKeys: number;
+  callerVersions: number;
+}
+
+/** Whether the key has as many versions as a key may have: it can rotate no more. */
+export function atVersionCap(record: KeyRecord, caps: KeyCaps): boolean {
+  return caps.maxVersionsPerKey !== undefined && record.versions.length >= caps.maxVersionsPerKey;
+}
+
+const DELETE = 'keys scheduled for deletion count until they are deleted';
+
+/**
+ * The refusal of a new key named `name` (or with `rotating`, a new version of that key) that would
+ * pass a cap, or undefined. `uid`: the caller the key is charged to, if held to the per-caller caps.
+ */
+export function capRefusal(caps: KeyCaps, want: { name: string; uid: number | undefined; rotating?: KeyRecord | undefined }, n: KeyCounts): ApiError | undefined {
+  const { name, uid, rotating } = want;
+  const refuse = (limit: string, value: number, message: string) =>
+    new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.KEY_LIMIT_REACHED, message, {
+      limit,
+      limit_value: String(value),
+      key_name: name,
+      ...(uid !== undefined && limit.endsWith('_per_caller') ? { uid: String(uid) } : {}),
+    });
+  const raise = (setting: keyof KeyCaps) => `or have the operator raise limits.${setting} in the daemon's config`;
+  const { maxKeys, maxKeysPerCaller, maxVersionsPerKey, maxKeyVersions, maxKeyVersionsPerCaller } = caps;
+  if (rotating) {
+    if (maxVersionsPerKey !== undefined && rotating.versions.length >= maxVersionsPerKey) {
+      return refuse('versions_per_key', maxVersionsPerKey, `key "${name}" has ${rotating.versions.length} versions, its limit (maxVersionsPerKey ${maxVersionsPerKey}), and versions are never removed: create a new key and move to it, ${raise('maxVersionsPerKey')}`);
+    }
+  } else {
+    if (uid !== undefined && maxKeysPerCaller !== undefined && n.callerKeys >= maxKeysPerCaller) {
+      return refuse('keys_per_caller', maxKeysPerCaller, `uid ${uid} already created ${n.callerKeys} keys, its limit (maxKeysPerCaller ${maxKeysPerCaller}; ${DELETE}): delete keys it no longer needs, ${raise('maxKeysPerCaller')}`);
+    }
+    if (maxKeys !== undefined && n.keys >= maxKeys) {
+      return refuse('keys', maxKeys, `the daemon already holds ${n.keys} keys, its limit (maxKeys ${maxKeys}; ${DELETE}): delete keys that are no longer needed, ${raise('maxKeys')}`);
+    }
+  }
+  if (uid !== undefined && maxKeyVersionsPerCaller !== undefined && n.callerVersions >= maxKeyVersionsPerCaller) {
+    return refuse('key_versions_per_caller', maxKeyVersionsPerCaller, `the keys uid ${uid} created already have ${n.callerVersions} versions together, its limit (maxKeyVersionsPerCaller ${maxKeyVersionsPerCaller}; ${DELETE}): delete keys it no longer needs, ${raise('maxKeyVersionsPerCaller')}`);
+  }
+  if (maxKeyVersions !== undefined && n.versions >= maxKeyVersions) {
+    return refuse('key_versions', maxKeyVersions, `the daemon's keys already have ${n.versions} versions together, its limit (maxKeyVersions ${maxKeyVersions}; each is a kernel key; ${DELETE}): delete keys that are no longer needed, ${raise('maxKeyVersions')} (and the kernel key quota with it, see deploy/sysctl.d)`);
+  }
+  return undefined;
+}
+
+/** A refusal of capRefusal's, with its metadata. */
+export function isCapRefusal(err: unknown): err is ApiError {
+  return err instanceof ApiError && err.reason === ErrorReason.KEY_LIMIT_REACHED;
+}
