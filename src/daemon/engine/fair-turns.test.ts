@@ -10,24 +10,13 @@ import type { KernelAlg } from '../../capabilities/suites.js';
 // Each request's IV names it; the kernel answers only when the test lets it.
 const fake = vi.hoisted(() => ({ order: [] as string[], gates: [] as (() => void)[] }));
 
-vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => {
-  const real = await importOriginal<typeof import('../../../native-ffi/af-alg.js')>();
-  let next = 100;
-  return {
-    ...real,
-    openTransform: () => next++,
-    acceptOp: () => next++,
-    setKeyBySerial: () => {},
-    setAeadAuthSize: () => {},
-    closeFd: () => {},
-    sizeBuffers: () => ({ send: 1 << 20, receive: 1 << 20 }),
-    sendRequestAsync: async (_fd: number, header: { iv?: Buffer }) => {
-      fake.order.push(header.iv!.toString().replace(/\0+$/, ''));
-      await new Promise<void>((resolve) => fake.gates.push(resolve));
-    },
-    readResultAsync: async (_fd: number, out: Buffer) => out.length,
-  };
-});
+vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => ({
+  ...(await import('./fake-af-alg.test-support.js')).fakeAfAlg(await importOriginal<object>()),
+  sendRequestAsync: async (_fd: number, header: { iv?: Buffer }) => {
+    fake.order.push(header.iv!.toString().replace(/\0+$/, ''));
+    await new Promise<void>((resolve) => fake.gates.push(resolve));
+  },
+}));
 
 const { CryptoEngine } = await import('./engine.js');
 const { isEngineError } = await import('./errors.js');
