@@ -17,7 +17,11 @@ export interface EngineOptions {
   maxOpSockets: number;
   /** Requests that may wait for one transform's operation sockets; more are refused (BUSY). */
   maxQueuedRequests: number;
-  /** Of maxQueuedRequests, how many one caller may have waiting for one transform (a quarter). */
+  /**
+   * Of maxQueuedRequests, how many one caller may have waiting for one transform: 1024, a quarter of
+   * the default 4096. Not derived: with maxQueuedRequests set lower and this left alone, one caller
+   * may fill the whole queue (FairQueue bounds it by the total).
+   */
   maxQueuedRequestsPerCaller: number;
   /** Digests fed by a stream (HashStream) at once, each holding a socket of its own; more are refused (BUSY). */
   maxDigestStreams: number;
@@ -68,7 +72,9 @@ export class CryptoEngine {
    * served in turns across owners. The daemon's own work (key wrapping, fingerprints) is ''.
    */
   constructor(options: Partial<EngineOptions> = {}, readonly owner = '', state?: EngineState) {
-    this.options = { ...DEFAULT_ENGINE_OPTIONS, ...options };
+    // A view (forCaller, one per call) takes its engine's options as they are: merging them again
+    // would copy them on every call, most of what a view costs.
+    this.options = state ? (options as EngineOptions) : { ...DEFAULT_ENGINE_OPTIONS, ...options };
     this.state = state ?? { transforms: new Map(), digestStreams: 0 };
   }
 

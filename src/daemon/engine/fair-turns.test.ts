@@ -91,4 +91,13 @@ describe("a busy key's waiting requests", () => {
     expect(engine.forCaller('')).toBe(engine);
     engine.close();
   });
+
+  it("a caller's view (one per unary call) is one small object: it shares the engine's options, not a copy", () => {
+    const engine = new CryptoEngine({ maxOpSockets: 3 });
+    const view = engine.forCaller('uid:1001');
+    expect(view.options).toBe(engine.options);
+    expect(view.forCaller('uid:1002').options).toBe(engine.options);
+    expect(view.options.maxOpSockets).toBe(3);
+    engine.close();
+  });
 });

@@ -1780,4 +1780,24 @@ describe('KeyManager: caps on keys and versions (found by review: one caller cou
     expect(w.km.encryptionCount(w.km.get('k'), 1)).toBe(5);
     expect(w.km.get('k').versions).toHaveLength(1);
   });
+
+  it('a state already at or above the daemon-wide caps (from before them, or caps lowered) loads and serves, and start-up says so', async () => {
+    const w = await world();
+    await w.km.create({ name: 'a', rotationPeriodMs: DAY });
+    await w.km.create({ name: 'b' });
+    await w.km.rotate('b');
+    w.limits = { ...w.limits, maxKeys: 2, maxKeyVersions: 3 };
+    w.logs = [];
+    await w.restart();
+    const warned = w.logs.filter((l) => l.level === 'warn').map((l) => l.msg);
+    expect(warned).toEqual([
+      'the state holds 2 keys, at or above limits.maxKeys (2): CreateKey and ImportKey are refused until keys are deleted or the limit is raised',
+      expect.stringMatching(/^the state's keys have 3 versions, at or above limits\.maxKeyVersions \(3\): every rotation is refused \(scheduled ones/),
+    ]);
+    expect((await w.km.forEncrypt('b')).version).toBe(2);
+    // What it warned of: the scheduled rotation is refused (and retried), not a crash or a loop.
+    w.clock += DAY;
+    await expect(w.km.runDueWork()).rejects.toThrow(/maxKeyVersions 3/);
+    expect(w.km.nextDueTime()).toBeGreaterThan(w.clock);
+  });
 });

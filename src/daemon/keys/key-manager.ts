@@ -172,6 +172,24 @@ export class KeyManager {
       throw err;
     }
     this.deps.log('keys loaded into the kernel', { keys: state.keys.length, versions: state.keys.reduce((n, k) => n + k.versions.length, 0) });
+    this.warnIfAtDaemonCaps();
+  }
+
+  /**
+   * Says at start-up when the state already holds as many keys or versions as the daemon-wide caps
+   * allow (a state from before the caps, or caps lowered): the daemon serves it, but refuses new
+   * keys, or every rotation, scheduled and at the encryption limit included, until keys are deleted.
+   */
+  private warnIfAtDaemonCaps(): void {
+    const { maxKeys, maxKeyVersions } = this.deps.limits;
+    let versions = 0;
+    for (const r of this.byId.values()) versions += r.versions.length;
+    if (maxKeys !== undefined && this.byId.size >= maxKeys) {
+      this.deps.log(`the state holds ${this.byId.size} keys, at or above limits.maxKeys (${maxKeys}): CreateKey and ImportKey are refused until keys are deleted or the limit is raised`, { keys: this.byId.size, maxKeys }, 'warn');
+    }
+    if (maxKeyVersions !== undefined && versions >= maxKeyVersions) {
+      this.deps.log(`the state's keys have ${versions} versions, at or above limits.maxKeyVersions (${maxKeyVersions}): every rotation is refused (scheduled ones, and a generated key's at its encryption limit, which then refuses encryption), and so are new keys, until keys are deleted or the limit is raised with the kernel key quota`, { versions, maxKeyVersions }, 'warn');
+    }
   }
 
   get size(): number {
