@@ -289,4 +289,17 @@ describe('KeyService: caps on keys and versions', () => {
     expect(err).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, reason: ErrorReason.KEY_LIMIT_REACHED, metadata: { limit: 'versions_per_key', limit_value: '2', key_name: 'k' } });
     expect(keys.get('k').versions).toHaveLength(2);
   });
+
+  it("RotateKey charges the new version to the caller rotating, not to the key's creator: past its own maxKeyVersionsPerCaller, refused naming only its own uid", async () => {
+    const { keys, call } = await service(64 * KiB, { limits: { maxKeyVersionsPerCaller: 2, maxKeyVersions: 20 } });
+    await keys.create({ name: 'theirs', creatorUid: 2000 }); // another caller's key, rotate granted to uid 1000
+    await call('rotateKey', create(RotateKeyRequestSchema, { name: 'theirs' }));
+    await call('rotateKey', create(RotateKeyRequestSchema, { name: 'theirs' }));
+    expect(keys.get('theirs').versions.map((v) => v.creatorUid)).toEqual([undefined, 1000, 1000]);
+    const err = await call('rotateKey', create(RotateKeyRequestSchema, { name: 'theirs' })).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, reason: ErrorReason.KEY_LIMIT_REACHED, metadata: { limit: 'key_versions_per_caller', limit_value: '2', key_name: 'theirs', uid: '1000' } });
+    expect((err as Error).message).toMatch(/^uid 1000 already made 2 key versions/);
+    expect((err as Error).message).not.toContain('2000');
+    expect(keys.get('theirs').versions).toHaveLength(3);
+  });
 });

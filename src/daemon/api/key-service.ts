@@ -137,7 +137,9 @@ export function keyServiceHandlers(keys: KeyManager, deps: HandlerDeps, maxMessa
       try {
         const name = requireName('name', req.name);
         a.authorize('rotate', name);
-        return reply(await keys.rotate(name, material.length ? material : undefined), KeyView.FULL, true);
+        // The new version is charged to the caller rotating, not to the key's creator (found by review:
+        // a tenant rotating an administrator's key was held to no per-caller cap).
+        return reply(await keys.rotate(name, material.length ? material : undefined, a.principal?.uid), KeyView.FULL, true);
       } finally {
         material.fill(0);
       }

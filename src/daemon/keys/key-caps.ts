@@ -16,7 +16,11 @@ export interface KeyCaps {
   maxKeyVersionsPerCaller?: number;
 }
 
-/** What the daemon holds now: in all, and of the caller's keys (keys whose creatorUid is the caller's). */
+/**
+ * What the daemon holds now: in all, and the caller's: the keys it created (creatorUid) and the
+ * versions it made (model.ts versionMaker: version 1 of each key it created, and the versions its
+ * RotateKey calls made, on any key).
+ */
 export interface KeyCounts {
   keys: number;
   versions: number;
@@ -33,10 +37,13 @@ const DELETE = 'keys scheduled for deletion count until they are deleted';
 
 /**
  * The refusal of a new key named `name` (or with `rotating`, a new version of that key) that would
- * pass a cap, or undefined. `uid`: the caller the key is charged to, if held to the per-caller caps.
+ * pass a cap, or undefined. `uid`: the uid the new key or version is charged to, if held to the
+ * per-caller caps. `forCreator`: a rotation charged to the key's creator because no caller asked
+ * for it (on schedule, at the encryption limit): its refusal may reach another caller (Encrypt's
+ * ENCRYPTION_LIMIT_REACHED quotes it), so its message names neither the creator's uid nor its counts.
  */
-export function capRefusal(caps: KeyCaps, want: { name: string; uid: number | undefined; rotating?: KeyRecord | undefined }, n: KeyCounts): ApiError | undefined {
-  const { name, uid, rotating } = want;
+export function capRefusal(caps: KeyCaps, want: { name: string; uid: number | undefined; rotating?: KeyRecord | undefined; forCreator?: boolean }, n: KeyCounts): ApiError | undefined {
+  const { name, uid, rotating, forCreator } = want;
   const refuse = (limit: string, value: number, message: string) =>
     new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.KEY_LIMIT_REACHED, message, {
       limit,
@@ -59,7 +66,10 @@ export function capRefusal(caps: KeyCaps, want: { name: string; uid: number | un
     }
   }
   if (uid !== undefined && maxKeyVersionsPerCaller !== undefined && n.callerVersions >= maxKeyVersionsPerCaller) {
-    return refuse('key_versions_per_caller', maxKeyVersionsPerCaller, `the keys uid ${uid} created already have ${n.callerVersions} versions together, its limit (maxKeyVersionsPerCaller ${maxKeyVersionsPerCaller}; ${DELETE}): delete keys it no longer needs, ${raise('maxKeyVersionsPerCaller')}`);
+    const mine = 'the first versions of the keys it created and the versions it rotated in, on any key';
+    return refuse('key_versions_per_caller', maxKeyVersionsPerCaller, forCreator
+      ? `the creator of key "${name}" already made as many key versions as it may (maxKeyVersionsPerCaller ${maxKeyVersionsPerCaller}; ${DELETE}): it should delete keys it no longer needs, ${raise('maxKeyVersionsPerCaller')}`
+      : `uid ${uid} already made ${n.callerVersions} key versions (${mine}), its limit (maxKeyVersionsPerCaller ${maxKeyVersionsPerCaller}; ${DELETE}): delete keys it no longer needs, ${raise('maxKeyVersionsPerCaller')}`);
   }
   if (maxKeyVersions !== undefined && n.versions >= maxKeyVersions) {
     return refuse('key_versions', maxKeyVersions, `the daemon's keys already have ${n.versions} versions together, its limit (maxKeyVersions ${maxKeyVersions}; each is a kernel key; ${DELETE}): delete keys that are no longer needed, ${raise('maxKeyVersions')} (and the kernel key quota with it, see deploy/sysctl.d)`);

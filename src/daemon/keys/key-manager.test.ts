@@ -1741,13 +1741,98 @@ describe('KeyManager: caps on keys and versions (found by review: one caller cou
     await w.km.rotate('a');
     const mine = await refusedCleanly(w, w.km.rotate('a'));
     expect(mine.metadata).toEqual({ limit: 'key_versions_per_caller', limit_value: '2', key_name: 'a', uid: '1001' });
-    expect(mine.message).toMatch(/^the keys uid 1001 created already have 2 versions together, its limit \(maxKeyVersionsPerCaller 2;/);
-    await refusedCleanly(w, w.km.create({ name: 'a2', creatorUid: 1001 }));
+    // Rotated without a caller (as on schedule): charged to the key's creator, whose uid and counts the message keeps to itself.
+    expect(mine.message).toMatch(/^the creator of key "a" already made as many key versions as it may \(maxKeyVersionsPerCaller 2;/);
+    const mine2 = await refusedCleanly(w, w.km.create({ name: 'a2', creatorUid: 1001 }));
+    expect(mine2.message).toMatch(/^uid 1001 already made 2 key versions \(the first versions of the keys it created and the versions it rotated in, on any key\), its limit \(maxKeyVersionsPerCaller 2;/);
     await w.km.create({ name: 'b', creatorUid: 1002 });
     await w.km.create({ name: 'c' });
     const all = await refusedCleanly(w, w.km.rotate('c'));
     expect(all.metadata).toEqual({ limit: 'key_versions', limit_value: '4', key_name: 'c' });
     expect(all.message).toMatch(/^the daemon's keys already have 4 versions together, its limit \(maxKeyVersions 4; each is a kernel key;/);
+  });
+
+  it("a tenant rotating an administrator's key is held to its own maxKeyVersionsPerCaller, and cannot fill maxKeyVersions for the others (found by review)", async () => {
+    const w = await world((x) => {
+      x.limits = { ...x.limits, maxKeyVersions: 8, maxKeyVersionsPerCaller: 2 };
+      x.uncapped.add(0);
+    });
+    await w.km.create({ name: 'provisioned', creatorUid: 0 });
+    await w.km.rotate('provisioned', undefined, 1001);
+    await w.km.rotate('provisioned', undefined, 1001);
+    const err = await refusedCleanly(w, w.km.rotate('provisioned', undefined, 1001));
+    expect(err.metadata).toEqual({ limit: 'key_versions_per_caller', limit_value: '2', key_name: 'provisioned', uid: '1001' });
+    // Its own versions, not the creator's: neither uid 0 nor the key's 3 versions are named.
+    expect(err.message).toMatch(/^uid 1001 already made 2 key versions \(the first versions of the keys it created and the versions it rotated in, on any key\), its limit \(maxKeyVersionsPerCaller 2;/);
+    expect(err.message).not.toMatch(/uid 0|\b3\b/);
+    expect(w.fileKey('provisioned')!.versions.map((v) => v.creatorUid)).toEqual([undefined, 1001, 1001]);
+    // Its share is spent on others' keys too: a key of its own is refused, while other tenants still have room.
+    await refusedCleanly(w, w.km.create({ name: 'mine', creatorUid: 1001 }));
+    await w.km.create({ name: 'other', creatorUid: 1002 });
+    await w.km.rotate('other', undefined, 1002);
+    // The administrator rotating its own key is held to the daemon-wide cap only.
+    await w.km.rotate('provisioned', undefined, 0);
+    expect(w.km.get('provisioned').versions.at(-1)!.creatorUid).toBe(0);
+    // Still counted after a restart.
+    await w.restart();
+    await refusedCleanly(w, w.km.rotate('provisioned', undefined, 1001));
+  });
+
+  it("a rotation is charged to the caller who rotates, not to the key's creator", async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxKeyVersions: 20, maxKeyVersionsPerCaller: 2 }));
+    await w.km.create({ name: 'a', creatorUid: 1001 });
+    await w.km.rotate('a', undefined, 1002);
+    expect(w.km.get('a').versions.map((v) => v.creatorUid)).toEqual([undefined, 1002]);
+    // uid 1001 made one version (its key's first), so it has room for one more; uid 1002 made one too.
+    await w.km.create({ name: 'a2', creatorUid: 1001 });
+    await refusedCleanly(w, w.km.create({ name: 'a3', creatorUid: 1001 }));
+    await w.km.rotate('a', undefined, 1002);
+    const err = await refusedCleanly(w, w.km.rotate('a', undefined, 1002));
+    expect(err.metadata.uid).toBe('1002');
+    expect(err.message).toMatch(/^uid 1002 already made 2 key versions/);
+    expect(err.message).not.toContain('1001');
+    // uid 1001 is at its share, but a third caller may still rotate its key.
+    await w.km.rotate('a', undefined, 1003);
+    expect(w.fileKey('a')!.versions.map((v) => v.creatorUid)).toEqual([undefined, 1002, 1002, 1003]);
+  });
+
+  it("scheduled and encryption-limit rotations are charged to the key's creator, and say so without naming it", async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxKeyVersions: 20, maxKeyVersionsPerCaller: 2, encryptionLimit: 5, reservationBlock: 1 }));
+    await w.km.create({ name: 'k', creatorUid: 1001, rotationPeriodMs: DAY });
+    w.clock += DAY;
+    expect((await w.km.runDueWork()).rotated).toEqual(['k']);
+    expect(w.fileKey('k')!.versions.map((v) => v.creatorUid)).toEqual([undefined, 1001]);
+    await refusedCleanly(w, w.km.create({ name: 'k2', creatorUid: 1001 }));
+    await w.km.create({ name: 'n' }); // no creator: rotations on its schedule are charged to nobody
+    for (let i = 0; i < 5; i++) await w.km.forEncrypt('n');
+    expect((await w.km.forEncrypt('n')).version).toBe(2);
+    expect(w.fileKey('n')!.versions.map((v) => v.creatorUid)).toEqual([undefined, undefined]);
+    // At the creator's share, an encryption past the limit is refused without the creator's uid or counts.
+    await w.km.update('k', { rotationPeriodMs: null });
+    for (let i = 0; i < 5; i++) await w.km.forEncrypt('k');
+    const err = await refusedCleanly(w, w.km.forEncrypt('k'), ErrorReason.ENCRYPTION_LIMIT_REACHED);
+    expect(err.metadata).toMatchObject({ limit: 'key_versions_per_caller', limit_value: '2' });
+    expect(err.message).toMatch(/it cannot rotate: the creator of key "k" already made as many key versions as it may \(maxKeyVersionsPerCaller 2;/);
+    expect(err.message).not.toContain('1001');
+  });
+
+  it('a state file from before versions recorded their maker loads; its rotated versions stay the key creator\'s', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxKeyVersions: 20, maxKeyVersionsPerCaller: 3 }));
+    await w.km.create({ name: 'old', creatorUid: 1001 });
+    await w.km.rotate('old', undefined, 1002);
+    await w.km.rotate('old', undefined, 1002);
+    const doc = w.file();
+    for (const k of doc.keys) for (const v of k.versions) delete v.creatorUid;
+    w.crash();
+    await w.store.save(doc);
+    await w.boot();
+    expect(w.km.get('old').versions).toHaveLength(3);
+    // Unmarked, all three are uid 1001's (as before the upgrade): it is at its share, uid 1002 has made none.
+    await refusedCleanly(w, w.km.create({ name: 'more', creatorUid: 1001 }));
+    await w.km.rotate('old', undefined, 1002);
+    await w.restart();
+    expect(w.fileKey('old')!.versions.map((v) => v.creatorUid)).toEqual([undefined, undefined, undefined, 1002]);
+    expect(w.km.get('old').versions.at(-1)!.creatorUid).toBe(1002);
   });
 
   it('a key rotated on schedule stops at maxVersionsPerKey: said once, no failure, no retry, and it stays usable', async () => {

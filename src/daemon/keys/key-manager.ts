@@ -18,7 +18,7 @@ import { KeyRetries, type DueWorkKind, type RetryDelays } from './key-retries.js
 import { Mutex } from './mutex.js';
 import { chooseSuite, keySuiteRefusal } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
-import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, MAX_TIME_MS, nextRotationTime, primaryVersion, suiteOf } from './model.js';
+import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, MAX_TIME_MS, nextRotationTime, primaryVersion, suiteOf, versionMaker } from './model.js';
 
 export interface KeyPolicyLimits {
   minRotationPeriodMs: number;
@@ -276,9 +276,14 @@ export class KeyManager {
     }
   }
 
-  async rotate(name: string, material?: Buffer): Promise<KeyRecord> {
+  /**
+   * `callerUid`: the uid of the caller asking (RotateKey), recorded on the new version and held to
+   * its own per-caller cap, not the key creator's. Without one the version is the key creator's, as
+   * a scheduled rotation's.
+   */
+  async rotate(name: string, material?: Buffer, callerUid?: number): Promise<KeyRecord> {
     try {
-      return await this.lock.run(() => this.rotateLocked(this.changeable(name), material, 'requested'));
+      return await this.lock.run(() => this.rotateLocked(this.changeable(name), material, 'requested', callerUid));
     } finally {
       material?.fill(0);
     }
@@ -705,11 +710,17 @@ export class KeyManager {
     return record;
   }
 
-  private async rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string): Promise<KeyRecord> {
+  /**
+   * `callerUid`: who asked for the rotation (RotateKey); the new version is charged to it. Without
+   * one (on schedule, at the encryption limit) it is charged to the key's creator, if recorded: a
+   * key's owner pays for its own schedule.
+   */
+  private async rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string, callerUid?: number): Promise<KeyRecord> {
     // CreateKey refuses the suite on this kernel; a rotation would make a version nobody could use here.
     const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
     if (refusal) throw refusal;
-    this.checkRoom(record.name, record.creatorUid, record);
+    const maker = callerUid ?? record.creatorUid;
+    this.checkRoom(record.name, maker, record, callerUid === undefined);
     const suite = suiteOf(record);
     const version = record.versions.length + 1;
     let made: { serials: number[]; blobs: string[]; fingerprints?: string[] };
@@ -729,7 +740,7 @@ export class KeyManager {
     }
     const now = this.now();
     const next = structuredClone(record);
-    next.versions.push({ version, createTime: now, blobs: made.blobs, encryptionsReserved: 0 });
+    next.versions.push({ version, createTime: now, blobs: made.blobs, encryptionsReserved: 0, ...(maker !== undefined ? { creatorUid: maker } : {}) });
     next.rotateTime = now;
     next.updateTime = now;
     try {
@@ -752,21 +763,22 @@ export class KeyManager {
 
   /**
    * Refuses (KEY_LIMIT_REACHED) a new key named `name` of `creatorUid`, or with `rotating` a new
-   * version of that key, where it would pass a cap on keys or versions. Counted over every key,
-   * those scheduled for deletion included: they hold their kernel keys until deleted.
+   * version of that key made by `creatorUid` (`forCreator`: charged to the key's creator, no caller
+   * having asked), where it would pass a cap on keys or versions. Counted over every key, those
+   * scheduled for deletion included: they hold their kernel keys until deleted. A caller's versions
+   * are those it made (versionMaker), on whoever's keys.
    */
-  private checkRoom(name: string, creatorUid: number | undefined, rotating?: KeyRecord): void {
+  private checkRoom(name: string, creatorUid: number | undefined, rotating?: KeyRecord, forCreator = false): void {
     const caller = creatorUid !== undefined && !this.deps.uncappedCallers?.has(creatorUid) ? creatorUid : undefined;
     const n = { keys: 0, versions: 0, callerKeys: 0, callerVersions: 0 };
     for (const r of this.byId.values()) {
       n.keys++;
       n.versions += r.versions.length;
-      if (caller !== undefined && r.creatorUid === caller) {
-        n.callerKeys++;
-        n.callerVersions += r.versions.length;
-      }
+      if (caller === undefined) continue;
+      if (r.creatorUid === caller) n.callerKeys++;
+      for (const v of r.versions) if (versionMaker(r, v) === caller) n.callerVersions++;
     }
-    const refusal = capRefusal(this.deps.limits, { name, uid: caller, rotating }, n);
+    const refusal = capRefusal(this.deps.limits, { name, uid: caller, rotating, forCreator }, n);
     if (refusal) throw refusal;
   }
 

@@ -74,6 +74,19 @@ describe('validateState', () => {
     }
   });
 
+  it('a version creatorUid: absent (version 1, or saved before it was recorded) or a uid; anything else is refused', () => {
+    const versions = [
+      { version: 1, createTime: 1, blobs: [SECRET], encryptionsReserved: 0 },
+      { version: 2, createTime: 2, blobs: [SECRET], encryptionsReserved: 0, creatorUid: 1002 },
+      { version: 3, createTime: 3, blobs: [SECRET], encryptionsReserved: 0, creatorUid: 0 },
+    ];
+    const d = doc(key({ creatorUid: 1001, versions }));
+    expect(validateState(d, FILE)).toBe(d);
+    for (const bad of [-1, 1.5, 0xffff_ffff, '1002', null]) {
+      expect(problem(doc(key({ versions: [{ ...versions[0]!, creatorUid: bad as never }] })))).toBe('keys[0].versions[0].creatorUid is not a uid (an integer from 0 to 4294967294)');
+    }
+  });
+
   it('rejects malformed documents, naming the problem', () => {
     const cases: [unknown, string][] = [
       [null, 'not a JSON object'],

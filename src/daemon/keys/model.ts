@@ -21,6 +21,13 @@ export interface VersionRecord {
    * count resumes from here, so it may overcount by at most one reservation block, never undercount.
    */
   encryptionsReserved: number;
+  /**
+   * The uid that made this version, charged for it under Limits.maxKeyVersionsPerCaller: the caller
+   * of the RotateKey that made it; for a rotation made without a caller (on schedule, at the
+   * encryption limit) the key's creatorUid. Absent from version 1 (made with the key) and from
+   * versions saved before it was recorded: those are the key's creator's (see versionMaker).
+   */
+  creatorUid?: number;
 }
 
 export interface KeyRecord {
@@ -65,6 +72,15 @@ export function suiteOf(record: Pick<KeyRecord, 'suite' | 'purpose'>): AeadSuite
   return suite;
 }
 
+/**
+ * Who a version is charged to under the per-caller caps: the uid recorded on it, else the key's
+ * creator (version 1, made with the key; versions rotated before makers were recorded, which were
+ * charged to the key's creator then too), else nobody (the daemon-wide caps only).
+ */
+export function versionMaker(record: Pick<KeyRecord, 'creatorUid'>, version: Pick<VersionRecord, 'creatorUid'>): number | undefined {
+  return version.creatorUid ?? record.creatorUid;
+}
+
 export function primaryVersion(record: KeyRecord): VersionRecord {
   return record.versions[record.versions.length - 1]!;
 }
@@ -96,6 +112,7 @@ function quote(value: unknown): string {
 export const MAX_TIME_MS = 8.64e15;
 /** The largest uid: uid_t is 32 bits, and (uid_t)-1 means "none". */
 const MAX_UID = 0xffff_fffe;
+const isUid = (u: unknown): boolean => Number.isInteger(u) && (u as number) >= 0 && (u as number) <= MAX_UID;
 export const MAX_ROTATION_PERIOD_MS = 3_155_760_000_000; // 100 years
 
 const isTime = (t: unknown): t is number => typeof t === 'number' && Number.isFinite(t) && Math.abs(t) <= MAX_TIME_MS;
@@ -160,11 +177,12 @@ export function validateState(doc: unknown, file: string): PersistedState {
       if (!Array.isArray(v.blobs) || !v.blobs.every((b) => typeof b === 'string' && b.length > 0)) fail(`${vat}.blobs is not an array of non-empty strings`);
       if ((v.blobs as unknown[]).length !== suite.keyBytes.length) fail(`${vat}.blobs has ${(v.blobs as unknown[]).length} entries, but suite ${suite.name} needs ${suite.keyBytes.length}`);
       if (!Number.isSafeInteger(v.encryptionsReserved) || (v.encryptionsReserved as number) < 0) fail(`${vat}.encryptionsReserved is not a non-negative integer`);
+      if (v.creatorUid !== undefined && !isUid(v.creatorUid)) fail(`${vat}.creatorUid is not a uid (an integer from 0 to ${MAX_UID})`);
     }
     if (!Number.isInteger(r.minDecryptionVersion) || r.minDecryptionVersion < 1 || r.minDecryptionVersion > r.versions.length) {
       fail(`${at}.minDecryptionVersion ${quote(r.minDecryptionVersion)} is not between 1 and ${r.versions.length} (the primary version)`);
     }
-    if (r.creatorUid !== undefined && !(Number.isInteger(r.creatorUid) && r.creatorUid >= 0 && r.creatorUid <= MAX_UID)) fail(`${at}.creatorUid is not a uid (an integer from 0 to ${MAX_UID})`);
+    if (r.creatorUid !== undefined && !isUid(r.creatorUid)) fail(`${at}.creatorUid is not a uid (an integer from 0 to ${MAX_UID})`);
     if (r.state === 'pending_deletion' && r.deletionTime === null) fail(`${at} is pending deletion without a deletionTime`);
   }
   return d as unknown as PersistedState;

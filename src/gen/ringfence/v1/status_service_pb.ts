@@ -485,7 +485,8 @@ export type Limits = Message<"ringfence.v1.Limits"> & {
   maxKeyVersions: number;
 
   /**
-   * Of max_key_versions, what the keys one caller (uid) created may have together (limit
+   * Of max_key_versions, how many versions one caller (uid) may make: version 1 of each key it
+   * created, and each version its RotateKey calls made, on any key (limit
    * `key_versions_per_caller`); as max_keys_per_caller: by default a quarter of it, 2000.
    *
    * @generated from field: uint32 max_key_versions_per_caller = 26;
