@@ -203,9 +203,10 @@ export function sendRequest(op: number, header: OpHeader, data: Buffer[], flags 
   return checkSent(n, totalLength(data));
 }
 
-export async function sendRequestAsync(op: number, header: OpHeader, data: Buffer[], flags = 0): Promise<number> {
+/** sendRequest on the libuv pool; `owner` is whose request it is, for its turn there (libc.ts callAsync). */
+export async function sendRequestAsync(op: number, header: OpHeader, data: Buffer[], flags = 0, owner = ''): Promise<number> {
   const { msg, keep } = buildMsg(header, data);
-  const n = await callAsync('sendmsg', [op, msg, flags | MSG_DONTWAIT], 'AF_ALG request');
+  const n = await callAsync('sendmsg', [op, msg, flags | MSG_DONTWAIT], 'AF_ALG request', owner);
   keep.length = 0;
   return checkSent(n, totalLength(data));
 }
@@ -225,8 +226,9 @@ export function readResult(op: number, out: Buffer): number {
   return call('read', [op, out, out.length], 'AF_ALG result');
 }
 
-export async function readResultAsync(op: number, out: Buffer): Promise<number> {
-  const n = await callAsync('read', [op, out, out.length], 'AF_ALG result');
+/** readResult on the libuv pool; `owner` as for sendRequestAsync. */
+export async function readResultAsync(op: number, out: Buffer, owner = ''): Promise<number> {
+  const n = await callAsync('read', [op, out, out.length], 'AF_ALG result', owner);
   // The kernel wrote into `out` from another thread: keep it referenced until the call is over.
   void out.length;
   return n;

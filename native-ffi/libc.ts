@@ -7,6 +7,7 @@
  * only large ones go to the pool (the engine, and GenerateRandom, decide by size).
  */
 import koffi from 'koffi';
+import { FairQueue } from './fair-queue.js';
 import { SyscallError } from './syscall-error.js';
 
 const lib = koffi.load('libc.so.6');
@@ -61,16 +62,26 @@ export function call(name: keyof typeof fns, args: unknown[], detail?: string): 
  */
 export const MAX_ASYNC_CALLS = 64;
 let running = 0;
-const queued: (() => void)[] = [];
+/**
+ * Calls waiting for a slot, served in turns across owners (fair-queue.ts): a caller with a
+ * thousand large requests in flight over many keys delays another caller's call by one of its own,
+ * not by all of them. Unbounded here, as before: each key's queue (Transform) already bounds what
+ * its callers can have waiting, and a per-owner bound would only refuse work those bounds admitted.
+ */
+const queued = new FairQueue<void>(Infinity, Infinity);
 
 /**
  * Calls a libc function on the libuv thread pool. koffi restores the worker's errno on the main
  * thread before the callback runs, so errno is still read straight after the call.
  * Buffers passed in must stay referenced until the promise settles (the caller holds them).
+ * `owner` is whose call it is (a caller's uid key; '' for the daemon's own work): waiting calls
+ * take turns across owners.
  */
-export async function callAsync(name: Exclude<keyof typeof fns, 'syscall' | 'prctl'>, args: unknown[], detail?: string): Promise<number> {
-  if (running >= MAX_ASYNC_CALLS) await new Promise<void>((resolve) => queued.push(resolve));
-  running++;
+export async function callAsync(name: Exclude<keyof typeof fns, 'syscall' | 'prctl'>, args: unknown[], detail?: string, owner = ''): Promise<number> {
+  // A finished call hands its slot straight to the next waiter (running stays as it is), so a call
+  // arriving meanwhile cannot overtake the queue and the bound holds exactly.
+  if (running < MAX_ASYNC_CALLS) running++;
+  else await new Promise<void>((resolve, reject) => queued.push(owner, { resolve, reject }));
   try {
     const fn = fns[name] as Fn & { async: (...a: unknown[]) => void };
     return await new Promise((resolve, reject) => {
@@ -84,8 +95,9 @@ export async function callAsync(name: Exclude<keyof typeof fns, 'syscall' | 'prc
       });
     });
   } finally {
-    running--;
-    queued.shift()?.();
+    const next = queued.shift();
+    if (next) next.resolve();
+    else running--;
   }
 }
 

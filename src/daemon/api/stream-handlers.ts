@@ -116,7 +116,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
   };
   // Whatever is still counted when the call is over (a write callback that never came) goes back.
   call.on('close', () => share.close());
-  // The caller's engine: a busy key serves its callers in turns (engine/fair-queue.ts).
+  // The caller's engine: a busy key serves its callers in turns (native-ffi/fair-queue.ts).
   body(io, audit, access.authorize, ctx.engine.forCaller(callerKey(access))).finally(() => {
     dispose();
     stopped.abort();

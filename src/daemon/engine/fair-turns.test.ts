@@ -8,15 +8,24 @@ import { describe, expect, it, vi } from 'vitest';
 import type { KernelAlg } from '../../capabilities/suites.js';
 
 // Each request's IV names it; the kernel answers only when the test lets it.
-const fake = vi.hoisted(() => ({ order: [] as string[], gates: [] as (() => void)[] }));
+// Each async call also records whose it is, as the libuv gate (libc.ts callAsync) is told.
+const fake = vi.hoisted(() => ({ order: [] as string[], gates: [] as (() => void)[], owners: [] as string[] }));
 
-vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => ({
-  ...(await import('./fake-af-alg.test-support.js')).fakeAfAlg(await importOriginal<object>()),
-  sendRequestAsync: async (_fd: number, header: { iv?: Buffer }) => {
-    fake.order.push(header.iv!.toString().replace(/\0+$/, ''));
-    await new Promise<void>((resolve) => fake.gates.push(resolve));
-  },
-}));
+vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => {
+  const base = (await import('./fake-af-alg.test-support.js')).fakeAfAlg(await importOriginal<{ readResultAsync: (fd: number, out: Buffer) => Promise<number> }>());
+  return {
+    ...base,
+    sendRequestAsync: async (_fd: number, header: { iv?: Buffer }, _data: Buffer[], _flags: number, owner: string) => {
+      fake.order.push(header.iv?.toString().replace(/\0+$/, '') ?? '');
+      fake.owners.push(`send ${owner}`);
+      await new Promise<void>((resolve) => fake.gates.push(resolve));
+    },
+    readResultAsync: async (fd: number, out: Buffer, owner: string) => {
+      fake.owners.push(`read ${owner}`);
+      return base.readResultAsync(fd, out);
+    },
+  };
+});
 
 const { CryptoEngine } = await import('./engine.js');
 const { isEngineError } = await import('./errors.js');
@@ -89,6 +98,17 @@ describe("a busy key's waiting requests", () => {
     expect(engine.openTransforms).toBe(1);
     expect(views[2]!.openTransforms).toBe(1);
     expect(engine.forCaller('')).toBe(engine);
+    engine.close();
+  });
+
+  it("tell the libuv gate whose each async call is, so it serves them in turns too ('' for the daemon's own)", async () => {
+    fake.owners.length = 0;
+    const engine = new CryptoEngine({ asyncThresholdBytes: 0 });
+    const SHA = { type: 'hash', name: 'sha256' } as KernelAlg;
+    const done = [encrypt(engine.forCaller('uid:1001'), 'a'), encrypt(engine, 'b'), engine.forCaller('uid:1002').digest(SHA, undefined, 32, Buffer.alloc(64))];
+    await runAll();
+    await Promise.all(done);
+    expect(fake.owners).toEqual(['send uid:1001', 'send ', 'send uid:1002', 'read uid:1001', 'read ']);
     engine.close();
   });
 

@@ -70,8 +70,9 @@ export async function runRequest(
       afAlg.sendRequest(fd, header, input);
       n = afAlg.readResult(fd, out);
     } else {
-      await afAlg.sendRequestAsync(fd, header, input);
-      n = await afAlg.readResultAsync(fd, out);
+      // The owner takes its turn at the libuv pool's gate too, not only at the key's sockets.
+      await afAlg.sendRequestAsync(fd, header, input, 0, owner);
+      n = await afAlg.readResultAsync(fd, out, owner);
     }
   } catch (err) {
     tfm.discard(fd);
@@ -128,10 +129,10 @@ export async function runDigest(
   try {
     if (Buffer.isBuffer(input) || Array.isArray(input)) {
       const parts = Buffer.isBuffer(input) ? [input] : (input as Buffer[]);
-      await send(fd, parts, 0, limits);
+      await send(fd, parts, 0, limits, owner);
     } else {
       for await (const chunk of pieces()) {
-        if (chunk.length) await send(fd, [chunk], afAlg.MSG_MORE, limits);
+        if (chunk.length) await send(fd, [chunk], afAlg.MSG_MORE, limits, owner);
       }
       afAlg.sendRequest(fd, {}, [], 0);
     }
@@ -148,7 +149,7 @@ export async function runDigest(
   return out;
 }
 
-async function send(fd: number, parts: Buffer[], flags: number, limits: RequestLimits): Promise<void> {
+async function send(fd: number, parts: Buffer[], flags: number, limits: RequestLimits, owner: string): Promise<void> {
   if (byteLength(parts) <= limits.asyncThresholdBytes) afAlg.sendRequest(fd, {}, parts, flags);
-  else await afAlg.sendRequestAsync(fd, {}, parts, flags);
+  else await afAlg.sendRequestAsync(fd, {}, parts, flags, owner);
 }

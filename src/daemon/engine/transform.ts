@@ -6,7 +6,7 @@
 import * as afAlg from '../../../native-ffi/af-alg.js';
 import type { KernelAlg } from '../../capabilities/suites.js';
 import { EngineError, fromKernel } from './errors.js';
-import { FairQueue } from './fair-queue.js';
+import { FairQueue } from '../../../native-ffi/fair-queue.js';
 
 export interface TransformSpec {
   alg: KernelAlg;
@@ -38,7 +38,7 @@ export class Transform {
   private busy = 0;
   /** Sockets handed out with acceptDedicated(), outside the pool. */
   private dedicated = 0;
-  /** Requests waiting for a socket, served in turns across callers (fair-queue.ts). */
+  /** Requests waiting for a socket, served in turns across callers (native-ffi/fair-queue.ts). */
   private readonly waiters: FairQueue<number>;
   private closed = false;
   /** What one request may carry on each operation socket (its buffers, as the kernel granted them). */

@@ -5,7 +5,8 @@ import { create } from '@bufbuild/protobuf';
 import { GenerateRandomRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { countLoopTurns } from '../../../test/support/loop-turns.js';
 
-const ctx = { authorize: () => {}, limits: { maxPayloadBytes: 4 << 20 } } as unknown as OpContext;
+// The engine view only names the caller: large answers wait its turn at the libuv pool.
+const ctx = { authorize: () => {}, limits: { maxPayloadBytes: 4 << 20 }, engine: { owner: 'uid:1001' } } as unknown as OpContext;
 const ask = (lengthBytes: number) => generateRandom(ctx, create(GenerateRandomRequestSchema, { lengthBytes }));
 
 describe('generateRandom', () => {

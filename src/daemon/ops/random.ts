@@ -12,10 +12,13 @@ import type { OpContext } from './context.js';
  */
 export const RANDOM_ASYNC_THRESHOLD_BYTES = DEFAULT_ENGINE_OPTIONS.asyncThresholdBytes;
 
-/** CryptoService.GenerateRandom: getrandom(2), no key. */
+/**
+ * CryptoService.GenerateRandom: getrandom(2), no key. A large request waits its caller's turn at the
+ * libuv pool (the engine view's owner: the caller's uid key).
+ */
 export async function generateRandom(ctx: OpContext, req: GenerateRandomRequest): Promise<MessageInitShape<typeof GenerateRandomResponseSchema>> {
   ctx.authorize('random');
   if (req.lengthBytes < 1) throw invalidField('length_bytes', `length_bytes must be 1..${ctx.limits.maxPayloadBytes}`);
   if (req.lengthBytes > ctx.limits.maxPayloadBytes) throw payloadTooLarge('length_bytes', req.lengthBytes, ctx.limits.maxPayloadBytes, 'ask for less, in several calls');
-  return { data: req.lengthBytes <= RANDOM_ASYNC_THRESHOLD_BYTES ? getRandom(req.lengthBytes) : await getRandomAsync(req.lengthBytes) };
+  return { data: req.lengthBytes <= RANDOM_ASYNC_THRESHOLD_BYTES ? getRandom(req.lengthBytes) : await getRandomAsync(req.lengthBytes, ctx.engine.owner) };
 }

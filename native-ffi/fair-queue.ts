@@ -1,9 +1,11 @@
 /**
- * Waiters for a scarce resource (a transform's operation sockets), served in turns across owners
- * (callers, by uid) rather than first come, first served: a caller with thousands of requests
- * queued for a key delays another caller's request by at most one of its own, not by all of them.
+ * Waiters for a scarce resource (a transform's operation sockets, src/daemon/engine/transform.ts;
+ * the libuv pool's async call slots, libc.ts), served in turns across owners (callers, by uid)
+ * rather than first come, first served: a caller with thousands of requests queued delays another
+ * caller's request by at most one of its own, not by all of them.
  * Each owner may hold at most `perOwner` waiters, all together at most `total`, so one caller
  * cannot fill the queue and have every other caller of the key refused (review by helper-150).
+ * Here, not in src/daemon, so that libc.ts can use it: native-ffi imports nothing from src.
  */
 export interface Waiter<T> {
   resolve: (value: T) => void;
@@ -41,6 +43,8 @@ export class FairQueue<T> {
 
   /** The next waiter: the oldest of the owner whose turn it is; that owner then goes last. */
   shift(): Waiter<T> | undefined {
+    // The common case on every call's end (libc.ts) and socket release: no Map iterator made.
+    if (this.count === 0) return undefined;
     for (const [owner, own] of this.byOwner) {
       const next = own.shift()!;
       this.byOwner.delete(owner);
