@@ -49,8 +49,9 @@ export interface Limits {
    */
   maxSessionBufferedBytes: number;
   /**
-   * Bytes all Sessions and crypto streams together may buffer (api/memory-budget.ts); at the bound
-   * they stop starting work and reading until others' answers are flushed.
+   * Bytes all Sessions, crypto streams and unary CryptoService calls together may buffer
+   * (api/memory-budget.ts); at the bound they stop starting work (and reading) until others'
+   * answers are flushed.
    */
   maxBufferedBytes: number;
   /**

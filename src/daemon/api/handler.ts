@@ -14,6 +14,7 @@ import type { OpContext } from '../ops/context.js';
 import { decoded } from './decode.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
 import { afterStatusSent, goneMessage, goneReason, whenHalfClosedEnds, type GoneReason } from './call-end.js';
+import type { MemoryBudget, Share } from './memory-budget.js';
 
 export interface HandlerDeps {
   audit: Audit;
@@ -128,28 +129,64 @@ export function logInternal(deps: HandlerDeps, rpc: string, e: ApiError): void {
   if (e.code === grpc.status.INTERNAL) deps.log.error({ rpc, reason: e.reasonName, err: e.cause ?? e }, `internal error in ${rpc}`);
 }
 
+/**
+ * A unary call's part of the buffer budget (memory-budget.ts): `reserve` is what its work may
+ * hold, request and answer (never zero, never less than what the answer adds). One object per
+ * service, so that a call allocates nothing more for it than its Share.
+ */
+export interface UnaryBudget<I> {
+  budget: MemoryBudget;
+  reserve(request: I, bytesIn: number): number;
+}
+
+/** What a unary answer adds to its payload (field tags, lengths, a key name): counted with it. */
+export const UNARY_ANSWER_OVERHEAD = 256;
+
+/** Thrown by a wait for room that ended with the call (the client cancelled, its deadline passed). */
+const ENDED_WHILE_WAITING = Symbol('ended while waiting for room');
+
+/**
+ * A unary call with `budget` takes its request and answer from the buffer budget: before its work
+ * starts, waiting while its caller (or the daemon) has no room (a call holding nothing goes ahead
+ * within the budget's exemptions); corrected to the answer once made; given back when grpc-js
+ * reports the call over ('cancelled': its status went out, which waits behind an answer the
+ * client has not read, or its stream closed), or at once after an error status.
+ */
 export function unary<I extends DescMessage, O extends DescMessage>(
   method: DescMethod & { input: I; output: O },
   deps: HandlerDeps,
   fn: (request: MessageShape<I>, access: CallAccess, call: grpc.ServerUnaryCall<MessageShape<I>, MessageShape<O>>) => Promise<MessageInitShape<O>>,
+  budget?: UnaryBudget<MessageShape<I>>,
 ): grpc.handleUnaryCall<MessageShape<I>, MessageShape<O>> {
   const rpc = `${method.parent.name}/${method.name}`;
   return (call, callback) => {
     const start = performance.now();
     const request = call.request;
     const access = deps.access.forCall(call);
-    const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn: payloadBytes(request), bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
+    const bytesIn = payloadBytes(request);
+    const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
+    const share = budget && heldUntilEnd(call, budget.budget.share(callerKey(access)));
     Promise.resolve()
+      .then(() => share && admit(share, budget.reserve(decoded(request), bytesIn)))
       .then(() => fn(decoded(request), access, call))
       .then(
         (init) => {
           const response = create(method.output, init) as MessageShape<O>;
           // The client cancelled (or its deadline passed) while the daemon worked: grpc-js drops the answer.
-          if (call.cancelled) return done({ ...keyOf(request, response), outcome: goneReason(call), items: itemCount(request) });
+          if (call.cancelled) {
+            share?.close();
+            return done({ ...keyOf(request, response), outcome: goneReason(call), items: itemCount(request) });
+          }
+          const bytesOut = payloadBytes(response);
+          // What the call holds until grpc-js has flushed the answer: its request and its answer.
+          if (share) resize(share, bytesIn + bytesOut + UNARY_ANSWER_OVERHEAD);
           callback(null, response);
-          done({ ...keyOf(request, response), bytesOut: payloadBytes(response), items: itemCount(request) });
+          done({ ...keyOf(request, response), bytesOut, items: itemCount(request) });
         },
         (err: unknown) => {
+          share?.close();
+          // It waited for room and the client went: the client's doing, audited as such; nothing to answer.
+          if (err === ENDED_WHILE_WAITING) return done({ ...keyOf(request), outcome: goneReason(call), items: itemCount(request) });
           const e = toApiError(err, rpc);
           callback(e.toServiceError());
           logInternal(deps, rpc, e);
@@ -158,6 +195,32 @@ export function unary<I extends DescMessage, O extends DescMessage>(
       )
       .catch((err: unknown) => deps.log.error({ rpc, err }, 'failed to answer a call'));
   };
+}
+
+/**
+ * Closes `share` when grpc-js reports the call over: it emits 'cancelled' on every end of a unary
+ * call (its status sent, which waits until the answer is flushed, or its stream closed), also when
+ * the write callback never fires. A call already over closes it at once.
+ */
+function heldUntilEnd(call: { cancelled: boolean; on?(event: 'cancelled', listener: () => void): unknown }, share: Share): Share {
+  if (call.cancelled) share.close();
+  // 'on', not 'once': grpc-js emits it once per call (notifyOnCancel), and once() allocates a wrapper.
+  else call.on?.('cancelled', () => share.close());
+  return share;
+}
+
+/** Takes `bytes` at once if the call may start; else waits for room (the slow path), and fails with ENDED_WHILE_WAITING if the call ends first. */
+function admit(share: Share, bytes: number): void | Promise<void> {
+  if (share.mayStart) return share.take(bytes);
+  // Never aborted: close() (the call's end) is what ends the wait.
+  return share.reserve(bytes, new AbortController().signal).catch(() => {
+    throw ENDED_WHILE_WAITING;
+  });
+}
+
+function resize(share: Share, bytes: number): void {
+  if (bytes > share.held) share.take(bytes - share.held);
+  else share.give(share.held - bytes);
 }
 
 function itemCount(request: unknown): number | undefined {

@@ -1,12 +1,15 @@
 /**
- * The daemon-wide bound on what Sessions and crypto streams buffer (Limits.maxBufferedBytes), and
- * each caller's part of it (maxBufferedBytesPerCaller). Each call already bounds its own share
- * (maxSessionBufferedBytes, a stream's few chunks); this bounds their sum, which many calls from
- * many connections could otherwise push past the host's memory, and keeps one caller (a uid) whose
- * clients read nothing from holding all of it.
+ * The daemon-wide bound on what Sessions, crypto streams and unary CryptoService calls buffer
+ * (Limits.maxBufferedBytes), and each caller's part of it (maxBufferedBytesPerCaller). Each call
+ * already bounds its own share (maxSessionBufferedBytes, a stream's few chunks, a unary call's one
+ * request and answer); this bounds their sum, which many calls from many connections could
+ * otherwise push past the host's memory, and keeps one caller (a uid) whose clients read nothing
+ * from holding all of it. A unary call counts its request and answer from the start of its work
+ * until grpc-js reports it over (handler.ts unary): an answer its client does not read stays in
+ * the daemon, held by HTTP/2 flow control, and counts until the client reads or resets it.
  * At either bound, calls stop starting work and so stop reading: HTTP/2 flow control then holds
- * their clients' data in the clients, and they go on as soon as answers are flushed. Slowed down,
- * never refused.
+ * their clients' data in the clients, and they go on as soon as answers are flushed. A unary call,
+ * whose request grpc-js has read already, waits before its work instead. Slowed down, never refused.
  *
  * So that a caller's calls still make progress while some of its own clients (or other callers)
  * hold the room, a call that holds nothing may start one piece of work beyond the bounds: at most
@@ -119,6 +122,8 @@ export class MemoryBudget {
   /** Bytes or an exemption went back: wakes the waiters that may start now (each re-checks). */
   private wakeWhoMayStart(): void {
     for (const [name, c] of this.callers) {
+      // Most callers wait for nothing: no arrays made for them (this runs on every unary call's end).
+      if (c.waitingHolding.size === 0 && c.waitingEmpty.size === 0) continue;
       const room = this.hasRoom(name);
       const woken = room ? [...c.waitingHolding, ...c.waitingEmpty] : c.exempt < EXEMPT_CALLS_PER_CALLER ? [...c.waitingEmpty] : [];
       if (woken.length === 0) continue;

@@ -10,6 +10,7 @@ import { MaterialFingerprints } from '../keys/fingerprints.js';
 import { KeyManager } from '../keys/key-manager.js';
 import { EMPTY_STATE } from '../keys/model.js';
 import type { OpContext } from './context.js';
+import { MemoryBudget } from '../api/memory-budget.js';
 
 const keyBytes = new Map<number, Buffer>();
 let nextSerial = 100;
@@ -61,5 +62,5 @@ export async function standInContext(extra: Partial<OpContext> = {}): Promise<Op
   await keys.open(EMPTY_STATE);
   await keys.create({ name: 'k', suite: 'aes-256-gcm' });
   await keys.create({ name: 'm', purpose: 'mac', suite: 'hmac-sha256' });
-  return { keys, engine, limits: { ...DEFAULT_LIMITS }, suiteStatus: () => 'available', authorize: () => {}, budget: {} as never, hashStreamSlots: {} as never, ...extra } as unknown as OpContext;
+  return { keys, engine, limits: { ...DEFAULT_LIMITS }, suiteStatus: () => 'available', authorize: () => {}, budget: new MemoryBudget(1 << 30), hashStreamSlots: {} as never, ...extra } as unknown as OpContext;
 }

@@ -1,0 +1,186 @@
+/**
+ * Unary CryptoService calls and the buffer budget (handler.ts unary, memory-budget.ts), through a
+ * real grpc-js server with the daemon's server options and connection identification: two
+ * sockets whose connections are identified as two callers. Caller A's raw HTTP/2 clients send
+ * Encrypt requests and never read the answers, which HTTP/2 flow control then keeps in the daemon.
+ */
+import { create, toBinary } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
+import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import { EncryptRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
+import { DEFAULT_LIMITS } from '../config.js';
+import { serverOptions } from '../daemon.js';
+import { Connections, type PeerCall } from '../identity/connections.js';
+import { standInContext } from '../ops/stand-in.test-support.js';
+import type { AuditEntry } from './audit.js';
+import { cryptoServiceHandlers } from './crypto-service.js';
+import { daemonServiceDefinition } from './decode.js';
+import { MemoryBudget } from './memory-budget.js';
+
+const A = 4545;
+const B = 4646;
+const CALLER_A = `uid:${A}`;
+const PLAINTEXT = 256 * 1024;
+/** What one such Encrypt reserves before its work: its request and an answer of at most its input plus 256 bytes. */
+const RESERVED = 2 * PLAINTEXT + 256;
+const ENCRYPT = '/ringfence.v1.CryptoService/Encrypt';
+
+const dir = mkdtempSync(join(tmpdir(), 'rf-unary-budget-'));
+const sockets: Record<number, string> = { [A]: join(dir, 'a.sock'), [B]: join(dir, 'b.sock') };
+const audit: AuditEntry[] = [];
+const logError = vi.fn();
+// A's part is two such calls; the daemon's whole is exhausted once A's exempt calls answer too.
+const budget = new MemoryBudget(2 * RESERVED + 1024, 2 * RESERVED - 1);
+let server: grpc.Server;
+const listeners: net.Server[] = [];
+const raws: Raw[] = [];
+const clients: grpc.Client[] = [];
+
+beforeAll(async () => {
+  const ctx = await standInContext({ budget });
+  let accepting = 0;
+  const connections = new Connections(() => ({ uid: accepting, gid: accepting, pid: 1, groups: [] }));
+  const access = { forCall: (call: PeerCall) => ({ principal: connections.principalOf(call), authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
+  const deps = { audit: (e: AuditEntry) => void audit.push(e), log: { error: logError, warn: vi.fn() }, access } as never;
+  server = new grpc.Server(serverOptions(DEFAULT_LIMITS));
+  server.addService(daemonServiceDefinition(CryptoService, DEFAULT_LIMITS.maxBatchItems), cryptoServiceHandlers(ctx, deps));
+  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  for (const uid of [A, B]) {
+    const listener = net.createServer((sock) => {
+      sock.on('error', () => {});
+      accepting = uid;
+      connections.register(sock);
+      injector.injectConnection(sock);
+    });
+    await new Promise<void>((resolve) => listener.listen(sockets[uid], resolve));
+    listeners.push(listener);
+  }
+});
+afterEach(async () => {
+  for (const r of raws.splice(0)) r.session.destroy();
+  for (const c of clients.splice(0)) c.close();
+  await until(() => budget.held === 0 && budget.waiters === 0, 'the budget back to nothing');
+});
+afterAll(() => {
+  server.forceShutdown();
+  for (const l of listeners) l.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function until(ok: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; held by A ${budget.heldBy(CALLER_A)}, waiters ${budget.waiters}, audited ${audit.length}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const encryptRequest = (bytes: number) => Buffer.from(toBinary(EncryptRequestSchema, create(EncryptRequestSchema, { keyName: 'k', plaintext: new Uint8Array(bytes) })));
+const framed = (body: Buffer) => Buffer.concat([Buffer.from([0, body.length >>> 24, (body.length >>> 16) & 255, (body.length >>> 8) & 255, body.length & 255]), body]);
+
+interface Raw {
+  req: http2.ClientHttp2Stream;
+  session: http2.ClientHttp2Session;
+  /** The daemon began its answer (its response headers came). */
+  answered: () => boolean;
+}
+/** A whole Encrypt call, on a connection of its own, whose answer is never read. */
+function unread(uid: number, extra: http2.OutgoingHttpHeaders = {}): Raw {
+  const session = http2.connect('http://localhost', { createConnection: () => net.connect(sockets[uid]!) });
+  session.on('error', () => {});
+  const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers', ...extra });
+  req.on('error', () => {});
+  let answered = false;
+  req.once('response', () => (answered = true));
+  req.end(framed(encryptRequest(PLAINTEXT)));
+  const r = { req, session, answered: () => answered };
+  raws.push(r);
+  return r;
+}
+
+function encrypt(uid: number): Promise<grpc.ServiceError | null> {
+  const c = new grpc.Client(`unix:${sockets[uid]}`, grpc.credentials.createInsecure());
+  clients.push(c);
+  const id = (b: Buffer) => b;
+  return new Promise((resolve) => c.makeUnaryRequest(ENCRYPT, id, id, encryptRequest(PLAINTEXT), (err) => resolve(err)));
+}
+/** The outcomes of A's Encrypt calls audited since `from`. */
+const outcomesOfA = (from: number) => audit.slice(from).filter((e) => e.rpc === 'CryptoService/Encrypt' && e.principal?.uid === A).map((e) => e.outcome);
+
+test('answers a client never reads count against its caller until the calls end; another caller still gets answers', { timeout: 20_000 }, async () => {
+  const from = audit.length;
+  const a = [unread(A), unread(A)];
+  await until(() => a.every((r) => r.answered()), "A's answers");
+  // Request and ciphertext of each, held while HTTP/2 flow control keeps the answer in the daemon.
+  const held = budget.heldBy(CALLER_A);
+  expect(held).toBeGreaterThanOrEqual(2 * 2 * PLAINTEXT);
+  expect(held).toBeLessThanOrEqual(2 * (RESERVED + 512));
+  await new Promise((r) => setTimeout(r, 100));
+  expect(budget.heldBy(CALLER_A)).toBe(held);
+
+  expect(await encrypt(B)).toBeNull();
+  // B's answer was read: nothing of it stays counted.
+  await until(() => budget.heldBy(`uid:${B}`) === 0, "B's answer released");
+
+  // A cancels one (RST_STREAM), and the other's connection goes: both give their bytes back.
+  a[0]!.req.close(http2.constants.NGHTTP2_CANCEL);
+  await until(() => budget.heldBy(CALLER_A) === held / 2, 'the cancelled call released');
+  a[1]!.session.destroy();
+  await until(() => budget.heldBy(CALLER_A) === 0, 'the dropped call released');
+  expect(budget.callerCount).toBe(0);
+  expect(outcomesOfA(from)).toEqual(['OK', 'OK']);
+});
+
+test("at its part a caller's further calls wait, not refused, and go on as its unread answers end; a wait the client ends is audited CANCELLED", { timeout: 20_000 }, async () => {
+  const from = audit.length;
+  // Two start within A's part, four more on its exemptions (holding nothing); the last two wait.
+  const a = Array.from({ length: 8 }, () => unread(A));
+  await until(() => a.filter((r) => r.answered()).length === 6 && budget.waiters === 2, 'six answers and two waiting');
+  await new Promise((r) => setTimeout(r, 200));
+  expect(a.filter((r) => r.answered()).length).toBe(6);
+  expect(outcomesOfA(from)).toEqual(Array(6).fill('OK'));
+  expect(budget.heldBy(CALLER_A)).toBeLessThanOrEqual(6 * (RESERVED + 512));
+  expect(budget.exhausted).toBe(true);
+
+  // Another caller holding nothing is answered though the daemon's whole budget is held.
+  expect(await encrypt(B)).toBeNull();
+
+  // One waiting call's client goes: audited as its doing, not answered, nothing logged.
+  const waiting = a.filter((r) => !r.answered());
+  waiting[0]!.req.close(http2.constants.NGHTTP2_CANCEL);
+  await until(() => budget.waiters === 1, 'the wait ended');
+  await until(() => audit.slice(from).some((e) => e.outcome === 'CANCELLED'), 'the CANCELLED line');
+  expect(outcomesOfA(from).sort()).toEqual(['CANCELLED', ...Array(6).fill('OK')]);
+  // One whose deadline passes while it waits: grpc-js's own status ends the wait.
+  const late = unread(A, { 'grpc-timeout': '200m' });
+  await until(() => budget.waiters === 2, 'the late call waiting');
+  const status = await new Promise<http2.IncomingHttpHeaders>((resolve) => late.req.once('response', resolve));
+  expect(status['grpc-status']).toBe(String(grpc.status.DEADLINE_EXCEEDED));
+  await until(() => budget.waiters === 1 && outcomesOfA(from).includes('DEADLINE_EXCEEDED'), 'the late wait ended and audited');
+  expect(logError).not.toHaveBeenCalled();
+
+  // A's answered calls end (cancelled unread): the other waiting call gets its turn.
+  expect(waiting[1]!.answered()).toBe(false);
+  for (const r of a.filter((x) => x.answered())) r.req.close(http2.constants.NGHTTP2_CANCEL);
+  await until(() => waiting[1]!.answered() && budget.waiters === 0, 'the last call answered');
+  expect(outcomesOfA(from).sort()).toEqual(['CANCELLED', 'DEADLINE_EXCEEDED', ...Array(7).fill('OK')]);
+});
+
+test('an error answer holds nothing, though its client never reads', async () => {
+  const session = http2.connect('http://localhost', { createConnection: () => net.connect(sockets[A]!) });
+  session.on('error', () => {});
+  const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => {});
+  raws.push({ req, session, answered: () => false });
+  const status = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once('response', resolve));
+  req.end(framed(Buffer.from(toBinary(EncryptRequestSchema, create(EncryptRequestSchema, { keyName: 'no-such-key', plaintext: new Uint8Array(PLAINTEXT) })))));
+  expect((await status)['grpc-status']).toBe(String(grpc.status.NOT_FOUND));
+  expect(budget.heldBy(CALLER_A)).toBe(0);
+  expect(budget.callerCount).toBe(0);
+});
