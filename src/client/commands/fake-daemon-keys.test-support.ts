@@ -88,6 +88,7 @@ export class FakeKeys {
       nextRotationTime: rotation ? timestampFromMs(Date.now() + Number(rotation.seconds) * 1000) : undefined,
       createTime: now,
       updateTime: now,
+      creatorUid: process.getuid!(),
       versions: [this.version(1, purpose)],
     });
     this.byName.set(name, { key, material: [material] });

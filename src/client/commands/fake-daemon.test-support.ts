@@ -158,7 +158,7 @@ function statusService(keys: FakeKeys, rec: Recorder, limits: Limits, startTime 
         connectionMaxAge: {},
         connectionMaxAgeGrace: { seconds: 60n },
       },
-      usage: { connections: 3, bufferedBytes: 2048n, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024n, callerHashStreams: 0, calls: 5, callerCalls: 2 },
+      usage: { connections: 3, bufferedBytes: 2048n, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024n, callerHashStreams: 0, calls: 5, callerCalls: 2, keys: 12, keyVersions: 30, callerKeys: 1, callerKeyVersions: 4 },
     })),
   };
 }

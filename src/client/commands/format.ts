@@ -72,6 +72,7 @@ export function keyJson(k: Key, withVersions = true): Record<string, unknown> {
     createTime: iso(k.createTime),
     rotateTime: iso(k.rotateTime),
     updateTime: iso(k.updateTime),
+    creatorUid: k.creatorUid ?? null,
     ...(withVersions ? { versions: k.versions.map(versionJson) } : {}),
   };
 }
@@ -107,6 +108,8 @@ export function keyText(k: Key): string {
     ['deletion time', j.deletionTime ?? '-'],
     ['deletion protection', k.deletionProtection ? 'on' : 'off'],
     ['created', j.createTime ?? '-'],
+    // Unset for keys saved before the daemon recorded creators.
+    ['created by', k.creatorUid === undefined ? 'unknown' : `uid ${k.creatorUid}`],
     ['rotated', j.rotateTime ?? 'never'],
     ['updated', j.updateTime ?? '-'],
   ];
@@ -148,6 +151,10 @@ function usageJson(u: Usage) {
     callerHashStreams: u.callerHashStreams,
     calls: u.calls,
     callerCalls: u.callerCalls,
+    keys: u.keys,
+    keyVersions: u.keyVersions,
+    callerKeys: u.callerKeys,
+    callerKeyVersions: u.callerKeyVersions,
   };
 }
 
@@ -199,6 +206,7 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
   if (u) {
     const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;
     lines.push(`in use      ${n(u.connections, 'connection')} (${u.callerConnections} yours), ${u.bufferedBytes} B buffered (${u.callerBufferedBytes} B yours), ${n(u.hashStreams, 'hash stream')} (${u.callerHashStreams} yours), ${n(u.calls, 'call')} (${u.callerCalls} yours)`);
+    lines.push(`            ${n(u.keys, 'key')} (${u.callerKeys} yours), ${n(u.keyVersions, 'key version')} (${u.callerKeyVersions} yours)`);
   }
   if (l) {
     lines.push(

@@ -134,10 +134,12 @@ describe('key lifecycle', SLOW, () => {
     const text = await ok(['key', 'show', 'life']);
     expect(text).toMatch(/^name {20}life\nid {22}[0-9a-f]{32}\npurpose {17}aead\nsuite {19}aes-256-gcm\norigin {18}generated in the kernel\nstate {19}enabled\nprimary version {9}2\n/);
     expect(text).toMatch(/\nrotated {17}\d{4}-.*Z\n/);
+    expect(text).toContain(`\ncreated by              uid ${process.getuid!()}\n`);
     expect(text).toMatch(/\n\nVERSION {2}STATE {4}CREATED {19}ENCRYPTIONS\n1 {8}enabled {2}\S+Z {2}1 \/ 4294967296\n2 {8}enabled {2}\S+Z {2}2 \/ 4294967296\n$/);
     const json = await okJson(['key', 'show', 'life']);
     expect(json.versions.map((v: { encryptionCount: number }) => v.encryptionCount)).toEqual([1, 2]);
     expect(json.rotateTime).toMatch(ISO);
+    expect(json.creatorUid).toBe(process.getuid!());
 
     expect(await ok(['key', 'disable', 'life'])).toBe('disabled key life\n');
     const refused = await rf(['encrypt', 'life'], { stdin: 'x' });
@@ -155,6 +157,13 @@ describe('key lifecycle', SLOW, () => {
     expect(await ok(['key', 'cancel-delete', 'life'])).toBe('cancelled the deletion of key life; it is disabled (enable it with: ringfence key enable life)\n');
     const again = await rf(['key', 'cancel-delete', 'life']);
     expect([again.code, again.stderr]).toEqual([1, 'ringfence: cancel deletion of key life: key "life" is not pending deletion\n']);
+  });
+
+  test('a key of no recorded creator (saved before the daemon recorded it): "unknown", null in --json', async () => {
+    await ok(['key', 'create', 'no-creator']);
+    daemon.keys.find('no-creator').key.creatorUid = undefined;
+    expect(await ok(['key', 'show', 'no-creator'])).toContain('\ncreated by              unknown\n');
+    expect((await okJson(['key', 'show', 'no-creator'])).creatorUid).toBeNull();
   });
 
   test('key delete without --after leaves the 7-day default to the daemon; --json gives the key with its deletion time', async () => {

@@ -27,7 +27,7 @@ describe.concurrent('status', SLOW, () => {
     expect(text).toContain('\nkernel      6.12.48+deb13-amd64, AF_ALG not restricted\n');
     expect(text).toContain('\ndefaults    aead aes-256-gcm, mac hmac-sha256\n');
     expect(text).toContain('\nkeys        1\n');
-    expect(text).toContain('\nin use      3 connections (1 yours), 2048 B buffered (1024 B yours), 1 hash stream (0 yours), 5 calls (2 yours)\n');
+    expect(text).toContain('\nin use      3 connections (1 yours), 2048 B buffered (1024 B yours), 1 hash stream (0 yours), 5 calls (2 yours)\n            12 keys (1 yours), 30 key versions (4 yours)\n');
     expect(text).toContain('\nlimits      payload 1048576 B, associated data 65536 B, stream chunk 1048576 B, message 4259840 B\n');
     expect(text).toContain('batch 1000 items, session 1024 in flight and 16777216 B held, rotation >= 1h, deletion wait >= 1d\n');
     expect(text).toContain('\n            1000 keys (250 per caller), 1000 versions per key, 8000 key versions in all (2000 per caller)\n');
@@ -74,7 +74,7 @@ describe.concurrent('status', SLOW, () => {
         connectionMaxAgeSeconds: null,
         connectionMaxAgeGraceSeconds: 60,
       },
-      usage: { connections: 3, bufferedBytes: 2048, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024, callerHashStreams: 0, calls: 5, callerCalls: 2 },
+      usage: { connections: 3, bufferedBytes: 2048, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024, callerHashStreams: 0, calls: 5, callerCalls: 2, keys: 12, keyVersions: 30, callerKeys: 1, callerKeyVersions: 4 },
     });
     expect(doc.startTime).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(doc.suites).toHaveLength(7);

@@ -27,6 +27,7 @@ export function keyMessage(keys: KeyManager, r: KeyRecord, view: KeyView = KeyVi
     ...(r.rotationPeriodMs !== null ? { rotationPeriod: durationFromMs(r.rotationPeriodMs) } : {}),
     ...(next !== null ? { nextRotationTime: timestampFromMs(next) } : {}),
     ...(r.deletionTime !== null ? { deletionTime: timestampFromMs(r.deletionTime) } : {}),
+    ...(r.creatorUid !== undefined ? { creatorUid: r.creatorUid } : {}),
     versions:
       view === KeyView.BASIC
         ? []

@@ -302,4 +302,18 @@ describe('KeyService: caps on keys and versions', () => {
     expect((err as Error).message).not.toContain('2000');
     expect(keys.get('theirs').versions).toHaveLength(3);
   });
+
+  it("the Key message names the key's creator: the caller of CreateKey or ImportKey, root as 0, and none for a key of no recorded creator", async () => {
+    const { keys, call } = await service(64 * KiB);
+    type Reply = { key: { creatorUid?: number } };
+    expect((await call<Reply>('createKey', create(CreateKeyRequestSchema, { name: 'mine' }))).key.creatorUid).toBe(1000);
+    expect((await call<Reply>('importKey', create(ImportKeyRequestSchema, { name: 'imported', material: randomBytes(32) }))).key.creatorUid).toBe(1000);
+    await keys.create({ name: 'roots', creatorUid: 0 });
+    await keys.create({ name: 'old' }); // as a key saved before creators were recorded
+    expect((await call<Reply>('getKey', { name: 'roots', view: KeyView.BASIC })).key.creatorUid).toBe(0);
+    const old = await call<Reply>('getKey', { name: 'old', view: KeyView.FULL });
+    expect(old.key.creatorUid).toBeUndefined();
+    const listed = await call<ListKeysResponse>('listKeys', { pageSize: 10, pageToken: '', view: KeyView.BASIC });
+    expect(listed.keys.map((k) => [k.name, k.creatorUid])).toEqual([['imported', 1000], ['mine', 1000], ['old', undefined], ['roots', 0]]);
+  });
 });

@@ -40,8 +40,14 @@ export interface StatusInfo {
   report: CapabilityReport;
   /** The daemon's limits as configured (durations in milliseconds). */
   limits: Limits;
-  /** What the limits count now, daemon-wide and for the calling principal. */
+  /** What the limits count now, daemon-wide and for the calling principal (the key counts GetStatus adds). */
   usage?: (principal: Principal | undefined) => MessageInitShape<typeof UsageSchema>;
+}
+
+/** Usage's key counts: the ones the key caps check, the caller's own only (no uid, none). */
+function keyUsage(keys: KeyManager, principal: Principal | undefined) {
+  const n = keys.keyCounts(principal?.uid);
+  return { keys: n.keys, keyVersions: n.versions, callerKeys: n.callerKeys, callerKeyVersions: n.callerVersions };
 }
 
 export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: HandlerDeps): grpc.UntypedServiceImplementation {
@@ -87,7 +93,7 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
         connectionMaxAge: durationFromMs(limits.connectionMaxAge),
         connectionMaxAgeGrace: durationFromMs(limits.connectionMaxAgeGrace),
       },
-      ...(info.usage ? { usage: info.usage(access.principal) } : {}),
+      usage: { ...info.usage?.(access.principal), ...keyUsage(keys, access.principal) },
     })),
   };
 }

@@ -6,7 +6,7 @@
  * would fail (found by review). A key scheduled for deletion counts until it is deleted.
  */
 import { ApiError, ErrorReason, Status } from '../api/errors.js';
-import type { KeyRecord } from './model.js';
+import { type KeyRecord, versionMaker } from './model.js';
 
 export interface KeyCaps {
   maxKeys?: number;
@@ -26,6 +26,22 @@ export interface KeyCounts {
   versions: number;
   callerKeys: number;
   callerVersions: number;
+}
+
+/**
+ * The counts the caps are checked against (and GetStatus reports), over every key, those scheduled
+ * for deletion included. `uid` undefined: no caller, its counts 0.
+ */
+export function countKeys(records: Iterable<KeyRecord>, uid: number | undefined): KeyCounts {
+  const n = { keys: 0, versions: 0, callerKeys: 0, callerVersions: 0 };
+  for (const r of records) {
+    n.keys++;
+    n.versions += r.versions.length;
+    if (uid === undefined) continue;
+    if (r.creatorUid === uid) n.callerKeys++;
+    for (const v of r.versions) if (versionMaker(r, v) === uid) n.callerVersions++;
+  }
+  return n;
 }
 
 /** Whether the key has as many versions as a key may have: it can rotate no more. */

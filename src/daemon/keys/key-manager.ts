@@ -12,13 +12,13 @@ import { ApiError, ErrorReason, Status, invalidField, keyNotFound, shuttingDown 
 import { KeystoreError } from '../keystore/errors.js';
 import type { MaterialFingerprints } from './fingerprints.js';
 import { checkMaterial, limitReached, originMismatch, pendingDeletion } from './key-errors.js';
-import { atVersionCap, capRefusal, isCapRefusal } from './key-caps.js';
+import { atVersionCap, capRefusal, countKeys, isCapRefusal, type KeyCounts } from './key-caps.js';
 import { DueWorkFailed, type DueWork, type PostponementStep } from './due-work-scheduler.js';
 import { KeyRetries, type DueWorkKind, type RetryDelays } from './key-retries.js';
 import { Mutex } from './mutex.js';
 import { chooseSuite, keySuiteRefusal } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
-import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, MAX_TIME_MS, nextRotationTime, primaryVersion, suiteOf, versionMaker } from './model.js';
+import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, MAX_TIME_MS, nextRotationTime, primaryVersion, suiteOf } from './model.js';
 
 export interface KeyPolicyLimits {
   minRotationPeriodMs: number;
@@ -182,10 +182,9 @@ export class KeyManager {
    */
   private warnIfAtDaemonCaps(): void {
     const { maxKeys, maxKeyVersions } = this.deps.limits;
-    let versions = 0;
-    for (const r of this.byId.values()) versions += r.versions.length;
-    if (maxKeys !== undefined && this.byId.size >= maxKeys) {
-      this.deps.log(`the state holds ${this.byId.size} keys, at or above limits.maxKeys (${maxKeys}): CreateKey and ImportKey are refused until keys are deleted or the limit is raised`, { keys: this.byId.size, maxKeys }, 'warn');
+    const { keys, versions } = this.keyCounts(undefined);
+    if (maxKeys !== undefined && keys >= maxKeys) {
+      this.deps.log(`the state holds ${keys} keys, at or above limits.maxKeys (${maxKeys}): CreateKey and ImportKey are refused until keys are deleted or the limit is raised`, { keys, maxKeys }, 'warn');
     }
     if (maxKeyVersions !== undefined && versions >= maxKeyVersions) {
       this.deps.log(`the state's keys have ${versions} versions, at or above limits.maxKeyVersions (${maxKeyVersions}): every rotation is refused (scheduled ones, and a generated key's at its encryption limit, which then refuses encryption), and so are new keys, until keys are deleted or the limit is raised with the kernel key quota`, { versions, maxKeyVersions }, 'warn');
@@ -194,6 +193,11 @@ export class KeyManager {
 
   get size(): number {
     return this.byName.size;
+  }
+
+  /** The counts the key caps check (countKeys), daemon-wide and `uid`'s, whether or not the caps hold it. */
+  keyCounts(uid: number | undefined): KeyCounts {
+    return countKeys(this.byId.values(), uid);
   }
 
   // ---- queries ----
@@ -770,15 +774,7 @@ export class KeyManager {
    */
   private checkRoom(name: string, creatorUid: number | undefined, rotating?: KeyRecord, forCreator = false): void {
     const caller = creatorUid !== undefined && !this.deps.uncappedCallers?.has(creatorUid) ? creatorUid : undefined;
-    const n = { keys: 0, versions: 0, callerKeys: 0, callerVersions: 0 };
-    for (const r of this.byId.values()) {
-      n.keys++;
-      n.versions += r.versions.length;
-      if (caller === undefined) continue;
-      if (r.creatorUid === caller) n.callerKeys++;
-      for (const v of r.versions) if (versionMaker(r, v) === caller) n.callerVersions++;
-    }
-    const refusal = capRefusal(this.deps.limits, { name, uid: caller, rotating, forCreator }, n);
+    const refusal = capRefusal(this.deps.limits, { name, uid: caller, rotating, forCreator }, countKeys(this.byId.values(), caller));
     if (refusal) throw refusal;
   }
 

@@ -1,0 +1,53 @@
+/** GetStatus' Usage: the key counts the caps check, daemon-wide and the calling uid's own only. */
+import * as grpc from '@grpc/grpc-js';
+import { describe, expect, it, vi } from 'vitest';
+import type { GetStatusResponse } from '../../gen/ringfence/v1/status_service_pb.js';
+import { DEFAULT_LIMITS } from '../config.js';
+import { standInContext } from '../ops/stand-in.test-support.js';
+import { statusServiceHandlers } from './status-service.js';
+
+/** GetStatus over the stand-in's keys ("k", "m": no recorded creator), asked as `uid` (undefined: unidentified). */
+async function statusService() {
+  const { keys } = await standInContext();
+  let uid: number | undefined;
+  const deps = {
+    audit: vi.fn(),
+    log: { error: vi.fn(), warn: vi.fn(), info: vi.fn() },
+    access: { forCall: () => ({ principal: uid === undefined ? undefined : { uid, gid: uid, pid: 1, groups: [] } }) },
+  };
+  const report = { kernel: { release: '6.12' }, restrict: { value: null }, suites: [], defaultAeadSuite: null, defaultMacSuite: null };
+  // The daemon's own counts (daemon.ts): GetStatus adds the key counts beside them.
+  const usage = () => ({ calls: 5, callerCalls: 2 });
+  const handlers = statusServiceHandlers(keys, { version: '0', startTime: 0, report: report as never, limits: DEFAULT_LIMITS, usage }, deps as never) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: GetStatusResponse) => void) => void>;
+  const usageOf = (asUid: number | undefined) => {
+    uid = asUid;
+    return new Promise<GetStatusResponse['usage']>((resolve, reject) =>
+      handlers.getStatus!({ request: {}, getPeer: () => '', metadata: new grpc.Metadata() }, (e, r) => (e ? reject(new Error(e.details)) : resolve(r!.usage))),
+    );
+  };
+  return { keys, usageOf };
+}
+
+describe('GetStatus Usage: key counts', () => {
+  it('every caller sees the daemon-wide keys and versions, and only its own keys and the versions it made', async () => {
+    const { keys, usageOf } = await statusService();
+    await keys.create({ name: 'a1', creatorUid: 1001 });
+    await keys.create({ name: 'a2', creatorUid: 1001 });
+    await keys.create({ name: 'b1', creatorUid: 1002 });
+    await keys.create({ name: 'r1', creatorUid: 0 });
+    await keys.rotate('a1', undefined, 1002); // charged to the caller rotating, not the key's creator
+    await keys.rotate('k', undefined, 1001);
+    await keys.rotate('b1'); // no caller (on schedule): charged to the creator
+    await keys.scheduleDeletion('a2', undefined); // counts until deleted
+    // keys: k, m, a1, a2, b1, r1; versions: k 2, m 1, a1 2, a2 1, b1 2, r1 1.
+    const all = { keys: 6, keyVersions: 9 };
+    expect(await usageOf(1001)).toMatchObject({ ...all, callerKeys: 2, callerKeyVersions: 3, calls: 5, callerCalls: 2 });
+    expect(await usageOf(1002)).toMatchObject({ ...all, callerKeys: 1, callerKeyVersions: 3 });
+    // An administrator is held to no per-caller cap, but is shown what it made all the same.
+    expect(await usageOf(0)).toMatchObject({ ...all, callerKeys: 1, callerKeyVersions: 1 });
+    expect(await usageOf(1003)).toMatchObject({ ...all, callerKeys: 0, callerKeyVersions: 0 });
+    // Keys of no recorded creator ("k", "m") are no caller's, not an unidentified caller's.
+    expect(await usageOf(undefined)).toMatchObject({ ...all, callerKeys: 0, callerKeyVersions: 0 });
+  });
+
+});
