@@ -6,19 +6,16 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { mkdtempSync, rmSync } from 'node:fs';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { HashRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { decodeStatusDetails } from '../../rpc/error-details.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { serverOptions } from '../daemon.js';
-import { Connections, type PeerCall } from '../identity/connections.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
+import { UidSockets } from './uid-sockets.test-support.js';
 import type { AuditEntry } from './audit.js';
 import { callLimit } from './call-limit.js';
 import { CallerSlots } from './caller-slots.js';
@@ -37,22 +34,17 @@ const HASH = '/ringfence.v1.CryptoService/Hash';
 const WATCH = '/grpc.health.v1.Health/Watch';
 const CHECK = '/grpc.health.v1.Health/Check';
 
-const dir = mkdtempSync(join(tmpdir(), 'rf-call-limit-'));
-const sockets: Record<number, string> = { [A]: join(dir, 'a.sock'), [B]: join(dir, 'b.sock') };
+const callers = new UidSockets([A, B]);
 const audit: AuditEntry[] = [];
 const warn = vi.fn();
 const calls = new CallerSlots(PER_CALLER, 'calls', 'calls_per_caller', 'maxCallsPerCaller', { limit: IN_ALL, limitName: 'calls', setting: 'maxCalls' });
 const handled = vi.fn();
 let server: grpc.Server;
-const listeners: net.Server[] = [];
 const clients: grpc.Client[] = [];
 
 beforeAll(async () => {
   const ctx = await standInContext();
-  // Identified as the daemon does (connections.ts), by the socket the connection came in on.
-  let accepting = 0;
-  const connections = new Connections(() => ({ uid: accepting, gid: accepting, pid: 1, groups: [] }));
-  const access = { forCall: (call: PeerCall) => ({ principal: connections.principalOf(call), authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
+  const access = callers.access;
   const record = (e: AuditEntry) => void audit.push(e);
   const deps = { audit: record, log: { error: vi.fn(), warn }, access } as never;
   // As daemon.ts wires them: the call limit innermost, the refused-unary audit around it.
@@ -65,17 +57,7 @@ beforeAll(async () => {
   };
   server.addService(daemonServiceDefinition(CryptoService, DEFAULT_LIMITS.maxBatchItems), handlers as never);
   new HealthImplementation({ '': 'SERVING' }).addToServer(guardedServer(server) as grpc.Server);
-  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  for (const uid of [A, B]) {
-    const listener = net.createServer((sock) => {
-      sock.on('error', () => {});
-      accepting = uid;
-      connections.register(sock);
-      injector.injectConnection(sock);
-    });
-    await new Promise<void>((resolve) => listener.listen(sockets[uid], resolve));
-    listeners.push(listener);
-  }
+  await callers.serve(server);
 });
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
@@ -83,8 +65,7 @@ afterEach(async () => {
 });
 afterAll(() => {
   server.forceShutdown();
-  for (const l of listeners) l.close();
-  rmSync(dir, { recursive: true, force: true });
+  callers.close();
 });
 
 async function until(ok: () => boolean, ms = 3000): Promise<void> {
@@ -96,7 +77,7 @@ async function until(ok: () => boolean, ms = 3000): Promise<void> {
 }
 
 function client(uid: number): grpc.Client {
-  const c = new grpc.Client(`unix:${sockets[uid]}`, grpc.credentials.createInsecure());
+  const c = new grpc.Client(`unix:${callers.paths[uid]}`, grpc.credentials.createInsecure());
   clients.push(c);
   return c;
 }
@@ -127,7 +108,7 @@ interface Raw {
 /** A raw HTTP/2 call that sends `frames` and neither ends nor resets it. */
 function raw(uid: number, path: string, frames: Buffer[] = [], extra: http2.OutgoingHttpHeaders = {}): Raw {
   let connection!: net.Socket;
-  const session = http2.connect('http://localhost', { createConnection: () => (connection = net.connect(sockets[uid]!)) });
+  const session = http2.connect('http://localhost', { createConnection: () => (connection = net.connect(callers.paths[uid]!)) });
   session.on('error', () => {});
   const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', ...extra });
   req.on('error', () => {});

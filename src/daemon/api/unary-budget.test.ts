@@ -6,18 +6,15 @@
  */
 import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { mkdtempSync, rmSync } from 'node:fs';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { EncryptRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { serverOptions } from '../daemon.js';
-import { Connections, type PeerCall } from '../identity/connections.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
+import { UidSockets } from './uid-sockets.test-support.js';
 import type { AuditEntry } from './audit.js';
 import { cryptoServiceHandlers } from './crypto-service.js';
 import { daemonServiceDefinition } from './decode.js';
@@ -31,36 +28,22 @@ const PLAINTEXT = 256 * 1024;
 const RESERVED = 2 * PLAINTEXT + 256;
 const ENCRYPT = '/ringfence.v1.CryptoService/Encrypt';
 
-const dir = mkdtempSync(join(tmpdir(), 'rf-unary-budget-'));
-const sockets: Record<number, string> = { [A]: join(dir, 'a.sock'), [B]: join(dir, 'b.sock') };
+const callers = new UidSockets([A, B]);
 const audit: AuditEntry[] = [];
 const logError = vi.fn();
 // A's part is two such calls; the daemon's whole is exhausted once A's exempt calls answer too.
 const budget = new MemoryBudget(2 * RESERVED + 1024, 2 * RESERVED - 1);
 let server: grpc.Server;
-const listeners: net.Server[] = [];
 const raws: Raw[] = [];
 const clients: grpc.Client[] = [];
 
 beforeAll(async () => {
   const ctx = await standInContext({ budget });
-  let accepting = 0;
-  const connections = new Connections(() => ({ uid: accepting, gid: accepting, pid: 1, groups: [] }));
-  const access = { forCall: (call: PeerCall) => ({ principal: connections.principalOf(call), authorize: () => {}, allows: () => true, mayEverDo: () => true }) };
+  const access = callers.access;
   const deps = { audit: (e: AuditEntry) => void audit.push(e), log: { error: logError, warn: vi.fn() }, access } as never;
   server = new grpc.Server(serverOptions(DEFAULT_LIMITS));
   server.addService(daemonServiceDefinition(CryptoService, DEFAULT_LIMITS.maxBatchItems), cryptoServiceHandlers(ctx, deps));
-  const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
-  for (const uid of [A, B]) {
-    const listener = net.createServer((sock) => {
-      sock.on('error', () => {});
-      accepting = uid;
-      connections.register(sock);
-      injector.injectConnection(sock);
-    });
-    await new Promise<void>((resolve) => listener.listen(sockets[uid], resolve));
-    listeners.push(listener);
-  }
+  await callers.serve(server);
 });
 afterEach(async () => {
   for (const r of raws.splice(0)) r.session.destroy();
@@ -69,8 +52,7 @@ afterEach(async () => {
 });
 afterAll(() => {
   server.forceShutdown();
-  for (const l of listeners) l.close();
-  rmSync(dir, { recursive: true, force: true });
+  callers.close();
 });
 
 async function until(ok: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -92,7 +74,7 @@ interface Raw {
 }
 /** A whole Encrypt call, on a connection of its own, whose answer is never read. */
 function unread(uid: number, extra: http2.OutgoingHttpHeaders = {}): Raw {
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(sockets[uid]!) });
+  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[uid]!) });
   session.on('error', () => {});
   const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers', ...extra });
   req.on('error', () => {});
@@ -105,7 +87,7 @@ function unread(uid: number, extra: http2.OutgoingHttpHeaders = {}): Raw {
 }
 
 function encrypt(uid: number): Promise<grpc.ServiceError | null> {
-  const c = new grpc.Client(`unix:${sockets[uid]}`, grpc.credentials.createInsecure());
+  const c = new grpc.Client(`unix:${callers.paths[uid]}`, grpc.credentials.createInsecure());
   clients.push(c);
   const id = (b: Buffer) => b;
   return new Promise((resolve) => c.makeUnaryRequest(ENCRYPT, id, id, encryptRequest(PLAINTEXT), (err) => resolve(err)));
@@ -173,7 +155,7 @@ test("at its part a caller's further calls wait, not refused, and go on as its u
 });
 
 test('an error answer holds nothing, though its client never reads', async () => {
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(sockets[A]!) });
+  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[A]!) });
   session.on('error', () => {});
   const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers' });
   req.on('error', () => {});
