@@ -13,7 +13,7 @@ import type { Access, CallAccess } from '../policy/access.js';
 import type { OpContext } from '../ops/context.js';
 import { decoded } from './decode.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
-import { afterStatusSent, goneMessage, goneReason, whenHalfClosedEnds, type GoneReason } from './call-end.js';
+import { afterStatusSent, goneMessage, goneReason, http2StreamOf, whenHalfClosedEnds, type GoneReason } from './call-end.js';
 import type { MemoryBudget, Share } from './memory-budget.js';
 
 export interface HandlerDeps {
@@ -178,8 +178,9 @@ export function unary<I extends DescMessage, O extends DescMessage>(
             return done({ ...keyOf(request, response), outcome: goneReason(call), items: itemCount(request) });
           }
           const bytesOut = payloadBytes(response);
-          // What the call holds until grpc-js has flushed the answer: its request and its answer.
-          if (share) resize(share, bytesIn + bytesOut + UNARY_ANSWER_OVERHEAD);
+          // What the call holds until grpc-js has flushed the answer: its request and its answer
+          // (a batch's per-item names and statuses in its overhead, as reserved; found by review).
+          if (share) resize(share, bytesIn + bytesOut + UNARY_ANSWER_OVERHEAD * Math.max(itemCount(request) ?? 1, 1));
           callback(null, response);
           done({ ...keyOf(request, response), bytesOut, items: itemCount(request) });
         },
@@ -203,9 +204,19 @@ export function unary<I extends DescMessage, O extends DescMessage>(
  * the write callback never fires. A call already over closes it at once.
  */
 function heldUntilEnd(call: { cancelled: boolean; on?(event: 'cancelled', listener: () => void): unknown }, share: Share): Share {
-  if (call.cancelled) share.close();
+  if (call.cancelled) {
+    share.close();
+    return share;
+  }
   // 'on', not 'once': grpc-js emits it once per call (notifyOnCancel), and once() allocates a wrapper.
-  else call.on?.('cancelled', () => share.close());
+  call.on?.('cancelled', () => share.close());
+  // The HTTP/2 stream's close as well (as call-limit.ts counts calls): grpc-js reports a call over
+  // once only, and a deadline that passes between the request message and its END_STREAM reports
+  // it before the handler exists; grpc-js then still runs the handler on the half-close, with
+  // call.cancelled false and no 'cancelled' to come.
+  const stream = http2StreamOf(call);
+  if (stream?.closed || stream?.destroyed) share.close();
+  else stream?.once('close', () => share.close());
   return share;
 }
 

@@ -10,6 +10,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import { BatchEncryptRequestSchema } from '../../gen/ringfence/v1/batch_pb.js';
 import { EncryptRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { serverOptions } from '../daemon.js';
@@ -165,4 +166,38 @@ test('an error answer holds nothing, though its client never reads', async () =>
   expect((await status)['grpc-status']).toBe(String(grpc.status.NOT_FOUND));
   expect(budget.heldBy(CALLER_A)).toBe(0);
   expect(budget.callerCount).toBe(0);
+});
+
+test('a deadline that passes between the request message and its END_STREAM holds nothing once the call is over (found by review: grpc-js then runs the handler with no \'cancelled\' to come)', { timeout: 10_000 }, async () => {
+  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[A]!) });
+  session.on('error', () => {});
+  const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '100m' });
+  req.on('error', () => {});
+  req.on('data', () => {});
+  raws.push({ req, session, answered: () => false });
+  req.write(framed(encryptRequest(1024)));
+  await new Promise((r) => setTimeout(r, 300));
+  const audited = audit.length;
+  req.end();
+  // The handler runs on the half-close, after its deadline: its audit line is the sign it ran.
+  await until(() => audit.length > audited, 'the late call audited');
+  expect(budget.heldBy(CALLER_A)).toBe(0);
+});
+
+test('an unread batch answer counts its items\' names and statuses too, not only their bytes fields (found by review)', { timeout: 10_000 }, async () => {
+  const ITEMS = 1000;
+  const EACH = 64;
+  const body = Buffer.from(toBinary(BatchEncryptRequestSchema, create(BatchEncryptRequestSchema, { requests: Array.from({ length: ITEMS }, () => ({ keyName: 'k', plaintext: new Uint8Array(EACH) })) })));
+  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[A]!) });
+  session.on('error', () => {});
+  const req = session.request({ ':method': 'POST', ':path': '/ringfence.v1.CryptoService/BatchEncrypt', 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => {});
+  let answered = false;
+  req.once('response', () => (answered = true));
+  raws.push({ req, session, answered: () => answered });
+  req.end(framed(body));
+  // The answer (over 100 KB) is more than HTTP/2's first window: the call stays open, unread.
+  await until(() => answered && budget.heldBy(CALLER_A) > 0, 'the batch answered');
+  // Its plaintexts, its ciphertexts (each longer than its plaintext) and 256 bytes per item.
+  expect(budget.heldBy(CALLER_A)).toBeGreaterThanOrEqual(2 * ITEMS * EACH + ITEMS * 256);
 });
