@@ -19,11 +19,12 @@ import { decryptStreamHandler, encryptStreamHandler } from './stream-handlers.js
 
 export function cryptoServiceHandlers(ctx: OpContext, deps: HandlerDeps): grpc.UntypedServiceImplementation {
   const m = CryptoService.method;
-  // Unary calls take their request and answer from the buffer budget, as streams do (handler.ts unary).
-  const budget = { budget: ctx.budget, reserve: answerAtMostTwiceInput };
+  // Unary calls take their request and answer from the buffer budget, as streams do, and a call
+  // still waiting for room ends when the daemon stops, as a Session does (handler.ts unary).
+  const budget = { budget: ctx.budget, drain: ctx.drain, reserve: answerAtMostTwiceInput };
   const max = ctx.limits.maxPayloadBytes;
-  const random: UnaryBudget<{ lengthBytes: number }> = { budget: ctx.budget, reserve: (req, bytesIn) => reservedBytes({ case: 'generateRandom', value: req } as never, max, bytesIn) };
-  const dataKey: UnaryBudget<{ lengthBytes: number }> = { budget: ctx.budget, reserve: (req, bytesIn) => reservedBytes({ case: 'generateDataKey', value: req } as never, max, bytesIn) };
+  const random: UnaryBudget<{ lengthBytes: number }> = { budget: ctx.budget, drain: ctx.drain, reserve: (req, bytesIn) => reservedBytes({ case: 'generateRandom', value: req } as never, max, bytesIn) };
+  const dataKey: UnaryBudget<{ lengthBytes: number }> = { budget: ctx.budget, drain: ctx.drain, reserve: (req, bytesIn) => reservedBytes({ case: 'generateDataKey', value: req } as never, max, bytesIn) };
   return {
     // Every operation checks the caller's access itself (ctx.authorize), so batch items are checked one by one.
     encrypt: unary(m.encrypt, deps, (req, a) => encrypt(callContext(ctx, a), req), budget),

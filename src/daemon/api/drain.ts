@@ -4,6 +4,8 @@
  * then CANCELLED, the daemon's drain period spent). Sessions listen here instead: they read nothing
  * more, finish what they have read, and end with UNAVAILABLE / SHUTTING_DOWN, which tells the client
  * that every operation not answered was not done, and can be sent again to the restarted daemon.
+ * A unary call still waiting for room in the buffer budget (handler.ts unary) would end only as its
+ * client's other calls do: it ends the same way at once, its operation not done.
  */
 export class Drain {
   private started = false;

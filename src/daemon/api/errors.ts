@@ -66,7 +66,9 @@ export const payloadTooLarge = (field: string, bytes: number, limit: number, hin
     actual_bytes: String(bytes),
     limit_bytes: String(limit),
   });
-export const shuttingDown = (): ApiError => new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, 'the daemon is shutting down; retry against the restarted daemon');
+/** `notDone`: what of the call the daemon did not do ("the operation"), so the client knows to send it again. */
+export const shuttingDown = (notDone?: string): ApiError =>
+  new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, notDone ? `the daemon is shutting down; ${notDone} was not done: send it again to the restarted daemon` : 'the daemon is shutting down; retry against the restarted daemon');
 
 /**
  * The metadata of SUITE_* errors from the engine: the kernel algorithm, and the suite when only one

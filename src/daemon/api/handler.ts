@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { create, type DescMethod, type DescMessage, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
 import { performance } from 'node:perf_hooks';
-import { toApiError, type ApiError } from './errors.js';
+import { shuttingDown, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes, type Audit, type AuditEntry } from './audit.js';
 import type { Logger } from 'pino';
 import type { Access, CallAccess } from '../policy/access.js';
@@ -15,6 +15,7 @@ import { decoded } from './decode.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
 import { afterStatusSent, goneMessage, goneReason, http2StreamOf, whenHalfClosedEnds, type GoneReason } from './call-end.js';
 import type { MemoryBudget, Share } from './memory-budget.js';
+import type { Drain } from './drain.js';
 
 export interface HandlerDeps {
   audit: Audit;
@@ -137,6 +138,8 @@ export function logInternal(deps: HandlerDeps, rpc: string, e: ApiError): void {
 export interface UnaryBudget<I> {
   budget: MemoryBudget;
   reserve(request: I, bytesIn: number): number;
+  /** The daemon's stop (drain.ts): a call still waiting for room then ends, its work not done. */
+  drain?: Drain | undefined;
 }
 
 /** What a unary answer adds to its payload (field tags, lengths, a key name): counted with it. */
@@ -148,9 +151,10 @@ const ENDED_WHILE_WAITING = Symbol('ended while waiting for room');
 /**
  * A unary call with `budget` takes its request and answer from the buffer budget: before its work
  * starts, waiting while its caller (or the daemon) has no room (a call holding nothing goes ahead
- * within the budget's exemptions); corrected to the answer once made; given back when grpc-js
- * reports the call over ('cancelled': its status went out, which waits behind an answer the
- * client has not read, or its stream closed), or at once after an error status.
+ * within the budget's exemptions; a wait the daemon's stop ends is answered UNAVAILABLE /
+ * SHUTTING_DOWN); corrected to the answer once made; given back when grpc-js reports the call
+ * over ('cancelled': its status went out, which waits behind an answer the client has not read, or
+ * its stream closed), or at once after an error status.
  */
 export function unary<I extends DescMessage, O extends DescMessage>(
   method: DescMethod & { input: I; output: O },
@@ -167,7 +171,7 @@ export function unary<I extends DescMessage, O extends DescMessage>(
     const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
     const share = budget && heldUntilEnd(call, budget.budget.share(callerKey(access)));
     Promise.resolve()
-      .then(() => share && admit(share, budget.reserve(decoded(request), bytesIn)))
+      .then(() => share && admit(share, budget.reserve(decoded(request), bytesIn), budget.drain))
       .then(() => fn(decoded(request), access, call))
       .then(
         (init) => {
@@ -220,12 +224,19 @@ function heldUntilEnd(call: { cancelled: boolean; on?(event: 'cancelled', listen
   return share;
 }
 
-/** Takes `bytes` at once if the call may start; else waits for room (the slow path), and fails with ENDED_WHILE_WAITING if the call ends first. */
-function admit(share: Share, bytes: number): void | Promise<void> {
+/**
+ * Takes `bytes` at once if the call may start; else waits for room (the slow path), and fails with
+ * ENDED_WHILE_WAITING if the call ends first, or with SHUTTING_DOWN once the daemon's drain starts.
+ */
+function admit(share: Share, bytes: number, drain: Drain | undefined): void | Promise<void> {
   if (share.mayStart) return share.take(bytes);
-  // Never aborted: close() (the call's end) is what ends the wait.
-  return share.reserve(bytes, new AbortController().signal).catch(() => {
-    throw ENDED_WHILE_WAITING;
+  // close() (the call's end) ends the wait, and so does the drain: a waiting call has done nothing,
+  // and would otherwise hold the stop until its client's other calls end or the drain period is over.
+  const stop = new AbortController();
+  const undrain = drain?.onStart(() => stop.abort(shuttingDown('the operation')));
+  return share.reserve(bytes, stop.signal).then(undrain, (err: unknown) => {
+    undrain?.();
+    throw stop.signal.aborted ? err : ENDED_WHILE_WAITING;
   });
 }
 

@@ -9,7 +9,8 @@
  * the daemon, held by HTTP/2 flow control, and counts until the client reads or resets it.
  * At either bound, calls stop starting work and so stop reading: HTTP/2 flow control then holds
  * their clients' data in the clients, and they go on as soon as answers are flushed. A unary call,
- * whose request grpc-js has read already, waits before its work instead. Slowed down, never refused.
+ * whose request grpc-js has read already, waits before its work instead. Slowed down, never refused
+ * (but a unary call still waiting when the daemon stops ends then: handler.ts unary).
  *
  * So that a caller's calls still make progress while some of its own clients (or other callers)
  * hold the room, a call that holds nothing may start one piece of work beyond the bounds: at most

@@ -20,6 +20,7 @@ import type { AuditEntry } from './audit.js';
 import { cryptoServiceHandlers } from './crypto-service.js';
 import { daemonServiceDefinition } from './decode.js';
 import { MemoryBudget } from './memory-budget.js';
+import { encryptRequest, ENCRYPT, framed, unreadEncrypt, type Raw } from './unary-call.test-support.js';
 
 const A = 4545;
 const B = 4646;
@@ -27,7 +28,6 @@ const CALLER_A = `uid:${A}`;
 const PLAINTEXT = 256 * 1024;
 /** What one such Encrypt reserves before its work: its request and an answer of at most its input plus 256 bytes. */
 const RESERVED = 2 * PLAINTEXT + 256;
-const ENCRYPT = '/ringfence.v1.CryptoService/Encrypt';
 
 const callers = new UidSockets([A, B]);
 const audit: AuditEntry[] = [];
@@ -64,25 +64,9 @@ async function until(ok: () => boolean, what: string, ms = 5000): Promise<void> 
   }
 }
 
-const encryptRequest = (bytes: number) => Buffer.from(toBinary(EncryptRequestSchema, create(EncryptRequestSchema, { keyName: 'k', plaintext: new Uint8Array(bytes) })));
-const framed = (body: Buffer) => Buffer.concat([Buffer.from([0, body.length >>> 24, (body.length >>> 16) & 255, (body.length >>> 8) & 255, body.length & 255]), body]);
-
-interface Raw {
-  req: http2.ClientHttp2Stream;
-  session: http2.ClientHttp2Session;
-  /** The daemon began its answer (its response headers came). */
-  answered: () => boolean;
-}
 /** A whole Encrypt call, on a connection of its own, whose answer is never read. */
 function unread(uid: number, extra: http2.OutgoingHttpHeaders = {}): Raw {
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[uid]!) });
-  session.on('error', () => {});
-  const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers', ...extra });
-  req.on('error', () => {});
-  let answered = false;
-  req.once('response', () => (answered = true));
-  req.end(framed(encryptRequest(PLAINTEXT)));
-  const r = { req, session, answered: () => answered };
+  const r = unreadEncrypt(callers.paths[uid]!, PLAINTEXT, extra);
   raws.push(r);
   return r;
 }

@@ -35,7 +35,7 @@ export interface OpContext {
   budget: MemoryBudget;
   /** HashStreams each caller has open (api/caller-slots.ts). */
   hashStreamSlots: CallerSlots;
-  /** The daemon's stop, for Sessions (api/drain.ts); absent where nothing stops (tests). */
+  /** The daemon's stop, for Sessions and unary calls waiting for room (api/drain.ts); absent where nothing stops (tests). */
   drain?: Drain;
 }
 
