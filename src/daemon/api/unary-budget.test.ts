@@ -7,20 +7,10 @@
 import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import * as http2 from 'node:http2';
-import * as net from 'node:net';
-import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
-import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
+import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
 import { BatchEncryptRequestSchema } from '../../gen/ringfence/v1/batch_pb.js';
-import { EncryptRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
-import { DEFAULT_LIMITS } from '../config.js';
-import { serverOptions } from '../daemon.js';
-import { standInContext } from '../ops/stand-in.test-support.js';
-import { UidSockets } from './uid-sockets.test-support.js';
-import type { AuditEntry } from './audit.js';
-import { cryptoServiceHandlers } from './crypto-service.js';
-import { daemonServiceDefinition } from './decode.js';
 import { MemoryBudget } from './memory-budget.js';
-import { encryptRequest, ENCRYPT, framed, unreadEncrypt, type Raw } from './unary-call.test-support.js';
+import { encryptRequest, ENCRYPT, framed, UnaryWorld } from './unary-call.test-support.js';
 
 const A = 4545;
 const B = 4646;
@@ -29,54 +19,18 @@ const PLAINTEXT = 256 * 1024;
 /** What one such Encrypt reserves before its work: its request and an answer of at most its input plus 256 bytes. */
 const RESERVED = 2 * PLAINTEXT + 256;
 
-const callers = new UidSockets([A, B]);
-const audit: AuditEntry[] = [];
-const logError = vi.fn();
 // A's part is two such calls; the daemon's whole is exhausted once A's exempt calls answer too.
 const budget = new MemoryBudget(2 * RESERVED + 1024, 2 * RESERVED - 1);
-let server: grpc.Server;
-const raws: Raw[] = [];
-const clients: grpc.Client[] = [];
+const world = new UnaryWorld([A, B], budget);
+const { audit, logError } = world;
+const until = world.until.bind(world);
+const unread = (uid: number, extra: http2.OutgoingHttpHeaders = {}) => world.unread(uid, PLAINTEXT, extra);
+const encrypt = (uid: number) => world.encrypt(uid, PLAINTEXT);
 
-beforeAll(async () => {
-  const ctx = await standInContext({ budget });
-  const access = callers.access;
-  const deps = { audit: (e: AuditEntry) => void audit.push(e), log: { error: logError, warn: vi.fn() }, access } as never;
-  server = new grpc.Server(serverOptions(DEFAULT_LIMITS));
-  server.addService(daemonServiceDefinition(CryptoService, DEFAULT_LIMITS.maxBatchItems), cryptoServiceHandlers(ctx, deps));
-  await callers.serve(server);
-});
-afterEach(async () => {
-  for (const r of raws.splice(0)) r.session.destroy();
-  for (const c of clients.splice(0)) c.close();
-  await until(() => budget.held === 0 && budget.waiters === 0, 'the budget back to nothing');
-});
-afterAll(() => {
-  server.forceShutdown();
-  callers.close();
-});
+beforeAll(() => world.start());
+afterEach(() => world.endCalls());
+afterAll(() => world.close());
 
-async function until(ok: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; held by A ${budget.heldBy(CALLER_A)}, waiters ${budget.waiters}, audited ${audit.length}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** A whole Encrypt call, on a connection of its own, whose answer is never read. */
-function unread(uid: number, extra: http2.OutgoingHttpHeaders = {}): Raw {
-  const r = unreadEncrypt(callers.paths[uid]!, PLAINTEXT, extra);
-  raws.push(r);
-  return r;
-}
-
-function encrypt(uid: number): Promise<grpc.ServiceError | null> {
-  const c = new grpc.Client(`unix:${callers.paths[uid]}`, grpc.credentials.createInsecure());
-  clients.push(c);
-  const id = (b: Buffer) => b;
-  return new Promise((resolve) => c.makeUnaryRequest(ENCRYPT, id, id, encryptRequest(PLAINTEXT), (err) => resolve(err)));
-}
 /** The outcomes of A's Encrypt calls audited since `from`. */
 const outcomesOfA = (from: number) => audit.slice(from).filter((e) => e.rpc === 'CryptoService/Encrypt' && e.principal?.uid === A).map((e) => e.outcome);
 
@@ -140,25 +94,17 @@ test("at its part a caller's further calls wait, not refused, and go on as its u
 });
 
 test('an error answer holds nothing, though its client never reads', async () => {
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[A]!) });
-  session.on('error', () => {});
-  const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers' });
-  req.on('error', () => {});
-  raws.push({ req, session, answered: () => false });
+  const { req } = world.open(A, ENCRYPT);
   const status = new Promise<http2.IncomingHttpHeaders>((resolve) => req.once('response', resolve));
-  req.end(framed(Buffer.from(toBinary(EncryptRequestSchema, create(EncryptRequestSchema, { keyName: 'no-such-key', plaintext: new Uint8Array(PLAINTEXT) })))));
+  req.end(framed(encryptRequest(PLAINTEXT, 'no-such-key')));
   expect((await status)['grpc-status']).toBe(String(grpc.status.NOT_FOUND));
   expect(budget.heldBy(CALLER_A)).toBe(0);
   expect(budget.callerCount).toBe(0);
 });
 
 test('a deadline that passes between the request message and its END_STREAM holds nothing once the call is over (found by review: grpc-js then runs the handler with no \'cancelled\' to come)', { timeout: 10_000 }, async () => {
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[A]!) });
-  session.on('error', () => {});
-  const req = session.request({ ':method': 'POST', ':path': ENCRYPT, 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '100m' });
-  req.on('error', () => {});
+  const { req } = world.open(A, ENCRYPT, { 'grpc-timeout': '100m' });
   req.on('data', () => {});
-  raws.push({ req, session, answered: () => false });
   req.write(framed(encryptRequest(1024)));
   await new Promise((r) => setTimeout(r, 300));
   const audited = audit.length;
@@ -172,16 +118,10 @@ test('an unread batch answer counts its items\' names and statuses too, not only
   const ITEMS = 1000;
   const EACH = 64;
   const body = Buffer.from(toBinary(BatchEncryptRequestSchema, create(BatchEncryptRequestSchema, { requests: Array.from({ length: ITEMS }, () => ({ keyName: 'k', plaintext: new Uint8Array(EACH) })) })));
-  const session = http2.connect('http://localhost', { createConnection: () => net.connect(callers.paths[A]!) });
-  session.on('error', () => {});
-  const req = session.request({ ':method': 'POST', ':path': '/ringfence.v1.CryptoService/BatchEncrypt', 'content-type': 'application/grpc', te: 'trailers' });
-  req.on('error', () => {});
-  let answered = false;
-  req.once('response', () => (answered = true));
-  raws.push({ req, session, answered: () => answered });
-  req.end(framed(body));
+  const batch = world.open(A, '/ringfence.v1.CryptoService/BatchEncrypt');
+  batch.req.end(framed(body));
   // The answer (over 100 KB) is more than HTTP/2's first window: the call stays open, unread.
-  await until(() => answered && budget.heldBy(CALLER_A) > 0, 'the batch answered');
+  await until(() => batch.answered() && budget.heldBy(CALLER_A) > 0, 'the batch answered');
   // Its plaintexts, its ciphertexts (each longer than its plaintext) and 256 bytes per item.
   expect(budget.heldBy(CALLER_A)).toBeGreaterThanOrEqual(2 * ITEMS * EACH + ITEMS * 256);
 });
