@@ -33,9 +33,9 @@ export interface KeyDueWorkDeps {
 export interface KeyDueWorkHost {
   now: () => number;
   lock: Mutex;
-  /** Writes the state with this change (KeyManager.persistWith). Under the lock. */
+  /** Writes the state with this change (KeyWrites.persistWith). Under the lock. */
   persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord }, meta?: { postponingMs?: number }): Promise<void>;
-  /** Persists `next` in place of the record with its id, then swaps it in (KeyManager.replace). Under the lock. */
+  /** Persists `next` in place of the record with its id, then swaps it in (KeyWrites.replace). Under the lock. */
   replace(next: KeyRecord): Promise<KeyRecord>;
   /** Rotates the key (KeyManager.rotateLocked). Under the lock. */
   rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string): Promise<KeyRecord>;

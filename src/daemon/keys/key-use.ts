@@ -32,7 +32,7 @@ export interface KeyUseDeps {
 /** What KeyUse needs of the key manager: its lock, and the changes it makes under it. */
 export interface KeyUseHost {
   lock: Mutex;
-  /** Persists `next` in place of the record with its id, then swaps it in (KeyManager.replace). Under the lock. */
+  /** Persists `next` in place of the record with its id, then swaps it in (KeyWrites.replace). Under the lock. */
   replace(next: KeyRecord, touch: boolean): Promise<KeyRecord>;
   /** Rotates a generated key (KeyManager.rotateLocked). Under the lock. */
   rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string): Promise<KeyRecord>;
