@@ -27,6 +27,12 @@ export async function hashStream(
 ): Promise<HashStreamResponse> {
   const alg = parseHashAlgorithm(algorithm);
   const pieceBytes = checkPieceBytes(opts.pieceBytes);
+  // Before the RPC starts: a source that cannot be iterated (a Buffer, an array, null) threw here
+  // after the call was made, leaving it open on the daemon with its signal listener (review by helper-166).
+  const iterate = (source as Partial<AsyncIterable<Uint8Array | string>> | null | undefined)?.[Symbol.asyncIterator];
+  if (typeof iterate !== 'function') {
+    throw new TypeError(`hashStream: the source must be a Readable or an async iterable of strings or Uint8Arrays, got ${Object.prototype.toString.call(source)}`);
+  }
   let failure: RingfenceError | undefined;
   let writer: CallWriter<HashStreamRequest> | undefined;
   let settle!: { resolve(r: HashStreamResponse): void; reject(e: RingfenceError): void };
@@ -52,7 +58,13 @@ export async function hashStream(
     first = false;
     return writer!.write(message);
   };
-  const pieces = (source as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
+  let pieces: AsyncIterator<Uint8Array | string>;
+  try {
+    pieces = iterate.call(source);
+  } catch (err) {
+    call.cancel(); // the source's own iterator failed: the RPC must not stay open
+    throw err;
+  }
   // A Node stream is destroyed, as pipeline would (its iterator's return() waits for data that may
   // never come); an async iterator is asked to return, not awaited: a generator suspended in its
   // own await finishes return() only when it resumes.

@@ -3,6 +3,7 @@
  * helper-125): a destroyed encryptStream kept its copy of unsent plaintext for as long as the
  * object lived; an ArrayBuffer piece was hashed as nothing.
  */
+import { getEventListeners } from 'node:events';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { useFakeServer } from './test-server.js';
@@ -30,6 +31,18 @@ describe('a stream destroyed before its user read or sent everything', () => {
 describe('hashStream sources', () => {
   it('an ArrayBuffer piece is refused with a TypeError, not hashed as nothing', async () => {
     await expect(env.client.hashStream(Readable.from([new ArrayBuffer(10)]))).rejects.toThrow(TypeError);
+  });
+
+  it('a source that cannot be iterated is refused before the RPC starts, and one whose iterator throws cancels it (review by helper-166)', async () => {
+    const ac = new AbortController();
+    // A Buffer, an array (sync iterables) or null: the RPC was left open with its listener on the signal.
+    for (const source of [Buffer.from('abc'), ['abc'], null]) {
+      await expect(env.client.hashStream(source as never, 'sha256', { signal: ac.signal })).rejects.toThrow(TypeError);
+      expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0);
+    }
+    const broken = { [Symbol.asyncIterator]: () => { throw new Error('no iterator'); } };
+    await expect(env.client.hashStream(broken as never, 'sha256', { signal: ac.signal })).rejects.toThrow('no iterator');
+    await expect.poll(() => getEventListeners(ac.signal, 'abort').length).toBe(0);
   });
 
   it('Buffers, Uint8Arrays and strings are hashed', async () => {
