@@ -46,9 +46,12 @@ function usageError(io: Stdio, message: string, found: Found): number {
 function parseMessage(err: unknown): string {
   const e = err as Error & { code?: string };
   const opt = /'(-[^' ,]+)/.exec(e.message)?.[1]; // from "'-i, --in <value>'"
+  // "-i=VALUE" would be the value "=VALUE" (review by helper-165): only the long form takes "=",
+  // which parseArgs names ("use '--in=-XYZ' or '-i-XYZ'").
+  const long = /use '(--[^=' ]+)=/.exec(e.message)?.[1] ?? opt;
   if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && opt) return `unknown option ${opt}`;
   if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && opt) {
-    return /argument missing/.test(e.message) ? `option ${opt} needs a value` : /ambiguous/.test(e.message) ? `option ${opt} needs a value (write ${opt}=VALUE for one starting with "-")` : `option ${opt} takes no value`;
+    return /argument missing/.test(e.message) ? `option ${opt} needs a value` : /ambiguous/.test(e.message) ? `option ${opt} needs a value (write ${long}=VALUE for one starting with "-")` : `option ${opt} takes no value`;
   }
   return e.message;
 }

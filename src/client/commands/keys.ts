@@ -11,6 +11,16 @@ import { openInput } from './io.js';
 import { closeSync, openSync, readSync } from 'node:fs';
 
 const PURPOSES = ['aead', 'mac'] as const;
+/** The longest periods the daemon takes (key_service.proto): longer is a usage error naming the option. */
+const MAX_ROTATION_MS = 3_155_760_000_000; // 100 years (36525d), as the SDK and the daemon bound it
+const MAX_WAITING_MS = 365 * 86_400_000;
+
+function boundedDuration(text: string, option: string, maxMs: number, maxText: string): number {
+  const ms = parseDuration(text, option);
+  // Checked here, not by the SDK: its RangeError was exit 1 and named "rotationPeriodMs" (review by helper-165).
+  if (ms > maxMs) throw new UsageError(`${option}: ${text} is longer than ${maxText}, the most the daemon takes`);
+  return ms;
+}
 /** Raw key length of each suite, to refuse a wrong file before it travels (ImportKeyRequest). */
 const KEY_BYTES: Record<string, number> = {
   'aes-256-gcm': 32,
@@ -130,7 +140,7 @@ export const keyCommands: CommandSpec[] = [
     what: (a) => `create key ${a[0]}`,
     async run(ctx, args, v) {
       const every = str(v, 'rotate-every');
-      const rotationPeriodMs = every === undefined ? undefined : parseDuration(every, '--rotate-every');
+      const rotationPeriodMs = every === undefined ? undefined : boundedDuration(every, '--rotate-every', MAX_ROTATION_MS, '100 years');
       if (rotationPeriodMs === 0) throw new UsageError('--rotate-every: 0 is no period; leave the option out for a key that rotates only when asked (or at its encryption limit)');
       // Everything parsed before the client exists: usage errors never depend on the socket.
       const keyName = name(args);
@@ -238,7 +248,7 @@ export const keyCommands: CommandSpec[] = [
     what: (a) => `schedule deletion of key ${a[0]}`,
     async run(ctx, args, v) {
       const after = str(v, 'after');
-      const waitingPeriodMs = after === undefined ? undefined : parseDuration(after, '--after');
+      const waitingPeriodMs = after === undefined ? undefined : boundedDuration(after, '--after', MAX_WAITING_MS, '365 days');
       const keyName = name(args);
       const key = await ctx.client().scheduleKeyDeletion(keyName, { waitingPeriodMs });
       const when = keyJson(key).deletionTime ?? 'an unknown time';
