@@ -1,6 +1,6 @@
 /** `ringfence key ...` against the fake daemon: requests sent, text and JSON output, failures. */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -212,5 +212,54 @@ describe('key list', SLOW, () => {
     expect(json.keys.map((k: { name: string }) => k.name)).toEqual([...daemon.keys.byName.keys()].sort());
     expect(json.keys[0]).not.toHaveProperty('versions');
     expect(Object.keys(json)).toEqual(['keys']);
+  });
+});
+
+describe('durations beyond what the daemon takes are usage errors (found by review, helper-165)', SLOW, () => {
+  test.each([
+    [['key', 'create', 'long-rot', '--rotate-every', '999999999999d'], /^ringfence: --rotate-every: 999999999999d is longer than 100 years/],
+    [['key', 'create', 'long-rot', '--rotate-every', '36526d'], /^ringfence: --rotate-every: 36526d is longer than 100 years/],
+    [['key', 'delete', 'k', '--after', '366d'], /^ringfence: --after: 366d is longer than 365 days/],
+    [['key', 'delete', 'k', '--after', '999999999999d'], /^ringfence: --after: 999999999999d is longer than 365 days/],
+  ])('%j', async (args, message) => {
+    const before = { ...daemon.calls };
+    const r = await rf(args);
+    expect([r.code, r.stdout.length]).toEqual([2, 0]);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toMatch(/Ms must be/);
+    expect(daemon.calls).toEqual(before);
+  });
+
+  test('the longest ones are still taken', async () => {
+    expect((await rf(['key', 'create', 'longest-rot', '--rotate-every', '36525d'])).code).toBe(0);
+    expect((await rf(['key', 'delete', 'longest-rot', '--after', '365d'])).code).toBe(0);
+  });
+});
+
+describe('a value starting with "-" (found by review, helper-165)', SLOW, () => {
+  beforeAll(() => daemon.keys.add('dash', 1, { purpose: 1, suite: 1 }));
+
+  test('the hint for -i names a form that reads that file', async () => {
+    writeFileSync(join(dir, '-in'), 'dash');
+    writeFileSync(join(dir, '=-in'), 'equals');
+    const r = await rf(['encrypt', 'dash', '-i', '-in'], { cwd: dir });
+    expect(r.code).toBe(2);
+    const hint = /\(write (\S+) for one starting with "-"\)/.exec(r.stderr)?.[1];
+    expect(hint).toBeDefined();
+    // Follow the advice literally, VALUE being "-in".
+    const followed = await rf(['encrypt', 'dash', hint!.replace('VALUE', '-in')], { cwd: dir });
+    expect(followed.code).toBe(0);
+    const pt = await cli.run(['--socket', daemon.socketPath, 'decrypt'], { stdin: followed.stdout });
+    expect(pt.stdout.toString()).toBe('dash');
+  });
+
+  test('the hint for -o names a form that writes that file', async () => {
+    writeFileSync(join(dir, 'p'), 'x');
+    const r = await rf(['encrypt', 'dash', '-i', 'p', '-o', '-out'], { cwd: dir });
+    expect(r.code).toBe(2);
+    const hint = /\(write (\S+) for one starting with "-"\)/.exec(r.stderr)?.[1];
+    const followed = await rf(['encrypt', 'dash', '-i', 'p', hint!.replace('VALUE', '-out')], { cwd: dir });
+    expect(followed.code).toBe(0);
+    expect([existsSync(join(dir, '-out')), existsSync(join(dir, '=-out'))]).toEqual([true, false]);
   });
 });
