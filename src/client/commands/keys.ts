@@ -3,7 +3,7 @@
  * Each prints one line (or the key table / key sheet); with --json, the key as one JSON document
  * ({"keys": [...]} for list).
  */
-import { SUITE_NAMES, type Key } from '../sdk/index.js';
+import { MAX_ROTATION_PERIOD, MAX_WAITING_PERIOD, SUITE_NAMES, type Key } from '../sdk/index.js';
 import { CommandError, parseChoice, parseDuration, parseKeyName, UsageError } from './args.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { keyJson, keyTable, keyText } from './format.js';
@@ -11,14 +11,11 @@ import { openInput } from './io.js';
 import { closeSync, openSync, readSync } from 'node:fs';
 
 const PURPOSES = ['aead', 'mac'] as const;
-/** The longest periods the daemon takes (key_service.proto): longer is a usage error naming the option. */
-const MAX_ROTATION_MS = 3_155_760_000_000; // 100 years (36525d), as the SDK and the daemon bound it
-const MAX_WAITING_MS = 365 * 86_400_000;
-
-function boundedDuration(text: string, option: string, maxMs: number, maxText: string): number {
+/** A period longer than the daemon takes (the SDK's bound) is a usage error naming the option. */
+function boundedDuration(text: string, option: string, max: { ms: number; text: string }): number {
   const ms = parseDuration(text, option);
   // Checked here, not by the SDK: its RangeError was exit 1 and named "rotationPeriodMs" (review by helper-165).
-  if (ms > maxMs) throw new UsageError(`${option}: ${text} is longer than ${maxText}, the most the daemon takes`);
+  if (ms > max.ms) throw new UsageError(`${option}: ${text} is longer than ${max.text}, the most the daemon takes`);
   return ms;
 }
 /** Raw key length of each suite, to refuse a wrong file before it travels (ImportKeyRequest). */
@@ -140,7 +137,7 @@ export const keyCommands: CommandSpec[] = [
     what: (a) => `create key ${a[0]}`,
     async run(ctx, args, v) {
       const every = str(v, 'rotate-every');
-      const rotationPeriodMs = every === undefined ? undefined : boundedDuration(every, '--rotate-every', MAX_ROTATION_MS, '100 years');
+      const rotationPeriodMs = every === undefined ? undefined : boundedDuration(every, '--rotate-every', MAX_ROTATION_PERIOD);
       if (rotationPeriodMs === 0) throw new UsageError('--rotate-every: 0 is no period; leave the option out for a key that rotates only when asked (or at its encryption limit)');
       // Everything parsed before the client exists: usage errors never depend on the socket.
       const keyName = name(args);
@@ -248,7 +245,7 @@ export const keyCommands: CommandSpec[] = [
     what: (a) => `schedule deletion of key ${a[0]}`,
     async run(ctx, args, v) {
       const after = str(v, 'after');
-      const waitingPeriodMs = after === undefined ? undefined : boundedDuration(after, '--after', MAX_WAITING_MS, '365 days');
+      const waitingPeriodMs = after === undefined ? undefined : boundedDuration(after, '--after', MAX_WAITING_PERIOD);
       const keyName = name(args);
       const key = await ctx.client().scheduleKeyDeletion(keyName, { waitingPeriodMs });
       const when = keyJson(key).deletionTime ?? 'an unknown time';

@@ -19,6 +19,7 @@ export type {
   ScheduleKeyDeletionOptions,
   UpdateKeyOptions,
 } from './key-methods.js';
+export { MAX_ROTATION_PERIOD, MAX_WAITING_PERIOD } from './key-methods.js';
 export type {
   CiphertextInput,
   Data,

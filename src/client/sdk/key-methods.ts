@@ -51,8 +51,9 @@ export interface ScheduleKeyDeletionOptions extends CallOptions {
 }
 
 /** The longest durations the daemon takes (key_service.proto; it refuses longer ones). */
-const MAX_ROTATION_PERIOD = { ms: 3_155_760_000_000, text: '100 years' };
-const MAX_WAITING_PERIOD = { ms: 365 * 86_400_000, text: '365 days' };
+/** The longest periods the daemon takes (key_service.proto); the CLI names its options against these. */
+export const MAX_ROTATION_PERIOD = { ms: 3_155_760_000_000, text: '100 years' } as const;
+export const MAX_WAITING_PERIOD = { ms: 365 * 86_400_000, text: '365 days' } as const;
 
 /**
  * A Duration of whole milliseconds (the daemon's own resolution). A fraction of a millisecond
