@@ -9,6 +9,7 @@ import { CommandError, MiB, parseInteger, parseKeyName, UsageError } from './arg
 import { readCiphertext, STREAM_FORMAT } from './ciphertext-input.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { openInput, openOutput, writeAll, type Input, type Output } from './io.js';
+import { checkOutput } from './output-target.js';
 import { runStream, streamPieceBytes } from './streaming.js';
 
 /** The daemon's default Limits.max_payload_bytes: larger inputs are streamed. A daemon configured
@@ -32,6 +33,8 @@ async function encrypt(ctx: Context, args: string[], v: Values): Promise<number>
   const keyName = parseKeyName(args[0]!);
   const associatedData = aadOf(v);
   ctx.refuseBinaryToTerminal(str(v, 'out'), 'binary ciphertext', '-o FILE, a pipe, or --json (text form)');
+  // Before any RPC (and before reading stdin): a refused -o would throw the encryption away.
+  checkOutput(str(v, 'out'));
   const input = openInput(str(v, 'in'), ctx.io.stdin);
   // Refuse before reading when the file is known to be too big.
   if (ctx.json && input.size !== undefined && input.size > UNARY_LIMIT) throw new CommandError(JSON_NEEDS_SMALL);
@@ -75,6 +78,7 @@ async function outputThenStream<D>(path: string | undefined, ctx: Context, openS
 
 async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number> {
   const associatedData = aadOf(v);
+  checkOutput(str(v, 'out'));
   const input = openInput(str(v, 'in'), ctx.io.stdin);
   const ct = await readCiphertext(input);
   if (ct.bytes === undefined || ct.format === STREAM_FORMAT) {
@@ -103,6 +107,7 @@ async function reencrypt(ctx: Context, _args: string[], v: Values): Promise<numb
   const to = str(v, 'to');
   const destinationKeyName = to === undefined ? undefined : parseKeyName(to);
   const associatedData = aadOf(v);
+  checkOutput(str(v, 'out'));
   const input = openInput(str(v, 'in'), ctx.io.stdin);
   const ct = await readCiphertext(input);
   // Binary in, binary out: not to a terminal (text in, text out is fine anywhere).

@@ -106,8 +106,9 @@ describe('openOutput', () => {
     expect(await got).toEqual(data);
   });
 
-  test('an unwritable directory is a CommandError naming the file', async () => {
+  test('a missing directory is a CommandError naming the file, before anything is created', async () => {
     const path = join(dir, 'missing-dir', 'out.bin');
-    await expect(writeAll(openOutput(path), 'x')).rejects.toThrow(/cannot write .*out\.bin: ENOENT/);
+    expect(() => openOutput(path)).toThrow(CommandError);
+    expect(() => openOutput(path)).toThrow(`cannot write ${path}: directory ${join(dir, 'missing-dir')} does not exist`);
   });
 });

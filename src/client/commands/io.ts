@@ -8,14 +8,15 @@
  * never leaves a partial (or unauthenticated) result under the requested name.
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, createReadStream, createWriteStream, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
+import { closeSync, constants, createReadStream, createWriteStream, fstatSync, openSync, statSync, unlinkSync, type WriteStream } from 'node:fs';
 import * as fsCallbacks from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { isatty } from 'node:tty';
 import { Readable, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { CommandError } from './args.js';
+import { failWriting, resolveOutput } from './output-target.js';
 
 export interface Input {
   /** "stdin" or the path, for messages. */
@@ -195,21 +196,17 @@ export function temporaryName(name: string): string {
  * an existing regular file is replaced atomically and keeps its mode (and, as root, its owner); a
  * symlink is followed, so its target is what is replaced; anything else that is not a directory (a
  * device such as /dev/null, a FIFO) is written in place, as stdout is — it cannot be taken back.
+ * It makes checkOutput's checks first (again: the command made them before its RPC).
  */
 export function openOutput(path: string | undefined, stdout: Writable = process.stdout): Output {
   if (path === undefined || path === '-') return streamOutput('stdout', stdout);
-  const fail = (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  // /dev/stdout on a file would be that file replaced, dropping what the shell wrote there before
-  // and after, and ignoring >> (review by helper-106): it is stdout, and /dev/fd/N is descriptor N.
-  const fd = descriptorNamed(path);
-  if (fd === 1) return openOutput(undefined, stdout);
-  if (fd === 2) return streamOutput(path, process.stderr);
-  // Another descriptor is written where it is only when it holds a regular file (`3>>log`) or a
-  // socket (a parent's socketpair, which open(2) of the path refuses: ENXIO); any other (a pipe, a
-  // terminal, or one of Node's own, such as its event loop's) is opened by path as before (reviews
-  // by helper-108: writing to Node's epoll descriptor aborted the process; helper-111).
-  if (fd !== undefined && writableInPlace(fd)) return inPlaceOutput(path, fail, fd);
-  const target = outputTarget(path, fail);
+  const fail = failWriting(path);
+  const target = resolveOutput(path, fail);
+  if (target.kind === 'descriptor') {
+    if (target.fd === 1) return openOutput(undefined, stdout);
+    if (target.fd === 2) return streamOutput(path, process.stderr);
+    return inPlaceOutput(path, fail, target.fd);
+  }
   if (target.kind === 'special') return inPlaceOutput(path, fail);
   const tmp = join(dirname(target.path), temporaryName(basename(target.path)));
   hookSignals();
@@ -261,86 +258,12 @@ function streamOutput(label: string, stream: Writable): Output {
   return { label, stream, inPlace: true, isTTY: (stream as { isTTY?: boolean }).isTTY === true, commit: () => drain(stream), abort: async () => {} };
 }
 
-function writableInPlace(fd: number): boolean {
-  try {
-    const st = fstatSync(fd);
-    return st.isFile() || st.isSocket();
-  } catch {
-    return false;
-  }
-}
-
 /** Destroys `stream` and waits until it has closed. */
 async function destroyed(stream: WriteStream): Promise<void> {
   if (stream.closed) return;
   const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
   stream.destroy();
   await closed;
-}
-
-type OutputTarget =
-  | { kind: 'new'; path: string }
-  | { kind: 'file'; path: string; mode: number; chown: { uid: number; gid: number } | undefined }
-  | { kind: 'special' };
-
-/**
- * What writing to `path` replaces, with symlinks resolved by the kernel (stat, realpath), never by
- * the text of the path: `..` after a symlinked directory, and /dev/stdout or /dev/fd/N (links to
- * `pipe:[N]`), mean what they mean to open(2). A dangling link names the file to create.
- */
-function outputTarget(path: string, fail: (err: unknown) => CommandError): OutputTarget {
-  let st: Stats;
-  try {
-    st = statSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fail(err);
-    return { kind: 'new', path: danglingTarget(path, fail) };
-  }
-  if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
-  if (!st.isFile()) return { kind: 'special' };
-  const asRoot = process.getuid?.() === 0;
-  // Replacing is a rename in its directory: without this, a file the caller may not write (0444,
-  // or another user's) in a directory it may write would be replaced, as `>` would refuse.
-  try {
-    accessSync(path, constants.W_OK);
-  } catch (err) {
-    throw fail(err);
-  }
-  // Nor may it take over another user's file it may write (group-writable): the new file would be
-  // the caller's, and its owner locked out (review by helper-108). Root keeps the owner (chown).
-  const euid = process.geteuid?.();
-  if (!asRoot && euid !== undefined && st.uid !== euid) {
-    throw new CommandError(`cannot write ${path}: it belongs to uid ${st.uid}, and -o replaces FILE with a new file of yours; write elsewhere, or as its owner`);
-  }
-  let real: string;
-  try {
-    real = realpathSync(path);
-  } catch (err) {
-    throw fail(err);
-  }
-  return { kind: 'file', path: real, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined };
-}
-
-/** The file a missing `path` names: itself, or where its (chain of) dangling links points. */
-function danglingTarget(path: string, fail: (err: unknown) => CommandError): string {
-  let at = path;
-  for (let links = 0; links <= 40; links++) {
-    let isLink: boolean;
-    try {
-      isLink = lstatSync(at).isSymbolicLink();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return at; // to be created (a missing directory fails then)
-      throw fail(err);
-    }
-    if (!isLink) return at;
-    try {
-      // Relative to the directory the link is really in, as the kernel resolves it.
-      at = resolve(realpathSync(dirname(at)), readlinkSync(at));
-    } catch (err) {
-      throw fail(err);
-    }
-  }
-  throw fail(Object.assign(new Error('too many symlinks'), { code: 'ELOOP' }));
 }
 
 /**
@@ -360,14 +283,6 @@ export function isTerminalPath(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** The open descriptor a path names as written (/dev/stdout, /dev/fd/N, /proc/self/fd/N), if any. */
-export function descriptorNamed(path: string): number | undefined {
-  const std = /^\/dev\/(stdin|stdout|stderr)$/.exec(path);
-  if (std) return ['stdin', 'stdout', 'stderr'].indexOf(std[1]!);
-  const fd = new RegExp(`^(?:/dev/fd|/proc/(?:self|thread-self|${process.pid})/fd)/(\\d{1,9})$`).exec(path);
-  return fd ? Number(fd[1]) : undefined;
 }
 
 const KEEP_OPEN = { open: fsCallbacks.open, write: fsCallbacks.write, writev: fsCallbacks.writev, close: (_fd: number, done: (err: null) => void) => done(null) };

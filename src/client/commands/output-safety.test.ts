@@ -17,6 +17,7 @@ import { Context, type Stdio } from './command.js';
 import { keyCommands } from './keys.js';
 import { UsageError } from './args.js';
 import { PassThrough } from 'node:stream';
+import { ciphertextToText } from '../sdk/index.js';
 
 const MiB = 1024 * 1024;
 const SLOW = { timeout: 60_000 };
@@ -117,7 +118,7 @@ describe('streamed failures', SLOW, () => {
   test('a write error names the path asked for, not the temporary file', async () => {
     const r = await rf(['encrypt', 'k', '-i', big(), '-o', join(dir, 'missing-dir', 'f')]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`cannot write ${join(dir, 'missing-dir', 'f')}: ENOENT`);
+    expect(r.stderr).toContain(`cannot write ${join(dir, 'missing-dir', 'f')}: directory ${join(dir, 'missing-dir')} does not exist`);
     expect(r.stderr).not.toContain('ringfence-tmp');
   });
 
@@ -129,7 +130,7 @@ describe('streamed failures', SLOW, () => {
         const r = await rf([...args, '-o', out]);
         // One line, no crash trace after it.
         expect([r.code, r.stderr.split('\n').length], args.join(' ')).toEqual([1, 2]);
-        expect(r.stderr).toMatch(new RegExp(`^ringfence: .*cannot write ${out}: ${out === dir ? 'it is a directory' : 'ENOTDIR'}\n$`));
+        expect(r.stderr).toMatch(new RegExp(`^ringfence: .*cannot write ${out}: ${out === dir ? 'it is a directory' : `${big()} is not a directory`}\n$`));
       }
     }
   });
@@ -149,6 +150,48 @@ describe('streamed failures', SLOW, () => {
     expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
   });
 });
+
+describe('an output that cannot be made fails before any RPC', SLOW, () => {
+  // Found by review: unary commands called the daemon first, so an encryption it counted was thrown
+  // away; streamed ones asked GetStatus first, and a missing directory showed only as ENOENT.
+  test('a missing directory, a file as directory, a directory as FILE: exit 1 naming the path, no call reached the daemon, nothing created', async () => {
+    const small = (await rf(['encrypt', 'k'], { stdin: 'small' })).stdout;
+    const bigIn = join(dir, 'early-big.bin');
+    writeFileSync(bigIn, randomBytes(MiB + 1000));
+    const bigCt = join(dir, 'early-big.sct');
+    expect((await rf(['encrypt', 'k', '-i', bigIn, '-o', bigCt])).code).toBe(0);
+    const text = ciphertextToText(small);
+    const runs: [string, string[], RunOptions][] = [
+      ['encrypt', ['encrypt', 'k'], { stdin: 'plain' }],
+      ['encrypt --json', ['--json', 'encrypt', 'k'], { stdin: 'plain' }],
+      ['decrypt', ['decrypt'], { stdin: small }],
+      ['reencrypt', ['reencrypt'], { stdin: text }],
+      ['streamed encrypt', ['encrypt', 'k', '-i', bigIn], {}],
+      ['streamed decrypt', ['decrypt', '-i', bigCt], {}],
+    ];
+    const missing = join(dir, 'no-such-dir');
+    const outs: [string, string][] = [
+      [join(missing, 'f'), `directory ${missing} does not exist`],
+      [join(bigIn, 'f'), `${bigIn} is not a directory`],
+      [dir, 'it is a directory'],
+      [`${join(dir, 'new-name')}/`, 'a path ending in / names a directory; -o needs a file name'],
+    ];
+    for (const [what, args, opts] of runs) {
+      for (const [out, why] of outs) {
+        const before = { ...daemon.calls };
+        const r = await rf([...args, '-o', out], opts);
+        expect([r.code, r.stdout.length], `${what} -o ${out}`).toEqual([1, 0]);
+        expect(r.stderr, `${what} -o ${out}`).toMatch(new RegExp(`^ringfence: [^\n]*cannot write ${escape(out)}: ${escape(why)}\n$`));
+        expect(daemon.calls, `${what} -o ${out}`).toEqual(before);
+      }
+    }
+    expect(existsSync(missing)).toBe(false);
+    expect(existsSync(join(dir, 'new-name'))).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+});
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('-o FILE onto what is already there', SLOW, () => {
   test('a name too long for the temporary name as it was (240 bytes; `> NAME` takes it) is written (review by helper-130)', async () => {
@@ -321,6 +364,52 @@ describe('-o FILE onto what is already there', SLOW, () => {
     expect(await shell(`printf one | $RF encrypt k -o '${own}' && printf two | $RF encrypt k -o '${own}'`, true)).toMatchObject({ status: 0, err: '' });
     expect([(await rf(['decrypt', '-i', own])).stdout.toString(), statSync(own).uid]).toEqual(['two', 65534]);
     closeToNobody();
+  });
+
+  test('a directory the caller may not write is refused before any RPC, naming it (found by review: the encryption was thrown away)', async () => {
+    const locked = openToNobody('locked');
+    chmodSync(locked, 0o755);
+    const before = { ...daemon.calls };
+    const r = await shell(`printf secret | $RF encrypt k -o '${join(locked, 'f')}'`, true);
+    expect([r.status, r.err]).toEqual([1, `ringfence: encrypt with key k: cannot write ${join(locked, 'f')}: directory ${locked} is not writable (EACCES)\n`]);
+    expect(daemon.calls).toEqual(before);
+    expect(readdirSync(locked)).toEqual([]);
+    closeToNobody();
+  });
+
+  test("as root, another user's file in a sticky directory others may write is refused, as fs.protected_regular has `>` refuse it; elsewhere it keeps its owner", async () => {
+    const ct = (await rf(['encrypt', 'k'], { stdin: 'root secret' })).stdout;
+    // Made in advance by uid 12345 (0666) where the output was going to be written, to read it.
+    const sticky = join(dir, 'sticky');
+    mkdirSync(sticky);
+    const planted = join(sticky, 'planted');
+    writeFileSync(planted, '');
+    chownSync(planted, 12345, 12345);
+    chmodSync(planted, 0o666);
+    const refused = `ringfence: decrypt: cannot write ${planted}: it belongs to uid 12345 and is in ${sticky}, a sticky directory others may write, so replacing it would leave the output in that user's file (\`>\` refuses it too, under fs.protected_regular); remove it first, or write elsewhere\n`;
+    // World-writable (/tmp), and group-writable (as protected_regular=2 has it).
+    for (const mode of [0o1777, 0o1770]) {
+      chmodSync(sticky, mode);
+      const before = { ...daemon.calls };
+      const r = await rf(['decrypt', '-o', planted], { stdin: ct });
+      expect([r.code, r.stderr], mode.toString(8)).toEqual([1, refused]);
+      expect(daemon.calls).toEqual(before);
+      expect([readFileSync(planted, 'utf8'), statSync(planted).uid, statSync(planted).mode & 0o7777]).toEqual(['', 12345, 0o666]);
+    }
+    // The directory's owner's file is theirs to read anyway: replaced, owner and mode kept.
+    chmodSync(sticky, 0o1777);
+    chownSync(sticky, 12345, 12345);
+    expect(await rf(['decrypt', '-o', planted], { stdin: ct })).toMatchObject({ code: 0, stderr: '' });
+    expect([readFileSync(planted, 'utf8'), statSync(planted).uid, statSync(planted).mode & 0o7777]).toEqual(['root secret', 12345, 0o666]);
+    // Not sticky: replaced, owner and mode kept, as before.
+    const plain = join(dir, 'not-sticky');
+    mkdirSync(plain, { mode: 0o777 });
+    const theirs = join(plain, 'theirs');
+    writeFileSync(theirs, 'old');
+    chownSync(theirs, 12345, 12345);
+    chmodSync(theirs, 0o640);
+    expect(await rf(['decrypt', '-o', theirs], { stdin: ct })).toMatchObject({ code: 0, stderr: '' });
+    expect([readFileSync(theirs, 'utf8'), statSync(theirs).uid, statSync(theirs).mode & 0o7777]).toEqual(['root secret', 12345, 0o640]);
   });
 
   test('a FIFO is written in place, not replaced by a file; a failed stream into it says to discard', async () => {

@@ -1,0 +1,162 @@
+/**
+ * Where `-o FILE` writes, found before anything is written: an open descriptor (/dev/stdout,
+ * /dev/fd/N), a device or FIFO written in place, an existing file to replace, or a new file; and
+ * whether the caller may write there. checkOutput runs these checks before a command's first RPC,
+ * openOutput (io.ts) again when it opens the output.
+ */
+import { accessSync, constants, fstatSync, lstatSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { CommandError } from './args.js';
+
+/**
+ * Everything openOutput(path) checks before it creates anything: the directory exists and the
+ * caller may write it, FILE is not a directory, an existing FILE may be replaced. Commands call it
+ * before their first RPC: found out only afterwards, an encryption the daemon counted (or a
+ * decryption) was thrown away.
+ */
+export function checkOutput(path: string | undefined): void {
+  if (path === undefined || path === '-') return;
+  resolveOutput(path, failWriting(path));
+}
+
+export const failWriting = (path: string) => (err: unknown) => new CommandError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+
+/** What `path` writes to: an open descriptor, or what outputTarget finds. */
+export function resolveOutput(path: string, fail: (err: unknown) => CommandError): { kind: 'descriptor'; fd: number } | OutputTarget {
+  // /dev/stdout on a file would be that file replaced, dropping what the shell wrote there before
+  // and after, and ignoring >> (review by helper-106): it is stdout, and /dev/fd/N is descriptor N.
+  const fd = descriptorNamed(path);
+  if (fd === 1 || fd === 2) return { kind: 'descriptor', fd };
+  // Another descriptor is written where it is only when it holds a regular file (`3>>log`) or a
+  // socket (a parent's socketpair, which open(2) of the path refuses: ENXIO); any other (a pipe, a
+  // terminal, or one of Node's own, such as its event loop's) is opened by path as before (reviews
+  // by helper-108: writing to Node's epoll descriptor aborted the process; helper-111).
+  if (fd !== undefined && writableInPlace(fd)) return { kind: 'descriptor', fd };
+  return outputTarget(path, fail);
+}
+
+function writableInPlace(fd: number): boolean {
+  try {
+    const st = fstatSync(fd);
+    return st.isFile() || st.isSocket();
+  } catch {
+    return false;
+  }
+}
+
+/** The sticky bit (not in Node's fs.constants). */
+const S_ISVTX = 0o1000;
+
+export type OutputTarget =
+  | { kind: 'new'; path: string }
+  | { kind: 'file'; path: string; mode: number; chown: { uid: number; gid: number } | undefined }
+  | { kind: 'special' };
+
+/**
+ * What writing to `path` replaces, with symlinks resolved by the kernel (stat, realpath), never by
+ * the text of the path: `..` after a symlinked directory, and /dev/stdout or /dev/fd/N (links to
+ * `pipe:[N]`), mean what they mean to open(2). A dangling link names the file to create.
+ */
+function outputTarget(path: string, fail: (err: unknown) => CommandError): OutputTarget {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // ENOTDIR: a file where a directory should be (out.bin/f), which writableDirectory names.
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw fail(err);
+    // `> new/` is refused by open(2) (EISDIR); here the rename, after the RPC, would refuse it.
+    if (path.endsWith('/')) throw new CommandError(`cannot write ${path}: a path ending in / names a directory; -o needs a file name`);
+    const target = danglingTarget(path, fail);
+    writableDirectory(path, dirname(target));
+    return { kind: 'new', path: target };
+  }
+  if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
+  if (!st.isFile()) return { kind: 'special' };
+  const asRoot = process.getuid?.() === 0;
+  // Replacing is a rename in its directory: without this, a file the caller may not write (0444,
+  // or another user's) in a directory it may write would be replaced, as `>` would refuse.
+  try {
+    accessSync(path, constants.W_OK);
+  } catch (err) {
+    throw fail(err);
+  }
+  // Nor may it take over another user's file it may write (group-writable): the new file would be
+  // the caller's, and its owner locked out (review by helper-108). Root keeps the owner (chown).
+  const euid = process.geteuid?.();
+  if (!asRoot && euid !== undefined && st.uid !== euid) {
+    throw new CommandError(`cannot write ${path}: it belongs to uid ${st.uid}, and -o replaces FILE with a new file of yours; write elsewhere, or as its owner`);
+  }
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch (err) {
+    throw fail(err);
+  }
+  const dirPath = dirname(real);
+  const dir = writableDirectory(path, dirPath);
+  // fs.protected_regular: root's `>` refuses another user's file in a sticky directory others may
+  // write (as /tmp), unless it is the directory owner's: that user could have made it in advance
+  // (0666, say) to receive what is written, and keeping its owner and mode would hand it to them.
+  // Group-writable counts too, as protected_regular=2 has it, whatever this system's setting.
+  if (euid !== undefined && st.uid !== euid && st.uid !== dir.uid && dir.mode & S_ISVTX && dir.mode & 0o022) {
+    throw new CommandError(
+      `cannot write ${path}: it belongs to uid ${st.uid} and is in ${dirPath}, a sticky directory others may write, so replacing it would leave the output in that user's file (\`>\` refuses it too, under fs.protected_regular); remove it first, or write elsewhere`,
+    );
+  }
+  return { kind: 'file', path: real, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined };
+}
+
+/**
+ * The directory the temporary file is created in and renamed out of: it must exist, be a
+ * directory, and be writable (and searchable) for the caller, or the output fails only once made.
+ */
+function writableDirectory(path: string, dir: string): Stats {
+  let st: Stats;
+  try {
+    st = statSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new CommandError(`cannot write ${path}: directory ${dir} does not exist`);
+    if (code === 'ENOTDIR') throw new CommandError(`cannot write ${path}: ${dir} is not a directory`);
+    throw new CommandError(`cannot write ${path}: directory ${dir}: ${code ?? (err as Error).message}`);
+  }
+  if (!st.isDirectory()) throw new CommandError(`cannot write ${path}: ${dir} is not a directory`);
+  try {
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    throw new CommandError(`cannot write ${path}: directory ${dir} is not writable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  return st;
+}
+
+/** The file a missing `path` names: itself, or where its (chain of) dangling links points. */
+function danglingTarget(path: string, fail: (err: unknown) => CommandError): string {
+  let at = path;
+  for (let links = 0; links <= 40; links++) {
+    let isLink: boolean;
+    try {
+      isLink = lstatSync(at).isSymbolicLink();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return at; // to be created (writableDirectory checks where)
+      throw fail(err);
+    }
+    if (!isLink) return at;
+    try {
+      // Relative to the directory the link is really in, as the kernel resolves it.
+      at = resolve(realpathSync(dirname(at)), readlinkSync(at));
+    } catch (err) {
+      throw fail(err);
+    }
+  }
+  throw fail(Object.assign(new Error('too many symlinks'), { code: 'ELOOP' }));
+}
+
+/** The open descriptor a path names as written (/dev/stdout, /dev/fd/N, /proc/self/fd/N), if any. */
+export function descriptorNamed(path: string): number | undefined {
+  const std = /^\/dev\/(stdin|stdout|stderr)$/.exec(path);
+  if (std) return ['stdin', 'stdout', 'stderr'].indexOf(std[1]!);
+  const fd = new RegExp(`^(?:/dev/fd|/proc/(?:self|thread-self|${process.pid})/fd)/(\\d{1,9})$`).exec(path);
+  return fd ? Number(fd[1]) : undefined;
+}
