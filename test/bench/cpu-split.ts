@@ -11,21 +11,28 @@
  *   SDK encrypt         RingfenceClient.encrypt, as the bench's unary cell
  *   echo bidi x256      grpc-js echo of one 1 KiB operation per message (the bench's session ceiling)
  *   SDK session x256    RingfenceSession.encrypt, as the bench's session cell
+ *   echo stream 1 MiB   grpc-js bidi echo of 1 MiB messages (the bench's streaming ceiling); ops: messages
+ *   SDK encryptStream   encryptStream in 1 MiB chunks, as the bench's stream cell; ops: chunks back
  * Prints a table; asserts nothing. Per-process CPU comes from 10 ms clock ticks: read it as a
  * share, not to the microsecond.
  *
  * Options: RINGFENCE_BENCH_SECONDS [3] per cell and round, RINGFENCE_BENCH_ROUNDS [3].
  */
-import { create } from '@bufbuild/protobuf';
+import { create, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RingfenceClient, type RingfenceSession } from '../../src/client/sdk/index.js';
+import { CallWriter, limitReadAhead } from '../../src/client/sdk/stream-io.js';
+import { HEADER_BYTES } from '../../src/daemon/ciphertext/envelope.js';
+import { CHUNK_PREFIX_BYTES } from '../../src/daemon/ciphertext/stream-format.js';
 import { EncryptRequestSchema } from '../../src/gen/ringfence/v1/crypto_pb.js';
+import { EncryptStreamRequestSchema, EncryptStreamResponseSchema } from '../../src/gen/ringfence/v1/stream_pb.js';
 import { CryptoService } from '../../src/gen/ringfence/v1/crypto_service_pb.js';
 import { methodDefinition } from '../../src/rpc/service-definition.js';
 import { ECHO_BIDI, ECHO_UNARY, echoRequest } from './echo-server.js';
@@ -113,6 +120,37 @@ async function echoOperation(): Promise<void> {
   if (!echoStream.write(ECHO_SESSION_MESSAGE)) echoBlocked = new Promise<void>((r) => echoStream.once('drain', () => r())).then(() => (echoBlocked = undefined));
   return answered;
 }
+// The streaming cells, as the bench's: 1 MiB writes for `seconds`, then the end; counted by what came back.
+const P1M = randomBytes(MiB);
+const envelopeOverhead = (await client.encrypt('bench', P1K)).ciphertext.length - KiB;
+const ECHO_STREAM_MESSAGE = echoRequest(
+  toBinary(EncryptStreamRequestSchema, create(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext: P1M } } })).length,
+  toBinary(EncryptStreamResponseSchema, create(EncryptStreamResponseSchema, { ciphertext: Buffer.alloc(MiB + CHUNK_PREFIX_BYTES + envelopeOverhead - HEADER_BYTES) })).length,
+);
+async function echoChunks(seconds: number): Promise<number> {
+  const call = echoClient.makeBidiStreamRequest(ECHO_BIDI.path, ECHO_BIDI.requestSerialize, ECHO_BIDI.responseDeserialize, new grpc.Metadata(), { deadline: Infinity });
+  limitReadAhead(call);
+  const writer = new CallWriter<Buffer>(call);
+  let n = 0;
+  call.on('data', () => n++);
+  const ended = new Promise<void>((resolve, reject) => call.on('status', (st: grpc.StatusObject) => (st.code === grpc.status.OK ? resolve() : reject(new Error(st.details)))));
+  const end = performance.now() + seconds * 1000;
+  while (performance.now() < end) await writer.write(ECHO_STREAM_MESSAGE);
+  call.end();
+  await ended;
+  return n;
+}
+async function sdkChunks(seconds: number): Promise<number> {
+  const s = client.encryptStream('bench', { chunkBytes: MiB });
+  let bytes = 0;
+  s.on('data', (b: Buffer) => (bytes += b.length));
+  const end = performance.now() + seconds * 1000;
+  while (performance.now() < end) if (!s.write(P1M)) await once(s, 'drain');
+  s.end();
+  await once(s, 'end');
+  return Math.floor(bytes / (MiB + CHUNK_PREFIX_BYTES + envelopeOverhead - HEADER_BYTES));
+}
+
 let session: RingfenceSession | undefined;
 const sessionOperation = () => (session ??= client.session({ maxInFlight: DEPTH })).encrypt('bench', P1K).then(() => {});
 
@@ -120,6 +158,8 @@ interface Cell {
   name: string;
   depth: number;
   op: () => Promise<unknown>;
+  /** A stream cell instead: runs for `seconds` and says how many operations (chunks) it completed. */
+  run?: (seconds: number) => Promise<number>;
 }
 const cells: Cell[] = [
   { name: 'echo unary 1034 B -> 1088 B', depth: 1, op: () => unary(echoClient, ECHO_UNARY, echoRequest(1034, 1088)) },
@@ -128,6 +168,8 @@ const cells: Cell[] = [
   { name: 'SDK encrypt 1 KiB', depth: 1, op: () => client.encrypt('bench', P1K) },
   { name: `echo bidi 1 op/message x${DEPTH}`, depth: DEPTH, op: echoOperation },
   { name: `SDK session encrypt 1 KiB x${DEPTH}`, depth: DEPTH, op: sessionOperation },
+  { name: 'echo bidi stream 1 MiB messages', depth: 1, op: async () => {}, run: echoChunks },
+  { name: 'SDK encryptStream 1 MiB chunks', depth: 1, op: async () => {}, run: sdkChunks },
 ];
 
 interface Round {
@@ -149,13 +191,14 @@ async function measure(cell: Cell, seconds: number): Promise<Round> {
       latencies.push(performance.now() - s);
     }
   };
-  await Promise.all(Array.from({ length: cell.depth }, loop));
+  const streamed = cell.run ? await cell.run(seconds) : await Promise.all(Array.from({ length: cell.depth }, loop)).then(() => undefined);
   const elapsed = (performance.now() - t0) / 1000;
   const used = process.cpuUsage(before.client);
-  const n = latencies.length;
+  const n = streamed ?? latencies.length;
   return {
     opsPerSecond: n / elapsed,
-    p50: median(latencies),
+    p50: streamed === undefined ? median(latencies) : (elapsed * 1000) / n, // a stream: ms per chunk
+
     daemon: (cpuMs(daemon.pid!) - before.daemon) / n,
     echo: (cpuMs(echo.pid!) - before.echo) / n,
     client: (used.user + used.system) / 1000 / n,
@@ -180,7 +223,7 @@ echo.kill('SIGTERM');
 
 const pad = (s: string, n: number) => s.padEnd(n);
 const num = (x: number, d = 2) => x.toFixed(d).padStart(8);
-console.log(`medians of ${ROUNDS} rounds of ${SECONDS} s; CPU in ms per operation, by process`);
+console.log(`medians of ${ROUNDS} rounds of ${SECONDS} s; CPU in ms per operation (a stream's: per 1 MiB chunk; its "p50": ms per chunk), by process`);
 console.log(`${pad('cell', 38)}    ops/s   p50 ms   daemon     echo   client  all CPU`);
 for (const [c, rs] of results) {
   const m = (k: keyof Round) => median(rs.map((r) => r[k]));
