@@ -194,7 +194,8 @@ export function temporaryName(name: string): string {
 /**
  * Opens `path` ("-" or undefined: stdout). A new file is created 0600 (outputs may be plaintext);
  * an existing regular file is replaced atomically and keeps its mode (and, as root, its owner); a
- * symlink is followed, so its target is what is replaced; anything else that is not a directory (a
+ * symlink is followed, so its target is what is replaced (not another user's link in a sticky directory,
+ * nor their FIFO there: output-target.ts); anything else that is not a directory (a
  * device such as /dev/null, a FIFO) is written in place, as stdout is — it cannot be taken back.
  * It makes checkOutput's checks first (again: the command made them before its RPC).
  */

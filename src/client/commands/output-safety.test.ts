@@ -5,7 +5,7 @@
  * "discard what stdout got" note appears only when stdout got something. Plus usage errors found
  * before any client exists.
  */
-import { chmodSync, chownSync, createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, createReadStream, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -410,6 +410,124 @@ describe('-o FILE onto what is already there', SLOW, () => {
     chmodSync(theirs, 0o640);
     expect(await rf(['decrypt', '-o', theirs], { stdin: ct })).toMatchObject({ code: 0, stderr: '' });
     expect([readFileSync(theirs, 'utf8'), statSync(theirs).uid, statSync(theirs).mode & 0o7777]).toEqual(['root secret', 12345, 0o640]);
+  });
+
+  /** A fresh root-owned 01777 directory (as /tmp), with its real path for messages. */
+  function stickyDir(name: string): string {
+    const d = join(dir, name);
+    mkdirSync(d);
+    chmodSync(d, 0o1777);
+    return realpathSync(d);
+  }
+
+  test("as root, another user's symlink in a sticky world-writable directory is not followed, as fs.protected_symlinks has the kernel refuse it (this system: 0); the caller's or the directory owner's is", async () => {
+    const ct = (await rf(['encrypt', 'k'], { stdin: 'root secret' })).stdout;
+    const sticky = stickyDir('sticky-links');
+    // Root's file, and uid 12345's link to it where root was going to write.
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'root only\n');
+    chmodSync(victim, 0o600);
+    const link = join(sticky, 'out');
+    symlinkSync(victim, link);
+    lchownSync(link, 12345, 12345);
+    const why = `of uid 12345 in ${sticky}, a sticky directory others may write, so that user chooses what it points at (the kernel refuses to follow it, under fs.protected_symlinks); name the real file instead, or write elsewhere`;
+    // Directly, and through a link of root's elsewhere that leads to it (each trailing link is checked).
+    const via = join(dir, 'via-foreign-link');
+    symlinkSync(link, via);
+    for (const [out, what] of [[link, 'it is a symlink'], [via, `it leads through ${link}, a symlink`]]) {
+      const before = { ...daemon.calls };
+      const r = await rf(['decrypt', '-o', out!], { stdin: ct });
+      expect([r.code, r.stderr], out).toEqual([1, `ringfence: decrypt: cannot write ${out}: ${what} ${why}\n`]);
+      expect(daemon.calls).toEqual(before);
+      expect([readFileSync(victim, 'utf8'), statSync(victim).uid, statSync(victim).mode & 0o7777]).toEqual(['root only\n', 0, 0o600]);
+    }
+    // Dangling: nothing is created where it points.
+    const wanted = join(dir, 'made-by-root');
+    const dangling = join(sticky, 'dangling');
+    symlinkSync(wanted, dangling);
+    lchownSync(dangling, 12345, 12345);
+    const before = { ...daemon.calls };
+    const r = await rf(['decrypt', '-o', dangling], { stdin: ct });
+    expect([r.code, r.stderr]).toEqual([1, `ringfence: decrypt: cannot write ${dangling}: it is a symlink ${why}\n`]);
+    expect(daemon.calls).toEqual(before);
+    expect(existsSync(wanted)).toBe(false);
+    // The same through a chain: root's dangling-chain link to the foreign one.
+    const chain = join(sticky, 'chain');
+    symlinkSync(dangling, chain);
+    const r2 = await rf(['decrypt', '-o', chain], { stdin: ct });
+    expect([r2.code, r2.stderr]).toEqual([1, `ringfence: decrypt: cannot write ${chain}: it leads through ${dangling}, a symlink ${why}\n`]);
+    expect(existsSync(wanted)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+
+    // Still followed: a link of the caller's, or of the sticky directory's owner, or outside a sticky world-writable directory.
+    const followed = (await rf(['encrypt', 'k'], { stdin: 'followed' })).stdout;
+    const allowed = stickyDir('sticky-allowed');
+    const target = join(dir, 'allowed-target');
+    writeFileSync(target, 'old');
+    // Root's own link there.
+    const mine = join(allowed, 'mine');
+    symlinkSync(target, mine);
+    expect(await rf(['decrypt', '-o', mine], { stdin: followed })).toMatchObject({ code: 0, stderr: '' });
+    expect(readFileSync(target, 'utf8')).toBe('followed');
+    // Root's dangling link there names the file to create.
+    const mineDangling = join(allowed, 'mine-dangling');
+    symlinkSync(join(dir, 'allowed-new'), mineDangling);
+    expect(await rf(['decrypt', '-o', mineDangling], { stdin: followed })).toMatchObject({ code: 0, stderr: '' });
+    expect(readFileSync(join(dir, 'allowed-new'), 'utf8')).toBe('followed');
+    // The directory owner's link (as the kernel allows).
+    const owners = join(allowed, 'owners');
+    symlinkSync(target, owners);
+    lchownSync(owners, 12345, 12345);
+    chownSync(allowed, 12345, 12345);
+    writeFileSync(target, 'old');
+    expect(await rf(['decrypt', '-o', owners], { stdin: followed })).toMatchObject({ code: 0, stderr: '' });
+    expect(readFileSync(target, 'utf8')).toBe('followed');
+    // Another user's link in a world-writable directory that is not sticky, or sticky but not world-writable.
+    for (const mode of [0o777, 0o1770]) {
+      const d = join(dir, `links-${mode.toString(8)}`);
+      mkdirSync(d);
+      chmodSync(d, mode);
+      const theirs = join(d, 'theirs');
+      symlinkSync(target, theirs);
+      lchownSync(theirs, 12345, 12345);
+      writeFileSync(target, 'old');
+      expect(await rf(['decrypt', '-o', theirs], { stdin: followed }), mode.toString(8)).toMatchObject({ code: 0, stderr: '' });
+      expect(readFileSync(target, 'utf8')).toBe('followed');
+    }
+  });
+
+  test("as root, another user's FIFO in a sticky directory others may write is refused, as fs.protected_fifos=2 has `>` refuse it; the directory owner's is written", async () => {
+    const ct = (await rf(['encrypt', 'k'], { stdin: 'into their pipe' })).stdout;
+    const sticky = stickyDir('sticky-fifos');
+    const fifo = join(sticky, 'planted');
+    execFileSync('mkfifo', ['-m', '666', fifo]);
+    chownSync(fifo, 12345, 12345);
+    // Held open for reading and writing here, so the CLI's open never waits for a reader.
+    const held = openSync(fifo, 'r+');
+    try {
+      // World-writable (/tmp), and group-writable (as protected_fifos=2 has it).
+      for (const mode of [0o1777, 0o1770]) {
+        chmodSync(sticky, mode);
+        const before = { ...daemon.calls };
+        const r = await rf(['decrypt', '-o', fifo], { stdin: ct });
+        expect([r.code, r.stderr], mode.toString(8)).toEqual([
+          1,
+          `ringfence: decrypt: cannot write ${fifo}: it is a FIFO of uid 12345 in ${sticky}, a sticky directory others may write, so that user would read the output from it (\`>\` refuses it too, under fs.protected_fifos); remove it first, or write elsewhere\n`,
+        ]);
+        expect(daemon.calls).toEqual(before);
+        expect(lstatSync(fifo).isFIFO()).toBe(true);
+      }
+      // The directory owner's: written in place.
+      chmodSync(sticky, 0o1777);
+      chownSync(sticky, 12345, 12345);
+      expect(await rf(['decrypt', '-o', fifo], { stdin: ct })).toMatchObject({ code: 0, stderr: '' });
+      const buf = Buffer.alloc(100);
+      expect(buf.subarray(0, readSync(held, buf)).toString()).toBe('into their pipe');
+    } finally {
+      closeSync(held);
+    }
+    // /dev/null (a device, root's) still works.
+    expect(await rf(['decrypt', '-o', '/dev/null'], { stdin: ct })).toMatchObject({ code: 0, stderr: '' });
   });
 
   test('a FIFO is written in place, not replaced by a file; a failed stream into it says to discard', async () => {

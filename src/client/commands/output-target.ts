@@ -58,6 +58,8 @@ export type OutputTarget =
  * `pipe:[N]`), mean what they mean to open(2). A dangling link names the file to create.
  */
 function outputTarget(path: string, fail: (err: unknown) => CommandError): OutputTarget {
+  // Before anything follows them: a link the kernel would refuse to follow is never resolved here.
+  const end = followLinks(path, fail);
   let st: Stats;
   try {
     st = statSync(path);
@@ -67,11 +69,13 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
     if (code !== 'ENOENT' && code !== 'ENOTDIR') throw fail(err);
     // `> new/` is refused by open(2) (EISDIR); here the rename, after the RPC, would refuse it.
     if (path.endsWith('/')) throw new CommandError(`cannot write ${path}: a path ending in / names a directory; -o needs a file name`);
-    const target = danglingTarget(path, fail);
-    writableDirectory(path, dirname(target));
-    return { kind: 'new', path: target };
+    // A dangling link names the file to create: where its (chain of) links points.
+    writableDirectory(path, dirname(end));
+    return { kind: 'new', path: end };
   }
   if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
+  const euid = process.geteuid?.();
+  if (st.isFIFO()) protectedFifo(path, st, euid, fail);
   if (!st.isFile()) return { kind: 'special' };
   const asRoot = process.getuid?.() === 0;
   // Replacing is a rename in its directory: without this, a file the caller may not write (0444,
@@ -83,7 +87,6 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
   }
   // Nor may it take over another user's file it may write (group-writable): the new file would be
   // the caller's, and its owner locked out (review by helper-108). Root keeps the owner (chown).
-  const euid = process.geteuid?.();
   if (!asRoot && euid !== undefined && st.uid !== euid) {
     throw new CommandError(`cannot write ${path}: it belongs to uid ${st.uid}, and -o replaces FILE with a new file of yours; write elsewhere, or as its owner`);
   }
@@ -130,27 +133,74 @@ function writableDirectory(path: string, dir: string): Stats {
   return st;
 }
 
-/** The file a missing `path` names: itself, or where its (chain of) dangling links points. */
-function danglingTarget(path: string, fail: (err: unknown) => CommandError): string {
+/**
+ * Where `path` leads once its trailing symlinks are followed, one by one as open(2) follows them:
+ * the first name that is not a link, existing or to be created (writableDirectory checks where).
+ * Each link is checked as fs.protected_symlinks has the kernel check it, whatever this system's
+ * setting (it may be 0): the CLI follows them itself (stat, realpath) and then renames onto the
+ * target, so nothing else would. The directories on the way are resolved by the kernel (realpath,
+ * stat), which never applies protected_symlinks to them either: only to trailing links.
+ */
+function followLinks(path: string, fail: (err: unknown) => CommandError): string {
+  const euid = process.geteuid?.();
   let at = path;
   for (let links = 0; links <= 40; links++) {
-    let isLink: boolean;
+    let st: Stats;
     try {
-      isLink = lstatSync(at).isSymbolicLink();
+      st = lstatSync(at);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return at; // to be created (writableDirectory checks where)
+      if (code === 'ENOENT' || code === 'ENOTDIR') return at;
       throw fail(err);
     }
-    if (!isLink) return at;
+    if (!st.isSymbolicLink()) return at;
+    let dir: string;
     try {
       // Relative to the directory the link is really in, as the kernel resolves it.
-      at = resolve(realpathSync(dirname(at)), readlinkSync(at));
+      dir = realpathSync(dirname(at));
+      if (euid !== undefined && st.uid !== euid) protectedLink(path, at, st.uid, dir);
+      at = resolve(dir, readlinkSync(at));
     } catch (err) {
+      if (err instanceof CommandError) throw err;
       throw fail(err);
     }
   }
   throw fail(Object.assign(new Error('too many symlinks'), { code: 'ELOOP' }));
+}
+
+/**
+ * fs.protected_symlinks (may_follow_link): another user's link in a sticky world-writable directory
+ * (as /tmp) is not followed unless the directory is that user's. Followed, it would have root
+ * replace (or create) whatever file that user pointed it at, /etc/shadow say, keeping its owner.
+ */
+function protectedLink(path: string, link: string, linkUid: number, dirPath: string): void {
+  const dir = statSync(dirPath);
+  if (!(dir.mode & S_ISVTX && dir.mode & 0o002) || linkUid === dir.uid) return;
+  const what = link === path ? 'it is a symlink' : `it leads through ${link}, a symlink`;
+  throw new CommandError(
+    `cannot write ${path}: ${what} of uid ${linkUid} in ${dirPath}, a sticky directory others may write, so that user chooses what it points at (the kernel refuses to follow it, under fs.protected_symlinks); name the real file instead, or write elsewhere`,
+  );
+}
+
+/**
+ * fs.protected_fifos=2: a FIFO is written in place (opened O_CREAT), so another user's FIFO in a
+ * sticky directory others may write (world- or group-writable) is refused unless it is the
+ * directory owner's: whoever made it there in advance would read the output from it.
+ */
+function protectedFifo(path: string, st: Stats, euid: number | undefined, fail: (err: unknown) => CommandError): void {
+  if (euid === undefined || st.uid === euid) return;
+  let dirPath: string;
+  let dir: Stats;
+  try {
+    dirPath = dirname(realpathSync(path));
+    dir = statSync(dirPath);
+  } catch (err) {
+    throw fail(err);
+  }
+  if (st.uid === dir.uid || !(dir.mode & S_ISVTX && dir.mode & 0o022)) return;
+  throw new CommandError(
+    `cannot write ${path}: it is a FIFO of uid ${st.uid} in ${dirPath}, a sticky directory others may write, so that user would read the output from it (\`>\` refuses it too, under fs.protected_fifos); remove it first, or write elsewhere`,
+  );
 }
 
 /** The open descriptor a path names as written (/dev/stdout, /dev/fd/N, /proc/self/fd/N), if any. */
