@@ -386,7 +386,7 @@ describe('-o FILE onto what is already there', SLOW, () => {
     writeFileSync(planted, '');
     chownSync(planted, 12345, 12345);
     chmodSync(planted, 0o666);
-    const refused = `ringfence: decrypt: cannot write ${planted}: it belongs to uid 12345 and is in ${sticky}, a sticky directory others may write, so replacing it would leave the output in that user's file (\`>\` refuses it too, under fs.protected_regular); remove it first, or write elsewhere\n`;
+    const refused = `ringfence: decrypt: cannot write ${planted}: it belongs to uid 12345 and is in ${sticky}, a sticky directory others may write, so replacing it would leave the output in that user's file (as \`>\` would under fs.protected_regular); remove it first, or write elsewhere\n`;
     // World-writable (/tmp), and group-writable (as protected_regular=2 has it).
     for (const mode of [0o1777, 0o1770]) {
       chmodSync(sticky, mode);
@@ -430,7 +430,7 @@ describe('-o FILE onto what is already there', SLOW, () => {
     const link = join(sticky, 'out');
     symlinkSync(victim, link);
     lchownSync(link, 12345, 12345);
-    const why = `of uid 12345 in ${sticky}, a sticky directory others may write, so that user chooses what it points at (the kernel refuses to follow it, under fs.protected_symlinks); name the real file instead, or write elsewhere`;
+    const why = `of uid 12345 in ${sticky}, a sticky directory others may write, so that user chooses what it points at (as the kernel would under fs.protected_symlinks); name the real file instead, or write elsewhere`;
     // Directly, and through a link of root's elsewhere that leads to it (each trailing link is checked).
     const via = join(dir, 'via-foreign-link');
     symlinkSync(link, via);
@@ -512,7 +512,7 @@ describe('-o FILE onto what is already there', SLOW, () => {
         const r = await rf(['decrypt', '-o', fifo], { stdin: ct });
         expect([r.code, r.stderr], mode.toString(8)).toEqual([
           1,
-          `ringfence: decrypt: cannot write ${fifo}: it is a FIFO of uid 12345 in ${sticky}, a sticky directory others may write, so that user would read the output from it (\`>\` refuses it too, under fs.protected_fifos); remove it first, or write elsewhere\n`,
+          `ringfence: decrypt: cannot write ${fifo}: it is a FIFO of uid 12345 in ${sticky}, a sticky directory others may write, so that user would read the output from it (as \`>\` would under fs.protected_fifos); remove it first, or write elsewhere\n`,
         ]);
         expect(daemon.calls).toEqual(before);
         expect(lstatSync(fifo).isFIFO()).toBe(true);

@@ -1,8 +1,8 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { checkOutput } from './output-target.js';
+import { checkOutput, failWriting, resolveOutput } from './output-target.js';
 
 // The commands' -o cases (sticky directories, no RPC before a refusal) are in output-safety.test.ts.
 let dir: string;
@@ -29,5 +29,30 @@ describe('checkOutput', () => {
     for (const path of [undefined, '-', '/dev/stdout', join(dir, 'new'), file, '/dev/null']) expect(() => checkOutput(path)).not.toThrow();
     expect(readdirSync(dir)).toEqual(['file']);
     expect(readFileSync(file, 'utf8')).toBe('OLD');
+  });
+});
+
+describe('resolveOutput', () => {
+  // Paths built as text: join() would remove the `..` these tests are about.
+  test('`..` after a symlinked directory is resolved by the kernel, as open(2) resolves it', () => {
+    const real = realpathSync.native(dir);
+    mkdirSync(join(dir, 'a'));
+    mkdirSync(join(dir, 'b', 'sub'), { recursive: true });
+    symlinkSync('../b/sub', join(dir, 'a', 'l'));
+    writeFileSync(join(dir, 'a', 'f'), 'A');
+    writeFileSync(join(dir, 'b', 'f'), 'B');
+    const at = (p: string) => resolveOutput(p, failWriting(p));
+    // An existing file: b/f, not a/f (Node's JS realpath removed `..` as text first).
+    expect(at(`${dir}/a/l/../f`)).toMatchObject({ kind: 'file', path: join(real, 'b', 'f') });
+    // A new file: created (as its temporary file) and renamed in the directory the kernel names.
+    expect(at(`${dir}/a/l/../new`)).toEqual({ kind: 'new', path: join(real, 'b', 'new') });
+    // A dangling link whose target has `..` after a link: the kernel's reading too.
+    symlinkSync('l/../g', join(dir, 'a', 'dangling'));
+    expect(at(`${dir}/a/dangling`)).toEqual({ kind: 'new', path: join(real, 'b', 'g') });
+    expect(readdirSync(join(dir, 'b')).sort()).toEqual(['f', 'sub']);
+  });
+
+  test('an empty name is refused before anything is called', () => {
+    expect(() => checkOutput('')).toThrow("cannot write '': -o needs a file name");
   });
 });

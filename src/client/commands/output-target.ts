@@ -5,7 +5,13 @@
  * openOutput (io.ts) again when it opens the output.
  */
 import { accessSync, constants, fstatSync, lstatSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join } from 'node:path';
+
+/**
+ * The kernel's realpath(3). Node's JS realpathSync removes `..` as text first, so `l/../f` with `l` a
+ * link to another directory named the wrong file (review by helper-169).
+ */
+const realpath = realpathSync.native;
 import { CommandError } from './args.js';
 
 /**
@@ -23,6 +29,8 @@ export const failWriting = (path: string) => (err: unknown) => new CommandError(
 
 /** What `path` writes to: an open descriptor, or what outputTarget finds. */
 export function resolveOutput(path: string, fail: (err: unknown) => CommandError): { kind: 'descriptor'; fd: number } | OutputTarget {
+  // open("") is ENOENT; found only at the rename, after the RPC (review by helper-169).
+  if (path === '') throw new CommandError("cannot write '': -o needs a file name");
   // /dev/stdout on a file would be that file replaced, dropping what the shell wrote there before
   // and after, and ignoring >> (review by helper-106): it is stdout, and /dev/fd/N is descriptor N.
   const fd = descriptorNamed(path);
@@ -69,9 +77,14 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
     if (code !== 'ENOENT' && code !== 'ENOTDIR') throw fail(err);
     // `> new/` is refused by open(2) (EISDIR); here the rename, after the RPC, would refuse it.
     if (path.endsWith('/')) throw new CommandError(`cannot write ${path}: a path ending in / names a directory; -o needs a file name`);
-    // A dangling link names the file to create: where its (chain of) links points.
+    // A dangling link names the file to create: where its (chain of) links points. Its directory
+    // resolved by the kernel: the temporary file goes there, and is renamed within it.
     writableDirectory(path, dirname(end));
-    return { kind: 'new', path: end };
+    try {
+      return { kind: 'new', path: join(realpath(dirname(end)), basename(end)) };
+    } catch (err) {
+      throw fail(err);
+    }
   }
   if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
   const euid = process.geteuid?.();
@@ -92,7 +105,7 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
   }
   let real: string;
   try {
-    real = realpathSync(path);
+    real = realpath(path);
   } catch (err) {
     throw fail(err);
   }
@@ -104,7 +117,7 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
   // Group-writable counts too, as protected_regular=2 has it, whatever this system's setting.
   if (euid !== undefined && st.uid !== euid && st.uid !== dir.uid && dir.mode & S_ISVTX && dir.mode & 0o022) {
     throw new CommandError(
-      `cannot write ${path}: it belongs to uid ${st.uid} and is in ${dirPath}, a sticky directory others may write, so replacing it would leave the output in that user's file (\`>\` refuses it too, under fs.protected_regular); remove it first, or write elsewhere`,
+      `cannot write ${path}: it belongs to uid ${st.uid} and is in ${dirPath}, a sticky directory others may write, so replacing it would leave the output in that user's file (as \`>\` would under fs.protected_regular); remove it first, or write elsewhere`,
     );
   }
   return { kind: 'file', path: real, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined };
@@ -157,9 +170,11 @@ function followLinks(path: string, fail: (err: unknown) => CommandError): string
     let dir: string;
     try {
       // Relative to the directory the link is really in, as the kernel resolves it.
-      dir = realpathSync(dirname(at));
+      dir = realpath(dirname(at));
       if (euid !== undefined && st.uid !== euid) protectedLink(path, at, st.uid, dir);
-      at = resolve(dir, readlinkSync(at));
+      // Joined as text, never normalised: `..` in a link's target is the kernel's to resolve.
+      const target = readlinkSync(at);
+      at = isAbsolute(target) ? target : `${dir === '/' ? '' : dir}/${target}`;
     } catch (err) {
       if (err instanceof CommandError) throw err;
       throw fail(err);
@@ -178,7 +193,7 @@ function protectedLink(path: string, link: string, linkUid: number, dirPath: str
   if (!(dir.mode & S_ISVTX && dir.mode & 0o002) || linkUid === dir.uid) return;
   const what = link === path ? 'it is a symlink' : `it leads through ${link}, a symlink`;
   throw new CommandError(
-    `cannot write ${path}: ${what} of uid ${linkUid} in ${dirPath}, a sticky directory others may write, so that user chooses what it points at (the kernel refuses to follow it, under fs.protected_symlinks); name the real file instead, or write elsewhere`,
+    `cannot write ${path}: ${what} of uid ${linkUid} in ${dirPath}, a sticky directory others may write, so that user chooses what it points at (as the kernel would under fs.protected_symlinks); name the real file instead, or write elsewhere`,
   );
 }
 
@@ -192,14 +207,14 @@ function protectedFifo(path: string, st: Stats, euid: number | undefined, fail: 
   let dirPath: string;
   let dir: Stats;
   try {
-    dirPath = dirname(realpathSync(path));
+    dirPath = dirname(realpath(path));
     dir = statSync(dirPath);
   } catch (err) {
     throw fail(err);
   }
   if (st.uid === dir.uid || !(dir.mode & S_ISVTX && dir.mode & 0o022)) return;
   throw new CommandError(
-    `cannot write ${path}: it is a FIFO of uid ${st.uid} in ${dirPath}, a sticky directory others may write, so that user would read the output from it (\`>\` refuses it too, under fs.protected_fifos); remove it first, or write elsewhere`,
+    `cannot write ${path}: it is a FIFO of uid ${st.uid} in ${dirPath}, a sticky directory others may write, so that user would read the output from it (as \`>\` would under fs.protected_fifos); remove it first, or write elsewhere`,
   );
 }
 
