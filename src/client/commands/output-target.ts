@@ -6,13 +6,13 @@
  */
 import { accessSync, constants, fstatSync, lstatSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
+import { CommandError } from './args.js';
 
 /**
  * The kernel's realpath(3). Node's JS realpathSync removes `..` as text first, so `l/../f` with `l` a
  * link to another directory named the wrong file (review by helper-169).
  */
 const realpath = realpathSync.native;
-import { CommandError } from './args.js';
 
 /**
  * Everything openOutput(path) checks before it creates anything: the directory exists and the
