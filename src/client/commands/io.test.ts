@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chownSync, closeSync, constants, createReadStream, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -110,5 +111,79 @@ describe('openOutput', () => {
     const path = join(dir, 'missing-dir', 'out.bin');
     expect(() => openOutput(path)).toThrow(CommandError);
     expect(() => openOutput(path)).toThrow(`cannot write ${path}: directory ${join(dir, 'missing-dir')} does not exist`);
+  });
+});
+
+describe('openOutput onto a device or FIFO', () => {
+  // openOutput checks the path at once; the stream opens it on a later tick (a FIFO's open waits
+  // for a reader), so what the test puts there in between is what the open finds.
+  const PAST = new Date('2020-01-02T03:04:05Z');
+  const fifoAt = (name: string) => {
+    const path = join(dir, name);
+    execFileSync('mkfifo', [path]);
+    return path;
+  };
+  const fileWith = (path: string, text: string) => {
+    writeFileSync(path, text);
+    utimesSync(path, PAST, PAST);
+  };
+  const changed = (path: string, now: string) => `cannot write ${path}: it changed after it was checked (now ${now}); nothing was written`;
+
+  test('a FIFO swapped for a file, or a link to one, after its check: that file is neither truncated nor written, and a CommandError says why', async () => {
+    const swapped = fifoAt('swapped');
+    const out = openOutput(swapped);
+    unlinkSync(swapped);
+    fileWith(swapped, 'OLD');
+    const err = await writeAll(out, 'NEW').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandError);
+    expect((err as Error).message).toBe(changed(swapped, 'a regular file'));
+    expect([readFileSync(swapped, 'utf8'), statSync(swapped).mtime]).toEqual(['OLD', PAST]);
+
+    // Through a link, and written as a stream is (then commit): the message is not wrapped again.
+    const victim = join(dir, 'victim');
+    fileWith(victim, 'OLD');
+    const linked = fifoAt('linked');
+    const streamed = openOutput(linked);
+    unlinkSync(linked);
+    symlinkSync(victim, linked);
+    streamed.stream.end('NEW');
+    await expect(streamed.commit()).rejects.toThrow(new CommandError(changed(linked, 'a regular file')));
+    expect([readFileSync(victim, 'utf8'), statSync(victim).mtime]).toEqual(['OLD', PAST]);
+  });
+
+  test("a FIFO swapped for another user's FIFO after its check gets nothing, even on the same inode number", async () => {
+    const path = fifoAt('fifo');
+    const out = openOutput(path);
+    // Removed first, so the new FIFO may take the freed inode number (ext4 gives it at once).
+    unlinkSync(path);
+    execFileSync('mkfifo', [path]);
+    chownSync(path, 12345, 12345);
+    // Held open for reading and writing, so the open for writing does not wait for a reader.
+    const held = openSync(path, 'r+');
+    const peek = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      await expect(writeAll(out, 'NEW')).rejects.toThrow(new CommandError(changed(path, 'another FIFO')));
+      // Empty, while a writer (held) is open: EAGAIN, not end of file.
+      expect(() => readSync(peek, Buffer.alloc(8))).toThrow(expect.objectContaining({ code: 'EAGAIN' }));
+    } finally {
+      closeSync(peek);
+      closeSync(held);
+    }
+  });
+
+  test('a FIFO with a reader, a link to it, and /dev/null are still written in place', async () => {
+    const fifo = fifoAt('pipe');
+    const link = join(dir, 'link');
+    symlinkSync(fifo, link);
+    for (const path of [fifo, link]) {
+      const parts: Buffer[] = [];
+      const read = new Promise<void>((resolve, reject) => createReadStream(fifo).on('data', (c) => parts.push(c as Buffer)).on('end', () => resolve()).on('error', reject));
+      const data = randomBytes(200_000);
+      await writeAll(openOutput(path), data);
+      await read;
+      expect(Buffer.concat(parts).equals(data), path).toBe(true);
+    }
+    await writeAll(openOutput('/dev/null'), 'discarded');
+    expect(readdirSync(dir).sort()).toEqual(['link', 'pipe']);
   });
 });

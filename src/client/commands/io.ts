@@ -8,7 +8,7 @@
  * never leaves a partial (or unauthenticated) result under the requested name.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, createReadStream, createWriteStream, fstatSync, openSync, statSync, unlinkSync, type WriteStream } from 'node:fs';
+import { closeSync, constants, createReadStream, createWriteStream, fstatSync, openSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
 import * as fsCallbacks from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -208,7 +208,7 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
     if (target.fd === 2) return streamOutput(path, process.stderr);
     return inPlaceOutput(path, fail, target.fd);
   }
-  if (target.kind === 'special') return inPlaceOutput(path, fail);
+  if (target.kind === 'special') return inPlaceOutput(path, fail, target.checked);
   const tmp = join(dirname(target.path), temporaryName(basename(target.path)));
   hookSignals();
   pending.add(tmp);
@@ -290,12 +290,17 @@ const KEEP_OPEN = { open: fsCallbacks.open, write: fsCallbacks.write, writev: fs
 
 /**
  * Written as it is, like stdout, nothing to rename, nothing to take back: a device or FIFO opened
- * by path, or an open descriptor (`3>>log` then `-o /dev/fd/3`) written where it is.
+ * by path (and required to be still the one resolveOutput checked), or an open descriptor
+ * (`3>>log` then `-o /dev/fd/3`) written where it is.
  */
-function inPlaceOutput(path: string, fail: (err: unknown) => CommandError, fd?: number): Output {
+function inPlaceOutput(path: string, fail: (err: unknown) => CommandError, at: number | Stats): Output {
+  const fd = typeof at === 'number' ? at : undefined;
   // A descriptor this process was given is never closed: autoClose false still closes on destroy(),
   // which a failure calls (review by helper-108), so its close does nothing.
-  const stream: WriteStream = fd === undefined ? createWriteStream(path, { flags: 'w' }) : createWriteStream('', { fd, autoClose: false, fs: { ...KEEP_OPEN } });
+  const stream: WriteStream =
+    typeof at === 'number'
+      ? createWriteStream('', { fd: at, autoClose: false, fs: { ...KEEP_OPEN } })
+      : createWriteStream(path, { fs: { open: openChecked(path, at), write: fsCallbacks.write, writev: fsCallbacks.writev, close: fsCallbacks.close } });
   stream.on('error', () => {});
   return {
     label: path,
@@ -307,11 +312,50 @@ function inPlaceOutput(path: string, fail: (err: unknown) => CommandError, fd?: 
         if (!stream.writableEnded) stream.end();
         await finished(stream);
       } catch (err) {
+        if (err instanceof CommandError) throw err;
         throw fail(err);
       }
     },
     abort: () => destroyed(stream),
   };
+}
+
+/**
+ * The stream's fs.open for a device or FIFO: hands it the descriptor only once it is the object
+ * resolveOutput checked; until then the stream buffers, so nothing is written. It opens
+ * asynchronously (a FIFO's open waits for a reader), when the path may name a file put there
+ * since, or a link to one: opened `w` (O_CREAT|O_TRUNC) that file was truncated and written in
+ * place, past the temporary file, the rename and every check on replacing a file. So the stream's
+ * flags are ignored: O_WRONLY|O_NOCTTY. Links are followed (no O_NOFOLLOW), as resolveOutput
+ * follows them: -o LINK to a FIFO, /dev/fd/N on a pipe, /dev/tty are written as before.
+ */
+function openChecked(path: string, checked: Stats) {
+  return (_path: string, _flags: unknown, _mode: unknown, done: (err: Error | null, fd?: number) => void): void => {
+    fsCallbacks.open(path, constants.O_WRONLY | constants.O_NOCTTY, (err, fd) => {
+      if (err) return done(err);
+      fsCallbacks.fstat(fd, (statErr, st) => {
+        if (!statErr && sameObject(st, checked)) return done(null, fd);
+        const changed = statErr ?? new CommandError(`cannot write ${path}: it changed after it was checked (now ${describeKind(st)}); nothing was written`);
+        fsCallbacks.close(fd, () => done(changed));
+      });
+    });
+  };
+}
+
+/**
+ * Kind and owner too, not dev and inode alone: a file made once the FIFO is removed may get its
+ * inode number at once (ext4 does), and the FIFO checks (protected_fifos) were of its owner.
+ */
+function sameObject(a: Stats, b: Stats): boolean {
+  return a.dev === b.dev && a.ino === b.ino && (a.mode & constants.S_IFMT) === (b.mode & constants.S_IFMT) && a.rdev === b.rdev && a.uid === b.uid;
+}
+
+function describeKind(st: Stats): string {
+  if (st.isFile()) return 'a regular file';
+  if (st.isFIFO()) return 'another FIFO';
+  if (st.isCharacterDevice()) return 'another character device';
+  if (st.isBlockDevice()) return 'a block device';
+  return 'something else';
 }
 
 /** Writes `bytes` and completes the output (stdout: waits until the data is handed to the OS). */

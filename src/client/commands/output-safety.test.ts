@@ -5,7 +5,7 @@
  * "discard what stdout got" note appears only when stdout got something. Plus usage errors found
  * before any client exists.
  */
-import { chmodSync, chownSync, closeSync, createReadStream, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, createReadStream, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -549,6 +549,33 @@ describe('-o FILE onto what is already there', SLOW, () => {
     expect(cut.stderr).toContain(`the plaintext already written to ${fifo} is incomplete or not authentic: discard it`);
     expect(lstatSync(fifo).isFIFO()).toBe(true);
     expect(readdirSync(dir).filter((f) => f.includes('ringfence-tmp'))).toEqual([]);
+  });
+
+  test('a FIFO swapped for a file between its check and its open: that file is left as it was, exit 1, for unary encrypt and streamed decrypt', async () => {
+    // Swaps at the CLI's fs.open of SWAP_PATH, just before it runs: after every check of the path.
+    const swapAtOpen = `import fs from 'node:fs'; import { syncBuiltinESMExports } from 'node:module';
+      const open = fs.open;
+      fs.open = function (path, ...rest) {
+        if (path === process.env.SWAP_PATH) { fs.open = open; syncBuiltinESMExports(); fs.renameSync(process.env.SWAP_FROM, path); }
+        return open.call(this, path, ...rest);
+      };
+      syncBuiltinESMExports();`;
+    const past = new Date('2020-01-02T03:04:05Z');
+    const sct = (await rf(['encrypt', 'k'], { stdin: randomBytes(MiB + 1000) })).stdout;
+    for (const [command, stdin, said] of [['encrypt', 'unary', 'encrypt with key k'], ['decrypt', sct, 'decrypt']] as const) {
+      const fifo = join(dir, `swap-${command}`);
+      const planted = join(dir, `planted-${command}`);
+      execFileSync('mkfifo', [fifo]);
+      writeFileSync(planted, 'OLD');
+      utimesSync(planted, past, past);
+      const { runNode } = await import('./cli-runner.test-support.js');
+      const args = ['--import', `data:text/javascript,${encodeURIComponent(swapAtOpen)}`, cli.entry, '--socket', daemon.socketPath, command, ...(command === 'encrypt' ? ['k'] : []), '-o', fifo];
+      const r = await runNode(args, { stdin, env: { SWAP_PATH: fifo, SWAP_FROM: planted } });
+      expect(r.code, command).toBe(1);
+      // First line: a stream's note on what reached the output depends on what the daemon sent by then.
+      expect(r.stderr.split('\n')[0], command).toBe(`ringfence: ${said}: cannot write ${fifo}: it changed after it was checked (now a regular file); nothing was written`);
+      expect([readFileSync(fifo, 'utf8'), statSync(fifo).mtime], command).toEqual(['OLD', past]);
+    }
   });
 
   test('a directory on stdin is refused, as -i DIR is, not read as empty input (found by review)', async () => {

@@ -58,7 +58,8 @@ const S_ISVTX = 0o1000;
 export type OutputTarget =
   | { kind: 'new'; path: string }
   | { kind: 'file'; path: string; mode: number; chown: { uid: number; gid: number } | undefined }
-  | { kind: 'special' };
+  /** Written in place, opened later: openOutput requires what it opens to be still `checked`. */
+  | { kind: 'special'; checked: Stats };
 
 /**
  * What writing to `path` replaces, with symlinks resolved by the kernel (stat, realpath), never by
@@ -89,7 +90,7 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
   if (st.isDirectory()) throw new CommandError(`cannot write ${path}: it is a directory`);
   const euid = process.geteuid?.();
   if (st.isFIFO()) protectedFifo(path, st, euid, fail);
-  if (!st.isFile()) return { kind: 'special' };
+  if (!st.isFile()) return { kind: 'special', checked: st };
   const asRoot = process.getuid?.() === 0;
   // Replacing is a rename in its directory: without this, a file the caller may not write (0444,
   // or another user's) in a directory it may write would be replaced, as `>` would refuse.
@@ -198,9 +199,9 @@ function protectedLink(path: string, link: string, linkUid: number, dirPath: str
 }
 
 /**
- * fs.protected_fifos=2: a FIFO is written in place (opened O_CREAT), so another user's FIFO in a
- * sticky directory others may write (world- or group-writable) is refused unless it is the
- * directory owner's: whoever made it there in advance would read the output from it.
+ * fs.protected_fifos=2: a FIFO is written in place (as `>` writes it, O_CREAT), so another user's
+ * FIFO in a sticky directory others may write (world- or group-writable) is refused unless it is
+ * the directory owner's: whoever made it there in advance would read the output from it.
  */
 function protectedFifo(path: string, st: Stats, euid: number | undefined, fail: (err: unknown) => CommandError): void {
   if (euid === undefined || st.uid === euid) return;

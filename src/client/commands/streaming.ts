@@ -54,7 +54,8 @@ export async function runStream(ctx: Context, job: StreamJob): Promise<void> {
   } catch (caught) {
     progress?.done();
     await job.output.abort();
-    const err = firstFailed === 'output' ? new CommandError(`cannot write ${job.output.label}: ${(caught as NodeJS.ErrnoException).code ?? (caught as Error).message}`) : caught;
+    // A CommandError from the output already names its path (io.ts: a FIFO swapped after its check).
+    const err = firstFailed === 'output' && !(caught instanceof CommandError) ? new CommandError(`cannot write ${job.output.label}: ${(caught as NodeJS.ErrnoException).code ?? (caught as Error).message}`) : caught;
     // Said after the error itself (cli.ts prints notes last); only when something was written.
     if (job.output.inPlace && produced > 0) addNote(err, `the ${job.produces} already written to ${job.output.label} is incomplete or not authentic: discard it`);
     throw err;
