@@ -68,7 +68,13 @@ function suiteStatusFrom(report: CapabilityReport): (name: string) => AlgStatus 
 }
 
 /** `takePendingReload`: whether a SIGHUP came during start-up (and it is now taken care of). */
-export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { takePendingReload?: () => boolean } = {}): Promise<Daemon> {
+export interface DaemonHooks {
+  takePendingReload?: () => boolean;
+  /** The errno while the log and audit trail cannot be written (log-sink.ts): operations are refused meanwhile. */
+  auditFailing?: () => string | undefined;
+}
+
+export async function startDaemon(config: DaemonConfig, log: Logger, hooks: DaemonHooks = {}): Promise<Daemon> {
   const startTime = Date.now();
   const report = probeCapabilities();
   // Inconclusive first: a bind short of memory everywhere also leaves no suite, which must not read
@@ -167,7 +173,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: { ta
     };
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const auditTrail = refusalBudget(pinoAudit(log));
-    const deps = { audit: auditTrail.audit, log, access: new Access(policy, (call) => connections.principalOf(call)) };
+    const deps = { audit: auditTrail.audit, log, access: new Access(policy, (call) => connections.principalOf(call), hooks.auditFailing) };
     // Every call of every service, counted from its first header until its stream closes (api/call-limit.ts).
     const calls = new CallerSlots(config.limits.maxCallsPerCaller, 'calls', 'calls_per_caller', 'maxCallsPerCaller', { limit: config.limits.maxCalls, limitName: 'calls', setting: 'maxCalls' });
     // The call limit first (innermost): a call it refuses never reaches the other's listener.

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { ConfigError, resolveConfig } from './config.js';
 import { startDaemon } from './daemon.js';
 import { grpcLogger } from './grpc-log.js';
+import { openLogSink } from './log-sink.js';
 import { firstStopSignal } from './stop-signals.js';
 import { setDumpable } from '../../native-ffi/dumpable.js';
 
@@ -25,7 +26,9 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(config.usage);
     return 0;
   }
-  const log = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+  const sink = openLogSink(1, { onRecovered: (failedWith, dropped) => log.warn({ failedWith, droppedLines: dropped }, 'the log and audit trail can be written again') });
+  process.on('exit', () => sink.flushOnExit());
+  const log = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, sink.stream);
   grpc.setLogger(grpcLogger(log));
   // Imported key material passes through buffers the daemon cannot wipe (the gRPC transport's): no
   // core dump, and no ptrace or /proc/<pid>/mem for other processes of the daemon's uid.
@@ -57,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
   const stopRequested = firstStopSignal(process, (signal) => log.info({ signal }, daemon ? 'stopping' : `${signal} during start-up: stopping once started`));
   try {
     daemon = await startDaemon(config, log, {
+      auditFailing: sink.failing,
       // Taken before the socket opens, so callers never meet the policy as it was before the SIGHUP.
       takePendingReload: () => {
         const pending = reloadWhenReady;

@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -17,7 +17,7 @@ import { failure } from '../support/failure.js';
 import { fdCount } from '../support/raw-grpc.js';
 import { NOBODY, PROJECT_ROOT, projectModule } from '../support/run-ts.js';
 import { currentKernel } from '../support/kernel-matrix.js';
-import { sleep, waitFor } from '../support/wait.js';
+import { sleep, until, waitFor } from '../support/wait.js';
 
 // Only the daemon's own files may remain after a restart: no temp files of interrupted writes.
 const STATE_FILES = new Set(['state.json', 'master.key', 'daemon.lock']);
@@ -316,6 +316,93 @@ describe('state directory full', () => {
     expect(Buffer.from((await again.decrypt(ct.ciphertext, { associatedData: 'a' })).plaintext).toString()).toBe('before');
     expect(Buffer.from((await again.decrypt(ctImp.ciphertext)).plaintext).toString()).toBe('before-imp');
     await again.close();
+  });
+});
+
+describe("the log's file system full (ringfenced >> a file on it)", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-logfull-'));
+  const logDir = join(dir, 'log');
+  let mounted = false;
+  let child: ReturnType<typeof spawn> | undefined;
+  afterAll(() => {
+    if (child?.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (mounted) expect(spawnSync('umount', [logDir]).status).toBe(0);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses operations while it cannot audit them (UNAVAILABLE, AUDIT_UNAVAILABLE), says so on stderr, audits every answered one once there is room, and stops with exit 0 (found in session 38: it crashed, then hung deaf to SIGTERM)', async () => {
+    mkdirSync(logDir);
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', logDir]).status).toBe(0);
+    mounted = true;
+    const logFile = join(logDir, 'ringfenced.log');
+    const logFd = openSync(logFile, 'a');
+    const socket = join(dir, 'rf.sock');
+    child = spawn(process.execPath, [DAEMON_MAIN, '--socket', socket, '--state-dir', join(dir, 'state'), '--log-level', 'info'], { stdio: ['ignore', logFd, 'pipe'] });
+    closeSync(logFd);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = once(child, 'exit');
+    const log = () => readFileSync(logFile, 'utf8');
+    expect(await waitFor(log, (l) => l.includes('"msg":"ringfenced ready"'), 60_000)).toContain('"msg":"ringfenced ready"');
+    const client = new RingfenceClient({ socketPath: socket });
+    await client.createKey('k');
+    let answered = 0;
+    const ct = await client.encrypt('k', 'before');
+    answered++;
+
+    // Fill the file system to the last byte.
+    const filler = join(logDir, 'filler');
+    const fd = openSync(filler, 'w');
+    for (const size of [65536, 4096, 1]) {
+      const buf = Buffer.alloc(size, 0x5a);
+      for (;;) {
+        try {
+          writeSync(fd, buf);
+        } catch (err) {
+          expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+          break;
+        }
+      }
+    }
+    closeSync(fd);
+
+    // The daemon learns of it at its next log line: the first encryptions after the disk filled are
+    // answered (their lines wait in memory), later ones refused.
+    let refusal: RingfenceError | undefined;
+    for (let i = 0; i < 50 && !refusal; i++) {
+      try {
+        await client.encrypt('k', 'during');
+        answered++;
+      } catch (err) {
+        refusal = err as RingfenceError;
+      }
+    }
+    expect(refusal?.code, String(refusal)).toBe(GrpcStatus.UNAVAILABLE);
+    expect(ErrorReason[refusal!.reason]).toBe('AUDIT_UNAVAILABLE');
+    expect(refusal!.message).toContain('cannot write its audit trail (ENOSPC)');
+    for (const call of [() => client.decrypt(ct.ciphertext), () => client.listKeys(), () => client.createKey('new')]) {
+      expect(ErrorReason[(await failure(call())).reason]).toBe('AUDIT_UNAVAILABLE');
+    }
+    // The operator can still ask the daemon how it is.
+    expect((await client.getStatus()).daemonVersion).toBeTruthy();
+    expect(stderr).toContain('ringfenced: cannot write the log and audit trail to fd 1 (ENOSPC); refusing operations until it can be written again');
+
+    // Room again: within the sink's 1 s retry, without a restart.
+    unlinkSync(filler);
+    await until('the daemon serves again', () => stderr.includes('the log and audit trail can be written again (after ENOSPC; 0 lines dropped meanwhile)'), 30_000);
+    expect(Buffer.from((await client.decrypt(ct.ciphertext)).plaintext).toString()).toBe('before');
+    answered++;
+    await client.close();
+
+    child.kill('SIGTERM');
+    expect(await Promise.race([exited.then(([code]) => code as number | null), sleep(60_000).then(() => 'hung' as const)])).toBe(0);
+    const lines = log().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    // Every answered operation has its audit line (those answered before the daemon knew included),
+    // and each refusal too; nothing was dropped.
+    const ok = lines.filter((l) => l.log === 'audit' && l.outcome === 'OK' && (l.rpc === 'CryptoService/Encrypt' || l.rpc === 'CryptoService/Decrypt'));
+    expect(ok).toHaveLength(answered);
+    expect(lines.filter((l) => l.log === 'audit' && l.reason === 'AUDIT_UNAVAILABLE').length).toBeGreaterThanOrEqual(4);
+    expect(lines.find((l) => l.msg === 'the log and audit trail can be written again')).toMatchObject({ failedWith: 'ENOSPC', droppedLines: 0 });
   });
 });
 

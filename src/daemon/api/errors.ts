@@ -66,6 +66,9 @@ export const payloadTooLarge = (field: string, bytes: number, limit: number, hin
     actual_bytes: String(bytes),
     limit_bytes: String(limit),
   });
+/** The daemon does no operation it could not audit (daemon/log-sink.ts). */
+export const auditUnavailable = (errno: string): ApiError =>
+  new ApiError(Status.UNAVAILABLE, ErrorReason.AUDIT_UNAVAILABLE, `the daemon cannot write its audit trail (${errno}), so it does no operation: nothing was done; retry once the operator has fixed the log's destination (the daemon's stderr says more)`, { errno });
 /** `notDone`: what of the call the daemon did not do ("the operation"), so the client knows to send it again. */
 export const shuttingDown = (notDone?: string): ApiError =>
   new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, notDone ? `the daemon is shutting down; ${notDone} was not done: send it again to the restarted daemon` : 'the daemon is shutting down; retry against the restarted daemon');

@@ -5,12 +5,15 @@
  * listener) is denied everything.
  */
 import type { Operation } from '../../policy/index.js';
-import { ApiError, ErrorReason, Status } from '../api/errors.js';
+import { ApiError, auditUnavailable, ErrorReason, Status } from '../api/errors.js';
 import type { PeerCall } from '../identity/connections.js';
 import type { Principal } from '../identity/principal.js';
 import type { PolicyStore } from './policy-store.js';
 
-/** Throws PERMISSION_DENIED unless the caller may do `op` (on `key`). */
+/**
+ * Throws PERMISSION_DENIED unless the caller may do `op` (on `key`), and UNAVAILABLE
+ * (AUDIT_UNAVAILABLE) for anyone while the daemon cannot write its audit trail.
+ */
 export type Authorize = (op: Operation, key?: string) => void;
 
 export interface CallAccess {
@@ -18,7 +21,10 @@ export interface CallAccess {
   authorize: Authorize;
   /** Whether the caller may do `op` (on `key`), without throwing: ListKeys filters with it. */
   allows(op: Operation, key?: string): boolean;
-  /** For ListKeys: whether the caller may read some key (it then sees only those it may read). */
+  /**
+   * For ListKeys: whether the caller may read some key (it then sees only those it may read).
+   * Throws as authorize does while the audit trail cannot be written.
+   */
   mayEverDo(op: Operation): boolean;
 }
 
@@ -41,18 +47,31 @@ export class Access {
   constructor(
     private readonly store: PolicyStore,
     private readonly principalOf: (call: PeerCall) => Principal | undefined,
+    /** The errno while the audit trail cannot be written (daemon/log-sink.ts). */
+    private readonly auditFailing: () => string | undefined = () => undefined,
   ) {}
 
   forCall(call: PeerCall): CallAccess {
     const principal = this.principalOf(call);
     const allows = (op: Operation, key?: string) => principal !== undefined && this.store.decide(principal, op, key).allowed;
+    // Every operation asks before it does anything (sessions and streams per operation, per
+    // chunk), so an operation is refused, never done unaudited; health, reflection and
+    // StatusService ask nothing, so an operator can still see the daemon.
+    const audited = () => {
+      const failing = this.auditFailing();
+      if (failing !== undefined) throw auditUnavailable(failing);
+    };
     return {
       principal,
       allows,
       authorize: (op, key) => {
+        audited();
         if (!allows(op, key)) throw permissionDenied(principal, op, key);
       },
-      mayEverDo: (op) => principal !== undefined && this.store.mayEverDo(principal, op),
+      mayEverDo: (op) => {
+        audited();
+        return principal !== undefined && this.store.mayEverDo(principal, op);
+      },
     };
   }
 }

@@ -30,6 +30,8 @@ let server: grpc.Server;
 let listener: Listener;
 let store: PolicyStore;
 let client: RingfenceClient;
+/** What the daemon's log sink would say (log-sink.ts): the errno while the audit trail cannot be written. */
+let auditFailing: string | undefined;
 
 beforeAll(async () => {
   writeFileSync(policyPath, JSON.stringify({ rules: [{ principals: [`uid:${me}`], operations: ['hash'] }] }));
@@ -39,7 +41,7 @@ beforeAll(async () => {
   const connections = new Connections();
   const ctx = { limits: { maxPayloadBytes: 1024, maxBatchItems: 1000, maxSessionInFlight: 1024, maxSessionBufferedBytes: 1 << 20 }, authorize: DENY_ALL, engine: callerEngine(), budget: new MemoryBudget(1 << 30), hashStreamSlots: new CallerSlots(64, 'HashStream calls', 'hash_streams_per_caller', 'maxHashStreamsPerCaller') } as unknown as OpContext;
   server = new grpc.Server();
-  server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: new Access(store, (c) => connections.principalOf(c)) }));
+  server.addService(serviceDefinition(CryptoService), cryptoServiceHandlers(ctx, { audit: (e) => audits.push(e), log: pino({ level: 'silent' }), access: new Access(store, (c) => connections.principalOf(c), () => auditFailing) }));
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   listener = await openListener({ socket, socketMode: 0o600, env: {}, log: () => {}, onConnection: (s) => (connections.register(s), injector.injectConnection(s)) });
   client = new RingfenceClient({ socketPath: socket });
@@ -71,5 +73,29 @@ describe('enforcement through the daemon wiring', () => {
     expect(store.reload('test')).toBe(true);
     expect((await client.generateRandom(8)).data).toHaveLength(8);
     expect(audits.at(-1)).toMatchObject({ rpc: 'CryptoService/GenerateRandom', outcome: 'OK', principal: { uid: me, pid: process.pid } });
+  });
+
+  it('refuses every operation, granted or not, while the audit trail cannot be written, and serves again once it can', async () => {
+    auditFailing = 'ENOSPC';
+    try {
+      for (const attempt of [() => client.generateRandom(8), () => client.hash(Buffer.from('x')), async () => {
+        const session = client.session();
+        try {
+          return await session.generateRandom(4);
+        } finally {
+          await session.close();
+        }
+      }]) {
+        const err = (await attempt().then(() => undefined, (e: unknown) => e)) as RingfenceError | undefined;
+        expect(err?.code).toBe(grpc.status.UNAVAILABLE);
+        expect(err?.reason).toBe(ErrorReason.AUDIT_UNAVAILABLE);
+        expect(err?.message).toContain('cannot write its audit trail (ENOSPC)');
+        expect(err?.metadata).toEqual({ errno: 'ENOSPC' });
+      }
+      expect(audits.at(-1)).toMatchObject({ rpc: 'Session/generateRandom', outcome: 'UNAVAILABLE', reason: 'AUDIT_UNAVAILABLE' });
+    } finally {
+      auditFailing = undefined;
+    }
+    expect((await client.generateRandom(8)).data).toHaveLength(8);
   });
 });

@@ -593,7 +593,8 @@ export const CancelKeyDeletionResponseSchema: GenMessage<CancelKeyDeletionRespon
  * and enable them, and schedule their deletion. Keys are named by Key.name in every request.
  *
  * Every RPC may also fail with PERMISSION_DENIED (ERROR_REASON_PERMISSION_DENIED) under the
- * daemon's per-caller policy, and with UNAVAILABLE (no reason) while it stops.
+ * daemon's per-caller policy, with UNAVAILABLE (no reason) while it stops, and with UNAVAILABLE
+ * (ERROR_REASON_AUDIT_UNAVAILABLE) while it cannot write its audit trail.
  * Every change is persisted (crash-safe) before the RPC returns.
  *
  * @generated from service ringfence.v1.KeyService

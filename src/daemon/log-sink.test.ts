@@ -1,0 +1,104 @@
+// The log and audit trail's destination failing: a full disk (/dev/full answers every write with
+// ENOSPC), a pipe nobody reads (EAGAIN), a pipe whose reader is gone (EPIPE).
+import { spawn, execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../../test/support/run-ts.js';
+import { sleep, until } from '../../test/support/wait.js';
+import { openLogSink } from './log-sink.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+describe('openLogSink', () => {
+  it('a full disk: the sink says it is failing (once, on stderr), the logger goes on without an error thrown, and the exit flush returns', async () => {
+    const fd = openSync('/dev/full', 'w');
+    cleanups.push(() => closeSync(fd));
+    const told: string[] = [];
+    const sink = openLogSink(fd, { tell: (l) => told.push(l) });
+    const log = pino(sink.stream);
+    for (let i = 0; i < 100; i++) log.info({ i }, 'line');
+    await until('the sink fails', () => sink.failing() !== undefined);
+    for (let i = 0; i < 100; i++) log.info({ i }, 'more');
+    await sleep(200);
+    expect(sink.failing()).toBe('ENOSPC');
+    expect(told).toEqual([`ringfenced: cannot write the log and audit trail to fd ${fd} (ENOSPC); refusing operations until it can be written again`]);
+    // sonic-boom 4 retried this forever: the daemon never exited.
+    sink.flushOnExit();
+  });
+
+  it('a pipe nobody reads fails after 5 s of EAGAIN; once read, it recovers, and what it kept comes out whole and in order, the rest counted as dropped', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-sink-'));
+    const fifo = join(dir, 'log');
+    execFileSync('mkfifo', [fifo]);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    cleanups.push(() => (closeSync(writer), closeSync(reader), rmSync(dir, { recursive: true, force: true })));
+    const told: string[] = [];
+    const recovered: [string, number][] = [];
+    const sink = openLogSink(writer, { tell: (l) => told.push(l), onRecovered: (errno, n) => recovered.push([errno, n]), maxBufferedBytes: 256 * 1024, retryMs: 50 });
+    const log = pino({ base: null, timestamp: false }, sink.stream);
+    const pad = 'x'.repeat(200);
+    let sent = 0;
+    // Past the pipe's 64 KiB, then past the sink's buffer: the lines beyond it are dropped.
+    for (; sent < 3000; sent++) log.info({ seq: sent, pad });
+    await until('the sink fails', () => sink.failing() !== undefined);
+    expect(sink.failing()).toBe('EAGAIN');
+    expect(sink.dropped()).toBeGreaterThan(0);
+
+    let text = '';
+    const buf = Buffer.alloc(1 << 16);
+    const readSome = () => {
+      for (;;) {
+        try {
+          const n = readSync(reader, buf);
+          if (n <= 0) return;
+          text += buf.toString('utf8', 0, n);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return;
+          throw err;
+        }
+      }
+    };
+    await until('the sink recovers', () => (readSome(), sink.failing() === undefined));
+    log.info({ seq: sent++, pad });
+    await until('every kept line is read', () => (readSome(), text.endsWith(`"seq":${sent - 1},"pad":"${pad}"}\n`)));
+
+    const seqs = text.trimEnd().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(new Set(seqs).size).toBe(seqs.length);
+    // Every line was either written or counted as dropped.
+    expect(seqs.length + sink.dropped()).toBe(sent);
+    expect(recovered).toEqual([['EAGAIN', sink.dropped()]]);
+    expect(told).toHaveLength(2);
+    expect(told[1]).toBe(`ringfenced: the log and audit trail can be written again (after EAGAIN; ${sink.dropped()} lines dropped meanwhile)`);
+  }, 60_000);
+});
+
+describe('ringfenced with a log destination that takes nothing', () => {
+  // This host has no AF_ALG, so the daemon logs why it cannot start, and exits 1: it must exit.
+  for (const [name, stdout] of [['a full disk (/dev/full)', 'full'], ['a pipe whose reader is gone', 'closed pipe']] as const) {
+    it(`${name}: the daemon still exits, and says why on stderr`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'rf-full-'));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      const full = stdout === 'full' ? openSync('/dev/full', 'w') : undefined;
+      if (full !== undefined) cleanups.push(() => closeSync(full));
+      const child = spawn(process.execPath, [join(PROJECT_ROOT, 'bin/ringfenced'), '--state-dir', join(dir, 'state'), '--socket', join(dir, 's.sock'), '--policy', join(dir, 'policy.json')], { stdio: ['ignore', full ?? 'pipe', 'pipe'] });
+      if (full === undefined) child.stdout!.destroy();
+      let err = '';
+      child.stderr!.on('data', (d) => (err += d));
+      const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      // With pino's own destination the daemon hung here for good, writing its last line every 100 ms.
+      const code = await Promise.race([exit, sleep(20_000).then(() => 'hung' as const)]);
+      if (code === 'hung') child.kill('SIGKILL');
+      expect(code).toBe(1);
+      expect(err).toContain('ringfenced: cannot start: this kernel has no AF_ALG');
+      expect(err).toContain(`cannot write the log and audit trail to fd 1 (${stdout === 'full' ? 'ENOSPC' : 'EPIPE'})`);
+    }, 60_000);
+  }
+});
