@@ -187,6 +187,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
         startTime,
         report,
         limits: config.limits,
+        ...(hooks.auditFailing ? { auditFailing: hooks.auditFailing } : {}),
         usage: (principal) => {
           const caller = callerKey({ principal });
           return {
@@ -258,7 +259,12 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
     const cancelReady = notify(log, `READY=1\nSTATUS=serving ${keys.size} keys on ${config.socket}\nMAINPID=${process.pid}`);
     // systemd: WATCHDOG=1 every WATCHDOG_USEC/2 and STATUS= updates (watchdog.ts); it stops after the drain.
     let draining = false;
-    const watchdog = startWatchdog({ status: () => (draining ? 'draining calls' : `serving ${keys.size} keys on ${config.socket}`), warn: (m, f) => log.warn(f ?? {}, m) });
+    const serviceStatus = () => {
+      if (draining) return 'draining calls';
+      const auditFailure = hooks.auditFailing?.();
+      return auditFailure ? `refusing every operation: cannot write the audit trail (${auditFailure})` : `serving ${keys.size} keys on ${config.socket}`;
+    };
+    const watchdog = startWatchdog({ status: serviceStatus, warn: (m, f) => log.warn(f ?? {}, m) });
     cleanups.push(() => watchdog.stop());
 
     return {

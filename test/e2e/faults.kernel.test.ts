@@ -384,7 +384,7 @@ describe("the log's file system full (ringfenced >> a file on it)", () => {
       expect(ErrorReason[(await failure(call())).reason]).toBe('AUDIT_UNAVAILABLE');
     }
     // The operator can still ask the daemon how it is.
-    expect((await client.getStatus()).daemonVersion).toBeTruthy();
+    expect((await client.getStatus()).auditFailure).toBe('ENOSPC');
     expect(stderr).toContain('ringfenced: cannot write the log and audit trail to fd 1 (ENOSPC); refusing operations until it can be written again');
 
     // Room again: within the sink's 1 s retry, without a restart.
@@ -392,6 +392,7 @@ describe("the log's file system full (ringfenced >> a file on it)", () => {
     await until('the daemon serves again', () => stderr.includes('the log and audit trail can be written again (after ENOSPC; 0 lines dropped meanwhile)'), 30_000);
     expect(Buffer.from((await client.decrypt(ct.ciphertext)).plaintext).toString()).toBe('before');
     answered++;
+    expect((await client.getStatus()).auditFailure).toBe('');
     await client.close();
 
     child.kill('SIGTERM');

@@ -138,6 +138,7 @@ export function statusJson(s: GetStatusResponse, socketPath: string): Record<str
     hashAlgorithms: s.hashAlgorithms.map((x) => ({ algorithm: or(hashAlgorithmName(x.algorithm), x.algorithm), availability: named(AVAILABILITY, x.availability), driver: x.driver, detail: x.detail })),
     limits: s.limits ? limitsJson(s.limits) : null,
     usage: s.usage ? usageJson(s.usage) : null,
+    auditFailure: s.auditFailure || null,
   };
 }
 
@@ -202,6 +203,7 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
     `defaults    aead ${j.defaultAeadSuite ?? 'none available'}, mac ${j.defaultMacSuite ?? 'none available'}`,
     `keys        ${s.keyCount}`,
   ];
+  if (s.auditFailure) lines.push(`audit       cannot be written (${s.auditFailure}): the daemon refuses every operation until it can; see its stderr`);
   const u = j.usage as ReturnType<typeof usageJson> | null;
   if (u) {
     const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : 's'}`;

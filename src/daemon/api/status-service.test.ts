@@ -4,10 +4,11 @@ import { describe, expect, it, vi } from 'vitest';
 import type { GetStatusResponse } from '../../gen/ringfence/v1/status_service_pb.js';
 import { DEFAULT_LIMITS } from '../config.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
+import { statusJson, statusText } from '../../client/commands/format.js';
 import { statusServiceHandlers } from './status-service.js';
 
 /** GetStatus over the stand-in's keys ("k", "m": no recorded creator), asked as `uid` (undefined: unidentified). */
-async function statusService() {
+async function statusService(auditFailing?: () => string | undefined) {
   const { keys } = await standInContext();
   let uid: number | undefined;
   const deps = {
@@ -18,14 +19,15 @@ async function statusService() {
   const report = { kernel: { release: '6.12' }, restrict: { value: null }, suites: [], defaultAeadSuite: null, defaultMacSuite: null };
   // The daemon's own counts (daemon.ts): GetStatus adds the key counts beside them.
   const usage = () => ({ calls: 5, callerCalls: 2 });
-  const handlers = statusServiceHandlers(keys, { version: '0', startTime: 0, report: report as never, limits: DEFAULT_LIMITS, usage }, deps as never) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: GetStatusResponse) => void) => void>;
-  const usageOf = (asUid: number | undefined) => {
+  const handlers = statusServiceHandlers(keys, { version: '0', startTime: 0, report: report as never, limits: DEFAULT_LIMITS, usage, ...(auditFailing ? { auditFailing } : {}) }, deps as never) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: GetStatusResponse) => void) => void>;
+  const statusOf = (asUid: number | undefined) => {
     uid = asUid;
-    return new Promise<GetStatusResponse['usage']>((resolve, reject) =>
-      handlers.getStatus!({ request: {}, getPeer: () => '', metadata: new grpc.Metadata() }, (e, r) => (e ? reject(new Error(e.details)) : resolve(r!.usage))),
+    return new Promise<GetStatusResponse>((resolve, reject) =>
+      handlers.getStatus!({ request: {}, getPeer: () => '', metadata: new grpc.Metadata() }, (e, r) => (e ? reject(new Error(e.details)) : resolve(r!))),
     );
   };
-  return { keys, usageOf };
+  const usageOf = async (asUid: number | undefined) => (await statusOf(asUid)).usage;
+  return { keys, usageOf, statusOf };
 }
 
 describe('GetStatus Usage: key counts', () => {
@@ -50,4 +52,20 @@ describe('GetStatus Usage: key counts', () => {
     expect(await usageOf(undefined)).toMatchObject({ ...all, callerKeys: 0, callerKeyVersions: 0 });
   });
 
+});
+
+describe('GetStatus while the audit trail cannot be written', () => {
+  it('reports the errno, and `ringfence status` says what it means; nothing while it can', async () => {
+    let failing: string | undefined = 'ENOSPC';
+    const { statusOf } = await statusService(() => failing);
+    const status = await statusOf(1001);
+    expect(status.auditFailure).toBe('ENOSPC');
+    expect(statusJson(status, '/s').auditFailure).toBe('ENOSPC');
+    expect(statusText(status, '/s')).toContain('\naudit       cannot be written (ENOSPC): the daemon refuses every operation until it can; see its stderr\n');
+    failing = undefined;
+    const fine = await statusOf(1001);
+    expect(fine.auditFailure).toBe('');
+    expect(statusJson(fine, '/s').auditFailure).toBeNull();
+    expect(statusText(fine, '/s')).not.toContain('audit');
+  });
 });

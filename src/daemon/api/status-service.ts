@@ -42,6 +42,8 @@ export interface StatusInfo {
   limits: Limits;
   /** What the limits count now, daemon-wide and for the calling principal (the key counts GetStatus adds). */
   usage?: (principal: Principal | undefined) => MessageInitShape<typeof UsageSchema>;
+  /** The errno while the audit trail cannot be written (daemon/log-sink.ts). */
+  auditFailing?: () => string | undefined;
 }
 
 /** Usage's key counts: the ones the key caps check, the caller's own only (no uid, none). */
@@ -94,6 +96,7 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
         connectionMaxAgeGrace: durationFromMs(limits.connectionMaxAgeGrace),
       },
       usage: { ...info.usage?.(access.principal), ...keyUsage(keys, access.principal) },
+      auditFailure: info.auditFailing?.() ?? '',
     })),
   };
 }
