@@ -42,6 +42,12 @@ export interface LogSink {
 export interface LogSinkOptions {
   /** Where the sink says that it fails and recovers (a line each); default: fd 2. */
   tell?: (line: string) => void;
+  /**
+   * Called once if the destination is gone for good (EPIPE: a pipe's or the journal's reader is
+   * gone, and a pipe cannot be reopened): the daemon stops so that its service manager starts it
+   * again with a new one, rather than refuse every operation until someone notices.
+   */
+  onLost?: (errno: string) => void;
   /** Called when writes succeed again, with the lines dropped since the last such call. */
   onRecovered?: (failedWith: string, droppedMeanwhile: number) => void;
   maxBufferedBytes?: number;
@@ -72,6 +78,11 @@ export function openLogSink(fd = 1, opts: LogSinkOptions = {}): LogSink {
   stream.on('error', (err: NodeJS.ErrnoException) => {
     if (failedWith !== undefined) return;
     failedWith = err.code ?? 'EIO';
+    if (failedWith === 'EPIPE' && opts.onLost) {
+      tell(`ringfenced: the log and audit trail's destination (fd ${fd}) is gone (EPIPE); refusing operations and stopping, so that the service manager starts ringfenced again with a new one`);
+      opts.onLost(failedWith);
+      return;
+    }
     tell(`ringfenced: cannot write the log and audit trail to fd ${fd} (${failedWith}); refusing operations until it can be written again`);
     // Recovered once everything kept is written, not at the first write that gets through: a full
     // file system may still take a few bytes (the rest of the file's last block), which is no room

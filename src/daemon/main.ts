@@ -26,7 +26,15 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(config.usage);
     return 0;
   }
-  const sink = openLogSink(1, { onRecovered: (failedWith, dropped) => log.warn({ failedWith, droppedLines: dropped }, 'the log and audit trail can be written again') });
+  // stderr is best effort: under systemd it is the same stream as stdout, and a write to a closed
+  // pipe would be an uncaught 'error' event, ending the daemon (Node's default for stdio EPIPE).
+  process.stderr.on('error', () => undefined);
+  let logLost: () => void = () => undefined;
+  const logGone = new Promise<void>((resolve) => (logLost = resolve));
+  const sink = openLogSink(1, {
+    onRecovered: (failedWith, dropped) => log.warn({ failedWith, droppedLines: dropped }, 'the log and audit trail can be written again'),
+    onLost: () => logLost(),
+  });
   process.on('exit', () => sink.flushOnExit());
   const log = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, sink.stream);
   grpc.setLogger(grpcLogger(log));
@@ -75,9 +83,10 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (reloadWhenReady) daemon.reloadPolicy();
-  await stopRequested;
+  const lost = await Promise.race([stopRequested.then(() => false), logGone.then(() => true)]);
   await daemon.stop();
-  return 0;
+  // Not 0: systemd's Restart=on-failure starts the daemon again, with a new stdout.
+  return lost ? 1 : 0;
 }
 
 main(process.argv.slice(2)).then(

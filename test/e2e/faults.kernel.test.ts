@@ -407,6 +407,43 @@ describe("the log's file system full (ringfenced >> a file on it)", () => {
   });
 });
 
+describe("the log's reader gone (EPIPE)", () => {
+  // A pipe cannot be reopened: the daemon stops (draining, exit 1, its socket removed) so that
+  // systemd's Restart=on-failure starts it with a new stdout. Under systemd stderr is the same
+  // stream: its EPIPE was an uncaught error, a crash that left the socket behind.
+  for (const shared of [false, true]) {
+    it(shared ? 'stdout and stderr one pipe (the journal gone): the daemon stops itself cleanly, exit 1' : 'stdout alone: the daemon says why on stderr and stops itself cleanly, exit 1', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'rf-logpipe-'));
+      const socket = join(dir, 'rf.sock');
+      const daemonArgs = [DAEMON_MAIN, '--socket', socket, '--state-dir', join(dir, 'state'), '--log-level', 'info'];
+      const child = shared
+        ? spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', process.execPath, ...daemonArgs], { stdio: ['ignore', 'pipe', 'ignore'] })
+        : spawn(process.execPath, daemonArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
+      try {
+        let out = '';
+        let stderr = '';
+        child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+        const exited = once(child, 'exit');
+        await until('ringfenced ready', () => out.includes('"msg":"ringfenced ready"'), 60_000);
+        const client = new RingfenceClient({ socketPath: socket });
+        await client.createKey('k');
+        child.stdout!.destroy();
+        // Each operation writes an audit line; the first write after the close meets EPIPE.
+        for (let i = 0; i < 100 && child.exitCode === null; i++) await client.encrypt('k', 'x').catch(() => undefined);
+        await client.close();
+        const [code] = (await Promise.race([exited, sleep(60_000).then(() => ['hung'])])) as [number | string | null];
+        expect(code, stderr).toBe(1);
+        expect(existsSync(socket), 'the socket is left behind: the daemon did not stop cleanly').toBe(false);
+        if (!shared) expect(stderr).toContain("ringfenced: the log and audit trail's destination (fd 1) is gone (EPIPE); refusing operations and stopping");
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
 describe('missing or wrong master key', () => {
   it('refuses to start, says what is wrong and what to do, and changes nothing', async () => {
     const daemon = await TestDaemon.start();
