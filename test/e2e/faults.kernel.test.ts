@@ -244,6 +244,25 @@ describe('kill -9 at random moments during key operations', () => {
   });
 });
 
+/** Fills the file system `dir` is on to the last byte; returns the filler file (unlink it for room). */
+function fillToTheLastByte(dir: string): string {
+  const filler = join(dir, 'filler');
+  const fd = openSync(filler, 'w');
+  for (const size of [65536, 4096, 1]) {
+    const buf = Buffer.alloc(size, 0x5a);
+    for (;;) {
+      try {
+        writeSync(fd, buf);
+      } catch (err) {
+        expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+        break;
+      }
+    }
+  }
+  closeSync(fd);
+  return filler;
+}
+
 describe('state directory full', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rf-full-'));
   let mounted = false;
@@ -264,21 +283,7 @@ describe('state directory full', () => {
     const ct = await client.encrypt('kept', 'before', { associatedData: 'a' });
     const ctImp = await client.encrypt('kept-imported', 'before-imp');
 
-    // Fill the file system to the last byte.
-    const filler = join(dir, 'filler');
-    const fd = openSync(filler, 'w');
-    for (const size of [65536, 4096, 1]) {
-      const buf = Buffer.alloc(size, 0x5a);
-      for (;;) {
-        try {
-          writeSync(fd, buf);
-        } catch (err) {
-          expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
-          break;
-        }
-      }
-    }
-    closeSync(fd);
+    const filler = fillToTheLastByte(dir);
 
     const material = randomBytes(32);
     for (const [what, call] of [
@@ -350,21 +355,7 @@ describe("the log's file system full (ringfenced >> a file on it)", () => {
     const ct = await client.encrypt('k', 'before');
     answered++;
 
-    // Fill the file system to the last byte.
-    const filler = join(logDir, 'filler');
-    const fd = openSync(filler, 'w');
-    for (const size of [65536, 4096, 1]) {
-      const buf = Buffer.alloc(size, 0x5a);
-      for (;;) {
-        try {
-          writeSync(fd, buf);
-        } catch (err) {
-          expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
-          break;
-        }
-      }
-    }
-    closeSync(fd);
+    const filler = fillToTheLastByte(logDir);
 
     // The daemon learns of it at its next log line: the first encryptions after the disk filled are
     // answered (their lines wait in memory), later ones refused.
