@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PROJECT_ROOT } from '../../test/support/run-ts.js';
+import { PROJECT_ROOT, projectModule } from '../../test/support/run-ts.js';
 import { sleep, until } from '../../test/support/wait.js';
 import { openLogSink } from './log-sink.js';
 
@@ -32,7 +32,7 @@ describe('openLogSink', () => {
     sink.flushOnExit();
   });
 
-  it('a pipe nobody reads fails after 5 s of EAGAIN; once read, it recovers, and what it kept comes out whole and in order, the rest counted as dropped', async () => {
+  it('a pipe nobody reads fails after 5 s of EAGAIN; once read, it recovers, and what it kept comes out whole and in order', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rf-sink-'));
     const fifo = join(dir, 'log');
     execFileSync('mkfifo', [fifo]);
@@ -41,15 +41,16 @@ describe('openLogSink', () => {
     cleanups.push(() => (closeSync(writer), closeSync(reader), rmSync(dir, { recursive: true, force: true })));
     const told: string[] = [];
     const recovered: [string, number][] = [];
-    const sink = openLogSink(writer, { tell: (l) => told.push(l), onRecovered: (errno, n) => recovered.push([errno, n]), maxBufferedBytes: 256 * 1024, retryMs: 50 });
+    // A buffer the lines fit in: one that overflows fails the sink at once (the next test).
+    const sink = openLogSink(writer, { tell: (l) => told.push(l), onRecovered: (errno, n) => recovered.push([errno, n]), maxBufferedBytes: 1024 * 1024, retryMs: 50 });
     const log = pino({ base: null, timestamp: false }, sink.stream);
     const pad = 'x'.repeat(200);
     let sent = 0;
-    // Past the pipe's 64 KiB, then past the sink's buffer: the lines beyond it are dropped.
+    // Past the pipe's 64 KiB.
     for (; sent < 3000; sent++) log.info({ seq: sent, pad });
     await until('the sink fails', () => sink.failing() !== undefined);
     expect(sink.failing()).toBe('EAGAIN');
-    expect(sink.dropped()).toBeGreaterThan(0);
+    expect(sink.dropped()).toBe(0);
 
     let text = '';
     const buf = Buffer.alloc(1 << 16);
@@ -78,6 +79,89 @@ describe('openLogSink', () => {
     expect(told).toHaveLength(2);
     expect(told[1]).toBe(`ringfenced: the log and audit trail can be written again (after EAGAIN; ${sink.dropped()} lines dropped meanwhile)`);
   }, 60_000);
+
+  it('a destination that takes lines slower than they come, without a failed write (a blocking pipe whose reader stalls): the sink fails at its first dropped line, not only counts it, and recovers once read', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-sink-'));
+    const fifo = join(dir, 'log');
+    execFileSync('mkfifo', [fifo]);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    // Blocking, as a shell's pipe or the journal's socket: a write waits for the reader, no EAGAIN.
+    const writer = openSync(fifo, constants.O_WRONLY);
+    let text = '';
+    const buf = Buffer.alloc(1 << 16);
+    const readSome = () => {
+      for (;;) {
+        try {
+          const n = readSync(reader, buf);
+          if (n <= 0) return;
+          text += buf.toString('utf8', 0, n);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return;
+          throw err;
+        }
+      }
+    };
+    // Read out before closing: the write waiting in libuv's pool ends then.
+    cleanups.push(() => (readSome(), closeSync(writer), closeSync(reader), rmSync(dir, { recursive: true, force: true })));
+    const told: string[] = [];
+    const recovered: [string, number][] = [];
+    const sink = openLogSink(writer, { tell: (l) => told.push(l), onRecovered: (errno, n) => recovered.push([errno, n]), maxBufferedBytes: 256 * 1024, retryMs: 50 });
+    const log = pino({ base: null, timestamp: false }, sink.stream);
+    const pad = 'x'.repeat(200);
+    let sent = 0;
+    for (; sent < 3000; sent++) log.info({ seq: sent, pad });
+    // No write fails: it waits. Operations whose audit lines would be dropped are refused from here
+    // on (found by review: they were served while their lines were dropped, for as long as it waits).
+    const droppedAtOnce = sink.dropped();
+    const failingAtOnce = sink.failing();
+    await sleep(200);
+    const failingLater = sink.failing();
+
+    await until('the sink recovers', () => (readSome(), sink.failing() === undefined));
+    log.info({ seq: sent++, pad });
+    await until('every kept line is read', () => (readSome(), text.endsWith(`"seq":${sent - 1},"pad":"${pad}"}\n`)));
+    expect(droppedAtOnce).toBeGreaterThan(0);
+    expect(failingAtOnce).toBe('ENOBUFS');
+    expect(failingLater).toBe('ENOBUFS');
+    const seqs = text.trimEnd().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(seqs.length + sink.dropped()).toBe(sent);
+    expect(recovered).toEqual([['ENOBUFS', sink.dropped()]]);
+    expect(told[0]).toContain('(ENOBUFS)');
+  }, 60_000);
+
+  // Under systemd stderr is the journal's stream as stdout is, and `ringfenced > FILE 2>&1` puts both
+  // on one file system: the notice then fails as the log does, and process.stderr re-threw that as
+  // an uncaught 'error' event, which ended the daemon the change was to keep alive.
+  for (const [name, dest] of [['a full disk', 'full'], ['a pipe whose reader is gone', 'closed pipe']] as const) {
+    it(`its notice on stderr, when stderr fails as stdout does (${name}), does not end the process`, async () => {
+      const full = dest === 'full' ? openSync('/dev/full', 'w') : undefined;
+      if (full !== undefined) cleanups.push(() => closeSync(full));
+      const code = `import { writeSync } from 'node:fs';
+        import { pino } from 'pino';
+        import { openLogSink } from ${projectModule('src/daemon/log-sink.ts')};
+        const sink = openLogSink(1);
+        const log = pino(sink.stream);
+        log.info('a line');
+        while (sink.failing() === undefined) await new Promise((r) => setTimeout(r, 10));
+        log.info('another');
+        await new Promise((r) => setTimeout(r, 500));
+        writeSync(3, JSON.stringify({ failing: sink.failing() }));`;
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+        cwd: PROJECT_ROOT,
+        env: { ...process.env, TSX_TSCONFIG_PATH: `${PROJECT_ROOT}tsconfig.json` },
+        stdio: ['ignore', full ?? 'pipe', full ?? 'pipe', 'pipe'],
+      });
+      if (full === undefined) (child.stdout!.destroy(), child.stderr!.destroy());
+      let out = '';
+      (child.stdio[3] as NodeJS.ReadableStream).on('data', (d: Buffer) => (out += d.toString())).on('error', () => {});
+      const exit = new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+      const status = await Promise.race([exit, sleep(30_000).then(() => 'hung' as const)]);
+      if (status === 'hung') child.kill('SIGKILL');
+      expect(status).toBe(0);
+      expect(JSON.parse(out)).toEqual({ failing: dest === 'full' ? 'ENOSPC' : 'EPIPE' });
+    }, 60_000);
+  }
 });
 
 describe('ringfenced with a log destination that takes nothing', () => {

@@ -7,14 +7,15 @@
  *   exit flush, which retries every error, deaf to SIGTERM (only SIGKILL ended it);
  * - an EPIPE (the journal's stream gone) ended all logging, the audit trail included, silently.
  *
- * Here a failed write marks the sink failing until a write succeeds again: the daemon refuses
- * operations meanwhile (it could not audit them; policy/access.ts). Lines not yet written stay
- * buffered, up to MAX_BUFFERED_BYTES (beyond that they are dropped and counted), and are written
- * once the destination takes them; the sink retries every RETRY_MS. stderr says so once when the
- * failure starts and once when it ends. sonic-boom 5 (a direct dependency for this) gives up on
+ * Here a failed write marks the sink failing until a write succeeds again, and so does a full
+ * buffer: the daemon refuses operations meanwhile (it could not audit them; policy/access.ts).
+ * Lines not yet written stay buffered, up to MAX_BUFFERED_BYTES (beyond that they are dropped and
+ * counted), and are written once the destination takes them; the sink retries every RETRY_MS.
+ * stderr says so once when the failure starts and once when it ends. sonic-boom 5 (a direct dependency for this) gives up on
  * errors other than EAGAIN/EBUSY in its synchronous flush, and on those after maxWriteRetries, so
  * the flush at exit ends.
  */
+import { write } from 'node:fs';
 import sonicBoom, { type SonicBoomOpts } from 'sonic-boom';
 
 // A CommonJS module: its class is a property of the default export under Node's ESM.
@@ -55,13 +56,30 @@ export interface LogSinkOptions {
 }
 
 export function openLogSink(fd = 1, opts: LogSinkOptions = {}): LogSink {
-  const tell = opts.tell ?? ((line: string) => process.stderr.write(`${line}\n`));
+  // Not process.stderr: stderr is often where stdout is (the journal's stream under systemd,
+  // `> FILE 2>&1`), so it fails alike, and process.stderr re-throws a failed write as an uncaught
+  // 'error' event, which ended the daemon (review by helper-171). Nor writeSync: a reader that has
+  // stalled would hold the daemon's only thread. In the background then, in order, errors ignored.
+  let telling: string[] | undefined;
+  const toStderr = (line: string): void =>
+    write(2, `${line}\n`, () => {
+      const next = telling!.shift();
+      if (next === undefined) telling = undefined;
+      else toStderr(next);
+    });
+  const tell =
+    opts.tell ??
+    ((line: string) => {
+      if (telling) return void telling.push(line);
+      telling = [];
+      toStderr(line);
+    });
   // maxWriteRetries is sonic-boom 5's; its bundled types predate it.
   const options: SonicBoomOpts & { maxWriteRetries: number } = { fd, sync: false, maxLength: opts.maxBufferedBytes ?? MAX_BUFFERED_BYTES, maxWriteRetries: MAX_EAGAIN_RETRIES };
   const stream = new SonicBoom(options);
   let failedWith: string | undefined;
   let droppedLines = 0;
-  // Lines are dropped while writes are retried, before any error is emitted (EAGAIN for 5 s).
+  // Dropped lines up to the last recovery, which reported them.
   let droppedReported = 0;
   let retry: NodeJS.Timeout | undefined;
   let retrying = false;
@@ -75,9 +93,9 @@ export function openLogSink(fd = 1, opts: LogSinkOptions = {}): LogSink {
     tell(`ringfenced: the log and audit trail can be written again (after ${was}; ${meanwhile} lines dropped meanwhile)`);
     opts.onRecovered?.(was, meanwhile);
   };
-  stream.on('error', (err: NodeJS.ErrnoException) => {
+  const fail = (code: string) => {
     if (failedWith !== undefined) return;
-    failedWith = err.code ?? 'EIO';
+    failedWith = code;
     if (failedWith === 'EPIPE' && opts.onLost) {
       tell(`ringfenced: the log and audit trail's destination (fd ${fd}) is gone (EPIPE); refusing operations and stopping, so that the service manager starts ringfenced again with a new one`);
       opts.onLost(failedWith);
@@ -100,9 +118,14 @@ export function openLogSink(fd = 1, opts: LogSinkOptions = {}): LogSink {
       }
     }, opts.retryMs ?? RETRY_MS);
     retry.unref();
-  });
+  };
+  stream.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? 'EIO'));
   stream.on('drop', () => {
     droppedLines++;
+    // A full buffer fails the sink too: a destination that takes lines slower than they come need
+    // not fail a write (a blocking pipe or socket whose reader stalls: the write waits), and the
+    // daemon would otherwise go on serving operations whose audit lines it drops.
+    fail('ENOBUFS');
   });
 
   return {
