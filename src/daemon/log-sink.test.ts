@@ -15,6 +15,36 @@ afterEach(() => {
   for (const c of cleanups.splice(0)) c();
 });
 
+/**
+ * A FIFO standing for the daemon's stdout: a non-blocking reader, and a writer that blocks as a
+ * shell's pipe or the journal's socket does, or not. `read()` takes what is there, and returns all
+ * read so far.
+ */
+function fifo(blockingWriter: boolean): { writer: number; read: () => string } {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-sink-'));
+  const path = join(dir, 'log');
+  execFileSync('mkfifo', [path]);
+  const reader = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const writer = openSync(path, blockingWriter ? constants.O_WRONLY : constants.O_WRONLY | constants.O_NONBLOCK);
+  let text = '';
+  const buf = Buffer.alloc(1 << 16);
+  const read = () => {
+    for (;;) {
+      try {
+        const n = readSync(reader, buf);
+        if (n <= 0) return text;
+        text += buf.toString('utf8', 0, n);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return text;
+        throw err;
+      }
+    }
+  };
+  // Read out before closing: a write waiting in libuv's pool ends then.
+  cleanups.push(() => (read(), closeSync(writer), closeSync(reader), rmSync(dir, { recursive: true, force: true })));
+  return { writer, read };
+}
+
 describe('openLogSink', () => {
   it('a full disk: the sink says it is failing (once, on stderr), the logger goes on without an error thrown, and the exit flush returns', async () => {
     const fd = openSync('/dev/full', 'w');
@@ -33,12 +63,7 @@ describe('openLogSink', () => {
   });
 
   it('a pipe nobody reads fails after 5 s of EAGAIN; once read, it recovers, and what it kept comes out whole and in order', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rf-sink-'));
-    const fifo = join(dir, 'log');
-    execFileSync('mkfifo', [fifo]);
-    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-    const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
-    cleanups.push(() => (closeSync(writer), closeSync(reader), rmSync(dir, { recursive: true, force: true })));
+    const { writer, read } = fifo(false);
     const told: string[] = [];
     const recovered: [string, number][] = [];
     // A buffer the lines fit in: one that overflows fails the sink at once (the next test).
@@ -52,25 +77,11 @@ describe('openLogSink', () => {
     expect(sink.failing()).toBe('EAGAIN');
     expect(sink.dropped()).toBe(0);
 
-    let text = '';
-    const buf = Buffer.alloc(1 << 16);
-    const readSome = () => {
-      for (;;) {
-        try {
-          const n = readSync(reader, buf);
-          if (n <= 0) return;
-          text += buf.toString('utf8', 0, n);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return;
-          throw err;
-        }
-      }
-    };
-    await until('the sink recovers', () => (readSome(), sink.failing() === undefined));
+    await until('the sink recovers', () => (read(), sink.failing() === undefined));
     log.info({ seq: sent++, pad });
-    await until('every kept line is read', () => (readSome(), text.endsWith(`"seq":${sent - 1},"pad":"${pad}"}\n`)));
+    await until('every kept line is read', () => read().endsWith(`"seq":${sent - 1},"pad":"${pad}"}\n`));
 
-    const seqs = text.trimEnd().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq);
+    const seqs = read().trimEnd().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(new Set(seqs).size).toBe(seqs.length);
     // Every line was either written or counted as dropped.
@@ -81,28 +92,8 @@ describe('openLogSink', () => {
   }, 60_000);
 
   it('a destination that takes lines slower than they come, without a failed write (a blocking pipe whose reader stalls): the sink fails at its first dropped line, not only counts it, and recovers once read', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'rf-sink-'));
-    const fifo = join(dir, 'log');
-    execFileSync('mkfifo', [fifo]);
-    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     // Blocking, as a shell's pipe or the journal's socket: a write waits for the reader, no EAGAIN.
-    const writer = openSync(fifo, constants.O_WRONLY);
-    let text = '';
-    const buf = Buffer.alloc(1 << 16);
-    const readSome = () => {
-      for (;;) {
-        try {
-          const n = readSync(reader, buf);
-          if (n <= 0) return;
-          text += buf.toString('utf8', 0, n);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return;
-          throw err;
-        }
-      }
-    };
-    // Read out before closing: the write waiting in libuv's pool ends then.
-    cleanups.push(() => (readSome(), closeSync(writer), closeSync(reader), rmSync(dir, { recursive: true, force: true })));
+    const { writer, read } = fifo(true);
     const told: string[] = [];
     const recovered: [string, number][] = [];
     const sink = openLogSink(writer, { tell: (l) => told.push(l), onRecovered: (errno, n) => recovered.push([errno, n]), maxBufferedBytes: 256 * 1024, retryMs: 50 });
@@ -117,13 +108,13 @@ describe('openLogSink', () => {
     await sleep(200);
     const failingLater = sink.failing();
 
-    await until('the sink recovers', () => (readSome(), sink.failing() === undefined));
+    await until('the sink recovers', () => (read(), sink.failing() === undefined));
     log.info({ seq: sent++, pad });
-    await until('every kept line is read', () => (readSome(), text.endsWith(`"seq":${sent - 1},"pad":"${pad}"}\n`)));
+    await until('every kept line is read', () => read().endsWith(`"seq":${sent - 1},"pad":"${pad}"}\n`));
     expect(droppedAtOnce).toBeGreaterThan(0);
     expect(failingAtOnce).toBe('ENOBUFS');
     expect(failingLater).toBe('ENOBUFS');
-    const seqs = text.trimEnd().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq);
+    const seqs = read().trimEnd().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(seqs.length + sink.dropped()).toBe(sent);
     expect(recovered).toEqual([['ENOBUFS', sink.dropped()]]);
