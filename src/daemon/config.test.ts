@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as http2 from 'node:http2';
@@ -162,6 +162,16 @@ describe('resolveConfig defaults', () => {
   it('a user without HOME or XDG_STATE_HOME must set --state-dir', () => {
     expect(configError([], { XDG_RUNTIME_DIR: '/run/user/1' }, 1).message).toMatch(/--state-dir/);
   });
+
+  it('relative XDG_STATE_HOME, XDG_CONFIG_HOME and HOME are ignored, and the message does not call them unset', () => {
+    const env = { XDG_RUNTIME_DIR: '/run/user/1', XDG_STATE_HOME: 'state', XDG_CONFIG_HOME: 'cfg', HOME: 'home' };
+    expect(configError([], env, 1).message).toBe(
+      'cannot choose a state directory for uid 1: neither XDG_STATE_HOME nor HOME is set to an absolute path; set --state-dir or RINGFENCE_STATE_DIR',
+    );
+    expect(configError(['--state-dir', '/s'], env, 1).message).toBe(
+      'cannot choose a policy file for uid 1: neither XDG_CONFIG_HOME nor HOME is set to an absolute path; set --policy or RINGFENCE_POLICY',
+    );
+  });
 });
 
 describe('resolveConfig precedence', () => {
@@ -278,6 +288,36 @@ describe('resolveConfig errors say what and where', () => {
   it('a socket path longer than sun_path', () => {
     expect(configError(['--socket', `/${'x'.repeat(107)}`]).message).toMatch(/^--socket: .*longer than 107 bytes/);
     expect(resolved(['--socket', `/${'x'.repeat(106)}`]).socket).toHaveLength(107);
+    // In the file, even when a flag overrides it (as the file's other values are checked).
+    const f = configFile({ socket: `/${'y'.repeat(107)}` });
+    expect(configError(['--config', f, '--socket', '/s']).message).toMatch(new RegExp(`^${f}:socket: socket path /y+ is longer than 107 bytes`));
+  });
+
+  it('config file: a NUL in a path is refused there, not at the first fs call (which exited 1 naming no key)', () => {
+    for (const key of ['socket', 'stateDir', 'policy']) {
+      const f = configFile(`{"${key}": "/run/a\\u0000b"}`);
+      expect(configError(['--config', f, '--socket', '/s', '--state-dir', '/d', '--policy', '/p']).message, key).toBe(`${f}:${key}: a path must not contain a NUL character`);
+    }
+  });
+
+  it('config file: held to the policy file\'s rules on who may write it (it names the policy and the state; the tests run as root)', () => {
+    const dir = join(tmp, 'owned');
+    mkdirSync(dir, { mode: 0o755 });
+    const f = join(dir, 'config.json');
+    writeFileSync(f, JSON.stringify({ logLevel: 'warn' }), { mode: 0o644 });
+    expect(resolved(['--config', f]).logLevel).toBe('warn');
+    chmodSync(f, 0o664);
+    expect(configError(['--config', f]).message).toBe(`config file ${f} (from --config) is refused: it is writable by its group (chmod g-w it)`);
+    chmodSync(f, 0o646);
+    expect(configError([], { RINGFENCE_CONFIG: f }).message).toBe(`config file ${f} (from RINGFENCE_CONFIG) is refused: it is writable by every user (chmod o-w it)`);
+    chmodSync(f, 0o644);
+    chownSync(f, 12345, 0);
+    expect(configError(['--config', f]).message).toBe(`config file ${f} (from --config) is refused: it belongs to uid 12345, not to root or the daemon's uid ${process.getuid!()} (chown it)`);
+    chownSync(f, process.getuid!(), 0);
+    chmodSync(dir, 0o777);
+    expect(configError(['--config', f]).message).toMatch(new RegExp(`^config file ${f} \\(from --config\\) is refused: the directory ${dir} on its path is writable by every user, who could replace or delete the config file`));
+    chmodSync(dir, 0o755);
+    expect(resolved(['--config', f]).logLevel).toBe('warn');
   });
 
   it('config file: only a regular file, of at most 1 MiB (found by review: a FIFO hung the start)', () => {

@@ -8,6 +8,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinSocketPath, MAX_SOCKET_PATH_BYTES } from '../rpc/socket-path.js';
 import { defaultPolicyPath } from '../policy/default-path.js';
+import { policyFileRefusal, policyPathRefusal } from '../policy/file-mode.js';
 import { MAX_STREAM_CHUNK_BYTES } from './ciphertext/stream-format.js';
 import { firstDuplicateName } from '../json/duplicate-names.js';
 
@@ -313,12 +314,16 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
   };
   const filePath = (key: 'socket' | 'stateDir' | 'policy'): string | undefined => {
     const v = fileString(key);
+    // Flags and variables cannot hold one; JSON can ("\u0000"), and every fs call would then throw
+    // at start-up with a message naming neither the file nor the key, and exit 1 (not 2).
+    if (v?.value.includes('\0')) throw new ConfigError(`${v.where}: a path must not contain a NUL character`);
     return v && resolve(dirname(configFile!), v.value);
   };
 
   // The whole file is validated even where flags or the environment override it, so that a
   // mistake in it does not surface only once the override is gone.
   const fileSocket = filePath('socket');
+  if (fileSocket !== undefined) checkSocketLength(fileSocket, fileSrc('socket'));
   const fileStateDir = filePath('stateDir');
   const filePolicy = filePath('policy');
   const fileLevelArg = fileString('logLevel');
@@ -338,9 +343,7 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
     }
     socketWhere = 'the default socket path';
   }
-  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES) {
-    throw new ConfigError(`${socketWhere}: socket path ${socket} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the Unix socket limit`);
-  }
+  checkSocketLength(socket, socketWhere);
 
   const stateArg = pick('state-dir', 'RINGFENCE_STATE_DIR');
   const stateDir = stateArg ? resolve(stateArg.value) : fileStateDir ?? defaultStateDir(env, uid);
@@ -353,9 +356,15 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
   return { help: false, socket, socketMode, stateDir, logLevel, limits, configFile, policy };
 }
 
+function checkSocketLength(socket: string, where: string): void {
+  if (Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES) {
+    throw new ConfigError(`${where}: socket path ${socket} is longer than ${MAX_SOCKET_PATH_BYTES} bytes, the Unix socket limit`);
+  }
+}
+
 function policyPath(env: NodeJS.ProcessEnv, uid: number): string {
   const path = defaultPolicyPath(env, uid);
-  if (path === undefined) throw new ConfigError(`cannot choose a policy file for uid ${uid}: neither XDG_CONFIG_HOME nor HOME is set; set --policy or RINGFENCE_POLICY`);
+  if (path === undefined) throw new ConfigError(`cannot choose a policy file for uid ${uid}: neither XDG_CONFIG_HOME nor HOME is set to an absolute path; set --policy or RINGFENCE_POLICY`);
   return path;
 }
 
@@ -364,7 +373,7 @@ function defaultStateDir(env: NodeJS.ProcessEnv, uid: number): string {
   const xdg = env.XDG_STATE_HOME;
   if (xdg && isAbsolute(xdg)) return join(xdg, 'ringfence');
   if (!env.HOME || !isAbsolute(env.HOME)) {
-    throw new ConfigError(`cannot choose a state directory for uid ${uid}: neither XDG_STATE_HOME nor HOME is set; set --state-dir or RINGFENCE_STATE_DIR`);
+    throw new ConfigError(`cannot choose a state directory for uid ${uid}: neither XDG_STATE_HOME nor HOME is set to an absolute path; set --state-dir or RINGFENCE_STATE_DIR`);
   }
   return join(env.HOME, '.local', 'state', 'ringfence');
 }
@@ -373,6 +382,12 @@ function defaultStateDir(env: NodeJS.ProcessEnv, uid: number): string {
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
 function readConfigFile(path: string, where: string): Record<string, unknown> {
+  // The file names the policy file and the state directory: whoever may write it could point the
+  // daemon at an older policy (undoing a revocation) or state, so it is held to the policy file's
+  // rules on who may write it and what leads to it (policy/file-mode.ts; found by review).
+  const uid = process.getuid?.();
+  const pathRefusal = policyPathRefusal(path, uid, 'the config file');
+  if (pathRefusal) throw new ConfigError(`config file ${path} (from ${where}) is refused: ${pathRefusal}`);
   let text: string;
   let fd: number | undefined;
   try {
@@ -381,6 +396,8 @@ function readConfigFile(path: string, where: string): Record<string, unknown> {
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
     const st = fstatSync(fd);
     if (!st.isFile()) throw new ConfigError(`config file ${path} (from ${where}) is not a regular file`);
+    const refusal = policyFileRefusal(st, uid);
+    if (refusal) throw new ConfigError(`config file ${path} (from ${where}) is refused: ${refusal}`);
     if (st.size > MAX_CONFIG_BYTES) throw new ConfigError(`config file ${path} (from ${where}) is ${st.size} bytes; a config file is at most ${MAX_CONFIG_BYTES}`);
     text = readFileSync(fd, 'utf8');
   } catch (err) {
