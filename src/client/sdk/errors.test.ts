@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -160,6 +161,36 @@ describe('no daemon at the socket', () => {
     expect(err.message).toContain(`permission denied on the ringfence daemon's socket ${socketPath} (EACCES)`);
     expect(err.message).toContain('group ringfence-clients');
     expect(err.message).not.toMatch(/is running/);
+  });
+
+  // Found by trying a SIGSTOPped daemon: grpc-js's "Deadline exceeded after 0.301s,name resolution:
+  // ...,Waiting for LB pick" named neither the socket nor what to do.
+  it('a socket that takes the connection but never answers: DEADLINE_EXCEEDED naming the socket, not sent', async () => {
+    const socketPath = join(dir, 'mute.sock');
+    const held: Socket[] = [];
+    const mute = createServer((s) => held.push(s));
+    await new Promise<void>((resolve) => mute.listen(socketPath, resolve));
+    try {
+      const c = new RingfenceClient({ socketPath });
+      const err = await failure(c.encrypt('k', 'x', { timeoutMs: 300 }));
+      await c.close();
+      expect(held.length).toBeGreaterThan(0); // it did connect
+      expect(isDeadlineExceeded(err)).toBe(true);
+      expect(isDaemonUnreachable(err)).toBe(true);
+      expect(err.message).toContain(`nothing at ${socketPath} answered`);
+      expect(err.message).toMatch(/request was not sent/);
+      expect(err.message).not.toMatch(/LB pick/);
+    } finally {
+      held.forEach((s) => s.destroy());
+      await new Promise((resolve) => mute.close(resolve));
+    }
+  });
+
+  it('a deadline that passes once the daemon has the request stays a plain deadline', async () => {
+    // 'slow' answers after its delay: the call was sent, so it is not "unreachable".
+    const err = await failure(client.encrypt('slow', 'x', { timeoutMs: 100 }));
+    expect(isDeadlineExceeded(err)).toBe(true);
+    expect(isDaemonUnreachable(err)).toBe(false);
   });
 
   it('streams and sessions fail the same way', async () => {

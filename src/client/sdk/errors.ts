@@ -30,7 +30,10 @@ export class RingfenceError extends Error {
   /** The reason's metadata (keys listed per reason in errors.proto); never secrets. */
   readonly metadata: Record<string, string>;
   readonly rpc: string | undefined;
-  /** True when no daemon answered at the socket (not running, refused, no permission on it). */
+  /**
+   * True when no daemon answered at the socket (not running, refused, no permission on it, or the
+   * connection never became ready before the deadline): the request was not sent.
+   */
   readonly unreachable: boolean;
 
   constructor(init: RingfenceErrorInit) {
@@ -60,6 +63,9 @@ export interface ErrorContext {
 
 // grpc-js reports a failed connect as UNAVAILABLE with no status details and this text.
 const CONNECT_FAILURE = /No connection established|connect (E[A-Z]+)/;
+// ... and a deadline that passed while the call still waited for a ready connection with this: the
+// request was never sent (load-balancing-call.ts getDeadlineInfo).
+const NEVER_SENT = /Waiting for LB pick/;
 
 /** A RingfenceError for whatever a grpc-js call failed with (passes RingfenceErrors through). */
 export function toRingfenceError(err: unknown, ctx: ErrorContext): RingfenceError {
@@ -81,6 +87,12 @@ export function toRingfenceError(err: unknown, ctx: ErrorContext): RingfenceErro
       errno === 'EACCES' || errno === 'EPERM'
         ? `permission denied on the ringfence daemon's socket ${ctx.socketPath} (${errno}): this user may not connect to it; the shipped units let members of group ringfence-clients (socket 0660 ringfence:ringfence-clients), else ask whoever runs the daemon`
         : `the ringfence daemon is not running or not reachable at ${ctx.socketPath}${errno ? ` (${errno})` : ''}: start ringfenced, or set RINGFENCE_SOCKET to its socket`;
+    return new RingfenceError({ code: err.code, message, rpc: ctx.rpc, unreachable: true, cause: err });
+  }
+  // Something accepted the connection but never spoke HTTP/2: grpc-js's own text ("Deadline exceeded
+  // after 30.008s,name resolution: ...,Waiting for LB pick") said neither where nor what to do.
+  if (err.code === grpc.status.DEADLINE_EXCEEDED && !details && NEVER_SENT.test(err.details ?? '')) {
+    const message = `deadline exceeded: nothing at ${ctx.socketPath} answered the connection as a ringfence daemon does, so the request was not sent; the daemon may be stopped (SIGSTOP) or hung, or this is not its socket (set RINGFENCE_SOCKET or --socket)`;
     return new RingfenceError({ code: err.code, message, rpc: ctx.rpc, unreachable: true, cause: err });
   }
   return new RingfenceError({
@@ -132,7 +144,10 @@ export function isAuthenticationFailed(err: unknown): err is RingfenceError {
   return err instanceof RingfenceError && err.reason === ErrorReason.AUTHENTICATION_FAILED;
 }
 
-/** No daemon at the socket (also `isUnavailable`). */
+/**
+ * No daemon answered at the socket, so the request was not sent: `isUnavailable` too, or
+ * `isDeadlineExceeded` when something there took the connection but never answered it.
+ */
 export function isDaemonUnreachable(err: unknown): err is RingfenceError {
   return err instanceof RingfenceError && err.unreachable;
 }
