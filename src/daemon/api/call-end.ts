@@ -63,8 +63,8 @@ interface Http2StreamLike extends EventEmitter {
 export function afterStatusSent(call: object, then: (code: number | undefined) => void): void {
   const stream = http2StreamOf(call);
   const sent = () => {
-    const code = Number(stream?.sentTrailers?.['grpc-status'] ?? stream?.sentHeaders?.['grpc-status']);
-    return Number.isInteger(code) && code !== 0 ? code : undefined;
+    const code = statusSent(call);
+    return code !== undefined && code !== 0 ? code : undefined;
   };
   // Sent already (trailers, or a headers-only answer), or not a stream grpc-js ended to send one.
   if (!stream || sent() !== undefined || !stream.writableEnded || stream.sentTrailers || stream.closed || stream.destroyed) return then(sent());
@@ -75,6 +75,13 @@ export function afterStatusSent(call: object, then: (code: number | undefined) =
   };
   const bound = setTimeout(settle, AUDIT_WAIT_MS);
   stream.once('close', settle);
+}
+
+/** The status code grpc-js has sent on a call's stream (0 for OK), or undefined while it has sent none. */
+export function statusSent(call: object): number | undefined {
+  const stream = http2StreamOf(call);
+  const code = Number(stream?.sentTrailers?.['grpc-status'] ?? stream?.sentHeaders?.['grpc-status']);
+  return Number.isInteger(code) ? code : undefined;
 }
 
 /**

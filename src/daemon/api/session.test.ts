@@ -247,6 +247,38 @@ describe('Session handler over a real grpc-js server: a stream refused as a whol
     expect(s.audit.filter((a) => a.rpc === 'CryptoService/Session')).toHaveLength(0);
   });
 
+  // Review by helper-174: grpc-js reports the end of every call as a cancel, and the session's
+  // whenGone heard it before the call's 'close' whenever the OK status went out in the same turn as
+  // the end (no answer written, or its last answers flushed at once): most sessions that ended
+  // normally got a CANCELLED line (only the one-operation case above was tested).
+  for (const n of [0, 3, 40]) {
+    it(`a session of ${n} operations that ends normally, every answer read, is not audited CANCELLED`, async () => {
+      const s = await realSession();
+      const answers: unknown[] = [];
+      s.call.on('data', (m: { more: unknown[] }) => answers.push(m, ...m.more));
+      for (let i = 0; i < n; i++) s.send({ id: BigInt(i), op: { case: 'generateRandom', value: { lengthBytes: 8 } } });
+      s.call.end();
+      const status = await s.status;
+      await settle(200);
+      s.close();
+      expect([status.code, answers.length]).toEqual([grpc.status.OK, n]);
+      expect(s.audit.filter((a) => a.rpc === 'CryptoService/Session')).toEqual([]);
+    });
+  }
+
+  it('a session the client cancels with answers unread is still audited CANCELLED', async () => {
+    const s = await realSession();
+    s.send({ id: 1n, op: { case: 'hash', value: { data: new Uint8Array(8) } } });
+    await vi.waitFor(() => expect(s.pending).toHaveLength(1));
+    s.call.cancel();
+    await s.status;
+    await settle(200);
+    s.pending[0]!(Buffer.alloc(32));
+    await settle(100);
+    s.close();
+    expect(s.audit.filter((a) => a.rpc === 'CryptoService/Session').map((a) => a.outcome)).toEqual(['CANCELLED']);
+  });
+
   it('an operation running when the session is refused as a whole is audited as it ended, not CANCELLED', async () => {
     const s = await realSession();
     s.send({ id: 1n, op: { case: 'hash', value: { data: new Uint8Array(8) } } });

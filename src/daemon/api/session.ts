@@ -26,7 +26,7 @@ import { generateRandom } from '../ops/random.js';
 import { invalidField, shuttingDown, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
-import { goneMessage } from './call-end.js';
+import { goneMessage, statusSent } from './call-end.js';
 import { auditKeyOf, auditPrincipal, callContext, callerKey, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
@@ -93,6 +93,8 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     let waitingDrain = false;
     let paused = false;
     let closed = false;
+    // Every operation answered and the stream ended (maybeEnd), as opposed to stopped.
+    let answered = false;
     // Released once grpc-js has handed a message to the connection (HTTP/2 flow control holds it
     // back while the client does not read), not when it is merely queued.
     const answers = new AnswerPacker((message, written) => {
@@ -118,6 +120,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       if (readEnded && inFlight === 0 && waiting.length === 0 && !closed) {
         answers.flush();
         closed = true;
+        answered = true;
         call.end();
       } else if (draining && inFlight === 0 && waiting.length === 0 && !closed) fail(shuttingDown());
     };
@@ -144,6 +147,9 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
     // Destroyed, as streams are: a client that neither reads nor cancels would otherwise keep a
     // session past its deadline (grpc-js cannot send the status while the client does not read).
     const dispose = whenGone(call, (why, told) => {
+      // Ended (maybeEnd) and its OK status sent: grpc-js reports that too as a cancel, often before the
+      // call's 'close' (review by helper-174: most sessions that ended normally were audited CANCELLED).
+      if (answered && statusSent(call) === 0) return;
       // A stream refused as a whole (fail) is audited already: grpc-js reports the status it sent as a cancel.
       if (endedAs === undefined) {
         endedAs = why;
