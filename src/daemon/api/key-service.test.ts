@@ -227,6 +227,25 @@ describe('imported material is held once (two versions sharing it would share on
   });
 });
 
+describe('an imported key at its encryption limit mid-stream', () => {
+  it('says to rotate it with new material, not that a new stream will use a rotated version (it has none: a new stream is refused too)', async () => {
+    const { keys } = await service(4096 * KiB, { limits: { encryptionLimit: 3, reservationBlock: 1 } });
+    await keys.import({ name: 'imp', material: randomBytes(32) });
+    const stream = await keys.forEncrypt('imp');
+    await keys.countEncryptions(stream, 2);
+    const mid = await keys.countEncryptions(stream, 1).catch((e: unknown) => e);
+    expect(mid).toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, reason: ErrorReason.ENCRYPTION_LIMIT_REACHED });
+    expect((mid as Error).message).toBe('key "imp" version 1 reached its limit of 3 encryptions mid-stream; rotate it with new material, then start a new stream');
+    await expect(keys.forEncrypt('imp')).rejects.toMatchObject({ reason: ErrorReason.ENCRYPTION_LIMIT_REACHED, message: expect.stringMatching(/rotate it with new material$/) });
+    // A generated key's new stream does move to a new version.
+    await keys.create({ name: 'gen' });
+    const g = await keys.forEncrypt('gen');
+    await keys.countEncryptions(g, 2);
+    await expect(keys.countEncryptions(g, 1)).rejects.toMatchObject({ message: expect.stringMatching(/mid-stream; start a new stream \(it will use the rotated version\)$/) });
+    expect((await keys.forEncrypt('gen')).version).toBe(2);
+  });
+});
+
 describe('KeyService asks the policy for the operation each RPC is (found by review: no host test noticed a swapped or missing check)', () => {
   it('each RPC is refused without its operation on the key, and not refused with only that operation', async () => {
     const opts: { grant: (op: string, key?: string) => boolean } = { grant: () => true };

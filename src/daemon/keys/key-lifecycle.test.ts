@@ -185,6 +185,12 @@ describe('KeyManager: lifecycle', () => {
     expect(due.message).toMatch(/can no longer be cancelled/);
     expect(w.km.get('k').state).toBe('pending_deletion');
     expect(w.fileKey('k')).toMatchObject({ state: 'pending_deletion' });
+    // What refuses a change or a use meanwhile does not advise the cancel it would refuse.
+    for (const refused of [() => w.km.rotate('k'), () => w.km.setEnabled('k', true), () => w.km.forEncrypt('k'), async () => w.km.forDecrypt(idBuf(r), 1, r.suite)]) {
+      const err = await expectApi(refused, Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+      expect(err.message).not.toMatch(/cancel the deletion (first|to use it)/);
+      expect(err.message).toMatch(/its waiting period has passed/);
+    }
     // The scheduler's pass then destroys it, as it would have without the cancel.
     expect(await w.km.runDueWork()).toEqual({ deleted: ['k'], rotated: [] });
     expect(w.kernelKeys().has(desc(r.id, 1, 0))).toBe(false);

@@ -74,6 +74,7 @@ export class KeyManager {
     this.policy = new KeyPolicy(this.index, deps);
     this.use = new KeyUse(this.index, deps, {
       lock: this.lock,
+      deletionPassed: (record) => this.deletionPassed(record),
       replace: (next, touch) => this.writes.replace(next, touch),
       rotateLocked: (record, material, why) => this.rotateLocked(record, material, why),
     });
@@ -234,8 +235,7 @@ export class KeyManager {
       // Left to the scheduler to carry out, and judged as its next run will: after postponing
       // deletions by a forward step of the clock it has not yet postponed them by (found by review).
       // One reading of the wall clock for both (found by review): a step between two would count half.
-      const now = this.now();
-      if (record.deletionTime !== null && record.deletionTime + (this.deps.pendingClockPostponementMs?.(now) ?? 0) <= now) {
+      if (this.deletionPassed(record)) {
         throw pendingDeletion(record, 'its waiting period has passed, so the deletion can no longer be cancelled; the daemon destroys the key at its next pass');
       }
       return this.writes.replace({ ...structuredClone(record), state: 'disabled', deletionTime: null });
@@ -309,8 +309,21 @@ export class KeyManager {
   /** A key that may change (not pending deletion). */
   private changeable(name: string): KeyRecord {
     const record = this.index.get(name);
-    if (record.state === 'pending_deletion') throw pendingDeletion(record, 'cancel the deletion first');
+    if (record.state === 'pending_deletion') {
+      // Once its time has passed the cancel is refused too: not advised (found by review).
+      throw pendingDeletion(record, this.deletionPassed(record) ? 'its waiting period has passed, so the deletion can no longer be cancelled; the daemon destroys the key at its next pass' : 'cancel the deletion first');
+    }
     return record;
+  }
+
+  /**
+   * Whether a pending deletion's time has passed, judged as the scheduler's next run will: after
+   * postponing by a forward step of the clock it has not yet postponed deletions by. One reading of
+   * the wall clock for both: a step between two would count half.
+   */
+  private deletionPassed(record: KeyRecord): boolean {
+    const now = this.now();
+    return record.deletionTime !== null && record.deletionTime + (this.deps.pendingClockPostponementMs?.(now) ?? 0) <= now;
   }
 
   /**

@@ -32,6 +32,8 @@ export interface KeyUseDeps {
 /** What KeyUse needs of the key manager: its lock, and the changes it makes under it. */
 export interface KeyUseHost {
   lock: Mutex;
+  /** Whether a pending deletion's time has passed, so that it can no longer be cancelled (KeyManager.cancelDeletion). */
+  deletionPassed(record: KeyRecord): boolean;
   /** Persists `next` in place of the record with its id, then swaps it in (KeyWrites.replace). Under the lock. */
   replace(next: KeyRecord, touch: boolean): Promise<KeyRecord>;
   /** Rotates a generated key (KeyManager.rotateLocked). Under the lock. */
@@ -129,7 +131,9 @@ export class KeyUse {
     }
     const limit = this.encryptionLimit(current);
     if (this.index.encryptionCount(current, r.version) + n > limit) {
-      throw limitReached(current, r.version, limit, 'start a new stream (it will use the rotated version)', 'mid-stream');
+      // An imported key has no rotated version to move to: a new stream is refused too until it is rotated.
+      const what = current.origin === 'generated' ? 'start a new stream (it will use the rotated version)' : 'rotate it with new material, then start a new stream';
+      throw limitReached(current, r.version, limit, what, 'mid-stream');
     }
     return current;
   }
@@ -231,7 +235,9 @@ export class KeyUse {
   /** An enabled key of the purpose, else the error that says why not. */
   private usable(name: string, purpose: Purpose): KeyRecord {
     const record = this.index.get(name);
-    if (record.state === 'pending_deletion') throw pendingDeletion(record, 'cancel the deletion to use it');
+    if (record.state === 'pending_deletion') {
+      throw pendingDeletion(record, this.host.deletionPassed(record) ? 'its waiting period has passed, so it can no longer be cancelled; the daemon destroys the key at its next pass' : 'cancel the deletion to use it');
+    }
     if (record.state === 'disabled') throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED, `key "${name}" is disabled; enable it to use it`, { key_name: name });
     if (record.purpose !== purpose) {
       throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH, `key "${name}" is a ${record.purpose.toUpperCase()} key; this operation needs ${purpose === 'aead' ? 'an AEAD' : 'a MAC'} key`, { key_name: name, purpose: record.purpose.toUpperCase() });

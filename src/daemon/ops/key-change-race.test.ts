@@ -99,6 +99,20 @@ describe('a key change acknowledged while the kernel seals', () => {
     h.release();
     expect(await refusal(moving)).toEqual({ code: 9, reason: 'KEY_DISABLED' });
   });
+
+  for (const [what, change, reason] of changes) {
+    it(`ReEncrypt from a key given ${what} while the destination seals: FAILED_PRECONDITION ${reason}, nothing answered`, async () => {
+      const base = await standInContext();
+      await base.keys.create({ name: 'dest', suite: 'aes-256-gcm' });
+      const source = await encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('moved'), associatedData: none }));
+      const h = hold(base, 'aeadEncrypt');
+      const moving = reEncrypt(h.ctx, req({ ciphertext: source.ciphertext, destinationKeyName: 'dest', associatedData: none }));
+      await h.reached;
+      await change(base, 'k');
+      h.release();
+      expect(await refusal(moving)).toEqual({ code: 9, reason: reason });
+    });
+  }
 });
 
 describe('a key change acknowledged while the kernel opens', () => {

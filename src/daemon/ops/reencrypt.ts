@@ -30,8 +30,16 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
   const destName = req.destinationKeyName || source.key.name;
   try {
     const dest = await ctx.keys.forEncrypt(destName);
+    const sealed = await sealEnvelope(ctx, dest, plaintext, newAad);
+    // The source too, once the destination's seal answered: a source disabled, scheduled for
+    // deletion or given a higher min_decryption_version meanwhile refuses this, as Decrypt's answer.
+    try {
+      ctx.keys.forDecrypt(Buffer.from(source.key.id, 'hex'), source.version, source.suite.name);
+    } catch (err) {
+      throw aboutKey(err, source.key.name);
+    }
     return {
-      ciphertext: await sealEnvelope(ctx, dest, plaintext, newAad),
+      ciphertext: sealed,
       keyName: dest.key.name,
       keyVersion: dest.version,
       sourceKeyName: source.key.name,

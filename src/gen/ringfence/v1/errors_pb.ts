@@ -168,8 +168,9 @@ export enum ErrorReason {
   /**
    * RESOURCE_EXHAUSTED: the key version reached its encryption limit (KeyVersion.encryption_limit)
    * and the daemon cannot rotate it (an imported key: rotate it with new material). Also for any
-   * key: an EncryptStream whose version reaches its limit mid-stream (start a new stream), or a
-   * request for more encryptions than a new version may take. Also for a generated key whose
+   * key: an EncryptStream whose version reaches its limit mid-stream (start a new stream; for an
+   * imported key, once it is rotated with new material), or a request for more encryptions than a
+   * new version may take. Also for a generated key whose
    * rotation a cap on key versions refuses (see KEY_LIMIT_REACHED): then also `limit` and
    * `limit_value` as there.
    * Metadata: `key_name`, `key_version`, `encryption_limit`.

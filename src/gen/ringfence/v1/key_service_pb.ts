@@ -605,7 +605,7 @@ export const KeyService: GenService<{
    * version 1 as its primary version, enabled.
    * Errors: ALREADY_EXISTS (KEY_ALREADY_EXISTS), INVALID_ARGUMENT (INVALID_FIELD,
    * SUITE_PURPOSE_MISMATCH), FAILED_PRECONDITION (SUITE_RESTRICTED_BY_KERNEL,
-   * SUITE_UNAVAILABLE), RESOURCE_EXHAUSTED (KERNEL_KEY_QUOTA).
+   * SUITE_UNAVAILABLE), RESOURCE_EXHAUSTED (KERNEL_KEY_QUOTA, KEY_LIMIT_REACHED).
    *
    * @generated from rpc ringfence.v1.KeyService.CreateKey
    */
@@ -658,7 +658,8 @@ export const KeyService: GenService<{
    * min_decryption_version. Allowed on disabled keys. Errors: NOT_FOUND (KEY_NOT_FOUND),
    * FAILED_PRECONDITION (KEY_PENDING_DELETION, KEY_ORIGIN_MISMATCH; SUITE_RESTRICTED_BY_KERNEL or
    * SUITE_UNAVAILABLE for a key whose suite this kernel refuses or lacks, made on another kernel),
-   * INVALID_ARGUMENT (KEY_MATERIAL_INVALID), RESOURCE_EXHAUSTED (KERNEL_KEY_QUOTA).
+   * INVALID_ARGUMENT (KEY_MATERIAL_INVALID), RESOURCE_EXHAUSTED (KERNEL_KEY_QUOTA,
+   * KEY_LIMIT_REACHED).
    *
    * @generated from rpc ringfence.v1.KeyService.RotateKey
    */
