@@ -132,6 +132,8 @@ describe('KeyManager: lifecycle', () => {
     for (const bad of [DAY - 1, 365 * DAY + 1, -DAY, Number.NaN]) {
       const err = await expectApi(w.km.scheduleDeletion('k', bad), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
       expect(err.metadata.field).toBe('waiting_period');
+      // In the units the CLI takes, not "86400 s".
+      expect(err.message).toContain('must be between 1d and 365d');
     }
     expect(w.fileKey('k')!.state).toBe('enabled');
     w.clock += SECOND;

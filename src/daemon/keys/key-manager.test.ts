@@ -141,6 +141,7 @@ describe('KeyManager.create', () => {
     for (const bad of [HOUR - 1, YEARS_100 + 1, -HOUR, Number.NaN, Number.POSITIVE_INFINITY]) {
       const err = await expectApi(w.km.create({ name: 'r', rotationPeriodMs: bad }), Status.INVALID_ARGUMENT, ErrorReason.INVALID_FIELD);
       expect(err.metadata.field).toBe('rotation_period');
+      expect(err.message).toContain('must be between 1h and 100 years');
     }
     expect(w.fileText()).toBeUndefined();
     expect((await w.km.create({ name: 'min', rotationPeriodMs: HOUR })).rotationPeriodMs).toBe(HOUR);

@@ -29,7 +29,7 @@ import { KeyWrites } from './key-writes.js';
 import { Mutex } from './mutex.js';
 import { keySuiteRefusal } from './suite-choice.js';
 import type { KeyMaterial } from './material.js';
-import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, suiteOf } from './model.js';
+import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, boundText, suiteOf } from './model.js';
 
 export type { KeyPolicyLimits } from './key-policy.js';
 export type { ResolvedVersion } from './key-use.js';
@@ -218,7 +218,7 @@ export class KeyManager {
       // Unset: 7 days, or the operator's minimum when that is longer (a plain delete then still works).
       const wait = waitingPeriodMs ?? Math.max(DEFAULT_DELETION_WAIT_MS, min);
       if (!Number.isFinite(wait) || wait < min || wait > MAX_DELETION_WAIT_MS) {
-        throw invalidField('waiting_period', `the deletion waiting period must be between ${min / 1000} s and 365 days`);
+        throw invalidField('waiting_period', `the deletion waiting period must be between ${boundText(min)} and 365d`);
       }
       return this.writes.replace({ ...structuredClone(record), state: 'pending_deletion', deletionTime: this.now() + wait });
     });

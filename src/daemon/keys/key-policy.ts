@@ -11,7 +11,7 @@ import { atVersionCap, capRefusal } from './key-caps.js';
 import type { KeyIndex } from './key-index.js';
 import { chooseSuite } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
-import { type KeyRecord, type Purpose, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, nextRotationTime } from './model.js';
+import { type KeyRecord, type Purpose, boundText, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, nextRotationTime } from './model.js';
 
 export interface KeyPolicyLimits {
   minRotationPeriodMs: number;
@@ -103,7 +103,7 @@ export class KeyPolicy {
     if (ms === null || ms === 0) return null;
     const min = this.deps.limits.minRotationPeriodMs;
     if (!Number.isFinite(ms) || ms < min || ms > MAX_ROTATION_PERIOD_MS) {
-      throw invalidField('rotation_period', `the rotation period must be between ${min / 1000} s and 100 years`);
+      throw invalidField('rotation_period', `the rotation period must be between ${boundText(min)} and 100 years`);
     }
     return ms;
   }

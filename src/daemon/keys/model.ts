@@ -115,6 +115,14 @@ const MAX_UID = 0xffff_fffe;
 const isUid = (u: unknown): boolean => Number.isInteger(u) && (u as number) >= 0 && (u as number) <= MAX_UID;
 export const MAX_ROTATION_PERIOD_MS = 3_155_760_000_000; // 100 years
 
+/** A bound in messages: the largest unit that divides it ("1d", "1h", "90s", "1500ms"), as configured. */
+export function boundText(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms > 0 && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
 const isTime = (t: unknown): t is number => typeof t === 'number' && Number.isFinite(t) && Math.abs(t) <= MAX_TIME_MS;
 const isObject = (o: unknown): o is Record<string, unknown> => typeof o === 'object' && o !== null && !Array.isArray(o);
 
