@@ -3,7 +3,7 @@
  * SO_PEERGROUPS), never anything the client sends, plus the executable path when /proc lets the
  * daemon read it.
  */
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { peerCred, peerGroups } from '../../../native-ffi/peer-cred.js';
 
@@ -41,11 +41,48 @@ export function readExe(pid: number): string | undefined {
   }
 }
 
-/** Throws if the socket has no fd or SO_PEERCRED fails: such a connection must not be served. */
+/**
+ * The id the kernel gives a peer whose id this user namespace does not map (overflowuid/gid,
+ * 65534), when `idMap` (/proc/self/uid_map or gid_map) maps no id of its own to that number: then
+ * the number can only mean "unmapped". Undefined when it is mapped (the initial namespace maps
+ * every id, and a peer's id is then always its own), as it is then also some real account's.
+ */
+export function unmappedId(overflow: number, idMap: string): number | undefined {
+  for (const line of idMap.split('\n')) {
+    const [inside, , count] = line.trim().split(/\s+/).map(Number) as [number, number, number];
+    if (overflow >= inside && overflow - inside < count) return undefined;
+  }
+  return overflow;
+}
+
+let unmapped: { uid: number | undefined; gid: number | undefined } | undefined;
+/** unmappedId for this process's user namespace (which it never leaves), read once. */
+function unmappedIds(): { uid: number | undefined; gid: number | undefined } {
+  const of = (kind: 'uid' | 'gid') => {
+    try {
+      return unmappedId(Number(readFileSync(`/proc/sys/kernel/overflow${kind}`, 'utf8')), readFileSync(`/proc/self/${kind}_map`, 'utf8'));
+    } catch {
+      return undefined;
+    }
+  };
+  return (unmapped ??= { uid: of('uid'), gid: of('gid') });
+}
+
+/**
+ * Throws if the socket has no fd or SO_PEERCRED fails, or if the peer's uid or gid is not mapped
+ * in the daemon's user namespace (a daemon in a container, a caller outside its mapping: the kernel
+ * says 65534, which a rule for nobody would match): such a connection must not be served.
+ * Supplementary groups not mapped here are left out: they name no group the policy can mean.
+ */
 export function principalOfSocket(socket: Socket): Principal {
   const fd = socketFd(socket);
   if (fd === undefined) throw new Error('the connection has no file descriptor');
-  const cred = { ...peerCred(fd), groups: peerGroups(fd) };
+  const ids = unmappedIds();
+  const peer = peerCred(fd);
+  if (peer.uid === ids.uid || peer.gid === ids.gid) {
+    throw new Error(`the peer (pid ${peer.pid}) has a uid or gid that the daemon's user namespace does not map (the kernel reports uid ${peer.uid}, gid ${peer.gid})`);
+  }
+  const cred = { ...peer, groups: peerGroups(fd).filter((g) => g !== ids.gid) };
   const exe = readExe(cred.pid);
   return exe === undefined ? cred : { ...cred, exe };
 }
