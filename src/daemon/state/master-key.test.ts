@@ -137,6 +137,15 @@ describe('loadOrCreateMasterKey: creation', () => {
     expect(readdirSync(dir).sort()).toEqual([MASTER_KEY_FILE, `${MASTER_KEY_FILE}.tmp-1-0`]);
   });
 
+  it("keeps an operator's file that only starts like a temp (master.key.tmp-backup): it may be a copy of the key (review by helper-177)", async () => {
+    const dir = stateDirWith();
+    const copies = [`${MASTER_KEY_FILE}.tmp-backup`, `${MASTER_KEY_FILE}.tmp-2024-01-01.bak`];
+    for (const name of copies) writeFileSync(join(dir, name), randomBytes(32), { mode: 0o600 });
+    await load(dir); // creates master.key
+    await load(dir); // finds it
+    expect(readdirSync(dir).sort()).toEqual([MASTER_KEY_FILE, ...copies].sort());
+  });
+
   it('removes, on a start that finds master.key, a temp left linked to it by a crash between link and unlink (found by review)', async () => {
     const dir = stateDirWith();
     const first = await load(dir);

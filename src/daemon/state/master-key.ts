@@ -129,6 +129,11 @@ async function createKeyFile(dir: string, path: string): Promise<Buffer | undefi
 }
 
 const TMP_INFIX = '.tmp-';
+/**
+ * Only names of the form createKeyFile writes (`master.key.tmp-<pid>-<n>`) are temps: an operator's
+ * `master.key.tmp-backup` may be a copy of the key and is kept (review by helper-177).
+ */
+const TMP_NAME = /^master\.key\.tmp-(\d+)(?:-\d+)?$/;
 /** Temp files this process is writing now. */
 const ownTemps = new Set<string>();
 
@@ -138,7 +143,6 @@ const ownTemps = new Set<string>();
  * that had the same pid (pid 1 in a container), unless this process is writing it now.
  */
 async function removeDeadTemps(dir: string): Promise<void> {
-  const prefix = `${MASTER_KEY_FILE}${TMP_INFIX}`;
   let names: string[];
   try {
     names = await readdir(dir);
@@ -147,8 +151,9 @@ async function removeDeadTemps(dir: string): Promise<void> {
     throw err;
   }
   for (const name of names) {
-    if (!name.startsWith(prefix) || ownTemps.has(join(dir, name))) continue;
-    const pid = Number.parseInt(name.slice(prefix.length), 10);
+    const m = TMP_NAME.exec(name);
+    if (!m || ownTemps.has(join(dir, name))) continue;
+    const pid = Number(m[1]);
     if (pid > 0 && pid !== process.pid && pidAlive(pid)) continue;
     await unlink(join(dir, name)).catch(() => {});
   }

@@ -423,3 +423,29 @@ describe('StateStore on a full disk', () => {
     expect((await open(mnt)).load()).toEqual({ v: 3, pad: 'x'.repeat(10_000) });
   });
 });
+
+describe('StateStore on a read-only file system', () => {
+  const mnt = newDir();
+  let mounted = false;
+  afterAll(() => {
+    if (mounted) execFileSync('umount', [mnt]);
+  });
+
+  it('opens a directory remounted read-only after a crash mid-save: the temp file is left, the state read (review by helper-177)', async () => {
+    mountSmallTmpfs(mnt);
+    mounted = true;
+    const store = await open(mnt);
+    await store.save({ v: 1 });
+    await store.close();
+    // A save cut off by kill -9 (or by the I/O error that made the kernel remount it read-only).
+    const leftover = join(mnt, `${STATE_FILE}.tmp-424242`);
+    writeFileSync(leftover, '{"v": 2, "ke', { mode: 0o600 });
+    execFileSync('mount', ['-o', 'remount,ro', mnt]);
+    const logs: [string, object | undefined][] = [];
+    const reopened = await open(mnt, logs);
+    expect(reopened.load()).toEqual({ v: 1 });
+    expect(existsSync(leftover)).toBe(true);
+    expect(logs).toEqual([['cannot remove the temp file of an interrupted state write: the file system is read-only', { path: leftover }]]);
+    await expect(reopened.save({ v: 3 })).rejects.toMatchObject({ name: 'StateWriteError', code: 'EROFS' });
+  });
+});

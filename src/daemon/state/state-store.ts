@@ -170,7 +170,16 @@ export class StateStore {
       // Another daemon's lock temp file is a leftover only if that daemon is gone.
       const lockTmp = name.startsWith(LOCK_TMP_PREFIX) && !pidAlive(Number(name.slice(LOCK_TMP_PREFIX.length)));
       if (!stateTmp && !lockTmp) continue;
-      await unlink(join(this.dir, name));
+      try {
+        await unlink(join(this.dir, name));
+      } catch (err) {
+        // A file system remounted read-only (after the I/O error that cut the save off, say) still
+        // serves keys (pid-lock.ts); the temp file holds no more than state.json does, and a later
+        // start removes it (review by helper-177).
+        if (errnoCode(err) !== 'EROFS') throw err;
+        if (stateTmp) this.log('cannot remove the temp file of an interrupted state write: the file system is read-only', { path: join(this.dir, name) });
+        continue;
+      }
       if (stateTmp) this.log('removed the temp file of an interrupted state write', { path: join(this.dir, name) });
     }
   }
