@@ -120,6 +120,7 @@ export class RingfenceClient extends KeyMethods {
    * key name and version. The ciphertext is complete only when the readable side ends. */
   encryptStream(keyName: string, opts: EncryptStreamOptions = {}): EncryptStream {
     checkChunkBytes(opts.chunkBytes); // before the RPC starts
+    if (opts.associatedData !== undefined) req.toBytes(opts.associatedData); // its TypeError too
     return new EncryptStream(this.transport.bidi(CryptoService.method.encryptStream, opts), keyName, opts);
   }
 
@@ -127,6 +128,7 @@ export class RingfenceClient extends KeyMethods {
    * everything it produced: only a readable side that ended means the whole stream authenticated. */
   decryptStream(opts: DecryptStreamOptions = {}): DecryptStream {
     checkChunkBytes(opts.chunkBytes);
+    if (opts.associatedData !== undefined) req.toBytes(opts.associatedData);
     return new DecryptStream(this.transport.bidi(CryptoService.method.decryptStream, opts), opts);
   }
 

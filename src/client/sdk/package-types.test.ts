@@ -57,6 +57,18 @@ describe('the SDK package for TypeScript consumers', { timeout: 120_000 }, () =>
     expect(r.stdout).toMatch(/wrong\.ts\(2,\d+\): error TS2345/);
   });
 
+  it('for await over a stream gives Buffers, not any (review by helper-178)', () => {
+    const program = [
+      "import { RingfenceClient } from 'ringfence/sdk';",
+      'const client = new RingfenceClient();',
+      "for await (const piece of client.encryptStream('k')) console.log(piece.toString('base64'));",
+      'for await (const piece of client.decryptStream()) { const n: number = piece; }',
+    ].join('\n');
+    writeFileSync(join(dir, 'consumer/iterate.ts'), program);
+    const r = typecheck('iterate.ts');
+    expect(r.stdout.trim().split('\n')).toEqual([expect.stringMatching(/^iterate\.ts\(4,\d+\): error TS2322: Type 'Buffer.*' is not assignable to type 'number'/)]);
+  });
+
   it('batch items can be named and built apart from the call (review by helper-117: the types were not exported)', () => {
     const program = [
       "import { RingfenceClient, batchResults, type BatchEncryptItem, type BatchDecryptItem, type BatchComputeMacItem } from 'ringfence/sdk';",

@@ -26,13 +26,23 @@ export type Data = Uint8Array | string;
 export type CiphertextInput = Uint8Array | string;
 export type HashAlgorithmInput = HashAlgorithm | HashAlgorithmName;
 
+/**
+ * Anything else is a TypeError, before any call: protobuf-es took undefined and null as empty bytes,
+ * so `encrypt(key, record.missingField)` from JavaScript resolved with the ciphertext of nothing (and
+ * hash / computeMac with the digest of nothing), and an ArrayBuffer failed as INTERNAL (review by helper-178).
+ */
 export function toBytes(data: Data): Uint8Array {
-  return typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (!(data instanceof Uint8Array)) throw new TypeError(`expected a Uint8Array (or Buffer) or a string, got ${Object.prototype.toString.call(data)}`);
+  return data;
 }
 
 /** The bytes of a ciphertext; a malformed text form is the caller's error (INVALID_ARGUMENT), found before any call. */
 export function toCiphertext(ciphertext: CiphertextInput): Uint8Array {
-  if (typeof ciphertext !== 'string') return ciphertext;
+  if (typeof ciphertext !== 'string') {
+    if (!(ciphertext instanceof Uint8Array)) throw new TypeError(`a ciphertext must be a Uint8Array (or Buffer) or its text form, got ${Object.prototype.toString.call(ciphertext)}`);
+    return ciphertext;
+  }
   try {
     return ciphertextFromText(ciphertext);
   } catch (err) {

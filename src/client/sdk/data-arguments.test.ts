@@ -1,0 +1,55 @@
+/**
+ * Data arguments from JavaScript (review by helper-178): protobuf-es took undefined and null as empty
+ * bytes, so `client.encrypt(key, record.missingField)` resolved with a valid ciphertext of nothing,
+ * and hash / computeMac gave the digest or MAC of nothing; an ArrayBuffer failed as an INTERNAL
+ * "serialization failure". Anything but a Uint8Array or a string is a TypeError, before any call.
+ */
+import { getEventListeners } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import { useFakeServer } from './test-server.js';
+
+const env = useFakeServer();
+const notData = [undefined, null, new ArrayBuffer(4), new DataView(new ArrayBuffer(4)), 42];
+const calls = () => Object.values(env.fake.stats.calls).reduce((a, b) => a + b, 0);
+
+describe('a data argument that is neither bytes nor a string', () => {
+  it('is a TypeError from unary calls, and nothing is sent', async () => {
+    const before = calls();
+    for (const v of notData) {
+      await expect(env.client.encrypt('k', v as never)).rejects.toThrow(TypeError);
+      await expect(env.client.computeMac('m', v as never)).rejects.toThrow(TypeError);
+      await expect(env.client.hash(v as never)).rejects.toThrow(TypeError);
+      if (v !== undefined) await expect(env.client.encrypt('k', 'x', { associatedData: v as never })).rejects.toThrow(TypeError);
+      await expect(env.client.decrypt(v as never)).rejects.toThrow(TypeError);
+    }
+    expect(calls()).toBe(before);
+  });
+
+  it('is a TypeError from session operations, and nothing is sent', async () => {
+    const s = env.client.session();
+    const ops = env.fake.stats.sessionOps;
+    for (const v of notData) {
+      await expect(s.encrypt('k', v as never)).rejects.toThrow(TypeError);
+      await expect(s.hash(v as never)).rejects.toThrow(TypeError);
+    }
+    expect((await s.hash('still usable')).digest).toHaveLength(32);
+    expect(env.fake.stats.sessionOps).toBe(ops + 1);
+    await s.close();
+  });
+
+  it("a stream's associated data is checked before its RPC starts (none is left listening to the signal)", () => {
+    const { signal } = new AbortController();
+    for (const v of notData.slice(1)) {
+      expect(() => env.client.encryptStream('k', { associatedData: v as never, signal })).toThrow(TypeError);
+      expect(() => env.client.decryptStream({ associatedData: v as never, signal })).toThrow(TypeError);
+    }
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0);
+  });
+
+  it('Buffers, Uint8Arrays and strings still go', async () => {
+    for (const v of [Buffer.from('abc'), new Uint8Array([97, 98, 99]), 'abc']) {
+      const { ciphertext } = await env.client.encrypt('k', v, { associatedData: v });
+      expect(Buffer.from((await env.client.decrypt(ciphertext, { associatedData: 'abc' })).plaintext).toString()).toBe('abc');
+    }
+  });
+});
