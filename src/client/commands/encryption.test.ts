@@ -3,9 +3,9 @@
  * trips through stdin/stdout and files, the unary/stream switch at 1 MiB, text forms, --json, and
  * what is left behind when a streamed decryption fails.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -205,18 +205,46 @@ describe.concurrent('files: -i and -o', SLOW, () => {
     expect(existsSync(join(dir, 'never.bin'))).toBe(false);
   });
 
-  test('interrupted (SIGINT) mid-stream: exit 130 and the temporary -o file is removed', async () => {
-    const sub = mkdtempSync(join(dir, 'sigint-'));
-    const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [cli.entry, '--socket', daemon.socketPath, 'encrypt', 'k', '-o', join(sub, 'out.bin')], { stdio: ['pipe', 'ignore', 'pipe'] });
-    child.stdin.on('error', () => {}); // EPIPE once the child is gone
-    child.stdin.write(Buffer.alloc(2 * MiB)); // more than 1 MiB: streaming starts, stdin stays open
+  const untilTemporary = async (sub: string) => {
     const deadline = Date.now() + 30_000;
     while (readdirSync(sub).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    expect(readdirSync(sub)[0]).toMatch(/^\.out\.bin\.[0-9a-f]{12}\.ringfence-tmp$/);
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    child.kill('SIGINT');
-    expect(await exited).toBe(130);
+    expect(readdirSync(sub)[0]).toMatch(/^\.out1?\.bin\.[0-9a-f]{12}\.ringfence-tmp$/);
+  };
+
+  test('interrupted (SIGINT, SIGTERM) mid-stream: the temporary -o file is removed, then the CLI dies of the signal (the shell shows 130, 143)', async () => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const sub = mkdtempSync(join(dir, 'sigint-'));
+      const child = spawn(process.execPath, [cli.entry, '--socket', daemon.socketPath, 'encrypt', 'k', '-o', join(sub, 'out.bin')], { stdio: ['pipe', 'ignore', 'pipe'] });
+      child.stdin.on('error', () => {}); // EPIPE once the child is gone
+      child.stdin.write(Buffer.alloc(2 * MiB)); // more than 1 MiB: streaming starts, stdin stays open
+      await untilTemporary(sub);
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('close', (code, sig) => resolve([code, sig])));
+      child.kill(signal);
+      expect(await exited).toEqual([null, signal]);
+      expect(readdirSync(sub)).toEqual([]);
+    }
+  });
+
+  test('Ctrl-C stops a shell loop of encryptions (exit(130) after the cleanup let the loop go on to the next file)', async () => {
+    const sub = mkdtempSync(join(dir, 'loop-'));
+    const fifo = join(mkdtempSync(join(dir, 'fifo-')), 'in');
+    execFileSync('mkfifo', [fifo]);
+    const script = 'for n in 1 2; do "$0" "$1" --socket "$2" encrypt k -o "$3/out$n.bin" < "$4"; done; echo the loop went on';
+    // Its own process group, which a terminal's Ctrl-C signals as a whole: the shell and the CLI.
+    const shell = spawn('bash', ['-c', script, process.execPath, cli.entry, daemon.socketPath, sub, fifo], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    shell.stdout.on('data', (b: Buffer) => out.push(b));
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => shell.on('close', (code, sig) => resolve([code, sig])));
+    const writer = createWriteStream(fifo); // opens once the first CLI opens it to read
+    writer.on('error', () => {});
+    writer.write(Buffer.alloc(2 * MiB)); // streaming starts; the FIFO stays open
+    await untilTemporary(sub);
+    process.kill(-shell.pid!, 'SIGINT');
+    // A second run, if the loop went on, reads what is left: end of input.
+    await new Promise((r) => setTimeout(r, 500));
+    writer.end();
+    expect(await exited).toEqual([null, 'SIGINT']);
+    expect(Buffer.concat(out).toString()).toBe('');
     expect(readdirSync(sub)).toEqual([]);
   });
 

@@ -123,6 +123,13 @@ describe.concurrent('hash', SLOW, () => {
     const missing = await rf(['hash', join(dir, 'nope')]);
     expect([missing.code, missing.stderr]).toEqual([1, `ringfence: hash ${join(dir, 'nope')}: cannot read ${join(dir, 'nope')}: ENOENT\n`]);
   });
+
+  test('a FILE that exists but cannot be opened (EACCES, a socket: ENXIO) fails with its message, not a crash', async () => {
+    // Its open fails while hash asks the daemon's limits (GetStatus), before anything reads: the
+    // stream's error had no listener yet, and Node printed an "Unhandled 'error' event" trace.
+    const r = await rf(['hash', daemon.socketPath]);
+    expect([r.code, r.stdout.length, r.stderr]).toEqual([1, 0, `ringfence: hash ${daemon.socketPath}: cannot read ${daemon.socketPath}: ENXIO\n`]);
+  });
 });
 
 describe.concurrent('random', SLOW, () => {
