@@ -88,29 +88,26 @@ describe('a key change acknowledged while the kernel seals', () => {
     expect(Buffer.from((await decrypt(base, req({ ciphertext: out.ciphertext, associatedData: none }))).plaintext!).toString()).toBe('late');
   });
 
-  it('ReEncrypt to a key disabled meanwhile: FAILED_PRECONDITION, nothing answered', async () => {
+  /** ReEncrypt of a ciphertext of 'k' to 'dest', with `change` acknowledged while the destination seals. */
+  async function reEncryptWhileSealing(change: (base: Awaited<ReturnType<typeof standInContext>>) => Promise<unknown>) {
     const base = await standInContext();
     await base.keys.create({ name: 'dest', suite: 'aes-256-gcm' });
     const source = await encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('moved'), associatedData: none }));
     const h = hold(base, 'aeadEncrypt');
     const moving = reEncrypt(h.ctx, req({ ciphertext: source.ciphertext, destinationKeyName: 'dest', associatedData: none }));
     await h.reached;
-    await base.keys.setEnabled('dest', false);
+    await change(base);
     h.release();
-    expect(await refusal(moving)).toEqual({ code: 9, reason: 'KEY_DISABLED' });
+    return refusal(moving);
+  }
+
+  it('ReEncrypt to a key disabled meanwhile: FAILED_PRECONDITION, nothing answered', async () => {
+    expect(await reEncryptWhileSealing((base) => base.keys.setEnabled('dest', false))).toEqual({ code: 9, reason: 'KEY_DISABLED' });
   });
 
   for (const [what, change, reason] of changes) {
     it(`ReEncrypt from a key given ${what} while the destination seals: FAILED_PRECONDITION ${reason}, nothing answered`, async () => {
-      const base = await standInContext();
-      await base.keys.create({ name: 'dest', suite: 'aes-256-gcm' });
-      const source = await encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('moved'), associatedData: none }));
-      const h = hold(base, 'aeadEncrypt');
-      const moving = reEncrypt(h.ctx, req({ ciphertext: source.ciphertext, destinationKeyName: 'dest', associatedData: none }));
-      await h.reached;
-      await change(base, 'k');
-      h.release();
-      expect(await refusal(moving)).toEqual({ code: 9, reason: reason });
+      expect(await reEncryptWhileSealing((base) => change(base, 'k'))).toEqual({ code: 9, reason });
     });
   }
 });
