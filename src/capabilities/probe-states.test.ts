@@ -164,3 +164,15 @@ describe('ENOENT under af_alg_restrict=1 for an algorithm on its allowlist', () 
     expect(probeCapabilities().suites.find((s) => s.name === 'aes-256-gcm')!.status).toBe('missing');
   });
 });
+
+describe('af_alg_restrict = 2 (7.3: AF_ALG off for every process, root included)', () => {
+  it('names the sysctl, not a kernel without CONFIG_CRYPTO_USER_API_* (found by review: helper-179)', () => {
+    fake.files.set(RESTRICT_SYSCTL, '2\n');
+    fake.family = [97]; // what 7.3-rc7 answers root at 2, measured in the test VM
+    const r = probeCapabilities();
+    expect(cannotWork(r)).toBe(`${RESTRICT_SYSCTL} = 2 switches AF_ALG off for every process (EAFNOSUPPORT); ringfence needs it at 1 or 0`);
+    expect(r.summary[0]).toBe(`${RESTRICT_SYSCTL} = 2: AF_ALG is switched off for every process, root included (EAFNOSUPPORT). ringfence cannot serve cryptography here; it needs the sysctl at 1 (privileged processes keep an allowlist) or 0.`);
+    const text = formatReport(r);
+    expect(text).not.toMatch(/CONFIG_CRYPTO_USER_API|test VM/);
+  });
+});

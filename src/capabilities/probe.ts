@@ -74,6 +74,15 @@ export function isRestricted(r: Pick<CapabilityReport, 'restrict'>): boolean {
 }
 
 /**
+ * Whether af_alg_restrict switches AF_ALG off for every process, root included: on 7.3-rc7 the sysctl
+ * takes 2, and socket(AF_ALG) then fails with EAFNOSUPPORT as on a kernel without it (measured in the
+ * test VM by review, helper-179). Said as such, not as a kernel lacking CONFIG_CRYPTO_USER_API_*.
+ */
+export function restrictSwitchesOff(r: Pick<CapabilityReport, 'afAlg' | 'restrict'>): boolean {
+  return !r.afAlg.present && r.afAlg.errno === 'EAFNOSUPPORT' && r.restrict.value !== null && r.restrict.value >= 2;
+}
+
+/**
  * Errnos after which the same bind() may well succeed a moment later (memory or descriptors short,
  * an algorithm's module still loading). Taken as the answer, one would choose other default and
  * sealing suites for the daemon's life (found by review: helper-89).
@@ -178,7 +187,8 @@ export function summarize(r: CapabilityReport): string[] {
   const out: string[] = [];
   if (!r.afAlg.present) {
     const errno = r.afAlg.errno ?? 'unknown';
-    if (errno === 'EAFNOSUPPORT') out.push(`AF_ALG is not available (${errno}): this kernel lacks CONFIG_CRYPTO_USER_API_* or blocks the socket family. ringfence cannot serve cryptography here.`);
+    if (restrictSwitchesOff(r)) out.push(`${r.restrict.sysctl} = ${r.restrict.value}: AF_ALG is switched off for every process, root included (EAFNOSUPPORT). ringfence cannot serve cryptography here; it needs the sysctl at 1 (privileged processes keep an allowlist) or 0.`);
+    else if (errno === 'EAFNOSUPPORT') out.push(`AF_ALG is not available (${errno}): this kernel lacks CONFIG_CRYPTO_USER_API_* or blocks the socket family. ringfence cannot serve cryptography here.`);
     else if (TRANSIENT_ERRNOS.has(errno)) out.push(`socket(AF_ALG) failed with ${errno} on each of ${r.afAlg.tries ?? 1} tries (memory or descriptors short): what this kernel offers is unknown; try again.`);
     else out.push(`socket(AF_ALG) is refused to this process (${errno}): a seccomp filter or security module blocks it. ringfence cannot serve cryptography here.`);
     return out;
@@ -240,6 +250,7 @@ export function cannotWork(r: CapabilityReport): string | undefined {
   }
   if (!r.afAlg.present) {
     const errno = r.afAlg.errno ?? 'unknown';
+    if (restrictSwitchesOff(r)) return `${r.restrict.sysctl} = ${r.restrict.value} switches AF_ALG off for every process (${errno}); ringfence needs it at 1 or 0`;
     if (errno === 'EAFNOSUPPORT') return `this kernel has no AF_ALG (${errno})`;
     // Short of memory or descriptors: unknown, and inconclusiveProbe says so (start again).
     if (TRANSIENT_ERRNOS.has(errno)) return undefined;

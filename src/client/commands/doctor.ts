@@ -1,4 +1,4 @@
-import { cannotWork, inconclusiveProbe, isRestricted, probeCapabilities, type CapabilityReport } from '../../capabilities/probe.js';
+import { cannotWork, inconclusiveProbe, isRestricted, probeCapabilities, restrictSwitchesOff, type CapabilityReport } from '../../capabilities/probe.js';
 
 /** `ringfence doctor [--json]`: the kernel capability report; needs no daemon. */
 export function doctor(json: boolean, write: (s: string) => void): number {
@@ -15,7 +15,7 @@ function verdict(r: CapabilityReport): string[] {
   if (reason === undefined) return [`Verdict: ringfence can work in a process like this one (uid ${r.privilege.uid}).`];
   const lines = [`Verdict: ringfence cannot work in a process like this one (uid ${r.privilege.uid}): ${reason}.`];
   // Not in the summary, which the daemon logs too: this is for someone trying ringfence out.
-  if (!r.afAlg.present && r.afAlg.errno === 'EAFNOSUPPORT') lines.push('To try ringfence on a machine like this, run it in the project\'s test VM: npm run vm -- scripts/try.sh');
+  if (!r.afAlg.present && r.afAlg.errno === 'EAFNOSUPPORT' && !restrictSwitchesOff(r)) lines.push('To try ringfence on a machine like this, run it in the project\'s test VM: npm run vm -- scripts/try.sh');
   if (isRestricted(r) && !r.privilege.sufficientForRestricted) {
     lines.push('This is this process\'s view: a daemon with CAP_NET_ADMIN sees more. Ask the running daemon with `ringfence status`.');
   }

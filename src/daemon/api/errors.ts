@@ -120,7 +120,7 @@ function convert(err: unknown, what: string): ApiError {
         // The probe at start-up found it usable (new keys of suites it did not, and uses of existing
         // ones the kernel refuses or lacks, are refused before the engine): the kernel changed since,
         // e.g. a module was removed, or its probe failed with another errno (given here).
-        return new ApiError(Status.FAILED_PRECONDITION, err.restricted ? ErrorReason.SUITE_RESTRICTED_BY_KERNEL : ErrorReason.SUITE_UNAVAILABLE, `${err.message}; \`ringfence doctor\` shows what the kernel allows now`, err.algorithm ? suiteMetadata(err.algorithm) : {}, { cause: err });
+        return new ApiError(Status.FAILED_PRECONDITION, err.restricted ? ErrorReason.SUITE_RESTRICTED_BY_KERNEL : ErrorReason.SUITE_UNAVAILABLE, `${err.message}; \`ringfence doctor\` shows what the kernel allows now, and a restart of ringfenced makes its defaults and \`ringfence status\` follow (they are from its start-up probe)`, err.algorithm ? suiteMetadata(err.algorithm) : {}, { cause: err });
       case 'AF_ALG_UNAVAILABLE':
         return new ApiError(Status.UNAVAILABLE, ErrorReason.AF_ALG_UNAVAILABLE, err.message, err.errno ? { errno: err.errno } : {}, { cause: err });
       case 'PAYLOAD_TOO_LARGE': {

@@ -61,6 +61,9 @@ export function fromKernel(err: unknown, stage: Stage, what: string, type?: AlgT
   const c = err.code;
   const opts = { cause: err, errno: c };
   if (c === 'EAFNOSUPPORT') {
+    // 7.3's af_alg_restrict=2 switches AF_ALG off for root too, with this errno (review by helper-179).
+    const v = Number(restrictValue());
+    if (v >= 2) return new EngineError('AF_ALG_UNAVAILABLE', `af_alg_restrict=${v} switches AF_ALG off for every process, the daemon included: set it to 1 or 0`, opts);
     return new EngineError('AF_ALG_UNAVAILABLE', 'this kernel has no AF_ALG (CONFIG_CRYPTO_USER_API*), or it is blocked', opts);
   }
   if (stage === 'open' && c === 'ENOENT') {
@@ -89,18 +92,18 @@ export function fromKernel(err: unknown, stage: Stage, what: string, type?: AlgT
   return new EngineError('INTERNAL', `${what}: ${err.message}`, opts);
 }
 
-/** The sysctl's value, "unreadable", or undefined where the kernel has none: read lazily, on the error path only. */
-let restrict: string | null | undefined;
+/**
+ * The sysctl's value, "unreadable", or undefined where the kernel has none: read on the error path
+ * only, and each time: root may change it while the daemon runs, and a value kept from the first
+ * error told later ones the wrong cause (review by helper-179).
+ */
 function restrictValue(): string | undefined {
-  if (restrict === undefined) {
-    try {
-      restrict = readFileSync('/proc/sys/crypto/af_alg_restrict', 'utf8').trim();
-    } catch (err) {
-      // As the probe reads it (capabilities/probe.ts): only a missing sysctl restricts nothing.
-      restrict = (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : 'unreadable';
-    }
+  try {
+    return readFileSync('/proc/sys/crypto/af_alg_restrict', 'utf8').trim();
+  } catch (err) {
+    // As the probe reads it (capabilities/probe.ts): only a missing sysctl restricts nothing.
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : 'unreadable';
   }
-  return restrict ?? undefined;
 }
 
 let privilegedCache: boolean | undefined;
