@@ -55,7 +55,7 @@ export interface CapabilityReport {
  * Only a missing sysctl means "not restricted": one that cannot be read (EACCES) or holds no number
  * may well restrict, and was reported as not doing so (review by helper-119).
  */
-function readRestrict(): { value: number | null; unreadable?: string } {
+export function readRestrict(): { value: number | null; unreadable?: string } {
   let text: string;
   try {
     text = readFileSync(RESTRICT_SYSCTL, 'utf8').trim();
@@ -66,6 +66,16 @@ function readRestrict(): { value: number | null; unreadable?: string } {
     return code === 'ENOENT' ? { value: null } : { value: null, unreadable: code ?? String(err) };
   }
   return /^\d{1,9}$/.test(text) ? { value: Number(text) } : { value: null, unreadable: `not a number: ${JSON.stringify(text.slice(0, 16))}` };
+}
+
+/**
+ * What af_alg_restrict reads now, when that is not what it read at start-up (`r`): "1", "absent" or
+ * "unreadable (EACCES)"; undefined while it is the same. Root may change it while the daemon runs,
+ * whose defaults and suite table stay those of its start-up probe (review by helper-179).
+ */
+export function restrictChangedSince(r: Pick<CapabilityReport, 'restrict'>, now: { value: number | null; unreadable?: string } = readRestrict()): string | undefined {
+  const text = (x: { value: number | null; unreadable?: string }) => (x.unreadable !== undefined ? `unreadable (${x.unreadable})` : x.value === null ? 'absent' : String(x.value));
+  return text(now) === text(r.restrict) ? undefined : text(now);
 }
 
 /** Whether the probe takes AF_ALG to be restricted: the sysctl says so, or it could not be read. */

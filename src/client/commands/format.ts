@@ -139,6 +139,7 @@ export function statusJson(s: GetStatusResponse, socketPath: string): Record<str
     limits: s.limits ? limitsJson(s.limits) : null,
     usage: s.usage ? usageJson(s.usage) : null,
     auditFailure: s.auditFailure || null,
+    afAlgRestrictChanged: s.afAlgRestrictChanged || null,
   };
 }
 
@@ -200,6 +201,9 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
     `socket      ${socketPath}`,
     // Not "af_alg_restrict=0": kernels before 7.3 have no such sysctl (review by helper-119).
     `kernel      ${s.kernelRelease}, AF_ALG ${s.afAlgRestricted ? 'restricted (af_alg_restrict)' : 'not restricted'}`,
+    ...(s.afAlgRestrictChanged
+      ? [`            af_alg_restrict is ${s.afAlgRestrictChanged} now, changed since the daemon started: the line above, the defaults and the suites are from its start; restart ringfenced to follow`]
+      : []),
     `defaults    aead ${j.defaultAeadSuite ?? 'none available'}, mac ${j.defaultMacSuite ?? 'none available'}`,
     `keys        ${s.keyCount}`,
   ];

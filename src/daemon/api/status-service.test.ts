@@ -8,7 +8,7 @@ import { statusJson, statusText } from '../../client/commands/format.js';
 import { statusServiceHandlers } from './status-service.js';
 
 /** GetStatus over the stand-in's keys ("k", "m": no recorded creator), asked as `uid` (undefined: unidentified). */
-async function statusService(auditFailing?: () => string | undefined) {
+async function statusService(auditFailing?: () => string | undefined, restrictNow?: () => { value: number | null; unreadable?: string }) {
   const { keys } = await standInContext();
   let uid: number | undefined;
   const deps = {
@@ -19,7 +19,7 @@ async function statusService(auditFailing?: () => string | undefined) {
   const report = { kernel: { release: '6.12' }, restrict: { value: null }, suites: [], defaultAeadSuite: null, defaultMacSuite: null };
   // The daemon's own counts (daemon.ts): GetStatus adds the key counts beside them.
   const usage = () => ({ calls: 5, callerCalls: 2 });
-  const handlers = statusServiceHandlers(keys, { version: '0', startTime: 0, report: report as never, limits: DEFAULT_LIMITS, usage, ...(auditFailing ? { auditFailing } : {}) }, deps as never) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: GetStatusResponse) => void) => void>;
+  const handlers = statusServiceHandlers(keys, { version: '0', startTime: 0, report: report as never, limits: DEFAULT_LIMITS, usage, ...(auditFailing ? { auditFailing } : {}), readRestrict: restrictNow ?? (() => ({ value: null })) }, deps as never) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: GetStatusResponse) => void) => void>;
   const statusOf = (asUid: number | undefined) => {
     uid = asUid;
     return new Promise<GetStatusResponse>((resolve, reject) =>
@@ -67,5 +67,25 @@ describe('GetStatus while the audit trail cannot be written', () => {
     expect(fine.auditFailure).toBe('');
     expect(statusJson(fine, '/s').auditFailure).toBeNull();
     expect(statusText(fine, '/s')).not.toContain('audit');
+  });
+});
+
+// Found by review (helper-179) in the 7.3 test VM: after `sysctl crypto.af_alg_restrict=1` the daemon
+// went on saying "AF_ALG not restricted", with gcm available and the default.
+describe('GetStatus after af_alg_restrict changed while the daemon runs', () => {
+  it('says what the sysctl reads now and that a restart follows it; nothing while it reads as at start', async () => {
+    let now: { value: number | null; unreadable?: string } = { value: 1 };
+    const { statusOf } = await statusService(undefined, () => now); // started with no sysctl (value null)
+    const changed = await statusOf(0);
+    expect(changed.afAlgRestrictChanged).toBe('1');
+    expect(statusJson(changed, '/s').afAlgRestrictChanged).toBe('1');
+    expect(statusText(changed, '/s')).toContain('\nkernel      6.12, AF_ALG not restricted\n            af_alg_restrict is 1 now, changed since the daemon started: the line above, the defaults and the suites are from its start; restart ringfenced to follow\n');
+    now = { value: null, unreadable: 'EACCES' };
+    expect((await statusOf(0)).afAlgRestrictChanged).toBe('unreadable (EACCES)');
+    now = { value: null };
+    const same = await statusOf(0);
+    expect(same.afAlgRestrictChanged).toBe('');
+    expect(statusJson(same, '/s').afAlgRestrictChanged).toBeNull();
+    expect(statusText(same, '/s')).not.toContain('af_alg_restrict is');
   });
 });

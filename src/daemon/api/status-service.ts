@@ -5,7 +5,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Availability, StatusService, type UsageSchema } from '../../gen/ringfence/v1/status_service_pb.js';
 import type { Principal } from '../identity/principal.js';
 import { HashAlgorithm } from '../../gen/ringfence/v1/suite_pb.js';
-import { isRestricted, type AlgStatus, type CapabilityReport, type SuiteReport } from '../../capabilities/probe.js';
+import { isRestricted, readRestrict, restrictChangedSince, type AlgStatus, type CapabilityReport, type SuiteReport } from '../../capabilities/probe.js';
 import type { KeyManager } from '../keys/key-manager.js';
 import type { Limits } from '../config.js';
 import { unary, type HandlerDeps } from './handler.js';
@@ -44,6 +44,8 @@ export interface StatusInfo {
   usage?: (principal: Principal | undefined) => MessageInitShape<typeof UsageSchema>;
   /** The errno while the audit trail cannot be written (daemon/log-sink.ts). */
   auditFailing?: () => string | undefined;
+  /** The af_alg_restrict sysctl as it reads now (probe.ts readRestrict; replaced in tests). */
+  readRestrict?: typeof readRestrict;
 }
 
 /** Usage's key counts: the ones the key caps check, the caller's own only (no uid, none). */
@@ -97,6 +99,7 @@ export function statusServiceHandlers(keys: KeyManager, info: StatusInfo, deps: 
       },
       usage: { ...info.usage?.(access.principal), ...keyUsage(keys, access.principal) },
       auditFailure: info.auditFailing?.() ?? '',
+      afAlgRestrictChanged: restrictChangedSince(report, (info.readRestrict ?? readRestrict)()) ?? '',
     })),
   };
 }
