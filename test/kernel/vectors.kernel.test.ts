@@ -4,13 +4,14 @@
  * Vectors and their provenance: test/vectors/README.md.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { hashSuite, type KernelAlg } from '../../src/capabilities/suites.js';
+import { aeadSuite, hashSuite, type KernelAlg } from '../../src/capabilities/suites.js';
 import { CryptoEngine } from '../../src/daemon/engine/engine.js';
 import { isEngineError } from '../../src/daemon/engine/errors.js';
+import { open, seal } from '../../src/daemon/engine/suite-ops.js';
 import { isKeystoreError } from '../../src/daemon/keystore/errors.js';
 import { KernelKeystore } from '../../src/daemon/keystore/kernel-keystore.js';
 import { currentKernel, suiteExpectedAvailable } from '../support/kernel-matrix.js';
-import { blake2bVectors, nistHash, wycheproofAead, wycheproofMac, type AeadVector, type MacVector } from '../vectors/load.js';
+import { aes256Ctr, blake2bVectors, nistCcm, nistHash, wycheproofAead, wycheproofMac, type AeadVector, type CcmVector, type MacVector } from '../vectors/load.js';
 
 const engine = new CryptoEngine();
 const store = new KernelKeystore({ keyringName: `rf-vectors-${process.pid}` });
@@ -171,6 +172,108 @@ describe.each([
   } else {
     it('is refused by this kernel with ALGORITHM_UNAVAILABLE', async () => {
       const err = await engine.digest(suite.algorithms[0], undefined, suite.digestBytes, Buffer.from('abc')).catch((e: unknown) => e);
+      expect(isEngineError(err, 'ALGORITHM_UNAVAILABLE')).toBe(true);
+    });
+  }
+});
+
+/**
+ * The kernel's ccm(aes) IV (crypto/ccm.c, RFC 3610): 16 bytes, flags byte L' = L - 1 where
+ * L = 15 - nonce length, the nonce, then the counter (zeroed by the kernel). The kernel takes
+ * L' 1..7, i.e. nonces of 7..13 bytes; for ringfence's 12-byte nonce this is suite-ops' layout.
+ */
+const ccmIv = (nonce: Buffer): Buffer => Buffer.concat([Buffer.from([14 - nonce.length]), nonce, Buffer.alloc(15 - nonce.length)]);
+const CCM: KernelAlg = { type: 'aead', name: 'ccm(aes)' };
+/** For assertion messages: an error's message, or the bytes the kernel returned instead of refusing. */
+const outcome = (x: unknown): string => (Buffer.isBuffer(x) ? `returned ${x.length} bytes ${x.toString('hex')}` : x instanceof Error ? x.message : String(x));
+
+describe('NIST CAVP AES-256-CCM through ccm(aes)', () => {
+  const vectors = nistCcm();
+  const suite = aeadSuite('aes-256-ccm')!;
+
+  if (suiteExpectedAvailable('aes-256-ccm')) {
+    it('every Pass record decrypts and re-encrypts exactly, every DVPT Fail record is refused (all nonce and tag lengths)', async () => {
+      const t = { pass: 0, failRejected: 0, suitePath: 0 };
+      const nonceLens = new Set<number>();
+      const tagLens = new Set<number>();
+      for (const v of vectors) {
+        const id = `${v.source} Count ${v.count} (nonce ${v.nonce.length}, tag ${v.tag.length}, aad ${v.aad.length}, ct ${v.ct.length})`;
+        const sealed = Buffer.concat([v.ct, v.tag]);
+        await withKernelKey(v.key, async (serial) => {
+          const opened = await engine.aeadDecrypt(CCM, serial, v.tag.length, ccmIv(v.nonce), v.aad, sealed).catch((e: unknown) => e);
+          if (v.result === 'fail') {
+            expect(isEngineError(opened, 'AUTHENTICATION_FAILED'), `${id}: Fail record not refused as an authentication failure: ${outcome(opened)}`).toBe(true);
+            t.failRejected++;
+          } else {
+            expect(Buffer.isBuffer(opened) && opened.equals(v.payload), `${id}: decrypt: ${outcome(opened)}`).toBe(true);
+            const out = await engine.aeadEncrypt(CCM, serial, v.tag.length, ccmIv(v.nonce), v.aad, v.payload);
+            expect(out.toString('hex'), `${id}: encrypt`).toBe(sealed.toString('hex'));
+            t.pass++;
+          }
+          // ringfence's own suite shape (12-byte nonce, 16-byte tag): also through suite-ops' IV layout.
+          if (v.nonce.length === suite.nonceBytes && v.tag.length === suite.tagBytes && v.result === 'pass') {
+            expect((await seal(engine, suite, [serial], v.nonce, v.aad, v.payload)).toString('hex'), `${id}: suite seal`).toBe(sealed.toString('hex'));
+            expect((await open(engine, suite, [serial], v.nonce, v.aad, sealed)).equals(v.payload), `${id}: suite open`).toBe(true);
+            t.suitePath++;
+          }
+        });
+        nonceLens.add(v.nonce.length);
+        tagLens.add(v.tag.length);
+      }
+      console.log(`ccm(aes) on ${currentKernel()}: ${JSON.stringify(t)} of ${vectors.length}`);
+      expect(t).toEqual({ pass: 800, failRejected: 160, suitePath: 10 });
+      expect([...nonceLens].sort((a, b) => a - b)).toEqual([7, 8, 9, 10, 11, 12, 13]);
+      expect([...tagLens].sort((a, b) => a - b)).toEqual([4, 6, 8, 10, 12, 14, 16]);
+    });
+
+    it('refuses the nonce and tag lengths CCM does not define', async () => {
+      const v = vectors.find((x): x is CcmVector & { result: 'pass' } => x.result === 'pass' && x.nonce.length === 13 && x.tag.length === 16)!;
+      await withKernelKey(v.key, async (serial) => {
+        for (const tag of [0, 2, 5, 15, 18]) {
+          const err = await engine.aeadEncrypt(CCM, serial, tag, ccmIv(v.nonce), v.aad, v.payload).catch((e: unknown) => e);
+          expect(isEngineError(err, 'INVALID_ARGUMENT'), `tag ${tag}: ${outcome(err)}`).toBe(true);
+        }
+        // L' = 0 (a 14-byte nonce) and L' = 8 (6 bytes) are outside RFC 3610; the kernel refuses the IV.
+        for (const flags of [0, 8]) {
+          const iv = Buffer.from(ccmIv(v.nonce));
+          iv[0] = flags;
+          const enc = await engine.aeadEncrypt(CCM, serial, 16, iv, v.aad, v.payload).catch((e: unknown) => e);
+          expect(isEngineError(enc, 'INVALID_ARGUMENT'), `encrypt, IV flags ${flags}: ${outcome(enc)}`).toBe(true);
+          const dec = await engine.aeadDecrypt(CCM, serial, 16, iv, v.aad, Buffer.concat([v.ct, v.tag])).catch((e: unknown) => e);
+          expect(isEngineError(dec, 'INVALID_ARGUMENT'), `decrypt, IV flags ${flags}: ${outcome(dec)}`).toBe(true);
+        }
+      });
+    });
+  } else {
+    it('is refused by this kernel with ALGORITHM_UNAVAILABLE', async () => {
+      const v = vectors.find((x): x is CcmVector & { result: 'pass' } => x.result === 'pass')!;
+      const err = await withKernelKey(v.key, (s) => engine.aeadEncrypt(CCM, s, v.tag.length, ccmIv(v.nonce), v.aad, v.payload)).catch((e: unknown) => e);
+      expect(isEngineError(err, 'ALGORITHM_UNAVAILABLE')).toBe(true);
+    });
+  }
+});
+
+describe('RFC 3686 AES-256-CTR through ctr(aes)', () => {
+  const vectors = aes256Ctr();
+  const CTR: KernelAlg = { type: 'skcipher', name: 'ctr(aes)' };
+
+  if (suiteExpectedAvailable('aes-256-ctr-hmac-sha256')) {
+    it('every vector encrypts and decrypts exactly from its 16-byte counter block', async () => {
+      let n = 0;
+      for (const v of vectors) {
+        await withKernelKey(v.key, async (serial) => {
+          expect((await engine.skcipher(CTR, serial, true, v.iv, v.plaintext)).toString('hex'), `${v.id}: encrypt`).toBe(v.ciphertext.toString('hex'));
+          expect((await engine.skcipher(CTR, serial, false, v.iv, v.ciphertext)).toString('hex'), `${v.id}: decrypt`).toBe(v.plaintext.toString('hex'));
+        });
+        n++;
+      }
+      console.log(`ctr(aes) on ${currentKernel()}: ${n} of ${vectors.length}`);
+      expect(n).toBe(3);
+    });
+  } else {
+    it('is refused by this kernel with ALGORITHM_UNAVAILABLE', async () => {
+      const v = vectors[0]!;
+      const err = await withKernelKey(v.key, (s) => engine.skcipher(CTR, s, true, v.iv, v.plaintext)).catch((e: unknown) => e);
       expect(isEngineError(err, 'ALGORITHM_UNAVAILABLE')).toBe(true);
     });
   }

@@ -3,7 +3,7 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, getCiphers, getHashes, type CipherGCMTypes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { blake2bVectors, hmacRfc4231, nistHash, wycheproofAead, wycheproofMac, type AeadVector, type MacVector } from './load.js';
+import { aes256Ctr, blake2bVectors, hmacRfc4231, nistCcm, nistHash, wycheproofAead, wycheproofMac, type AeadVector, type CcmVector, type MacVector } from './load.js';
 
 const file = (rel: string): string => readFileSync(new URL(`./${rel}`, import.meta.url), 'utf8');
 const declaredTests = (rel: string): number => (JSON.parse(file(rel)) as { numberOfTests: number }).numberOfTests;
@@ -273,5 +273,84 @@ describe('BLAKE2b', () => {
     // BLAKE2b-256 is not a truncated BLAKE2b-512 (the digest length is a parameter of the hash).
     const b512 = new Map(blake2bVectors(512).map((v) => [v.msg.toString('hex'), v.md.toString('hex')]));
     for (const v of vs) expect(b512.get(v.msg.toString('hex'))?.startsWith(v.md.toString('hex'))).toBe(false);
+  });
+});
+
+function nodeCcmOpen(v: CcmVector): Opened {
+  try {
+    const d = createDecipheriv('aes-256-ccm', v.key, v.nonce, { authTagLength: v.tag.length });
+    d.setAuthTag(v.tag);
+    d.setAAD(v.aad, { plaintextLength: v.ct.length });
+    const pt = Buffer.concat([d.update(v.ct), d.final()]);
+    return { ok: true, pt };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
+}
+
+function nodeCcmSeal(v: CcmVector & { result: 'pass' }): Buffer {
+  const c = createCipheriv('aes-256-ccm', v.key, v.nonce, { authTagLength: v.tag.length });
+  c.setAAD(v.aad, { plaintextLength: v.payload.length });
+  const ct = Buffer.concat([c.update(v.payload), c.final()]);
+  return Buffer.concat([ct, c.getAuthTag()]);
+}
+
+describe('NIST CAVP AES-256-CCM', () => {
+  const counted = (rel: string): number => (file(rel).match(/^Count = /gm) ?? []).length;
+
+  it.each([
+    ['DVPT256', 240, { pass: 80, fail: 160 }],
+    ['VADT256', 330, { pass: 330 }],
+    ['VNT256', 70, { pass: 70 }],
+    ['VPT256', 250, { pass: 250 }],
+    ['VTT256', 70, { pass: 70 }],
+  ] as const)('%s: counts, and node:crypto aes-256-ccm agrees on every record', (name, expected, results) => {
+    const vs = nistCcm(name);
+    expect(vs.length).toBe(counted(`nist/ccm/${name}.rsp`));
+    expect(vs.length).toBe(expected);
+    expect(countResults(vs)).toEqual(results);
+    for (const v of vs) {
+      const id = `${v.source} Count ${v.count} (nonce ${v.nonce.length}, tag ${v.tag.length}, aad ${v.aad.length}, ct ${v.ct.length})`;
+      const opened = nodeCcmOpen(v);
+      if (v.result === 'fail') {
+        expect(opened.ok, `${id}: Fail record accepted`).toBe(false);
+      } else {
+        expect(opened.ok && opened.pt.equals(v.payload), `${id}: decrypt`).toBe(true);
+        expect(nodeCcmSeal(v).equals(Buffer.concat([v.ct, v.tag])), `${id}: encrypt`).toBe(true);
+      }
+    }
+  });
+
+  it('covers every nonce and tag length CCM allows, and ringfence’s 12-byte nonce with a 16-byte tag', () => {
+    const vs = nistCcm();
+    expect(vs).toHaveLength(960);
+    const sizes = (f: (v: CcmVector) => number): number[] => [...new Set(vs.map(f))].sort((a, b) => a - b);
+    expect(sizes((v) => v.nonce.length)).toEqual([7, 8, 9, 10, 11, 12, 13]);
+    expect(sizes((v) => v.tag.length)).toEqual([4, 6, 8, 10, 12, 14, 16]);
+    expect(sizes((v) => v.aad.length)).toEqual([...Array(33).keys()]);
+    expect(sizes((v) => v.ct.length)).toEqual([...Array(25).keys()]);
+    // The aes-256-ccm suite's own shape (VNT256 [Nlen = 12]): 10 records.
+    expect(vs.filter((v) => v.nonce.length === 12 && v.tag.length === 16)).toHaveLength(10);
+    expect(vs.every((v) => v.key.length === 32)).toBe(true);
+  });
+});
+
+describe('RFC 3686 AES-256-CTR', () => {
+  it('3 vectors; node:crypto aes-256-ctr from the given counter block agrees both ways', () => {
+    expect(getCiphers()).toContain('aes-256-ctr');
+    const vs = aes256Ctr();
+    expect(vs).toHaveLength((file('rfc3686/aes-256-ctr.txt').match(/^COUNT = /gm) ?? []).length);
+    expect(vs.map((v) => v.plaintext.length)).toEqual([16, 32, 36]);
+    for (const v of vs) {
+      // RFC 3686 counter blocks: nonce(4) || IV(8) || block counter 1.
+      expect(v.iv.subarray(12).toString('hex'), v.id).toBe('00000001');
+      const c = createCipheriv('aes-256-ctr', v.key, v.iv);
+      expect(Buffer.concat([c.update(v.plaintext), c.final()]).toString('hex'), `${v.id}: encrypt`).toBe(v.ciphertext.toString('hex'));
+      const d = createDecipheriv('aes-256-ctr', v.key, v.iv);
+      expect(Buffer.concat([d.update(v.ciphertext), d.final()]).toString('hex'), `${v.id}: decrypt`).toBe(v.plaintext.toString('hex'));
+    }
+    // RFC 3686 section 6, test vector #7 (the first 256-bit one): "Single block msg".
+    expect(vs[0]?.plaintext.toString('latin1')).toBe('Single block msg');
+    expect(vs[0]?.ciphertext.toString('hex')).toBe('145ad01dbf824ec7560863dc71e3e0c0');
   });
 });

@@ -351,3 +351,186 @@ export function hmacRfc4231(): { source: string; id: string; alg: 'sha256' | 'sh
     return out;
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// NIST CAVP AES-CCM (CAVS 11.0, 256-bit keys): DVPT, VADT, VNT, VPT, VTT .rsp files
+
+export type CcmFile = 'DVPT256' | 'VADT256' | 'VNT256' | 'VPT256' | 'VTT256';
+
+interface CcmCommon {
+  source: string;
+  /** The file's `Count`, 0..n-1 across the whole file. */
+  count: number;
+  key: Buffer;
+  nonce: Buffer;
+  aad: Buffer;
+  /** The ciphertext without the tag (CAVP's `CT` is ciphertext || tag). */
+  ct: Buffer;
+  tag: Buffer;
+}
+
+/**
+ * One CAVP CCM record. `pass` vectors (all of VADT/VNT/VPT/VTT, and DVPT's `Result = Pass`) carry the
+ * payload: ct || tag must decrypt to it and the payload must encrypt to ct || tag. `fail` vectors
+ * (DVPT's `Result = Fail`) have no payload: decryption-verification must reject them.
+ */
+export type CcmVector = CcmCommon & ({ result: 'pass'; payload: Buffer } | { result: 'fail'; payload?: undefined });
+
+/** Records per file, as published (DVPT256: 80 Pass + 160 Fail). A different count throws. */
+const CCM_RECORDS: Record<CcmFile, number> = { DVPT256: 240, VADT256: 330, VNT256: 70, VPT256: 250, VTT256: 70 };
+const CCM_PARAMS = ['Alen', 'Plen', 'Nlen', 'Tlen'] as const;
+const CCM_RECORD_FIELDS = new Set(['Count', 'Key', 'Nonce', 'Adata', 'Payload', 'CT', 'Result']);
+
+/**
+ * Parses a CAVP CCM response file. Its layout: file-level `Xlen = n` parameters, `[Xlen = n, ...]`
+ * section headers holding the others, section-level `Key` (and `Nonce`), then `Count = i` records.
+ * Every record must resolve all four lengths exactly once and match them; `Adata`/`Payload` of
+ * length 0 are written `00` (as in the SHA files) and become empty.
+ */
+function nistCcmFile(name: CcmFile): CcmVector[] {
+  const rel = `nist/ccm/${name}.rsp`;
+  const isDvpt = name === 'DVPT256';
+  const fileParams = new Map<string, number>();
+  let sectionParams: Map<string, number> | undefined;
+  let sectionFields = new Map<string, string>();
+  let record: { line: number; fields: Map<string, string>; params: Map<string, number>; section: Map<string, string> } | undefined;
+  const raw: NonNullable<typeof record>[] = [];
+  const text = readVectorFile(rel);
+  if (!/^#\s+AES Keylen: 256\s*$/m.test(text)) fail(rel, 'not a 256-bit-key file');
+  text.split(/\r?\n/).forEach((rawLine, i) => {
+    const where = `${rel}:${i + 1}`;
+    const line = rawLine.trim();
+    if (line === '') {
+      record = undefined;
+      return;
+    }
+    if (line.startsWith('#')) return;
+    if (line.startsWith('[')) {
+      const m = /^\[(.*)\]$/.exec(line);
+      if (!m) fail(where, `bad section header ${JSON.stringify(line)}`);
+      sectionParams = new Map();
+      for (const part of (m[1] ?? '').split(',')) {
+        const p = /^\s*([A-Za-z]+)\s*=\s*(\d+)\s*$/.exec(part);
+        if (!p || !(CCM_PARAMS as readonly string[]).includes(p[1] ?? '')) fail(where, `bad section parameter ${JSON.stringify(part)}`);
+        if (sectionParams.has(p[1] ?? '') || fileParams.has(p[1] ?? '')) fail(where, `${p[1]} given twice`);
+        sectionParams.set(p[1] ?? '', Number(p[2]));
+      }
+      sectionFields = new Map();
+      record = undefined;
+      return;
+    }
+    const m = /^([A-Za-z][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!m) fail(where, `cannot parse ${JSON.stringify(line.slice(0, 40))}`);
+    const [, key = '', value = ''] = m;
+    if (key === 'Count') {
+      if (!sectionParams) fail(where, 'record before any section header');
+      record = { line: i + 1, fields: new Map([[key, value]]), params: sectionParams, section: sectionFields };
+      raw.push(record);
+      return;
+    }
+    if (record) {
+      if (!CCM_RECORD_FIELDS.has(key)) fail(where, `unknown field ${key}`);
+      if (record.fields.has(key) || record.section.has(key)) fail(where, `duplicate field ${key}`);
+      record.fields.set(key, value);
+    } else if (!sectionParams) {
+      if (!(CCM_PARAMS as readonly string[]).includes(key) || !/^\d+$/.test(value)) fail(where, `bad file parameter ${key}`);
+      if (fileParams.has(key)) fail(where, `${key} given twice`);
+      fileParams.set(key, Number(value));
+    } else {
+      if (key !== 'Key' && key !== 'Nonce') fail(where, `unexpected section field ${key}`);
+      if (sectionFields.has(key)) fail(where, `duplicate section field ${key}`);
+      sectionFields.set(key, value);
+    }
+  });
+  if (raw.length !== CCM_RECORDS[name]) fail(rel, `has ${raw.length} records, expected ${CCM_RECORDS[name]}`);
+  return raw.map((r, index): CcmVector => {
+    const where = `${rel}:${r.line}`;
+    const get = (k: string): string => {
+      const v = r.fields.get(k) ?? r.section.get(k);
+      if (v === undefined) fail(where, `record lacks ${k}`);
+      return v;
+    };
+    const len = (k: (typeof CCM_PARAMS)[number]): number => {
+      const v = r.params.get(k) ?? fileParams.get(k);
+      if (v === undefined) fail(where, `no ${k} for this record`);
+      return v;
+    };
+    const count = Number(get('Count'));
+    if (!/^\d+$/.test(get('Count')) || count !== index) fail(where, `Count ${get('Count')} out of sequence (expected ${index})`);
+    const [alen, plen, nlen, tlen] = CCM_PARAMS.map(len) as [number, number, number, number];
+    const key = hex(get('Key'), where, 'Key');
+    if (key.length !== 32) fail(where, `Key is ${key.length} bytes`);
+    const nonce = hex(get('Nonce'), where, 'Nonce');
+    if (nonce.length !== nlen) fail(where, `Nonce is ${nonce.length} bytes but Nlen = ${nlen}`);
+    const zeroAsEmpty = (k: string, n: number): Buffer => {
+      const b = hex(get(k), where, k);
+      if (n === 0) {
+        if (!b.equals(Buffer.from([0]))) fail(where, `${k} of length 0 is not written 00`);
+        return Buffer.alloc(0);
+      }
+      if (b.length !== n) fail(where, `${k} is ${b.length} bytes, expected ${n}`);
+      return b;
+    };
+    const aad = zeroAsEmpty('Adata', alen);
+    const sealed = hex(get('CT'), where, 'CT');
+    if (sealed.length !== plen + tlen) fail(where, `CT is ${sealed.length} bytes, expected Plen + Tlen = ${plen + tlen}`);
+    const common: CcmCommon = { source: rel, count, key, nonce, aad, ct: sealed.subarray(0, plen), tag: sealed.subarray(plen) };
+    const res = r.fields.get('Result');
+    if (!isDvpt && res !== undefined) fail(where, 'Result in an encryption file');
+    if (isDvpt && res !== 'Pass' && res !== 'Fail') fail(where, `Result is ${JSON.stringify(res)}`);
+    if (res === 'Fail') {
+      if (r.fields.has('Payload')) fail(where, 'a Fail record with a Payload');
+      return { ...common, result: 'fail' };
+    }
+    return { ...common, result: 'pass', payload: zeroAsEmpty('Payload', plen) };
+  });
+}
+
+/** NIST CAVP AES-256-CCM records of one file, or of all five (960) in DVPT, VADT, VNT, VPT, VTT order. */
+export function nistCcm(name?: CcmFile): CcmVector[] {
+  if (name) return cached(`ccm:${name}`, () => nistCcmFile(name));
+  return (Object.keys(CCM_RECORDS) as CcmFile[]).flatMap((n) => nistCcm(n));
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 3686 AES-256-CTR (cryptography_vectors' ciphers/AES/CTR/aes-256-ctr.txt)
+
+export interface CtrVector {
+  source: string;
+  id: string;
+  key: Buffer;
+  /** The whole 16-byte initial counter block (RFC 3686: nonce(4) || IV(8) || block counter 00000001). */
+  iv: Buffer;
+  plaintext: Buffer;
+  ciphertext: Buffer;
+}
+
+const RFC3686_RECORDS = 3; // RFC 3686 section 6, test vectors #7, #8 and #9 (the 256-bit-key ones)
+const CTR_FIELDS = ['COUNT', 'KEY', 'IV', 'PLAINTEXT', 'CIPHERTEXT'];
+
+/** RFC 3686 AES-256-CTR known answers: encryption of PLAINTEXT from counter block IV gives CIPHERTEXT. */
+export function aes256Ctr(): CtrVector[] {
+  const rel = 'rfc3686/aes-256-ctr.txt';
+  return cached(rel, () => {
+    const records = textRecords(rel);
+    if (records.length !== RFC3686_RECORDS) fail(rel, `has ${records.length} records, expected ${RFC3686_RECORDS}`);
+    return records.map((r, i): CtrVector => {
+      const where = `${rel}:${r.line}`;
+      const extra = [...r.fields.keys()].filter((k) => !CTR_FIELDS.includes(k));
+      if (extra.length > 0) fail(where, `unknown field(s) ${extra.join(', ')}`);
+      if (field(r, rel, 'COUNT') !== String(i)) fail(where, `COUNT ${field(r, rel, 'COUNT')} out of sequence (expected ${i})`);
+      const v: CtrVector = {
+        source: rel,
+        id: `COUNT=${i}`,
+        key: hex(field(r, rel, 'KEY'), where, 'KEY'),
+        iv: hex(field(r, rel, 'IV'), where, 'IV'),
+        plaintext: hex(field(r, rel, 'PLAINTEXT'), where, 'PLAINTEXT'),
+        ciphertext: hex(field(r, rel, 'CIPHERTEXT'), where, 'CIPHERTEXT'),
+      };
+      if (v.key.length !== 32) fail(where, `KEY is ${v.key.length} bytes`);
+      if (v.iv.length !== 16) fail(where, `IV is ${v.iv.length} bytes`);
+      if (v.plaintext.length === 0 || v.plaintext.length !== v.ciphertext.length) fail(where, 'PLAINTEXT and CIPHERTEXT lengths differ (or are 0)');
+      return v;
+    });
+  });
+}
