@@ -1,6 +1,6 @@
 // Host tests for the vector loader: every vector family is cross-checked against node:crypto (OpenSSL),
 // an implementation independent of the kernel code the vectors are meant for, and the counts are pinned.
-import { createCipheriv, createDecipheriv, createHash, createHmac, getCiphers, getHashes, type CipherGCMTypes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, getCiphers, getHashes, type CipherGCMTypes, type DecipherCCM, type DecipherChaCha20Poly1305, type DecipherGCM } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { aes256Ctr, blake2bVectors, hmacRfc4231, nistCcm, nistHash, wycheproofAead, wycheproofMac, type AeadVector, type CcmVector, type MacVector } from './load.js';
@@ -12,19 +12,37 @@ const countResults = (vs: readonly { result: string }[]): Record<string, number>
 
 type Opened = { ok: true; pt: Buffer } | { ok: false; error: string };
 
-function nodeOpen(v: AeadVector): Opened {
+/**
+ * One AEAD vector against node:crypto: one that must fail (`valid` undefined) is refused; the others
+ * open to their plaintext and seal to their ciphertext and tag.
+ */
+function expectNodeAgrees(id: string, opened: Opened, valid: { plaintext: Buffer; seal: () => Buffer; sealed: Buffer } | undefined): void {
+  if (!valid) {
+    expect(opened.ok, `${id}: must-fail vector accepted`).toBe(false);
+  } else {
+    expect(opened.ok && opened.pt.equals(valid.plaintext), `${id}: decrypt`).toBe(true);
+    expect(valid.seal().equals(valid.sealed), `${id}: encrypt`).toBe(true);
+  }
+}
+
+/** What node:crypto's decipher makes of a ciphertext and tag (made by `make`), or why it refuses them. */
+function openWith(make: () => DecipherGCM | DecipherCCM | DecipherChaCha20Poly1305, tag: Buffer, aad: Buffer, ct: Buffer): Opened {
   try {
-    const d =
-      v.source.includes('aes_gcm')
-        ? createDecipheriv(`aes-${v.keySizeBits}-gcm` as CipherGCMTypes, v.key, v.iv, { authTagLength: v.tagSizeBits / 8 })
-        : createDecipheriv('chacha20-poly1305', v.key, v.iv, { authTagLength: v.tagSizeBits / 8 });
-    d.setAuthTag(v.tag);
-    d.setAAD(v.aad, { plaintextLength: v.ct.length });
-    const pt = Buffer.concat([d.update(v.ct), d.final()]);
-    return { ok: true, pt };
+    const d = make();
+    d.setAuthTag(tag);
+    d.setAAD(aad, { plaintextLength: ct.length });
+    return { ok: true, pt: Buffer.concat([d.update(ct), d.final()]) };
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }
+}
+
+function nodeOpen(v: AeadVector): Opened {
+  const make = () =>
+    v.source.includes('aes_gcm')
+      ? createDecipheriv(`aes-${v.keySizeBits}-gcm` as CipherGCMTypes, v.key, v.iv, { authTagLength: v.tagSizeBits / 8 })
+      : createDecipheriv('chacha20-poly1305', v.key, v.iv, { authTagLength: v.tagSizeBits / 8 });
+  return openWith(make, v.tag, v.aad, v.ct);
 }
 
 function nodeSeal(v: AeadVector): Buffer {
@@ -56,13 +74,7 @@ describe('Wycheproof AEAD', () => {
     expect(countResults(iv12)).toEqual({ valid: 116, invalid: 81 });
     for (const v of iv12) {
       const id = `tcId ${v.tcId} (${v.comment})`;
-      const opened = nodeOpen(v);
-      if (v.result === 'invalid') {
-        expect(opened.ok, `${id}: invalid vector accepted`).toBe(false);
-      } else {
-        expect(opened.ok && opened.pt.equals(v.msg), `${id}: decrypt`).toBe(true);
-        expect(nodeSeal(v).equals(Buffer.concat([v.ct, v.tag])), `${id}: encrypt`).toBe(true);
-      }
+      expectNodeAgrees(id, nodeOpen(v), v.result === 'invalid' ? undefined : { plaintext: v.msg, seal: () => nodeSeal(v), sealed: Buffer.concat([v.ct, v.tag]) });
     }
   });
 
@@ -97,13 +109,7 @@ describe('Wycheproof AEAD', () => {
     expect(countResults(iv12)).toEqual({ valid: 256, invalid: 60 });
     for (const v of iv12) {
       const id = `tcId ${v.tcId} (${v.comment})`;
-      const opened = nodeOpen(v);
-      if (v.result === 'invalid') {
-        expect(opened.ok, `${id}: invalid vector accepted`).toBe(false);
-      } else {
-        expect(opened.ok && opened.pt.equals(v.msg), `${id}: decrypt`).toBe(true);
-        expect(nodeSeal(v).equals(Buffer.concat([v.ct, v.tag])), `${id}: encrypt`).toBe(true);
-      }
+      expectNodeAgrees(id, nodeOpen(v), v.result === 'invalid' ? undefined : { plaintext: v.msg, seal: () => nodeSeal(v), sealed: Buffer.concat([v.ct, v.tag]) });
     }
     // The rest are the InvalidNonceSize vectors (empty msg/ct/tag).
     const others = vs.filter((v) => v.iv.length !== 12);
@@ -277,15 +283,7 @@ describe('BLAKE2b', () => {
 });
 
 function nodeCcmOpen(v: CcmVector): Opened {
-  try {
-    const d = createDecipheriv('aes-256-ccm', v.key, v.nonce, { authTagLength: v.tag.length });
-    d.setAuthTag(v.tag);
-    d.setAAD(v.aad, { plaintextLength: v.ct.length });
-    const pt = Buffer.concat([d.update(v.ct), d.final()]);
-    return { ok: true, pt };
-  } catch (err) {
-    return { ok: false, error: (err as Error).message };
-  }
+  return openWith(() => createDecipheriv('aes-256-ccm', v.key, v.nonce, { authTagLength: v.tag.length }), v.tag, v.aad, v.ct);
 }
 
 function nodeCcmSeal(v: CcmVector & { result: 'pass' }): Buffer {
@@ -311,13 +309,7 @@ describe('NIST CAVP AES-256-CCM', () => {
     expect(countResults(vs)).toEqual(results);
     for (const v of vs) {
       const id = `${v.source} Count ${v.count} (nonce ${v.nonce.length}, tag ${v.tag.length}, aad ${v.aad.length}, ct ${v.ct.length})`;
-      const opened = nodeCcmOpen(v);
-      if (v.result === 'fail') {
-        expect(opened.ok, `${id}: Fail record accepted`).toBe(false);
-      } else {
-        expect(opened.ok && opened.pt.equals(v.payload), `${id}: decrypt`).toBe(true);
-        expect(nodeCcmSeal(v).equals(Buffer.concat([v.ct, v.tag])), `${id}: encrypt`).toBe(true);
-      }
+      expectNodeAgrees(id, nodeCcmOpen(v), v.result === 'fail' ? undefined : { plaintext: v.payload, seal: () => nodeCcmSeal(v), sealed: Buffer.concat([v.ct, v.tag]) });
     }
   });
 
