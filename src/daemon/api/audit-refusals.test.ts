@@ -108,3 +108,21 @@ describe('refusalBudget against a caller that changes what it names', () => {
     expect(lines).toHaveLength(3 * PER_SECOND);
   });
 });
+
+describe('refusalBudget and keyId', () => {
+  it("counts refusals of different ciphertext keys (keyId, no key name) apart: a group's line names the key each of its refusals was about", () => {
+    vi.useFakeTimers({ now: 0 });
+    const lines: AuditEntry[] = [];
+    const b = refusalBudget((e) => lines.push(e));
+    const byId = (keyId: string): AuditEntry => ({ ...entry(1000, 'NOT_FOUND'), rpc: 'CryptoService/Decrypt', key: undefined, keyId, reason: 'KEY_NOT_FOUND' });
+    for (let i = 0; i < PER_SECOND; i++) b.audit(byId('00'));
+    b.audit(byId('aa'));
+    b.audit(byId('bb'));
+    b.audit(byId('bb'));
+    vi.advanceTimersByTime(1000);
+    expect(lines.slice(PER_SECOND).map((l) => [l.keyId, l.suppressed])).toEqual([
+      ['aa', 1],
+      ['bb', 2],
+    ]);
+  });
+});

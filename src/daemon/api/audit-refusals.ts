@@ -49,12 +49,13 @@ export function refusalBudget(audit: Audit, now: () => number = Date.now, perSec
 
   const suppress = (caller: string, entry: AuditEntry) => {
     // pid and exe differ from call to call of one caller; the group keeps the first's.
-    let id = JSON.stringify([caller, entry.rpc, entry.key, entry.version, entry.outcome, entry.reason]);
+    // keyId too: refusals about different keys known by id only were one group, named by the first's.
+    let id = JSON.stringify([caller, entry.rpc, entry.key, entry.keyId, entry.version, entry.outcome, entry.reason]);
     let g = groups.get(id);
     // A new key name per refusal made a group, and a line, each (review by helper-154): past
     // perSecond groups, a caller's refusals are counted without their key.
     if (!g && (groupsOf.get(caller) ?? 0) >= perSecond) {
-      entry = { ...entry, key: undefined, version: undefined, keyId: undefined, manyKeys: true } as AuditEntry; // keyId: a ciphertext's unknown key
+      entry = { ...entry, key: undefined, version: undefined, keyId: undefined, manyKeys: true }; // keyId: a ciphertext's unknown key
       id = JSON.stringify([caller, entry.rpc, '*', entry.outcome, entry.reason]);
       g = groups.get(id);
     }

@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 export interface AuditEntry {
   rpc: string;
   key?: string | undefined;
+  /** Instead of `key`: the id a ciphertext names, of a key that does not exist here (handler.ts auditKeyOf). */
+  keyId?: string | undefined;
   version?: number | undefined;
   bytesIn: number;
   bytesOut: number;
