@@ -43,3 +43,30 @@ it('SIGUSR1 while the daemon is still loading its modules opens no debugger', as
     rmSync(dir, { recursive: true, force: true });
   }
 }, 60_000);
+
+// Review by helper-184: SIGHUP's default action ends the process, and main() installs its listener
+// only after the modules load; a SIGHUP then (`systemctl reload`, a `kill -HUP` of every ringfenced)
+// ended the daemon by a signal systemd counts as a clean exit, so Restart=on-failure did not restart it.
+it('SIGHUP while the daemon is still loading its modules does not end it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-hup-'));
+  try {
+    const child = spawn(process.execPath, [join(PROJECT_ROOT, 'bin/ringfenced'), '--state-dir', join(dir, 'state'), '--socket', join(dir, 's.sock'), '--policy', join(dir, 'policy.json')], { stdio: ['ignore', 'ignore', 'ignore'] });
+    const exit = new Promise<[number | null, NodeJS.Signals | null]>((r) => child.once('exit', (code, signal) => r([code, signal])));
+    const loading = () => {
+      try {
+        return readFileSync(`/proc/${child.pid}/maps`, 'utf8').includes('koffi');
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 3000 && child.exitCode === null && !loading(); i++) await sleep(5);
+    expect(loading(), 'the daemon never got to loading koffi').toBe(true);
+    child.kill('SIGHUP');
+    await Promise.race([exit, sleep(8000)]);
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    // This host has no AF_ALG: the daemon exits 1 at start, not by the SIGHUP.
+    expect((await exit)[1]).not.toBe('SIGHUP');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 60_000);
