@@ -2,11 +2,16 @@
 // widened by the umask until a later chmod (found by review: under umask 002 it was 0775 between
 // bind and chmod, and a connection accepted then stayed open).
 import { lstatSync, mkdtempSync, rmSync } from 'node:fs';
-import { Server } from 'node:net';
+import { connect, Server } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { openListener } from './listener.js';
+import { DEFAULT_LIMITS } from '../config.js';
+import { serverOptions } from '../daemon.js';
+import { Connections } from './connections.js';
+import { ENDED_CONNECTION_MS, openListener } from './listener.js';
+import type { Principal } from './principal.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -36,6 +41,33 @@ describe('openListener', () => {
       l.close();
     } finally {
       process.umask(before);
+    }
+  });
+});
+
+describe('connections the daemon ends', () => {
+  it('closes one whose client neither reads nor closes after grpc-js ends it (idle timeout), giving back its slot', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-listener-'));
+    dirs.push(dir);
+    const path = join(dir, 'rf.sock');
+    const connections = new Connections(() => ({ uid: 4242, gid: 4242, pid: 1 }) as Principal, 1);
+    const server = new grpc.Server(serverOptions({ ...DEFAULT_LIMITS, connectionIdleTimeout: 200 }));
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const l = await openListener({ socket: path, socketMode: 0o600, env: {}, log: () => {}, onConnection: (s) => {
+      s.on('error', () => undefined);
+      connections.register(s);
+      injector.injectConnection(s);
+    } });
+    // Sends nothing and never reads: not even the HTTP/2 preface.
+    const client = connect(path);
+    client.on('error', () => undefined);
+    try {
+      await vi.waitFor(() => expect(connections.openBy(4242)).toBe(1));
+      await vi.waitFor(() => expect(connections.openBy(4242)).toBe(0), { timeout: 200 + ENDED_CONNECTION_MS + 2000 });
+    } finally {
+      client.destroy();
+      l.close();
+      server.forceShutdown();
     }
   });
 });

@@ -20,6 +20,14 @@ export interface Listener {
   readonly dropped: number;
 }
 
+/**
+ * How long a connection whose end the daemon has sent (grpc-js closed its session: idle timeout,
+ * max age, shutdown) may wait for the client's. Node's graceful HTTP/2 close only ends the socket
+ * and waits for the peer's EOF, so a client that never reads nor closes held it, its fd and its
+ * maxConnectionsPerCaller slot for good (review by helper-186).
+ */
+export const ENDED_CONNECTION_MS = 1000;
+
 /** At most one warning per this many ms about refused connections, so a flood cannot flood the log. */
 export const DROP_WARN_INTERVAL_MS = 10_000;
 
@@ -39,7 +47,10 @@ export async function openListener(opts: ListenOptions): Promise<Listener> {
   const fd = listenFdFromEnv(opts.env, opts.pid);
   // Not half-open: the peer's EOF is all a vanished (killed) client leaves, and grpc-js does not
   // close a connection on EOF itself; kept half-open, its calls and their fds would never be freed.
-  const server = createServer({ allowHalfOpen: false }, opts.onConnection);
+  const server = createServer({ allowHalfOpen: false }, (socket) => {
+    socket.once('finish', () => setTimeout(() => socket.destroy(), ENDED_CONNECTION_MS).unref());
+    opts.onConnection(socket);
+  });
   // Accept errors (EMFILE and the like) must not end the daemon; they are logged and accepting goes on.
   server.on('error', (err) => opts.log('accepting a connection failed', { err: (err as Error).message }));
   // Node closes a connection beyond maxConnections right at accept (before onConnection) and emits 'drop'.
