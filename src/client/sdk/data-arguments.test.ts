@@ -5,6 +5,7 @@
  * "serialization failure". Anything but a Uint8Array or a string is a TypeError, before any call.
  */
 import { getEventListeners } from 'node:events';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { useFakeServer } from './test-server.js';
 
@@ -21,6 +22,7 @@ describe('a data argument that is neither bytes nor a string', () => {
       await expect(env.client.hash(v as never)).rejects.toThrow(TypeError);
       if (v !== undefined) await expect(env.client.encrypt('k', 'x', { associatedData: v as never })).rejects.toThrow(TypeError);
       await expect(env.client.decrypt(v as never)).rejects.toThrow(TypeError);
+      await expect(env.client.verifyMac('m', 'x', v as never)).rejects.toThrow(TypeError);
     }
     expect(calls()).toBe(before);
   });
@@ -47,7 +49,9 @@ describe('a data argument that is neither bytes nor a string', () => {
   });
 
   it('Buffers, Uint8Arrays and strings still go', async () => {
-    for (const v of [Buffer.from('abc'), new Uint8Array([97, 98, 99]), 'abc']) {
+    // Bytes of another realm (a vm context, Jest's environment) too (review by helper-187).
+    const foreign = runInNewContext('new Uint8Array([97, 98, 99])') as Uint8Array;
+    for (const v of [Buffer.from('abc'), new Uint8Array([97, 98, 99]), foreign, 'abc']) {
       const { ciphertext } = await env.client.encrypt('k', v, { associatedData: v });
       expect(Buffer.from((await env.client.decrypt(ciphertext, { associatedData: 'abc' })).plaintext).toString()).toBe('abc');
     }

@@ -18,6 +18,7 @@ import { ciphertextFromText } from './ciphertext-text.js';
 import { RingfenceError } from './errors.js';
 import { ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
 import * as grpc from '@grpc/grpc-js';
+import { types } from 'node:util';
 import { parseHashAlgorithm, type HashAlgorithmName } from './names.js';
 
 /** Bytes, or a string taken as UTF-8. */
@@ -27,21 +28,27 @@ export type CiphertextInput = Uint8Array | string;
 export type HashAlgorithmInput = HashAlgorithm | HashAlgorithmName;
 
 /**
- * Anything else is a TypeError, before any call: protobuf-es took undefined and null as empty bytes,
- * so `encrypt(key, record.missingField)` from JavaScript resolved with the ciphertext of nothing (and
- * hash / computeMac with the digest of nothing), and an ArrayBuffer failed as INTERNAL (review by helper-178).
+ * Bytes as protobuf-es takes them, else a TypeError before any call: protobuf-es took undefined and
+ * null as empty bytes, so `encrypt(key, record.missingField)` from JavaScript resolved with the
+ * ciphertext of nothing (and hash / computeMac with the digest of nothing), and an ArrayBuffer failed
+ * as INTERNAL (review by helper-178). Bytes made in another realm (a vm context, Jest's environment)
+ * are bytes too: protobuf-es refuses them ("invalid bytes: object"), so they get a view of this
+ * realm over the same memory (review by helper-187).
  */
+function bytesOf(value: unknown, what: string, orElse = ''): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (types.isUint8Array(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  throw new TypeError(`${what} must be a Uint8Array (or Buffer)${orElse}, got ${Object.prototype.toString.call(value)}`);
+}
+
 export function toBytes(data: Data): Uint8Array {
-  if (typeof data === 'string') return Buffer.from(data, 'utf8');
-  if (!(data instanceof Uint8Array)) throw new TypeError(`expected a Uint8Array (or Buffer) or a string, got ${Object.prototype.toString.call(data)}`);
-  return data;
+  return typeof data === 'string' ? Buffer.from(data, 'utf8') : bytesOf(data, 'data', ' or a string');
 }
 
 /** The bytes of a ciphertext; a malformed text form is the caller's error (INVALID_ARGUMENT), found before any call. */
 export function toCiphertext(ciphertext: CiphertextInput): Uint8Array {
   if (typeof ciphertext !== 'string') {
-    if (!(ciphertext instanceof Uint8Array)) throw new TypeError(`a ciphertext must be a Uint8Array (or Buffer) or its text form, got ${Object.prototype.toString.call(ciphertext)}`);
-    return ciphertext;
+    return bytesOf(ciphertext, 'a ciphertext', ' or its text form');
   }
   try {
     return ciphertextFromText(ciphertext);
@@ -117,7 +124,8 @@ export function computeMacRequest(keyName: string, data: Data): Init<typeof Comp
 }
 
 export function verifyMacRequest(keyName: string, data: Data, mac: Uint8Array, o: VerifyMacOptions = {}): Init<typeof VerifyMacRequestSchema> {
-  return { keyName, data: toBytes(data), mac, keyVersion: uint32('keyVersion', o.keyVersion) };
+  // bytesOf: undefined was sent as an empty MAC.
+  return { keyName, data: toBytes(data), mac: bytesOf(mac, 'the MAC'), keyVersion: uint32('keyVersion', o.keyVersion) };
 }
 
 export function hashRequest(data: Data, algorithm: HashAlgorithmInput = HashAlgorithm.SHA256): Init<typeof HashRequestSchema> {
