@@ -139,7 +139,7 @@ describe('loadOrCreateMasterKey: creation', () => {
 
   it("keeps an operator's file that only starts like a temp (master.key.tmp-backup): it may be a copy of the key (review by helper-177)", async () => {
     const dir = stateDirWith();
-    const copies = [`${MASTER_KEY_FILE}.tmp-backup`, `${MASTER_KEY_FILE}.tmp-2024-01-01.bak`];
+    const copies = [`${MASTER_KEY_FILE}.tmp-backup`, `${MASTER_KEY_FILE}.tmp-2024-01-01.bak`, `${MASTER_KEY_FILE}.tmp-20240101`];
     for (const name of copies) writeFileSync(join(dir, name), randomBytes(32), { mode: 0o600 });
     await load(dir); // creates master.key
     await load(dir); // finds it

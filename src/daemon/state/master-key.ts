@@ -130,10 +130,11 @@ async function createKeyFile(dir: string, path: string): Promise<Buffer | undefi
 
 const TMP_INFIX = '.tmp-';
 /**
- * Only names of the form createKeyFile writes (`master.key.tmp-<pid>-<n>`) are temps: an operator's
- * `master.key.tmp-backup` may be a copy of the key and is kept (review by helper-177).
+ * Only names of the form createKeyFile writes (`master.key.tmp-<pid>-<n>`, always both numbers) are
+ * temps: an operator's `master.key.tmp-backup` or `master.key.tmp-20240101` may be a copy of the key
+ * and is kept (review by helper-177, helper-187).
  */
-const TMP_NAME = /^master\.key\.tmp-(\d+)(?:-\d+)?$/;
+const TMP_NAME = /^master\.key\.tmp-(\d+)-\d+$/;
 /** Temp files this process is writing now. */
 const ownTemps = new Set<string>();
 
