@@ -17,7 +17,9 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 let n = 0;
 function configFile(doc: unknown): string {
   const path = join(tmp, `c${n++}.json`);
-  writeFileSync(path, typeof doc === 'string' ? doc : JSON.stringify(doc));
+  // 0644 whatever the umask: the daemon refuses a group-writable config file.
+  writeFileSync(path, typeof doc === 'string' ? doc : JSON.stringify(doc), { mode: 0o644 });
+  chmodSync(path, 0o644);
   return path;
 }
 

@@ -304,7 +304,7 @@ export function resolveConfig(argv: string[], env: NodeJS.ProcessEnv, uid: numbe
 
   const configArg = pick('config', 'RINGFENCE_CONFIG');
   const configFile = configArg ? resolve(configArg.value) : undefined;
-  const file = configFile ? readConfigFile(configFile, configArg!.where) : {};
+  const file = configFile ? readConfigFile(configFile, configArg!.where, uid) : {};
   const fileSrc = (key: string): string => `${configFile}:${key}`;
   const fileString = (key: 'socket' | 'stateDir' | 'logLevel' | 'socketMode' | 'policy'): Src<string> | undefined => {
     const v = file[key];
@@ -381,11 +381,10 @@ function defaultStateDir(env: NodeJS.ProcessEnv, uid: number): string {
 /** Far more than any config needs: a larger file is a mistake (a log, a disk image), not read. */
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
-function readConfigFile(path: string, where: string): Record<string, unknown> {
+function readConfigFile(path: string, where: string, uid: number): Record<string, unknown> {
   // The file names the policy file and the state directory: whoever may write it could point the
   // daemon at an older policy (undoing a revocation) or state, so it is held to the policy file's
   // rules on who may write it and what leads to it (policy/file-mode.ts; found by review).
-  const uid = process.getuid?.();
   const pathRefusal = policyPathRefusal(path, uid, 'the config file');
   if (pathRefusal) throw new ConfigError(`config file ${path} (from ${where}) is refused: ${pathRefusal}`);
   let text: string;
