@@ -66,9 +66,11 @@ it('refuses a peer whose uid is not mapped in the daemon user namespace, and lea
     env: { ...process.env, TSX_TSCONFIG_PATH: `${PROJECT_ROOT}tsconfig.json` },
   });
   let out = '';
+  let errors = ''; // unshare -r needs user namespaces: if it fails, this says why
   server.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  server.stderr.on('data', (d: Buffer) => (errors += d.toString()));
   try {
-    await vi.waitFor(() => expect(out).toContain('listening'), { timeout: 30_000 });
+    await vi.waitFor(() => expect(out, `the server in a user namespace: ${errors}`).toContain('listening'), { timeout: 30_000 });
     const client = (wrapper: string[]) => spawnSync('setpriv', [...wrapper, process.execPath, '-e', `require('net').connect(${JSON.stringify(sock)}).on('close', () => process.exit(0))`], { timeout: 10_000 });
     client(['--reuid', '1234', '--regid', '1234', '--clear-groups']); // unmapped there
     await vi.waitFor(() => expect(out.trim().split('\n')).toHaveLength(2), { timeout: 10_000 });

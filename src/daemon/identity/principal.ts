@@ -56,16 +56,25 @@ export function unmappedId(overflow: number, idMap: string): number | undefined 
 }
 
 let unmapped: { uid: number | undefined; gid: number | undefined } | undefined;
-/** unmappedId for this process's user namespace (which it never leaves), read once. */
+/**
+ * unmappedId for this process's user namespace (which it never leaves), kept once read. A read
+ * that failed (EMFILE at a busy moment, say) is not kept: it would switch the check off for good
+ * (review by helper-187).
+ */
 function unmappedIds(): { uid: number | undefined; gid: number | undefined } {
+  if (unmapped) return unmapped;
+  let failed = false;
   const of = (kind: 'uid' | 'gid') => {
     try {
       return unmappedId(Number(readFileSync(`/proc/sys/kernel/overflow${kind}`, 'utf8')), readFileSync(`/proc/self/${kind}_map`, 'utf8'));
     } catch {
+      failed = true;
       return undefined;
     }
   };
-  return (unmapped ??= { uid: of('uid'), gid: of('gid') });
+  const ids = { uid: of('uid'), gid: of('gid') };
+  if (!failed) unmapped = ids;
+  return ids;
 }
 
 /**
