@@ -99,7 +99,10 @@ export abstract class RpcDuplex<Req, Res> extends Duplex {
     }, callback);
   }
 
-  /** `for await` gives Buffers: Readable declares `any`, which reached the caller's code unchecked (review by helper-178). */
+  /**
+   * `for await` gives Buffers: Readable declares `any`, which reached the caller's code unchecked
+   * (review by helper-178). After setEncoding() it gives strings, which this type does not follow.
+   */
   override [Symbol.asyncIterator](): NodeJS.AsyncIterator<Buffer> {
     return super[Symbol.asyncIterator]();
   }
