@@ -121,6 +121,7 @@ export class RingfenceClient extends KeyMethods {
   encryptStream(keyName: string, opts: EncryptStreamOptions = {}): EncryptStream {
     checkChunkBytes(opts.chunkBytes); // before the RPC starts
     if (opts.associatedData !== undefined) req.toBytes(opts.associatedData); // its TypeError too
+    req.nameOf(keyName, 'the key name');
     return new EncryptStream(this.transport.bidi(CryptoService.method.encryptStream, opts), keyName, opts);
   }
 

@@ -57,3 +57,58 @@ describe('a data argument that is neither bytes nor a string', () => {
     }
   });
 });
+
+/**
+ * Names, key material and flags from JavaScript: protobuf-es wrote a number or an object as its
+ * String() ("[object Object]" — e.g. the Key that createKey answered, passed where its name goes),
+ * took any truthy value as true (`deletionProtection: 'false'` turned protection on), and failed
+ * on an ArrayBuffer or a string of material as an INTERNAL "serialization failure".
+ */
+describe('a name, key material or flag of the wrong type', () => {
+  const notName = [42, {}, { name: 'k' }, true, null];
+
+  it('is a TypeError naming the argument, and nothing is sent', async () => {
+    const before = calls();
+    for (const v of notName) {
+      const name = v as never;
+      await expect(env.client.encrypt(name, 'x')).rejects.toThrow(/key name must be a string/);
+      await expect(env.client.computeMac(name, 'x')).rejects.toThrow(TypeError);
+      await expect(env.client.verifyMac(name, 'x', new Uint8Array(32))).rejects.toThrow(TypeError);
+      await expect(env.client.generateDataKey(name)).rejects.toThrow(TypeError);
+      await expect(env.client.reEncrypt(new Uint8Array(60), { destinationKeyName: name })).rejects.toThrow(/destinationKeyName must be a string/);
+      await expect(env.client.createKey(name)).rejects.toThrow(TypeError);
+      await expect(env.client.getKey(name)).rejects.toThrow(TypeError);
+      await expect(env.client.rotateKey(name)).rejects.toThrow(TypeError);
+      await expect(env.client.disableKey(name)).rejects.toThrow(TypeError);
+      await expect(env.client.scheduleKeyDeletion(name)).rejects.toThrow(TypeError);
+      await expect(env.client.listKeys({ pageToken: name })).rejects.toThrow(/pageToken must be a string/);
+      expect(() => env.client.encryptStream(name)).toThrow(TypeError);
+    }
+    for (const v of [new ArrayBuffer(32), 'k'.repeat(32), [1, 2, 3], undefined]) {
+      await expect(env.client.importKey('k', v as never)).rejects.toThrow(/key material must be a Uint8Array/);
+      if (v !== undefined) await expect(env.client.rotateKey('k', v as never)).rejects.toThrow(/key material must be a Uint8Array/);
+    }
+    for (const v of ['false', 0, 1, null]) {
+      await expect(env.client.createKey('k', { deletionProtection: v as never })).rejects.toThrow(/deletionProtection must be true or false/);
+      await expect(env.client.updateKey('k', { deletionProtection: v as never })).rejects.toThrow(TypeError);
+      await expect(env.client.generateDataKey('k', { omitPlaintext: v as never })).rejects.toThrow(/omitPlaintext must be true or false/);
+    }
+    expect(calls()).toBe(before);
+  });
+
+  it('the session checks them too', async () => {
+    const s = env.client.session();
+    await expect(s.encrypt({ name: 'k' } as never, 'x')).rejects.toThrow(TypeError);
+    expect((await s.hash('still usable')).digest).toHaveLength(32);
+    await s.close();
+  });
+
+  it('strings, bytes and booleans still go', async () => {
+    const key = await env.client.importKey('imported', new Uint8Array(32), { deletionProtection: false });
+    expect(key.name).toBe('imported');
+    expect((await env.client.updateKey('imported', { deletionProtection: true })).deletionProtection).toBe(true);
+    const foreign = runInNewContext('new Uint8Array(32)') as Uint8Array;
+    expect((await env.client.rotateKey('imported', foreign)).name).toBe('imported');
+    expect((await env.client.encrypt('k', 'x')).ciphertext.length).toBeGreaterThan(0);
+  });
+});

@@ -8,7 +8,7 @@ import type { CallOptions } from './call-options.js';
 import { RingfenceError } from './errors.js';
 import { parseKeyPurpose, parseKeyView, parseSuite, type KeyPurposeName, type KeyViewName, type SuiteName } from './names.js';
 import type { Transport } from './transport.js';
-import { uint32 } from './requests.js';
+import { bytesOf, flagOf, nameOf, optionalName, uint32 } from './requests.js';
 
 export interface CreateKeyOptions extends CallOptions {
   /** Default: the suite's purpose, else AEAD. */
@@ -80,6 +80,8 @@ function keyOf(res: { key?: Key }): Key {
   return res.key;
 }
 
+const keyName = (name: unknown) => nameOf(name, 'the key name');
+
 const enumOr = <E>(value: E | string | undefined, parse: (v: E | string) => E) => (value === undefined ? undefined : parse(value));
 
 export class KeyMethods {
@@ -87,12 +89,12 @@ export class KeyMethods {
 
   async createKey(name: string, opts: CreateKeyOptions = {}): Promise<Key> {
     const request = {
-      name,
+      name: keyName(name),
       purpose: enumOr(opts.purpose, parseKeyPurpose),
       suite: enumOr(opts.suite, parseSuite),
       // 0 is none (unset); NaN or negative is refused, as updateKey refuses it (found by review).
       rotationPeriod: opts.rotationPeriodMs === 0 ? undefined : duration('rotationPeriodMs', opts.rotationPeriodMs, MAX_ROTATION_PERIOD),
-      deletionProtection: opts.deletionProtection,
+      deletionProtection: flagOf(opts.deletionProtection, 'deletionProtection'),
     };
     return keyOf(await this.transport.unary(KeyService.method.createKey, request, opts));
   }
@@ -100,16 +102,22 @@ export class KeyMethods {
   /** `material` is the raw key (32 bytes; 64 for aes-256-ctr-hmac-sha256 and hmac-sha512; 48 for
    * hmac-sha384). Wipe your copy afterwards. */
   async importKey(name: string, material: Uint8Array, opts: ImportKeyOptions = {}): Promise<Key> {
-    const request = { name, material, purpose: enumOr(opts.purpose, parseKeyPurpose), suite: enumOr(opts.suite, parseSuite), deletionProtection: opts.deletionProtection };
+    const request = {
+      name: keyName(name),
+      material: bytesOf(material, 'the key material'),
+      purpose: enumOr(opts.purpose, parseKeyPurpose),
+      suite: enumOr(opts.suite, parseSuite),
+      deletionProtection: flagOf(opts.deletionProtection, 'deletionProtection'),
+    };
     return keyOf(await this.transport.unary(KeyService.method.importKey, request, opts));
   }
 
   async getKey(name: string, opts: GetKeyOptions = {}): Promise<Key> {
-    return keyOf(await this.transport.unary(KeyService.method.getKey, { name, view: enumOr(opts.view, parseKeyView) }, opts));
+    return keyOf(await this.transport.unary(KeyService.method.getKey, { name: keyName(name), view: enumOr(opts.view, parseKeyView) }, opts));
   }
 
   async listKeys(opts: ListKeysOptions = {}): Promise<ListKeysResponse> {
-    const request = { pageSize: int32('pageSize', opts.pageSize), pageToken: opts.pageToken, view: enumOr(opts.view, parseKeyView) };
+    const request = { pageSize: int32('pageSize', opts.pageSize), pageToken: optionalName(opts.pageToken, 'pageToken'), view: enumOr(opts.view, parseKeyView) };
     return this.transport.unary(KeyService.method.listKeys, request, opts);
   }
 
@@ -125,33 +133,33 @@ export class KeyMethods {
 
   /** Generated keys: no material. Imported keys: the new version's material. */
   async rotateKey(name: string, material?: Uint8Array, opts: CallOptions = {}): Promise<Key> {
-    return keyOf(await this.transport.unary(KeyService.method.rotateKey, { name, material }, opts));
+    return keyOf(await this.transport.unary(KeyService.method.rotateKey, { name: keyName(name), material: material === undefined ? undefined : bytesOf(material, 'the key material') }, opts));
   }
 
   async updateKey(name: string, opts: UpdateKeyOptions = {}): Promise<Key> {
     const request = {
-      name,
+      name: keyName(name),
       minDecryptionVersion: uint32('minDecryptionVersion', opts.minDecryptionVersion),
       rotationPeriod: duration('rotationPeriodMs', opts.rotationPeriodMs, MAX_ROTATION_PERIOD),
-      deletionProtection: opts.deletionProtection,
+      deletionProtection: flagOf(opts.deletionProtection, 'deletionProtection'),
     };
     return keyOf(await this.transport.unary(KeyService.method.updateKey, request, opts));
   }
 
   async disableKey(name: string, opts: CallOptions = {}): Promise<Key> {
-    return keyOf(await this.transport.unary(KeyService.method.disableKey, { name }, opts));
+    return keyOf(await this.transport.unary(KeyService.method.disableKey, { name: keyName(name) }, opts));
   }
 
   async enableKey(name: string, opts: CallOptions = {}): Promise<Key> {
-    return keyOf(await this.transport.unary(KeyService.method.enableKey, { name }, opts));
+    return keyOf(await this.transport.unary(KeyService.method.enableKey, { name: keyName(name) }, opts));
   }
 
   async scheduleKeyDeletion(name: string, opts: ScheduleKeyDeletionOptions = {}): Promise<Key> {
-    const request = { name, waitingPeriod: duration('waitingPeriodMs', opts.waitingPeriodMs, MAX_WAITING_PERIOD) };
+    const request = { name: keyName(name), waitingPeriod: duration('waitingPeriodMs', opts.waitingPeriodMs, MAX_WAITING_PERIOD) };
     return keyOf(await this.transport.unary(KeyService.method.scheduleKeyDeletion, request, opts));
   }
 
   async cancelKeyDeletion(name: string, opts: CallOptions = {}): Promise<Key> {
-    return keyOf(await this.transport.unary(KeyService.method.cancelKeyDeletion, { name }, opts));
+    return keyOf(await this.transport.unary(KeyService.method.cancelKeyDeletion, { name: keyName(name) }, opts));
   }
 }

@@ -35,10 +35,28 @@ export type HashAlgorithmInput = HashAlgorithm | HashAlgorithmName;
  * are bytes too: protobuf-es refuses them ("invalid bytes: object"), so they get a view of this
  * realm over the same memory (review by helper-187).
  */
-function bytesOf(value: unknown, what: string, orElse = ''): Uint8Array {
+export function bytesOf(value: unknown, what: string, orElse = ''): Uint8Array {
   if (value instanceof Uint8Array) return value;
   if (types.isUint8Array(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   throw new TypeError(`${what} must be a Uint8Array (or Buffer)${orElse}, got ${Object.prototype.toString.call(value)}`);
+}
+
+/**
+ * A name (of a key, or a page token), else a TypeError before any call: protobuf-es wrote a number
+ * or an object as its String(), so the Key that createKey answers, passed where its name goes, was
+ * looked up as "[object Object]".
+ */
+export function nameOf(value: unknown, what: string): string {
+  if (typeof value === 'string') return value;
+  throw new TypeError(`${what} must be a string, got ${Object.prototype.toString.call(value)}`);
+}
+
+export const optionalName = (value: unknown, what: string) => (value === undefined ? undefined : nameOf(value, what));
+
+/** protobuf-es took any truthy value as true: `deletionProtection: 'false'` turned protection on. */
+export function flagOf(value: unknown, what: string): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  throw new TypeError(`${what} must be true or false, got ${Object.prototype.toString.call(value)}`);
 }
 
 export function toBytes(data: Data): Uint8Array {
@@ -99,7 +117,7 @@ export interface VerifyMacOptions {
 type Init<S extends DescMessage> = MessageInitShape<S>;
 
 export function encryptRequest(keyName: string, plaintext: Data, o: EncryptOptions = {}): Init<typeof EncryptRequestSchema> {
-  return { keyName, plaintext: toBytes(plaintext), associatedData: optionalBytes(o.associatedData) };
+  return { keyName: nameOf(keyName, 'the key name'), plaintext: toBytes(plaintext), associatedData: optionalBytes(o.associatedData) };
 }
 
 export function decryptRequest(ciphertext: CiphertextInput, o: DecryptOptions = {}): Init<typeof DecryptRequestSchema> {
@@ -110,22 +128,27 @@ export function reEncryptRequest(ciphertext: CiphertextInput, o: ReEncryptOption
   return {
     ciphertext: toCiphertext(ciphertext),
     associatedData: optionalBytes(o.associatedData),
-    destinationKeyName: o.destinationKeyName,
+    destinationKeyName: optionalName(o.destinationKeyName, 'destinationKeyName'),
     destinationAssociatedData: optionalBytes(o.destinationAssociatedData),
   };
 }
 
 export function generateDataKeyRequest(keyName: string, o: GenerateDataKeyOptions = {}): Init<typeof GenerateDataKeyRequestSchema> {
-  return { keyName, lengthBytes: uint32('lengthBytes', o.lengthBytes), associatedData: optionalBytes(o.associatedData), omitPlaintext: o.omitPlaintext };
+  return {
+    keyName: nameOf(keyName, 'the key name'),
+    lengthBytes: uint32('lengthBytes', o.lengthBytes),
+    associatedData: optionalBytes(o.associatedData),
+    omitPlaintext: flagOf(o.omitPlaintext, 'omitPlaintext'),
+  };
 }
 
 export function computeMacRequest(keyName: string, data: Data): Init<typeof ComputeMacRequestSchema> {
-  return { keyName, data: toBytes(data) };
+  return { keyName: nameOf(keyName, 'the key name'), data: toBytes(data) };
 }
 
 export function verifyMacRequest(keyName: string, data: Data, mac: Uint8Array, o: VerifyMacOptions = {}): Init<typeof VerifyMacRequestSchema> {
   // bytesOf: undefined was sent as an empty MAC.
-  return { keyName, data: toBytes(data), mac: bytesOf(mac, 'the MAC'), keyVersion: uint32('keyVersion', o.keyVersion) };
+  return { keyName: nameOf(keyName, 'the key name'), data: toBytes(data), mac: bytesOf(mac, 'the MAC'), keyVersion: uint32('keyVersion', o.keyVersion) };
 }
 
 export function hashRequest(data: Data, algorithm: HashAlgorithmInput = HashAlgorithm.SHA256): Init<typeof HashRequestSchema> {
