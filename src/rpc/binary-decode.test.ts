@@ -85,7 +85,6 @@ describe('decodeMessage', () => {
       [EncryptRequestSchema, '8a 80 80 80 80 00 00', 'a tag in 6 bytes (protobuf-es: varint overflows uint32)'],
       [EncryptRequestSchema, '0a 02 c3 28', 'a key name that is not UTF-8'],
       [EncryptRequestSchema, 'f2ffffff1f 00', 'the largest field number, unknown: skipped'],
-      [EncryptRequestSchema, '0a 05 efbbbf 6b 31', 'a key name starting with a byte order mark'],
       [EncryptRequestSchema, '0a 01 61 0a 01 62 12 01 00 12 00', 'fields seen twice: the last wins'],
     ];
     for (const [schema, bytes, what] of cases) sameAsReference(schema, hex(bytes), what);
@@ -114,6 +113,19 @@ describe('decodeMessage', () => {
     const entry = Buffer.concat([tag(mapD), hex('03 0a 01 6b')]); // key "k", no value
     expect(sameAsReference(All, nest(98, sub, entry), 'a map entry at level 100')).toBe('decoded');
     expect(sameAsReference(All, nest(99, sub, entry), 'a map entry at level 101')).toBe('refused');
+  });
+
+  it('keeps a string\'s leading U+FEFF, which protobuf-es drops as a byte order mark: a name is read as it was sent', () => {
+    // EncryptRequest.key_name "\ufeffk1": the SDK writes it as given; the daemon read "k1" and acted on
+    // that key, where a name it does not allow is INVALID_ARGUMENT (found by review).
+    expect(decodeMessage(EncryptRequestSchema, hex('0a 05 efbbbf 6b 31'))?.keyName).toBe('\ufeffk1');
+    expect(fromBinary(EncryptRequestSchema, hex('0a 05 efbbbf 6b 31')).keyName).toBe('k1'); // what protobuf-es gives
+    // Every place a string is read (short and long, singular, listed, in a oneof, a map's key and value) gives back what was written.
+    const bom = '\ufeff';
+    const long = `${bom}${'x'.repeat(100)}`;
+    const sent = create(All, { s: bom, listS: [`${bom}a`, long], o: { case: 'ooS', value: `${bom}${bom}` }, mapD: { [`${bom}key`]: 1 }, sub: create(All, { s: long }) } as never) as Record<string, unknown>;
+    const got = decodeMessage(All, toBinary(All, sent as never)) as Record<string, unknown> | undefined;
+    expect(got && [got.s, got.listS, got.o, Object.keys(got.mapD as object), (got.sub as { s: string }).s]).toEqual([bom, [`${bom}a`, long], { case: 'ooS', value: `${bom}${bom}` }, [`${bom}key`], long]);
   });
 
   it('merges a message field seen twice, keeps a oneof case only while it repeats, and leaves bytes as views of the input', () => {

@@ -2,7 +2,8 @@
  * Protobuf binary decoding in one pass that also checks the wire shape: the message protobuf-es'
  * fromBinary gives (unknown fields dropped) for bytes that pass wire-shape.ts, and undefined for
  * every input that wire-shape.ts refuses or fromBinary throws on. binary-decode.test.ts compares
- * the two over random and mutated messages of every API schema.
+ * the two over random and mutated messages of every API schema. One difference: a string's leading
+ * U+FEFF is kept, as the wire format has it (protobuf-es drops it as a byte order mark).
  *
  * Why: the daemon walked each request twice (wire-shape.ts, then fromBinary through protobuf-es'
  * reflection layer: a wrapper object per message, a Map lookup per field); that was the largest
@@ -14,8 +15,8 @@
  * keys), not the types protobuf-es presents specially (wrappers, Struct); anything else is handed to
  * wire-shape.ts + fromBinary whole (`decodeMessage` does that itself).
  */
+import { TextDecoder } from 'node:util';
 import { fromBinary, protoInt64, ScalarType, type DescField, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
-import { getTextEncoding } from '@bufbuild/protobuf/wire';
 import { wireShapeMatches } from './wire-shape.js';
 import { wireOf } from './wire-scalar.js';
 
@@ -333,9 +334,15 @@ class Reader {
   }
 }
 
-let strictUtf8: ((bytes: Uint8Array, strict?: boolean) => string) | undefined;
+/**
+ * UTF-8 decoders that keep a leading U+FEFF. protobuf-es' (TextDecoder's defaults) drop it as a byte
+ * order mark, but on the wire it is the string's first character: a key name "\ufeffk1" was read as
+ * "k1" and another key was used, where a name the daemon does not allow is refused (found by review).
+ */
+let strictUtf8: TextDecoder | undefined;
+let lenientUtf8: TextDecoder | undefined;
 
-/** protobuf-es' string decoding (strict: invalid UTF-8 throws), with short ASCII strings decoded inline. */
+/** protobuf-es' string decoding (strict: invalid UTF-8 throws) but for a leading U+FEFF, with short ASCII strings decoded inline. */
 function decodeString(b: Uint8Array, from: number, to: number, strict: boolean): string {
   if (to - from <= 64) {
     let s = '';
@@ -343,9 +350,9 @@ function decodeString(b: Uint8Array, from: number, to: number, strict: boolean):
     for (; i < to && b[i]! < 0x80; i++) s += String.fromCharCode(b[i]!);
     if (i === to) return s;
   }
-  strictUtf8 ??= getTextEncoding().decodeUtf8;
+  const decoder = strict ? (strictUtf8 ??= new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })) : (lenientUtf8 ??= new TextDecoder('utf-8', { ignoreBOM: true }));
   try {
-    return strictUtf8(b.subarray(from, to), strict);
+    return decoder.decode(b.subarray(from, to));
   } catch {
     throw MALFORMED;
   }
