@@ -708,8 +708,10 @@ export const KeyService: GenService<{
   /**
    * Schedules a key's deletion after a waiting period (default 7 days). Until then the key is
    * KEY_STATE_PENDING_DELETION: unusable, unchangeable, and recoverable with CancelKeyDeletion.
-   * Deletion happens only once the period has passed, never earlier (also across daemon
-   * restarts). Errors: NOT_FOUND (KEY_NOT_FOUND), FAILED_PRECONDITION (DELETION_PROTECTED,
+   * Deletion happens once the period has passed in real time (less at most a second): a forward
+   * step of the wall clock postpones it, while the daemon runs and across its restarts in the
+   * same boot, but a step across a reboot is not seen (docs/operations.md, "Scheduled deletion
+   * and the clock"). Errors: NOT_FOUND (KEY_NOT_FOUND), FAILED_PRECONDITION (DELETION_PROTECTED,
    * KEY_PENDING_DELETION), INVALID_ARGUMENT (INVALID_FIELD for the waiting period).
    *
    * @generated from rpc ringfence.v1.KeyService.ScheduleKeyDeletion
