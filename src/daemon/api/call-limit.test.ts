@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { HashRequestSchema } from '../../gen/ringfence/v1/crypto_pb.js';
@@ -224,4 +225,31 @@ test('every end of a call gives its count back: answered, cancelled, reset, conn
   await until(() => calls.heldBy(caller) === PER_CALLER);
   for (const x of open) x.call.cancel();
   expect(await Promise.all(open.map((x) => x.ended.then((e) => e?.code)))).toEqual(Array(PER_CALLER).fill(grpc.status.CANCELLED));
+});
+
+test('a call whose messages are compressed (grpc-encoding gzip) is refused UNIMPLEMENTED before any is read, audited once; uncompressed ones are served', async () => {
+  // grpc-js inflates every message of a DATA frame at once, each up to maxMessageBytes: one 16 KiB
+  // frame of three deflate bombs made the daemon hold 12 MiB for 12 KB sent (review by helper-193).
+  const body = gzipSync(hashRequest(1024 * 1024));
+  const compressed = Buffer.concat([Buffer.from([1, body.length >>> 24, (body.length >>> 16) & 255, (body.length >>> 8) & 255, body.length & 255]), body]);
+  handled.mockClear();
+  const from = audit.length;
+  const refused = raw(A, HASH, [compressed], { 'grpc-encoding': 'gzip' });
+  refused.req.end();
+  const headers = await refused.headers;
+  expect(headers['grpc-status']).toBe(String(grpc.status.UNIMPLEMENTED));
+  expect(decodeURIComponent(String(headers['grpc-message']))).toBe('the daemon takes only uncompressed messages, and this call declared grpc-encoding gzip: send it without compression (grpc-encoding identity, or none)');
+  // What gRPC says a server answers with an encoding it does not take.
+  expect(headers['grpc-accept-encoding']).toBe('identity');
+  expect(await refused.closed).toBe(http2.constants.NGHTTP2_NO_ERROR);
+  expect(handled).not.toHaveBeenCalled();
+  expect(audit.slice(from)).toEqual([expect.objectContaining({ rpc: 'CryptoService/Hash', principal: expect.objectContaining({ uid: A }), outcome: 'UNIMPLEMENTED', bytesIn: 0 })]);
+  expect(calls.heldBy(`uid:${A}`)).toBe(0);
+  refused.session.destroy();
+
+  const plain = raw(A, HASH, [framed(hashRequest(10))], { 'grpc-encoding': 'identity' });
+  plain.req.end();
+  await plain.closed;
+  expect(handled).toHaveBeenCalledTimes(1);
+  plain.session.destroy();
 });

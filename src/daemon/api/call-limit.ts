@@ -21,6 +21,12 @@
  * The refusal is RESOURCE_EXHAUSTED / DAEMON_BUSY (limit `calls_per_caller` or `calls`), audited
  * (the audit trail bounds a caller's refusal lines: audit-refusals.ts) and warned about at most once
  * per caller per DROP_WARN_INTERVAL_MS, with counts, like connections closed at accept.
+ *
+ * Compressed messages are refused the same way, before anything is read (UNIMPLEMENTED, as gRPC
+ * says for an encoding a server does not take): grpc-js inflates every message of a DATA frame at
+ * once, each up to maxMessageBytes, so that one 16 KiB frame of deflate bombs made a call hold
+ * some 12 MiB where an uncompressed one holds one message (review by helper-193). No ringfence
+ * client compresses, nor would AEAD output shrink.
  */
 import * as grpc from '@grpc/grpc-js';
 import { constants as http2 } from 'node:http2';
@@ -31,7 +37,7 @@ import type { Access } from '../policy/access.js';
 import type { Audit } from './audit.js';
 import type { CallerSlots } from './caller-slots.js';
 import { http2StreamOf } from './call-end.js';
-import { isApiError, type ApiError } from './errors.js';
+import { ApiError, ErrorReason, isApiError, Status } from './errors.js';
 import { auditPrincipal, callerKey, statusName } from './handler.js';
 
 const OWN_PREFIX = '/ringfence.v1.';
@@ -48,6 +54,22 @@ interface Refusal {
   rpc: string;
   who: ReturnType<typeof auditPrincipal>;
   err: ApiError;
+}
+
+/**
+ * The grpc-encoding a call declared for its messages. grpc-js keeps it private
+ * (BaseServerInterceptingCall.incomingEncoding, the call this innermost interceptor is given) and
+ * removes the header from the metadata; undefined when not found (call-limit.test.ts would fail).
+ */
+function requestEncoding(call: object): string | undefined {
+  const encoding = (call as { incomingEncoding?: unknown }).incomingEncoding;
+  return typeof encoding === 'string' ? encoding : undefined;
+}
+
+function compressedRefusal(encoding: string): ApiError {
+  // The client's own text goes into the answer only when it is a plain token.
+  const named = /^[a-z0-9._-]{1,32}$/i.test(encoding) ? ` grpc-encoding ${encoding}` : ' a grpc-encoding other than identity';
+  return new ApiError(Status.UNIMPLEMENTED, ErrorReason.UNSPECIFIED, `the daemon takes only uncompressed messages, and this call declared${named}: send it without compression (grpc-encoding identity, or none)`);
 }
 
 /** The rpc as audit lines name it: "CryptoService/Hash", or the full path of another package's. */
@@ -73,23 +95,35 @@ export function callLimit(deps: CallLimitDeps, intervalMs = DROP_WARN_INTERVAL_M
     counter.count();
   };
 
+  /** The call is not passed on: grpc-js never reads its body, nor runs a handler or another interceptor's listener. */
+  const refuse = (call: grpc.ServerInterceptingCallInterface, status: Partial<grpc.StatusObject>, stream: ReturnType<typeof http2StreamOf>) =>
+    new grpc.ServerInterceptingCall(call, {
+      start: () => {
+        call.sendStatus(status as grpc.StatusObject);
+        stream?.close(http2.NGHTTP2_NO_ERROR);
+      },
+    });
+
   return (method, call) => {
     const access = deps.access.forCall(call);
     const caller = callerKey(access);
     const stream = http2StreamOf({ call });
+    const encoding = requestEncoding(call);
+    if (encoding !== undefined && encoding !== 'identity') {
+      const err = compressedRefusal(encoding);
+      deps.audit({ rpc: rpcName(method.path), ...auditPrincipal(access), bytesIn: 0, bytesOut: 0, outcome: statusName(err.code), durationMs: 0 });
+      const status = err.toServiceError();
+      // What gRPC has a server answer with an encoding it does not take (grpc-js clients do not read it from a trailers-only answer).
+      status.metadata?.set('grpc-accept-encoding', 'identity');
+      return refuse(call, status, stream);
+    }
     let release: () => void;
     try {
       release = deps.calls.acquire(caller);
     } catch (err) {
       if (!isApiError(err)) throw err;
       refused(caller, { rpc: rpcName(method.path), who: auditPrincipal(access), err });
-      return new grpc.ServerInterceptingCall(call, {
-        // The call is not passed on: grpc-js never reads its body, nor runs a handler or another interceptor's listener.
-        start: () => {
-          call.sendStatus(err.toServiceError() as grpc.StatusObject);
-          stream?.close(http2.NGHTTP2_NO_ERROR);
-        },
-      });
+      return refuse(call, err.toServiceError(), stream);
     }
     if (stream) {
       if (stream.closed || stream.destroyed) release();
