@@ -94,7 +94,8 @@ export function keyTable(keys: Key[]): string {
 /** `key show`: every field, then the versions with their encryption counts. */
 export function keyText(k: Key): string {
   const j = keyJson(k);
-  const period = j.rotationPeriodSeconds === null ? 'none' : `${formatDuration(Number(j.rotationPeriodSeconds) * 1000)} (next ${j.nextRotationTime ?? '-'})`;
+  // Rounded: seconds times 1000 is not always whole (4.096002 s gave "4096002.0000000005ms").
+  const period = j.rotationPeriodSeconds === null ? 'none' : `${formatDuration(Math.round(Number(j.rotationPeriodSeconds) * 1000))} (next ${j.nextRotationTime ?? '-'})`;
   const fields: [string, unknown][] = [
     ['name', k.name],
     ['id', k.id],
@@ -194,7 +195,7 @@ function limitsJson(l: Limits): Record<string, unknown> {
 export function statusText(s: GetStatusResponse, socketPath: string): string {
   const j = statusJson(s, socketPath);
   const l = j.limits as ReturnType<typeof limitsJson> | null;
-  const dur = (sec: unknown) => (typeof sec === 'number' ? formatDuration(sec * 1000) : '-');
+  const dur = (sec: unknown) => (typeof sec === 'number' ? formatDuration(Math.round(sec * 1000)) : '-');
   const never = (sec: unknown) => (sec === 0 || sec === null ? 'never' : dur(sec));
   const lines = [
     `daemon      ringfenced ${s.daemonVersion}, pid ${s.pid}, started ${j.startTime ?? '-'}`,

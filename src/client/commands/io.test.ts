@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { chownSync, closeSync, constants, createReadStream, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -96,6 +97,30 @@ describe('openOutput', () => {
     await out.abort();
     expect(readFileSync(path, 'utf8')).toBe('OLD');
     expect(readdirSync(dir)).toEqual(['out.bin']);
+  });
+
+  test("as root, the temporary file swapped for a symlink in the file owner's directory: the link's target is neither chowned nor chmodded", async () => {
+    // Root replaces uid 12345's file in that user's directory (it keeps its owner and mode); that
+    // user renames the temporary file they can see there into a link to a file of root's.
+    const home = join(dir, 'home');
+    mkdirSync(home);
+    chownSync(home, 12345, 12345);
+    const victim = join(dir, 'shadow');
+    writeFileSync(victim, 'root only');
+    chmodSync(victim, 0o600);
+    const path = join(home, 'out.bin');
+    writeFileSync(path, 'OLD');
+    chownSync(path, 12345, 12345);
+    chmodSync(path, 0o644);
+    const out = openOutput(path);
+    out.stream.write('new');
+    await once(out.stream, 'ready');
+    const tmp = join(home, readdirSync(home).find((n) => n.endsWith('.ringfence-tmp'))!);
+    unlinkSync(tmp);
+    symlinkSync(victim, tmp);
+    await out.commit().catch(() => {});
+    const st = statSync(victim);
+    expect([st.uid, st.gid, st.mode & 0o7777, readFileSync(victim, 'utf8')]).toEqual([0, 0, 0o600, 'root only']);
   });
 
   test('writeAll to stdout writes the bytes unchanged', async () => {

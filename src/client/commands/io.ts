@@ -10,10 +10,11 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, createReadStream, createWriteStream, fstatSync, openSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
 import * as fsCallbacks from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { isatty } from 'node:tty';
 import { Readable, type Writable } from 'node:stream';
+import { promisify } from 'node:util';
 import { finished } from 'node:stream/promises';
 import { CommandError } from './args.js';
 import { failWriting, resolveOutput } from './output-target.js';
@@ -141,6 +142,10 @@ class StreamInput implements Input {
   }
 }
 
+const fchown = promisify(fsCallbacks.fchown);
+const fchmod = promisify(fsCallbacks.fchmod);
+const fsync = promisify(fsCallbacks.fsync);
+
 /** Where a command's result goes: stdout, or a file that appears only once complete. */
 export interface Output {
   readonly label: string;
@@ -222,7 +227,11 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
   const tmp = join(dirname(target.path), temporaryName(basename(target.path)));
   hookSignals();
   pending.add(tmp);
-  const stream: WriteStream = createWriteStream(tmp, { flags: 'wx', mode: 0o600 });
+  // autoClose false: the descriptor outlives the last write, so commit sets owner and mode on the
+  // file written (destroy() closes it).
+  const stream: WriteStream = createWriteStream(tmp, { flags: 'wx', mode: 0o600, autoClose: false });
+  let fd = -1;
+  stream.once('open', (opened: number) => (fd = opened));
   // Errors (a missing directory, a full disk) surface through write callbacks, pipeline or
   // commit; this listener only keeps an unobserved one from crashing the process.
   stream.on('error', () => {});
@@ -235,18 +244,17 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
       try {
         if (!stream.writableEnded) stream.end();
         await finished(stream);
-        const fh = await open(tmp, 'r');
-        try {
-          // The file it replaces keeps its mode and owner (fchmod: the umask does not apply).
-          if (target.kind === 'file') {
-            if (target.chown) await fh.chown(target.chown.uid, target.chown.gid);
-            await fh.chmod(target.mode);
-          }
-          // Durable before it becomes visible under its name.
-          await fh.sync();
-        } finally {
-          await fh.close();
+        // Through the descriptor written, never the name opened again: whoever may write the
+        // directory (the owner of the file replaced) could have swapped the name for a link to
+        // /etc/shadow, say, which root then chowned to them (review by helper-192).
+        // The file it replaces keeps its mode and owner (fchmod: the umask does not apply).
+        if (target.kind === 'file') {
+          if (target.chown) await fchown(fd, target.chown.uid, target.chown.gid);
+          await fchmod(fd, target.mode);
         }
+        // Durable before it becomes visible under its name.
+        await fsync(fd);
+        await destroyed(stream);
         await rename(tmp, target.path);
         pending.delete(tmp);
       } catch (err) {

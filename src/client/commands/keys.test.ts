@@ -159,6 +159,11 @@ describe('key lifecycle', SLOW, () => {
     expect([again.code, again.stderr]).toEqual([1, 'ringfence: cancel deletion of key life: key "life" is not pending deletion\n']);
   });
 
+  test('key show prints a rotation period of odd milliseconds as given (was 4096002.0000000005ms, through seconds as a float)', async () => {
+    await ok(['key', 'create', 'odd-period', '--rotate-every', '4096002ms']);
+    expect(await ok(['key', 'show', 'odd-period'])).toMatch(/\nrotation period {9}4096002ms \(next \S+Z\)\n/);
+  });
+
   test('a key of no recorded creator (saved before the daemon recorded it): "unknown", null in --json', async () => {
     await ok(['key', 'create', 'no-creator']);
     daemon.keys.find('no-creator').key.creatorUid = undefined;
