@@ -13,7 +13,7 @@
  * large). The daemon packs its answers the same way.
  *
  * If the stream fails, the operations it carried reject with its error and the next call opens a
- * new stream. After an idle period the stream is half-closed (so an idle session never keeps the
+ * new stream; if the daemon refused it unread (REFUSED_STREAM), they go again on a new stream. After an idle period the stream is half-closed (so an idle session never keeps the
  * process alive); it reopens on demand. A half-closed stream the daemon does not end within
  * CLOSE_WAIT_MS (stopped, stuck, faulty) is cancelled. close() is final.
  *
@@ -36,9 +36,9 @@ import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { SessionRequestSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
 import { ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
 import { callDeadline, onAbort, type CallOptions } from './call-options.js';
-import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
+import { isServiceError, itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
-import type { StreamCall, Transport } from './transport.js';
+import { isRefusedStream, MAX_REFUSED_RETRIES, type StreamCall, type Transport } from './transport.js';
 import { ID_BYTES, packedBytes, PACK_BYTES, PACK_OPS, takeBatch, type SessionCounts } from './session-packing.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
 import { encodedSize } from '../../rpc/binary-encode.js';
@@ -77,6 +77,8 @@ interface Op {
   settle(value: unknown, error?: RingfenceError): void;
   /** The stream it was sent on. */
   sentOn?: Stream;
+  /** Streams it was sent on that the daemon refused unread (REFUSED_STREAM). */
+  refusals?: number;
 }
 
 const dropPayload = (op: Op) => {
@@ -337,6 +339,7 @@ export class RingfenceSession {
         this.counts.operationsSent += batch.length;
         const written = () => {
           for (const op of batch) {
+            if (op.sentOn !== stream) continue; // queued again since (a refused stream): not this write's
             op.written = true;
             if (op.settled) dropPayload(op);
           }
@@ -412,7 +415,7 @@ export class RingfenceSession {
     const done = new Promise<void>((resolve) => (markDone = resolve));
     const stream: Stream = { rpc, pending: new Map(), abandoned: 0, over: false, epoch: this.transport.connection.epoch, done, markDone };
     rpc.call.on('data', (res: SessionResponse) => this.onResponse(stream, res));
-    rpc.call.on('error', (err: unknown) => this.onStreamEnd(stream, rpc.toError(err)));
+    rpc.call.on('error', (err: unknown) => this.onStreamEnd(stream, rpc.toError(err), isServiceError(err) && isRefusedStream(err)));
     rpc.call.on('end', () => this.onStreamEnd(stream, undefined));
     this.stream = stream;
     this.unwatch ??= this.transport.connection.onLost(() => this.connectionLost());
@@ -453,7 +456,8 @@ export class RingfenceSession {
     else op.settle(undefined, new RingfenceError({ code: grpc.status.INTERNAL, message: `the daemon answered a ${op.kind} operation with ${result.case ?? 'no result'}`, rpc: RPC }));
   }
 
-  private onStreamEnd(stream: Stream, error: RingfenceError | undefined): void {
+  /** `refused`: the daemon refused the stream (REFUSED_STREAM), having read nothing of it. */
+  private onStreamEnd(stream: Stream, error: RingfenceError | undefined, refused = false): void {
     if (stream.over) return;
     stream.over = true;
     stream.rpc.release();
@@ -465,7 +469,22 @@ export class RingfenceSession {
     stream.pending.clear();
     stream.abandoned = 0;
     this.inFlight -= orphans.length;
-    for (const op of orphans) op.settle(undefined, err);
+    // A refused stream did none of its operations (RFC 9113 section 8.7; the daemon refuses streams
+    // that cross its idle or age GOAWAY): those still awaited go again first, on a fresh stream, as a
+    // unary call does (transport.ts). grpc-js replays a refused stream itself only while what was
+    // written on it fits its 1 MiB retry buffer; past that they failed UNAVAILABLE as if they may
+    // have run (review by helper-191).
+    const again: Op[] = [];
+    const failed: Op[] = [];
+    const retry = refused && !this.signal?.aborted;
+    for (const op of orphans) (retry && !op.settled && (op.refusals = (op.refusals ?? 0) + 1) <= MAX_REFUSED_RETRIES ? again : failed).push(op);
+    for (const op of again) {
+      op.sentOn = undefined;
+      op.written = undefined;
+      op.request.more = [];
+    }
+    this.queue.unshift(...again);
+    for (const op of failed) op.settle(undefined, err);
     stream.markDone();
     this.pump(); // queued operations go out on a new stream
   }

@@ -41,8 +41,8 @@ const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
  * also keep every streamed message in it until the call commits, which defeats the streams' bounded
  * buffering. So unary calls, whose request is one message already held here, replay it themselves.
  */
-const MAX_REFUSED_RETRIES = 2;
-const isRefusedStream = (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE && err.details === 'Stream refused by server';
+export const MAX_REFUSED_RETRIES = 2;
+export const isRefusedStream = (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE && err.details === 'Stream refused by server';
 /** grpc-js's answer to a call still waiting for a connection when the channel closes: it never ran. */
 const isClosedBeforeStart = (err: grpc.ServiceError) => err.code === grpc.status.UNAVAILABLE && err.details === 'Channel closed before call started';
 
