@@ -13,8 +13,9 @@
  * large). The daemon packs its answers the same way.
  *
  * If the stream fails, the operations it carried reject with its error and the next call opens a
- * new stream; if the daemon refused it unread (REFUSED_STREAM), they go again on a new stream. After an idle period the stream is half-closed (so an idle session never keeps the
- * process alive); it reopens on demand. A half-closed stream the daemon does not end within
+ * new stream; if the daemon refused it unread (REFUSED_STREAM), they go again on a new stream.
+ * After an idle period the stream is half-closed (so an idle session never keeps the process
+ * alive); it reopens on demand. A half-closed stream the daemon does not end within
  * CLOSE_WAIT_MS (stopped, stuck, faulty) is cancelled. close() is final.
  *
  * A slot whose caller gave up (deadline, abort) is held until the daemon answers, and a faulty or
