@@ -178,3 +178,30 @@ it('a refused key name reaches the audit line with C1 controls, bidi overrides a
   expect(written[0]).toMatch(/^[\x20-\x7e]*\n$/);
   expect(auditText('x'.repeat(100))).toBe(`${'x'.repeat(64)}...(100 chars)`);
 });
+
+it('a Decrypt that fails authentication, or is refused for its version, names the version its ciphertext names, as a successful one does', async () => {
+  // Left from helper-185's review: the line had the key but no version, so failures against a
+  // retired version could not be told from failures against the primary.
+  const ctx = await standInContext();
+  const first = (await encrypt(ctx, { keyName: 'k', plaintext: Buffer.from('x'), associatedData: new Uint8Array(0) } as never)).ciphertext!;
+  await ctx.keys.rotate('k');
+  const tampered = Buffer.from(first);
+  tampered[tampered.length - 1]! ^= 1;
+  const audit = vi.fn();
+  const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ principal: { uid: 1000, gid: 1000, pid: 1, groups: [] }, authorize: () => {}, allows: () => true, mayEverDo: () => true }) } };
+  const h = cryptoServiceHandlers(ctx, deps as never) as unknown as Record<string, (call: unknown, cb: (e: unknown, r?: unknown) => void) => void>;
+  const call = (request: unknown) => ({ request, getPeer: () => '', metadata: new grpc.Metadata(), getDeadline: () => Infinity });
+  await new Promise((r) => h.decrypt!(call({ ciphertext: first, associatedData: new Uint8Array(0) }), r));
+  await new Promise((r) => h.decrypt!(call({ ciphertext: tampered, associatedData: new Uint8Array(0) }), r));
+  await new Promise((r) => h.batchDecrypt!(call({ requests: [{ ciphertext: tampered, associatedData: new Uint8Array(0) }] }), r));
+  await ctx.keys.update('k', { minDecryptionVersion: 2 });
+  await new Promise((r) => h.decrypt!(call({ ciphertext: first, associatedData: new Uint8Array(0) }), r));
+  await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(5));
+  const lines = audit.mock.calls.map((c) => c[0] as { rpc: string; key?: string; version?: number; outcome: string; reason?: string });
+  expect(lines.filter((l) => l.rpc !== 'CryptoService/BatchDecrypt').map((l) => [l.rpc, l.key, l.version, l.outcome, l.reason])).toEqual([
+    ['CryptoService/Decrypt', 'k', 1, 'OK', undefined],
+    ['CryptoService/Decrypt', 'k', 1, 'INVALID_ARGUMENT', 'AUTHENTICATION_FAILED'],
+    ['Batch/decrypt', 'k', 1, 'INVALID_ARGUMENT', 'AUTHENTICATION_FAILED'],
+    ['CryptoService/Decrypt', 'k', 1, 'FAILED_PRECONDITION', expect.any(String)],
+  ]);
+});

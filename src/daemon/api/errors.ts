@@ -24,6 +24,8 @@ export class ApiError extends Error {
   readonly metadata: Record<string, string>;
   /** The key to name in the audit line when the client may not learn it (never sent). */
   auditKey: string | undefined;
+  /** The version of it a ciphertext named, for the same line. */
+  auditVersion: number | undefined;
 
   constructor(code: grpc.status, reason: ErrorReason, message: string, metadata: Record<string, string> = {}, options?: { cause?: unknown }) {
     super(message, options);
@@ -88,22 +90,27 @@ function suiteMetadata(kernelAlgorithm: string): Record<string, string> {
  */
 export function toApiError(err: unknown, what = 'the operation'): ApiError {
   const e = convert(err, what);
-  const key = err !== null && typeof err === 'object' ? errorKeys.get(err) : undefined;
-  if (key !== undefined) e.auditKey ??= key;
+  const about = err !== null && typeof err === 'object' ? errorKeys.get(err) : undefined;
+  if (about !== undefined) {
+    e.auditKey ??= about.name;
+    e.auditVersion ??= about.version;
+  }
   return e;
 }
 
-/** Keys that errors from below the API concern, for their audit lines (see aboutKey). */
-const errorKeys = new WeakMap<object, string>();
+/** Keys (and versions) that errors from below the API concern, for their audit lines (see aboutKey). */
+const errorKeys = new WeakMap<object, { name: string; version: number | undefined }>();
 
 /**
  * Marks what using key `name` threw as being about that key, for the audit line only (never sent):
  * a Decrypt request names no key, and the engine's AUTHENTICATION_FAILED none either, so a run of
  * failed decryptions could not be tied to the key they were tried against (review by helper-143).
  */
-export function aboutKey(err: unknown, name: string): unknown {
-  if (err instanceof ApiError) err.auditKey ??= name;
-  else if (err !== null && typeof err === 'object') errorKeys.set(err, name);
+export function aboutKey(err: unknown, name: string, version?: number): unknown {
+  if (err instanceof ApiError) {
+    err.auditKey ??= name;
+    err.auditVersion ??= version;
+  } else if (err !== null && typeof err === 'object') errorKeys.set(err, { name, version });
   return err;
 }
 

@@ -111,13 +111,16 @@ export function whenGone(call: { getDeadline(): grpc.Deadline; on(event: 'cancel
  * ReEncrypt's names its destination: a refusal of the source key is about the source (review by
  * helper-134: the audit line named no key, or the destination, where a batch item named the source).
  */
-export function auditKeyOf(e: ApiError): { key?: string; keyId?: string } {
+export function auditKeyOf(e: ApiError): { key?: string; keyId?: string; version?: number } {
+  // The version a ciphertext named, when the error is about its key (found by review: a failed
+  // Decrypt's line had none, so failures against a retired version looked like the primary's).
+  const version = e.auditVersion === undefined ? {} : { version: e.auditVersion };
   const name = e.auditKey ?? e.metadata.key_name;
-  if (name) return { key: name };
+  if (name) return { key: name, ...version };
   // A key known by id only (a ciphertext's key that does not exist here): not the request's key
   // name, which for a ReEncrypt is its destination (review by helper-136).
   const id = e.metadata.key_id;
-  return id ? { key: undefined, keyId: id } : {};
+  return id ? { key: undefined, keyId: id, ...version } : {};
 }
 
 /** The status name ("NOT_FOUND") of a code. */

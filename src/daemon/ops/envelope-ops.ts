@@ -59,7 +59,7 @@ export async function openEnvelope(
       ctx.authorize(op, name);
       alsoAuthorize(name);
     } catch (err) {
-      throw deniedByCiphertext(err, env.keyId, name);
+      throw aboutKey(deniedByCiphertext(err, env.keyId, name), name, env.keyVersion);
     }
   }
   try {
@@ -78,6 +78,6 @@ export async function openEnvelope(
     }
     return { plaintext, r };
   } catch (err) {
-    throw name === undefined ? err : aboutKey(err, name);
+    throw name === undefined ? err : aboutKey(err, name, env.keyVersion);
   }
 }
