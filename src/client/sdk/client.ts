@@ -3,7 +3,6 @@
  * take plain arguments and return the generated response messages; streams are node:stream
  * Duplexes; session() pipelines many small operations over one stream.
  */
-import type { MessageInitShape } from '@bufbuild/protobuf';
 import type * as grpc from '@grpc/grpc-js';
 import type {
   BatchComputeMacResponse,
@@ -24,10 +23,23 @@ import { checkChunkBytes } from './rpc-duplex.js';
 import { RingfenceSession, type SessionOptions } from './session.js';
 import { Transport } from './transport.js';
 
-/** One item of batchEncrypt / batchDecrypt / batchComputeMac: the fields of its unary request. */
-export type BatchEncryptItem = MessageInitShape<typeof pb.EncryptRequestSchema>;
-export type BatchDecryptItem = MessageInitShape<typeof pb.DecryptRequestSchema>;
-export type BatchComputeMacItem = MessageInitShape<typeof pb.ComputeMacRequestSchema>;
+/**
+ * One item of batchEncrypt / batchDecrypt / batchComputeMac: the arguments of its unary method,
+ * checked as they are (an item without its data was the encryption or MAC of nothing).
+ */
+export interface BatchEncryptItem {
+  keyName: string;
+  plaintext: req.Data;
+  associatedData?: req.Data;
+}
+export interface BatchDecryptItem {
+  ciphertext: req.CiphertextInput;
+  associatedData?: req.Data;
+}
+export interface BatchComputeMacItem {
+  keyName: string;
+  data: req.Data;
+}
 
 export interface RingfenceClientOptions {
   /** Default (clientSocketPath): RINGFENCE_SOCKET; else /run/ringfence/ringfence.sock as root;
@@ -103,15 +115,18 @@ export class RingfenceClient extends KeyMethods {
   // ---- batches: one result per item, in order; see batchResults() ----
 
   async batchEncrypt(items: BatchEncryptItem[], opts: CallOptions = {}): Promise<BatchEncryptResponse> {
-    return this.transport.unary(CryptoService.method.batchEncrypt, { requests: items }, opts);
+    const requests = req.itemsOf(items, 'batchEncrypt').map((i) => req.encryptRequest(i.keyName, i.plaintext, i));
+    return this.transport.unary(CryptoService.method.batchEncrypt, { requests }, opts);
   }
 
   async batchDecrypt(items: BatchDecryptItem[], opts: CallOptions = {}): Promise<BatchDecryptResponse> {
-    return this.transport.unary(CryptoService.method.batchDecrypt, { requests: items }, opts);
+    const requests = req.itemsOf(items, 'batchDecrypt').map((i) => req.decryptRequest(i.ciphertext, i));
+    return this.transport.unary(CryptoService.method.batchDecrypt, { requests }, opts);
   }
 
   async batchComputeMac(items: BatchComputeMacItem[], opts: CallOptions = {}): Promise<BatchComputeMacResponse> {
-    return this.transport.unary(CryptoService.method.batchComputeMac, { requests: items }, opts);
+    const requests = req.itemsOf(items, 'batchComputeMac').map((i) => req.computeMacRequest(i.keyName, i.data));
+    return this.transport.unary(CryptoService.method.batchComputeMac, { requests }, opts);
   }
 
   // ---- streams ----

@@ -112,3 +112,27 @@ describe('a name, key material or flag of the wrong type', () => {
     expect((await env.client.encrypt('k', 'x')).ciphertext.length).toBeGreaterThan(0);
   });
 });
+
+describe('batch items', () => {
+  it('are checked as the unary arguments are: an item without its data is a TypeError, and nothing is sent', async () => {
+    // They went to protobuf-es as they were: an item whose plaintext was undefined got the
+    // ciphertext of nothing, and a MAC item without data the MAC of nothing.
+    const before = calls();
+    await expect(env.client.batchEncrypt([{ keyName: 'k', plaintext: 'a' }, { keyName: 'k' } as never])).rejects.toThrow(/^data must be a Uint8Array/);
+    await expect(env.client.batchEncrypt([{ keyName: { name: 'k' }, plaintext: 'a' } as never])).rejects.toThrow(/key name must be a string/);
+    await expect(env.client.batchComputeMac([{ keyName: 'm', data: undefined } as never])).rejects.toThrow(TypeError);
+    await expect(env.client.batchDecrypt([{ ciphertext: null } as never])).rejects.toThrow(TypeError);
+    await expect(env.client.batchDecrypt([undefined] as never)).rejects.toThrow('batchDecrypt item 0 must be an object, got [object Undefined]');
+    await expect(env.client.batchEncrypt({ keyName: 'k', plaintext: 'a' } as never)).rejects.toThrow('batchEncrypt takes an array of items, got [object Object]');
+    expect(calls()).toBe(before);
+  });
+
+  it('take strings for data and associated data, as the unary methods do', async () => {
+    const sealed = await env.client.batchEncrypt([{ keyName: 'k', plaintext: 'one', associatedData: 'ctx' }, { keyName: 'k', plaintext: Buffer.from('two') }]);
+    const ciphertexts = sealed.results.map((r) => (r.result.case === 'response' ? r.result.value.ciphertext : new Uint8Array()));
+    const opened = await env.client.batchDecrypt([{ ciphertext: ciphertexts[0]!, associatedData: 'ctx' }, { ciphertext: ciphertexts[1]! }]);
+    expect(opened.results.map((r) => (r.result.case === 'response' ? Buffer.from(r.result.value.plaintext).toString() : r.result.case))).toEqual(['one', 'two']);
+    const macs = await env.client.batchComputeMac([{ keyName: 'm', data: 'x' }]);
+    expect(macs.results[0]!.result.case).toBe('response');
+  });
+});

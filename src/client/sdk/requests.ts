@@ -59,6 +59,15 @@ export function flagOf(value: unknown, what: string): boolean | undefined {
   throw new TypeError(`${what} must be true or false, got ${Object.prototype.toString.call(value)}`);
 }
 
+/** A batch's items: an array of objects, else a TypeError before any call. */
+export function itemsOf<T extends object>(items: readonly T[], method: string): readonly T[] {
+  if (!Array.isArray(items)) throw new TypeError(`${method} takes an array of items, got ${Object.prototype.toString.call(items)}`);
+  items.forEach((item: unknown, i) => {
+    if (item === null || typeof item !== 'object') throw new TypeError(`${method} item ${i} must be an object, got ${Object.prototype.toString.call(item)}`);
+  });
+  return items;
+}
+
 export function toBytes(data: Data): Uint8Array {
   return typeof data === 'string' ? Buffer.from(data, 'utf8') : bytesOf(data, 'data', ' or a string');
 }
