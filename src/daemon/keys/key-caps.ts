@@ -44,6 +44,18 @@ export function countKeys(records: Iterable<KeyRecord>, uid: number | undefined)
   return n;
 }
 
+/**
+ * `counts` with versions made but not yet saved or indexed added (`makers`: whom each is charged
+ * to): the scheduled rotations of one save (key-manager.ts rotateManyLocked). Without them each
+ * rotation of the batch would be checked against the counts from before the batch, and the batch
+ * could pass maxKeyVersions or maxKeyVersionsPerCaller.
+ */
+export function withUnsavedVersions(counts: KeyCounts, uid: number | undefined, makers: readonly (number | undefined)[]): KeyCounts {
+  if (makers.length === 0) return counts;
+  const callerVersions = uid === undefined ? 0 : makers.filter((m) => m === uid).length;
+  return { ...counts, versions: counts.versions + makers.length, callerVersions: counts.callerVersions + callerVersions };
+}
+
 /** Whether the key has as many versions as a key may have: it can rotate no more. */
 export function atVersionCap(record: KeyRecord, caps: KeyCaps): boolean {
   return caps.maxVersionsPerKey !== undefined && record.versions.length >= caps.maxVersionsPerKey;

@@ -3,9 +3,10 @@
  * The world they run in (real keystore, state file and kernel keys): key-manager.test-support.ts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ErrorReason, Status } from '../api/errors.js';
+import { type ApiError, ErrorReason, Status } from '../api/errors.js';
 import { KeyManager } from './key-manager.js';
 import { DueWorkFailed } from './due-work-scheduler.js';
+import { ROTATIONS_PER_SAVE } from './key-due-work.js';
 import { MAX_TIME_MS } from './model.js';
 import { DAY, HOUR, SECOND, T0, alive, desc, disposeWorlds, enospc, expectApi, idBuf, serialsOf, world } from './key-manager.test-support.js';
 
@@ -292,6 +293,67 @@ describe('KeyManager.runDueWork', () => {
     expect(runs.flatMap((r) => r.deleted).sort()).toEqual(['del', 'rot']);
     expect(w.file().keys.map((k) => k.name)).toEqual(['slow']);
     expect(w.kernelKeys().size).toBe(1);
+  });
+
+  it('saves the rotations due in one pass ROTATIONS_PER_SAVE at a time, not each in its own write of the whole file (review by helper-190)', async () => {
+    const w = await world();
+    const n = 2 * ROTATIONS_PER_SAVE + 5;
+    const keys = [];
+    for (let i = 0; i < n; i++) keys.push(await w.km.create({ name: `k${String(i).padStart(3, '0')}`, rotationPeriodMs: DAY }));
+    w.clock += DAY; // all due at once, as after a daemon was down
+    const writes = w.persistCalls;
+    const done = await w.km.runDueWork();
+    expect(w.persistCalls - writes).toBe(3); // was one write per key: n writes of the whole file
+    expect(done.rotated).toEqual(keys.map((k) => k.name));
+    expect(w.file().keys.map((k) => k.versions.map((v) => v.version))).toEqual(keys.map(() => [1, 2]));
+    const kernel = w.kernelKeys();
+    expect(keys.every((k) => kernel.has(desc(k.id, 2, 0)))).toBe(true);
+    await w.restart();
+    expect(keys.every((k) => w.km.get(k.name).versions.length === 2)).toBe(true);
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+  });
+
+  it('a group of rotations whose write fails rotates none of its keys: memory, disk and kernel agree, and each key retries on its own backoff', async () => {
+    const w = await world();
+    for (const name of ['a', 'b', 'c']) await w.km.create({ name, rotationPeriodMs: HOUR });
+    w.clock += HOUR;
+    const before = w.fileText();
+    w.failWith = (doc) => (doc.keys.some((k) => k.versions.length === 2) ? enospc() : undefined);
+    await expect(w.km.runDueWork()).rejects.toSatisfy(
+      (e: unknown) => e instanceof DueWorkFailed && e.retryInMs === SECOND && e.errors.length === 3 && /^scheduled work failed for 3 keys: "a": ENOSPC.*"b": ENOSPC.*"c": ENOSPC/.test(e.message),
+    );
+    expect(w.fileText()).toBe(before);
+    expect(['a', 'b', 'c'].map((name) => w.km.get(name).versions.length)).toEqual([1, 1, 1]);
+    // The versions made for the write are gone from the kernel: only each key's version 1 is left.
+    expect([...w.kernelKeys().keys()].map((d) => d.split(':')[2])).toEqual(['1', '1', '1']);
+    expect((await w.km.forEncrypt('a')).version).toBe(1);
+    w.failWith = undefined;
+    expect(w.km.nextDueTime()).toBe(w.clock + SECOND);
+    w.clock += SECOND;
+    expect((await w.km.runDueWork()).rotated).toEqual(['a', 'b', 'c']);
+    expect(w.file().keys.map((k) => k.versions.length)).toEqual([2, 2, 2]);
+  });
+
+  it('the caps count the versions a group of rotations makes before it is saved: the group stops at maxKeyVersions and maxKeyVersionsPerCaller', async () => {
+    const w = await world((x) => (x.limits = { ...x.limits, maxKeyVersions: 7, maxKeyVersionsPerCaller: 2 }));
+    await w.km.create({ name: 'a', rotationPeriodMs: HOUR, creatorUid: 1001 });
+    await w.km.create({ name: 'b', rotationPeriodMs: HOUR, creatorUid: 1002 });
+    await w.km.create({ name: 'c', rotationPeriodMs: HOUR, creatorUid: 1002 }); // uid 1002 at its share
+    await w.km.create({ name: 'd', rotationPeriodMs: HOUR });
+    await w.km.create({ name: 'e', rotationPeriodMs: HOUR });
+    w.clock += HOUR;
+    const err = await w.km.runDueWork().then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(DueWorkFailed);
+    const failed = (err as DueWorkFailed).errors as ApiError[];
+    expect(failed.map((e) => [ErrorReason[e.reason], e.metadata.limit, e.metadata.key_name])).toEqual([
+      ['KEY_LIMIT_REACHED', 'key_versions_per_caller', 'b'],
+      ['KEY_LIMIT_REACHED', 'key_versions_per_caller', 'c'],
+      ['KEY_LIMIT_REACHED', 'key_versions', 'e'],
+    ]);
+    // a (uid 1001's second version) and d (nobody's) were rotated, in one write: a third would pass the cap of 7.
+    expect(w.file().keys.map((k) => [k.name, k.versions.length])).toEqual([['a', 2], ['b', 1], ['c', 1], ['d', 2], ['e', 1]]);
+    expect(w.km.keyCounts(undefined).versions).toBe(7);
+    expect(w.kernelKeys().size).toBe(7);
   });
 });
 

@@ -15,6 +15,13 @@ import type { Mutex } from './mutex.js';
 import { keySuiteRefusal } from './suite-choice.js';
 import { type KeyRecord, MAX_TIME_MS, nextRotationTime } from './model.js';
 
+/**
+ * Scheduled rotations saved in one state write, at most: each write is of the whole file, so a write
+ * per rotation made a pass over n due keys cost n whole-file writes (1000 keys, about 30 s, while
+ * start-up waits for the first pass: review by helper-190). In groups, not the whole pass at once,
+ * so that the lock is released between them for callers waiting on it.
+ */
+export const ROTATIONS_PER_SAVE = 64;
 /** A rotation recorded at most this far ahead of the clock is left alone: such a step back delays one rotation by as much. */
 const CLOCK_BACK_TOLERANCE_MS = 60_000;
 const rotationBase = (r: KeyRecord) => r.rotateTime ?? r.createTime;
@@ -37,8 +44,8 @@ export interface KeyDueWorkHost {
   persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord }, meta?: { postponingMs?: number }): Promise<void>;
   /** Persists `next` in place of the record with its id, then swaps it in (KeyWrites.replace). Under the lock. */
   replace(next: KeyRecord): Promise<KeyRecord>;
-  /** Rotates the key (KeyManager.rotateLocked). Under the lock. */
-  rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string): Promise<KeyRecord>;
+  /** Rotates the keys in one state write; those that could not be are returned as failed (KeyManager.rotateManyLocked). Under the lock. */
+  rotateManyLocked(records: readonly KeyRecord[], why: string): Promise<{ rotated: KeyRecord[]; failed: { record: KeyRecord; err: unknown }[] }>;
 }
 
 export class KeyDueWork {
@@ -95,25 +102,52 @@ export class KeyDueWork {
    * Destroys keys whose deletion time has passed, and rotates keys that are due. Returns what it did.
    * A key whose work fails (a full disk, the kernel key quota) is put off on its own backoff, and the
    * run goes on with the others: a deletion further down may be what frees the quota. The failures
-   * are then reported together as DueWorkFailed.
+   * are then reported together as DueWorkFailed. Due rotations are saved ROTATIONS_PER_SAVE at a time.
    */
   async runDueWork(): Promise<{ deleted: string[]; rotated: string[] }> {
     const deleted: string[] = [];
     const rotated: string[] = [];
-    const failed: { name: string; err: unknown; retryInMs: number }[] = [];
+    const failed: { name: string; err: unknown; retryInMs: number; at: number }[] = [];
     const now = this.now();
-    for (const record of [...this.index.named()]) {
+    const records = [...this.index.named()];
+    // Reported in the keys' order, though a group's rotations fail after the deletions among them.
+    const order = new Map(records.map((r, i) => [r.id, i]));
+    const fail = (record: KeyRecord, kind: DueWorkKind, err: unknown) => {
+      // From the failure, not the pass's start: a slow failing write must not leave its retry already past.
+      failed.push({ name: record.name, err, retryInMs: this.retries.failed(record.id, kind, this.now()), at: order.get(record.id)! });
+    };
+    let due: KeyRecord[] = [];
+    const rotateDue = async () => {
+      const group = due;
+      due = [];
+      let result: Awaited<ReturnType<KeyDueWork['rotateStillDue']>>;
+      try {
+        result = await this.rotateStillDue(group, now);
+      } catch (err) {
+        for (const record of group) fail(record, 'rotation', err);
+        return;
+      }
+      for (const record of result.rotated) rotated.push(record.name);
+      const failedIds = new Set(result.failed.map((f) => f.record.id));
+      for (const record of group) if (!failedIds.has(record.id)) this.retries.succeeded(record.id);
+      for (const f of result.failed) fail(f.record, 'rotation', f.err);
+    };
+    for (const record of records) {
       const kind = dueWorkKind(record);
       if (this.retries.retryTime(record.id, kind, now) !== null) continue;
       try {
-        await this.dueWorkFor(record, now, deleted, rotated);
+        if (await this.dueWorkFor(record, now, deleted)) {
+          due.push(record);
+          if (due.length === ROTATIONS_PER_SAVE) await rotateDue();
+          continue;
+        }
         this.retries.succeeded(record.id);
       } catch (err) {
-        // From the failure, not the pass's start: a slow failing write must not leave its retry already past.
-        failed.push({ name: record.name, err, retryInMs: this.retries.failed(record.id, kind, this.now()) });
+        fail(record, kind, err);
       }
     }
-    if (failed.length > 0) throw new DueWorkFailed(failed);
+    if (due.length > 0) await rotateDue();
+    if (failed.length > 0) throw new DueWorkFailed(failed.sort((a, b) => a.at - b.at));
     return { deleted, rotated };
   }
 
@@ -124,8 +158,11 @@ export class KeyDueWork {
     this.deps.log('key deleted after its waiting period', { key_name: record.name, keyId: record.id });
   }
 
-  /** The due work of one key, re-checked under the lock (the key may have changed or gone meanwhile). */
-  private async dueWorkFor(record: KeyRecord, now: number, deleted: string[], rotated: string[]): Promise<void> {
+  /**
+   * The due work of one key, re-checked under the lock (the key may have changed or gone meanwhile).
+   * A rotation is not made here: true says the key looks due for one (rotateStillDue re-checks it).
+   */
+  private async dueWorkFor(record: KeyRecord, now: number, deleted: string[]): Promise<boolean> {
     if (record.state === 'pending_deletion' && record.deletionTime !== null && record.deletionTime <= now) {
       await this.host.lock.run(async () => {
         const current = this.index.withId(record.id);
@@ -135,19 +172,32 @@ export class KeyDueWork {
         await this.destroyLocked(current);
         deleted.push(current.name);
       });
-      return;
+      return false;
     }
     const due = this.scheduledRotationTime(record);
-    if (due === null || record.state === 'pending_deletion') return;
-    if (rotationBase(record) > now + CLOCK_BACK_TOLERANCE_MS) return this.rebaseRotation(record);
-    if (due > now) return;
-    await this.host.lock.run(async () => {
-      const current = this.index.withId(record.id);
-      if (!current || current.state === 'pending_deletion') return;
-      const stillDue = nextRotationTime(current, this.deps.limits.minRotationPeriodMs);
-      if (stillDue === null || stillDue > Math.min(now, this.now())) return;
-      await this.host.rotateLocked(current, undefined, 'rotation period');
-      rotated.push(current.name);
+    if (due === null || record.state === 'pending_deletion') return false;
+    if (rotationBase(record) > now + CLOCK_BACK_TOLERANCE_MS) {
+      await this.rebaseRotation(record);
+      return false;
+    }
+    return due <= now;
+  }
+
+  /**
+   * Rotates those of `records` still due, re-checked under the lock (a key rotated by hand, or
+   * scheduled for deletion, while it waited is left alone), in one state write.
+   */
+  private async rotateStillDue(records: readonly KeyRecord[], now: number): Promise<{ rotated: KeyRecord[]; failed: { record: KeyRecord; err: unknown }[] }> {
+    return this.host.lock.run(async () => {
+      const stillDue: KeyRecord[] = [];
+      for (const record of records) {
+        const current = this.index.withId(record.id);
+        if (!current || current.state === 'pending_deletion') continue;
+        const at = nextRotationTime(current, this.deps.limits.minRotationPeriodMs);
+        if (at === null || at > Math.min(now, this.now())) continue;
+        stillDue.push(current);
+      }
+      return stillDue.length === 0 ? { rotated: [], failed: [] } : this.host.rotateManyLocked(stillDue, 'rotation period');
     });
   }
 

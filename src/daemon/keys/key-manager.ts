@@ -53,6 +53,19 @@ export interface KeyManagerDeps {
   uncappedCallers?: ReadonlySet<number>;
 }
 
+/** A new version made but not yet saved (KeyManager.makeVersion). */
+interface MadeVersion {
+  record: KeyRecord;
+  /** The record with the new version. */
+  next: KeyRecord;
+  version: number;
+  serials: number[];
+  /** Whom the version is charged to (versionMaker). */
+  maker: number | undefined;
+  fingerprints?: string[];
+  why: string;
+}
+
 const MAX_DELETION_WAIT_MS = 365 * 86_400_000;
 export const DEFAULT_DELETION_WAIT_MS = 7 * 86_400_000;
 
@@ -83,7 +96,7 @@ export class KeyManager {
       lock: this.lock,
       persistWith: (change, meta) => this.writes.persistWith(change, meta),
       replace: (next) => this.writes.replace(next),
-      rotateLocked: (record, material, why) => this.rotateLocked(record, material, why),
+      rotateManyLocked: (records, why) => this.rotateManyLocked(records, why),
     });
   }
 
@@ -332,11 +345,49 @@ export class KeyManager {
    * key's owner pays for its own schedule.
    */
   private async rotateLocked(record: KeyRecord, material: Buffer | undefined, why: string, callerUid?: number): Promise<KeyRecord> {
+    const made = await this.makeVersion(record, material, why, callerUid);
+    await this.saveVersions([made]);
+    return made.next;
+  }
+
+  /**
+   * Rotates each of `records` on schedule (KeyDueWork), all in one state write: a write per key
+   * rewrote the whole file each time, so a thousand keys due at once took a thousand writes of the
+   * whole file (review by helper-190). A key whose new version cannot be made (a cap, the kernel
+   * key quota) is left out and returned as failed; a failed write fails them all and changes
+   * nothing, in memory, on disk or in the kernel. Under the lock.
+   */
+  private async rotateManyLocked(records: readonly KeyRecord[], why: string): Promise<{ rotated: KeyRecord[]; failed: { record: KeyRecord; err: unknown }[] }> {
+    const made: MadeVersion[] = [];
+    const failed: { record: KeyRecord; err: unknown }[] = [];
+    for (const record of records) {
+      try {
+        // The versions made before it count toward the caps, though not yet indexed.
+        made.push(await this.makeVersion(record, undefined, why, undefined, made.map((m) => m.maker)));
+      } catch (err) {
+        failed.push({ record, err });
+      }
+    }
+    if (made.length === 0) return { rotated: [], failed };
+    try {
+      await this.saveVersions(made);
+    } catch (err) {
+      return { rotated: [], failed: [...failed, ...made.map((m) => ({ record: m.record, err }))] };
+    }
+    return { rotated: made.map((m) => m.next), failed };
+  }
+
+  /**
+   * A new version of the key: its kernel keys and wrapped blobs, and the record with it, neither
+   * saved nor indexed (saveVersions). `unsaved`: the makers of other versions made for the same
+   * save, counted toward the caps (KeyPolicy.checkRoom).
+   */
+  private async makeVersion(record: KeyRecord, material: Buffer | undefined, why: string, callerUid?: number, unsaved: readonly (number | undefined)[] = []): Promise<MadeVersion> {
     // CreateKey refuses the suite on this kernel; a rotation would make a version nobody could use here.
     const refusal = keySuiteRefusal(this.deps.suiteStatus, record, 'rotate');
     if (refusal) throw refusal;
     const maker = callerUid ?? record.creatorUid;
-    this.policy.checkRoom(record.name, maker, record, callerUid === undefined);
+    this.policy.checkRoom(record.name, maker, record, callerUid === undefined, unsaved);
     const suite = suiteOf(record);
     const version = record.versions.length + 1;
     let made: { serials: number[]; blobs: string[]; fingerprints?: string[] };
@@ -359,19 +410,29 @@ export class KeyManager {
     next.versions.push({ version, createTime: now, blobs: made.blobs, encryptionsReserved: 0, ...(maker !== undefined ? { creatorUid: maker } : {}) });
     next.rotateTime = now;
     next.updateTime = now;
+    return { record, next, version, serials: made.serials, maker, why, ...(made.fingerprints ? { fingerprints: made.fingerprints } : {}) };
+  }
+
+  /**
+   * Persists the new versions in one write, then makes them usable. A failed write destroys their
+   * kernel keys (none was used: nothing may encrypt under a version before it is saved) and
+   * changes nothing in memory.
+   */
+  private async saveVersions(made: readonly MadeVersion[]): Promise<void> {
     try {
-      await this.writes.persistWith({ put: next });
+      await this.writes.persistWith({ put: made.map((m) => m.next) });
     } catch (err) {
-      this.deps.material.destroy(made.serials);
+      for (const m of made) this.deps.material.destroy(m.serials);
       throw err;
     }
-    // All at once, with no await in between: nobody may see the new version before its kernel keys
-    // and its count are there (forEncrypt's fast path would resolve it without serials).
-    this.index.addVersion(next, made.serials);
-    if (made.fingerprints) this.deps.fingerprints.add(made.fingerprints, { keyId: record.id, version });
-    this.deps.log('key rotated', { key_name: record.name, version, reason: why });
-    this.policy.warnIfAtVersionCap(next);
-    return next;
+    for (const { record, next, version, serials, fingerprints, why } of made) {
+      // All at once, with no await in between: nobody may see the new version before its kernel keys
+      // and its count are there (forEncrypt's fast path would resolve it without serials).
+      this.index.addVersion(next, serials);
+      if (fingerprints) this.deps.fingerprints.add(fingerprints, { keyId: record.id, version });
+      this.deps.log('key rotated', { key_name: record.name, version, reason: why });
+      this.policy.warnIfAtVersionCap(next);
+    }
   }
 
   private newId(): string {

@@ -7,7 +7,7 @@
 import type { AeadSuite, MacSuite } from '../../capabilities/suites.js';
 import type { AlgStatus } from '../../capabilities/probe.js';
 import { ApiError, ErrorReason, Status, invalidField } from '../api/errors.js';
-import { atVersionCap, capRefusal } from './key-caps.js';
+import { atVersionCap, capRefusal, withUnsavedVersions } from './key-caps.js';
 import type { KeyIndex } from './key-index.js';
 import { chooseSuite } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
@@ -69,11 +69,12 @@ export class KeyPolicy {
    * version of that key made by `creatorUid` (`forCreator`: charged to the key's creator, no caller
    * having asked), where it would pass a cap on keys or versions. Counted over every key, those
    * scheduled for deletion included: they hold their kernel keys until deleted. A caller's versions
-   * are those it made (versionMaker), on whoever's keys.
+   * are those it made (versionMaker), on whoever's keys. `unsaved`: the makers of versions made
+   * for the same save and not yet indexed (withUnsavedVersions), counted as held.
    */
-  checkRoom(name: string, creatorUid: number | undefined, rotating?: KeyRecord, forCreator = false): void {
+  checkRoom(name: string, creatorUid: number | undefined, rotating?: KeyRecord, forCreator = false, unsaved: readonly (number | undefined)[] = []): void {
     const caller = creatorUid !== undefined && !this.deps.uncappedCallers?.has(creatorUid) ? creatorUid : undefined;
-    const refusal = capRefusal(this.deps.limits, { name, uid: caller, rotating, forCreator }, this.index.keyCounts(caller));
+    const refusal = capRefusal(this.deps.limits, { name, uid: caller, rotating, forCreator }, withUnsavedVersions(this.index.keyCounts(caller), caller, unsaved));
     if (refusal) throw refusal;
   }
 
