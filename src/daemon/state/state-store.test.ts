@@ -3,7 +3,8 @@ import { once } from 'node:events';
 import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { projectModule, runTsJson } from '../../../test/support/run-ts.js';
 import { LOCK_FILE, STATE_FILE, StateStore, StateWriteError } from './state-store.js';
 
 // Fault injection for errors a real filesystem will not produce on demand (EIO), and a trace of the
@@ -241,6 +242,104 @@ describe('StateStore load/save', () => {
     expect(() => store.load()).toThrow(/is closed/);
     expect(() => store.save({})).toThrow(/is closed/);
   });
+});
+
+describe('StateStore load: who may have written state.json', () => {
+  // A directory others may enter (the store accepts a readable one), so that another uid can reach
+  // state.json at all; `tmp` is private.
+  const reachable = () => {
+    const base = mkdtempSync(join(tmpdir(), 'ringfence-state-reachable-'));
+    chmodSync(base, 0o755);
+    onTestFinished(() => rmSync(base, { recursive: true, force: true }));
+    const dir = join(base, 'state');
+    mkdirSync(dir, { mode: 0o755 });
+    chmodSync(dir, 0o755);
+    return dir;
+  };
+  const doc = { keys: [{ id: 'k1', encryptions: 5000000000 }] };
+
+  it('refuses a state.json writable by group or others, or of a uid other than root and its own, and leaves it untouched (review by helper-190)', async () => {
+    const dir = reachable();
+    const store = await open(dir);
+    await store.save(doc);
+    const path = join(dir, STATE_FILE);
+    for (const [bad, why] of [
+      [0o666, 'it is writable by every user (chmod o-w it)'],
+      [0o620, 'it is writable by its group (chmod g-w it)'],
+    ] as const) {
+      chmodSync(path, bad);
+      expect(() => store.load()).toThrow(`state file ${path} is refused: ${why}`);
+      expect(mode(path)).toBe(bad);
+    }
+    chmodSync(path, 0o600);
+    chownSync(path, 12345, 12345);
+    // Its owner can rewrite it: lower the counts (nonces reused) or bring a deletion forward.
+    execFileSync('sh', ['-c', `printf '{"keys":[{"id":"k1","encryptions":0}]}' > ${path}`], { uid: 12345, gid: 12345 });
+    expect(() => store.load()).toThrow(`state file ${path} is refused: it belongs to uid 12345, not to root or the daemon's uid 0 (chown it)`);
+    expect(stateText(dir)).toBe('{"keys":[{"id":"k1","encryptions":0}]}');
+    chownSync(path, 0, 0);
+    expect(store.load()).toEqual({ keys: [{ id: 'k1', encryptions: 0 }] });
+  });
+
+  it('refuses a state.json symlink to a missing file (a volume not mounted yet): not a first start with no keys', async () => {
+    // As master.key does (helper-91). Taken as no state, the daemon started with no keys, and its
+    // first change replaced the link with a new file: the real one, once mounted, was no longer read.
+    const dir = newDir();
+    const store = await open(dir);
+    const path = join(dir, STATE_FILE);
+    const missing = join(dir, 'not-mounted', 'state.json');
+    symlinkSync(missing, path);
+    expect(() => store.load()).toThrow(`state file ${path} is a symlink to ${missing}, which does not exist (a volume not mounted yet?); it was left untouched`);
+    unlinkSync(path);
+    expect(store.load()).toBeUndefined(); // no file at all: a first start
+  });
+
+  it('refuses a state.json symlink of another uid, and a FIFO there without hanging', async () => {
+    const dir = reachable();
+    const store = await open(dir);
+    const path = join(dir, STATE_FILE);
+    const elsewhere = join(newDir());
+    writeFileSync(elsewhere, JSON.stringify(doc));
+    symlinkSync(elsewhere, path);
+    execFileSync('chown', ['-h', '12345', path]);
+    expect(() => store.load()).toThrow(`state file ${path} is refused: the symlink ${path} on its path belongs to uid 12345`);
+    unlinkSync(path);
+    await store.close();
+    execFileSync('mkfifo', ['-m', '600', path]);
+    // In a child, with a deadline: a blocking open of a FIFO would stop this process for good.
+    const r = runTsJson<{ err?: string; ok?: unknown }>(
+      `import { StateStore } from ${projectModule('src/daemon/state/state-store.ts')};
+       const s = await StateStore.open(${JSON.stringify(dir)});
+       try { console.log(JSON.stringify({ ok: s.load() ?? null })); } catch (e) { console.log(JSON.stringify({ err: e.message })); }
+       await s.close();`,
+      { timeoutMs: 20_000 },
+    );
+    expect(r).toEqual({ err: `state file ${path} is refused: it is not a regular file; it was left untouched` });
+  }, 60_000); // a child process of tsx
+
+  it('as a non-root daemon: reads a state.json restored by root (cp as root), refuses one of a third uid', async () => {
+    const dir = reachable();
+    chmodSync(dir, 0o700);
+    chownSync(dir, 12345, 12345);
+    const path = join(dir, STATE_FILE);
+    const loadAsDaemon = () =>
+      runTsJson<{ err?: string; ok?: unknown }>(
+        `import { StateStore } from ${projectModule('src/daemon/state/state-store.ts')};
+         const s = await StateStore.open(${JSON.stringify(dir)});
+         try { console.log(JSON.stringify({ ok: s.load() ?? null })); } catch (e) { console.log(JSON.stringify({ err: e.message })); }
+         await s.close();`,
+        { uid: 12345 },
+      );
+    // What `cp` as root with umask 022 makes where there was no file: root's, 0644.
+    writeFileSync(path, JSON.stringify(doc));
+    chmodSync(path, 0o644);
+    expect(loadAsDaemon()).toEqual({ ok: doc });
+    chownSync(path, 23456, 23456);
+    expect(loadAsDaemon()).toEqual({ err: `state file ${path} is refused: it belongs to uid 23456, not to root or the daemon's uid 12345 (chown it); it was left untouched` });
+    chownSync(path, 12345, 12345);
+    chmodSync(path, 0o600);
+    expect(loadAsDaemon()).toEqual({ ok: doc });
+  }, 60_000); // three child processes of tsx
 });
 
 describe('StateStore crash recovery and lock', () => {

@@ -5,11 +5,11 @@
  * after a crash state.json is either the old or the new document, never a mix. A lock (flock on
  * daemon.lock) keeps two daemons from sharing a directory (each would overwrite the other's keys).
  */
-import { constants, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import { chmod, mkdir, open, readdir, realpath, rename, stat, unlink } from 'node:fs/promises';
 import { takePidLock, type PidLock } from '../pid-lock.js';
 import { dirname, join, resolve } from 'node:path';
-import { policyPathRefusal } from '../../policy/file-mode.js';
+import { policyFileRefusal, policyPathRefusal } from '../../policy/file-mode.js';
 
 export const STATE_FILE = 'state.json';
 export const LOCK_FILE = 'daemon.lock';
@@ -186,16 +186,39 @@ export class StateStore {
 
   /**
    * The parsed state.json, or undefined if there is none yet. A file that does not parse is an
-   * error, never an empty state: resetting would forget every key.
+   * error, never an empty state: resetting would forget every key. So is one that a uid other than
+   * root and the daemon's may have written (review by helper-190): it could lower the encryption
+   * counts (nonces reused past the suite's limit) or bring deletions forward. The file and the path
+   * to it are judged by the policy file's rules (policy/file-mode.ts), on the descriptor read: root's
+   * is accepted, so a file restored by `cp` as root is read (and replaced by the daemon's own at the
+   * first save). Opened without blocking, as the policy file is: a FIFO must not hang the start.
    */
   load(): unknown | undefined {
     this.assertOpen();
+    const uid = process.getuid?.();
+    const refused = (why: string) => new Error(`state file ${this.statePath} is refused: ${why}; it was left untouched`);
+    const pathRefusal = policyPathRefusal(this.statePath, uid, 'the state file');
+    if (pathRefusal) throw refused(pathRefusal);
+    let fd: number;
+    try {
+      fd = openSync(this.statePath, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+      // A symlink to a missing file (a volume not mounted yet) is not a first start: taken as one,
+      // the daemon started with no keys and its first change replaced the link (as master.key).
+      const entry = lstatOrUndefined(this.statePath);
+      if (entry?.isSymbolicLink()) throw new Error(`state file ${this.statePath} is a symlink to ${readlinkSync(this.statePath)}, which does not exist (a volume not mounted yet?); it was left untouched`);
+      return undefined;
+    }
     let text: string;
     try {
-      text = readFileSync(this.statePath, 'utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return undefined;
-      throw err;
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw refused('it is not a regular file');
+      const fileRefusal = policyFileRefusal(st, uid);
+      if (fileRefusal) throw refused(fileRefusal);
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
     }
     try {
       return JSON.parse(text);
@@ -268,5 +291,13 @@ export class StateStore {
 
   private assertOpen(): void {
     if (this.closed) throw new Error(`state store ${this.dir} is closed`);
+  }
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
   }
 }
