@@ -1,13 +1,27 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, constants, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { CommandError } from './args.js';
 import { openInput, openOutput, writeAll } from './io.js';
+
+// Runs once, just before the kernel's realpath resolves: something changed while -o is checked.
+const beforeRealpath = vi.hoisted(() => ({ once: undefined as (() => void) | undefined }));
+vi.mock('node:fs', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:fs')>();
+  const native = ((path: string, ...rest: unknown[]) => {
+    const hook = beforeRealpath.once;
+    beforeRealpath.once = undefined;
+    hook?.();
+    return (real.realpathSync.native as (...a: unknown[]) => unknown)(path, ...rest);
+  }) as typeof real.realpathSync.native;
+  const realpathSync = Object.assign((...a: Parameters<typeof real.realpathSync>) => real.realpathSync(...a), real.realpathSync, { native });
+  return { ...real, realpathSync, default: { ...real, realpathSync } };
+});
 
 let dir: string;
 beforeEach(() => {
@@ -121,6 +135,98 @@ describe('openOutput', () => {
     await out.commit().catch(() => {});
     const st = statSync(victim);
     expect([st.uid, st.gid, st.mode & 0o7777, readFileSync(victim, 'utf8')]).toEqual([0, 0, 0o600, 'root only']);
+  });
+
+  test("as root, FILE's directory swapped for a symlink to another directory after the check: the file there is not replaced, and the output lands in the directory checked", async () => {
+    // Root replaces uid 4321's sub/passwd (keeping its owner); that user, who owns the parent,
+    // moves sub away and puts a link to root's directory in its place before anything is created.
+    const home = join(dir, 'home');
+    const sub = join(home, 'sub');
+    mkdirSync(sub, { recursive: true });
+    chownSync(home, 4321, 4321);
+    chownSync(sub, 4321, 4321);
+    const etc = join(dir, 'etc');
+    mkdirSync(etc);
+    writeFileSync(join(etc, 'passwd'), 'root only');
+    chmodSync(join(etc, 'passwd'), 0o644);
+    const path = join(sub, 'passwd');
+    writeFileSync(path, 'OLD');
+    chownSync(path, 4321, 4321);
+    chmodSync(path, 0o644);
+    const out = openOutput(path);
+    const moved = join(home, 'moved');
+    renameSync(sub, moved);
+    symlinkSync(etc, sub);
+    out.stream.write('new');
+    await out.commit();
+    const st = statSync(join(etc, 'passwd'));
+    expect([st.uid, st.gid, readFileSync(join(etc, 'passwd'), 'utf8'), readdirSync(etc)]).toEqual([0, 0, 'root only', ['passwd']]);
+    const landed = statSync(join(moved, 'passwd'));
+    expect([landed.uid, landed.gid, landed.mode & 0o7777, readFileSync(join(moved, 'passwd'), 'utf8'), readdirSync(moved)]).toEqual([4321, 4321, 0o644, 'new', ['passwd']]);
+  });
+
+  test("as root, FILE's directory swapped for a symlink while FILE is checked (after its stat): refused, and neither file is touched", async () => {
+    // The owner and mode copied are read through the path; the directory, named by realpath a
+    // moment later, is the link's target: its passwd would become uid 4321's.
+    const home = join(dir, 'home');
+    const sub = join(home, 'sub');
+    mkdirSync(sub, { recursive: true });
+    chownSync(home, 4321, 4321);
+    const etc = join(dir, 'etc');
+    mkdirSync(etc);
+    writeFileSync(join(etc, 'passwd'), 'root only');
+    const path = join(sub, 'passwd');
+    writeFileSync(path, 'OLD');
+    chownSync(path, 4321, 4321);
+    const moved = join(home, 'moved');
+    beforeRealpath.once = () => {
+      renameSync(sub, moved);
+      symlinkSync(etc, sub);
+    };
+    let err: unknown;
+    try {
+      const out = openOutput(path);
+      out.stream.write('new');
+      await out.commit();
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CommandError);
+    expect((err as Error).message).toBe(`cannot write ${path}: it changed after it was checked; nothing was written`);
+    const st = statSync(join(etc, 'passwd'));
+    expect([st.uid, readFileSync(join(etc, 'passwd'), 'utf8'), readdirSync(etc), readFileSync(join(moved, 'passwd'), 'utf8'), readdirSync(moved)]).toEqual([0, 'root only', ['passwd'], 'OLD', ['passwd']]);
+  });
+
+  test("a new FILE's directory swapped for a symlink while it is checked (after its stat): refused, and nothing is created in either", async () => {
+    const sub = join(dir, 'sub');
+    mkdirSync(sub);
+    const other = join(dir, 'other');
+    mkdirSync(other);
+    writeFileSync(join(other, 'new.bin'), 'THEIRS');
+    const realOther = realpathSync.native(other);
+    const moved = join(dir, 'moved');
+    beforeRealpath.once = () => {
+      renameSync(sub, moved);
+      symlinkSync(other, sub);
+    };
+    const path = join(sub, 'new.bin');
+    expect(() => openOutput(path)).toThrow(new CommandError(`cannot write ${path}: directory ${realOther} changed after it was checked; nothing was written`));
+    expect([readdirSync(other), readFileSync(join(other, 'new.bin'), 'utf8'), readdirSync(moved)]).toEqual([['new.bin'], 'THEIRS', []]);
+  });
+
+  test("a new FILE's directory swapped after the check: nothing is created in the link's target", async () => {
+    const sub = join(dir, 'sub');
+    mkdirSync(sub);
+    const other = join(dir, 'other');
+    mkdirSync(other);
+    const out = openOutput(join(sub, 'new.bin'));
+    const moved = join(dir, 'moved');
+    renameSync(sub, moved);
+    symlinkSync(other, sub);
+    out.stream.write('new');
+    await out.commit();
+    expect(readdirSync(other)).toEqual([]);
+    expect([readFileSync(join(moved, 'new.bin'), 'utf8'), statSync(join(moved, 'new.bin')).mode & 0o777]).toEqual(['new', 0o600]);
   });
 
   test('writeAll to stdout writes the bytes unchanged', async () => {

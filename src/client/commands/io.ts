@@ -8,16 +8,16 @@
  * never leaves a partial (or unauthenticated) result under the requested name.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, createReadStream, createWriteStream, fstatSync, openSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
+import { closeSync, constants, createReadStream, createWriteStream, fstatSync, lstatSync, openSync, statSync, unlinkSync, type Stats, type WriteStream } from 'node:fs';
 import * as fsCallbacks from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { isatty } from 'node:tty';
 import { Readable, type Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { finished } from 'node:stream/promises';
 import { CommandError } from './args.js';
-import { failWriting, resolveOutput } from './output-target.js';
+import { failWriting, resolveOutput, type OutputTarget } from './output-target.js';
 
 export interface Input {
   /** "stdin" or the path, for messages. */
@@ -212,7 +212,8 @@ export function temporaryName(name: string): string {
  * symlink is followed, so its target is what is replaced (not another user's link in a sticky directory,
  * nor their FIFO there: output-target.ts); anything else that is not a directory (a
  * device such as /dev/null, a FIFO) is written in place, as stdout is — it cannot be taken back.
- * It makes checkOutput's checks first (again: the command made them before its RPC).
+ * It makes checkOutput's checks first (again: the command made them before its RPC), then holds
+ * the directory checked open (openDirectory), in which the file is made and renamed.
  */
 export function openOutput(path: string | undefined, stdout: Writable = process.stdout): Output {
   if (path === undefined || path === '-') return streamOutput('stdout', stdout);
@@ -224,7 +225,17 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
     return inPlaceOutput(path, fail, target.fd);
   }
   if (target.kind === 'special') return inPlaceOutput(path, fail, target.checked);
-  const tmp = join(dirname(target.path), temporaryName(basename(target.path)));
+  let dirFd = openDirectory(path, target, fail);
+  const name = basename(target.path);
+  const inDir = (entry: string) => `/proc/self/fd/${dirFd}/${entry}`;
+  const tmp = inDir(temporaryName(name));
+  // Once: commit's failure aborts, and so may its caller; a descriptor closed twice could be
+  // another one by then.
+  const closeDirectory = () => {
+    if (dirFd < 0) return;
+    closeSync(dirFd);
+    dirFd = -1;
+  };
   hookSignals();
   pending.add(tmp);
   // autoClose false: the descriptor outlives the last write, so commit sets owner and mode on the
@@ -255,8 +266,9 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
         // Durable before it becomes visible under its name.
         await fsync(fd);
         await destroyed(stream);
-        await rename(tmp, target.path);
+        await rename(tmp, inDir(name));
         pending.delete(tmp);
+        closeDirectory();
       } catch (err) {
         await this.abort();
         throw fail(err);
@@ -266,10 +278,51 @@ export function openOutput(path: string | undefined, stdout: Writable = process.
       // The file is opened asynchronously: unlink only once the stream has closed, or the open
       // could create it again after the unlink.
       await destroyed(stream);
-      await unlink(tmp).catch(() => {});
+      if (dirFd >= 0) await unlink(tmp).catch(() => {});
       pending.delete(tmp);
+      closeDirectory();
     },
   };
+}
+
+/** O_PATH (Linux; not in Node's fs.constants): the directory held needs no read permission, as `>` needs none. */
+const O_PATH = 0o10000000;
+
+/**
+ * The directory resolveOutput checked, held open: the temporary file is created and renamed
+ * through /proc/self/fd/N/NAME, which names the entry in that directory whatever its path names
+ * later. By path, whoever could write a directory above it (the owner of the file replaced, say)
+ * could swap it for a link to /etc once checked: root then created its file there and renamed it
+ * over /etc/passwd, chowned to them (review by helper-192). Refused if it is no longer the
+ * directory checked, or (replacing a file) that file is no longer in it: the owner and mode copied
+ * are that file's, read through a path that could have led elsewhere.
+ */
+function openDirectory(path: string, target: Extract<OutputTarget, { kind: 'new' | 'file' }>, fail: (err: unknown) => CommandError): number {
+  const dir = dirname(target.path);
+  let fd: number;
+  try {
+    fd = openSync(dir, O_PATH | constants.O_DIRECTORY);
+  } catch (err) {
+    throw fail(err);
+  }
+  try {
+    if (!sameObject(fstatSync(fd), target.dir)) throw new CommandError(`cannot write ${path}: directory ${dir} changed after it was checked; nothing was written`);
+    if (target.kind === 'file' && !sameObject(lstatOrUndefined(`/proc/self/fd/${fd}/${basename(target.path)}`), target.checked)) {
+      throw new CommandError(`cannot write ${path}: it changed after it was checked; nothing was written`);
+    }
+    return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err instanceof CommandError ? err : fail(err);
+  }
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Stdout or stderr: written as it goes, never closed. */
@@ -364,8 +417,8 @@ function openChecked(path: string, checked: Stats) {
  * Kind and owner too, not dev and inode alone: a file made once the FIFO is removed may get its
  * inode number at once (ext4 does), and the FIFO checks (protected_fifos) were of its owner.
  */
-function sameObject(a: Stats, b: Stats): boolean {
-  return a.dev === b.dev && a.ino === b.ino && (a.mode & constants.S_IFMT) === (b.mode & constants.S_IFMT) && a.rdev === b.rdev && a.uid === b.uid;
+function sameObject(a: Stats | undefined, b: Stats): boolean {
+  return a !== undefined && a.dev === b.dev && a.ino === b.ino && (a.mode & constants.S_IFMT) === (b.mode & constants.S_IFMT) && a.rdev === b.rdev && a.uid === b.uid;
 }
 
 function describeKind(st: Stats): string {

@@ -377,6 +377,21 @@ describe('-o FILE onto what is already there', SLOW, () => {
     closeToNobody();
   });
 
+  test('without /proc (a chroot), -o FILE is refused before any RPC, saying why; -o /dev/null and stdout still work', async () => {
+    // -o FILE is written through /proc/self/fd, in the directory it checked (io.ts): a bare ENOENT
+    // at the rename, after the encryption, otherwise.
+    const noProc = (rf: string) => `unshare -m bash -c 'mount -t tmpfs none /proc && exec "$@"' - ${rf}`;
+    const out = join(dir, 'no-proc.bin');
+    const before = { ...daemon.calls };
+    const r = await shell(`printf secret | ${noProc('$RF')} encrypt k -o '${out}'`);
+    expect([r.status, r.err]).toEqual([1, `ringfence: encrypt with key k: cannot write ${out}: /proc is not mounted, and -o FILE writes through /proc/self/fd; mount /proc, or write to stdout\n`]);
+    expect(daemon.calls).toEqual(before);
+    expect(readdirSync(dir).filter((f) => f.includes('no-proc'))).toEqual([]);
+    expect(await shell(`printf secret | ${noProc('$RF')} encrypt k -o /dev/null`)).toEqual({ status: 0, err: '', out: '' });
+    const ct = await shell(`printf secret | ${noProc('$RF')} --json encrypt k`);
+    expect([ct.status, ct.err, JSON.parse(ct.out).ciphertext]).toEqual([0, '', expect.stringMatching(/^ringfence:v1:/)]);
+  });
+
   test("as root, another user's file in a sticky directory others may write is refused, as fs.protected_regular has `>` refuse it; elsewhere it keeps its owner", async () => {
     const ct = (await rf(['encrypt', 'k'], { stdin: 'root secret' })).stdout;
     // Made in advance by uid 12345 (0666) where the output was going to be written, to read it.

@@ -4,7 +4,7 @@
  * whether the caller may write there. checkOutput runs these checks before a command's first RPC,
  * openOutput (io.ts) again when it opens the output.
  */
-import { accessSync, constants, fstatSync, lstatSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { accessSync, constants, existsSync, fstatSync, lstatSync, readlinkSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { CommandError } from './args.js';
 
@@ -40,7 +40,13 @@ export function resolveOutput(path: string, fail: (err: unknown) => CommandError
   // terminal, or one of Node's own, such as its event loop's) is opened by path as before (reviews
   // by helper-108: writing to Node's epoll descriptor aborted the process; helper-111).
   if (fd !== undefined && writableInPlace(fd)) return { kind: 'descriptor', fd };
-  return outputTarget(path, fail);
+  const target = outputTarget(path, fail);
+  // openOutput creates and renames through /proc/self/fd (io.ts): without /proc (a chroot), found
+  // only at the rename, after the RPC, as a bare ENOENT.
+  if (target.kind !== 'special' && !existsSync('/proc/self/fd')) {
+    throw new CommandError(`cannot write ${path}: /proc is not mounted, and -o FILE writes through /proc/self/fd; mount /proc, or write to stdout`);
+  }
+  return target;
 }
 
 function writableInPlace(fd: number): boolean {
@@ -55,9 +61,13 @@ function writableInPlace(fd: number): boolean {
 /** The sticky bit (not in Node's fs.constants). */
 const S_ISVTX = 0o1000;
 
+/**
+ * `dir` is the directory's stat when checked, `checked` the replaced file's: openOutput holds the
+ * directory open and requires both to be still what was checked.
+ */
 export type OutputTarget =
-  | { kind: 'new'; path: string }
-  | { kind: 'file'; path: string; mode: number; chown: { uid: number; gid: number } | undefined }
+  | { kind: 'new'; path: string; dir: Stats }
+  | { kind: 'file'; path: string; mode: number; chown: { uid: number; gid: number } | undefined; dir: Stats; checked: Stats }
   /** Written in place, opened later: openOutput requires what it opens to be still `checked`. */
   | { kind: 'special'; checked: Stats };
 
@@ -80,9 +90,9 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
     if (path.endsWith('/')) throw new CommandError(`cannot write ${path}: a path ending in / names a directory; -o needs a file name`);
     // A dangling link names the file to create: where its (chain of) links points. Its directory
     // resolved by the kernel: the temporary file goes there, and is renamed within it.
-    writableDirectory(path, dirname(end));
+    const dir = writableDirectory(path, dirname(end));
     try {
-      return { kind: 'new', path: join(realpath(dirname(end)), basename(end)) };
+      return { kind: 'new', path: join(realpath(dirname(end)), basename(end)), dir };
     } catch (err) {
       throw fail(err);
     }
@@ -121,7 +131,7 @@ function outputTarget(path: string, fail: (err: unknown) => CommandError): Outpu
       `cannot write ${path}: it belongs to uid ${st.uid} and is in ${dirPath}, a sticky directory others may write, so replacing it would leave the output in that user's file (as \`>\` would under fs.protected_regular); remove it first, or write elsewhere`,
     );
   }
-  return { kind: 'file', path: real, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined };
+  return { kind: 'file', path: real, mode: st.mode & 0o7777, chown: asRoot && (st.uid !== 0 || st.gid !== 0) ? { uid: st.uid, gid: st.gid } : undefined, dir, checked: st };
 }
 
 /**
