@@ -123,6 +123,7 @@ describe('batch items', () => {
     await expect(env.client.batchComputeMac([{ keyName: 'm', data: undefined } as never])).rejects.toThrow(TypeError);
     await expect(env.client.batchDecrypt([{ ciphertext: null } as never])).rejects.toThrow(TypeError);
     await expect(env.client.batchDecrypt([undefined] as never)).rejects.toThrow('batchDecrypt item 0 must be an object, got [object Undefined]');
+    await expect(env.client.batchEncrypt(new Array(2) as never)).rejects.toThrow('batchEncrypt item 0 must be an object, got [object Undefined]');
     await expect(env.client.batchEncrypt({ keyName: 'k', plaintext: 'a' } as never)).rejects.toThrow('batchEncrypt takes an array of items, got [object Object]');
     expect(calls()).toBe(before);
   });

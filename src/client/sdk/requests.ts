@@ -62,9 +62,11 @@ export function flagOf(value: unknown, what: string): boolean | undefined {
 /** A batch's items: an array of objects, else a TypeError before any call. */
 export function itemsOf<T extends object>(items: readonly T[], method: string): readonly T[] {
   if (!Array.isArray(items)) throw new TypeError(`${method} takes an array of items, got ${Object.prototype.toString.call(items)}`);
-  items.forEach((item: unknown, i) => {
+  // A for loop, not forEach: the holes of a sparse array are items too.
+  for (let i = 0; i < items.length; i++) {
+    const item: unknown = items[i];
     if (item === null || typeof item !== 'object') throw new TypeError(`${method} item ${i} must be an object, got ${Object.prototype.toString.call(item)}`);
-  });
+  }
   return items;
 }
 

@@ -247,9 +247,12 @@ test('a call whose messages are compressed (grpc-encoding gzip) is refused UNIMP
   expect(calls.heldBy(`uid:${A}`)).toBe(0);
   refused.session.destroy();
 
-  const plain = raw(A, HASH, [framed(hashRequest(10))], { 'grpc-encoding': 'identity' });
-  plain.req.end();
-  await plain.closed;
-  expect(handled).toHaveBeenCalledTimes(1);
-  plain.session.destroy();
+  // Content-codings are case-insensitive: "Identity" is no compression either.
+  for (const [n, identity] of ['identity', 'Identity'].entries()) {
+    const plain = raw(A, HASH, [framed(hashRequest(10))], { 'grpc-encoding': identity });
+    plain.req.end();
+    await plain.closed;
+    expect(handled).toHaveBeenCalledTimes(n + 1);
+    plain.session.destroy();
+  }
 });

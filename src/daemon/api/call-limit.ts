@@ -109,7 +109,8 @@ export function callLimit(deps: CallLimitDeps, intervalMs = DROP_WARN_INTERVAL_M
     const caller = callerKey(access);
     const stream = http2StreamOf({ call });
     const encoding = requestEncoding(call);
-    if (encoding !== undefined && encoding !== 'identity') {
+    // Content-codings are case-insensitive (RFC 9110 section 8.4.1).
+    if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
       const err = compressedRefusal(encoding);
       deps.audit({ rpc: rpcName(method.path), ...auditPrincipal(access), bytesIn: 0, bytesOut: 0, outcome: statusName(err.code), durationMs: 0 });
       const status = err.toServiceError();

@@ -36,7 +36,7 @@ export async function reEncrypt(ctx: OpContext, req: ReEncryptRequest): Promise<
     try {
       ctx.keys.forDecrypt(Buffer.from(source.key.id, 'hex'), source.version, source.suite.name);
     } catch (err) {
-      throw aboutKey(err, source.key.name);
+      throw aboutKey(err, source.key.name, source.version);
     }
     return {
       ciphertext: sealed,
