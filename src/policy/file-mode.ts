@@ -24,8 +24,9 @@ const MAX_SYMLINKS = 40;
  * a time from `/`, following symlinks here, so that the directories a symlink leads through are
  * checked too. A name that does not exist is not refused: the open that follows reports the file
  * missing, and the directories it was looked up in have been checked by then. The file itself is
- * left to policyFileRefusal, on the descriptor that is read. The state directory's path and
- * state.json are checked the same way (state-store.ts; `what` names it in the refusal).
+ * left to policyFileRefusal, on the descriptor that is read. The state directory's path,
+ * state.json and the master key are checked the same way (state-store.ts, master-key.ts; `what`
+ * names it in the refusal).
  */
 export function policyPathRefusal(path: string, daemonUid: number | undefined, what = 'the file'): string | undefined {
   // process.cwd() has no symlinks in it; `..` must not be resolved lexically before the symlinks are.

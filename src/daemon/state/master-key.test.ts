@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, constants, lchownSync, linkSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
@@ -251,5 +252,131 @@ describe('loadOrCreateMasterKey: keys already saved', () => {
   it('uses an existing master.key as usual', async () => {
     const dir = stateDirWith(KEY);
     expect((await load(dir, { requiredBy: 'state.json holds 1 keys' })).material).toEqual(KEY);
+  });
+});
+
+describe('loadOrCreateMasterKey: the path to the key (review by helper-203)', () => {
+  /** A state dir whose master.key is a symlink to <shared>/master.key, `shared` made by `prepare`. */
+  function linkedKey(prepare: (shared: string) => void): { dir: string; path: string; shared: string; target: string } {
+    const shared = join(tmp, `shared${n++}`);
+    mkdirSync(shared, { mode: 0o700 });
+    const target = join(shared, MASTER_KEY_FILE);
+    writeFileSync(target, KEY, { mode: 0o600 });
+    const dir = stateDirWith();
+    symlinkSync(target, join(dir, MASTER_KEY_FILE));
+    prepare(shared);
+    return { dir, path: join(dir, MASTER_KEY_FILE), shared, target };
+  }
+
+  it('reads a symlinked master.key whose target only root or the daemon may change', async () => {
+    const { dir } = linkedKey(() => {});
+    expect((await load(dir)).material).toEqual(KEY);
+  });
+
+  const refusals: [string, (shared: string) => void, (shared: string) => string][] = [
+    ['writable by every user', (d) => chmodSync(d, 0o777), (d) => `the directory ${d} on its path is writable by every user, who could replace or delete the master key (chmod o-w ${d})`],
+    ['writable by its group', (d) => chmodSync(d, 0o770), (d) => `the directory ${d} on its path is writable by its group, who could replace or delete the master key (chmod g-w ${d})`],
+    ['owned by another uid', (d) => chownSync(d, 4242, 4242), (d) => `the directory ${d} on its path belongs to uid 4242, not to root or the daemon's uid 0 (chown root ${d})`],
+  ];
+  for (const [name, prepare, why] of refusals) {
+    it(`refuses a symlinked master.key whose target lies in a directory ${name}, changing nothing`, async () => {
+      const { dir, path, shared, target } = linkedKey(prepare);
+      await expect(load(dir)).rejects.toThrow(`master key ${path} is refused: ${why(shared)}; nothing was changed`);
+      expect(readdirSync(dir)).toEqual([MASTER_KEY_FILE]);
+      expect(readFileSync(target)).toEqual(KEY);
+    });
+  }
+
+  it("refuses a symlink of another uid's on the way to the target", async () => {
+    const { dir, path, shared } = linkedKey(() => {});
+    const hop = join(tmp, `hop${n++}`);
+    symlinkSync(shared, hop);
+    lchownSync(hop, 4242, 4242);
+    rmSync(path);
+    symlinkSync(join(hop, MASTER_KEY_FILE), path);
+    await expect(load(dir)).rejects.toThrow(`master key ${path} is refused: the symlink ${hop} on its path belongs to uid 4242, not to root or the daemon's uid 0 (chown -h root ${hop}); nothing was changed`);
+  });
+
+  it('refuses a FIFO in place of the key without waiting for a writer', async () => {
+    const dir = stateDirWith();
+    const path = join(dir, MASTER_KEY_FILE);
+    execFileSync('mkfifo', ['-m', '600', path]);
+    try {
+      const started = load(dir);
+      const outcome = await Promise.race([started.then(() => 'loaded', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still running after 5 s'), 5000))]);
+      expect(outcome).toBe(`master key ${path} is not a regular file`);
+    } finally {
+      // Lets an open that blocks (the old code) return, so the worker can end.
+      try {
+        closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // no reader: nothing is blocked
+      }
+    }
+  });
+
+  describe('as a systemd credential', () => {
+    it('refuses a credentials directory others may write (a CREDENTIALS_DIRECTORY systemd did not make)', async () => {
+      const creds = stateDirWith(KEY, 0o400);
+      chmodSync(creds, 0o777);
+      const path = join(creds, MASTER_KEY_FILE);
+      await expect(load(stateDirWith(), { credentialsDirectory: creds })).rejects.toThrow(
+        `master key ${path} is refused: the directory ${creds} on its path is writable by every user, who could replace or delete the master key (chmod o-w ${creds}); nothing was changed`,
+      );
+    });
+
+    it('refuses a credential file another uid owns or its group may write; accepts one readable by its group (an ACL or group systemd set)', async () => {
+      const creds = stateDirWith(KEY, 0o400);
+      const path = join(creds, MASTER_KEY_FILE);
+      chownSync(path, 4242, 4242);
+      await expect(load(stateDirWith(), { credentialsDirectory: creds })).rejects.toThrow(
+        `master key ${path} is refused: it belongs to uid 4242, not to root or the daemon's uid 0 (chown it); nothing was changed`,
+      );
+      chownSync(path, 0, 0);
+      chmodSync(path, 0o460);
+      await expect(load(stateDirWith(), { credentialsDirectory: creds })).rejects.toThrow(`master key ${path} is refused: it is writable by its group (chmod g-w it)`);
+      chmodSync(path, 0o440);
+      expect((await load(stateDirWith(), { credentialsDirectory: creds })).material).toEqual(KEY);
+    });
+  });
+});
+
+describe('loadOrCreateMasterKey: leftover temps in credentials mode (review by helper-203)', () => {
+  const credKey = randomBytes(32);
+  const creds = stateDirWith(credKey.toString('base64'), 0o400);
+  const dead = `${MASTER_KEY_FILE}.tmp-4194304-0`; // above pid_max
+
+  it('removes a temp holding the credential\'s key after master.key moved into the credential, keeping the operator\'s copies and a live process\'s temp', async () => {
+    // An interrupted creation left a second name of master.key; the operator then moved master.key
+    // into the credential and removed it (docs/operations.md): a plain copy of the key stayed.
+    const dir = stateDirWith(credKey);
+    linkSync(join(dir, MASTER_KEY_FILE), join(dir, dead));
+    rmSync(join(dir, MASTER_KEY_FILE));
+    const kept = [`${MASTER_KEY_FILE}.tmp-backup`, `${MASTER_KEY_FILE}.tmp-1-0`]; // init is alive
+    for (const name of kept) writeFileSync(join(dir, name), credKey, { mode: 0o600 });
+    const logs: [string, object | undefined][] = [];
+    const key = await load(dir, { credentialsDirectory: creds, requiredBy: 'state.json holds 2 keys', log: (m, f) => logs.push([m, f]) });
+    expect(key).toMatchObject({ material: credKey, source: 'credentials' });
+    expect(readdirSync(dir).sort()).toEqual(kept.sort());
+    const path = join(dir, dead);
+    expect(logs).toEqual([[`removed ${path}, a copy of the master key left by an interrupted creation in the state directory`, { path }]]);
+  });
+
+  it('removes any dead temp while master.key is in the state directory, as state-dir mode does', async () => {
+    const dir = stateDirWith(KEY);
+    writeFileSync(join(dir, dead), randomBytes(32), { mode: 0o600 });
+    await load(dir, { credentialsDirectory: creds });
+    expect(readdirSync(dir)).toEqual([MASTER_KEY_FILE]);
+  });
+
+  it('keeps, and names in the log, a temp of another key while master.key is missing: it may be the last copy of that key', async () => {
+    const dir = stateDirWith();
+    writeFileSync(join(dir, dead), randomBytes(32), { mode: 0o600 });
+    const logs: string[] = [];
+    await load(dir, { credentialsDirectory: creds, log: (m) => logs.push(m) });
+    expect(readdirSync(dir)).toEqual([dead]);
+    expect(logs).toEqual([
+      `kept ${join(dir, dead)}, left by an interrupted master-key creation: it is not the credential's key and may be the last copy of an earlier one; remove it once you know no keys need it`,
+    ]);
   });
 });

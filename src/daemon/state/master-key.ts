@@ -5,9 +5,11 @@
  *
  * Decoding works on bytes, never strings: a JS string of key material cannot be wiped.
  */
-import { randomFillSync } from 'node:crypto';
-import { link, lstat, mkdir, open, readdir, readlink, unlink, type FileHandle } from 'node:fs/promises';
+import { randomFillSync, timingSafeEqual } from 'node:crypto';
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, readlink, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { policyFileRefusal, policyPathRefusal } from '../../policy/file-mode.js';
 
 export const MASTER_KEY_FILE = 'master.key';
 export const MASTER_KEY_BYTES = 32;
@@ -42,23 +44,26 @@ const FORMATS =
 
 /**
  * Loads the master key from the credentials directory, else from <stateDir>/master.key, creating
- * the latter (32 random bytes, mode 0600) if missing. Refuses a state-dir key that group or others
- * may access and any file in no accepted format; messages never include the file's contents.
+ * the latter (32 random bytes, mode 0600) if missing. Refuses a key whose path another uid could
+ * change (policyPathRefusal, symlinks followed), a state-dir key that group or others may access,
+ * and any file in no accepted format; messages never include the file's contents.
  */
 export async function loadOrCreateMasterKey(opts: MasterKeyOptions): Promise<MasterKey> {
   const log = opts.log ?? (() => {});
   const credDir = opts.credentialsDirectory ?? process.env.CREDENTIALS_DIRECTORY;
   if (credDir) {
     const path = join(credDir, MASTER_KEY_FILE);
-    // systemd makes credential files private to the service; their mode is not ours to judge.
-    const material = await readKeyFile(path, false);
-    if (material) return { material, source: 'credentials', path, created: false };
+    const material = await readKeyFile(path, 'credential');
+    if (material) {
+      await removeCopiesBeside(material, opts.stateDir, log);
+      return { material, source: 'credentials', path, created: false };
+    }
     log(`no ${MASTER_KEY_FILE} credential in the credentials directory; using the state directory`, { credentialsDirectory: credDir });
   }
 
   const path = join(opts.stateDir, MASTER_KEY_FILE);
   for (;;) {
-    const existing = await readKeyFile(path, true);
+    const existing = await readKeyFile(path, 'private');
     if (existing) {
       // Once master.key is read, not only when creating one: a kill -9 between link and unlink
       // leaves a temp that is a second name of master.key, which would outlive an operator
@@ -141,9 +146,10 @@ const ownTemps = new Set<string>();
 /**
  * Temp files of processes that died while creating a key: a never-used key, or a second name of
  * master.key (a crash between link and unlink). One with this process's pid is an earlier process
- * that had the same pid (pid 1 in a container), unless this process is writing it now.
+ * that had the same pid (pid 1 in a container), unless this process is writing it now. Those for
+ * which `removable` says no are kept.
  */
-async function removeDeadTemps(dir: string): Promise<void> {
+async function removeDeadTemps(dir: string, removable: (path: string) => Promise<boolean> = async () => true): Promise<void> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -156,8 +162,64 @@ async function removeDeadTemps(dir: string): Promise<void> {
     if (!m || ownTemps.has(join(dir, name))) continue;
     const pid = Number(m[1]);
     if (pid > 0 && pid !== process.pid && pidAlive(pid)) continue;
-    await unlink(join(dir, name)).catch(() => {});
+    if (await removable(join(dir, name))) await unlink(join(dir, name)).catch(() => {});
   }
+}
+
+/**
+ * The state-dir temps left by an interrupted creation, when the key comes from a credential. The
+ * state-dir start that would remove them may never come: an operator who moved master.key into an
+ * (encrypted) credential and removed it, as docs/operations.md says, kept a plain copy of the key
+ * on disk in a temp left linked to it. One is removed when it holds the credential's key (the
+ * credential keeps it) or, as in state-dir mode, when master.key is there to read (the temp is a
+ * second name of it or a key never used). Any other may be the last copy of an earlier key: kept,
+ * and logged.
+ */
+async function removeCopiesBeside(credential: Buffer, stateDir: string, log: Log): Promise<void> {
+  let stateKeyThere: boolean | undefined;
+  await removeDeadTemps(stateDir, async (path) => {
+    if (await holdsKey(path, credential)) {
+      log(`removed ${path}, a copy of the master key left by an interrupted creation in the state directory`, { path });
+      return true;
+    }
+    stateKeyThere ??= await readKeyFile(join(stateDir, MASTER_KEY_FILE), 'private').then(
+      (key) => (key?.fill(0), key !== undefined),
+      () => false,
+    );
+    if (stateKeyThere) return true;
+    log(`kept ${path}, left by an interrupted master-key creation: it is not the credential's key and may be the last copy of an earlier one; remove it once you know no keys need it`, { path });
+    return false;
+  });
+}
+
+/** Whether the file holds `key` in an accepted format (false if it cannot be read). */
+async function holdsKey(path: string, key: Buffer): Promise<boolean> {
+  const buf = Buffer.alloc(MAX_FILE_BYTES + 1);
+  let fh: FileHandle | undefined;
+  let found: Buffer | undefined;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+    if (!(await fh.stat()).isFile()) return false;
+    const len = await readUpTo(fh, buf);
+    found = decodeKey(buf.subarray(0, len));
+    return found !== undefined && timingSafeEqual(found, key);
+  } catch {
+    return false;
+  } finally {
+    buf.fill(0);
+    found?.fill(0);
+    await fh?.close();
+  }
+}
+
+async function readUpTo(fh: FileHandle, buf: Buffer): Promise<number> {
+  let len = 0;
+  while (len < buf.length) {
+    const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
+    if (bytesRead === 0) break;
+    len += bytesRead;
+  }
+  return len;
 }
 
 function pidAlive(pid: number): boolean {
@@ -178,11 +240,26 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** The decoded key, or undefined if the file does not exist. */
-async function readKeyFile(path: string, checkMode: boolean): Promise<Buffer | undefined> {
+/**
+ * The decoded key, or undefined if the file does not exist. Whoever may change a name on the path
+ * to it could delete the key (every generated key with it) or swap in another, also where a
+ * symlinked master.key leads (review by helper-203): the path is held to the policy file's rules.
+ * A `private` (state-dir) file must be the daemon's own and private; a `credential` only written
+ * by root or the daemon's uid, as systemd makes it (0400, owned by root or the service's user,
+ * maybe readable through an ACL or group): its readers are systemd's to judge.
+ */
+async function readKeyFile(path: string, kind: 'private' | 'credential'): Promise<Buffer | undefined> {
+  const uid = process.getuid?.();
+  const refused = (why: string) => new Error(`master key ${path} is refused: ${why}; nothing was changed`);
+  const checkPath = () => {
+    const refusal = policyPathRefusal(path, uid, 'the master key');
+    if (refusal) throw refused(refusal);
+  };
+  checkPath();
   let fh: FileHandle;
   try {
-    fh = await open(path, 'r');
+    // Without blocking: a FIFO there must not hang the start.
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     // A symlink to a missing file (a volume not mounted yet): not a missing key. Taken as one, a new
@@ -193,22 +270,24 @@ async function readKeyFile(path: string, checkMode: boolean): Promise<Buffer | u
   }
   const buf = Buffer.alloc(MAX_FILE_BYTES + 1); // one more, to tell a longer file
   try {
-    const st = await fh.stat();
+    const st = await fh.stat({ bigint: true });
     if (!st.isFile()) throw new Error(`master key ${path} is not a regular file`);
-    if (checkMode && st.mode & 0o077) {
-      throw new Error(`master key ${path} is accessible by group or others (mode 0${(st.mode & 0o777).toString(8)}); run chmod 600 ${path}`);
+    const mode = Number(st.mode);
+    if (kind === 'private' && mode & 0o077) {
+      throw new Error(`master key ${path} is accessible by group or others (mode 0${(mode & 0o777).toString(8)}); run chmod 600 ${path}`);
     }
     // Its owner could read or replace it (a backup restored with numeric owners, say).
-    const uid = process.getuid?.();
-    if (checkMode && uid !== undefined && st.uid !== uid) {
+    if (kind === 'private' && uid !== undefined && Number(st.uid) !== uid) {
       throw new Error(`master key ${path} is owned by uid ${st.uid}, not by the daemon's uid ${uid}; run chown ${uid} ${path} if that is right`);
     }
-    let len = 0;
-    while (len < buf.length) {
-      const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
-      if (bytesRead === 0) break;
-      len += bytesRead;
-    }
+    const fileRefusal = kind === 'credential' ? policyFileRefusal({ mode, uid: Number(st.uid) }, uid) : undefined;
+    if (fileRefusal) throw refused(fileRefusal);
+    // Again, now that every name exists: one another uid added in a sticky directory after the
+    // first check (and maybe removed since) must not have chosen the file read.
+    checkPath();
+    const named = await stat(path, { bigint: true }).catch(() => undefined);
+    if (named?.dev !== st.dev || named.ino !== st.ino) throw refused('it was replaced while it was read; start again');
+    const len = await readUpTo(fh, buf);
     const key = decodeKey(buf.subarray(0, len));
     if (!key) throw new Error(`master key ${path} is not in an accepted format (${len > MAX_FILE_BYTES ? 'too long' : `${len} bytes`}); ${FORMATS}`);
     return key;
