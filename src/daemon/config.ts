@@ -242,8 +242,8 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      connectionIdleTimeout ("5m"; "0s" never), connectionMaxAge ("0s" = none),
                      connectionMaxAgeGrace ("1m") }
                      (docs/operations.md, "Limits")
-  --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info). The audit
-                     trail is logged at info: warn or above turns it off
+  --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info):
+                     the diagnostic lines' level; the audit trail is written at every level
   --help             print this and exit
 
 Exit status: 0 after a drained stop (SIGTERM, SIGINT) or --help; 1 when it cannot start (the

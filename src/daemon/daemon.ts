@@ -17,6 +17,7 @@ import { estimatedRequestBound, OPTMEM_MAX_BEFORE_6_8, readOptmemMax } from './e
 import { CryptoEngine } from './engine/engine.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
+import { keyEventLog } from './daemon-logger.js';
 import { KeyMaterial, WRAP_SUITES } from './keys/material.js';
 import { MaterialFingerprints } from './keys/fingerprints.js';
 import { loadedState } from './keys/model.js';
@@ -150,7 +151,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
       },
       // The policy's administrators: they provision keys for others, so only the daemon-wide caps hold them.
       uncappedCallers: admins,
-      log: (msg, fields, level = 'info') => log[level](fields ?? {}, msg),
+      log: keyEventLog(log),
     });
     await keys.open(state).catch((err: unknown) => {
       if (err instanceof KeystoreError && err.code === 'MASTER_KEY_MISMATCH') throw new Error(masterKeyMismatchMessage(master.path, store.statePath, err.message), { cause: err });

@@ -3,9 +3,9 @@
  * Exit codes: 0 after a clean stop, 1 when it cannot start (the reason on stderr and in the log), 2 usage.
  */
 import * as grpc from '@grpc/grpc-js';
-import { pino } from 'pino';
 import { ConfigError, resolveConfig } from './config.js';
 import { startDaemon } from './daemon.js';
+import { daemonLogger } from './daemon-logger.js';
 import { grpcLogger } from './grpc-log.js';
 import { openLogSink } from './log-sink.js';
 import { firstStopSignal } from './stop-signals.js';
@@ -36,7 +36,8 @@ async function main(argv: string[]): Promise<number> {
     onLost: () => logLost(),
   });
   process.on('exit', () => sink.flushOnExit());
-  const log = pino({ level: config.logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, sink.stream);
+  // The level governs diagnostics only: the audit trail is written at any level (daemon-logger.ts).
+  const log = daemonLogger(config.logLevel, sink.stream);
   grpc.setLogger(grpcLogger(log));
   // Imported key material passes through buffers the daemon cannot wipe (the gRPC transport's): no
   // core dump, and no ptrace or /proc/<pid>/mem for other processes of the daemon's uid.

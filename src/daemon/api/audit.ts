@@ -33,8 +33,15 @@ export interface AuditEntry {
 
 export type Audit = (entry: AuditEntry) => void;
 
+/**
+ * Audit lines are info lines of `logger` (`"level":30`, as operators' filters expect), written
+ * whatever its level: `--log-level` governs the daemon's diagnostics, never the audit trail. At
+ * warn it used to drop them too, so an operator quietening the log lost the record of every key
+ * use without a word. One logger, so one sink: while it fails, operations are refused
+ * (policy/access.ts), audited ones included.
+ */
 export function pinoAudit(logger: Logger): Audit {
-  const audit = logger.child({ log: 'audit' });
+  const audit = logger.child({ log: 'audit' }, { level: 'info' });
   return (entry) => audit.info(entry, entry.rpc);
 }
 
