@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type ApiError, ErrorReason, Status } from '../api/errors.js';
 import { KeyManager } from './key-manager.js';
 import { DueWorkFailed } from './due-work-scheduler.js';
-import { ROTATIONS_PER_SAVE } from './key-due-work.js';
+import { KEYS_PER_SAVE } from './key-due-work.js';
 import { MAX_TIME_MS } from './model.js';
 import { DAY, HOUR, SECOND, T0, alive, desc, disposeWorlds, enospc, expectApi, idBuf, serialsOf, world } from './key-manager.test-support.js';
 
@@ -48,18 +48,19 @@ describe('KeyManager.runDueWork', () => {
 
   it('a deletion rescheduled while a pass runs is not destroyed by a forward clock step within that pass (found by review)', async () => {
     const w = await world();
-    await w.km.create({ name: 'a' });
+    // A full group of deletions ahead of b's: b's group re-checks it once the first group is saved.
+    const first: string[] = [];
+    for (let i = 0; i < KEYS_PER_SAVE; i++) first.push((await w.km.create({ name: `a${String(i).padStart(3, '0')}` })).name);
     await w.km.create({ name: 'b' });
-    await w.km.scheduleDeletion('a', DAY);
-    await w.km.scheduleDeletion('b', DAY);
-    w.clock += DAY + SECOND; // both due
+    for (const name of [...first, 'b']) await w.km.scheduleDeletion(name, DAY);
+    w.clock += DAY + SECOND; // all due
     let release!: () => void;
     let holding = true;
     w.delay = () => (holding ? new Promise<void>((r) => (release = r)) : Promise.resolve());
-    const pass = w.km.runDueWork(); // reads the clock once; a's deletion waits in persist
+    const pass = w.km.runDueWork(); // reads the clock once; the first group's deletion waits in persist
     await new Promise((r) => setTimeout(r, 20));
     holding = false;
-    // b's owner cancels and reschedules with a day's wait, queued behind a's deletion...
+    // b's owner cancels and reschedules with a day's wait, queued behind the first group's deletion...
     // (The clock a little back first: a deletion already due can no longer be cancelled.)
     w.clock -= 2 * SECOND;
     const cancel = w.km.cancelDeletion('b');
@@ -73,8 +74,8 @@ describe('KeyManager.runDueWork', () => {
     release();
     await cancel;
     await reschedule;
-    expect((await pass).deleted).toEqual(['a']);
-    expect(w.fileKey('b')).toMatchObject({ state: 'pending_deletion' });
+    expect((await pass).deleted).toEqual(first);
+    expect(w.file().keys.map((k) => [k.name, k.state])).toEqual([['b', 'pending_deletion']]);
   });
 
   it('deletes a key once its deletion time has passed, never before: from the state file and from the kernel', async () => {
@@ -295,9 +296,9 @@ describe('KeyManager.runDueWork', () => {
     expect(w.kernelKeys().size).toBe(1);
   });
 
-  it('saves the rotations due in one pass ROTATIONS_PER_SAVE at a time, not each in its own write of the whole file (review by helper-190)', async () => {
+  it('saves the rotations due in one pass KEYS_PER_SAVE at a time, not each in its own write of the whole file (review by helper-190)', async () => {
     const w = await world();
-    const n = 2 * ROTATIONS_PER_SAVE + 5;
+    const n = 2 * KEYS_PER_SAVE + 5;
     const keys = [];
     for (let i = 0; i < n; i++) keys.push(await w.km.create({ name: `k${String(i).padStart(3, '0')}`, rotationPeriodMs: DAY }));
     w.clock += DAY; // all due at once, as after a daemon was down
@@ -311,6 +312,105 @@ describe('KeyManager.runDueWork', () => {
     await w.restart();
     expect(keys.every((k) => w.km.get(k.name).versions.length === 2)).toBe(true);
     expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+  });
+
+  it('saves the deletions due in one pass KEYS_PER_SAVE at a time, not each in its own write of the whole file (review by helper-196)', async () => {
+    const w = await world();
+    const n = 2 * KEYS_PER_SAVE + 5;
+    const keys = [];
+    for (let i = 0; i < n; i++) {
+      keys.push(await w.km.create({ name: `k${String(i).padStart(3, '0')}` }));
+      await w.km.scheduleDeletion(keys[i]!.name, DAY);
+    }
+    const kept = await w.km.create({ name: 'kept' });
+    w.clock += DAY; // all due at once, as after a daemon was down
+    const writes = w.persistCalls;
+    const done = await w.km.runDueWork();
+    expect(w.persistCalls - writes).toBe(3); // was one write per key: n writes of the whole file
+    expect(done).toEqual({ deleted: keys.map((k) => k.name), rotated: [] });
+    // Each write holds the keys deleted so far, and none deleted yet: a group at a time, in order.
+    expect(w.persisted.slice(-3).map((doc) => doc.keys.length - 1)).toEqual([n - KEYS_PER_SAVE, n - 2 * KEYS_PER_SAVE, 0]);
+    expect(w.file().keys.map((k) => k.name)).toEqual(['kept']);
+    expect([...w.kernelKeys().keys()]).toEqual([desc(kept.id, 1, 0)]);
+    // A line per key, as before.
+    expect(w.logs.filter((l) => l.msg === 'key deleted after its waiting period').map((l) => l.fields)).toEqual(keys.map((k) => ({ key_name: k.name, keyId: k.id })));
+    await w.restart();
+    expect(w.km.size).toBe(1);
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+  });
+
+  it('a group of deletions whose write fails deletes none of its keys: memory, disk and kernel agree, none can be cancelled, and each retries on its own backoff', async () => {
+    const w = await world();
+    const keys = [];
+    for (const name of ['a', 'b', 'c']) {
+      keys.push(await w.km.create({ name }));
+      await w.km.scheduleDeletion(name, DAY);
+    }
+    w.clock += DAY;
+    const before = w.fileText();
+    w.failWith = (doc) => (doc.keys.length < 3 ? enospc() : undefined);
+    await expect(w.km.runDueWork()).rejects.toSatisfy(
+      (e: unknown) => e instanceof DueWorkFailed && e.retryInMs === SECOND && e.errors.length === 3 && /^scheduled work failed for 3 keys: "a": ENOSPC.*"b": ENOSPC.*"c": ENOSPC/.test(e.message),
+    );
+    expect(w.fileText()).toBe(before);
+    expect(keys.every((k) => w.kernelKeys().has(desc(k.id, 1, 0)))).toBe(true);
+    expect(['a', 'b', 'c'].map((name) => w.km.get(name).state)).toEqual(['pending_deletion', 'pending_deletion', 'pending_deletion']);
+    await expectApi(() => w.km.cancelDeletion('b'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PENDING_DELETION);
+    expect(w.logs.some((l) => l.msg === 'key deleted after its waiting period')).toBe(false);
+    w.failWith = undefined;
+    expect(w.km.nextDueTime()).toBe(w.clock + SECOND);
+    w.clock += SECOND;
+    expect(await w.km.runDueWork()).toEqual({ deleted: ['a', 'b', 'c'], rotated: [] });
+    expect(w.file().keys).toEqual([]);
+    expect(w.kernelKeys().size).toBe(0);
+  });
+
+  it('a cancel acknowledged while a group of deletions waited for the lock is kept: the others of the group are deleted in one write', async () => {
+    const w = await world();
+    await w.km.create({ name: 'a' });
+    const x = await w.km.create({ name: 'x' });
+    await w.km.create({ name: 'c' });
+    for (const name of ['a', 'x', 'c']) await w.km.scheduleDeletion(name, DAY);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    w.delay = () => gate;
+    const slow = w.km.create({ name: 'slow' }); // holds the lock
+    const cancel = w.km.cancelDeletion('x');
+    w.clock = T0 + DAY; // due for the run, which reads the clock as it starts...
+    const run = w.km.runDueWork();
+    // ...not yet for the cancel; once it is saved the clock moves on: only the re-check spares x.
+    w.clock = T0 + DAY - 1;
+    w.afterSave = (doc) => {
+      if (doc.keys.find((k) => k.name === 'x')?.state === 'disabled') w.clock = T0 + DAY + 1;
+    };
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    w.delay = undefined;
+    const writes = w.persistCalls;
+    release();
+    await slow;
+    expect(await cancel).toMatchObject({ name: 'x', state: 'disabled', deletionTime: null });
+    expect(await run).toEqual({ deleted: ['a', 'c'], rotated: [] });
+    expect(w.persistCalls - writes).toBe(2); // the cancel's, then the group's
+    expect(w.file().keys.map((k) => [k.name, k.state])).toEqual([['slow', 'enabled'], ['x', 'disabled']]);
+    expect([...w.kernelKeys().keys()].sort()).toEqual([desc(x.id, 1, 0), desc(w.km.get('slow').id, 1, 0)].sort());
+  });
+
+  it('sets the rotation periods the clock stepped back from to the present KEYS_PER_SAVE keys at a time, not each in its own write (review by helper-196)', async () => {
+    const w = await world();
+    const n = KEYS_PER_SAVE + 3;
+    w.clock = T0 + 30 * DAY; // the clock runs a month ahead
+    const keys = [];
+    for (let i = 0; i < n; i++) keys.push(await w.km.create({ name: `k${String(i).padStart(3, '0')}`, rotationPeriodMs: DAY }));
+    await w.km.rotate('k000'); // recorded in rotateTime, the others in createTime
+    w.clock = T0; // set right
+    const writes = w.persistCalls;
+    expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
+    expect(w.persistCalls - writes).toBe(2); // was one write per key
+    expect(w.file().keys.map((k) => k.rotateTime ?? k.createTime)).toEqual(keys.map(() => T0));
+    expect(w.logs.filter((l) => l.level === 'warn' && /stepped back/.test(l.msg)).map((l) => [l.fields!.key_name, l.fields!.field])).toEqual(
+      keys.map((k, i) => [k.name, i === 0 ? 'rotateTime' : 'createTime']),
+    );
+    expect(w.km.nextDueTime()).toBe(T0 + DAY);
   });
 
   it('a group of rotations whose write fails rotates none of its keys: memory, disk and kernel agree, and each key retries on its own backoff', async () => {

@@ -16,12 +16,13 @@ import { keySuiteRefusal } from './suite-choice.js';
 import { type KeyRecord, MAX_TIME_MS, nextRotationTime } from './model.js';
 
 /**
- * Scheduled rotations saved in one state write, at most: each write is of the whole file, so a write
- * per rotation made a pass over n due keys cost n whole-file writes (1000 keys, about 30 s, while
- * start-up waits for the first pass: review by helper-190). In groups, not the whole pass at once,
- * so that the lock is released between them for callers waiting on it.
+ * Keys whose scheduled work (a deletion, a rotation, a rotation period rebased after the clock
+ * stepped back) is saved in one state write, at most: each write is of the whole file, so a write
+ * per key made a pass over n due keys cost n whole-file writes (1000 keys, 20-40 s, while start-up
+ * waits for the first pass: reviews by helper-190 and helper-196). In groups, not the whole pass at
+ * once, so that the lock is released between them for callers waiting on it.
  */
-export const ROTATIONS_PER_SAVE = 64;
+export const KEYS_PER_SAVE = 64;
 /** A rotation recorded at most this far ahead of the clock is left alone: such a step back delays one rotation by as much. */
 const CLOCK_BACK_TOLERANCE_MS = 60_000;
 const rotationBase = (r: KeyRecord) => r.rotateTime ?? r.createTime;
@@ -41,9 +42,7 @@ export interface KeyDueWorkHost {
   now: () => number;
   lock: Mutex;
   /** Writes the state with this change (KeyWrites.persistWith). Under the lock. */
-  persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord }, meta?: { postponingMs?: number }): Promise<void>;
-  /** Persists `next` in place of the record with its id, then swaps it in (KeyWrites.replace). Under the lock. */
-  replace(next: KeyRecord): Promise<KeyRecord>;
+  persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord | KeyRecord[] }, meta?: { postponingMs?: number }): Promise<void>;
   /** Rotates the keys in one state write; those that could not be are returned as failed (KeyManager.rotateManyLocked). Under the lock. */
   rotateManyLocked(records: readonly KeyRecord[], why: string): Promise<{ rotated: KeyRecord[]; failed: { record: KeyRecord; err: unknown }[] }>;
 }
@@ -100,9 +99,11 @@ export class KeyDueWork {
 
   /**
    * Destroys keys whose deletion time has passed, and rotates keys that are due. Returns what it did.
-   * A key whose work fails (a full disk, the kernel key quota) is put off on its own backoff, and the
-   * run goes on with the others: a deletion further down may be what frees the quota. The failures
-   * are then reported together as DueWorkFailed. Due rotations are saved ROTATIONS_PER_SAVE at a time.
+   * The work is saved KEYS_PER_SAVE keys at a time: deletions first (they free the kernel key quota
+   * and the caps the rotations need), then rotation periods rebased after a step back of the clock,
+   * then rotations. A key whose work fails (a full disk, the kernel key quota) is put off on its own
+   * backoff, and the run goes on with the others; the failures are then reported together as
+   * DueWorkFailed.
    */
   async runDueWork(): Promise<{ deleted: string[]; rotated: string[] }> {
     const deleted: string[] = [];
@@ -110,77 +111,97 @@ export class KeyDueWork {
     const failed: { name: string; err: unknown; retryInMs: number; at: number }[] = [];
     const now = this.now();
     const records = [...this.index.named()];
-    // Reported in the keys' order, though a group's rotations fail after the deletions among them.
+    // Reported in the keys' order, though the work is done by kind.
     const order = new Map(records.map((r, i) => [r.id, i]));
     const fail = (record: KeyRecord, kind: DueWorkKind, err: unknown) => {
       // From the failure, not the pass's start: a slow failing write must not leave its retry already past.
       failed.push({ name: record.name, err, retryInMs: this.retries.failed(record.id, kind, this.now()), at: order.get(record.id)! });
     };
-    let due: KeyRecord[] = [];
-    const rotateDue = async () => {
-      const group = due;
-      due = [];
-      let result: Awaited<ReturnType<KeyDueWork['rotateStillDue']>>;
-      try {
-        result = await this.rotateStillDue(group, now);
-      } catch (err) {
-        for (const record of group) fail(record, 'rotation', err);
-        return;
-      }
-      for (const record of result.rotated) rotated.push(record.name);
-      const failedIds = new Set(result.failed.map((f) => f.record.id));
-      for (const record of group) if (!failedIds.has(record.id)) this.retries.succeeded(record.id);
-      for (const f of result.failed) fail(f.record, 'rotation', f.err);
-    };
+    const due: Record<'deletion' | 'rebase' | 'rotation', KeyRecord[]> = { deletion: [], rebase: [], rotation: [] };
     for (const record of records) {
       const kind = dueWorkKind(record);
       if (this.retries.retryTime(record.id, kind, now) !== null) continue;
+      let work: ReturnType<KeyDueWork['dueWorkOf']>;
       try {
-        if (await this.dueWorkFor(record, now, deleted)) {
-          due.push(record);
-          if (due.length === ROTATIONS_PER_SAVE) await rotateDue();
-          continue;
-        }
-        this.retries.succeeded(record.id);
+        work = this.dueWorkOf(record, now);
       } catch (err) {
         fail(record, kind, err);
+        continue;
       }
+      if (work) due[work].push(record);
+      else this.retries.succeeded(record.id);
     }
-    if (due.length > 0) await rotateDue();
+    // Each group is re-checked under the lock and saved in one write; a failed write fails its keys only.
+    const inGroups = async (keys: KeyRecord[], kind: DueWorkKind, run: (group: KeyRecord[]) => Promise<{ record: KeyRecord; err: unknown }[]>) => {
+      for (let i = 0; i < keys.length; i += KEYS_PER_SAVE) {
+        const group = keys.slice(i, i + KEYS_PER_SAVE);
+        let groupFailed: { record: KeyRecord; err: unknown }[];
+        try {
+          groupFailed = await run(group);
+        } catch (err) {
+          groupFailed = group.map((record) => ({ record, err }));
+        }
+        const failedIds = new Set(groupFailed.map((f) => f.record.id));
+        for (const record of group) if (!failedIds.has(record.id)) this.retries.succeeded(record.id);
+        for (const f of groupFailed) fail(f.record, kind, f.err);
+      }
+    };
+    await inGroups(due.deletion, 'deletion', (group) => this.destroyStillDue(group, now, deleted));
+    await inGroups(due.rebase, 'rotation', async (group) => (await this.rebaseRotations(group), []));
+    await inGroups(due.rotation, 'rotation', async (group) => {
+      const result = await this.rotateStillDue(group, now);
+      for (const record of result.rotated) rotated.push(record.name);
+      return result.failed;
+    });
     if (failed.length > 0) throw new DueWorkFailed(failed.sort((a, b) => a.at - b.at));
     return { deleted, rotated };
   }
 
-  /** Removes a key whose deletion is due from the state, then from the kernel (under the lock). */
-  private async destroyLocked(record: KeyRecord): Promise<void> {
-    await this.host.persistWith({ remove: record });
-    this.index.unindex(record);
-    this.deps.log('key deleted after its waiting period', { key_name: record.name, keyId: record.id });
+  /**
+   * What the key looks due for as the pass starts, if anything; each group re-checks it under the
+   * lock (the key may have changed or gone meanwhile). 'rebase': its rotation period counts from a
+   * time the clock has stepped back from (rebaseRotations).
+   */
+  private dueWorkOf(record: KeyRecord, now: number): 'deletion' | 'rebase' | 'rotation' | undefined {
+    if (record.state === 'pending_deletion') return record.deletionTime !== null && record.deletionTime <= now ? 'deletion' : undefined;
+    const due = this.scheduledRotationTime(record);
+    if (due === null) return undefined;
+    if (rotationBase(record) > now + CLOCK_BACK_TOLERANCE_MS) return 'rebase';
+    return due <= now ? 'rotation' : undefined;
   }
 
   /**
-   * The due work of one key, re-checked under the lock (the key may have changed or gone meanwhile).
-   * A rotation is not made here: true says the key looks due for one (rotateStillDue re-checks it).
+   * Removes those of `records` whose deletion is still due, re-checked under the lock (a deletion
+   * cancelled while they waited is left alone), from the state in one write, then from the kernel:
+   * a crash in between leaves their kernel keys only to the keyring, which goes with the process.
+   * A failed write deletes none of them. Returns the keys it could not finish.
    */
-  private async dueWorkFor(record: KeyRecord, now: number, deleted: string[]): Promise<boolean> {
-    if (record.state === 'pending_deletion' && record.deletionTime !== null && record.deletionTime <= now) {
-      await this.host.lock.run(async () => {
+  private async destroyStillDue(records: readonly KeyRecord[], now: number, deleted: string[]): Promise<{ record: KeyRecord; err: unknown }[]> {
+    return this.host.lock.run(async () => {
+      // The pass's own reading, or an earlier one: a deletion rescheduled while the pass ran must not
+      // fall due by a forward clock step the scheduler has not yet postponed deletions by.
+      const at = Math.min(now, this.now());
+      const stillDue: KeyRecord[] = [];
+      for (const record of records) {
         const current = this.index.withId(record.id);
-        // The pass's own reading, or an earlier one: a deletion rescheduled while the pass ran must not
-        // fall due by a forward clock step the scheduler has not yet postponed deletions by.
-        if (current?.state !== 'pending_deletion' || current.deletionTime === null || current.deletionTime > Math.min(now, this.now())) return;
-        await this.destroyLocked(current);
-        deleted.push(current.name);
-      });
-      return false;
-    }
-    const due = this.scheduledRotationTime(record);
-    if (due === null || record.state === 'pending_deletion') return false;
-    if (rotationBase(record) > now + CLOCK_BACK_TOLERANCE_MS) {
-      await this.rebaseRotation(record);
-      return false;
-    }
-    return due <= now;
+        if (current?.state === 'pending_deletion' && current.deletionTime !== null && current.deletionTime <= at) stillDue.push(current);
+      }
+      if (stillDue.length === 0) return [];
+      await this.host.persistWith({ remove: stillDue });
+      const failed: { record: KeyRecord; err: unknown }[] = [];
+      for (const record of stillDue) {
+        try {
+          this.index.unindex(record);
+        } catch (err) {
+          // Gone from the state already: the retry finds what is left of it in memory.
+          failed.push({ record, err });
+          continue;
+        }
+        deleted.push(record.name);
+        this.deps.log('key deleted after its waiting period', { key_name: record.name, keyId: record.id });
+      }
+      return failed;
+    });
   }
 
   /**
@@ -202,21 +223,29 @@ export class KeyDueWork {
   }
 
   /**
-   * The key's last rotation (or creation) is recorded later than now: the wall clock was ahead then
-   * and has stepped back. Counted from that time, its next rotation would wait for as long as the
+   * The keys' last rotation (or creation) is recorded later than now: the wall clock was ahead then
+   * and has stepped back. Counted from that time, their next rotation would wait for as long as the
    * clock was ahead (found by review: a year ahead, a daily key went a year unrotated). The time is
    * set to now, which no recorded time should pass, so the period counts from the corrected clock.
+   * Those still ahead, re-checked under the lock, in one state write; a failed write changes none.
    */
-  private async rebaseRotation(record: KeyRecord): Promise<void> {
+  private async rebaseRotations(records: readonly KeyRecord[]): Promise<void> {
     await this.host.lock.run(async () => {
-      const current = this.index.withId(record.id);
       // A fresh reading: a rotation made while this pass ran is no step back.
       const now = this.now();
-      if (!current || nextRotationTime(current) === null || rotationBase(current) <= now + CLOCK_BACK_TOLERANCE_MS) return;
-      const field = current.rotateTime !== null ? 'rotateTime' : 'createTime';
-      const recorded = rotationBase(current);
-      await this.host.replace({ ...structuredClone(current), [field]: now });
-      this.deps.log('the wall clock is behind the key\'s last rotation (it stepped back): its rotation period now counts from the present', { key_name: current.name, keyId: current.id, field, recorded: new Date(recorded).toISOString() }, 'warn');
+      const next: { record: KeyRecord; field: 'rotateTime' | 'createTime'; recorded: number }[] = [];
+      for (const record of records) {
+        const current = this.index.withId(record.id);
+        if (!current || current.state === 'pending_deletion' || nextRotationTime(current) === null || rotationBase(current) <= now + CLOCK_BACK_TOLERANCE_MS) continue;
+        const field = current.rotateTime !== null ? 'rotateTime' : 'createTime';
+        next.push({ record: { ...structuredClone(current), [field]: now, updateTime: now }, field, recorded: rotationBase(current) });
+      }
+      if (next.length === 0) return;
+      await this.host.persistWith({ put: next.map((n) => n.record) });
+      for (const { record, field, recorded } of next) {
+        this.index.put(record);
+        this.deps.log('the wall clock is behind the key\'s last rotation (it stepped back): its rotation period now counts from the present', { key_name: record.name, keyId: record.id, field, recorded: new Date(recorded).toISOString() }, 'warn');
+      }
     });
   }
 

@@ -95,7 +95,6 @@ export class KeyManager {
       now: () => this.now(),
       lock: this.lock,
       persistWith: (change, meta) => this.writes.persistWith(change, meta),
-      replace: (next) => this.writes.replace(next),
       rotateManyLocked: (records, why) => this.rotateManyLocked(records, why),
     });
   }

@@ -39,11 +39,12 @@ export class KeyWrites {
     return next;
   }
 
-  async persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord } = {}, meta?: { postponingMs?: number }): Promise<void> {
+  async persistWith(change: { put?: KeyRecord | KeyRecord[]; remove?: KeyRecord | KeyRecord[] } = {}, meta?: { postponingMs?: number }): Promise<void> {
     // After close() the maps are empty: a document built from them would hold no other key.
     if (this.closed) throw shuttingDown();
-    const puts = change.put === undefined ? [] : Array.isArray(change.put) ? change.put : [change.put];
-    const replaced = new Set([change.remove?.id, ...puts.map((r) => r.id)]);
+    const list = (x: KeyRecord | KeyRecord[] | undefined) => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
+    const puts = list(change.put);
+    const replaced = new Set([...list(change.remove), ...puts].map((r) => r.id));
     const keys = [...this.index.records()].filter((r) => !replaced.has(r.id));
     keys.push(...puts);
     keys.sort((a, b) => (a.name < b.name ? -1 : 1));
