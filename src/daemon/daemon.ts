@@ -44,7 +44,7 @@ import { CallerSlots } from './api/caller-slots.js';
 import { Drain } from './api/drain.js';
 import { callerKey } from './api/handler.js';
 import { refusedUnaryAudit } from './api/refused-call-audit.js';
-import { callLimit } from './api/call-limit.js';
+import { callLimit, type CallLimitDeps } from './api/call-limit.js';
 import { VERSION } from './version.js';
 import { notifyReliably, startWatchdog } from './watchdog.js';
 
@@ -177,8 +177,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
     const deps = { audit: auditTrail.audit, log, access: new Access(policy, (call) => connections.principalOf(call), hooks.auditFailing) };
     // Every call of every service, counted from its first header until its stream closes (api/call-limit.ts).
     const calls = new CallerSlots(config.limits.maxCallsPerCaller, 'calls', 'calls_per_caller', 'maxCallsPerCaller', { limit: config.limits.maxCalls, limitName: 'calls', setting: 'maxCalls' });
-    // The call limit first (innermost): a call it refuses never reaches the other's listener.
-    const server = new grpc.Server({ ...serverOptions(config.limits), interceptors: [callLimit({ ...deps, calls }), refusedUnaryAudit(deps)] });
+    const server = new grpc.Server({ ...serverOptions(config.limits), interceptors: serverInterceptors({ ...deps, calls }) });
     server.addService(daemonServiceDefinition(KeyService, config.limits.maxBatchItems), keyServiceHandlers(keys, deps, config.limits.maxMessageBytes));
     server.addService(daemonServiceDefinition(CryptoService, config.limits.maxBatchItems), cryptoServiceHandlers(ctx, deps));
     server.addService(
@@ -302,6 +301,14 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
     await cleanup();
     throw err;
   }
+}
+
+/**
+ * The server's interceptors, innermost first. The call limit innermost: a call it refuses never
+ * reaches the other's listener, and it reads the call's grpc-encoding off grpc-js's own call.
+ */
+export function serverInterceptors(deps: CallLimitDeps & Parameters<typeof refusedUnaryAudit>[0]): grpc.ServerInterceptor[] {
+  return [callLimit(deps), refusedUnaryAudit(deps)];
 }
 
 /**

@@ -1,5 +1,6 @@
 /**
- * patches/@grpc+grpc-js+1.14.7.patch: grpc-js 1.14.7 ends a call by itself when a client's message
+ * patches/@grpc+grpc-js+1.14.7.patch (its other change, the advertised encodings, is checked by
+ * src/daemon/api/response-encoding.test.ts): grpc-js 1.14.7 ends a call by itself when a client's message
  * breaks a limit (here a length prefix over grpc.max_receive_message_length) and, once response
  * headers are out, sends that status as trailers after the response's last DATA frame. The client's
  * half-close is still handed to the handler, which may answer it; that write came after grpc-js's

@@ -48,7 +48,7 @@ beforeAll(async () => {
   const access = callers.access;
   const record = (e: AuditEntry) => void audit.push(e);
   const deps = { audit: record, log: { error: vi.fn(), warn }, access } as never;
-  // As daemon.ts wires them: the call limit innermost, the refused-unary audit around it.
+  // As daemon.ts wires them (serverInterceptors), with a shorter warning interval.
   server = new grpc.Server({ ...serverOptions(DEFAULT_LIMITS), interceptors: [callLimit({ audit: record, log: { warn }, access, calls }, THROTTLE_MS), refusedUnaryAudit(deps)] });
   const handlers = cryptoServiceHandlers(ctx, deps) as Record<string, (...args: never[]) => void>;
   const hash = handlers.hash!;
@@ -104,6 +104,8 @@ interface Raw {
   connection: net.Socket;
   session: http2.ClientHttp2Session;
   headers: Promise<http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader>;
+  /** The trailers; the headers of a trailers-only answer. */
+  trailers: Promise<http2.IncomingHttpHeaders>;
   closed: Promise<number>;
 }
 /** A raw HTTP/2 call that sends `frames` and neither ends nor resets it. */
@@ -116,8 +118,12 @@ function raw(uid: number, path: string, frames: Buffer[] = [], extra: http2.Outg
   req.resume();
   for (const f of frames) req.write(f);
   const headers = new Promise<http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader>((resolve) => req.once('response', resolve));
+  const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => {
+    req.once('trailers', resolve);
+    void headers.then((h) => h['grpc-status'] !== undefined && resolve(h));
+  });
   const closed = new Promise<number>((resolve) => req.once('close', () => resolve(req.rstCode ?? -1)));
-  return { req, connection, session, headers, closed };
+  return { req, connection, session, headers, trailers, closed };
 }
 
 test(`one caller's call beyond maxCallsPerCaller is refused RESOURCE_EXHAUSTED / DAEMON_BUSY and audited; another caller's are not`, async () => {
@@ -236,11 +242,12 @@ test('a call whose messages are compressed (grpc-encoding gzip) is refused UNIMP
   const from = audit.length;
   const refused = raw(A, HASH, [compressed], { 'grpc-encoding': 'gzip' });
   refused.req.end();
-  const headers = await refused.headers;
-  expect(headers['grpc-status']).toBe(String(grpc.status.UNIMPLEMENTED));
-  expect(decodeURIComponent(String(headers['grpc-message']))).toBe('the daemon takes only uncompressed messages, and this call declared grpc-encoding gzip: send it without compression (grpc-encoding identity, or none)');
-  // What gRPC says a server answers with an encoding it does not take.
-  expect(headers['grpc-accept-encoding']).toBe('identity');
+  // What gRPC says a server answers with an encoding it does not take, in response headers (grpc-js
+  // clients read it from nowhere else: the next test), then the status as trailers.
+  expect((await refused.headers)['grpc-accept-encoding']).toBe('identity');
+  const trailers = await refused.trailers;
+  expect(trailers['grpc-status']).toBe(String(grpc.status.UNIMPLEMENTED));
+  expect(decodeURIComponent(String(trailers['grpc-message']))).toBe('the daemon takes only uncompressed messages, and this call declared grpc-encoding gzip: send it without compression (grpc-encoding identity, or none)');
   expect(await refused.closed).toBe(http2.constants.NGHTTP2_NO_ERROR);
   expect(handled).not.toHaveBeenCalled();
   expect(audit.slice(from)).toEqual([expect.objectContaining({ rpc: 'CryptoService/Hash', principal: expect.objectContaining({ uid: A }), outcome: 'UNIMPLEMENTED', bytesIn: 0 })]);
@@ -255,4 +262,32 @@ test('a call whose messages are compressed (grpc-encoding gzip) is refused UNIMP
     expect(handled).toHaveBeenCalledTimes(n + 1);
     plain.session.destroy();
   }
+});
+
+test('a compressed call that does not end its side is refused all the same, and its stream closed after the status', async () => {
+  const body = gzipSync(hashRequest(1000));
+  const refused = raw(A, HASH, [Buffer.concat([Buffer.from([1, 0, 0, (body.length >>> 8) & 255, body.length & 255]), body])], { 'grpc-encoding': 'deflate' });
+  expect((await refused.trailers)['grpc-status']).toBe(String(grpc.status.UNIMPLEMENTED));
+  expect(await refused.closed).toBe(http2.constants.NGHTTP2_NO_ERROR);
+  expect(calls.heldBy(`uid:${A}`)).toBe(0);
+  refused.session.destroy();
+});
+
+test('a call to a method the daemon does not have is not counted, and holds nothing: answered at once, its stream closed though the client keeps sending', async () => {
+  // grpc-js answers it UNIMPLEMENTED before any interceptor runs; Node then closes a stream whose
+  // answer is out and whose input nobody reads (RST_STREAM NO_ERROR), as this file's refusals do.
+  const c = client(A);
+  const open = Array.from({ length: PER_CALLER }, () => watch(c));
+  await until(() => calls.heldBy(`uid:${A}`) === PER_CALLER);
+  const from = audit.length;
+  const body = hashRequest(32 * 1024);
+  const unknown = Array.from({ length: 8 }, () => raw(A, '/ringfence.v1.CryptoService/Nope', [framed(body.subarray(0, 16 * 1024), body.length)]));
+  for (const u of unknown) {
+    expect((await u.trailers)['grpc-status']).toBe(String(grpc.status.UNIMPLEMENTED));
+    expect(await u.closed).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    u.session.destroy();
+  }
+  expect(calls.heldBy(`uid:${A}`)).toBe(PER_CALLER);
+  expect(audit.length).toBe(from);
+  for (const w of open) w.call.cancel();
 });

@@ -18,12 +18,17 @@
  * that passed mid-message): such a call still holds memory, so it still counts, against its caller.
  * The close comes on every end: both sides done, a reset, the connection gone, the daemon's stop.
  *
+ * Calls to a method the daemon does not have never get here: grpc-js answers them UNIMPLEMENTED as
+ * their HEADERS arrive (server.js _respondWithError), and Node closes such a stream at once (answer
+ * out, nothing read: RST_STREAM NO_ERROR), so they hold nothing to count (call-limit.test.ts).
+ *
  * The refusal is RESOURCE_EXHAUSTED / DAEMON_BUSY (limit `calls_per_caller` or `calls`), audited
  * (the audit trail bounds a caller's refusal lines: audit-refusals.ts) and warned about at most once
  * per caller per DROP_WARN_INTERVAL_MS, with counts, like connections closed at accept.
  *
  * Compressed messages are refused the same way, before anything is read (UNIMPLEMENTED, as gRPC
- * says for an encoding a server does not take): grpc-js inflates every message of a DATA frame at
+ * says for an encoding a server does not take, after response headers naming the one it takes:
+ * identity, as every answer of the daemon says, response-encoding.ts): grpc-js inflates every message of a DATA frame at
  * once, each up to maxMessageBytes, so that one 16 KiB frame of deflate bombs made a call hold
  * some 12 MiB where an uncompressed one holds one message (review by helper-193). No ringfence
  * client compresses, nor would AEAD output shrink.
@@ -39,6 +44,7 @@ import type { CallerSlots } from './caller-slots.js';
 import { http2StreamOf } from './call-end.js';
 import { ApiError, ErrorReason, isApiError, Status } from './errors.js';
 import { auditPrincipal, callerKey, statusName } from './handler.js';
+import { advertiseIdentity } from './response-encoding.js';
 
 const OWN_PREFIX = '/ringfence.v1.';
 
@@ -95,12 +101,26 @@ export function callLimit(deps: CallLimitDeps, intervalMs = DROP_WARN_INTERVAL_M
     counter.count();
   };
 
-  /** The call is not passed on: grpc-js never reads its body, nor runs a handler or another interceptor's listener. */
-  const refuse = (call: grpc.ServerInterceptingCallInterface, status: Partial<grpc.StatusObject>, stream: ReturnType<typeof http2StreamOf>) =>
+  /**
+   * The call is not passed on: grpc-js never reads its body, nor runs a handler or another
+   * interceptor's listener.
+   *
+   * `headersFirst`: response headers before the status rather than a trailers-only answer. gRPC has
+   * a server refusing an encoding name the ones it takes, and grpc-js clients read that only from
+   * response headers: answered trailers-only, one set to compress (grpc.default_compression_algorithm)
+   * went on compressing, and was refused, every call of its channel.
+   */
+  const refuse = (call: grpc.ServerInterceptingCallInterface, status: Partial<grpc.StatusObject>, stream: ReturnType<typeof http2StreamOf>, headersFirst = false) =>
     new grpc.ServerInterceptingCall(call, {
       start: () => {
+        const close = () => stream?.close(http2.NGHTTP2_NO_ERROR);
+        if (headersFirst) call.sendMetadata(advertiseIdentity(new grpc.Metadata()));
         call.sendStatus(status as grpc.StatusObject);
-        stream?.close(http2.NGHTTP2_NO_ERROR);
+        // After headers, grpc-js sends the status as trailers only when the stream asks for them
+        // ('wantTrailers', which sendStatus has just listened for), and Node hands them to HTTP/2 in a
+        // setImmediate (Http2Stream.sendTrailers): the reset goes after, else it cuts them off.
+        if (headersFirst && stream && !stream.closed && !stream.destroyed) stream.once('wantTrailers', () => setImmediate(close));
+        else close();
       },
     });
 
@@ -113,10 +133,7 @@ export function callLimit(deps: CallLimitDeps, intervalMs = DROP_WARN_INTERVAL_M
     if (encoding !== undefined && encoding.toLowerCase() !== 'identity') {
       const err = compressedRefusal(encoding);
       deps.audit({ rpc: rpcName(method.path), ...auditPrincipal(access), bytesIn: 0, bytesOut: 0, outcome: statusName(err.code), durationMs: 0 });
-      const status = err.toServiceError();
-      // What gRPC has a server answer with an encoding it does not take (grpc-js clients do not read it from a trailers-only answer).
-      status.metadata?.set('grpc-accept-encoding', 'identity');
-      return refuse(call, status, stream);
+      return refuse(call, err.toServiceError(), stream, true);
     }
     let release: () => void;
     try {
