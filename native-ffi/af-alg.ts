@@ -5,6 +5,7 @@
  *
  * Errno, common to these calls:
  * - EAFNOSUPPORT: this kernel has no AF_ALG (CONFIG_CRYPTO_USER_API off, or blocked).
+ * - EMFILE / ENFILE / ENOMEM / ENOBUFS (socket, accept): no descriptor or kernel memory for a socket.
  * - ENOENT (bind): the algorithm is not in the kernel, or af_alg_restrict refuses it to this caller.
  * - ENOPROTOOPT (setsockopt): option unknown to this kernel (key by serial needs >= 6.2), or the key's
  *   type cannot key a transform.

@@ -9,15 +9,16 @@ import * as keyctl from '../../native-ffi/keyctl.js';
 import { isSyscallError } from '../../native-ffi/syscall-error.js';
 import type { AlgReport } from './probe.js';
 
-/** supported null: not checked (no AF_ALG, no hmac(sha256)), or the check failed (`failed`). */
+/** supported null: not checked (no AF_ALG, no hmac(sha256)), or the check failed (`failed`, with the errno when the kernel gave one). */
 export interface KeySerialReport {
   supported: boolean | null;
   verified: boolean;
   detail: string;
   failed?: boolean;
+  errno?: string;
 }
 
-/** supported null: not checked, because keying by serial itself is not supported. */
+/** supported null: not checked, because keying by serial itself is not supported, or the key quota is full (errno EDQUOT). */
 export interface GeneratedKeysReport {
   supported: boolean | null;
   detail: string;
@@ -25,6 +26,15 @@ export interface GeneratedKeysReport {
 }
 
 const PROBE_DATA = Buffer.from('ringfence');
+
+/**
+ * add_key's EDQUOT: this uid holds as many keys, or key bytes, as the kernel lets it (the daemon's
+ * own keys count, and another daemon's of the same uid). The kernel does not say which of the two.
+ */
+export function keyQuotaFull(uid = process.getuid?.()): string {
+  const [keys, bytes] = uid === 0 ? ['root_maxkeys', 'root_maxbytes'] : ['maxkeys', 'maxbytes'];
+  return `the kernel key quota of uid ${uid} is full (EDQUOT from add_key): raise /proc/sys/kernel/keys/${keys} and ${bytes} (sysctl kernel.keys.${keys} / kernel.keys.${bytes}; /proc/key-users shows the use), or free keys this uid holds`;
+}
 
 /** HMAC-SHA256 of PROBE_DATA keyed by the kernel key `serial`. */
 function hmacBySerial(serial: number): Buffer {
@@ -66,6 +76,8 @@ export function probeKeySerial(algs: AlgReport[]): KeySerialReport {
     return { supported: true, verified, detail: verified ? 'ALG_SET_KEY_BY_KEY_SERIAL keyed hmac(sha256) from a logon key; output matched node:crypto' : 'keyed by serial, but the output did not match node:crypto' };
   } catch (err) {
     if (isSyscallError(err, 'ENOPROTOOPT')) return { supported: false, verified: false, detail: 'ALG_SET_KEY_BY_KEY_SERIAL unknown to this kernel (needs Linux >= 6.2)' };
+    // Not a kernel that cannot: one whose quota is full, which the operator can raise (review by helper-197).
+    if (isSyscallError(err, 'EDQUOT')) return { supported: null, verified: false, failed: true, errno: 'EDQUOT', detail: keyQuotaFull() };
     // The keyring or AF_ALG failing here (ENOSYS, EPERM from seccomp, a quota) fails the daemon too.
     return { supported: null, verified: false, failed: true, detail: `could not check: ${(err as Error).message}` };
   } finally {
@@ -97,6 +109,8 @@ export function probeGeneratedKeys(): GeneratedKeysReport {
   } catch (err) {
     const errno = isSyscallError(err) ? err.code : undefined;
     // add_key answers ENODEV for a key type the kernel does not have.
+    // A full key quota says nothing of the kernel: not checked.
+    if (errno === 'EDQUOT') return { supported: null, detail: keyQuotaFull(), errno };
     const why = errno === 'ENODEV' ? 'the kernel has no encrypted key type (CONFIG_ENCRYPTED_KEYS)' : (err as Error).message;
     return { supported: false, detail: why, ...(errno ? { errno } : {}) };
   } finally {

@@ -209,6 +209,7 @@ export function summarize(r: CapabilityReport): string[] {
   else out.push(`Keying by kernel key serial works${r.keySerial.verified ? ' (verified against node:crypto)' : ' but gave a WRONG result'}.`);
   if (r.generatedKeys.supported === true) out.push(`Kernel-generated keys work: ${r.generatedKeys.detail}.`);
   else if (r.generatedKeys.supported === false) out.push(`Kernel-generated keys do not work here: ${r.generatedKeys.detail}. CreateKey will fail; ImportKey still works.`);
+  else if (r.generatedKeys.errno === 'EDQUOT') out.push(`Kernel-generated keys could not be checked: ${r.generatedKeys.detail}. Until then CreateKey, ImportKey and RotateKey fail.`);
   if (r.restrict.unreadable !== undefined) out.push(`${r.restrict.sysctl} could not be read (${r.restrict.unreadable}): AF_ALG may be restricted; taken as restricted.`);
   else if (r.restrict.value === null) out.push(`No ${r.restrict.sysctl}: AF_ALG is not restricted on this kernel.`);
   else if (r.restrict.value === 0) out.push(`${r.restrict.sysctl} = 0: AF_ALG is not restricted.`);
@@ -268,6 +269,7 @@ export function cannotWork(r: CapabilityReport): string | undefined {
   }
   if (r.keySerial.supported === false) return `this kernel cannot key AF_ALG by kernel key serial (${r.keySerial.detail})`;
   if (r.keySerial.supported === true && !r.keySerial.verified) return 'keying AF_ALG by kernel key serial gave a wrong result on this kernel';
+  if (r.keySerial.failed && r.keySerial.errno === 'EDQUOT') return r.keySerial.detail;
   if (r.keySerial.failed) return `keying AF_ALG by kernel key serial could not be checked (${r.keySerial.detail.replace(/^could not check: /, '')})`;
   if (!r.defaultAeadSuite) return 'no AEAD suite is usable on this kernel';
   return undefined;

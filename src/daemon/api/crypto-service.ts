@@ -10,7 +10,7 @@ import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash, hashStream } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
 import { batchComputeMac, batchDecrypt, batchEncrypt, type OnItem } from '../ops/batch.js';
-import { auditKeyOf, auditPrincipal, callContext, callerKey, clientStreaming, logInternal, statusName, unary, UNARY_ANSWER_OVERHEAD, type HandlerDeps, type UnaryBudget } from './handler.js';
+import { auditKeyOf, auditPrincipal, callContext, callerKey, clientStreaming, logForOperator, statusName, unary, UNARY_ANSWER_OVERHEAD, type HandlerDeps, type UnaryBudget } from './handler.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { Status, type ApiError } from './errors.js';
 import type { CallAccess } from '../policy/access.js';
@@ -70,10 +70,12 @@ function auditItem(deps: HandlerDeps, access: CallAccess, rpc: string): OnItem {
     const entry = { rpc, ...who, bytesIn: payloadBytes(item), durationMs: +durationMs.toFixed(3) };
     if ('response' in outcome) deps.audit({ ...entry, ...keyOf(item, outcome.response), bytesOut: payloadBytes(outcome.response), outcome: 'OK' });
     else {
-      // As a unary call's: the cause the client is not told; once per batch (its items tend to fail alike).
-      if (!internalLogged && outcome.error.code === Status.INTERNAL) {
+      // As a unary call's: the cause the client is not told, once per batch (its items tend to fail
+      // alike); a shortage of descriptors or memory is counted per item (its warning is throttled).
+      if (outcome.error.code !== Status.INTERNAL) logForOperator(deps, rpc, outcome.error);
+      else if (!internalLogged) {
         internalLogged = true;
-        logInternal(deps, rpc, outcome.error);
+        logForOperator(deps, rpc, outcome.error);
       }
       deps.audit({ ...entry, ...keyOf(item), ...auditKeyOf(outcome.error), bytesOut: 0, outcome: statusName(outcome.error.code), reason: outcome.error.reasonName });
     }

@@ -137,6 +137,12 @@ function convert(err: unknown, what: string): ApiError {
       }
       case 'BUSY':
         return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.DAEMON_BUSY, err.message, err.limit ? { limit: err.limit } : {}, { cause: err });
+      case 'OUT_OF_RESOURCES': {
+        // The daemon's own shortage, not a bug nor the request's doing: retrying later may work (review by helper-197).
+        const metadata: Record<string, string> = err.errno ? { errno: err.errno } : {};
+        if (isSyscallError(err.cause)) metadata.call = err.cause.syscall;
+        return new ApiError(Status.RESOURCE_EXHAUSTED, ErrorReason.DAEMON_OUT_OF_RESOURCES, `${err.message}; nothing was done: retry with backoff (the daemon's log warns its operator)`, metadata, { cause: err });
+      }
       default:
         return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel failed ${what}: ${err.message}`, err.errno ? { errno: err.errno } : {}, { cause: err });
     }

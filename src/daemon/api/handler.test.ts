@@ -7,6 +7,9 @@ import type { AuditEntry } from './audit.js';
 import { daemonServiceDefinition } from './decode.js';
 import { ApiError, ErrorReason, Status } from './errors.js';
 import { clientStreaming, unary, type HandlerDeps } from './handler.js';
+import { SyscallError } from '../../../native-ffi/syscall-error.js';
+import { fromKernel } from '../engine/errors.js';
+import { decodeStatusDetails } from '../../rpc/error-details.js';
 
 describe('clientStreaming', () => {
   it('audits a call the client cancelled mid-stream as CANCELLED, not as an internal error', async () => {
@@ -93,5 +96,35 @@ describe('unary', () => {
       sourceKeyVersion: 1,
     }));
     expect(line).toMatchObject({ rpc: 'CryptoService/ReEncrypt', outcome: 'OK', bytesIn: source.length + sourceAad.length + destinationAad.length, bytesOut: reEncrypted.length });
+  });
+});
+
+describe('a call refused for want of descriptors or kernel memory (review by helper-197)', () => {
+  it('answers RESOURCE_EXHAUSTED / DAEMON_OUT_OF_RESOURCES with errno and call, and warns the operator, throttled; no internal error is logged', async () => {
+    const audit = vi.fn();
+    const log = { error: vi.fn(), warn: vi.fn() };
+    const deps = { audit, log, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+    const handler = unary(CryptoService.method.encrypt, deps, async () => {
+      throw fromKernel(new SyscallError('accept4', 24), 'request', 'gcm(aes) with key 5');
+    });
+    const statuses: { code?: number; details?: string; metadata?: unknown }[] = [];
+    for (let i = 0; i < 3; i++) {
+      await new Promise<void>((resolve) =>
+        handler({ request: create(CryptoService.method.encrypt.input, { keyName: 'k' }), getDeadline: () => Infinity } as never, (err) => {
+          statuses.push(err as never);
+          resolve();
+        }),
+      );
+    }
+    expect(statuses.map((s) => s.code)).toEqual([Status.RESOURCE_EXHAUSTED, Status.RESOURCE_EXHAUSTED, Status.RESOURCE_EXHAUSTED]);
+    expect(statuses[0]!.details).toBe('gcm(aes) with key 5: the daemon could not open an AF_ALG socket: it has as many files open as it may (EMFILE: its RLIMIT_NOFILE, LimitNOFILE= in its systemd unit); nothing was done: retry with backoff (the daemon\'s log warns its operator)');
+    expect(decodeStatusDetails(statuses[0]!.metadata as never)).toMatchObject({ reason: ErrorReason.DAEMON_OUT_OF_RESOURCES, metadata: { errno: 'EMFILE', call: 'accept4' } });
+    await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(3));
+    expect(audit.mock.calls[0]![0]).toMatchObject({ outcome: 'RESOURCE_EXHAUSTED', reason: 'DAEMON_OUT_OF_RESOURCES' });
+    // One warning for the burst (the throttle's interval is 10 s), naming the errno and the call.
+    expect(log.warn).toHaveBeenCalledTimes(1);
+    expect(log.warn.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/Encrypt', errno: 'EMFILE', call: 'accept4', refused: 1, refusedTotal: 1 });
+    expect(log.warn.mock.calls[0]![1]).toMatch(/^no file descriptor or kernel memory for an AF_ALG socket/);
+    expect(log.error).not.toHaveBeenCalled();
   });
 });

@@ -6,7 +6,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { create, type DescMethod, type DescMessage, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
 import { performance } from 'node:perf_hooks';
-import { shuttingDown, toApiError, type ApiError } from './errors.js';
+import { ErrorReason, shuttingDown, toApiError, type ApiError } from './errors.js';
+import { throttledRefusals, type RefusalCounter } from '../identity/warn-throttle.js';
 import { keyOf, payloadBytes, type Audit, type AuditEntry } from './audit.js';
 import type { Logger } from 'pino';
 import type { Access, CallAccess } from '../policy/access.js';
@@ -128,9 +129,30 @@ export function statusName(code: grpc.status): string {
   return grpc.status[code] ?? String(code);
 }
 
-/** Logs what an INTERNAL error hides from the client (the cause chain; never payloads). */
-export function logInternal(deps: HandlerDeps, rpc: string, e: ApiError): void {
+/**
+ * Logs what the operator must see of a failed call: what an INTERNAL error hides from the client
+ * (the cause chain; never payloads), and the daemon short of descriptors or kernel memory for its
+ * AF_ALG sockets (review by helper-197), warned at most once per interval with a count: a shortage
+ * refuses calls by the thousand.
+ */
+export function logForOperator(deps: HandlerDeps, rpc: string, e: ApiError): void {
   if (e.code === grpc.status.INTERNAL) deps.log.error({ rpc, reason: e.reasonName, err: e.cause ?? e }, `internal error in ${rpc}`);
+  else if (e.reason === ErrorReason.DAEMON_OUT_OF_RESOURCES) shortageWarning(deps.log).count({ rpc, errno: e.metadata.errno, call: e.metadata.call, detail: e.message });
+}
+
+/** How often the shortage warning may come, as the listener's for connections refused at accept. */
+export const SHORTAGE_WARN_INTERVAL_MS = 10_000;
+const shortageWarnings = new WeakMap<Logger, RefusalCounter>();
+
+function shortageWarning(log: Logger): RefusalCounter {
+  let counter = shortageWarnings.get(log);
+  if (!counter) {
+    counter = throttledRefusals(SHORTAGE_WARN_INTERVAL_MS, ({ closed, closedTotal, ...fields }) =>
+      log.warn({ ...fields, refused: closed, refusedTotal: closedTotal }, 'no file descriptor or kernel memory for an AF_ALG socket: refusing calls with RESOURCE_EXHAUSTED until there is; raise the daemon\'s LimitNOFILE= (EMFILE) or fs.file-max (ENFILE), or find what holds the memory'),
+    );
+    shortageWarnings.set(log, counter);
+  }
+  return counter;
 }
 
 /**
@@ -197,7 +219,7 @@ export function unary<I extends DescMessage, O extends DescMessage>(
           if (err === ENDED_WHILE_WAITING) return done({ ...keyOf(request), outcome: goneReason(call), items: itemCount(request) });
           const e = toApiError(err, rpc);
           callback(e.toServiceError());
-          logInternal(deps, rpc, e);
+          logForOperator(deps, rpc, e);
           done({ ...keyOf(request), ...auditKeyOf(e), outcome: statusName(e.code), reason: e.reasonName, items: itemCount(request) });
         },
       )
@@ -297,7 +319,7 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
           // A call the client ended (cancel, deadline) is the client's doing, not an internal error: audited as such, not logged.
           if (gone) return auditGone(gone);
           callback(e.toServiceError());
-          logInternal(deps, rpc, e);
+          logForOperator(deps, rpc, e);
           whenHalfClosedEnds(call, (cancelled) => cancelled ? auditGone(cancelled) : deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - start).toFixed(3) }));
         },
       )

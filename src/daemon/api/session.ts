@@ -27,7 +27,7 @@ import { invalidField, shuttingDown, toApiError, type ApiError } from './errors.
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
 import { goneMessage, statusSent } from './call-end.js';
-import { auditKeyOf, auditPrincipal, callContext, callerKey, limitReadAhead, logInternal, statusName, whenGone, type HandlerDeps } from './handler.js';
+import { auditKeyOf, auditPrincipal, callContext, callerKey, limitReadAhead, logForOperator, statusName, whenGone, type HandlerDeps } from './handler.js';
 
 type Result = MessageInitShape<typeof SessionResponseSchema>['result'];
 
@@ -231,7 +231,7 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
           },
           (err: unknown): Result => {
             const e = toApiError(err, rpc);
-            logInternal(deps, rpc, e);
+            logForOperator(deps, rpc, e);
             deps.audit({ rpc, ...who, ...keyOf(op.value), ...auditKeyOf(e), bytesIn, bytesOut: 0, outcome: statusName(e.code), reason: e.reasonName, durationMs: +(performance.now() - begin).toFixed(3) });
             return { case: 'error', value: e.toItemStatus() };
           },

@@ -22,10 +22,11 @@ import type { ResolvedVersion } from '../keys/key-manager.js';
 import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from '../ops/context.js';
 import { goneMessage, whenHalfClosedEnds, type GoneReason } from './call-end.js';
-import { auditPrincipal, callerKey, limitWriteBehind, logInternal, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
+import { auditPrincipal, callerKey, limitWriteBehind, logForOperator, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import { auditText } from './audit.js';
 import type { Authorize } from '../policy/access.js';
 import type { CryptoEngine } from '../engine/engine.js';
+import { rechecked } from '../ops/key-recheck.js';
 
 type Duplex<I, O> = grpc.ServerDuplexStream<I, O>;
 
@@ -131,7 +132,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
       // A client that went away (cancel, deadline) is audited so below; its stream's end is no internal error.
       if (!gone) {
         call.emit('error', e.toServiceError());
-        logInternal(deps, rpc, e);
+        logForOperator(deps, rpc, e);
       }
       // A gone call's error is only how its loop was ended (call.destroy), no reason worth recording.
       const auditEnd = (why: GoneReason | undefined) => deps.audit({ rpc, ...who, ...audit, outcome: why ?? statusName(e.code), ...(why ? {} : { reason: e.reasonName }), durationMs: +(performance.now() - start).toFixed(3) });
@@ -185,9 +186,9 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
                 prepaid--;
                 ctx.keys.checkStreamVersion(resolved);
               } else await ctx.keys.countEncryptions(resolved, 1);
-              const sealed = await seal(engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom);
-              // And again once the kernel answers: a key change acknowledged while it sealed holds
-              // for this chunk too (review by helper-149).
+              // And again once the kernel answers (or fails: ops/key-recheck.ts): a key change
+              // acknowledged while it sealed holds for this chunk too (review by helper-149).
+              const sealed = await rechecked(ctx, seal(engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom), () => ctx.keys.checkStreamVersion(resolved));
               ctx.keys.checkStreamVersion(resolved);
               return sealed;
             },
@@ -310,7 +311,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
               workSincePause += chunkAad.length + sealed.length + CHUNK_WORK_BYTES;
               checkAccess(h);
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
-              const plaintext = await open(engine, r.suite, r.serials, nonce, chunkAad, sealed);
+              const plaintext = await rechecked(ctx, open(engine, r.suite, r.serials, nonce, chunkAad, sealed), () => ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite));
               try {
                 ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite); // and once the kernel answered, as in Decrypt
               } catch (err) {

@@ -8,7 +8,7 @@ import { create } from '@bufbuild/protobuf';
 import { describe, expect, it, vi } from 'vitest';
 import { DecryptStreamRequestSchema, EncryptStreamRequestSchema, type DecryptStreamResponse, type EncryptStreamResponse } from '../../gen/ringfence/v1/stream_pb.js';
 import type { OpContext } from '../ops/context.js';
-import { standInContext } from '../ops/stand-in.test-support.js';
+import { deleteKeyNow, standInContext } from '../ops/stand-in.test-support.js';
 import type { AuditEntry } from './audit.js';
 import { MemoryBudget } from './memory-budget.js';
 import { fakeStreamCall } from './stream-call.test-support.js';
@@ -48,9 +48,10 @@ function run(handler: typeof encryptStreamHandler | typeof decryptStreamHandler,
     f.call.on('error', () => resolve());
     f.call.on('finish', () => resolve());
   });
-  const deps = { audit: (e: AuditEntry) => audit.push(e), log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } };
+  const log = { error: vi.fn() };
+  const deps = { audit: (e: AuditEntry) => audit.push(e), log, access: { forCall: () => ({ authorize: () => {} }) } };
   handler(ctx, deps as never)(f.call as never);
-  return { ...f, audit, ended };
+  return { ...f, audit, ended, log };
 }
 
 const context = () => standInContext({ budget: new MemoryBudget(1 << 30) } as Partial<OpContext>);
@@ -115,4 +116,53 @@ describe('DecryptStream: a key change while the kernel opens a chunk', () => {
       expect(d.audit[0]).toMatchObject({ outcome: 'FAILED_PRECONDITION', reason });
     });
   }
+});
+
+// The kernel key is gone with the key, so the kernel refuses the chunk: that ended the stream
+// INTERNAL / KERNEL_ERROR; it ends as a chunk sent a moment later would (review by helper-197).
+describe('a stream whose key is deleted (its waiting period over) while the kernel works on a chunk', () => {
+  it('EncryptStream: the chunk is not sent, the stream ends NOT_FOUND / KEY_NOT_FOUND, no internal error logged', async () => {
+    const base = await context();
+    const h = holdable(base, 'aeadEncrypt');
+    const s = run(encryptStreamHandler, h.ctx);
+    s.call.push(create(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'k' } } }));
+    await vi.waitFor(() => expect(s.written).toHaveLength(1));
+    h.arm();
+    s.call.push(create(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext: Buffer.from('last'), final: true } } }));
+    s.call.push(null);
+    await h.reached;
+    await deleteKeyNow(base, 'k');
+    h.release();
+    await s.ended;
+    expect(s.written).toHaveLength(1); // the header only
+    expect(s.errors.map((e) => [e.code, e.details])).toEqual([[5, 'key "k" does not exist']]);
+    await vi.waitFor(() => expect(s.audit).toHaveLength(1));
+    expect(s.audit[0]).toMatchObject({ outcome: 'NOT_FOUND', reason: 'KEY_NOT_FOUND' });
+    expect(s.log.error).not.toHaveBeenCalled();
+  });
+
+  it('DecryptStream: no plaintext is sent, the stream ends NOT_FOUND / KEY_NOT_FOUND, no internal error logged', async () => {
+    const base = await context();
+    const e = run(encryptStreamHandler, base);
+    e.call.push(create(EncryptStreamRequestSchema, { frame: { case: 'header', value: { keyName: 'k' } } }));
+    e.call.push(create(EncryptStreamRequestSchema, { frame: { case: 'chunk', value: { plaintext: Buffer.from('the plaintext'), final: true } } }));
+    e.call.push(null);
+    await e.ended;
+    const stream = Buffer.concat((e.written as EncryptStreamResponse[]).map((m) => Buffer.from(m.ciphertext)));
+    const h = holdable(base, 'aeadDecrypt');
+    h.arm();
+    const d = run(decryptStreamHandler, h.ctx);
+    d.call.push(create(DecryptStreamRequestSchema, { frame: { case: 'header', value: {} } }));
+    d.call.push(create(DecryptStreamRequestSchema, { frame: { case: 'chunk', value: { ciphertext: stream } } }));
+    d.call.push(null);
+    await h.reached;
+    await deleteKeyNow(base, 'k');
+    h.release();
+    await d.ended;
+    expect((d.written as DecryptStreamResponse[]).filter((m) => m.plaintext.length > 0)).toEqual([]);
+    expect(d.errors.map((x) => x.code)).toEqual([5]);
+    await vi.waitFor(() => expect(d.audit).toHaveLength(1));
+    expect(d.audit[0]).toMatchObject({ outcome: 'NOT_FOUND', reason: 'KEY_NOT_FOUND' });
+    expect(d.log.error).not.toHaveBeenCalled();
+  });
 });

@@ -18,6 +18,7 @@ export type EngineErrorCode =
   | 'INVALID_ARGUMENT' // a length the algorithm cannot take
   | 'PAYLOAD_TOO_LARGE'
   | 'BUSY' // too many requests wait for, or streams hold, the kernel's sockets
+  | 'OUT_OF_RESOURCES' // no descriptor or kernel memory for a new AF_ALG socket
   | 'INTERNAL';
 
 /** Which bound a BUSY refusal met (ErrorInfo metadata `limit`). */
@@ -66,6 +67,12 @@ export function fromKernel(err: unknown, stage: Stage, what: string, type?: AlgT
     if (v >= 2) return new EngineError('AF_ALG_UNAVAILABLE', `af_alg_restrict=${v} switches AF_ALG off for every process, the daemon included: set it to 1 or 0`, opts);
     return new EngineError('AF_ALG_UNAVAILABLE', 'this kernel has no AF_ALG (CONFIG_CRYPTO_USER_API*), or it is blocked', opts);
   }
+  // Out of descriptors or kernel memory for a new socket: the daemon's resources, not the request
+  // (review by helper-197: INTERNAL, and ENOMEM at accept PAYLOAD_TOO_LARGE). The syscall tells it
+  // from ENOMEM on sendmsg, which is the request's size (below).
+  if ((err.syscall === 'socket' || err.syscall === 'accept4') && SOCKET_RESOURCES[c] !== undefined) {
+    return new EngineError('OUT_OF_RESOURCES', `${what}: the daemon could not open an AF_ALG socket: ${SOCKET_RESOURCES[c]}`, opts);
+  }
   if (stage === 'open' && c === 'ENOENT') {
     // As the probe tells them apart (capabilities/probe.ts): on the allowlist, and privileged, it is missing.
     if (afAlgRestricted() && type !== undefined && allowedWhenRestricted({ type, name: what }) && privileged()) {
@@ -91,6 +98,14 @@ export function fromKernel(err: unknown, stage: Stage, what: string, type?: AlgT
   if (stage === 'authsize' && c === 'EINVAL') return new EngineError('INVALID_ARGUMENT', `${what}: tag size not supported`, opts);
   return new EngineError('INTERNAL', `${what}: ${err.message}`, opts);
 }
+
+/** What each errno of socket() or accept() that means "no resources" says ran out, and where its bound is set. */
+const SOCKET_RESOURCES: Record<string, string | undefined> = {
+  EMFILE: 'it has as many files open as it may (EMFILE: its RLIMIT_NOFILE, LimitNOFILE= in its systemd unit)',
+  ENFILE: 'the system has as many files open as it may (ENFILE: fs.file-max)',
+  ENOMEM: 'the kernel is short of memory (ENOMEM)',
+  ENOBUFS: 'the kernel is short of memory (ENOBUFS)',
+};
 
 /**
  * The sysctl's value, "unreadable", or undefined where the kernel has none: read on the error path

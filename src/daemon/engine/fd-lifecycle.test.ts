@@ -12,7 +12,9 @@ const fake = vi.hoisted(() => ({
   doubleClosed: [] as number[],
   failSend: undefined as number | undefined, // errno for the next send
   failRead: undefined as number | undefined, // errno for the next read
-  failAccept: 0, // accepts to fail with EMFILE
+  failAccept: 0, // accepts to fail with acceptErrno
+  acceptErrno: 24, // EMFILE
+  failOpen: undefined as number | undefined, // errno for the next socket()
   failKey: undefined as number | undefined,
   failSize: false,
   used: [] as number[], // fds requests ran on
@@ -34,8 +36,8 @@ vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => {
   };
   return {
     ...real,
-    openTransform: fd,
-    acceptOp: (t: number) => { check(t); if (fake.failAccept > 0) { fake.failAccept--; throw new SyscallError('accept4', 24); } return fd(); },
+    openTransform: () => { const e = fake.failOpen; if (e !== undefined) { fake.failOpen = undefined; throw new SyscallError('socket', e); } return fd(); },
+    acceptOp: (t: number) => { check(t); if (fake.failAccept > 0) { fake.failAccept--; throw new SyscallError('accept4', fake.acceptErrno); } return fd(); },
     setKeyBySerial: () => { const e = fake.failKey; if (e !== undefined) { fake.failKey = undefined; throw new SyscallError('setsockopt', e); } },
     setAeadAuthSize: () => {},
     closeFd: (n: number) => { if (!fake.open.delete(n)) fake.doubleClosed.push(n); },
@@ -86,6 +88,24 @@ describe('engine file descriptors on error paths', () => {
     await expect(enc(e, 2)).rejects.toBeTruthy();
     fake.failAccept = 1;
     await expect(enc(e, 2)).rejects.toBeTruthy();
+    e.close();
+    expect(fake.open.size).toBe(0);
+    expect(fake.doubleClosed).toEqual([]);
+  });
+
+  it('no descriptor or memory at socket() or accept(): OUT_OF_RESOURCES (not INTERNAL, not PAYLOAD_TOO_LARGE); the next request works (review by helper-197)', async () => {
+    const e = new CryptoEngine();
+    fake.failOpen = 24; // EMFILE
+    await expect(enc(e, 4)).rejects.toMatchObject({ code: 'OUT_OF_RESOURCES', errno: 'EMFILE' });
+    fake.failOpen = 23; // ENFILE
+    await expect(enc(e, 4)).rejects.toMatchObject({ code: 'OUT_OF_RESOURCES', errno: 'ENFILE' });
+    for (const errno of [12, 24]) {
+      fake.acceptErrno = errno; // ENOMEM, then EMFILE
+      fake.failAccept = 1;
+      await expect(enc(e, 4)).rejects.toMatchObject({ code: 'OUT_OF_RESOURCES', errno: errno === 12 ? 'ENOMEM' : 'EMFILE' });
+    }
+    fake.acceptErrno = 24;
+    await enc(e, 4);
     e.close();
     expect(fake.open.size).toBe(0);
     expect(fake.doubleClosed).toEqual([]);

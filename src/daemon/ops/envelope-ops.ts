@@ -10,6 +10,7 @@ import { aboutKey, ApiError, deniedByCiphertext, ErrorReason, Status } from '../
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
 import type { OpContext } from './context.js';
+import { rechecked } from './key-recheck.js';
 
 /** Key ids as bytes, decoded from hex once per key record (a key keeps its id for life). */
 const keyIds = new WeakMap<object, Buffer>();
@@ -25,10 +26,12 @@ export async function sealEnvelope(ctx: OpContext, r: ResolvedVersion<AeadSuite>
   const nonce = getRandom(r.suite.nonceBytes);
   const { header, aad: headerAndAad } = headerWithAssociatedData({ suite: r.suite.name, keyId: keyIdBytes(r.key), keyVersion: r.version, nonce }, aad);
   // The header goes into the seal's headroom: the envelope is header || sealed without another copy.
-  const envelope = await seal(ctx.engine, r.suite, r.serials, nonce, headerAndAad, plaintext, HEADER_BYTES);
   // Checked again once the kernel answers (a large seal waits on the pool): a key change
-  // acknowledged meanwhile must hold for this answer too (review by helper-149).
-  ctx.keys.checkStreamVersion(r, 0, 'request');
+  // acknowledged meanwhile must hold for this answer too (review by helper-149), and for its
+  // failure (a key deleted meanwhile: key-recheck.ts).
+  const recheck = () => ctx.keys.checkStreamVersion(r, 0, 'request');
+  const envelope = await rechecked(ctx, seal(ctx.engine, r.suite, r.serials, nonce, headerAndAad, plaintext, HEADER_BYTES), recheck);
+  recheck();
   header.copy(envelope, 0);
   return envelope;
 }
@@ -67,7 +70,7 @@ export async function openEnvelope(
     if (env.sealed.length < r.suite.tagBytes) {
       throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is shorter than its ${HEADER_BYTES}-byte header and ${r.suite.tagBytes}-byte tag`, { detail: 'shorter than header and tag' });
     }
-    const plaintext = await open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed);
+    const plaintext = await rechecked(ctx, open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed), () => ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite));
     // As for a seal: a key disabled (or its version retired) while the kernel opened this answers
     // as it would have after.
     try {

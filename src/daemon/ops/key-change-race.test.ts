@@ -6,14 +6,18 @@
  * disabled key still encrypted (review by helper-149). The stand-in engine is held between the
  * request reaching it and its answer, while the change is made and acknowledged.
  */
+import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
+import { Drain } from '../api/drain.js';
+import { ErrorReason, toApiError } from '../api/errors.js';
+import { EngineError } from '../engine/errors.js';
 import type { OpContext } from './context.js';
 import { decrypt } from './decrypt.js';
 import { encrypt } from './encrypt.js';
 import { generateDataKey } from './generate-data-key.js';
 import { computeMac, verifyMac } from './mac.js';
 import { reEncrypt } from './reencrypt.js';
-import { standInContext } from './stand-in.test-support.js';
+import { deleteKeyNow, standIn, standInContext } from './stand-in.test-support.js';
 
 type EngineFn = (...a: unknown[]) => Promise<Buffer>;
 
@@ -145,4 +149,112 @@ describe('a key change acknowledged while the kernel computes a MAC', () => {
       expect(await refusal(verifying)).toEqual({ code: 9, reason: reason });
     });
   }
+});
+
+/**
+ * A key deleted (its waiting period over) while one of its requests waited for the kernel: the
+ * kernel key is gone, so the kernel refuses the request (ENOKEY when its transform is keyed again,
+ * or the transform closed under it). That answered INTERNAL / KERNEL_ERROR; it answers what the
+ * request would have got a moment later: NOT_FOUND (review by helper-197).
+ */
+describe('a key deleted while the kernel works on its request', () => {
+  /** The gRPC answer a call failed with (it must fail). */
+  const answer = (p: Promise<unknown>) =>
+    p.then(
+      () => ({ answered: true }),
+      (err: unknown) => {
+        const e = toApiError(err);
+        return { code: grpc.status[e.code], reason: ErrorReason[e.reason], message: e.message, metadata: e.metadata };
+      },
+    );
+  const named = (name: string) => ({ code: 'NOT_FOUND', reason: 'KEY_NOT_FOUND', message: `key "${name}" does not exist`, metadata: { key_name: name } });
+
+  it('Encrypt and GenerateDataKey: NOT_FOUND naming the key, not INTERNAL; the data key wiped', async () => {
+    const base = await standInContext();
+    const h = hold(base, 'aeadEncrypt');
+    const encrypting = answer(encrypt(h.ctx, req({ keyName: 'k', plaintext: Buffer.from('late'), associatedData: none })));
+    const generating = answer(generateDataKey(h.ctx, req({ keyName: 'k', lengthBytes: 32, associatedData: none })));
+    await h.reached;
+    await deleteKeyNow(base, 'k');
+    h.release();
+    expect(await encrypting).toEqual(named('k'));
+    expect(await generating).toEqual(named('k'));
+    expect((h.inputs[1]![5] as Buffer).equals(Buffer.alloc(32))).toBe(true);
+  });
+
+  it('Decrypt: NOT_FOUND by the key id the ciphertext names (no more than a later Decrypt is told)', async () => {
+    const base = await standInContext();
+    const made = await encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('secret text'), associatedData: none }));
+    const id = base.keys.get('k').id;
+    const h = hold(base, 'aeadDecrypt');
+    const decrypting = answer(decrypt(h.ctx, req({ ciphertext: made.ciphertext, associatedData: none })));
+    await h.reached;
+    await deleteKeyNow(base, 'k');
+    h.release();
+    const late = await answer(decrypt(base, req({ ciphertext: made.ciphertext, associatedData: none })));
+    expect(late).toMatchObject({ code: 'NOT_FOUND', reason: 'KEY_NOT_FOUND', metadata: { key_id: id } });
+    expect(await decrypting).toEqual(late);
+  });
+
+  it('ReEncrypt: its destination deleted while sealing, or its source while opening: NOT_FOUND', async () => {
+    const base = await standInContext();
+    await base.keys.create({ name: 'dest', suite: 'aes-256-gcm' });
+    const source = await encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('moved'), associatedData: none }));
+    const sourceId = base.keys.get('k').id;
+    const sealing = hold(base, 'aeadEncrypt');
+    const moving = answer(reEncrypt(sealing.ctx, req({ ciphertext: source.ciphertext, destinationKeyName: 'dest', associatedData: none })));
+    await sealing.reached;
+    await deleteKeyNow(base, 'dest');
+    sealing.release();
+    expect(await moving).toEqual(named('dest'));
+
+    const opening = hold(base, 'aeadDecrypt');
+    const movingBack = answer(reEncrypt(opening.ctx, req({ ciphertext: source.ciphertext, associatedData: none })));
+    await opening.reached;
+    await deleteKeyNow(base, 'k');
+    opening.release();
+    expect(await movingBack).toMatchObject({ code: 'NOT_FOUND', reason: 'KEY_NOT_FOUND', metadata: { key_id: sourceId } });
+  });
+
+  it('ComputeMac and VerifyMac: NOT_FOUND naming the key', async () => {
+    const base = await standInContext();
+    const tag = await computeMac(base, req({ keyName: 'm', data: Buffer.from('d') }));
+    const c = hold(base, 'digest');
+    const v = hold(base, 'verifyDigest');
+    const computing = answer(computeMac(c.ctx, req({ keyName: 'm', data: Buffer.from('d') })));
+    const verifying = answer(verifyMac(v.ctx, req({ keyName: 'm', data: Buffer.from('d'), mac: tag.mac, keyVersion: 1 })));
+    await Promise.all([c.reached, v.reached]);
+    await deleteKeyNow(base, 'm');
+    c.release();
+    v.release();
+    expect(await computing).toEqual(named('m'));
+    expect(await verifying).toEqual(named('m'));
+  });
+
+  it('once the daemon\'s stop has begun: UNAVAILABLE / SHUTTING_DOWN, not NOT_FOUND (a forced stop closes the keys; they are not gone)', async () => {
+    const drain = new Drain();
+    const base = await standInContext({ drain });
+    const h = hold(base, 'aeadEncrypt');
+    const encrypting = answer(encrypt(h.ctx, req({ keyName: 'k', plaintext: Buffer.from('late'), associatedData: none })));
+    await h.reached;
+    drain.start();
+    base.keys.close();
+    standIn.fault = new EngineError('KEY_UNUSABLE', 'transform closed');
+    try {
+      h.release();
+      expect(await encrypting).toMatchObject({ code: 'UNAVAILABLE', reason: 'SHUTTING_DOWN' });
+    } finally {
+      standIn.fault = undefined;
+    }
+  });
+
+  it('a key that is still there keeps the kernel\'s answer: the recheck changes only what a change made meanwhile explains', async () => {
+    const base = await standInContext();
+    standIn.fault = new EngineError('KEY_UNUSABLE', 'key 100: the kernel key was revoked', { errno: 'EKEYREVOKED' });
+    try {
+      expect(await answer(encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('x'), associatedData: none })))).toMatchObject({ code: 'INTERNAL', reason: 'KERNEL_ERROR', metadata: { errno: 'EKEYREVOKED' } });
+    } finally {
+      standIn.fault = undefined;
+    }
+  });
 });

@@ -3,6 +3,7 @@ import type { ComputeMacRequest, ComputeMacResponseSchema, VerifyMacRequest, Ver
 import { computeMac as kernelMac, verifyMac as kernelVerify } from '../engine/suite-ops.js';
 import { invalidField } from '../api/errors.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from './context.js';
+import { rechecked } from './key-recheck.js';
 
 /** CryptoService.ComputeMac: HMAC with the primary version, in the kernel. */
 export async function computeMac(ctx: OpContext, req: ComputeMacRequest): Promise<MessageInitShape<typeof ComputeMacResponseSchema>> {
@@ -10,8 +11,8 @@ export async function computeMac(ctx: OpContext, req: ComputeMacRequest): Promis
   ctx.authorize('mac', name);
   const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes, SIZE_HINT.mac);
   const r = ctx.keys.forMac(name);
-  const mac = await kernelMac(ctx.engine, r.suite, r.serials[0]!, data);
-  // Checked again once the kernel answers: a key change acknowledged meanwhile holds for this answer (helper-149).
+  // Checked again once the kernel answers (or fails: key-recheck.ts): a key change acknowledged meanwhile holds for this answer (helper-149).
+  const mac = await rechecked(ctx, kernelMac(ctx.engine, r.suite, r.serials[0]!, data), () => ctx.keys.checkMacVersion(r));
   ctx.keys.checkMacVersion(r);
   return { mac, keyName: r.key.name, keyVersion: r.version };
 }
@@ -24,7 +25,7 @@ export async function verifyMac(ctx: OpContext, req: VerifyMacRequest): Promise<
   if (req.mac.byteLength === 0) throw invalidField('mac', 'mac is required');
   const r = ctx.keys.forVerify(name, req.keyVersion);
   // A MAC of the wrong length is simply not valid; the kernel is not asked.
-  const valid = req.mac.byteLength === r.suite.macBytes && (await kernelVerify(ctx.engine, r.suite, r.serials[0]!, data, Buffer.from(req.mac)));
+  const valid = req.mac.byteLength === r.suite.macBytes && (await rechecked(ctx, kernelVerify(ctx.engine, r.suite, r.serials[0]!, data, Buffer.from(req.mac)), () => ctx.keys.checkMacVersion(r)));
   ctx.keys.checkMacVersion(r);
   return { valid, keyName: r.key.name, keyVersion: r.version };
 }

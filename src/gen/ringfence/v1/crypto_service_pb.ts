@@ -26,10 +26,13 @@ export const file_ringfence_v1_crypto_service: GenFile = /*@__PURE__*/
  * Errors common to the RPCs that use a key: NOT_FOUND (KEY_NOT_FOUND, KEY_VERSION_NOT_FOUND),
  * FAILED_PRECONDITION (KEY_DISABLED, KEY_PENDING_DELETION, KEY_VERSION_DISABLED,
  * KEY_PURPOSE_MISMATCH, SUITE_RESTRICTED_BY_KERNEL, SUITE_UNAVAILABLE), RESOURCE_EXHAUSTED (PAYLOAD_TOO_LARGE,
- * ENCRYPTION_LIMIT_REACHED, STATE_NOT_PERSISTED when the state directory is full),
+ * ENCRYPTION_LIMIT_REACHED, STATE_NOT_PERSISTED when the state directory is full, DAEMON_BUSY,
+ * DAEMON_OUT_OF_RESOURCES),
  * PERMISSION_DENIED (PERMISSION_DENIED), UNAVAILABLE while the daemon stops (SHUTTING_DOWN on a Session)
  * or cannot write its audit trail (AUDIT_UNAVAILABLE, every RPC), INTERNAL (KERNEL_ERROR, STATE_NOT_PERSISTED). Decrypting RPCs add INVALID_ARGUMENT
- * (CIPHERTEXT_MALFORMED, CIPHERTEXT_FORMAT_UNSUPPORTED, AUTHENTICATION_FAILED).
+ * (CIPHERTEXT_MALFORMED, CIPHERTEXT_FORMAT_UNSUPPORTED, AUTHENTICATION_FAILED). A key changed while
+ * the kernel worked on a request (disabled, scheduled for deletion, deleted once its waiting
+ * period passed) answers as a request sent after the change: its result is not sent.
  *
  * @generated from service ringfence.v1.CryptoService
  */
