@@ -10,6 +10,7 @@ import { clientStreaming, unary, type HandlerDeps } from './handler.js';
 import { SyscallError } from '../../../native-ffi/syscall-error.js';
 import { fromKernel } from '../engine/errors.js';
 import { decodeStatusDetails } from '../../rpc/error-details.js';
+import { MemoryBudget } from './memory-budget.js';
 
 describe('clientStreaming', () => {
   it('audits a call the client cancelled mid-stream as CANCELLED, not as an internal error', async () => {
@@ -96,6 +97,28 @@ describe('unary', () => {
       sourceKeyVersion: 1,
     }));
     expect(line).toMatchObject({ rpc: 'CryptoService/ReEncrypt', outcome: 'OK', bytesIn: source.length + sourceAad.length + destinationAad.length, bytesOut: reEncrypted.length });
+  });
+
+  // The work of a call the budget has room for starts in the handler's own turn (helper-204: two
+  // microtask hops before it cost the daemon's one CPU on every unary call under TCG).
+  it('starts the operation of a call with room in the handler\'s turn, and answers one that throws at once', async () => {
+    const audit = vi.fn();
+    const deps = { audit, log: { error: vi.fn() }, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+    const budget = { budget: new MemoryBudget(1 << 20, 1 << 20), reserve: () => 64 };
+    const call = () => ({ request: create(CryptoService.method.hash.input, { data: new Uint8Array(5) }), cancelled: false, on: () => {}, getDeadline: () => Infinity });
+    const fn = vi.fn(async () => ({ digest: new Uint8Array(32) }));
+    const answered = new Promise((resolve) => unary(CryptoService.method.hash, deps, fn, budget)(call() as never, resolve));
+    expect(fn).toHaveBeenCalledTimes(1);
+    await answered;
+    // Not async: it throws before any promise exists; answered and audited as any failure.
+    const callback = vi.fn();
+    unary(CryptoService.method.hash, deps, () => {
+      throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.UNSPECIFIED, 'no');
+    }, budget)(call() as never, callback);
+    await vi.waitFor(() => expect(callback).toHaveBeenCalledTimes(1));
+    expect(callback.mock.calls[0]![0]).toMatchObject({ code: Status.INVALID_ARGUMENT });
+    await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(2));
+    expect(audit.mock.calls[1]![0]).toMatchObject({ rpc: 'CryptoService/Hash', outcome: 'INVALID_ARGUMENT' });
   });
 });
 

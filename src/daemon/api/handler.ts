@@ -195,9 +195,17 @@ export function unary<I extends DescMessage, O extends DescMessage>(
     const bytesIn = payloadBytes(request);
     const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
     const share = budget && heldUntilEnd(call, budget.budget.share(callerKey(access)));
-    Promise.resolve()
-      .then(() => share && admit(share, budget.reserve(decoded(request), bytesIn), budget.drain))
-      .then(() => fn(decoded(request), access, call))
+    // The work starts in this turn when the budget has room (no microtask hops before it: under
+    // TCG each costs the daemon's one CPU measurably per call); only a call waiting for room waits.
+    let work: Promise<MessageInitShape<O>>;
+    try {
+      const waiting = share && admit(share, budget.reserve(decoded(request), bytesIn), budget.drain);
+      work = waiting ? waiting.then(() => fn(decoded(request), access, call)) : fn(decoded(request), access, call);
+    } catch (err) {
+      // A request that did not decode, or an fn that threw before its first await: answered below.
+      work = Promise.reject(err);
+    }
+    work
       .then(
         (init) => {
           const response = create(method.output, init) as MessageShape<O>;
