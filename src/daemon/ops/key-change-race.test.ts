@@ -248,6 +248,17 @@ describe('a key deleted while the kernel works on its request', () => {
     }
   });
 
+  it('once the daemon\'s stop has begun, a failure no closed key causes keeps its code: an altered ciphertext is INVALID_ARGUMENT, not a retryable SHUTTING_DOWN', async () => {
+    const drain = new Drain();
+    const base = await standInContext({ drain });
+    const made = await encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('secret text'), associatedData: none }));
+    const altered = Buffer.from(made.ciphertext as Uint8Array);
+    altered[altered.length - 1]! ^= 1;
+    // Requests read before the drain are still answered during it (sessions answer what they read).
+    drain.start();
+    expect(await answer(decrypt(base, req({ ciphertext: altered, associatedData: none })))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'AUTHENTICATION_FAILED' });
+  });
+
   it('a key that is still there keeps the kernel\'s answer: the recheck changes only what a change made meanwhile explains', async () => {
     const base = await standInContext();
     standIn.fault = new EngineError('KEY_UNUSABLE', 'key 100: the kernel key was revoked', { errno: 'EKEYREVOKED' });

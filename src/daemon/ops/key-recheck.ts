@@ -8,19 +8,27 @@
  * (review by helper-197; helper-149 for successes).
  */
 import { shuttingDown } from '../api/errors.js';
-import { isEngineError } from '../engine/errors.js';
+import { isEngineError, type EngineErrorCode } from '../engine/errors.js';
 import type { OpContext } from './context.js';
 
 /**
- * `work`'s result; if the engine fails it, `recheck` (which throws what the key's state now says)
- * runs first. Not once the daemon's stop has begun: a forced stop closes the keys (the index is
+ * What the engine answers a request whose key went under it: the kernel key gone (ENOKEY, ...), or
+ * its transform closed. Another failure (an altered ciphertext, a length, the daemon's resources)
+ * is the request's or the daemon's, whatever became of the key: kept, also during a stop, where
+ * SHUTTING_DOWN (retryable) told a client its altered ciphertext might open elsewhere.
+ */
+const KEY_GONE: ReadonlySet<EngineErrorCode> = new Set(['KEY_UNUSABLE', 'INTERNAL']);
+
+/**
+ * `work`'s result; if the engine fails it as a key gone under it would (KEY_GONE), `recheck`
+ * (which throws what the key's state now says) runs first. Not once the daemon's stop has begun: a forced stop closes the keys (the index is
  * emptied), and a request the kernel then fails is not done, its key not gone: SHUTTING_DOWN.
  */
 export async function rechecked<T>(ctx: Pick<OpContext, 'drain'>, work: Promise<T>, recheck: () => unknown): Promise<T> {
   try {
     return await work;
   } catch (err) {
-    if (isEngineError(err)) {
+    if (isEngineError(err) && KEY_GONE.has(err.code)) {
       if (ctx.drain?.draining) throw shuttingDown('the operation');
       recheck();
     }
