@@ -8,7 +8,9 @@ dir=$(mktemp -d /tmp/ringfence-try.XXXXXX)
 export RINGFENCE_SOCKET="$dir/ringfence.sock"
 rf() { "$root/bin/ringfence" "$@"; }
 
-"$root/bin/ringfenced" --state-dir "$dir/state" --log-level warn &
+# The daemon's JSON log (its audit trail is written at every level) goes to a file, so that stdout is
+# the CLI's alone (try.sh status --json | jq); why it cannot start, if it cannot, is on stderr.
+"$root/bin/ringfenced" --state-dir "$dir/state" --log-level warn > "$dir/daemon.log" &
 daemon=$!
 # '|| :': under set -e a failing kill or wait (the daemon already gone) would end the trap early.
 trap 'kill -TERM $daemon 2>/dev/null || :; wait $daemon 2>/dev/null || :; rm -rf "$dir"' EXIT
@@ -36,3 +38,6 @@ rf reencrypt --aad order-42 -i "$dir/msg.rf" | rf decrypt --aad order-42
 rf hash --alg sha256 "$root/README.md"
 rf key list
 rf key show demo
+set +x
+echo "# The daemon's audit trail has one JSON line per operation (never key bytes or data); the last:"
+grep '"log":"audit"' "$dir/daemon.log" | tail -n 1

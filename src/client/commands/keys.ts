@@ -53,7 +53,7 @@ async function readMaterial(ctx: Context, from: string, suite: string | undefine
   if (!lengths.includes(bytes.length)) {
     const hint = bytes.length > 0 && (bytes[bytes.length - 1] === 0x0a || isHexText(bytes)) ? ' (it must hold raw bytes, not hex or base64 text and no trailing newline)' : '';
     bytes.fill(0);
-    throw new CommandError(`${label} holds ${bytes.length} bytes, but ${suite ?? 'a key'} takes ${lengths.join(', ')} bytes of raw key material${hint}`);
+    throw new CommandError(`${label} holds ${bytes.length} bytes, but ${suite ?? 'a key'} takes ${expected ?? '32, 48 or 64'} bytes of raw key material${hint}`);
   }
   return bytes;
 }

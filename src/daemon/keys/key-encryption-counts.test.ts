@@ -192,7 +192,10 @@ describe('KeyManager: encryption counts', () => {
     const err = await expectApi(w.km.forEncrypt('m'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
     expect(err.metadata).toEqual({ key_name: 'm', purpose: 'MAC' });
     const a = await w.km.create({ name: 'a' });
-    await expectApi(() => w.km.forMac('a'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
+    expect(err.message).toBe('key "m" is a MAC key; this operation needs an AEAD key');
+    const wrong = await expectApi(() => w.km.forMac('a'), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
+    // "an AEAD key", not "a AEAD key" (found by helper-205 running the CLI).
+    expect(wrong.message).toBe('key "a" is an AEAD key; this operation needs a MAC key');
     await expectApi(() => w.km.forVerify('a', 1), Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH);
     // A ciphertext naming a MAC key was altered (Encrypt never names one).
     await expectApi(() => w.km.forDecrypt(idBuf(m), 1, 'hmac-sha256'), Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED);

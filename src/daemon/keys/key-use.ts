@@ -240,7 +240,7 @@ export class KeyUse {
     }
     if (record.state === 'disabled') throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_DISABLED, `key "${name}" is disabled; enable it to use it`, { key_name: name });
     if (record.purpose !== purpose) {
-      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH, `key "${name}" is a ${record.purpose.toUpperCase()} key; this operation needs ${purpose === 'aead' ? 'an AEAD' : 'a MAC'} key`, { key_name: name, purpose: record.purpose.toUpperCase() });
+      throw new ApiError(Status.FAILED_PRECONDITION, ErrorReason.KEY_PURPOSE_MISMATCH, `key "${name}" is ${record.purpose === 'aead' ? 'an AEAD' : 'a MAC'} key; this operation needs ${purpose === 'aead' ? 'an AEAD' : 'a MAC'} key`, { key_name: name, purpose: record.purpose.toUpperCase() });
     }
     return record;
   }
