@@ -5,17 +5,19 @@
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LogLevel } from './config.js';
+import type { KeyLogLevel } from './keys/model.js';
 
 export function daemonLogger(level: LogLevel, destination: DestinationStream): Logger {
   return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
 }
 
 /**
- * The key manager's lines: keys created, rotated (on schedule or at their encryption limit) and
- * destroyed after their waiting period, by the daemon itself. No client call records those, so
- * they are written at any level, as the audit trail is, with the key's name, never its bytes.
+ * The key manager's lines. Its events (level 'event': a key created, rotated on schedule or at its
+ * encryption limit, destroyed after its waiting period) are key changes the daemon makes, often on
+ * its own with no call to audit: written at every level, as the audit trail is, as info lines with
+ * "log":"keys". Its other lines are diagnostics, at their level.
  */
-export function keyEventLog(logger: Logger): (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void {
-  const keyLog = logger.child({ log: 'keys' }, { level: 'info' });
-  return (msg, fields, level = 'info') => keyLog[level](fields ?? {}, msg);
+export function keyEventLog(logger: Logger): (msg: string, fields?: Record<string, unknown>, level?: KeyLogLevel) => void {
+  const events = logger.child({ log: 'keys' }, { level: 'info' });
+  return (msg, fields, level = 'info') => (level === 'event' ? events.info(fields ?? {}, msg) : logger[level](fields ?? {}, msg));
 }

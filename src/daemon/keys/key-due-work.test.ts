@@ -312,7 +312,8 @@ describe('KeyManager.runDueWork', () => {
     await w.restart();
     expect(keys.every((k) => w.km.get(k.name).versions.length === 2)).toBe(true);
     expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
-  });
+    // Hundreds of keys, each made with a state write: slow on a loaded machine, not a timing claim.
+  }, 60_000);
 
   it('saves the deletions due in one pass KEYS_PER_SAVE at a time, not each in its own write of the whole file (review by helper-196)', async () => {
     const w = await world();
@@ -337,7 +338,8 @@ describe('KeyManager.runDueWork', () => {
     await w.restart();
     expect(w.km.size).toBe(1);
     expect(await w.km.runDueWork()).toEqual({ deleted: [], rotated: [] });
-  });
+    // Hundreds of keys, each made with a state write: slow on a loaded machine, not a timing claim.
+  }, 60_000);
 
   it('a group of deletions whose write fails deletes none of its keys: memory, disk and kernel agree, none can be cancelled, and each retries on its own backoff', async () => {
     const w = await world();
@@ -411,7 +413,8 @@ describe('KeyManager.runDueWork', () => {
       keys.map((k, i) => [k.name, i === 0 ? 'rotateTime' : 'createTime']),
     );
     expect(w.km.nextDueTime()).toBe(T0 + DAY);
-  });
+    // Hundreds of keys, each made with a state write: slow on a loaded machine, not a timing claim.
+  }, 60_000);
 
   it('a group of rotations whose write fails rotates none of its keys: memory, disk and kernel agree, and each key retries on its own backoff', async () => {
     const w = await world();

@@ -13,7 +13,7 @@ import type { KeyPolicyLimits } from './key-policy.js';
 import { KeyRetries, type DueWorkKind, type RetryDelays } from './key-retries.js';
 import type { Mutex } from './mutex.js';
 import { keySuiteRefusal } from './suite-choice.js';
-import { type KeyRecord, MAX_TIME_MS, nextRotationTime } from './model.js';
+import { type KeyLogLevel, type KeyRecord, MAX_TIME_MS, nextRotationTime } from './model.js';
 
 /**
  * Keys whose scheduled work (a deletion, a rotation, a rotation period rebased after the clock
@@ -32,7 +32,7 @@ const dueWorkKind = (r: KeyRecord): DueWorkKind => (r.state === 'pending_deletio
 export interface KeyDueWorkDeps {
   suiteStatus: (suite: string) => AlgStatus;
   limits: KeyPolicyLimits;
-  log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
+  log: (msg: string, fields?: Record<string, unknown>, level?: KeyLogLevel) => void;
   /** How a key's failed scheduled work is retried (key-retries.ts); default 1 s doubling to 5 min. */
   retryDelays?: RetryDelays;
 }
@@ -198,7 +198,7 @@ export class KeyDueWork {
           continue;
         }
         deleted.push(record.name);
-        this.deps.log('key deleted after its waiting period', { key_name: record.name, keyId: record.id });
+        this.deps.log('key deleted after its waiting period', { key_name: record.name, keyId: record.id }, 'event');
       }
       return failed;
     });

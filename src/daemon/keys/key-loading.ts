@@ -10,7 +10,7 @@ import type { KeyIndex } from './key-index.js';
 import type { KeyPolicy, KeyPolicyLimits } from './key-policy.js';
 import type { KeyWrites } from './key-writes.js';
 import type { KeyMaterial } from './material.js';
-import type { PersistedState } from './model.js';
+import type { KeyLogLevel, PersistedState } from './model.js';
 import { keySuiteRefusal } from './suite-choice.js';
 
 /** The key manager's settings loadKeys reads (KeyManagerDeps). */
@@ -19,7 +19,7 @@ export interface KeyLoadingDeps {
   fingerprints: MaterialFingerprints;
   suiteStatus: (suite: string) => AlgStatus;
   limits: KeyPolicyLimits;
-  log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
+  log: (msg: string, fields?: Record<string, unknown>, level?: KeyLogLevel) => void;
 }
 
 /** The key manager's parts loadKeys fills in, and its close() for a start that fails. */

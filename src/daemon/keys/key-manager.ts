@@ -29,7 +29,7 @@ import { KeyWrites } from './key-writes.js';
 import { Mutex } from './mutex.js';
 import { keySuiteRefusal } from './suite-choice.js';
 import type { KeyMaterial } from './material.js';
-import { type KeyRecord, type PersistedState, type Purpose, type VersionRecord, boundText, suiteOf } from './model.js';
+import { type KeyLogLevel, type KeyRecord, type PersistedState, type Purpose, type VersionRecord, boundText, suiteOf } from './model.js';
 
 export type { KeyPolicyLimits } from './key-policy.js';
 export type { ResolvedVersion } from './key-use.js';
@@ -43,7 +43,7 @@ export interface KeyManagerDeps {
   /** How the kernel treats a suite for this daemon (from the capability probe). */
   suiteStatus: (suite: string) => AlgStatus;
   limits: KeyPolicyLimits;
-  log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
+  log: (msg: string, fields?: Record<string, unknown>, level?: KeyLogLevel) => void;
   now?: () => number;
   /** What the scheduler's next run will postpone deletions by, as of the wall-clock reading `wall` (due-work-scheduler.ts pendingPostponementMs); default 0. */
   pendingClockPostponementMs?: (wall: number) => number;
@@ -429,7 +429,7 @@ export class KeyManager {
       // and its count are there (forEncrypt's fast path would resolve it without serials).
       this.index.addVersion(next, serials);
       if (fingerprints) this.deps.fingerprints.add(fingerprints, { keyId: record.id, version });
-      this.deps.log('key rotated', { key_name: record.name, version, reason: why });
+      this.deps.log('key rotated', { key_name: record.name, version, reason: why }, 'event');
       this.policy.warnIfAtVersionCap(next);
     }
   }
@@ -459,7 +459,7 @@ export class KeyManager {
       throw err;
     }
     this.index.index(record, [serials], [0]);
-    this.deps.log('key created', { key_name: record.name, keyId: record.id, suite: record.suite, origin: record.origin });
+    this.deps.log('key created', { key_name: record.name, keyId: record.id, suite: record.suite, origin: record.origin }, 'event');
     return record;
   }
 

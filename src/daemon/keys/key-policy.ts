@@ -11,7 +11,7 @@ import { atVersionCap, capRefusal, withUnsavedVersions } from './key-caps.js';
 import type { KeyIndex } from './key-index.js';
 import { chooseSuite } from './suite-choice.js';
 import { WRAP_SUITES, type KeyMaterial } from './material.js';
-import { type KeyRecord, type Purpose, boundText, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, nextRotationTime } from './model.js';
+import { type KeyLogLevel, type KeyRecord, type Purpose, boundText, isValidKeyName, KEY_NAME_RULE, MAX_ROTATION_PERIOD_MS, nextRotationTime } from './model.js';
 
 export interface KeyPolicyLimits {
   minRotationPeriodMs: number;
@@ -38,7 +38,7 @@ export interface KeyPolicyDeps {
   material: KeyMaterial;
   suiteStatus: (suite: string) => AlgStatus;
   limits: KeyPolicyLimits;
-  log: (msg: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
+  log: (msg: string, fields?: Record<string, unknown>, level?: KeyLogLevel) => void;
   uncappedCallers?: ReadonlySet<number>;
 }
 

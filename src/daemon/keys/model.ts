@@ -195,3 +195,6 @@ export function validateState(doc: unknown, file: string): PersistedState {
   }
   return d as unknown as PersistedState;
 }
+
+/** A key manager line's level; 'event': a key created, rotated or destroyed, written at every log level (daemon-logger.ts). */
+export type KeyLogLevel = 'info' | 'warn' | 'event';
