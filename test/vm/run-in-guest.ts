@@ -62,7 +62,9 @@ export async function runInGuest(o: GuestRunOptions): Promise<GuestRunResult> {
         // A hang guard, not a budget: the full kernel suite takes 25-30 min per guest under TCG
         // (2026-12-03; 37-40 before, and a busy host stretched it past 40). The two guests run side
         // by side, so a hang ends the matrix within CI's 90 min; with RINGFENCE_KERNEL_JOBS=1 it may not.
-        timeoutMs: o.timeoutMs ?? envNumber("RINGFENCE_VM_TIMEOUT", 60 * 60) * 1000,
+        // 2026-12-07: a clean-clone CI run's guests were still in their last files at 60 min (host
+        // phase 10 min): 75 min, which still ends a hang inside CI's 90.
+        timeoutMs: o.timeoutMs ?? envNumber("RINGFENCE_VM_TIMEOUT", 75 * 60) * 1000,
         // 1 vCPU: with 2, multi-threaded TCG occasionally (~1 in 10 boots of 7.3) executes a stale
         // int3 from the kernel's live code patching and panics; 2 was not faster on 2 host cores.
         smp: envNumber("RINGFENCE_VM_SMP", 1),
