@@ -1,7 +1,7 @@
 /**
  * EncryptStream / DecryptStream end to end: round trips of any size, detection of truncation,
- * reordering, duplication and splicing, and bounded daemon memory on a 1 GiB stream (the daemon's
- * RSS, read from /proc, is the independent truth).
+ * reordering, duplication and splicing, and bounded daemon memory on a long stream (256 MiB by
+ * default, 1 GiB on request; the daemon's RSS, read from /proc, is the independent truth).
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -147,11 +147,13 @@ describe('streaming encryption end to end', () => {
     expect(tooLong.message).toContain('maxStreamChunkBytes');
   });
 
-  // The full gigabyte, as issue 3 asks, on every kernel: under qemu TCG (one guest CPU carries client,
-  // daemon and kernel crypto) that takes 12-16 minutes per kernel (2026-12-02: lts 753 s, restricted
-  // 918 s; daemon RSS growth 48.6 and 47.6 MiB). RINGFENCE_BIG_STREAM_BYTES=167772160 (160 MiB) is
-  // enough to see a daemon that buffers (it would hold more than 64 MiB) in a quicker local run.
-  const total = Number(process.env.RINGFENCE_BIG_STREAM_BYTES ?? 1024 * 1024 * 1024);
+  // 256 MiB by default; the gigabyte issue 3 names with RINGFENCE_BIG_STREAM_BYTES=1073741824. Under
+  // qemu TCG one guest CPU carries client, daemon and kernel crypto: 2026-12-02 the gigabyte took
+  // lts 753 s, restricted 918 s; 2026-12-07, on the same kind of machine, 1306 s each, and both
+  // guests went past the matrix's time limit. 256 MiB still shows a daemon that buffers (it would
+  // hold four times the 64 MiB bound), and the daemon's peak does not grow with the length (2026-12-07:
+  // RSS growth 25-41 MiB at 128 MiB, 22 MiB at 1 GiB). 167772160 (160 MiB) for a quicker run.
+  const total = Number(process.env.RINGFENCE_BIG_STREAM_BYTES ?? 256 * 1024 * 1024);
   it(`a ${(total / 2 ** 20).toFixed(0)} MiB stream round-trips with daemon memory growth under 64 MiB`, async () => {
     const block = randomBytes(1024 * 1024);
     const source = function* () {

@@ -29,7 +29,7 @@ async function guest(script: string, setup: (outDir: string) => void = () => {})
   const outDir = mkdtempSync(path.join(dir, "out-"));
   setup(outDir);
   try {
-    const { exitCode, kernelFaults } = await runQemu({ kernel, initramfs: "/nonexistent", outDir, nonce: "n0nce", interactive: false, timeoutMs: 30_000, smp: 1, memoryMb: 64 });
+    const { exitCode, kernelFaults } = await runQemu({ kernel, initramfs: "/nonexistent", outDir, nonce: "n0nce", interactive: false, timeoutMs: 30_000, cpu: "max", smp: 1, memoryMb: 64 });
     return { exitCode, kernelFaults };
   } catch (e) {
     if (!(e instanceof GuestError)) throw e;

@@ -16,6 +16,8 @@ export interface QemuRun {
   nonce: string;
   interactive: boolean;
   timeoutMs: number;
+  /** qemu -cpu model. */
+  cpu: string;
   smp: number;
   memoryMb: number;
   /** Put before every console line, and print only whole lines: guests running side by side. */
@@ -45,7 +47,7 @@ const qarg = (s: string) => s.replace(/,/g, ",,");
 export function qemuArgs(r: QemuRun): string[] {
   const share = (p: string, tag: string, opts: string) => ["-virtfs", `local,path=${qarg(p)},mount_tag=${tag},${opts},multidevs=remap`];
   return [
-    ...["-accel", "tcg", "-cpu", process.env.RINGFENCE_VM_CPU ?? "max", "-smp", String(r.smp), "-m", String(r.memoryMb)],
+    ...["-accel", "tcg", "-cpu", r.cpu, "-smp", String(r.smp), "-m", String(r.memoryMb)],
     ...["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"],
     // Interactive: mon:stdio turns qemu's mux on (Ctrl-A x quits) and terminal signals off, so ^C
     // and ^Z reach the guest's shell instead of ending the VM (plain stdio keeps signal=on).

@@ -18,8 +18,10 @@ export interface GuestRunOptions {
   argv: readonly string[];
   cwd?: string;
   interactive?: boolean;
-  /** Default 60 min, or RINGFENCE_VM_TIMEOUT (seconds). */
+  /** Default 75 min, or RINGFENCE_VM_TIMEOUT (seconds). */
   timeoutMs?: number;
+  /** qemu -cpu model: default RINGFENCE_VM_CPU, else "max". */
+  cpu?: string;
   /** Prefix the guest's console lines (whole lines only): set when guests run side by side. */
   linePrefix?: string;
 }
@@ -59,14 +61,15 @@ export async function runInGuest(o: GuestRunOptions): Promise<GuestRunResult> {
         projectShare: shareProject ? PROJECT_DIR : undefined,
         nonce,
         interactive,
-        // A hang guard, not a budget: the full kernel suite takes 25-30 min per guest under TCG
-        // (2026-12-03; 37-40 before, and a busy host stretched it past 40). The two guests run side
-        // by side, so a hang ends the matrix within CI's 90 min; with RINGFENCE_KERNEL_JOBS=1 it may not.
-        // 2026-12-07: a clean-clone CI run's guests were still in their last files at 60 min (host
-        // phase 10 min): 75 min, which still ends a hang inside CI's 90.
+        // A hang guard, not a budget. The two guests run side by side, so a hang ends the matrix
+        // within CI's 90 min (host phase about 10); with RINGFENCE_KERNEL_JOBS=1 it may not.
+        // 2026-12-07: the whole kernel suite took over 75 min per guest on "max" with the 1 GiB
+        // stream; with qemu64 and 256 MiB (kernel-matrix.ts, streams.kernel.test.ts) it should take
+        // well under an hour.
         timeoutMs: o.timeoutMs ?? envNumber("RINGFENCE_VM_TIMEOUT", 75 * 60) * 1000,
         // 1 vCPU: with 2, multi-threaded TCG occasionally (~1 in 10 boots of 7.3) executes a stale
         // int3 from the kernel's live code patching and panics; 2 was not faster on 2 host cores.
+        cpu: o.cpu ?? process.env.RINGFENCE_VM_CPU ?? "max",
         smp: envNumber("RINGFENCE_VM_SMP", 1),
         memoryMb: envNumber("RINGFENCE_VM_MEMORY", 2048),
         linePrefix: o.linePrefix,
