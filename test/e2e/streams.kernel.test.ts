@@ -151,7 +151,7 @@ describe('streaming encryption end to end', () => {
   // qemu TCG one guest CPU carries client, daemon and kernel crypto: 2026-12-02 the gigabyte took
   // lts 753 s, restricted 918 s; 2026-12-07, on the same kind of machine, 1306 s each, and both
   // guests went past the matrix's time limit. 256 MiB still shows a daemon that buffers (it would
-  // hold four times the 64 MiB bound), and the daemon's peak does not grow with the length (2026-12-07:
+  // hold four times the 64 MiB bound), and the daemon's peak grows little with the length (2026-12-07:
   // RSS growth 25-41 MiB at 128 MiB, 31-39 at 256 MiB, 44-49 MiB at 1 GiB). 167772160 (160 MiB) for a quicker run.
   const total = Number(process.env.RINGFENCE_BIG_STREAM_BYTES ?? 256 * 1024 * 1024);
   it(`a ${(total / 2 ** 20).toFixed(0)} MiB stream round-trips with daemon memory growth under 64 MiB`, async () => {
