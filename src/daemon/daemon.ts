@@ -41,15 +41,13 @@ import { statusServiceHandlers } from './api/status-service.js';
 import type { OpContext } from './ops/context.js';
 import { MemoryBudget } from './api/memory-budget.js';
 import { CallerSlots } from './api/caller-slots.js';
-import { Drain } from './api/drain.js';
+import { Drain, DRAIN_MS, drainServer } from './api/drain.js';
 import { callerKey } from './api/handler.js';
 import { refusedUnaryAudit } from './api/refused-call-audit.js';
 import { callLimit, type CallLimitDeps } from './api/call-limit.js';
 import { VERSION } from './version.js';
 import { notifyReliably, startWatchdog } from './watchdog.js';
 
-/** How long SIGTERM waits for calls in progress before cutting them off. */
-const DRAIN_MS = 10_000;
 /** The scheduler looks at least this often, so keys created or changed meanwhile are seen in time. */
 const SCHEDULER_MAX_SLEEP_MS = 1000;
 
@@ -174,7 +172,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
     };
     const connections = new Connections(undefined, config.limits.maxConnectionsPerCaller);
     const auditTrail = refusalBudget(pinoAudit(log));
-    const deps = { audit: auditTrail.audit, log, access: new Access(policy, (call) => connections.principalOf(call), hooks.auditFailing) };
+    const deps = { audit: auditTrail.audit, log, drain, access: new Access(policy, (call) => connections.principalOf(call), hooks.auditFailing) };
     // Every call of every service, counted from its first header until its stream closes (api/call-limit.ts).
     const calls = new CallerSlots(config.limits.maxCallsPerCaller, 'calls', 'calls_per_caller', 'maxCallsPerCaller', { limit: config.limits.maxCalls, limitName: 'calls', setting: 'maxCalls' });
     const server = new grpc.Server({ ...serverOptions(config.limits), interceptors: serverInterceptors({ ...deps, calls }) });
@@ -204,7 +202,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
       }, deps),
     );
     const health = new DaemonHealth(server, ['', ...SERVICES.map((s) => s.typeName)], drain);
-    addReflection(server, SERVICES);
+    addReflection(server, SERVICES, drain);
 
     // Connections are accepted here, identified (SO_PEERCRED), and only then handed to grpc-js.
     // One throttled warning per uid, so that each names the caller whose connections were closed.
@@ -279,18 +277,11 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
         draining = true;
         notify(log, 'STOPPING=1\nSTATUS=draining calls');
         // Health turns NOT_SERVING and its watches end (api/daemon-health.ts); Sessions end once
-        // what they read is answered (api/drain.ts).
-        drain.start();
-        await new Promise<void>((resolve) => {
-          const force = setTimeout(() => {
-            log.warn({ drainMs: DRAIN_MS }, 'calls still running after the drain period; cutting them off');
-            server.forceShutdown();
-            resolve();
-          }, DRAIN_MS);
-          server.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
+        // what they read is answered; calls still open after the drain period are answered
+        // UNAVAILABLE / SHUTTING_DOWN before their connections are closed (api/drain.ts).
+        await drainServer(server, drain, {
+          drainMs: DRAIN_MS,
+          onCutOff: () => log.warn({ drainMs: DRAIN_MS }, 'calls still running after the drain period; answering them UNAVAILABLE (SHUTTING_DOWN) and closing their connections'),
         });
         auditTrail.flush();
         await cleanup();

@@ -76,6 +76,14 @@ export const shuttingDown = (notDone?: string): ApiError =>
   new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, notDone ? `the daemon is shutting down; ${notDone} was not done: send it again to the restarted daemon` : 'the daemon is shutting down; retry against the restarted daemon');
 
 /**
+ * A call still open when the daemon's drain period ended (drain.ts), answered before its connection
+ * is closed. `notDone` says what of it was not done and what to do ("its operation was not
+ * answered: send it again to the restarted daemon").
+ */
+export const cutOff = (notDone: string): ApiError =>
+  new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, `the daemon stopped before this call ended (its drain period on shutdown was over): ${notDone}`);
+
+/**
  * The metadata of SUITE_* errors from the engine: the kernel algorithm, and the suite when only one
  * needs it (hmac(sha256) serves two; errors.proto's `suite` is one name).
  */

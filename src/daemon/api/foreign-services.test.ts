@@ -9,6 +9,8 @@ import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { guardedServer, knownHealthServices } from './foreign-services.js';
 import { ApiError, ErrorReason, Status } from './errors.js';
+import { Drain } from './drain.js';
+import { decodeStatusDetails } from '../../rpc/error-details.js';
 
 const require = createRequire(import.meta.url);
 const REFLECTION_PROTO = join(dirname(require.resolve('@grpc/reflection/package.json')), 'build/proto/grpc/reflection/v1/reflection.proto');
@@ -30,11 +32,11 @@ afterEach(() => {
 
 let health: HealthImplementation;
 
-async function serve(guard: boolean, onlyKnown = false): Promise<grpc.Client> {
+async function serve(guard: boolean, onlyKnown = false, drain?: Drain): Promise<grpc.Client> {
   const dir = mkdtempSync(join(tmpdir(), 'rf-foreign-'));
   const server = new grpc.Server();
   const notFound = (message: string) => new ApiError(Status.NOT_FOUND, ErrorReason.INVALID_FIELD, message, { field: 'service' });
-  const target = guard ? (guardedServer(server, onlyKnown ? knownHealthServices(['', 'ringfence.v1.KeyService'], notFound) : undefined) as grpc.Server) : server;
+  const target = guard ? (guardedServer(server, onlyKnown ? knownHealthServices(['', 'ringfence.v1.KeyService'], notFound) : undefined, drain) as grpc.Server) : server;
   health = new HealthImplementation({ '': 'SERVING', 'ringfence.v1.KeyService': 'SERVING' });
   health.addToServer(target);
   new ReflectionService(protoLoader.loadSync(HEALTH_PROTO)).addToServer(target);
@@ -108,6 +110,23 @@ describe('health and reflection registered through guardedServer', () => {
     const fine = await stream(c, REFLECT, [list, list], true);
     expect(fine.status.code).toBe(grpc.status.OK);
     expect(fine.data).toHaveLength(2);
+  });
+
+  it('answers a reflection stream still open when the daemon\'s drain period ends UNAVAILABLE / SHUTTING_DOWN, not reset', async () => {
+    const drain = new Drain();
+    const c = await serve(true, false, drain);
+    const list = Buffer.from([0x3a, 0]); // list_services = 7: ""
+    const call = c.makeBidiStreamRequest(REFLECT, raw, raw);
+    const data: Buffer[] = [];
+    call.on('data', (d: Buffer) => data.push(d));
+    call.on('error', () => {});
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    call.write(list);
+    await expect.poll(() => data.length).toBe(1);
+    drain.cutOff(); // the client holds its stream open
+    const s = await status;
+    expect({ code: grpc.status[s.code], details: s.details }).toEqual({ code: 'UNAVAILABLE', details: expect.stringMatching(/^the daemon stopped before this call ended.*send them again to the restarted daemon$/) });
+    expect(decodeStatusDetails(s.metadata)?.reason).toBe(ErrorReason.SHUTTING_DOWN);
   });
 });
 

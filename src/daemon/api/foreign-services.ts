@@ -7,7 +7,8 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { UndecodableRequest, undecodable } from './decode.js';
-import type { ApiError } from './errors.js';
+import { cutOff, type ApiError } from './errors.js';
+import type { Drain } from './drain.js';
 import { limitReadAhead, limitWriteBehind } from './handler.js';
 
 /** A check of a decoded request (unary and server-streaming methods) before the package sees it. */
@@ -22,7 +23,7 @@ function requestName(m: AnyDefinition): string {
   return type ? `${m.path.split('/')[1]?.replace(/\.[^.]*$/, '')}.${type}` : `request of ${m.path}`;
 }
 
-function guardHandler(m: AnyDefinition, handler: AnyHandler, admit: Admit): AnyHandler {
+function guardHandler(m: AnyDefinition, handler: AnyHandler, admit: Admit, drain: Drain | undefined): AnyHandler {
   if (!m.requestStream) {
     // The one request is decoded before the handler runs: refuse it instead of calling the handler.
     const refusal = (request: unknown) => (request instanceof UndecodableRequest ? undecodable(request) : admit(m.path, request));
@@ -53,6 +54,16 @@ function guardHandler(m: AnyDefinition, handler: AnyHandler, admit: Admit): AnyH
       }
       return emit(event, ...args);
     }) as typeof call.emit;
+    // A reflection stream its client holds open past the daemon's drain period (drain.ts): answered
+    // UNAVAILABLE then, nothing more read, rather than reset (which reads as CANCELLED).
+    if (m.responseStream && drain) {
+      const uncut = drain.onCutOff(() => {
+        if (refused) return; // answered already
+        refused = true;
+        emit('error', cutOff('requests not answered were not answered: send them again to the restarted daemon').toServiceError());
+      });
+      call.on('close', uncut);
+    }
     (handler as (c: typeof call) => void)(call);
   }) as AnyHandler;
 }
@@ -83,8 +94,11 @@ function holdBackWhileAnswersWait(call: grpc.ServerDuplexStream<unknown, unknown
   }) as typeof call.write;
 }
 
-/** The server as a package's addToServer sees it: addService registers guarded definitions. */
-export function guardedServer(server: grpc.Server, admit: Admit = () => undefined): Pick<grpc.Server, 'addService'> {
+/**
+ * The server as a package's addToServer sees it: addService registers guarded definitions. With
+ * `drain`, streamed calls still open at the end of the daemon's drain period are answered UNAVAILABLE.
+ */
+export function guardedServer(server: grpc.Server, admit: Admit = () => undefined, drain?: Drain): Pick<grpc.Server, 'addService'> {
   return {
     addService(service: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation) {
       const definition: Record<string, AnyDefinition> = {};
@@ -104,7 +118,7 @@ export function guardedServer(server: grpc.Server, admit: Admit = () => undefine
         };
         // grpc-js looks a handler up by the definition's key or its originalName; so does this.
         const handler = (implementation[name] ?? (m.originalName ? implementation[m.originalName] : undefined)) as AnyHandler | undefined;
-        if (handler) handlers[name] = guardHandler(m, handler, admit);
+        if (handler) handlers[name] = guardHandler(m, handler, admit, drain);
       }
       server.addService(definition as grpc.ServiceDefinition, handlers as grpc.UntypedServiceImplementation);
     },

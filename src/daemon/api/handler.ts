@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { create, type DescMethod, type DescMessage, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
 import { performance } from 'node:perf_hooks';
-import { ErrorReason, shuttingDown, toApiError, type ApiError } from './errors.js';
+import { cutOff, ErrorReason, shuttingDown, toApiError, type ApiError } from './errors.js';
 import { throttledRefusals, type RefusalCounter } from '../identity/warn-throttle.js';
 import { keyOf, payloadBytes, type Audit, type AuditEntry } from './audit.js';
 import type { Logger } from 'pino';
@@ -23,6 +23,24 @@ export interface HandlerDeps {
   log: Logger;
   /** Who each call is and what it may do; every handler asks it (src/daemon/policy/access.ts). */
   access: Access;
+  /** The daemon's stop: a call still open when its drain period ends is answered UNAVAILABLE (drain.ts). */
+  drain?: Drain | undefined;
+}
+
+/** The audit line's fields of a call answered at the end of the drain period. */
+export const CUT_OFF_OUTCOME = { outcome: 'UNAVAILABLE', reason: 'SHUTTING_DOWN' } as const;
+
+/**
+ * What a unary call answered at the end of the drain period (its work still running) tells its
+ * client: a CryptoService or StatusService answer is simply lost; a KeyService change may have been
+ * made (and saved) all the same.
+ */
+function unaryCutOff(method: DescMethod): ApiError {
+  return cutOff(
+    method.parent.typeName === 'ringfence.v1.KeyService'
+      ? 'if it changed a key, the change may or may not have been made: look at the key (GetKey) before sending it again to the restarted daemon'
+      : 'its operation was not answered: send it again to the restarted daemon',
+  );
 }
 
 /**
@@ -195,6 +213,16 @@ export function unary<I extends DescMessage, O extends DescMessage>(
     const bytesIn = payloadBytes(request);
     const done = (entry: Partial<AuditEntry>) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome: 'OK', durationMs: +(performance.now() - start).toFixed(3), ...entry });
     const share = budget && heldUntilEnd(call, budget.budget.share(callerKey(access)));
+    // Work still running when the drain period ends: answered UNAVAILABLE then, before the
+    // connection is closed (a reset reads as CANCELLED); what the work makes after is dropped.
+    let cut = false;
+    const uncut = deps.drain?.onCutOff(() => {
+      if (call.cancelled) return; // the client went: audited so when the work ends
+      cut = true;
+      const e = unaryCutOff(method);
+      callback(e.toServiceError());
+      done({ ...keyOf(request), ...CUT_OFF_OUTCOME, items: itemCount(request) });
+    });
     // The work starts in this turn when the budget has room (no microtask hops before it: under
     // TCG each costs the daemon's one CPU measurably per call); only a call waiting for room waits.
     let work: Promise<MessageInitShape<O>>;
@@ -208,6 +236,8 @@ export function unary<I extends DescMessage, O extends DescMessage>(
     work
       .then(
         (init) => {
+          uncut?.();
+          if (cut) return share?.close();
           const response = create(method.output, init) as MessageShape<O>;
           // The client cancelled (or its deadline passed) while the daemon worked: grpc-js drops the answer.
           if (call.cancelled) {
@@ -222,7 +252,9 @@ export function unary<I extends DescMessage, O extends DescMessage>(
           done({ ...keyOf(request, response), bytesOut, items: itemCount(request) });
         },
         (err: unknown) => {
+          uncut?.();
           share?.close();
+          if (cut) return;
           // It waited for room and the client went: the client's doing, audited as such; nothing to answer.
           if (err === ENDED_WHILE_WAITING) return done({ ...keyOf(request), outcome: goneReason(call), items: itemCount(request) });
           const e = toApiError(err, rpc);
@@ -303,6 +335,17 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
     });
     const auditGone = (why: GoneReason | Promise<GoneReason>) =>
       void Promise.resolve(why).then((outcome) => deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, outcome, durationMs: +(performance.now() - start).toFixed(3) }));
+    // Still open when the drain period ends (its client still sending, or idle): answered
+    // UNAVAILABLE, nothing computed, and the loop ended; the client would read a reset as CANCELLED.
+    let cut = false;
+    const uncut = deps.drain?.onCutOff(() => {
+      if (gone) return;
+      cut = true;
+      dispose();
+      callback(cutOff('nothing was answered: send the whole stream again to the restarted daemon').toServiceError());
+      deps.audit({ rpc, ...auditPrincipal(access), bytesIn, bytesOut: 0, ...CUT_OFF_OUTCOME, durationMs: +(performance.now() - start).toFixed(3) });
+      call.destroy(new Error('the daemon stopped'));
+    });
     async function* messages(): AsyncGenerator<MessageShape<I>> {
       for await (const m of readAll<MessageShape<I>>(call)) {
         bytesIn += payloadBytes(m);
@@ -314,6 +357,8 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
       .then(
         (init) => {
           dispose();
+          uncut?.();
+          if (cut) return;
           // Done, but the deadline passed meanwhile: grpc-js has answered DEADLINE_EXCEEDED already.
           if (gone) return auditGone(gone);
           const response = create(method.output, init) as MessageShape<O>;
@@ -323,6 +368,8 @@ export function clientStreaming<I extends DescMessage, O extends DescMessage>(
         },
         (err: unknown) => {
           dispose();
+          uncut?.();
+          if (cut) return;
           const e = toApiError(err, rpc);
           // A call the client ended (cancel, deadline) is the client's doing, not an internal error: audited as such, not logged.
           if (gone) return auditGone(gone);

@@ -16,18 +16,19 @@ import { Health } from '../../gen/grpc/health/v1/health_pb.js';
 import { ServerReflection } from '../../gen/grpc/reflection/v1/reflection_pb.js';
 import { ServerReflection as ServerReflectionV1Alpha } from '../../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { guardedServer } from './foreign-services.js';
+import type { Drain } from './drain.js';
 
 /** The services of other packages the daemon serves beside its own. */
 export const FOREIGN_SERVICES: readonly DescService[] = [Health, ServerReflection, ServerReflectionV1Alpha];
 
 type ReflectedPackage = ConstructorParameters<typeof ReflectionService>[0];
 
-/** Registers reflection of `services` (the daemon's own) and of FOREIGN_SERVICES. */
-export function addReflection(server: grpc.Server, services: readonly DescService[]): void {
+/** Registers reflection of `services` (the daemon's own) and of FOREIGN_SERVICES; `drain`: foreign-services.ts guardedServer. */
+export function addReflection(server: grpc.Server, services: readonly DescService[], drain?: Drain): void {
   const fileDescriptorProtos = filesOf([...services, ...FOREIGN_SERVICES]);
   // @grpc/reflection reads only `fileDescriptorProtos` from each entry of a proto-loader package.
   const pkg = { ringfence: { format: 'Protocol Buffer 3 FileDescriptorProto', type: {}, fileDescriptorProtos } };
-  new ReflectionService(pkg as unknown as ReflectedPackage).addToServer(guardedServer(server) as grpc.Server);
+  new ReflectionService(pkg as unknown as ReflectedPackage).addToServer(guardedServer(server, undefined, drain) as grpc.Server);
 }
 
 /** Every file the services need, dependencies first, encoded. */

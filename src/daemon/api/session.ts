@@ -23,7 +23,7 @@ import { generateDataKey, MAX_DATA_KEY_BYTES } from '../ops/generate-data-key.js
 import { computeMac, verifyMac } from '../ops/mac.js';
 import { hash } from '../ops/hash.js';
 import { generateRandom } from '../ops/random.js';
-import { invalidField, shuttingDown, toApiError, type ApiError } from './errors.js';
+import { cutOff, invalidField, shuttingDown, toApiError, type ApiError } from './errors.js';
 import { keyOf, payloadBytes } from './audit.js';
 import { UndecodableRequest, undecodable } from './decode.js';
 import { goneMessage, statusSent } from './call-end.js';
@@ -202,6 +202,12 @@ export function sessionHandler(daemonCtx: OpContext, deps: HandlerDeps): grpc.ha
       maybeEnd();
     });
     if (undrain) call.on('close', undrain);
+    // Still open when the drain period ends (an operation stuck behind a busy key): ended then, as
+    // above, before the connection is closed; operations finishing after are audited so (endedAs).
+    const uncut = ctx.drain?.onCutOff(() => {
+      if (!closed) fail(cutOff('its operations not answered were not done: send them again to the restarted daemon'));
+    });
+    if (uncut) call.on('close', uncut);
 
     function start(item: SessionItem): void {
       const { id, op } = item;

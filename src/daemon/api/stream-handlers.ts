@@ -19,10 +19,10 @@ import { StreamDecryptor, StreamEncryptor, StreamFormatError, encodeStreamHeader
 import { open, seal } from '../engine/suite-ops.js';
 import type { AeadSuite } from '../../capabilities/suites.js';
 import type { ResolvedVersion } from '../keys/key-manager.js';
-import { ApiError, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
+import { ApiError, cutOff, deniedByCiphertext, ErrorReason, Status, toApiError } from './errors.js';
 import { checkSize, SIZE_HINT, requireName, type OpContext } from '../ops/context.js';
 import { goneMessage, whenHalfClosedEnds, type GoneReason } from './call-end.js';
-import { auditPrincipal, callerKey, limitWriteBehind, logForOperator, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
+import { auditPrincipal, callerKey, CUT_OFF_OUTCOME, limitWriteBehind, logForOperator, readAll, statusName, whenGone, type HandlerDeps } from './handler.js';
 import { auditText } from './audit.js';
 import type { Authorize } from '../policy/access.js';
 import type { CryptoEngine } from '../engine/engine.js';
@@ -76,8 +76,30 @@ interface Budgeted<O> {
   pause(): Promise<void>;
 }
 
+/** Where a stream is: `finished` once its final chunk's answer is written (nothing then is left undone). */
+interface Progress {
+  finished: boolean;
+}
+
+/**
+ * What a stream cut off at the end of the drain period tells its client: its answers so far are not
+ * a whole ciphertext or plaintext unless its final chunk was answered (stream-format.ts: a stream
+ * without its final chunk is STREAM_TRUNCATED when decrypted, and a decryption not authenticated to
+ * its end must be discarded).
+ */
+const CUT_OFF_SAYS = {
+  'CryptoService/EncryptStream': (p: Progress) =>
+    p.finished
+      ? 'its final chunk was answered, so the ciphertext it returned is complete and nothing is left to do'
+      : 'what it returned is not a complete ciphertext (it has no final chunk): discard it and send the whole plaintext again to the restarted daemon',
+  'CryptoService/DecryptStream': (p: Progress) =>
+    p.finished
+      ? 'its final chunk was answered, so the plaintext it returned is complete and authenticated, and nothing is left to do'
+      : 'the ciphertext was not authenticated to its end: discard what it returned and send the whole stream again to the restarted daemon',
+};
+
 /** Runs one stream: writes with backpressure, answers errors with a status, audits once. */
-function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: string, body: (io: Budgeted<O>, audit: { key?: string; keyId?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize, engine: CryptoEngine) => Promise<void>): void {
+function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, rpc: keyof typeof CUT_OFF_SAYS, body: (io: Budgeted<O>, audit: { key?: string; keyId?: string; version?: number; bytesIn: number; bytesOut: number }, authorize: Authorize, engine: CryptoEngine, progress: Progress) => Promise<void>): void {
   const start = performance.now();
   const access = deps.access.forCall(call);
   const share = ctx.budget.share(callerKey(access));
@@ -93,6 +115,18 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
     stopped.abort(new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away'));
     call.destroy(new Error(goneMessage(why, 'stream')));
   });
+  // Still open when the drain period ends (drain.ts): answered UNAVAILABLE after the answers
+  // already written (a reset reads as CANCELLED), and the loop ends with what it was doing.
+  const progress: Progress = { finished: false };
+  let cut: ApiError | undefined;
+  const uncut = ctx.drain?.onCutOff(() => {
+    if (gone) return;
+    cut = cutOff(CUT_OFF_SAYS[rpc](progress));
+    stopped.abort(cut); // a wait for room in the budget
+    // grpc-js sends it once what was written is flushed, then reports the call over (whenGone),
+    // which ends a read the loop waits on.
+    call.emit('error', cut.toServiceError());
+  });
   const io: Budgeted<O> = {
     reserve: async (bytes) => {
       // A share closes with its call; a wait it ends is the call ending, not a daemon fault.
@@ -102,6 +136,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
       return bytes;
     },
     write: async (m, reserved = 0) => {
+      if (cut) throw cut; // the call is answered: a write now would replace its status
       if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
       if (!call.write(m, () => share.give(reserved))) await once(call, 'drain');
     },
@@ -112,22 +147,33 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
     release: (bytes) => share.give(bytes),
     pause: async () => {
       await nextTurn();
+      if (cut) throw cut;
       if (gone) throw new ApiError(Status.CANCELLED, ErrorReason.UNSPECIFIED, 'the client went away');
     },
   };
   // Whatever is still counted when the call is over (a write callback that never came) goes back.
   call.on('close', () => share.close());
+  // The line of a call cut off: as answered, unless the client never got the answer (it did not
+  // read, and its connection was closed: whenGone then says CANCELLED).
+  const auditCut = () => {
+    const line = (end: { outcome: string; reason?: string }) => deps.audit({ rpc, ...who, ...audit, ...end, durationMs: +(performance.now() - start).toFixed(3) });
+    if (gone) void gone.then((why) => line(why === CUT_OFF_OUTCOME.outcome ? CUT_OFF_OUTCOME : { outcome: why }));
+    else line(CUT_OFF_OUTCOME);
+  };
   // The caller's engine: a busy key serves its callers in turns (native-ffi/fair-queue.ts).
-  body(io, audit, access.authorize, ctx.engine.forCaller(callerKey(access))).finally(() => {
+  body(io, audit, access.authorize, ctx.engine.forCaller(callerKey(access)), progress).finally(() => {
     dispose();
+    uncut?.();
     stopped.abort();
   }).then(
     () => {
+      if (cut) return auditCut();
       call.end();
       // A half-close may be the first half of a client's cancel: audited once the stream tells.
       whenHalfClosedEnds(call, (cancelled) => deps.audit({ rpc, ...who, ...audit, outcome: cancelled ?? 'OK', durationMs: +(performance.now() - start).toFixed(3) }));
     },
     (err: unknown) => {
+      if (cut) return auditCut();
       const e = streamError(err, rpc);
       // A client that went away (cancel, deadline) is audited so below; its stream's end is no internal error.
       if (!gone) {
@@ -145,7 +191,7 @@ function runStream<I, O>(call: Duplex<I, O>, ctx: OpContext, deps: HandlerDeps, 
 
 export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<EncryptStreamRequest, EncryptStreamResponse> {
   return (call) =>
-    runStream(call, ctx, deps, 'CryptoService/EncryptStream', async ({ reserve, write, release, pause }, audit, authorize, engine) => {
+    runStream(call, ctx, deps, 'CryptoService/EncryptStream', async ({ reserve, write, release, pause }, audit, authorize, engine, progress) => {
       let encryptor: StreamEncryptor | undefined;
       let r: ResolvedVersion<AeadSuite> | undefined;
       let name = '';
@@ -213,6 +259,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         if (chunk) {
           audit.bytesOut += chunk.length;
           await write(create(EncryptStreamResponseSchema, { ciphertext: chunk, final: m.frame.value.final }), reserved);
+          progress.finished = encryptor.finished;
         } else release(reserved);
       }
       if (!encryptor) throw violation('the stream ended before its header');
@@ -222,12 +269,13 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         audit.bytesOut += last.length;
         await write(create(EncryptStreamResponseSchema, { ciphertext: last, final: true }));
       }
+      progress.finished = true;
     });
 }
 
 export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.handleBidiStreamingCall<DecryptStreamRequest, DecryptStreamResponse> {
   return (call) =>
-    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, grow, write, release, pause }, audit, authorize, engine) => {
+    runStream(call, ctx, deps, 'CryptoService/DecryptStream', async ({ reserve, grow, write, release, pause }, audit, authorize, engine, progress) => {
       let decryptor: StreamDecryptor | undefined;
       let workSincePause = 0;
       let r: ResolvedVersion<AeadSuite> | undefined;
@@ -276,6 +324,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
         audit.bytesOut += chunk.plaintext.length;
         await write(create(DecryptStreamResponseSchema, { plaintext: chunk.plaintext, final: chunk.final, ...(first ? { keyName: r!.key.name, keyVersion: r!.version } : {}) }), forAnswer);
         first = false;
+        if (chunk.final) progress.finished = true;
       };
       for await (const m of readAll<DecryptStreamRequest>(call)) {
         if (!decryptor) {

@@ -369,8 +369,13 @@ export enum ErrorReason {
   /**
    * UNAVAILABLE: the daemon is stopping (SIGTERM). A Session reads nothing more, answers what it
    * read, and ends with this: its operations left unanswered were not done and can be sent again
-   * to the restarted daemon. Other calls get no ErrorInfo: new calls are refused by HTTP/2 GOAWAY
-   * (UNAVAILABLE) and calls still running after the 10 s drain are cut off.
+   * to the restarted daemon. A unary call still waiting for room in the buffer budget ends with it
+   * at once, its operation not done. Every call still open when the 10 s drain ends gets it too,
+   * before its connection is closed, the message saying what was not done: a stream's answers so
+   * far are no complete ciphertext or plaintext unless its final chunk was answered (send the whole
+   * stream again), a KeyService change may or may not have been made (look at the key first).
+   * New calls get no ErrorInfo: HTTP/2 GOAWAY refuses them unprocessed, and clients fail them
+   * UNAVAILABLE (or retry them on a new connection).
    *
    * @generated from enum value: ERROR_REASON_SHUTTING_DOWN = 70;
    */
