@@ -75,6 +75,37 @@ export const auditUnavailable = (errno: string): ApiError =>
 export const shuttingDown = (notDone?: string): ApiError =>
   new ApiError(Status.UNAVAILABLE, ErrorReason.SHUTTING_DOWN, notDone ? `the daemon is shutting down; ${notDone} was not done: send it again to the restarted daemon` : 'the daemon is shutting down; retry against the restarted daemon');
 
+/** What the kernel said of a key version's kernel key it refuses (errors.proto, KERNEL_KEY_UNUSABLE). */
+const KERNEL_KEY_REFUSALS: Record<string, string> = {
+  ENOKEY: 'its kernel key was invalidated or removed from the kernel (ENOKEY)',
+  EKEYREVOKED: 'its kernel key was revoked (EKEYREVOKED)',
+  EKEYEXPIRED: 'its kernel key has expired (EKEYEXPIRED)',
+  EACCES: 'the kernel no longer lets the daemon use its kernel key (EACCES: unlinked from the daemon\'s keyring, or refused by a security module)',
+};
+
+/** The errnos KERNEL_KEY_UNUSABLE stands for: the kernel refusing a key serial the daemon still holds. */
+export function isKernelKeyRefusal(errno: string | undefined): boolean {
+  return errno !== undefined && KERNEL_KEY_REFUSALS[errno] !== undefined;
+}
+
+/**
+ * A key version ringfence holds as usable whose kernel key the kernel refuses (found at keying a
+ * transform with it): not the daemon's doing nor the request's, and no retry helps until the
+ * operator acts. What brings it back is a restart: the daemon loads every version from its state
+ * directory into new kernel keys (keys/key-loading.ts); the running daemon cannot revive a serial.
+ */
+export function kernelKeyUnusable(name: string, version: number, errno: string, options?: { cause?: unknown }): ApiError {
+  const e = new ApiError(
+    Status.FAILED_PRECONDITION,
+    ErrorReason.KERNEL_KEY_UNUSABLE,
+    `key "${name}" version ${version} cannot be used: ${KERNEL_KEY_REFUSALS[errno] ?? `the kernel refuses its kernel key (${errno})`}, though ringfence did not disable or delete it; nothing was done. The operator restarts ringfenced, which loads every key version into the kernel again from its state directory${errno === 'EACCES' ? ' (a security module\'s policy that denies it must be fixed first)' : ''}; the daemon's log warns its operator`,
+    { key_name: name, key_version: String(version), errno },
+    options,
+  );
+  e.auditVersion = version;
+  return e;
+}
+
 /**
  * A call still open when the daemon's drain period ended (drain.ts), answered before its connection
  * is closed. `notDone` says what of it was not done and what to do ("its operation was not

@@ -5,7 +5,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import type { AuditEntry } from './audit.js';
 import { daemonServiceDefinition } from './decode.js';
-import { ApiError, ErrorReason, Status } from './errors.js';
+import { ApiError, ErrorReason, kernelKeyUnusable, Status } from './errors.js';
 import { clientStreaming, unary, type HandlerDeps } from './handler.js';
 import { SyscallError } from '../../../native-ffi/syscall-error.js';
 import { fromKernel } from '../engine/errors.js';
@@ -148,6 +148,32 @@ describe('a call refused for want of descriptors or kernel memory (review by hel
     expect(log.warn).toHaveBeenCalledTimes(1);
     expect(log.warn.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/Encrypt', errno: 'EMFILE', call: 'accept4', refused: 1, refusedTotal: 1 });
     expect(log.warn.mock.calls[0]![1]).toMatch(/^no file descriptor or kernel memory for an AF_ALG socket/);
+    expect(log.error).not.toHaveBeenCalled();
+  });
+});
+
+describe('a call refused because the kernel refuses a key version\'s kernel key (review by helper-207)', () => {
+  it('audits FAILED_PRECONDITION / KERNEL_KEY_UNUSABLE with the key and version, and warns the operator once per key version per interval; no internal error is logged', async () => {
+    const audit = vi.fn();
+    const log = { error: vi.fn(), warn: vi.fn() };
+    const deps = { audit, log, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+    const handler = (name: string, version: number) =>
+      unary(CryptoService.method.encrypt, deps, async () => {
+        throw kernelKeyUnusable(name, version, 'EKEYREVOKED');
+      });
+    const call = (h: ReturnType<typeof handler>, keyName: string) =>
+      new Promise<{ code?: number; details?: string; metadata?: unknown }>((resolve) => h({ request: create(CryptoService.method.encrypt.input, { keyName }), getDeadline: () => Infinity } as never, (err) => resolve(err as never)));
+    const statuses = [await call(handler('orders', 2), 'orders'), await call(handler('orders', 2), 'orders'), await call(handler('orders', 2), 'orders'), await call(handler('billing', 1), 'billing')];
+    expect(statuses.map((s) => s.code)).toEqual([Status.FAILED_PRECONDITION, Status.FAILED_PRECONDITION, Status.FAILED_PRECONDITION, Status.FAILED_PRECONDITION]);
+    expect(decodeStatusDetails(statuses[0]!.metadata as never)).toMatchObject({ reason: ErrorReason.KERNEL_KEY_UNUSABLE, metadata: { key_name: 'orders', key_version: '2', errno: 'EKEYREVOKED' } });
+    expect(statuses[0]!.details).toMatch(/^key "orders" version 2 cannot be used: its kernel key was revoked \(EKEYREVOKED\)/);
+    await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(4));
+    expect(audit.mock.calls[0]![0]).toMatchObject({ key: 'orders', version: 2, outcome: 'FAILED_PRECONDITION', reason: 'KERNEL_KEY_UNUSABLE' });
+    // One warning for each key version's burst (the throttle's interval is 10 s): orders v2, billing v1.
+    expect(log.warn).toHaveBeenCalledTimes(2);
+    expect(log.warn.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/Encrypt', key: 'orders', version: 2, errno: 'EKEYREVOKED', refused: 1, refusedTotal: 1 });
+    expect(log.warn.mock.calls[0]![1]).toMatch(/^key "orders" version 2: the kernel refuses the daemon its kernel key \(EKEYREVOKED\), which ringfence did not remove or disable; .* until ringfenced is restarted/);
+    expect(log.warn.mock.calls[1]![0]).toMatchObject({ key: 'billing', version: 1 });
     expect(log.error).not.toHaveBeenCalled();
   });
 });

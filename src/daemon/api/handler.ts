@@ -151,11 +151,13 @@ export function statusName(code: grpc.status): string {
  * Logs what the operator must see of a failed call: what an INTERNAL error hides from the client
  * (the cause chain; never payloads), and the daemon short of descriptors or kernel memory for its
  * AF_ALG sockets (review by helper-197), warned at most once per interval with a count: a shortage
- * refuses calls by the thousand.
+ * refuses calls by the thousand; and so a key version whose kernel key the kernel refuses
+ * (KERNEL_KEY_UNUSABLE), which only the operator can bring back.
  */
 export function logForOperator(deps: HandlerDeps, rpc: string, e: ApiError): void {
   if (e.code === grpc.status.INTERNAL) deps.log.error({ rpc, reason: e.reasonName, err: e.cause ?? e }, `internal error in ${rpc}`);
   else if (e.reason === ErrorReason.DAEMON_OUT_OF_RESOURCES) shortageWarning(deps.log).count({ rpc, errno: e.metadata.errno, call: e.metadata.call, detail: e.message });
+  else if (e.reason === ErrorReason.KERNEL_KEY_UNUSABLE) kernelKeyWarning(deps.log, e.metadata.key_name ?? '', e.metadata.key_version ?? '').count({ rpc, key: e.metadata.key_name, version: Number(e.metadata.key_version), errno: e.metadata.errno, detail: e.message });
 }
 
 /** How often the shortage warning may come, as the listener's for connections refused at accept. */
@@ -169,6 +171,31 @@ function shortageWarning(log: Logger): RefusalCounter {
       log.warn({ ...fields, refused: closed, refusedTotal: closedTotal }, 'no file descriptor or kernel memory for an AF_ALG socket: refusing calls with RESOURCE_EXHAUSTED until there is; raise the daemon\'s LimitNOFILE= (EMFILE) or fs.file-max (ENFILE), or find what holds the memory'),
     );
     shortageWarnings.set(log, counter);
+  }
+  return counter;
+}
+
+/**
+ * The warning for a key version whose kernel key the kernel refuses (KERNEL_KEY_UNUSABLE; review by
+ * helper-207): the client's answer says so, the operator must hear it to act. Throttled per key
+ * version, as the shortage warning, so that every such version is named within an interval
+ * however many calls fail with another; versions are few (bounded by the key caps).
+ */
+const kernelKeyWarnings = new WeakMap<Logger, Map<string, RefusalCounter>>();
+
+function kernelKeyWarning(log: Logger, name: string, version: string): RefusalCounter {
+  let byVersion = kernelKeyWarnings.get(log);
+  if (!byVersion) kernelKeyWarnings.set(log, (byVersion = new Map()));
+  const id = `${name}\n${version}`;
+  let counter = byVersion.get(id);
+  if (!counter) {
+    counter = throttledRefusals(SHORTAGE_WARN_INTERVAL_MS, ({ closed, closedTotal, ...fields }) =>
+      log.warn(
+        { ...fields, refused: closed, refusedTotal: closedTotal },
+        `key "${name}" version ${version}: the kernel refuses the daemon its kernel key (${String(fields.errno)}), which ringfence did not remove or disable; calls that need it fail with FAILED_PRECONDITION / KERNEL_KEY_UNUSABLE until ringfenced is restarted, which loads every key version into the kernel again from its state directory`,
+      ),
+    );
+    byVersion.set(id, counter);
   }
   return counter;
 }

@@ -234,7 +234,7 @@ export function encryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
               } else await ctx.keys.countEncryptions(resolved, 1);
               // And again once the kernel answers (or fails: ops/key-recheck.ts): a key change
               // acknowledged while it sealed holds for this chunk too (review by helper-149).
-              const sealed = await rechecked(ctx, seal(engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom), () => ctx.keys.checkStreamVersion(resolved));
+              const sealed = await rechecked(ctx, resolved, seal(engine, resolved.suite, resolved.serials, nonce, chunkAad, plaintext, headroom), () => ctx.keys.checkStreamVersion(resolved));
               ctx.keys.checkStreamVersion(resolved);
               return sealed;
             },
@@ -360,7 +360,7 @@ export function decryptStreamHandler(ctx: OpContext, deps: HandlerDeps): grpc.ha
               workSincePause += chunkAad.length + sealed.length + CHUNK_WORK_BYTES;
               checkAccess(h);
               r = ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite);
-              const plaintext = await rechecked(ctx, open(engine, r.suite, r.serials, nonce, chunkAad, sealed), () => ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite));
+              const plaintext = await rechecked(ctx, r, open(engine, r.suite, r.serials, nonce, chunkAad, sealed), () => ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite));
               try {
                 ctx.keys.forDecrypt(h.keyId, h.keyVersion, h.suite); // and once the kernel answered, as in Decrypt
               } catch (err) {

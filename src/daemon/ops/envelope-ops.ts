@@ -30,7 +30,7 @@ export async function sealEnvelope(ctx: OpContext, r: ResolvedVersion<AeadSuite>
   // acknowledged meanwhile must hold for this answer too (review by helper-149), and for its
   // failure (a key deleted meanwhile: key-recheck.ts).
   const recheck = () => ctx.keys.checkStreamVersion(r, 0, 'request');
-  const envelope = await rechecked(ctx, seal(ctx.engine, r.suite, r.serials, nonce, headerAndAad, plaintext, HEADER_BYTES), recheck);
+  const envelope = await rechecked(ctx, r, seal(ctx.engine, r.suite, r.serials, nonce, headerAndAad, plaintext, HEADER_BYTES), recheck);
   recheck();
   header.copy(envelope, 0);
   return envelope;
@@ -70,7 +70,7 @@ export async function openEnvelope(
     if (env.sealed.length < r.suite.tagBytes) {
       throw new ApiError(Status.INVALID_ARGUMENT, ErrorReason.CIPHERTEXT_MALFORMED, `the ciphertext is shorter than its ${HEADER_BYTES}-byte header and ${r.suite.tagBytes}-byte tag`, { detail: 'shorter than header and tag' });
     }
-    const plaintext = await rechecked(ctx, open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed), () => ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite));
+    const plaintext = await rechecked(ctx, r, open(ctx.engine, r.suite, r.serials, env.nonce, associatedData(env.header, aad), env.sealed), () => ctx.keys.forDecrypt(env.keyId, env.keyVersion, env.suite));
     // As for a seal: a key disabled (or its version retired) while the kernel opened this answers
     // as it would have after.
     try {

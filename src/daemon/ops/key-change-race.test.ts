@@ -259,11 +259,15 @@ describe('a key deleted while the kernel works on its request', () => {
     expect(await answer(decrypt(base, req({ ciphertext: altered, associatedData: none })))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'AUTHENTICATION_FAILED' });
   });
 
-  it('a key that is still there keeps the kernel\'s answer: the recheck changes only what a change made meanwhile explains', async () => {
+  it('a key that is still there keeps what the kernel said: the recheck changes only what a change made meanwhile explains', async () => {
     const base = await standInContext();
+    // Its kernel key refused though ringfence still holds it: the operator's to fix (review by helper-207).
     standIn.fault = new EngineError('KEY_UNUSABLE', 'key 100: the kernel key was revoked', { errno: 'EKEYREVOKED' });
     try {
-      expect(await answer(encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('x'), associatedData: none })))).toMatchObject({ code: 'INTERNAL', reason: 'KERNEL_ERROR', metadata: { errno: 'EKEYREVOKED' } });
+      expect(await answer(encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('x'), associatedData: none })))).toMatchObject({ code: 'FAILED_PRECONDITION', reason: 'KERNEL_KEY_UNUSABLE', metadata: { key_name: 'k', key_version: '1', errno: 'EKEYREVOKED' } });
+      // A transform closed under a request whose key is still there is no kernel refusal: still INTERNAL.
+      standIn.fault = new EngineError('KEY_UNUSABLE', 'gcm(aes) with key 100: transform closed');
+      expect(await answer(encrypt(base, req({ keyName: 'k', plaintext: Buffer.from('x'), associatedData: none })))).toMatchObject({ code: 'INTERNAL', reason: 'KERNEL_ERROR' });
     } finally {
       standIn.fault = undefined;
     }

@@ -12,7 +12,7 @@ export async function computeMac(ctx: OpContext, req: ComputeMacRequest): Promis
   const data = checkSize('data', req.data, ctx.limits.maxPayloadBytes, SIZE_HINT.mac);
   const r = ctx.keys.forMac(name);
   // Checked again once the kernel answers (or fails: key-recheck.ts): a key change acknowledged meanwhile holds for this answer (helper-149).
-  const mac = await rechecked(ctx, kernelMac(ctx.engine, r.suite, r.serials[0]!, data), () => ctx.keys.checkMacVersion(r));
+  const mac = await rechecked(ctx, r, kernelMac(ctx.engine, r.suite, r.serials[0]!, data), () => ctx.keys.checkMacVersion(r));
   ctx.keys.checkMacVersion(r);
   return { mac, keyName: r.key.name, keyVersion: r.version };
 }
@@ -25,7 +25,7 @@ export async function verifyMac(ctx: OpContext, req: VerifyMacRequest): Promise<
   if (req.mac.byteLength === 0) throw invalidField('mac', 'mac is required');
   const r = ctx.keys.forVerify(name, req.keyVersion);
   // A MAC of the wrong length is simply not valid; the kernel is not asked.
-  const valid = req.mac.byteLength === r.suite.macBytes && (await rechecked(ctx, kernelVerify(ctx.engine, r.suite, r.serials[0]!, data, Buffer.from(req.mac)), () => ctx.keys.checkMacVersion(r)));
+  const valid = req.mac.byteLength === r.suite.macBytes && (await rechecked(ctx, r, kernelVerify(ctx.engine, r.suite, r.serials[0]!, data, Buffer.from(req.mac)), () => ctx.keys.checkMacVersion(r)));
   ctx.keys.checkMacVersion(r);
   return { valid, keyName: r.key.name, keyVersion: r.version };
 }
