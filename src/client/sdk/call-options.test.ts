@@ -92,3 +92,51 @@ describe('callDeadline', () => {
     await s.close(); // would hang if the refused operation had been counted
   });
 });
+
+// Review by helper-208: options of the wrong type, as plain JavaScript passes them.
+describe('call options of the wrong type', () => {
+  const wrong = { signal: new AbortController() as unknown as AbortSignal };
+  const typeError = new TypeError('signal must be an AbortSignal (controller.signal, not the AbortController), got [object AbortController]');
+
+  it('a timeoutMs or defaultTimeoutMs that is a string is a TypeError, not silently no timeout at all', async () => {
+    expect(() => callDeadline({ timeoutMs: '100' as never }, 30_000)).toThrow(new TypeError('timeoutMs must be a number of milliseconds, got [object String]'));
+    expect(() => new RingfenceClient({ socketPath: env.fake.socketPath, defaultTimeoutMs: '5000' as never })).toThrow(TypeError);
+    await expect(env.client.encrypt('slow', 'x', { timeoutMs: '100' as never })).rejects.toThrow(TypeError);
+    expect(() => callDeadline({ deadline: Date.now() + 1000 } as never)).toThrow(new TypeError('deadline must be a Date, got [object Number]'));
+    // Unset, as null too: the default timeout.
+    expect(callDeadline({ timeoutMs: null, deadline: null } as never, 60_000)!.getTime()).toBeGreaterThan(Date.now() + 59_000);
+  });
+
+  it('a signal that is not an AbortSignal (the AbortController itself) is a TypeError before any RPC, not once the daemon did the operation', async () => {
+    const keys = env.fake.stats.calls.CreateKey ?? 0;
+    const refused = await env.client.createKey('made-anyway', wrong).catch((e: unknown) => e);
+    // It was created while the caller got a TypeError.
+    await expect(env.client.getKey('made-anyway')).rejects.toMatchObject({ codeName: 'NOT_FOUND' });
+    expect(env.fake.stats.calls.CreateKey ?? 0).toBe(keys);
+    expect(refused).toEqual(typeError);
+  });
+
+  it('... and for streams and sessions: no stream left open for good (holding the process alive), no session left unable to close', async () => {
+    const streams = () => ['EncryptStream', 'DecryptStream', 'HashStream'].map((m) => env.fake.stats.calls[m] ?? 0);
+    const before = streams();
+    const thrown = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return e;
+      }
+    };
+    const errors = [
+      thrown(() => env.client.encryptStream('k', wrong)),
+      thrown(() => env.client.decryptStream(wrong)),
+      await env.client.hashStream((async function* () { yield 'x'; })(), 'sha256', wrong).catch((e: unknown) => e),
+    ];
+    await env.client.getStatus(); // any stream opened meanwhile has reached the fake by now
+    expect(streams()).toEqual(before); // they were opened, and never ended
+    expect(errors).toEqual([typeError, typeError, typeError]);
+    expect(() => env.client.session(wrong)).toThrow(typeError);
+    const s = env.client.session();
+    await expect(s.hash('x', 'sha256', wrong)).rejects.toThrow(typeError);
+    await s.close(); // hung: the refused operation stayed counted as unsettled
+  });
+});

@@ -1,7 +1,9 @@
 /** Per-call options every SDK method takes last: cancellation and deadlines. */
+import { types } from 'node:util';
 
 export interface CallOptions {
-  /** Aborting cancels the RPC (the daemon sees the cancellation); the call rejects with CANCELLED. */
+  /** Aborting cancels the RPC (the daemon sees the cancellation); the call rejects with CANCELLED.
+   * An AbortSignal (`controller.signal`): anything else is a TypeError, before the RPC starts. */
   signal?: AbortSignal;
   /**
    * Fail with DEADLINE_EXCEEDED after this many milliseconds. Overrides the client's
@@ -36,16 +38,37 @@ export function wireDeadline(deadline: Date | undefined): { wire: Date | number;
   return deadline.getTime() - Date.now() > MAX_WIRE_TIMEOUT_MS ? { wire: Infinity, local: deadline } : { wire: deadline };
 }
 
-/** Throws a RangeError unless `ms` is 0 (no timeout) or a positive number of milliseconds. */
+/** Throws a RangeError unless `ms` is 0 (no timeout) or a positive number of milliseconds (a TypeError if not a number). */
 export function checkTimeout(field: string, ms: number | undefined): void {
+  if (ms === undefined || ms === null) return;
+  // A string (read from an environment variable, say) slipped through `>= 0` and then made
+  // `now + ms` a string: the call silently had no timeout at all (review by helper-208).
+  if (typeof ms !== 'number') throw new TypeError(`${field} must be a number of milliseconds, got ${Object.prototype.toString.call(ms)}`);
   // A NaN or negative one would silently mean "no timeout at all" (found by review).
-  if (ms !== undefined && !(ms >= 0)) throw new RangeError(`${field} must be 0 (none) or a positive number of milliseconds, got ${ms}`);
+  if (!(ms >= 0)) throw new RangeError(`${field} must be 0 (none) or a positive number of milliseconds, got ${ms}`);
 }
 
-/** The grpc deadline for a call, or undefined for none. */
+/**
+ * Throws a TypeError unless `signal` is an AbortSignal (or unset). Anything else (the
+ * AbortController itself, a common slip) threw only once the RPC was under way: the caller got a
+ * TypeError while the daemon did the operation (a key created or rotated), and a stream's RPC was
+ * left open for good, holding the process alive (review by helper-208).
+ */
+export function checkSignal(signal: unknown): void {
+  if (signal === undefined || signal === null) return;
+  const s = signal as Partial<AbortSignal>;
+  if (typeof s.aborted !== 'boolean' || typeof s.addEventListener !== 'function' || typeof s.removeEventListener !== 'function') {
+    throw new TypeError(`signal must be an AbortSignal (controller.signal, not the AbortController), got ${Object.prototype.toString.call(signal)}`);
+  }
+}
+
+/** The grpc deadline for a call, or undefined for none. Checks the call's options first, signal included. */
 export function callDeadline(opts: CallOptions | undefined, defaultTimeoutMs?: number): Date | undefined {
+  checkSignal(opts?.signal);
   checkTimeout('timeoutMs', opts?.timeoutMs);
-  if (opts?.deadline !== undefined && Number.isNaN(opts.deadline.getTime())) throw new RangeError('deadline is an invalid Date');
+  const given: unknown = opts?.deadline;
+  if (given !== undefined && given !== null && !types.isDate(given)) throw new TypeError(`deadline must be a Date, got ${Object.prototype.toString.call(given)}`);
+  if (types.isDate(given) && Number.isNaN(given.getTime())) throw new RangeError('deadline is an invalid Date');
   let at = opts?.deadline?.getTime() ?? Infinity;
   // An explicit deadline replaces the default timeout rather than racing it.
   const timeout = opts?.timeoutMs ?? (opts?.deadline ? undefined : defaultTimeoutMs);

@@ -1,6 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import { PassThrough, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -237,5 +239,32 @@ describe('cancellation and deadlines', () => {
     ac.abort();
     expect(isCancelled(await failure(noTimeout))).toBe(true);
     await c.close();
+  });
+});
+
+// Review by helper-208: at the end of its SIGTERM drain period the daemon cuts the calls still
+// running off (grpc-js forceShutdown: RST_STREAM CANCEL), and they failed CANCELLED "Call cancelled",
+// as the caller's own abort does: a service that ignores its aborts ignored them too.
+describe('calls the daemon cuts off while it stops', () => {
+  it('fail UNAVAILABLE, saying the daemon cut them off, not CANCELLED', async () => {
+    const stopping = await startFakeServer();
+    const c = new RingfenceClient({ socketPath: stopping.socketPath });
+    try {
+      stopping.sessionSwallows = () => true; // still unanswered when it stops
+      const unary = failure(c.encrypt('slow', 'x'));
+      const session = failure(c.pipelined.encrypt('k', 'x'));
+      const source = new PassThrough();
+      source.write('still writing');
+      const stream = pipeline(source, c.encryptStream('k'), new Writable({ write: (_chunk, _enc, cb) => cb() })).catch((e: unknown) => e);
+      await expect.poll(() => [stopping.stats.calls.Encrypt, stopping.stats.calls.EncryptStream, stopping.stats.sessionOps]).toEqual([1, 1, 1]);
+      await stopping.close(); // forceShutdown, as the daemon's drain ends
+      for (const err of [await unary, await session, await stream]) {
+        expect(err).toBeInstanceOf(RingfenceError);
+        expect([isCancelled(err), isUnavailable(err), (err as RingfenceError).unreachable]).toEqual([false, true, false]);
+        expect((err as Error).message).toMatch(/^the daemon cut the call off before it completed .* this client did not cancel it/);
+      }
+    } finally {
+      await c.close();
+    }
   });
 });

@@ -63,6 +63,10 @@ export interface ErrorContext {
 
 // grpc-js reports a failed connect as UNAVAILABLE with no status details and this text.
 const CONNECT_FAILURE = /No connection established|connect (E[A-Z]+)/;
+// ... a stream the daemon reset with RST_STREAM(CANCEL), which is what it does to calls still running
+// when its SIGTERM drain period ends (grpc-js forceShutdown); grpc-js's own cancel() says "Cancelled
+// on client" ...
+const RESET_BY_PEER = 'Call cancelled';
 // ... and a deadline that passed while the call still waited for a ready connection with this: the
 // request was never sent (load-balancing-call.ts getDeadlineInfo).
 const NEVER_SENT = /Waiting for LB pick/;
@@ -88,6 +92,12 @@ export function toRingfenceError(err: unknown, ctx: ErrorContext): RingfenceErro
         ? `permission denied on the ringfence daemon's socket ${ctx.socketPath} (${errno}): this user may not connect to it; the shipped units let members of group ringfence-clients (socket 0660 ringfence:ringfence-clients), else ask whoever runs the daemon`
         : `the ringfence daemon is not running or not reachable at ${ctx.socketPath}${errno ? ` (${errno})` : ''}: start ringfenced, or set RINGFENCE_SOCKET to its socket`;
     return new RingfenceError({ code: err.code, message, rpc: ctx.rpc, unreachable: true, cause: err });
+  }
+  // Not the caller's cancellation: as CANCELLED, a service that ignores its own aborts (isCancelled)
+  // ignored a call the daemon cut off while stopping (review by helper-208).
+  if (err.code === grpc.status.CANCELLED && !details && err.details === RESET_BY_PEER) {
+    const message = `the daemon cut the call off before it completed (it reset the stream: it is stopping and its drain period ended); this client did not cancel it, and it may or may not have taken effect: check, or send it again, once the daemon serves`;
+    return new RingfenceError({ code: grpc.status.UNAVAILABLE, message, rpc: ctx.rpc, cause: err });
   }
   // Something accepted the connection but never spoke HTTP/2: grpc-js's own text ("Deadline exceeded
   // after 30.008s,name resolution: ...,Waiting for LB pick") said neither where nor what to do.
@@ -133,6 +143,7 @@ export const isFailedPrecondition = byCode(grpc.status.FAILED_PRECONDITION);
 export const isResourceExhausted = byCode(grpc.status.RESOURCE_EXHAUSTED);
 export const isUnavailable = byCode(grpc.status.UNAVAILABLE);
 export const isDeadlineExceeded = byCode(grpc.status.DEADLINE_EXCEEDED);
+/** The caller's AbortSignal, or the client closed; a call the daemon cut off while stopping is UNAVAILABLE. */
 export const isCancelled = byCode(grpc.status.CANCELLED);
 /** The daemon failed unexpectedly (a kernel error it does not map, say); its log says why. */
 export const isInternal = byCode(grpc.status.INTERNAL);

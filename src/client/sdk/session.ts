@@ -36,7 +36,7 @@ import type * as pb from '../../gen/ringfence/v1/crypto_pb.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { SessionRequestSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
 import { ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
-import { callDeadline, onAbort, type CallOptions } from './call-options.js';
+import { callDeadline, checkSignal, onAbort, type CallOptions } from './call-options.js';
 import { isServiceError, itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
 import { isRefusedStream, MAX_REFUSED_RETRIES, type StreamCall, type Transport } from './transport.js';
@@ -139,6 +139,7 @@ export class RingfenceSession {
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 2000;
     // setTimeout fires at once (after a warning) beyond 2^31-1 ms, or for NaN: a stream reopened per operation.
     if (!Number.isInteger(this.idleTimeoutMs) || this.idleTimeoutMs < 0 || this.idleTimeoutMs > 2 ** 31 - 1) throw new RangeError(`idleTimeoutMs must be an integer from 0 to ${2 ** 31 - 1}, got ${opts.idleTimeoutMs}`);
+    checkSignal(opts.signal); // before it is listened to
     this.signal = opts.signal;
     this.releaseSignal = onAbort(this.signal, () => this.abort());
   }

@@ -201,7 +201,17 @@ function hashStream(stats: FakeStats): grpc.handleClientStreamingCall<HashStream
 }
 
 export function streamHandlers(stats: FakeStats): grpc.UntypedServiceImplementation {
-  return { encryptStream: encryptStream(stats), decryptStream: decryptStream(stats), hashStream: hashStream(stats) };
+  // Each counted in stats.calls as it starts, as the unary calls are.
+  const counted = <H extends (...args: never[]) => void>(name: string, handler: H) =>
+    ((...args: Parameters<H>) => {
+      stats.calls[name] = (stats.calls[name] ?? 0) + 1;
+      handler(...args);
+    }) as unknown as H;
+  return {
+    encryptStream: counted('EncryptStream', encryptStream(stats)),
+    decryptStream: counted('DecryptStream', decryptStream(stats)),
+    hashStream: counted('HashStream', hashStream(stats)),
+  };
 }
 
 /**
