@@ -7,7 +7,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isDaemonUnreachable } from './sdk/index.js';
-import { noteOf, UsageError } from './commands/args.js';
+import { hintOf, noteOf, UsageError } from './commands/args.js';
 import { Context, GLOBAL_OPTIONS, OPTIONS, type CommandSpec, type Stdio, type Values } from './commands/command.js';
 import { encryptionCommands } from './commands/encryption.js';
 import { keyCommands } from './commands/keys.js';
@@ -79,7 +79,8 @@ function reason(err: unknown): string {
   if (isDaemonUnreachable(err) && !message.includes('ringfenced') && !/permission denied/i.test(message)) {
     message += ': is ringfenced running? start it, or pass --socket / set RINGFENCE_SOCKET';
   }
-  return message;
+  const hint = hintOf(err);
+  return hint ? `${message}; ${hint}` : message;
 }
 
 export async function main(argv: string[], io: Stdio): Promise<number> {

@@ -95,6 +95,10 @@ describe('resolveConfig defaults', () => {
         connectionIdleTimeout: 300_000,
         connectionMaxAge: 0,
         connectionMaxAgeGrace: 60_000,
+        maxTransforms: 512,
+        maxOpSockets: 8,
+        maxQueuedRequests: 4096,
+        maxQueuedRequestsPerCaller: 1024,
       },
       configFile: undefined,
       policy: '/etc/ringfence/policy.json',
@@ -133,6 +137,32 @@ describe('resolveConfig defaults', () => {
     expect(configError(['--config', configFile({ limits: { maxKeyVersions: 100, maxKeyVersionsPerCaller: 101 } })]).message).toMatch(/limits\.maxKeyVersionsPerCaller: 101 is more than maxKeyVersions \(100\)/);
     expect(configError(['--config', configFile({ limits: { maxVersionsPerKey: 0 } })]).message).toMatch(/limits\.maxVersionsPerKey must be an integer from 1 to 1000000 \(got 0\)/);
     expect(configError(['--config', configFile({ limits: { maxKeys: '5' } })]).message).toMatch(/limits\.maxKeys must be an integer from 1 to 1000000/);
+  });
+
+  it('kernel transforms, sockets and queues: defaults as the engine had them, settable, the per-caller queue a quarter of the whole unless set', () => {
+    expect(resolved([]).limits).toMatchObject({ maxTransforms: 512, maxOpSockets: 8, maxQueuedRequests: 4096, maxQueuedRequestsPerCaller: 1024 });
+    const set = resolved(['--config', configFile({ limits: { maxTransforms: 2048, maxOpSockets: 32, maxQueuedRequests: 100 } })]).limits;
+    expect([set.maxTransforms, set.maxOpSockets, set.maxQueuedRequests, set.maxQueuedRequestsPerCaller]).toEqual([2048, 32, 100, 25]);
+    expect(resolved(['--config', configFile({ limits: { maxQueuedRequests: 3 } })]).limits.maxQueuedRequestsPerCaller).toBe(1);
+    expect(resolved(['--config', configFile({ limits: { maxQueuedRequestsPerCaller: 4096 } })]).limits).toMatchObject({ maxQueuedRequests: 4096, maxQueuedRequestsPerCaller: 4096 });
+    const cases: [unknown, RegExp][] = [
+      [{ maxTransforms: 0 }, /:limits\.maxTransforms must be an integer from 1 to 65536 \(got 0\)$/],
+      [{ maxTransforms: '512' }, /:limits\.maxTransforms must be an integer from 1 to 65536 \(got "512"\)$/],
+      // More than the daemon's async kernel calls at once (native-ffi/libc.ts) would never run.
+      [{ maxOpSockets: 65 }, /:limits\.maxOpSockets must be an integer from 1 to 64 \(got 65\)$/],
+      [{ maxOpSockets: 0 }, /:limits\.maxOpSockets must be an integer from 1 to 64 \(got 0\)$/],
+      [{ maxQueuedRequests: 1.5 }, /:limits\.maxQueuedRequests must be an integer from 1 to 65536 \(got 1\.5\)$/],
+      [{ maxQueuedRequests: 65_537 }, /:limits\.maxQueuedRequests must be an integer from 1 to 65536/],
+      [{ maxQueuedRequestsPerCaller: 0 }, /:limits\.maxQueuedRequestsPerCaller must be an integer from 1 to 65536 \(got 0\)$/],
+      [{ maxQueuedRequestsPerCaller: 4097 }, /:limits\.maxQueuedRequestsPerCaller: 4097 is more than maxQueuedRequests \(4096\); a caller's part cannot exceed the whole$/],
+      [{ maxQueuedRequests: 10, maxQueuedRequestsPerCaller: 11 }, /:limits\.maxQueuedRequestsPerCaller: 11 is more than maxQueuedRequests \(10\)/],
+    ];
+    for (const [limits, re] of cases) {
+      const path = configFile({ limits });
+      const err = configError(['--config', path]);
+      expect(err.message, JSON.stringify(limits)).toMatch(re);
+      expect(err.message.startsWith(path), err.message).toBe(true);
+    }
   });
 
   it('policy: flag > env > config file (relative to it) > <config dir>/policy.json', () => {

@@ -11,6 +11,7 @@ import { defaultPolicyPath } from '../policy/default-path.js';
 import { policyFileRefusal, policyPathRefusal } from '../policy/file-mode.js';
 import { MAX_STREAM_CHUNK_BYTES } from './ciphertext/stream-format.js';
 import { firstDuplicateName } from '../json/duplicate-names.js';
+import { MAX_ASYNC_CALLS } from '../../native-ffi/libc.js';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -104,6 +105,17 @@ export interface Limits {
   connectionMaxAge: number;
   /** Milliseconds ("1m"); calls still running this long after the max-age GOAWAY are cut off. */
   connectionMaxAgeGrace: number;
+  /**
+   * Keyed kernel transforms (one per key version, algorithm and tag size in use) kept open; beyond
+   * it the least recently used idle one is closed, and its next use keys a new one (engine.ts).
+   */
+  maxTransforms: number;
+  /** Kernel operation sockets per transform: requests that run at once on one key (transform.ts). */
+  maxOpSockets: number;
+  /** Requests that may wait for one transform's operation sockets; more are refused (DAEMON_BUSY). */
+  maxQueuedRequests: number;
+  /** Of maxQueuedRequests, how many one caller (uid) may have waiting for one transform. Default: a quarter of it. */
+  maxQueuedRequestsPerCaller: number;
 }
 
 export interface DaemonConfig {
@@ -159,6 +171,10 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   connectionIdleTimeout: 5 * MINUTE,
   connectionMaxAge: 0,
   connectionMaxAgeGrace: MINUTE,
+  maxTransforms: 512,
+  maxOpSockets: 8,
+  maxQueuedRequests: 4096,
+  maxQueuedRequestsPerCaller: 1024,
 });
 
 /**
@@ -211,6 +227,14 @@ const LIMIT_RANGES: Record<keyof Limits, readonly [number, number]> = {
   connectionIdleTimeout: [0, MAX_TIMER_MS],
   connectionMaxAge: [0, MAX_CONNECTION_AGE_MS],
   connectionMaxAgeGrace: [0, MAX_TIMER_MS],
+  // Each transform holds a socket, and up to maxOpSockets more while idle: the fds and kernel
+  // memory these allow are the operator's to size (docs/operations.md, "Kernel sockets").
+  maxTransforms: [1, 65_536],
+  // At most MAX_ASYNC_CALLS (native-ffi/libc.ts) kernel calls run at once in the whole daemon:
+  // more sockets per key would only hold fds and socket buffers, never run more at once.
+  maxOpSockets: [1, MAX_ASYNC_CALLS],
+  maxQueuedRequests: [1, 65_536],
+  maxQueuedRequestsPerCaller: [1, 65_536],
 };
 const DURATION_LIMITS = new Set<keyof Limits>(['minRotationPeriod', 'minDeletionWaitingPeriod', 'connectionIdleTimeout', 'connectionMaxAge', 'connectionMaxAgeGrace']);
 const FILE_KEYS = ['socket', 'stateDir', 'logLevel', 'socketMode', 'limits', 'policy'] as const;
@@ -240,7 +264,9 @@ export const USAGE = `Usage: ringfenced [--socket PATH] [--state-dir DIR] [--con
                      maxKeysPerCaller (a quarter of maxKeys), maxVersionsPerKey (1000),
                      maxKeyVersions (8000), maxKeyVersionsPerCaller (a quarter of maxKeyVersions),
                      connectionIdleTimeout ("5m"; "0s" never), connectionMaxAge ("0s" = none),
-                     connectionMaxAgeGrace ("1m") }
+                     connectionMaxAgeGrace ("1m"), maxTransforms (512), maxOpSockets (8),
+                     maxQueuedRequests (4096),
+                     maxQueuedRequestsPerCaller (a quarter of maxQueuedRequests) }
                      (docs/operations.md, "Limits")
   --log-level LEVEL  ${LOG_LEVELS.join(', ')} (env RINGFENCE_LOG_LEVEL; default info):
                      the diagnostic lines' level; the audit trail is written at every level
@@ -449,6 +475,7 @@ const PER_CALLER: ReadonlyArray<readonly [keyof Limits, keyof Limits, number]> =
   ['maxCallsPerCaller', 'maxCalls', 1],
   ['maxKeysPerCaller', 'maxKeys', 1],
   ['maxKeyVersionsPerCaller', 'maxKeyVersions', 1],
+  ['maxQueuedRequestsPerCaller', 'maxQueuedRequests', 1],
 ];
 
 function parseLimits(raw: unknown, where: string): Limits {

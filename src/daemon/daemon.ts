@@ -12,9 +12,10 @@ import { StatusService } from '../gen/ringfence/v1/status_service_pb.js';
 import { daemonServiceDefinition } from './api/decode.js';
 import { DaemonHealth } from './api/daemon-health.js';
 import { addReflection } from './api/reflection.js';
-import { engineRequestBytes, MAX_HASH_STREAMS, minMessageBytes, type DaemonConfig, type Limits } from './config.js';
+import { minMessageBytes, type DaemonConfig, type Limits } from './config.js';
 import { estimatedRequestBound, OPTMEM_MAX_BEFORE_6_8, readOptmemMax } from './engine/request-bound.js';
 import { CryptoEngine } from './engine/engine.js';
+import { engineOptionsFrom } from './engine/engine-options.js';
 import { KernelKeystore } from './keystore/kernel-keystore.js';
 import { KeyManager } from './keys/key-manager.js';
 import { keyEventLog } from './daemon-logger.js';
@@ -120,7 +121,7 @@ export async function startDaemon(config: DaemonConfig, log: Logger, hooks: Daem
     const master = await loadOrCreateMasterKey({ stateDir: store.dir, requiredBy, log: plain });
     const keystore = KernelKeystore.withMasterKey(master.material); // wipes it
     cleanups.push(() => keystore.close());
-    const engine = new CryptoEngine({ maxDigestStreams: MAX_HASH_STREAMS, maxRequestBytes: engineRequestBytes(config.limits) });
+    const engine = new CryptoEngine(engineOptionsFrom(config.limits));
     cleanups.push(() => engine.close());
     warnIfKernelTakesLess(config.limits, log);
     const suiteStatus = suiteStatusFrom(report);

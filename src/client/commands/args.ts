@@ -87,3 +87,14 @@ export function addNote(err: unknown, note: string): void {
 export function noteOf(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null ? notes.get(err) : undefined;
 }
+
+// Advice appended to an error's own line (cli.ts), where the CLI knows more than the daemon could.
+const hints = new WeakMap<object, string>();
+
+export function addHint(err: unknown, hint: string): void {
+  if (typeof err === 'object' && err !== null) hints.set(err, hint);
+}
+
+export function hintOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? hints.get(err) : undefined;
+}

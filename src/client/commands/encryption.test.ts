@@ -138,6 +138,34 @@ describe.concurrent('round trips through stdin and stdout', SLOW, () => {
     }
   });
 
+  test('a failed authentication says what to check about --aad, on its one line, quoting none of it', async () => {
+    const GIVEN = 'check --aad: it must be the text given at encryption, and left out if none was given';
+    const MISSING = 'no --aad was given: if it was encrypted with --aad, give the same text';
+    for (const n of [100, 2 * MiB]) {
+      const ct = await ok(['encrypt', 'k', '--aad', 'tenant-7f3e'], { stdin: binary(n) });
+      const cases: [string[], string][] = [
+        [['decrypt', '--aad', 'tenant-7f3f'], GIVEN],
+        [['decrypt'], MISSING],
+        ...(n === 100 ? ([[['reencrypt', '--aad', 'tenant-7f3f'], GIVEN], [['reencrypt'], MISSING]] as [string[], string][]) : []),
+      ];
+      for (const [args, hint] of cases) {
+        const what = `${n} ${args.join(' ')}`;
+        const wrong = await rf(args, { stdin: ct });
+        expect(wrong.code, what).toBe(1);
+        expect(wrong.stderr.startsWith(`ringfence: ${args[0]}: authentication failed`), `${what}: ${wrong.stderr}`).toBe(true);
+        expect(wrong.stderr.endsWith(`; ${hint}\n`), `${what}: ${wrong.stderr}`).toBe(true);
+        expect(wrong.stderr.split('\n'), what).toHaveLength(2); // one line
+        expect(wrong.stderr).not.toMatch(/tenant/);
+        expect(wrong.stdout.length).toBe(0);
+      }
+    }
+    // Other failures get no such hint.
+    const other = await rf(['decrypt', '--aad', 'x'], { stdin: Buffer.from('RF\x01\x01not a ciphertext') });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/^ringfence: decrypt: [^\n]*\n$/);
+    expect(other.stderr).not.toMatch(/authentication|--aad/);
+  });
+
   test('--aad that is not UTF-8 is a usage error, not bound as U+FFFD (review by helper-106)', async () => {
     // Through bash, as a script passes bytes: Node would decode \\xff and \\xfe both to U+FFFD.
     const q = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;

@@ -5,7 +5,7 @@
  * held in memory. decrypt tells the kinds apart by their header.
  */
 import { ciphertextToText, DEFAULT_CHUNK_BYTES, ErrorReason, isRingfenceError } from '../sdk/index.js';
-import { CommandError, MiB, parseInteger, parseKeyName, UsageError } from './args.js';
+import { addHint, CommandError, MiB, parseInteger, parseKeyName, UsageError } from './args.js';
 import { readCiphertext, STREAM_FORMAT } from './ciphertext-input.js';
 import { str, type CommandSpec, type Context, type Values } from './command.js';
 import { openInput, openOutput, writeAll, type Input, type Output } from './io.js';
@@ -23,6 +23,23 @@ const aadOf = (v: Values) => {
   if (aad?.includes('\ufffd')) throw new UsageError('--aad must be UTF-8 text: it holds bytes that are not (or U+FFFD), which would not be passed on as given; for binary associated data use the SDK');
   return aad === undefined ? undefined : Buffer.from(aad, 'utf8');
 };
+
+/**
+ * A ciphertext sealed with associated data fails authentication when decrypted without it or with
+ * another: the daemon cannot tell that from tampering, but whether --aad was given is known here.
+ * Never quotes the --aad given (associated data is not echoed anywhere).
+ */
+function aadHint(err: unknown, associatedData: Buffer | undefined): never {
+  if (isRingfenceError(err) && err.reason === ErrorReason.AUTHENTICATION_FAILED) {
+    addHint(
+      err,
+      associatedData === undefined
+        ? 'no --aad was given: if it was encrypted with --aad, give the same text'
+        : 'check --aad: it must be the text given at encryption, and left out if none was given',
+    );
+  }
+  throw err;
+}
 
 const tooLarge = (err: unknown) => isRingfenceError(err) && err.reason === ErrorReason.PAYLOAD_TOO_LARGE && err.metadata.field !== 'associated_data';
 
@@ -89,11 +106,11 @@ async function decrypt(ctx: Context, _args: string[], v: Values): Promise<number
     const chunkBytes = await streamPieceBytes(ctx, DEFAULT_CHUNK_BYTES);
     const { output, duplex } = await outputThenStream(str(v, 'out'), ctx, () => ctx.client().decryptStream({ associatedData, chunkBytes }));
     const source: Input | Buffer = ct.bytes ?? input;
-    await runStream(ctx, { label: 'decrypt', source, size: ct.bytes ? undefined : input.size, duplex, output, produces: 'plaintext' });
+    await runStream(ctx, { label: 'decrypt', source, size: ct.bytes ? undefined : input.size, duplex, output, produces: 'plaintext' }).catch((err: unknown) => aadHint(err, associatedData));
     return 0;
   }
   // Anything else goes to Decrypt, which names a malformed or unknown format precisely.
-  const res = await ctx.client().decrypt(ct.bytes, { associatedData });
+  const res = await ctx.client().decrypt(ct.bytes, { associatedData }).catch((err: unknown) => aadHint(err, associatedData));
   try {
     if (ctx.json) await ctx.writeJson({ plaintext: Buffer.from(res.plaintext).toString('base64'), key: res.keyName, version: res.keyVersion }, str(v, 'out'));
     else await writeAll(openOutput(str(v, 'out'), ctx.io.stdout), res.plaintext);
@@ -116,7 +133,7 @@ async function reencrypt(ctx: Context, _args: string[], v: Values): Promise<numb
     input.close();
     throw new CommandError('reencrypt takes a ciphertext from unary encryption; decrypt a stream ciphertext and encrypt it again instead');
   }
-  const res = await ctx.client().reEncrypt(ct.bytes, { associatedData, destinationKeyName });
+  const res = await ctx.client().reEncrypt(ct.bytes, { associatedData, destinationKeyName }).catch((err: unknown) => aadHint(err, associatedData));
   const text = ciphertextToText(res.ciphertext);
   if (ctx.json) {
     await ctx.writeJson({ ciphertext: text, key: res.keyName, version: res.keyVersion, sourceKey: res.sourceKeyName, sourceVersion: res.sourceKeyVersion }, str(v, 'out'));

@@ -53,7 +53,7 @@ export function open(key: Buffer, nonce: Buffer, sealed: Buffer, aad: Buffer): B
   try {
     return Buffer.concat([d.update(sealed.subarray(0, sealed.length - 16)), d.final()]);
   } catch {
-    throw invalid(ErrorReason.AUTHENTICATION_FAILED, 'authentication failed: the ciphertext was altered or the associated data differs');
+    throw invalid(ErrorReason.AUTHENTICATION_FAILED, 'authentication failed: the associated data differs from the one given at encryption (leaving it out counts as different), or the ciphertext was altered');
   }
 }
 

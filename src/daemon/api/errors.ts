@@ -161,7 +161,7 @@ function convert(err: unknown, what: string): ApiError {
   if (isEngineError(err)) {
     switch (err.code) {
       case 'AUTHENTICATION_FAILED':
-        return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.AUTHENTICATION_FAILED, 'authentication failed: the ciphertext or its associated data was altered, or they do not belong together', {}, { cause: err });
+        return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.AUTHENTICATION_FAILED, 'authentication failed: the associated data differs from the one given at encryption (leaving it out counts as different), or the ciphertext was altered', {}, { cause: err });
       case 'ALGORITHM_UNAVAILABLE':
         // The probe at start-up found it usable (new keys of suites it did not, and uses of existing
         // ones the kernel refuses or lacks, are refused before the engine): the kernel changed since,

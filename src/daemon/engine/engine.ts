@@ -19,8 +19,9 @@ export interface EngineOptions {
   maxQueuedRequests: number;
   /**
    * Of maxQueuedRequests, how many one caller may have waiting for one transform: 1024, a quarter of
-   * the default 4096. Not derived: with maxQueuedRequests set lower and this left alone, one caller
-   * may fill the whole queue (FairQueue bounds it by the total).
+   * the default 4096. Not derived here: with maxQueuedRequests set lower and this left alone, one
+   * caller may fill the whole queue (FairQueue bounds it by the total); the daemon's config derives
+   * it (a quarter of maxQueuedRequests unless set; engine-options.ts).
    */
   maxQueuedRequestsPerCaller: number;
   /** Digests fed by a stream (HashStream) at once, each holding a socket of its own; more are refused (BUSY). */

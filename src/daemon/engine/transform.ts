@@ -87,10 +87,10 @@ export class Transform {
     if (fd !== undefined) return fd;
     const full = this.waiters.full(owner);
     if (full === 'total') {
-      throw new EngineError('BUSY', `${describeSpec(this.spec)}: ${this.waiters.length} requests are already waiting for this key; retry later`, { limit: 'queued_requests' });
+      throw new EngineError('BUSY', `${describeSpec(this.spec)}: ${this.waiters.length} requests are already waiting for this key, the daemon's limit (maxQueuedRequests); retry later`, { limit: 'queued_requests' });
     }
     if (full === 'owner') {
-      throw new EngineError('BUSY', `${describeSpec(this.spec)}: this caller already has ${Math.min(this.opts.maxQueuedRequestsPerCaller, this.opts.maxQueuedRequests)} requests waiting for this key, its share; wait for answers before sending more`, { limit: 'queued_requests_per_caller' });
+      throw new EngineError('BUSY', `${describeSpec(this.spec)}: this caller already has ${Math.min(this.opts.maxQueuedRequestsPerCaller, this.opts.maxQueuedRequests)} requests waiting for this key, its share (maxQueuedRequestsPerCaller); wait for answers before sending more`, { limit: 'queued_requests_per_caller' });
     }
     return new Promise((resolve, reject) => this.waiters.push(owner, { resolve, reject }));
   }
