@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { clientSocketPath, ROOT_SOCKET_PATH } from './socket-path.js';
+import { clientSocketCandidates, clientSocketPath, ROOT_SOCKET_PATH } from './socket-path.js';
 
 describe('clientSocketPath: where the SDK and CLI look for a daemon', () => {
   const runtime = mkdtempSync(join(tmpdir(), 'rf-xdg-'));
@@ -36,5 +36,13 @@ describe('clientSocketPath: where the SDK and CLI look for a daemon', () => {
     expect(clientSocketPath({ XDG_RUNTIME_DIR: runtime }, 1000)).toBe(existsSync(ROOT_SOCKET_PATH) ? ROOT_SOCKET_PATH : own);
     writeFileSync(own, '');
     expect(clientSocketPath({ XDG_RUNTIME_DIR: runtime }, 1000)).toBe(own);
+  });
+
+  // What the SDK chooses among again when its socket has gone (transport.ts): only a choice that depended on which sockets exist.
+  it('lists the candidates it chose among: two only for a non-root user with an XDG_RUNTIME_DIR and no RINGFENCE_SOCKET', () => {
+    expect(clientSocketCandidates({ XDG_RUNTIME_DIR: runtime }, 1000)).toEqual([own, ROOT_SOCKET_PATH]);
+    expect(clientSocketCandidates({ RINGFENCE_SOCKET: '/custom.sock', XDG_RUNTIME_DIR: runtime }, 1000)).toEqual(['/custom.sock']);
+    expect(clientSocketCandidates({ XDG_RUNTIME_DIR: runtime }, 0)).toEqual([ROOT_SOCKET_PATH]);
+    expect(clientSocketCandidates({ XDG_RUNTIME_DIR: 'relative/dir' }, 999)).toEqual([ROOT_SOCKET_PATH]);
   });
 });

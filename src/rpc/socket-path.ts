@@ -44,12 +44,20 @@ export function builtinSocketPath(env: NodeJS.ProcessEnv, uid: number): string {
  * names it; the system path when there is no XDG_RUNTIME_DIR (a service account's usual case).
  */
 export function clientSocketPath(env: NodeJS.ProcessEnv, uid: number, exists: (path: string) => boolean = existsSync): string {
+  const candidates = clientSocketCandidates(env, uid);
+  if (candidates.length === 1) return candidates[0]!;
+  return candidates.find((path) => exists(path)) ?? candidates[0]!;
+}
+
+/**
+ * The paths clientSocketPath chooses among, in its order: one when the choice does not depend on
+ * which sockets exist (RINGFENCE_SOCKET, root, no XDG_RUNTIME_DIR); else the user's own daemon's and
+ * the system daemon's. The SDK chooses again among them when its socket has gone (transport.ts).
+ */
+export function clientSocketCandidates(env: NodeJS.ProcessEnv, uid: number): string[] {
   const explicit = env[SOCKET_ENV];
-  if (explicit) return resolve(explicit);
-  if (uid === 0) return ROOT_SOCKET_PATH;
+  if (explicit) return [resolve(explicit)];
+  if (uid === 0) return [ROOT_SOCKET_PATH];
   const runtime = env.XDG_RUNTIME_DIR;
-  const own = runtime && isAbsolute(runtime) ? join(runtime, SOCKET_FILE_NAME) : undefined;
-  if (own !== undefined && exists(own)) return own;
-  if (exists(ROOT_SOCKET_PATH)) return ROOT_SOCKET_PATH;
-  return own ?? ROOT_SOCKET_PATH;
+  return runtime && isAbsolute(runtime) ? [join(runtime, SOCKET_FILE_NAME), ROOT_SOCKET_PATH] : [ROOT_SOCKET_PATH];
 }

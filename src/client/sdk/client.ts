@@ -12,7 +12,7 @@ import type {
 import type * as pb from '../../gen/ringfence/v1/crypto_pb.js';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { StatusService, type GetStatusResponse } from '../../gen/ringfence/v1/status_service_pb.js';
-import { clientSocketPath } from '../../rpc/socket-path.js';
+import { clientSocketCandidates, clientSocketPath } from '../../rpc/socket-path.js';
 import type { CallOptions } from './call-options.js';
 import { DecryptStream, type DecryptStreamOptions } from './decrypt-stream.js';
 import { EncryptStream, type EncryptStreamOptions } from './encrypt-stream.js';
@@ -45,7 +45,9 @@ export interface RingfenceClientOptions {
   /** Default (clientSocketPath): RINGFENCE_SOCKET; else /run/ringfence/ringfence.sock as root;
    * else the user's own daemon's $XDG_RUNTIME_DIR/ringfence.sock if it exists, else the system
    * daemon's /run/ringfence/ringfence.sock if that exists, else the former (or, without an
-   * XDG_RUNTIME_DIR, the latter). */
+   * XDG_RUNTIME_DIR, the latter). Without RINGFENCE_SOCKET, a client whose chosen socket is gone
+   * when it (re)connects moves to the other one if that exists. A path given here, or in
+   * RINGFENCE_SOCKET, is kept. */
   socketPath?: string;
   /** Timeout of unary calls and session operations unless a call says otherwise; default 30 s;
    * 0 or Infinity: none. Streams have no default timeout. */
@@ -57,16 +59,21 @@ export interface RingfenceClientOptions {
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
 export class RingfenceClient extends KeyMethods {
-  readonly socketPath: string;
   private readonly sessions = new Set<RingfenceSession>();
   private defaultSession: RingfenceSession | undefined;
   private closing: Promise<void> | undefined;
   private closed = false;
 
   constructor(opts: RingfenceClientOptions = {}) {
-    const socketPath = opts.socketPath ?? clientSocketPath(process.env, process.getuid?.() ?? -1);
-    super(new Transport(socketPath, opts.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS, opts.grpcOptions));
-    this.socketPath = socketPath;
+    const uid = process.getuid?.() ?? -1;
+    const socketPath = opts.socketPath ?? clientSocketPath(process.env, uid);
+    const candidates = opts.socketPath === undefined ? clientSocketCandidates(process.env, uid) : [];
+    super(new Transport(socketPath, opts.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS, opts.grpcOptions, candidates));
+  }
+
+  /** The daemon's socket calls go to now (it changes only for a client given none: see socketPath in the options). */
+  get socketPath(): string {
+    return this.transport.socketPath;
   }
 
   // ---- CryptoService, unary ----
@@ -191,6 +198,7 @@ export class RingfenceClient extends KeyMethods {
     return this.closing;
   }
 
+  /** close(), for `await using client = new RingfenceClient()`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -3,6 +3,7 @@
  * READY (a GOAWAY, max age or idle, or a dropped socket): a stream opened at epoch N runs on a
  * connection the channel no longer uses once the epoch is past N. grpc-js says so only through the
  * channel's connectivity state; one watcher per channel, re-armed on each change while anyone listens.
+ * A transport that moves to another channel (another socket, transport.ts) starts a new epoch too.
  */
 import * as grpc from '@grpc/grpc-js';
 
@@ -14,7 +15,16 @@ export class ConnectionWatch {
   private readonly listeners = new Set<() => void>();
   private watching = false;
 
-  constructor(private readonly channel: Channel) {}
+  constructor(private channel: Channel) {}
+
+  /** Streams opened before run on a channel no longer used: a new epoch, watched on `channel`. */
+  moveTo(channel: Channel): void {
+    this.channel = channel;
+    this.watching = false; // the old channel's pending watcher ignores its callback (below)
+    this.current++;
+    for (const listener of [...this.listeners]) listener();
+    if (this.listeners.size > 0) this.watch();
+  }
 
   get epoch(): number {
     return this.current;
@@ -29,10 +39,12 @@ export class ConnectionWatch {
 
   private watch(): void {
     if (this.watching) return;
-    let state = this.channel.getConnectivityState(false);
+    const channel = this.channel;
+    let state = channel.getConnectivityState(false);
     if (state === SHUTDOWN) return;
     const changed = () => {
-      const now = this.channel.getConnectivityState(false);
+      if (channel !== this.channel) return; // moved off it
+      const now = channel.getConnectivityState(false);
       if (state === READY && now !== READY) {
         this.current++;
         for (const listener of [...this.listeners]) listener();
@@ -40,9 +52,9 @@ export class ConnectionWatch {
       state = now;
       // No listener: the watcher is not re-armed (a pending one holds its callback until the next change).
       if (now === SHUTDOWN || this.listeners.size === 0) this.watching = false;
-      else this.channel.watchConnectivityState(now, Infinity, changed);
+      else channel.watchConnectivityState(now, Infinity, changed);
     };
     this.watching = true;
-    this.channel.watchConnectivityState(state, Infinity, changed);
+    channel.watchConnectivityState(state, Infinity, changed);
   }
 }

@@ -65,7 +65,12 @@ export interface ErrorContext {
 const CONNECT_FAILURE = /No connection established|connect (E[A-Z]+)/;
 // ... a stream the daemon reset with RST_STREAM(CANCEL), which is what it does to calls still running
 // when its SIGTERM drain period ends (grpc-js forceShutdown); grpc-js's own cancel() says "Cancelled
-// on client" ...
+// on client" ... The text is the only sign of it that reaches us (grpc-js 1.14): the RST_STREAM code
+// is in the subchannel call's status but RetryingCall, which every call goes through, passes on only
+// code, details and metadata; a CANCELLED status the daemon sends ("the client went away") differs
+// only in its text; and the SDK's own cancels (signal, local deadline, closing a stream) are told
+// apart already (ctx.aborted, "Cancelled on client", transport.ts). errors.test.ts resets a real
+// stream, so a grpc-js that changes the text fails there (review by helper-211) ...
 const RESET_BY_PEER = 'Call cancelled';
 // ... and a deadline that passed while the call still waited for a ready connection with this: the
 // request was never sent (load-balancing-call.ts getDeadlineInfo).

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isCancelled, isDeadlineExceeded, isInvalidArgument, isRingfenceError, RingfenceClient } from './index.js';
+import { isCancelled, isDeadlineExceeded, isInvalidArgument, isRingfenceError, RingfenceClient, type RingfenceSession } from './index.js';
 import { startFakeServer, useFakeServer } from './test-server.js';
 
 const env = useFakeServer();
@@ -126,6 +126,28 @@ describe('session options and close', () => {
       env.fake.sessionIgnoresHalfClose = false;
     }
   }, 20_000);
+});
+
+describe('await using', () => {
+  // Review by helper-211: a session had no Symbol.asyncDispose, so `await using` threw a TypeError.
+  it('closes a session at the end of its block as close() does, and a client too', async () => {
+    let session: RingfenceSession;
+    {
+      await using s = env.client.session();
+      session = s;
+      await s.hash('x');
+    }
+    const closedSession = await rejection(session.hash('x'));
+    expect([isCancelled(closedSession), (closedSession as Error).message]).toEqual([true, 'the session is closed']);
+    let client: RingfenceClient;
+    {
+      await using c = new RingfenceClient({ socketPath: env.fake.socketPath });
+      client = c;
+      await c.pipelined.hash('x');
+    }
+    const closedClient = await rejection(client.hash('x'));
+    expect([isCancelled(closedClient), (closedClient as Error).message]).toEqual([true, 'the client is closed']);
+  });
 });
 
 describe('a daemon restart', () => {

@@ -69,6 +69,19 @@ describe('the SDK package for TypeScript consumers', { timeout: 120_000 }, () =>
     expect(r.stdout.trim().split('\n')).toEqual([expect.stringMatching(/^iterate\.ts\(4,\d+\): error TS2322: Type 'Buffer.*' is not assignable to type 'number'/)]);
   });
 
+  it("`await using` a client and a session compiles, as the README says (review by helper-211)", () => {
+    const program = [
+      "import { RingfenceClient } from 'ringfence/sdk';",
+      'await using client = new RingfenceClient();',
+      'await using session = client.session();',
+      "await session.hash('x');",
+    ].join('\n');
+    writeFileSync(join(dir, 'consumer/using.ts'), program);
+    const r = typecheck('using.ts');
+    expect(r.stdout + r.stderr).toBe('');
+    expect(r.status).toBe(0);
+  });
+
   it('batch items can be named and built apart from the call (review by helper-117: the types were not exported)', () => {
     const program = [
       "import { RingfenceClient, batchResults, type BatchEncryptItem, type BatchDecryptItem, type BatchComputeMacItem } from 'ringfence/sdk';",

@@ -37,9 +37,9 @@ import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import { SessionRequestSchema, type SessionRequest, type SessionResponse } from '../../gen/ringfence/v1/session_pb.js';
 import { ErrorReason } from '../../gen/ringfence/v1/errors_pb.js';
 import { callDeadline, checkSignal, onAbort, type CallOptions } from './call-options.js';
-import { isServiceError, itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
+import { itemStatusError, RingfenceError, toRingfenceError } from './errors.js';
 import * as req from './requests.js';
-import { isRefusedStream, MAX_REFUSED_RETRIES, type StreamCall, type Transport } from './transport.js';
+import { MAX_REFUSED_RETRIES, type StreamCall, type Transport } from './transport.js';
 import { ID_BYTES, packedBytes, PACK_BYTES, PACK_OPS, takeBatch, type SessionCounts } from './session-packing.js';
 import { setTimeoutAt } from '../../rpc/long-timeout.js';
 import { encodedSize } from '../../rpc/binary-encode.js';
@@ -182,6 +182,11 @@ export class RingfenceSession {
       if (this.unsettled === 0) this.endAfterClose();
     }
     return this.closed;
+  }
+
+  /** close(), for `await using session = client.session()`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   private run<K extends OpCase>(kind: K, init: OpInit<K>, opts: CallOptions = {}): Promise<OpResult<K>> {
@@ -417,7 +422,7 @@ export class RingfenceSession {
     const done = new Promise<void>((resolve) => (markDone = resolve));
     const stream: Stream = { rpc, pending: new Map(), abandoned: 0, over: false, epoch: this.transport.connection.epoch, done, markDone };
     rpc.call.on('data', (res: SessionResponse) => this.onResponse(stream, res));
-    rpc.call.on('error', (err: unknown) => this.onStreamEnd(stream, rpc.toError(err), isServiceError(err) && isRefusedStream(err)));
+    rpc.call.on('error', (err: unknown) => this.onStreamEnd(stream, rpc.toError(err), rpc.unsent(err)));
     rpc.call.on('end', () => this.onStreamEnd(stream, undefined));
     this.stream = stream;
     this.unwatch ??= this.transport.connection.onLost(() => this.connectionLost());
@@ -458,7 +463,7 @@ export class RingfenceSession {
     else op.settle(undefined, new RingfenceError({ code: grpc.status.INTERNAL, message: `the daemon answered a ${op.kind} operation with ${result.case ?? 'no result'}`, rpc: RPC }));
   }
 
-  /** `refused`: the daemon refused the stream (REFUSED_STREAM), having read nothing of it. */
+  /** `refused`: the stream was refused by the daemon (REFUSED_STREAM) or never started (transport.ts, unsent), having sent nothing. */
   private onStreamEnd(stream: Stream, error: RingfenceError | undefined, refused = false): void {
     if (stream.over) return;
     stream.over = true;

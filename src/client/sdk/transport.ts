@@ -3,6 +3,7 @@
  * calls built from protobuf-es descriptors, and stream calls wired to AbortSignals and deadlines.
  */
 import * as grpc from '@grpc/grpc-js';
+import { existsSync } from 'node:fs';
 import {
   create,
   type DescMessage,
@@ -63,6 +64,8 @@ export interface StreamCall<C> {
   toError(err: unknown): RingfenceError;
   /** Drop the AbortSignal listener once the call is over. */
   release(): void;
+  /** Whether it failed having sent nothing (refused by the daemon, or never started: see #channel). */
+  unsent(err: unknown): boolean;
 }
 
 /**
@@ -73,17 +76,26 @@ export interface StreamCall<C> {
 export const MIN_RECEIVE_MESSAGE_BYTES = 64 * 1024;
 
 export class Transport {
-  readonly client: grpc.Client;
+  private current: grpc.Client;
+  private path: string;
+  private readonly options: grpc.ChannelOptions;
   /** The largest message this client sends (grpc.max_send_message_length; -1 is no limit). */
   readonly maxSendMessageBytes: number;
   /** Which of the channel's connections is current (a Session moves off one that went away). */
   readonly connection: ConnectionWatch;
   private closed = false;
 
+  /**
+   * `candidates`: the sockets the path was chosen among (clientSocketCandidates), for a client given
+   * none: when the chosen one has gone, calls move to one that exists (see #channel). Empty or one
+   * path: the path stays.
+   */
   constructor(
-    readonly socketPath: string,
+    socketPath: string,
     readonly defaultTimeoutMs: number | undefined,
     grpcOptions: grpc.ChannelOptions = {},
+    private readonly candidates: readonly string[] = [],
+    private readonly exists: (path: string) => boolean = existsSync,
   ) {
     checkTimeout('defaultTimeoutMs', defaultTimeoutMs);
     const options = { ...DEFAULT_CHANNEL_OPTIONS, ...grpcOptions };
@@ -93,13 +105,51 @@ export class Transport {
     if (maxReceive >= 0 && maxReceive < MIN_RECEIVE_MESSAGE_BYTES) {
       throw new RangeError(`grpc.max_receive_message_length must be at least ${MIN_RECEIVE_MESSAGE_BYTES} (or -1), got ${maxReceive}: the daemon packs Session answers into messages of up to 60 KiB`);
     }
-    this.client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure(), options);
-    this.connection = new ConnectionWatch(this.client.getChannel());
+    this.options = options;
+    this.path = socketPath;
+    this.current = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure(), options);
+    this.connection = new ConnectionWatch(this.current.getChannel());
+  }
+
+  /** The socket calls go to now. */
+  get socketPath(): string {
+    return this.path;
+  }
+
+  get client(): grpc.Client {
+    return this.current;
   }
 
   close(): void {
     this.closed = true;
-    this.client.close();
+    this.current.close();
+  }
+
+  /**
+   * The channel a new call goes on. A client given no socket chose among the candidates when it was
+   * made; one that chose the user's own socket because neither existed (a service started before the
+   * system daemon, or during a socket restart) kept it for good and never found the system daemon
+   * (review by helper-211). So while the channel is not connected (never on a working connection's
+   * calls), a chosen socket that is gone gives way to the first candidate that exists; streams on
+   * the old channel run on (its close() is graceful), and calls still waiting for it to connect fail
+   * "Channel closed before call started", having sent nothing (unsent(), and unary calls go again).
+   */
+  private channel(): grpc.Client {
+    if (this.candidates.length < 2 || this.closed) return this.current;
+    if (this.current.getChannel().getConnectivityState(false) === grpc.connectivityState.READY || this.exists(this.path)) return this.current;
+    const next = this.candidates.find((path) => path !== this.path && this.exists(path));
+    if (next === undefined) return this.current;
+    const old = this.current;
+    this.path = next;
+    this.current = new grpc.Client(`unix:${next}`, grpc.credentials.createInsecure(), this.options);
+    this.connection.moveTo(this.current.getChannel());
+    old.close();
+    return this.current;
+  }
+
+  /** A call that waited on a channel this transport has since moved off (see #channel): it was not sent. */
+  private movedUnder(err: unknown, client: grpc.Client): boolean {
+    return !this.closed && client !== this.current && isServiceError(err) && isClosedBeforeStart(err);
   }
 
   /** After close(), grpc-js throws a plain Error ("Channel has been shut down"); callers get this instead. */
@@ -147,14 +197,17 @@ export class Transport {
         let release = () => {};
         let stopTimer = () => {};
         let timedOut = false;
-        const call = this.client.makeUnaryRequest(def.path, sameBytes, def.responseDeserialize, bytes, new grpc.Metadata(), { deadline: deadline.wire }, (err, response) => {
+        const client = this.channel();
+        const socketPath = this.path;
+        const call = client.makeUnaryRequest(def.path, sameBytes, def.responseDeserialize, bytes, new grpc.Metadata(), { deadline: deadline.wire }, (err, response) => {
           release();
           stopTimer();
           if (err && timedOut) reject(new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc }));
           // Not retried after close(): grpc-js would throw a plain Error on the shut-down channel.
           else if (err && this.closedUnder(err)) reject(closedError(rpc));
-          else if (err && refusalsLeft > 0 && !signal?.aborted && isRefusedStream(err)) resolve(attempt(refusalsLeft - 1));
-          else if (err || !response) reject(toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
+          else if (err && refusalsLeft > 0 && !signal?.aborted && (isRefusedStream(err) || this.movedUnder(err, client))) resolve(attempt(refusalsLeft - 1));
+          else if (err && this.movedUnder(err, client)) reject(movedError(rpc, socketPath, this.path, err));
+          else if (err || !response) reject(toRingfenceError(err, { rpc, socketPath, aborted: signal?.aborted, abortReason: signal?.reason }));
           else resolve(response as MessageShape<O>);
         });
         release = onAbort(signal, () => call.cancel());
@@ -171,10 +224,11 @@ export class Transport {
     const def = definitionOf(method);
     this.refuseIfClosed(def.path.slice(1));
     const deadline = wireDeadline(callDeadline(opts));
-    const call = this.client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, new grpc.Metadata(), {
+    const client = this.channel();
+    const call = client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, new grpc.Metadata(), {
       deadline: deadline.wire,
     }) as unknown as grpc.ClientDuplexStream<MessageShape<I>, MessageShape<O>>;
-    return this.wire(call, def.path.slice(1), opts.signal, deadline.local);
+    return this.wire(call, client, def.path.slice(1), opts.signal, deadline.local);
   }
 
   clientStream<I extends DescMessage, O extends DescMessage>(
@@ -186,7 +240,9 @@ export class Transport {
     this.refuseIfClosed(def.path.slice(1));
     let wired: StreamCall<grpc.ClientWritableStream<MessageShape<I>>> | undefined;
     const deadline = wireDeadline(callDeadline(opts));
-    const call = this.client.makeClientStreamRequest(
+    const client = this.channel();
+    const socketPath = this.path;
+    const call = client.makeClientStreamRequest(
       def.path,
       def.requestSerialize,
       def.responseDeserialize,
@@ -194,16 +250,17 @@ export class Transport {
       { deadline: deadline.wire },
       (err, response) => {
         wired?.release();
-        if (err || !response) callback(wired?.toError(err) ?? toRingfenceError(err, { socketPath: this.socketPath }), undefined);
+        if (err || !response) callback(wired?.toError(err) ?? toRingfenceError(err, { socketPath }), undefined);
         else callback(undefined, response as MessageShape<O>);
       },
     ) as unknown as grpc.ClientWritableStream<MessageShape<I>>;
-    wired = this.wire(call, def.path.slice(1), opts.signal, deadline.local);
+    wired = this.wire(call, client, def.path.slice(1), opts.signal, deadline.local);
     return wired;
   }
 
   /** `localDeadline`: one the daemon could not be sent (wireDeadline), kept here by cancelling. */
-  private wire<C extends { cancel(): void }>(call: C, rpc: string, signal: AbortSignal | undefined, localDeadline?: Date): StreamCall<C> {
+  private wire<C extends { cancel(): void }>(call: C, client: grpc.Client, rpc: string, signal: AbortSignal | undefined, localDeadline?: Date): StreamCall<C> {
+    const socketPath = this.path;
     const unlisten = onAbort(signal, () => call.cancel());
     let timedOut = false;
     const stopTimer = localDeadline ? setTimeoutAt(() => ((timedOut = true), call.cancel()), localDeadline.getTime()) : () => {};
@@ -214,14 +271,21 @@ export class Transport {
         unlisten();
         stopTimer();
       },
+      unsent: (err) => isServiceError(err) && (isRefusedStream(err) || this.movedUnder(err, client)),
       toError: (err) =>
         timedOut
           ? new RingfenceError({ code: grpc.status.DEADLINE_EXCEEDED, message: 'deadline exceeded', rpc })
           : this.closedUnder(err)
             ? closedError(rpc)
-            : toRingfenceError(err, { rpc, socketPath: this.socketPath, aborted: signal?.aborted, abortReason: signal?.reason }),
+            : this.movedUnder(err, client)
+              ? movedError(rpc, socketPath, this.path, err)
+              : toRingfenceError(err, { rpc, socketPath, aborted: signal?.aborted, abortReason: signal?.reason }),
     };
   }
+}
+
+function movedError(rpc: string, from: string, to: string, cause: unknown): RingfenceError {
+  return new RingfenceError({ code: grpc.status.UNAVAILABLE, message: `the call waited to connect to ${from}, whose socket is gone; it was not sent: send it again (this client now uses ${to})`, rpc, unreachable: true, cause });
 }
 
 function closedError(rpc: string): RingfenceError {
