@@ -47,11 +47,15 @@ describe('a kernel key made unusable behind the daemon\'s back', () => {
   let client: RingfenceClient;
   const tamperDir = mkdtempSync(join(tmpdir(), 'rf-tamper-'));
 
-  /** Has the hook in the daemon do `op` to key `id`'s version 1 kernel key (`type`: encrypted for generated keys). */
+  /**
+   * Has the hook in the daemon do `op` to key `id`'s version 1 kernel key (`type`: encrypted for
+   * generated keys), or with `id` "master" to the daemon's master key (a `user` key).
+   */
   async function tamper(op: 'revoke' | 'timeout' | 'invalidate' | 'unlink', id: string): Promise<{ serial?: number; done?: boolean; error?: string }> {
     const result = join(tamperDir, 'result.json');
     rmSync(result, { force: true });
-    writeFileSync(join(tamperDir, 'request.json'), JSON.stringify({ op, type: 'encrypted', description: `ringfence:${id}:1:0` }));
+    const key = id === 'master' ? { type: 'user', description: 'ringfence:master' } : { type: 'encrypted', description: `ringfence:${id}:1:0` };
+    writeFileSync(join(tamperDir, 'request.json'), JSON.stringify({ op, ...key }));
     process.kill(daemon.pid!, 'SIGUSR2');
     await until(`the daemon's hook to ${op} the key`, () => {
       try {
@@ -138,5 +142,26 @@ describe('a kernel key made unusable behind the daemon\'s back', () => {
     const again = await client.encrypt('victim', Buffer.from('back'));
     expect(Buffer.from((await client.decrypt(again.ciphertext)).plaintext).toString()).toBe('back');
     expect((await client.computeMac('victim-mac', Buffer.from('d'))).keyVersion).toBe(1);
+  });
+
+  // Review by helper-210: answered INTERNAL / KERNEL_ERROR ("the master key is not in the daemon keyring").
+  it('the master key invalidated: CreateKey and RotateKey answer FAILED_PRECONDITION / KERNEL_KEY_UNUSABLE for the master key, audited and warned; nothing is saved; existing keys keep serving', async () => {
+    await client.createKey('held');
+    expect(await tamper('invalidate', 'master')).toMatchObject({ done: true });
+
+    const e = await refusal(client.createKey('after-master'));
+    expect(e.code).toBe(GrpcStatus.FAILED_PRECONDITION);
+    expect(ErrorReason[e.reason]).toBe('KERNEL_KEY_UNUSABLE');
+    expect(e.metadata).toEqual({ kernel_key: 'master', errno: 'ENOKEY' });
+    expect(e.message).toContain("the daemon's master key, which wraps every key it saves, cannot be used: it was invalidated or removed from the kernel (ENOKEY)");
+    expect(e.message).toContain('restarts ringfenced, which loads the master key into the kernel again from its credential or state directory');
+    const r = await refusal(client.rotateKey('held'));
+    expect(r.metadata).toEqual({ kernel_key: 'master', errno: 'ENOKEY' });
+    expect(Buffer.from((await client.decrypt((await client.encrypt('held', Buffer.from('still'))).ciphertext)).plaintext).toString()).toBe('still');
+    expect(daemon.auditLines().find((l) => l.key === 'after-master')).toMatchObject({ rpc: 'KeyService/CreateKey', outcome: 'FAILED_PRECONDITION', reason: 'KERNEL_KEY_UNUSABLE' });
+    expect(daemon.output).toContain('the kernel refuses the daemon its master key (ENOKEY)');
+    await expect(client.getKey('after-master')).rejects.toMatchObject({ code: GrpcStatus.NOT_FOUND });
+    expect((await client.getKey('held')).primaryVersion).toBe(1);
+    // A restart loads the master key again as it loads the versions (the case above; host: master-key-refused.test.ts), not repeated here for guest time.
   });
 });

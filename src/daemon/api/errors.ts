@@ -106,6 +106,32 @@ export function kernelKeyUnusable(name: string, version: number, errno: string, 
   return e;
 }
 
+/** What the kernel said of the daemon's master key it refuses (the same errnos as KERNEL_KEY_REFUSALS). */
+const MASTER_KEY_REFUSALS: Record<string, string> = {
+  ENOKEY: 'it was invalidated or removed from the kernel (ENOKEY)',
+  EKEYREVOKED: 'it was revoked (EKEYREVOKED)',
+  EKEYEXPIRED: 'it has expired (EKEYEXPIRED)',
+  EACCES: 'the kernel no longer lets the daemon use it (EACCES: unlinked from the daemon\'s keyring, or refused by a security module)',
+};
+
+/**
+ * The daemon's master key (the kernel key that wraps every generated version and seals imported
+ * material) refused by the kernel, found while wrapping or sealing with it: a new key, imported
+ * material, a rotation. As KERNEL_KEY_UNUSABLE for a version (a client's answer is the same: no
+ * retry helps until the operator restarts ringfenced), told apart by `kernel_key` "master"; no key
+ * version is named, none is at fault (review by helper-210). Key versions loaded already keep
+ * serving: they need the master key only to be saved or loaded.
+ */
+export function masterKeyUnusable(errno: string, options?: { cause?: unknown }): ApiError {
+  return new ApiError(
+    Status.FAILED_PRECONDITION,
+    ErrorReason.KERNEL_KEY_UNUSABLE,
+    `the daemon's master key, which wraps every key it saves, cannot be used: ${MASTER_KEY_REFUSALS[errno] ?? `the kernel refuses it (${errno})`}, though ringfence did not remove it; nothing was done (no key or version was created). Existing key versions keep serving; creating, importing and rotating keys fail until the operator restarts ringfenced, which loads the master key into the kernel again from its credential or state directory (master.key)${errno === 'EACCES' ? ' (a security module\'s policy that denies it must be fixed first)' : ''}; the daemon's log warns its operator`,
+    { kernel_key: 'master', errno },
+    options,
+  );
+}
+
 /**
  * A call still open when the daemon's drain period ended (drain.ts), answered before its connection
  * is closed. `notDone` says what of it was not done and what to do ("its operation was not
@@ -195,6 +221,8 @@ function convert(err: unknown, what: string): ApiError {
       }
       case 'INVALID_KEY':
         return new ApiError(Status.INVALID_ARGUMENT, ErrorReason.KEY_MATERIAL_INVALID, err.message, { field: 'material' }, { cause: err });
+      case 'MASTER_KEY_REFUSED':
+        return masterKeyUnusable(err.errno ?? 'unknown errno', { cause: err });
       default:
         return new ApiError(Status.INTERNAL, ErrorReason.KERNEL_ERROR, `the kernel key store failed ${what}: ${err.message}`, {}, { cause: err });
     }

@@ -5,7 +5,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { CryptoService } from '../../gen/ringfence/v1/crypto_service_pb.js';
 import type { AuditEntry } from './audit.js';
 import { daemonServiceDefinition } from './decode.js';
-import { ApiError, ErrorReason, kernelKeyUnusable, Status } from './errors.js';
+import { ApiError, ErrorReason, kernelKeyUnusable, masterKeyUnusable, Status } from './errors.js';
 import { clientStreaming, unary, type HandlerDeps } from './handler.js';
 import { SyscallError } from '../../../native-ffi/syscall-error.js';
 import { fromKernel } from '../engine/errors.js';
@@ -174,6 +174,30 @@ describe('a call refused because the kernel refuses a key version\'s kernel key 
     expect(log.warn.mock.calls[0]![0]).toMatchObject({ rpc: 'CryptoService/Encrypt', key: 'orders', version: 2, errno: 'EKEYREVOKED', refused: 1, refusedTotal: 1 });
     expect(log.warn.mock.calls[0]![1]).toMatch(/^key "orders" version 2: the kernel refuses the daemon its kernel key \(EKEYREVOKED\), which ringfence did not remove or disable; .* until ringfenced is restarted/);
     expect(log.warn.mock.calls[1]![0]).toMatchObject({ key: 'billing', version: 1 });
+    expect(log.error).not.toHaveBeenCalled();
+  });
+});
+
+describe('a call refused because the kernel refuses the daemon\'s master key (review by helper-210)', () => {
+  it('answers FAILED_PRECONDITION / KERNEL_KEY_UNUSABLE with kernel_key "master", audits the request\'s key, and warns the operator once per interval, whatever the key; no internal error is logged', async () => {
+    const { KeyService } = await import('../../gen/ringfence/v1/key_service_pb.js');
+    const audit = vi.fn();
+    const log = { error: vi.fn(), warn: vi.fn() };
+    const deps = { audit, log, access: { forCall: () => ({ authorize: () => {} }) } } as unknown as HandlerDeps;
+    const handler = unary(KeyService.method.createKey, deps, async () => {
+      throw masterKeyUnusable('ENOKEY');
+    });
+    const call = (name: string) =>
+      new Promise<{ code?: number; details?: string; metadata?: unknown }>((resolve) => handler({ request: create(KeyService.method.createKey.input, { name }), getDeadline: () => Infinity } as never, (err) => resolve(err as never)));
+    const statuses = [await call('a'), await call('b'), await call('c')];
+    expect(statuses.map((s) => s.code)).toEqual([Status.FAILED_PRECONDITION, Status.FAILED_PRECONDITION, Status.FAILED_PRECONDITION]);
+    expect(decodeStatusDetails(statuses[0]!.metadata as never)).toMatchObject({ reason: ErrorReason.KERNEL_KEY_UNUSABLE, metadata: { kernel_key: 'master', errno: 'ENOKEY' } });
+    expect(statuses[0]!.details).toMatch(/^the daemon's master key, which wraps every key it saves, cannot be used: it was invalidated or removed from the kernel \(ENOKEY\)/);
+    await vi.waitFor(() => expect(audit).toHaveBeenCalledTimes(3));
+    expect(audit.mock.calls[1]![0]).toMatchObject({ key: 'b', outcome: 'FAILED_PRECONDITION', reason: 'KERNEL_KEY_UNUSABLE' });
+    expect(log.warn).toHaveBeenCalledTimes(1);
+    expect(log.warn.mock.calls[0]![0]).toMatchObject({ rpc: 'KeyService/CreateKey', errno: 'ENOKEY', refused: 1, refusedTotal: 1 });
+    expect(log.warn.mock.calls[0]![1]).toMatch(/^the kernel refuses the daemon its master key \(ENOKEY\), which ringfence did not remove: creating, importing and rotating keys .* until ringfenced is restarted, which loads the master key into the kernel again from its credential or state directory/);
     expect(log.error).not.toHaveBeenCalled();
   });
 });

@@ -152,11 +152,12 @@ export function statusName(code: grpc.status): string {
  * (the cause chain; never payloads), and the daemon short of descriptors or kernel memory for its
  * AF_ALG sockets (review by helper-197), warned at most once per interval with a count: a shortage
  * refuses calls by the thousand; and so a key version whose kernel key the kernel refuses
- * (KERNEL_KEY_UNUSABLE), which only the operator can bring back.
+ * (KERNEL_KEY_UNUSABLE), or the daemon's master key, which only the operator can bring back.
  */
 export function logForOperator(deps: HandlerDeps, rpc: string, e: ApiError): void {
   if (e.code === grpc.status.INTERNAL) deps.log.error({ rpc, reason: e.reasonName, err: e.cause ?? e }, `internal error in ${rpc}`);
   else if (e.reason === ErrorReason.DAEMON_OUT_OF_RESOURCES) shortageWarning(deps.log).count({ rpc, errno: e.metadata.errno, call: e.metadata.call, detail: e.message });
+  else if (e.reason === ErrorReason.KERNEL_KEY_UNUSABLE && e.metadata.kernel_key === 'master') masterKeyWarning(deps.log).count({ rpc, errno: e.metadata.errno });
   else if (e.reason === ErrorReason.KERNEL_KEY_UNUSABLE) kernelKeyWarning(deps.log, e.metadata.key_name ?? '', e.metadata.key_version ?? '').count({ rpc, key: e.metadata.key_name, version: Number(e.metadata.key_version), errno: e.metadata.errno, detail: e.message });
 }
 
@@ -196,6 +197,27 @@ function kernelKeyWarning(log: Logger, name: string, version: string): RefusalCo
       ),
     );
     byVersion.set(id, counter);
+  }
+  return counter;
+}
+
+/**
+ * The warning for the daemon's master key refused by the kernel (KERNEL_KEY_UNUSABLE with
+ * `kernel_key` "master"; review by helper-210): no key can be created, imported or rotated until
+ * the operator restarts ringfenced. One counter: there is one master key.
+ */
+const masterKeyWarnings = new WeakMap<Logger, RefusalCounter>();
+
+function masterKeyWarning(log: Logger): RefusalCounter {
+  let counter = masterKeyWarnings.get(log);
+  if (!counter) {
+    counter = throttledRefusals(SHORTAGE_WARN_INTERVAL_MS, ({ closed, closedTotal, ...fields }) =>
+      log.warn(
+        { ...fields, refused: closed, refusedTotal: closedTotal },
+        `the kernel refuses the daemon its master key (${String(fields.errno)}), which ringfence did not remove: creating, importing and rotating keys (scheduled rotations too) fail with FAILED_PRECONDITION / KERNEL_KEY_UNUSABLE until ringfenced is restarted, which loads the master key into the kernel again from its credential or state directory (master.key); existing key versions keep serving`,
+      ),
+    );
+    masterKeyWarnings.set(log, counter);
   }
   return counter;
 }

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import * as keyctl from '../../../native-ffi/keyctl.js';
 import type { AlgStatus } from '../../capabilities/probe.js';
+import type { AeadSuite } from '../../capabilities/suites.js';
 import { ApiError, ErrorReason, Status } from '../api/errors.js';
 import { CryptoEngine } from '../engine/engine.js';
 import { KernelKeystore } from '../keystore/kernel-keystore.js';
@@ -63,6 +64,8 @@ export class World {
   limits: KeyPolicyLimits = { minRotationPeriodMs: HOUR, minDeletionWaitingPeriodMs: DAY };
   /** Suites the "kernel" does not give as available. */
   status = new Map<string, AlgStatus>();
+  /** The suite KeyMaterial seals imported material with: none by default (the host has no AF_ALG; a test that fakes it may set one). */
+  sealWith: AeadSuite | undefined = undefined;
   /** uids held to the daemon-wide caps only (the daemon: root and its own). */
   uncapped = new Set<number>();
   /** What the manager logged. */
@@ -101,7 +104,7 @@ export class World {
     this.keystore.loadMasterKey(Buffer.from(opts.master ?? this.master));
     this.engine = new CryptoEngine();
     this.km = new KeyManager({
-      material: new KeyMaterial(this.keystore, this.engine, undefined),
+      material: new KeyMaterial(this.keystore, this.engine, this.sealWith),
       fingerprints: new MaterialFingerprints(this.keystore, this.engine),
       persist: (doc) => this.persist(doc),
       suiteStatus: (name) => this.status.get(name) ?? 'available',

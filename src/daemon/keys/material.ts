@@ -14,7 +14,7 @@ import { getRandom } from '../../../native-ffi/random.js';
 import type { CryptoEngine } from '../engine/engine.js';
 import { open, seal } from '../engine/suite-ops.js';
 import type { KernelKeystore } from '../keystore/kernel-keystore.js';
-import { KeystoreError } from '../keystore/errors.js';
+import { KERNEL_KEY_REFUSALS, KeystoreError, masterKeyRefused } from '../keystore/errors.js';
 import { isEngineError } from '../engine/errors.js';
 
 const SEALED_PREFIX = 'sealed';
@@ -166,7 +166,9 @@ export class KeyMaterial {
       throw new KeystoreError('KEY_TYPE_UNSUPPORTED', `none of ${WRAP_SUITES.map((s) => s.name).join(', ')} is available to seal imported keys under the master key`);
     }
     const nonce = getRandom(suite.nonceBytes);
-    const sealed = await seal(this.engine, suite, [this.keystore.masterKeySerial], nonce, aad, piece);
+    const sealed = await seal(this.engine, suite, [this.keystore.masterKeySerial], nonce, aad, piece).catch((err: unknown) => {
+      throw masterKeyError(err, 'sealing key material under the master key');
+    });
     return `${SEALED_PREFIX}:${suite.name}:${Buffer.concat([nonce, sealed]).toString('base64')}`;
   }
 
@@ -191,6 +193,15 @@ export class KeyMaterial {
       throw err;
     }
   }
+}
+
+/**
+ * The engine refusing to key a transform with the master key's serial is the kernel refusing the
+ * master key itself (review by helper-210: ImportKey answered INTERNAL). Only where the running
+ * daemon seals: at start-up, the key was just loaded and a restart is no advice.
+ */
+function masterKeyError(err: unknown, what: string): unknown {
+  return isEngineError(err, 'KEY_UNUSABLE') && err.errno !== undefined && KERNEL_KEY_REFUSALS.has(err.errno) ? masterKeyRefused(what, err.errno, err) : err;
 }
 
 function aadFor(keyId: string, version: number, part: number): Buffer {

@@ -18,7 +18,7 @@
 import * as keyctl from '../../../native-ffi/keyctl.js';
 import { Perm } from '../../../native-ffi/keyctl.js';
 import { isSyscallError } from '../../../native-ffi/syscall-error.js';
-import { fromKeyctl, KeystoreError } from './errors.js';
+import { fromKeyctl, KERNEL_KEY_REFUSALS, KeystoreError, masterKeyRefused } from './errors.js';
 
 export const KEY_PERM = Perm.POS_VIEW | Perm.POS_SEARCH;
 const KEYRING_PERM = Perm.POS_VIEW | Perm.POS_READ | Perm.POS_WRITE | Perm.POS_SEARCH;
@@ -199,11 +199,31 @@ export class KernelKeystore {
     this.masterSerial = undefined;
   }
 
+  /**
+   * The errno with which the kernel now refuses the loaded master key (KERNEL_KEY_REFUSALS), or
+   * undefined if it takes it. Asked of its serial, as AF_ALG keying by it asks (KEYCTL_DESCRIBE:
+   * the key keeps possessor VIEW): an `encrypted` key that cannot find its master key says only
+   * ENOKEY, whatever became of it.
+   */
+  masterKeyRefusal(): string | undefined {
+    if (this.masterSerial === undefined) return undefined;
+    try {
+      keyctl.describeKey(this.masterSerial);
+      return undefined;
+    } catch (err) {
+      return isSyscallError(err) && KERNEL_KEY_REFUSALS.has(err.code) ? err.code : undefined;
+    }
+  }
+
   private requireMaster(): void {
     if (this.masterSerial === undefined) throw new KeystoreError('MASTER_KEY_MISSING', 'no master key is loaded');
   }
 
   private encryptedError(err: unknown, what: string): KeystoreError {
+    // The master key invalidated, revoked, expired or unlinked under the running daemon (review by
+    // helper-210): answered INTERNAL ("not in the daemon keyring"), though a restart brings it back.
+    const refused = isSyscallError(err) && KERNEL_KEY_REFUSALS.has(err.code) ? this.masterKeyRefusal() : undefined;
+    if (refused) return masterKeyRefused(what, refused, err);
     if (isSyscallError(err, 'ENODEV')) {
       return new KeystoreError('KEY_TYPE_UNSUPPORTED', `${what}: this kernel has no "encrypted" key type (CONFIG_ENCRYPTED_KEYS; try modprobe encrypted-keys)`, err);
     }

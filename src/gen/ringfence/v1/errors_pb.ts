@@ -191,6 +191,11 @@ export enum ErrorReason {
    * (after fixing a security module's policy, for EACCES); the daemon logs a warning. Requests
    * the daemon serves with a kernel transform it keyed before may still succeed meanwhile.
    * Metadata: `key_name`, `key_version`, `errno`.
+   * Also when the kernel refuses, with the same errnos, the daemon's master key, which wraps every
+   * key version the daemon saves: CreateKey, ImportKey and RotateKey (and an Encrypt that has the
+   * key rotated at its encryption limit) then did nothing, and no key version is at fault; key
+   * versions loaded already keep serving. The same restart loads the master key again.
+   * Metadata then: `kernel_key` ("master") and `errno`, no key name or version.
    *
    * @generated from enum value: ERROR_REASON_KERNEL_KEY_UNUSABLE = 12;
    */
