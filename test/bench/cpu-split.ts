@@ -89,7 +89,7 @@ const daemonLog = join(work, 'daemon.log');
 const echoLog = join(work, 'echo.log');
 const rfSocket = join(work, 'rf.sock');
 const echoSocket = join(work, 'echo.sock');
-const daemon = start([join(root, 'dist/src/daemon/main.js'), '--socket', rfSocket, '--state-dir', join(work, 'state'), '--log-level', 'info'], daemonLog);
+const daemon = start([join(root, 'dist/ringfenced.mjs'), '--socket', rfSocket, '--state-dir', join(work, 'state'), '--log-level', 'info'], daemonLog);
 const echo = start([join(here, 'echo-server.js'), echoSocket], echoLog);
 await waitFor(echoLog, 'echo ready', 'the echo server');
 await waitFor(daemonLog, '"msg":"ringfenced ready"', 'ringfenced');

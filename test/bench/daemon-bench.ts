@@ -115,7 +115,7 @@ function projectRoot(): string {
   throw new Error(`no ringfence package.json above ${here}`);
 }
 const ROOT = projectRoot();
-const DAEMON_MAIN = join(ROOT, 'dist/src/daemon/main.js');
+const DAEMON_MAIN = join(ROOT, 'dist/ringfenced.mjs'); // what bin/ringfenced runs
 const ECHO_MAIN = join(here, compiled ? 'echo-server.js' : 'echo-server.ts');
 const ECHO_EXEC_ARGV = compiled ? [] : ['--import', 'tsx'];
 

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { PROJECT_ROOT } from './run-ts.js';
 import { sleep } from './wait.js';
 
-export const DAEMON_MAIN = join(PROJECT_ROOT, 'dist/src/daemon/main.js');
+/** The daemon as bin/ringfenced runs it after npm run build: the bundle (dist/ringfenced.mjs). */
+export const DAEMON_MAIN = join(PROJECT_ROOT, 'dist/ringfenced.mjs');
 /** The CLI as installed: bin/ringfence runs the bundle npm run build makes (dist/ringfence.mjs). */
 export const CLI_MAIN = join(PROJECT_ROOT, 'bin/ringfence');
 
