@@ -10,7 +10,6 @@
  * refused with each errno.
  */
 import { randomBytes } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 // Keying by a serial in `refused` fails with its errno.
@@ -30,7 +29,8 @@ vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => {
 
 const keyctl = await import('../../../native-ffi/keyctl.js');
 const { aeadSuite } = await import('../../capabilities/suites.js');
-const { ErrorReason, toApiError } = await import('../api/errors.js');
+const { toApiError } = await import('../api/errors.js');
+const { answer, KERNEL_KEY_REFUSAL_ERRNOS: ERRNOS } = await import('../api/answer.test-support.js');
 const { DueWorkFailed } = await import('./due-work-scheduler.js');
 const { HOUR, SECOND, disposeWorlds, world } = await import('./key-manager.test-support.js');
 type World = Awaited<ReturnType<typeof world>>;
@@ -39,16 +39,6 @@ afterEach(() => {
   fake.refused.clear();
   return disposeWorlds();
 });
-
-/** What a client is answered (the handler converts with toApiError too). */
-const answer = (p: Promise<unknown>) =>
-  p.then(
-    () => ({ answered: true }),
-    (err: unknown) => {
-      const e = toApiError(err);
-      return { code: grpc.status[e.code], reason: ErrorReason[e.reason], metadata: e.metadata, message: e.message };
-    },
-  );
 
 const refusedAnswer = (errno: string) => ({
   code: 'FAILED_PRECONDITION',
@@ -63,13 +53,6 @@ const refusedAnswer = (errno: string) => ({
 function snapshot(w: World) {
   return { file: w.fileText(), kernel: [...w.kernelKeys().keys()].sort() };
 }
-
-const ERRNOS: [string, number][] = [
-  ['ENOKEY', 126],
-  ['EKEYREVOKED', 128],
-  ['EKEYEXPIRED', 127],
-  ['EACCES', 13],
-];
 
 describe('the master key refused when sealing imported material (AF_ALG keyed by its serial)', () => {
   const sealing = (w: World) => (w.sealWith = aeadSuite('aes-256-ccm'));

@@ -6,7 +6,6 @@
  * naming the key and version, other keys unaffected, and the daemon keeps no socket nor transform
  * of the failed keying (review by helper-207).
  */
-import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it, vi } from 'vitest';
 
 // Keying by a serial in `refused` fails with its errno; every socket opened and closed is counted.
@@ -29,7 +28,7 @@ vi.mock('../../../native-ffi/af-alg.js', async (importOriginal) => {
 });
 
 const { CryptoEngine } = await import('../engine/engine.js');
-const { ErrorReason, toApiError } = await import('../api/errors.js');
+const { answer, KERNEL_KEY_REFUSAL_ERRNOS: ERRNOS } = await import('../api/answer.test-support.js');
 const { standInContext } = await import('./stand-in.test-support.js');
 const { encrypt } = await import('./encrypt.js');
 const { decrypt } = await import('./decrypt.js');
@@ -37,22 +36,6 @@ const { computeMac, verifyMac } = await import('./mac.js');
 
 const none = Buffer.alloc(0);
 const req = (o: object) => o as never;
-const answer = (p: Promise<unknown>) =>
-  p.then(
-    () => ({ answered: true }),
-    (err: unknown) => {
-      const e = toApiError(err);
-      return { code: grpc.status[e.code], reason: ErrorReason[e.reason], metadata: e.metadata, message: e.message };
-    },
-  );
-
-const ERRNOS: [string, number][] = [
-  ['ENOKEY', 126],
-  ['EKEYREVOKED', 128],
-  ['EKEYEXPIRED', 127],
-  ['EACCES', 13],
-];
-
 describe('a key version whose kernel key the kernel refuses, not by ringfence', () => {
   for (const [name, errno] of ERRNOS) {
     it(`${name}: Encrypt, Decrypt, ComputeMac and VerifyMac answer FAILED_PRECONDITION / KERNEL_KEY_UNUSABLE naming key and version; other keys keep working`, async () => {
