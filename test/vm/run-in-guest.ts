@@ -65,7 +65,8 @@ export async function runInGuest(o: GuestRunOptions): Promise<GuestRunResult> {
         // within CI's 90 min (host phase about 10); with RINGFENCE_KERNEL_JOBS=1 it may not.
         // 2026-12-07: the whole kernel suite took over 75 min per guest on "max" with the 1 GiB
         // stream; with qemu64 and 256 MiB (kernel-matrix.ts, streams.kernel.test.ts) 44 and 49 min
-        // (lts, restricted) in the clean-clone CI run of that day.
+        // (lts, restricted) in the clean-clone CI run of that day. The daemon bundled since
+        // (scripts/bundle.mjs: its starts take half the time), the gigabyte fits again.
         timeoutMs: o.timeoutMs ?? envNumber("RINGFENCE_VM_TIMEOUT", 75 * 60) * 1000,
         // 1 vCPU: with 2, multi-threaded TCG occasionally (~1 in 10 boots of 7.3) executes a stale
         // int3 from the kernel's live code patching and panics; 2 was not faster on 2 host cores.
