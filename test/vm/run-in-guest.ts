@@ -61,12 +61,10 @@ export async function runInGuest(o: GuestRunOptions): Promise<GuestRunResult> {
         projectShare: shareProject ? PROJECT_DIR : undefined,
         nonce,
         interactive,
-        // A hang guard, not a budget. The two guests run side by side, so a hang ends the matrix
-        // within CI's 90 min (host phase about 10); with RINGFENCE_KERNEL_JOBS=1 it may not.
+        // A hang guard, not a budget. kernel-matrix.ts sets 40 min for each of a full run's
+        // shards (shards.ts); 75 min is for one guest running a whole suite (a filtered run, vm-cli).
         // 2026-12-07: the whole kernel suite took over 75 min per guest on "max" with the 1 GiB
-        // stream; with qemu64 and 256 MiB (kernel-matrix.ts, streams.kernel.test.ts) 44 and 49 min
-        // (lts, restricted) in the clean-clone CI run of that day. The daemon bundled since
-        // (scripts/bundle.mjs: its starts take half the time), the gigabyte fits again.
+        // stream, 39 and 48 min (lts, restricted) on qemu64 with the daemon bundled.
         timeoutMs: o.timeoutMs ?? envNumber("RINGFENCE_VM_TIMEOUT", 75 * 60) * 1000,
         // 1 vCPU: with 2, multi-threaded TCG occasionally (~1 in 10 boots of 7.3) executes a stale
         // int3 from the kernel's live code patching and panics; 2 was not faster on 2 host cores.
