@@ -13,6 +13,7 @@ import { daemonServiceDefinition } from './api/decode.js';
 import { DaemonHealth } from './api/daemon-health.js';
 import { addReflection } from './api/reflection.js';
 import { minMessageBytes, type DaemonConfig, type Limits } from './config.js';
+import { openFilesLimit, openFilesWarning } from './open-files.js';
 import { estimatedRequestBound, OPTMEM_MAX_BEFORE_6_8, readOptmemMax } from './engine/request-bound.js';
 import { CryptoEngine } from './engine/engine.js';
 import { engineOptionsFrom } from './engine/engine-options.js';
@@ -76,6 +77,8 @@ export interface DaemonHooks {
 
 export async function startDaemon(config: DaemonConfig, log: Logger, hooks: DaemonHooks = {}): Promise<Daemon> {
   const startTime = Date.now();
+  const openFiles = openFilesWarning(config.limits, openFilesLimit());
+  if (openFiles) log.warn(openFiles.fields, openFiles.message);
   const report = probeCapabilities();
   // Inconclusive first: a bind short of memory everywhere also leaves no suite, which must not read
   // as a kernel that cannot work (review by helper-119).
