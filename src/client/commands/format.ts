@@ -189,6 +189,10 @@ function limitsJson(l: Limits): Record<string, unknown> {
     connectionIdleTimeoutSeconds: seconds(l.connectionIdleTimeout),
     connectionMaxAgeSeconds: seconds(l.connectionMaxAge),
     connectionMaxAgeGraceSeconds: seconds(l.connectionMaxAgeGrace),
+    maxTransforms: l.maxTransforms,
+    maxOpSockets: l.maxOpSockets,
+    maxQueuedRequests: l.maxQueuedRequests,
+    maxQueuedRequestsPerCaller: l.maxQueuedRequestsPerCaller,
   };
 }
 
@@ -222,6 +226,7 @@ export function statusText(s: GetStatusResponse, socketPath: string): string {
       `            ${l.maxKeys} keys (${l.maxKeysPerCaller} per caller), ${l.maxVersionsPerKey} versions per key, ${l.maxKeyVersions} key versions in all (${l.maxKeyVersionsPerCaller} per caller)`,
       `            ${l.encryptionsPerVersion} encryptions per key version, ${l.maxBufferedBytes} B buffered by all sessions and streams (${l.maxBufferedBytesPerCaller} B per caller)`,
       `            ${l.maxConnections} connections (${l.maxConnectionsPerCaller} per caller), ${l.maxConcurrentStreamsPerConnection} calls each, ${l.maxCalls} calls in all (${l.maxCallsPerCaller} per caller), ${l.maxHashStreamsPerCaller} hash streams per caller, idle ${never(l.connectionIdleTimeoutSeconds)}, max age ${never(l.connectionMaxAgeSeconds)} (grace ${dur(l.connectionMaxAgeGraceSeconds)})`,
+      `            ${l.maxTransforms} kernel transforms, ${l.maxOpSockets} kernel sockets each, ${l.maxQueuedRequests} requests queued per key (${l.maxQueuedRequestsPerCaller} per caller)`,
     );
   }
   const rows = [['SUITE / HASH', 'AVAILABILITY', 'DRIVER OR DETAIL']];

@@ -32,7 +32,7 @@ describe.concurrent('status', SLOW, () => {
     expect(text).toContain('batch 1000 items, session 1024 in flight and 16777216 B held, rotation >= 1h, deletion wait >= 1d\n');
     expect(text).toContain('\n            1000 keys (250 per caller), 1000 versions per key, 8000 key versions in all (2000 per caller)\n');
     expect(text).toContain('\n            4294967296 encryptions per key version, 536870912 B buffered by all sessions and streams (134217728 B per caller)\n');
-    expect(text).toContain('\n            1024 connections (256 per caller), 128 calls each, 1024 calls in all (256 per caller), 64 hash streams per caller, idle 5m, max age never (grace 1m)\n');
+    expect(text).toContain('\n            1024 connections (256 per caller), 128 calls each, 1024 calls in all (256 per caller), 64 hash streams per caller, idle 5m, max age never (grace 1m)\n            512 kernel transforms, 8 kernel sockets each, 4096 requests queued per key (1024 per caller)\n');
     expect(text).toMatch(/\nSUITE \/ HASH +AVAILABILITY +DRIVER OR DETAIL\naes-256-gcm +available +generic-gcm-aesni\n/);
     expect(text).toMatch(/\nblake2b-256 +restricted +blake2b-256: ENOENT under af_alg_restrict=1\n$/);
   });
@@ -73,6 +73,10 @@ describe.concurrent('status', SLOW, () => {
         connectionIdleTimeoutSeconds: 300,
         connectionMaxAgeSeconds: null,
         connectionMaxAgeGraceSeconds: 60,
+        maxTransforms: 512,
+        maxOpSockets: 8,
+        maxQueuedRequests: 4096,
+        maxQueuedRequestsPerCaller: 1024,
       },
       usage: { connections: 3, bufferedBytes: 2048, hashStreams: 1, callerConnections: 1, callerBufferedBytes: 1024, callerHashStreams: 0, calls: 5, callerCalls: 2, keys: 12, keyVersions: 30, callerKeys: 1, callerKeyVersions: 4 },
     });

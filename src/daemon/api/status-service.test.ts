@@ -1,14 +1,14 @@
-/** GetStatus' Usage: the key counts the caps check, daemon-wide and the calling uid's own only. */
+/** GetStatus' Usage (the key counts the caps check, daemon-wide and the calling uid's own only) and Limits. */
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it, vi } from 'vitest';
 import type { GetStatusResponse } from '../../gen/ringfence/v1/status_service_pb.js';
-import { DEFAULT_LIMITS } from '../config.js';
+import { DEFAULT_LIMITS, type Limits } from '../config.js';
 import { standInContext } from '../ops/stand-in.test-support.js';
 import { statusJson, statusText } from '../../client/commands/format.js';
 import { statusServiceHandlers } from './status-service.js';
 
 /** GetStatus over the stand-in's keys ("k", "m": no recorded creator), asked as `uid` (undefined: unidentified). */
-async function statusService(auditFailing?: () => string | undefined, restrictNow?: () => { value: number | null; unreadable?: string }) {
+async function statusService(auditFailing?: () => string | undefined, restrictNow?: () => { value: number | null; unreadable?: string }, limits: Partial<Limits> = {}) {
   const { keys } = await standInContext();
   let uid: number | undefined;
   const deps = {
@@ -19,7 +19,7 @@ async function statusService(auditFailing?: () => string | undefined, restrictNo
   const report = { kernel: { release: '6.12' }, restrict: { value: null }, suites: [], defaultAeadSuite: null, defaultMacSuite: null };
   // The daemon's own counts (daemon.ts): GetStatus adds the key counts beside them.
   const usage = () => ({ calls: 5, callerCalls: 2 });
-  const handlers = statusServiceHandlers(keys, { version: '0', startTime: 0, report: report as never, limits: DEFAULT_LIMITS, usage, ...(auditFailing ? { auditFailing } : {}), readRestrict: restrictNow ?? (() => ({ value: null })) }, deps as never) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: GetStatusResponse) => void) => void>;
+  const handlers = statusServiceHandlers(keys, { version: '0', startTime: 0, report: report as never, limits: { ...DEFAULT_LIMITS, ...limits }, usage, ...(auditFailing ? { auditFailing } : {}), readRestrict: restrictNow ?? (() => ({ value: null })) }, deps as never) as unknown as Record<string, (call: unknown, cb: (e: grpc.StatusObject | null, r?: GetStatusResponse) => void) => void>;
   const statusOf = (asUid: number | undefined) => {
     uid = asUid;
     return new Promise<GetStatusResponse>((resolve, reject) =>
@@ -52,6 +52,16 @@ describe('GetStatus Usage: key counts', () => {
     expect(await usageOf(undefined)).toMatchObject({ ...all, callerKeys: 0, callerKeyVersions: 0 });
   });
 
+});
+
+describe('GetStatus Limits', () => {
+  it('reports the engine limits set in the config file, and `ringfence status` prints them', async () => {
+    const { statusOf } = await statusService(undefined, undefined, { maxTransforms: 100, maxOpSockets: 3, maxQueuedRequests: 40, maxQueuedRequestsPerCaller: 7 });
+    const s = await statusOf(1001);
+    expect(s.limits).toMatchObject({ maxTransforms: 100, maxOpSockets: 3, maxQueuedRequests: 40, maxQueuedRequestsPerCaller: 7 });
+    expect(statusJson(s, '/s').limits).toMatchObject({ maxTransforms: 100, maxOpSockets: 3, maxQueuedRequests: 40, maxQueuedRequestsPerCaller: 7 });
+    expect(statusText(s, '/s')).toContain('\n            100 kernel transforms, 3 kernel sockets each, 40 requests queued per key (7 per caller)\n');
+  });
 });
 
 describe('GetStatus while the audit trail cannot be written', () => {
