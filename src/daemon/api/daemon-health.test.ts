@@ -5,7 +5,8 @@ import * as grpc from '@grpc/grpc-js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { HealthImplementation } from 'grpc-health-check';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DaemonHealth } from './daemon-health.js';
 import { Drain } from './drain.js';
 
@@ -149,5 +150,20 @@ describe('health watches at the daemon\'s stop', () => {
     const w = watch(client, WATCH, Buffer.concat([Buffer.from([0x0a, 4]), Buffer.from('junk')]));
     expect(await w.code()).toBe(grpc.status.NOT_FOUND);
     expect(w.data).toEqual([]);
+  });
+
+  // Loading grpc-health-check (health.proto parsed by proto-loader) was part of every daemon start's
+  // 5 s of package loading under TCG; it now happens at the first health call (lazy-package.ts).
+  it('loads the package at the first health call, with the status set before it, and follows later changes', async () => {
+    const loaded = vi.spyOn(HealthImplementation.prototype, 'addToServer');
+    cleanup.push(() => loaded.mockRestore());
+    const { client, drain } = await serve(); // serving() before any call
+    expect(loaded).not.toHaveBeenCalled();
+    const check = () => new Promise<Buffer | grpc.ServiceError>((resolve) => client.makeUnaryRequest('/grpc.health.v1.Health/Check', raw, raw, Buffer.alloc(0), (e, r) => resolve(e ?? r!)));
+    expect(await check()).toEqual(SERVING);
+    expect(loaded).toHaveBeenCalledTimes(1);
+    drain.start();
+    expect(await check()).toEqual(NOT_SERVING);
+    expect(loaded).toHaveBeenCalledTimes(1);
   });
 });

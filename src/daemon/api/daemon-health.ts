@@ -3,29 +3,42 @@
  * until `serving()`. Registered through guardedServer (foreign-services.ts), for those names only.
  * When the daemon's drain starts (drain.ts), every name turns NOT_SERVING and then the open Watch
  * calls end: a watch never ends by itself, so each would otherwise hold the stop for the whole drain
- * period and then be cut off (CANCELLED), the daemon logging calls still running.
+ * period and then be cut off (CANCELLED), the daemon logging calls still running. The package is
+ * loaded at the first health call (lazy-package.ts), with the statuses set until then.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
+import type { HealthImplementation, ServingStatus } from 'grpc-health-check';
+import { createRequire } from 'node:module';
+import { Health } from '../../gen/grpc/health/v1/health_pb.js';
 import { guardedServer, knownHealthServices } from './foreign-services.js';
+import { addLazily, recorder, type Registered } from './lazy-package.js';
 import { ApiError, ErrorReason, Status } from './errors.js';
 import type { Drain } from './drain.js';
 
 const WATCH = '/grpc.health.v1.Health/Watch';
+const require = createRequire(import.meta.url);
 
 type WatchCall = grpc.ServerWritableStream<unknown, unknown>;
 type Implementation = grpc.UntypedServiceImplementation;
 
 export class DaemonHealth {
-  private readonly health: HealthImplementation;
+  /** The package's implementation, once a health call loaded it. */
+  private health: HealthImplementation | undefined;
+  private status: ServingStatus = 'NOT_SERVING';
   private readonly watches = new Set<WatchCall>();
 
   constructor(server: grpc.Server, private readonly names: readonly string[], private readonly drain: Drain) {
-    this.health = new HealthImplementation(Object.fromEntries(names.map((n) => [n, 'NOT_SERVING'])));
     // Their undecodable requests are refused with INVALID_ARGUMENT, like the daemon's own.
     const unknownService = (message: string) => new ApiError(Status.NOT_FOUND, ErrorReason.INVALID_FIELD, message, { field: 'service' });
     const guarded = guardedServer(server, knownHealthServices(names, unknownService));
-    this.health.addToServer({ addService: (service, impl) => guarded.addService(service, this.endingWatches(service, impl)) } as grpc.Server);
+    addLazily(guarded, [Health], () => {
+      const { HealthImplementation: Implementation } = require('grpc-health-check') as { HealthImplementation: typeof HealthImplementation };
+      const health = new Implementation(Object.fromEntries(names.map((n) => [n, this.status])));
+      const registered: Registered = new Map();
+      health.addToServer(recorder(registered, (service, impl) => this.endingWatches(service, impl)));
+      this.health = health;
+      return registered;
+    });
     // In this order: each watch sees NOT_SERVING before its end (a stream sends its status after
     // the messages written before it).
     drain.onStart(() => {
@@ -39,7 +52,8 @@ export class DaemonHealth {
   }
 
   private set(status: ServingStatus): void {
-    for (const n of this.names) this.health.setStatus(n, status);
+    this.status = status;
+    for (const n of this.names) this.health?.setStatus(n, status);
   }
 
   /**
