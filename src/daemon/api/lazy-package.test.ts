@@ -62,7 +62,9 @@ describe('a package registered lazily', () => {
   });
 
   it('answers INTERNAL, naming the method, when the package cannot load, and goes on serving', async () => {
+    let loads = 0;
     const c = await serve(() => {
+      loads++;
       throw new Error("Cannot find module '@grpc/reflection'");
     });
     const call = c.makeBidiStreamRequest('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo', raw, raw);
@@ -71,6 +73,10 @@ describe('a package registered lazily', () => {
     // A unary call fails while decoding its request (grpc-js answers that INTERNAL itself).
     expect((await check(c)) as grpc.ServiceError).toMatchObject({ code: grpc.status.INTERNAL });
     expect((await check(c)) as grpc.ServiceError).toMatchObject({ code: grpc.status.INTERNAL });
+    const again = c.makeBidiStreamRequest('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo', raw, raw);
+    expect((await new Promise<grpc.ServiceError>((resolve) => again.on('error', resolve))).details).toContain('its package failed to load');
+    // Tried once: a failed require is not cached by Node, and a missing package does not appear later.
+    expect(loads).toBe(1);
   });
 
   it('serves a package missing a method it was registered for as that method failing, not the others', async () => {

@@ -44,12 +44,20 @@ function failCall(args: readonly unknown[], path: string, err: unknown): void {
 
 /**
  * Adds `services` to `server`; `load` (called once, at the first call or request to decode) loads
- * the package and returns what it registers.
+ * the package and returns what it registers. A load that fails is not tried again: every later
+ * call fails with the same reason (a package missing from the install does not appear later).
  */
 export function addLazily(server: Pick<grpc.Server, 'addService'>, services: readonly DescService[], load: () => Registered): void {
   let loaded: Registered | undefined;
+  let failure: { reason: unknown } | undefined;
   const method = (path: string) => {
-    loaded ??= load();
+    if (failure) throw failure.reason;
+    try {
+      loaded ??= load();
+    } catch (reason) {
+      failure = { reason };
+      throw reason;
+    }
     const m = loaded.get(path);
     if (!m) throw new Error(`the package registered no ${path}`);
     return m;
