@@ -46,6 +46,13 @@ function rssBytes(pid: number): number {
   return Number(m![1]) * 1024;
 }
 
+/** A process's user and system CPU seconds (/proc/PID/stat fields 14 and 15, in USER_HZ = 100 ticks). */
+function cpuSeconds(pid: number | 'self'): { user: number; system: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
+}
+
 describe('streaming encryption end to end', () => {
   let daemon: TestDaemon;
   let client: RingfenceClient;
@@ -186,6 +193,8 @@ describe('streaming encryption end to end', () => {
     const baseline = rssBytes(pid);
     let peak = baseline;
     const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(pid))), 250);
+    // Where the guest's time goes (client and daemon share its one CPU), printed with the result.
+    const cpu0 = { daemon: cpuSeconds(pid), client: cpuSeconds('self') };
     const started = Date.now();
     try {
       await pipeline(
@@ -198,7 +207,8 @@ describe('streaming encryption end to end', () => {
       clearInterval(sampler);
     }
     const seconds = (Date.now() - started) / 1000;
-    console.log(`big stream: ${total} bytes in ${seconds.toFixed(1)} s (${(total / 1024 / 1024 / seconds).toFixed(1)} MiB/s through encrypt+decrypt), daemon RSS ${(baseline / 2 ** 20).toFixed(1)} -> peak ${(peak / 2 ** 20).toFixed(1)} MiB`);
+    const cpu = (p: 'daemon' | 'client', now: { user: number; system: number }) => `${p} CPU ${(now.user - cpu0[p].user).toFixed(0)} s user + ${(now.system - cpu0[p].system).toFixed(0)} s system`;
+    console.log(`big stream: ${total} bytes in ${seconds.toFixed(1)} s (${(total / 1024 / 1024 / seconds).toFixed(1)} MiB/s through encrypt+decrypt), daemon RSS ${(baseline / 2 ** 20).toFixed(1)} -> peak ${(peak / 2 ** 20).toFixed(1)} MiB; ${cpu('daemon', cpuSeconds(pid))}, ${cpu('client', cpuSeconds('self'))}`);
     expect(received).toBe(total);
     expect(firstMismatch).toBe(-1);
     expect(peak - baseline).toBeLessThan(64 * 1024 * 1024);
