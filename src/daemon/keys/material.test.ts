@@ -34,6 +34,6 @@ describe('KeyMaterial and a kernel that refuses the suite a blob was sealed with
   it('an imported key sealed with such a suite fails to load saying which suite and what to do', async () => {
     const err = await new KeyMaterial(keystore, engineFailing('ALGORITHM_UNAVAILABLE'), ccm).restore('ab'.repeat(16), 1, 'imported', [gcmCheck]).catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'KeystoreError', code: 'KEY_TYPE_UNSUPPORTED' });
-    expect((err as Error).message).toMatch(/sealed under the master key with aes-256-gcm, which this kernel refuses .*import the key again/);
+    expect((err as Error).message).toMatch(/sealed under the master key with aes-256-gcm, which this kernel refuses .*rotate the key with new material, or delete it and import its material again once it is gone/);
   });
 });

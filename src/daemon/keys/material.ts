@@ -186,7 +186,7 @@ export class KeyMaterial {
       if (isEngineError(err, 'ALGORITHM_UNAVAILABLE')) {
         throw new KeystoreError(
           'KEY_TYPE_UNSUPPORTED',
-          `sealed under the master key with ${suite.name}, which this kernel refuses (af_alg_restrict?); open it on a kernel that allows ${suite.name} and import the key again there, or delete it (new seals use ${WRAP_SUITES[0]!.name})`,
+          `sealed under the master key with ${suite.name}, which this kernel refuses (af_alg_restrict?); on a kernel that allows ${suite.name}, rotate the key with new material, or delete it and import its material again once it is gone (two keys holding the same material would share one nonce space; new seals use ${WRAP_SUITES[0]!.name})`,
           err,
         );
       }
