@@ -33,6 +33,9 @@ export async function hashStream(
   if (typeof iterate !== 'function') {
     throw new TypeError(`hashStream: the source must be a Readable or an async iterable of strings or Uint8Arrays, got ${Object.prototype.toString.call(source)}`);
   }
+  // An aborted signal refuses the call before it is made (Transport.clientStream); the source is
+  // let go as an abort during the call lets it go.
+  if (opts.signal?.aborted) (source as { destroy?: () => void }).destroy?.();
   let failure: RingfenceError | undefined;
   let writer: CallWriter<HashStreamRequest> | undefined;
   let settle!: { resolve(r: HashStreamResponse): void; reject(e: RingfenceError): void };
@@ -58,11 +61,18 @@ export async function hashStream(
     first = false;
     return writer!.write(message);
   };
+  // Cancelled, and half-closed too: grpc-js 1.14 keeps the connection's handle of a client stream
+  // cancelled before it started and never half-closed, holding the process alive after close()
+  // (a signal aborted in the turn the call was made; review by helper-213).
+  const endFailed = (cancel: boolean) => {
+    if (cancel) call.cancel();
+    call.end();
+  };
   let pieces: AsyncIterator<Uint8Array | string>;
   try {
     pieces = iterate.call(source);
   } catch (err) {
-    call.cancel(); // the source's own iterator failed: the RPC must not stay open
+    endFailed(true); // the source's own iterator failed: the RPC must not stay open
     throw err;
   }
   // A Node stream is destroyed, as pipeline would (its iterator's return() waits for data that may
@@ -87,13 +97,13 @@ export async function hashStream(
     }
   } catch (err) {
     stopSource();
-    if (err === failure) throw err;
-    // The source failed: the digest would be of a prefix, so cancel rather than half-close.
-    call.cancel();
+    // The source failed: the digest would be of a prefix, so cancel before the half-close.
+    endFailed(err !== failure);
     throw err;
   }
   if (failure) {
     stopSource();
+    endFailed(false);
   } else {
     if (first) await send(new Uint8Array(0));
     call.end();

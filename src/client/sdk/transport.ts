@@ -238,6 +238,9 @@ export class Transport {
   ): StreamCall<grpc.ClientWritableStream<MessageShape<I>>> {
     const def = definitionOf(method);
     this.refuseIfClosed(def.path.slice(1));
+    // Refused as unary calls are: no call for the daemon to see, none for grpc-js to hold (a
+    // client stream cancelled before it started kept the process alive; review by helper-213).
+    if (opts.signal?.aborted) throw toRingfenceError(undefined, { rpc: def.path.slice(1), socketPath: this.socketPath, aborted: true, abortReason: opts.signal.reason });
     let wired: StreamCall<grpc.ClientWritableStream<MessageShape<I>>> | undefined;
     const deadline = wireDeadline(callDeadline(opts));
     const client = this.channel();
