@@ -178,7 +178,9 @@ export class RingfenceSession {
   close(): Promise<void> {
     if (!this.closed) {
       this.closing = true;
-      this.closed = new Promise<void>((resolve) => (this.finishClose = resolve)).then(this.onClosed);
+      this.closed = new Promise<void>((resolve) => (this.finishClose = resolve)).then(() => {
+        this.onClosed();
+      });
       if (this.unsettled === 0) this.endAfterClose();
     }
     return this.closed;
