@@ -162,7 +162,9 @@ export const CryptoService: GenService<{
   },
   /**
    * Encrypts a payload of any size in authenticated chunks: a header, then plaintext chunks in;
-   * the stream ciphertext out, chunk by chunk. See stream.proto.
+   * the stream ciphertext out, chunk by chunk. See stream.proto. The RPC's status follows the
+   * client's half-close: after its last chunk a client half-closes, then reads to the status (the
+   * daemon reads on until the half-close, refusing any data after the final chunk).
    *
    * @generated from rpc ringfence.v1.CryptoService.EncryptStream
    */
@@ -174,7 +176,8 @@ export const CryptoService: GenService<{
   /**
    * Decrypts a stream ciphertext: a header, then the ciphertext in; the plaintext of each
    * authenticated chunk out. Truncation, reordering, duplication and splicing fail the RPC. Adds
-   * INVALID_ARGUMENT (STREAM_TRUNCATED, STREAM_PROTOCOL_VIOLATION) to the errors above.
+   * INVALID_ARGUMENT (STREAM_TRUNCATED, STREAM_PROTOCOL_VIOLATION) to the errors above. As with
+   * EncryptStream, the status follows the client's half-close after the last ciphertext bytes.
    *
    * @generated from rpc ringfence.v1.CryptoService.DecryptStream
    */
